@@ -1,0 +1,5 @@
+//! The protobuf messages of the fsxp protocol, generated from `fs.proto` at build time.
+//! Nothing here is written by hand; framing lives in the `protocol` crate.
+#![allow(clippy::all)]
+
+include!(concat!(env!("OUT_DIR"), "/fsxp.rs"));

@@ -1,0 +1,189 @@
+//! Two-phase frame codec for tokio-util's `Framed`.
+//!
+//! Decoding waits for the 24 header bytes, validates magic, version, flags and both lengths
+//! against [`Limits`] *before* reserving space for the body, then waits for the body and
+//! checks the CRC32 before the frame is handed on (protobuf is decoded later, by the
+//! receiver). A frame split at any byte, or frames glued together, decode the same.
+//! Any error is connection-fatal: the caller closes the connection.
+
+use bytes::{Buf, BufMut, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::frame::crc32_of;
+use crate::header::{Header, HEADER_LEN};
+use crate::{Flags, Frame, ProtocolError};
+
+/// Size limits enforced on every frame, in both directions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_msg_len: u32,
+    pub max_data_len: u32,
+}
+
+impl Limits {
+    /// Largest protobuf message.
+    pub const MAX_MSG_LEN: u32 = 1 << 20;
+    /// Default data-section limit: one 1 MiB I/O plus slack.
+    pub const DEFAULT_DATA_LEN: u32 = (1 << 20) + (64 << 10);
+
+    /// Limits for an unauthenticated peer: a handshake message and no data.
+    pub const HANDSHAKE: Limits = Limits {
+        max_msg_len: 4096,
+        max_data_len: 0,
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_msg_len: Self::MAX_MSG_LEN,
+            max_data_len: Self::DEFAULT_DATA_LEN,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum DecodeState {
+    Head,
+    Body(Header),
+}
+
+#[derive(Debug)]
+pub struct FrameCodec {
+    limits: Limits,
+    state: DecodeState,
+}
+
+impl FrameCodec {
+    pub fn new(limits: Limits) -> FrameCodec {
+        FrameCodec {
+            limits,
+            state: DecodeState::Head,
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Changes the limits, e.g. once a peer has authenticated.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    fn check_limits(&self, h: &Header) -> Result<(), ProtocolError> {
+        if h.msg_len > self.limits.max_msg_len {
+            return Err(ProtocolError::TooLarge {
+                what: "message",
+                len: h.msg_len,
+                limit: self.limits.max_msg_len,
+            });
+        }
+        if h.data_len > self.limits.max_data_len {
+            return Err(ProtocolError::TooLarge {
+                what: "data",
+                len: h.data_len,
+                limit: self.limits.max_data_len,
+            });
+        }
+        Ok(())
+    }
+
+    /// Encodes the header for a frame whose body is `msg` and `data_len` bytes of data with
+    /// CRC `crc32`; used by senders that write the data themselves (sendfile).
+    pub fn head_for(
+        frame_flags: Flags,
+        cmd: u16,
+        stream_id: crate::StreamId,
+        msg_len: usize,
+        data_len: usize,
+        crc32: u32,
+    ) -> [u8; HEADER_LEN] {
+        Header {
+            flags: frame_flags,
+            cmd,
+            stream_id,
+            msg_len: msg_len as u32,
+            data_len: data_len as u32,
+            crc32: if frame_flags.contains(Flags::CRC) {
+                crc32
+            } else {
+                0
+            },
+        }
+        .encode()
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Frame;
+    type Error = ProtocolError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, ProtocolError> {
+        let header = match self.state {
+            DecodeState::Head => {
+                if src.len() < HEADER_LEN {
+                    src.reserve(HEADER_LEN - src.len());
+                    return Ok(None);
+                }
+                let head: [u8; HEADER_LEN] = src[..HEADER_LEN].try_into().expect("length checked");
+                let header = Header::decode(&head)?;
+                self.check_limits(&header)?;
+                src.advance(HEADER_LEN);
+                let body = header.msg_len as usize + header.data_len as usize;
+                src.reserve(body.saturating_sub(src.len()));
+                self.state = DecodeState::Body(header);
+                header
+            }
+            DecodeState::Body(header) => header,
+        };
+        let (msg_len, data_len) = (header.msg_len as usize, header.data_len as usize);
+        if src.len() < msg_len + data_len {
+            return Ok(None);
+        }
+        self.state = DecodeState::Head;
+        let msg = src.split_to(msg_len).freeze();
+        let data = src.split_to(data_len).freeze();
+        if header.flags.contains(Flags::CRC) {
+            let actual = crc32_of(&msg, &data);
+            if actual != header.crc32 {
+                return Err(ProtocolError::CrcMismatch {
+                    expected: header.crc32,
+                    actual,
+                });
+            }
+        }
+        Ok(Some(Frame {
+            flags: header.flags,
+            cmd: header.cmd,
+            stream_id: header.stream_id,
+            msg,
+            data,
+        }))
+    }
+}
+
+impl Encoder<Frame> for FrameCodec {
+    type Error = ProtocolError;
+
+    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), ProtocolError> {
+        let header = Header {
+            flags: frame.flags,
+            cmd: frame.cmd,
+            stream_id: frame.stream_id,
+            msg_len: frame.msg.len() as u32,
+            data_len: frame.data.len() as u32,
+            crc32: if frame.flags.contains(Flags::CRC) {
+                frame.crc32()
+            } else {
+                0
+            },
+        };
+        self.check_limits(&header)?;
+        dst.reserve(HEADER_LEN + frame.msg.len() + frame.data.len());
+        dst.put_slice(&header.encode());
+        dst.put_slice(&frame.msg);
+        dst.put_slice(&frame.data);
+        Ok(())
+    }
+}

@@ -1,0 +1,85 @@
+//! A whole frame: header fields, the protobuf message bytes and the data section.
+
+use bytes::Bytes;
+use prost::Message;
+
+use crate::{Command, Flags, ProtocolError, StreamId};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub flags: Flags,
+    /// Raw command code; see [`Command`].
+    pub cmd: u16,
+    pub stream_id: StreamId,
+    /// Encoded protobuf message.
+    pub msg: Bytes,
+    /// Raw data (read replies, write requests); empty for most commands.
+    pub data: Bytes,
+}
+
+impl Frame {
+    pub fn request(cmd: Command, stream_id: StreamId, msg: &impl Message, data: Bytes) -> Frame {
+        Frame {
+            flags: Flags::CRC,
+            cmd: cmd.code(),
+            stream_id,
+            msg: msg.encode_to_vec().into(),
+            data,
+        }
+    }
+
+    pub fn response(cmd: u16, stream_id: StreamId, msg: &impl Message, data: Bytes) -> Frame {
+        Frame {
+            flags: Flags::CRC.with(Flags::RESPONSE),
+            cmd,
+            stream_id,
+            msg: msg.encode_to_vec().into(),
+            data,
+        }
+    }
+
+    /// An error reply: ERROR flag and an `ErrorReply {errno, message}` body.
+    pub fn error(cmd: u16, stream_id: StreamId, errno: i32, message: impl Into<String>) -> Frame {
+        let body = proto::ErrorReply {
+            errno,
+            message: message.into(),
+        };
+        Frame {
+            flags: Flags::CRC.with(Flags::RESPONSE).with(Flags::ERROR),
+            cmd,
+            stream_id,
+            msg: body.encode_to_vec().into(),
+            data: Bytes::new(),
+        }
+    }
+
+    pub fn is_response(&self) -> bool {
+        self.flags.contains(Flags::RESPONSE)
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.flags.contains(Flags::ERROR)
+    }
+
+    pub fn command(&self) -> Result<Command, ProtocolError> {
+        Command::try_from(self.cmd)
+    }
+
+    /// Decodes the message section as `M`.
+    pub fn decode_msg<M: Message + Default>(&self, what: &'static str) -> Result<M, ProtocolError> {
+        M::decode(self.msg.clone()).map_err(|source| ProtocolError::BadMessage { what, source })
+    }
+
+    /// The CRC-32 over message then data, as carried in the header.
+    pub fn crc32(&self) -> u32 {
+        crc32_of(&self.msg, &self.data)
+    }
+}
+
+/// CRC-32 (IEEE) over `msg` then `data`.
+pub fn crc32_of(msg: &[u8], data: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(msg);
+    h.update(data);
+    h.finalize()
+}

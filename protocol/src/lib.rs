@@ -1,0 +1,24 @@
+//! The fsxp wire format, with no I/O: every frame is a fixed 24-byte [`Header`], a protobuf
+//! message (`proto` crate) and a raw data section.
+//!
+//! Layout:
+//! - [`header`]: the 24 header bytes, pure `encode`/`decode`, flags and newtypes;
+//! - [`command`]: command codes, stable forever once released;
+//! - [`frame`]: a whole frame and how requests, replies and error replies are built;
+//! - [`codec`]: two-phase tokio-util `Decoder`/`Encoder` with limits checked before allocating
+//!   and the CRC32 checked before protobuf is touched;
+//! - [`auth`]: the handshake's HMAC proofs;
+//! - [`error`]: connection-fatal protocol errors (per-request failures are error replies).
+
+pub mod auth;
+pub mod codec;
+pub mod command;
+pub mod error;
+pub mod frame;
+pub mod header;
+
+pub use codec::{FrameCodec, Limits};
+pub use command::Command;
+pub use error::ProtocolError;
+pub use frame::Frame;
+pub use header::{Flags, Header, StreamId, HEADER_LEN, MAGIC, VERSION};
