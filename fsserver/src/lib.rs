@@ -1,1 +1,53 @@
+//! fsserver: exports directories over the fsxp protocol.
+//!
+//! Layout (a request's path through the server):
+//! - [`server`]: accept loop, connection limit, graceful shutdown;
+//! - [`connection`]: one client: [`handshake`], then the reader loop spawning one task
+//!   per request, and the [`writer`] task that owns the socket's write half;
+//! - [`cmd`]: one file per command, `apply(ctx, request) -> Result<Reply, FsError>`;
+//! - [`export`]: confinement of every path beneath the export root (openat2);
+//! - [`handles`]: open files of a connection; [`attr`]: stat -> wire attributes;
+//! - [`error`]: per-request failures and their errno; [`token`]: the shared secret file.
 
+pub mod attr;
+pub mod cmd;
+pub mod connection;
+pub mod error;
+pub mod export;
+pub mod handles;
+pub mod handshake;
+pub mod server;
+pub mod token;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Tunables of a running server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub max_connections: usize,
+    pub max_in_flight: u32,
+    pub max_data: u32,
+    pub handshake_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_connections: 256,
+            max_in_flight: 64,
+            max_data: protocol::Limits::DEFAULT_DATA_LEN,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What every connection shares.
+#[derive(Debug)]
+pub struct Shared {
+    pub exports: HashMap<String, Arc<export::Export>>,
+    pub token: Vec<u8>,
+    pub config: Config,
+}

@@ -10,6 +10,14 @@ pub const NONCE_LEN: usize = 32;
 /// Length of the client-chosen session id.
 pub const SESSION_ID_LEN: usize = 16;
 
+/// The token held in a token file: its contents without surrounding whitespace. `None`
+/// when that leaves nothing.
+pub fn token_from_file_contents(contents: &[u8]) -> Option<Vec<u8>> {
+    let start = contents.iter().position(|b| !b.is_ascii_whitespace())?;
+    let end = contents.iter().rposition(|b| !b.is_ascii_whitespace())?;
+    Some(contents[start..=end].to_vec())
+}
+
 const CLIENT_LABEL: &[u8] = b"fsxp-auth-v1 client";
 const SERVER_LABEL: &[u8] = b"fsxp-auth-v1 server";
 

@@ -88,31 +88,6 @@ impl FrameCodec {
         }
         Ok(())
     }
-
-    /// Encodes the header for a frame whose body is `msg` and `data_len` bytes of data with
-    /// CRC `crc32`; used by senders that write the data themselves (sendfile).
-    pub fn head_for(
-        frame_flags: Flags,
-        cmd: u16,
-        stream_id: crate::StreamId,
-        msg_len: usize,
-        data_len: usize,
-        crc32: u32,
-    ) -> [u8; HEADER_LEN] {
-        Header {
-            flags: frame_flags,
-            cmd,
-            stream_id,
-            msg_len: msg_len as u32,
-            data_len: data_len as u32,
-            crc32: if frame_flags.contains(Flags::CRC) {
-                crc32
-            } else {
-                0
-            },
-        }
-        .encode()
-    }
 }
 
 impl Decoder for FrameCodec {

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use prost::Message;
 
-use crate::{Command, Flags, ProtocolError, StreamId};
+use crate::{Command, Flags, Header, ProtocolError, StreamId};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
@@ -38,6 +38,17 @@ impl Frame {
         }
     }
 
+    /// A successful reply whose message is already encoded.
+    pub fn response_bytes(cmd: u16, stream_id: StreamId, msg: Bytes, data: Bytes) -> Frame {
+        Frame {
+            flags: Flags::CRC.with(Flags::RESPONSE),
+            cmd,
+            stream_id,
+            msg,
+            data,
+        }
+    }
+
     /// An error reply: ERROR flag and an `ErrorReply {errno, message}` body.
     pub fn error(cmd: u16, stream_id: StreamId, errno: i32, message: impl Into<String>) -> Frame {
         let body = proto::ErrorReply {
@@ -68,6 +79,22 @@ impl Frame {
     /// Decodes the message section as `M`.
     pub fn decode_msg<M: Message + Default>(&self, what: &'static str) -> Result<M, ProtocolError> {
         M::decode(self.msg.clone()).map_err(|source| ProtocolError::BadMessage { what, source })
+    }
+
+    /// The header this frame is sent with (CRC computed when the CRC flag is set).
+    pub fn header(&self) -> Header {
+        Header {
+            flags: self.flags,
+            cmd: self.cmd,
+            stream_id: self.stream_id,
+            msg_len: self.msg.len() as u32,
+            data_len: self.data.len() as u32,
+            crc32: if self.flags.contains(Flags::CRC) {
+                self.crc32()
+            } else {
+                0
+            },
+        }
     }
 
     /// The CRC-32 over message then data, as carried in the header.

@@ -1,0 +1,33 @@
+//! Create: `CreateRequest { parent, name, mode, flags }` -> `OpenReply { handle, attr }`.
+//! `openat(parent, name, O_CREAT | O_NOFOLLOW | flags, mode)`: the mode is applied as given
+//! (the server runs with umask 0; the client applies the user's umask).
+
+use std::fs::File;
+
+use nix::fcntl::{openat, OFlag};
+use nix::sys::stat::{fstat, Mode};
+
+use super::open::allowed_flags;
+use super::{Ctx, Reply};
+use crate::attr::from_stat;
+use crate::error::FsError;
+use crate::export::Name;
+
+pub fn apply(ctx: &Ctx, req: proto::CreateRequest) -> Result<Reply, FsError> {
+    ctx.export.writable()?;
+    let dir = ctx.export.open_dir(&req.parent)?;
+    let name = Name::new(&req.name)?;
+    let flags = allowed_flags(req.flags) | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = openat(
+        &dir,
+        name.as_os_str(),
+        flags,
+        Mode::from_bits_truncate(req.mode & 0o7777),
+    )?;
+    let attr = from_stat(&fstat(&fd)?);
+    let handle = ctx.handles.insert(File::from(fd));
+    Ok(Reply::msg(&proto::OpenReply {
+        handle,
+        attr: Some(attr),
+    }))
+}

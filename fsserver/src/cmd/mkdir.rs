@@ -1,0 +1,19 @@
+//! Mkdir: `MkdirRequest { parent, name, mode }` -> `AttrReply` of the new directory.
+
+use nix::sys::stat::{mkdirat, Mode};
+
+use super::{attr_reply, Ctx, Reply};
+use crate::error::FsError;
+use crate::export::{stat_at, Name};
+
+pub fn apply(ctx: &Ctx, req: proto::MkdirRequest) -> Result<Reply, FsError> {
+    ctx.export.writable()?;
+    let dir = ctx.export.open_dir(&req.parent)?;
+    let name = Name::new(&req.name)?;
+    mkdirat(
+        &dir,
+        name.as_os_str(),
+        Mode::from_bits_truncate(req.mode & 0o7777),
+    )?;
+    Ok(attr_reply(&stat_at(&dir, name)?))
+}

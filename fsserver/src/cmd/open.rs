@@ -1,0 +1,42 @@
+//! Open: `OpenRequest { path, flags }` -> `OpenReply { handle, attr }`. Linux open flags;
+//! creation flags are refused (Create makes files), `O_NOFOLLOW` is always added, and
+//! write access or `O_TRUNC` on a read-only export fails with EROFS.
+
+use std::fs::File;
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::{fstat, Mode};
+
+use super::{Ctx, Reply};
+use crate::attr::from_stat;
+use crate::error::FsError;
+
+/// Flags a client may pass to Open and Create.
+pub(super) fn allowed_flags(flags: u32) -> OFlag {
+    let f = OFlag::from_bits_truncate(flags as i32);
+    f & (OFlag::O_ACCMODE
+        | OFlag::O_APPEND
+        | OFlag::O_TRUNC
+        | OFlag::O_SYNC
+        | OFlag::O_DSYNC
+        | OFlag::O_NOATIME
+        | OFlag::O_EXCL)
+}
+
+pub(super) fn writes(flags: OFlag) -> bool {
+    (flags & OFlag::O_ACCMODE) != OFlag::O_RDONLY || flags.contains(OFlag::O_TRUNC)
+}
+
+pub fn apply(ctx: &Ctx, req: proto::OpenRequest) -> Result<Reply, FsError> {
+    let flags = allowed_flags(req.flags) - OFlag::O_EXCL;
+    if writes(flags) {
+        ctx.export.writable()?;
+    }
+    let fd = ctx.export.open_beneath(&req.path, flags, Mode::empty())?;
+    let attr = from_stat(&fstat(&fd)?);
+    let handle = ctx.handles.insert(File::from(fd));
+    Ok(Reply::msg(&proto::OpenReply {
+        handle,
+        attr: Some(attr),
+    }))
+}

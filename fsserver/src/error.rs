@@ -1,0 +1,44 @@
+//! Per-request failures and their errno: the one table on the server side. Every variant
+//! becomes an error reply; none closes the connection.
+
+use nix::errno::Errno;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    /// A system call failed; its errno is kept as is.
+    #[error("{0}")]
+    Sys(#[from] Errno),
+    #[error("the export is read-only")]
+    ReadOnly,
+    #[error("path leaves the export: {0}")]
+    OutsideExport(String),
+    #[error("invalid file name: {0}")]
+    BadName(String),
+    #[error("unknown file handle {0}")]
+    BadHandle(u64),
+    #[error("undecodable request: {0}")]
+    BadRequest(String),
+    #[error("unknown command {0}")]
+    UnknownCommand(u16),
+}
+
+impl FsError {
+    /// Linux errno sent to the client.
+    pub fn errno(&self) -> i32 {
+        match self {
+            FsError::Sys(e) => *e as i32,
+            FsError::ReadOnly => libc::EROFS,
+            FsError::OutsideExport(_) => libc::EXDEV,
+            FsError::BadName(_) => libc::EINVAL,
+            FsError::BadHandle(_) => libc::EBADF,
+            FsError::BadRequest(_) => libc::EBADMSG,
+            FsError::UnknownCommand(_) => libc::ENOSYS,
+        }
+    }
+}
+
+impl From<std::io::Error> for FsError {
+    fn from(e: std::io::Error) -> Self {
+        FsError::Sys(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+    }
+}

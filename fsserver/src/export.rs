@@ -1,0 +1,224 @@
+//! Confinement: every path a client sends is resolved beneath the export's root directory
+//! fd, never as a plain path.
+//!
+//! - Paths are relative (`a/b/c`, the root is empty). Absolute paths, NUL bytes and `..`
+//!   components are refused with EXDEV before any system call.
+//! - Directories are opened with `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`, so a
+//!   symlink (or a rename race) that would leave the export fails with EXDEV in the kernel.
+//! - The final component is a validated single name used with `*at()` calls that do not
+//!   follow it (`AT_SYMLINK_NOFOLLOW`, `O_NOFOLLOW`), so a symlink there is never followed
+//!   on the server: the client's kernel follows symlinks, as over NFS.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{openat2, AtFlags, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::{fstat, fstatat, FileStat, Mode};
+
+use crate::error::FsError;
+
+/// One exported directory.
+#[derive(Debug)]
+pub struct Export {
+    pub name: String,
+    pub dir: PathBuf,
+    pub read_only: bool,
+    root: OwnedFd,
+}
+
+/// A validated single file name: not empty, not `.` or `..`, no `/` or NUL.
+#[derive(Debug, Clone, Copy)]
+pub struct Name<'a>(&'a OsStr);
+
+impl<'a> Name<'a> {
+    pub fn new(raw: &'a [u8]) -> Result<Name<'a>, FsError> {
+        let bad = raw.is_empty()
+            || raw == b"."
+            || raw == b".."
+            || raw.contains(&b'/')
+            || raw.contains(&0);
+        if bad {
+            return Err(FsError::BadName(String::from_utf8_lossy(raw).into_owned()));
+        }
+        Ok(Name(OsStr::from_bytes(raw)))
+    }
+
+    pub fn as_os_str(&self) -> &'a OsStr {
+        self.0
+    }
+}
+
+impl AsRef<Path> for Name<'_> {
+    fn as_ref(&self) -> &Path {
+        Path::new(self.0)
+    }
+}
+
+/// Checks a relative path lexically; returns it as an `openat2` argument (`.` for the root).
+fn checked_path(raw: &[u8]) -> Result<&Path, FsError> {
+    let outside = || FsError::OutsideExport(String::from_utf8_lossy(raw).into_owned());
+    if raw.first() == Some(&b'/') || raw.contains(&0) {
+        return Err(outside());
+    }
+    if raw.split(|b| *b == b'/').any(|c| c == b"..") {
+        return Err(outside());
+    }
+    if raw.iter().all(|b| *b == b'/') {
+        return Ok(Path::new("."));
+    }
+    Ok(Path::new(OsStr::from_bytes(raw)))
+}
+
+fn beneath(flags: OFlag) -> OpenHow {
+    OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS)
+}
+
+/// Splits `a/b/c` into (`a/b`, `c`); `c` into (``, `c`). `None` for the root.
+fn split_last(raw: &[u8]) -> Option<(&[u8], &[u8])> {
+    let trimmed = {
+        let mut end = raw.len();
+        while end > 0 && raw[end - 1] == b'/' {
+            end -= 1;
+        }
+        &raw[..end]
+    };
+    if trimmed.is_empty() {
+        return None;
+    }
+    match trimmed.iter().rposition(|b| *b == b'/') {
+        Some(i) => Some((&trimmed[..i], &trimmed[i + 1..])),
+        None => Some((&[], trimmed)),
+    }
+}
+
+/// A path split into an open parent directory and a validated final name; `name` is
+/// `None` for the export root itself.
+pub struct Located<'a> {
+    pub dir: OwnedFd,
+    pub name: Option<Name<'a>>,
+}
+
+impl Export {
+    pub fn open(name: String, dir: PathBuf, read_only: bool) -> std::io::Result<Export> {
+        let root = nix::fcntl::open(
+            &dir,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(std::io::Error::from)?;
+        Ok(Export {
+            name,
+            dir,
+            read_only,
+            root,
+        })
+    }
+
+    pub fn root(&self) -> BorrowedFd<'_> {
+        self.root.as_fd()
+    }
+
+    /// Fails with EROFS on a read-only export.
+    pub fn writable(&self) -> Result<(), FsError> {
+        if self.read_only {
+            Err(FsError::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Opens `path` beneath the root with `flags` (`O_NOFOLLOW` added: the last component
+    /// is never followed).
+    pub fn open_beneath(&self, path: &[u8], flags: OFlag, mode: Mode) -> Result<OwnedFd, FsError> {
+        let p = checked_path(path)?;
+        Ok(openat2(
+            self.root(),
+            p,
+            beneath(flags | OFlag::O_NOFOLLOW).mode(mode),
+        )?)
+    }
+
+    /// Opens the directory `path` (for `*at()` calls on names inside it).
+    pub fn open_dir(&self, path: &[u8]) -> Result<OwnedFd, FsError> {
+        let p = checked_path(path)?;
+        Ok(openat2(
+            self.root(),
+            p,
+            beneath(OFlag::O_PATH | OFlag::O_DIRECTORY),
+        )?)
+    }
+
+    /// Opens the parent of `path` and validates its final component.
+    pub fn locate<'a>(&self, path: &'a [u8]) -> Result<Located<'a>, FsError> {
+        checked_path(path)?;
+        match split_last(path) {
+            None => Ok(Located {
+                dir: self.open_dir(b"")?,
+                name: None,
+            }),
+            Some((parent, name)) => Ok(Located {
+                dir: self.open_dir(parent)?,
+                name: Some(Name::new(name)?),
+            }),
+        }
+    }
+
+    /// `lstat` of `path`.
+    pub fn stat(&self, path: &[u8]) -> Result<FileStat, FsError> {
+        let at = self.locate(path)?;
+        match at.name {
+            None => Ok(fstat(&at.dir)?),
+            Some(name) => Ok(fstatat(
+                &at.dir,
+                name.as_os_str(),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )?),
+        }
+    }
+}
+
+/// `lstat` of `name` in `dir`.
+pub fn stat_at(dir: impl AsFd, name: Name<'_>) -> Result<FileStat, FsError> {
+    Ok(fstatat(
+        dir,
+        name.as_os_str(),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dotdot_and_absolute_paths_are_refused_lexically() {
+        for p in [&b"../x"[..], b"a/../../x", b"/etc/passwd", b"a/..", b"a\0b"] {
+            assert!(
+                matches!(checked_path(p), Err(FsError::OutsideExport(_))),
+                "{p:?}"
+            );
+        }
+        assert_eq!(checked_path(b"").unwrap(), Path::new("."));
+        assert_eq!(checked_path(b"a/b").unwrap(), Path::new("a/b"));
+    }
+
+    #[test]
+    fn names_must_be_single_components() {
+        for n in [&b""[..], b".", b"..", b"a/b", b"a\0"] {
+            assert!(Name::new(n).is_err(), "{n:?}");
+        }
+        assert!(Name::new(b"...").is_ok());
+    }
+
+    #[test]
+    fn split_last_separates_parent_and_name() {
+        assert_eq!(split_last(b"a/b/c"), Some((&b"a/b"[..], &b"c"[..])));
+        assert_eq!(split_last(b"c"), Some((&b""[..], &b"c"[..])));
+        assert_eq!(split_last(b"c/"), Some((&b""[..], &b"c"[..])));
+        assert_eq!(split_last(b""), None);
+    }
+}

@@ -1,0 +1,150 @@
+//! The server side of the handshake: send a nonce, take one `AuthRequest`, check its HMAC
+//! proof of the token and the export name, answer `AuthReply` or an error and close.
+//! Nothing else is accepted before it succeeds, and it must finish before a deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures::StreamExt;
+use protocol::{auth, Command, Frame, FrameCodec, ProtocolError, StreamId};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_util::codec::{Encoder, FramedRead};
+
+use crate::export::Export;
+use crate::Shared;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("handshake not finished within {0:?}")]
+    Timeout(Duration),
+    #[error("peer closed the connection during the handshake")]
+    Closed,
+    #[error("protocol error: {0}")]
+    Protocol(#[from] ProtocolError),
+    #[error("authentication failed")]
+    BadProof,
+    #[error("no export named {0:?}")]
+    NoSuchExport(String),
+}
+
+pub struct Authenticated {
+    pub export: Arc<Export>,
+    pub session_id: Vec<u8>,
+}
+
+async fn send(wr: &mut OwnedWriteHalf, frame: Frame) -> Result<(), ProtocolError> {
+    let mut buf = BytesMut::new();
+    FrameCodec::new(protocol::Limits::default()).encode(frame, &mut buf)?;
+    wr.write_all(&buf).await?;
+    Ok(())
+}
+
+/// Tells the peer why it is refused; returns the error to end the connection with.
+async fn refuse(wr: &mut OwnedWriteHalf, errno: i32, e: HandshakeError) -> HandshakeError {
+    let _ = send(
+        wr,
+        Frame::error(
+            Command::Auth.code(),
+            StreamId::CONTROL,
+            errno,
+            e.to_string(),
+        ),
+    )
+    .await;
+    e
+}
+
+/// Runs the handshake on a fresh connection. On failure the peer has been told why (when it
+/// got that far) and the connection is to be closed.
+pub async fn accept(
+    rd: &mut FramedRead<OwnedReadHalf, FrameCodec>,
+    wr: &mut OwnedWriteHalf,
+    shared: &Shared,
+) -> Result<Authenticated, HandshakeError> {
+    let deadline = shared.config.handshake_timeout;
+    tokio::time::timeout(deadline, exchange(rd, wr, shared))
+        .await
+        .map_err(|_| HandshakeError::Timeout(deadline))?
+}
+
+async fn exchange(
+    rd: &mut FramedRead<OwnedReadHalf, FrameCodec>,
+    wr: &mut OwnedWriteHalf,
+    shared: &Shared,
+) -> Result<Authenticated, HandshakeError> {
+    let mut server_nonce = [0u8; auth::NONCE_LEN];
+    getrandom::fill(&mut server_nonce).expect("the OS random source works");
+    let challenge = proto::Challenge {
+        protocol_version: protocol::VERSION as u32,
+        server_nonce: server_nonce.to_vec().into(),
+    };
+    send(
+        wr,
+        Frame::response(
+            Command::Auth.code(),
+            StreamId::CONTROL,
+            &challenge,
+            Default::default(),
+        ),
+    )
+    .await?;
+
+    let frame = rd.next().await.ok_or(HandshakeError::Closed)??;
+    if frame.cmd != Command::Auth.code()
+        || frame.is_response()
+        || frame.stream_id != StreamId::CONTROL
+    {
+        return Err(ProtocolError::Unexpected(format!(
+            "command {} before authentication",
+            frame.cmd
+        ))
+        .into());
+    }
+    let req: proto::AuthRequest = frame.decode_msg("AuthRequest")?;
+    if !auth::verify_client(
+        &shared.token,
+        &server_nonce,
+        &req.client_nonce,
+        &req.export,
+        &req.proof,
+    ) {
+        return Err(refuse(wr, libc::EACCES, HandshakeError::BadProof).await);
+    }
+    let name = String::from_utf8_lossy(&req.export).into_owned();
+    let Some(export) = shared.exports.get(&name).cloned() else {
+        return Err(refuse(wr, libc::ENOENT, HandshakeError::NoSuchExport(name)).await);
+    };
+    let root = match export.stat(b"") {
+        Ok(st) => crate::attr::from_stat(&st),
+        Err(e) => return Err(refuse(wr, e.errno(), HandshakeError::NoSuchExport(name)).await),
+    };
+    let reply = proto::AuthReply {
+        server_proof: auth::server_proof(
+            &shared.token,
+            &server_nonce,
+            &req.client_nonce,
+            &req.export,
+        )
+        .into(),
+        max_in_flight: shared.config.max_in_flight,
+        max_data: shared.config.max_data,
+        read_only: export.read_only,
+        root: Some(root),
+    };
+    send(
+        wr,
+        Frame::response(
+            Command::Auth.code(),
+            StreamId::CONTROL,
+            &reply,
+            Default::default(),
+        ),
+    )
+    .await?;
+    Ok(Authenticated {
+        export,
+        session_id: req.session_id.to_vec(),
+    })
+}

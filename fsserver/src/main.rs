@@ -1,0 +1,124 @@
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use fsserver::export::Export;
+use fsserver::{server, token, Config, Shared};
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Export directories over the fsxp protocol, for fsmount clients.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on, e.g. 0.0.0.0:7070 or 127.0.0.1:0 (any free port).
+    #[arg(long, value_name = "ADDR")]
+    listen: String,
+    /// Directory to export under NAME (repeatable).
+    #[arg(long = "export", value_name = "NAME=DIR", required = true)]
+    exports: Vec<String>,
+    /// Shared secret file; created with a fresh random token (mode 0600) if missing.
+    /// Default: $HOME/.config/fsserver/token.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Export NAME read-only: every change fails with EROFS (repeatable).
+    #[arg(long = "read-only", value_name = "NAME")]
+    read_only: Vec<String>,
+    /// Requests run at once per connection.
+    #[arg(long, default_value_t = 64)]
+    max_in_flight: u32,
+    /// Connections served at once.
+    #[arg(long, default_value_t = 256)]
+    max_connections: usize,
+    /// Seconds a new connection has to finish the handshake.
+    #[arg(long, default_value_t = 10)]
+    handshake_timeout: u64,
+}
+
+fn parse_exports(args: &Args) -> Result<HashMap<String, Arc<Export>>> {
+    let mut exports = HashMap::new();
+    for spec in &args.exports {
+        let (name, dir) = spec
+            .split_once('=')
+            .with_context(|| format!("--export {spec:?}: expected NAME=DIR"))?;
+        if name.is_empty() || name.contains('/') {
+            bail!("--export {spec:?}: the name must be non-empty and without '/'");
+        }
+        let dir = PathBuf::from(dir);
+        if !dir.is_dir() {
+            bail!("--export {spec:?}: {} is not a directory", dir.display());
+        }
+        let read_only = args.read_only.iter().any(|r| r == name);
+        let export = Export::open(name.to_string(), dir.clone(), read_only)
+            .with_context(|| format!("cannot open {}", dir.display()))?;
+        if exports.insert(name.to_string(), Arc::new(export)).is_some() {
+            bail!("--export {name:?} given twice");
+        }
+    }
+    for r in &args.read_only {
+        if !exports.contains_key(r) {
+            bail!("--read-only {r:?}: no such export");
+        }
+    }
+    Ok(exports)
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // Modes arrive from clients already masked; apply them as given.
+    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+
+    let exports = parse_exports(&args)?;
+    let token_path = args.token_file.clone().unwrap_or_else(token::default_path);
+    let (token, created) = token::load_or_create(&token_path)
+        .with_context(|| format!("token file {}", token_path.display()))?;
+    if created {
+        eprintln!(
+            "fsserver: created token file {} (mode 0600); give it to clients",
+            token_path.display()
+        );
+    }
+    let shared = Arc::new(Shared {
+        exports,
+        token,
+        config: Config {
+            max_connections: args.max_connections,
+            max_in_flight: args.max_in_flight.max(1),
+            handshake_timeout: Duration::from_secs(args.handshake_timeout),
+            ..Config::default()
+        },
+    });
+
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        for e in shared.exports.values() {
+            tracing::info!(name = %e.name, dir = %e.dir.display(), read_only = e.read_only, "exporting");
+        }
+        println!("fsserver: listening on {addr}");
+        std::io::stdout().flush()?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let shutdown = async {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        };
+        server::run(listener, shared, shutdown).await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}

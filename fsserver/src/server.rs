@@ -1,0 +1,60 @@
+//! Server lifecycle: accept connections on an already-bound listener (at most
+//! `max_connections` at once) until `shutdown` resolves; then stop accepting, tell every
+//! connection to stop reading, let in-flight requests finish and wait for the connections.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc, Semaphore};
+use tracing::{error, info, warn};
+
+use crate::{connection, Shared};
+
+/// How long a shutdown waits for open connections to finish their requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future) {
+    let (notify_shutdown, _) = broadcast::channel::<()>(1);
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let limit = Arc::new(Semaphore::new(shared.config.max_connections));
+
+    let accept_loop = async {
+        loop {
+            let permit = limit
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore never closed");
+            let (socket, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and the like: back off instead of spinning.
+                    error!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let (shared, rx, done) = (shared.clone(), notify_shutdown.subscribe(), done_tx.clone());
+            tokio::spawn(async move {
+                connection::serve(socket, peer, shared, rx).await;
+                drop(permit);
+                drop(done);
+            });
+        }
+    };
+    tokio::select! {
+        _ = accept_loop => {}
+        _ = shutdown => info!("shutting down: no new connections, finishing in-flight requests"),
+    }
+    drop(listener);
+    drop(notify_shutdown);
+    drop(done_tx);
+    if tokio::time::timeout(DRAIN_TIMEOUT, done_rx.recv())
+        .await
+        .is_err()
+    {
+        warn!("connections still open after {DRAIN_TIMEOUT:?}; exiting anyway");
+    }
+}
