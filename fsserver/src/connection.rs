@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use crate::cmd::{self, Ctx};
 use crate::handles::Handles;
-use crate::{handshake, writer, Shared};
+use crate::{handshake, Shared};
 
 pub async fn serve(
     socket: TcpStream,
@@ -42,7 +42,7 @@ pub async fn serve(
 
     let max_in_flight = shared.config.max_in_flight as usize;
     let (tx, rx) = mpsc::channel::<Frame>(max_in_flight + 1);
-    let writer = tokio::spawn(writer::run(wr, rx));
+    let writer = tokio::spawn(protocol::writer::run(wr, rx));
     let ctx = Ctx {
         export: auth.export,
         handles: Arc::new(Handles::default()),

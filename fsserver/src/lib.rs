@@ -3,7 +3,7 @@
 //! Layout (a request's path through the server):
 //! - [`server`]: accept loop, connection limit, graceful shutdown;
 //! - [`connection`]: one client: [`handshake`], then the reader loop spawning one task
-//!   per request, and the [`writer`] task that owns the socket's write half;
+//!   per request, and a writer task (`protocol::writer`) that owns the write half;
 //! - [`cmd`]: one file per command, `apply(ctx, request) -> Result<Reply, FsError>`;
 //! - [`export`]: confinement of every path beneath the export root (openat2);
 //! - [`handles`]: open files of a connection; [`attr`]: stat -> wire attributes;
@@ -18,7 +18,6 @@ pub mod handles;
 pub mod handshake;
 pub mod server;
 pub mod token;
-pub mod writer;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -8,6 +8,7 @@
 //! - [`codec`]: two-phase tokio-util `Decoder`/`Encoder` with limits checked before allocating
 //!   and the CRC32 checked before protobuf is touched;
 //! - [`auth`]: the handshake's HMAC proofs;
+//! - [`writer`]: the batching write loop each side's writer task runs;
 //! - [`error`]: connection-fatal protocol errors (per-request failures are error replies).
 
 pub mod auth;
@@ -16,6 +17,7 @@ pub mod command;
 pub mod error;
 pub mod frame;
 pub mod header;
+pub mod writer;
 
 pub use codec::{FrameCodec, Limits};
 pub use command::Command;

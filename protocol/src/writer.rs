@@ -1,10 +1,10 @@
-//! The one task that owns a connection's write half: replies go out in completion order,
-//! small ones batched into one write, large data sections written without a copy.
+//! The write loop of a connection's one writer task (both sides): frames go out in the order
+//! they are queued, small ones batched into one write, large data sections written straight
+//! from their buffer. Generic over `AsyncWrite`; it opens nothing itself.
 
+use crate::Frame;
 use bytes::{BufMut, BytesMut};
-use protocol::Frame;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 /// Data sections at least this long are written straight from their buffer.
@@ -14,7 +14,10 @@ const BATCH_LIMIT: usize = 256 << 10;
 
 /// Writes every frame received on `rx` until all senders are gone, then shuts the socket
 /// down for writing.
-pub async fn run(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Frame>) -> std::io::Result<()> {
+pub async fn run<W: AsyncWrite + Unpin>(
+    mut wr: W,
+    mut rx: mpsc::Receiver<Frame>,
+) -> std::io::Result<()> {
     let mut buf = BytesMut::with_capacity(BATCH_LIMIT);
     while let Some(frame) = rx.recv().await {
         put(&mut wr, &mut buf, frame).await?;
@@ -29,7 +32,11 @@ pub async fn run(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Frame>) -> std::
     wr.shutdown().await
 }
 
-async fn put(wr: &mut OwnedWriteHalf, buf: &mut BytesMut, frame: Frame) -> std::io::Result<()> {
+async fn put<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    buf: &mut BytesMut,
+    frame: Frame,
+) -> std::io::Result<()> {
     buf.put_slice(&frame.header().encode());
     buf.put_slice(&frame.msg);
     if frame.data.len() < COPY_LIMIT {
