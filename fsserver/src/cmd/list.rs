@@ -1,9 +1,10 @@
 //! List: `ListRequest { path, cookie, max_entries }` -> `ListReply { entries, eof }`.
 //! Entries come with their attributes (readdir-plus) and a cookie to resume after them: the
-//! directory offset (`d_off`) the kernel gives, as NFS uses. `.` and `..` are not listed.
+//! directory offset (`d_off`) the kernel gives, as NFS uses. `.` and `..` are not listed;
+//! the directory's own attributes come in `dir`.
 
 use std::ffi::CStr;
-use std::os::fd::{AsRawFd, IntoRawFd};
+use std::os::fd::IntoRawFd;
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -79,6 +80,10 @@ pub fn apply(ctx: &Ctx, req: proto::ListRequest) -> Result<Reply, FsError> {
             cookie,
         });
     }
-    let _ = dfd.as_raw_fd();
-    Ok(Reply::msg(&proto::ListReply { entries, eof }))
+    let dir_attr = from_stat(&nix::sys::stat::fstat(dfd)?);
+    Ok(Reply::msg(&proto::ListReply {
+        entries,
+        eof,
+        dir: Some(dir_attr),
+    }))
 }

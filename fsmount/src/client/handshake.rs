@@ -1,0 +1,125 @@
+//! Client side of the handshake: read the server's nonce, prove the token with an HMAC over
+//! both nonces and the export name, check the server's proof in return.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures::StreamExt;
+use protocol::{auth, Command, Frame, FrameCodec, Limits, StreamId};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_util::codec::{Encoder, FramedRead};
+
+use super::{reply_limits, Client, ClientError};
+
+/// How long connecting plus the handshake may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An authenticated connection and what the server told us about the export.
+#[derive(Debug)]
+pub struct Session {
+    pub client: Client,
+    pub root: proto::Attr,
+    pub read_only: bool,
+    pub max_data: u32,
+    pub max_in_flight: u32,
+}
+
+/// Connects to `addr`, authenticates for `export` and starts the connection's tasks.
+pub async fn connect(
+    addr: &str,
+    export: &str,
+    token: &[u8],
+    session_id: &[u8],
+) -> Result<Session, ClientError> {
+    tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        connect_inner(addr, export, token, session_id),
+    )
+    .await
+    .map_err(|_| {
+        ClientError::Timeout(format!("no answer from {addr} within {CONNECT_TIMEOUT:?}"))
+    })?
+}
+
+async fn connect_inner(
+    addr: &str,
+    export: &str,
+    token: &[u8],
+    session_id: &[u8],
+) -> Result<Session, ClientError> {
+    let socket = TcpStream::connect(addr)
+        .await
+        .map_err(|e| ClientError::Connect {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })?;
+    let _ = socket.set_nodelay(true);
+    let (rd, mut wr) = socket.into_split();
+    let mut rd = FramedRead::new(rd, FrameCodec::new(Limits::HANDSHAKE));
+    let lost =
+        || ClientError::ConnectionLost("server closed the connection during the handshake".into());
+
+    let challenge = rd.next().await.ok_or_else(lost)??;
+    if challenge.cmd != Command::Auth.code() || challenge.stream_id != StreamId::CONTROL {
+        return Err(ClientError::Protocol(
+            "server did not open with a challenge".into(),
+        ));
+    }
+    let challenge: proto::Challenge = challenge.decode_msg("Challenge")?;
+    let mut client_nonce = [0u8; auth::NONCE_LEN];
+    getrandom::fill(&mut client_nonce).expect("the OS random source works");
+    let request = proto::AuthRequest {
+        export: export.as_bytes().to_vec().into(),
+        client_nonce: client_nonce.to_vec().into(),
+        proof: auth::client_proof(
+            token,
+            &challenge.server_nonce,
+            &client_nonce,
+            export.as_bytes(),
+        )
+        .into(),
+        session_id: session_id.to_vec().into(),
+    };
+    let mut buf = BytesMut::new();
+    FrameCodec::new(Limits::default()).encode(
+        Frame::request(
+            Command::Auth,
+            StreamId::CONTROL,
+            &request,
+            Default::default(),
+        ),
+        &mut buf,
+    )?;
+    wr.write_all(&buf)
+        .await
+        .map_err(|e| ClientError::ConnectionLost(e.to_string()))?;
+
+    let reply = rd.next().await.ok_or_else(lost)??;
+    if reply.is_error() {
+        let e: proto::ErrorReply = reply.decode_msg("ErrorReply")?;
+        return Err(ClientError::Refused(e.message));
+    }
+    let reply: proto::AuthReply = reply.decode_msg("AuthReply")?;
+    if !auth::verify_server(
+        token,
+        &challenge.server_nonce,
+        &client_nonce,
+        export.as_bytes(),
+        &reply.server_proof,
+    ) {
+        return Err(ClientError::ServerNotAuthentic);
+    }
+    let root = reply
+        .root
+        .ok_or_else(|| ClientError::Protocol("AuthReply without root attributes".into()))?;
+    rd.decoder_mut().set_limits(reply_limits(reply.max_data));
+    let client = Client::start(rd, wr, reply.max_in_flight.max(1) as usize * 2);
+    Ok(Session {
+        client,
+        root,
+        read_only: reply.read_only,
+        max_data: reply.max_data,
+        max_in_flight: reply.max_in_flight,
+    })
+}

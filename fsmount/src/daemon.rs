@@ -1,0 +1,75 @@
+//! Background mode as sshfs does it: fork before any thread or runtime exists; the parent
+//! waits on a pipe and exits 0 only when the child reports the mount ready, or prints the
+//! child's error and exits 1.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+
+use nix::unistd::{fork, pipe, setsid, ForkResult};
+
+/// The child's end of the pipe to the waiting parent (nothing in foreground mode).
+pub struct Notifier(Option<File>);
+
+impl Notifier {
+    pub fn foreground() -> Notifier {
+        Notifier(None)
+    }
+
+    /// Tells the parent the mount is ready, then detaches stdio (background only).
+    pub fn ready(&mut self) {
+        if let Some(mut f) = self.0.take() {
+            let _ = f.write_all(b"OK\n");
+            detach_stdio();
+        }
+    }
+
+    /// Hands a fatal error to the parent, which prints it (background only; in the
+    /// foreground the caller prints it).
+    pub fn fail(&mut self, msg: &str) {
+        if let Some(mut f) = self.0.take() {
+            let _ = f.write_all(format!("ERR {msg}\n").as_bytes());
+        }
+    }
+}
+
+fn detach_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        let _ = nix::unistd::dup2_stdin(&null);
+        let _ = nix::unistd::dup2_stdout(&null);
+        let _ = nix::unistd::dup2_stderr(&null);
+    }
+}
+
+/// Forks. Returns in the child only; the parent process exits here with the child's verdict.
+pub fn background() -> std::io::Result<Notifier> {
+    let (rd, wr): (OwnedFd, OwnedFd) = pipe()?;
+    // SAFETY: called before any other thread exists (no runtime, no fuser session yet).
+    match unsafe { fork() }? {
+        ForkResult::Parent { .. } => {
+            drop(wr);
+            let mut msg = String::new();
+            let _ = File::from(rd).read_to_string(&mut msg);
+            match msg.lines().next() {
+                Some("OK") => std::process::exit(0),
+                Some(line) => {
+                    eprintln!("fsmount: {}", line.strip_prefix("ERR ").unwrap_or(line));
+                    std::process::exit(1)
+                }
+                None => {
+                    eprintln!("fsmount: the background process died before the mount was ready");
+                    std::process::exit(1)
+                }
+            }
+        }
+        ForkResult::Child => {
+            drop(rd);
+            let _ = setsid();
+            Ok(Notifier(Some(File::from(wr))))
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! Failures of filesystem operations and their errno: the one table on the client side.
+
+use crate::client::ClientError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The kernel named an inode or handle this mount no longer knows.
+    #[error("stale inode or handle {0}")]
+    Stale(u64),
+    #[error("invalid reply from the server: {0}")]
+    BadReply(&'static str),
+}
+
+impl FsError {
+    /// The errno the kernel gets.
+    pub fn errno(&self) -> i32 {
+        match self {
+            FsError::Client(ClientError::Remote { errno, .. }) if *errno > 0 => *errno,
+            FsError::Client(ClientError::Remote { .. }) => libc::EIO,
+            FsError::Client(ClientError::ConnectionLost(_)) => libc::EIO,
+            FsError::Client(ClientError::Protocol(_)) => libc::EIO,
+            FsError::Client(ClientError::Timeout(_)) => libc::ETIMEDOUT,
+            FsError::Client(ClientError::Connect { .. }) => libc::EHOSTUNREACH,
+            FsError::Client(ClientError::Refused(_)) => libc::EACCES,
+            FsError::Client(ClientError::ServerNotAuthentic) => libc::EACCES,
+            FsError::Stale(_) => libc::ESTALE,
+            FsError::BadReply(_) => libc::EIO,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, FsError>;

@@ -1,0 +1,213 @@
+//! The inode table: local inode numbers keyed by the server's (dev, ino), so hard links are
+//! one inode here as on the server. Each node remembers its parent and name (updated on
+//! rename and on every lookup), from which its path is rebuilt for the path-based protocol;
+//! renaming a directory therefore moves everything below it at once.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+/// The export root's inode number (FUSE's root).
+pub const ROOT: u64 = 1;
+
+#[derive(Debug)]
+struct Node {
+    parent: u64,
+    name: Bytes,
+    key: (u64, u64),
+    /// Lookups the kernel holds (FUSE `nlookup`); the node goes when it reaches 0.
+    lookups: u64,
+    /// Change token of the data the kernel's page cache holds, if any.
+    cached_change: Option<u64>,
+}
+
+#[derive(Debug)]
+pub struct InodeTable {
+    nodes: HashMap<u64, Node>,
+    by_key: HashMap<(u64, u64), u64>,
+    next: u64,
+}
+
+fn key(attr: &proto::Attr) -> (u64, u64) {
+    (attr.dev, attr.ino)
+}
+
+impl InodeTable {
+    pub fn new(root: &proto::Attr) -> InodeTable {
+        let mut t = InodeTable {
+            nodes: HashMap::new(),
+            by_key: HashMap::new(),
+            next: ROOT + 1,
+        };
+        t.nodes.insert(
+            ROOT,
+            Node {
+                parent: ROOT,
+                name: Bytes::new(),
+                key: key(root),
+                lookups: 1,
+                cached_change: None,
+            },
+        );
+        t.by_key.insert(key(root), ROOT);
+        t
+    }
+
+    /// The export-relative path of `ino` (empty for the root); `None` if unknown.
+    pub fn path(&self, ino: u64) -> Option<Vec<u8>> {
+        let mut parts = Vec::new();
+        let mut cur = ino;
+        while cur != ROOT {
+            let node = self.nodes.get(&cur)?;
+            parts.push(node.name.clone());
+            cur = node.parent;
+            if parts.len() > 4096 {
+                return None;
+            }
+        }
+        let mut path = Vec::new();
+        for (i, part) in parts.iter().rev().enumerate() {
+            if i > 0 {
+                path.push(b'/');
+            }
+            path.extend_from_slice(part);
+        }
+        Some(path)
+    }
+
+    /// The path of `name` inside directory `parent`.
+    pub fn child_path(&self, parent: u64, name: &[u8]) -> Option<Vec<u8>> {
+        let mut p = self.path(parent)?;
+        if !p.is_empty() {
+            p.push(b'/');
+        }
+        p.extend_from_slice(name);
+        Some(p)
+    }
+
+    /// Records that the kernel now knows `name` in `parent` with `attr`: returns its inode
+    /// number and counts one lookup.
+    pub fn remember(&mut self, parent: u64, name: &[u8], attr: &proto::Attr) -> u64 {
+        let k = key(attr);
+        if let Some(&ino) = self.by_key.get(&k) {
+            let node = self.nodes.get_mut(&ino).expect("by_key and nodes agree");
+            node.lookups += 1;
+            if ino != ROOT {
+                node.parent = parent;
+                node.name = Bytes::copy_from_slice(name);
+            }
+            return ino;
+        }
+        let ino = self.next;
+        self.next += 1;
+        self.nodes.insert(
+            ino,
+            Node {
+                parent,
+                name: Bytes::copy_from_slice(name),
+                key: k,
+                lookups: 1,
+                cached_change: None,
+            },
+        );
+        self.by_key.insert(k, ino);
+        ino
+    }
+
+    /// The inode number for `attr` if the kernel knows it (no lookup counted).
+    pub fn known(&self, attr: &proto::Attr) -> Option<u64> {
+        self.by_key.get(&key(attr)).copied()
+    }
+
+    /// The kernel dropped `n` lookups of `ino`.
+    pub fn forget(&mut self, ino: u64, n: u64) {
+        if ino == ROOT {
+            return;
+        }
+        let Some(node) = self.nodes.get_mut(&ino) else {
+            return;
+        };
+        node.lookups = node.lookups.saturating_sub(n);
+        if node.lookups == 0 {
+            let k = node.key;
+            self.nodes.remove(&ino);
+            if self.by_key.get(&k) == Some(&ino) {
+                self.by_key.remove(&k);
+            }
+        }
+    }
+
+    /// After a rename: the object with `attr` now lives at `name` in `parent`.
+    pub fn moved(&mut self, attr: &proto::Attr, parent: u64, name: &[u8]) {
+        if let Some(&ino) = self.by_key.get(&key(attr)) {
+            if let Some(node) = self.nodes.get_mut(&ino) {
+                node.parent = parent;
+                node.name = Bytes::copy_from_slice(name);
+            }
+        }
+    }
+
+    /// Close-to-open: true if the kernel may keep its cached pages of `ino`, i.e. they were
+    /// cached under the same change token. Records `change` as the cached one.
+    pub fn keep_cache(&mut self, ino: u64, change: u64) -> bool {
+        match self.nodes.get_mut(&ino) {
+            Some(node) => node.cached_change.replace(change) == Some(change),
+            None => false,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attr(ino: u64) -> proto::Attr {
+        proto::Attr {
+            dev: 1,
+            ino,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn paths_follow_parents_and_renames_of_directories() {
+        let mut t = InodeTable::new(&attr(2));
+        let a = t.remember(ROOT, b"a", &attr(10));
+        let f = t.remember(a, b"f", &attr(11));
+        assert_eq!(t.path(f).unwrap(), b"a/f");
+        t.moved(&attr(10), ROOT, b"b");
+        assert_eq!(t.path(f).unwrap(), b"b/f");
+        assert_eq!(t.path(ROOT).unwrap(), b"");
+        assert_eq!(t.child_path(ROOT, b"x").unwrap(), b"x");
+    }
+
+    #[test]
+    fn hard_links_share_one_inode_and_forget_counts_lookups() {
+        let mut t = InodeTable::new(&attr(2));
+        let x = t.remember(ROOT, b"x", &attr(20));
+        let y = t.remember(ROOT, b"y", &attr(20));
+        assert_eq!(x, y);
+        t.forget(x, 1);
+        assert!(t.path(x).is_some());
+        t.forget(x, 1);
+        assert!(t.path(x).is_none());
+        assert!(t.known(&attr(20)).is_none());
+    }
+
+    #[test]
+    fn keep_cache_only_when_change_token_is_unchanged() {
+        let mut t = InodeTable::new(&attr(2));
+        let x = t.remember(ROOT, b"x", &attr(20));
+        assert!(!t.keep_cache(x, 5));
+        assert!(t.keep_cache(x, 5));
+        assert!(!t.keep_cache(x, 6));
+    }
+}

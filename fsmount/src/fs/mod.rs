@@ -1,0 +1,479 @@
+//! The filesystem core: every FUSE operation as an `async fn` on inode numbers and handles,
+//! turned into protocol requests. Knows nothing of fuser (see `crate::fuse`), so it can be
+//! driven and tested without `/dev/fuse`.
+//!
+//! Caching is close-to-open, as NFS: attributes and entries are cached by the kernel for
+//! `attr_ttl`/`entry_ttl`; `open` revalidates with the server and lets the kernel keep its
+//! pages only if the change token is the one they were cached under.
+
+pub mod error;
+pub mod inodes;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use protocol::Command;
+
+use crate::client::Client;
+pub use error::{FsError, Result};
+use inodes::InodeTable;
+
+/// Entries asked for per List request.
+const LIST_PAGE: u32 = 1024;
+
+/// What the kernel is told about a name.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub ino: u64,
+    pub attr: proto::Attr,
+}
+
+/// An open file.
+#[derive(Debug, Clone, Copy)]
+pub struct Opened {
+    pub fh: u64,
+    /// The kernel may keep its cached pages (unchanged since they were cached).
+    pub keep_cache: bool,
+}
+
+/// Requested attribute changes (`None`: leave as is).
+#[derive(Debug, Default, Clone)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<proto::SetTime>,
+    pub mtime: Option<proto::SetTime>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FsOptions {
+    pub attr_ttl: Duration,
+    pub entry_ttl: Duration,
+}
+
+impl Default for FsOptions {
+    fn default() -> Self {
+        FsOptions {
+            attr_ttl: Duration::from_secs(1),
+            entry_ttl: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A directory being listed: what the server has sent so far.
+#[derive(Debug)]
+struct DirStream {
+    ino: u64,
+    path: Vec<u8>,
+    entries: Vec<proto::DirEntry>,
+    dir_attr: Option<proto::Attr>,
+    next_cookie: u64,
+    eof: bool,
+}
+
+/// One listed item for readdir: its offset (resume after it), name, attributes.
+#[derive(Debug)]
+pub struct DirItem<'a> {
+    pub offset: u64,
+    pub name: &'a [u8],
+    pub attr: &'a proto::Attr,
+    /// Inode number to report (`.`/`..` and readdir without plus).
+    pub ino: u64,
+}
+
+pub struct Fs {
+    client: Client,
+    inodes: Mutex<InodeTable>,
+    dirs: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<DirStream>>>>,
+    next_dir: AtomicU64,
+    pub options: FsOptions,
+    /// Largest read or write sent in one request.
+    pub max_io: u32,
+}
+
+fn attr_of(a: Option<proto::Attr>) -> Result<proto::Attr> {
+    a.ok_or(FsError::BadReply("reply without attributes"))
+}
+
+impl Fs {
+    pub fn new(client: Client, root: &proto::Attr, max_io: u32, options: FsOptions) -> Fs {
+        Fs {
+            client,
+            inodes: Mutex::new(InodeTable::new(root)),
+            dirs: Mutex::new(HashMap::new()),
+            next_dir: AtomicU64::new(1),
+            options,
+            max_io,
+        }
+    }
+
+    fn path(&self, ino: u64) -> Result<Vec<u8>> {
+        self.inodes
+            .lock()
+            .unwrap()
+            .path(ino)
+            .ok_or(FsError::Stale(ino))
+    }
+
+    fn child_path(&self, parent: u64, name: &[u8]) -> Result<Vec<u8>> {
+        self.inodes
+            .lock()
+            .unwrap()
+            .child_path(parent, name)
+            .ok_or(FsError::Stale(parent))
+    }
+
+    /// Counts a lookup of `name` in `parent` and returns the entry for the kernel.
+    fn remember(&self, parent: u64, name: &[u8], attr: proto::Attr) -> Entry {
+        let ino = self.inodes.lock().unwrap().remember(parent, name, &attr);
+        Entry { ino, attr }
+    }
+
+    pub async fn lookup(&self, parent: u64, name: &[u8]) -> Result<Entry> {
+        let path = self.child_path(parent, name)?;
+        let reply: proto::AttrReply = self
+            .client
+            .request(Command::Lookup, &proto::LookupRequest { path: path.into() })
+            .await?;
+        Ok(self.remember(parent, name, attr_of(reply.attr)?))
+    }
+
+    pub fn forget(&self, ino: u64, n: u64) {
+        self.inodes.lock().unwrap().forget(ino, n);
+    }
+
+    pub async fn getattr(&self, ino: u64, fh: Option<u64>) -> Result<proto::Attr> {
+        let req = match fh {
+            Some(handle) => proto::GetAttrRequest {
+                handle,
+                has_handle: true,
+                ..Default::default()
+            },
+            None => proto::GetAttrRequest {
+                path: self.path(ino)?.into(),
+                ..Default::default()
+            },
+        };
+        let reply: proto::AttrReply = self.client.request(Command::GetAttr, &req).await?;
+        attr_of(reply.attr)
+    }
+
+    pub async fn setattr(&self, ino: u64, fh: Option<u64>, change: SetAttr) -> Result<proto::Attr> {
+        let mut req = proto::SetAttrRequest {
+            mode: change.mode,
+            uid: change.uid,
+            gid: change.gid,
+            size: change.size,
+            atime: change.atime,
+            mtime: change.mtime,
+            ..Default::default()
+        };
+        match fh {
+            Some(h) => {
+                req.handle = h;
+                req.has_handle = true;
+            }
+            None => req.path = self.path(ino)?.into(),
+        }
+        let reply: proto::AttrReply = self.client.request(Command::SetAttr, &req).await?;
+        attr_of(reply.attr)
+    }
+
+    pub async fn readlink(&self, ino: u64) -> Result<Bytes> {
+        let reply: proto::ReadlinkReply = self
+            .client
+            .request(
+                Command::Readlink,
+                &proto::ReadlinkRequest {
+                    path: self.path(ino)?.into(),
+                },
+            )
+            .await?;
+        Ok(reply.target)
+    }
+
+    pub async fn mkdir(&self, parent: u64, name: &[u8], mode: u32) -> Result<Entry> {
+        let req = proto::MkdirRequest {
+            parent: self.path(parent)?.into(),
+            name: Bytes::copy_from_slice(name),
+            mode,
+        };
+        let reply: proto::AttrReply = self.client.request(Command::Mkdir, &req).await?;
+        Ok(self.remember(parent, name, attr_of(reply.attr)?))
+    }
+
+    pub async fn symlink(&self, parent: u64, name: &[u8], target: &[u8]) -> Result<Entry> {
+        let req = proto::SymlinkRequest {
+            parent: self.path(parent)?.into(),
+            name: Bytes::copy_from_slice(name),
+            target: Bytes::copy_from_slice(target),
+        };
+        let reply: proto::AttrReply = self.client.request(Command::Symlink, &req).await?;
+        Ok(self.remember(parent, name, attr_of(reply.attr)?))
+    }
+
+    pub async fn link(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> Result<Entry> {
+        let req = proto::LinkRequest {
+            path: self.path(ino)?.into(),
+            new_parent: self.path(new_parent)?.into(),
+            new_name: Bytes::copy_from_slice(new_name),
+        };
+        let reply: proto::AttrReply = self.client.request(Command::Link, &req).await?;
+        Ok(self.remember(new_parent, new_name, attr_of(reply.attr)?))
+    }
+
+    pub async fn remove(&self, parent: u64, name: &[u8], dir: bool) -> Result<()> {
+        let req = proto::RemoveRequest {
+            parent: self.path(parent)?.into(),
+            name: Bytes::copy_from_slice(name),
+            dir,
+        };
+        let _: proto::Empty = self.client.request(Command::Remove, &req).await?;
+        Ok(())
+    }
+
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        new_parent: u64,
+        new_name: &[u8],
+        flags: u32,
+    ) -> Result<()> {
+        let req = proto::RenameRequest {
+            parent: self.path(parent)?.into(),
+            name: Bytes::copy_from_slice(name),
+            new_parent: self.path(new_parent)?.into(),
+            new_name: Bytes::copy_from_slice(new_name),
+            flags,
+        };
+        let reply: proto::RenameReply = self.client.request(Command::Rename, &req).await?;
+        let mut inodes = self.inodes.lock().unwrap();
+        if let Some(moved) = &reply.moved {
+            inodes.moved(moved, new_parent, new_name);
+        }
+        if let Some(exchanged) = &reply.exchanged {
+            inodes.moved(exchanged, parent, name);
+        }
+        Ok(())
+    }
+
+    pub async fn open(&self, ino: u64, flags: u32) -> Result<Opened> {
+        let req = proto::OpenRequest {
+            path: self.path(ino)?.into(),
+            flags,
+        };
+        let reply: proto::OpenReply = self.client.request(Command::Open, &req).await?;
+        let attr = attr_of(reply.attr)?;
+        let keep_cache = self.inodes.lock().unwrap().keep_cache(ino, attr.change);
+        Ok(Opened {
+            fh: reply.handle,
+            keep_cache,
+        })
+    }
+
+    pub async fn create(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        flags: u32,
+    ) -> Result<(Entry, u64)> {
+        let req = proto::CreateRequest {
+            parent: self.path(parent)?.into(),
+            name: Bytes::copy_from_slice(name),
+            mode,
+            flags,
+        };
+        let reply: proto::OpenReply = self.client.request(Command::Create, &req).await?;
+        let entry = self.remember(parent, name, attr_of(reply.attr)?);
+        self.inodes
+            .lock()
+            .unwrap()
+            .keep_cache(entry.ino, entry.attr.change);
+        Ok((entry, reply.handle))
+    }
+
+    pub async fn read(&self, fh: u64, offset: u64, len: u32) -> Result<Bytes> {
+        let req = proto::ReadRequest {
+            handle: fh,
+            offset,
+            len: len.min(self.max_io),
+        };
+        let (_, data) = self.client.call(Command::Read, &req, Bytes::new()).await?;
+        Ok(data)
+    }
+
+    /// Writes all of `data` at `offset`, in requests of at most `max_io` bytes.
+    pub async fn write(&self, fh: u64, offset: u64, data: Bytes) -> Result<u32> {
+        let mut done = 0usize;
+        while done < data.len() {
+            let end = (done + self.max_io as usize).min(data.len());
+            let req = proto::WriteRequest {
+                handle: fh,
+                offset: offset + done as u64,
+            };
+            let reply: proto::WriteReply = {
+                let (msg, _) = self
+                    .client
+                    .call(Command::Write, &req, data.slice(done..end))
+                    .await?;
+                prost::Message::decode(msg)
+                    .map_err(|_| FsError::BadReply("undecodable WriteReply"))?
+            };
+            if reply.written as usize != end - done {
+                return Err(FsError::BadReply("short write"));
+            }
+            done = end;
+        }
+        Ok(done as u32)
+    }
+
+    pub async fn fsync(&self, fh: u64, datasync: bool) -> Result<()> {
+        let _: proto::Empty = self
+            .client
+            .request(
+                Command::Fsync,
+                &proto::FsyncRequest {
+                    handle: fh,
+                    datasync,
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn release(&self, fh: u64) -> Result<()> {
+        let _: proto::Empty = self
+            .client
+            .request(Command::Close, &proto::CloseRequest { handle: fh })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn statfs(&self) -> Result<proto::StatfsReply> {
+        Ok(self
+            .client
+            .request(Command::Statfs, &proto::StatfsRequest {})
+            .await?)
+    }
+
+    pub fn opendir(&self, ino: u64) -> Result<u64> {
+        let path = self.path(ino)?;
+        let fh = self.next_dir.fetch_add(1, Ordering::Relaxed);
+        let stream = DirStream {
+            ino,
+            path,
+            entries: Vec::new(),
+            dir_attr: None,
+            next_cookie: 0,
+            eof: false,
+        };
+        self.dirs
+            .lock()
+            .unwrap()
+            .insert(fh, Arc::new(tokio::sync::Mutex::new(stream)));
+        Ok(fh)
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.dirs.lock().unwrap().remove(&fh);
+    }
+
+    /// Lists directory handle `fh` from `offset` (0 = start; else the offset of the last
+    /// item the kernel got), calling `fill` per item until it returns true (buffer full).
+    /// `.` and `..` come first. With `plus`, every item `fill` accepts other than `.`/`..`
+    /// counts as a lookup (readdirplus), and `item.ino` is that inode.
+    pub async fn readdir(
+        &self,
+        fh: u64,
+        offset: u64,
+        plus: bool,
+        mut fill: impl FnMut(DirItem<'_>) -> bool,
+    ) -> Result<()> {
+        let stream = self
+            .dirs
+            .lock()
+            .unwrap()
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::Stale(fh))?;
+        let mut d = stream.lock().await;
+        let mut index = offset as usize;
+        loop {
+            // Item 0 is ".", item 1 "..", item i >= 2 is entries[i - 2].
+            let listed = d.entries.len() + 2;
+            if d.dir_attr.is_none() || (index >= listed && !d.eof) {
+                self.fetch_page(&mut d).await?;
+                continue;
+            }
+            if index >= listed {
+                return Ok(());
+            }
+            let offset = (index + 1) as u64;
+            let full = if index < 2 {
+                let name: &[u8] = if index == 0 { b"." } else { b".." };
+                let attr = d.dir_attr.as_ref().expect("fetched above");
+                fill(DirItem {
+                    offset,
+                    name,
+                    attr,
+                    ino: d.ino,
+                })
+            } else {
+                let e = &d.entries[index - 2];
+                let attr = e
+                    .attr
+                    .as_ref()
+                    .ok_or(FsError::BadReply("entry without attributes"))?;
+                let ino = if plus {
+                    self.inodes.lock().unwrap().remember(d.ino, &e.name, attr)
+                } else {
+                    self.inodes.lock().unwrap().known(attr).unwrap_or(attr.ino)
+                };
+                let full = fill(DirItem {
+                    offset,
+                    name: &e.name,
+                    attr,
+                    ino,
+                });
+                if full && plus {
+                    self.forget(ino, 1);
+                }
+                full
+            };
+            if full {
+                return Ok(());
+            }
+            index += 1;
+        }
+    }
+
+    /// Appends the next page of entries from the server.
+    async fn fetch_page(&self, d: &mut DirStream) -> Result<()> {
+        let req = proto::ListRequest {
+            path: d.path.clone().into(),
+            cookie: d.next_cookie,
+            max_entries: LIST_PAGE,
+        };
+        let reply: proto::ListReply = self.client.request(Command::List, &req).await?;
+        if let Some(last) = reply.entries.last() {
+            d.next_cookie = last.cookie;
+        }
+        d.eof = reply.eof || reply.entries.is_empty();
+        d.entries.extend(reply.entries);
+        if d.dir_attr.is_none() {
+            d.dir_attr = Some(attr_of(reply.dir)?);
+        }
+        Ok(())
+    }
+
+    pub fn known_inodes(&self) -> usize {
+        self.inodes.lock().unwrap().len()
+    }
+}

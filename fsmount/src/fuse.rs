@@ -1,0 +1,538 @@
+//! The thin fuser 0.18 adapter: converts types, moves each reply into a task on the tokio
+//! runtime that awaits the core (`crate::fs`) and answers. No filesystem logic lives here.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    Request, TimeOrNow, WriteFlags,
+};
+use tokio::runtime::Handle;
+
+use crate::fs::{self, Fs, FsError};
+
+/// Largest read and write the kernel is asked to send (FUSE max_write / max_pages).
+pub const MAX_IO: u32 = 1 << 20;
+
+pub struct FuseAdapter {
+    fs: Arc<Fs>,
+    rt: Handle,
+}
+
+impl FuseAdapter {
+    pub fn new(fs: Arc<Fs>, rt: Handle) -> FuseAdapter {
+        FuseAdapter { fs, rt }
+    }
+
+    /// Runs `op` on the runtime with a clone of the core.
+    fn spawn<F, Fut>(&self, op: F)
+    where
+        F: FnOnce(Arc<Fs>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let fs = self.fs.clone();
+        self.rt.spawn(op(fs));
+    }
+
+    fn attr_ttl(&self) -> Duration {
+        self.fs.options.attr_ttl
+    }
+
+    fn entry_ttl(&self) -> Duration {
+        self.fs.options.entry_ttl
+    }
+}
+
+fn errno(e: &FsError) -> Errno {
+    Errno::from_i32(e.errno())
+}
+
+fn time(t: &Option<proto::Timespec>) -> SystemTime {
+    match t {
+        Some(t) if t.sec >= 0 => UNIX_EPOCH + Duration::new(t.sec as u64, t.nsec),
+        Some(t) => {
+            UNIX_EPOCH - Duration::from_secs(t.sec.unsigned_abs())
+                + Duration::from_nanos(t.nsec as u64)
+        }
+        None => UNIX_EPOCH,
+    }
+}
+
+fn kind(mode: u32) -> FileType {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFSOCK => FileType::Socket,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFBLK => FileType::BlockDevice,
+        _ => FileType::RegularFile,
+    }
+}
+
+/// Wire attributes as the kernel's, under local inode number `ino`.
+pub fn file_attr(ino: u64, a: &proto::Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(ino),
+        size: a.size,
+        blocks: a.blocks,
+        atime: time(&a.atime),
+        mtime: time(&a.mtime),
+        ctime: time(&a.ctime),
+        crtime: time(&a.ctime),
+        kind: kind(a.mode),
+        perm: (a.mode & 0o7777) as u16,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: a.rdev as u32,
+        blksize: if a.blksize == 0 { 4096 } else { a.blksize },
+        flags: 0,
+    }
+}
+
+fn set_time(t: Option<TimeOrNow>) -> Option<proto::SetTime> {
+    let value = match t? {
+        TimeOrNow::Now => proto::set_time::Value::Now(true),
+        TimeOrNow::SpecificTime(t) => {
+            let (sec, nsec) = match t.duration_since(UNIX_EPOCH) {
+                Ok(d) => (d.as_secs() as i64, d.subsec_nanos()),
+                Err(e) => {
+                    let d = e.duration();
+                    if d.subsec_nanos() == 0 {
+                        (-(d.as_secs() as i64), 0)
+                    } else {
+                        (-(d.as_secs() as i64) - 1, 1_000_000_000 - d.subsec_nanos())
+                    }
+                }
+            };
+            proto::set_time::Value::At(proto::Timespec { sec, nsec })
+        }
+    };
+    Some(proto::SetTime { value: Some(value) })
+}
+
+fn name_bytes(name: &OsStr) -> Vec<u8> {
+    name.as_bytes().to_vec()
+}
+
+fn reply_entry(
+    reply: ReplyEntry,
+    r: fs::Result<fs::Entry>,
+    attr_ttl: Duration,
+    entry_ttl: Duration,
+) {
+    match r {
+        Ok(e) => reply.entry_with_ttls(
+            &attr_ttl,
+            &entry_ttl,
+            &file_attr(e.ino, &e.attr),
+            Generation(0),
+        ),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+fn reply_empty(reply: ReplyEmpty, r: fs::Result<()>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+impl fuser::Filesystem for FuseAdapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_write(MAX_IO);
+        if let Err(max) = config.set_max_readahead(MAX_IO) {
+            let _ = config.set_max_readahead(max);
+        }
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
+        for cap in [
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_ASYNC_READ,
+        ] {
+            let _ = config.add_capabilities(cap);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let (name, at, et) = (name_bytes(name), self.attr_ttl(), self.entry_ttl());
+        self.spawn(move |fs| async move {
+            reply_entry(reply, fs.lookup(parent.0, &name).await, at, et)
+        });
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let ttl = self.attr_ttl();
+        self.spawn(move |fs| async move {
+            match fs.getattr(ino.0, fh.map(|f| f.0)).await {
+                Ok(a) => reply.attr(&ttl, &file_attr(ino.0, &a)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let ttl = self.attr_ttl();
+        let change = fs::SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: set_time(atime),
+            mtime: set_time(mtime),
+        };
+        self.spawn(move |fs| async move {
+            match fs.setattr(ino.0, fh.map(|f| f.0), change).await {
+                Ok(a) => reply.attr(&ttl, &file_attr(ino.0, &a)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.spawn(move |fs| async move {
+            match fs.readlink(ino.0).await {
+                Ok(t) => reply.data(&t),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let (name, at, et) = (name_bytes(name), self.attr_ttl(), self.entry_ttl());
+        self.spawn(move |fs| async move {
+            reply_entry(
+                reply,
+                fs.mkdir(parent.0, &name, mode & !umask).await,
+                at,
+                et,
+            )
+        });
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name_bytes(name);
+        self.spawn(
+            move |fs| async move { reply_empty(reply, fs.remove(parent.0, &name, false).await) },
+        );
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name_bytes(name);
+        self.spawn(
+            move |fs| async move { reply_empty(reply, fs.remove(parent.0, &name, true).await) },
+        );
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let (name, target, at, et) = (
+            name_bytes(link_name),
+            name_bytes(target.as_os_str()),
+            self.attr_ttl(),
+            self.entry_ttl(),
+        );
+        self.spawn(move |fs| async move {
+            reply_entry(reply, fs.symlink(parent.0, &name, &target).await, at, et)
+        });
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let (name, newname) = (name_bytes(name), name_bytes(newname));
+        self.spawn(move |fs| async move {
+            reply_empty(
+                reply,
+                fs.rename(parent.0, &name, newparent.0, &newname, flags.bits())
+                    .await,
+            )
+        });
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let (name, at, et) = (name_bytes(newname), self.attr_ttl(), self.entry_ttl());
+        self.spawn(move |fs| async move {
+            reply_entry(reply, fs.link(ino.0, newparent.0, &name).await, at, et)
+        });
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.spawn(move |fs| async move {
+            match fs.open(ino.0, flags.0 as u32).await {
+                Ok(o) => {
+                    let f = if o.keep_cache {
+                        FopenFlags::FOPEN_KEEP_CACHE
+                    } else {
+                        FopenFlags::empty()
+                    };
+                    reply.opened(FileHandle(o.fh), f)
+                }
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        self.spawn(move |fs| async move {
+            match fs.read(fh.0, offset, size).await {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let data = Bytes::copy_from_slice(data);
+        self.spawn(move |fs| async move {
+            match fs.write(fh.0, offset, data).await {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // Writes are acknowledged by the server before `write` returns: nothing is pending.
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |fs| async move { reply_empty(reply, fs.release(fh.0).await) });
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |fs| async move { reply_empty(reply, fs.fsync(fh.0, datasync).await) });
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.opendir(ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        self.spawn(move |fs| async move {
+            let r = fs
+                .readdir(fh.0, offset, false, |item| {
+                    reply.add(
+                        INodeNo(item.ino),
+                        item.offset,
+                        kind(item.attr.mode),
+                        OsStr::from_bytes(item.name),
+                    )
+                })
+                .await;
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let (at, et) = (self.attr_ttl(), self.entry_ttl());
+        let ttl = at.min(et);
+        self.spawn(move |fs| async move {
+            let r = fs
+                .readdir(fh.0, offset, true, |item| {
+                    let attr = file_attr(item.ino, item.attr);
+                    reply.add(
+                        INodeNo(item.ino),
+                        item.offset,
+                        OsStr::from_bytes(item.name),
+                        &ttl,
+                        &attr,
+                        Generation(0),
+                    )
+                })
+                .await;
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Directory changes are made by the server's syscalls as they arrive.
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.spawn(move |fs| async move {
+            match fs.statfs().await {
+                Ok(s) => reply.statfs(
+                    s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+                ),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let (name, ttl) = (name_bytes(name), self.attr_ttl());
+        self.spawn(move |fs| async move {
+            match fs
+                .create(parent.0, &name, mode & !umask, flags as u32)
+                .await
+            {
+                Ok((e, fh)) => reply.created(
+                    &ttl,
+                    &file_attr(e.ino, &e.attr),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                ),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+}

@@ -1,0 +1,98 @@
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use fsmount::daemon::{self, Notifier};
+use fsmount::mount::{self, MountRequest};
+use fsmount::options::{parse_options, parse_source};
+
+/// Mount a directory exported by fsserver, like sshfs.
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about,
+    after_help = "Unmount with `fusermount3 -u MOUNTPOINT` or `umount MOUNTPOINT`."
+)]
+struct Args {
+    /// HOST:PORT:/NAME, e.g. 127.0.0.1:7070:/data (PORT defaults to 7070).
+    source: String,
+    /// Existing directory to mount on.
+    mountpoint: PathBuf,
+    /// Mount options, comma-separated: token_file=FILE, ro, allow_other, allow_root,
+    /// default_permissions, attr_timeout=SECS, entry_timeout=SECS, fsname=NAME, noexec,
+    /// nosuid, nodev, noatime, ...
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    options: Vec<String>,
+    /// Stay in the foreground (default: return once mounted, keep serving in the background).
+    #[arg(short = 'f')]
+    foreground: bool,
+}
+
+fn default_token_file() -> PathBuf {
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".config/fsserver/token")
+}
+
+fn prepare(args: &Args) -> Result<MountRequest> {
+    let source = parse_source(&args.source).map_err(anyhow::Error::msg)?;
+    let options = parse_options(&args.options).map_err(anyhow::Error::msg)?;
+    let meta = std::fs::metadata(&args.mountpoint)
+        .with_context(|| format!("mount point {} does not exist", args.mountpoint.display()))?;
+    if !meta.is_dir() {
+        bail!(
+            "mount point {} is not a directory",
+            args.mountpoint.display()
+        );
+    }
+    let mountpoint = args.mountpoint.canonicalize()?;
+    let token_file = options
+        .token_file
+        .clone()
+        .unwrap_or_else(default_token_file);
+    let contents = std::fs::read(&token_file)
+        .with_context(|| format!("cannot read token file {}", token_file.display()))?;
+    let token = protocol::auth::token_from_file_contents(&contents)
+        .with_context(|| format!("token file {} is empty", token_file.display()))?;
+    Ok(MountRequest {
+        source,
+        source_text: args.source.clone(),
+        mountpoint,
+        token,
+        options,
+    })
+}
+
+fn main() {
+    let args = Args::parse();
+    let request = match prepare(&args) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("fsmount: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    let notifier = if args.foreground {
+        Notifier::foreground()
+    } else {
+        match daemon::background() {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("fsmount: cannot fork: {e}");
+                std::process::exit(1);
+            }
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = mount::run(request, notifier) {
+        if args.foreground {
+            // Already reported through the notifier in background mode.
+            eprintln!("fsmount: {e}");
+        }
+        std::process::exit(1);
+    }
+}

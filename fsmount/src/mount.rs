@@ -1,0 +1,159 @@
+//! Mounting: connect, mount through fuser, report readiness, serve until unmounted.
+//! SIGINT/SIGTERM unmount cleanly; `fusermount3 -u` or `umount` from outside end the
+//! session the same way.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fuser::{Config, MountOption, SessionACL};
+
+use crate::client;
+use crate::daemon::Notifier;
+use crate::fs::{Fs, FsOptions};
+use crate::fuse::{FuseAdapter, MAX_IO};
+use crate::options::{MountOptions, Source};
+
+/// Everything a mount needs, already validated.
+pub struct MountRequest {
+    pub source: Source,
+    pub source_text: String,
+    pub mountpoint: PathBuf,
+    pub token: Vec<u8>,
+    pub options: MountOptions,
+}
+
+fn fuse_config(req: &MountRequest, read_only: bool) -> Config {
+    let o = &req.options;
+    let mut mount_options = vec![
+        MountOption::FSName(o.fsname.clone().unwrap_or_else(|| req.source_text.clone())),
+        MountOption::Subtype("fsxp".into()),
+    ];
+    if read_only {
+        mount_options.push(MountOption::RO);
+    }
+    if o.default_permissions {
+        mount_options.push(MountOption::DefaultPermissions);
+    }
+    for f in &o.kernel_flags {
+        mount_options.push(match f.as_str() {
+            "noexec" => MountOption::NoExec,
+            "exec" => MountOption::Exec,
+            "nosuid" => MountOption::NoSuid,
+            "suid" => MountOption::Suid,
+            "nodev" => MountOption::NoDev,
+            "dev" => MountOption::Dev,
+            "noatime" => MountOption::NoAtime,
+            "atime" => MountOption::Atime,
+            "sync" => MountOption::Sync,
+            "async" => MountOption::Async,
+            _ => MountOption::DirSync,
+        });
+    }
+    let mut config = Config::default();
+    config.mount_options = mount_options;
+    config.acl = if o.allow_other {
+        SessionACL::All
+    } else if o.allow_root {
+        SessionACL::RootAndOwner
+    } else {
+        SessionACL::Owner
+    };
+    config
+}
+
+/// The `major:minor` of the filesystem mounted on `mountpoint`, from /proc/self/mountinfo
+/// (a `stat` of the mount would wait for this very process to answer it).
+fn mounted_device(mountpoint: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = mountpoint.to_str()?;
+    // Fields: id parent major:minor root mountpoint ...; the last match is the newest mount.
+    info.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.len() > 4 && f[4] == want).then(|| f[2].to_string())
+        })
+        .last()
+}
+
+/// Lets the kernel send 1 MiB read-ahead requests: FUSE mounts start at 128 KiB.
+fn raise_readahead(mountpoint: &Path) {
+    let Some(dev) = mounted_device(mountpoint) else {
+        return;
+    };
+    let path = format!("/sys/class/bdi/{dev}/read_ahead_kb");
+    if let Err(e) = std::fs::write(&path, (MAX_IO / 1024).to_string()) {
+        tracing::debug!("cannot raise read-ahead through {path}: {e}");
+    }
+}
+
+/// Runs the mount to its end. Reports readiness or the first error through `notifier`.
+pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("fsmount")
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let session_id = {
+        let mut id = [0u8; protocol::auth::SESSION_ID_LEN];
+        getrandom::fill(&mut id).expect("the OS random source works");
+        id
+    };
+    let session = match rt.block_on(client::connect(
+        &req.source.addr,
+        &req.source.export,
+        &req.token,
+        &session_id,
+    )) {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = e.to_string();
+            notifier.fail(&msg);
+            return Err(msg);
+        }
+    };
+    let read_only = req.options.read_only || session.read_only;
+    let fs_options = FsOptions {
+        attr_ttl: req.options.attr_timeout,
+        entry_ttl: req.options.entry_timeout,
+    };
+    let max_io = session.max_data.min(MAX_IO);
+    let fs = Arc::new(Fs::new(session.client, &session.root, max_io, fs_options));
+    let adapter = FuseAdapter::new(fs, rt.handle().clone());
+    let mut fuse =
+        match fuser::Session::new(adapter, &req.mountpoint, &fuse_config(&req, read_only)) {
+            Ok(s) => s,
+            Err(e) => {
+                let msg = format!("cannot mount on {}: {e}", req.mountpoint.display());
+                notifier.fail(&msg);
+                return Err(msg);
+            }
+        };
+    raise_readahead(&req.mountpoint);
+    tracing::info!(source = %req.source_text, mountpoint = %req.mountpoint.display(), "mounted");
+
+    let mut unmounter = fuse.unmount_callable();
+    let mountpoint = req.mountpoint.clone();
+    rt.spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("signal received: unmounting {}", mountpoint.display());
+        if let Err(e) = unmounter.unmount() {
+            // Busy: detach now, as `umount -l`, so the session ends and the process exits.
+            tracing::warn!("unmount failed ({e}); detaching lazily");
+            let _ = nix::mount::umount2(&mountpoint, nix::mount::MntFlags::MNT_DETACH);
+        }
+    });
+    notifier.ready();
+    let result = fuse.run().map_err(|e| format!("FUSE session failed: {e}"));
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
+}

@@ -1,0 +1,149 @@
+//! The command line's source (`HOST[:PORT]:/NAME`) and `-o` options.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Port used when the source gives none.
+pub const DEFAULT_PORT: u16 = 7070;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// `host:port`, ready for `connect`.
+    pub addr: String,
+    pub export: String,
+}
+
+/// Parses `HOST:PORT:/NAME` or `HOST:/NAME` (IPv6 hosts in brackets).
+pub fn parse_source(s: &str) -> Result<Source, String> {
+    let bad = || format!("{s:?}: expected HOST:PORT:/NAME, e.g. 127.0.0.1:7070:/data");
+    let (hostport, export) = s.rsplit_once(":/").ok_or_else(bad)?;
+    if export.is_empty() || export.contains('/') || hostport.is_empty() {
+        return Err(bad());
+    }
+    let addr = if let Some(rest) = hostport.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+        match after.strip_prefix(':') {
+            Some(port) => format!("[{host}]:{}", port.parse::<u16>().map_err(|_| bad())?),
+            None if after.is_empty() => format!("[{host}]:{DEFAULT_PORT}"),
+            None => return Err(bad()),
+        }
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() => {
+                format!("{host}:{}", port.parse::<u16>().map_err(|_| bad())?)
+            }
+            Some(_) => return Err(bad()),
+            None => format!("{hostport}:{DEFAULT_PORT}"),
+        }
+    };
+    Ok(Source {
+        addr,
+        export: export.to_string(),
+    })
+}
+
+/// What `-o` options ask for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MountOptions {
+    pub token_file: Option<PathBuf>,
+    pub read_only: bool,
+    pub allow_other: bool,
+    pub allow_root: bool,
+    pub default_permissions: bool,
+    pub attr_timeout: Duration,
+    pub entry_timeout: Duration,
+    pub fsname: Option<String>,
+    /// Plain kernel flags passed through (noexec, nosuid, nodev, noatime, ...).
+    pub kernel_flags: Vec<String>,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            token_file: None,
+            read_only: false,
+            allow_other: false,
+            allow_root: false,
+            default_permissions: false,
+            attr_timeout: Duration::from_secs(1),
+            entry_timeout: Duration::from_secs(1),
+            fsname: None,
+            kernel_flags: Vec::new(),
+        }
+    }
+}
+
+fn seconds(key: &str, v: &str) -> Result<Duration, String> {
+    let secs: f64 = v
+        .parse()
+        .map_err(|_| format!("-o {key}={v}: expected seconds"))?;
+    if !(0.0..=86400.0).contains(&secs) {
+        return Err(format!("-o {key}={v}: out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses every `-o` argument (each a comma-separated list).
+pub fn parse_options(args: &[String]) -> Result<MountOptions, String> {
+    let mut o = MountOptions::default();
+    for opt in args
+        .iter()
+        .flat_map(|a| a.split(','))
+        .filter(|s| !s.is_empty())
+    {
+        let (key, value) = match opt.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (opt, None),
+        };
+        match (key, value) {
+            ("token_file", Some(v)) => o.token_file = Some(PathBuf::from(v)),
+            ("ro", None) => o.read_only = true,
+            ("rw", None) => o.read_only = false,
+            ("allow_other", None) => o.allow_other = true,
+            ("allow_root", None) => o.allow_root = true,
+            ("default_permissions", None) => o.default_permissions = true,
+            ("attr_timeout", Some(v)) => o.attr_timeout = seconds(key, v)?,
+            ("entry_timeout", Some(v)) => o.entry_timeout = seconds(key, v)?,
+            ("fsname", Some(v)) => o.fsname = Some(v.to_string()),
+            (
+                "noexec" | "exec" | "nosuid" | "suid" | "nodev" | "dev" | "noatime" | "atime"
+                | "sync" | "async" | "dirsync",
+                None,
+            ) => o.kernel_flags.push(key.to_string()),
+            // Accepted from fstab/mount(8) and meaningless here.
+            ("defaults" | "auto" | "noauto" | "user" | "nouser" | "_netdev" | "nofail", None) => {}
+            _ => return Err(format!("unknown mount option {opt:?}")),
+        }
+    }
+    Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_forms() {
+        let s = parse_source("127.0.0.1:7000:/data").unwrap();
+        assert_eq!(
+            (s.addr.as_str(), s.export.as_str()),
+            ("127.0.0.1:7000", "data")
+        );
+        assert_eq!(parse_source("host:/x").unwrap().addr, "host:7070");
+        assert_eq!(parse_source("[::1]:9:/x").unwrap().addr, "[::1]:9");
+        assert!(parse_source("127.0.0.1:7000").is_err());
+        assert!(parse_source("h:port:/x").is_err());
+        assert!(parse_source("h:1:/").is_err());
+    }
+
+    #[test]
+    fn options_parse_and_unknown_ones_are_refused() {
+        let o =
+            parse_options(&["token_file=/t,ro".into(), "attr_timeout=0.5,noatime".into()]).unwrap();
+        assert_eq!(o.token_file, Some(PathBuf::from("/t")));
+        assert!(o.read_only);
+        assert_eq!(o.attr_timeout, Duration::from_millis(500));
+        assert_eq!(o.kernel_flags, vec!["noatime".to_string()]);
+        assert!(parse_options(&["bogus".into()]).is_err());
+    }
+}
