@@ -67,12 +67,10 @@ fn mounted_device(mountpoint: &Path) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let want = mountpoint.to_str()?;
     // Fields: id parent major:minor root mountpoint ...; the last match is the newest mount.
-    info.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            (f.len() > 4 && f[4] == want).then(|| f[2].to_string())
-        })
-        .last()
+    info.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f.len() > 4 && f[4] == want).then(|| f[2].to_string())
+    })
 }
 
 /// Lets the kernel send 1 MiB read-ahead requests: FUSE mounts start at 128 KiB.

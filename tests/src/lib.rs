@@ -1,1 +1,339 @@
+//! Harness for end-to-end tests: a real `fsserver` process on `127.0.0.1:0`, real `fsmount`
+//! FUSE mounts, and a raw protocol client for what the mount can not send. Every guard
+//! cleans up on drop (also when the test panics): mounts are unmounted (`fusermount3 -u`,
+//! then `umount -l`), processes stopped by PID.
 
+pub mod raw;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Directory holding the built `fsserver` and `fsmount`; builds them once per test run.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        // target/<profile>/deps/<test binary>
+        let exe = std::env::current_exe().expect("test binary path");
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>")
+            .to_path_buf();
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", "fsserver", "-p", "fsmount"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "building fsserver and fsmount failed");
+        dir
+    })
+}
+
+/// Fails the test unless the mount prerequisites are present: mount tests never skip.
+pub fn require_mount_support() {
+    assert!(
+        Path::new("/dev/fuse").exists(),
+        "/dev/fuse is missing: mount tests need FUSE (run scripts/test.sh)"
+    );
+    assert!(
+        Command::new("fusermount3").arg("-V").output().is_ok(),
+        "fusermount3 is missing: install the fuse3 package (scripts/test.sh does)"
+    );
+    assert_eq!(unsafe { libc::geteuid() }, 0, "mount tests run as root");
+}
+
+/// A running fsserver over its own temporary export directories.
+pub struct Server {
+    child: Child,
+    pub addr: String,
+    pub token_file: PathBuf,
+    pub dir: tempfile::TempDir,
+    stderr_log: PathBuf,
+}
+
+impl Server {
+    /// Starts fsserver exporting `data` (at `self.export("data")`) plus `extra` arguments.
+    pub fn start(extra: &[&str]) -> Server {
+        Server::start_exports(&["data"], extra)
+    }
+
+    /// Starts fsserver with one export per name, each a fresh directory under `dir/exports`.
+    pub fn start_exports(names: &[&str], extra: &[&str]) -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix("fsxp-server")
+            .tempdir()
+            .unwrap();
+        let token_file = dir.path().join("token");
+        let stderr_log = dir.path().join("server.log");
+        let mut cmd = Command::new(bin_dir().join("fsserver"));
+        cmd.args(["--listen", "127.0.0.1:0", "--token-file"])
+            .arg(&token_file);
+        for name in names {
+            let export = dir.path().join("exports").join(name);
+            std::fs::create_dir_all(&export).unwrap();
+            cmd.arg("--export")
+                .arg(format!("{name}={}", export.display()));
+        }
+        cmd.args(extra);
+        cmd.stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_log).unwrap());
+        let mut child = cmd.spawn().expect("start fsserver");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = match line.trim().strip_prefix("fsserver: listening on ") {
+            Some(a) => a.to_string(),
+            None => {
+                let _ = child.kill();
+                let log = std::fs::read_to_string(&stderr_log).unwrap_or_default();
+                panic!("fsserver did not start: {line:?}\n{log}");
+            }
+        };
+        Server {
+            child,
+            addr,
+            token_file,
+            dir,
+            stderr_log,
+        }
+    }
+
+    pub fn export(&self, name: &str) -> PathBuf {
+        self.dir.path().join("exports").join(name)
+    }
+
+    pub fn source(&self, name: &str) -> String {
+        format!("{}:/{}", self.addr, name)
+    }
+
+    pub fn token(&self) -> Vec<u8> {
+        protocol::auth::token_from_file_contents(&std::fs::read(&self.token_file).unwrap()).unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        wait_timeout(&mut self.child, Duration::from_secs(20))
+            .expect("fsserver exits after SIGTERM")
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.is_running() {
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            if wait_timeout(&mut self.child, Duration::from_secs(5)).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+}
+
+/// Waits for `child` up to `limit`.
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// True if something is mounted exactly on `path`.
+pub fn is_mounted(path: &Path) -> bool {
+    let want = path.to_str().unwrap();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want))
+}
+
+/// Unmounts `path` if mounted: `fusermount3 -u`, then `umount -l` as a last resort.
+pub fn force_unmount(path: &Path) {
+    if !is_mounted(path) {
+        return;
+    }
+    let ok = Command::new("fusermount3")
+        .arg("-u")
+        .arg(path)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok || is_mounted(path) {
+        let _ = Command::new("umount").arg("-l").arg(path).status();
+    }
+}
+
+/// A mounted fsmount in the foreground (`-f`), as a child process of the test.
+pub struct Mount {
+    child: Option<Child>,
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Mount {
+    /// Mounts `server`'s export `name` with `-o token_file=...` plus `opts`.
+    pub fn new(server: &Server, name: &str, opts: &[&str]) -> Mount {
+        let dir = tempfile::Builder::new()
+            .prefix("fsxp-mnt")
+            .tempdir()
+            .unwrap();
+        let path = dir.path().join("mnt");
+        std::fs::create_dir(&path).unwrap();
+        let log = dir.path().join("fsmount.log");
+        let mut o = format!("token_file={}", server.token_file.display());
+        for opt in opts {
+            o.push(',');
+            o.push_str(opt);
+        }
+        let child = Command::new(bin_dir().join("fsmount"))
+            .arg(server.source(name))
+            .arg(&path)
+            .args(["-o", &o, "-f"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start fsmount");
+        let mut m = Mount {
+            child: Some(child),
+            path,
+            _dir: dir,
+            log,
+        };
+        m.wait_mounted();
+        m
+    }
+
+    fn wait_mounted(&mut self) {
+        let start = Instant::now();
+        while !is_mounted(&self.path) {
+            let child = self.child.as_mut().unwrap();
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("fsmount exited ({status}) before mounting: {}", self.log());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "fsmount did not mount within 15 s: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Unmounts with `fusermount3 -u` and returns fsmount's exit status.
+    pub fn unmount(mut self) -> std::process::ExitStatus {
+        let out = Command::new("fusermount3")
+            .arg("-u")
+            .arg(&self.path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "fusermount3 -u: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut child = self.child.take().unwrap();
+        wait_timeout(&mut child, Duration::from_secs(10)).expect("fsmount exits after unmount")
+    }
+
+    /// Sends `signal` to fsmount and returns its exit status.
+    pub fn signal(mut self, signal: i32) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let status = wait_timeout(&mut child, Duration::from_secs(10))
+            .expect("fsmount exits after the signal");
+        status
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        force_unmount(&self.path);
+        if let Some(mut child) = self.child.take() {
+            if wait_timeout(&mut child, Duration::from_secs(5)).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// Runs a shell command line; panics with its output unless it succeeds. Returns stdout.
+pub fn sh(script: &str) -> String {
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "command failed ({}): {script}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `sha256sum` of a file, through the real tool.
+pub fn sha256(path: &Path) -> String {
+    let out = sh(&format!("sha256sum '{}'", path.display()));
+    out.split_whitespace().next().unwrap().to_string()
+}
+
+/// Writes `len` random bytes to `path`.
+pub fn random_file(path: &Path, len: usize) {
+    let mut data = vec![0u8; len];
+    getrandom::fill(&mut data).unwrap();
+    std::fs::write(path, data).unwrap();
+}
+
+/// Reads until EOF or error with a deadline; true if the peer closed the connection.
+pub fn peer_closes(stream: &mut std::net::TcpStream, limit: Duration) -> bool {
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 4096];
+    let start = Instant::now();
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+    }
+}

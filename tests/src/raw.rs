@@ -1,0 +1,118 @@
+//! A blocking raw protocol client for tests: sends exactly the frames a test builds, to
+//! reach the server with requests a FUSE mount would never make.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use prost::Message;
+use protocol::{auth, Command, Frame, FrameCodec, Limits, StreamId};
+use tokio_util::codec::{Decoder, Encoder};
+
+pub struct RawClient {
+    pub stream: TcpStream,
+    codec: FrameCodec,
+    buf: BytesMut,
+    next: u32,
+}
+
+impl RawClient {
+    pub fn connect(addr: &str) -> RawClient {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        RawClient {
+            stream,
+            codec: FrameCodec::new(Limits::default()),
+            buf: BytesMut::new(),
+            next: 1,
+        }
+    }
+
+    /// Connects and authenticates for `export`; `Err(message)` if refused.
+    pub fn authenticated(addr: &str, export: &str, token: &[u8]) -> Result<RawClient, String> {
+        let mut c = RawClient::connect(addr);
+        let challenge: proto::Challenge = c
+            .recv()
+            .expect("challenge")
+            .decode_msg("Challenge")
+            .unwrap();
+        let client_nonce = [7u8; auth::NONCE_LEN];
+        let req = proto::AuthRequest {
+            export: export.as_bytes().to_vec().into(),
+            client_nonce: client_nonce.to_vec().into(),
+            proof: auth::client_proof(
+                token,
+                &challenge.server_nonce,
+                &client_nonce,
+                export.as_bytes(),
+            )
+            .into(),
+            session_id: vec![1; 16].into(),
+        };
+        c.send(Frame::request(
+            Command::Auth,
+            StreamId::CONTROL,
+            &req,
+            Bytes::new(),
+        ));
+        let reply = c.recv().ok_or("connection closed")?;
+        if reply.is_error() {
+            return Err(reply
+                .decode_msg::<proto::ErrorReply>("ErrorReply")
+                .unwrap()
+                .message);
+        }
+        Ok(c)
+    }
+
+    pub fn send(&mut self, frame: Frame) {
+        let mut out = BytesMut::new();
+        self.codec.encode(frame, &mut out).unwrap();
+        self.stream.write_all(&out).unwrap();
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        let _ = self.stream.write_all(bytes);
+    }
+
+    /// The next frame, or `None` once the server closed the connection.
+    pub fn recv(&mut self) -> Option<Frame> {
+        loop {
+            if let Some(f) = self
+                .codec
+                .decode(&mut self.buf)
+                .expect("server sent a valid frame")
+            {
+                return Some(f);
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Sends one request and returns `Ok(reply message)` or `Err(errno)`.
+    pub fn call<R: Message + Default>(
+        &mut self,
+        cmd: Command,
+        msg: &impl Message,
+    ) -> Result<R, i32> {
+        let id = self.next;
+        self.next += 1;
+        self.send(Frame::request(cmd, StreamId(id), msg, Bytes::new()));
+        let reply = self.recv().expect("a reply");
+        assert_eq!(reply.stream_id, StreamId(id));
+        if reply.is_error() {
+            return Err(reply
+                .decode_msg::<proto::ErrorReply>("ErrorReply")
+                .unwrap()
+                .errno);
+        }
+        Ok(reply.decode_msg("reply").unwrap())
+    }
+}

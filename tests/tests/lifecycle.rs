@@ -1,0 +1,181 @@
+//! Starting, mounting, unmounting and stopping, and the errors a user sees.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::Duration;
+
+use e2e_tests::{bin_dir, force_unmount, is_mounted, require_mount_support, sh, Mount, Server};
+
+fn fsmount(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(bin_dir().join("fsmount"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn server_creates_a_missing_token_file_with_mode_0600() {
+    let server = Server::start(&[]);
+    let meta = std::fs::metadata(&server.token_file).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert!(server.token().len() >= 32);
+    assert!(
+        server.log().contains("created token file"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn background_mode_returns_once_mounted_and_fusermount_unmounts() {
+    require_mount_support();
+    let server = Server::start(&[]);
+    std::fs::write(server.export("data").join("hello"), "hi").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let token = format!("token_file={}", server.token_file.display());
+    let (code, err) = fsmount(&[&server.source("data"), mnt.to_str().unwrap(), "-o", &token]);
+    let cleanup = scopeguard(&mnt);
+    assert_eq!(code, Some(0), "{err}");
+    // Ready at once: no polling needed.
+    assert!(is_mounted(&mnt));
+    assert_eq!(std::fs::read_to_string(mnt.join("hello")).unwrap(), "hi");
+    let src = sh(&format!("grep ' {} ' /proc/mounts", mnt.display()));
+    assert!(
+        src.starts_with(&server.source("data")) && src.contains("fuse.fsxp"),
+        "{src}"
+    );
+    sh(&format!("fusermount3 -u {}", mnt.display()));
+    assert!(!is_mounted(&mnt));
+    // The background process is gone once unmounted.
+    std::thread::sleep(Duration::from_millis(500));
+    let still = sh(&format!(
+        "pgrep -f 'fsmount {} {}' || true",
+        server.source("data"),
+        mnt.display()
+    ));
+    assert_eq!(still, "", "fsmount still running");
+    drop(cleanup);
+}
+
+/// Unmounts on drop, so a failing assertion leaves no mount behind.
+struct Unmount<'a>(&'a std::path::Path);
+impl Drop for Unmount<'_> {
+    fn drop(&mut self) {
+        force_unmount(self.0);
+    }
+}
+fn scopeguard(p: &std::path::Path) -> Unmount<'_> {
+    Unmount(p)
+}
+
+#[test]
+fn sigterm_and_sigint_unmount_cleanly() {
+    require_mount_support();
+    let server = Server::start(&[]);
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let mount = Mount::new(&server, "data", &[]);
+        let path = mount.path.clone();
+        let status = mount.signal(signal);
+        assert!(
+            status.success(),
+            "fsmount exit after signal {signal}: {status}"
+        );
+        assert!(!is_mounted(&path));
+    }
+}
+
+#[test]
+fn umount_ends_a_foreground_mount() {
+    require_mount_support();
+    let server = Server::start(&[]);
+    let mount = Mount::new(&server, "data", &[]);
+    let status = mount.unmount();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn clear_errors_for_unreachable_server_missing_export_and_mount_point() {
+    require_mount_support();
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let token = format!("token_file={}", server.token_file.display());
+    let m = mnt.to_str().unwrap();
+
+    // A port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (code, err) = fsmount(&[&format!("{closed}:/data"), m, "-o", &token]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("cannot connect") && err.contains("refused"),
+        "{err}"
+    );
+
+    let (code, err) = fsmount(&[&server.source("nope"), m, "-o", &token]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no export named \"nope\""), "{err}");
+
+    let (code, err) = fsmount(&[&server.source("data"), "/nonexistent/mnt", "-o", &token]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("mount point /nonexistent/mnt does not exist"),
+        "{err}"
+    );
+
+    let (code, err) = fsmount(&[
+        &server.source("data"),
+        m,
+        "-o",
+        "token_file=/nonexistent/token",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("cannot read token file"), "{err}");
+
+    let (code, err) = fsmount(&["not-a-source", m, "-o", &token]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("HOST:PORT:/NAME"), "{err}");
+    for e in [&err] {
+        assert_eq!(e.trim().lines().count(), 1, "one line: {e}");
+    }
+    assert!(!is_mounted(&mnt));
+}
+
+#[test]
+fn sigterm_stops_the_server_cleanly_after_in_flight_requests() {
+    let mut server = Server::start(&[]);
+    let mut c =
+        e2e_tests::raw::RawClient::authenticated(&server.addr, "data", &server.token()).unwrap();
+    assert!(c
+        .call::<proto::Ping>(protocol::Command::Ping, &proto::Ping {})
+        .is_ok());
+    let status = server.terminate();
+    assert!(status.success(), "{status}");
+    assert!(server.log().contains("stopped"), "{}", server.log());
+}
+
+#[test]
+fn server_keeps_serving_when_a_mount_goes_away() {
+    require_mount_support();
+    let mut server = Server::start(&[]);
+    let first = Mount::new(&server, "data", &[]);
+    // A client that dies without a word; its mount is cleaned up by the guard.
+    unsafe { libc::kill(first.pid() as i32, libc::SIGKILL) };
+    drop(first);
+    let second = Mount::new(&server, "data", &[]);
+    std::fs::write(second.path.join("f"), "x").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(server.export("data").join("f")).unwrap(),
+        "x"
+    );
+    assert!(server.is_running());
+}
