@@ -50,16 +50,24 @@ fn background_mode_returns_once_mounted_and_fusermount_unmounts() {
         src.starts_with(&server.source("data")) && src.contains(" fuse "),
         "{src}"
     );
-    sh(&format!("fusermount3 -u {}", mnt.display()));
-    assert!(!is_mounted(&mnt));
-    // The background process is gone once unmounted.
-    std::thread::sleep(Duration::from_millis(500));
-    let still = sh(&format!(
-        "pgrep -f 'fsmount {} {}' || true",
+    // "[f]smount" keeps pgrep from matching the shell that runs it.
+    let daemon = format!(
+        "pgrep -f '[f]smount {} {}' || true",
         server.source("data"),
         mnt.display()
-    ));
-    assert_eq!(still, "", "fsmount still running");
+    );
+    assert_ne!(sh(&daemon), "", "the background fsmount process is serving");
+    sh(&format!("fusermount3 -u {}", mnt.display()));
+    assert!(!is_mounted(&mnt));
+    // The background process exits once unmounted.
+    let start = std::time::Instant::now();
+    while !sh(&daemon).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "fsmount still running after unmount"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     drop(cleanup);
 }
 
