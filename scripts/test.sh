@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs every test: protocol specification tests, unit tests, and end-to-end tests with a
+# real fsserver and real FUSE mounts. Installs what is missing first (fuse3, rsync, ...).
+# Mount tests need root and /dev/fuse; they fail, never skip, without them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+ensure_packages fusermount3:fuse3 rsync:rsync sha256sum:coreutils pgrep:procps git:git tar:tar
+ensure_fuse_device
+command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
+
+cargo build --workspace --all-targets
+cargo test --workspace -- --test-threads=4 "$@"
