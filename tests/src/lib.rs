@@ -273,9 +273,7 @@ impl Mount {
     pub fn signal(mut self, signal: i32) -> std::process::ExitStatus {
         let mut child = self.child.take().unwrap();
         unsafe { libc::kill(child.id() as i32, signal) };
-        let status = wait_timeout(&mut child, Duration::from_secs(10))
-            .expect("fsmount exits after the signal");
-        status
+        wait_timeout(&mut child, Duration::from_secs(10)).expect("fsmount exits after the signal")
     }
 }
 

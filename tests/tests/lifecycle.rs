@@ -122,38 +122,49 @@ fn clear_errors_for_unreachable_server_missing_export_and_mount_point() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let (code, err) = fsmount(&[&format!("{closed}:/data"), m, "-o", &token]);
-    assert_eq!(code, Some(1));
-    assert!(
-        err.contains("cannot connect") && err.contains("refused"),
-        "{err}"
-    );
-
-    let (code, err) = fsmount(&[&server.source("nope"), m, "-o", &token]);
-    assert_eq!(code, Some(1));
-    assert!(err.contains("no export named \"nope\""), "{err}");
-
-    let (code, err) = fsmount(&[&server.source("data"), "/nonexistent/mnt", "-o", &token]);
-    assert_eq!(code, Some(1));
-    assert!(
-        err.contains("mount point /nonexistent/mnt does not exist"),
-        "{err}"
-    );
-
-    let (code, err) = fsmount(&[
-        &server.source("data"),
-        m,
-        "-o",
-        "token_file=/nonexistent/token",
-    ]);
-    assert_eq!(code, Some(1));
-    assert!(err.contains("cannot read token file"), "{err}");
-
-    let (code, err) = fsmount(&["not-a-source", m, "-o", &token]);
-    assert_eq!(code, Some(1));
-    assert!(err.contains("HOST:PORT:/NAME"), "{err}");
-    for e in [&err] {
-        assert_eq!(e.trim().lines().count(), 1, "one line: {e}");
+    let cases: [(Vec<String>, &str); 5] = [
+        (
+            vec![
+                format!("{closed}:/data"),
+                m.into(),
+                "-o".into(),
+                token.clone(),
+            ],
+            "cannot connect to",
+        ),
+        (
+            vec![server.source("nope"), m.into(), "-o".into(), token.clone()],
+            "no export named \"nope\"",
+        ),
+        (
+            vec![
+                server.source("data"),
+                "/nonexistent/mnt".into(),
+                "-o".into(),
+                token.clone(),
+            ],
+            "mount point /nonexistent/mnt does not exist",
+        ),
+        (
+            vec![
+                server.source("data"),
+                m.into(),
+                "-o".into(),
+                "token_file=/nonexistent/token".into(),
+            ],
+            "cannot read token file",
+        ),
+        (
+            vec!["not-a-source".into(), m.into(), "-o".into(), token.clone()],
+            "HOST:PORT:/NAME",
+        ),
+    ];
+    for (args, want) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, err) = fsmount(&args);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: expected {want:?} in {err:?}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     }
     assert!(!is_mounted(&mnt));
 }
