@@ -103,7 +103,8 @@ async fn exchange(
         .into());
     }
     let req: proto::AuthRequest = frame.decode_msg("AuthRequest")?;
-    if !auth::verify_client(
+    if !auth::verify(
+        auth::Side::Client,
         &shared.token,
         &server_nonce,
         &req.client_nonce,
@@ -121,7 +122,8 @@ async fn exchange(
         Err(e) => return Err(refuse(wr, e.errno(), HandshakeError::NoSuchExport(name)).await),
     };
     let reply = proto::AuthReply {
-        server_proof: auth::server_proof(
+        server_proof: auth::proof(
+            auth::Side::Server,
             &shared.token,
             &server_nonce,
             &req.client_nonce,

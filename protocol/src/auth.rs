@@ -18,72 +18,61 @@ pub fn token_from_file_contents(contents: &[u8]) -> Option<Vec<u8>> {
     Some(contents[start..=end].to_vec())
 }
 
-const CLIENT_LABEL: &[u8] = b"fsxp-auth-v1 client";
-const SERVER_LABEL: &[u8] = b"fsxp-auth-v1 server";
+/// Which side a proof comes from; each has its own label, so a proof can not be reflected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Server,
+}
+
+impl Side {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Side::Client => b"fsxp-auth-v1 client",
+            Side::Server => b"fsxp-auth-v1 server",
+        }
+    }
+}
 
 fn mac(
+    side: Side,
     token: &[u8],
-    label: &[u8],
     server_nonce: &[u8],
     client_nonce: &[u8],
     export: &[u8],
 ) -> Hmac<Sha256> {
     let mut m = Hmac::<Sha256>::new_from_slice(token).expect("HMAC accepts any key length");
-    m.update(label);
+    m.update(side.label());
     m.update(server_nonce);
     m.update(client_nonce);
     m.update(export);
     m
 }
 
-/// The client's proof of the token.
-pub fn client_proof(
+/// `side`'s proof of the token: HMAC-SHA256(token, label | server_nonce | client_nonce | export).
+pub fn proof(
+    side: Side,
     token: &[u8],
     server_nonce: &[u8],
     client_nonce: &[u8],
     export: &[u8],
 ) -> Vec<u8> {
-    mac(token, CLIENT_LABEL, server_nonce, client_nonce, export)
+    mac(side, token, server_nonce, client_nonce, export)
         .finalize()
         .into_bytes()
         .to_vec()
 }
 
-/// The server's proof of the token.
-pub fn server_proof(
-    token: &[u8],
-    server_nonce: &[u8],
-    client_nonce: &[u8],
-    export: &[u8],
-) -> Vec<u8> {
-    mac(token, SERVER_LABEL, server_nonce, client_nonce, export)
-        .finalize()
-        .into_bytes()
-        .to_vec()
-}
-
-/// Constant-time check of a client proof.
-pub fn verify_client(
+/// Constant-time check of `side`'s proof.
+pub fn verify(
+    side: Side,
     token: &[u8],
     server_nonce: &[u8],
     client_nonce: &[u8],
     export: &[u8],
     proof: &[u8],
 ) -> bool {
-    mac(token, CLIENT_LABEL, server_nonce, client_nonce, export)
-        .verify_slice(proof)
-        .is_ok()
-}
-
-/// Constant-time check of a server proof.
-pub fn verify_server(
-    token: &[u8],
-    server_nonce: &[u8],
-    client_nonce: &[u8],
-    export: &[u8],
-    proof: &[u8],
-) -> bool {
-    mac(token, SERVER_LABEL, server_nonce, client_nonce, export)
+    mac(side, token, server_nonce, client_nonce, export)
         .verify_slice(proof)
         .is_ok()
 }
@@ -94,12 +83,13 @@ mod tests {
 
     #[test]
     fn proof_verifies_only_with_the_same_token_nonces_and_export() {
-        let p = client_proof(b"tok", b"sn", b"cn", b"data");
-        assert!(verify_client(b"tok", b"sn", b"cn", b"data", &p));
-        assert!(!verify_client(b"tok2", b"sn", b"cn", b"data", &p));
-        assert!(!verify_client(b"tok", b"sx", b"cn", b"data", &p));
-        assert!(!verify_client(b"tok", b"sn", b"cn", b"other", &p));
+        let p = proof(Side::Client, b"tok", b"sn", b"cn", b"data");
+        assert!(verify(Side::Client, b"tok", b"sn", b"cn", b"data", &p));
+        assert!(!verify(Side::Client, b"tok2", b"sn", b"cn", b"data", &p));
+        assert!(!verify(Side::Client, b"tok", b"sx", b"cn", b"data", &p));
+        assert!(!verify(Side::Client, b"tok", b"sn", b"cx", b"data", &p));
+        assert!(!verify(Side::Client, b"tok", b"sn", b"cn", b"other", &p));
         // A client proof is not a valid server proof (no reflection).
-        assert!(!verify_server(b"tok", b"sn", b"cn", b"data", &p));
+        assert!(!verify(Side::Server, b"tok", b"sn", b"cn", b"data", &p));
     }
 }

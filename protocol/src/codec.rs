@@ -142,18 +142,7 @@ impl Encoder<Frame> for FrameCodec {
     type Error = ProtocolError;
 
     fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), ProtocolError> {
-        let header = Header {
-            flags: frame.flags,
-            cmd: frame.cmd,
-            stream_id: frame.stream_id,
-            msg_len: frame.msg.len() as u32,
-            data_len: frame.data.len() as u32,
-            crc32: if frame.flags.contains(Flags::CRC) {
-                frame.crc32()
-            } else {
-                0
-            },
-        };
+        let header = frame.header();
         self.check_limits(&header)?;
         dst.reserve(HEADER_LEN + frame.msg.len() + frame.data.len());
         dst.put_slice(&header.encode());

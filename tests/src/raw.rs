@@ -43,7 +43,8 @@ impl RawClient {
         let req = proto::AuthRequest {
             export: export.as_bytes().to_vec().into(),
             client_nonce: client_nonce.to_vec().into(),
-            proof: auth::client_proof(
+            proof: auth::proof(
+                auth::Side::Client,
                 token,
                 &challenge.server_nonce,
                 &client_nonce,

@@ -108,6 +108,16 @@ fn dotdot_absolute_and_symlinked_paths_cannot_leave_the_export() {
             max_entries: 10,
         },
     );
+    // A symlink as the last component is never followed: it is not a directory.
+    assert_eq!(list.err(), Some(libc::ENOTDIR));
+    let list = c.call::<proto::ListReply>(
+        Command::List,
+        &proto::ListRequest {
+            path: b"dir-link/exports".to_vec().into(),
+            cookie: 0,
+            max_entries: 10,
+        },
+    );
     assert_eq!(list.err(), Some(libc::EXDEV));
     let mk = c.call::<proto::AttrReply>(
         Command::Mkdir,

@@ -72,7 +72,8 @@ async fn connect_inner(
     let request = proto::AuthRequest {
         export: export.as_bytes().to_vec().into(),
         client_nonce: client_nonce.to_vec().into(),
-        proof: auth::client_proof(
+        proof: auth::proof(
+            auth::Side::Client,
             token,
             &challenge.server_nonce,
             &client_nonce,
@@ -101,7 +102,8 @@ async fn connect_inner(
         return Err(ClientError::Refused(e.message));
     }
     let reply: proto::AuthReply = reply.decode_msg("AuthReply")?;
-    if !auth::verify_server(
+    if !auth::verify(
+        auth::Side::Server,
         token,
         &challenge.server_nonce,
         &client_nonce,
