@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-ensure_packages fusermount3:fuse3 rsync:rsync sha256sum:coreutils pgrep:procps git:git tar:tar
+ensure_packages fusermount3:fuse3 rsync:rsync sha256sum:coreutils pgrep:procps git:git tar:tar \
+    setfattr:attr setfacl:acl setpriv:util-linux python3:python3
 ensure_fuse_device
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
 

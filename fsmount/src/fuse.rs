@@ -9,10 +9,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    Request, TimeOrNow, WriteFlags,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 
@@ -140,6 +140,23 @@ fn reply_entry(
     }
 }
 
+fn caller(req: &Request) -> fs::Caller {
+    fs::Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
+
+/// Answers getxattr/listxattr: the size when `size` is 0, the bytes if they fit, ERANGE.
+fn reply_xattr(reply: ReplyXattr, r: fs::Result<Vec<u8>>, size: u32) {
+    match r {
+        Ok(v) if size == 0 => reply.size(v.len() as u32),
+        Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
+        Ok(v) => reply.data(&v),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
 fn reply_empty(reply: ReplyEmpty, r: fs::Result<()>) {
     match r {
         Ok(()) => reply.ok(),
@@ -232,18 +249,23 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let (name, at, et) = (name_bytes(name), self.attr_ttl(), self.entry_ttl());
+        let (name, at, et, who) = (
+            name_bytes(name),
+            self.attr_ttl(),
+            self.entry_ttl(),
+            caller(req),
+        );
         self.spawn(move |fs| async move {
             reply_entry(
                 reply,
-                fs.mkdir(parent.0, &name, mode & !umask).await,
+                fs.mkdir(parent.0, &name, mode & !umask, who).await,
                 at,
                 et,
             )
@@ -266,7 +288,7 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn symlink(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         link_name: &OsStr,
         target: &Path,
@@ -278,8 +300,14 @@ impl fuser::Filesystem for FuseAdapter {
             self.attr_ttl(),
             self.entry_ttl(),
         );
+        let who = caller(req);
         self.spawn(move |fs| async move {
-            reply_entry(reply, fs.symlink(parent.0, &name, &target).await, at, et)
+            reply_entry(
+                reply,
+                fs.symlink(parent.0, &name, &target, who).await,
+                at,
+                et,
+            )
         });
     }
 
@@ -388,14 +416,14 @@ impl fuser::Filesystem for FuseAdapter {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs| async move { reply_empty(reply, fs.release(fh.0).await) });
+        self.spawn(move |fs| async move { reply_empty(reply, fs.release(ino.0, fh.0).await) });
     }
 
     fn fsync(
@@ -510,7 +538,7 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -518,10 +546,10 @@ impl fuser::Filesystem for FuseAdapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let (name, ttl) = (name_bytes(name), self.attr_ttl());
+        let (name, ttl, who) = (name_bytes(name), self.attr_ttl(), caller(req));
         self.spawn(move |fs| async move {
             match fs
-                .create(parent.0, &name, mode & !umask, flags as u32)
+                .create(parent.0, &name, mode & !umask, flags as u32, who)
                 .await
             {
                 Ok((e, fh)) => reply.created(
@@ -531,6 +559,93 @@ impl fuser::Filesystem for FuseAdapter {
                     FileHandle(fh),
                     FopenFlags::empty(),
                 ),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let (name, at, et, who) = (
+            name_bytes(name),
+            self.attr_ttl(),
+            self.entry_ttl(),
+            caller(req),
+        );
+        // The type bits stay; the umask applies to the permission bits only.
+        let mode = mode & !(umask & 0o7777);
+        self.spawn(move |fs| async move {
+            reply_entry(
+                reply,
+                fs.mknod(parent.0, &name, mode, rdev as u64, who).await,
+                at,
+                et,
+            )
+        });
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let name = name_bytes(name);
+        self.spawn(move |fs| async move {
+            let r = fs.getxattr(ino.0, &name).await.map(|v| v.to_vec());
+            reply_xattr(reply, r, size)
+        });
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.spawn(move |fs| async move { reply_xattr(reply, fs.listxattr(ino.0).await, size) });
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let (name, value) = (name_bytes(name), value.to_vec());
+        self.spawn(move |fs| async move {
+            reply_empty(reply, fs.setxattr(ino.0, &name, &value, flags as u32).await)
+        });
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name_bytes(name);
+        self.spawn(move |fs| async move { reply_empty(reply, fs.removexattr(ino.0, &name).await) });
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        // The reply carries a u32 count.
+        let len = len.min(1 << 30);
+        self.spawn(move |fs| async move {
+            match fs
+                .copy_range(fh_in.0, offset_in, fh_out.0, offset_out, len)
+                .await
+            {
+                Ok(n) => reply.written(n as u32),
                 Err(e) => reply.error(errno(&e)),
             }
         });

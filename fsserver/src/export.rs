@@ -71,6 +71,9 @@ fn checked_path(raw: &[u8]) -> Result<&Path, FsError> {
     Ok(Path::new(OsStr::from_bytes(raw)))
 }
 
+/// Longest path handed to one `openat2` (PATH_MAX is 4096 with the NUL).
+const PATH_CHUNK: usize = 4000;
+
 fn beneath(flags: OFlag) -> OpenHow {
     OpenHow::new()
         .flags(flags | OFlag::O_CLOEXEC)
@@ -135,21 +138,41 @@ impl Export {
     /// is never followed).
     pub fn open_beneath(&self, path: &[u8], flags: OFlag, mode: Mode) -> Result<OwnedFd, FsError> {
         let p = checked_path(path)?;
-        Ok(openat2(
-            self.root(),
-            p,
-            beneath(flags | OFlag::O_NOFOLLOW).mode(mode),
-        )?)
+        self.resolve(p, beneath(flags | OFlag::O_NOFOLLOW).mode(mode))
     }
 
     /// Opens the directory `path` (for `*at()` calls on names inside it).
     pub fn open_dir(&self, path: &[u8]) -> Result<OwnedFd, FsError> {
         let p = checked_path(path)?;
-        Ok(openat2(
-            self.root(),
-            p,
-            beneath(OFlag::O_PATH | OFlag::O_DIRECTORY),
-        )?)
+        self.resolve(p, beneath(OFlag::O_PATH | OFlag::O_DIRECTORY))
+    }
+
+    /// `openat2(root, path, how)`. A path longer than the kernel takes in one call (deep
+    /// trees exceed PATH_MAX) is walked in pieces, each resolved beneath the directory the
+    /// previous one opened, so confinement holds for every piece.
+    fn resolve(&self, path: &Path, how: OpenHow) -> Result<OwnedFd, FsError> {
+        let bytes = path.as_os_str().as_bytes();
+        if bytes.len() <= PATH_CHUNK {
+            return Ok(openat2(self.root(), path, how)?);
+        }
+        let mut dir: Option<OwnedFd> = None;
+        let mut rest = bytes;
+        while rest.len() > PATH_CHUNK {
+            let cut = rest[..=PATH_CHUNK]
+                .iter()
+                .rposition(|b| *b == b'/')
+                .ok_or(FsError::Sys(nix::errno::Errno::ENAMETOOLONG))?;
+            let piece = Path::new(OsStr::from_bytes(&rest[..cut]));
+            let at = dir.as_ref().map_or(self.root(), |d| d.as_fd());
+            dir = Some(openat2(
+                at,
+                piece,
+                beneath(OFlag::O_PATH | OFlag::O_DIRECTORY),
+            )?);
+            rest = &rest[cut + 1..];
+        }
+        let at = dir.as_ref().map_or(self.root(), |d| d.as_fd());
+        Ok(openat2(at, Path::new(OsStr::from_bytes(rest)), how)?)
     }
 
     /// Opens the parent of `path` and validates its final component.

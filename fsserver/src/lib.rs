@@ -6,7 +6,7 @@
 //!   per request, and a writer task (`protocol::writer`) that owns the write half;
 //! - [`cmd`]: one file per command, `apply(ctx, request) -> Result<Reply, FsError>`;
 //! - [`export`]: confinement of every path beneath the export root (openat2);
-//! - [`handles`]: open files of a connection; [`attr`]: stat -> wire attributes;
+//! - [`owner`]: new objects owned by the calling user; [`handles`]: open files of a connection; [`attr`]: stat -> wire attributes;
 //! - [`error`]: per-request failures and their errno; [`token`]: the shared secret file.
 
 pub mod attr;
@@ -16,6 +16,7 @@ pub mod error;
 pub mod export;
 pub mod handles;
 pub mod handshake;
+pub mod owner;
 pub mod server;
 pub mod token;
 

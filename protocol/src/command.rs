@@ -27,10 +27,16 @@ pub enum Command {
     Link = 19,
     /// Sent by either side on stream 0 just before closing for a protocol error.
     Goodbye = 20,
+    Mknod = 21,
+    GetXattr = 22,
+    SetXattr = 23,
+    ListXattr = 24,
+    RemoveXattr = 25,
+    CopyRange = 26,
 }
 
 impl Command {
-    pub const ALL: [Command; 20] = [
+    pub const ALL: [Command; 26] = [
         Command::Auth,
         Command::Ping,
         Command::Lookup,
@@ -51,6 +57,12 @@ impl Command {
         Command::Readlink,
         Command::Link,
         Command::Goodbye,
+        Command::Mknod,
+        Command::GetXattr,
+        Command::SetXattr,
+        Command::ListXattr,
+        Command::RemoveXattr,
+        Command::CopyRange,
     ];
 
     pub const fn code(self) -> u16 {

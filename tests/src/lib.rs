@@ -3,6 +3,7 @@
 //! cleans up on drop (also when the test panics): mounts are unmounted (`fusermount3 -u`,
 //! then `umount -l`), processes stopped by PID.
 
+pub mod pair;
 pub mod raw;
 
 use std::io::{BufRead, BufReader, Read};

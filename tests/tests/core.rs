@@ -6,7 +6,9 @@ use bytes::Bytes;
 use e2e_tests::Server;
 use fsmount::client;
 use fsmount::fs::inodes::ROOT;
-use fsmount::fs::{Fs, FsOptions};
+use fsmount::fs::{Caller, Fs, FsOptions};
+
+const ROOT_CALLER: Caller = Caller { uid: 0, gid: 0 };
 
 async fn core(server: &Server) -> Fs {
     let s = client::connect(&server.addr, "data", &server.token(), &[9; 16])
@@ -27,9 +29,9 @@ fn create_write_read_rename_and_remove_through_the_core() {
     let server = Server::start(&[]);
     rt().block_on(async {
         let fs = core(&server).await;
-        let dir = fs.mkdir(ROOT, b"d", 0o755).await.unwrap();
+        let dir = fs.mkdir(ROOT, b"d", 0o755, ROOT_CALLER).await.unwrap();
         let (file, fh) = fs
-            .create(dir.ino, b"f", 0o644, libc::O_WRONLY as u32)
+            .create(dir.ino, b"f", 0o644, libc::O_WRONLY as u32, ROOT_CALLER)
             .await
             .unwrap();
         // More than one request's worth, so the core splits it.
@@ -42,7 +44,7 @@ fn create_write_read_rename_and_remove_through_the_core() {
             fs.write(fh, 0, data.clone()).await.unwrap() as usize,
             data.len()
         );
-        fs.release(fh).await.unwrap();
+        fs.release(file.ino, fh).await.unwrap();
 
         let opened = fs.open(file.ino, libc::O_RDONLY as u32).await.unwrap();
         let mut back = Vec::new();
@@ -64,13 +66,16 @@ fn create_write_read_rename_and_remove_through_the_core() {
         assert_eq!(attr.size, data.len() as u64);
         // The open handle still works after the rename.
         assert_eq!(fs.read(opened.fh, 0, 4).await.unwrap(), data.slice(0..4));
-        fs.release(opened.fh).await.unwrap();
+        fs.release(file.ino, opened.fh).await.unwrap();
         assert!(server.export("data").join("e/f").exists());
 
         fs.remove(dir.ino, b"f", false).await.unwrap();
         let gone = fs.lookup(dir.ino, b"f").await.unwrap_err();
         assert_eq!(gone.errno(), libc::ENOENT);
-        let not_empty = fs.mkdir(dir.ino, b"x", 0o755).await.map(|_| ());
+        let not_empty = fs
+            .mkdir(dir.ino, b"x", 0o755, ROOT_CALLER)
+            .await
+            .map(|_| ());
         assert!(not_empty.is_ok());
         assert_eq!(
             fs.remove(ROOT, b"e", true).await.unwrap_err().errno(),

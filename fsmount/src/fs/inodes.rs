@@ -19,6 +19,8 @@ struct Node {
     lookups: u64,
     /// Change token of the data the kernel's page cache holds, if any.
     cached_change: Option<u64>,
+    /// Server handles open on this inode (they reach it even once unlinked).
+    handles: Vec<u64>,
 }
 
 #[derive(Debug)]
@@ -47,6 +49,7 @@ impl InodeTable {
                 key: key(root),
                 lookups: 1,
                 cached_change: None,
+                handles: Vec::new(),
             },
         );
         t.by_key.insert(key(root), ROOT);
@@ -108,6 +111,7 @@ impl InodeTable {
                 key: k,
                 lookups: 1,
                 cached_change: None,
+                handles: Vec::new(),
             },
         );
         self.by_key.insert(k, ino);
@@ -154,6 +158,27 @@ impl InodeTable {
             Some(node) => node.cached_change.replace(change) == Some(change),
             None => false,
         }
+    }
+
+    /// Records a handle opened on `ino`.
+    pub fn opened(&mut self, ino: u64, fh: u64) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.handles.push(fh);
+        }
+    }
+
+    /// Forgets a handle of `ino` once closed.
+    pub fn closed(&mut self, ino: u64, fh: u64) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.handles.retain(|h| *h != fh);
+        }
+    }
+
+    /// Some handle open on `ino`, if any.
+    pub fn open_handle(&self, ino: u64) -> Option<u64> {
+        self.nodes
+            .get(&ino)
+            .and_then(|n| n.handles.first().copied())
     }
 
     pub fn len(&self) -> usize {

@@ -39,6 +39,9 @@ pub struct Opened {
     pub keep_cache: bool,
 }
 
+/// The calling user on the client; new objects are given to them.
+pub type Caller = proto::Caller;
+
 /// Requested attribute changes (`None`: leave as is).
 #[derive(Debug, Default, Clone)]
 pub struct SetAttr {
@@ -147,7 +150,10 @@ impl Fs {
         self.inodes.lock().unwrap().forget(ino, n);
     }
 
+    /// Attributes of `ino`: through `fh` or any handle open on it (so an open file that was
+    /// unlinked or renamed elsewhere is still reached), else by path.
     pub async fn getattr(&self, ino: u64, fh: Option<u64>) -> Result<proto::Attr> {
+        let fh = fh.or_else(|| self.inodes.lock().unwrap().open_handle(ino));
         let req = match fh {
             Some(handle) => proto::GetAttrRequest {
                 handle,
@@ -163,8 +169,10 @@ impl Fs {
         attr_of(reply.attr)
     }
 
+    /// Changes attributes of `ino`: through `fh` when the kernel gives one, else by path,
+    /// falling back to a handle open on it when the path is gone (fchmod of an unlinked file).
     pub async fn setattr(&self, ino: u64, fh: Option<u64>, change: SetAttr) -> Result<proto::Attr> {
-        let mut req = proto::SetAttrRequest {
+        let req = proto::SetAttrRequest {
             mode: change.mode,
             uid: change.uid,
             gid: change.gid,
@@ -173,14 +181,32 @@ impl Fs {
             mtime: change.mtime,
             ..Default::default()
         };
-        match fh {
-            Some(h) => {
-                req.handle = h;
-                req.has_handle = true;
+        let by_handle = |handle: u64| proto::SetAttrRequest {
+            handle,
+            has_handle: true,
+            ..req.clone()
+        };
+        let first = match fh {
+            Some(h) => by_handle(h),
+            None => proto::SetAttrRequest {
+                path: self.path(ino)?.into(),
+                ..req.clone()
+            },
+        };
+        let result: Result<proto::AttrReply> = self
+            .client
+            .request(Command::SetAttr, &first)
+            .await
+            .map_err(FsError::from);
+        let reply = match result {
+            Err(e) if fh.is_none() && e.errno() == libc::ENOENT => {
+                let Some(h) = self.inodes.lock().unwrap().open_handle(ino) else {
+                    return Err(e);
+                };
+                self.client.request(Command::SetAttr, &by_handle(h)).await?
             }
-            None => req.path = self.path(ino)?.into(),
-        }
-        let reply: proto::AttrReply = self.client.request(Command::SetAttr, &req).await?;
+            other => other?,
+        };
         attr_of(reply.attr)
     }
 
@@ -197,21 +223,35 @@ impl Fs {
         Ok(reply.target)
     }
 
-    pub async fn mkdir(&self, parent: u64, name: &[u8], mode: u32) -> Result<Entry> {
+    pub async fn mkdir(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        caller: Caller,
+    ) -> Result<Entry> {
         let req = proto::MkdirRequest {
             parent: self.path(parent)?.into(),
             name: Bytes::copy_from_slice(name),
             mode,
+            caller: Some(caller),
         };
         let reply: proto::AttrReply = self.client.request(Command::Mkdir, &req).await?;
         Ok(self.remember(parent, name, attr_of(reply.attr)?))
     }
 
-    pub async fn symlink(&self, parent: u64, name: &[u8], target: &[u8]) -> Result<Entry> {
+    pub async fn symlink(
+        &self,
+        parent: u64,
+        name: &[u8],
+        target: &[u8],
+        caller: Caller,
+    ) -> Result<Entry> {
         let req = proto::SymlinkRequest {
             parent: self.path(parent)?.into(),
             name: Bytes::copy_from_slice(name),
             target: Bytes::copy_from_slice(target),
+            caller: Some(caller),
         };
         let reply: proto::AttrReply = self.client.request(Command::Symlink, &req).await?;
         Ok(self.remember(parent, name, attr_of(reply.attr)?))
@@ -270,7 +310,11 @@ impl Fs {
         };
         let reply: proto::OpenReply = self.client.request(Command::Open, &req).await?;
         let attr = attr_of(reply.attr)?;
-        let keep_cache = self.inodes.lock().unwrap().keep_cache(ino, attr.change);
+        let keep_cache = {
+            let mut inodes = self.inodes.lock().unwrap();
+            inodes.opened(ino, reply.handle);
+            inodes.keep_cache(ino, attr.change)
+        };
         Ok(Opened {
             fh: reply.handle,
             keep_cache,
@@ -283,19 +327,22 @@ impl Fs {
         name: &[u8],
         mode: u32,
         flags: u32,
+        caller: Caller,
     ) -> Result<(Entry, u64)> {
         let req = proto::CreateRequest {
             parent: self.path(parent)?.into(),
             name: Bytes::copy_from_slice(name),
             mode,
             flags,
+            caller: Some(caller),
         };
         let reply: proto::OpenReply = self.client.request(Command::Create, &req).await?;
         let entry = self.remember(parent, name, attr_of(reply.attr)?);
-        self.inodes
-            .lock()
-            .unwrap()
-            .keep_cache(entry.ino, entry.attr.change);
+        {
+            let mut inodes = self.inodes.lock().unwrap();
+            inodes.opened(entry.ino, reply.handle);
+            inodes.keep_cache(entry.ino, entry.attr.change);
+        }
         Ok((entry, reply.handle))
     }
 
@@ -348,12 +395,95 @@ impl Fs {
         Ok(())
     }
 
-    pub async fn release(&self, fh: u64) -> Result<()> {
+    pub async fn release(&self, ino: u64, fh: u64) -> Result<()> {
+        self.inodes.lock().unwrap().closed(ino, fh);
         let _: proto::Empty = self
             .client
             .request(Command::Close, &proto::CloseRequest { handle: fh })
             .await?;
         Ok(())
+    }
+
+    pub async fn mknod(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        rdev: u64,
+        caller: Caller,
+    ) -> Result<Entry> {
+        let req = proto::MknodRequest {
+            parent: self.path(parent)?.into(),
+            name: Bytes::copy_from_slice(name),
+            mode,
+            rdev,
+            caller: Some(caller),
+        };
+        let reply: proto::AttrReply = self.client.request(Command::Mknod, &req).await?;
+        Ok(self.remember(parent, name, attr_of(reply.attr)?))
+    }
+
+    pub async fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Bytes> {
+        let req = proto::GetXattrRequest {
+            path: self.path(ino)?.into(),
+            name: Bytes::copy_from_slice(name),
+        };
+        let reply: proto::XattrReply = self.client.request(Command::GetXattr, &req).await?;
+        Ok(reply.value)
+    }
+
+    pub async fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: u32) -> Result<()> {
+        let req = proto::SetXattrRequest {
+            path: self.path(ino)?.into(),
+            name: Bytes::copy_from_slice(name),
+            value: Bytes::copy_from_slice(value),
+            flags,
+        };
+        let _: proto::Empty = self.client.request(Command::SetXattr, &req).await?;
+        Ok(())
+    }
+
+    /// Attribute names, each followed by a NUL, as listxattr(2) returns them.
+    pub async fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
+        let req = proto::ListXattrRequest {
+            path: self.path(ino)?.into(),
+        };
+        let reply: proto::ListXattrReply = self.client.request(Command::ListXattr, &req).await?;
+        let mut out = Vec::new();
+        for n in reply.names {
+            out.extend_from_slice(&n);
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    pub async fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
+        let req = proto::RemoveXattrRequest {
+            path: self.path(ino)?.into(),
+            name: Bytes::copy_from_slice(name),
+        };
+        let _: proto::Empty = self.client.request(Command::RemoveXattr, &req).await?;
+        Ok(())
+    }
+
+    /// copy_file_range between two open files, done by the server.
+    pub async fn copy_range(
+        &self,
+        fh_in: u64,
+        offset_in: u64,
+        fh_out: u64,
+        offset_out: u64,
+        len: u64,
+    ) -> Result<u64> {
+        let req = proto::CopyRangeRequest {
+            handle_in: fh_in,
+            offset_in,
+            handle_out: fh_out,
+            offset_out,
+            len,
+        };
+        let reply: proto::CopyRangeReply = self.client.request(Command::CopyRange, &req).await?;
+        Ok(reply.copied)
     }
 
     pub async fn statfs(&self) -> Result<proto::StatfsReply> {

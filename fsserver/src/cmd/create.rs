@@ -1,17 +1,21 @@
 //! Create: `CreateRequest { parent, name, mode, flags }` -> `OpenReply { handle, attr }`.
 //! `openat(parent, name, O_CREAT | O_NOFOLLOW | flags, mode)`: the mode is applied as given
-//! (the server runs with umask 0; the client applies the user's umask).
+//! (the server runs with umask 0; the client applies the user's umask); the file is given
+//! to `caller` (see `owner`).
 
 use std::fs::File;
 
 use nix::fcntl::{openat, OFlag};
-use nix::sys::stat::{fstat, Mode};
+use std::os::fd::AsFd;
+
+use nix::sys::stat::Mode;
 
 use super::open::allowed_flags;
 use super::{Ctx, Reply};
 use crate::attr::from_stat;
 use crate::error::FsError;
 use crate::export::Name;
+use crate::owner;
 
 pub fn apply(ctx: &Ctx, req: proto::CreateRequest) -> Result<Reply, FsError> {
     ctx.export.writable()?;
@@ -24,7 +28,11 @@ pub fn apply(ctx: &Ctx, req: proto::CreateRequest) -> Result<Reply, FsError> {
         flags,
         Mode::from_bits_truncate(req.mode & 0o7777),
     )?;
-    let attr = from_stat(&fstat(&fd)?);
+    let attr = from_stat(&owner::give_open_file(
+        dir.as_fd(),
+        fd.as_fd(),
+        req.caller.as_ref(),
+    )?);
     let handle = ctx.handles.insert(File::from(fd));
     Ok(Reply::msg(&proto::OpenReply {
         handle,

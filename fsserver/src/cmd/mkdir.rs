@@ -4,7 +4,10 @@ use nix::sys::stat::{mkdirat, Mode};
 
 use super::{attr_reply, Ctx, Reply};
 use crate::error::FsError;
-use crate::export::{stat_at, Name};
+use std::os::fd::AsFd;
+
+use crate::export::Name;
+use crate::owner;
 
 pub fn apply(ctx: &Ctx, req: proto::MkdirRequest) -> Result<Reply, FsError> {
     ctx.export.writable()?;
@@ -15,5 +18,9 @@ pub fn apply(ctx: &Ctx, req: proto::MkdirRequest) -> Result<Reply, FsError> {
         name.as_os_str(),
         Mode::from_bits_truncate(req.mode & 0o7777),
     )?;
-    Ok(attr_reply(&stat_at(&dir, name)?))
+    Ok(attr_reply(&owner::give_named(
+        dir.as_fd(),
+        name,
+        req.caller.as_ref(),
+    )?))
 }

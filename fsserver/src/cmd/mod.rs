@@ -11,6 +11,7 @@ use crate::export::Export;
 use crate::handles::Handles;
 
 mod close;
+mod copy_range;
 mod create;
 mod fsync;
 mod getattr;
@@ -18,6 +19,7 @@ mod link;
 mod list;
 mod lookup;
 mod mkdir;
+mod mknod;
 mod open;
 mod read;
 mod readlink;
@@ -27,6 +29,7 @@ mod setattr;
 mod statfs;
 mod symlink;
 mod write;
+mod xattr;
 
 /// What a command may touch: its export and the connection's open handles.
 #[derive(Debug, Clone)]
@@ -86,6 +89,12 @@ pub fn dispatch(ctx: &Ctx, cmd: u16, msg: Bytes, data: Bytes) -> Result<Reply, F
         Command::Symlink => symlink::apply(ctx, parse(msg)?),
         Command::Readlink => readlink::apply(ctx, parse(msg)?),
         Command::Link => link::apply(ctx, parse(msg)?),
+        Command::Mknod => mknod::apply(ctx, parse(msg)?),
+        Command::GetXattr => xattr::get(ctx, parse(msg)?),
+        Command::SetXattr => xattr::set(ctx, parse(msg)?),
+        Command::ListXattr => xattr::list(ctx, parse(msg)?),
+        Command::RemoveXattr => xattr::remove(ctx, parse(msg)?),
+        Command::CopyRange => copy_range::apply(ctx, parse(msg)?),
         Command::Auth | Command::Goodbye => Err(FsError::BadRequest(format!(
             "{command:?} is not a request after the handshake"
         ))),

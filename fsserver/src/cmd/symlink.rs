@@ -2,13 +2,15 @@
 //! target is stored as given; the server never follows it.
 
 use std::ffi::OsStr;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 
 use nix::unistd::symlinkat;
 
 use super::{attr_reply, Ctx, Reply};
 use crate::error::FsError;
-use crate::export::{stat_at, Name};
+use crate::export::Name;
+use crate::owner;
 
 pub fn apply(ctx: &Ctx, req: proto::SymlinkRequest) -> Result<Reply, FsError> {
     ctx.export.writable()?;
@@ -18,5 +20,9 @@ pub fn apply(ctx: &Ctx, req: proto::SymlinkRequest) -> Result<Reply, FsError> {
         return Err(FsError::BadName("symlink target".into()));
     }
     symlinkat(OsStr::from_bytes(&req.target), &dir, name.as_os_str())?;
-    Ok(attr_reply(&stat_at(&dir, name)?))
+    Ok(attr_reply(&owner::give_named(
+        dir.as_fd(),
+        name,
+        req.caller.as_ref(),
+    )?))
 }
