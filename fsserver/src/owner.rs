@@ -95,7 +95,7 @@ pub fn give_named(
             Mode::from_bits_truncate(st.st_mode & 0o7777),
             nix::sys::stat::FchmodatFlags::FollowSymlink,
         )?;
-        return Ok(stat_at(dir, name)?);
+        return stat_at(dir, name);
     }
     Ok(after)
 }

@@ -174,6 +174,11 @@ impl InodeTable {
         }
     }
 
+    /// Whether `attr` describes the object `ino` stands for (same server dev and ino).
+    pub fn is_same_object(&self, ino: u64, attr: &proto::Attr) -> bool {
+        self.nodes.get(&ino).is_some_and(|n| n.key == key(attr))
+    }
+
     /// Some handle open on `ino`, if any.
     pub fn open_handle(&self, ino: u64) -> Option<u64> {
         self.nodes

@@ -150,64 +150,74 @@ impl Fs {
         self.inodes.lock().unwrap().forget(ino, n);
     }
 
-    /// Attributes of `ino`: through `fh` or any handle open on it (so an open file that was
-    /// unlinked or renamed elsewhere is still reached), else by path.
+    /// Attributes of `ino`: through `fh` when the kernel gives one, else by path (see
+    /// `by_path_or_handle`).
     pub async fn getattr(&self, ino: u64, fh: Option<u64>) -> Result<proto::Attr> {
-        let fh = fh.or_else(|| self.inodes.lock().unwrap().open_handle(ino));
-        let req = match fh {
-            Some(handle) => proto::GetAttrRequest {
-                handle,
-                has_handle: true,
-                ..Default::default()
-            },
-            None => proto::GetAttrRequest {
-                path: self.path(ino)?.into(),
-                ..Default::default()
-            },
+        let req = |path: Vec<u8>, handle: Option<u64>| proto::GetAttrRequest {
+            path: path.into(),
+            handle: handle.unwrap_or(0),
+            has_handle: handle.is_some(),
         };
-        let reply: proto::AttrReply = self.client.request(Command::GetAttr, &req).await?;
-        attr_of(reply.attr)
+        self.by_path_or_handle(ino, fh, Command::GetAttr, req).await
     }
 
-    /// Changes attributes of `ino`: through `fh` when the kernel gives one, else by path,
-    /// falling back to a handle open on it when the path is gone (fchmod of an unlinked file).
+    /// Changes attributes of `ino`: through `fh` when the kernel gives one (ftruncate),
+    /// else by path (see `by_path_or_handle`).
     pub async fn setattr(&self, ino: u64, fh: Option<u64>, change: SetAttr) -> Result<proto::Attr> {
-        let req = proto::SetAttrRequest {
+        let req = |path: Vec<u8>, handle: Option<u64>| proto::SetAttrRequest {
+            path: path.into(),
+            handle: handle.unwrap_or(0),
+            has_handle: handle.is_some(),
             mode: change.mode,
             uid: change.uid,
             gid: change.gid,
             size: change.size,
-            atime: change.atime,
-            mtime: change.mtime,
-            ..Default::default()
+            atime: change.atime.clone(),
+            mtime: change.mtime.clone(),
         };
-        let by_handle = |handle: u64| proto::SetAttrRequest {
-            handle,
-            has_handle: true,
-            ..req.clone()
-        };
-        let first = match fh {
-            Some(h) => by_handle(h),
-            None => proto::SetAttrRequest {
-                path: self.path(ino)?.into(),
-                ..req.clone()
-            },
-        };
-        let result: Result<proto::AttrReply> = self
+        self.by_path_or_handle(ino, fh, Command::SetAttr, req).await
+    }
+
+    /// Sends an attribute request for `ino` built by `make(path, handle)`: through `fh` if
+    /// given; else by path, and again through a handle open on `ino` when the path is gone or
+    /// now names another object (an open file unlinked or replaced, as `fstat`/`fchmod` of
+    /// it expect). A handle closed meanwhile (release is asynchronous) leaves the path's answer.
+    async fn by_path_or_handle<M: prost::Message>(
+        &self,
+        ino: u64,
+        fh: Option<u64>,
+        cmd: Command,
+        make: impl Fn(Vec<u8>, Option<u64>) -> M,
+    ) -> Result<proto::Attr> {
+        if let Some(h) = fh {
+            let reply: proto::AttrReply =
+                self.client.request(cmd, &make(Vec::new(), Some(h))).await?;
+            return attr_of(reply.attr);
+        }
+        let by_path: Result<proto::Attr> = match self
             .client
-            .request(Command::SetAttr, &first)
+            .request::<proto::AttrReply>(cmd, &make(self.path(ino)?, None))
             .await
-            .map_err(FsError::from);
-        let reply = match result {
-            Err(e) if fh.is_none() && e.errno() == libc::ENOENT => {
-                let Some(h) = self.inodes.lock().unwrap().open_handle(ino) else {
-                    return Err(e);
-                };
-                self.client.request(Command::SetAttr, &by_handle(h)).await?
-            }
-            other => other?,
+        {
+            Ok(r) => attr_of(r.attr),
+            Err(e) => Err(e.into()),
         };
-        attr_of(reply.attr)
+        let moved_away = match &by_path {
+            Ok(attr) => !self.inodes.lock().unwrap().is_same_object(ino, attr),
+            Err(e) => e.errno() == libc::ENOENT,
+        };
+        let handle = self.inodes.lock().unwrap().open_handle(ino);
+        match handle {
+            Some(h) if moved_away => match self
+                .client
+                .request::<proto::AttrReply>(cmd, &make(Vec::new(), Some(h)))
+                .await
+            {
+                Ok(r) => attr_of(r.attr),
+                Err(_) => by_path,
+            },
+            _ => by_path,
+        }
     }
 
     pub async fn readlink(&self, ino: u64) -> Result<Bytes> {
