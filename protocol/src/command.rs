@@ -33,10 +33,12 @@ pub enum Command {
     ListXattr = 24,
     RemoveXattr = 25,
     CopyRange = 26,
+    Fallocate = 27,
+    Lseek = 28,
 }
 
 impl Command {
-    pub const ALL: [Command; 26] = [
+    pub const ALL: [Command; 28] = [
         Command::Auth,
         Command::Ping,
         Command::Lookup,
@@ -63,6 +65,8 @@ impl Command {
         Command::ListXattr,
         Command::RemoveXattr,
         Command::CopyRange,
+        Command::Fallocate,
+        Command::Lseek,
     ];
 
     pub const fn code(self) -> u16 {

@@ -690,3 +690,50 @@ fn permission_checks_for_a_non_root_user_match_a_local_disk() {
             .collect::<Vec<_>>()
     });
 }
+
+#[test]
+fn fallocate_and_seek_data_hole_match() {
+    let p = pair();
+    let _outcome = p
+        .same("fallocate and SEEK_DATA/SEEK_HOLE", |root| {
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(root.join("f"))
+                .unwrap();
+            let fd = f.as_raw_fd();
+            check(unsafe { libc::fallocate(fd, 0, 0, 1 << 20) } as i64)?;
+            let size = f.metadata().unwrap().len();
+            check(
+                unsafe { libc::fallocate(fd, libc::FALLOC_FL_KEEP_SIZE, 1 << 20, 1 << 20) } as i64,
+            )?;
+            let kept = f.metadata().unwrap().len();
+            f.write_at(&[1u8; 8192], 0).unwrap();
+            check(unsafe {
+                libc::fallocate(
+                    fd,
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    0,
+                    4096,
+                )
+            } as i64)?;
+            let punched = {
+                let mut b = [9u8; 8];
+                f.read_at(&mut b, 0).unwrap();
+                b
+            };
+            // A sparse file: data at 1 MiB only.
+            let s = File::create(root.join("sparse")).unwrap();
+            s.set_len(4 << 20).unwrap();
+            s.write_at(b"data", 1 << 20).unwrap();
+            s.sync_all().unwrap();
+            let s = File::open(root.join("sparse")).unwrap();
+            let data = check(unsafe { libc::lseek(s.as_raw_fd(), 0, libc::SEEK_DATA) })?;
+            let hole = check(unsafe { libc::lseek(s.as_raw_fd(), data, libc::SEEK_HOLE) })?;
+            let past = check(unsafe { libc::lseek(s.as_raw_fd(), 8 << 20, libc::SEEK_DATA) });
+            Ok::<_, i32>((size, kept, punched, data, hole, past))
+        })
+        .expect("succeeds on both");
+}

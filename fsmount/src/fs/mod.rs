@@ -172,8 +172,8 @@ impl Fs {
             uid: change.uid,
             gid: change.gid,
             size: change.size,
-            atime: change.atime.clone(),
-            mtime: change.mtime.clone(),
+            atime: change.atime,
+            mtime: change.mtime,
         };
         self.by_path_or_handle(ino, fh, Command::SetAttr, req).await
     }
@@ -494,6 +494,28 @@ impl Fs {
         };
         let reply: proto::CopyRangeReply = self.client.request(Command::CopyRange, &req).await?;
         Ok(reply.copied)
+    }
+
+    pub async fn fallocate(&self, fh: u64, mode: u32, offset: u64, len: u64) -> Result<()> {
+        let req = proto::FallocateRequest {
+            handle: fh,
+            mode,
+            offset,
+            len,
+        };
+        let _: proto::Empty = self.client.request(Command::Fallocate, &req).await?;
+        Ok(())
+    }
+
+    /// SEEK_DATA / SEEK_HOLE on the server's file.
+    pub async fn lseek(&self, fh: u64, offset: i64, whence: u32) -> Result<i64> {
+        let req = proto::LseekRequest {
+            handle: fh,
+            offset,
+            whence,
+        };
+        let reply: proto::LseekReply = self.client.request(Command::Lseek, &req).await?;
+        Ok(reply.offset)
     }
 
     pub async fn statfs(&self) -> Result<proto::StatfsReply> {

@@ -13,11 +13,13 @@ use crate::handles::Handles;
 mod close;
 mod copy_range;
 mod create;
+mod fallocate;
 mod fsync;
 mod getattr;
 mod link;
 mod list;
 mod lookup;
+mod lseek;
 mod mkdir;
 mod mknod;
 mod open;
@@ -95,6 +97,8 @@ pub fn dispatch(ctx: &Ctx, cmd: u16, msg: Bytes, data: Bytes) -> Result<Reply, F
         Command::ListXattr => xattr::list(ctx, parse(msg)?),
         Command::RemoveXattr => xattr::remove(ctx, parse(msg)?),
         Command::CopyRange => copy_range::apply(ctx, parse(msg)?),
+        Command::Fallocate => fallocate::apply(ctx, parse(msg)?),
+        Command::Lseek => lseek::apply(ctx, parse(msg)?),
         Command::Auth | Command::Goodbye => Err(FsError::BadRequest(format!(
             "{command:?} is not a request after the handshake"
         ))),
