@@ -24,11 +24,14 @@ pub const MAX_IO: u32 = 1 << 20;
 pub struct FuseAdapter {
     fs: Arc<Fs>,
     rt: Handle,
+    /// Let the kernel enforce POSIX ACLs (FUSE_POSIX_ACL); it then also checks permissions
+    /// itself, so this goes with `default_permissions`.
+    posix_acl: bool,
 }
 
 impl FuseAdapter {
-    pub fn new(fs: Arc<Fs>, rt: Handle) -> FuseAdapter {
-        FuseAdapter { fs, rt }
+    pub fn new(fs: Arc<Fs>, rt: Handle, posix_acl: bool) -> FuseAdapter {
+        FuseAdapter { fs, rt, posix_acl }
     }
 
     /// Runs `op` on the runtime with a clone of the core.
@@ -178,6 +181,13 @@ impl fuser::Filesystem for FuseAdapter {
             InitFlags::FUSE_ASYNC_READ,
         ] {
             let _ = config.add_capabilities(cap);
+        }
+        if self.posix_acl {
+            if let Err(e) = config.add_capabilities(InitFlags::FUSE_POSIX_ACL) {
+                tracing::warn!(
+                    "kernel lacks FUSE_POSIX_ACL ({e:?}): ACLs are stored but not enforced"
+                );
+            }
         }
         Ok(())
     }

@@ -116,7 +116,7 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
     };
     let max_io = session.max_data.min(MAX_IO);
     let fs = Arc::new(Fs::new(session.client, &session.root, max_io, fs_options));
-    let adapter = FuseAdapter::new(fs, rt.handle().clone());
+    let adapter = FuseAdapter::new(fs, rt.handle().clone(), req.options.default_permissions);
     let mut fuse =
         match fuser::Session::new(adapter, &req.mountpoint, &fuse_config(&req, read_only)) {
             Ok(s) => s,

@@ -319,20 +319,27 @@ pub fn random_file(path: &Path, len: usize) {
     std::fs::write(path, data).unwrap();
 }
 
-/// Reads until EOF or error with a deadline; true if the peer closed the connection.
+/// Reads (and discards) until the peer closes the connection or `limit` passes; true if the
+/// peer closed it (EOF or reset).
 pub fn peer_closes(stream: &mut std::net::TcpStream, limit: Duration) -> bool {
-    stream.set_read_timeout(Some(limit)).unwrap();
+    use std::io::ErrorKind::*;
+    let deadline = Instant::now() + limit;
     let mut buf = [0u8; 4096];
-    let start = Instant::now();
     loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
         match stream.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
-            Err(_) => return false,
-        }
-        if start.elapsed() > limit {
-            return false;
+            Err(e) if e.kind() == Interrupted => {}
+            Err(e) if matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe) => {
+                return true
+            }
+            Err(e) if matches!(e.kind(), WouldBlock | TimedOut) => return false,
+            Err(e) => panic!("unexpected read error while waiting for the peer to close: {e}"),
         }
     }
 }

@@ -667,6 +667,17 @@ fn permission_checks_for_a_non_root_user_match_a_local_disk() {
         fs::write(j("tmp/roots"), "r").unwrap();
         fs::create_dir(j("closed")).unwrap();
         fs::set_permissions(j("closed"), fs::Permissions::from_mode(0o700)).unwrap();
+        // ACLs: an entry granting nobody access to a 0600 file, one denying it on a 0666
+        // file, and a directory whose default ACL lets nobody create and passes on.
+        fs::write(j("acl_granted"), "granted").unwrap();
+        fs::set_permissions(j("acl_granted"), fs::Permissions::from_mode(0o600)).unwrap();
+        fs::write(j("acl_denied"), "denied").unwrap();
+        fs::set_permissions(j("acl_denied"), fs::Permissions::from_mode(0o666)).unwrap();
+        fs::create_dir(j("acl_dir")).unwrap();
+        e2e_tests::sh(&format!(
+            "setfacl -m u:65534:rw '{0}/acl_granted' && setfacl -m u:65534:- '{0}/acl_denied' && setfacl -m u:65534:rwx -d -m u:65534:rwx '{0}/acl_dir'",
+            root.display()
+        ));
         let cases = [
             "cat rootfile",
             "cat public",
@@ -682,6 +693,9 @@ fn permission_checks_for_a_non_root_user_match_a_local_disk() {
             "ls closed",
             "rm -f public",
             "ln -s public tmp/l && chmod 600 tmp/mine && cat tmp/mine",
+            "cat acl_granted && echo more >> acl_granted",
+            "cat acl_denied",
+            "touch acl_dir/inherits && getfacl -cp acl_dir/inherits",
         ];
         cases
             .iter()
