@@ -194,8 +194,16 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let (name, at, et) = (name_bytes(name), self.attr_ttl(), self.entry_ttl());
+        let negative = self.fs.options.negative_ttl;
         self.spawn(move |fs| async move {
-            reply_entry(reply, fs.lookup(parent.0, &name).await, at, et)
+            match fs.lookup(parent.0, &name).await {
+                // A negative entry (node id 0): the kernel remembers the name is missing.
+                Err(e) if e.errno() == libc::ENOENT && !negative.is_zero() => {
+                    let missing = file_attr(0, &proto::Attr::default());
+                    reply.entry_with_ttls(&Duration::ZERO, &negative, &missing, Generation(0))
+                }
+                r => reply_entry(reply, r, at, et),
+            }
         });
     }
 

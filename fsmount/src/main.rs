@@ -19,7 +19,8 @@ struct Args {
     /// Existing directory to mount on.
     mountpoint: PathBuf,
     /// Mount options, comma-separated: token_file=FILE, ro, allow_other, allow_root,
-    /// default_permissions, attr_timeout=SECS, entry_timeout=SECS, fsname=NAME, noexec,
+    /// default_permissions, attr_timeout=SECS, entry_timeout=SECS, negative_timeout=SECS,
+    /// fsname=NAME, noexec,
     /// nosuid, nodev, noatime, ...
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,

@@ -52,6 +52,8 @@ pub struct MountOptions {
     pub default_permissions: bool,
     pub attr_timeout: Duration,
     pub entry_timeout: Duration,
+    /// How long the kernel remembers that a name does not exist (0: not at all).
+    pub negative_timeout: Duration,
     pub fsname: Option<String>,
     /// Plain kernel flags passed through (noexec, nosuid, nodev, noatime, ...).
     pub kernel_flags: Vec<String>,
@@ -67,6 +69,7 @@ impl Default for MountOptions {
             default_permissions: false,
             attr_timeout: Duration::from_secs(1),
             entry_timeout: Duration::from_secs(1),
+            negative_timeout: Duration::from_secs(1),
             fsname: None,
             kernel_flags: Vec::new(),
         }
@@ -104,6 +107,7 @@ pub fn parse_options(args: &[String]) -> Result<MountOptions, String> {
             ("default_permissions", None) => o.default_permissions = true,
             ("attr_timeout", Some(v)) => o.attr_timeout = seconds(key, v)?,
             ("entry_timeout", Some(v)) => o.entry_timeout = seconds(key, v)?,
+            ("negative_timeout", Some(v)) => o.negative_timeout = seconds(key, v)?,
             ("fsname", Some(v)) => o.fsname = Some(v.to_string()),
             (
                 "noexec" | "exec" | "nosuid" | "suid" | "nodev" | "dev" | "noatime" | "atime"

@@ -191,3 +191,33 @@ fn read_only_export_refuses_changes_with_erofs() {
         "keep"
     );
 }
+
+#[test]
+fn missing_names_are_cached_for_negative_timeout_only() {
+    require_mount_support();
+    let server = Server::start(&[]);
+    let cached = Mount::new(&server, "data", &["negative_timeout=3"]);
+    let uncached = Mount::new(&server, "data", &["negative_timeout=0"]);
+    let export = server.export("data");
+    assert!(!cached.path.join("late").exists());
+    assert!(!uncached.path.join("late").exists());
+    std::fs::write(export.join("late"), "x").unwrap();
+    // Created behind the mounts' backs: the cached miss hides it until it expires.
+    assert!(!cached.path.join("late").exists(), "negative entry cached");
+    assert!(
+        uncached.path.join("late").exists(),
+        "no negative caching with 0"
+    );
+    // A name created through the mount itself replaces its negative entry at once.
+    assert!(!cached.path.join("mine").exists());
+    std::fs::write(cached.path.join("mine"), "y").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(cached.path.join("mine")).unwrap(),
+        "y"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    assert!(
+        cached.path.join("late").exists(),
+        "visible once the negative entry expired"
+    );
+}

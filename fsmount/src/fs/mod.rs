@@ -57,6 +57,8 @@ pub struct SetAttr {
 pub struct FsOptions {
     pub attr_ttl: Duration,
     pub entry_ttl: Duration,
+    /// How long a name found missing is cached as missing.
+    pub negative_ttl: Duration,
 }
 
 impl Default for FsOptions {
@@ -64,6 +66,7 @@ impl Default for FsOptions {
         FsOptions {
             attr_ttl: Duration::from_secs(1),
             entry_ttl: Duration::from_secs(1),
+            negative_ttl: Duration::from_secs(1),
         }
     }
 }
