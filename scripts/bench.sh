@@ -1,43 +1,62 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: fsmount against the FUSE limit (bindfs over the same disk) and the
-# peer users would pick (sshfs over loopback), plus the local disk. Each workload runs
-# RUNS times per filesystem (default 5); the table gives medians and ratios.
-#   scripts/bench.sh [RUNS]        writes the table to stdout and target/bench/results.md
+# Side-by-side benchmark (issue 4): fsmount against the FUSE reference (bindfs over the same
+# disk), the peer users would pick (sshfs through a private loopback sshd) and the local disk,
+# in one run; then fsmount and sshfs again at an added 10 ms round trip through
+# target/release/delay_proxy. Medians of RUNS repetitions; every number is a time (lower is
+# better) and every ratio is fsmount's time over the peer's (below 1: fsmount is faster).
+#   scripts/bench.sh [RUNS]      RUNS default 3; RTT_RUNS (default 1), SIZE_MIB (1024),
+#                                RTT_SIZE_MIB (256), SKIP_RTT=1 to leave out the 10 ms part.
+# Writes target/bench/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-runs=${1:-5}
-ensure_packages fusermount3:fuse3 bindfs:bindfs sshfs:sshfs sshd:openssh-server ssh-keygen:openssh-client
+runs=${1:-3}
+rtt_runs=${RTT_RUNS:-1}
+size_mib=${SIZE_MIB:-1024}
+rtt_size_mib=${RTT_SIZE_MIB:-256}
+ensure_packages fusermount3:fuse3 bindfs:bindfs sshfs:sshfs sshd:openssh-server ssh-keygen:openssh-client \
+    fio:fio rsync:rsync python3:python3
 ensure_fuse_device
-cargo build --release --quiet -p fsserver -p fsmount
+cargo build --release --quiet -p fsserver -p fsmount -p e2e-tests --bin delay_proxy
 bin=$PWD/target/release
 
 B=$(mktemp -d /var/tmp/fsxp-bench.XXXXXX)
+S=$(mktemp -d /dev/shm/fsxp-bench.XXXXXX)
 pids=()
-mounts=()
 cleanup() {
-    for m in "${mounts[@]}"; do fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
+    for m in "$B"/mnt-*; do
+        grep -qs " $m " /proc/mounts && { fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; }
+    done
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    rm -rf "$B"
+    rm -rf "$B" "$S"
 }
 trap cleanup EXIT INT TERM
+log() { echo "bench: $*" >&2; }
 
-wait_mounted() { for _ in $(seq 200); do grep -qs " $1 " /proc/mounts && return 0; sleep 0.05; done; echo "mount of $1 failed" >&2; exit 1; }
+# Inputs, on tmpfs so the source is never the bottleneck: a random file and a real source
+# tree (the Python standard library, the kernel's UAPI and the C++ library headers: ~2,400
+# files).
+head -c $((size_mib << 20)) /dev/urandom >"$S/big"
+stdlib=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
+mkdir -p "$S/tree"
+cp -a "$stdlib" "$S/tree/python"
+rm -rf "$S/tree/python/site-packages" "$S/tree/python/test" "$S/tree/python/idlelib" "$S/tree/python/lib2to3/tests"
+cp -a /usr/include/linux "$S/tree/linux-headers"
+[ -d /usr/include/c++ ] && cp -a /usr/include/c++ "$S/tree/cxx-headers"
+find "$S/tree" -name __pycache__ -prune -exec rm -rf {} +
+tar -cf "$S/tree.tar" -C "$S" tree
+files=$(find "$S/tree" -type f | wc -l)
+log "inputs: ${size_mib} MiB file, tree of $files files ($(du -sh "$S/tree" | cut -f1))"
 
-# local: the disk itself
-mkdir -p "$B/local"
-# bindfs over the same disk
-mkdir -p "$B/bindfs-src" "$B/bindfs"
-bindfs "$B/bindfs-src" "$B/bindfs"; mounts+=("$B/bindfs"); wait_mounted "$B/bindfs"
-# sshfs over loopback: a private sshd on a free port with a throwaway key
-mkdir -p "$B/sshfs-src" "$B/sshfs" "$B/ssh" /run/sshd
+# --- peers -------------------------------------------------------------------------------
+mkdir -p "$B/ssh" /run/sshd
 ssh-keygen -q -t ed25519 -N '' -f "$B/ssh/host_key"
 ssh-keygen -q -t ed25519 -N '' -f "$B/ssh/client_key"
 cp "$B/ssh/client_key.pub" "$B/ssh/authorized_keys"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+ssh_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat >"$B/ssh/sshd_config" <<CFG
-Port $port
+Port $ssh_port
 ListenAddress 127.0.0.1
 HostKey $B/ssh/host_key
 AuthorizedKeysFile $B/ssh/authorized_keys
@@ -47,58 +66,169 @@ PasswordAuthentication no
 Subsystem sftp internal-sftp
 CFG
 /usr/sbin/sshd -D -f "$B/ssh/sshd_config" 2>"$B/ssh/sshd.log" & pids+=($!)
-sleep 0.5
-sshfs -p "$port" -o IdentityFile="$B/ssh/client_key",StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null \
-    "root@127.0.0.1:$B/sshfs-src" "$B/sshfs"; mounts+=("$B/sshfs"); wait_mounted "$B/sshfs"
-# fsmount over loopback
-mkdir -p "$B/fsxp-src" "$B/fsmount"
-"$bin/fsserver" --listen 127.0.0.1:0 --export "bench=$B/fsxp-src" --token-file "$B/token" >"$B/server.out" 2>"$B/server.log" & pids+=($!)
+mkdir -p "$B/src-fsmount"
+"$bin/fsserver" --listen 127.0.0.1:0 --export "bench=$B/src-fsmount" --token-file "$B/token" \
+    >"$B/server.out" 2>"$B/server.log" & pids+=($!)
+server_pid=$!
 for _ in $(seq 100); do grep -q listening "$B/server.out" 2>/dev/null && break; sleep 0.05; done
-addr=$(sed -n 's/^fsserver: listening on //p' "$B/server.out")
-"$bin/fsmount" "$addr:/bench" "$B/fsmount" -o "token_file=$B/token"; mounts+=("$B/fsmount")
+fsx_addr=$(sed -n 's/^fsserver: listening on //p' "$B/server.out")
+start_proxy() { # TARGET NAME: a 5 ms one-way (10 ms RTT) proxy; sets proxy_addr
+    local out="$B/proxy-$2.out"
+    "$bin/delay_proxy" "$1" 5 >"$out" 2>&1 </dev/null & pids+=($!)
+    for _ in $(seq 100); do grep -q listening "$out" 2>/dev/null && break; sleep 0.05; done
+    proxy_addr=$(sed -n 's/^listening on //p' "$out")
+}
+start_proxy "$fsx_addr" fsx; fsx_rtt_addr=$proxy_addr
+start_proxy "127.0.0.1:$ssh_port" ssh; ssh_rtt_addr=$proxy_addr
+sleep 0.3
 
-# Inputs, from tmpfs so the source is never the bottleneck.
-src=$(mktemp -d /dev/shm/fsxp-bench.XXXXXX)
-head -c $((256 << 20)) /dev/urandom >"$src/big"
-mkdir -p "$src/small"; for i in $(seq 1000); do head -c 4096 /dev/urandom >"$src/small/f$i"; done
-tar -cf "$src/small.tar" -C "$src" small
-trap 'rm -rf "$src"; cleanup' EXIT INT TERM
+wait_mounted() { for _ in $(seq 400); do grep -qs " $1 " /proc/mounts && return 0; sleep 0.05; done; log "mount of $1 failed"; exit 1; }
+fsmount_pid=
+# mount_fs FS [rtt]: (re)mounts FS on $B/mnt-FS; "local" is a plain directory.
+mount_fs() {
+    local fs=$1 rtt=${2:-} m="$B/mnt-$1"
+    mkdir -p "$m" "$B/src-$fs"
+    case $fs in
+    local) ;;
+    bindfs) bindfs "$B/src-bindfs" "$m" ;;
+    sshfs)
+        local host=127.0.0.1 port=$ssh_port
+        [ -n "$rtt" ] && port=${ssh_rtt_addr##*:}
+        sshfs -p "$port" -o IdentityFile="$B/ssh/client_key",StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null \
+            "root@$host:$B/src-sshfs" "$m" ;;
+    fsmount)
+        local addr=$fsx_addr
+        [ -n "$rtt" ] && addr=$fsx_rtt_addr
+        "$bin/fsmount" "$addr:/bench" "$m" -o "token_file=$B/token" -f 2>>"$B/fsmount.log" &
+        fsmount_pid=$! ;;
+    esac
+    [ "$fs" = local ] || wait_mounted "$m"
+}
+umount_fs() {
+    local m="$B/mnt-$1"
+    [ "$1" = local ] && return 0
+    fusermount3 -u "$m"
+    if [ "$1" = fsmount ]; then wait "$fsmount_pid" 2>/dev/null || true; fi
+}
+remount_cold() { umount_fs "$1"; sync; echo 3 >/proc/sys/vm/drop_caches; mount_fs "$1" "${2:-}"; }
 
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 now() { date +%s.%N; }
-# time_it CMD...: seconds the command took.
-time_it() { local t0; t0=$(now); "$@" >/dev/null; echo "$(now) $t0" | awk '{printf "%.3f", $1 - $2}'; }
-
+# timed NAME CMD...: runs CMD, appends its seconds to the results of NAME for the current fs.
 declare -A result
-workloads=("write 256 MiB (dd 1M, fsync)" "read 256 MiB cold (dd 1M)" "untar 1000 x 4 KiB" "ls -l 1000 entries cold" "rm -r 1000 files")
+timed() {
+    local name=$1 t0 t1; shift
+    t0=$(now); "$@" >/dev/null; t1=$(now)
+    result["$fs|$name"]+="$(echo "$t1 $t0" | awk '{printf "%.3f", $1 - $2}') "
+}
+fio_us_per_read() { # mean latency of 4k random reads, 4 jobs, O_DIRECT, as microseconds/op overall
+    fio --name=r --filename="$1" --rw=randread --bs=4k --direct=1 --numjobs=4 --ioengine=psync \
+        --runtime=5 --time_based --group_reporting --output-format=terse --terse-version=3 2>/dev/null |
+        awk -F';' '{ if ($8 > 0) printf "%.3f", 1e6 / $8; else print "nan" }'
+}
+
+W_WRITE="seq write ${size_mib} MiB (dd 1M, fsync)"
+W_COLD="seq read ${size_mib} MiB cold"
+W_WARM="seq read ${size_mib} MiB warm"
+W_RAND="4k random read, 4 jobs, direct (us per op)"
+W_UNTAR="untar tree ($files files)"
+W_FIND="find + stat tree, cold"
+W_RSYNC="rsync -a tree in"
+W_NOOP="rsync -a tree, no-op"
+W_CPOUT="cp -a tree out, cold"
+W_RM="rm -rf tree"
+workloads=("$W_WRITE" "$W_COLD" "$W_WARM" "$W_RAND" "$W_UNTAR" "$W_FIND" "$W_RSYNC" "$W_NOOP" "$W_CPOUT" "$W_RM")
+
+run_all() { # on $fs, mounted at $m
+    local m="$B/mnt-$fs" out="$B/out-$fs"
+    timed "$W_WRITE" dd if="$S/big" of="$m/big" bs=1M conv=fsync status=none
+    remount_cold "$fs"
+    timed "$W_COLD" dd if="$m/big" of=/dev/null bs=1M status=none
+    timed "$W_WARM" dd if="$m/big" of=/dev/null bs=1M status=none
+    if us=$(fio_us_per_read "$m/big") && [ "$us" != nan ] && [ -n "$us" ]; then
+        result["$fs|$W_RAND"]+="$us "
+    fi
+    rm -f "$m/big"
+    timed "$W_UNTAR" tar -xf "$S/tree.tar" -C "$m"
+    remount_cold "$fs"
+    timed "$W_FIND" find "$m/tree" -printf '%s %m %T@\n'
+    timed "$W_RSYNC" rsync -a "$S/tree/" "$m/rsynced/"
+    timed "$W_NOOP" rsync -a "$S/tree/" "$m/rsynced/"
+    remount_cold "$fs"
+    timed "$W_CPOUT" cp -a "$m/tree" "$out"
+    rm -rf "$out" "$m/rsynced"
+    timed "$W_RM" rm -rf "$m/tree"
+}
+
 fss=(local bindfs sshfs fsmount)
-for fs in "${fss[@]}"; do
-    d="$B/$fs"
-    for w in "${workloads[@]}"; do result["$fs|$w"]=""; done
-    for r in $(seq "$runs"); do
-        rm -rf "${d:?}"/*; drop_caches
-        result["$fs|${workloads[0]}"]+="$(time_it dd if="$src/big" of="$d/big" bs=1M conv=fsync status=none) "
-        drop_caches
-        result["$fs|${workloads[1]}"]+="$(time_it dd if="$d/big" of=/dev/null bs=1M status=none) "
-        result["$fs|${workloads[2]}"]+="$(time_it tar -xf "$src/small.tar" -C "$d") "
-        drop_caches
-        result["$fs|${workloads[3]}"]+="$(time_it ls -l "$d/small") "
-        result["$fs|${workloads[4]}"]+="$(time_it rm -r "$d/small") "
+for r in $(seq "$runs"); do
+    for fs in "${fss[@]}"; do
+        mount_fs "$fs"
+        run_all
+        if [ "$fs" = fsmount ]; then
+            hwm=$(awk '/VmHWM/ {print $2}' /proc/"$fsmount_pid"/status)
+            result["fsmount|peak RSS (KiB)"]+="$hwm "
+        fi
+        umount_fs "$fs"
+        log "run $r: $fs done"
     done
-    echo "measured $fs" >&2
 done
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+# --- 10 ms round trip ---------------------------------------------------------------------
+R_COLD="seq read ${rtt_size_mib} MiB cold, 10 ms RTT"
+R_UNTAR="untar tree ($files files), 10 ms RTT"
+rtt_workloads=("$R_COLD" "$R_UNTAR")
+if [ -z "${SKIP_RTT:-}" ]; then
+    head -c $((rtt_size_mib << 20)) "$S/big" >"$S/rtt-big"
+    for r in $(seq "$rtt_runs"); do
+        for fs in sshfs fsmount; do
+            cp "$S/rtt-big" "$B/src-$fs/rtt-big"
+            mount_fs "$fs" rtt
+            sync; echo 3 >/proc/sys/vm/drop_caches
+            timed "$R_COLD" dd if="$B/mnt-$fs/rtt-big" of=/dev/null bs=1M status=none
+            timed "$R_UNTAR" tar -xf "$S/tree.tar" -C "$B/mnt-$fs"
+            umount_fs "$fs"
+            rm -rf "$B/src-$fs/tree" "$B/src-$fs/rtt-big"
+            log "10 ms run $r: $fs done"
+        done
+    done
+fi
+
+# fsserver memory with 100 idle connections (handshake not completed).
+python3 - "$fsx_addr" <<'PY' &
+import socket, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+conns = [socket.create_connection((host, int(port))) for _ in range(100)]
+time.sleep(3)
+PY
+idle_pid=$!
+sleep 1.5
+server_rss=$(awk '/VmRSS/ {print $2}' /proc/"$server_pid"/status)
+wait "$idle_pid" || true
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "n/a"; else print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a" || b == 0) print "n/a"; else printf "%.2f", a / b }'; }
 mkdir -p target/bench
 {
-    echo "Medians of $runs runs, seconds (lower is better); ratio = fsmount time / peer time."
+    echo "$(date -u +%F), $(nproc) cores, medians of $runs runs (10 ms RTT: $rtt_runs), seconds unless noted;"
+    echo "ratio = fsmount / peer (below 1: fsmount faster). Tree: $files files."
     echo
     echo "| workload | local disk | bindfs | sshfs | fsmount | fsmount/bindfs | fsmount/sshfs |"
     echo "|---|---|---|---|---|---|---|"
     for w in "${workloads[@]}"; do
-        declare -A m=()
-        for fs in "${fss[@]}"; do m[$fs]=$(echo "${result["$fs|$w"]}" | median); done
-        printf '| %s | %s | %s | %s | %s | %.2f | %.2f |\n' "$w" "${m[local]}" "${m[bindfs]}" "${m[sshfs]}" "${m[fsmount]}" \
-            "$(echo "${m[fsmount]} ${m[bindfs]}" | awk '{print $1/$2}')" "$(echo "${m[fsmount]} ${m[sshfs]}" | awk '{print $1/$2}')"
+        declare -A md=()
+        for f in "${fss[@]}"; do md[$f]=$(echo "${result["$f|$w"]:-}" | median); done
+        echo "| $w | ${md[local]} | ${md[bindfs]} | ${md[sshfs]} | ${md[fsmount]} | $(ratio "${md[fsmount]}" "${md[bindfs]}") | $(ratio "${md[fsmount]}" "${md[sshfs]}") |"
     done
+    if [ -z "${SKIP_RTT:-}" ]; then
+        echo
+        echo "| at 10 ms RTT (delay_proxy) | sshfs | fsmount | fsmount/sshfs |"
+        echo "|---|---|---|---|"
+        for w in "${rtt_workloads[@]}"; do
+            a=$(echo "${result["sshfs|$w"]:-}" | median); b=$(echo "${result["fsmount|$w"]:-}" | median)
+            echo "| $w | $a | $b | $(ratio "$b" "$a") |"
+        done
+    fi
+    echo
+    echo "fsmount peak RSS over a run (VmHWM): $(echo "${result["fsmount|peak RSS (KiB)"]}" | median) KiB;" \
+        "fsserver RSS with 100 idle connections: $server_rss KiB."
 } | tee target/bench/results.md
