@@ -751,3 +751,28 @@ fn fallocate_and_seek_data_hole_match() {
         })
         .expect("succeeds on both");
 }
+
+#[test]
+fn a_write_removes_a_file_capability_as_locally() {
+    let p = pair();
+    // vfs_cap_data revision 2, effective, permitted = CAP_NET_RAW (bit 13).
+    let mut cap = vec![0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00];
+    cap.resize(20, 0);
+    let _outcome = p
+        .same("security.capability and writes", |root| {
+            let f = root.join("f");
+            fs::write(&f, "x").unwrap();
+            // The client remembers this new file has no capability; setting one must show.
+            setxattr(&f, "security.capability", &cap, 0)?;
+            let set = getxattr(&f, "security.capability")?;
+            OpenOptions::new()
+                .append(true)
+                .open(&f)
+                .unwrap()
+                .write_all(b"y")
+                .unwrap();
+            let after_write = getxattr(&f, "security.capability");
+            Ok::<_, i32>((set, after_write))
+        })
+        .expect("succeeds on both");
+}

@@ -11,6 +11,9 @@ pub enum FsError {
     Stale(u64),
     #[error("invalid reply from the server: {0}")]
     BadReply(&'static str),
+    /// Known (cached) to be absent: the extended attribute does not exist.
+    #[error("no such attribute")]
+    NoAttribute,
 }
 
 impl FsError {
@@ -27,6 +30,7 @@ impl FsError {
             FsError::Client(ClientError::ServerNotAuthentic) => libc::EACCES,
             FsError::Stale(_) => libc::ESTALE,
             FsError::BadReply(_) => libc::EIO,
+            FsError::NoAttribute => libc::ENODATA,
         }
     }
 }

@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 
+use std::time::Instant;
+
 use bytes::Bytes;
 
 /// The export root's inode number (FUSE's root).
@@ -21,6 +23,8 @@ struct Node {
     cached_change: Option<u64>,
     /// Server handles open on this inode (they reach it even once unlinked).
     handles: Vec<u64>,
+    /// Until when the file is known to have no `security.capability` attribute.
+    no_caps_until: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -50,6 +54,7 @@ impl InodeTable {
                 lookups: 1,
                 cached_change: None,
                 handles: Vec::new(),
+                no_caps_until: None,
             },
         );
         t.by_key.insert(key(root), ROOT);
@@ -112,6 +117,7 @@ impl InodeTable {
                 lookups: 1,
                 cached_change: None,
                 handles: Vec::new(),
+                no_caps_until: None,
             },
         );
         self.by_key.insert(k, ino);
@@ -177,6 +183,21 @@ impl InodeTable {
     /// Whether `attr` describes the object `ino` stands for (same server dev and ino).
     pub fn is_same_object(&self, ino: u64, attr: &proto::Attr) -> bool {
         self.nodes.get(&ino).is_some_and(|n| n.key == key(attr))
+    }
+
+    /// Records until when `ino` is known to lack `security.capability` (`None`: unknown).
+    pub fn set_no_caps_until(&mut self, ino: u64, until: Option<Instant>) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.no_caps_until = until;
+        }
+    }
+
+    /// Whether `ino` is known, at `now`, to lack `security.capability`.
+    pub fn knows_no_caps(&self, ino: u64, now: Instant) -> bool {
+        self.nodes
+            .get(&ino)
+            .and_then(|n| n.no_caps_until)
+            .is_some_and(|t| now < t)
     }
 
     /// Some handle open on `ino`, if any.

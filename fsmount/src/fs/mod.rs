@@ -12,14 +12,17 @@ pub mod inodes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use protocol::Command;
 
-use crate::client::Client;
+use crate::client::{Client, ClientError};
 pub use error::{FsError, Result};
 use inodes::InodeTable;
+
+/// The attribute the kernel checks before each write and chown (file capabilities).
+const SECURITY_CAPABILITY: &[u8] = b"security.capability";
 
 /// Entries asked for per List request.
 const LIST_PAGE: u32 = 1024;
@@ -356,6 +359,8 @@ impl Fs {
             inodes.opened(entry.ino, reply.handle);
             inodes.keep_cache(entry.ino, entry.attr.change);
         }
+        // A file just created carries no capabilities.
+        self.note_no_caps(entry.ino, true);
         Ok((entry, reply.handle))
     }
 
@@ -436,13 +441,40 @@ impl Fs {
         Ok(self.remember(parent, name, attr_of(reply.attr)?))
     }
 
+    /// The kernel asks for `security.capability` before every write and chown; a file
+    /// known to lack it (an ENODATA answer or created here, within `attr_ttl`) is answered
+    /// locally.
     pub async fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Bytes> {
+        let caps = name == SECURITY_CAPABILITY;
+        if caps
+            && self
+                .inodes
+                .lock()
+                .unwrap()
+                .knows_no_caps(ino, Instant::now())
+        {
+            return Err(FsError::NoAttribute);
+        }
         let req = proto::GetXattrRequest {
             path: self.path(ino)?.into(),
             name: Bytes::copy_from_slice(name),
         };
-        let reply: proto::XattrReply = self.client.request(Command::GetXattr, &req).await?;
-        Ok(reply.value)
+        let result = self
+            .client
+            .request::<proto::XattrReply>(Command::GetXattr, &req)
+            .await;
+        if caps {
+            let absent = matches!(&result, Err(ClientError::Remote { errno, .. }) if *errno == libc::ENODATA);
+            self.note_no_caps(ino, absent);
+        }
+        Ok(result?.value)
+    }
+
+    /// Remembers (for `attr_ttl`) that `ino` has no `security.capability`, or forgets it.
+    fn note_no_caps(&self, ino: u64, absent: bool) {
+        let until = (absent && !self.options.attr_ttl.is_zero())
+            .then(|| Instant::now() + self.options.attr_ttl);
+        self.inodes.lock().unwrap().set_no_caps_until(ino, until);
     }
 
     pub async fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: u32) -> Result<()> {
@@ -452,6 +484,9 @@ impl Fs {
             value: Bytes::copy_from_slice(value),
             flags,
         };
+        if name == SECURITY_CAPABILITY {
+            self.note_no_caps(ino, false);
+        }
         let _: proto::Empty = self.client.request(Command::SetXattr, &req).await?;
         Ok(())
     }
@@ -476,6 +511,9 @@ impl Fs {
             name: Bytes::copy_from_slice(name),
         };
         let _: proto::Empty = self.client.request(Command::RemoveXattr, &req).await?;
+        if name == SECURITY_CAPABILITY {
+            self.note_no_caps(ino, true);
+        }
         Ok(())
     }
 

@@ -19,7 +19,10 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: Duration) 
             match from.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if tx.send((Instant::now() + delay, buf[..n].to_vec())).is_err() {
+                    if tx
+                        .send((Instant::now() + delay, buf[..n].to_vec()))
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -48,10 +51,14 @@ async fn main() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     println!("listening on {}", listener.local_addr().unwrap());
     loop {
-        let Ok((client, _)) = listener.accept().await else { continue };
+        let Ok((client, _)) = listener.accept().await else {
+            continue;
+        };
         let target = target.clone();
         tokio::spawn(async move {
-            let Ok(server) = TcpStream::connect(&target).await else { return };
+            let Ok(server) = TcpStream::connect(&target).await else {
+                return;
+            };
             let _ = (client.set_nodelay(true), server.set_nodelay(true));
             let (cr, cw) = client.into_split();
             let (sr, sw) = server.into_split();
