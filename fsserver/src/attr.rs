@@ -1,5 +1,9 @@
 //! `stat` results as protocol attributes.
 
+use std::ffi::{CString, OsStr};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+
 use nix::sys::stat::FileStat;
 
 /// Converts a `stat`; `change` mixes ctime (ns) and size so any data or metadata change
@@ -29,5 +33,32 @@ pub fn from_stat(st: &FileStat) -> proto::Attr {
         mtime: ts(st.st_mtime, st.st_mtime_nsec),
         ctime: ts(st.st_ctime, st.st_ctime_nsec),
         change: ctime_ns ^ (st.st_size as u64).rotate_left(40),
+        // Unknown unless a caller checked (see `of_named`, `of_fd`).
+        no_xattrs: false,
     }
+}
+
+/// Attributes of `name` in directory `dir` (not following a symlink), with `no_xattrs`.
+pub fn of_named(dir: BorrowedFd<'_>, name: &OsStr, st: &FileStat) -> proto::Attr {
+    let mut path = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    path.extend_from_slice(name.as_bytes());
+    let path = CString::new(path).expect("names carry no NUL");
+    // l-variant: the final component is the object's own name; the fd is only a prefix.
+    let size = unsafe { libc::llistxattr(path.as_ptr(), std::ptr::null_mut(), 0) };
+    with_no_xattrs(st, size)
+}
+
+/// Attributes of the object open as `fd` (also `O_PATH`), with `no_xattrs`.
+pub fn of_fd(fd: BorrowedFd<'_>, st: &FileStat) -> proto::Attr {
+    let path = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL");
+    // Following the /proc magic link reaches the object itself (never its target: for an
+    // O_NOFOLLOW fd of a symlink that is the symlink).
+    let size = unsafe { libc::listxattr(path.as_ptr(), std::ptr::null_mut(), 0) };
+    with_no_xattrs(st, size)
+}
+
+fn with_no_xattrs(st: &FileStat, listxattr_size: isize) -> proto::Attr {
+    let mut attr = from_stat(st);
+    attr.no_xattrs = listxattr_size == 0;
+    attr
 }

@@ -190,6 +190,18 @@ impl Export {
         }
     }
 
+    /// Wire attributes of `path` (lstat), including whether it has extended attributes.
+    pub fn attr(&self, path: &[u8]) -> Result<proto::Attr, FsError> {
+        let at = self.locate(path)?;
+        match at.name {
+            None => Ok(crate::attr::of_fd(at.dir.as_fd(), &fstat(&at.dir)?)),
+            Some(name) => {
+                let st = fstatat(&at.dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)?;
+                Ok(crate::attr::of_named(at.dir.as_fd(), name.as_os_str(), &st))
+            }
+        }
+    }
+
     /// `lstat` of `path`.
     pub fn stat(&self, path: &[u8]) -> Result<FileStat, FsError> {
         let at = self.locate(path)?;

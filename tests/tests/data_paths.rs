@@ -221,3 +221,21 @@ fn missing_names_are_cached_for_negative_timeout_only() {
         "visible once the negative entry expired"
     );
 }
+
+#[test]
+fn xattrs_set_behind_the_mounts_back_show_once_attributes_expire() {
+    require_mount_support();
+    let server = Server::start(&[]);
+    let f = server.export("data").join("f");
+    std::fs::write(&f, "x").unwrap();
+    let mount = Mount::new(&server, "data", &["attr_timeout=1"]);
+    let m = mount.path.display();
+    // The listing tells the client the file has no xattrs; it answers locally for now.
+    assert_eq!(sh(&format!("ls {m} && getfattr -d {m}/f")), "f\n");
+    sh(&format!("setfattr -n user.late -v 1 '{}'", f.display()));
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    assert!(sh(&format!("getfattr -d {m}/f")).contains("user.late=\"1\""));
+    // Set through the mount: seen at once.
+    sh(&format!("setfattr -n user.now -v 2 {m}/f"));
+    assert!(sh(&format!("getfattr -n user.now {m}/f")).contains("user.now=\"2\""));
+}

@@ -25,6 +25,8 @@ struct Node {
     handles: Vec<u64>,
     /// Until when the file is known to have no `security.capability` attribute.
     no_caps_until: Option<Instant>,
+    /// Until when the file is known to have no extended attributes at all.
+    no_xattrs_until: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -55,6 +57,7 @@ impl InodeTable {
                 cached_change: None,
                 handles: Vec::new(),
                 no_caps_until: None,
+                no_xattrs_until: None,
             },
         );
         t.by_key.insert(key(root), ROOT);
@@ -118,6 +121,7 @@ impl InodeTable {
                 cached_change: None,
                 handles: Vec::new(),
                 no_caps_until: None,
+                no_xattrs_until: None,
             },
         );
         self.by_key.insert(k, ino);
@@ -197,6 +201,21 @@ impl InodeTable {
         self.nodes
             .get(&ino)
             .and_then(|n| n.no_caps_until)
+            .is_some_and(|t| now < t)
+    }
+
+    /// Records until when `ino` is known to have no extended attributes (`None`: unknown).
+    pub fn set_no_xattrs_until(&mut self, ino: u64, until: Option<Instant>) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.no_xattrs_until = until;
+        }
+    }
+
+    /// Whether `ino` is known, at `now`, to have no extended attributes.
+    pub fn knows_no_xattrs(&self, ino: u64, now: Instant) -> bool {
+        self.nodes
+            .get(&ino)
+            .and_then(|n| n.no_xattrs_until)
             .is_some_and(|t| now < t)
     }
 

@@ -139,8 +139,17 @@ impl Fs {
 
     /// Counts a lookup of `name` in `parent` and returns the entry for the kernel.
     fn remember(&self, parent: u64, name: &[u8], attr: proto::Attr) -> Entry {
-        let ino = self.inodes.lock().unwrap().remember(parent, name, &attr);
+        let mut inodes = self.inodes.lock().unwrap();
+        let ino = inodes.remember(parent, name, &attr);
+        self.note_xattrs(&mut inodes, ino, &attr);
         Entry { ino, attr }
+    }
+
+    /// Trusts an attribute reply's `no_xattrs` for as long as its other attributes.
+    fn note_xattrs(&self, inodes: &mut InodeTable, ino: u64, attr: &proto::Attr) {
+        let until = (attr.no_xattrs && !self.options.attr_ttl.is_zero())
+            .then(|| Instant::now() + self.options.attr_ttl);
+        inodes.set_no_xattrs_until(ino, until);
     }
 
     pub async fn lookup(&self, parent: u64, name: &[u8]) -> Result<Entry> {
@@ -164,7 +173,11 @@ impl Fs {
             handle: handle.unwrap_or(0),
             has_handle: handle.is_some(),
         };
-        self.by_path_or_handle(ino, fh, Command::GetAttr, req).await
+        let attr = self
+            .by_path_or_handle(ino, fh, Command::GetAttr, req)
+            .await?;
+        self.note_xattrs(&mut self.inodes.lock().unwrap(), ino, &attr);
+        Ok(attr)
     }
 
     /// Changes attributes of `ino`: through `fh` when the kernel gives one (ftruncate),
@@ -441,19 +454,17 @@ impl Fs {
         Ok(self.remember(parent, name, attr_of(reply.attr)?))
     }
 
-    /// The kernel asks for `security.capability` before every write and chown; a file
-    /// known to lack it (an ENODATA answer or created here, within `attr_ttl`) is answered
-    /// locally.
+    /// Answered locally, without a round trip, when the file is known (within `attr_ttl`) to
+    /// have no extended attributes at all (`Attr::no_xattrs` from the server), or, for the
+    /// `security.capability` probe the kernel makes before every write and chown, to lack
+    /// that one (an ENODATA answer, or the file was created here).
     pub async fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Bytes> {
         let caps = name == SECURITY_CAPABILITY;
-        if caps
-            && self
-                .inodes
-                .lock()
-                .unwrap()
-                .knows_no_caps(ino, Instant::now())
         {
-            return Err(FsError::NoAttribute);
+            let (inodes, now) = (self.inodes.lock().unwrap(), Instant::now());
+            if inodes.knows_no_xattrs(ino, now) || (caps && inodes.knows_no_caps(ino, now)) {
+                return Err(FsError::NoAttribute);
+            }
         }
         let req = proto::GetXattrRequest {
             path: self.path(ino)?.into(),
@@ -484,6 +495,7 @@ impl Fs {
             value: Bytes::copy_from_slice(value),
             flags,
         };
+        self.inodes.lock().unwrap().set_no_xattrs_until(ino, None);
         if name == SECURITY_CAPABILITY {
             self.note_no_caps(ino, false);
         }
@@ -493,6 +505,14 @@ impl Fs {
 
     /// Attribute names, each followed by a NUL, as listxattr(2) returns them.
     pub async fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
+        if self
+            .inodes
+            .lock()
+            .unwrap()
+            .knows_no_xattrs(ino, Instant::now())
+        {
+            return Ok(Vec::new());
+        }
         let req = proto::ListXattrRequest {
             path: self.path(ino)?.into(),
         };
@@ -635,7 +655,10 @@ impl Fs {
                     .as_ref()
                     .ok_or(FsError::BadReply("entry without attributes"))?;
                 let ino = if plus {
-                    self.inodes.lock().unwrap().remember(d.ino, &e.name, attr)
+                    let mut inodes = self.inodes.lock().unwrap();
+                    let ino = inodes.remember(d.ino, &e.name, attr);
+                    self.note_xattrs(&mut inodes, ino, attr);
+                    ino
                 } else {
                     self.inodes.lock().unwrap().known(attr).unwrap_or(attr.ino)
                 };

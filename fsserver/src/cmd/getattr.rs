@@ -3,13 +3,18 @@
 
 use nix::sys::stat::fstat;
 
-use super::{attr_reply, Ctx, Reply};
+use std::os::fd::AsFd;
+
+use super::{Ctx, Reply};
 use crate::error::FsError;
 
 pub fn apply(ctx: &Ctx, req: proto::GetAttrRequest) -> Result<Reply, FsError> {
     if req.has_handle {
         let file = ctx.handles.get(req.handle)?;
-        return Ok(attr_reply(&fstat(&*file)?));
+        let attr = crate::attr::of_fd(file.as_fd(), &fstat(&*file)?);
+        return Ok(Reply::msg(&proto::AttrReply { attr: Some(attr) }));
     }
-    Ok(attr_reply(&ctx.export.stat(&req.path)?))
+    Ok(Reply::msg(&proto::AttrReply {
+        attr: Some(ctx.export.attr(&req.path)?),
+    }))
 }

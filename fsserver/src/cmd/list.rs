@@ -3,8 +3,9 @@
 //! directory offset (`d_off`) the kernel gives, as NFS uses. `.` and `..` are not listed;
 //! the directory's own attributes come in `dir`.
 
-use std::ffi::CStr;
+use std::ffi::{CStr, OsStr};
 use std::os::fd::IntoRawFd;
+use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -76,7 +77,7 @@ pub fn apply(ctx: &Ctx, req: proto::ListRequest) -> Result<Reply, FsError> {
         };
         entries.push(proto::DirEntry {
             name: name.to_vec().into(),
-            attr: Some(from_stat(&st)),
+            attr: Some(crate::attr::of_named(dfd, OsStr::from_bytes(name), &st)),
             cookie,
         });
     }

@@ -3,12 +3,12 @@
 //! write access or `O_TRUNC` on a read-only export fails with EROFS.
 
 use std::fs::File;
+use std::os::fd::AsFd;
 
 use nix::fcntl::OFlag;
 use nix::sys::stat::{fstat, Mode};
 
 use super::{Ctx, Reply};
-use crate::attr::from_stat;
 use crate::error::FsError;
 
 /// Flags a client may pass to Open and Create.
@@ -33,7 +33,7 @@ pub fn apply(ctx: &Ctx, req: proto::OpenRequest) -> Result<Reply, FsError> {
         ctx.export.writable()?;
     }
     let fd = ctx.export.open_beneath(&req.path, flags, Mode::empty())?;
-    let attr = from_stat(&fstat(&fd)?);
+    let attr = crate::attr::of_fd(fd.as_fd(), &fstat(&fd)?);
     let handle = ctx.handles.insert(File::from(fd));
     Ok(Reply::msg(&proto::OpenReply {
         handle,
