@@ -23,10 +23,17 @@ struct Node {
     cached_change: Option<u64>,
     /// Server handles open on this inode (they reach it even once unlinked).
     handles: Vec<u64>,
-    /// Until when the file is known to have no `security.capability` attribute.
-    no_caps_until: Option<Instant>,
-    /// Until when the file is known to have no extended attributes at all.
-    no_xattrs_until: Option<Instant>,
+    /// Until when each kind of extended attribute is known to be absent (by `Absent`).
+    absent_until: [Option<Instant>; 2],
+}
+
+/// Extended attributes a file can be known not to have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Absent {
+    /// No extended attributes at all.
+    AllXattrs = 0,
+    /// No `security.capability` (the kernel's probe before writes and chowns).
+    Capability = 1,
 }
 
 #[derive(Debug)]
@@ -56,8 +63,7 @@ impl InodeTable {
                 lookups: 1,
                 cached_change: None,
                 handles: Vec::new(),
-                no_caps_until: None,
-                no_xattrs_until: None,
+                absent_until: [None; 2],
             },
         );
         t.by_key.insert(key(root), ROOT);
@@ -120,8 +126,7 @@ impl InodeTable {
                 lookups: 1,
                 cached_change: None,
                 handles: Vec::new(),
-                no_caps_until: None,
-                no_xattrs_until: None,
+                absent_until: [None; 2],
             },
         );
         self.by_key.insert(k, ino);
@@ -189,33 +194,18 @@ impl InodeTable {
         self.nodes.get(&ino).is_some_and(|n| n.key == key(attr))
     }
 
-    /// Records until when `ino` is known to lack `security.capability` (`None`: unknown).
-    pub fn set_no_caps_until(&mut self, ino: u64, until: Option<Instant>) {
+    /// Records until when `what` is known to be absent from `ino` (`None`: unknown).
+    pub fn set_absent_until(&mut self, ino: u64, what: Absent, until: Option<Instant>) {
         if let Some(node) = self.nodes.get_mut(&ino) {
-            node.no_caps_until = until;
+            node.absent_until[what as usize] = until;
         }
     }
 
-    /// Whether `ino` is known, at `now`, to lack `security.capability`.
-    pub fn knows_no_caps(&self, ino: u64, now: Instant) -> bool {
+    /// Whether `what` is known, at `now`, to be absent from `ino`.
+    pub fn knows_absent(&self, ino: u64, what: Absent, now: Instant) -> bool {
         self.nodes
             .get(&ino)
-            .and_then(|n| n.no_caps_until)
-            .is_some_and(|t| now < t)
-    }
-
-    /// Records until when `ino` is known to have no extended attributes (`None`: unknown).
-    pub fn set_no_xattrs_until(&mut self, ino: u64, until: Option<Instant>) {
-        if let Some(node) = self.nodes.get_mut(&ino) {
-            node.no_xattrs_until = until;
-        }
-    }
-
-    /// Whether `ino` is known, at `now`, to have no extended attributes.
-    pub fn knows_no_xattrs(&self, ino: u64, now: Instant) -> bool {
-        self.nodes
-            .get(&ino)
-            .and_then(|n| n.no_xattrs_until)
+            .and_then(|n| n.absent_until[what as usize])
             .is_some_and(|t| now < t)
     }
 

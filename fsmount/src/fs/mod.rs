@@ -19,7 +19,7 @@ use protocol::Command;
 
 use crate::client::{Client, ClientError};
 pub use error::{FsError, Result};
-use inodes::InodeTable;
+use inodes::{Absent, InodeTable};
 
 /// The attribute the kernel checks before each write and chown (file capabilities).
 const SECURITY_CAPABILITY: &[u8] = b"security.capability";
@@ -149,7 +149,7 @@ impl Fs {
     fn note_xattrs(&self, inodes: &mut InodeTable, ino: u64, attr: &proto::Attr) {
         let until = (attr.no_xattrs && !self.options.attr_ttl.is_zero())
             .then(|| Instant::now() + self.options.attr_ttl);
-        inodes.set_no_xattrs_until(ino, until);
+        inodes.set_absent_until(ino, Absent::AllXattrs, until);
     }
 
     pub async fn lookup(&self, parent: u64, name: &[u8]) -> Result<Entry> {
@@ -462,7 +462,9 @@ impl Fs {
         let caps = name == SECURITY_CAPABILITY;
         {
             let (inodes, now) = (self.inodes.lock().unwrap(), Instant::now());
-            if inodes.knows_no_xattrs(ino, now) || (caps && inodes.knows_no_caps(ino, now)) {
+            if inodes.knows_absent(ino, Absent::AllXattrs, now)
+                || (caps && inodes.knows_absent(ino, Absent::Capability, now))
+            {
                 return Err(FsError::NoAttribute);
             }
         }
@@ -485,7 +487,10 @@ impl Fs {
     fn note_no_caps(&self, ino: u64, absent: bool) {
         let until = (absent && !self.options.attr_ttl.is_zero())
             .then(|| Instant::now() + self.options.attr_ttl);
-        self.inodes.lock().unwrap().set_no_caps_until(ino, until);
+        self.inodes
+            .lock()
+            .unwrap()
+            .set_absent_until(ino, Absent::Capability, until);
     }
 
     pub async fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: u32) -> Result<()> {
@@ -495,7 +500,10 @@ impl Fs {
             value: Bytes::copy_from_slice(value),
             flags,
         };
-        self.inodes.lock().unwrap().set_no_xattrs_until(ino, None);
+        self.inodes
+            .lock()
+            .unwrap()
+            .set_absent_until(ino, Absent::AllXattrs, None);
         if name == SECURITY_CAPABILITY {
             self.note_no_caps(ino, false);
         }
@@ -509,7 +517,7 @@ impl Fs {
             .inodes
             .lock()
             .unwrap()
-            .knows_no_xattrs(ino, Instant::now())
+            .knows_absent(ino, Absent::AllXattrs, Instant::now())
         {
             return Ok(Vec::new());
         }
