@@ -63,6 +63,30 @@ pub fn proof(
         .to_vec()
 }
 
+/// The client's answer to a server's `challenge`: an `AuthRequest` for `export` proving
+/// `token` with `client_nonce`.
+pub fn answer(
+    challenge: &proto::Challenge,
+    token: &[u8],
+    export: &[u8],
+    client_nonce: &[u8],
+    session_id: &[u8],
+) -> proto::AuthRequest {
+    proto::AuthRequest {
+        export: export.to_vec().into(),
+        client_nonce: client_nonce.to_vec().into(),
+        proof: proof(
+            Side::Client,
+            token,
+            &challenge.server_nonce,
+            client_nonce,
+            export,
+        )
+        .into(),
+        session_id: session_id.to_vec().into(),
+    }
+}
+
 /// Constant-time check of `side`'s proof.
 pub fn verify(
     side: Side,

@@ -40,19 +40,13 @@ impl RawClient {
             .decode_msg("Challenge")
             .unwrap();
         let client_nonce = [7u8; auth::NONCE_LEN];
-        let req = proto::AuthRequest {
-            export: export.as_bytes().to_vec().into(),
-            client_nonce: client_nonce.to_vec().into(),
-            proof: auth::proof(
-                auth::Side::Client,
-                token,
-                &challenge.server_nonce,
-                &client_nonce,
-                export.as_bytes(),
-            )
-            .into(),
-            session_id: vec![1; 16].into(),
-        };
+        let req = auth::answer(
+            &challenge,
+            token,
+            export.as_bytes(),
+            &client_nonce,
+            &[1; 16],
+        );
         c.send(Frame::request(
             Command::Auth,
             StreamId::CONTROL,

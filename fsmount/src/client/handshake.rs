@@ -69,19 +69,13 @@ async fn connect_inner(
     let challenge: proto::Challenge = challenge.decode_msg("Challenge")?;
     let mut client_nonce = [0u8; auth::NONCE_LEN];
     getrandom::fill(&mut client_nonce).expect("the OS random source works");
-    let request = proto::AuthRequest {
-        export: export.as_bytes().to_vec().into(),
-        client_nonce: client_nonce.to_vec().into(),
-        proof: auth::proof(
-            auth::Side::Client,
-            token,
-            &challenge.server_nonce,
-            &client_nonce,
-            export.as_bytes(),
-        )
-        .into(),
-        session_id: session_id.to_vec().into(),
-    };
+    let request = auth::answer(
+        &challenge,
+        token,
+        export.as_bytes(),
+        &client_nonce,
+        session_id,
+    );
     let mut buf = BytesMut::new();
     FrameCodec::new(Limits::default()).encode(
         Frame::request(
