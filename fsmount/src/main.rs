@@ -29,11 +29,6 @@ struct Args {
     foreground: bool,
 }
 
-fn default_token_file() -> PathBuf {
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-    PathBuf::from(home).join(".config/fsserver/token")
-}
-
 fn prepare(args: &Args) -> Result<MountRequest> {
     let source = parse_source(&args.source).map_err(anyhow::Error::msg)?;
     let options = parse_options(&args.options).map_err(anyhow::Error::msg)?;
@@ -49,7 +44,7 @@ fn prepare(args: &Args) -> Result<MountRequest> {
     let token_file = options
         .token_file
         .clone()
-        .unwrap_or_else(default_token_file);
+        .unwrap_or_else(protocol::auth::default_token_file);
     let contents = std::fs::read(&token_file)
         .with_context(|| format!("cannot read token file {}", token_file.display()))?;
     let token = protocol::auth::token_from_file_contents(&contents)

@@ -46,7 +46,8 @@ fn fuse_config(req: &MountRequest, read_only: bool) -> Config {
             "atime" => MountOption::Atime,
             "sync" => MountOption::Sync,
             "async" => MountOption::Async,
-            _ => MountOption::DirSync,
+            "dirsync" => MountOption::DirSync,
+            other => unreachable!("parse_options admits no kernel flag {other:?}"),
         });
     }
     let mut config = Config::default();

@@ -78,7 +78,10 @@ fn main() -> Result<()> {
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
 
     let exports = parse_exports(&args)?;
-    let token_path = args.token_file.clone().unwrap_or_else(token::default_path);
+    let token_path = args
+        .token_file
+        .clone()
+        .unwrap_or_else(protocol::auth::default_token_file);
     let (token, created) = token::load_or_create(&token_path)
         .with_context(|| format!("token file {}", token_path.display()))?;
     if created {

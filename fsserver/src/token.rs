@@ -5,12 +5,6 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
-/// Where the token lives when `--token-file` is not given: `$HOME/.config/fsserver/token`.
-pub fn default_path() -> std::path::PathBuf {
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-    Path::new(&home).join(".config/fsserver/token")
-}
-
 /// Reads the token in `path`; if the file does not exist, creates it (mode 0600) with 32
 /// fresh random bytes as hex. Returns the token and whether it was created.
 pub fn load_or_create(path: &Path) -> std::io::Result<(Vec<u8>, bool)> {

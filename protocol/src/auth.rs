@@ -18,6 +18,13 @@ pub fn token_from_file_contents(contents: &[u8]) -> Option<Vec<u8>> {
     Some(contents[start..=end].to_vec())
 }
 
+/// Where server and client keep the token when no token file is named:
+/// `$HOME/.config/fsserver/token` (both sides must agree, so it is defined once, here).
+pub fn default_token_file() -> std::path::PathBuf {
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    std::path::Path::new(&home).join(".config/fsserver/token")
+}
+
 /// Which side a proof comes from; each has its own label, so a proof can not be reflected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
