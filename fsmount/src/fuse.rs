@@ -382,7 +382,7 @@ impl fuser::Filesystem for FuseAdapter {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -391,7 +391,7 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyData,
     ) {
         self.spawn(move |fs| async move {
-            match fs.read(fh.0, offset, size).await {
+            match fs.read(ino.0, fh.0, offset, size).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(errno(&e)),
             }

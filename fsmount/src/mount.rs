@@ -115,6 +115,8 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
         attr_ttl: req.options.attr_timeout,
         entry_ttl: req.options.entry_timeout,
         negative_ttl: req.options.negative_timeout,
+        cache_size: req.options.cache_size,
+        readahead: req.options.readahead,
     };
     let max_io = session.max_data.min(MAX_IO);
     let fs = Arc::new(Fs::new(session.client, &session.root, max_io, fs_options));

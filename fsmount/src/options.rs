@@ -55,6 +55,10 @@ pub struct MountOptions {
     /// How long the kernel remembers that a name does not exist (0: not at all).
     pub negative_timeout: Duration,
     pub fsname: Option<String>,
+    /// Bytes of file data the block cache may hold (0: no cache and no read-ahead).
+    pub cache_size: usize,
+    /// Most bytes read ahead of a sequential reader.
+    pub readahead: usize,
     /// Plain kernel flags passed through (noexec, nosuid, nodev, noatime, ...).
     pub kernel_flags: Vec<String>,
 }
@@ -71,6 +75,8 @@ impl Default for MountOptions {
             entry_timeout: Duration::from_secs(1),
             negative_timeout: Duration::from_secs(1),
             fsname: None,
+            cache_size: 64 << 20,
+            readahead: 8 << 20,
             kernel_flags: Vec::new(),
         }
     }
@@ -84,6 +90,21 @@ fn seconds(key: &str, v: &str) -> Result<Duration, String> {
         return Err(format!("-o {key}={v}: out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a byte count with an optional K/M/G suffix (powers of 1024).
+fn bytes(key: &str, v: &str) -> Result<usize, String> {
+    let bad = || format!("-o {key}={v}: expected a size such as 65536, 512K, 64M or 1G");
+    let (digits, shift) = match v.as_bytes().last() {
+        Some(b'k' | b'K') => (&v[..v.len() - 1], 10),
+        Some(b'm' | b'M') => (&v[..v.len() - 1], 20),
+        Some(b'g' | b'G') => (&v[..v.len() - 1], 30),
+        _ => (v, 0),
+    };
+    let n: usize = digits.parse().map_err(|_| bad())?;
+    n.checked_mul(1 << shift)
+        .filter(|n| *n <= 1 << 40)
+        .ok_or_else(bad)
 }
 
 /// Parses every `-o` argument (each a comma-separated list).
@@ -108,6 +129,8 @@ pub fn parse_options(args: &[String]) -> Result<MountOptions, String> {
             ("attr_timeout", Some(v)) => o.attr_timeout = seconds(key, v)?,
             ("entry_timeout", Some(v)) => o.entry_timeout = seconds(key, v)?,
             ("negative_timeout", Some(v)) => o.negative_timeout = seconds(key, v)?,
+            ("cache_size", Some(v)) => o.cache_size = bytes(key, v)?,
+            ("readahead", Some(v)) => o.readahead = bytes(key, v)?,
             ("fsname", Some(v)) => o.fsname = Some(v.to_string()),
             (
                 "noexec" | "exec" | "nosuid" | "suid" | "nodev" | "dev" | "noatime" | "atime"
@@ -148,6 +171,9 @@ mod tests {
         assert!(o.read_only);
         assert_eq!(o.attr_timeout, Duration::from_millis(500));
         assert_eq!(o.kernel_flags, vec!["noatime".to_string()]);
+        let o = parse_options(&["cache_size=1G,readahead=512k".into()]).unwrap();
+        assert_eq!((o.cache_size, o.readahead), (1 << 30, 512 << 10));
+        assert!(parse_options(&["cache_size=lots".into()]).is_err());
         assert!(parse_options(&["bogus".into()]).is_err());
     }
 }

@@ -134,6 +134,7 @@ impl Decoder for FrameCodec {
             stream_id: header.stream_id,
             msg,
             data,
+            crc32: header.crc32,
         }))
     }
 }

@@ -15,6 +15,9 @@ pub struct Frame {
     pub msg: Bytes,
     /// Raw data (read replies, write requests); empty for most commands.
     pub data: Bytes,
+    /// The CRC32 a received frame carried, already checked against `msg` then `data` (0 when
+    /// it had none). Frames built to be sent leave it 0: the header is computed from content.
+    pub crc32: u32,
 }
 
 impl Frame {
@@ -25,6 +28,7 @@ impl Frame {
             stream_id,
             msg: msg.encode_to_vec().into(),
             data,
+            crc32: 0,
         }
     }
 
@@ -35,6 +39,7 @@ impl Frame {
             stream_id,
             msg: msg.encode_to_vec().into(),
             data,
+            crc32: 0,
         }
     }
 
@@ -46,6 +51,7 @@ impl Frame {
             stream_id,
             msg,
             data,
+            crc32: 0,
         }
     }
 
@@ -61,6 +67,7 @@ impl Frame {
             stream_id,
             msg: body.encode_to_vec().into(),
             data: Bytes::new(),
+            crc32: 0,
         }
     }
 

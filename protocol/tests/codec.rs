@@ -7,14 +7,21 @@ use protocol::{
 };
 use tokio_util::codec::{Decoder, Encoder};
 
+/// A frame as the decoder returns it: with the CRC32 it carried.
+fn received(mut frame: Frame) -> Frame {
+    frame.crc32 = frame.header().crc32;
+    frame
+}
+
 fn sample_frame(data: &[u8]) -> Frame {
-    Frame {
+    received(Frame {
         flags: Flags::CRC,
         cmd: Command::Write.code(),
         stream_id: StreamId(7),
         msg: Bytes::from_static(b"\x08\x2a"),
         data: Bytes::copy_from_slice(data),
-    }
+        crc32: 0,
+    })
 }
 
 fn encode(frame: &Frame) -> BytesMut {
@@ -242,13 +249,14 @@ proptest! {
         data in proptest::collection::vec(any::<u8>(), 0..3000),
         split in any::<prop::sample::Index>(),
     ) {
-        let frame = Frame {
+        let frame = received(Frame {
             flags: Flags::from_bits(flags).unwrap(),
             cmd,
             stream_id: StreamId(stream),
             msg: msg.into(),
             data: data.into(),
-        };
+            crc32: 0,
+        });
         let wire = encode(&frame);
         prop_assert_eq!(wire.len(), HEADER_LEN + frame.msg.len() + frame.data.len());
         let cut = split.index(wire.len() + 1);

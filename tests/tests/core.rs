@@ -50,7 +50,7 @@ fn create_write_read_rename_and_remove_through_the_core() {
         let mut back = Vec::new();
         loop {
             let chunk = fs
-                .read(opened.fh, back.len() as u64, 1 << 20)
+                .read(file.ino, opened.fh, back.len() as u64, 1 << 20)
                 .await
                 .unwrap();
             if chunk.is_empty() {
@@ -65,7 +65,10 @@ fn create_write_read_rename_and_remove_through_the_core() {
         let attr = fs.getattr(file.ino, None).await.unwrap();
         assert_eq!(attr.size, data.len() as u64);
         // The open handle still works after the rename.
-        assert_eq!(fs.read(opened.fh, 0, 4).await.unwrap(), data.slice(0..4));
+        assert_eq!(
+            fs.read(file.ino, opened.fh, 0, 4).await.unwrap(),
+            data.slice(0..4)
+        );
         fs.release(file.ino, opened.fh).await.unwrap();
         assert!(server.export("data").join("e/f").exists());
 
@@ -139,5 +142,88 @@ fn hard_links_are_one_inode_in_the_core() {
         assert_eq!(b.attr.nlink, 2);
         let again = fs.lookup(ROOT, b"b").await.unwrap();
         assert_eq!(again.ino, a.ino);
+    });
+}
+
+/// Reads all of `ino` through `fh` in reads of `chunk` bytes starting at `offset`.
+async fn read_all(fs: &Fs, ino: u64, fh: u64, mut offset: u64, chunk: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let got = fs.read(ino, fh, offset, chunk).await.unwrap();
+        if got.is_empty() {
+            return out;
+        }
+        offset += got.len() as u64;
+        out.extend_from_slice(&got);
+    }
+}
+
+#[test]
+fn block_cache_serves_reads_across_blocks_and_never_stale_data() {
+    let server = Server::start(&[]);
+    let path = server.export("data").join("f");
+    let original: Vec<u8> = (0..(5 << 20) + 4321u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&path, &original).unwrap();
+    rt().block_on(async {
+        let options = FsOptions {
+            cache_size: 3 << 20,
+            readahead: 2 << 20,
+            ..FsOptions::default()
+        };
+        let s = client::connect(&server.addr, "data", &server.token(), &[9; 16])
+            .await
+            .unwrap();
+        let fs = Fs::new(s.client, &s.root, 1 << 20, options);
+        let f = fs.lookup(ROOT, b"f").await.unwrap();
+        let o = fs.open(f.ino, libc::O_RDWR as u32).await.unwrap();
+
+        // Sequential reads that straddle block boundaries (768 KiB into 1 MiB blocks).
+        let mut back = fs.read(f.ino, o.fh, 0, 768 << 10).await.unwrap().to_vec();
+        back.extend(read_all(&fs, f.ino, o.fh, 768 << 10, 1 << 20).await);
+        assert_eq!(back, original);
+        let stats = fs.cache_stats().unwrap();
+        assert!(stats.hits > 0, "read-ahead blocks were used: {stats:?}");
+        assert!(
+            stats.bytes <= 3 << 20,
+            "cache stays in its bound: {stats:?}"
+        );
+        assert_eq!(stats.crc_failures, 0);
+
+        // A random read the cache holds is served from it, one it does not is fetched.
+        let tail = fs.read(f.ino, o.fh, (5 << 20) + 100, 4096).await.unwrap();
+        assert_eq!(&tail[..], &original[(5 << 20) + 100..(5 << 20) + 4196]);
+        let head = fs.read(f.ino, o.fh, 10, 100).await.unwrap();
+        assert_eq!(&head[..], &original[10..110]);
+
+        // A write through this mount is seen by the next read, cached blocks or not.
+        fs.write(o.fh, (4 << 20) + 10, Bytes::from_static(b"written here"))
+            .await
+            .unwrap();
+        let again = read_all(&fs, f.ino, o.fh, 0, 1 << 20).await;
+        assert_eq!(&again[(4 << 20) + 10..(4 << 20) + 22], b"written here");
+        fs.setattr(
+            f.ino,
+            Some(o.fh),
+            fsmount::fs::SetAttr {
+                size: Some(1 << 20),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(read_all(&fs, f.ino, o.fh, 0, 1 << 20).await.len(), 1 << 20);
+        fs.release(f.ino, o.fh).await.unwrap();
+
+        // A change made on the server is seen at the next open (close-to-open).
+        let o = fs.open(f.ino, libc::O_RDONLY as u32).await.unwrap();
+        assert_eq!(read_all(&fs, f.ino, o.fh, 0, 1 << 20).await.len(), 1 << 20);
+        fs.release(f.ino, o.fh).await.unwrap();
+        std::fs::write(&path, b"changed on the server").unwrap();
+        let o = fs.open(f.ino, libc::O_RDONLY as u32).await.unwrap();
+        assert_eq!(
+            read_all(&fs, f.ino, o.fh, 0, 1 << 20).await,
+            b"changed on the server"
+        );
+        fs.release(f.ino, o.fh).await.unwrap();
     });
 }

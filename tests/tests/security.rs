@@ -266,6 +266,7 @@ fn undecodable_message_is_an_error_reply_and_the_connection_lives() {
         stream_id: StreamId(3),
         msg: Bytes::from_static(b"\xff\xff\xff"),
         data: Bytes::new(),
+        crc32: 0,
     };
     c.send(frame);
     let reply = c.recv().unwrap();

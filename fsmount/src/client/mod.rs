@@ -109,6 +109,17 @@ impl Client {
         msg: &impl Message,
         data: Bytes,
     ) -> Result<(Bytes, Bytes), ClientError> {
+        let reply = self.call_frame(cmd, msg, data).await?;
+        Ok((reply.msg, reply.data))
+    }
+
+    /// `call`, returning the whole successful reply frame (with the CRC32 it carried).
+    pub async fn call_frame(
+        &self,
+        cmd: Command,
+        msg: &impl Message,
+        data: Bytes,
+    ) -> Result<Frame, ClientError> {
         let inner = &*self.inner;
         let id = loop {
             let id = inner.next_stream.fetch_add(1, Ordering::Relaxed);
@@ -139,7 +150,7 @@ impl Client {
                 message: e.message,
             });
         }
-        Ok((reply.msg, reply.data))
+        Ok(reply)
     }
 
     /// `call` for commands without data, decoding the reply message as `R`.

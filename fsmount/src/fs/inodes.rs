@@ -139,12 +139,13 @@ impl InodeTable {
     }
 
     /// The kernel dropped `n` lookups of `ino`.
-    pub fn forget(&mut self, ino: u64, n: u64) {
+    /// Drops `n` of the kernel's lookups of `ino`; true if the node is gone.
+    pub fn forget(&mut self, ino: u64, n: u64) -> bool {
         if ino == ROOT {
-            return;
+            return false;
         }
         let Some(node) = self.nodes.get_mut(&ino) else {
-            return;
+            return false;
         };
         node.lookups = node.lookups.saturating_sub(n);
         if node.lookups == 0 {
@@ -153,7 +154,9 @@ impl InodeTable {
             if self.by_key.get(&k) == Some(&ino) {
                 self.by_key.remove(&k);
             }
+            return true;
         }
+        false
     }
 
     /// After a rename: the object with `attr` now lives at `name` in `parent`.

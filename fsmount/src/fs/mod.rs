@@ -6,8 +6,10 @@
 //! `attr_ttl`/`entry_ttl`; `open` revalidates with the server and lets the kernel keep its
 //! pages only if the change token is the one they were cached under.
 
+pub mod block_cache;
 pub mod error;
 pub mod inodes;
+pub mod read_ahead;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,8 +20,10 @@ use bytes::Bytes;
 use protocol::Command;
 
 use crate::client::{Client, ClientError};
+use block_cache::{Block, BlockCache};
 pub use error::{FsError, Result};
 use inodes::{Absent, InodeTable};
+use read_ahead::ReadAhead;
 
 /// The attribute the kernel checks before each write and chown (file capabilities).
 const SECURITY_CAPABILITY: &[u8] = b"security.capability";
@@ -62,6 +66,10 @@ pub struct FsOptions {
     pub entry_ttl: Duration,
     /// How long a name found missing is cached as missing.
     pub negative_ttl: Duration,
+    /// Bytes of file data kept in the block cache (0: no cache, no read-ahead).
+    pub cache_size: usize,
+    /// Most bytes fetched ahead of a sequential reader.
+    pub readahead: usize,
 }
 
 impl Default for FsOptions {
@@ -70,6 +78,8 @@ impl Default for FsOptions {
             attr_ttl: Duration::from_secs(1),
             entry_ttl: Duration::from_secs(1),
             negative_ttl: Duration::from_secs(1),
+            cache_size: 64 << 20,
+            readahead: 8 << 20,
         }
     }
 }
@@ -95,9 +105,21 @@ pub struct DirItem<'a> {
     pub ino: u64,
 }
 
+/// A file open on the server, as reads see it.
+#[derive(Debug)]
+struct OpenFile {
+    ino: u64,
+    /// Size when opened (read-ahead stops there).
+    size: u64,
+    read_ahead: ReadAhead,
+}
+
 pub struct Fs {
     client: Client,
     inodes: Mutex<InodeTable>,
+    /// Open files by server handle.
+    open_files: Mutex<HashMap<u64, OpenFile>>,
+    cache: Option<Arc<BlockCache>>,
     dirs: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<DirStream>>>>,
     next_dir: AtomicU64,
     pub options: FsOptions,
@@ -111,9 +133,13 @@ fn attr_of(a: Option<proto::Attr>) -> Result<proto::Attr> {
 
 impl Fs {
     pub fn new(client: Client, root: &proto::Attr, max_io: u32, options: FsOptions) -> Fs {
+        let cache = (options.cache_size > 0)
+            .then(|| Arc::new(BlockCache::new(options.cache_size, max_io as usize)));
         Fs {
             client,
             inodes: Mutex::new(InodeTable::new(root)),
+            open_files: Mutex::new(HashMap::new()),
+            cache,
             dirs: Mutex::new(HashMap::new()),
             next_dir: AtomicU64::new(1),
             options,
@@ -162,7 +188,46 @@ impl Fs {
     }
 
     pub fn forget(&self, ino: u64, n: u64) {
-        self.inodes.lock().unwrap().forget(ino, n);
+        let gone = self.inodes.lock().unwrap().forget(ino, n);
+        if let (true, Some(cache)) = (gone, &self.cache) {
+            cache.forget(ino);
+        }
+    }
+
+    /// Remembers a file opened on the server; `attr` as the server reported it at open.
+    fn note_open(&self, ino: u64, fh: u64, attr: &proto::Attr) {
+        let block = self.max_io as u64;
+        let max_window = match &self.cache {
+            Some(_) => self.options.readahead as u64 / block,
+            None => 0,
+        };
+        if let Some(cache) = &self.cache {
+            cache.validate(ino, attr.change);
+        }
+        self.open_files.lock().unwrap().insert(
+            fh,
+            OpenFile {
+                ino,
+                size: attr.size,
+                read_ahead: ReadAhead::new(max_window, 2 * block),
+            },
+        );
+    }
+
+    /// This mount changes `ino`'s data: cached blocks of it are stale.
+    fn data_changed(&self, ino: u64) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate(ino);
+        }
+    }
+
+    fn ino_of_handle(&self, fh: u64) -> Option<u64> {
+        self.open_files.lock().unwrap().get(&fh).map(|f| f.ino)
+    }
+
+    /// Cache counters, if the cache is on.
+    pub fn cache_stats(&self) -> Option<block_cache::CacheStats> {
+        self.cache.as_ref().map(|c| c.stats())
     }
 
     /// Attributes of `ino`: through `fh` when the kernel gives one, else by path (see
@@ -183,6 +248,9 @@ impl Fs {
     /// Changes attributes of `ino`: through `fh` when the kernel gives one (ftruncate),
     /// else by path (see `by_path_or_handle`).
     pub async fn setattr(&self, ino: u64, fh: Option<u64>, change: SetAttr) -> Result<proto::Attr> {
+        if change.size.is_some() {
+            self.data_changed(ino);
+        }
         let req = |path: Vec<u8>, handle: Option<u64>| proto::SetAttrRequest {
             path: path.into(),
             handle: handle.unwrap_or(0),
@@ -344,6 +412,7 @@ impl Fs {
             inodes.opened(ino, reply.handle);
             inodes.keep_cache(ino, attr.change)
         };
+        self.note_open(ino, reply.handle, &attr);
         Ok(Opened {
             fh: reply.handle,
             keep_cache,
@@ -372,23 +441,69 @@ impl Fs {
             inodes.opened(entry.ino, reply.handle);
             inodes.keep_cache(entry.ino, entry.attr.change);
         }
+        self.note_open(entry.ino, reply.handle, &entry.attr);
         // A file just created carries no capabilities.
         self.note_no_caps(entry.ino, true);
         Ok((entry, reply.handle))
     }
 
-    pub async fn read(&self, fh: u64, offset: u64, len: u32) -> Result<Bytes> {
-        let req = proto::ReadRequest {
-            handle: fh,
-            offset,
-            len: len.min(self.max_io),
+    /// Reads up to `len` bytes at `offset` of open file `fh` (inode `ino`). Sequential
+    /// readers go through the block cache and start read-ahead; other reads go straight to
+    /// the server unless the cache already holds every block they touch.
+    pub async fn read(&self, ino: u64, fh: u64, offset: u64, len: u32) -> Result<Bytes> {
+        let len = len.min(self.max_io);
+        let Some(cache) = self.cache.as_ref().filter(|_| len > 0) else {
+            return fetch(&self.client, fh, offset, len).await;
         };
-        let (_, data) = self.client.call(Command::Read, &req, Bytes::new()).await?;
-        Ok(data)
+        let block = cache.block_size() as u64;
+        let (ahead, sequential, size) = match self.open_files.lock().unwrap().get_mut(&fh) {
+            Some(f) => {
+                let (ahead, sequential) = f.read_ahead.observe(offset, len as u64);
+                (ahead, sequential, f.size)
+            }
+            None => (0, false, 0),
+        };
+        let (first, last) = (offset / block, (offset + len as u64 - 1) / block);
+        let generation = cache.generation(ino);
+        if !sequential && !(first..=last).all(|i| cache.has(ino, generation, i)) {
+            return fetch(&self.client, fh, offset, len).await;
+        }
+        let blocks_in_file = size.div_ceil(block);
+        for index in last + 1..=last + ahead {
+            if index >= blocks_in_file {
+                break;
+            }
+            let (client, cache) = (self.client.clone(), cache.clone());
+            if !cache.has(ino, generation, index) {
+                tokio::spawn(async move {
+                    let _ = cached_block(&client, &cache, ino, generation, fh, index).await;
+                });
+            }
+        }
+        // The blocks' parts covering [offset, offset + len), up to the end of the file.
+        let mut parts: Vec<Bytes> = Vec::with_capacity(2);
+        for index in first..=last {
+            let b = cached_block(&self.client, cache, ino, generation, fh, index).await?;
+            let base = index * block;
+            let start = (offset.max(base) - base) as usize;
+            let end = ((offset + len as u64).min(base + block) - base) as usize;
+            let have = b.data.len();
+            parts.push(b.data.slice(start.min(have)..end.min(have)));
+            if have < end {
+                break;
+            }
+        }
+        Ok(match parts.len() {
+            1 => parts.pop().unwrap_or_default(),
+            _ => parts.concat().into(),
+        })
     }
 
     /// Writes all of `data` at `offset`, in requests of at most `max_io` bytes.
     pub async fn write(&self, fh: u64, offset: u64, data: Bytes) -> Result<u32> {
+        if let Some(ino) = self.ino_of_handle(fh) {
+            self.data_changed(ino);
+        }
         let mut done = 0usize;
         while done < data.len() {
             let end = (done + self.max_io as usize).min(data.len());
@@ -428,6 +543,7 @@ impl Fs {
 
     pub async fn release(&self, ino: u64, fh: u64) -> Result<()> {
         self.inodes.lock().unwrap().closed(ino, fh);
+        self.open_files.lock().unwrap().remove(&fh);
         let _: proto::Empty = self
             .client
             .request(Command::Close, &proto::CloseRequest { handle: fh })
@@ -554,6 +670,9 @@ impl Fs {
         offset_out: u64,
         len: u64,
     ) -> Result<u64> {
+        if let Some(ino) = self.ino_of_handle(fh_out) {
+            self.data_changed(ino);
+        }
         let req = proto::CopyRangeRequest {
             handle_in: fh_in,
             offset_in,
@@ -566,6 +685,9 @@ impl Fs {
     }
 
     pub async fn fallocate(&self, fh: u64, mode: u32, offset: u64, len: u64) -> Result<()> {
+        if let Some(ino) = self.ino_of_handle(fh) {
+            self.data_changed(ino);
+        }
         let req = proto::FallocateRequest {
             handle: fh,
             mode,
@@ -710,4 +832,64 @@ impl Fs {
     pub fn known_inodes(&self) -> usize {
         self.inodes.lock().unwrap().len()
     }
+}
+
+/// Reads up to `len` bytes at `offset` of `fh` from the server.
+async fn fetch(client: &Client, fh: u64, offset: u64, len: u32) -> Result<Bytes> {
+    let req = proto::ReadRequest {
+        handle: fh,
+        offset,
+        len,
+    };
+    let (_, data) = client.call(Command::Read, &req, Bytes::new()).await?;
+    Ok(data)
+}
+
+/// Block `index` of `ino`'s data in `generation`: from the cache if held and intact, else
+/// fetched through `fh` (once, however many ask at the same time) and cached.
+async fn cached_block(
+    client: &Client,
+    cache: &BlockCache,
+    ino: u64,
+    generation: u64,
+    fh: u64,
+    index: u64,
+) -> Result<Arc<Block>> {
+    let size = cache.block_size();
+    for _ in 0..2 {
+        let (slot, created) = cache.slot(ino, generation, index);
+        cache.count_hit(!created && slot.initialized());
+        let got = slot
+            .get_or_try_init(|| async {
+                let req = proto::ReadRequest {
+                    handle: fh,
+                    offset: index * size as u64,
+                    len: size as u32,
+                };
+                let reply = client.call_frame(Command::Read, &req, Bytes::new()).await?;
+                Ok::<_, FsError>(Arc::new(Block::received(
+                    fh,
+                    reply.msg,
+                    reply.data,
+                    reply.crc32,
+                )))
+            })
+            .await;
+        match got {
+            Ok(b) if b.serve(fh) => {
+                cache.filled(ino, generation, index, b.data.len());
+                return Ok(b.clone());
+            }
+            Ok(_) => {
+                tracing::error!("cached block {index} of inode {ino} fails its CRC32; refetching");
+                cache.count_crc_failure();
+                cache.remove(ino, generation, index);
+            }
+            Err(e) => {
+                cache.remove(ino, generation, index);
+                return Err(e);
+            }
+        }
+    }
+    Err(FsError::BadReply("cached block keeps failing its CRC32"))
 }

@@ -1,0 +1,372 @@
+//! The client's block cache: file data in fixed-size blocks, least recently used first out,
+//! bounded in bytes.
+//!
+//! A block is keyed by (inode, generation, block index). A file's generation changes whenever
+//! the server's change token for it differs from the one its blocks were cached under, and
+//! whenever this mount changes the file's data, so a block is never served for data it does
+//! not hold (close-to-open, like the kernel's page cache). Each block carries the CRC32 its
+//! Read reply carried (over the reply's message then data, checked on arrival), checked again
+//! whenever the block is served through another open file than the one it was fetched for
+//! (i.e. when it comes out of the cache rather than out of that reader's own read-ahead); a
+//! mismatch drops the block and it is fetched again.
+//!
+//! A block is inserted as a slot before its bytes arrive, so a reader and the read-ahead
+//! asking for the same block share one fetch.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::OnceCell;
+
+/// Bytes of one block as a Read reply brought them, with that reply's CRC32.
+#[derive(Debug)]
+pub struct Block {
+    pub data: Bytes,
+    /// The reply's message bytes (the CRC covers them too; a few bytes).
+    msg: Bytes,
+    crc: u32,
+    /// The open file it was fetched for.
+    fetched_for: u64,
+}
+
+impl Block {
+    /// A block from a reply received for open file `fh`; `crc` is the CRC32 over `msg` then
+    /// `data` it carried.
+    pub fn received(fh: u64, msg: Bytes, data: Bytes, crc: u32) -> Block {
+        Block {
+            data,
+            msg,
+            crc,
+            fetched_for: fh,
+        }
+    }
+
+    /// A block whose CRC32 is computed here (tests).
+    pub fn new(fh: u64, data: Bytes) -> Block {
+        let crc = protocol::frame::crc32_of(&[], &data);
+        Block::received(fh, Bytes::new(), data, crc)
+    }
+
+    /// True if the bytes still match the CRC32 they arrived with.
+    pub fn intact(&self) -> bool {
+        protocol::frame::crc32_of(&self.msg, &self.data) == self.crc
+    }
+
+    /// True if the block may be served to open file `fh`: to the file it was fetched for
+    /// (just checked on arrival), or to any other if its bytes are intact.
+    pub fn serve(&self, fh: u64) -> bool {
+        fh == self.fetched_for || self.intact()
+    }
+}
+
+/// A block being fetched or fetched: whoever gets it first fills it, others wait.
+pub type Slot = Arc<OnceCell<Arc<Block>>>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Key {
+    ino: u64,
+    generation: u64,
+    index: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    slot: Slot,
+    /// Bytes charged: a whole block until filled, then the block's length.
+    charged: usize,
+    last_use: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct FileState {
+    change: u64,
+    generation: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: HashMap<Key, Entry>,
+    /// `last_use` -> key, oldest first.
+    lru: BTreeMap<u64, Key>,
+    files: HashMap<u64, FileState>,
+    charged: usize,
+    clock: u64,
+    next_generation: u64,
+}
+
+/// Counters for the status view and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStats {
+    pub bytes: usize,
+    pub blocks: usize,
+    pub hits: u64,
+    pub misses: u64,
+    pub crc_failures: u64,
+}
+
+#[derive(Debug)]
+pub struct BlockCache {
+    capacity: usize,
+    block_size: usize,
+    inner: Mutex<Inner>,
+    stats: Mutex<CacheStats>,
+}
+
+impl BlockCache {
+    /// A cache of at most `capacity` bytes in blocks of `block_size` bytes.
+    pub fn new(capacity: usize, block_size: usize) -> BlockCache {
+        BlockCache {
+            capacity,
+            block_size: block_size.max(4096),
+            inner: Mutex::new(Inner::default()),
+            stats: Mutex::new(CacheStats::default()),
+        }
+    }
+
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    /// Records the server's change token for `ino`; its blocks go if it differs from the
+    /// one they were cached under.
+    pub fn validate(&self, ino: u64, change: u64) {
+        let mut inner = self.inner.lock().unwrap();
+        match inner.files.get(&ino).copied() {
+            Some(f) if f.change == change => {}
+            Some(_) => {
+                inner.drop_file(ino);
+                inner.new_generation(ino, change);
+            }
+            None => {
+                inner.new_generation(ino, change);
+            }
+        }
+    }
+
+    /// This mount is changing `ino`'s data: its blocks go, and blocks still being fetched
+    /// under the old generation are never served.
+    pub fn invalidate(&self, ino: u64) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.drop_file(ino);
+        // The change token the next open reports is unknown yet: it will differ from 0
+        // only by chance, and `validate` then starts yet another generation.
+        inner.new_generation(ino, 0);
+    }
+
+    /// The inode is gone from the kernel: forget it.
+    pub fn forget(&self, ino: u64) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.drop_file(ino);
+        inner.files.remove(&ino);
+    }
+
+    /// The current generation of `ino`'s data (blocks are requested under it).
+    pub fn generation(&self, ino: u64) -> u64 {
+        let mut inner = self.inner.lock().unwrap();
+        match inner.files.get(&ino) {
+            Some(f) => f.generation,
+            None => inner.new_generation(ino, 0),
+        }
+    }
+
+    /// The slot for a block, created empty if absent; `true` if it was created (the caller
+    /// should fill it).
+    pub fn slot(&self, ino: u64, generation: u64, index: u64) -> (Slot, bool) {
+        let key = Key {
+            ino,
+            generation,
+            index,
+        };
+        let mut inner = self.inner.lock().unwrap();
+        inner.clock += 1;
+        let now = inner.clock;
+        if let Some(e) = inner.entries.get_mut(&key) {
+            let old = std::mem::replace(&mut e.last_use, now);
+            let slot = e.slot.clone();
+            inner.lru.remove(&old);
+            inner.lru.insert(now, key);
+            return (slot, false);
+        }
+        let slot: Slot = Arc::new(OnceCell::new());
+        inner.entries.insert(
+            key,
+            Entry {
+                slot: slot.clone(),
+                charged: self.block_size,
+                last_use: now,
+            },
+        );
+        inner.lru.insert(now, key);
+        inner.charged += self.block_size;
+        inner.evict(self.capacity);
+        (slot, true)
+    }
+
+    /// True if the block is cached and filled (no fetch needed).
+    pub fn has(&self, ino: u64, generation: u64, index: u64) -> bool {
+        let key = Key {
+            ino,
+            generation,
+            index,
+        };
+        let inner = self.inner.lock().unwrap();
+        inner
+            .entries
+            .get(&key)
+            .is_some_and(|e| e.slot.initialized())
+    }
+
+    /// A slot was filled with `len` bytes: charge that instead of a whole block.
+    pub fn filled(&self, ino: u64, generation: u64, index: u64, len: usize) {
+        let key = Key {
+            ino,
+            generation,
+            index,
+        };
+        let mut inner = self.inner.lock().unwrap();
+        let Some(e) = inner.entries.get_mut(&key) else {
+            return;
+        };
+        let before = std::mem::replace(&mut e.charged, len);
+        inner.charged = inner.charged - before + len;
+    }
+
+    /// Drops a block (failed fetch or CRC mismatch) so the next request fetches it again.
+    pub fn remove(&self, ino: u64, generation: u64, index: u64) {
+        let key = Key {
+            ino,
+            generation,
+            index,
+        };
+        self.inner.lock().unwrap().remove(&key);
+    }
+
+    pub fn count_hit(&self, hit: bool) {
+        let mut s = self.stats.lock().unwrap();
+        if hit {
+            s.hits += 1;
+        } else {
+            s.misses += 1;
+        }
+    }
+
+    pub fn count_crc_failure(&self) {
+        self.stats.lock().unwrap().crc_failures += 1;
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let inner = self.inner.lock().unwrap();
+        CacheStats {
+            bytes: inner.charged,
+            blocks: inner.entries.len(),
+            ..*self.stats.lock().unwrap()
+        }
+    }
+}
+
+impl Inner {
+    fn new_generation(&mut self, ino: u64, change: u64) -> u64 {
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        self.files.insert(ino, FileState { change, generation });
+        generation
+    }
+
+    fn drop_file(&mut self, ino: u64) {
+        let keys: Vec<Key> = self
+            .entries
+            .keys()
+            .filter(|k| k.ino == ino)
+            .copied()
+            .collect();
+        for k in keys {
+            self.remove(&k);
+        }
+    }
+
+    fn remove(&mut self, key: &Key) {
+        if let Some(e) = self.entries.remove(key) {
+            self.lru.remove(&e.last_use);
+            self.charged -= e.charged;
+        }
+    }
+
+    /// Drops least recently used blocks until at most `capacity` bytes are charged.
+    fn evict(&mut self, capacity: usize) {
+        while self.charged > capacity {
+            let Some((_, key)) = self.lru.pop_first() else {
+                break;
+            };
+            if let Some(e) = self.entries.remove(&key) {
+                self.charged -= e.charged;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fill(c: &BlockCache, ino: u64, index: u64, bytes: &'static [u8]) {
+        let g = c.generation(ino);
+        let (slot, created) = c.slot(ino, g, index);
+        assert!(created);
+        slot.set(Arc::new(Block::new(1, Bytes::from_static(bytes))))
+            .unwrap();
+        c.filled(ino, g, index, bytes.len());
+    }
+
+    #[test]
+    fn least_recently_used_block_goes_first_and_bytes_stay_bounded() {
+        let c = BlockCache::new(3 * 4096, 4096);
+        for i in 0..3 {
+            fill(&c, 1, i, &[7; 4096]);
+        }
+        let g = c.generation(1);
+        // Touch block 0 so block 1 is the oldest.
+        assert!(!c.slot(1, g, 0).1);
+        fill(&c, 1, 3, &[7; 4096]);
+        assert!(c.has(1, g, 0) && !c.has(1, g, 1) && c.has(1, g, 2) && c.has(1, g, 3));
+        assert_eq!(c.stats().bytes, 3 * 4096);
+    }
+
+    #[test]
+    fn short_blocks_are_charged_their_length() {
+        let c = BlockCache::new(2 * 4096, 4096);
+        for ino in 1..=8 {
+            fill(&c, ino, 0, b"small file");
+        }
+        assert_eq!(c.stats().blocks, 8);
+        assert_eq!(c.stats().bytes, 80);
+    }
+
+    #[test]
+    fn a_new_change_token_or_a_local_write_hides_old_blocks() {
+        let c = BlockCache::new(1 << 20, 4096);
+        c.validate(1, 100);
+        fill(&c, 1, 0, b"old");
+        let g = c.generation(1);
+        c.validate(1, 100);
+        assert!(c.has(1, c.generation(1), 0), "same token keeps blocks");
+        c.validate(1, 101);
+        assert_ne!(c.generation(1), g);
+        assert!(!c.has(1, c.generation(1), 0));
+        fill(&c, 1, 0, b"new");
+        let g = c.generation(1);
+        c.invalidate(1);
+        assert!(!c.has(1, g, 0) && !c.has(1, c.generation(1), 0));
+        assert_eq!(c.stats().bytes, 0);
+    }
+
+    #[test]
+    fn a_corrupted_block_fails_its_check_when_served_to_another_reader() {
+        let mut b = Block::new(1, Bytes::from_static(b"hello"));
+        assert!(b.intact() && b.serve(2));
+        b.data = Bytes::from_static(b"hellp");
+        assert!(!b.intact());
+        assert!(b.serve(1), "its own reader trusts the check on arrival");
+        assert!(!b.serve(2));
+    }
+}
