@@ -119,7 +119,9 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
         readahead: req.options.readahead,
     };
     let max_io = session.max_data.min(MAX_IO);
+    session.client.set_timeout(req.options.timeout);
     let fs = Arc::new(Fs::new(session.client, &session.root, max_io, fs_options));
+    fs.install_reopen();
     let adapter = FuseAdapter::new(fs, rt.handle().clone(), req.options.default_permissions);
     let mut fuse =
         match fuser::Session::new(adapter, &req.mountpoint, &fuse_config(&req, read_only)) {

@@ -59,6 +59,9 @@ pub struct MountOptions {
     pub cache_size: usize,
     /// Most bytes read ahead of a sequential reader.
     pub readahead: usize,
+    /// How long an operation waits while the server is unreachable before failing with
+    /// ETIMEDOUT (None: for ever, `-o hard`). Data already written is kept and sent anyway.
+    pub timeout: Option<Duration>,
     /// Plain kernel flags passed through (noexec, nosuid, nodev, noatime, ...).
     pub kernel_flags: Vec<String>,
 }
@@ -77,6 +80,7 @@ impl Default for MountOptions {
             fsname: None,
             cache_size: 64 << 20,
             readahead: 8 << 20,
+            timeout: Some(Duration::from_secs(60)),
             kernel_flags: Vec::new(),
         }
     }
@@ -131,6 +135,11 @@ pub fn parse_options(args: &[String]) -> Result<MountOptions, String> {
             ("negative_timeout", Some(v)) => o.negative_timeout = seconds(key, v)?,
             ("cache_size", Some(v)) => o.cache_size = bytes(key, v)?,
             ("readahead", Some(v)) => o.readahead = bytes(key, v)?,
+            ("timeout", Some(v)) => o.timeout = Some(seconds(key, v)?),
+            ("hard", None) => o.timeout = None,
+            ("soft", None) => {
+                o.timeout.get_or_insert(Duration::from_secs(60));
+            }
             ("fsname", Some(v)) => o.fsname = Some(v.to_string()),
             (
                 "noexec" | "exec" | "nosuid" | "suid" | "nodev" | "dev" | "noatime" | "atime"
@@ -174,6 +183,9 @@ mod tests {
         let o = parse_options(&["cache_size=1G,readahead=512k".into()]).unwrap();
         assert_eq!((o.cache_size, o.readahead), (1 << 30, 512 << 10));
         assert!(parse_options(&["cache_size=lots".into()]).is_err());
+        assert_eq!(parse_options(&["hard".into()]).unwrap().timeout, None);
+        let o = parse_options(&["timeout=2.5".into()]).unwrap();
+        assert_eq!(o.timeout, Some(Duration::from_millis(2500)));
         assert!(parse_options(&["bogus".into()]).is_err());
     }
 }

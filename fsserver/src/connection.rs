@@ -1,7 +1,8 @@
 //! One client connection: handshake, then a reader loop that spawns one task per request
 //! (at most `max_in_flight` at once) and a writer task that sends replies as they complete.
 //! A malformed frame ends this connection only: the peer gets a `Goodbye` error frame on
-//! stream 0, in-flight requests finish, the socket closes.
+//! stream 0, in-flight requests finish, the socket closes. Handles and cached replies belong
+//! to the client's session (see `session`), which outlives the connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 
 use crate::cmd::{self, Ctx};
-use crate::handles::Handles;
+use crate::session::{self, Claim};
 use crate::{handshake, Shared};
 
 pub async fn serve(
@@ -33,7 +34,13 @@ pub async fn serve(
             return;
         }
     };
-    info!(%peer, export = %auth.export.name, session = %hex::encode(&auth.session_id), "client authenticated");
+    let session = auth.session.clone();
+    if auth.resumed {
+        info!(%peer, export = %auth.export.name, session = %hex::encode(&auth.session_id),
+            open_handles = session.handles.len(), "client resumed its session");
+    } else {
+        info!(%peer, export = %auth.export.name, session = %hex::encode(&auth.session_id), "client authenticated");
+    }
     let limits = Limits {
         max_msg_len: Limits::MAX_MSG_LEN,
         max_data_len: shared.config.max_data,
@@ -45,7 +52,7 @@ pub async fn serve(
     let writer = tokio::spawn(protocol::writer::run(wr, rx));
     let ctx = Ctx {
         export: auth.export,
-        handles: Arc::new(Handles::default()),
+        handles: session.handles.clone(),
         max_data: shared.config.max_data,
     };
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
@@ -76,9 +83,35 @@ pub async fn serve(
             .acquire_owned()
             .await
             .expect("semaphore never closed");
-        let (ctx, tx) = (ctx.clone(), tx.clone());
+        let (ctx, tx, session) = (ctx.clone(), tx.clone(), session.clone());
         tokio::spawn(async move {
-            let reply = run_request(ctx, frame).await;
+            let reply = if session::replayable(frame.cmd) {
+                match session.replies.claim(&frame) {
+                    Claim::Run => {
+                        let stream = frame.stream_id.0;
+                        let reply = run_request(ctx, frame).await;
+                        session.replies.complete(stream, &reply);
+                        reply
+                    }
+                    Claim::Replay(mut first) => {
+                        debug!(
+                            stream = frame.stream_id.0,
+                            "replaying the reply of a resent request"
+                        );
+                        match first.wait_for(|r| r.is_some()).await {
+                            Ok(r) => r.clone().expect("waited for Some"),
+                            Err(_) => Frame::error(
+                                frame.cmd,
+                                frame.stream_id,
+                                libc::EIO,
+                                "original request lost",
+                            ),
+                        }
+                    }
+                }
+            } else {
+                run_request(ctx, frame).await
+            };
             let _ = tx.send(reply).await;
             drop(permit);
         });
@@ -89,7 +122,8 @@ pub async fn serve(
         Err(e) => warn!(%peer, "writer task failed: {e}"),
         Ok(Ok(())) => {}
     }
-    info!(%peer, open_handles = ctx.handles.len(), "connection closed");
+    shared.sessions.detach(&session);
+    info!(%peer, open_handles = ctx.handles.len(), replayed = session.replies.replayed(), "connection closed");
 }
 
 async fn run_request(ctx: Ctx, frame: Frame) -> Frame {

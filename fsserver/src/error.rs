@@ -16,6 +16,8 @@ pub enum FsError {
     BadName(String),
     #[error("unknown file handle {0}")]
     BadHandle(u64),
+    #[error("handle {0} is already open in this session")]
+    HandleInUse(u64),
     #[error("undecodable request: {0}")]
     BadRequest(String),
     #[error("unknown command {0}")]
@@ -31,6 +33,7 @@ impl FsError {
             FsError::OutsideExport(_) => libc::EXDEV,
             FsError::BadName(_) => libc::EINVAL,
             FsError::BadHandle(_) => libc::EBADF,
+            FsError::HandleInUse(_) => libc::EEXIST,
             FsError::BadRequest(_) => libc::EBADMSG,
             FsError::UnknownCommand(_) => libc::ENOSYS,
         }

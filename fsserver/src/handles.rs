@@ -14,10 +14,21 @@ pub struct Handles {
 }
 
 impl Handles {
-    pub fn insert(&self, file: File) -> u64 {
-        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        self.open.lock().unwrap().insert(id, Arc::new(file));
-        id
+    /// Adds an open file under `wanted` (the client's choice), or a fresh number if 0.
+    pub fn insert(&self, file: File, wanted: u64) -> Result<u64, FsError> {
+        let mut open = self.open.lock().unwrap();
+        let id = match wanted {
+            0 => loop {
+                let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+                if !open.contains_key(&id) {
+                    break id;
+                }
+            },
+            id if open.contains_key(&id) => return Err(FsError::HandleInUse(id)),
+            id => id,
+        };
+        open.insert(id, Arc::new(file));
+        Ok(id)
     }
 
     pub fn get(&self, id: u64) -> Result<Arc<File>, FsError> {

@@ -13,6 +13,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::{Encoder, FramedRead};
 
 use crate::export::Export;
+use crate::session::Session;
 use crate::Shared;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,9 @@ pub enum HandshakeError {
 pub struct Authenticated {
     pub export: Arc<Export>,
     pub session_id: Vec<u8>,
+    pub session: Arc<Session>,
+    /// The session was kept from an earlier connection.
+    pub resumed: bool,
 }
 
 async fn send(wr: &mut OwnedWriteHalf, frame: Frame) -> Result<(), ProtocolError> {
@@ -121,6 +125,7 @@ async fn exchange(
         Ok(st) => crate::attr::from_stat(&st),
         Err(e) => return Err(refuse(wr, e.errno(), HandshakeError::NoSuchExport(name)).await),
     };
+    let (session, resumed) = shared.sessions.attach(&req.session_id, &name);
     let reply = proto::AuthReply {
         server_proof: auth::proof(
             auth::Side::Server,
@@ -134,8 +139,9 @@ async fn exchange(
         max_data: shared.config.max_data,
         read_only: export.read_only,
         root: Some(root),
+        resumed,
     };
-    send(
+    let sent = send(
         wr,
         Frame::response(
             Command::Auth.code(),
@@ -144,9 +150,15 @@ async fn exchange(
             Default::default(),
         ),
     )
-    .await?;
+    .await;
+    if let Err(e) = sent {
+        shared.sessions.detach(&session);
+        return Err(e.into());
+    }
     Ok(Authenticated {
         export,
         session_id: req.session_id.to_vec(),
+        session,
+        resumed,
     })
 }

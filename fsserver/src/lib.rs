@@ -6,6 +6,7 @@
 //!   per request, and a writer task (`protocol::writer`) that owns the write half;
 //! - [`cmd`]: one file per command, `apply(ctx, request) -> Result<Reply, FsError>`;
 //! - [`export`]: confinement of every path beneath the export root (openat2);
+//! - [`session`]: handles and replies a client keeps across connections;
 //! - [`owner`]: new objects owned by the calling user; [`handles`]: open files of a connection; [`attr`]: stat -> wire attributes;
 //! - [`error`]: per-request failures and their errno; [`token`]: the shared secret file.
 
@@ -18,6 +19,7 @@ pub mod handles;
 pub mod handshake;
 pub mod owner;
 pub mod server;
+pub mod session;
 pub mod token;
 
 use std::collections::HashMap;
@@ -31,6 +33,8 @@ pub struct Config {
     pub max_in_flight: u32,
     pub max_data: u32,
     pub handshake_timeout: Duration,
+    /// How long a session outlives its last connection (0: sessions end with it).
+    pub session_grace: Duration,
 }
 
 impl Default for Config {
@@ -40,6 +44,7 @@ impl Default for Config {
             max_in_flight: 64,
             max_data: protocol::Limits::DEFAULT_DATA_LEN,
             handshake_timeout: Duration::from_secs(10),
+            session_grace: Duration::from_secs(60),
         }
     }
 }
@@ -50,4 +55,21 @@ pub struct Shared {
     pub exports: HashMap<String, Arc<export::Export>>,
     pub token: Vec<u8>,
     pub config: Config,
+    pub sessions: session::Sessions,
+}
+
+impl Shared {
+    pub fn new(
+        exports: HashMap<String, Arc<export::Export>>,
+        token: Vec<u8>,
+        config: Config,
+    ) -> Shared {
+        let sessions = session::Sessions::new(config.session_grace);
+        Shared {
+            exports,
+            token,
+            config,
+            sessions,
+        }
+    }
 }

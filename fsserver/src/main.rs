@@ -36,6 +36,10 @@ struct Args {
     /// Seconds a new connection has to finish the handshake.
     #[arg(long, default_value_t = 10)]
     handshake_timeout: u64,
+    /// Seconds a client's session (open handles, cached replies) is kept after its
+    /// connection drops, so it can reconnect and resume (0: not kept).
+    #[arg(long, default_value_t = 60)]
+    session_grace: u64,
 }
 
 fn parse_exports(args: &Args) -> Result<HashMap<String, Arc<Export>>> {
@@ -90,16 +94,14 @@ fn main() -> Result<()> {
             token_path.display()
         );
     }
-    let shared = Arc::new(Shared {
-        exports,
-        token,
-        config: Config {
-            max_connections: args.max_connections,
-            max_in_flight: args.max_in_flight.max(1),
-            handshake_timeout: Duration::from_secs(args.handshake_timeout),
-            ..Config::default()
-        },
-    });
+    let config = Config {
+        max_connections: args.max_connections,
+        max_in_flight: args.max_in_flight.max(1),
+        handshake_timeout: Duration::from_secs(args.handshake_timeout),
+        session_grace: Duration::from_secs(args.session_grace),
+        ..Config::default()
+    };
+    let shared = Arc::new(Shared::new(exports, token, config));
 
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {

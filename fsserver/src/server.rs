@@ -20,6 +20,19 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let limit = Arc::new(Semaphore::new(shared.config.max_connections));
 
+    let expiry = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                let gone = shared.sessions.expire();
+                if gone > 0 {
+                    info!("{gone} session(s) ended: no reconnection within the grace period");
+                }
+            }
+        })
+    };
     let accept_loop = async {
         loop {
             let permit = limit
@@ -49,6 +62,7 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
         _ = shutdown => info!("shutting down: no new connections, finishing in-flight requests"),
     }
     drop(listener);
+    expiry.abort();
     drop(notify_shutdown);
     drop(done_tx);
     if tokio::time::timeout(DRAIN_TIMEOUT, done_rx.recv())

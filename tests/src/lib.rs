@@ -3,6 +3,7 @@
 //! cleans up on drop (also when the test panics): mounts are unmounted (`fusermount3 -u`,
 //! then `umount -l`), processes stopped by PID.
 
+pub mod fault_proxy;
 pub mod pair;
 pub mod raw;
 
@@ -56,6 +57,39 @@ pub struct Server {
     pub token_file: PathBuf,
     pub dir: tempfile::TempDir,
     stderr_log: PathBuf,
+    /// Arguments besides `--listen`, to restart it alike.
+    args: Vec<std::ffi::OsString>,
+}
+
+/// Starts fsserver with `args` on `listen` (retrying while the port is still taken after a
+/// kill); its stderr is appended to `log`. Returns the child and the address it listens on.
+fn spawn_server(args: &[std::ffi::OsString], listen: &str, log: &Path) -> (Child, String) {
+    let start = Instant::now();
+    loop {
+        let mut cmd = Command::new(bin_dir().join("fsserver"));
+        cmd.args(["--listen", listen]).args(args);
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        cmd.stdout(Stdio::piped()).stderr(err);
+        let mut child = cmd.spawn().expect("start fsserver");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        if let Some(a) = line.trim().strip_prefix("fsserver: listening on ") {
+            return (child, a.to_string());
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        if start.elapsed() > Duration::from_secs(10) {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("fsserver did not start: {line:?}\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 impl Server {
@@ -72,38 +106,38 @@ impl Server {
             .unwrap();
         let token_file = dir.path().join("token");
         let stderr_log = dir.path().join("server.log");
-        let mut cmd = Command::new(bin_dir().join("fsserver"));
-        cmd.args(["--listen", "127.0.0.1:0", "--token-file"])
-            .arg(&token_file);
+        let mut args: Vec<std::ffi::OsString> =
+            vec!["--token-file".into(), token_file.clone().into()];
         for name in names {
             let export = dir.path().join("exports").join(name);
             std::fs::create_dir_all(&export).unwrap();
-            cmd.arg("--export")
-                .arg(format!("{name}={}", export.display()));
+            args.push("--export".into());
+            args.push(format!("{name}={}", export.display()).into());
         }
-        cmd.args(extra);
-        cmd.stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr_log).unwrap());
-        let mut child = cmd.spawn().expect("start fsserver");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = match line.trim().strip_prefix("fsserver: listening on ") {
-            Some(a) => a.to_string(),
-            None => {
-                let _ = child.kill();
-                let log = std::fs::read_to_string(&stderr_log).unwrap_or_default();
-                panic!("fsserver did not start: {line:?}\n{log}");
-            }
-        };
+        args.extend(extra.iter().map(|a| a.into()));
+        let (child, addr) = spawn_server(&args, "127.0.0.1:0", &stderr_log);
         Server {
             child,
             addr,
             token_file,
             dir,
             stderr_log,
+            args,
         }
+    }
+
+    /// Kills fsserver with SIGKILL (no draining, no goodbye) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts fsserver again on the same address, exports and token (after `kill`).
+    pub fn restart(&mut self) {
+        assert!(!self.is_running(), "restart after kill");
+        let (child, addr) = spawn_server(&self.args, &self.addr, &self.stderr_log);
+        assert_eq!(addr, self.addr);
+        self.child = child;
     }
 
     pub fn export(&self, name: &str) -> PathBuf {
@@ -200,6 +234,11 @@ pub struct Mount {
 impl Mount {
     /// Mounts `server`'s export `name` with `-o token_file=...` plus `opts`.
     pub fn new(server: &Server, name: &str, opts: &[&str]) -> Mount {
+        Mount::via(server, &server.addr, name, opts)
+    }
+
+    /// `new`, connecting to `addr` (a proxy in front of `server`) instead.
+    pub fn via(server: &Server, addr: &str, name: &str, opts: &[&str]) -> Mount {
         let dir = tempfile::Builder::new()
             .prefix("fsxp-mnt")
             .tempdir()
@@ -213,7 +252,7 @@ impl Mount {
             o.push_str(opt);
         }
         let child = Command::new(bin_dir().join("fsmount"))
-            .arg(server.source(name))
+            .arg(format!("{addr}:/{name}"))
             .arg(&path)
             .args(["-o", &o, "-f"])
             .stdout(Stdio::null())

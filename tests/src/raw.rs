@@ -33,6 +33,17 @@ impl RawClient {
 
     /// Connects and authenticates for `export`; `Err(message)` if refused.
     pub fn authenticated(addr: &str, export: &str, token: &[u8]) -> Result<RawClient, String> {
+        Self::in_session(addr, export, token, &[]).map(|(c, _)| c)
+    }
+
+    /// `authenticated` under `session_id` (empty: a session of its own); also returns
+    /// whether the server resumed a session it kept.
+    pub fn in_session(
+        addr: &str,
+        export: &str,
+        token: &[u8],
+        session_id: &[u8],
+    ) -> Result<(RawClient, bool), String> {
         let mut c = RawClient::connect(addr);
         let challenge: proto::Challenge = c
             .recv()
@@ -45,7 +56,7 @@ impl RawClient {
             token,
             export.as_bytes(),
             &client_nonce,
-            &[1; 16],
+            session_id,
         );
         c.send(Frame::request(
             Command::Auth,
@@ -60,7 +71,8 @@ impl RawClient {
                 .unwrap()
                 .message);
         }
-        Ok(c)
+        let welcome: proto::AuthReply = reply.decode_msg("AuthReply").unwrap();
+        Ok((c, welcome.resumed))
     }
 
     pub fn send(&mut self, frame: Frame) {

@@ -92,6 +92,7 @@ fn dotdot_absolute_and_symlinked_paths_cannot_leave_the_export() {
             &proto::OpenRequest {
                 path: p.as_bytes().to_vec().into(),
                 flags: 0,
+                handle: 0,
             },
         );
         assert_eq!(

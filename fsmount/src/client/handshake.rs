@@ -10,12 +10,14 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::{Encoder, FramedRead};
 
-use super::{reply_limits, Client, ClientError};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use super::{reply_limits, Client, ClientError, Params};
 
 /// How long connecting plus the handshake may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// An authenticated connection and what the server told us about the export.
+/// An authenticated session and what the server told us about the export.
 #[derive(Debug)]
 pub struct Session {
     pub client: Client,
@@ -25,29 +27,69 @@ pub struct Session {
     pub max_in_flight: u32,
 }
 
-/// Connects to `addr`, authenticates for `export` and starts the connection's tasks.
+/// What the server said in its AuthReply.
+#[derive(Debug)]
+pub struct Welcome {
+    pub root: proto::Attr,
+    pub read_only: bool,
+    pub max_data: u32,
+    pub max_in_flight: u32,
+    /// The server kept our session (handles open, replies cached).
+    pub resumed: bool,
+}
+
+pub type Connection = (
+    FramedRead<OwnedReadHalf, FrameCodec>,
+    OwnedWriteHalf,
+    Welcome,
+);
+
+/// Connects to `addr`, authenticates for `export` under `session_id` and starts the
+/// session's tasks (which reconnect when the connection drops).
 pub async fn connect(
     addr: &str,
     export: &str,
     token: &[u8],
     session_id: &[u8],
 ) -> Result<Session, ClientError> {
+    let params = Params {
+        addr: addr.to_string(),
+        export: export.to_string(),
+        token: token.to_vec(),
+        session_id: session_id.to_vec(),
+    };
+    let (rd, wr, welcome) = handshake(&params).await?;
+    let client = Client::start(rd, wr, &welcome, params);
+    Ok(Session {
+        client,
+        root: welcome.root,
+        read_only: welcome.read_only,
+        max_data: welcome.max_data,
+        max_in_flight: welcome.max_in_flight,
+    })
+}
+
+/// Connects and authenticates, within `CONNECT_TIMEOUT`.
+pub async fn handshake(p: &Params) -> Result<Connection, ClientError> {
     tokio::time::timeout(
         CONNECT_TIMEOUT,
-        connect_inner(addr, export, token, session_id),
+        handshake_inner(&p.addr, &p.export, &p.token, &p.session_id),
     )
     .await
     .map_err(|_| {
-        ClientError::Timeout(format!("no answer from {addr} within {CONNECT_TIMEOUT:?}"))
+        ClientError::Timeout(format!(
+            "no answer from {} within {CONNECT_TIMEOUT:?}",
+            p.addr
+        ))
     })?
 }
 
-async fn connect_inner(
+async fn handshake_inner(
     addr: &str,
     export: &str,
     token: &[u8],
     session_id: &[u8],
-) -> Result<Session, ClientError> {
+) -> Result<Connection, ClientError> {
     let socket = TcpStream::connect(addr)
         .await
         .map_err(|e| ClientError::Connect {
@@ -110,12 +152,12 @@ async fn connect_inner(
         .root
         .ok_or_else(|| ClientError::Protocol("AuthReply without root attributes".into()))?;
     rd.decoder_mut().set_limits(reply_limits(reply.max_data));
-    let client = Client::start(rd, wr, reply.max_in_flight.max(1) as usize * 2);
-    Ok(Session {
-        client,
+    let welcome = Welcome {
         root,
         read_only: reply.read_only,
         max_data: reply.max_data,
         max_in_flight: reply.max_in_flight,
-    })
+        resumed: reply.resumed,
+    };
+    Ok((rd, wr, welcome))
 }

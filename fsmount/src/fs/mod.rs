@@ -109,6 +109,8 @@ pub struct DirItem<'a> {
 #[derive(Debug)]
 struct OpenFile {
     ino: u64,
+    /// Open flags, to reopen it on a new session.
+    flags: u32,
     /// Size when opened (read-ahead stops there).
     size: u64,
     read_ahead: ReadAhead,
@@ -119,6 +121,8 @@ pub struct Fs {
     inodes: Mutex<InodeTable>,
     /// Open files by server handle.
     open_files: Mutex<HashMap<u64, OpenFile>>,
+    /// Next handle number to ask the server for (the session's handles are ours to name).
+    next_handle: AtomicU64,
     cache: Option<Arc<BlockCache>>,
     dirs: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<DirStream>>>>,
     next_dir: AtomicU64,
@@ -139,6 +143,7 @@ impl Fs {
             client,
             inodes: Mutex::new(InodeTable::new(root)),
             open_files: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
             cache,
             dirs: Mutex::new(HashMap::new()),
             next_dir: AtomicU64::new(1),
@@ -195,7 +200,7 @@ impl Fs {
     }
 
     /// Remembers a file opened on the server; `attr` as the server reported it at open.
-    fn note_open(&self, ino: u64, fh: u64, attr: &proto::Attr) {
+    fn note_open(&self, ino: u64, fh: u64, flags: u32, attr: &proto::Attr) {
         let block = self.max_io as u64;
         let max_window = match &self.cache {
             Some(_) => self.options.readahead as u64 / block,
@@ -208,6 +213,7 @@ impl Fs {
             fh,
             OpenFile {
                 ino,
+                flags,
                 size: attr.size,
                 read_ahead: ReadAhead::new(max_window, 2 * block),
             },
@@ -219,6 +225,38 @@ impl Fs {
         if let Some(cache) = &self.cache {
             cache.invalidate(ino);
         }
+    }
+
+    /// Makes the client reopen this mount's open files by path, under their handle numbers,
+    /// when it reconnects to a server that lost the session (restart). Files unlinked while
+    /// open cannot be reopened and their handles fail from then on (EBADF).
+    pub fn install_reopen(self: &Arc<Self>) {
+        let fs = Arc::downgrade(self);
+        self.client.set_reopen(Arc::new(move || {
+            let Some(fs) = fs.upgrade() else {
+                return Vec::new();
+            };
+            let files: Vec<(u64, u64, u32)> = {
+                let open = fs.open_files.lock().unwrap();
+                open.iter().map(|(fh, f)| (*fh, f.ino, f.flags)).collect()
+            };
+            let inodes = fs.inodes.lock().unwrap();
+            let once_only = (libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC) as u32;
+            files
+                .into_iter()
+                .filter_map(|(fh, ino, flags)| {
+                    Some(proto::OpenRequest {
+                        path: inodes.path(ino)?.into(),
+                        flags: flags & !once_only,
+                        handle: fh,
+                    })
+                })
+                .collect()
+        }));
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 
     fn ino_of_handle(&self, fh: u64) -> Option<u64> {
@@ -404,6 +442,7 @@ impl Fs {
         let req = proto::OpenRequest {
             path: self.path(ino)?.into(),
             flags,
+            handle: self.next_handle.fetch_add(1, Ordering::Relaxed),
         };
         let reply: proto::OpenReply = self.client.request(Command::Open, &req).await?;
         let attr = attr_of(reply.attr)?;
@@ -412,7 +451,7 @@ impl Fs {
             inodes.opened(ino, reply.handle);
             inodes.keep_cache(ino, attr.change)
         };
-        self.note_open(ino, reply.handle, &attr);
+        self.note_open(ino, reply.handle, flags, &attr);
         Ok(Opened {
             fh: reply.handle,
             keep_cache,
@@ -433,6 +472,7 @@ impl Fs {
             mode,
             flags,
             caller: Some(caller),
+            handle: self.next_handle.fetch_add(1, Ordering::Relaxed),
         };
         let reply: proto::OpenReply = self.client.request(Command::Create, &req).await?;
         let entry = self.remember(parent, name, attr_of(reply.attr)?);
@@ -441,7 +481,7 @@ impl Fs {
             inodes.opened(entry.ino, reply.handle);
             inodes.keep_cache(entry.ino, entry.attr.change);
         }
-        self.note_open(entry.ino, reply.handle, &entry.attr);
+        self.note_open(entry.ino, reply.handle, flags, &entry.attr);
         // A file just created carries no capabilities.
         self.note_no_caps(entry.ino, true);
         Ok((entry, reply.handle))

@@ -33,7 +33,7 @@ pub fn apply(ctx: &Ctx, req: proto::CreateRequest) -> Result<Reply, FsError> {
         fd.as_fd(),
         req.caller.as_ref(),
     )?);
-    let handle = ctx.handles.insert(File::from(fd));
+    let handle = ctx.handles.insert(File::from(fd), req.handle)?;
     Ok(Reply::msg(&proto::OpenReply {
         handle,
         attr: Some(attr),

@@ -34,7 +34,7 @@ pub fn apply(ctx: &Ctx, req: proto::OpenRequest) -> Result<Reply, FsError> {
     }
     let fd = ctx.export.open_beneath(&req.path, flags, Mode::empty())?;
     let attr = crate::attr::of_fd(fd.as_fd(), &fstat(&fd)?);
-    let handle = ctx.handles.insert(File::from(fd));
+    let handle = ctx.handles.insert(File::from(fd), req.handle)?;
     Ok(Reply::msg(&proto::OpenReply {
         handle,
         attr: Some(attr),

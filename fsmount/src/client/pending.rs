@@ -1,0 +1,68 @@
+//! Requests of the session still waiting for their reply: stream id -> (request frame,
+//! waiter). An entry stays until its reply arrives, across connections: after a reconnect
+//! every frame still here is sent again, in stream id order.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use protocol::Frame;
+use tokio::sync::oneshot;
+
+pub type Reply = oneshot::Receiver<Frame>;
+
+#[derive(Debug)]
+struct Entry {
+    request: Frame,
+    waiter: oneshot::Sender<Frame>,
+}
+
+#[derive(Debug, Default)]
+pub struct Pending {
+    by_stream: Mutex<BTreeMap<u32, Entry>>,
+}
+
+impl Pending {
+    /// Records `request` (its stream id must be new) and returns where its reply will come.
+    pub fn register(&self, request: Frame) -> Reply {
+        let (waiter, rx) = oneshot::channel();
+        let id = request.stream_id.0;
+        self.by_stream
+            .lock()
+            .unwrap()
+            .insert(id, Entry { request, waiter });
+        rx
+    }
+
+    /// Hands a reply to its waiter; false if nobody waits for that stream id (a duplicate
+    /// reply to a request sent twice around a reconnect, or one given up on).
+    pub fn complete(&self, reply: Frame) -> bool {
+        let entry = self.by_stream.lock().unwrap().remove(&reply.stream_id.0);
+        match entry {
+            Some(e) => {
+                let _ = e.waiter.send(reply);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets a request whose caller stopped waiting.
+    pub fn cancel(&self, id: u32) {
+        self.by_stream.lock().unwrap().remove(&id);
+    }
+
+    /// Every request still unanswered, oldest first (to send again on a new connection).
+    pub fn unanswered(&self) -> Vec<Frame> {
+        self.by_stream
+            .lock()
+            .unwrap()
+            .values()
+            .map(|e| e.request.clone())
+            .collect()
+    }
+
+    /// Requests waiting for their reply.
+    pub fn count(&self) -> usize {
+        self.by_stream.lock().unwrap().len()
+    }
+}

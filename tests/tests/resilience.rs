@@ -1,0 +1,270 @@
+//! Surviving a dropped connection and a server restart: real fsserver, real mounts, faults
+//! injected by `FaultProxy` (cuts) and by killing the server.
+
+use std::process::Command as Process;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use e2e_tests::fault_proxy::FaultProxy;
+use e2e_tests::raw::RawClient;
+use e2e_tests::{random_file, require_mount_support, sh, sha256, Mount, Server};
+use protocol::{Command, Frame, StreamId};
+
+/// Lines of the mount's log that report reconnections (the recovery figures).
+fn reconnect_lines(mount: &Mount) -> Vec<String> {
+    mount
+        .log()
+        .lines()
+        .filter(|l| l.contains("reconnected") || l.contains("lost"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn cp_of_512_mib_survives_a_cut_every_50_mib() {
+    require_mount_support();
+    let server = Server::start(&[]);
+    let proxy = FaultProxy::start(&server.addr);
+    let mount = Mount::via(&server, &proxy.addr, "data", &[]);
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src.bin");
+    random_file(&src, 512 << 20);
+    let want = sha256(&src);
+
+    proxy.cut_every(50 << 20);
+    let t = Instant::now();
+    sh(&format!(
+        "cp '{}' '{}/big.bin'",
+        src.display(),
+        mount.path.display()
+    ));
+    let took = t.elapsed();
+    let cuts = proxy.cuts();
+    proxy.cut_every(0);
+    assert!(cuts >= 9, "the proxy cut the connection {cuts} times");
+    assert_eq!(sha256(&server.export("data").join("big.bin")), want);
+
+    // Reading it back across cuts too, through the same mount.
+    sh("sync; echo 3 > /proc/sys/vm/drop_caches");
+    proxy.cut_every(50 << 20);
+    assert_eq!(sha256(&mount.path.join("big.bin")), want);
+    proxy.cut_every(0);
+    let log = reconnect_lines(&mount);
+    eprintln!(
+        "cp 512 MiB with {cuts} cuts: {took:.2?}; reconnect log:\n{}",
+        log.join("\n")
+    );
+    assert!(log.iter().any(|l| l.contains("session resumed")));
+    mount.unmount();
+}
+
+#[test]
+fn kill_9_of_the_server_mid_copy_and_restart_lose_nothing() {
+    require_mount_support();
+    let mut server = Server::start(&[]);
+    let mount = Mount::new(&server, "data", &[]);
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src.bin");
+    random_file(&src, 512 << 20);
+    let want = sha256(&src);
+    let on_server = server.export("data").join("big.bin");
+
+    let mut cp = Process::new("cp")
+        .arg(&src)
+        .arg(mount.path.join("big.bin"))
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::fs::metadata(&on_server).map_or(0, |m| m.len()) < 128 << 20 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "copy never got going"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    server.kill();
+    let killed_at = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    server.restart();
+    let status = cp.wait().unwrap();
+    let resumed_after = killed_at.elapsed();
+    assert!(
+        status.success(),
+        "cp across the restart: {status}\n{}",
+        mount.log()
+    );
+    assert_eq!(sha256(&on_server), want);
+
+    // An rsync of a tree across the same event.
+    let tree = work.path().join("tree");
+    sh(&format!(
+        "mkdir -p '{t}' && cd '{t}' && for d in $(seq 1 20); do mkdir d$d; \
+         for f in $(seq 1 40); do head -c $((d * f * 97)) /dev/urandom > d$d/f$f; done; done",
+        t = tree.display()
+    ));
+    let mut rsync = Process::new("rsync")
+        .args(["-a", "--bwlimit=4000"])
+        .arg(format!("{}/", tree.display()))
+        .arg(format!("{}/tree/", mount.path.display()))
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    server.kill();
+    std::thread::sleep(Duration::from_secs(2));
+    server.restart();
+    assert!(rsync.wait().unwrap().success(), "{}", mount.log());
+    sh(&format!(
+        "diff -r '{}' '{}/tree'",
+        tree.display(),
+        server.export("data").display()
+    ));
+    eprintln!(
+        "cp resumed {resumed_after:.2?} after the kill; log:\n{}",
+        reconnect_lines(&mount).join("\n")
+    );
+    assert!(mount.log().contains("handle(s) reopened by path"));
+    mount.unmount();
+}
+
+/// Sends `frame` on a connection of `session` and closes it without reading the reply,
+/// after waiting until `executed` says the server ran it.
+fn send_and_cut(server: &Server, session: &[u8], frame: &Frame, executed: impl Fn() -> bool) {
+    let (mut c, _) = RawClient::in_session(&server.addr, "data", &server.token(), session).unwrap();
+    c.send(frame.clone());
+    let start = Instant::now();
+    while !executed() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "request never ran"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(c);
+}
+
+/// Resends `frame` on a new connection of `session`; the server must have kept it.
+fn resend(server: &Server, session: &[u8], frame: &Frame) -> Frame {
+    let (mut c, resumed) =
+        RawClient::in_session(&server.addr, "data", &server.token(), session).unwrap();
+    assert!(resumed, "the server kept the session");
+    c.send(frame.clone());
+    c.recv().expect("a reply")
+}
+
+fn request(cmd: Command, stream: u32, msg: &impl prost::Message) -> Frame {
+    Frame::request(cmd, StreamId(stream), msg, Bytes::new())
+}
+
+#[test]
+fn a_request_replayed_after_a_cut_gets_its_first_answer() {
+    let server = Server::start(&[]);
+    let data = server.export("data");
+    let session = b"replay-session-1";
+    let caller = Some(proto::Caller { uid: 0, gid: 0 });
+
+    // mkdir
+    let mkdir = request(
+        Command::Mkdir,
+        10,
+        &proto::MkdirRequest {
+            parent: Bytes::new(),
+            name: Bytes::from_static(b"d"),
+            mode: 0o755,
+            caller,
+        },
+    );
+    send_and_cut(&server, session, &mkdir, || data.join("d").is_dir());
+    let reply = resend(&server, session, &mkdir);
+    assert!(!reply.is_error(), "replayed mkdir: {reply:?}");
+    // The same mkdir under a new stream id is a new request: EEXIST.
+    let again = resend(
+        &server,
+        session,
+        &request(
+            Command::Mkdir,
+            11,
+            &proto::MkdirRequest {
+                parent: Bytes::new(),
+                name: Bytes::from_static(b"d"),
+                mode: 0o755,
+                caller,
+            },
+        ),
+    );
+    assert_eq!(
+        again.decode_msg::<proto::ErrorReply>("e").unwrap().errno,
+        libc::EEXIST
+    );
+
+    // create O_EXCL
+    let create = request(
+        Command::Create,
+        12,
+        &proto::CreateRequest {
+            parent: Bytes::new(),
+            name: Bytes::from_static(b"f"),
+            mode: 0o644,
+            flags: (libc::O_WRONLY | libc::O_EXCL) as u32,
+            caller,
+            handle: 0,
+        },
+    );
+    send_and_cut(&server, session, &create, || data.join("f").exists());
+    let reply = resend(&server, session, &create);
+    let opened: proto::OpenReply = reply.decode_msg("OpenReply").expect("original answer");
+    assert!(opened.handle > 0);
+
+    // rename
+    let rename = request(
+        Command::Rename,
+        13,
+        &proto::RenameRequest {
+            parent: Bytes::new(),
+            name: Bytes::from_static(b"f"),
+            new_parent: Bytes::from_static(b"d"),
+            new_name: Bytes::from_static(b"g"),
+            flags: 0,
+        },
+    );
+    send_and_cut(&server, session, &rename, || data.join("d/g").exists());
+    assert!(
+        !resend(&server, session, &rename).is_error(),
+        "replayed rename"
+    );
+
+    // unlink
+    let unlink = request(
+        Command::Remove,
+        14,
+        &proto::RemoveRequest {
+            parent: Bytes::from_static(b"d"),
+            name: Bytes::from_static(b"g"),
+            dir: false,
+        },
+    );
+    send_and_cut(&server, session, &unlink, || !data.join("d/g").exists());
+    assert!(
+        !resend(&server, session, &unlink).is_error(),
+        "replayed unlink"
+    );
+    assert!(server.log().contains("client resumed its session"));
+}
+
+#[test]
+fn a_session_ends_after_its_grace_period() {
+    let server = Server::start(&["--session-grace", "1"]);
+    let session = b"short-lived-sess";
+    let (c, resumed) =
+        RawClient::in_session(&server.addr, "data", &server.token(), session).unwrap();
+    assert!(!resumed);
+    drop(c);
+    std::thread::sleep(Duration::from_millis(200));
+    let (c, resumed) =
+        RawClient::in_session(&server.addr, "data", &server.token(), session).unwrap();
+    assert!(resumed, "kept within the grace period");
+    drop(c);
+    std::thread::sleep(Duration::from_millis(2000));
+    let (_c, resumed) =
+        RawClient::in_session(&server.addr, "data", &server.token(), session).unwrap();
+    assert!(!resumed, "gone after it");
+}
