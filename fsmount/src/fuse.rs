@@ -422,13 +422,12 @@ impl fuser::Filesystem for FuseAdapter {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Writes are acknowledged by the server before `write` returns: nothing is pending.
-        reply.ok();
+        self.spawn(move |fs| async move { reply_empty(reply, fs.flush(ino.0).await) });
     }
 
     fn release(
@@ -447,12 +446,12 @@ impl fuser::Filesystem for FuseAdapter {
     fn fsync(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs| async move { reply_empty(reply, fs.fsync(fh.0, datasync).await) });
+        self.spawn(move |fs| async move { reply_empty(reply, fs.fsync(ino.0, fh.0, datasync).await) });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

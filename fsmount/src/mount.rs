@@ -117,6 +117,7 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
         negative_ttl: req.options.negative_timeout,
         cache_size: req.options.cache_size,
         readahead: req.options.readahead,
+        dirty_limit: req.options.dirty_limit,
     };
     let max_io = session.max_data.min(MAX_IO);
     session.client.set_timeout(req.options.timeout);

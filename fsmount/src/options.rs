@@ -59,6 +59,8 @@ pub struct MountOptions {
     pub cache_size: usize,
     /// Most bytes read ahead of a sequential reader.
     pub readahead: usize,
+    /// Most bytes written and not yet acknowledged by the server (0: synchronous writes).
+    pub dirty_limit: usize,
     /// How long an operation waits while the server is unreachable before failing with
     /// ETIMEDOUT (None: for ever, `-o hard`). Data already written is kept and sent anyway.
     pub timeout: Option<Duration>,
@@ -80,6 +82,7 @@ impl Default for MountOptions {
             fsname: None,
             cache_size: 64 << 20,
             readahead: 8 << 20,
+            dirty_limit: 64 << 20,
             timeout: Some(Duration::from_secs(60)),
             kernel_flags: Vec::new(),
         }
@@ -135,6 +138,7 @@ pub fn parse_options(args: &[String]) -> Result<MountOptions, String> {
             ("negative_timeout", Some(v)) => o.negative_timeout = seconds(key, v)?,
             ("cache_size", Some(v)) => o.cache_size = bytes(key, v)?,
             ("readahead", Some(v)) => o.readahead = bytes(key, v)?,
+            ("dirty_limit", Some(v)) => o.dirty_limit = bytes(key, v)?,
             ("timeout", Some(v)) => o.timeout = Some(seconds(key, v)?),
             ("hard", None) => o.timeout = None,
             ("soft", None) => {

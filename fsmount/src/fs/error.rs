@@ -14,12 +14,16 @@ pub enum FsError {
     /// Known (cached) to be absent: the extended attribute does not exist.
     #[error("no such attribute")]
     NoAttribute,
+    /// A queued write failed; reported by the next flush/fsync/close.
+    #[error("an earlier write failed (errno {0})")]
+    Writeback(i32),
 }
 
 impl FsError {
     /// The errno the kernel gets.
     pub fn errno(&self) -> i32 {
         match self {
+            FsError::Writeback(errno) => *errno,
             FsError::Client(ClientError::Remote { errno, .. }) if *errno > 0 => *errno,
             FsError::Client(ClientError::Remote { .. }) => libc::EIO,
             FsError::Client(ClientError::ConnectionLost(_)) => libc::EIO,

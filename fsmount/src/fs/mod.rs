@@ -10,6 +10,7 @@ pub mod block_cache;
 pub mod error;
 pub mod inodes;
 pub mod read_ahead;
+pub mod writeback;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +25,7 @@ use block_cache::{Block, BlockCache};
 pub use error::{FsError, Result};
 use inodes::{Absent, InodeTable};
 use read_ahead::ReadAhead;
+use writeback::Writeback;
 
 /// The attribute the kernel checks before each write and chown (file capabilities).
 const SECURITY_CAPABILITY: &[u8] = b"security.capability";
@@ -70,6 +72,9 @@ pub struct FsOptions {
     pub cache_size: usize,
     /// Most bytes fetched ahead of a sequential reader.
     pub readahead: usize,
+    /// Most bytes written by applications and not yet acknowledged by the server
+    /// (write-behind); 0: every write waits for the server.
+    pub dirty_limit: usize,
 }
 
 impl Default for FsOptions {
@@ -80,6 +85,7 @@ impl Default for FsOptions {
             negative_ttl: Duration::from_secs(1),
             cache_size: 64 << 20,
             readahead: 8 << 20,
+            dirty_limit: 64 << 20,
         }
     }
 }
@@ -124,6 +130,7 @@ pub struct Fs {
     /// Next handle number to ask the server for (the session's handles are ours to name).
     next_handle: AtomicU64,
     cache: Option<Arc<BlockCache>>,
+    writeback: Option<Arc<Writeback>>,
     dirs: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<DirStream>>>>,
     next_dir: AtomicU64,
     pub options: FsOptions,
@@ -145,6 +152,8 @@ impl Fs {
             open_files: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             cache,
+            writeback: (options.dirty_limit > 0)
+                .then(|| Arc::new(Writeback::new(options.dirty_limit))),
             dirs: Mutex::new(HashMap::new()),
             next_dir: AtomicU64::new(1),
             options,
@@ -271,6 +280,7 @@ impl Fs {
     /// Attributes of `ino`: through `fh` when the kernel gives one, else by path (see
     /// `by_path_or_handle`).
     pub async fn getattr(&self, ino: u64, fh: Option<u64>) -> Result<proto::Attr> {
+        self.after_writes(ino).await;
         let req = |path: Vec<u8>, handle: Option<u64>| proto::GetAttrRequest {
             path: path.into(),
             handle: handle.unwrap_or(0),
@@ -286,6 +296,7 @@ impl Fs {
     /// Changes attributes of `ino`: through `fh` when the kernel gives one (ftruncate),
     /// else by path (see `by_path_or_handle`).
     pub async fn setattr(&self, ino: u64, fh: Option<u64>, change: SetAttr) -> Result<proto::Attr> {
+        self.after_writes(ino).await;
         if change.size.is_some() {
             self.data_changed(ino);
         }
@@ -491,6 +502,7 @@ impl Fs {
     /// readers go through the block cache and start read-ahead; other reads go straight to
     /// the server unless the cache already holds every block they touch.
     pub async fn read(&self, ino: u64, fh: u64, offset: u64, len: u32) -> Result<Bytes> {
+        self.after_writes(ino).await;
         let len = len.min(self.max_io);
         let Some(cache) = self.cache.as_ref().filter(|_| len > 0) else {
             return fetch(&self.client, fh, offset, len).await;
@@ -539,35 +551,72 @@ impl Fs {
         })
     }
 
-    /// Writes all of `data` at `offset`, in requests of at most `max_io` bytes.
+    /// Writes all of `data` at `offset`, in requests of at most `max_io` bytes. With
+    /// write-behind the requests are queued and this returns at once (after waiting for room
+    /// under the dirty bound); their outcome is reported by the next flush/fsync/close.
     pub async fn write(&self, fh: u64, offset: u64, data: Bytes) -> Result<u32> {
-        if let Some(ino) = self.ino_of_handle(fh) {
+        let ino = self.ino_of_handle(fh);
+        if let Some(ino) = ino {
             self.data_changed(ino);
         }
         let mut done = 0usize;
         while done < data.len() {
             let end = (done + self.max_io as usize).min(data.len());
-            let req = proto::WriteRequest {
-                handle: fh,
-                offset: offset + done as u64,
-            };
-            let reply: proto::WriteReply = {
-                let (msg, _) = self
-                    .client
-                    .call(Command::Write, &req, data.slice(done..end))
-                    .await?;
-                prost::Message::decode(msg)
-                    .map_err(|_| FsError::BadReply("undecodable WriteReply"))?
-            };
-            if reply.written as usize != end - done {
-                return Err(FsError::BadReply("short write"));
+            let (chunk, at) = (data.slice(done..end), offset + done as u64);
+            match (&self.writeback, ino) {
+                (Some(wb), Some(ino)) => {
+                    let ticket = wb.queue(ino, at, chunk.len() as u64).await;
+                    let (client, wb) = (self.client.clone(), wb.clone());
+                    tokio::spawn(async move {
+                        let result = write_chunk(&client, fh, at, chunk, true).await;
+                        wb.done(ticket, result.map_err(|e| e.errno()));
+                    });
+                }
+                _ => write_chunk(&self.client, fh, at, chunk, false).await?,
             }
             done = end;
         }
         Ok(done as u32)
     }
 
-    pub async fn fsync(&self, fh: u64, datasync: bool) -> Result<()> {
+    /// Waits for `ino`'s queued writes; the first error they met, once.
+    async fn settle(&self, ino: u64) -> Result<()> {
+        let Some(wb) = &self.writeback else {
+            return Ok(());
+        };
+        wb.drain(ino).await;
+        match wb.take_error(ino) {
+            Some(errno) => Err(FsError::Writeback(errno)),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for `ino`'s queued writes, keeping any error for flush/fsync/close: before an
+    /// operation that must see them (read, stat, truncate...).
+    async fn after_writes(&self, ino: u64) {
+        if let Some(wb) = self.writeback.as_ref().filter(|wb| wb.busy(ino)) {
+            wb.drain(ino).await;
+        }
+    }
+
+    /// `close` of a file descriptor: every write reached the server, or the first error.
+    pub async fn flush(&self, ino: u64) -> Result<()> {
+        self.settle(ino).await
+    }
+
+    /// Waits for every queued write of the mount.
+    pub async fn sync_all(&self) {
+        if let Some(wb) = &self.writeback {
+            wb.drain_all().await;
+        }
+    }
+
+    pub fn writeback_stats(&self) -> Option<writeback::WritebackStats> {
+        self.writeback.as_ref().map(|wb| wb.stats())
+    }
+
+    pub async fn fsync(&self, ino: u64, fh: u64, datasync: bool) -> Result<()> {
+        self.settle(ino).await?;
         let _: proto::Empty = self
             .client
             .request(
@@ -582,6 +631,9 @@ impl Fs {
     }
 
     pub async fn release(&self, ino: u64, fh: u64) -> Result<()> {
+        if let Err(e) = self.settle(ino).await {
+            tracing::warn!("inode {ino}: a write failed and no flush was left to report it: {e}");
+        }
         self.inodes.lock().unwrap().closed(ino, fh);
         self.open_files.lock().unwrap().remove(&fh);
         let _: proto::Empty = self
@@ -710,6 +762,11 @@ impl Fs {
         offset_out: u64,
         len: u64,
     ) -> Result<u64> {
+        for fh in [fh_in, fh_out] {
+            if let Some(ino) = self.ino_of_handle(fh) {
+                self.after_writes(ino).await;
+            }
+        }
         if let Some(ino) = self.ino_of_handle(fh_out) {
             self.data_changed(ino);
         }
@@ -726,6 +783,9 @@ impl Fs {
 
     pub async fn fallocate(&self, fh: u64, mode: u32, offset: u64, len: u64) -> Result<()> {
         if let Some(ino) = self.ino_of_handle(fh) {
+            self.after_writes(ino).await;
+        }
+        if let Some(ino) = self.ino_of_handle(fh) {
             self.data_changed(ino);
         }
         let req = proto::FallocateRequest {
@@ -740,6 +800,9 @@ impl Fs {
 
     /// SEEK_DATA / SEEK_HOLE on the server's file.
     pub async fn lseek(&self, fh: u64, offset: i64, whence: u32) -> Result<i64> {
+        if let Some(ino) = self.ino_of_handle(fh) {
+            self.after_writes(ino).await;
+        }
         let req = proto::LseekRequest {
             handle: fh,
             offset,
@@ -932,4 +995,22 @@ async fn cached_block(
         }
     }
     Err(FsError::BadReply("cached block keeps failing its CRC32"))
+}
+
+/// Sends one Write of `data` at `offset` through `fh`; `patient`: wait for the connection
+/// however long it is down (the data was already accepted from the application).
+async fn write_chunk(client: &Client, fh: u64, offset: u64, data: Bytes, patient: bool) -> Result<()> {
+    let len = data.len();
+    let req = proto::WriteRequest { handle: fh, offset };
+    let reply = if patient {
+        client.call_patiently(Command::Write, &req, data).await?
+    } else {
+        client.call_frame(Command::Write, &req, data).await?
+    };
+    let reply: proto::WriteReply = prost::Message::decode(reply.msg)
+        .map_err(|_| FsError::BadReply("undecodable WriteReply"))?;
+    if reply.written as usize != len {
+        return Err(FsError::BadReply("short write"));
+    }
+    Ok(())
 }

@@ -1,0 +1,214 @@
+//! Write-behind bookkeeping: which writes of each file are queued or in flight, how much
+//! data that holds (bounded: a writer beyond the bound waits), and the first error a file's
+//! writes met, which the next flush/fsync/close reports, once (as NFS does).
+//!
+//! Writes to overlapping ranges of one file are sent one after the other (the server runs
+//! requests concurrently), and every other operation on a file waits until its writes are
+//! acknowledged (`drain`), so operations reach the server in the order they were issued.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+
+/// Bytes are counted against the bound in units of this size (semaphore permits are u32).
+const UNIT: usize = 4096;
+
+#[derive(Debug, Default)]
+struct FileState {
+    /// (ticket id, start, end) of every unacknowledged write.
+    in_flight: Vec<(u64, u64, u64)>,
+    /// errno of the first failed write since the last flush/fsync/close.
+    first_error: Option<i32>,
+}
+
+/// Counters for the status view.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WritebackStats {
+    /// Bytes accepted from applications and not yet acknowledged by the server.
+    pub dirty_bytes: u64,
+    /// Write requests not yet acknowledged.
+    pub writes_in_flight: u64,
+    /// Bytes acknowledged since the mount started.
+    pub written_bytes: u64,
+    /// Writes that failed (reported at flush/fsync/close).
+    pub failed_writes: u64,
+}
+
+#[derive(Debug)]
+pub struct Writeback {
+    dirty: Arc<Semaphore>,
+    limit_units: usize,
+    files: Mutex<HashMap<u64, FileState>>,
+    stats: Mutex<WritebackStats>,
+    next_ticket: Mutex<u64>,
+    /// Bumped whenever a write completes; waiters re-check their condition.
+    progress: watch::Sender<u64>,
+}
+
+/// One queued write: its place in the bookkeeping and its share of the dirty bound.
+#[derive(Debug)]
+pub struct Ticket {
+    ino: u64,
+    id: u64,
+    len: u64,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Writeback {
+    /// Write-behind holding at most `limit` bytes not yet acknowledged.
+    pub fn new(limit: usize) -> Writeback {
+        let limit_units = limit.div_ceil(UNIT).max(1);
+        Writeback {
+            dirty: Arc::new(Semaphore::new(limit_units)),
+            limit_units,
+            files: Mutex::new(HashMap::new()),
+            stats: Mutex::new(WritebackStats::default()),
+            next_ticket: Mutex::new(0),
+            progress: watch::channel(0).0,
+        }
+    }
+
+    /// Queues a write of `len` bytes at `offset` of `ino`: waits for room under the dirty
+    /// bound and for earlier writes overlapping the range.
+    pub async fn queue(&self, ino: u64, offset: u64, len: u64) -> Ticket {
+        let units = (len as usize).div_ceil(UNIT).clamp(1, self.limit_units) as u32;
+        let permit = self
+            .dirty
+            .clone()
+            .acquire_many_owned(units)
+            .await
+            .expect("semaphore never closed");
+        let end = offset + len;
+        let mut progress = self.progress.subscribe();
+        loop {
+            {
+                let mut files = self.files.lock().unwrap();
+                let f = files.entry(ino).or_default();
+                if !f.in_flight.iter().any(|&(_, s, e)| s < end && offset < e) {
+                    let id = {
+                        let mut n = self.next_ticket.lock().unwrap();
+                        *n += 1;
+                        *n
+                    };
+                    f.in_flight.push((id, offset, end));
+                    let mut st = self.stats.lock().unwrap();
+                    st.dirty_bytes += len;
+                    st.writes_in_flight += 1;
+                    return Ticket {
+                        ino,
+                        id,
+                        len,
+                        _permit: permit,
+                    };
+                }
+            }
+            let _ = progress.changed().await;
+        }
+    }
+
+    /// The write of `ticket` was acknowledged (`Ok`) or failed with an errno.
+    pub fn done(&self, ticket: Ticket, result: Result<(), i32>) {
+        {
+            let mut files = self.files.lock().unwrap();
+            if let Some(f) = files.get_mut(&ticket.ino) {
+                f.in_flight.retain(|&(id, _, _)| id != ticket.id);
+                if let Err(errno) = result {
+                    f.first_error.get_or_insert(errno);
+                }
+                if f.in_flight.is_empty() && f.first_error.is_none() {
+                    files.remove(&ticket.ino);
+                }
+            }
+            let mut st = self.stats.lock().unwrap();
+            st.dirty_bytes -= ticket.len;
+            st.writes_in_flight -= 1;
+            match result {
+                Ok(()) => st.written_bytes += ticket.len,
+                Err(_) => st.failed_writes += 1,
+            }
+        }
+        drop(ticket);
+        self.progress.send_modify(|n| *n += 1);
+    }
+
+    /// True if `ino` has writes not yet acknowledged.
+    pub fn busy(&self, ino: u64) -> bool {
+        self.files
+            .lock()
+            .unwrap()
+            .get(&ino)
+            .is_some_and(|f| !f.in_flight.is_empty())
+    }
+
+    /// Waits until every write of `ino` queued so far is acknowledged.
+    pub async fn drain(&self, ino: u64) {
+        let mut progress = self.progress.subscribe();
+        while self.busy(ino) {
+            let _ = progress.changed().await;
+        }
+    }
+
+    /// Waits until every write of the mount is acknowledged (`sync`).
+    pub async fn drain_all(&self) {
+        let mut progress = self.progress.subscribe();
+        while self.stats().writes_in_flight > 0 {
+            let _ = progress.changed().await;
+        }
+    }
+
+    /// The first error `ino`'s writes met since the last call, if any (reported once).
+    pub fn take_error(&self, ino: u64) -> Option<i32> {
+        let mut files = self.files.lock().unwrap();
+        let f = files.get_mut(&ino)?;
+        let e = f.first_error.take();
+        if f.in_flight.is_empty() {
+            files.remove(&ino);
+        }
+        e
+    }
+
+    pub fn stats(&self) -> WritebackStats {
+        *self.stats.lock().unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn overlapping_writes_wait_and_errors_are_reported_once() {
+        let wb = Arc::new(Writeback::new(1 << 20));
+        let a = wb.queue(1, 0, 100).await;
+        let b = wb.queue(1, 100, 100).await; // adjacent: no wait
+        let wb2 = wb.clone();
+        let overlapping = tokio::spawn(async move { wb2.queue(1, 50, 10).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!overlapping.is_finished(), "waits for the overlapping write");
+        wb.done(a, Err(libc::ENOSPC));
+        let c = overlapping.await.unwrap();
+        wb.done(b, Ok(()));
+        wb.done(c, Ok(()));
+        wb.drain(1).await;
+        assert_eq!(wb.take_error(1), Some(libc::ENOSPC));
+        assert_eq!(wb.take_error(1), None);
+        let st = wb.stats();
+        assert_eq!((st.dirty_bytes, st.written_bytes, st.failed_writes), (0, 110, 1));
+    }
+
+    #[tokio::test]
+    async fn a_writer_beyond_the_bound_waits_for_acknowledgements() {
+        let wb = Arc::new(Writeback::new(8192));
+        let a = wb.queue(1, 0, 8192).await;
+        let wb2 = wb.clone();
+        let next = tokio::spawn(async move { wb2.queue(2, 0, 4096).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!next.is_finished(), "no room until the first is acknowledged");
+        wb.done(a, Ok(()));
+        let b = next.await.unwrap();
+        assert_eq!(wb.stats().dirty_bytes, 4096);
+        wb.done(b, Ok(()));
+    }
+}
