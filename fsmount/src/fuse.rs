@@ -451,7 +451,9 @@ impl fuser::Filesystem for FuseAdapter {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs| async move { reply_empty(reply, fs.fsync(ino.0, fh.0, datasync).await) });
+        self.spawn(
+            move |fs| async move { reply_empty(reply, fs.fsync(ino.0, fh.0, datasync).await) },
+        );
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

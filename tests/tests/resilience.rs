@@ -268,3 +268,225 @@ fn a_session_ends_after_its_grace_period() {
         RawClient::in_session(&server.addr, "data", &server.token(), session).unwrap();
     assert!(!resumed, "gone after it");
 }
+
+/// A small tmpfs, unmounted when dropped.
+struct SmallFs(tempfile::TempDir);
+
+impl SmallFs {
+    fn new(size: &str) -> SmallFs {
+        let dir = tempfile::tempdir().unwrap();
+        sh(&format!(
+            "mount -t tmpfs -o size={size} fsxp-test-tmpfs '{}'",
+            dir.path().display()
+        ));
+        SmallFs(dir)
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Process::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+/// Runs python3 `script` and returns its stdout.
+fn python(script: &str) -> String {
+    let out = Process::new("python3")
+        .args(["-c", script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn enospc_on_the_server_is_reported_by_close_and_fsync_once() {
+    require_mount_support();
+    let small = SmallFs::new("8m");
+    let export = format!("small={}", small.0.path().display());
+    let server = Server::start(&["--export", &export]);
+    let mount = Mount::new(&server, "small", &[]);
+    let m = mount.path.display();
+    sh(&format!("head -c 1000000 /dev/urandom > '{m}/keep'"));
+    let keep = sha256(&mount.path.join("keep"));
+
+    let script = format!(
+        r#"
+import os
+def fill(path, sync):
+    errs = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    for i in range(16):
+        try: os.write(fd, b"x" * (1 << 20))
+        except OSError as e: errs.append("write:" + str(e.errno))
+    if sync:
+        try: os.fsync(fd)
+        except OSError as e: errs.append("fsync:" + str(e.errno))
+    try: os.close(fd)
+    except OSError as e: errs.append("close:" + str(e.errno))
+    return errs
+print(fill("{m}/a", False))
+os.unlink("{m}/a")
+print(fill("{m}/b", True))
+"#
+    );
+    let out = python(&script);
+    let lines: Vec<&str> = out.lines().collect();
+    let enospc = libc::ENOSPC;
+    assert_eq!(lines[0], format!("['close:{enospc}']"), "close reports it");
+    assert_eq!(
+        lines[1],
+        format!("['fsync:{enospc}']"),
+        "fsync reports it, close not again"
+    );
+    assert_eq!(
+        sha256(&small.0.path().join("keep")),
+        keep,
+        "nothing else lost"
+    );
+    sh(&format!(
+        "rm '{m}/b' && echo after > '{m}/after' && grep -q after '{m}/after'"
+    ));
+    mount.unmount();
+}
+
+#[test]
+fn while_the_server_is_down_stat_times_out_and_dirty_data_arrives_later() {
+    require_mount_support();
+    let mut server = Server::start(&[]);
+    let proxy = FaultProxy::start(&server.addr);
+    let mount = Mount::via(
+        &server,
+        &proxy.addr,
+        "data",
+        &[
+            "timeout=2",
+            "attr_timeout=0",
+            "entry_timeout=0",
+            "negative_timeout=0",
+        ],
+    );
+    let m = mount.path.display();
+    sh(&format!("echo present > '{m}/other'"));
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src.bin");
+    random_file(&src, 8 << 20);
+
+    // Writes accepted while the link is stalled stay dirty in fsmount...
+    let mut writer = Process::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import sys; f = open('{m}/dirty', 'wb'); print('opened', flush=True); \
+                 sys.stdin.readline(); f.write(open('{}', 'rb').read()); \
+                 print('written', flush=True); sys.stdin.readline(); f.close()",
+                src.display()
+            ),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut from_writer = std::io::BufReader::new(writer.stdout.take().unwrap());
+    let mut to_writer = writer.stdin.take().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut from_writer, &mut line).unwrap();
+    assert_eq!(line.trim(), "opened");
+    proxy.stall(true);
+    std::io::Write::write_all(&mut to_writer, b"go\n").unwrap();
+    line.clear();
+    std::io::BufRead::read_line(&mut from_writer, &mut line).unwrap();
+    assert_eq!(
+        line.trim(),
+        "written",
+        "write returned while the link is stalled"
+    );
+    // ...and the server goes away.
+    server.kill();
+    proxy.stall(false);
+    proxy.cut_now();
+
+    let t = Instant::now();
+    let err = std::fs::metadata(mount.path.join("other")).unwrap_err();
+    let waited = t.elapsed();
+    assert_eq!(err.raw_os_error(), Some(libc::ETIMEDOUT), "{err}");
+    assert!(
+        waited >= Duration::from_millis(1900) && waited < Duration::from_secs(10),
+        "failed after {waited:?}"
+    );
+
+    server.restart();
+    std::io::Write::write_all(&mut to_writer, b"close\n").unwrap();
+    assert!(writer.wait().unwrap().success(), "close after the outage");
+    assert_eq!(sha256(&server.export("data").join("dirty")), sha256(&src));
+    assert!(mount.path.join("other").exists());
+    eprintln!(
+        "stat failed after {waited:.2?}; log:\n{}",
+        reconnect_lines(&mount).join("\n")
+    );
+    mount.unmount();
+}
+
+/// Peak resident memory of process `pid` so far (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn memory_stays_bounded_writing_2_gib_to_a_slower_server() {
+    require_mount_support();
+    let server = Server::start(&[]);
+    let proxy = FaultProxy::start(&server.addr);
+    let mount = Mount::via(
+        &server,
+        &proxy.addr,
+        "data",
+        &["dirty_limit=32M", "cache_size=32M"],
+    );
+    let mut dd = Process::new("dd")
+        .args([
+            "if=/dev/zero",
+            "bs=1M",
+            "count=2048",
+            "conv=fsync",
+            "status=none",
+        ])
+        .arg(format!("of={}/big", mount.path.display()))
+        .spawn()
+        .unwrap();
+    // The server is slower than the writer; make it much slower now and then.
+    let start = Instant::now();
+    let mut stalls = 0;
+    while dd.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(240), "dd too slow");
+        std::thread::sleep(Duration::from_millis(400));
+        proxy.stall(true);
+        std::thread::sleep(Duration::from_millis(200));
+        proxy.stall(false);
+        stalls += 1;
+    }
+    assert!(dd.wait().unwrap().success());
+    let peak = peak_rss_kib(mount.pid());
+    eprintln!(
+        "2 GiB with {stalls} stalls in {:.1?}: fsmount peak RSS {peak} KiB",
+        start.elapsed()
+    );
+    assert_eq!(
+        std::fs::metadata(server.export("data").join("big"))
+            .unwrap()
+            .len(),
+        2 << 30
+    );
+    // dirty_limit + cache_size + 64 MiB.
+    assert!(peak < (32 + 32 + 64) << 10, "peak RSS {peak} KiB");
+    mount.unmount();
+}

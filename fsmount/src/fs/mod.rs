@@ -999,7 +999,13 @@ async fn cached_block(
 
 /// Sends one Write of `data` at `offset` through `fh`; `patient`: wait for the connection
 /// however long it is down (the data was already accepted from the application).
-async fn write_chunk(client: &Client, fh: u64, offset: u64, data: Bytes, patient: bool) -> Result<()> {
+async fn write_chunk(
+    client: &Client,
+    fh: u64,
+    offset: u64,
+    data: Bytes,
+    patient: bool,
+) -> Result<()> {
     let len = data.len();
     let req = proto::WriteRequest { handle: fh, offset };
     let reply = if patient {

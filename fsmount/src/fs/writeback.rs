@@ -186,7 +186,10 @@ mod tests {
         let wb2 = wb.clone();
         let overlapping = tokio::spawn(async move { wb2.queue(1, 50, 10).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!overlapping.is_finished(), "waits for the overlapping write");
+        assert!(
+            !overlapping.is_finished(),
+            "waits for the overlapping write"
+        );
         wb.done(a, Err(libc::ENOSPC));
         let c = overlapping.await.unwrap();
         wb.done(b, Ok(()));
@@ -195,7 +198,10 @@ mod tests {
         assert_eq!(wb.take_error(1), Some(libc::ENOSPC));
         assert_eq!(wb.take_error(1), None);
         let st = wb.stats();
-        assert_eq!((st.dirty_bytes, st.written_bytes, st.failed_writes), (0, 110, 1));
+        assert_eq!(
+            (st.dirty_bytes, st.written_bytes, st.failed_writes),
+            (0, 110, 1)
+        );
     }
 
     #[tokio::test]
@@ -205,7 +211,10 @@ mod tests {
         let wb2 = wb.clone();
         let next = tokio::spawn(async move { wb2.queue(2, 0, 4096).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!next.is_finished(), "no room until the first is acknowledged");
+        assert!(
+            !next.is_finished(),
+            "no room until the first is acknowledged"
+        );
         wb.done(a, Ok(()));
         let b = next.await.unwrap();
         assert_eq!(wb.stats().dirty_bytes, 4096);
