@@ -11,7 +11,7 @@ use fsmount::options::{parse_options, parse_source};
 #[command(
     version,
     about,
-    after_help = "Unmount with `fusermount3 -u MOUNTPOINT` or `umount MOUNTPOINT`."
+    after_help = "Unmount with `fusermount3 -u MOUNTPOINT` or `umount MOUNTPOINT`.\n`fsmount status MOUNTPOINT` shows connection, writeback and cache state;\n`fsmount sync MOUNTPOINT` waits until every write reached the server."
 )]
 struct Args {
     /// HOST:PORT:/NAME, e.g. 127.0.0.1:7070:/data (PORT defaults to 7070).
@@ -20,8 +20,8 @@ struct Args {
     mountpoint: PathBuf,
     /// Mount options, comma-separated: token_file=FILE, ro, allow_other, allow_root,
     /// default_permissions, attr_timeout=SECS, entry_timeout=SECS, negative_timeout=SECS,
-    /// fsname=NAME, noexec,
-    /// nosuid, nodev, noatime, ...
+    /// cache_size=SIZE, readahead=SIZE, dirty_limit=SIZE, timeout=SECS, hard, soft,
+    /// fsname=NAME, noexec, nosuid, nodev, noatime, ...
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
     /// Stay in the foreground (default: return once mounted, keep serving in the background).
@@ -58,7 +58,29 @@ fn prepare(args: &Args) -> Result<MountRequest> {
     })
 }
 
+/// `fsmount status|sync MOUNTPOINT`: ask the running mount (see `fsmount::control`).
+fn control_command() -> Option<i32> {
+    let argv: Vec<String> = std::env::args().collect();
+    let (cmd, mountpoint) = match argv.as_slice() {
+        [_, cmd, mp] if cmd == "status" || cmd == "sync" => (cmd, mp),
+        _ => return None,
+    };
+    match fsmount::control::query(std::path::Path::new(mountpoint), cmd) {
+        Ok(reply) => {
+            print!("{reply}");
+            Some(0)
+        }
+        Err(e) => {
+            eprintln!("fsmount: {e}");
+            Some(1)
+        }
+    }
+}
+
 fn main() {
+    if let Some(code) = control_command() {
+        std::process::exit(code);
+    }
     let args = Args::parse();
     let request = match prepare(&args) {
         Ok(r) => r,

@@ -123,7 +123,11 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
     session.client.set_timeout(req.options.timeout);
     let fs = Arc::new(Fs::new(session.client, &session.root, max_io, fs_options));
     fs.install_reopen();
-    let adapter = FuseAdapter::new(fs, rt.handle().clone(), req.options.default_permissions);
+    let adapter = FuseAdapter::new(
+        fs.clone(),
+        rt.handle().clone(),
+        req.options.default_permissions,
+    );
     let mut fuse =
         match fuser::Session::new(adapter, &req.mountpoint, &fuse_config(&req, read_only)) {
             Ok(s) => s,
@@ -134,6 +138,12 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
             }
         };
     raise_readahead(&req.mountpoint);
+    let _control = {
+        let _in_runtime = rt.enter();
+        crate::control::listen(fs.clone(), &req.mountpoint)
+            .map_err(|e| tracing::warn!("no control socket (fsmount status/sync): {e}"))
+            .ok()
+    };
     tracing::info!(source = %req.source_text, mountpoint = %req.mountpoint.display(), "mounted");
 
     let mut unmounter = fuse.unmount_callable();
@@ -159,6 +169,24 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
     });
     notifier.ready();
     let result = fuse.run().map_err(|e| format!("FUSE session failed: {e}"));
+    // Data accepted from applications is sent before the process ends (for up to the mount's
+    // timeout; for ever with `hard`).
+    if let Some(w) = fs.writeback_stats().filter(|w| w.writes_in_flight > 0) {
+        tracing::warn!(
+            "unmounted with {} bytes not yet acknowledged; sending them",
+            w.dirty_bytes
+        );
+        let synced = match req.options.timeout {
+            Some(t) => rt.block_on(tokio::time::timeout(t, fs.sync_all())).is_ok(),
+            None => {
+                rt.block_on(fs.sync_all());
+                true
+            }
+        };
+        if !synced {
+            tracing::error!("server unreachable: unacknowledged writes are lost");
+        }
+    }
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     result
 }

@@ -490,3 +490,73 @@ fn memory_stays_bounded_writing_2_gib_to_a_slower_server() {
     assert!(peak < (32 + 32 + 64) << 10, "peak RSS {peak} KiB");
     mount.unmount();
 }
+
+#[test]
+fn status_shows_pending_writeback_and_sync_waits_for_it() {
+    require_mount_support();
+    let server = Server::start(&[]);
+    let proxy = FaultProxy::start(&server.addr);
+    let mount = Mount::via(&server, &proxy.addr, "data", &[]);
+    let fsmount = e2e_tests::bin_dir().join("fsmount");
+    let status = || {
+        sh(&format!(
+            "'{}' status '{}'",
+            fsmount.display(),
+            mount.path.display()
+        ))
+    };
+    let m = mount.path.display();
+
+    let mut writer = Process::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import sys; f = open('{m}/f', 'wb'); print('opened', flush=True); \
+                 sys.stdin.readline(); f.write(b'x' * (4 << 20)); print('written', flush=True); \
+                 sys.stdin.readline(); f.close()"
+            ),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut from_writer = std::io::BufReader::new(writer.stdout.take().unwrap());
+    let mut to_writer = writer.stdin.take().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut from_writer, &mut line).unwrap();
+    proxy.stall(true);
+    std::io::Write::write_all(&mut to_writer, b"go\n").unwrap();
+    line.clear();
+    std::io::BufRead::read_line(&mut from_writer, &mut line).unwrap();
+    assert_eq!(line.trim(), "written");
+
+    let shown = status();
+    assert!(shown.contains("writeback: 4194304 bytes dirty"), "{shown}");
+    let mut sync = Process::new(&fsmount)
+        .arg("sync")
+        .arg(&mount.path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        sync.try_wait().unwrap().is_none(),
+        "sync waits for the writes"
+    );
+    proxy.cut_now();
+    proxy.stall(false);
+    let out = sync.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "synced\n");
+    assert_eq!(
+        std::fs::metadata(server.export("data").join("f"))
+            .unwrap()
+            .len(),
+        4 << 20
+    );
+    let shown = status();
+    assert!(shown.contains("writeback: 0 bytes dirty"), "{shown}");
+    assert!(shown.contains("connection: up (reconnects 1"), "{shown}");
+    std::io::Write::write_all(&mut to_writer, b"close\n").unwrap();
+    assert!(writer.wait().unwrap().success());
+    mount.unmount();
+}
