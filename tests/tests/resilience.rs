@@ -560,3 +560,34 @@ fn status_shows_pending_writeback_and_sync_waits_for_it() {
     assert!(writer.wait().unwrap().success());
     mount.unmount();
 }
+
+#[test]
+fn a_stalled_connection_is_given_up_and_replaced() {
+    require_mount_support();
+    let server = Server::start(&[]);
+    let proxy = FaultProxy::start(&server.addr);
+    let mount = Mount::via(
+        &server,
+        &proxy.addr,
+        "data",
+        &["attr_timeout=0", "entry_timeout=0"],
+    );
+    sh(&format!("echo hello > '{}/f'", mount.path.display()));
+    proxy.stall(true);
+    let path = mount.path.join("f");
+    let reader = std::thread::spawn(move || std::fs::read_to_string(path));
+    let start = Instant::now();
+    while !mount.log().contains("no reply from the server") {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "stall never detected: {}",
+            mount.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let detected = start.elapsed();
+    proxy.stall(false);
+    assert_eq!(reader.join().unwrap().unwrap(), "hello\n");
+    eprintln!("stall detected after {detected:.1?}");
+    mount.unmount();
+}

@@ -31,6 +31,11 @@ use pending::Pending;
 /// First and longest pause between reconnection attempts.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// With requests unanswered and nothing received for `PING_AFTER`, the client pings; with
+/// nothing received for `DEAD_AFTER`, it gives the connection up and reconnects (a stalled
+/// or half-open connection would otherwise be waited on until TCP gives up, many minutes).
+const PING_AFTER: Duration = Duration::from_secs(2);
+const DEAD_AFTER: Duration = Duration::from_secs(10);
 /// How long reopening the handles on a new session may take before the attempt is retried.
 const REOPEN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -108,6 +113,8 @@ impl std::fmt::Debug for Client {
 struct Link {
     tx: mpsc::Sender<Frame>,
     generation: u64,
+    /// Stops the reader (which may be blocked on a stalled socket) when the link is dropped.
+    reader: tokio::task::AbortHandle,
 }
 
 struct Inner {
@@ -123,6 +130,8 @@ struct Inner {
     timeout: Mutex<Option<Duration>>,
     reopen: Mutex<Option<Reopen>>,
     queue: usize,
+    /// When the last frame arrived.
+    last_heard: Mutex<Instant>,
 }
 
 impl Client {
@@ -144,6 +153,7 @@ impl Client {
             timeout: Mutex::new(Some(Duration::from_secs(60))),
             reopen: Mutex::new(None),
             queue: welcome.max_in_flight.max(1) as usize * 2,
+            last_heard: Mutex::new(Instant::now()),
         });
         let link = start_link(&inner, rd, wr, 1);
         inner.publish(link);
@@ -322,7 +332,9 @@ impl Inner {
             if link.as_ref().map(|l| l.generation) != Some(generation) {
                 return;
             }
-            *link = None;
+            if let Some(l) = link.take() {
+                l.reader.abort();
+            }
         }
         {
             let mut st = self.stats.lock().unwrap();
@@ -357,8 +369,52 @@ fn start_link(
             inner.link_lost(generation, &why);
         }
     });
-    tokio::spawn(read_replies(rd, Arc::downgrade(inner), generation));
-    Link { tx, generation }
+    *inner.last_heard.lock().unwrap() = Instant::now();
+    let reader = tokio::spawn(read_replies(rd, Arc::downgrade(inner), generation)).abort_handle();
+    tokio::spawn(watch_liveness(
+        Arc::downgrade(inner),
+        tx.clone(),
+        generation,
+    ));
+    Link {
+        tx,
+        generation,
+        reader,
+    }
+}
+
+/// Pings a quiet connection that owes replies and gives it up if it stays silent.
+async fn watch_liveness(inner: Weak<Inner>, tx: mpsc::Sender<Frame>, generation: u64) {
+    loop {
+        tokio::time::sleep(PING_AFTER / 2).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let current = inner.link.lock().unwrap().as_ref().map(|l| l.generation);
+        if current.is_some_and(|g| g > generation) || tx.is_closed() {
+            return;
+        }
+        if current.is_none() || inner.pending.count() == 0 {
+            continue;
+        }
+        let quiet = inner.last_heard.lock().unwrap().elapsed();
+        if quiet >= DEAD_AFTER {
+            inner.link_lost(
+                generation,
+                &format!("no reply from the server for {quiet:.0?}"),
+            );
+            return;
+        }
+        if quiet >= PING_AFTER {
+            let ping = Frame::request(
+                Command::Ping,
+                StreamId(inner.new_stream_id()),
+                &proto::Ping {},
+                Bytes::new(),
+            );
+            let _ = tx.try_send(ping);
+        }
+    }
 }
 
 async fn read_replies(
@@ -382,6 +438,7 @@ async fn read_replies(
                 break format!("server closed the connection: {msg}");
             }
             Some(Ok(frame)) => {
+                *inner.last_heard.lock().unwrap() = Instant::now();
                 if !inner.pending.complete(frame) {
                     tracing::debug!("reply for a request nobody waits for");
                 }
