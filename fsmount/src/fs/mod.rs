@@ -7,6 +7,7 @@
 //! pages only if the change token is the one they were cached under.
 
 pub mod block_cache;
+pub mod coalesce;
 pub mod error;
 pub mod inodes;
 pub mod read_ahead;
@@ -22,6 +23,7 @@ use protocol::Command;
 
 use crate::client::{Client, ClientError};
 use block_cache::{Block, BlockCache};
+use coalesce::Coalescer;
 pub use error::{FsError, Result};
 use inodes::{Absent, InodeTable};
 use read_ahead::ReadAhead;
@@ -131,6 +133,7 @@ pub struct Fs {
     next_handle: AtomicU64,
     cache: Option<Arc<BlockCache>>,
     writeback: Option<Arc<Writeback>>,
+    coalescer: Option<Arc<Coalescer>>,
     dirs: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<DirStream>>>>,
     next_dir: AtomicU64,
     pub options: FsOptions,
@@ -144,6 +147,12 @@ fn attr_of(a: Option<proto::Attr>) -> Result<proto::Attr> {
 
 impl Fs {
     pub fn new(client: Client, root: &proto::Attr, max_io: u32, options: FsOptions) -> Fs {
+        let writeback =
+            (options.dirty_limit > 0).then(|| Arc::new(Writeback::new(options.dirty_limit)));
+        let coalescer = writeback.clone().map(|wb| {
+            let cap = (max_io as usize).min(options.dirty_limit / 4 / 4096 * 4096);
+            Arc::new(Coalescer::new(client.clone(), wb, cap))
+        });
         let cache = (options.cache_size > 0)
             .then(|| Arc::new(BlockCache::new(options.cache_size, max_io as usize)));
         Fs {
@@ -152,8 +161,8 @@ impl Fs {
             open_files: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             cache,
-            writeback: (options.dirty_limit > 0)
-                .then(|| Arc::new(Writeback::new(options.dirty_limit))),
+            writeback,
+            coalescer,
             dirs: Mutex::new(HashMap::new()),
             next_dir: AtomicU64::new(1),
             options,
@@ -559,20 +568,15 @@ impl Fs {
         if let Some(ino) = ino {
             self.data_changed(ino);
         }
+        let behind = self.coalescer.as_ref().zip(ino);
+        let piece = behind.map_or(self.max_io as usize, |(c, _)| c.cap());
         let mut done = 0usize;
         while done < data.len() {
-            let end = (done + self.max_io as usize).min(data.len());
+            let end = (done + piece).min(data.len());
             let (chunk, at) = (data.slice(done..end), offset + done as u64);
-            match (&self.writeback, ino) {
-                (Some(wb), Some(ino)) => {
-                    let ticket = wb.queue(ino, at, chunk.len() as u64).await;
-                    let (client, wb) = (self.client.clone(), wb.clone());
-                    tokio::spawn(async move {
-                        let result = write_chunk(&client, fh, at, chunk, true).await;
-                        wb.done(ticket, result.map_err(|e| e.errno()));
-                    });
-                }
-                _ => write_chunk(&self.client, fh, at, chunk, false).await?,
+            match behind {
+                Some((c, ino)) => c.write(ino, fh, at, chunk).await,
+                None => write_chunk(&self.client, fh, at, chunk, false).await?,
             }
             done = end;
         }
@@ -584,6 +588,9 @@ impl Fs {
         let Some(wb) = &self.writeback else {
             return Ok(());
         };
+        if let Some(c) = &self.coalescer {
+            c.flush_ino(ino);
+        }
         wb.drain(ino).await;
         match wb.take_error(ino) {
             Some(errno) => Err(FsError::Writeback(errno)),
@@ -595,6 +602,9 @@ impl Fs {
     /// operation that must see them (read, stat, truncate...).
     async fn after_writes(&self, ino: u64) {
         if let Some(wb) = self.writeback.as_ref().filter(|wb| wb.busy(ino)) {
+            if let Some(c) = &self.coalescer {
+                c.flush_ino(ino);
+            }
             wb.drain(ino).await;
         }
     }
@@ -607,6 +617,9 @@ impl Fs {
     /// Waits for every queued write of the mount.
     pub async fn sync_all(&self) {
         if let Some(wb) = &self.writeback {
+            if let Some(c) = &self.coalescer {
+                c.flush_all();
+            }
             wb.drain_all().await;
         }
     }

@@ -1,0 +1,172 @@
+//! Coalescing of queued writes: contiguous writes through one handle are gathered into one
+//! Write request of up to `cap` bytes (the negotiated maximum), so `cp` writing 128 KiB at a
+//! time sends 1 MiB requests. A batch goes out when it is full, when a write does not
+//! continue it, when anything else needs the file's writes (`flush_ino`), or `LINGER` after
+//! it was started, so data never waits for a write that does not come.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::write_chunk;
+use super::writeback::{Ticket, Writeback};
+use crate::client::Client;
+
+/// How long a batch waits for the next contiguous write.
+const LINGER: Duration = Duration::from_millis(3);
+
+struct Batch {
+    ino: u64,
+    offset: u64,
+    len: usize,
+    pieces: Vec<Bytes>,
+    tickets: Vec<Ticket>,
+    /// Identifies this batch to its linger timer.
+    seq: u64,
+}
+
+pub struct Coalescer {
+    client: Client,
+    writeback: Arc<Writeback>,
+    cap: usize,
+    /// The open batch of each handle.
+    batches: Mutex<HashMap<u64, Batch>>,
+    next_seq: Mutex<u64>,
+}
+
+impl Coalescer {
+    pub fn new(client: Client, writeback: Arc<Writeback>, cap: usize) -> Coalescer {
+        Coalescer {
+            client,
+            writeback,
+            cap: cap.max(4096),
+            batches: Mutex::new(HashMap::new()),
+            next_seq: Mutex::new(0),
+        }
+    }
+
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Queues `data` (at most `cap` bytes) at `offset` of `ino` through `fh`; returns once it
+    /// is accepted under the dirty bound.
+    pub async fn write(self: &Arc<Self>, ino: u64, fh: u64, offset: u64, data: Bytes) {
+        let len = data.len();
+        // A batch this write does not continue goes now: the write may overlap it, and
+        // `queue` would wait for a batch nobody sends.
+        let stale = {
+            let mut batches = self.batches.lock().unwrap();
+            match batches.get(&fh) {
+                Some(b) if b.offset + b.len as u64 == offset && b.len + len <= self.cap => None,
+                Some(_) => batches.remove(&fh),
+                None => None,
+            }
+        };
+        if let Some(b) = stale {
+            self.send(fh, b);
+        }
+        let ticket = self.writeback.queue(ino, offset, len as u64).await;
+        let (full, started) = {
+            let mut batches = self.batches.lock().unwrap();
+            let continues = batches
+                .get(&fh)
+                .is_some_and(|b| b.offset + b.len as u64 == offset && b.len + len <= self.cap);
+            let mut out = Vec::new();
+            if !continues {
+                if let Some(old) = batches.remove(&fh) {
+                    out.push(old);
+                }
+            }
+            let mut started = None;
+            let b = batches.entry(fh).or_insert_with(|| {
+                let seq = {
+                    let mut n = self.next_seq.lock().unwrap();
+                    *n += 1;
+                    *n
+                };
+                started = Some(seq);
+                Batch {
+                    ino,
+                    offset,
+                    len: 0,
+                    pieces: Vec::new(),
+                    tickets: Vec::new(),
+                    seq,
+                }
+            });
+            b.len += len;
+            b.pieces.push(data);
+            b.tickets.push(ticket);
+            if b.len >= self.cap {
+                out.extend(batches.remove(&fh));
+                started = None;
+            }
+            (out, started)
+        };
+        for b in full {
+            self.send(fh, b);
+        }
+        if let Some(seq) = started {
+            let me = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(LINGER).await;
+                let due = {
+                    let mut batches = me.batches.lock().unwrap();
+                    match batches.get(&fh) {
+                        Some(b) if b.seq == seq => batches.remove(&fh),
+                        _ => None,
+                    }
+                };
+                if let Some(b) = due {
+                    me.send(fh, b);
+                }
+            });
+        }
+    }
+
+    /// Sends the open batches of `ino` now.
+    pub fn flush_ino(&self, ino: u64) {
+        let due: Vec<(u64, Batch)> = {
+            let mut batches = self.batches.lock().unwrap();
+            let fhs: Vec<u64> = batches
+                .iter()
+                .filter(|(_, b)| b.ino == ino)
+                .map(|(fh, _)| *fh)
+                .collect();
+            fhs.into_iter()
+                .filter_map(|fh| batches.remove(&fh).map(|b| (fh, b)))
+                .collect()
+        };
+        for (fh, b) in due {
+            self.send(fh, b);
+        }
+    }
+
+    /// Sends every open batch now.
+    pub fn flush_all(&self) {
+        let due: Vec<(u64, Batch)> = self.batches.lock().unwrap().drain().collect();
+        for (fh, b) in due {
+            self.send(fh, b);
+        }
+    }
+
+    fn send(&self, fh: u64, b: Batch) {
+        let data: Bytes = match b.pieces.len() {
+            1 => b.pieces.into_iter().next().unwrap_or_default(),
+            _ => b.pieces.concat().into(),
+        };
+        let (client, wb) = (self.client.clone(), self.writeback.clone());
+        let (offset, tickets) = (b.offset, b.tickets);
+        tokio::spawn(async move {
+            let result = write_chunk(&client, fh, offset, data, true)
+                .await
+                .map_err(|e| e.errno());
+            for t in tickets {
+                wb.done(t, result);
+            }
+        });
+    }
+}
