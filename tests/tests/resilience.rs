@@ -377,34 +377,10 @@ fn while_the_server_is_down_stat_times_out_and_dirty_data_arrives_later() {
     random_file(&src, 8 << 20);
 
     // Writes accepted while the link is stalled stay dirty in fsmount...
-    let mut writer = Process::new("python3")
-        .args([
-            "-c",
-            &format!(
-                "import sys; f = open('{m}/dirty', 'wb'); print('opened', flush=True); \
-                 sys.stdin.readline(); f.write(open('{}', 'rb').read()); \
-                 print('written', flush=True); sys.stdin.readline(); f.close()",
-                src.display()
-            ),
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut from_writer = std::io::BufReader::new(writer.stdout.take().unwrap());
-    let mut to_writer = writer.stdin.take().unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut from_writer, &mut line).unwrap();
-    assert_eq!(line.trim(), "opened");
+    let data = format!("open('{}', 'rb').read()", src.display());
+    let mut writer = StepWriter::open(&mount.path.join("dirty"), &data);
     proxy.stall(true);
-    std::io::Write::write_all(&mut to_writer, b"go\n").unwrap();
-    line.clear();
-    std::io::BufRead::read_line(&mut from_writer, &mut line).unwrap();
-    assert_eq!(
-        line.trim(),
-        "written",
-        "write returned while the link is stalled"
-    );
+    writer.write();
     // ...and the server goes away.
     server.kill();
     proxy.stall(false);
@@ -420,8 +396,7 @@ fn while_the_server_is_down_stat_times_out_and_dirty_data_arrives_later() {
     );
 
     server.restart();
-    std::io::Write::write_all(&mut to_writer, b"close\n").unwrap();
-    assert!(writer.wait().unwrap().success(), "close after the outage");
+    assert!(writer.close(), "close after the outage");
     assert_eq!(sha256(&server.export("data").join("dirty")), sha256(&src));
     assert!(mount.path.join("other").exists());
     eprintln!(
@@ -429,6 +404,57 @@ fn while_the_server_is_down_stat_times_out_and_dirty_data_arrives_later() {
         reconnect_lines(&mount).join("\n")
     );
     mount.unmount();
+}
+
+/// A python process holding a file open for writing, driven a step at a time: it opens the
+/// file at once, writes the value of a Python expression on `write`, closes on `close`.
+struct StepWriter {
+    child: std::process::Child,
+    from: std::io::BufReader<std::process::ChildStdout>,
+    to: std::process::ChildStdin,
+}
+
+impl StepWriter {
+    fn open(path: &std::path::Path, data_expr: &str) -> StepWriter {
+        let script = format!(
+            "import sys; f = open('{}', 'wb'); print('opened', flush=True); \
+             sys.stdin.readline(); f.write({data_expr}); print('written', flush=True); \
+             sys.stdin.readline(); f.close()",
+            path.display()
+        );
+        let mut child = Process::new("python3")
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let from = std::io::BufReader::new(child.stdout.take().unwrap());
+        let to = child.stdin.take().unwrap();
+        let mut w = StepWriter { child, from, to };
+        w.step(None, "opened");
+        w
+    }
+
+    /// Sends `cue` (if any) and waits for the line `want`.
+    fn step(&mut self, cue: Option<&[u8]>, want: &str) {
+        if let Some(cue) = cue {
+            std::io::Write::write_all(&mut self.to, cue).unwrap();
+        }
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut self.from, &mut line).unwrap();
+        assert_eq!(line.trim(), want);
+    }
+
+    /// Writes the data; returns once `write` returned in the process.
+    fn write(&mut self) {
+        self.step(Some(b"go\n"), "written");
+    }
+
+    /// Closes the file; true if the close (and the process) succeeded.
+    fn close(mut self) -> bool {
+        std::io::Write::write_all(&mut self.to, b"close\n").unwrap();
+        self.child.wait().unwrap().success()
+    }
 }
 
 /// Peak resident memory of process `pid` so far (VmHWM), in KiB.
@@ -505,30 +531,10 @@ fn status_shows_pending_writeback_and_sync_waits_for_it() {
             mount.path.display()
         ))
     };
-    let m = mount.path.display();
 
-    let mut writer = Process::new("python3")
-        .args([
-            "-c",
-            &format!(
-                "import sys; f = open('{m}/f', 'wb'); print('opened', flush=True); \
-                 sys.stdin.readline(); f.write(b'x' * (4 << 20)); print('written', flush=True); \
-                 sys.stdin.readline(); f.close()"
-            ),
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut from_writer = std::io::BufReader::new(writer.stdout.take().unwrap());
-    let mut to_writer = writer.stdin.take().unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut from_writer, &mut line).unwrap();
+    let mut writer = StepWriter::open(&mount.path.join("f"), "b'x' * (4 << 20)");
     proxy.stall(true);
-    std::io::Write::write_all(&mut to_writer, b"go\n").unwrap();
-    line.clear();
-    std::io::BufRead::read_line(&mut from_writer, &mut line).unwrap();
-    assert_eq!(line.trim(), "written");
+    writer.write();
 
     let shown = status();
     assert!(shown.contains("writeback: 4194304 bytes dirty"), "{shown}");
@@ -556,8 +562,7 @@ fn status_shows_pending_writeback_and_sync_waits_for_it() {
     let shown = status();
     assert!(shown.contains("writeback: 0 bytes dirty"), "{shown}");
     assert!(shown.contains("connection: up (reconnects 1"), "{shown}");
-    std::io::Write::write_all(&mut to_writer, b"close\n").unwrap();
-    assert!(writer.wait().unwrap().success());
+    assert!(writer.close());
     mount.unmount();
 }
 
