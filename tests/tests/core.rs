@@ -227,3 +227,41 @@ fn block_cache_serves_reads_across_blocks_and_never_stale_data() {
         fs.release(f.ino, o.fh).await.unwrap();
     });
 }
+
+#[test]
+fn attributes_come_from_the_last_reply_until_this_mount_changes_the_file() {
+    let server = Server::start(&[]);
+    rt().block_on(async {
+        let s = client::connect(&server.addr, "data", &server.token(), &[8; 16])
+            .await
+            .unwrap();
+        let options = FsOptions {
+            attr_ttl: std::time::Duration::from_secs(60),
+            ..FsOptions::default()
+        };
+        let fs = Fs::new(s.client, &s.root, 1 << 20, options);
+        let (f, fh) = fs
+            .create(ROOT, b"f", 0o644, libc::O_WRONLY as u32, ROOT_CALLER)
+            .await
+            .unwrap();
+        fs.write(fh, 0, Bytes::from_static(b"hello")).await.unwrap();
+        assert_eq!(fs.getattr(f.ino, None).await.unwrap().size, 5, "own write");
+
+        // Changed behind the mount's back: the last reply stands for the attribute timeout.
+        std::fs::write(server.export("data").join("f"), b"much longer").unwrap();
+        assert_eq!(fs.getattr(f.ino, None).await.unwrap().size, 5);
+
+        // Changes through the mount are seen at once.
+        let change = fsmount::fs::SetAttr {
+            size: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(fs.setattr(f.ino, Some(fh), change).await.unwrap().size, 2);
+        assert_eq!(fs.getattr(f.ino, None).await.unwrap().size, 2);
+        fs.link(f.ino, ROOT, b"g").await.unwrap();
+        assert_eq!(fs.getattr(f.ino, None).await.unwrap().nlink, 2);
+        fs.remove(ROOT, b"g", false).await.unwrap();
+        assert_eq!(fs.getattr(f.ino, None).await.unwrap().nlink, 1);
+        fs.release(f.ino, fh).await.unwrap();
+    });
+}

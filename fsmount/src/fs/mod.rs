@@ -6,6 +6,7 @@
 //! `attr_ttl`/`entry_ttl`; `open` revalidates with the server and lets the kernel keep its
 //! pages only if the change token is the one they were cached under.
 
+pub mod attr_cache;
 pub mod block_cache;
 pub mod coalesce;
 pub mod error;
@@ -22,6 +23,7 @@ use bytes::Bytes;
 use protocol::Command;
 
 use crate::client::{Client, ClientError};
+use attr_cache::AttrCache;
 use block_cache::{Block, BlockCache};
 use coalesce::Coalescer;
 pub use error::{FsError, Result};
@@ -127,6 +129,8 @@ struct OpenFile {
 pub struct Fs {
     client: Client,
     inodes: Mutex<InodeTable>,
+    /// Attributes the server last reported, for GETATTR within the attribute timeout.
+    attrs: Mutex<AttrCache>,
     /// Open files by server handle.
     open_files: Mutex<HashMap<u64, OpenFile>>,
     /// Next handle number to ask the server for (the session's handles are ours to name).
@@ -158,6 +162,7 @@ impl Fs {
         Fs {
             client,
             inodes: Mutex::new(InodeTable::new(root)),
+            attrs: Mutex::new(AttrCache::new(options.attr_ttl)),
             open_files: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             cache,
@@ -187,11 +192,26 @@ impl Fs {
     }
 
     /// Counts a lookup of `name` in `parent` and returns the entry for the kernel.
-    fn remember(&self, parent: u64, name: &[u8], attr: proto::Attr) -> Entry {
+    /// Records a name and its attributes from a reply to a request that started at attribute
+    /// cache `generation`.
+    fn remember(&self, parent: u64, name: &[u8], attr: proto::Attr, generation: u64) -> Entry {
         let mut inodes = self.inodes.lock().unwrap();
         let ino = inodes.remember(parent, name, &attr);
         self.note_xattrs(&mut inodes, ino, &attr);
+        self.attrs.lock().unwrap().put(ino, &attr, generation);
         Entry { ino, attr }
+    }
+
+    /// This mount changed names: cached attributes go (parents' times, link counts). Returns
+    /// the generation replies received from now on are kept under.
+    fn names_changed(&self) -> u64 {
+        let mut attrs = self.attrs.lock().unwrap();
+        attrs.forget_all();
+        attrs.generation()
+    }
+
+    fn attr_generation(&self) -> u64 {
+        self.attrs.lock().unwrap().generation()
     }
 
     /// Trusts an attribute reply's `no_xattrs` for as long as its other attributes.
@@ -202,16 +222,20 @@ impl Fs {
     }
 
     pub async fn lookup(&self, parent: u64, name: &[u8]) -> Result<Entry> {
+        let generation = self.attr_generation();
         let path = self.child_path(parent, name)?;
         let reply: proto::AttrReply = self
             .client
             .request(Command::Lookup, &proto::LookupRequest { path: path.into() })
             .await?;
-        Ok(self.remember(parent, name, attr_of(reply.attr)?))
+        Ok(self.remember(parent, name, attr_of(reply.attr)?, generation))
     }
 
     pub fn forget(&self, ino: u64, n: u64) {
         let gone = self.inodes.lock().unwrap().forget(ino, n);
+        if gone {
+            self.attrs.lock().unwrap().forget(ino);
+        }
         if let (true, Some(cache)) = (gone, &self.cache) {
             cache.forget(ino);
         }
@@ -240,6 +264,7 @@ impl Fs {
 
     /// This mount changes `ino`'s data: cached blocks of it are stale.
     fn data_changed(&self, ino: u64) {
+        self.attrs.lock().unwrap().forget(ino);
         if let Some(cache) = &self.cache {
             cache.invalidate(ino);
         }
@@ -290,6 +315,10 @@ impl Fs {
     /// `by_path_or_handle`).
     pub async fn getattr(&self, ino: u64, fh: Option<u64>) -> Result<proto::Attr> {
         self.after_writes(ino).await;
+        if let Some(attr) = self.attrs.lock().unwrap().get(ino) {
+            return Ok(attr);
+        }
+        let generation = self.attr_generation();
         let req = |path: Vec<u8>, handle: Option<u64>| proto::GetAttrRequest {
             path: path.into(),
             handle: handle.unwrap_or(0),
@@ -299,6 +328,7 @@ impl Fs {
             .by_path_or_handle(ino, fh, Command::GetAttr, req)
             .await?;
         self.note_xattrs(&mut self.inodes.lock().unwrap(), ino, &attr);
+        self.attrs.lock().unwrap().put(ino, &attr, generation);
         Ok(attr)
     }
 
@@ -309,6 +339,11 @@ impl Fs {
         if change.size.is_some() {
             self.data_changed(ino);
         }
+        let generation = {
+            let mut attrs = self.attrs.lock().unwrap();
+            attrs.forget(ino);
+            attrs.generation()
+        };
         let req = |path: Vec<u8>, handle: Option<u64>| proto::SetAttrRequest {
             path: path.into(),
             handle: handle.unwrap_or(0),
@@ -320,7 +355,11 @@ impl Fs {
             atime: change.atime,
             mtime: change.mtime,
         };
-        self.by_path_or_handle(ino, fh, Command::SetAttr, req).await
+        let attr = self
+            .by_path_or_handle(ino, fh, Command::SetAttr, req)
+            .await?;
+        self.attrs.lock().unwrap().put(ino, &attr, generation);
+        Ok(attr)
     }
 
     /// Sends an attribute request for `ino` built by `make(path, handle)`: through `fh` if
@@ -392,7 +431,7 @@ impl Fs {
             caller: Some(caller),
         };
         let reply: proto::AttrReply = self.client.request(Command::Mkdir, &req).await?;
-        Ok(self.remember(parent, name, attr_of(reply.attr)?))
+        Ok(self.remember(parent, name, attr_of(reply.attr)?, self.names_changed()))
     }
 
     pub async fn symlink(
@@ -409,7 +448,7 @@ impl Fs {
             caller: Some(caller),
         };
         let reply: proto::AttrReply = self.client.request(Command::Symlink, &req).await?;
-        Ok(self.remember(parent, name, attr_of(reply.attr)?))
+        Ok(self.remember(parent, name, attr_of(reply.attr)?, self.names_changed()))
     }
 
     pub async fn link(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> Result<Entry> {
@@ -419,7 +458,12 @@ impl Fs {
             new_name: Bytes::copy_from_slice(new_name),
         };
         let reply: proto::AttrReply = self.client.request(Command::Link, &req).await?;
-        Ok(self.remember(new_parent, new_name, attr_of(reply.attr)?))
+        Ok(self.remember(
+            new_parent,
+            new_name,
+            attr_of(reply.attr)?,
+            self.names_changed(),
+        ))
     }
 
     pub async fn remove(&self, parent: u64, name: &[u8], dir: bool) -> Result<()> {
@@ -429,6 +473,7 @@ impl Fs {
             dir,
         };
         let _: proto::Empty = self.client.request(Command::Remove, &req).await?;
+        self.names_changed();
         Ok(())
     }
 
@@ -448,6 +493,7 @@ impl Fs {
             flags,
         };
         let reply: proto::RenameReply = self.client.request(Command::Rename, &req).await?;
+        self.names_changed();
         let mut inodes = self.inodes.lock().unwrap();
         if let Some(moved) = &reply.moved {
             inodes.moved(moved, new_parent, new_name);
@@ -495,7 +541,7 @@ impl Fs {
             handle: self.next_handle.fetch_add(1, Ordering::Relaxed),
         };
         let reply: proto::OpenReply = self.client.request(Command::Create, &req).await?;
-        let entry = self.remember(parent, name, attr_of(reply.attr)?);
+        let entry = self.remember(parent, name, attr_of(reply.attr)?, self.names_changed());
         {
             let mut inodes = self.inodes.lock().unwrap();
             inodes.opened(entry.ino, reply.handle);
@@ -606,6 +652,8 @@ impl Fs {
                 c.flush_ino(ino);
             }
             wb.drain(ino).await;
+            // Attributes that arrived while the writes were in flight may predate them.
+            self.attrs.lock().unwrap().forget(ino);
         }
     }
 
@@ -672,7 +720,7 @@ impl Fs {
             caller: Some(caller),
         };
         let reply: proto::AttrReply = self.client.request(Command::Mknod, &req).await?;
-        Ok(self.remember(parent, name, attr_of(reply.attr)?))
+        Ok(self.remember(parent, name, attr_of(reply.attr)?, self.names_changed()))
     }
 
     /// Answered locally, without a round trip, when the file is known (within `attr_ttl`) to
@@ -729,6 +777,7 @@ impl Fs {
             self.note_no_caps(ino, false);
         }
         let _: proto::Empty = self.client.request(Command::SetXattr, &req).await?;
+        self.attrs.lock().unwrap().forget(ino);
         Ok(())
     }
 
@@ -763,6 +812,7 @@ impl Fs {
         if name == SECURITY_CAPABILITY {
             self.note_no_caps(ino, true);
         }
+        self.attrs.lock().unwrap().forget(ino);
         Ok(())
     }
 
