@@ -37,7 +37,7 @@ impl AttrCache {
     /// Keeps `attr` of `ino` from a request that started at `generation`.
     pub fn put(&mut self, ino: u64, attr: &proto::Attr, generation: u64) {
         if generation == self.generation && !self.ttl.is_zero() {
-            self.by_ino.insert(ino, (attr.clone(), Instant::now()));
+            self.by_ino.insert(ino, (*attr, Instant::now()));
         }
     }
 
@@ -46,7 +46,7 @@ impl AttrCache {
         self.by_ino
             .get(&ino)
             .filter(|(_, at)| at.elapsed() < self.ttl)
-            .map(|(a, _)| a.clone())
+            .map(|(a, _)| *a)
     }
 
     /// `ino`'s attributes changed (or may have).
