@@ -81,6 +81,7 @@ pub type Reopen = Arc<dyn Fn() -> Vec<proto::OpenRequest> + Send + Sync>;
 /// Connection history, for logs and the status view.
 #[derive(Debug, Default, Clone)]
 pub struct LinkStats {
+    /// Filled in by `Client::stats` from the connection state.
     pub connected: bool,
     /// Connections made after the first.
     pub reconnects: u64,
@@ -172,7 +173,10 @@ impl Client {
     }
 
     pub fn stats(&self) -> LinkStats {
-        self.inner.stats.lock().unwrap().clone()
+        LinkStats {
+            connected: *self.inner.connected.borrow(),
+            ..self.inner.stats.lock().unwrap().clone()
+        }
     }
 
     /// Requests sent and not yet answered.
@@ -317,7 +321,6 @@ impl Inner {
     fn publish(&self, link: Link) {
         *self.link.lock().unwrap() = Some(link);
         let mut st = self.stats.lock().unwrap();
-        st.connected = true;
         if let Some(since) = st.down_since.take() {
             st.last_outage = Some(since.elapsed());
         }
@@ -336,11 +339,7 @@ impl Inner {
                 l.reader.abort();
             }
         }
-        {
-            let mut st = self.stats.lock().unwrap();
-            st.connected = false;
-            st.down_since = Some(Instant::now());
-        }
+        self.stats.lock().unwrap().down_since = Some(Instant::now());
         self.connected.send_replace(false);
         warn!(
             "connection to {} lost: {why}; {} request(s) unanswered, reconnecting",

@@ -82,6 +82,8 @@ struct Entry {
 struct FileState {
     change: u64,
     generation: u64,
+    /// Slots of this file in the cache (any generation): none means nothing to drop.
+    blocks: usize,
 }
 
 #[derive(Debug, Default)]
@@ -93,6 +95,9 @@ struct Inner {
     charged: usize,
     clock: u64,
     next_generation: u64,
+    hits: u64,
+    misses: u64,
+    crc_failures: u64,
 }
 
 /// Counters for the status view and tests.
@@ -110,7 +115,6 @@ pub struct BlockCache {
     capacity: usize,
     block_size: usize,
     inner: Mutex<Inner>,
-    stats: Mutex<CacheStats>,
 }
 
 impl BlockCache {
@@ -120,7 +124,6 @@ impl BlockCache {
             capacity,
             block_size: block_size.max(4096),
             inner: Mutex::new(Inner::default()),
-            stats: Mutex::new(CacheStats::default()),
         }
     }
 
@@ -148,6 +151,10 @@ impl BlockCache {
     /// under the old generation are never served.
     pub fn invalidate(&self, ino: u64) {
         let mut inner = self.inner.lock().unwrap();
+        if inner.files.get(&ino).is_none_or(|f| f.blocks == 0) {
+            // Nothing cached or being fetched: the generation may stay.
+            return;
+        }
         inner.drop_file(ino);
         // The change token the next open reports is unknown yet: it will differ from 0
         // only by chance, and `validate` then starts yet another generation.
@@ -171,7 +178,7 @@ impl BlockCache {
     }
 
     /// The slot for a block, created empty if absent; `true` if it was created (the caller
-    /// should fill it).
+    /// should fill it). Counts a hit if the block was already filled, else a miss.
     pub fn slot(&self, ino: u64, generation: u64, index: u64) -> (Slot, bool) {
         let key = Key {
             ino,
@@ -186,7 +193,16 @@ impl BlockCache {
             let slot = e.slot.clone();
             inner.lru.remove(&old);
             inner.lru.insert(now, key);
+            if slot.initialized() {
+                inner.hits += 1;
+            } else {
+                inner.misses += 1;
+            }
             return (slot, false);
+        }
+        inner.misses += 1;
+        if let Some(f) = inner.files.get_mut(&ino) {
+            f.blocks += 1;
         }
         let slot: Slot = Arc::new(OnceCell::new());
         inner.entries.insert(
@@ -242,17 +258,8 @@ impl BlockCache {
         self.inner.lock().unwrap().remove(&key);
     }
 
-    pub fn count_hit(&self, hit: bool) {
-        let mut s = self.stats.lock().unwrap();
-        if hit {
-            s.hits += 1;
-        } else {
-            s.misses += 1;
-        }
-    }
-
     pub fn count_crc_failure(&self) {
-        self.stats.lock().unwrap().crc_failures += 1;
+        self.inner.lock().unwrap().crc_failures += 1;
     }
 
     pub fn stats(&self) -> CacheStats {
@@ -260,7 +267,9 @@ impl BlockCache {
         CacheStats {
             bytes: inner.charged,
             blocks: inner.entries.len(),
-            ..*self.stats.lock().unwrap()
+            hits: inner.hits,
+            misses: inner.misses,
+            crc_failures: inner.crc_failures,
         }
     }
 }
@@ -269,11 +278,23 @@ impl Inner {
     fn new_generation(&mut self, ino: u64, change: u64) -> u64 {
         self.next_generation += 1;
         let generation = self.next_generation;
-        self.files.insert(ino, FileState { change, generation });
+        let blocks = self.files.get(&ino).map_or(0, |f| f.blocks);
+        self.files.insert(
+            ino,
+            FileState {
+                change,
+                generation,
+                blocks,
+            },
+        );
         generation
     }
 
     fn drop_file(&mut self, ino: u64) {
+        // Called on every write to the file: skip the scan when it has nothing cached.
+        if self.files.get(&ino).is_none_or(|f| f.blocks == 0) {
+            return;
+        }
         let keys: Vec<Key> = self
             .entries
             .keys()
@@ -288,7 +309,15 @@ impl Inner {
     fn remove(&mut self, key: &Key) {
         if let Some(e) = self.entries.remove(key) {
             self.lru.remove(&e.last_use);
-            self.charged -= e.charged;
+            self.dropped(key, &e);
+        }
+    }
+
+    /// Accounts for an entry gone from `entries`.
+    fn dropped(&mut self, key: &Key, e: &Entry) {
+        self.charged -= e.charged;
+        if let Some(f) = self.files.get_mut(&key.ino) {
+            f.blocks = f.blocks.saturating_sub(1);
         }
     }
 
@@ -299,7 +328,7 @@ impl Inner {
                 break;
             };
             if let Some(e) = self.entries.remove(&key) {
-                self.charged -= e.charged;
+                self.dropped(&key, &e);
             }
         }
     }

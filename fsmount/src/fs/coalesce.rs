@@ -5,6 +5,7 @@
 //! it was started, so data never waits for a write that does not come.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,7 +34,14 @@ pub struct Coalescer {
     cap: usize,
     /// The open batch of each handle.
     batches: Mutex<HashMap<u64, Batch>>,
-    next_seq: Mutex<u64>,
+    next_seq: AtomicU64,
+}
+
+impl Batch {
+    /// True if `len` bytes at `offset` extend this batch without passing `cap`.
+    fn continued_by(&self, offset: u64, len: usize, cap: usize) -> bool {
+        self.offset + self.len as u64 == offset && self.len + len <= cap
+    }
 }
 
 impl Coalescer {
@@ -43,7 +51,7 @@ impl Coalescer {
             writeback,
             cap: cap.max(4096),
             batches: Mutex::new(HashMap::new()),
-            next_seq: Mutex::new(0),
+            next_seq: AtomicU64::new(1),
         }
     }
 
@@ -60,9 +68,8 @@ impl Coalescer {
         let stale = {
             let mut batches = self.batches.lock().unwrap();
             match batches.get(&fh) {
-                Some(b) if b.offset + b.len as u64 == offset && b.len + len <= self.cap => None,
-                Some(_) => batches.remove(&fh),
-                None => None,
+                Some(b) if !b.continued_by(offset, len, self.cap) => batches.remove(&fh),
+                _ => None,
             }
         };
         if let Some(b) = stale {
@@ -73,7 +80,7 @@ impl Coalescer {
             let mut batches = self.batches.lock().unwrap();
             let continues = batches
                 .get(&fh)
-                .is_some_and(|b| b.offset + b.len as u64 == offset && b.len + len <= self.cap);
+                .is_some_and(|b| b.continued_by(offset, len, self.cap));
             let mut out = Vec::new();
             if !continues {
                 if let Some(old) = batches.remove(&fh) {
@@ -82,11 +89,7 @@ impl Coalescer {
             }
             let mut started = None;
             let b = batches.entry(fh).or_insert_with(|| {
-                let seq = {
-                    let mut n = self.next_seq.lock().unwrap();
-                    *n += 1;
-                    *n
-                };
+                let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
                 started = Some(seq);
                 Batch {
                     ino,

@@ -634,10 +634,7 @@ impl Fs {
         let Some(wb) = &self.writeback else {
             return Ok(());
         };
-        if let Some(c) = &self.coalescer {
-            c.flush_ino(ino);
-        }
-        wb.drain(ino).await;
+        self.after_writes(ino).await;
         match wb.take_error(ino) {
             Some(errno) => Err(FsError::Writeback(errno)),
             None => Ok(()),
@@ -655,6 +652,13 @@ impl Fs {
             // Attributes that arrived while the writes were in flight may predate them.
             self.attrs.lock().unwrap().forget(ino);
         }
+    }
+
+    /// `after_writes` for the file open as `fh`; returns its inode.
+    async fn after_handle_writes(&self, fh: u64) -> Option<u64> {
+        let ino = self.ino_of_handle(fh)?;
+        self.after_writes(ino).await;
+        Some(ino)
     }
 
     /// `close` of a file descriptor: every write reached the server, or the first error.
@@ -825,12 +829,8 @@ impl Fs {
         offset_out: u64,
         len: u64,
     ) -> Result<u64> {
-        for fh in [fh_in, fh_out] {
-            if let Some(ino) = self.ino_of_handle(fh) {
-                self.after_writes(ino).await;
-            }
-        }
-        if let Some(ino) = self.ino_of_handle(fh_out) {
+        self.after_handle_writes(fh_in).await;
+        if let Some(ino) = self.after_handle_writes(fh_out).await {
             self.data_changed(ino);
         }
         let req = proto::CopyRangeRequest {
@@ -845,10 +845,7 @@ impl Fs {
     }
 
     pub async fn fallocate(&self, fh: u64, mode: u32, offset: u64, len: u64) -> Result<()> {
-        if let Some(ino) = self.ino_of_handle(fh) {
-            self.after_writes(ino).await;
-        }
-        if let Some(ino) = self.ino_of_handle(fh) {
+        if let Some(ino) = self.after_handle_writes(fh).await {
             self.data_changed(ino);
         }
         let req = proto::FallocateRequest {
@@ -863,9 +860,7 @@ impl Fs {
 
     /// SEEK_DATA / SEEK_HOLE on the server's file.
     pub async fn lseek(&self, fh: u64, offset: i64, whence: u32) -> Result<i64> {
-        if let Some(ino) = self.ino_of_handle(fh) {
-            self.after_writes(ino).await;
-        }
+        self.after_handle_writes(fh).await;
         let req = proto::LseekRequest {
             handle: fh,
             offset,
@@ -1023,8 +1018,7 @@ async fn cached_block(
 ) -> Result<Arc<Block>> {
     let size = cache.block_size();
     for _ in 0..2 {
-        let (slot, created) = cache.slot(ino, generation, index);
-        cache.count_hit(!created && slot.initialized());
+        let (slot, _) = cache.slot(ino, generation, index);
         let got = slot
             .get_or_try_init(|| async {
                 let req = proto::ReadRequest {
@@ -1033,6 +1027,7 @@ async fn cached_block(
                     len: size as u32,
                 };
                 let reply = client.call_frame(Command::Read, &req, Bytes::new()).await?;
+                cache.filled(ino, generation, index, reply.data.len());
                 Ok::<_, FsError>(Arc::new(Block::received(
                     fh,
                     reply.msg,
@@ -1042,10 +1037,7 @@ async fn cached_block(
             })
             .await;
         match got {
-            Ok(b) if b.serve(fh) => {
-                cache.filled(ino, generation, index, b.data.len());
-                return Ok(b.clone());
-            }
+            Ok(b) if b.serve(fh) => return Ok(b.clone()),
             Ok(_) => {
                 tracing::error!("cached block {index} of inode {ino} fails its CRC32; refetching");
                 cache.count_crc_failure();

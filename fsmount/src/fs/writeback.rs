@@ -7,6 +7,7 @@
 //! acknowledged (`drain`), so operations reach the server in the order they were issued.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
@@ -41,7 +42,7 @@ pub struct Writeback {
     limit_units: usize,
     files: Mutex<HashMap<u64, FileState>>,
     stats: Mutex<WritebackStats>,
-    next_ticket: Mutex<u64>,
+    next_ticket: AtomicU64,
     /// Bumped whenever a write completes; waiters re-check their condition.
     progress: watch::Sender<u64>,
 }
@@ -64,7 +65,7 @@ impl Writeback {
             limit_units,
             files: Mutex::new(HashMap::new()),
             stats: Mutex::new(WritebackStats::default()),
-            next_ticket: Mutex::new(0),
+            next_ticket: AtomicU64::new(1),
             progress: watch::channel(0).0,
         }
     }
@@ -86,11 +87,7 @@ impl Writeback {
                 let mut files = self.files.lock().unwrap();
                 let f = files.entry(ino).or_default();
                 if !f.in_flight.iter().any(|&(_, s, e)| s < end && offset < e) {
-                    let id = {
-                        let mut n = self.next_ticket.lock().unwrap();
-                        *n += 1;
-                        *n
-                    };
+                    let id = self.next_ticket.fetch_add(1, Ordering::Relaxed);
                     f.in_flight.push((id, offset, end));
                     let mut st = self.stats.lock().unwrap();
                     st.dirty_bytes += len;
