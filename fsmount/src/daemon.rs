@@ -48,7 +48,8 @@ fn detach_stdio() {
 /// Forks. Returns in the child only; the parent process exits here with the child's verdict.
 pub fn background() -> std::io::Result<Notifier> {
     let (rd, wr): (OwnedFd, OwnedFd) = pipe()?;
-    // SAFETY: called before any other thread exists (no runtime, no fuser session yet).
+    // SAFETY: called before any other thread exists (no runtime, no fuser session yet), so
+    // the child's copy of the process is consistent.
     match unsafe { fork() }? {
         ForkResult::Parent { .. } => {
             drop(wr);

@@ -44,6 +44,8 @@ pub fn of_named(dir: BorrowedFd<'_>, name: &OsStr, st: &FileStat) -> proto::Attr
     path.extend_from_slice(name.as_bytes());
     let path = CString::new(path).expect("names carry no NUL");
     // l-variant: the final component is the object's own name; the fd is only a prefix.
+    // SAFETY: a NUL-terminated path that outlives the call; a null buffer of size 0 only
+    // asks for the size.
     let size = unsafe { libc::llistxattr(path.as_ptr(), std::ptr::null_mut(), 0) };
     with_no_xattrs(st, size)
 }
@@ -53,6 +55,7 @@ pub fn of_fd(fd: BorrowedFd<'_>, st: &FileStat) -> proto::Attr {
     let path = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL");
     // Following the /proc magic link reaches the object itself (never its target: for an
     // O_NOFOLLOW fd of a symlink that is the symlink).
+    // SAFETY: as above.
     let size = unsafe { libc::listxattr(path.as_ptr(), std::ptr::null_mut(), 0) };
     with_no_xattrs(st, size)
 }

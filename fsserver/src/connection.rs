@@ -15,7 +15,7 @@ use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 
 use crate::cmd::{self, Ctx};
-use crate::session::{self, Claim};
+use crate::session::Claim;
 use crate::{handshake, Shared};
 
 pub async fn serve(
@@ -85,7 +85,7 @@ pub async fn serve(
             .expect("semaphore never closed");
         let (ctx, tx, session) = (ctx.clone(), tx.clone(), session.clone());
         tokio::spawn(async move {
-            let reply = if session::replayable(frame.cmd) {
+            let reply = if Command::try_from(frame.cmd).is_ok_and(Command::replayable) {
                 match session.replies.claim(&frame) {
                     Claim::Run => {
                         let stream = frame.stream_id.0;

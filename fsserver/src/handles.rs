@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use crate::error::FsError;
 
@@ -16,7 +18,7 @@ pub struct Handles {
 impl Handles {
     /// Adds an open file under `wanted` (the client's choice), or a fresh number if 0.
     pub fn insert(&self, file: File, wanted: u64) -> Result<u64, FsError> {
-        let mut open = self.open.lock().unwrap();
+        let mut open = self.open.lock();
         let id = match wanted {
             0 => loop {
                 let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
@@ -34,22 +36,17 @@ impl Handles {
     pub fn get(&self, id: u64) -> Result<Arc<File>, FsError> {
         self.open
             .lock()
-            .unwrap()
             .get(&id)
             .cloned()
             .ok_or(FsError::BadHandle(id))
     }
 
     pub fn remove(&self, id: u64) -> Result<Arc<File>, FsError> {
-        self.open
-            .lock()
-            .unwrap()
-            .remove(&id)
-            .ok_or(FsError::BadHandle(id))
+        self.open.lock().remove(&id).ok_or(FsError::BadHandle(id))
     }
 
     pub fn len(&self) -> usize {
-        self.open.lock().unwrap().len()
+        self.open.lock().len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -4,7 +4,8 @@
 //! - [`server`]: accept loop, connection limit, graceful shutdown;
 //! - [`connection`]: one client: [`handshake`], then the reader loop spawning one task
 //!   per request, and a writer task (`protocol::writer`) that owns the write half;
-//! - [`cmd`]: one file per command, `apply(ctx, request) -> Result<Reply, FsError>`;
+//! - [`cmd`]: one file per command, `apply(ctx, request) -> Result<Reply<R>, FsError>`,
+//!   dispatched from the protocol's command table;
 //! - [`export`]: confinement of every path beneath the export root (openat2);
 //! - [`session`]: handles and replies a client keeps across connections;
 //! - [`owner`]: new objects owned by the calling user; [`handles`]: open files of a connection; [`attr`]: stat -> wire attributes;

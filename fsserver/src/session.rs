@@ -6,42 +6,22 @@
 //! connection of a session closes, the session is kept for a grace period: a client that
 //! reconnects within it resumes with its handles open, and a request it resends because the
 //! reply was lost gets the reply of its first execution instead of running again (a replayed
-//! mkdir does not say EEXIST). After the grace period the session's handles are closed.
+//! mkdir does not say EEXIST). Which requests are cached is the command table's `replay`
+//! column (`Command::replayable`). After the grace period the session's handles are closed.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
-use protocol::{Command, Frame};
+use protocol::Frame;
 use tokio::sync::watch;
 
 use crate::handles::Handles;
 
 /// Replies kept per session: far more than a client has in flight at once.
 const REPLY_CACHE_ENTRIES: usize = 4096;
-
-/// True for requests whose second execution would differ from the first (or allocate a
-/// second handle): their replies are cached for replay.
-pub fn replayable(cmd: u16) -> bool {
-    matches!(
-        Command::try_from(cmd),
-        Ok(Command::Open
-            | Command::Create
-            | Command::Write
-            | Command::SetAttr
-            | Command::Mkdir
-            | Command::Remove
-            | Command::Rename
-            | Command::Symlink
-            | Command::Link
-            | Command::Mknod
-            | Command::SetXattr
-            | Command::RemoveXattr
-            | Command::CopyRange
-            | Command::Fallocate
-            | Command::Close)
-    )
-}
 
 #[derive(Debug)]
 pub struct Session {
@@ -93,9 +73,9 @@ impl Sessions {
         if id.is_empty() || self.grace.is_zero() {
             return (Arc::new(Session::new(export)), false);
         }
-        let mut by_id = self.by_id.lock().unwrap();
+        let mut by_id = self.by_id.lock();
         if let Some(s) = by_id.get(id).filter(|s| s.export == export) {
-            let mut a = s.attached.lock().unwrap();
+            let mut a = s.attached.lock();
             a.connections += 1;
             a.since = None;
             return (s.clone(), true);
@@ -107,7 +87,7 @@ impl Sessions {
 
     /// A connection of `session` closed.
     pub fn detach(&self, session: &Session) {
-        let mut a = session.attached.lock().unwrap();
+        let mut a = session.attached.lock();
         a.connections = a.connections.saturating_sub(1);
         if a.connections == 0 {
             a.since = Some(Instant::now());
@@ -117,17 +97,17 @@ impl Sessions {
     /// Drops sessions without a connection for longer than the grace period (closing their
     /// handles); returns how many went.
     pub fn expire(&self) -> usize {
-        let mut by_id = self.by_id.lock().unwrap();
+        let mut by_id = self.by_id.lock();
         let before = by_id.len();
         by_id.retain(|_, s| {
-            let a = s.attached.lock().unwrap();
+            let a = s.attached.lock();
             a.since.is_none_or(|t| t.elapsed() < self.grace)
         });
         before - by_id.len()
     }
 
     pub fn len(&self) -> usize {
-        self.by_id.lock().unwrap().len()
+        self.by_id.lock().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -169,7 +149,7 @@ impl ReplyCache {
     /// Registers `request` (a received frame, whose `crc32` identifies its content).
     pub fn claim(&self, request: &Frame) -> Claim {
         let stream = request.stream_id.0;
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock();
         if let Some(c) = inner.by_stream.get(&stream) {
             if c.cmd == request.cmd && c.request_crc == request.crc32 {
                 let rx = c.reply.subscribe();
@@ -196,14 +176,14 @@ impl ReplyCache {
 
     /// The first execution of the request on `stream` produced `reply`.
     pub fn complete(&self, stream: u32, reply: &Frame) {
-        if let Some(c) = self.inner.lock().unwrap().by_stream.get(&stream) {
+        if let Some(c) = self.inner.lock().by_stream.get(&stream) {
             c.reply.send_replace(Some(reply.clone()));
         }
     }
 
     /// Requests answered from the cache so far.
     pub fn replayed(&self) -> u64 {
-        self.inner.lock().unwrap().replayed
+        self.inner.lock().replayed
     }
 }
 
@@ -211,7 +191,7 @@ impl ReplyCache {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use protocol::StreamId;
+    use protocol::{Command, StreamId};
 
     fn request(stream: u32, name: &'static [u8]) -> Frame {
         let mut f = Frame::request(

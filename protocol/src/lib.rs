@@ -3,7 +3,8 @@
 //!
 //! Layout:
 //! - [`header`]: the 24 header bytes, pure `encode`/`decode`, flags and newtypes;
-//! - [`command`]: command codes, stable forever once released;
+//! - [`command`]: the command table (codes, messages, read-only and replay policy) and
+//!   [`rpc`], a marker type per request tying its command to its messages;
 //! - [`frame`]: a whole frame and how requests, replies and error replies are built;
 //! - [`codec`]: two-phase tokio-util `Decoder`/`Encoder` with limits checked before allocating
 //!   and the CRC32 checked before protobuf is touched;
@@ -20,7 +21,7 @@ pub mod header;
 pub mod writer;
 
 pub use codec::{FrameCodec, Limits};
-pub use command::Command;
+pub use command::{rpc, Command, DataSection};
 pub use error::ProtocolError;
 pub use frame::Frame;
 pub use header::{Flags, Header, StreamId, HEADER_LEN, MAGIC, VERSION};

@@ -225,7 +225,7 @@ fn unknown_command_code_is_reported_by_command_lookup() {
         Err(ProtocolError::UnknownCommand(0xffff))
     ));
     for c in Command::ALL {
-        assert_eq!(Command::try_from(c.code()).unwrap(), c);
+        assert_eq!(Command::try_from(c.code()).unwrap(), *c);
     }
 }
 

@@ -47,7 +47,7 @@ pub fn require_mount_support() {
         Command::new("fusermount3").arg("-V").output().is_ok(),
         "fusermount3 is missing: install the fuse3 package (scripts/test.sh does)"
     );
-    assert_eq!(unsafe { libc::geteuid() }, 0, "mount tests run as root");
+    assert!(nix::unistd::geteuid().is_root(), "mount tests run as root");
 }
 
 /// A running fsserver over its own temporary export directories.
@@ -162,7 +162,7 @@ impl Server {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        send_signal(self.child.id(), libc::SIGTERM);
         wait_timeout(&mut self.child, Duration::from_secs(20))
             .expect("fsserver exits after SIGTERM")
     }
@@ -175,7 +175,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if self.is_running() {
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            send_signal(self.child.id(), libc::SIGTERM);
             if wait_timeout(&mut self.child, Duration::from_secs(5)).is_none() {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
@@ -312,7 +312,7 @@ impl Mount {
     /// Sends `signal` to fsmount and returns its exit status.
     pub fn signal(mut self, signal: i32) -> std::process::ExitStatus {
         let mut child = self.child.take().unwrap();
-        unsafe { libc::kill(child.id() as i32, signal) };
+        send_signal(child.id(), signal);
         wait_timeout(&mut child, Duration::from_secs(10)).expect("fsmount exits after the signal")
     }
 }
@@ -380,5 +380,12 @@ pub fn peer_closes(stream: &mut std::net::TcpStream, limit: Duration) -> bool {
             Err(e) if matches!(e.kind(), WouldBlock | TimedOut) => return false,
             Err(e) => panic!("unexpected read error while waiting for the peer to close: {e}"),
         }
+    }
+}
+
+/// Sends signal number `signal` to process `pid` (one this test started).
+pub fn send_signal(pid: u32, signal: i32) {
+    if let Ok(sig) = nix::sys::signal::Signal::try_from(signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
     }
 }

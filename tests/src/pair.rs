@@ -92,8 +92,7 @@ pub struct Meta {
 }
 
 pub fn meta(p: &Path) -> Result<Meta, i32> {
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    check(unsafe { libc::lstat(cstr(p).as_ptr(), &mut st) } as i64)?;
+    let st = nix::sys::stat::lstat(p).map_err(|e| e as i32)?;
     Ok(Meta {
         mode: st.st_mode,
         nlink: st.st_nlink,

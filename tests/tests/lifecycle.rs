@@ -188,7 +188,7 @@ fn server_keeps_serving_when_a_mount_goes_away() {
     let mut server = Server::start(&[]);
     let first = Mount::new(&server, "data", &[]);
     // A client that dies without a word; its mount is cleaned up by the guard.
-    unsafe { libc::kill(first.pid() as i32, libc::SIGKILL) };
+    e2e_tests::send_signal(first.pid(), libc::SIGKILL);
     drop(first);
     let second = Mount::new(&server, "data", &[]);
     std::fs::write(second.path.join("f"), "x").unwrap();

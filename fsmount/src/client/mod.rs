@@ -13,7 +13,9 @@ mod handshake;
 mod pending;
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -164,18 +166,18 @@ impl Client {
     /// How long a call waits for a connection that is down before failing with ETIMEDOUT
     /// (None: wait for ever, like NFS `hard`). Requests already sent are never dropped.
     pub fn set_timeout(&self, timeout: Option<Duration>) {
-        *self.inner.timeout.lock().unwrap() = timeout;
+        *self.inner.timeout.lock() = timeout;
     }
 
     /// Registers how to recreate the mount's handles on a new session.
     pub fn set_reopen(&self, reopen: Reopen) {
-        *self.inner.reopen.lock().unwrap() = Some(reopen);
+        *self.inner.reopen.lock() = Some(reopen);
     }
 
     pub fn stats(&self) -> LinkStats {
         LinkStats {
             connected: *self.inner.connected.borrow(),
-            ..self.inner.stats.lock().unwrap().clone()
+            ..self.inner.stats.lock().clone()
         }
     }
 
@@ -203,7 +205,7 @@ impl Client {
         msg: &impl Message,
         data: Bytes,
     ) -> Result<Frame, ClientError> {
-        let timeout = *self.inner.timeout.lock().unwrap();
+        let timeout = *self.inner.timeout.lock();
         self.call_with(cmd, msg, data, timeout).await
     }
 
@@ -235,7 +237,7 @@ impl Client {
             armed: true,
         };
         // Sent now if connected; otherwise the reconnection sends it.
-        let link = inner.link.lock().unwrap().clone();
+        let link = inner.link.lock().clone();
         if let Some(link) = link {
             let _ = link.tx.send(frame).await;
         }
@@ -319,8 +321,8 @@ impl Inner {
 
     /// Makes `link` the connection calls use.
     fn publish(&self, link: Link) {
-        *self.link.lock().unwrap() = Some(link);
-        let mut st = self.stats.lock().unwrap();
+        *self.link.lock() = Some(link);
+        let mut st = self.stats.lock();
         if let Some(since) = st.down_since.take() {
             st.last_outage = Some(since.elapsed());
         }
@@ -331,7 +333,7 @@ impl Inner {
     /// Connection `generation` failed: unless already noticed, stop using it and reconnect.
     fn link_lost(self: &Arc<Self>, generation: u64, why: &str) {
         {
-            let mut link = self.link.lock().unwrap();
+            let mut link = self.link.lock();
             if link.as_ref().map(|l| l.generation) != Some(generation) {
                 return;
             }
@@ -339,7 +341,7 @@ impl Inner {
                 l.reader.abort();
             }
         }
-        self.stats.lock().unwrap().down_since = Some(Instant::now());
+        self.stats.lock().down_since = Some(Instant::now());
         self.connected.send_replace(false);
         warn!(
             "connection to {} lost: {why}; {} request(s) unanswered, reconnecting",
@@ -368,7 +370,7 @@ fn start_link(
             inner.link_lost(generation, &why);
         }
     });
-    *inner.last_heard.lock().unwrap() = Instant::now();
+    *inner.last_heard.lock() = Instant::now();
     let reader = tokio::spawn(read_replies(rd, Arc::downgrade(inner), generation)).abort_handle();
     tokio::spawn(watch_liveness(
         Arc::downgrade(inner),
@@ -389,14 +391,14 @@ async fn watch_liveness(inner: Weak<Inner>, tx: mpsc::Sender<Frame>, generation:
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        let current = inner.link.lock().unwrap().as_ref().map(|l| l.generation);
+        let current = inner.link.lock().as_ref().map(|l| l.generation);
         if current.is_some_and(|g| g > generation) || tx.is_closed() {
             return;
         }
         if current.is_none() || inner.pending.count() == 0 {
             continue;
         }
-        let quiet = inner.last_heard.lock().unwrap().elapsed();
+        let quiet = inner.last_heard.lock().elapsed();
         if quiet >= DEAD_AFTER {
             inner.link_lost(
                 generation,
@@ -437,7 +439,7 @@ async fn read_replies(
                 break format!("server closed the connection: {msg}");
             }
             Some(Ok(frame)) => {
-                *inner.last_heard.lock().unwrap() = Instant::now();
+                *inner.last_heard.lock() = Instant::now();
                 if !inner.pending.complete(frame) {
                     tracing::debug!("reply for a request nobody waits for");
                 }
@@ -484,7 +486,7 @@ async fn reconnect(weak: Weak<Inner>, generation: u64) {
                         break;
                     }
                 }
-                let mut st = inner.stats.lock().unwrap();
+                let mut st = inner.stats.lock();
                 st.reconnects += 1;
                 st.resumed += welcome.resumed as u64;
                 st.resent += resend.len() as u64;
@@ -517,7 +519,7 @@ async fn reconnect(weak: Weak<Inner>, generation: u64) {
 
 /// Sends the mount's open requests on `link` (not yet published) and waits for them.
 async fn reopen_handles(inner: &Arc<Inner>, link: &Link) -> Result<usize, ClientError> {
-    let reopen = inner.reopen.lock().unwrap().clone();
+    let reopen = inner.reopen.lock().clone();
     let Some(reopen) = reopen else {
         return Ok(0);
     };

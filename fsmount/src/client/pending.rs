@@ -2,8 +2,8 @@
 //! waiter). An entry stays until its reply arrives, across connections: after a reconnect
 //! every frame still here is sent again, in stream id order.
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 use protocol::Frame;
 use tokio::sync::oneshot;
@@ -26,17 +26,14 @@ impl Pending {
     pub fn register(&self, request: Frame) -> Reply {
         let (waiter, rx) = oneshot::channel();
         let id = request.stream_id.0;
-        self.by_stream
-            .lock()
-            .unwrap()
-            .insert(id, Entry { request, waiter });
+        self.by_stream.lock().insert(id, Entry { request, waiter });
         rx
     }
 
     /// Hands a reply to its waiter; false if nobody waits for that stream id (a duplicate
     /// reply to a request sent twice around a reconnect, or one given up on).
     pub fn complete(&self, reply: Frame) -> bool {
-        let entry = self.by_stream.lock().unwrap().remove(&reply.stream_id.0);
+        let entry = self.by_stream.lock().remove(&reply.stream_id.0);
         match entry {
             Some(e) => {
                 let _ = e.waiter.send(reply);
@@ -48,14 +45,13 @@ impl Pending {
 
     /// Forgets a request whose caller stopped waiting.
     pub fn cancel(&self, id: u32) {
-        self.by_stream.lock().unwrap().remove(&id);
+        self.by_stream.lock().remove(&id);
     }
 
     /// Every request still unanswered, oldest first (to send again on a new connection).
     pub fn unanswered(&self) -> Vec<Frame> {
         self.by_stream
             .lock()
-            .unwrap()
             .values()
             .map(|e| e.request.clone())
             .collect()
@@ -63,6 +59,6 @@ impl Pending {
 
     /// Requests waiting for their reply.
     pub fn count(&self) -> usize {
-        self.by_stream.lock().unwrap().len()
+        self.by_stream.lock().len()
     }
 }

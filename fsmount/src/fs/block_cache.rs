@@ -14,7 +14,9 @@
 //! asking for the same block share one fetch.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use bytes::Bytes;
 use tokio::sync::OnceCell;
@@ -134,7 +136,7 @@ impl BlockCache {
     /// Records the server's change token for `ino`; its blocks go if it differs from the
     /// one they were cached under.
     pub fn validate(&self, ino: u64, change: u64) {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock();
         match inner.files.get(&ino).copied() {
             Some(f) if f.change == change => {}
             Some(_) => {
@@ -150,7 +152,7 @@ impl BlockCache {
     /// This mount is changing `ino`'s data: its blocks go, and blocks still being fetched
     /// under the old generation are never served.
     pub fn invalidate(&self, ino: u64) {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock();
         if inner.files.get(&ino).is_none_or(|f| f.blocks == 0) {
             // Nothing cached or being fetched: the generation may stay.
             return;
@@ -163,14 +165,14 @@ impl BlockCache {
 
     /// The inode is gone from the kernel: forget it.
     pub fn forget(&self, ino: u64) {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock();
         inner.drop_file(ino);
         inner.files.remove(&ino);
     }
 
     /// The current generation of `ino`'s data (blocks are requested under it).
     pub fn generation(&self, ino: u64) -> u64 {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock();
         match inner.files.get(&ino) {
             Some(f) => f.generation,
             None => inner.new_generation(ino, 0),
@@ -185,7 +187,7 @@ impl BlockCache {
             generation,
             index,
         };
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock();
         inner.clock += 1;
         let now = inner.clock;
         if let Some(e) = inner.entries.get_mut(&key) {
@@ -226,7 +228,7 @@ impl BlockCache {
             generation,
             index,
         };
-        let inner = self.inner.lock().unwrap();
+        let inner = self.inner.lock();
         inner
             .entries
             .get(&key)
@@ -240,7 +242,7 @@ impl BlockCache {
             generation,
             index,
         };
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock();
         let Some(e) = inner.entries.get_mut(&key) else {
             return;
         };
@@ -255,15 +257,15 @@ impl BlockCache {
             generation,
             index,
         };
-        self.inner.lock().unwrap().remove(&key);
+        self.inner.lock().remove(&key);
     }
 
     pub fn count_crc_failure(&self) {
-        self.inner.lock().unwrap().crc_failures += 1;
+        self.inner.lock().crc_failures += 1;
     }
 
     pub fn stats(&self) -> CacheStats {
-        let inner = self.inner.lock().unwrap();
+        let inner = self.inner.lock();
         CacheStats {
             bytes: inner.charged,
             blocks: inner.entries.len(),

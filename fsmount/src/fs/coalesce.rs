@@ -6,7 +6,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -66,7 +68,7 @@ impl Coalescer {
         // A batch this write does not continue goes now: the write may overlap it, and
         // `queue` would wait for a batch nobody sends.
         let stale = {
-            let mut batches = self.batches.lock().unwrap();
+            let mut batches = self.batches.lock();
             match batches.get(&fh) {
                 Some(b) if !b.continued_by(offset, len, self.cap) => batches.remove(&fh),
                 _ => None,
@@ -77,7 +79,7 @@ impl Coalescer {
         }
         let ticket = self.writeback.queue(ino, offset, len as u64).await;
         let (full, started) = {
-            let mut batches = self.batches.lock().unwrap();
+            let mut batches = self.batches.lock();
             let continues = batches
                 .get(&fh)
                 .is_some_and(|b| b.continued_by(offset, len, self.cap));
@@ -117,7 +119,7 @@ impl Coalescer {
             tokio::spawn(async move {
                 tokio::time::sleep(LINGER).await;
                 let due = {
-                    let mut batches = me.batches.lock().unwrap();
+                    let mut batches = me.batches.lock();
                     match batches.get(&fh) {
                         Some(b) if b.seq == seq => batches.remove(&fh),
                         _ => None,
@@ -133,7 +135,7 @@ impl Coalescer {
     /// Sends the open batches of `ino` now.
     pub fn flush_ino(&self, ino: u64) {
         let due: Vec<(u64, Batch)> = {
-            let mut batches = self.batches.lock().unwrap();
+            let mut batches = self.batches.lock();
             let fhs: Vec<u64> = batches
                 .iter()
                 .filter(|(_, b)| b.ino == ino)
@@ -150,7 +152,7 @@ impl Coalescer {
 
     /// Sends every open batch now.
     pub fn flush_all(&self) {
-        let due: Vec<(u64, Batch)> = self.batches.lock().unwrap().drain().collect();
+        let due: Vec<(u64, Batch)> = self.batches.lock().drain().collect();
         for (fh, b) in due {
             self.send(fh, b);
         }

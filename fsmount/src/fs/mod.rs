@@ -16,7 +16,9 @@ pub mod writeback;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -176,17 +178,12 @@ impl Fs {
     }
 
     fn path(&self, ino: u64) -> Result<Vec<u8>> {
-        self.inodes
-            .lock()
-            .unwrap()
-            .path(ino)
-            .ok_or(FsError::Stale(ino))
+        self.inodes.lock().path(ino).ok_or(FsError::Stale(ino))
     }
 
     fn child_path(&self, parent: u64, name: &[u8]) -> Result<Vec<u8>> {
         self.inodes
             .lock()
-            .unwrap()
             .child_path(parent, name)
             .ok_or(FsError::Stale(parent))
     }
@@ -195,23 +192,23 @@ impl Fs {
     /// Records a name and its attributes from a reply to a request that started at attribute
     /// cache `generation`.
     fn remember(&self, parent: u64, name: &[u8], attr: proto::Attr, generation: u64) -> Entry {
-        let mut inodes = self.inodes.lock().unwrap();
+        let mut inodes = self.inodes.lock();
         let ino = inodes.remember(parent, name, &attr);
         self.note_xattrs(&mut inodes, ino, &attr);
-        self.attrs.lock().unwrap().put(ino, &attr, generation);
+        self.attrs.lock().put(ino, &attr, generation);
         Entry { ino, attr }
     }
 
     /// This mount changed names: cached attributes go (parents' times, link counts). Returns
     /// the generation replies received from now on are kept under.
     fn names_changed(&self) -> u64 {
-        let mut attrs = self.attrs.lock().unwrap();
+        let mut attrs = self.attrs.lock();
         attrs.forget_all();
         attrs.generation()
     }
 
     fn attr_generation(&self) -> u64 {
-        self.attrs.lock().unwrap().generation()
+        self.attrs.lock().generation()
     }
 
     /// Trusts an attribute reply's `no_xattrs` for as long as its other attributes.
@@ -232,9 +229,9 @@ impl Fs {
     }
 
     pub fn forget(&self, ino: u64, n: u64) {
-        let gone = self.inodes.lock().unwrap().forget(ino, n);
+        let gone = self.inodes.lock().forget(ino, n);
         if gone {
-            self.attrs.lock().unwrap().forget(ino);
+            self.attrs.lock().forget(ino);
         }
         if let (true, Some(cache)) = (gone, &self.cache) {
             cache.forget(ino);
@@ -251,7 +248,7 @@ impl Fs {
         if let Some(cache) = &self.cache {
             cache.validate(ino, attr.change);
         }
-        self.open_files.lock().unwrap().insert(
+        self.open_files.lock().insert(
             fh,
             OpenFile {
                 ino,
@@ -264,7 +261,7 @@ impl Fs {
 
     /// This mount changes `ino`'s data: cached blocks of it are stale.
     fn data_changed(&self, ino: u64) {
-        self.attrs.lock().unwrap().forget(ino);
+        self.attrs.lock().forget(ino);
         if let Some(cache) = &self.cache {
             cache.invalidate(ino);
         }
@@ -280,10 +277,10 @@ impl Fs {
                 return Vec::new();
             };
             let files: Vec<(u64, u64, u32)> = {
-                let open = fs.open_files.lock().unwrap();
+                let open = fs.open_files.lock();
                 open.iter().map(|(fh, f)| (*fh, f.ino, f.flags)).collect()
             };
-            let inodes = fs.inodes.lock().unwrap();
+            let inodes = fs.inodes.lock();
             let once_only = (libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC) as u32;
             files
                 .into_iter()
@@ -303,7 +300,7 @@ impl Fs {
     }
 
     fn ino_of_handle(&self, fh: u64) -> Option<u64> {
-        self.open_files.lock().unwrap().get(&fh).map(|f| f.ino)
+        self.open_files.lock().get(&fh).map(|f| f.ino)
     }
 
     /// Cache counters, if the cache is on.
@@ -315,7 +312,7 @@ impl Fs {
     /// `by_path_or_handle`).
     pub async fn getattr(&self, ino: u64, fh: Option<u64>) -> Result<proto::Attr> {
         self.after_writes(ino).await;
-        if let Some(attr) = self.attrs.lock().unwrap().get(ino) {
+        if let Some(attr) = self.attrs.lock().get(ino) {
             return Ok(attr);
         }
         let generation = self.attr_generation();
@@ -327,8 +324,8 @@ impl Fs {
         let attr = self
             .by_path_or_handle(ino, fh, Command::GetAttr, req)
             .await?;
-        self.note_xattrs(&mut self.inodes.lock().unwrap(), ino, &attr);
-        self.attrs.lock().unwrap().put(ino, &attr, generation);
+        self.note_xattrs(&mut self.inodes.lock(), ino, &attr);
+        self.attrs.lock().put(ino, &attr, generation);
         Ok(attr)
     }
 
@@ -340,7 +337,7 @@ impl Fs {
             self.data_changed(ino);
         }
         let generation = {
-            let mut attrs = self.attrs.lock().unwrap();
+            let mut attrs = self.attrs.lock();
             attrs.forget(ino);
             attrs.generation()
         };
@@ -358,7 +355,7 @@ impl Fs {
         let attr = self
             .by_path_or_handle(ino, fh, Command::SetAttr, req)
             .await?;
-        self.attrs.lock().unwrap().put(ino, &attr, generation);
+        self.attrs.lock().put(ino, &attr, generation);
         Ok(attr)
     }
 
@@ -387,10 +384,10 @@ impl Fs {
             Err(e) => Err(e.into()),
         };
         let moved_away = match &by_path {
-            Ok(attr) => !self.inodes.lock().unwrap().is_same_object(ino, attr),
+            Ok(attr) => !self.inodes.lock().is_same_object(ino, attr),
             Err(e) => e.errno() == libc::ENOENT,
         };
-        let handle = self.inodes.lock().unwrap().open_handle(ino);
+        let handle = self.inodes.lock().open_handle(ino);
         match handle {
             Some(h) if moved_away => match self
                 .client
@@ -494,7 +491,7 @@ impl Fs {
         };
         let reply: proto::RenameReply = self.client.request(Command::Rename, &req).await?;
         self.names_changed();
-        let mut inodes = self.inodes.lock().unwrap();
+        let mut inodes = self.inodes.lock();
         if let Some(moved) = &reply.moved {
             inodes.moved(moved, new_parent, new_name);
         }
@@ -513,7 +510,7 @@ impl Fs {
         let reply: proto::OpenReply = self.client.request(Command::Open, &req).await?;
         let attr = attr_of(reply.attr)?;
         let keep_cache = {
-            let mut inodes = self.inodes.lock().unwrap();
+            let mut inodes = self.inodes.lock();
             inodes.opened(ino, reply.handle);
             inodes.keep_cache(ino, attr.change)
         };
@@ -543,7 +540,7 @@ impl Fs {
         let reply: proto::OpenReply = self.client.request(Command::Create, &req).await?;
         let entry = self.remember(parent, name, attr_of(reply.attr)?, self.names_changed());
         {
-            let mut inodes = self.inodes.lock().unwrap();
+            let mut inodes = self.inodes.lock();
             inodes.opened(entry.ino, reply.handle);
             inodes.keep_cache(entry.ino, entry.attr.change);
         }
@@ -563,7 +560,7 @@ impl Fs {
             return fetch(&self.client, fh, offset, len).await;
         };
         let block = cache.block_size() as u64;
-        let (ahead, sequential, size) = match self.open_files.lock().unwrap().get_mut(&fh) {
+        let (ahead, sequential, size) = match self.open_files.lock().get_mut(&fh) {
             Some(f) => {
                 let (ahead, sequential) = f.read_ahead.observe(offset, len as u64);
                 (ahead, sequential, f.size)
@@ -650,7 +647,7 @@ impl Fs {
             }
             wb.drain(ino).await;
             // Attributes that arrived while the writes were in flight may predate them.
-            self.attrs.lock().unwrap().forget(ino);
+            self.attrs.lock().forget(ino);
         }
     }
 
@@ -699,8 +696,8 @@ impl Fs {
         if let Err(e) = self.settle(ino).await {
             tracing::warn!("inode {ino}: a write failed and no flush was left to report it: {e}");
         }
-        self.inodes.lock().unwrap().closed(ino, fh);
-        self.open_files.lock().unwrap().remove(&fh);
+        self.inodes.lock().closed(ino, fh);
+        self.open_files.lock().remove(&fh);
         let _: proto::Empty = self
             .client
             .request(Command::Close, &proto::CloseRequest { handle: fh })
@@ -734,7 +731,7 @@ impl Fs {
     pub async fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Bytes> {
         let caps = name == SECURITY_CAPABILITY;
         {
-            let (inodes, now) = (self.inodes.lock().unwrap(), Instant::now());
+            let (inodes, now) = (self.inodes.lock(), Instant::now());
             if inodes.knows_absent(ino, Absent::AllXattrs, now)
                 || (caps && inodes.knows_absent(ino, Absent::Capability, now))
             {
@@ -762,7 +759,6 @@ impl Fs {
             .then(|| Instant::now() + self.options.attr_ttl);
         self.inodes
             .lock()
-            .unwrap()
             .set_absent_until(ino, Absent::Capability, until);
     }
 
@@ -775,13 +771,12 @@ impl Fs {
         };
         self.inodes
             .lock()
-            .unwrap()
             .set_absent_until(ino, Absent::AllXattrs, None);
         if name == SECURITY_CAPABILITY {
             self.note_no_caps(ino, false);
         }
         let _: proto::Empty = self.client.request(Command::SetXattr, &req).await?;
-        self.attrs.lock().unwrap().forget(ino);
+        self.attrs.lock().forget(ino);
         Ok(())
     }
 
@@ -790,7 +785,6 @@ impl Fs {
         if self
             .inodes
             .lock()
-            .unwrap()
             .knows_absent(ino, Absent::AllXattrs, Instant::now())
         {
             return Ok(Vec::new());
@@ -816,7 +810,7 @@ impl Fs {
         if name == SECURITY_CAPABILITY {
             self.note_no_caps(ino, true);
         }
-        self.attrs.lock().unwrap().forget(ino);
+        self.attrs.lock().forget(ino);
         Ok(())
     }
 
@@ -890,13 +884,12 @@ impl Fs {
         };
         self.dirs
             .lock()
-            .unwrap()
             .insert(fh, Arc::new(tokio::sync::Mutex::new(stream)));
         Ok(fh)
     }
 
     pub fn releasedir(&self, fh: u64) {
-        self.dirs.lock().unwrap().remove(&fh);
+        self.dirs.lock().remove(&fh);
     }
 
     /// Lists directory handle `fh` from `offset` (0 = start; else the offset of the last
@@ -913,7 +906,6 @@ impl Fs {
         let stream = self
             .dirs
             .lock()
-            .unwrap()
             .get(&fh)
             .cloned()
             .ok_or(FsError::Stale(fh))?;
@@ -946,12 +938,12 @@ impl Fs {
                     .as_ref()
                     .ok_or(FsError::BadReply("entry without attributes"))?;
                 let ino = if plus {
-                    let mut inodes = self.inodes.lock().unwrap();
+                    let mut inodes = self.inodes.lock();
                     let ino = inodes.remember(d.ino, &e.name, attr);
                     self.note_xattrs(&mut inodes, ino, attr);
                     ino
                 } else {
-                    self.inodes.lock().unwrap().known(attr).unwrap_or(attr.ino)
+                    self.inodes.lock().known(attr).unwrap_or(attr.ino)
                 };
                 let full = fill(DirItem {
                     offset,
@@ -991,7 +983,7 @@ impl Fs {
     }
 
     pub fn known_inodes(&self) -> usize {
-        self.inodes.lock().unwrap().len()
+        self.inodes.lock().len()
     }
 }
 

@@ -8,7 +8,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
@@ -84,12 +86,12 @@ impl Writeback {
         let mut progress = self.progress.subscribe();
         loop {
             {
-                let mut files = self.files.lock().unwrap();
+                let mut files = self.files.lock();
                 let f = files.entry(ino).or_default();
                 if !f.in_flight.iter().any(|&(_, s, e)| s < end && offset < e) {
                     let id = self.next_ticket.fetch_add(1, Ordering::Relaxed);
                     f.in_flight.push((id, offset, end));
-                    let mut st = self.stats.lock().unwrap();
+                    let mut st = self.stats.lock();
                     st.dirty_bytes += len;
                     st.writes_in_flight += 1;
                     return Ticket {
@@ -107,7 +109,7 @@ impl Writeback {
     /// The write of `ticket` was acknowledged (`Ok`) or failed with an errno.
     pub fn done(&self, ticket: Ticket, result: Result<(), i32>) {
         {
-            let mut files = self.files.lock().unwrap();
+            let mut files = self.files.lock();
             if let Some(f) = files.get_mut(&ticket.ino) {
                 f.in_flight.retain(|&(id, _, _)| id != ticket.id);
                 if let Err(errno) = result {
@@ -117,7 +119,7 @@ impl Writeback {
                     files.remove(&ticket.ino);
                 }
             }
-            let mut st = self.stats.lock().unwrap();
+            let mut st = self.stats.lock();
             st.dirty_bytes -= ticket.len;
             st.writes_in_flight -= 1;
             match result {
@@ -133,7 +135,6 @@ impl Writeback {
     pub fn busy(&self, ino: u64) -> bool {
         self.files
             .lock()
-            .unwrap()
             .get(&ino)
             .is_some_and(|f| !f.in_flight.is_empty())
     }
@@ -156,7 +157,7 @@ impl Writeback {
 
     /// The first error `ino`'s writes met since the last call, if any (reported once).
     pub fn take_error(&self, ino: u64) -> Option<i32> {
-        let mut files = self.files.lock().unwrap();
+        let mut files = self.files.lock();
         let f = files.get_mut(&ino)?;
         let e = f.first_error.take();
         if f.in_flight.is_empty() {
@@ -166,7 +167,7 @@ impl Writeback {
     }
 
     pub fn stats(&self) -> WritebackStats {
-        *self.stats.lock().unwrap()
+        *self.stats.lock()
     }
 }
 

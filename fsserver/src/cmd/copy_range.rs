@@ -3,15 +3,13 @@
 //! crosses the network (and reflinks where the filesystem can). `copied` may be short at
 //! end of file.
 
-use std::os::fd::AsRawFd;
-
 use nix::errno::Errno;
+use nix::fcntl::copy_file_range;
 
 use super::{Ctx, Reply};
 use crate::error::FsError;
 
-pub fn apply(ctx: &Ctx, req: proto::CopyRangeRequest) -> Result<Reply, FsError> {
-    ctx.export.writable()?;
+pub fn apply(ctx: &Ctx, req: proto::CopyRangeRequest) -> Result<Reply<proto::CopyRangeReply>, FsError> {
     let (src, dst) = (
         ctx.handles.get(req.handle_in)?,
         ctx.handles.get(req.handle_out)?,
@@ -20,17 +18,7 @@ pub fn apply(ctx: &Ctx, req: proto::CopyRangeRequest) -> Result<Reply, FsError> 
     let mut copied = 0u64;
     while copied < req.len {
         let left = (req.len - copied).min(1 << 30) as usize;
-        let n = unsafe {
-            libc::copy_file_range(
-                src.as_raw_fd(),
-                &mut off_in,
-                dst.as_raw_fd(),
-                &mut off_out,
-                left,
-                0,
-            )
-        };
-        match Errno::result(n) {
+        match copy_file_range(&*src, Some(&mut off_in), &*dst, Some(&mut off_out), left) {
             Ok(0) => break,
             Ok(n) => copied += n as u64,
             Err(Errno::EINTR) => continue,
@@ -38,5 +26,5 @@ pub fn apply(ctx: &Ctx, req: proto::CopyRangeRequest) -> Result<Reply, FsError> 
             Err(_) => break,
         }
     }
-    Ok(Reply::msg(&proto::CopyRangeReply { copied }))
+    Ok(Reply::msg(proto::CopyRangeReply { copied }))
 }

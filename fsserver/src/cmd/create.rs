@@ -17,8 +17,7 @@ use crate::error::FsError;
 use crate::export::Name;
 use crate::owner;
 
-pub fn apply(ctx: &Ctx, req: proto::CreateRequest) -> Result<Reply, FsError> {
-    ctx.export.writable()?;
+pub fn apply(ctx: &Ctx, req: proto::CreateRequest) -> Result<Reply<proto::OpenReply>, FsError> {
     let dir = ctx.export.open_dir(&req.parent)?;
     let name = Name::new(&req.name)?;
     let flags = allowed_flags(req.flags) | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
@@ -34,7 +33,7 @@ pub fn apply(ctx: &Ctx, req: proto::CreateRequest) -> Result<Reply, FsError> {
         req.caller.as_ref(),
     )?);
     let handle = ctx.handles.insert(File::from(fd), req.handle)?;
-    Ok(Reply::msg(&proto::OpenReply {
+    Ok(Reply::msg(proto::OpenReply {
         handle,
         attr: Some(attr),
     }))

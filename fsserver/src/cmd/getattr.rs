@@ -8,13 +8,13 @@ use std::os::fd::AsFd;
 use super::{Ctx, Reply};
 use crate::error::FsError;
 
-pub fn apply(ctx: &Ctx, req: proto::GetAttrRequest) -> Result<Reply, FsError> {
+pub fn apply(ctx: &Ctx, req: proto::GetAttrRequest) -> Result<Reply<proto::AttrReply>, FsError> {
     if req.has_handle {
         let file = ctx.handles.get(req.handle)?;
         let attr = crate::attr::of_fd(file.as_fd(), &fstat(&*file)?);
-        return Ok(Reply::msg(&proto::AttrReply { attr: Some(attr) }));
+        return Ok(Reply::msg(proto::AttrReply { attr: Some(attr) }));
     }
-    Ok(Reply::msg(&proto::AttrReply {
+    Ok(Reply::msg(proto::AttrReply {
         attr: Some(ctx.export.attr(&req.path)?),
     }))
 }

@@ -8,8 +8,7 @@ use super::{attr_reply, Ctx, Reply};
 use crate::error::FsError;
 use crate::export::{stat_at, Name};
 
-pub fn apply(ctx: &Ctx, req: proto::LinkRequest) -> Result<Reply, FsError> {
-    ctx.export.writable()?;
+pub fn apply(ctx: &Ctx, req: proto::LinkRequest) -> Result<Reply<proto::AttrReply>, FsError> {
     let from = ctx.export.locate(&req.path)?;
     let from_name = from.name.ok_or(FsError::Sys(nix::errno::Errno::EPERM))?;
     let to_dir = ctx.export.open_dir(&req.new_parent)?;

@@ -3,8 +3,8 @@
 use super::{Ctx, Reply};
 use crate::error::FsError;
 
-pub fn apply(ctx: &Ctx, req: proto::LookupRequest) -> Result<Reply, FsError> {
-    Ok(Reply::msg(&proto::AttrReply {
+pub fn apply(ctx: &Ctx, req: proto::LookupRequest) -> Result<Reply<proto::AttrReply>, FsError> {
+    Ok(Reply::msg(proto::AttrReply {
         attr: Some(ctx.export.attr(&req.path)?),
     }))
 }

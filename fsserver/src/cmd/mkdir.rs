@@ -9,8 +9,7 @@ use std::os::fd::AsFd;
 use crate::export::Name;
 use crate::owner;
 
-pub fn apply(ctx: &Ctx, req: proto::MkdirRequest) -> Result<Reply, FsError> {
-    ctx.export.writable()?;
+pub fn apply(ctx: &Ctx, req: proto::MkdirRequest) -> Result<Reply<proto::AttrReply>, FsError> {
     let dir = ctx.export.open_dir(&req.parent)?;
     let name = Name::new(&req.name)?;
     mkdirat(

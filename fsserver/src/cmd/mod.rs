@@ -1,39 +1,25 @@
-//! One file per command. Each has `apply(ctx, request) -> Result<Reply, FsError>`; its doc
-//! comment names the request and reply messages. Commands run on blocking threads.
+//! The server's commands, one file per command, dispatched from the protocol's command table
+//! (`protocol::command_table!`): this module adds no list of its own.
+//!
+//! Each handler file has `apply(ctx, request) -> Result<Reply<R>, FsError>` (Write also gets
+//! the request's data section); the table fixes its request and reply types, so a handler
+//! whose types disagree with the table does not compile. Before a handler runs, dispatch
+//! refuses a data section the command does not carry and, on a read-only export, any command
+//! the table marks as mutating (EROFS). Handlers block: they run on blocking threads.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message;
-use protocol::Command;
-use std::sync::Arc;
+use protocol::{Command, DataSection};
 
 use crate::error::FsError;
 use crate::export::Export;
 use crate::handles::Handles;
 
-mod close;
-mod copy_range;
-mod create;
-mod fallocate;
-mod fsync;
-mod getattr;
-mod link;
-mod list;
-mod lookup;
-mod lseek;
-mod mkdir;
-mod mknod;
-mod open;
-mod read;
-mod readlink;
-mod remove;
-mod rename;
-mod setattr;
-mod statfs;
-mod symlink;
-mod write;
 mod xattr;
 
-/// What a command may touch: its export and the connection's open handles.
+/// What a command may touch: its export and the session's open handles.
 #[derive(Debug, Clone)]
 pub struct Ctx {
     pub export: Arc<Export>,
@@ -42,72 +28,99 @@ pub struct Ctx {
     pub max_data: u32,
 }
 
-/// A successful reply: encoded message and data section.
+/// A successful reply: its message and data section (empty but for Read).
 #[derive(Debug)]
-pub struct Reply {
-    pub msg: Bytes,
+pub struct Reply<R> {
+    pub msg: R,
     pub data: Bytes,
 }
 
-impl Reply {
-    pub fn msg(m: &impl Message) -> Reply {
+impl<R: Message> Reply<R> {
+    pub fn msg(msg: R) -> Reply<R> {
         Reply {
-            msg: m.encode_to_vec().into(),
+            msg,
             data: Bytes::new(),
         }
     }
 
-    pub fn with_data(m: &impl Message, data: Bytes) -> Reply {
-        Reply {
-            msg: m.encode_to_vec().into(),
-            data,
+    pub fn with_data(msg: R, data: Bytes) -> Reply<R> {
+        Reply { msg, data }
+    }
+
+    fn encode(self) -> Encoded {
+        Encoded {
+            msg: self.msg.encode_to_vec().into(),
+            data: self.data,
         }
     }
+}
+
+/// A reply ready for the wire: encoded message and data section.
+#[derive(Debug)]
+pub struct Encoded {
+    pub msg: Bytes,
+    pub data: Bytes,
 }
 
 fn parse<M: Message + Default>(msg: Bytes) -> Result<M, FsError> {
     M::decode(msg).map_err(|e| FsError::BadRequest(e.to_string()))
 }
 
+/// Calls a handler with the data section only if its command carries one.
+macro_rules! call_handler {
+    (request, $handler:ident, $ctx:ident, $req:ident, $data:ident) => {
+        $handler::apply($ctx, $req, $data)
+    };
+    ($other:ident, $handler:ident, $ctx:ident, $req:ident, $data:ident) => {
+        $handler::apply($ctx, $req)
+    };
+}
+
+macro_rules! define_dispatch {
+    (
+        control { $( $(#[doc = $cdoc:literal])* $control:ident = $ccode:literal, )* }
+        requests { $(
+            $name:ident = $code:literal, $handler:ident, $req:ident -> $rep:ident,
+            data: $data:ident, mutates: $mutates:literal, replay: $replay:literal;
+        )* }
+    ) => {
+        $( mod $handler; )*
+
+        /// Runs a request whose policy checks passed.
+        fn run(ctx: &Ctx, command: Command, msg: Bytes, data: Bytes) -> Result<Encoded, FsError> {
+            match command {
+                $( Command::$name => {
+                    let req: proto::$req = parse(msg)?;
+                    let reply: Reply<proto::$rep> = call_handler!($data, $handler, ctx, req, data)?;
+                    Ok(reply.encode())
+                } )*
+                $( Command::$control )|* => Err(FsError::BadRequest(format!(
+                    "{command:?} is not a request after the handshake"
+                ))),
+            }
+        }
+    };
+}
+
+protocol::command_table!(define_dispatch);
+
 /// Runs one request. Blocking: call from a blocking thread.
-pub fn dispatch(ctx: &Ctx, cmd: u16, msg: Bytes, data: Bytes) -> Result<Reply, FsError> {
+pub fn dispatch(ctx: &Ctx, cmd: u16, msg: Bytes, data: Bytes) -> Result<Encoded, FsError> {
     let command = Command::try_from(cmd).map_err(|_| FsError::UnknownCommand(cmd))?;
-    match command {
-        Command::Ping => Ok(Reply::msg(&proto::Ping {})),
-        Command::Lookup => lookup::apply(ctx, parse(msg)?),
-        Command::GetAttr => getattr::apply(ctx, parse(msg)?),
-        Command::SetAttr => setattr::apply(ctx, parse(msg)?),
-        Command::List => list::apply(ctx, parse(msg)?),
-        Command::Statfs => statfs::apply(ctx, parse(msg)?),
-        Command::Open => open::apply(ctx, parse(msg)?),
-        Command::Create => create::apply(ctx, parse(msg)?),
-        Command::Read => read::apply(ctx, parse(msg)?),
-        Command::Write => write::apply(ctx, parse(msg)?, data),
-        Command::Fsync => fsync::apply(ctx, parse(msg)?),
-        Command::Close => close::apply(ctx, parse(msg)?),
-        Command::Mkdir => mkdir::apply(ctx, parse(msg)?),
-        Command::Remove => remove::apply(ctx, parse(msg)?),
-        Command::Rename => rename::apply(ctx, parse(msg)?),
-        Command::Symlink => symlink::apply(ctx, parse(msg)?),
-        Command::Readlink => readlink::apply(ctx, parse(msg)?),
-        Command::Link => link::apply(ctx, parse(msg)?),
-        Command::Mknod => mknod::apply(ctx, parse(msg)?),
-        Command::GetXattr => xattr::get(ctx, parse(msg)?),
-        Command::SetXattr => xattr::set(ctx, parse(msg)?),
-        Command::ListXattr => xattr::list(ctx, parse(msg)?),
-        Command::RemoveXattr => xattr::remove(ctx, parse(msg)?),
-        Command::CopyRange => copy_range::apply(ctx, parse(msg)?),
-        Command::Fallocate => fallocate::apply(ctx, parse(msg)?),
-        Command::Lseek => lseek::apply(ctx, parse(msg)?),
-        Command::Auth | Command::Goodbye => Err(FsError::BadRequest(format!(
-            "{command:?} is not a request after the handshake"
-        ))),
+    if !data.is_empty() && command.data_section() != DataSection::Request {
+        return Err(FsError::BadRequest(format!(
+            "{command:?} carries no data section"
+        )));
     }
+    if command.mutates() {
+        ctx.export.writable()?;
+    }
+    run(ctx, command, msg, data)
 }
 
 /// `AttrReply` for a stat result.
-fn attr_reply(st: &nix::sys::stat::FileStat) -> Reply {
-    Reply::msg(&proto::AttrReply {
+fn attr_reply(st: &nix::sys::stat::FileStat) -> Reply<proto::AttrReply> {
+    Reply::msg(proto::AttrReply {
         attr: Some(crate::attr::from_stat(st)),
     })
 }

@@ -27,7 +27,7 @@ pub(super) fn writes(flags: OFlag) -> bool {
     (flags & OFlag::O_ACCMODE) != OFlag::O_RDONLY || flags.contains(OFlag::O_TRUNC)
 }
 
-pub fn apply(ctx: &Ctx, req: proto::OpenRequest) -> Result<Reply, FsError> {
+pub fn apply(ctx: &Ctx, req: proto::OpenRequest) -> Result<Reply<proto::OpenReply>, FsError> {
     let flags = allowed_flags(req.flags) - OFlag::O_EXCL;
     if writes(flags) {
         ctx.export.writable()?;
@@ -35,7 +35,7 @@ pub fn apply(ctx: &Ctx, req: proto::OpenRequest) -> Result<Reply, FsError> {
     let fd = ctx.export.open_beneath(&req.path, flags, Mode::empty())?;
     let attr = crate::attr::of_fd(fd.as_fd(), &fstat(&fd)?);
     let handle = ctx.handles.insert(File::from(fd), req.handle)?;
-    Ok(Reply::msg(&proto::OpenReply {
+    Ok(Reply::msg(proto::OpenReply {
         handle,
         attr: Some(attr),
     }))

@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use super::{Ctx, Reply};
 use crate::error::FsError;
 
-pub fn apply(ctx: &Ctx, req: proto::ReadRequest) -> Result<Reply, FsError> {
+pub fn apply(ctx: &Ctx, req: proto::ReadRequest) -> Result<Reply<proto::ReadReply>, FsError> {
     let file = ctx.handles.get(req.handle)?;
     let len = req.len.min(ctx.max_data) as usize;
     let mut buf = BytesMut::zeroed(len);
@@ -26,5 +26,5 @@ pub fn apply(ctx: &Ctx, req: proto::ReadRequest) -> Result<Reply, FsError> {
         }
     }
     buf.truncate(filled);
-    Ok(Reply::with_data(&proto::ReadReply {}, buf.freeze()))
+    Ok(Reply::with_data(proto::ReadReply {}, buf.freeze()))
 }

@@ -7,8 +7,7 @@ use super::{Ctx, Reply};
 use crate::error::FsError;
 use crate::export::Name;
 
-pub fn apply(ctx: &Ctx, req: proto::RemoveRequest) -> Result<Reply, FsError> {
-    ctx.export.writable()?;
+pub fn apply(ctx: &Ctx, req: proto::RemoveRequest) -> Result<Reply<proto::Empty>, FsError> {
     let dir = ctx.export.open_dir(&req.parent)?;
     let name = Name::new(&req.name)?;
     let flag = if req.dir {
@@ -17,5 +16,5 @@ pub fn apply(ctx: &Ctx, req: proto::RemoveRequest) -> Result<Reply, FsError> {
         UnlinkatFlags::NoRemoveDir
     };
     unlinkat(&dir, name.as_os_str(), flag)?;
-    Ok(Reply::msg(&proto::Empty {}))
+    Ok(Reply::msg(proto::Empty {}))
 }

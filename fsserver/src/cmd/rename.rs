@@ -8,8 +8,7 @@ use crate::attr::from_stat;
 use crate::error::FsError;
 use crate::export::{stat_at, Name};
 
-pub fn apply(ctx: &Ctx, req: proto::RenameRequest) -> Result<Reply, FsError> {
-    ctx.export.writable()?;
+pub fn apply(ctx: &Ctx, req: proto::RenameRequest) -> Result<Reply<proto::RenameReply>, FsError> {
     let flags = RenameFlags::from_bits(req.flags).ok_or(FsError::Sys(nix::errno::Errno::EINVAL))?;
     let from_dir = ctx.export.open_dir(&req.parent)?;
     let to_dir = ctx.export.open_dir(&req.new_parent)?;
@@ -21,5 +20,5 @@ pub fn apply(ctx: &Ctx, req: proto::RenameRequest) -> Result<Reply, FsError> {
     } else {
         None
     };
-    Ok(Reply::msg(&proto::RenameReply { moved, exchanged }))
+    Ok(Reply::msg(proto::RenameReply { moved, exchanged }))
 }

@@ -20,8 +20,7 @@ fn time_spec(t: &Option<proto::SetTime>) -> TimeSpec {
     }
 }
 
-pub fn apply(ctx: &Ctx, req: proto::SetAttrRequest) -> Result<Reply, FsError> {
-    ctx.export.writable()?;
+pub fn apply(ctx: &Ctx, req: proto::SetAttrRequest) -> Result<Reply<proto::AttrReply>, FsError> {
     if req.has_handle {
         let file = ctx.handles.get(req.handle)?;
         return Ok(attr_reply(&change(file.as_fd(), &req, true)?));

@@ -5,9 +5,9 @@ use nix::sys::statvfs::fstatvfs;
 use super::{Ctx, Reply};
 use crate::error::FsError;
 
-pub fn apply(ctx: &Ctx, _req: proto::StatfsRequest) -> Result<Reply, FsError> {
+pub fn apply(ctx: &Ctx, _req: proto::StatfsRequest) -> Result<Reply<proto::StatfsReply>, FsError> {
     let s = fstatvfs(ctx.export.root())?;
-    Ok(Reply::msg(&proto::StatfsReply {
+    Ok(Reply::msg(proto::StatfsReply {
         blocks: s.blocks(),
         bfree: s.blocks_free(),
         bavail: s.blocks_available(),

@@ -12,8 +12,7 @@ use crate::error::FsError;
 use crate::export::Name;
 use crate::owner;
 
-pub fn apply(ctx: &Ctx, req: proto::SymlinkRequest) -> Result<Reply, FsError> {
-    ctx.export.writable()?;
+pub fn apply(ctx: &Ctx, req: proto::SymlinkRequest) -> Result<Reply<proto::AttrReply>, FsError> {
     let dir = ctx.export.open_dir(&req.parent)?;
     let name = Name::new(&req.name)?;
     if req.target.is_empty() || req.target.contains(&0) {

@@ -8,11 +8,10 @@ use bytes::Bytes;
 use super::{Ctx, Reply};
 use crate::error::FsError;
 
-pub fn apply(ctx: &Ctx, req: proto::WriteRequest, data: Bytes) -> Result<Reply, FsError> {
-    ctx.export.writable()?;
+pub fn apply(ctx: &Ctx, req: proto::WriteRequest, data: Bytes) -> Result<Reply<proto::WriteReply>, FsError> {
     let file = ctx.handles.get(req.handle)?;
     file.write_all_at(&data, req.offset)?;
-    Ok(Reply::msg(&proto::WriteReply {
+    Ok(Reply::msg(proto::WriteReply {
         written: data.len() as u32,
     }))
 }

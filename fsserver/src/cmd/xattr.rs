@@ -1,13 +1,11 @@
-//! Extended attributes of the object at a path, never following a symlink there:
-//! - GetXattr: `GetXattrRequest { path, name }` -> `XattrReply { value }`
-//! - SetXattr: `SetXattrRequest { path, name, value, flags }` -> `Empty`
-//! - ListXattr: `ListXattrRequest { path }` -> `ListXattrReply { names }`
-//! - RemoveXattr: `RemoveXattrRequest { path, name }` -> `Empty`
+//! Extended attribute calls shared by the four xattr commands, on the object at a path,
+//! never following a symlink there.
 //!
 //! The object is opened `O_PATH | O_NOFOLLOW` beneath the root and reached through its
 //! /proc/self/fd entry (xattr calls take no `O_PATH` fd). Which namespaces work is the
 //! server kernel's decision: `user.*` on files and directories, `trusted.*`/`security.*`
-//! when the server may, ENOTSUP/EPERM otherwise, as on a local disk.
+//! when the server may, ENOTSUP/EPERM otherwise, as on a local disk. nix has no xattr
+//! calls, so this module wraps libc's; the rest of the server calls these safe wrappers.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -16,27 +14,30 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
-use super::{Ctx, Reply};
+use super::Ctx;
 use crate::error::FsError;
 
-struct Target {
+/// The object an xattr request names, held open while the call runs.
+pub struct Target {
     _fd: OwnedFd,
     proc_path: CString,
 }
 
-fn target(ctx: &Ctx, path: &[u8]) -> Result<Target, FsError> {
+pub fn target(ctx: &Ctx, path: &[u8]) -> Result<Target, FsError> {
     let fd = ctx
         .export
         .open_beneath(path, OFlag::O_PATH, Mode::empty())?;
-    let proc_path = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL");
+    let proc_path = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_err(|_| FsError::Sys(Errno::EINVAL))?;
     Ok(Target { _fd: fd, proc_path })
 }
 
-fn cname(name: &[u8]) -> Result<CString, FsError> {
-    if name.is_empty() {
+/// An attribute name as the kernel takes it: not empty, no NUL.
+pub fn name(raw: &[u8]) -> Result<CString, FsError> {
+    if raw.is_empty() {
         return Err(FsError::Sys(Errno::EINVAL));
     }
-    CString::new(name).map_err(|_| FsError::BadName("NUL in attribute name".into()))
+    CString::new(raw).map_err(|_| FsError::BadName("NUL in attribute name".into()))
 }
 
 /// Calls `f(buf)` with a buffer large enough for the answer (size probe, retry on ERANGE).
@@ -55,56 +56,55 @@ fn sized(mut f: impl FnMut(&mut [u8]) -> isize) -> Result<Vec<u8>, FsError> {
     }
 }
 
-pub fn get(ctx: &Ctx, req: proto::GetXattrRequest) -> Result<Reply, FsError> {
-    let t = target(ctx, &req.path)?;
-    let name = cname(&req.name)?;
-    let value = sized(|buf| unsafe {
-        libc::getxattr(
-            t.proc_path.as_ptr(),
-            name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    })?;
-    Ok(Reply::msg(&proto::XattrReply {
-        value: value.into(),
-    }))
-}
+impl Target {
+    pub fn get(&self, name: &CString) -> Result<Vec<u8>, FsError> {
+        sized(|buf| {
+            // SAFETY: both paths are NUL-terminated CStrings that outlive the call; the
+            // kernel writes at most `buf.len()` bytes into `buf` (none when it is empty).
+            unsafe {
+                libc::getxattr(
+                    self.proc_path.as_ptr(),
+                    name.as_ptr(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                )
+            }
+        })
+    }
 
-pub fn set(ctx: &Ctx, req: proto::SetXattrRequest) -> Result<Reply, FsError> {
-    ctx.export.writable()?;
-    let t = target(ctx, &req.path)?;
-    let name = cname(&req.name)?;
-    let rc = unsafe {
-        libc::setxattr(
-            t.proc_path.as_ptr(),
-            name.as_ptr(),
-            req.value.as_ptr().cast(),
-            req.value.len(),
-            req.flags as i32,
-        )
-    };
-    Errno::result(rc)?;
-    Ok(Reply::msg(&proto::Empty {}))
-}
+    pub fn set(&self, name: &CString, value: &[u8], flags: i32) -> Result<(), FsError> {
+        // SAFETY: NUL-terminated paths that outlive the call; the kernel reads
+        // `value.len()` bytes from `value`.
+        let rc = unsafe {
+            libc::setxattr(
+                self.proc_path.as_ptr(),
+                name.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                flags,
+            )
+        };
+        Errno::result(rc)?;
+        Ok(())
+    }
 
-pub fn list(ctx: &Ctx, req: proto::ListXattrRequest) -> Result<Reply, FsError> {
-    let t = target(ctx, &req.path)?;
-    let raw = sized(|buf| unsafe {
-        libc::listxattr(t.proc_path.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-    })?;
-    let names = raw
-        .split(|b| *b == 0)
-        .filter(|n| !n.is_empty())
-        .map(|n| n.to_vec().into())
-        .collect();
-    Ok(Reply::msg(&proto::ListXattrReply { names }))
-}
+    /// The names, each without its NUL.
+    pub fn list(&self) -> Result<Vec<Vec<u8>>, FsError> {
+        let raw = sized(|buf| {
+            // SAFETY: a NUL-terminated path that outlives the call; the kernel writes at
+            // most `buf.len()` bytes into `buf`.
+            unsafe { libc::listxattr(self.proc_path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) }
+        })?;
+        Ok(raw
+            .split(|b| *b == 0)
+            .filter(|n| !n.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect())
+    }
 
-pub fn remove(ctx: &Ctx, req: proto::RemoveXattrRequest) -> Result<Reply, FsError> {
-    ctx.export.writable()?;
-    let t = target(ctx, &req.path)?;
-    let name = cname(&req.name)?;
-    Errno::result(unsafe { libc::removexattr(t.proc_path.as_ptr(), name.as_ptr()) })?;
-    Ok(Reply::msg(&proto::Empty {}))
+    pub fn remove(&self, name: &CString) -> Result<(), FsError> {
+        // SAFETY: both arguments are NUL-terminated CStrings that outlive the call.
+        Errno::result(unsafe { libc::removexattr(self.proc_path.as_ptr(), name.as_ptr()) })?;
+        Ok(())
+    }
 }
