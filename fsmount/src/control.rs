@@ -13,6 +13,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 
+use crate::client::Client;
 use crate::fs::Fs;
 
 /// Where the mount on `mountpoint` (canonical) listens.
@@ -30,7 +31,7 @@ pub fn socket_path(mountpoint: &Path) -> PathBuf {
 
 /// Serves the control socket for `fs` mounted on `mountpoint` until the task is dropped;
 /// the socket file is removed when the returned guard is dropped.
-pub fn listen(fs: Arc<Fs>, mountpoint: &Path) -> std::io::Result<SocketFile> {
+pub fn listen(fs: Arc<Fs>, client: Client, mountpoint: &Path) -> std::io::Result<SocketFile> {
     let path = socket_path(mountpoint);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -40,7 +41,7 @@ pub fn listen(fs: Arc<Fs>, mountpoint: &Path) -> std::io::Result<SocketFile> {
     let shown = mountpoint.display().to_string();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let (fs, shown) = (fs.clone(), shown.clone());
+            let (fs, client, shown) = (fs.clone(), client.clone(), shown.clone());
             tokio::spawn(async move {
                 let (rd, mut wr) = stream.into_split();
                 let mut line = String::new();
@@ -48,7 +49,7 @@ pub fn listen(fs: Arc<Fs>, mountpoint: &Path) -> std::io::Result<SocketFile> {
                     return;
                 }
                 let reply = match line.trim() {
-                    "status" => status(&fs, &shown),
+                    "status" => status(&fs, &client, &shown),
                     "sync" => {
                         fs.sync_all().await;
                         "synced\n".to_string()
@@ -71,8 +72,8 @@ impl Drop for SocketFile {
     }
 }
 
-fn status(fs: &Fs, mountpoint: &str) -> String {
-    let link = fs.client().stats();
+fn status(fs: &Fs, client: &Client, mountpoint: &str) -> String {
+    let link = client.stats();
     let mut out = format!("mount: {mountpoint}\n");
     out += &format!(
         "connection: {} (reconnects {}, sessions resumed {}, requests resent {}, last outage {})\n",
@@ -86,7 +87,7 @@ fn status(fs: &Fs, mountpoint: &str) -> String {
     if let Some(since) = link.down_since {
         out += &format!("down for: {:.1?}\n", since.elapsed());
     }
-    out += &format!("requests unanswered: {}\n", fs.client().unanswered());
+    out += &format!("requests unanswered: {}\n", client.unanswered());
     match fs.writeback_stats() {
         Some(w) => {
             out += &format!(

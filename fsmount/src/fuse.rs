@@ -16,10 +16,8 @@ use fuser::{
 };
 use tokio::runtime::Handle;
 
-use crate::fs::{self, Fs, FsError};
-
-/// Largest read and write the kernel is asked to send (FUSE max_write / max_pages).
-pub const MAX_IO: u32 = 1 << 20;
+use crate::defaults::MAX_IO;
+use crate::fs::{self, Fh, FilePos, Fs, FsError, Ino};
 
 pub struct FuseAdapter {
     fs: Arc<Fs>,
@@ -57,6 +55,44 @@ fn errno(e: &FsError) -> Errno {
     Errno::from_i32(e.errno())
 }
 
+/// A fuser reply that can carry an errno.
+trait ErrorReply {
+    fn fail(self, errno: Errno);
+}
+
+macro_rules! error_reply {
+    ($($reply:ty),* $(,)?) => {
+        $(impl ErrorReply for $reply {
+            fn fail(self, errno: Errno) {
+                self.error(errno)
+            }
+        })*
+    };
+}
+
+error_reply!(
+    ReplyAttr,
+    ReplyCreate,
+    ReplyData,
+    ReplyDirectory,
+    ReplyDirectoryPlus,
+    ReplyEmpty,
+    ReplyEntry,
+    ReplyLseek,
+    ReplyOpen,
+    ReplyStatfs,
+    ReplyWrite,
+    ReplyXattr,
+);
+
+/// Answers `reply` with `ok(reply, value)` on success, else with the error's errno.
+fn answer<R: ErrorReply, T>(reply: R, r: fs::Result<T>, ok: impl FnOnce(R, T)) {
+    match r {
+        Ok(v) => ok(reply, v),
+        Err(e) => reply.fail(errno(&e)),
+    }
+}
+
 fn time(t: &Option<proto::Timespec>) -> SystemTime {
     match t {
         Some(t) if t.sec >= 0 => UNIX_EPOCH + Duration::new(t.sec as u64, t.nsec),
@@ -81,9 +117,9 @@ fn kind(mode: u32) -> FileType {
 }
 
 /// Wire attributes as the kernel's, under local inode number `ino`.
-pub fn file_attr(ino: u64, a: &proto::Attr) -> FileAttr {
+pub fn file_attr(ino: Ino, a: &proto::Attr) -> FileAttr {
     FileAttr {
-        ino: INodeNo(ino),
+        ino: INodeNo(ino.0),
         size: a.size,
         blocks: a.blocks,
         atime: time(&a.atime),
@@ -132,15 +168,14 @@ fn reply_entry(
     attr_ttl: Duration,
     entry_ttl: Duration,
 ) {
-    match r {
-        Ok(e) => reply.entry_with_ttls(
+    answer(reply, r, |reply, e| {
+        reply.entry_with_ttls(
             &attr_ttl,
             &entry_ttl,
             &file_attr(e.ino, &e.attr),
             Generation(0),
-        ),
-        Err(e) => reply.error(errno(&e)),
-    }
+        )
+    })
 }
 
 fn caller(req: &Request) -> fs::Caller {
@@ -152,19 +187,15 @@ fn caller(req: &Request) -> fs::Caller {
 
 /// Answers getxattr/listxattr: the size when `size` is 0, the bytes if they fit, ERANGE.
 fn reply_xattr(reply: ReplyXattr, r: fs::Result<Vec<u8>>, size: u32) {
-    match r {
-        Ok(v) if size == 0 => reply.size(v.len() as u32),
-        Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
-        Ok(v) => reply.data(&v),
-        Err(e) => reply.error(errno(&e)),
-    }
+    answer(reply, r, |reply, v| match v.len() {
+        n if size == 0 => reply.size(n as u32),
+        n if n > size as usize => reply.error(Errno::ERANGE),
+        _ => reply.data(&v),
+    })
 }
 
 fn reply_empty(reply: ReplyEmpty, r: fs::Result<()>) {
-    match r {
-        Ok(()) => reply.ok(),
-        Err(e) => reply.error(errno(&e)),
-    }
+    answer(reply, r, |reply, ()| reply.ok())
 }
 
 impl fuser::Filesystem for FuseAdapter {
@@ -196,10 +227,10 @@ impl fuser::Filesystem for FuseAdapter {
         let (name, at, et) = (name_bytes(name), self.attr_ttl(), self.entry_ttl());
         let negative = self.fs.options.negative_ttl;
         self.spawn(move |fs| async move {
-            match fs.lookup(parent.0, &name).await {
+            match fs.lookup(Ino(parent.0), &name).await {
                 // A negative entry (node id 0): the kernel remembers the name is missing.
                 Err(e) if e.errno() == libc::ENOENT && !negative.is_zero() => {
-                    let missing = file_attr(0, &proto::Attr::default());
+                    let missing = file_attr(Ino(0), &proto::Attr::default());
                     reply.entry_with_ttls(&Duration::ZERO, &negative, &missing, Generation(0))
                 }
                 r => reply_entry(reply, r, at, et),
@@ -208,16 +239,17 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.fs.forget(ino.0, nlookup);
+        self.fs.forget(Ino(ino.0), nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let ttl = self.attr_ttl();
         self.spawn(move |fs| async move {
-            match fs.getattr(ino.0, fh.map(|f| f.0)).await {
-                Ok(a) => reply.attr(&ttl, &file_attr(ino.0, &a)),
-                Err(e) => reply.error(errno(&e)),
-            }
+            answer(
+                reply,
+                fs.getattr(Ino(ino.0), fh.map(|f| Fh(f.0))).await,
+                |reply, a| reply.attr(&ttl, &file_attr(Ino(ino.0), &a)),
+            )
         });
     }
 
@@ -249,19 +281,19 @@ impl fuser::Filesystem for FuseAdapter {
             mtime: set_time(mtime),
         };
         self.spawn(move |fs| async move {
-            match fs.setattr(ino.0, fh.map(|f| f.0), change).await {
-                Ok(a) => reply.attr(&ttl, &file_attr(ino.0, &a)),
-                Err(e) => reply.error(errno(&e)),
-            }
+            answer(
+                reply,
+                fs.setattr(Ino(ino.0), fh.map(|f| Fh(f.0)), change).await,
+                |reply, a| reply.attr(&ttl, &file_attr(Ino(ino.0), &a)),
+            )
         });
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         self.spawn(move |fs| async move {
-            match fs.readlink(ino.0).await {
-                Ok(t) => reply.data(&t),
-                Err(e) => reply.error(errno(&e)),
-            }
+            answer(reply, fs.readlink(Ino(ino.0)).await, |reply, t| {
+                reply.data(&t)
+            })
         });
     }
 
@@ -283,7 +315,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(move |fs| async move {
             reply_entry(
                 reply,
-                fs.mkdir(parent.0, &name, mode & !umask, who).await,
+                fs.mkdir(Ino(parent.0), &name, mode & !umask, who).await,
                 at,
                 et,
             )
@@ -292,16 +324,16 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name_bytes(name);
-        self.spawn(
-            move |fs| async move { reply_empty(reply, fs.remove(parent.0, &name, false).await) },
-        );
+        self.spawn(move |fs| async move {
+            reply_empty(reply, fs.remove(Ino(parent.0), &name, false).await)
+        });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name_bytes(name);
-        self.spawn(
-            move |fs| async move { reply_empty(reply, fs.remove(parent.0, &name, true).await) },
-        );
+        self.spawn(move |fs| async move {
+            reply_empty(reply, fs.remove(Ino(parent.0), &name, true).await)
+        });
     }
 
     fn symlink(
@@ -322,7 +354,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(move |fs| async move {
             reply_entry(
                 reply,
-                fs.symlink(parent.0, &name, &target, who).await,
+                fs.symlink(Ino(parent.0), &name, &target, who).await,
                 at,
                 et,
             )
@@ -343,8 +375,14 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(move |fs| async move {
             reply_empty(
                 reply,
-                fs.rename(parent.0, &name, newparent.0, &newname, flags.bits())
-                    .await,
+                fs.rename(
+                    Ino(parent.0),
+                    &name,
+                    Ino(newparent.0),
+                    &newname,
+                    flags.bits(),
+                )
+                .await,
             )
         });
     }
@@ -359,23 +397,29 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         let (name, at, et) = (name_bytes(newname), self.attr_ttl(), self.entry_ttl());
         self.spawn(move |fs| async move {
-            reply_entry(reply, fs.link(ino.0, newparent.0, &name).await, at, et)
+            reply_entry(
+                reply,
+                fs.link(Ino(ino.0), Ino(newparent.0), &name).await,
+                at,
+                et,
+            )
         });
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         self.spawn(move |fs| async move {
-            match fs.open(ino.0, flags.0 as u32).await {
-                Ok(o) => {
+            answer(
+                reply,
+                fs.open(Ino(ino.0), flags.0 as u32).await,
+                |reply, o| {
                     let f = if o.keep_cache {
                         FopenFlags::FOPEN_KEEP_CACHE
                     } else {
                         FopenFlags::empty()
                     };
-                    reply.opened(FileHandle(o.fh), f)
-                }
-                Err(e) => reply.error(errno(&e)),
-            }
+                    reply.opened(FileHandle(o.fh.0), f)
+                },
+            )
         });
     }
 
@@ -391,10 +435,11 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyData,
     ) {
         self.spawn(move |fs| async move {
-            match fs.read(ino.0, fh.0, offset, size).await {
-                Ok(data) => reply.data(&data),
-                Err(e) => reply.error(errno(&e)),
-            }
+            answer(
+                reply,
+                fs.read(Ino(ino.0), Fh(fh.0), offset, size).await,
+                |reply, data| reply.data(&data),
+            )
         });
     }
 
@@ -412,10 +457,9 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         let data = Bytes::copy_from_slice(data);
         self.spawn(move |fs| async move {
-            match fs.write(fh.0, offset, data).await {
-                Ok(n) => reply.written(n),
-                Err(e) => reply.error(errno(&e)),
-            }
+            answer(reply, fs.write(Fh(fh.0), offset, data).await, |reply, n| {
+                reply.written(n)
+            })
         });
     }
 
@@ -427,7 +471,7 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs| async move { reply_empty(reply, fs.flush(ino.0).await) });
+        self.spawn(move |fs| async move { reply_empty(reply, fs.flush(Ino(ino.0)).await) });
     }
 
     fn release(
@@ -440,7 +484,9 @@ impl fuser::Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs| async move { reply_empty(reply, fs.release(ino.0, fh.0).await) });
+        self.spawn(
+            move |fs| async move { reply_empty(reply, fs.release(Ino(ino.0), Fh(fh.0)).await) },
+        );
     }
 
     fn fsync(
@@ -451,16 +497,15 @@ impl fuser::Filesystem for FuseAdapter {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(
-            move |fs| async move { reply_empty(reply, fs.fsync(ino.0, fh.0, datasync).await) },
-        );
+        self.spawn(move |fs| async move {
+            reply_empty(reply, fs.fsync(Ino(ino.0), Fh(fh.0), datasync).await)
+        });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(errno(&e)),
-        }
+        answer(reply, self.fs.opendir(Ino(ino.0)), |reply, fh| {
+            reply.opened(FileHandle(fh.0), FopenFlags::empty())
+        })
     }
 
     fn readdir(
@@ -473,19 +518,16 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         self.spawn(move |fs| async move {
             let r = fs
-                .readdir(fh.0, offset, false, |item| {
+                .readdir(Fh(fh.0), offset, false, |item| {
                     reply.add(
-                        INodeNo(item.ino),
+                        INodeNo(item.ino.0),
                         item.offset,
                         kind(item.attr.mode),
                         OsStr::from_bytes(item.name),
                     )
                 })
                 .await;
-            match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
+            answer(reply, r, |reply, ()| reply.ok())
         });
     }
 
@@ -501,10 +543,10 @@ impl fuser::Filesystem for FuseAdapter {
         let ttl = at.min(et);
         self.spawn(move |fs| async move {
             let r = fs
-                .readdir(fh.0, offset, true, |item| {
+                .readdir(Fh(fh.0), offset, true, |item| {
                     let attr = file_attr(item.ino, item.attr);
                     reply.add(
-                        INodeNo(item.ino),
+                        INodeNo(item.ino.0),
                         item.offset,
                         OsStr::from_bytes(item.name),
                         &ttl,
@@ -513,10 +555,7 @@ impl fuser::Filesystem for FuseAdapter {
                     )
                 })
                 .await;
-            match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
+            answer(reply, r, |reply, ()| reply.ok())
         });
     }
 
@@ -528,7 +567,7 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.fs.releasedir(fh.0);
+        self.fs.releasedir(Fh(fh.0));
         reply.ok();
     }
 
@@ -546,12 +585,11 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         self.spawn(move |fs| async move {
-            match fs.statfs().await {
-                Ok(s) => reply.statfs(
+            answer(reply, fs.statfs().await, |reply, s| {
+                reply.statfs(
                     s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
-                ),
-                Err(e) => reply.error(errno(&e)),
-            }
+                )
+            })
         });
     }
 
@@ -567,19 +605,18 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         let (name, ttl, who) = (name_bytes(name), self.attr_ttl(), caller(req));
         self.spawn(move |fs| async move {
-            match fs
-                .create(parent.0, &name, mode & !umask, flags as u32, who)
-                .await
-            {
-                Ok((e, fh)) => reply.created(
+            let created = fs
+                .create(Ino(parent.0), &name, mode & !umask, flags as u32, who)
+                .await;
+            answer(reply, created, |reply, (e, fh)| {
+                reply.created(
                     &ttl,
                     &file_attr(e.ino, &e.attr),
                     Generation(0),
-                    FileHandle(fh),
+                    FileHandle(fh.0),
                     FopenFlags::empty(),
-                ),
-                Err(e) => reply.error(errno(&e)),
-            }
+                )
+            })
         });
     }
 
@@ -604,7 +641,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(move |fs| async move {
             reply_entry(
                 reply,
-                fs.mknod(parent.0, &name, mode, rdev as u64, who).await,
+                fs.mknod(Ino(parent.0), &name, mode, rdev as u64, who).await,
                 at,
                 et,
             )
@@ -614,13 +651,15 @@ impl fuser::Filesystem for FuseAdapter {
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let name = name_bytes(name);
         self.spawn(move |fs| async move {
-            let r = fs.getxattr(ino.0, &name).await.map(|v| v.to_vec());
+            let r = fs.getxattr(Ino(ino.0), &name).await.map(|v| v.to_vec());
             reply_xattr(reply, r, size)
         });
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        self.spawn(move |fs| async move { reply_xattr(reply, fs.listxattr(ino.0).await, size) });
+        self.spawn(
+            move |fs| async move { reply_xattr(reply, fs.listxattr(Ino(ino.0)).await, size) },
+        );
     }
 
     fn setxattr(
@@ -635,13 +674,18 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         let (name, value) = (name_bytes(name), value.to_vec());
         self.spawn(move |fs| async move {
-            reply_empty(reply, fs.setxattr(ino.0, &name, &value, flags as u32).await)
+            reply_empty(
+                reply,
+                fs.setxattr(Ino(ino.0), &name, &value, flags as u32).await,
+            )
         });
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name_bytes(name);
-        self.spawn(move |fs| async move { reply_empty(reply, fs.removexattr(ino.0, &name).await) });
+        self.spawn(
+            move |fs| async move { reply_empty(reply, fs.removexattr(Ino(ino.0), &name).await) },
+        );
     }
 
     fn copy_file_range(
@@ -660,13 +704,16 @@ impl fuser::Filesystem for FuseAdapter {
         // The reply carries a u32 count.
         let len = len.min(1 << 30);
         self.spawn(move |fs| async move {
-            match fs
-                .copy_range(fh_in.0, offset_in, fh_out.0, offset_out, len)
-                .await
-            {
-                Ok(n) => reply.written(n as u32),
-                Err(e) => reply.error(errno(&e)),
-            }
+            let from = FilePos {
+                fh: Fh(fh_in.0),
+                offset: offset_in,
+            };
+            let to = FilePos {
+                fh: Fh(fh_out.0),
+                offset: offset_out,
+            };
+            let copied = fs.copy_range(from, to, len).await;
+            answer(reply, copied, |reply, n| reply.written(n as u32))
         });
     }
 
@@ -681,7 +728,10 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.spawn(move |fs| async move {
-            reply_empty(reply, fs.fallocate(fh.0, mode as u32, offset, length).await)
+            reply_empty(
+                reply,
+                fs.fallocate(Fh(fh.0), mode as u32, offset, length).await,
+            )
         });
     }
 
@@ -695,10 +745,11 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyLseek,
     ) {
         self.spawn(move |fs| async move {
-            match fs.lseek(fh.0, offset, whence as u32).await {
-                Ok(o) => reply.offset(o),
-                Err(e) => reply.error(errno(&e)),
-            }
+            answer(
+                reply,
+                fs.lseek(Fh(fh.0), offset, whence as u32).await,
+                |reply, o| reply.offset(o),
+            )
         });
     }
 }

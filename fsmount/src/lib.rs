@@ -1,9 +1,11 @@
 //! fsmount: mounts an fsserver export through FUSE.
 //!
-//! Layout (a read's path: `fuse` -> `fs` -> `client` -> server):
+//! Layout (a read's path: `fuse` -> `fs` -> `remote` -> `client` -> server):
 //! - [`fuse`]: thin fuser adapter, spawns each request onto tokio and replies;
-//! - [`fs`]: the async filesystem core (inode table, operations, errno table);
+//! - [`fs`]: the async filesystem core (inode table, operations, caches, errno table);
+//! - [`remote`]: the trait the core reaches the server through (a fake in tests);
 //! - [`client`]: the session: connection, handshake, pending requests, reconnection;
+//! - [`defaults`]: every default, defined once;
 //! - [`control`]: the `fsmount status`/`sync` socket of a running mount;
 //! - [`mount`]: mounting, readiness, signals and unmounting;
 //! - [`options`]: source and `-o` parsing; [`daemon`]: background mode.
@@ -11,7 +13,9 @@
 pub mod client;
 pub mod control;
 pub mod daemon;
+pub mod defaults;
 pub mod fs;
 pub mod fuse;
 pub mod mount;
 pub mod options;
+pub mod remote;

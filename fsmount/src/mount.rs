@@ -9,8 +9,9 @@ use fuser::{Config, MountOption, SessionACL};
 
 use crate::client;
 use crate::daemon::Notifier;
+use crate::defaults::MAX_IO;
 use crate::fs::{Fs, FsOptions};
-use crate::fuse::{FuseAdapter, MAX_IO};
+use crate::fuse::FuseAdapter;
 use crate::options::{MountOptions, Source};
 
 /// Everything a mount needs, already validated.
@@ -121,7 +122,13 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
     };
     let max_io = session.max_data.min(MAX_IO);
     session.client.set_timeout(req.options.timeout);
-    let fs = Arc::new(Fs::new(session.client, &session.root, max_io, fs_options));
+    let client = session.client;
+    let fs = Arc::new(Fs::new(
+        Arc::new(client.clone()),
+        &session.root,
+        max_io,
+        fs_options,
+    ));
     fs.install_reopen();
     let adapter = FuseAdapter::new(
         fs.clone(),
@@ -140,7 +147,7 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
     raise_readahead(&req.mountpoint);
     let _control = {
         let _in_runtime = rt.enter();
-        crate::control::listen(fs.clone(), &req.mountpoint)
+        crate::control::listen(fs.clone(), client, &req.mountpoint)
             .map_err(|e| tracing::warn!("no control socket (fsmount status/sync): {e}"))
             .ok()
     };

@@ -3,8 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Port used when the source gives none.
-pub const DEFAULT_PORT: u16 = 7070;
+use crate::defaults;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
@@ -24,7 +23,7 @@ pub fn parse_source(s: &str) -> Result<Source, String> {
         let (host, after) = rest.split_once(']').ok_or_else(bad)?;
         match after.strip_prefix(':') {
             Some(port) => format!("[{host}]:{}", port.parse::<u16>().map_err(|_| bad())?),
-            None if after.is_empty() => format!("[{host}]:{DEFAULT_PORT}"),
+            None if after.is_empty() => format!("[{host}]:{}", defaults::PORT),
             None => return Err(bad()),
         }
     } else {
@@ -33,7 +32,7 @@ pub fn parse_source(s: &str) -> Result<Source, String> {
                 format!("{host}:{}", port.parse::<u16>().map_err(|_| bad())?)
             }
             Some(_) => return Err(bad()),
-            None => format!("{hostport}:{DEFAULT_PORT}"),
+            None => format!("{hostport}:{}", defaults::PORT),
         }
     };
     Ok(Source {
@@ -76,14 +75,14 @@ impl Default for MountOptions {
             allow_other: false,
             allow_root: false,
             default_permissions: false,
-            attr_timeout: Duration::from_secs(1),
-            entry_timeout: Duration::from_secs(1),
-            negative_timeout: Duration::from_secs(1),
+            attr_timeout: defaults::ATTR_TIMEOUT,
+            entry_timeout: defaults::ENTRY_TIMEOUT,
+            negative_timeout: defaults::NEGATIVE_TIMEOUT,
             fsname: None,
-            cache_size: 64 << 20,
-            readahead: 8 << 20,
-            dirty_limit: 64 << 20,
-            timeout: Some(Duration::from_secs(60)),
+            cache_size: defaults::CACHE_SIZE,
+            readahead: defaults::READAHEAD,
+            dirty_limit: defaults::DIRTY_LIMIT,
+            timeout: defaults::TIMEOUT,
             kernel_flags: Vec::new(),
         }
     }
@@ -142,7 +141,9 @@ pub fn parse_options(args: &[String]) -> Result<MountOptions, String> {
             ("timeout", Some(v)) => o.timeout = Some(seconds(key, v)?),
             ("hard", None) => o.timeout = None,
             ("soft", None) => {
-                o.timeout.get_or_insert(Duration::from_secs(60));
+                if o.timeout.is_none() {
+                    o.timeout = defaults::TIMEOUT;
+                }
             }
             ("fsname", Some(v)) => o.fsname = Some(v.to_string()),
             (

@@ -32,6 +32,18 @@ impl Frame {
         }
     }
 
+    /// A request whose message is already encoded.
+    pub fn request_bytes(cmd: Command, stream_id: StreamId, msg: Bytes, data: Bytes) -> Frame {
+        Frame {
+            flags: Flags::CRC,
+            cmd: cmd.code(),
+            stream_id,
+            msg,
+            data,
+            crc32: 0,
+        }
+    }
+
     pub fn response(cmd: u16, stream_id: StreamId, msg: &impl Message, data: Bytes) -> Frame {
         Frame {
             flags: Flags::CRC.with(Flags::RESPONSE),

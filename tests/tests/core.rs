@@ -6,7 +6,7 @@ use bytes::Bytes;
 use e2e_tests::Server;
 use fsmount::client;
 use fsmount::fs::inodes::ROOT;
-use fsmount::fs::{Caller, Fs, FsOptions};
+use fsmount::fs::{Caller, Fh, Fs, FsOptions, Ino};
 
 const ROOT_CALLER: Caller = Caller { uid: 0, gid: 0 };
 
@@ -14,7 +14,12 @@ async fn core(server: &Server) -> Fs {
     let s = client::connect(&server.addr, "data", &server.token(), &[9; 16])
         .await
         .unwrap();
-    Fs::new(s.client, &s.root, 1 << 20, FsOptions::default())
+    Fs::new(
+        std::sync::Arc::new(s.client),
+        &s.root,
+        1 << 20,
+        FsOptions::default(),
+    )
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -146,7 +151,7 @@ fn hard_links_are_one_inode_in_the_core() {
 }
 
 /// Reads all of `ino` through `fh` in reads of `chunk` bytes starting at `offset`.
-async fn read_all(fs: &Fs, ino: u64, fh: u64, mut offset: u64, chunk: u32) -> Vec<u8> {
+async fn read_all(fs: &Fs, ino: Ino, fh: Fh, mut offset: u64, chunk: u32) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
         let got = fs.read(ino, fh, offset, chunk).await.unwrap();
@@ -173,7 +178,7 @@ fn block_cache_serves_reads_across_blocks_and_never_stale_data() {
         let s = client::connect(&server.addr, "data", &server.token(), &[9; 16])
             .await
             .unwrap();
-        let fs = Fs::new(s.client, &s.root, 1 << 20, options);
+        let fs = Fs::new(std::sync::Arc::new(s.client), &s.root, 1 << 20, options);
         let f = fs.lookup(ROOT, b"f").await.unwrap();
         let o = fs.open(f.ino, libc::O_RDWR as u32).await.unwrap();
 
@@ -239,7 +244,7 @@ fn attributes_come_from_the_last_reply_until_this_mount_changes_the_file() {
             attr_ttl: std::time::Duration::from_secs(60),
             ..FsOptions::default()
         };
-        let fs = Fs::new(s.client, &s.root, 1 << 20, options);
+        let fs = Fs::new(std::sync::Arc::new(s.client), &s.root, 1 << 20, options);
         let (f, fh) = fs
             .create(ROOT, b"f", 0o644, libc::O_WRONLY as u32, ROOT_CALLER)
             .await

@@ -12,14 +12,14 @@ use tokio_util::codec::{Encoder, FramedRead};
 
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-use super::{reply_limits, Client, ClientError, Params};
+use super::{Client, ClientError, Params};
 
 /// How long connecting plus the handshake may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An authenticated session and what the server told us about the export.
 #[derive(Debug)]
-pub struct Session {
+pub struct Connected {
     pub client: Client,
     pub root: proto::Attr,
     pub read_only: bool,
@@ -38,7 +38,7 @@ pub struct Welcome {
     pub resumed: bool,
 }
 
-pub type Connection = (
+pub(super) type Connection = (
     FramedRead<OwnedReadHalf, FrameCodec>,
     OwnedWriteHalf,
     Welcome,
@@ -51,7 +51,7 @@ pub async fn connect(
     export: &str,
     token: &[u8],
     session_id: &[u8],
-) -> Result<Session, ClientError> {
+) -> Result<Connected, ClientError> {
     let params = Params {
         addr: addr.to_string(),
         export: export.to_string(),
@@ -60,7 +60,7 @@ pub async fn connect(
     };
     let (rd, wr, welcome) = handshake(&params).await?;
     let client = Client::start(rd, wr, &welcome, params);
-    Ok(Session {
+    Ok(Connected {
         client,
         root: welcome.root,
         read_only: welcome.read_only,
@@ -70,7 +70,7 @@ pub async fn connect(
 }
 
 /// Connects and authenticates, within `CONNECT_TIMEOUT`.
-pub async fn handshake(p: &Params) -> Result<Connection, ClientError> {
+pub(super) async fn handshake(p: &Params) -> Result<Connection, ClientError> {
     tokio::time::timeout(
         CONNECT_TIMEOUT,
         handshake_inner(&p.addr, &p.export, &p.token, &p.session_id),
@@ -160,4 +160,12 @@ async fn handshake_inner(
         resumed: reply.resumed,
     };
     Ok((rd, wr, welcome))
+}
+
+/// Limits for frames from the server once `max_data` is agreed.
+fn reply_limits(max_data: u32) -> Limits {
+    Limits {
+        max_msg_len: Limits::MAX_MSG_LEN,
+        max_data_len: max_data.max(Limits::DEFAULT_DATA_LEN),
+    }
 }

@@ -5,7 +5,7 @@
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 
-use protocol::Frame;
+use protocol::{Frame, StreamId};
 use tokio::sync::oneshot;
 
 pub type Reply = oneshot::Receiver<Frame>;
@@ -17,7 +17,7 @@ struct Entry {
 }
 
 #[derive(Debug, Default)]
-pub struct Pending {
+pub(super) struct Pending {
     by_stream: Mutex<BTreeMap<u32, Entry>>,
 }
 
@@ -44,8 +44,8 @@ impl Pending {
     }
 
     /// Forgets a request whose caller stopped waiting.
-    pub fn cancel(&self, id: u32) {
-        self.by_stream.lock().remove(&id);
+    pub fn cancel(&self, id: StreamId) {
+        self.by_stream.lock().remove(&id.0);
     }
 
     /// Every request still unanswered, oldest first (to send again on a new connection).
@@ -60,5 +60,38 @@ impl Pending {
     /// Requests waiting for their reply.
     pub fn count(&self) -> usize {
         self.by_stream.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use protocol::Command;
+
+    fn request(id: u32) -> Frame {
+        Frame::request(Command::Ping, StreamId(id), &proto::Ping {}, Bytes::new())
+    }
+
+    #[tokio::test]
+    async fn unanswered_requests_are_resent_oldest_first_and_answered_ones_not() {
+        let pending = Pending::default();
+        let waiters: Vec<Reply> = [7, 3, 9, 5].map(|id| pending.register(request(id))).into();
+        let reply = Frame::response(
+            Command::Ping.code(),
+            StreamId(9),
+            &proto::Ping {},
+            Bytes::new(),
+        );
+        assert!(pending.complete(reply.clone()));
+        assert!(
+            !pending.complete(reply),
+            "a duplicate reply finds no waiter"
+        );
+        pending.cancel(StreamId(5));
+        let order: Vec<u32> = pending.unanswered().iter().map(|f| f.stream_id.0).collect();
+        assert_eq!(order, vec![3, 7]);
+        assert_eq!(pending.count(), 2);
+        drop(waiters);
     }
 }

@@ -12,11 +12,13 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use super::ids::Ino;
+
 #[derive(Debug)]
 pub struct AttrCache {
     ttl: Duration,
     generation: u64,
-    by_ino: HashMap<u64, (proto::Attr, Instant)>,
+    by_ino: HashMap<Ino, (proto::Attr, Instant)>,
 }
 
 impl AttrCache {
@@ -35,14 +37,14 @@ impl AttrCache {
     }
 
     /// Keeps `attr` of `ino` from a request that started at `generation`.
-    pub fn put(&mut self, ino: u64, attr: &proto::Attr, generation: u64) {
+    pub fn put(&mut self, ino: Ino, attr: &proto::Attr, generation: u64) {
         if generation == self.generation && !self.ttl.is_zero() {
             self.by_ino.insert(ino, (*attr, Instant::now()));
         }
     }
 
     /// The attributes of `ino` if reported less than `ttl` ago and not invalidated since.
-    pub fn get(&self, ino: u64) -> Option<proto::Attr> {
+    pub fn get(&self, ino: Ino) -> Option<proto::Attr> {
         self.by_ino
             .get(&ino)
             .filter(|(_, at)| at.elapsed() < self.ttl)
@@ -50,7 +52,7 @@ impl AttrCache {
     }
 
     /// `ino`'s attributes changed (or may have).
-    pub fn forget(&mut self, ino: u64) {
+    pub fn forget(&mut self, ino: Ino) {
         self.generation += 1;
         self.by_ino.remove(&ino);
     }
@@ -77,20 +79,20 @@ mod tests {
     fn a_reply_older_than_a_change_is_not_kept() {
         let mut c = AttrCache::new(Duration::from_secs(1));
         let g = c.generation();
-        c.put(1, &attr(5), g);
-        assert_eq!(c.get(1).map(|a| a.size), Some(5));
+        c.put(Ino(1), &attr(5), g);
+        assert_eq!(c.get(Ino(1)).map(|a| a.size), Some(5));
         let g = c.generation();
-        c.forget(2); // any change while the request was in flight
-        c.put(1, &attr(6), g);
+        c.forget(Ino(2)); // any change while the request was in flight
+        c.put(Ino(1), &attr(6), g);
         assert_eq!(
-            c.get(1).map(|a| a.size),
+            c.get(Ino(1)).map(|a| a.size),
             Some(5),
             "the reply in flight was refused"
         );
         c.forget_all();
-        assert_eq!(c.get(1), None);
+        assert_eq!(c.get(Ino(1)), None);
         let mut off = AttrCache::new(Duration::ZERO);
-        off.put(1, &attr(1), off.generation());
-        assert_eq!(off.get(1), None);
+        off.put(Ino(1), &attr(1), off.generation());
+        assert_eq!(off.get(Ino(1)), None);
     }
 }

@@ -21,6 +21,8 @@ use parking_lot::Mutex;
 use bytes::Bytes;
 use tokio::sync::OnceCell;
 
+use super::ids::{Fh, Ino};
+
 /// Bytes of one block as a Read reply brought them, with that reply's CRC32.
 #[derive(Debug)]
 pub struct Block {
@@ -29,13 +31,13 @@ pub struct Block {
     msg: Bytes,
     crc: u32,
     /// The open file it was fetched for.
-    fetched_for: u64,
+    fetched_for: Fh,
 }
 
 impl Block {
     /// A block from a reply received for open file `fh`; `crc` is the CRC32 over `msg` then
     /// `data` it carried.
-    pub fn received(fh: u64, msg: Bytes, data: Bytes, crc: u32) -> Block {
+    pub fn received(fh: Fh, msg: Bytes, data: Bytes, crc: u32) -> Block {
         Block {
             data,
             msg,
@@ -45,7 +47,7 @@ impl Block {
     }
 
     /// A block whose CRC32 is computed here (tests).
-    pub fn new(fh: u64, data: Bytes) -> Block {
+    pub fn new(fh: Fh, data: Bytes) -> Block {
         let crc = protocol::frame::crc32_of(&[], &data);
         Block::received(fh, Bytes::new(), data, crc)
     }
@@ -57,7 +59,7 @@ impl Block {
 
     /// True if the block may be served to open file `fh`: to the file it was fetched for
     /// (just checked on arrival), or to any other if its bytes are intact.
-    pub fn serve(&self, fh: u64) -> bool {
+    pub fn serve(&self, fh: Fh) -> bool {
         fh == self.fetched_for || self.intact()
     }
 }
@@ -67,7 +69,7 @@ pub type Slot = Arc<OnceCell<Arc<Block>>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct Key {
-    ino: u64,
+    ino: Ino,
     generation: u64,
     index: u64,
 }
@@ -93,7 +95,7 @@ struct Inner {
     entries: HashMap<Key, Entry>,
     /// `last_use` -> key, oldest first.
     lru: BTreeMap<u64, Key>,
-    files: HashMap<u64, FileState>,
+    files: HashMap<Ino, FileState>,
     charged: usize,
     clock: u64,
     next_generation: u64,
@@ -135,7 +137,7 @@ impl BlockCache {
 
     /// Records the server's change token for `ino`; its blocks go if it differs from the
     /// one they were cached under.
-    pub fn validate(&self, ino: u64, change: u64) {
+    pub fn validate(&self, ino: Ino, change: u64) {
         let mut inner = self.inner.lock();
         match inner.files.get(&ino).copied() {
             Some(f) if f.change == change => {}
@@ -151,7 +153,7 @@ impl BlockCache {
 
     /// This mount is changing `ino`'s data: its blocks go, and blocks still being fetched
     /// under the old generation are never served.
-    pub fn invalidate(&self, ino: u64) {
+    pub fn invalidate(&self, ino: Ino) {
         let mut inner = self.inner.lock();
         if inner.files.get(&ino).is_none_or(|f| f.blocks == 0) {
             // Nothing cached or being fetched: the generation may stay.
@@ -164,14 +166,14 @@ impl BlockCache {
     }
 
     /// The inode is gone from the kernel: forget it.
-    pub fn forget(&self, ino: u64) {
+    pub fn forget(&self, ino: Ino) {
         let mut inner = self.inner.lock();
         inner.drop_file(ino);
         inner.files.remove(&ino);
     }
 
     /// The current generation of `ino`'s data (blocks are requested under it).
-    pub fn generation(&self, ino: u64) -> u64 {
+    pub fn generation(&self, ino: Ino) -> u64 {
         let mut inner = self.inner.lock();
         match inner.files.get(&ino) {
             Some(f) => f.generation,
@@ -181,7 +183,7 @@ impl BlockCache {
 
     /// The slot for a block, created empty if absent; `true` if it was created (the caller
     /// should fill it). Counts a hit if the block was already filled, else a miss.
-    pub fn slot(&self, ino: u64, generation: u64, index: u64) -> (Slot, bool) {
+    pub fn slot(&self, ino: Ino, generation: u64, index: u64) -> (Slot, bool) {
         let key = Key {
             ino,
             generation,
@@ -222,7 +224,7 @@ impl BlockCache {
     }
 
     /// True if the block is cached and filled (no fetch needed).
-    pub fn has(&self, ino: u64, generation: u64, index: u64) -> bool {
+    pub fn has(&self, ino: Ino, generation: u64, index: u64) -> bool {
         let key = Key {
             ino,
             generation,
@@ -236,7 +238,7 @@ impl BlockCache {
     }
 
     /// A slot was filled with `len` bytes: charge that instead of a whole block.
-    pub fn filled(&self, ino: u64, generation: u64, index: u64, len: usize) {
+    pub fn filled(&self, ino: Ino, generation: u64, index: u64, len: usize) {
         let key = Key {
             ino,
             generation,
@@ -251,7 +253,7 @@ impl BlockCache {
     }
 
     /// Drops a block (failed fetch or CRC mismatch) so the next request fetches it again.
-    pub fn remove(&self, ino: u64, generation: u64, index: u64) {
+    pub fn remove(&self, ino: Ino, generation: u64, index: u64) {
         let key = Key {
             ino,
             generation,
@@ -277,7 +279,7 @@ impl BlockCache {
 }
 
 impl Inner {
-    fn new_generation(&mut self, ino: u64, change: u64) -> u64 {
+    fn new_generation(&mut self, ino: Ino, change: u64) -> u64 {
         self.next_generation += 1;
         let generation = self.next_generation;
         let blocks = self.files.get(&ino).map_or(0, |f| f.blocks);
@@ -292,7 +294,7 @@ impl Inner {
         generation
     }
 
-    fn drop_file(&mut self, ino: u64) {
+    fn drop_file(&mut self, ino: Ino) {
         // Called on every write to the file: skip the scan when it has nothing cached.
         if self.files.get(&ino).is_none_or(|f| f.blocks == 0) {
             return;
@@ -340,11 +342,11 @@ impl Inner {
 mod tests {
     use super::*;
 
-    fn fill(c: &BlockCache, ino: u64, index: u64, bytes: &'static [u8]) {
+    fn fill(c: &BlockCache, ino: Ino, index: u64, bytes: &'static [u8]) {
         let g = c.generation(ino);
         let (slot, created) = c.slot(ino, g, index);
         assert!(created);
-        slot.set(Arc::new(Block::new(1, Bytes::from_static(bytes))))
+        slot.set(Arc::new(Block::new(Fh(1), Bytes::from_static(bytes))))
             .unwrap();
         c.filled(ino, g, index, bytes.len());
     }
@@ -353,13 +355,18 @@ mod tests {
     fn least_recently_used_block_goes_first_and_bytes_stay_bounded() {
         let c = BlockCache::new(3 * 4096, 4096);
         for i in 0..3 {
-            fill(&c, 1, i, &[7; 4096]);
+            fill(&c, Ino(1), i, &[7; 4096]);
         }
-        let g = c.generation(1);
+        let g = c.generation(Ino(1));
         // Touch block 0 so block 1 is the oldest.
-        assert!(!c.slot(1, g, 0).1);
-        fill(&c, 1, 3, &[7; 4096]);
-        assert!(c.has(1, g, 0) && !c.has(1, g, 1) && c.has(1, g, 2) && c.has(1, g, 3));
+        assert!(!c.slot(Ino(1), g, 0).1);
+        fill(&c, Ino(1), 3, &[7; 4096]);
+        assert!(
+            c.has(Ino(1), g, 0)
+                && !c.has(Ino(1), g, 1)
+                && c.has(Ino(1), g, 2)
+                && c.has(Ino(1), g, 3)
+        );
         assert_eq!(c.stats().bytes, 3 * 4096);
     }
 
@@ -367,7 +374,7 @@ mod tests {
     fn short_blocks_are_charged_their_length() {
         let c = BlockCache::new(2 * 4096, 4096);
         for ino in 1..=8 {
-            fill(&c, ino, 0, b"small file");
+            fill(&c, Ino(ino), 0, b"small file");
         }
         assert_eq!(c.stats().blocks, 8);
         assert_eq!(c.stats().bytes, 80);
@@ -376,28 +383,31 @@ mod tests {
     #[test]
     fn a_new_change_token_or_a_local_write_hides_old_blocks() {
         let c = BlockCache::new(1 << 20, 4096);
-        c.validate(1, 100);
-        fill(&c, 1, 0, b"old");
-        let g = c.generation(1);
-        c.validate(1, 100);
-        assert!(c.has(1, c.generation(1), 0), "same token keeps blocks");
-        c.validate(1, 101);
-        assert_ne!(c.generation(1), g);
-        assert!(!c.has(1, c.generation(1), 0));
-        fill(&c, 1, 0, b"new");
-        let g = c.generation(1);
-        c.invalidate(1);
-        assert!(!c.has(1, g, 0) && !c.has(1, c.generation(1), 0));
+        c.validate(Ino(1), 100);
+        fill(&c, Ino(1), 0, b"old");
+        let g = c.generation(Ino(1));
+        c.validate(Ino(1), 100);
+        assert!(
+            c.has(Ino(1), c.generation(Ino(1)), 0),
+            "same token keeps blocks"
+        );
+        c.validate(Ino(1), 101);
+        assert_ne!(c.generation(Ino(1)), g);
+        assert!(!c.has(Ino(1), c.generation(Ino(1)), 0));
+        fill(&c, Ino(1), 0, b"new");
+        let g = c.generation(Ino(1));
+        c.invalidate(Ino(1));
+        assert!(!c.has(Ino(1), g, 0) && !c.has(Ino(1), c.generation(Ino(1)), 0));
         assert_eq!(c.stats().bytes, 0);
     }
 
     #[test]
     fn a_corrupted_block_fails_its_check_when_served_to_another_reader() {
-        let mut b = Block::new(1, Bytes::from_static(b"hello"));
-        assert!(b.intact() && b.serve(2));
+        let mut b = Block::new(Fh(1), Bytes::from_static(b"hello"));
+        assert!(b.intact() && b.serve(Fh(2)));
         b.data = Bytes::from_static(b"hellp");
         assert!(!b.intact());
-        assert!(b.serve(1), "its own reader trusts the check on arrival");
-        assert!(!b.serve(2));
+        assert!(b.serve(Fh(1)), "its own reader trusts the check on arrival");
+        assert!(!b.serve(Fh(2)));
     }
 }

@@ -13,15 +13,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::write_chunk;
+use super::ids::{Fh, Ino};
+use super::write::write_chunk;
 use super::writeback::{Ticket, Writeback};
-use crate::client::Client;
+use crate::remote::{Patience, Remote};
 
 /// How long a batch waits for the next contiguous write.
 const LINGER: Duration = Duration::from_millis(3);
 
 struct Batch {
-    ino: u64,
+    ino: Ino,
     offset: u64,
     len: usize,
     pieces: Vec<Bytes>,
@@ -31,11 +32,11 @@ struct Batch {
 }
 
 pub struct Coalescer {
-    client: Client,
+    remote: Arc<dyn Remote>,
     writeback: Arc<Writeback>,
     cap: usize,
     /// The open batch of each handle.
-    batches: Mutex<HashMap<u64, Batch>>,
+    batches: Mutex<HashMap<Fh, Batch>>,
     next_seq: AtomicU64,
 }
 
@@ -47,9 +48,9 @@ impl Batch {
 }
 
 impl Coalescer {
-    pub fn new(client: Client, writeback: Arc<Writeback>, cap: usize) -> Coalescer {
+    pub fn new(remote: Arc<dyn Remote>, writeback: Arc<Writeback>, cap: usize) -> Coalescer {
         Coalescer {
-            client,
+            remote,
             writeback,
             cap: cap.max(4096),
             batches: Mutex::new(HashMap::new()),
@@ -63,7 +64,7 @@ impl Coalescer {
 
     /// Queues `data` (at most `cap` bytes) at `offset` of `ino` through `fh`; returns once it
     /// is accepted under the dirty bound.
-    pub async fn write(self: &Arc<Self>, ino: u64, fh: u64, offset: u64, data: Bytes) {
+    pub async fn write(self: &Arc<Self>, ino: Ino, fh: Fh, offset: u64, data: Bytes) {
         let len = data.len();
         // A batch this write does not continue goes now: the write may overlap it, and
         // `queue` would wait for a batch nobody sends.
@@ -133,10 +134,10 @@ impl Coalescer {
     }
 
     /// Sends the open batches of `ino` now.
-    pub fn flush_ino(&self, ino: u64) {
-        let due: Vec<(u64, Batch)> = {
+    pub fn flush_ino(&self, ino: Ino) {
+        let due: Vec<(Fh, Batch)> = {
             let mut batches = self.batches.lock();
-            let fhs: Vec<u64> = batches
+            let fhs: Vec<Fh> = batches
                 .iter()
                 .filter(|(_, b)| b.ino == ino)
                 .map(|(fh, _)| *fh)
@@ -152,21 +153,21 @@ impl Coalescer {
 
     /// Sends every open batch now.
     pub fn flush_all(&self) {
-        let due: Vec<(u64, Batch)> = self.batches.lock().drain().collect();
+        let due: Vec<(Fh, Batch)> = self.batches.lock().drain().collect();
         for (fh, b) in due {
             self.send(fh, b);
         }
     }
 
-    fn send(&self, fh: u64, b: Batch) {
+    fn send(&self, fh: Fh, b: Batch) {
         let data: Bytes = match b.pieces.len() {
             1 => b.pieces.into_iter().next().unwrap_or_default(),
             _ => b.pieces.concat().into(),
         };
-        let (client, wb) = (self.client.clone(), self.writeback.clone());
+        let (remote, wb) = (self.remote.clone(), self.writeback.clone());
         let (offset, tickets) = (b.offset, b.tickets);
         tokio::spawn(async move {
-            let result = write_chunk(&client, fh, offset, data, true)
+            let result = write_chunk(&*remote, fh, offset, data, Patience::Forever)
                 .await
                 .map_err(|e| e.errno());
             for t in tickets {

@@ -9,12 +9,14 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::ids::{Fh, Ino};
+
 /// The export root's inode number (FUSE's root).
-pub const ROOT: u64 = 1;
+pub const ROOT: Ino = Ino::ROOT;
 
 #[derive(Debug)]
 struct Node {
-    parent: u64,
+    parent: Ino,
     name: Bytes,
     key: (u64, u64),
     /// Lookups the kernel holds (FUSE `nlookup`); the node goes when it reaches 0.
@@ -22,7 +24,7 @@ struct Node {
     /// Change token of the data the kernel's page cache holds, if any.
     cached_change: Option<u64>,
     /// Server handles open on this inode (they reach it even once unlinked).
-    handles: Vec<u64>,
+    handles: Vec<Fh>,
     /// Until when each kind of extended attribute is known to be absent (by `Absent`).
     absent_until: [Option<Instant>; 2],
 }
@@ -38,8 +40,8 @@ pub enum Absent {
 
 #[derive(Debug)]
 pub struct InodeTable {
-    nodes: HashMap<u64, Node>,
-    by_key: HashMap<(u64, u64), u64>,
+    nodes: HashMap<Ino, Node>,
+    by_key: HashMap<(u64, u64), Ino>,
     next: u64,
 }
 
@@ -52,7 +54,7 @@ impl InodeTable {
         let mut t = InodeTable {
             nodes: HashMap::new(),
             by_key: HashMap::new(),
-            next: ROOT + 1,
+            next: ROOT.0 + 1,
         };
         t.nodes.insert(
             ROOT,
@@ -71,7 +73,7 @@ impl InodeTable {
     }
 
     /// The export-relative path of `ino` (empty for the root); `None` if unknown.
-    pub fn path(&self, ino: u64) -> Option<Vec<u8>> {
+    pub fn path(&self, ino: Ino) -> Option<Vec<u8>> {
         let mut parts = Vec::new();
         let mut cur = ino;
         while cur != ROOT {
@@ -93,7 +95,7 @@ impl InodeTable {
     }
 
     /// The path of `name` inside directory `parent`.
-    pub fn child_path(&self, parent: u64, name: &[u8]) -> Option<Vec<u8>> {
+    pub fn child_path(&self, parent: Ino, name: &[u8]) -> Option<Vec<u8>> {
         let mut p = self.path(parent)?;
         if !p.is_empty() {
             p.push(b'/');
@@ -104,7 +106,7 @@ impl InodeTable {
 
     /// Records that the kernel now knows `name` in `parent` with `attr`: returns its inode
     /// number and counts one lookup.
-    pub fn remember(&mut self, parent: u64, name: &[u8], attr: &proto::Attr) -> u64 {
+    pub fn remember(&mut self, parent: Ino, name: &[u8], attr: &proto::Attr) -> Ino {
         let k = key(attr);
         if let Some(&ino) = self.by_key.get(&k) {
             let node = self.nodes.get_mut(&ino).expect("by_key and nodes agree");
@@ -115,7 +117,7 @@ impl InodeTable {
             }
             return ino;
         }
-        let ino = self.next;
+        let ino = Ino(self.next);
         self.next += 1;
         self.nodes.insert(
             ino,
@@ -134,13 +136,12 @@ impl InodeTable {
     }
 
     /// The inode number for `attr` if the kernel knows it (no lookup counted).
-    pub fn known(&self, attr: &proto::Attr) -> Option<u64> {
+    pub fn known(&self, attr: &proto::Attr) -> Option<Ino> {
         self.by_key.get(&key(attr)).copied()
     }
 
-    /// The kernel dropped `n` lookups of `ino`.
     /// Drops `n` of the kernel's lookups of `ino`; true if the node is gone.
-    pub fn forget(&mut self, ino: u64, n: u64) -> bool {
+    pub fn forget(&mut self, ino: Ino, n: u64) -> bool {
         if ino == ROOT {
             return false;
         }
@@ -160,7 +161,7 @@ impl InodeTable {
     }
 
     /// After a rename: the object with `attr` now lives at `name` in `parent`.
-    pub fn moved(&mut self, attr: &proto::Attr, parent: u64, name: &[u8]) {
+    pub fn moved(&mut self, attr: &proto::Attr, parent: Ino, name: &[u8]) {
         if let Some(&ino) = self.by_key.get(&key(attr)) {
             if let Some(node) = self.nodes.get_mut(&ino) {
                 node.parent = parent;
@@ -171,7 +172,7 @@ impl InodeTable {
 
     /// Close-to-open: true if the kernel may keep its cached pages of `ino`, i.e. they were
     /// cached under the same change token. Records `change` as the cached one.
-    pub fn keep_cache(&mut self, ino: u64, change: u64) -> bool {
+    pub fn keep_cache(&mut self, ino: Ino, change: u64) -> bool {
         match self.nodes.get_mut(&ino) {
             Some(node) => node.cached_change.replace(change) == Some(change),
             None => false,
@@ -179,33 +180,33 @@ impl InodeTable {
     }
 
     /// Records a handle opened on `ino`.
-    pub fn opened(&mut self, ino: u64, fh: u64) {
+    pub fn opened(&mut self, ino: Ino, fh: Fh) {
         if let Some(node) = self.nodes.get_mut(&ino) {
             node.handles.push(fh);
         }
     }
 
     /// Forgets a handle of `ino` once closed.
-    pub fn closed(&mut self, ino: u64, fh: u64) {
+    pub fn closed(&mut self, ino: Ino, fh: Fh) {
         if let Some(node) = self.nodes.get_mut(&ino) {
             node.handles.retain(|h| *h != fh);
         }
     }
 
     /// Whether `attr` describes the object `ino` stands for (same server dev and ino).
-    pub fn is_same_object(&self, ino: u64, attr: &proto::Attr) -> bool {
+    pub fn is_same_object(&self, ino: Ino, attr: &proto::Attr) -> bool {
         self.nodes.get(&ino).is_some_and(|n| n.key == key(attr))
     }
 
     /// Records until when `what` is known to be absent from `ino` (`None`: unknown).
-    pub fn set_absent_until(&mut self, ino: u64, what: Absent, until: Option<Instant>) {
+    pub fn set_absent_until(&mut self, ino: Ino, what: Absent, until: Option<Instant>) {
         if let Some(node) = self.nodes.get_mut(&ino) {
             node.absent_until[what as usize] = until;
         }
     }
 
     /// Whether `what` is known, at `now`, to be absent from `ino`.
-    pub fn knows_absent(&self, ino: u64, what: Absent, now: Instant) -> bool {
+    pub fn knows_absent(&self, ino: Ino, what: Absent, now: Instant) -> bool {
         self.nodes
             .get(&ino)
             .and_then(|n| n.absent_until[what as usize])
@@ -213,7 +214,7 @@ impl InodeTable {
     }
 
     /// Some handle open on `ino`, if any.
-    pub fn open_handle(&self, ino: u64) -> Option<u64> {
+    pub fn open_handle(&self, ino: Ino) -> Option<Fh> {
         self.nodes
             .get(&ino)
             .and_then(|n| n.handles.first().copied())

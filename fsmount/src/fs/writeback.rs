@@ -14,6 +14,8 @@ use parking_lot::Mutex;
 
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+use super::ids::Ino;
+
 /// Bytes are counted against the bound in units of this size (semaphore permits are u32).
 const UNIT: usize = 4096;
 
@@ -42,7 +44,7 @@ pub struct WritebackStats {
 pub struct Writeback {
     dirty: Arc<Semaphore>,
     limit_units: usize,
-    files: Mutex<HashMap<u64, FileState>>,
+    files: Mutex<HashMap<Ino, FileState>>,
     stats: Mutex<WritebackStats>,
     next_ticket: AtomicU64,
     /// Bumped whenever a write completes; waiters re-check their condition.
@@ -52,7 +54,7 @@ pub struct Writeback {
 /// One queued write: its place in the bookkeeping and its share of the dirty bound.
 #[derive(Debug)]
 pub struct Ticket {
-    ino: u64,
+    ino: Ino,
     id: u64,
     len: u64,
     _permit: OwnedSemaphorePermit,
@@ -74,7 +76,7 @@ impl Writeback {
 
     /// Queues a write of `len` bytes at `offset` of `ino`: waits for room under the dirty
     /// bound and for earlier writes overlapping the range.
-    pub async fn queue(&self, ino: u64, offset: u64, len: u64) -> Ticket {
+    pub async fn queue(&self, ino: Ino, offset: u64, len: u64) -> Ticket {
         let units = (len as usize).div_ceil(UNIT).clamp(1, self.limit_units) as u32;
         let permit = self
             .dirty
@@ -132,7 +134,7 @@ impl Writeback {
     }
 
     /// True if `ino` has writes not yet acknowledged.
-    pub fn busy(&self, ino: u64) -> bool {
+    pub fn busy(&self, ino: Ino) -> bool {
         self.files
             .lock()
             .get(&ino)
@@ -140,7 +142,7 @@ impl Writeback {
     }
 
     /// Waits until every write of `ino` queued so far is acknowledged.
-    pub async fn drain(&self, ino: u64) {
+    pub async fn drain(&self, ino: Ino) {
         let mut progress = self.progress.subscribe();
         while self.busy(ino) {
             let _ = progress.changed().await;
@@ -156,7 +158,7 @@ impl Writeback {
     }
 
     /// The first error `ino`'s writes met since the last call, if any (reported once).
-    pub fn take_error(&self, ino: u64) -> Option<i32> {
+    pub fn take_error(&self, ino: Ino) -> Option<i32> {
         let mut files = self.files.lock();
         let f = files.get_mut(&ino)?;
         let e = f.first_error.take();
@@ -179,10 +181,10 @@ mod tests {
     #[tokio::test]
     async fn overlapping_writes_wait_and_errors_are_reported_once() {
         let wb = Arc::new(Writeback::new(1 << 20));
-        let a = wb.queue(1, 0, 100).await;
-        let b = wb.queue(1, 100, 100).await; // adjacent: no wait
+        let a = wb.queue(Ino(1), 0, 100).await;
+        let b = wb.queue(Ino(1), 100, 100).await; // adjacent: no wait
         let wb2 = wb.clone();
-        let overlapping = tokio::spawn(async move { wb2.queue(1, 50, 10).await });
+        let overlapping = tokio::spawn(async move { wb2.queue(Ino(1), 50, 10).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(
             !overlapping.is_finished(),
@@ -192,9 +194,9 @@ mod tests {
         let c = overlapping.await.unwrap();
         wb.done(b, Ok(()));
         wb.done(c, Ok(()));
-        wb.drain(1).await;
-        assert_eq!(wb.take_error(1), Some(libc::ENOSPC));
-        assert_eq!(wb.take_error(1), None);
+        wb.drain(Ino(1)).await;
+        assert_eq!(wb.take_error(Ino(1)), Some(libc::ENOSPC));
+        assert_eq!(wb.take_error(Ino(1)), None);
         let st = wb.stats();
         assert_eq!(
             (st.dirty_bytes, st.written_bytes, st.failed_writes),
@@ -205,9 +207,9 @@ mod tests {
     #[tokio::test]
     async fn a_writer_beyond_the_bound_waits_for_acknowledgements() {
         let wb = Arc::new(Writeback::new(8192));
-        let a = wb.queue(1, 0, 8192).await;
+        let a = wb.queue(Ino(1), 0, 8192).await;
         let wb2 = wb.clone();
-        let next = tokio::spawn(async move { wb2.queue(2, 0, 4096).await });
+        let next = tokio::spawn(async move { wb2.queue(Ino(2), 0, 4096).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(
             !next.is_finished(),

@@ -1,0 +1,130 @@
+//! One authenticated connection's tasks: a writer that owns the write half, a reader that
+//! routes replies to their waiters by stream id, and a liveness watch that pings a quiet
+//! connection owing replies and gives it up when it stays silent (a stalled or half-open
+//! connection would otherwise be waited on until TCP gives up, many minutes).
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use protocol::{Command, Frame, FrameCodec, StreamId};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
+
+use super::shared::Shared;
+
+/// With requests unanswered and nothing received for `PING_AFTER`, the client pings; with
+/// nothing received for `DEAD_AFTER`, it gives the connection up and reconnects.
+const PING_AFTER: Duration = Duration::from_secs(2);
+const DEAD_AFTER: Duration = Duration::from_secs(10);
+
+/// The current connection's request queue.
+#[derive(Clone)]
+pub(super) struct Link {
+    pub tx: mpsc::Sender<Frame>,
+    /// Which connection of the session this is (1 for the first).
+    pub generation: u64,
+    /// Stops the reader (which may be blocked on a stalled socket) when the link is dropped.
+    pub reader: tokio::task::AbortHandle,
+}
+
+/// Starts the reader, writer and liveness tasks of one authenticated connection.
+pub(super) fn start(
+    shared: &Arc<Shared>,
+    rd: FramedRead<OwnedReadHalf, FrameCodec>,
+    wr: OwnedWriteHalf,
+    generation: u64,
+) -> Link {
+    let (tx, rx) = mpsc::channel(shared.queue);
+    let weak = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        let why = match protocol::writer::run(wr, rx).await {
+            Ok(()) => "connection closed".to_string(),
+            Err(e) => format!("write failed: {e}"),
+        };
+        if let Some(shared) = weak.upgrade() {
+            shared.link_lost(generation, &why);
+        }
+    });
+    *shared.last_heard.lock() = Instant::now();
+    let reader = tokio::spawn(read_replies(rd, Arc::downgrade(shared), generation)).abort_handle();
+    tokio::spawn(watch_liveness(
+        Arc::downgrade(shared),
+        tx.clone(),
+        generation,
+    ));
+    Link {
+        tx,
+        generation,
+        reader,
+    }
+}
+
+/// Pings a quiet connection that owes replies and gives it up if it stays silent.
+async fn watch_liveness(shared: Weak<Shared>, tx: mpsc::Sender<Frame>, generation: u64) {
+    loop {
+        tokio::time::sleep(PING_AFTER / 2).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let current = shared.link.lock().as_ref().map(|l| l.generation);
+        if current.is_some_and(|g| g > generation) || tx.is_closed() {
+            return;
+        }
+        if current.is_none() || shared.pending.count() == 0 {
+            continue;
+        }
+        let quiet = shared.last_heard.lock().elapsed();
+        if quiet >= DEAD_AFTER {
+            shared.link_lost(
+                generation,
+                &format!("no reply from the server for {quiet:.0?}"),
+            );
+            return;
+        }
+        if quiet >= PING_AFTER {
+            let ping = Frame::request(
+                Command::Ping,
+                shared.new_stream_id(),
+                &proto::Ping {},
+                Bytes::new(),
+            );
+            let _ = tx.try_send(ping);
+        }
+    }
+}
+
+async fn read_replies(
+    mut rd: FramedRead<OwnedReadHalf, FrameCodec>,
+    shared: Weak<Shared>,
+    generation: u64,
+) {
+    let why = loop {
+        let next = rd.next().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        match next {
+            None => break "server closed the connection".to_string(),
+            Some(Err(e)) => break format!("bad frame from server: {e}"),
+            Some(Ok(frame)) if frame.stream_id == StreamId::CONTROL => {
+                let msg = frame
+                    .decode_msg::<proto::ErrorReply>("ErrorReply")
+                    .map(|e| e.message)
+                    .unwrap_or_else(|e| e.to_string());
+                break format!("server closed the connection: {msg}");
+            }
+            Some(Ok(frame)) => {
+                *shared.last_heard.lock() = Instant::now();
+                if !shared.pending.complete(frame) {
+                    tracing::debug!("reply for a request nobody waits for");
+                }
+            }
+        }
+    };
+    if let Some(shared) = shared.upgrade() {
+        shared.link_lost(generation, &why);
+    }
+}

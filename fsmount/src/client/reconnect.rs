@@ -1,0 +1,135 @@
+//! Reconnection: dial again with capped exponential back-off and the same session id. If the
+//! server kept the session, every unanswered request is sent again, oldest first (its reply
+//! cache answers those that already ran); if not (server restart), the handles the mount
+//! holds are first reopened by path under the same numbers (the mount's `Reopen` hook).
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use protocol::{Command, Frame};
+use tracing::warn;
+
+use super::error::ClientError;
+use super::handshake;
+use super::link::{self, Link};
+use super::shared::Shared;
+
+/// First and longest pause between reconnection attempts.
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How long reopening the handles on a new session may take before the attempt is retried.
+const REOPEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Dials again until a connection is up (or the session is dropped), restores the handles
+/// if the server lost the session, then sends every unanswered request again.
+pub(super) async fn reconnect(weak: Weak<Shared>, generation: u64) {
+    let mut delay = BACKOFF_FIRST;
+    let started = Instant::now();
+    loop {
+        let Some(params) = weak.upgrade().map(|s| s.params.clone()) else {
+            return;
+        };
+        match handshake::handshake(&params).await {
+            Ok((rd, wr, welcome)) => {
+                let Some(shared) = weak.upgrade() else {
+                    return;
+                };
+                let link = link::start(&shared, rd, wr, generation);
+                let reopened = if welcome.resumed {
+                    0
+                } else {
+                    match reopen_handles(&shared, &link).await {
+                        Ok(n) => n,
+                        Err(e) => {
+                            warn!("reopening handles on the new session failed: {e}; retrying");
+                            drop(link);
+                            tokio::time::sleep(delay).await;
+                            continue;
+                        }
+                    }
+                };
+                shared.publish(link.clone());
+                let resend = shared.pending.unanswered();
+                for frame in &resend {
+                    if link.tx.send(frame.clone()).await.is_err() {
+                        break;
+                    }
+                }
+                let mut st = shared.stats.lock();
+                st.reconnects += 1;
+                st.resumed += welcome.resumed as u64;
+                st.resent += resend.len() as u64;
+                drop(st);
+                let how = if welcome.resumed {
+                    "session resumed".to_string()
+                } else {
+                    format!("new session, {reopened} handle(s) reopened by path")
+                };
+                // At warn, like the drop it ends, so both show in the default log.
+                warn!(
+                    "reconnected to {} after {:.1?} down ({how}); resent {} request(s)",
+                    params.addr,
+                    started.elapsed(),
+                    resend.len()
+                );
+                return;
+            }
+            Err(e) => {
+                warn!(
+                    "reconnecting to {}: {e}; next attempt in {delay:?}",
+                    params.addr
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// Sends the mount's open requests on `link` (not yet published) and waits for them.
+async fn reopen_handles(shared: &Arc<Shared>, link: &Link) -> Result<usize, ClientError> {
+    let reopen = shared.reopen.lock().clone();
+    let Some(reopen) = reopen else {
+        return Ok(0);
+    };
+    let mut replies = Vec::new();
+    let mut ids = Vec::new();
+    for req in reopen() {
+        let id = shared.new_stream_id();
+        let frame = Frame::request(Command::Open, id, &req, Bytes::new());
+        ids.push(id);
+        replies.push((req.handle, shared.pending.register(frame.clone())));
+        if link.tx.send(frame).await.is_err() {
+            break;
+        }
+    }
+    let n = replies.len();
+    let all = async {
+        for (handle, rx) in replies {
+            match rx.await {
+                Ok(f) if f.is_error() => {
+                    let e: Result<proto::ErrorReply, _> = f.decode_msg("ErrorReply");
+                    warn!(
+                        "handle {handle} could not be reopened: {}",
+                        e.map(|e| e.message).unwrap_or_default()
+                    );
+                }
+                Ok(_) => {}
+                Err(_) => return Err(ClientError::ConnectionLost("session ended".into())),
+            }
+        }
+        Ok(())
+    };
+    let done = tokio::time::timeout(REOPEN_TIMEOUT, all)
+        .await
+        .map_err(|_| ClientError::Timeout("reopening handles".into()))
+        .and_then(|r| r);
+    if done.is_err() {
+        // Not to be sent again as ordinary requests: the next attempt reopens afresh.
+        for id in ids {
+            shared.pending.cancel(id);
+        }
+    }
+    done.map(|()| n)
+}

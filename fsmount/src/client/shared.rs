@@ -1,0 +1,120 @@
+//! What the session's tasks share: the pending table, the current connection (if any),
+//! connection history, and the hooks set by the mount. The call API (`Client`), the
+//! connection's tasks (`link`) and reconnection (`reconnect`) all work on this state.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use protocol::StreamId;
+use tokio::sync::watch;
+use tracing::warn;
+
+use super::link::Link;
+use super::pending::Pending;
+use super::reconnect::reconnect;
+use crate::remote::Reopen;
+
+/// Where and as whom to (re)connect.
+#[derive(Debug, Clone)]
+pub struct Params {
+    pub addr: String,
+    pub export: String,
+    pub token: Vec<u8>,
+    pub session_id: Vec<u8>,
+}
+
+/// Connection history, for logs and the status view.
+#[derive(Debug, Default, Clone)]
+pub struct LinkStats {
+    /// Filled in by `Client::stats` from the connection state.
+    pub connected: bool,
+    /// Connections made after the first.
+    pub reconnects: u64,
+    /// Reconnections on which the server still had the session.
+    pub resumed: u64,
+    /// Requests sent again after reconnecting.
+    pub resent: u64,
+    /// How long the last outage lasted.
+    pub last_outage: Option<Duration>,
+    /// Since when the connection is down (None while connected).
+    pub down_since: Option<Instant>,
+}
+
+pub(super) struct Shared {
+    pub params: Params,
+    next_stream: AtomicU32,
+    pub pending: Pending,
+    /// The connection calls use; None while reconnecting.
+    pub link: Mutex<Option<Link>>,
+    /// True while a connection is up.
+    pub connected: watch::Sender<bool>,
+    pub stats: Mutex<LinkStats>,
+    /// How long a call waits while disconnected (None: for ever).
+    pub timeout: Mutex<Option<Duration>>,
+    pub reopen: Mutex<Option<Reopen>>,
+    /// Frames queued per connection before callers wait.
+    pub queue: usize,
+    /// When the last frame arrived.
+    pub last_heard: Mutex<Instant>,
+}
+
+impl Shared {
+    pub fn new(params: Params, queue: usize, timeout: Option<Duration>) -> Shared {
+        Shared {
+            params,
+            next_stream: AtomicU32::new(1),
+            pending: Pending::default(),
+            link: Mutex::new(None),
+            connected: watch::channel(false).0,
+            stats: Mutex::new(LinkStats::default()),
+            timeout: Mutex::new(timeout),
+            reopen: Mutex::new(None),
+            queue,
+            last_heard: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// A stream id never used before in this session (never the control stream).
+    pub fn new_stream_id(&self) -> StreamId {
+        loop {
+            let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+            if id != StreamId::CONTROL.0 {
+                return StreamId(id);
+            }
+        }
+    }
+
+    /// Makes `link` the connection calls use.
+    pub fn publish(&self, link: Link) {
+        *self.link.lock() = Some(link);
+        let mut st = self.stats.lock();
+        if let Some(since) = st.down_since.take() {
+            st.last_outage = Some(since.elapsed());
+        }
+        drop(st);
+        self.connected.send_replace(true);
+    }
+
+    /// Connection `generation` failed: unless already noticed, stop using it and reconnect.
+    pub fn link_lost(self: &Arc<Self>, generation: u64, why: &str) {
+        {
+            let mut link = self.link.lock();
+            if link.as_ref().map(|l| l.generation) != Some(generation) {
+                return;
+            }
+            if let Some(l) = link.take() {
+                l.reader.abort();
+            }
+        }
+        self.stats.lock().down_since = Some(Instant::now());
+        self.connected.send_replace(false);
+        warn!(
+            "connection to {} lost: {why}; {} request(s) unanswered, reconnecting",
+            self.params.addr,
+            self.pending.count()
+        );
+        tokio::spawn(reconnect(Arc::downgrade(self), generation + 1));
+    }
+}

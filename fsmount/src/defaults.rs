@@ -1,0 +1,23 @@
+//! Every default of fsmount, defined once: `-o` options, the core's tunables and the
+//! client's timeout all start from these.
+
+use std::time::Duration;
+
+/// Port used when the source gives none (`HOST:/NAME`).
+pub const PORT: u16 = 7070;
+/// How long the kernel caches attributes and names (`attr_timeout`, `entry_timeout`).
+pub const ATTR_TIMEOUT: Duration = Duration::from_secs(1);
+pub const ENTRY_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a name found missing is remembered as missing (`negative_timeout`).
+pub const NEGATIVE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Bytes of file data in the block cache (`cache_size`).
+pub const CACHE_SIZE: usize = 64 << 20;
+/// Most bytes fetched ahead of a sequential reader (`readahead`).
+pub const READAHEAD: usize = 8 << 20;
+/// Most written bytes not yet acknowledged by the server (`dirty_limit`).
+pub const DIRTY_LIMIT: usize = 64 << 20;
+/// How long an operation waits while the server is unreachable (`timeout`; `hard`: None).
+pub const TIMEOUT: Option<Duration> = Some(Duration::from_secs(60));
+/// Largest read and write the kernel is asked to send (FUSE max_write / max_pages), and the
+/// block cache's block size.
+pub const MAX_IO: u32 = 1 << 20;

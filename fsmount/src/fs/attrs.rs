@@ -1,0 +1,108 @@
+//! Attributes: getattr and setattr (answered from the attribute cache within the attribute
+//! timeout unless this mount changed the file), statfs, and the invalidations the other
+//! concerns call when they change a file.
+
+use protocol::rpc::{self, Rpc};
+
+use super::{attr_of, Fh, Fs, Ino, Result, SetAttr};
+
+impl Fs {
+    /// The attribute cache generation a request starting now records its reply under.
+    pub(super) fn attr_generation(&self) -> u64 {
+        self.attrs.lock().generation()
+    }
+
+    /// This mount changes `ino`'s data: cached attributes and blocks of it are stale.
+    pub(super) fn data_changed(&self, ino: Ino) {
+        self.attrs.lock().forget(ino);
+        if let Some(cache) = &self.cache {
+            cache.invalidate(ino);
+        }
+    }
+
+    /// Attributes of `ino`: through `fh` when the kernel gives one, else by path (see
+    /// `by_path_or_handle`).
+    pub async fn getattr(&self, ino: Ino, fh: Option<Fh>) -> Result<proto::Attr> {
+        self.after_writes(ino).await;
+        if let Some(attr) = self.attrs.lock().get(ino) {
+            return Ok(attr);
+        }
+        let generation = self.attr_generation();
+        let req = |path: Vec<u8>, handle: Option<Fh>| proto::GetAttrRequest {
+            path: path.into(),
+            handle: handle.map_or(0, |h| h.0),
+            has_handle: handle.is_some(),
+        };
+        let attr = self.by_path_or_handle::<rpc::GetAttr>(ino, fh, req).await?;
+        self.note_xattrs(&mut self.inodes.lock(), ino, &attr);
+        self.attrs.lock().put(ino, &attr, generation);
+        Ok(attr)
+    }
+
+    /// Changes attributes of `ino`: through `fh` when the kernel gives one (ftruncate),
+    /// else by path (see `by_path_or_handle`).
+    pub async fn setattr(&self, ino: Ino, fh: Option<Fh>, change: SetAttr) -> Result<proto::Attr> {
+        self.after_writes(ino).await;
+        if change.size.is_some() {
+            self.data_changed(ino);
+        }
+        let generation = {
+            let mut attrs = self.attrs.lock();
+            attrs.forget(ino);
+            attrs.generation()
+        };
+        let req = |path: Vec<u8>, handle: Option<Fh>| proto::SetAttrRequest {
+            path: path.into(),
+            handle: handle.map_or(0, |h| h.0),
+            has_handle: handle.is_some(),
+            mode: change.mode,
+            uid: change.uid,
+            gid: change.gid,
+            size: change.size,
+            atime: change.atime,
+            mtime: change.mtime,
+        };
+        let attr = self.by_path_or_handle::<rpc::SetAttr>(ino, fh, req).await?;
+        self.attrs.lock().put(ino, &attr, generation);
+        Ok(attr)
+    }
+
+    /// Sends an attribute request for `ino` built by `make(path, handle)`: through `fh` if
+    /// given; else by path, and again through a handle open on `ino` when the path is gone or
+    /// now names another object (an open file unlinked or replaced, as `fstat`/`fchmod` of
+    /// it expect). A handle closed meanwhile (release is asynchronous) leaves the path's answer.
+    async fn by_path_or_handle<C: Rpc<Reply = proto::AttrReply>>(
+        &self,
+        ino: Ino,
+        fh: Option<Fh>,
+        make: impl Fn(Vec<u8>, Option<Fh>) -> C::Request,
+    ) -> Result<proto::Attr> {
+        if let Some(h) = fh {
+            let reply = self.remote.rpc::<C>(&make(Vec::new(), Some(h))).await?;
+            return attr_of(reply.attr);
+        }
+        let by_path = match self.remote.rpc::<C>(&make(self.path(ino)?, None)).await {
+            Ok(r) => attr_of(r.attr),
+            Err(e) => Err(e.into()),
+        };
+        let moved_away = match &by_path {
+            Ok(attr) => !self.inodes.lock().is_same_object(ino, attr),
+            Err(e) => e.errno() == libc::ENOENT,
+        };
+        let handle = self.inodes.lock().open_handle(ino);
+        match handle {
+            Some(h) if moved_away => match self.remote.rpc::<C>(&make(Vec::new(), Some(h))).await {
+                Ok(r) => attr_of(r.attr),
+                Err(_) => by_path,
+            },
+            _ => by_path,
+        }
+    }
+
+    pub async fn statfs(&self) -> Result<proto::StatfsReply> {
+        Ok(self
+            .remote
+            .rpc::<rpc::Statfs>(&proto::StatfsRequest {})
+            .await?)
+    }
+}

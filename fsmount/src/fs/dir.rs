@@ -1,0 +1,168 @@
+//! Directory streams: what the server has listed so far of each open directory, fetched a
+//! page at a time, served to readdir and readdirplus from any offset the kernel resumes at.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use protocol::rpc;
+
+use super::{attr_of, Fh, Fs, FsError, Ino, Result};
+
+/// Entries asked for per List request.
+const LIST_PAGE: u32 = 1024;
+
+/// A directory being listed: what the server has sent so far.
+#[derive(Debug)]
+struct DirStream {
+    ino: Ino,
+    path: Vec<u8>,
+    entries: Vec<proto::DirEntry>,
+    dir_attr: Option<proto::Attr>,
+    next_cookie: u64,
+    eof: bool,
+}
+
+/// The open directory streams, by handle.
+#[derive(Debug)]
+pub(super) struct DirStreams {
+    by_handle: Mutex<HashMap<Fh, Arc<tokio::sync::Mutex<DirStream>>>>,
+    next: AtomicU64,
+}
+
+impl Default for DirStreams {
+    fn default() -> Self {
+        DirStreams {
+            by_handle: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+        }
+    }
+}
+
+/// One listed item for readdir: its offset (resume after it), name, attributes.
+#[derive(Debug)]
+pub struct DirItem<'a> {
+    pub offset: u64,
+    pub name: &'a [u8],
+    pub attr: &'a proto::Attr,
+    /// Inode number to report (`.`/`..` and readdir without plus).
+    pub ino: Ino,
+}
+
+impl Fs {
+    pub fn opendir(&self, ino: Ino) -> Result<Fh> {
+        let path = self.path(ino)?;
+        let fh = Fh(self.dirs.next.fetch_add(1, Ordering::Relaxed));
+        let stream = DirStream {
+            ino,
+            path,
+            entries: Vec::new(),
+            dir_attr: None,
+            next_cookie: 0,
+            eof: false,
+        };
+        self.dirs
+            .by_handle
+            .lock()
+            .insert(fh, Arc::new(tokio::sync::Mutex::new(stream)));
+        Ok(fh)
+    }
+
+    pub fn releasedir(&self, fh: Fh) {
+        self.dirs.by_handle.lock().remove(&fh);
+    }
+
+    /// Lists directory handle `fh` from `offset` (0 = start; else the offset of the last
+    /// item the kernel got), calling `fill` per item until it returns true (buffer full).
+    /// `.` and `..` come first. With `plus`, every item `fill` accepts other than `.`/`..`
+    /// counts as a lookup (readdirplus), and `item.ino` is that inode.
+    pub async fn readdir(
+        &self,
+        fh: Fh,
+        offset: u64,
+        plus: bool,
+        mut fill: impl FnMut(DirItem<'_>) -> bool,
+    ) -> Result<()> {
+        let stream = self
+            .dirs
+            .by_handle
+            .lock()
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::Stale(fh.0))?;
+        let mut d = stream.lock().await;
+        let mut index = offset as usize;
+        loop {
+            // Item 0 is ".", item 1 "..", item i >= 2 is entries[i - 2].
+            let listed = d.entries.len() + 2;
+            let dir_attr = match d.dir_attr {
+                Some(a) if index < listed || d.eof => a,
+                _ => {
+                    self.fetch_page(&mut d).await?;
+                    continue;
+                }
+            };
+            if index >= listed {
+                return Ok(());
+            }
+            let offset = (index + 1) as u64;
+            let full = if index < 2 {
+                let name: &[u8] = if index == 0 { b"." } else { b".." };
+                fill(DirItem {
+                    offset,
+                    name,
+                    attr: &dir_attr,
+                    ino: d.ino,
+                })
+            } else {
+                let e = &d.entries[index - 2];
+                let attr = e
+                    .attr
+                    .as_ref()
+                    .ok_or(FsError::BadReply("entry without attributes"))?;
+                let ino = if plus {
+                    let mut inodes = self.inodes.lock();
+                    let ino = inodes.remember(d.ino, &e.name, attr);
+                    self.note_xattrs(&mut inodes, ino, attr);
+                    ino
+                } else {
+                    self.inodes.lock().known(attr).unwrap_or(Ino(attr.ino))
+                };
+                let full = fill(DirItem {
+                    offset,
+                    name: &e.name,
+                    attr,
+                    ino,
+                });
+                if full && plus {
+                    self.forget(ino, 1);
+                }
+                full
+            };
+            if full {
+                return Ok(());
+            }
+            index += 1;
+        }
+    }
+
+    /// Appends the next page of entries from the server.
+    async fn fetch_page(&self, d: &mut DirStream) -> Result<()> {
+        let req = proto::ListRequest {
+            path: d.path.clone().into(),
+            cookie: d.next_cookie,
+            max_entries: LIST_PAGE,
+        };
+        let reply = self.remote.rpc::<rpc::List>(&req).await?;
+        if let Some(last) = reply.entries.last() {
+            d.next_cookie = last.cookie;
+        }
+        d.eof = reply.eof || reply.entries.is_empty();
+        d.entries.extend(reply.entries);
+        if d.dir_attr.is_none() {
+            d.dir_attr = Some(attr_of(reply.dir)?);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,178 @@
+//! Names: resolving an inode to the path the protocol needs, and the operations that add,
+//! remove or move names. Every name change forgets all cached attributes (parents' times,
+//! link counts).
+
+use bytes::Bytes;
+use protocol::rpc;
+
+use super::{attr_of, Caller, Entry, Fs, FsError, Ino, Result};
+
+impl Fs {
+    /// The export-relative path `ino` is reached by.
+    pub(super) fn path(&self, ino: Ino) -> Result<Vec<u8>> {
+        self.inodes.lock().path(ino).ok_or(FsError::Stale(ino.0))
+    }
+
+    fn child_path(&self, parent: Ino, name: &[u8]) -> Result<Vec<u8>> {
+        self.inodes
+            .lock()
+            .child_path(parent, name)
+            .ok_or(FsError::Stale(parent.0))
+    }
+
+    /// Records `name` in `parent` with `attr` from a reply to a request that started at
+    /// attribute cache `generation`; counts one kernel lookup and returns the entry.
+    pub(super) fn remember(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        attr: proto::Attr,
+        generation: u64,
+    ) -> Entry {
+        let mut inodes = self.inodes.lock();
+        let ino = inodes.remember(parent, name, &attr);
+        self.note_xattrs(&mut inodes, ino, &attr);
+        self.attrs.lock().put(ino, &attr, generation);
+        Entry { ino, attr }
+    }
+
+    /// This mount changed names: cached attributes go. Returns the generation replies
+    /// received from now on are kept under.
+    pub(super) fn names_changed(&self) -> u64 {
+        let mut attrs = self.attrs.lock();
+        attrs.forget_all();
+        attrs.generation()
+    }
+
+    pub async fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Entry> {
+        let generation = self.attr_generation();
+        let path = self.child_path(parent, name)?;
+        let reply = self
+            .remote
+            .rpc::<rpc::Lookup>(&proto::LookupRequest { path: path.into() })
+            .await?;
+        Ok(self.remember(parent, name, attr_of(reply.attr)?, generation))
+    }
+
+    /// The kernel dropped `n` lookups of `ino`.
+    pub fn forget(&self, ino: Ino, n: u64) {
+        let gone = self.inodes.lock().forget(ino, n);
+        if gone {
+            self.attrs.lock().forget(ino);
+        }
+        if let (true, Some(cache)) = (gone, &self.cache) {
+            cache.forget(ino);
+        }
+    }
+
+    pub async fn readlink(&self, ino: Ino) -> Result<Bytes> {
+        let req = proto::ReadlinkRequest {
+            path: self.path(ino)?.into(),
+        };
+        Ok(self.remote.rpc::<rpc::Readlink>(&req).await?.target)
+    }
+
+    pub async fn mkdir(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        mode: u32,
+        caller: Caller,
+    ) -> Result<Entry> {
+        let req = proto::MkdirRequest {
+            parent: self.path(parent)?.into(),
+            name: Bytes::copy_from_slice(name),
+            mode,
+            caller: Some(caller),
+        };
+        let reply = self.remote.rpc::<rpc::Mkdir>(&req).await?;
+        Ok(self.remember(parent, name, attr_of(reply.attr)?, self.names_changed()))
+    }
+
+    pub async fn mknod(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        mode: u32,
+        rdev: u64,
+        caller: Caller,
+    ) -> Result<Entry> {
+        let req = proto::MknodRequest {
+            parent: self.path(parent)?.into(),
+            name: Bytes::copy_from_slice(name),
+            mode,
+            rdev,
+            caller: Some(caller),
+        };
+        let reply = self.remote.rpc::<rpc::Mknod>(&req).await?;
+        Ok(self.remember(parent, name, attr_of(reply.attr)?, self.names_changed()))
+    }
+
+    pub async fn symlink(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        target: &[u8],
+        caller: Caller,
+    ) -> Result<Entry> {
+        let req = proto::SymlinkRequest {
+            parent: self.path(parent)?.into(),
+            name: Bytes::copy_from_slice(name),
+            target: Bytes::copy_from_slice(target),
+            caller: Some(caller),
+        };
+        let reply = self.remote.rpc::<rpc::Symlink>(&req).await?;
+        Ok(self.remember(parent, name, attr_of(reply.attr)?, self.names_changed()))
+    }
+
+    pub async fn link(&self, ino: Ino, new_parent: Ino, new_name: &[u8]) -> Result<Entry> {
+        let req = proto::LinkRequest {
+            path: self.path(ino)?.into(),
+            new_parent: self.path(new_parent)?.into(),
+            new_name: Bytes::copy_from_slice(new_name),
+        };
+        let reply = self.remote.rpc::<rpc::Link>(&req).await?;
+        let attr = attr_of(reply.attr)?;
+        Ok(self.remember(new_parent, new_name, attr, self.names_changed()))
+    }
+
+    /// unlink (`dir` false) or rmdir (`dir` true).
+    pub async fn remove(&self, parent: Ino, name: &[u8], dir: bool) -> Result<()> {
+        let req = proto::RemoveRequest {
+            parent: self.path(parent)?.into(),
+            name: Bytes::copy_from_slice(name),
+            dir,
+        };
+        self.remote.rpc::<rpc::Remove>(&req).await?;
+        self.names_changed();
+        Ok(())
+    }
+
+    /// rename(2) with renameat2's flags (NOREPLACE, EXCHANGE).
+    pub async fn rename(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        new_parent: Ino,
+        new_name: &[u8],
+        flags: u32,
+    ) -> Result<()> {
+        let req = proto::RenameRequest {
+            parent: self.path(parent)?.into(),
+            name: Bytes::copy_from_slice(name),
+            new_parent: self.path(new_parent)?.into(),
+            new_name: Bytes::copy_from_slice(new_name),
+            flags,
+        };
+        let reply = self.remote.rpc::<rpc::Rename>(&req).await?;
+        self.names_changed();
+        let mut inodes = self.inodes.lock();
+        if let Some(moved) = &reply.moved {
+            inodes.moved(moved, new_parent, new_name);
+        }
+        if let Some(exchanged) = &reply.exchanged {
+            inodes.moved(exchanged, parent, name);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,170 @@
+//! Open files: open, create and release, the table of files open on the server (numbered
+//! by this mount, so the same numbers can be reopened on a new server session), and the
+//! hook that reopens them by path after a server restart.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use protocol::rpc;
+
+use super::read_ahead::ReadAhead;
+use super::{attr_of, Caller, Entry, Fh, Fs, Ino, Opened, Result};
+
+/// A file open on the server, as reads see it.
+#[derive(Debug)]
+pub(super) struct OpenFile {
+    pub ino: Ino,
+    /// Open flags, to reopen it on a new session.
+    flags: u32,
+    /// Size when opened (read-ahead stops there).
+    pub size: u64,
+    pub read_ahead: ReadAhead,
+}
+
+/// Every file this mount has open on the server, by handle.
+#[derive(Debug)]
+pub(super) struct OpenFiles {
+    by_handle: Mutex<HashMap<Fh, OpenFile>>,
+    /// Next handle number to ask the server for (the session's handles are ours to name).
+    next_handle: AtomicU64,
+}
+
+impl Default for OpenFiles {
+    fn default() -> Self {
+        OpenFiles {
+            by_handle: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+        }
+    }
+}
+
+impl OpenFiles {
+    fn new_handle(&self) -> Fh {
+        Fh(self.next_handle.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The inode open as `fh`.
+    pub fn ino_of(&self, fh: Fh) -> Option<Ino> {
+        self.by_handle.lock().get(&fh).map(|f| f.ino)
+    }
+
+    /// Runs `f` on the open file `fh`, if open.
+    pub fn with<T>(&self, fh: Fh, f: impl FnOnce(&mut OpenFile) -> T) -> Option<T> {
+        self.by_handle.lock().get_mut(&fh).map(f)
+    }
+}
+
+impl Fs {
+    pub async fn open(&self, ino: Ino, flags: u32) -> Result<Opened> {
+        let req = proto::OpenRequest {
+            path: self.path(ino)?.into(),
+            flags,
+            handle: self.open_files.new_handle().0,
+        };
+        let reply = self.remote.rpc::<rpc::Open>(&req).await?;
+        let (fh, attr) = (Fh(reply.handle), attr_of(reply.attr)?);
+        let keep_cache = {
+            let mut inodes = self.inodes.lock();
+            inodes.opened(ino, fh);
+            inodes.keep_cache(ino, attr.change)
+        };
+        self.note_open(ino, fh, flags, &attr);
+        Ok(Opened { fh, keep_cache })
+    }
+
+    pub async fn create(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        mode: u32,
+        flags: u32,
+        caller: Caller,
+    ) -> Result<(Entry, Fh)> {
+        let req = proto::CreateRequest {
+            parent: self.path(parent)?.into(),
+            name: Bytes::copy_from_slice(name),
+            mode,
+            flags,
+            caller: Some(caller),
+            handle: self.open_files.new_handle().0,
+        };
+        let reply = self.remote.rpc::<rpc::Create>(&req).await?;
+        let fh = Fh(reply.handle);
+        let entry = self.remember(parent, name, attr_of(reply.attr)?, self.names_changed());
+        {
+            let mut inodes = self.inodes.lock();
+            inodes.opened(entry.ino, fh);
+            inodes.keep_cache(entry.ino, entry.attr.change);
+        }
+        self.note_open(entry.ino, fh, flags, &entry.attr);
+        // A file just created carries no capabilities.
+        self.note_no_caps(entry.ino, true);
+        Ok((entry, fh))
+    }
+
+    /// The last close of `fh`: its writes are settled (an error nobody can be told of any
+    /// more is logged), then the server closes it.
+    pub async fn release(&self, ino: Ino, fh: Fh) -> Result<()> {
+        if let Err(e) = self.settle(ino).await {
+            tracing::warn!("{ino}: a write failed and no flush was left to report it: {e}");
+        }
+        self.inodes.lock().closed(ino, fh);
+        self.open_files.by_handle.lock().remove(&fh);
+        self.remote
+            .rpc::<rpc::Close>(&proto::CloseRequest { handle: fh.0 })
+            .await?;
+        Ok(())
+    }
+
+    /// Remembers a file opened on the server; `attr` as the server reported it at open.
+    fn note_open(&self, ino: Ino, fh: Fh, flags: u32, attr: &proto::Attr) {
+        let block = self.max_io as u64;
+        let max_window = match &self.cache {
+            Some(_) => self.options.readahead as u64 / block,
+            None => 0,
+        };
+        if let Some(cache) = &self.cache {
+            cache.validate(ino, attr.change);
+        }
+        self.open_files.by_handle.lock().insert(
+            fh,
+            OpenFile {
+                ino,
+                flags,
+                size: attr.size,
+                read_ahead: ReadAhead::new(max_window, 2 * block),
+            },
+        );
+    }
+
+    /// Makes the remote reopen this mount's open files by path, under their handle numbers,
+    /// when it reconnects to a server that lost the session (restart). Files unlinked while
+    /// open cannot be reopened and their handles fail from then on (EBADF).
+    pub fn install_reopen(self: &Arc<Self>) {
+        let fs = Arc::downgrade(self);
+        self.remote.set_reopen(Arc::new(move || {
+            let Some(fs) = fs.upgrade() else {
+                return Vec::new();
+            };
+            let files: Vec<(Fh, Ino, u32)> = {
+                let open = fs.open_files.by_handle.lock();
+                open.iter().map(|(fh, f)| (*fh, f.ino, f.flags)).collect()
+            };
+            let inodes = fs.inodes.lock();
+            let once_only = (libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC) as u32;
+            files
+                .into_iter()
+                .filter_map(|(fh, ino, flags)| {
+                    Some(proto::OpenRequest {
+                        path: inodes.path(ino)?.into(),
+                        flags: flags & !once_only,
+                        handle: fh.0,
+                    })
+                })
+                .collect()
+        }));
+    }
+}

@@ -1,0 +1,214 @@
+//! The core against the in-process fake server: write-behind error reporting, write
+//! ordering, waiting for queued writes, and reopening handles after a server restart,
+//! with faults injected per command and no sockets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use protocol::Command;
+
+use super::{Caller, Fh, Fs, FsOptions, Ino};
+use crate::remote::fake::{FakeServer, Fault};
+use crate::remote::Remote;
+
+const ME: Caller = Caller { uid: 0, gid: 0 };
+
+fn core() -> (Arc<FakeServer>, Arc<Fs>) {
+    let fake = Arc::new(FakeServer::new());
+    let remote: Arc<dyn Remote> = fake.clone();
+    let fs = Arc::new(Fs::new(remote, &fake.root(), 1 << 20, FsOptions::default()));
+    fs.install_reopen();
+    (fake, fs)
+}
+
+async fn create(fs: &Fs, name: &[u8]) -> (Ino, Fh) {
+    let (entry, fh) = fs
+        .create(Ino::ROOT, name, 0o644, libc::O_RDWR as u32, ME)
+        .await
+        .expect("create");
+    (entry.ino, fh)
+}
+
+/// Lets every runnable task run (the fake answers without real delays).
+async fn settle_tasks() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+}
+
+fn writes(fake: &FakeServer) -> Vec<(u64, usize)> {
+    fake.log()
+        .iter()
+        .filter(|l| l.cmd == Command::Write)
+        .map(|l| (l.write.1, l.write.2))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_failed_queued_write_is_reported_once_by_the_next_flush() {
+    let (fake, fs) = core();
+    let (ino, fh) = create(&fs, b"f").await;
+    fake.inject(Command::Write, Fault::Fail(libc::ENOSPC), 1);
+    let n = fs.write(fh, 0, Bytes::from(vec![7u8; 4096])).await;
+    assert_eq!(n.expect("a queued write returns at once"), 4096);
+    let first = fs.flush(ino).await.expect_err("the failure is reported");
+    assert_eq!(first.errno(), libc::ENOSPC);
+    fs.flush(ino).await.expect("reported once, not again");
+    // A later write goes through and its flush is clean.
+    fs.write(fh, 0, Bytes::from_static(b"ok")).await.unwrap();
+    fs.flush(ino).await.unwrap();
+    assert_eq!(&fake.file(b"f").unwrap()[..2], b"ok");
+    assert_eq!(fs.writeback_stats().unwrap().failed_writes, 1);
+}
+
+#[tokio::test]
+async fn fsync_reports_a_failed_write_before_asking_the_server() {
+    let (fake, fs) = core();
+    let (ino, fh) = create(&fs, b"f").await;
+    fake.inject(Command::Write, Fault::Fail(libc::EIO), 1);
+    fs.write(fh, 0, Bytes::from_static(b"data")).await.unwrap();
+    let e = fs
+        .fsync(ino, fh, false)
+        .await
+        .expect_err("fsync reports it");
+    assert_eq!(e.errno(), libc::EIO);
+    assert!(
+        !fake.log().iter().any(|l| l.cmd == Command::Fsync),
+        "the failed write is reported without an Fsync round trip"
+    );
+}
+
+#[tokio::test]
+async fn stat_waits_for_queued_writes_and_sees_them() {
+    let (fake, fs) = core();
+    let (ino, fh) = create(&fs, b"f").await;
+    fake.inject(Command::Write, Fault::Hang, 1);
+    // Write-behind: the write returns while the server has not answered.
+    fs.write(fh, 0, Bytes::from(vec![1u8; 10_000]))
+        .await
+        .unwrap();
+    let stat = tokio::spawn({
+        let fs = fs.clone();
+        async move { fs.getattr(ino, None).await }
+    });
+    fake.received(Command::Write, 1).await;
+    settle_tasks().await;
+    assert!(!stat.is_finished(), "stat waits for the hanging write");
+    assert!(
+        !fake.log().iter().any(|l| l.cmd == Command::GetAttr),
+        "no GetAttr is sent before the write is acknowledged"
+    );
+    fake.release();
+    let attr = stat.await.unwrap().unwrap();
+    assert_eq!(attr.size, 10_000);
+    let order: Vec<Command> = fake.log().iter().map(|l| l.cmd).collect();
+    let (w, g) = (
+        order.iter().position(|c| *c == Command::Write),
+        order.iter().position(|c| *c == Command::GetAttr),
+    );
+    assert!(w < g, "Write before GetAttr: {order:?}");
+}
+
+#[tokio::test]
+async fn overlapping_writes_reach_the_server_in_the_order_they_were_made() {
+    let (fake, fs) = core();
+    let (ino, fh) = create(&fs, b"f").await;
+    // The first write is slow; the overlapping second must not overtake it.
+    fake.inject(Command::Write, Fault::Delay(Duration::from_millis(50)), 1);
+    fs.write(fh, 0, Bytes::from(vec![b'a'; 8192]))
+        .await
+        .unwrap();
+    fs.write(fh, 4096, Bytes::from(vec![b'b'; 8192]))
+        .await
+        .unwrap();
+    fs.flush(ino).await.unwrap();
+    assert_eq!(writes(&fake), vec![(0, 8192), (4096, 8192)]);
+    let mut want = vec![b'a'; 4096];
+    want.extend(vec![b'b'; 8192]);
+    assert_eq!(fake.file(b"f").unwrap(), want);
+}
+
+#[tokio::test]
+async fn contiguous_writes_are_coalesced_into_one_request() {
+    let (fake, fs) = core();
+    let (ino, fh) = create(&fs, b"f").await;
+    for i in 0..8u64 {
+        fs.write(fh, i * 4096, Bytes::from(vec![i as u8; 4096]))
+            .await
+            .unwrap();
+    }
+    fs.flush(ino).await.unwrap();
+    assert_eq!(writes(&fake), vec![(0, 8 * 4096)]);
+}
+
+#[tokio::test]
+async fn after_a_restart_handles_are_reopened_by_their_current_path_and_queued_writes_land() {
+    let (fake, fs) = core();
+    let (ino, fh) = create(&fs, b"f").await;
+    fs.rename(Ino::ROOT, b"f", Ino::ROOT, b"g", 0)
+        .await
+        .unwrap();
+    fake.inject(Command::Write, Fault::Hang, 1);
+    fs.write(fh, 0, Bytes::from_static(b"survives"))
+        .await
+        .unwrap();
+    fake.received(Command::Write, 1).await;
+    fake.restart();
+    assert_eq!(fake.open_handles(), 0);
+    assert_eq!(fake.reconnect(), 1, "the one open file is reopened");
+    fake.release();
+    fs.flush(ino)
+        .await
+        .expect("the write lands on the reopened handle");
+    assert_eq!(fake.file(b"g").unwrap(), b"survives");
+    // The reopened handle keeps the number the kernel holds.
+    fs.release(ino, fh).await.unwrap();
+    assert_eq!(fake.open_handles(), 0);
+}
+
+#[tokio::test]
+async fn a_handle_that_cannot_be_reopened_fails_its_writes_at_flush() {
+    let (fake, fs) = core();
+    let (ino, fh) = create(&fs, b"f").await;
+    fs.remove(Ino::ROOT, b"f", false).await.unwrap();
+    fake.inject(Command::Write, Fault::Hang, 1);
+    fs.write(fh, 0, Bytes::from_static(b"lost")).await.unwrap();
+    fake.received(Command::Write, 1).await;
+    fake.restart();
+    assert_eq!(
+        fake.reconnect(),
+        0,
+        "an unlinked file has no path to reopen"
+    );
+    fake.release();
+    let e = fs.flush(ino).await.expect_err("the failure is not dropped");
+    assert_eq!(e.errno(), libc::EBADF);
+}
+
+#[tokio::test]
+async fn a_lost_reply_is_eio_and_the_next_read_fetches_again() {
+    let (fake, fs) = core();
+    let (ino, fh) = create(&fs, b"f").await;
+    fs.write(fh, 0, Bytes::from_static(b"hello")).await.unwrap();
+    fs.flush(ino).await.unwrap();
+    let opened = fs.open(ino, libc::O_RDONLY as u32).await.unwrap();
+    fake.inject(Command::Read, Fault::Lose, 1);
+    let e = fs.read(ino, opened.fh, 0, 4096).await.expect_err("lost");
+    assert_eq!(e.errno(), libc::EIO);
+    let data = fs.read(ino, opened.fh, 0, 4096).await.unwrap();
+    assert_eq!(&data[..], b"hello");
+}
+
+#[tokio::test]
+async fn a_server_error_keeps_its_errno() {
+    let (fake, fs) = core();
+    fake.inject(Command::Mkdir, Fault::Fail(libc::EDQUOT), 1);
+    let e = fs
+        .mkdir(Ino::ROOT, b"d", 0o755, ME)
+        .await
+        .expect_err("fails");
+    assert_eq!(e.errno(), libc::EDQUOT);
+    let e = fs.lookup(Ino::ROOT, b"d").await.expect_err("nothing made");
+    assert_eq!(e.errno(), libc::ENOENT);
+}

@@ -1,0 +1,150 @@
+//! The write path: a FUSE write is cut into pieces of at most the coalescing cap; with
+//! write-behind each piece is queued (`writeback`: bounded dirty bytes, overlapping writes
+//! ordered) and gathered with contiguous ones (`coalesce`) into Write requests of up to
+//! 1 MiB, and `write` returns at once. The first error a file's writes meet is reported by
+//! its next flush, fsync or close, once (as NFS does). Every other operation on a file waits
+//! for its queued writes first (`after_writes`), so the server sees them in order.
+
+use bytes::Bytes;
+use protocol::rpc;
+
+use super::writeback::WritebackStats;
+use super::{Fh, FilePos, Fs, FsError, Ino, Result};
+use crate::remote::{decode, Patience, Remote};
+
+impl Fs {
+    /// Writes all of `data` at `offset`, in requests of at most `max_io` bytes. With
+    /// write-behind the requests are queued and this returns at once (after waiting for room
+    /// under the dirty bound); their outcome is reported by the next flush/fsync/close.
+    pub async fn write(&self, fh: Fh, offset: u64, data: Bytes) -> Result<u32> {
+        let ino = self.open_files.ino_of(fh);
+        if let Some(ino) = ino {
+            self.data_changed(ino);
+        }
+        let behind = self.coalescer.as_ref().zip(ino);
+        let piece = behind.map_or(self.max_io as usize, |(c, _)| c.cap());
+        let mut done = 0usize;
+        while done < data.len() {
+            let end = (done + piece).min(data.len());
+            let (chunk, at) = (data.slice(done..end), offset + done as u64);
+            match behind {
+                Some((c, ino)) => c.write(ino, fh, at, chunk).await,
+                None => write_chunk(&*self.remote, fh, at, chunk, Patience::MountTimeout).await?,
+            }
+            done = end;
+        }
+        Ok(done as u32)
+    }
+
+    /// `close` of a file descriptor: every write reached the server, or the first error.
+    pub async fn flush(&self, ino: Ino) -> Result<()> {
+        self.settle(ino).await
+    }
+
+    pub async fn fsync(&self, ino: Ino, fh: Fh, datasync: bool) -> Result<()> {
+        self.settle(ino).await?;
+        let req = proto::FsyncRequest {
+            handle: fh.0,
+            datasync,
+        };
+        self.remote.rpc::<rpc::Fsync>(&req).await?;
+        Ok(())
+    }
+
+    /// Waits for every queued write of the mount.
+    pub async fn sync_all(&self) {
+        if let Some(wb) = &self.writeback {
+            if let Some(c) = &self.coalescer {
+                c.flush_all();
+            }
+            wb.drain_all().await;
+        }
+    }
+
+    pub fn writeback_stats(&self) -> Option<WritebackStats> {
+        self.writeback.as_ref().map(|wb| wb.stats())
+    }
+
+    /// copy_file_range between two open files, done by the server; returns bytes copied.
+    pub async fn copy_range(&self, from: FilePos, to: FilePos, len: u64) -> Result<u64> {
+        self.after_handle_writes(from.fh).await;
+        if let Some(ino) = self.after_handle_writes(to.fh).await {
+            self.data_changed(ino);
+        }
+        let req = proto::CopyRangeRequest {
+            handle_in: from.fh.0,
+            offset_in: from.offset,
+            handle_out: to.fh.0,
+            offset_out: to.offset,
+            len,
+        };
+        Ok(self.remote.rpc::<rpc::CopyRange>(&req).await?.copied)
+    }
+
+    pub async fn fallocate(&self, fh: Fh, mode: u32, offset: u64, len: u64) -> Result<()> {
+        if let Some(ino) = self.after_handle_writes(fh).await {
+            self.data_changed(ino);
+        }
+        let req = proto::FallocateRequest {
+            handle: fh.0,
+            mode,
+            offset,
+            len,
+        };
+        self.remote.rpc::<rpc::Fallocate>(&req).await?;
+        Ok(())
+    }
+
+    /// Waits for `ino`'s queued writes; the first error they met, once.
+    pub(super) async fn settle(&self, ino: Ino) -> Result<()> {
+        let Some(wb) = &self.writeback else {
+            return Ok(());
+        };
+        self.after_writes(ino).await;
+        match wb.take_error(ino) {
+            Some(errno) => Err(FsError::Writeback(errno)),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for `ino`'s queued writes, keeping any error for flush/fsync/close: before an
+    /// operation that must see them (read, stat, truncate...).
+    pub(super) async fn after_writes(&self, ino: Ino) {
+        if let Some(wb) = self.writeback.as_ref().filter(|wb| wb.busy(ino)) {
+            if let Some(c) = &self.coalescer {
+                c.flush_ino(ino);
+            }
+            wb.drain(ino).await;
+            // Attributes that arrived while the writes were in flight may predate them.
+            self.attrs.lock().forget(ino);
+        }
+    }
+
+    /// `after_writes` for the file open as `fh`; returns its inode.
+    pub(super) async fn after_handle_writes(&self, fh: Fh) -> Option<Ino> {
+        let ino = self.open_files.ino_of(fh)?;
+        self.after_writes(ino).await;
+        Some(ino)
+    }
+}
+
+/// Sends one Write of `data` at `offset` through `fh`; with `Patience::Forever` it waits
+/// for the connection however long it is down (the data was accepted from the application).
+pub(super) async fn write_chunk(
+    remote: &dyn Remote,
+    fh: Fh,
+    offset: u64,
+    data: Bytes,
+    patience: Patience,
+) -> Result<()> {
+    let len = data.len();
+    let req = proto::WriteRequest {
+        handle: fh.0,
+        offset,
+    };
+    let reply = remote.rpc_frame::<rpc::Write>(&req, data, patience).await?;
+    if decode::<rpc::Write>(&reply)?.written as usize != len {
+        return Err(FsError::BadReply("short write"));
+    }
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! Extended attributes. Answered locally, without a round trip, when the file is known
+//! (within `attr_ttl`) to have no extended attributes at all (`Attr::no_xattrs` from the
+//! server), or, for the `security.capability` probe the kernel makes before every write and
+//! chown, to lack that one (an ENODATA answer, or the file was created here).
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use protocol::rpc;
+
+use super::inodes::{Absent, InodeTable};
+use super::{Fs, FsError, Ino, Result};
+use crate::client::ClientError;
+
+/// The attribute the kernel checks before each write and chown (file capabilities).
+const SECURITY_CAPABILITY: &[u8] = b"security.capability";
+
+impl Fs {
+    pub async fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Bytes> {
+        let caps = name == SECURITY_CAPABILITY;
+        {
+            let (inodes, now) = (self.inodes.lock(), Instant::now());
+            if inodes.knows_absent(ino, Absent::AllXattrs, now)
+                || (caps && inodes.knows_absent(ino, Absent::Capability, now))
+            {
+                return Err(FsError::NoAttribute);
+            }
+        }
+        let req = proto::GetXattrRequest {
+            path: self.path(ino)?.into(),
+            name: Bytes::copy_from_slice(name),
+        };
+        let result = self.remote.rpc::<rpc::GetXattr>(&req).await;
+        if caps {
+            let absent = matches!(&result, Err(ClientError::Remote { errno, .. }) if *errno == libc::ENODATA);
+            self.note_no_caps(ino, absent);
+        }
+        Ok(result?.value)
+    }
+
+    pub async fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], flags: u32) -> Result<()> {
+        let req = proto::SetXattrRequest {
+            path: self.path(ino)?.into(),
+            name: Bytes::copy_from_slice(name),
+            value: Bytes::copy_from_slice(value),
+            flags,
+        };
+        self.inodes
+            .lock()
+            .set_absent_until(ino, Absent::AllXattrs, None);
+        if name == SECURITY_CAPABILITY {
+            self.note_no_caps(ino, false);
+        }
+        self.remote.rpc::<rpc::SetXattr>(&req).await?;
+        self.attrs.lock().forget(ino);
+        Ok(())
+    }
+
+    /// Attribute names, each followed by a NUL, as listxattr(2) returns them.
+    pub async fn listxattr(&self, ino: Ino) -> Result<Vec<u8>> {
+        if self
+            .inodes
+            .lock()
+            .knows_absent(ino, Absent::AllXattrs, Instant::now())
+        {
+            return Ok(Vec::new());
+        }
+        let req = proto::ListXattrRequest {
+            path: self.path(ino)?.into(),
+        };
+        let reply = self.remote.rpc::<rpc::ListXattr>(&req).await?;
+        let mut out = Vec::new();
+        for n in reply.names {
+            out.extend_from_slice(&n);
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    pub async fn removexattr(&self, ino: Ino, name: &[u8]) -> Result<()> {
+        let req = proto::RemoveXattrRequest {
+            path: self.path(ino)?.into(),
+            name: Bytes::copy_from_slice(name),
+        };
+        self.remote.rpc::<rpc::RemoveXattr>(&req).await?;
+        if name == SECURITY_CAPABILITY {
+            self.note_no_caps(ino, true);
+        }
+        self.attrs.lock().forget(ino);
+        Ok(())
+    }
+
+    /// Trusts an attribute reply's `no_xattrs` for as long as its other attributes.
+    pub(super) fn note_xattrs(&self, inodes: &mut InodeTable, ino: Ino, attr: &proto::Attr) {
+        let until = (attr.no_xattrs && !self.options.attr_ttl.is_zero())
+            .then(|| Instant::now() + self.options.attr_ttl);
+        inodes.set_absent_until(ino, Absent::AllXattrs, until);
+    }
+
+    /// Remembers (for `attr_ttl`) that `ino` has no `security.capability`, or forgets it.
+    pub(super) fn note_no_caps(&self, ino: Ino, absent: bool) {
+        let until = (absent && !self.options.attr_ttl.is_zero())
+            .then(|| Instant::now() + self.options.attr_ttl);
+        self.inodes
+            .lock()
+            .set_absent_until(ino, Absent::Capability, until);
+    }
+}

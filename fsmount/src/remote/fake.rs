@@ -1,0 +1,425 @@
+//! An in-process fake server for the core's tests: an in-memory tree answering the requests
+//! the core sends, with faults scripted per command (fail with an errno, delay, hang until
+//! released, lose the reply), a log of what was sent, and a simulated restart that loses
+//! every open handle until the mount's reopen hook recreates them, as the real client does
+//! on reconnecting to a restarted server.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use prost::Message;
+use protocol::{Command, Frame, StreamId};
+use tokio::sync::watch;
+
+use super::{CallFuture, ClientError, Patience, Remote, Reopen};
+
+/// What happens to a request a rule matches.
+#[derive(Debug, Clone, Copy)]
+pub enum Fault {
+    /// Answered with an error reply carrying this errno.
+    Fail(i32),
+    /// Answered after this long.
+    Delay(Duration),
+    /// Answered only once `FakeServer::release` is called (after the rule was injected).
+    Hang,
+    /// Never answered: the call fails as if the session ended.
+    Lose,
+}
+
+/// A request as the fake received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logged {
+    pub cmd: Command,
+    /// Write's (handle, offset, length); zeros for other commands.
+    pub write: (u64, u64, usize),
+}
+
+#[derive(Debug, Clone)]
+struct Node {
+    mode: u32,
+    data: Vec<u8>,
+    nlink: u32,
+    /// Bumped on every change (the server's change token).
+    change: u64,
+}
+
+#[derive(Debug, Default)]
+struct Tree {
+    /// Export-relative path -> server inode number ("" is the root).
+    names: BTreeMap<Vec<u8>, u64>,
+    nodes: HashMap<u64, Node>,
+    /// Open handles -> inode.
+    handles: HashMap<u64, u64>,
+    next_ino: u64,
+    clock: u64,
+}
+
+pub struct FakeServer {
+    tree: Mutex<Tree>,
+    /// (command, fault, times left, releases seen when injected).
+    rules: Mutex<Vec<(Command, Fault, usize, u64)>>,
+    log: Mutex<Vec<Logged>>,
+    /// Requests received so far (to wait for one).
+    received: watch::Sender<usize>,
+    /// Bumped by `release`: hanging requests go on.
+    released: watch::Sender<u64>,
+    reopen: Mutex<Option<Reopen>>,
+    next_stream: AtomicU32,
+}
+
+type Answer = Result<(Bytes, Bytes), ClientError>;
+
+fn err(errno: i32) -> ClientError {
+    ClientError::Remote {
+        errno,
+        message: format!("fake server: errno {errno}"),
+    }
+}
+
+fn child(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = parent.to_vec();
+    if !p.is_empty() {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
+
+fn decode<M: Message + Default>(msg: &Bytes) -> Result<M, ClientError> {
+    M::decode(msg.clone()).map_err(|e| ClientError::Protocol(e.to_string()))
+}
+
+fn reply(m: impl Message) -> Answer {
+    Ok((m.encode_to_vec().into(), Bytes::new()))
+}
+
+impl Default for FakeServer {
+    fn default() -> Self {
+        FakeServer::new()
+    }
+}
+
+impl FakeServer {
+    /// A server exporting an empty directory.
+    pub fn new() -> FakeServer {
+        let mut tree = Tree {
+            next_ino: 2,
+            ..Tree::default()
+        };
+        tree.names.insert(Vec::new(), 1);
+        tree.nodes.insert(
+            1,
+            Node {
+                mode: libc::S_IFDIR | 0o755,
+                data: Vec::new(),
+                nlink: 2,
+                change: 0,
+            },
+        );
+        FakeServer {
+            tree: Mutex::new(tree),
+            rules: Mutex::new(Vec::new()),
+            log: Mutex::new(Vec::new()),
+            received: watch::channel(0).0,
+            released: watch::channel(0).0,
+            reopen: Mutex::new(None),
+            next_stream: AtomicU32::new(1),
+        }
+    }
+
+    /// The export root's attributes, as the handshake reports them.
+    pub fn root(&self) -> proto::Attr {
+        self.tree.lock().attr(1)
+    }
+
+    /// The next `times` requests of `cmd` meet `fault`.
+    pub fn inject(&self, cmd: Command, fault: Fault, times: usize) {
+        let epoch = *self.released.borrow();
+        self.rules.lock().push((cmd, fault, times, epoch));
+    }
+
+    /// Waits until `n` requests of `cmd` have been received.
+    pub async fn received(&self, cmd: Command, n: usize) {
+        let mut rx = self.received.subscribe();
+        let _ = rx
+            .wait_for(|_| self.log.lock().iter().filter(|l| l.cmd == cmd).count() >= n)
+            .await;
+    }
+
+    /// Lets every hanging request go on.
+    pub fn release(&self) {
+        self.released.send_modify(|n| *n += 1);
+    }
+
+    /// Requests received so far.
+    pub fn log(&self) -> Vec<Logged> {
+        self.log.lock().clone()
+    }
+
+    /// The contents of the file at `path`.
+    pub fn file(&self, path: &[u8]) -> Option<Vec<u8>> {
+        let tree = self.tree.lock();
+        let ino = tree.names.get(path)?;
+        tree.nodes.get(ino).map(|n| n.data.clone())
+    }
+
+    /// Open handles on the server.
+    pub fn open_handles(&self) -> usize {
+        self.tree.lock().handles.len()
+    }
+
+    /// The server restarts: every open handle is lost.
+    pub fn restart(&self) {
+        self.tree.lock().handles.clear();
+    }
+
+    /// The client reconnects to the restarted server: the mount's reopen hook recreates its
+    /// handles, as `client::reconnect` does before resending. Returns how many were reopened.
+    pub fn reconnect(&self) -> usize {
+        let reopen = self.reopen.lock().clone();
+        let requests = reopen.map(|r| r()).unwrap_or_default();
+        let mut tree = self.tree.lock();
+        requests.iter().filter(|req| tree.open(req).is_ok()).count()
+    }
+
+    fn fault_for(&self, cmd: Command) -> Option<(Fault, u64)> {
+        let mut rules = self.rules.lock();
+        let i = rules.iter().position(|(c, _, n, _)| *c == cmd && *n > 0)?;
+        rules[i].2 -= 1;
+        let (fault, epoch) = (rules[i].1, rules[i].3);
+        rules.retain(|(_, _, n, _)| *n > 0);
+        Some((fault, epoch))
+    }
+
+    async fn answer(&self, cmd: Command, msg: Bytes, data: Bytes) -> Result<Frame, ClientError> {
+        let write = match cmd {
+            Command::Write => decode::<proto::WriteRequest>(&msg)
+                .map(|w| (w.handle, w.offset, data.len()))
+                .unwrap_or_default(),
+            _ => (0, 0, 0),
+        };
+        let fault = self.fault_for(cmd);
+        self.log.lock().push(Logged { cmd, write });
+        self.received.send_modify(|n| *n += 1);
+        match fault {
+            Some((Fault::Fail(errno), _)) => return Err(err(errno)),
+            Some((Fault::Lose, _)) => {
+                return Err(ClientError::ConnectionLost("fake: reply lost".into()))
+            }
+            Some((Fault::Delay(d), _)) => tokio::time::sleep(d).await,
+            Some((Fault::Hang, epoch)) => {
+                let mut rx = self.released.subscribe();
+                let _ = rx.wait_for(|released| *released > epoch).await;
+            }
+            None => {}
+        }
+        let (msg, data) = self.tree.lock().apply(cmd, &msg, data)?;
+        let id = StreamId(self.next_stream.fetch_add(1, Ordering::Relaxed));
+        Ok(Frame::response_bytes(cmd.code(), id, msg, data))
+    }
+}
+
+impl Remote for FakeServer {
+    fn call(&self, cmd: Command, msg: Bytes, data: Bytes, _patience: Patience) -> CallFuture<'_> {
+        Box::pin(self.answer(cmd, msg, data))
+    }
+
+    fn set_reopen(&self, reopen: Reopen) {
+        *self.reopen.lock() = Some(reopen);
+    }
+}
+
+impl Tree {
+    fn attr(&self, ino: u64) -> proto::Attr {
+        let n = &self.nodes[&ino];
+        proto::Attr {
+            dev: 1,
+            ino,
+            mode: n.mode,
+            nlink: n.nlink,
+            size: n.data.len() as u64,
+            change: n.change,
+            no_xattrs: true,
+            ..Default::default()
+        }
+    }
+
+    fn ino(&self, path: &[u8]) -> Result<u64, ClientError> {
+        self.names.get(path).copied().ok_or(err(libc::ENOENT))
+    }
+
+    fn handle(&self, h: u64) -> Result<u64, ClientError> {
+        self.handles.get(&h).copied().ok_or(err(libc::EBADF))
+    }
+
+    fn touch(&mut self, ino: u64) {
+        self.clock += 1;
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.change = self.clock;
+        }
+    }
+
+    fn make(&mut self, path: Vec<u8>, mode: u32) -> Result<u64, ClientError> {
+        if self.names.contains_key(&path) {
+            return Err(err(libc::EEXIST));
+        }
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        let nlink = if mode & libc::S_IFMT == libc::S_IFDIR {
+            2
+        } else {
+            1
+        };
+        self.nodes.insert(
+            ino,
+            Node {
+                mode,
+                data: Vec::new(),
+                nlink,
+                change: 0,
+            },
+        );
+        self.names.insert(path, ino);
+        self.touch(ino);
+        Ok(ino)
+    }
+
+    fn open(&mut self, req: &proto::OpenRequest) -> Result<u64, ClientError> {
+        let ino = self.ino(&req.path)?;
+        if self.handles.contains_key(&req.handle) {
+            return Err(err(libc::EEXIST));
+        }
+        if req.flags & libc::O_TRUNC as u32 != 0 {
+            if let Some(n) = self.nodes.get_mut(&ino) {
+                n.data.clear();
+            }
+            self.touch(ino);
+        }
+        self.handles.insert(req.handle, ino);
+        Ok(ino)
+    }
+
+    fn attr_reply(&self, ino: u64) -> Answer {
+        reply(proto::AttrReply {
+            attr: Some(self.attr(ino)),
+        })
+    }
+
+    fn apply(&mut self, cmd: Command, msg: &Bytes, data: Bytes) -> Answer {
+        match cmd {
+            Command::Ping => reply(proto::Ping {}),
+            Command::Lookup => {
+                let req: proto::LookupRequest = decode(msg)?;
+                self.attr_reply(self.ino(&req.path)?)
+            }
+            Command::GetAttr => {
+                let req: proto::GetAttrRequest = decode(msg)?;
+                let ino = match req.has_handle {
+                    true => self.handle(req.handle)?,
+                    false => self.ino(&req.path)?,
+                };
+                self.attr_reply(ino)
+            }
+            Command::SetAttr => {
+                let req: proto::SetAttrRequest = decode(msg)?;
+                let ino = match req.has_handle {
+                    true => self.handle(req.handle)?,
+                    false => self.ino(&req.path)?,
+                };
+                let n = self.nodes.get_mut(&ino).ok_or(err(libc::ENOENT))?;
+                if let Some(size) = req.size {
+                    n.data.resize(size as usize, 0);
+                }
+                if let Some(mode) = req.mode {
+                    n.mode = (n.mode & libc::S_IFMT) | (mode & 0o7777);
+                }
+                self.touch(ino);
+                self.attr_reply(ino)
+            }
+            Command::Open => {
+                let req: proto::OpenRequest = decode(msg)?;
+                let ino = self.open(&req)?;
+                reply(proto::OpenReply {
+                    handle: req.handle,
+                    attr: Some(self.attr(ino)),
+                })
+            }
+            Command::Create => {
+                let req: proto::CreateRequest = decode(msg)?;
+                self.ino(&req.parent)?;
+                let ino = self.make(child(&req.parent, &req.name), libc::S_IFREG | req.mode)?;
+                self.handles.insert(req.handle, ino);
+                reply(proto::OpenReply {
+                    handle: req.handle,
+                    attr: Some(self.attr(ino)),
+                })
+            }
+            Command::Mkdir => {
+                let req: proto::MkdirRequest = decode(msg)?;
+                self.ino(&req.parent)?;
+                let ino = self.make(child(&req.parent, &req.name), libc::S_IFDIR | req.mode)?;
+                self.attr_reply(ino)
+            }
+            Command::Read => {
+                let req: proto::ReadRequest = decode(msg)?;
+                let n = &self.nodes[&self.handle(req.handle)?];
+                let start = (req.offset as usize).min(n.data.len());
+                let end = (start + req.len as usize).min(n.data.len());
+                let data = Bytes::copy_from_slice(&n.data[start..end]);
+                Ok((proto::ReadReply {}.encode_to_vec().into(), data))
+            }
+            Command::Write => {
+                let req: proto::WriteRequest = decode(msg)?;
+                let ino = self.handle(req.handle)?;
+                let n = self.nodes.get_mut(&ino).ok_or(err(libc::ENOENT))?;
+                let end = req.offset as usize + data.len();
+                if n.data.len() < end {
+                    n.data.resize(end, 0);
+                }
+                n.data[req.offset as usize..end].copy_from_slice(&data);
+                self.touch(ino);
+                reply(proto::WriteReply {
+                    written: data.len() as u32,
+                })
+            }
+            Command::Fsync => {
+                let req: proto::FsyncRequest = decode(msg)?;
+                self.handle(req.handle)?;
+                reply(proto::Empty {})
+            }
+            Command::Close => {
+                let req: proto::CloseRequest = decode(msg)?;
+                self.handles.remove(&req.handle).ok_or(err(libc::EBADF))?;
+                reply(proto::Empty {})
+            }
+            Command::Remove => {
+                let req: proto::RemoveRequest = decode(msg)?;
+                let path = child(&req.parent, &req.name);
+                self.ino(&path)?;
+                self.names.remove(&path);
+                reply(proto::Empty {})
+            }
+            Command::Rename => {
+                let req: proto::RenameRequest = decode(msg)?;
+                let (from, to) = (
+                    child(&req.parent, &req.name),
+                    child(&req.new_parent, &req.new_name),
+                );
+                let ino = self.ino(&from)?;
+                self.names.remove(&from);
+                self.names.insert(to, ino);
+                reply(proto::RenameReply {
+                    moved: Some(self.attr(ino)),
+                    exchanged: None,
+                })
+            }
+            Command::GetXattr => Err(err(libc::ENODATA)),
+            Command::ListXattr => reply(proto::ListXattrReply { names: Vec::new() }),
+            Command::Statfs => reply(proto::StatfsReply::default()),
+            _ => Err(err(libc::ENOSYS)),
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! The seam between the filesystem core and the server: the core sends requests through
+//! [`Remote`], never through a concrete connection. [`crate::client::Client`] is the real
+//! one (TCP, reconnection, session resume); tests use an in-process fake that can fail,
+//! delay, hang or lose requests, so the core's logic is tested without sockets.
+
+#[cfg(test)]
+pub mod fake;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use prost::Message;
+use protocol::rpc::Rpc;
+use protocol::{Command, Frame};
+
+pub use crate::client::ClientError;
+
+/// How long a call may wait while the server is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Patience {
+    /// Up to the mount's timeout (`-o timeout`), then ETIMEDOUT.
+    MountTimeout,
+    /// For ever: the request carries data already accepted from an application.
+    Forever,
+}
+
+/// The open requests that recreate the mount's handles on a new server session (the
+/// server lost them: it restarted or the grace period passed). Each names the handle
+/// number to reuse.
+pub type Reopen = Arc<dyn Fn() -> Vec<proto::OpenRequest> + Send + Sync>;
+
+/// A boxed call in progress (the trait must be usable as `dyn Remote`).
+pub type CallFuture<'a> = Pin<Box<dyn Future<Output = Result<Frame, ClientError>> + Send + 'a>>;
+
+/// The server, as the core sees it.
+pub trait Remote: Send + Sync + 'static {
+    /// Sends request `cmd` (message already encoded, data section) and waits for its
+    /// successful reply frame, with the CRC32 it carried. An error reply is
+    /// `ClientError::Remote`.
+    fn call(&self, cmd: Command, msg: Bytes, data: Bytes, patience: Patience) -> CallFuture<'_>;
+
+    /// Registers how to recreate the mount's handles on a new session.
+    fn set_reopen(&self, reopen: Reopen);
+}
+
+impl dyn Remote {
+    /// Sends request `C` without data and decodes its reply.
+    pub async fn rpc<C: Rpc>(&self, req: &C::Request) -> Result<C::Reply, ClientError> {
+        let reply = self
+            .call(
+                C::COMMAND,
+                req.encode_to_vec().into(),
+                Bytes::new(),
+                Patience::MountTimeout,
+            )
+            .await?;
+        decode::<C>(&reply)
+    }
+
+    /// Sends request `C` with a data section; the whole reply frame comes back (Read's
+    /// data, the CRC32 it carried).
+    pub async fn rpc_frame<C: Rpc>(
+        &self,
+        req: &C::Request,
+        data: Bytes,
+        patience: Patience,
+    ) -> Result<Frame, ClientError> {
+        self.call(C::COMMAND, req.encode_to_vec().into(), data, patience)
+            .await
+    }
+}
+
+/// Decodes the message of a reply to request `C`.
+pub fn decode<C: Rpc>(reply: &Frame) -> Result<C::Reply, ClientError> {
+    C::Reply::decode(reply.msg.clone())
+        .map_err(|e| ClientError::Protocol(format!("undecodable {:?} reply: {e}", C::COMMAND)))
+}
