@@ -45,6 +45,7 @@ fn detach_stdio() {
     }
 }
 
+#[allow(unsafe_code)]
 /// Forks. Returns in the child only; the parent process exits here with the child's verdict.
 pub fn background() -> std::io::Result<Notifier> {
     let (rd, wr): (OwnedFd, OwnedFd) = pipe()?;

@@ -10,6 +10,9 @@
 //! - [`mount`]: mounting, readiness, signals and unmounting;
 //! - [`options`]: source and `-o` parsing; [`daemon`]: background mode.
 
+// The one unsafe call (fork, in `daemon`) is allowed where it is made.
+#![deny(unsafe_code)]
+
 pub mod client;
 pub mod control;
 pub mod daemon;

@@ -12,6 +12,8 @@
 //! - [`writer`]: the batching write loop each side's writer task runs;
 //! - [`error`]: connection-fatal protocol errors (per-request failures are error replies).
 
+#![forbid(unsafe_code)]
+
 pub mod auth;
 pub mod codec;
 pub mod command;

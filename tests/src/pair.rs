@@ -103,3 +103,73 @@ pub fn meta(p: &Path) -> Result<Meta, i32> {
         mtime: (st.st_mtime, st.st_mtime_nsec),
     })
 }
+
+/// Extended attribute calls on a path without following a final symlink (nix has none);
+/// each returns the errno on failure.
+pub mod xattr {
+    use std::ffi::CString;
+    use std::path::Path;
+
+    use super::{check, cstr};
+
+    fn name(n: &str) -> CString {
+        CString::new(n).expect("attribute names in tests carry no NUL")
+    }
+
+    pub fn set(p: &Path, attr: &str, value: &[u8], flags: i32) -> Result<i64, i32> {
+        let (path, attr) = (cstr(p), name(attr));
+        // SAFETY: NUL-terminated strings that outlive the call; the kernel reads
+        // `value.len()` bytes of `value`.
+        let rc = unsafe {
+            libc::lsetxattr(
+                path.as_ptr(),
+                attr.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                flags,
+            )
+        };
+        check(rc as i64)
+    }
+
+    /// The value, read into a buffer of `size` bytes (ERANGE if it does not fit).
+    pub fn get_sized(p: &Path, attr: &str, size: usize) -> Result<Vec<u8>, i32> {
+        let (path, attr) = (cstr(p), name(attr));
+        let mut buf = vec![0u8; size];
+        // SAFETY: NUL-terminated strings that outlive the call; the kernel writes at most
+        // `buf.len()` bytes into `buf`.
+        let rc = unsafe {
+            libc::lgetxattr(
+                path.as_ptr(),
+                attr.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        buf.truncate(check(rc as i64)? as usize);
+        Ok(buf)
+    }
+
+    /// The names, sorted.
+    pub fn list(p: &Path) -> Result<Vec<Vec<u8>>, i32> {
+        let path = cstr(p);
+        let mut buf = vec![0u8; 65536];
+        // SAFETY: a NUL-terminated path that outlives the call; the kernel writes at most
+        // `buf.len()` bytes into `buf`.
+        let rc = unsafe { libc::llistxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        let len = check(rc as i64)? as usize;
+        let mut names: Vec<Vec<u8>> = buf[..len]
+            .split(|b| *b == 0)
+            .filter(|n| !n.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    pub fn remove(p: &Path, attr: &str) -> Result<i64, i32> {
+        let (path, attr) = (cstr(p), name(attr));
+        // SAFETY: both arguments are NUL-terminated strings that outlive the call.
+        check(unsafe { libc::lremovexattr(path.as_ptr(), attr.as_ptr()) } as i64)
+    }
+}

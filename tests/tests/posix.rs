@@ -4,13 +4,16 @@
 use std::ffi::{CString, OsStr};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use e2e_tests::pair::{check, cstr, errno, meta, Pair};
+use e2e_tests::pair::{errno, meta, Pair};
 use e2e_tests::require_mount_support;
+use nix::fcntl::{copy_file_range, fallocate, openat, FallocateFlags, OFlag, AT_FDCWD as CWD};
+use nix::sys::stat::{mkdirat, utimensat, Mode, SFlag, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{lseek, Whence};
 
 fn pair() -> Pair {
     require_mount_support();
@@ -120,10 +123,17 @@ fn chown_preserves_numeric_ids_and_lchown_changes_the_link() {
 }
 
 fn utimens(p: &Path, atime: libc::timespec, mtime: libc::timespec, flags: i32) -> Result<i64, i32> {
-    let times = [atime, mtime];
-    check(
-        unsafe { libc::utimensat(libc::AT_FDCWD, cstr(p).as_ptr(), times.as_ptr(), flags) } as i64,
-    )
+    let follow = match flags & libc::AT_SYMLINK_NOFOLLOW {
+        0 => UtimensatFlags::FollowSymlink,
+        _ => UtimensatFlags::NoFollowSymlink,
+    };
+    let (a, m) = (TimeSpec::from(atime), TimeSpec::from(mtime));
+    sys(utimensat(CWD, p, &a, &m, follow)).map(|()| 0)
+}
+
+/// A nix call's result as the errno the test compares.
+fn sys<T>(r: nix::Result<T>) -> Result<T, i32> {
+    r.map_err(|e| e as i32)
 }
 
 fn ts(sec: i64, nsec: i64) -> libc::timespec {
@@ -196,8 +206,7 @@ fn truncate_and_ftruncate_grow_and_shrink() {
         .same("truncate", |root| {
             let f = root.join("f");
             fs::write(&f, "0123456789").unwrap();
-            let c = CString::new(f.as_os_str().as_bytes()).unwrap();
-            check(unsafe { libc::truncate(c.as_ptr(), 4) } as i64)?;
+            sys(nix::unistd::truncate(&f, 4))?;
             let a = fs::read(&f).unwrap();
             let file = OpenOptions::new().write(true).open(&f).unwrap();
             file.set_len(8192).map_err(errno)?;
@@ -205,7 +214,7 @@ fn truncate_and_ftruncate_grow_and_shrink() {
             drop(file);
             let b = fs::read(&f).unwrap();
             let ro = File::open(&f).unwrap();
-            let ftrunc_ro = check(unsafe { libc::ftruncate(ro.as_raw_fd(), 0) } as i64);
+            let ftrunc_ro = sys(nix::unistd::ftruncate(&ro, 0));
             Ok::<_, i32>((a, b.len(), b[4..8192].iter().all(|x| *x == 0), ftrunc_ro))
         })
         .expect("succeeds on both");
@@ -260,15 +269,8 @@ fn open_flags_append_excl_trunc() {
 }
 
 fn rename2(from: &Path, to: &Path, flags: u32) -> Result<i64, i32> {
-    check(unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            cstr(from).as_ptr(),
-            libc::AT_FDCWD,
-            cstr(to).as_ptr(),
-            flags,
-        )
-    } as i64)
+    let flags = nix::fcntl::RenameFlags::from_bits_retain(flags);
+    sys(nix::fcntl::renameat2(CWD, from, CWD, to, flags)).map(|()| 0)
 }
 
 #[test]
@@ -324,14 +326,12 @@ fn mknod_makes_fifos_and_devices() {
     let p = pair();
     let _outcome = p
         .same("mknod", |root| {
-            let fifo = cstr(&root.join("fifo"));
-            check(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) } as i64)?;
-            let dev = cstr(&root.join("null"));
-            check(
-                unsafe { libc::mknod(dev.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) }
-                    as i64,
-            )?;
-            let again = check(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) } as i64);
+            let fifo = root.join("fifo");
+            sys(nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o640)))?;
+            let (dev, rdev) = (root.join("null"), libc::makedev(1, 3));
+            let rw = Mode::from_bits_truncate(0o666);
+            sys(nix::sys::stat::mknod(&dev, SFlag::S_IFCHR, rw, rdev))?;
+            let again = sys(nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o640)));
             Ok::<_, i32>((
                 {
                     let m = meta(&root.join("fifo"))?;
@@ -344,48 +344,10 @@ fn mknod_makes_fifos_and_devices() {
         .expect("succeeds on both");
 }
 
-fn setxattr(p: &Path, name: &str, value: &[u8], flags: i32) -> Result<i64, i32> {
-    let n = CString::new(name).unwrap();
-    check(unsafe {
-        libc::lsetxattr(
-            cstr(p).as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            flags,
-        )
-    } as i64)
-}
+use e2e_tests::pair::xattr::{list as listxattr, set as setxattr};
 
 fn getxattr(p: &Path, name: &str) -> Result<Vec<u8>, i32> {
-    let n = CString::new(name).unwrap();
-    let mut buf = vec![0u8; 65536];
-    let len = check(unsafe {
-        libc::lgetxattr(
-            cstr(p).as_ptr(),
-            n.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    } as i64)?;
-    buf.truncate(len as usize);
-    Ok(buf)
-}
-
-fn listxattr(p: &Path) -> Result<Vec<Vec<u8>>, i32> {
-    let mut buf = vec![0u8; 65536];
-    let len =
-        check(
-            unsafe { libc::llistxattr(cstr(p).as_ptr(), buf.as_mut_ptr().cast(), buf.len()) }
-                as i64,
-        )?;
-    let mut names: Vec<Vec<u8>> = buf[..len as usize]
-        .split(|b| *b == 0)
-        .filter(|n| !n.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect();
-    names.sort();
-    Ok(names)
+    e2e_tests::pair::xattr::get_sized(p, name, 65536)
 }
 
 #[test]
@@ -408,21 +370,10 @@ fn xattrs_get_set_list_remove_with_their_errors() {
             );
             let missing = getxattr(&f, "user.none");
             let list = listxattr(&f)?;
-            let n = CString::new("user.one").unwrap();
-            check(unsafe { libc::lremovexattr(cstr(&f).as_ptr(), n.as_ptr()) } as i64)?;
+            e2e_tests::pair::xattr::remove(&f, "user.one")?;
             let removed = getxattr(&f, "user.one");
-            let small = {
-                let n = CString::new("user.big").unwrap();
-                let mut buf = [0u8; 10];
-                check(unsafe {
-                    libc::lgetxattr(
-                        cstr(&f).as_ptr(),
-                        n.as_ptr(),
-                        buf.as_mut_ptr().cast(),
-                        buf.len(),
-                    )
-                } as i64)
-            };
+            let small =
+                e2e_tests::pair::xattr::get_sized(&f, "user.big", 10).map(|v| v.len() as i64);
             symlink("f", root.join("l")).unwrap();
             let on_link = setxattr(&root.join("l"), "user.x", b"1", 0);
             Ok::<_, i32>((
@@ -443,9 +394,8 @@ fn xattrs_get_set_list_remove_with_their_errors() {
 fn statfs_reports_the_servers_filesystem() {
     let p = pair();
     let st = |root: &Path| {
-        let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-        check(unsafe { libc::statvfs(cstr(root).as_ptr(), &mut s) } as i64).unwrap();
-        (s.f_bsize, s.f_blocks, s.f_files, s.f_namemax)
+        let s = nix::sys::statvfs::statvfs(root).unwrap();
+        (s.block_size(), s.blocks(), s.files(), s.name_max())
     };
     // The export and the local directory sit on the same disk.
     assert_eq!(st(&p.server.export("data")), st(&p.mount.path));
@@ -464,26 +414,20 @@ fn fsync_fdatasync_and_copy_file_range() {
             let src = File::open(root.join("src")).unwrap();
             let dst = File::create(root.join("dst")).unwrap();
             let (mut off_in, mut off_out) = (1000i64, 0i64);
-            let n = check(unsafe {
-                libc::copy_file_range(
-                    src.as_raw_fd(),
-                    &mut off_in,
-                    dst.as_raw_fd(),
-                    &mut off_out,
-                    200_000,
-                    0,
-                )
-            } as i64)?;
-            let past_end = check(unsafe {
-                libc::copy_file_range(
-                    src.as_raw_fd(),
-                    &mut 400_000i64,
-                    dst.as_raw_fd(),
-                    &mut 0i64,
-                    10,
-                    0,
-                )
-            } as i64)?;
+            let n = sys(copy_file_range(
+                &src,
+                Some(&mut off_in),
+                &dst,
+                Some(&mut off_out),
+                200_000,
+            ))?;
+            let past_end = sys(copy_file_range(
+                &src,
+                Some(&mut 400_000i64),
+                &dst,
+                Some(&mut 0i64),
+                10,
+            ))?;
             let copied = fs::read(root.join("dst")).unwrap();
             Ok::<_, i32>((
                 sync,
@@ -549,36 +493,25 @@ fn names_are_bytes_long_names_and_deep_paths_round_trip() {
             let mut dir = File::open(root).unwrap();
             for _ in 0..120 {
                 let c = CString::new(level.clone()).unwrap();
-                check(unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o755) } as i64)?;
-                let fd = check(unsafe {
-                    libc::openat(
-                        dir.as_raw_fd(),
-                        c.as_ptr(),
-                        libc::O_RDONLY | libc::O_DIRECTORY,
-                    )
-                } as i64)?;
-                dir = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+                sys(mkdirat(&dir, c.as_c_str(), Mode::from_bits_truncate(0o755)))?;
+                let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
+                dir = File::from(sys(openat(&dir, c.as_c_str(), flags, Mode::empty()))?);
             }
             let leaf = CString::new("leaf").unwrap();
-            let fd = check(unsafe {
-                libc::openat(
-                    dir.as_raw_fd(),
-                    leaf.as_ptr(),
-                    libc::O_CREAT | libc::O_WRONLY,
-                    0o644,
-                )
-            } as i64)?;
-            let mut f = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+            let create = OFlag::O_CREAT | OFlag::O_WRONLY;
+            let mode = Mode::from_bits_truncate(0o644);
+            let mut f = File::from(sys(openat(&dir, leaf.as_c_str(), create, mode))?);
             f.write_all(b"deep").unwrap();
             drop(f);
             let mut deep = Vec::new();
             dir.seek(SeekFrom::Start(0)).ok();
-            let fd = check(
-                unsafe { libc::openat(dir.as_raw_fd(), leaf.as_ptr(), libc::O_RDONLY) } as i64,
-            )?;
-            unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) }
-                .read_to_end(&mut deep)
-                .unwrap();
+            let fd = sys(openat(
+                &dir,
+                leaf.as_c_str(),
+                OFlag::O_RDONLY,
+                Mode::empty(),
+            ))?;
+            File::from(fd).read_to_end(&mut deep).unwrap();
             Ok::<_, i32>((out, too_long, names, deep))
         })
         .expect("succeeds on both");
@@ -632,23 +565,18 @@ fn error_codes_match_the_local_kernel() {
 /// Runs `script` with `sh -c` as user `nobody` (65534) and returns (exit code, stderr with
 /// the root path replaced by "ROOT").
 fn as_nobody(root: &Path, script: &str) -> (Option<i32>, String) {
-    use std::os::unix::process::CommandExt;
-    let out = unsafe {
-        std::process::Command::new("sh")
-            .args(["-c", script])
-            .current_dir(root)
-            .pre_exec(|| {
-                if libc::setgroups(0, std::ptr::null()) != 0
-                    || libc::setgid(65534) != 0
-                    || libc::setuid(65534) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            })
-            .output()
-            .unwrap()
-    };
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            script,
+        ])
+        .current_dir(root)
+        .output()
+        .expect("setpriv (util-linux) runs");
     let err = String::from_utf8_lossy(&out.stderr).replace(root.to_str().unwrap(), "ROOT");
     (out.status.code(), err)
 }
@@ -717,22 +645,14 @@ fn fallocate_and_seek_data_hole_match() {
                 .truncate(true)
                 .open(root.join("f"))
                 .unwrap();
-            let fd = f.as_raw_fd();
-            check(unsafe { libc::fallocate(fd, 0, 0, 1 << 20) } as i64)?;
+            sys(fallocate(&f, FallocateFlags::empty(), 0, 1 << 20))?;
             let size = f.metadata().unwrap().len();
-            check(
-                unsafe { libc::fallocate(fd, libc::FALLOC_FL_KEEP_SIZE, 1 << 20, 1 << 20) } as i64,
-            )?;
+            let keep = FallocateFlags::FALLOC_FL_KEEP_SIZE;
+            sys(fallocate(&f, keep, 1 << 20, 1 << 20))?;
             let kept = f.metadata().unwrap().len();
             f.write_at(&[1u8; 8192], 0).unwrap();
-            check(unsafe {
-                libc::fallocate(
-                    fd,
-                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                    0,
-                    4096,
-                )
-            } as i64)?;
+            let punch = FallocateFlags::FALLOC_FL_PUNCH_HOLE | keep;
+            sys(fallocate(&f, punch, 0, 4096))?;
             let punched = {
                 let mut b = [9u8; 8];
                 f.read_at(&mut b, 0).unwrap();
@@ -744,9 +664,9 @@ fn fallocate_and_seek_data_hole_match() {
             s.write_at(b"data", 1 << 20).unwrap();
             s.sync_all().unwrap();
             let s = File::open(root.join("sparse")).unwrap();
-            let data = check(unsafe { libc::lseek(s.as_raw_fd(), 0, libc::SEEK_DATA) })?;
-            let hole = check(unsafe { libc::lseek(s.as_raw_fd(), data, libc::SEEK_HOLE) })?;
-            let past = check(unsafe { libc::lseek(s.as_raw_fd(), 8 << 20, libc::SEEK_DATA) });
+            let data = sys(lseek(&s, 0, Whence::SeekData))?;
+            let hole = sys(lseek(&s, data, Whence::SeekHole))?;
+            let past = sys(lseek(&s, 8 << 20, Whence::SeekData));
             Ok::<_, i32>((size, kept, punched, data, hole, past))
         })
         .expect("succeeds on both");

@@ -17,6 +17,9 @@ use crate::error::FsError;
 use crate::export::Export;
 use crate::handles::Handles;
 
+#[allow(unsafe_code)]
+mod dir_stream;
+#[allow(unsafe_code)]
 mod xattr;
 
 /// What a command may touch: its export and the session's open handles.
