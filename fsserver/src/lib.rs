@@ -31,6 +31,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Every default of the server, defined once (`Config::default` and the command line).
+pub mod defaults {
+    use std::time::Duration;
+
+    pub const MAX_CONNECTIONS: usize = 256;
+    pub const MAX_IN_FLIGHT: u32 = 64;
+    pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const SESSION_GRACE: Duration = Duration::from_secs(60);
+}
+
 /// Tunables of a running server.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -45,11 +55,11 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            max_connections: 256,
-            max_in_flight: 64,
+            max_connections: defaults::MAX_CONNECTIONS,
+            max_in_flight: defaults::MAX_IN_FLIGHT,
             max_data: protocol::Limits::DEFAULT_DATA_LEN,
-            handshake_timeout: Duration::from_secs(10),
-            session_grace: Duration::from_secs(60),
+            handshake_timeout: defaults::HANDSHAKE_TIMEOUT,
+            session_grace: defaults::SESSION_GRACE,
         }
     }
 }

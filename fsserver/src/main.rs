@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use fsserver::export::Export;
-use fsserver::{server, token, Config, Shared};
+use fsserver::{defaults, server, token, Config, Shared};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Export directories over the fsxp protocol, for fsmount clients.
@@ -28,17 +28,17 @@ struct Args {
     #[arg(long = "read-only", value_name = "NAME")]
     read_only: Vec<String>,
     /// Requests run at once per connection.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = defaults::MAX_IN_FLIGHT)]
     max_in_flight: u32,
     /// Connections served at once.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = defaults::MAX_CONNECTIONS)]
     max_connections: usize,
     /// Seconds a new connection has to finish the handshake.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = defaults::HANDSHAKE_TIMEOUT.as_secs())]
     handshake_timeout: u64,
     /// Seconds a client's session (open handles, cached replies) is kept after its
     /// connection drops, so it can reconnect and resume (0: not kept).
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = defaults::SESSION_GRACE.as_secs())]
     session_grace: u64,
 }
 

@@ -1,23 +1,33 @@
-//! The thin fuser 0.18 adapter: converts types, moves each reply into a task on the tokio
-//! runtime that awaits the core (`crate::fs`) and answers. No filesystem logic lives here.
+//! The thin fuser 0.18 adapter: converts types (`convert`), moves each reply into a task on
+//! the tokio runtime that awaits the core (`crate::fs`) and answers (`reply`). No filesystem
+//! logic lives here.
+//!
+//! This file is over 500 lines because it is one `impl fuser::Filesystem`, which Rust keeps
+//! in one block: one short method per FUSE operation, each with fuser's long signature.
+
+mod convert;
+mod reply;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use fuser::{
-    CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    CopyFileRangeFlags, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 
 use crate::defaults::MAX_IO;
-use crate::fs::{self, Fh, FilePos, Fs, FsError, Ino};
+use crate::fs::{self, Fh, FilePos, Fs, Ino};
+pub use convert::file_attr;
+use convert::{caller, kind, name_bytes, set_time};
+use reply::{answer, reply_empty, reply_entry, reply_xattr};
 
 pub struct FuseAdapter {
     fs: Arc<Fs>,
@@ -49,153 +59,6 @@ impl FuseAdapter {
     fn entry_ttl(&self) -> Duration {
         self.fs.options.entry_ttl
     }
-}
-
-fn errno(e: &FsError) -> Errno {
-    Errno::from_i32(e.errno())
-}
-
-/// A fuser reply that can carry an errno.
-trait ErrorReply {
-    fn fail(self, errno: Errno);
-}
-
-macro_rules! error_reply {
-    ($($reply:ty),* $(,)?) => {
-        $(impl ErrorReply for $reply {
-            fn fail(self, errno: Errno) {
-                self.error(errno)
-            }
-        })*
-    };
-}
-
-error_reply!(
-    ReplyAttr,
-    ReplyCreate,
-    ReplyData,
-    ReplyDirectory,
-    ReplyDirectoryPlus,
-    ReplyEmpty,
-    ReplyEntry,
-    ReplyLseek,
-    ReplyOpen,
-    ReplyStatfs,
-    ReplyWrite,
-    ReplyXattr,
-);
-
-/// Answers `reply` with `ok(reply, value)` on success, else with the error's errno.
-fn answer<R: ErrorReply, T>(reply: R, r: fs::Result<T>, ok: impl FnOnce(R, T)) {
-    match r {
-        Ok(v) => ok(reply, v),
-        Err(e) => reply.fail(errno(&e)),
-    }
-}
-
-fn time(t: &Option<proto::Timespec>) -> SystemTime {
-    match t {
-        Some(t) if t.sec >= 0 => UNIX_EPOCH + Duration::new(t.sec as u64, t.nsec),
-        Some(t) => {
-            UNIX_EPOCH - Duration::from_secs(t.sec.unsigned_abs())
-                + Duration::from_nanos(t.nsec as u64)
-        }
-        None => UNIX_EPOCH,
-    }
-}
-
-fn kind(mode: u32) -> FileType {
-    match mode & libc::S_IFMT {
-        libc::S_IFDIR => FileType::Directory,
-        libc::S_IFLNK => FileType::Symlink,
-        libc::S_IFIFO => FileType::NamedPipe,
-        libc::S_IFSOCK => FileType::Socket,
-        libc::S_IFCHR => FileType::CharDevice,
-        libc::S_IFBLK => FileType::BlockDevice,
-        _ => FileType::RegularFile,
-    }
-}
-
-/// Wire attributes as the kernel's, under local inode number `ino`.
-pub fn file_attr(ino: Ino, a: &proto::Attr) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(ino.0),
-        size: a.size,
-        blocks: a.blocks,
-        atime: time(&a.atime),
-        mtime: time(&a.mtime),
-        ctime: time(&a.ctime),
-        crtime: time(&a.ctime),
-        kind: kind(a.mode),
-        perm: (a.mode & 0o7777) as u16,
-        nlink: a.nlink,
-        uid: a.uid,
-        gid: a.gid,
-        rdev: a.rdev as u32,
-        blksize: if a.blksize == 0 { 4096 } else { a.blksize },
-        flags: 0,
-    }
-}
-
-fn set_time(t: Option<TimeOrNow>) -> Option<proto::SetTime> {
-    let value = match t? {
-        TimeOrNow::Now => proto::set_time::Value::Now(true),
-        TimeOrNow::SpecificTime(t) => {
-            let (sec, nsec) = match t.duration_since(UNIX_EPOCH) {
-                Ok(d) => (d.as_secs() as i64, d.subsec_nanos()),
-                Err(e) => {
-                    let d = e.duration();
-                    if d.subsec_nanos() == 0 {
-                        (-(d.as_secs() as i64), 0)
-                    } else {
-                        (-(d.as_secs() as i64) - 1, 1_000_000_000 - d.subsec_nanos())
-                    }
-                }
-            };
-            proto::set_time::Value::At(proto::Timespec { sec, nsec })
-        }
-    };
-    Some(proto::SetTime { value: Some(value) })
-}
-
-fn name_bytes(name: &OsStr) -> Vec<u8> {
-    name.as_bytes().to_vec()
-}
-
-fn reply_entry(
-    reply: ReplyEntry,
-    r: fs::Result<fs::Entry>,
-    attr_ttl: Duration,
-    entry_ttl: Duration,
-) {
-    answer(reply, r, |reply, e| {
-        reply.entry_with_ttls(
-            &attr_ttl,
-            &entry_ttl,
-            &file_attr(e.ino, &e.attr),
-            Generation(0),
-        )
-    })
-}
-
-fn caller(req: &Request) -> fs::Caller {
-    fs::Caller {
-        uid: req.uid(),
-        gid: req.gid(),
-    }
-}
-
-/// Answers getxattr/listxattr: the size when `size` is 0, the bytes if they fit, ERANGE.
-fn reply_xattr(reply: ReplyXattr, r: fs::Result<Vec<u8>>, size: u32) {
-    answer(reply, r, |reply, v| match v.len() {
-        n if size == 0 => reply.size(n as u32),
-        n if n > size as usize => reply.error(Errno::ERANGE),
-        _ => reply.data(&v),
-    })
-}
-
-fn reply_empty(reply: ReplyEmpty, r: fs::Result<()>) {
-    answer(reply, r, |reply, ()| reply.ok())
 }
 
 impl fuser::Filesystem for FuseAdapter {
