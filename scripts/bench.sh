@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark (issue 4): fsmount against the FUSE reference (bindfs over the same
+# Side-by-side benchmark: fsmount against the FUSE reference (bindfs over the same
 # disk), the peer users would pick (sshfs through a private loopback sshd) and the local disk,
 # in one run; then fsmount and sshfs again at an added 10 ms round trip through
 # target/release/delay_proxy. Medians of RUNS repetitions; every number is a time (lower is
 # better) and every ratio is fsmount's time over the peer's (below 1: fsmount is faster).
 #   scripts/bench.sh [RUNS]      RUNS default 3; RTT_RUNS (default 1), SIZE_MIB (1024),
-#                                RTT_SIZE_MIB (256), SKIP_RTT=1 to leave out the 10 ms part.
+#                                RTT_SIZE_MIB (256), SKIP_RTT=1 to leave out the 10 ms part,
+#                                FSXP_BIN=DIR to take fsserver/fsmount from DIR (e.g. an
+#                                older build, to compare two versions in one session).
 # Writes target/bench/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +20,7 @@ ensure_packages fusermount3:fuse3 bindfs:bindfs sshfs:sshfs sshd:openssh-server 
     fio:fio rsync:rsync python3:python3
 ensure_fuse_device
 cargo build --release --quiet -p fsserver -p fsmount -p e2e-tests --bin delay_proxy
-bin=$PWD/target/release
+bin=${FSXP_BIN:-$PWD/target/release}
 
 B=$(mktemp -d /var/tmp/fsxp-bench.XXXXXX)
 S=$(mktemp -d /dev/shm/fsxp-bench.XXXXXX)

@@ -8,6 +8,7 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -39,9 +40,11 @@ pub fn listen(fs: Arc<Fs>, client: Client, mountpoint: &Path) -> std::io::Result
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
     let shown = mountpoint.display().to_string();
+    let syncs = Arc::new(AtomicUsize::new(0));
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let (fs, client, shown) = (fs.clone(), client.clone(), shown.clone());
+            let syncs = syncs.clone();
             tokio::spawn(async move {
                 let (rd, mut wr) = stream.into_split();
                 let mut line = String::new();
@@ -49,9 +52,11 @@ pub fn listen(fs: Arc<Fs>, client: Client, mountpoint: &Path) -> std::io::Result
                     return;
                 }
                 let reply = match line.trim() {
-                    "status" => status(&fs, &client, &shown),
+                    "status" => status(&fs, &client, &shown, syncs.load(Ordering::Relaxed)),
                     "sync" => {
+                        syncs.fetch_add(1, Ordering::Relaxed);
                         fs.sync_all().await;
+                        syncs.fetch_sub(1, Ordering::Relaxed);
                         "synced\n".to_string()
                     }
                     other => format!("unknown request {other:?}\n"),
@@ -72,7 +77,7 @@ impl Drop for SocketFile {
     }
 }
 
-fn status(fs: &Fs, client: &Client, mountpoint: &str) -> String {
+fn status(fs: &Fs, client: &Client, mountpoint: &str, syncs: usize) -> String {
     let link = client.stats();
     let mut out = format!("mount: {mountpoint}\n");
     out += &format!(
@@ -97,6 +102,7 @@ fn status(fs: &Fs, client: &Client, mountpoint: &str) -> String {
         }
         None => out += "writeback: off (synchronous writes)\n",
     }
+    out += &format!("syncs waiting: {syncs}\n");
     match fs.cache_stats() {
         Some(c) => {
             out += &format!(

@@ -184,18 +184,32 @@ impl Drop for Server {
     }
 }
 
-/// Waits for `child` up to `limit`.
-pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let start = Instant::now();
+/// Polls `probe` every 10 ms until it yields a value; `None` once `limit` has passed.
+pub fn poll_until<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
     loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
+        if let Some(v) = probe() {
+            return Some(v);
         }
-        if start.elapsed() > limit {
+        if Instant::now() >= deadline {
             return None;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Waits until `condition` holds, polling every 10 ms; panics saying `what` did not happen
+/// once `limit` has passed. Returns how long it took.
+pub fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    poll_until(limit, || condition().then_some(()))
+        .unwrap_or_else(|| panic!("{what}: not within {limit:?}"));
+    start.elapsed()
+}
+
+/// Waits for `child` up to `limit`.
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    poll_until(limit, || child.try_wait().unwrap())
 }
 
 /// True if something is mounted exactly on `path`.
@@ -270,19 +284,21 @@ impl Mount {
     }
 
     fn wait_mounted(&mut self) {
-        let start = Instant::now();
-        while !is_mounted(&self.path) {
-            let child = self.child.as_mut().unwrap();
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("fsmount exited ({status}) before mounting: {}", self.log());
+        let mounted = poll_until(Duration::from_secs(15), || {
+            if is_mounted(&self.path) {
+                return Some(true);
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "fsmount did not mount within 15 s: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            let child = self.child.as_mut().unwrap();
+            child
+                .try_wait()
+                .unwrap()
+                .map(|status| panic!("fsmount exited ({status}) before mounting: {}", self.log()))
+        });
+        assert!(
+            mounted.is_some(),
+            "fsmount did not mount within 15 s: {}",
+            self.log()
+        );
     }
 
     pub fn log(&self) -> String {

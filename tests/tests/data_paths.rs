@@ -1,6 +1,6 @@
 //! Data and namespace operations through a real mount with real tools.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use e2e_tests::{random_file, require_mount_support, sh, sha256, Mount, Server};
 
@@ -215,10 +215,13 @@ fn missing_names_are_cached_for_negative_timeout_only() {
         std::fs::read_to_string(cached.path.join("mine")).unwrap(),
         "y"
     );
-    std::thread::sleep(std::time::Duration::from_millis(3500));
+    // Visible once the negative entry expires (negative_timeout, 1 s by default).
+    let took = e2e_tests::wait_until("the name shows", Duration::from_secs(5), || {
+        cached.path.join("late").exists()
+    });
     assert!(
-        cached.path.join("late").exists(),
-        "visible once the negative entry expired"
+        took >= Duration::from_millis(500),
+        "hidden for {took:?} only"
     );
 }
 
@@ -233,8 +236,9 @@ fn xattrs_set_behind_the_mounts_back_show_once_attributes_expire() {
     // The listing tells the client the file has no xattrs; it answers locally for now.
     assert_eq!(sh(&format!("ls {m} && getfattr -d {m}/f")), "f\n");
     sh(&format!("setfattr -n user.late -v 1 '{}'", f.display()));
-    std::thread::sleep(std::time::Duration::from_millis(1300));
-    assert!(sh(&format!("getfattr -d {m}/f")).contains("user.late=\"1\""));
+    e2e_tests::wait_until("the xattr shows", Duration::from_secs(5), || {
+        sh(&format!("getfattr -d {m}/f")).contains("user.late=\"1\"")
+    });
     // Set through the mount: seen at once.
     sh(&format!("setfattr -n user.now -v 2 {m}/f"));
     assert!(sh(&format!("getfattr -n user.now {m}/f")).contains("user.now=\"2\""));

@@ -60,14 +60,11 @@ fn background_mode_returns_once_mounted_and_fusermount_unmounts() {
     sh(&format!("fusermount3 -u {}", mnt.display()));
     assert!(!is_mounted(&mnt));
     // The background process exits once unmounted.
-    let start = std::time::Instant::now();
-    while !sh(&daemon).is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "fsmount still running after unmount"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    e2e_tests::wait_until(
+        "the background fsmount exits after unmount",
+        Duration::from_secs(10),
+        || sh(&daemon).is_empty(),
+    );
     drop(cleanup);
 }
 

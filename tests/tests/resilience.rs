@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use e2e_tests::fault_proxy::FaultProxy;
 use e2e_tests::raw::RawClient;
-use e2e_tests::{random_file, require_mount_support, sh, sha256, Mount, Server};
+use e2e_tests::{random_file, require_mount_support, sh, sha256, wait_until, Mount, Server};
 use protocol::{Command, Frame, StreamId};
 
 /// Lines of the mount's log that report reconnections (the recovery figures).
@@ -74,14 +74,9 @@ fn kill_9_of_the_server_mid_copy_and_restart_lose_nothing() {
         .arg(mount.path.join("big.bin"))
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while std::fs::metadata(&on_server).map_or(0, |m| m.len()) < 128 << 20 {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "copy never got going"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until("128 MiB copied", Duration::from_secs(60), || {
+        std::fs::metadata(&on_server).map_or(0, |m| m.len()) >= 128 << 20
+    });
     server.kill();
     let killed_at = Instant::now();
     std::thread::sleep(Duration::from_secs(2));
@@ -108,7 +103,10 @@ fn kill_9_of_the_server_mid_copy_and_restart_lose_nothing() {
         .arg(format!("{}/tree/", mount.path.display()))
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(700));
+    let copied = server.export("data").join("tree");
+    wait_until("rsync got going", Duration::from_secs(30), || {
+        std::fs::read_dir(&copied).map_or(0, |d| d.count()) >= 3
+    });
     server.kill();
     std::thread::sleep(Duration::from_secs(2));
     server.restart();
@@ -131,14 +129,7 @@ fn kill_9_of_the_server_mid_copy_and_restart_lose_nothing() {
 fn send_and_cut(server: &Server, session: &[u8], frame: &Frame, executed: impl Fn() -> bool) {
     let (mut c, _) = RawClient::in_session(&server.addr, "data", &server.token(), session).unwrap();
     c.send(frame.clone());
-    let start = Instant::now();
-    while !executed() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "request never ran"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until("the request ran", Duration::from_secs(10), executed);
     drop(c);
 }
 
@@ -258,12 +249,13 @@ fn a_session_ends_after_its_grace_period() {
         RawClient::in_session(&server.addr, "data", &server.token(), session).unwrap();
     assert!(!resumed);
     drop(c);
-    std::thread::sleep(Duration::from_millis(200));
     let (c, resumed) =
         RawClient::in_session(&server.addr, "data", &server.token(), session).unwrap();
     assert!(resumed, "kept within the grace period");
     drop(c);
-    std::thread::sleep(Duration::from_millis(2000));
+    wait_until("the session expires", Duration::from_secs(10), || {
+        server.log().contains("session(s) ended")
+    });
     let (_c, resumed) =
         RawClient::in_session(&server.addr, "data", &server.token(), session).unwrap();
     assert!(!resumed, "gone after it");
@@ -544,7 +536,10 @@ fn status_shows_pending_writeback_and_sync_waits_for_it() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // The mount says the sync is waiting (the writes are stalled), and it has not returned.
+    wait_until("the mount holds the sync", Duration::from_secs(10), || {
+        status().contains("syncs waiting: 1")
+    });
     assert!(
         sync.try_wait().unwrap().is_none(),
         "sync waits for the writes"
@@ -581,16 +576,9 @@ fn a_stalled_connection_is_given_up_and_replaced() {
     proxy.stall(true);
     let path = mount.path.join("f");
     let reader = std::thread::spawn(move || std::fs::read_to_string(path));
-    let start = Instant::now();
-    while !mount.log().contains("no reply from the server") {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "stall never detected: {}",
-            mount.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let detected = start.elapsed();
+    let detected = wait_until("the stall is detected", Duration::from_secs(30), || {
+        mount.log().contains("no reply from the server")
+    });
     proxy.stall(false);
     assert_eq!(reader.join().unwrap().unwrap(), "hello\n");
     eprintln!("stall detected after {detected:.1?}");

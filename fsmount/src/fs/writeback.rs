@@ -176,7 +176,13 @@ impl Writeback {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    /// Lets every other task on this (single-threaded) test runtime run until it waits.
+    async fn run_others() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
 
     #[tokio::test]
     async fn overlapping_writes_wait_and_errors_are_reported_once() {
@@ -185,7 +191,8 @@ mod tests {
         let b = wb.queue(Ino(1), 100, 100).await; // adjacent: no wait
         let wb2 = wb.clone();
         let overlapping = tokio::spawn(async move { wb2.queue(Ino(1), 50, 10).await });
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // A task that could go on would finish within these polls (one thread runs both).
+        run_others().await;
         assert!(
             !overlapping.is_finished(),
             "waits for the overlapping write"
@@ -210,7 +217,7 @@ mod tests {
         let a = wb.queue(Ino(1), 0, 8192).await;
         let wb2 = wb.clone();
         let next = tokio::spawn(async move { wb2.queue(Ino(2), 0, 4096).await });
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        run_others().await;
         assert!(
             !next.is_finished(),
             "no room until the first is acknowledged"
