@@ -1,5 +1,8 @@
 //! One test per operation and error case: the same syscalls on a local directory and through
 //! the mount must give the same result, errno and metadata.
+//!
+//! Over 500 lines: one short test per POSIX operation, all on the same `Pair` harness; the
+//! list reads as the specification of what the mount gives (docs/SEMANTICS.md).
 
 use std::ffi::{CString, OsStr};
 use std::fs::{self, File, OpenOptions};

@@ -1,5 +1,8 @@
 //! Surviving a dropped connection and a server restart: real fsserver, real mounts, faults
 //! injected by `FaultProxy` (cuts) and by killing the server.
+//!
+//! Over 500 lines: one test per outage scenario, each a short story (start, fault, check),
+//! kept together because they share the proxy and writer helpers below.
 
 use std::process::Command as Process;
 use std::time::{Duration, Instant};

@@ -12,20 +12,11 @@ use tokio_util::codec::{Encoder, FramedRead};
 
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-use super::{Client, ClientError, Params};
+use super::error::ClientError;
+use super::shared::Params;
 
 /// How long connecting plus the handshake may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// An authenticated session and what the server told us about the export.
-#[derive(Debug)]
-pub struct Connected {
-    pub client: Client,
-    pub root: proto::Attr,
-    pub read_only: bool,
-    pub max_data: u32,
-    pub max_in_flight: u32,
-}
 
 /// What the server said in its AuthReply.
 #[derive(Debug)]
@@ -43,31 +34,6 @@ pub(super) type Connection = (
     OwnedWriteHalf,
     Welcome,
 );
-
-/// Connects to `addr`, authenticates for `export` under `session_id` and starts the
-/// session's tasks (which reconnect when the connection drops).
-pub async fn connect(
-    addr: &str,
-    export: &str,
-    token: &[u8],
-    session_id: &[u8],
-) -> Result<Connected, ClientError> {
-    let params = Params {
-        addr: addr.to_string(),
-        export: export.to_string(),
-        token: token.to_vec(),
-        session_id: session_id.to_vec(),
-    };
-    let (rd, wr, welcome) = handshake(&params).await?;
-    let client = Client::start(rd, wr, &welcome, params);
-    Ok(Connected {
-        client,
-        root: welcome.root,
-        read_only: welcome.read_only,
-        max_data: welcome.max_data,
-        max_in_flight: welcome.max_in_flight,
-    })
-}
 
 /// Connects and authenticates, within `CONNECT_TIMEOUT`.
 pub(super) async fn handshake(p: &Params) -> Result<Connection, ClientError> {

@@ -26,12 +26,47 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::FramedRead;
 
 pub use error::ClientError;
-pub use handshake::{connect, Connected, Welcome, CONNECT_TIMEOUT};
+pub use handshake::{Welcome, CONNECT_TIMEOUT};
 use pending::Pending;
 use shared::Shared;
 pub use shared::{LinkStats, Params};
 
 use crate::remote::{CallFuture, Patience, Remote, Reopen};
+
+/// An authenticated session and what the server told us about the export.
+#[derive(Debug)]
+pub struct Connected {
+    pub client: Client,
+    pub root: proto::Attr,
+    pub read_only: bool,
+    pub max_data: u32,
+    pub max_in_flight: u32,
+}
+
+/// Connects to `addr`, authenticates for `export` under `session_id` and starts the
+/// session's tasks (which reconnect when the connection drops).
+pub async fn connect(
+    addr: &str,
+    export: &str,
+    token: &[u8],
+    session_id: &[u8],
+) -> Result<Connected, ClientError> {
+    let params = Params {
+        addr: addr.to_string(),
+        export: export.to_string(),
+        token: token.to_vec(),
+        session_id: session_id.to_vec(),
+    };
+    let (rd, wr, welcome) = handshake::handshake(&params).await?;
+    let client = Client::start(rd, wr, &welcome, params);
+    Ok(Connected {
+        client,
+        root: welcome.root,
+        read_only: welcome.read_only,
+        max_data: welcome.max_data,
+        max_in_flight: welcome.max_in_flight,
+    })
+}
 
 /// A handle on the session; cheap to clone.
 #[derive(Clone)]

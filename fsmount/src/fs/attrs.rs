@@ -4,7 +4,8 @@
 
 use protocol::rpc::{self, Rpc};
 
-use super::{attr_of, Fh, Fs, Ino, Result, SetAttr};
+use super::error::attr_of;
+use super::{Fh, Fs, Ino, Result, SetAttr};
 
 impl Fs {
     /// The attribute cache generation a request starting now records its reply under.

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use protocol::rpc;
 
-use super::{attr_of, Fh, Fs, FsError, Ino, Result};
+use super::error::attr_of;
+use super::{Fh, Fs, FsError, Ino, Result};
 
 /// Entries asked for per List request.
 const LIST_PAGE: u32 = 1024;

@@ -40,3 +40,8 @@ impl FsError {
 }
 
 pub type Result<T> = std::result::Result<T, FsError>;
+
+/// The attributes a reply must carry.
+pub(super) fn attr_of(a: Option<proto::Attr>) -> Result<proto::Attr> {
+    a.ok_or(FsError::BadReply("reply without attributes"))
+}

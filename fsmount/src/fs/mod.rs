@@ -165,8 +165,3 @@ impl Fs {
         self.inodes.lock().len()
     }
 }
-
-/// The attributes a reply must carry.
-fn attr_of(a: Option<proto::Attr>) -> Result<proto::Attr> {
-    a.ok_or(FsError::BadReply("reply without attributes"))
-}

@@ -5,7 +5,8 @@
 use bytes::Bytes;
 use protocol::rpc;
 
-use super::{attr_of, Caller, Entry, Fs, FsError, Ino, Result};
+use super::error::attr_of;
+use super::{Caller, Entry, Fs, FsError, Ino, Result};
 
 impl Fs {
     /// The export-relative path `ino` is reached by.

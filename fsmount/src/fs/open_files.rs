@@ -10,8 +10,9 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use protocol::rpc;
 
+use super::error::attr_of;
 use super::read_ahead::ReadAhead;
-use super::{attr_of, Caller, Entry, Fh, Fs, Ino, Opened, Result};
+use super::{Caller, Entry, Fh, Fs, Ino, Opened, Result};
 
 /// A file open on the server, as reads see it.
 #[derive(Debug)]
