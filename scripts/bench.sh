@@ -19,7 +19,9 @@ rtt_size_mib=${RTT_SIZE_MIB:-256}
 ensure_packages fusermount3:fuse3 bindfs:bindfs sshfs:sshfs sshd:openssh-server ssh-keygen:openssh-client \
     fio:fio rsync:rsync python3:python3
 ensure_fuse_device
-cargo build --release --quiet -p fsserver -p fsmount -p e2e-tests --bin delay_proxy
+# Two commands: `--bin` would limit every selected package to that one binary.
+cargo build --release --quiet -p fsserver -p fsmount
+cargo build --release --quiet -p e2e-tests --bin delay_proxy
 bin=${FSXP_BIN:-$PWD/target/release}
 
 B=$(mktemp -d /var/tmp/fsxp-bench.XXXXXX)
