@@ -6,6 +6,8 @@ use std::os::unix::ffi::OsStrExt;
 
 use nix::sys::stat::FileStat;
 
+use crate::error::FsError;
+
 /// Converts a `stat`; `change` mixes ctime (ns) and size so any data or metadata change
 /// gives a new token.
 pub fn from_stat(st: &FileStat) -> proto::Attr {
@@ -35,10 +37,13 @@ pub fn from_stat(st: &FileStat) -> proto::Attr {
         change: ctime_ns ^ (st.st_size as u64).rotate_left(40),
         // Unknown unless a caller checked (see `of_named`, `of_fd`).
         no_xattrs: false,
+        // Unknown: see `at`, `of`.
+        generation: 0,
     }
 }
 
-/// Attributes of `name` in directory `dir` (not following a symlink), with `no_xattrs`.
+/// Attributes of `name` in directory `dir` (not following a symlink), with `no_xattrs` and
+/// the generation.
 pub fn of_named(dir: BorrowedFd<'_>, name: &OsStr, st: &FileStat) -> proto::Attr {
     let mut path = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
     path.extend_from_slice(name.as_bytes());
@@ -47,21 +52,83 @@ pub fn of_named(dir: BorrowedFd<'_>, name: &OsStr, st: &FileStat) -> proto::Attr
     // SAFETY: a NUL-terminated path that outlives the call; a null buffer of size 0 only
     // asks for the size.
     let size = unsafe { libc::llistxattr(path.as_ptr(), std::ptr::null_mut(), 0) };
-    with_no_xattrs(st, size)
+    let mut attr = with_no_xattrs(st, size);
+    attr.generation = at(dir, name, st).generation;
+    attr
 }
 
-/// Attributes of the object open as `fd` (also `O_PATH`), with `no_xattrs`.
+/// Attributes of the object open as `fd` (also `O_PATH`), with `no_xattrs` and the
+/// generation.
 pub fn of_fd(fd: BorrowedFd<'_>, st: &FileStat) -> proto::Attr {
     let path = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL");
     // Following the /proc magic link reaches the object itself (never its target: for an
     // O_NOFOLLOW fd of a symlink that is the symlink).
     // SAFETY: as above.
     let size = unsafe { libc::listxattr(path.as_ptr(), std::ptr::null_mut(), 0) };
-    with_no_xattrs(st, size)
+    let mut attr = with_no_xattrs(st, size);
+    attr.generation = of(fd, st).generation;
+    attr
 }
 
 fn with_no_xattrs(st: &FileStat, listxattr_size: isize) -> proto::Attr {
     let mut attr = from_stat(st);
     attr.no_xattrs = listxattr_size == 0;
     attr
+}
+
+/// `from_stat` of `name` in `dir` with its generation.
+pub fn at(dir: BorrowedFd<'_>, name: &OsStr, st: &FileStat) -> proto::Attr {
+    let mut attr = from_stat(st);
+    attr.generation = match CString::new(name.as_bytes()) {
+        Ok(name) => birth_ns(dir, &name, libc::AT_SYMLINK_NOFOLLOW),
+        Err(_) => 0,
+    };
+    attr
+}
+
+/// `from_stat` of the object open as `fd` with its generation.
+pub fn of(fd: BorrowedFd<'_>, st: &FileStat) -> proto::Attr {
+    let mut attr = from_stat(st);
+    attr.generation = birth_ns(fd, c"", libc::AT_EMPTY_PATH);
+    attr
+}
+
+/// The object's birth time in ns (its generation: inode numbers are reused, birth times
+/// are not), or 0 where the filesystem records none.
+fn birth_ns(dir: BorrowedFd<'_>, name: &std::ffi::CStr, flags: i32) -> u64 {
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: `name` is NUL-terminated and `dir` open for the call; the kernel fills at most
+    // one `statx` into the zeroed buffer, which is valid (all-zero) even where it writes less.
+    let rc = unsafe {
+        libc::statx(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::AT_STATX_DONT_SYNC,
+            libc::STATX_BTIME,
+            stx.as_mut_ptr(),
+        )
+    };
+    // SAFETY: zero-initialised above, and a `statx` of all zeroes is a valid value.
+    let stx = unsafe { stx.assume_init() };
+    if rc != 0 || stx.stx_mask & libc::STATX_BTIME == 0 {
+        return 0;
+    }
+    (stx.stx_btime.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(stx.stx_btime.tv_nsec as u64)
+}
+
+/// Checks that `attr` is the object a request by path `expect`s (ESTALE otherwise). A
+/// generation of 0 on either side (unknown) matches any.
+pub fn check(expect: Option<&proto::Identity>, attr: &proto::Attr) -> Result<(), FsError> {
+    let Some(e) = expect else {
+        return Ok(());
+    };
+    let same_generation =
+        e.generation == 0 || attr.generation == 0 || e.generation == attr.generation;
+    if e.dev == attr.dev && e.ino == attr.ino && same_generation {
+        Ok(())
+    } else {
+        Err(FsError::Stale)
+    }
 }

@@ -22,6 +22,10 @@ pub enum FsError {
     BadRequest(String),
     #[error("unknown command {0}")]
     UnknownCommand(u16),
+    /// The path names another object than the one the request meant, or the handle could
+    /// not be reopened on this session.
+    #[error("stale file handle: the object is gone or was replaced")]
+    Stale,
 }
 
 impl FsError {
@@ -36,6 +40,7 @@ impl FsError {
             FsError::HandleInUse(_) => libc::EEXIST,
             FsError::BadRequest(_) => libc::EBADMSG,
             FsError::UnknownCommand(_) => libc::ENOSYS,
+            FsError::Stale => libc::ESTALE,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Open file handles of one connection: a number the client holds, mapped to an open file.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,6 +13,9 @@ use crate::error::FsError;
 pub struct Handles {
     next: AtomicU64,
     open: Mutex<HashMap<u64, Arc<File>>>,
+    /// Handles of an earlier session that could not be reopened: requests on them fail
+    /// with ESTALE until the client closes them.
+    stale: Mutex<HashSet<u64>>,
 }
 
 impl Handles {
@@ -34,15 +37,35 @@ impl Handles {
     }
 
     pub fn get(&self, id: u64) -> Result<Arc<File>, FsError> {
-        self.open
-            .lock()
-            .get(&id)
-            .cloned()
-            .ok_or(FsError::BadHandle(id))
+        if let Some(file) = self.open.lock().get(&id) {
+            return Ok(file.clone());
+        }
+        Err(self.missing(id))
     }
 
-    pub fn remove(&self, id: u64) -> Result<Arc<File>, FsError> {
-        self.open.lock().remove(&id).ok_or(FsError::BadHandle(id))
+    /// Closes `id`; a stale handle is forgotten (Ok(None)).
+    pub fn remove(&self, id: u64) -> Result<Option<Arc<File>>, FsError> {
+        if let Some(file) = self.open.lock().remove(&id) {
+            return Ok(Some(file));
+        }
+        match self.stale.lock().remove(&id) {
+            true => Ok(None),
+            false => Err(FsError::BadHandle(id)),
+        }
+    }
+
+    /// Remembers that handle `id` of an earlier session could not be reopened.
+    pub fn mark_stale(&self, id: u64) {
+        if id != 0 && !self.open.lock().contains_key(&id) {
+            self.stale.lock().insert(id);
+        }
+    }
+
+    fn missing(&self, id: u64) -> FsError {
+        match self.stale.lock().contains(&id) {
+            true => FsError::Stale,
+            false => FsError::BadHandle(id),
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -121,8 +121,8 @@ async fn exchange(
     let Some(export) = shared.exports.get(&name).cloned() else {
         return Err(refuse(wr, libc::ENOENT, HandshakeError::NoSuchExport(name)).await);
     };
-    let root = match export.stat(b"") {
-        Ok(st) => crate::attr::from_stat(&st),
+    let root = match export.attr(b"") {
+        Ok(attr) => attr,
         Err(e) => return Err(refuse(wr, e.errno(), HandshakeError::NoSuchExport(name)).await),
     };
     let (session, resumed) = shared.sessions.attach(&req.session_id, &name);

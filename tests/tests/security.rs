@@ -99,6 +99,7 @@ fn dotdot_absolute_and_symlinked_paths_cannot_leave_the_export() {
                 path: p.as_bytes().to_vec().into(),
                 flags: 0,
                 handle: 0,
+                ..Default::default()
             },
         );
         assert_eq!(

@@ -29,10 +29,11 @@ impl Fs {
             return Ok(attr);
         }
         let generation = self.attr_generation();
-        let req = |path: Vec<u8>, handle: Option<Fh>| proto::GetAttrRequest {
+        let req = |path: Vec<u8>, handle: Option<Fh>, expect| proto::GetAttrRequest {
             path: path.into(),
             handle: handle.map_or(0, |h| h.0),
             has_handle: handle.is_some(),
+            expect,
         };
         let attr = self.by_path_or_handle::<rpc::GetAttr>(ino, fh, req).await?;
         self.note_xattrs(&mut self.inodes.lock(), ino, &attr);
@@ -52,10 +53,11 @@ impl Fs {
             attrs.forget(ino);
             attrs.generation()
         };
-        let req = |path: Vec<u8>, handle: Option<Fh>| proto::SetAttrRequest {
+        let req = |path: Vec<u8>, handle: Option<Fh>, expect| proto::SetAttrRequest {
             path: path.into(),
             handle: handle.map_or(0, |h| h.0),
             has_handle: handle.is_some(),
+            expect,
             mode: change.mode,
             uid: change.uid,
             gid: change.gid,
@@ -68,35 +70,31 @@ impl Fs {
         Ok(attr)
     }
 
-    /// Sends an attribute request for `ino` built by `make(path, handle)`: through `fh` if
-    /// given; else by path, and again through a handle open on `ino` when the path is gone or
-    /// now names another object (an open file unlinked or replaced, as `fstat`/`fchmod` of
-    /// it expect). A handle closed meanwhile (release is asynchronous) leaves the path's answer.
+    /// Sends an attribute request for `ino` built by `make(path, handle, identity)`:
+    /// through `fh` if given; else by each of its names (`by_any_name`), and through a
+    /// handle open on `ino` when no name reaches it any more (an open file unlinked or
+    /// replaced, as `fstat`/`fchmod` of it expect).
     async fn by_path_or_handle<C: Rpc<Reply = proto::AttrReply>>(
         &self,
         ino: Ino,
         fh: Option<Fh>,
-        make: impl Fn(Vec<u8>, Option<Fh>) -> C::Request,
+        make: impl Fn(Vec<u8>, Option<Fh>, Option<proto::Identity>) -> C::Request,
     ) -> Result<proto::Attr> {
+        let through = |h: Fh| make(Vec::new(), Some(h), None);
         if let Some(h) = fh {
-            let reply = self.remote.rpc::<C>(&make(Vec::new(), Some(h))).await?;
-            return attr_of(reply.attr);
+            return attr_of(self.remote.rpc::<C>(&through(h)).await?.attr);
         }
-        let by_path = match self.remote.rpc::<C>(&make(self.path(ino)?, None)).await {
-            Ok(r) => attr_of(r.attr),
-            Err(e) => Err(e.into()),
-        };
-        let moved_away = match &by_path {
-            Ok(attr) => !self.inodes.lock().is_same_object(ino, attr),
-            Err(e) => e.errno() == libc::ENOENT,
-        };
+        let by_name = self
+            .by_any_name::<C>(ino, |path, expect| make(path, None, expect))
+            .await;
+        let gone = matches!(&by_name, Err(e) if matches!(e.errno(), libc::ENOENT | libc::ESTALE));
         let handle = self.inodes.lock().open_handle(ino);
         match handle {
-            Some(h) if moved_away => match self.remote.rpc::<C>(&make(Vec::new(), Some(h))).await {
+            Some(h) if gone => match self.remote.rpc::<C>(&through(h)).await {
                 Ok(r) => attr_of(r.attr),
-                Err(_) => by_path,
+                Err(_) => attr_of(by_name?.attr),
             },
-            _ => by_path,
+            _ => attr_of(by_name?.attr),
         }
     }
 

@@ -14,6 +14,9 @@ pub enum FsError {
     /// Known (cached) to be absent: the extended attribute does not exist.
     #[error("no such attribute")]
     NoAttribute,
+    /// Every name the inode was known by is gone (it may still be open).
+    #[error("no name of inode {0} is left")]
+    NoName(u64),
     /// A queued write failed; reported by the next flush/fsync/close.
     #[error("an earlier write failed (errno {0})")]
     Writeback(i32),
@@ -33,6 +36,7 @@ impl FsError {
             FsError::Client(ClientError::Refused(_)) => libc::EACCES,
             FsError::Client(ClientError::ServerNotAuthentic) => libc::EACCES,
             FsError::Stale(_) => libc::ESTALE,
+            FsError::NoName(_) => libc::ENOENT,
             FsError::BadReply(_) => libc::EIO,
             FsError::NoAttribute => libc::ENODATA,
         }

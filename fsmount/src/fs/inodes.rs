@@ -1,10 +1,13 @@
-//! The inode table: local inode numbers keyed by the server's (dev, ino), so hard links are
-//! one inode here as on the server. Each node remembers its parent and name (updated on
-//! rename and on every lookup), from which its path is rebuilt for the path-based protocol;
-//! renaming a directory therefore moves everything below it at once.
+//! The inode table: local inode numbers keyed by the server's (dev, ino, generation), so
+//! hard links are one inode here as on the server, and an inode number the server reuses
+//! for a new file gets a new local inode (local numbers are never reused).
+//!
+//! A node remembers every name it is known by (parent and name; most recently confirmed
+//! first), from which its paths are rebuilt for the path-based protocol. Removing or
+//! renaming one name leaves the others: the file stays reachable through each of them.
+//! Renaming a directory moves everything below it at once.
 
 use std::collections::HashMap;
-
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -14,11 +17,21 @@ use super::ids::{Fh, Ino};
 /// The export root's inode number (FUSE's root).
 pub const ROOT: Ino = Ino::ROOT;
 
+/// Deepest path rebuilt (a loop in the parent links would otherwise never end).
+const MAX_DEPTH: usize = 4096;
+
+/// What identifies an object on the server: (dev, ino, generation).
+type Key = (u64, u64, u64);
+
+/// One name of a node: the directory it is in and the name there.
+type Link = (Ino, Bytes);
+
 #[derive(Debug)]
 struct Node {
-    parent: Ino,
-    name: Bytes,
-    key: (u64, u64),
+    /// Every known name, most recently confirmed first; empty for the root and for a file
+    /// whose names are all gone (still reachable through its open handles).
+    names: Vec<Link>,
+    key: Key,
     /// Lookups the kernel holds (FUSE `nlookup`); the node goes when it reaches 0.
     lookups: u64,
     /// Change token of the data the kernel's page cache holds, if any.
@@ -27,6 +40,19 @@ struct Node {
     handles: Vec<Fh>,
     /// Until when each kind of extended attribute is known to be absent (by `Absent`).
     absent_until: [Option<Instant>; 2],
+}
+
+impl Node {
+    fn new(key: Key) -> Node {
+        Node {
+            names: Vec::new(),
+            key,
+            lookups: 1,
+            cached_change: None,
+            handles: Vec::new(),
+            absent_until: [None; 2],
+        }
+    }
 }
 
 /// Extended attributes a file can be known not to have.
@@ -41,12 +67,23 @@ pub enum Absent {
 #[derive(Debug)]
 pub struct InodeTable {
     nodes: HashMap<Ino, Node>,
-    by_key: HashMap<(u64, u64), Ino>,
+    by_key: HashMap<Key, Ino>,
+    /// Which node each known name belongs to.
+    by_name: HashMap<Link, Ino>,
     next: u64,
 }
 
-fn key(attr: &proto::Attr) -> (u64, u64) {
-    (attr.dev, attr.ino)
+fn key(attr: &proto::Attr) -> Key {
+    (attr.dev, attr.ino, attr.generation)
+}
+
+/// The identity a request by path carries for `key`.
+fn identity(key: Key) -> proto::Identity {
+    proto::Identity {
+        dev: key.0,
+        ino: key.1,
+        generation: key.2,
+    }
 }
 
 impl InodeTable {
@@ -54,33 +91,47 @@ impl InodeTable {
         let mut t = InodeTable {
             nodes: HashMap::new(),
             by_key: HashMap::new(),
+            by_name: HashMap::new(),
             next: ROOT.0 + 1,
         };
-        t.nodes.insert(
-            ROOT,
-            Node {
-                parent: ROOT,
-                name: Bytes::new(),
-                key: key(root),
-                lookups: 1,
-                cached_change: None,
-                handles: Vec::new(),
-                absent_until: [None; 2],
-            },
-        );
+        t.nodes.insert(ROOT, Node::new(key(root)));
         t.by_key.insert(key(root), ROOT);
         t
     }
 
-    /// The export-relative path of `ino` (empty for the root); `None` if unknown.
+    /// The export-relative path of `ino` through its first name (empty for the root);
+    /// `None` if unknown or it has no name left.
     pub fn path(&self, ino: Ino) -> Option<Vec<u8>> {
-        let mut parts = Vec::new();
-        let mut cur = ino;
+        self.paths(ino).into_iter().next().map(|(p, _)| p)
+    }
+
+    /// Every path `ino` is known by, first name first, each with the name it goes through.
+    /// Directories above are taken through their first name.
+    pub fn paths(&self, ino: Ino) -> Vec<(Vec<u8>, Link)> {
+        if ino == ROOT {
+            return vec![(Vec::new(), (ROOT, Bytes::new()))];
+        }
+        let Some(node) = self.nodes.get(&ino) else {
+            return Vec::new();
+        };
+        node.names
+            .iter()
+            .filter_map(|(parent, name)| {
+                let p = self.child_path(*parent, name)?;
+                Some((p, (*parent, name.clone())))
+            })
+            .collect()
+    }
+
+    /// The path of `name` inside directory `parent`.
+    pub fn child_path(&self, parent: Ino, name: &[u8]) -> Option<Vec<u8>> {
+        let mut parts: Vec<&[u8]> = vec![name];
+        let mut cur = parent;
         while cur != ROOT {
-            let node = self.nodes.get(&cur)?;
-            parts.push(node.name.clone());
-            cur = node.parent;
-            if parts.len() > 4096 {
+            let (up, part) = self.nodes.get(&cur)?.names.first()?;
+            parts.push(part);
+            cur = *up;
+            if parts.len() > MAX_DEPTH {
                 return None;
             }
         }
@@ -94,45 +145,89 @@ impl InodeTable {
         Some(path)
     }
 
-    /// The path of `name` inside directory `parent`.
-    pub fn child_path(&self, parent: Ino, name: &[u8]) -> Option<Vec<u8>> {
-        let mut p = self.path(parent)?;
-        if !p.is_empty() {
-            p.push(b'/');
-        }
-        p.extend_from_slice(name);
-        Some(p)
+    /// The identity requests by path about `ino` carry.
+    pub fn identity(&self, ino: Ino) -> Option<proto::Identity> {
+        self.nodes.get(&ino).map(|n| identity(n.key))
     }
 
     /// Records that the kernel now knows `name` in `parent` with `attr`: returns its inode
     /// number and counts one lookup.
     pub fn remember(&mut self, parent: Ino, name: &[u8], attr: &proto::Attr) -> Ino {
         let k = key(attr);
-        if let Some(&ino) = self.by_key.get(&k) {
-            let node = self.nodes.get_mut(&ino).expect("by_key and nodes agree");
-            node.lookups += 1;
-            if ino != ROOT {
-                node.parent = parent;
-                node.name = Bytes::copy_from_slice(name);
+        let ino = match self.by_key.get(&k) {
+            Some(&ino) => {
+                if let Some(node) = self.nodes.get_mut(&ino) {
+                    node.lookups += 1;
+                }
+                ino
             }
-            return ino;
+            None => {
+                let ino = Ino(self.next);
+                self.next += 1;
+                self.nodes.insert(ino, Node::new(k));
+                self.by_key.insert(k, ino);
+                ino
+            }
+        };
+        if ino != ROOT {
+            self.add_name(ino, parent, name);
         }
-        let ino = Ino(self.next);
-        self.next += 1;
-        self.nodes.insert(
-            ino,
-            Node {
-                parent,
-                name: Bytes::copy_from_slice(name),
-                key: k,
-                lookups: 1,
-                cached_change: None,
-                handles: Vec::new(),
-                absent_until: [None; 2],
-            },
-        );
-        self.by_key.insert(k, ino);
         ino
+    }
+
+    /// `name` in `parent` now names `ino` (first among its names); whatever it named
+    /// before loses it.
+    fn add_name(&mut self, ino: Ino, parent: Ino, name: &[u8]) {
+        let link: Link = (parent, Bytes::copy_from_slice(name));
+        if let Some(before) = self.by_name.insert(link.clone(), ino) {
+            if let Some(node) = self.nodes.get_mut(&before) {
+                node.names.retain(|l| *l != link);
+            }
+        }
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.names.retain(|l| *l != link);
+            node.names.insert(0, link);
+        }
+    }
+
+    /// `name` in `parent` is gone (unlinked, or found to name nothing or another object).
+    pub fn remove_name(&mut self, parent: Ino, name: &[u8]) {
+        let link: Link = (parent, Bytes::copy_from_slice(name));
+        if let Some(ino) = self.by_name.remove(&link) {
+            if let Some(node) = self.nodes.get_mut(&ino) {
+                node.names.retain(|l| *l != link);
+            }
+        }
+    }
+
+    /// `name` in `parent` no longer names `ino` (the server said so); a name that meanwhile
+    /// came to name another inode is left alone.
+    pub fn drop_name(&mut self, ino: Ino, parent: Ino, name: &[u8]) {
+        let link: Link = (parent, Bytes::copy_from_slice(name));
+        if self.by_name.get(&link) == Some(&ino) {
+            self.remove_name(parent, name);
+        }
+    }
+
+    /// After a rename of `name` in `parent` to `new_name` in `new_parent`: `moved` is the
+    /// object now at the new name, `exchanged` (RENAME_EXCHANGE) the one now at the old.
+    pub fn renamed(
+        &mut self,
+        (parent, name): (Ino, &[u8]),
+        (new_parent, new_name): (Ino, &[u8]),
+        moved: Option<&proto::Attr>,
+        exchanged: Option<&proto::Attr>,
+    ) {
+        let known = |t: &Self, a: Option<&proto::Attr>| a.and_then(|a| t.known(a));
+        let (moved, exchanged) = (known(self, moved), known(self, exchanged));
+        self.remove_name(parent, name);
+        self.remove_name(new_parent, new_name);
+        if let Some(ino) = moved {
+            self.add_name(ino, new_parent, new_name);
+        }
+        if let Some(ino) = exchanged {
+            self.add_name(ino, parent, name);
+        }
     }
 
     /// The inode number for `attr` if the kernel knows it (no lookup counted).
@@ -149,25 +244,20 @@ impl InodeTable {
             return false;
         };
         node.lookups = node.lookups.saturating_sub(n);
-        if node.lookups == 0 {
-            let k = node.key;
-            self.nodes.remove(&ino);
-            if self.by_key.get(&k) == Some(&ino) {
-                self.by_key.remove(&k);
-            }
-            return true;
+        if node.lookups > 0 {
+            return false;
         }
-        false
-    }
-
-    /// After a rename: the object with `attr` now lives at `name` in `parent`.
-    pub fn moved(&mut self, attr: &proto::Attr, parent: Ino, name: &[u8]) {
-        if let Some(&ino) = self.by_key.get(&key(attr)) {
-            if let Some(node) = self.nodes.get_mut(&ino) {
-                node.parent = parent;
-                node.name = Bytes::copy_from_slice(name);
+        if let Some(node) = self.nodes.remove(&ino) {
+            if self.by_key.get(&node.key) == Some(&ino) {
+                self.by_key.remove(&node.key);
+            }
+            for link in node.names {
+                if self.by_name.get(&link) == Some(&ino) {
+                    self.by_name.remove(&link);
+                }
             }
         }
+        true
     }
 
     /// Close-to-open: true if the kernel may keep its cached pages of `ino`, i.e. they were
@@ -193,7 +283,7 @@ impl InodeTable {
         }
     }
 
-    /// Whether `attr` describes the object `ino` stands for (same server dev and ino).
+    /// Whether `attr` describes the object `ino` stands for (same dev, ino, generation).
     pub fn is_same_object(&self, ino: Ino, attr: &proto::Attr) -> bool {
         self.nodes.get(&ino).is_some_and(|n| n.key == key(attr))
     }
@@ -247,7 +337,7 @@ mod tests {
         let a = t.remember(ROOT, b"a", &attr(10));
         let f = t.remember(a, b"f", &attr(11));
         assert_eq!(t.path(f).unwrap(), b"a/f");
-        t.moved(&attr(10), ROOT, b"b");
+        t.renamed((ROOT, b"a"), (ROOT, b"b"), Some(&attr(10)), None);
         assert_eq!(t.path(f).unwrap(), b"b/f");
         assert_eq!(t.path(ROOT).unwrap(), b"");
         assert_eq!(t.child_path(ROOT, b"x").unwrap(), b"x");
@@ -264,6 +354,48 @@ mod tests {
         t.forget(x, 1);
         assert!(t.path(x).is_none());
         assert!(t.known(&attr(20)).is_none());
+    }
+
+    #[test]
+    fn every_remaining_name_keeps_reaching_the_inode() {
+        let mut t = InodeTable::new(&attr(2));
+        let n = t.remember(ROOT, b"n0", &attr(20));
+        t.remember(ROOT, b"n1", &attr(20));
+        t.remember(ROOT, b"n2", &attr(20));
+        assert_eq!(t.path(n).unwrap(), b"n2", "the latest name first");
+        t.remove_name(ROOT, b"n2");
+        assert_eq!(t.path(n).unwrap(), b"n1");
+        t.remove_name(ROOT, b"n1");
+        assert_eq!(t.path(n).unwrap(), b"n0");
+        // Renaming another file over the last name takes it from this inode.
+        let other = t.remember(ROOT, b"o", &attr(30));
+        t.renamed((ROOT, b"o"), (ROOT, b"n0"), Some(&attr(30)), None);
+        assert_eq!(t.path(other).unwrap(), b"n0");
+        assert_eq!(t.path(n), None, "no name left");
+    }
+
+    #[test]
+    fn a_reused_server_inode_number_is_a_new_inode() {
+        let mut t = InodeTable::new(&attr(2));
+        let old = t.remember(
+            ROOT,
+            b"f",
+            &proto::Attr {
+                generation: 1,
+                ..attr(40)
+            },
+        );
+        let new = t.remember(
+            ROOT,
+            b"g",
+            &proto::Attr {
+                generation: 2,
+                ..attr(40)
+            },
+        );
+        assert_ne!(old, new);
+        assert_eq!(t.path(old).unwrap(), b"f");
+        assert_eq!(t.identity(new).unwrap().generation, 2);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! link counts).
 
 use bytes::Bytes;
-use protocol::rpc;
+use protocol::rpc::{self, Rpc};
+
+use crate::client::ClientError;
 
 use super::error::attr_of;
 use super::{Caller, Entry, Fs, FsError, Ino, Result};
@@ -12,6 +14,38 @@ impl Fs {
     /// The export-relative path `ino` is reached by.
     pub(super) fn path(&self, ino: Ino) -> Result<Vec<u8>> {
         self.inodes.lock().path(ino).ok_or(FsError::Stale(ino.0))
+    }
+
+    /// Sends a request about `ino` by each of its names in turn, most recently confirmed
+    /// first, each carrying `ino`'s identity, until one is answered. A name the server says
+    /// is gone (ENOENT) or now names another object (ESTALE) is dropped and the next one
+    /// tried, so a file stays reachable through every name it has left, whoever removed
+    /// the others. `make(path, identity)` builds the request.
+    pub(super) async fn by_any_name<C: Rpc>(
+        &self,
+        ino: Ino,
+        make: impl Fn(Vec<u8>, Option<proto::Identity>) -> C::Request,
+    ) -> Result<C::Reply> {
+        let (paths, expect) = {
+            let inodes = self.inodes.lock();
+            (inodes.paths(ino), inodes.identity(ino))
+        };
+        if expect.is_none() {
+            return Err(FsError::Stale(ino.0));
+        }
+        let mut last = FsError::NoName(ino.0);
+        for (path, (parent, name)) in paths {
+            match self.remote.rpc::<C>(&make(path, expect)).await {
+                Err(ClientError::Remote { errno, message })
+                    if errno == libc::ENOENT || errno == libc::ESTALE =>
+                {
+                    self.inodes.lock().drop_name(ino, parent, &name);
+                    last = ClientError::Remote { errno, message }.into();
+                }
+                r => return Ok(r?),
+            }
+        }
+        Err(last)
     }
 
     fn child_path(&self, parent: Ino, name: &[u8]) -> Result<Vec<u8>> {
@@ -67,10 +101,11 @@ impl Fs {
     }
 
     pub async fn readlink(&self, ino: Ino) -> Result<Bytes> {
-        let req = proto::ReadlinkRequest {
-            path: self.path(ino)?.into(),
+        let make = |path: Vec<u8>, expect| proto::ReadlinkRequest {
+            path: path.into(),
+            expect,
         };
-        Ok(self.remote.rpc::<rpc::Readlink>(&req).await?.target)
+        Ok(self.by_any_name::<rpc::Readlink>(ino, make).await?.target)
     }
 
     pub async fn mkdir(
@@ -127,12 +162,14 @@ impl Fs {
     }
 
     pub async fn link(&self, ino: Ino, new_parent: Ino, new_name: &[u8]) -> Result<Entry> {
-        let req = proto::LinkRequest {
-            path: self.path(ino)?.into(),
-            new_parent: self.path(new_parent)?.into(),
+        let new_parent_path = self.path(new_parent)?;
+        let make = |path: Vec<u8>, expect| proto::LinkRequest {
+            path: path.into(),
+            new_parent: new_parent_path.clone().into(),
             new_name: Bytes::copy_from_slice(new_name),
+            expect,
         };
-        let reply = self.remote.rpc::<rpc::Link>(&req).await?;
+        let reply = self.by_any_name::<rpc::Link>(ino, make).await?;
         let attr = attr_of(reply.attr)?;
         Ok(self.remember(new_parent, new_name, attr, self.names_changed()))
     }
@@ -146,6 +183,8 @@ impl Fs {
         };
         self.remote.rpc::<rpc::Remove>(&req).await?;
         self.names_changed();
+        // The inode stays reachable through its other names, if it has any.
+        self.inodes.lock().remove_name(parent, name);
         Ok(())
     }
 
@@ -167,13 +206,12 @@ impl Fs {
         };
         let reply = self.remote.rpc::<rpc::Rename>(&req).await?;
         self.names_changed();
-        let mut inodes = self.inodes.lock();
-        if let Some(moved) = &reply.moved {
-            inodes.moved(moved, new_parent, new_name);
-        }
-        if let Some(exchanged) = &reply.exchanged {
-            inodes.moved(exchanged, parent, name);
-        }
+        self.inodes.lock().renamed(
+            (parent, name),
+            (new_parent, new_name),
+            reply.moved.as_ref(),
+            reply.exchanged.as_ref(),
+        );
         Ok(())
     }
 }

@@ -60,12 +60,15 @@ impl OpenFiles {
 
 impl Fs {
     pub async fn open(&self, ino: Ino, flags: u32) -> Result<Opened> {
-        let req = proto::OpenRequest {
-            path: self.path(ino)?.into(),
+        let handle = self.open_files.new_handle().0;
+        let make = |path: Vec<u8>, expect| proto::OpenRequest {
+            path: path.into(),
             flags,
-            handle: self.open_files.new_handle().0,
+            handle,
+            expect,
+            reopen: false,
         };
-        let reply = self.remote.rpc::<rpc::Open>(&req).await?;
+        let reply = self.by_any_name::<rpc::Open>(ino, make).await?;
         let (fh, attr) = (Fh(reply.handle), attr_of(reply.attr)?);
         let keep_cache = {
             let mut inodes = self.inodes.lock();
@@ -142,8 +145,10 @@ impl Fs {
     }
 
     /// Makes the remote reopen this mount's open files by path, under their handle numbers,
-    /// when it reconnects to a server that lost the session (restart). Files unlinked while
-    /// open cannot be reopened and their handles fail from then on (EBADF).
+    /// when it reconnects to a server that lost the session (restart), each only if its path
+    /// still names the same file. A file unlinked or replaced meanwhile is not reopened: its
+    /// handle fails with ESTALE from then on, and its queued writes are reported at
+    /// close/fsync, never written into another file.
     pub fn install_reopen(self: &Arc<Self>) {
         let fs = Arc::downgrade(self);
         self.remote.set_reopen(Arc::new(move || {
@@ -159,10 +164,14 @@ impl Fs {
             files
                 .into_iter()
                 .filter_map(|(fh, ino, flags)| {
+                    // Only the same file: the server refuses (and then answers ESTALE on
+                    // this handle) if the path is gone or names another object.
                     Some(proto::OpenRequest {
-                        path: inodes.path(ino)?.into(),
+                        path: inodes.path(ino).unwrap_or_default().into(),
                         flags: flags & !once_only,
                         handle: fh.0,
+                        expect: Some(inodes.identity(ino)?),
+                        reopen: true,
                     })
                 })
                 .collect()

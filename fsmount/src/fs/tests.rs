@@ -183,7 +183,32 @@ async fn a_handle_that_cannot_be_reopened_fails_its_writes_at_flush() {
     );
     fake.release();
     let e = fs.flush(ino).await.expect_err("the failure is not dropped");
-    assert_eq!(e.errno(), libc::EBADF);
+    assert_eq!(e.errno(), libc::ESTALE);
+}
+
+#[tokio::test]
+async fn a_file_replaced_during_a_restart_is_not_reopened_and_its_writes_fail_with_estale() {
+    let (fake, fs) = core();
+    let (ino, fh) = create(&fs, b"f").await;
+    fake.inject(Command::Write, Fault::Hang, 1);
+    fs.write(fh, 0, Bytes::from_static(b"for the old file"))
+        .await
+        .unwrap();
+    fake.received(Command::Write, 1).await;
+    fake.restart();
+    fake.replace(b"f", b"someone else's");
+    assert_eq!(fake.reconnect(), 0, "the path names another file now");
+    fake.release();
+    let e = fs.flush(ino).await.expect_err("reported at close");
+    assert_eq!(e.errno(), libc::ESTALE);
+    assert_eq!(
+        fake.file(b"f").unwrap(),
+        b"someone else's",
+        "never written there"
+    );
+    fs.release(ino, fh)
+        .await
+        .expect("a stale handle still closes");
 }
 
 #[tokio::test]

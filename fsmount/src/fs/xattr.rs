@@ -10,7 +10,6 @@ use protocol::rpc;
 
 use super::inodes::{Absent, InodeTable};
 use super::{Fs, FsError, Ino, Result};
-use crate::client::ClientError;
 
 /// The attribute the kernel checks before each write and chown (file capabilities).
 const SECURITY_CAPABILITY: &[u8] = b"security.capability";
@@ -26,24 +25,26 @@ impl Fs {
                 return Err(FsError::NoAttribute);
             }
         }
-        let req = proto::GetXattrRequest {
-            path: self.path(ino)?.into(),
+        let make = |path: Vec<u8>, expect| proto::GetXattrRequest {
+            path: path.into(),
             name: Bytes::copy_from_slice(name),
+            expect,
         };
-        let result = self.remote.rpc::<rpc::GetXattr>(&req).await;
+        let result = self.by_any_name::<rpc::GetXattr>(ino, make).await;
         if caps {
-            let absent = matches!(&result, Err(ClientError::Remote { errno, .. }) if *errno == libc::ENODATA);
+            let absent = matches!(&result, Err(e) if e.errno() == libc::ENODATA);
             self.note_no_caps(ino, absent);
         }
         Ok(result?.value)
     }
 
     pub async fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], flags: u32) -> Result<()> {
-        let req = proto::SetXattrRequest {
-            path: self.path(ino)?.into(),
+        let make = |path: Vec<u8>, expect| proto::SetXattrRequest {
+            path: path.into(),
             name: Bytes::copy_from_slice(name),
             value: Bytes::copy_from_slice(value),
             flags,
+            expect,
         };
         self.inodes
             .lock()
@@ -51,7 +52,7 @@ impl Fs {
         if name == SECURITY_CAPABILITY {
             self.note_no_caps(ino, false);
         }
-        self.remote.rpc::<rpc::SetXattr>(&req).await?;
+        self.by_any_name::<rpc::SetXattr>(ino, make).await?;
         self.attrs.lock().forget(ino);
         Ok(())
     }
@@ -65,10 +66,11 @@ impl Fs {
         {
             return Ok(Vec::new());
         }
-        let req = proto::ListXattrRequest {
-            path: self.path(ino)?.into(),
+        let make = |path: Vec<u8>, expect| proto::ListXattrRequest {
+            path: path.into(),
+            expect,
         };
-        let reply = self.remote.rpc::<rpc::ListXattr>(&req).await?;
+        let reply = self.by_any_name::<rpc::ListXattr>(ino, make).await?;
         let mut out = Vec::new();
         for n in reply.names {
             out.extend_from_slice(&n);
@@ -78,11 +80,12 @@ impl Fs {
     }
 
     pub async fn removexattr(&self, ino: Ino, name: &[u8]) -> Result<()> {
-        let req = proto::RemoveXattrRequest {
-            path: self.path(ino)?.into(),
+        let make = |path: Vec<u8>, expect| proto::RemoveXattrRequest {
+            path: path.into(),
             name: Bytes::copy_from_slice(name),
+            expect,
         };
-        self.remote.rpc::<rpc::RemoveXattr>(&req).await?;
+        self.by_any_name::<rpc::RemoveXattr>(ino, make).await?;
         if name == SECURITY_CAPABILITY {
             self.note_no_caps(ino, true);
         }

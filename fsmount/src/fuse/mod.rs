@@ -414,7 +414,7 @@ impl fuser::Filesystem for FuseAdapter {
                         OsStr::from_bytes(item.name),
                         &ttl,
                         &attr,
-                        Generation(0),
+                        Generation(item.attr.generation),
                     )
                 })
                 .await;
@@ -475,7 +475,7 @@ impl fuser::Filesystem for FuseAdapter {
                 reply.created(
                     &ttl,
                     &file_attr(e.ino, &e.attr),
-                    Generation(0),
+                    Generation(e.attr.generation),
                     FileHandle(fh.0),
                     FopenFlags::empty(),
                 )

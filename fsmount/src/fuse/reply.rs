@@ -64,7 +64,7 @@ pub(super) fn reply_entry(
             &attr_ttl,
             &entry_ttl,
             &file_attr(e.ino, &e.attr),
-            Generation(0),
+            Generation(e.attr.generation),
         )
     })
 }

@@ -4,7 +4,7 @@
 //! every open handle until the mount's reopen hook recreates them, as the real client does
 //! on reconnecting to a restarted server.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -53,6 +53,8 @@ struct Tree {
     nodes: HashMap<u64, Node>,
     /// Open handles -> inode.
     handles: HashMap<u64, u64>,
+    /// Handles of the session before a restart that could not be reopened.
+    stale: HashSet<u64>,
     next_ino: u64,
     clock: u64,
 }
@@ -176,6 +178,17 @@ impl FakeServer {
         self.tree.lock().handles.clear();
     }
 
+    /// A process on the server replaces the file at `path` with a new one (new inode).
+    pub fn replace(&self, path: &[u8], data: &[u8]) {
+        let mut tree = self.tree.lock();
+        tree.names.remove(path);
+        if let Ok(ino) = tree.make(path.to_vec(), libc::S_IFREG | 0o644) {
+            if let Some(n) = tree.nodes.get_mut(&ino) {
+                n.data = data.to_vec();
+            }
+        }
+    }
+
     /// The client reconnects to the restarted server: the mount's reopen hook recreates its
     /// handles, as `client::reconnect` does before resending. Returns how many were reopened.
     pub fn reconnect(&self) -> usize {
@@ -252,7 +265,11 @@ impl Tree {
     }
 
     fn handle(&self, h: u64) -> Result<u64, ClientError> {
-        self.handles.get(&h).copied().ok_or(err(libc::EBADF))
+        match self.handles.get(&h) {
+            Some(ino) => Ok(*ino),
+            None if self.stale.contains(&h) => Err(err(libc::ESTALE)),
+            None => Err(err(libc::EBADF)),
+        }
     }
 
     fn touch(&mut self, ino: u64) {
@@ -288,7 +305,19 @@ impl Tree {
     }
 
     fn open(&mut self, req: &proto::OpenRequest) -> Result<u64, ClientError> {
-        let ino = self.ino(&req.path)?;
+        let found = self.ino(&req.path).and_then(|ino| match &req.expect {
+            Some(e) if (e.dev, e.ino) != (1, ino) => Err(err(libc::ESTALE)),
+            _ => Ok(ino),
+        });
+        let ino = match found {
+            Ok(ino) => ino,
+            Err(e) => {
+                if req.reopen {
+                    self.stale.insert(req.handle);
+                }
+                return Err(e);
+            }
+        };
         if self.handles.contains_key(&req.handle) {
             return Err(err(libc::EEXIST));
         }
@@ -392,7 +421,9 @@ impl Tree {
             }
             Command::Close => {
                 let req: proto::CloseRequest = decode(msg)?;
-                self.handles.remove(&req.handle).ok_or(err(libc::EBADF))?;
+                if self.handles.remove(&req.handle).is_none() && !self.stale.remove(&req.handle) {
+                    return Err(err(libc::EBADF));
+                }
                 reply(proto::Empty {})
             }
             Command::Remove => {

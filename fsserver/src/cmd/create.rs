@@ -12,7 +12,6 @@ use nix::sys::stat::Mode;
 
 use super::open::allowed_flags;
 use super::{Ctx, Reply};
-use crate::attr::from_stat;
 use crate::error::FsError;
 use crate::export::Name;
 use crate::owner;
@@ -27,11 +26,8 @@ pub fn apply(ctx: &Ctx, req: proto::CreateRequest) -> Result<Reply<proto::OpenRe
         flags,
         Mode::from_bits_truncate(req.mode & 0o7777),
     )?;
-    let attr = from_stat(&owner::give_open_file(
-        dir.as_fd(),
-        fd.as_fd(),
-        req.caller.as_ref(),
-    )?);
+    let st = owner::give_open_file(dir.as_fd(), fd.as_fd(), req.caller.as_ref())?;
+    let attr = crate::attr::of(fd.as_fd(), &st);
     let handle = ctx.handles.insert(File::from(fd), req.handle)?;
     Ok(Reply::msg(proto::OpenReply {
         handle,

@@ -14,7 +14,7 @@ pub fn apply(ctx: &Ctx, req: proto::GetAttrRequest) -> Result<Reply<proto::AttrR
         let attr = crate::attr::of_fd(file.as_fd(), &fstat(&*file)?);
         return Ok(Reply::msg(proto::AttrReply { attr: Some(attr) }));
     }
-    Ok(Reply::msg(proto::AttrReply {
-        attr: Some(ctx.export.attr(&req.path)?),
-    }))
+    let attr = ctx.export.attr(&req.path)?;
+    crate::attr::check(req.expect.as_ref(), &attr)?;
+    Ok(Reply::msg(proto::AttrReply { attr: Some(attr) }))
 }

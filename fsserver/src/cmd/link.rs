@@ -1,6 +1,8 @@
 //! Link: `LinkRequest { path, new_parent, new_name }` -> `AttrReply` of the linked file
 //! (hard link; `linkat` without following a symlink at `path`).
 
+use std::os::fd::AsFd;
+
 use nix::fcntl::AtFlags;
 use nix::unistd::linkat;
 
@@ -9,6 +11,7 @@ use crate::error::FsError;
 use crate::export::{stat_at, Name};
 
 pub fn apply(ctx: &Ctx, req: proto::LinkRequest) -> Result<Reply<proto::AttrReply>, FsError> {
+    crate::attr::check(req.expect.as_ref(), &ctx.export.attr(&req.path)?)?;
     let from = ctx.export.locate(&req.path)?;
     let from_name = from.name.ok_or(FsError::Sys(nix::errno::Errno::EPERM))?;
     let to_dir = ctx.export.open_dir(&req.new_parent)?;
@@ -20,5 +23,10 @@ pub fn apply(ctx: &Ctx, req: proto::LinkRequest) -> Result<Reply<proto::AttrRepl
         to_name.as_os_str(),
         AtFlags::empty(),
     )?;
-    Ok(attr_reply(&stat_at(&to_dir, to_name)?))
+    let st = stat_at(&to_dir, to_name)?;
+    Ok(attr_reply(crate::attr::at(
+        to_dir.as_fd(),
+        to_name.as_os_str(),
+        &st,
+    )))
 }

@@ -12,7 +12,6 @@ use nix::sys::stat::Mode;
 
 use super::dir_stream::DirStream;
 use super::{Ctx, Reply};
-use crate::attr::from_stat;
 use crate::error::FsError;
 use crate::export::{stat_at, Name};
 
@@ -52,7 +51,7 @@ pub fn apply(ctx: &Ctx, req: proto::ListRequest) -> Result<Reply<proto::ListRepl
             cookie,
         });
     }
-    let dir_attr = from_stat(&nix::sys::stat::fstat(dir.fd())?);
+    let dir_attr = crate::attr::of(dir.fd(), &nix::sys::stat::fstat(dir.fd())?);
     Ok(Reply::msg(proto::ListReply {
         entries,
         eof,

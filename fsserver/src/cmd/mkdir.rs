@@ -17,9 +17,6 @@ pub fn apply(ctx: &Ctx, req: proto::MkdirRequest) -> Result<Reply<proto::AttrRep
         name.as_os_str(),
         Mode::from_bits_truncate(req.mode & 0o7777),
     )?;
-    Ok(attr_reply(&owner::give_named(
-        dir.as_fd(),
-        name,
-        req.caller.as_ref(),
-    )?))
+    let st = owner::give_named(dir.as_fd(), name, req.caller.as_ref())?;
+    Ok(attr_reply(crate::attr::at(dir.as_fd(), name.as_os_str(), &st)))
 }

@@ -21,9 +21,6 @@ pub fn apply(ctx: &Ctx, req: proto::MknodRequest) -> Result<Reply<proto::AttrRep
         Mode::from_bits_truncate(req.mode & 0o7777),
         req.rdev as libc::dev_t,
     )?;
-    Ok(attr_reply(&owner::give_named(
-        dir.as_fd(),
-        name,
-        req.caller.as_ref(),
-    )?))
+    let st = owner::give_named(dir.as_fd(), name, req.caller.as_ref())?;
+    Ok(attr_reply(crate::attr::at(dir.as_fd(), name.as_os_str(), &st)))
 }

@@ -121,9 +121,7 @@ pub fn dispatch(ctx: &Ctx, cmd: u16, msg: Bytes, data: Bytes) -> Result<Encoded,
     run(ctx, command, msg, data)
 }
 
-/// `AttrReply` for a stat result.
-fn attr_reply(st: &nix::sys::stat::FileStat) -> Reply<proto::AttrReply> {
-    Reply::msg(proto::AttrReply {
-        attr: Some(crate::attr::from_stat(st)),
-    })
+/// `AttrReply` carrying `attr`.
+fn attr_reply(attr: proto::Attr) -> Reply<proto::AttrReply> {
+    Reply::msg(proto::AttrReply { attr: Some(attr) })
 }

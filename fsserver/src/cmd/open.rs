@@ -32,8 +32,24 @@ pub fn apply(ctx: &Ctx, req: proto::OpenRequest) -> Result<Reply<proto::OpenRepl
     if writes(flags) {
         ctx.export.writable()?;
     }
-    let fd = ctx.export.open_beneath(&req.path, flags, Mode::empty())?;
-    let attr = crate::attr::of_fd(fd.as_fd(), &fstat(&fd)?);
+    let opened = ctx
+        .export
+        .open_beneath(&req.path, flags, Mode::empty())
+        .and_then(|fd| {
+            let attr = crate::attr::of_fd(fd.as_fd(), &fstat(&fd)?);
+            crate::attr::check(req.expect.as_ref(), &attr)?;
+            Ok((fd, attr))
+        });
+    let (fd, attr) = match opened {
+        Ok(o) => o,
+        Err(e) => {
+            if req.reopen {
+                // The file this handle stood for is gone or replaced: never another file.
+                ctx.handles.mark_stale(req.handle);
+            }
+            return Err(e);
+        }
+    };
     let handle = ctx.handles.insert(File::from(fd), req.handle)?;
     Ok(Reply::msg(proto::OpenReply {
         handle,

@@ -4,6 +4,6 @@ use super::{xattr, Ctx, Reply};
 use crate::error::FsError;
 
 pub fn apply(ctx: &Ctx, req: proto::RemoveXattrRequest) -> Result<Reply<proto::Empty>, FsError> {
-    xattr::target(ctx, &req.path)?.remove(&xattr::name(&req.name)?)?;
+    xattr::target(ctx, &req.path, req.expect.as_ref())?.remove(&xattr::name(&req.name)?)?;
     Ok(Reply::msg(proto::Empty {}))
 }

@@ -5,7 +5,7 @@ use super::{xattr, Ctx, Reply};
 use crate::error::FsError;
 
 pub fn apply(ctx: &Ctx, req: proto::SetXattrRequest) -> Result<Reply<proto::Empty>, FsError> {
-    let target = xattr::target(ctx, &req.path)?;
+    let target = xattr::target(ctx, &req.path, req.expect.as_ref())?;
     target.set(&xattr::name(&req.name)?, &req.value, req.flags as i32)?;
     Ok(Reply::msg(proto::Empty {}))
 }

@@ -23,12 +23,19 @@ fn time_spec(t: &Option<proto::SetTime>) -> TimeSpec {
 pub fn apply(ctx: &Ctx, req: proto::SetAttrRequest) -> Result<Reply<proto::AttrReply>, FsError> {
     if req.has_handle {
         let file = ctx.handles.get(req.handle)?;
-        return Ok(attr_reply(&change(file.as_fd(), &req, true)?));
+        let st = change(file.as_fd(), &req, true)?;
+        return Ok(attr_reply(crate::attr::of(file.as_fd(), &st)));
     }
     let fd = ctx
         .export
         .open_beneath(&req.path, OFlag::O_PATH, Mode::empty())?;
-    Ok(attr_reply(&change(fd.as_fd(), &req, false)?))
+    // Changed only if it is the object the client means (not one that replaced it).
+    crate::attr::check(
+        req.expect.as_ref(),
+        &crate::attr::of(fd.as_fd(), &fstat(fd.as_fd())?),
+    )?;
+    let st = change(fd.as_fd(), &req, false)?;
+    Ok(attr_reply(crate::attr::of(fd.as_fd(), &st)))
 }
 
 /// Applies the requested changes through `fd`; `open_file` says whether it is a real open

@@ -19,9 +19,6 @@ pub fn apply(ctx: &Ctx, req: proto::SymlinkRequest) -> Result<Reply<proto::AttrR
         return Err(FsError::BadName("symlink target".into()));
     }
     symlinkat(OsStr::from_bytes(&req.target), &dir, name.as_os_str())?;
-    Ok(attr_reply(&owner::give_named(
-        dir.as_fd(),
-        name,
-        req.caller.as_ref(),
-    )?))
+    let st = owner::give_named(dir.as_fd(), name, req.caller.as_ref())?;
+    Ok(attr_reply(crate::attr::at(dir.as_fd(), name.as_os_str(), &st)))
 }

@@ -8,7 +8,7 @@
 //! calls, so this module wraps libc's; the rest of the server calls these safe wrappers.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -23,10 +23,13 @@ pub struct Target {
     proc_path: CString,
 }
 
-pub fn target(ctx: &Ctx, path: &[u8]) -> Result<Target, FsError> {
+/// The object at `path`, if it is the one `expect`ed (ESTALE otherwise).
+pub fn target(ctx: &Ctx, path: &[u8], expect: Option<&proto::Identity>) -> Result<Target, FsError> {
     let fd = ctx
         .export
         .open_beneath(path, OFlag::O_PATH, Mode::empty())?;
+    let st = nix::sys::stat::fstat(&fd)?;
+    crate::attr::check(expect, &crate::attr::of(fd.as_fd(), &st))?;
     let proc_path = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
         .map_err(|_| FsError::Sys(Errno::EINVAL))?;
     Ok(Target { _fd: fd, proc_path })
