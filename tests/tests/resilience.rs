@@ -127,6 +127,37 @@ fn kill_9_of_the_server_mid_copy_and_restart_lose_nothing() {
     mount.unmount();
 }
 
+#[test]
+fn a_file_replaced_while_the_server_was_down_is_not_reopened_and_close_reports_estale() {
+    require_mount_support();
+    let mut server = Server::start(&[]);
+    let mount = Mount::new(&server, "data", &[]);
+    let on_server = server.export("data").join("f");
+    let mut writer = StepWriter::open(&mount.path.join("f"), "b'meant for the old file'");
+    server.kill();
+    // While it is down, a process on the server replaces the file under the open handle.
+    std::fs::remove_file(&on_server).unwrap();
+    std::fs::write(&on_server, "someone else's file").unwrap();
+    server.restart();
+    writer.write();
+    let err = writer
+        .close_reporting()
+        .expect_err("close reports that the file is gone");
+    assert!(err.contains("Stale file handle"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&on_server).unwrap(),
+        "someone else's file",
+        "the queued write never lands in the file that replaced it"
+    );
+    // The same file is still reopened as before (the restart test's case), and the mount
+    // keeps working.
+    std::fs::write(mount.path.join("g"), "fine").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(server.export("data").join("g")).unwrap(),
+        "fine"
+    );
+}
+
 /// Sends `frame` on a connection of `session` and closes it without reading the reply,
 /// after waiting until `executed` says the server ran it.
 fn send_and_cut(server: &Server, session: &[u8], frame: &Frame, executed: impl Fn() -> bool) {
@@ -421,6 +452,7 @@ impl StepWriter {
             .args(["-c", &script])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         let from = std::io::BufReader::new(child.stdout.take().unwrap());
@@ -446,9 +478,18 @@ impl StepWriter {
     }
 
     /// Closes the file; true if the close (and the process) succeeded.
-    fn close(mut self) -> bool {
+    fn close(self) -> bool {
+        self.close_reporting().is_ok()
+    }
+
+    /// Closes the file; the process's error output if the close failed.
+    fn close_reporting(mut self) -> Result<(), String> {
         std::io::Write::write_all(&mut self.to, b"close\n").unwrap();
-        self.child.wait().unwrap().success()
+        let out = self.child.wait_with_output().unwrap();
+        match out.status.success() {
+            true => Ok(()),
+            false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+        }
     }
 }
 
