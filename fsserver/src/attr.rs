@@ -118,6 +118,23 @@ fn birth_ns(dir: BorrowedFd<'_>, name: &std::ffi::CStr, flags: i32) -> u64 {
         .wrapping_add(stx.stx_btime.tv_nsec as u64)
 }
 
+/// Resolving the path of a request that `expect`s an object: a path that no longer
+/// resolves means the object is not there, ESTALE (the client then tries another of its
+/// names); without `expect`, errors stay as they are.
+pub fn expected<T>(
+    expect: Option<&proto::Identity>,
+    resolved: Result<T, FsError>,
+) -> Result<T, FsError> {
+    match resolved {
+        Err(FsError::Sys(nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR))
+            if expect.is_some() =>
+        {
+            Err(FsError::Stale)
+        }
+        r => r,
+    }
+}
+
 /// Checks that `attr` is the object a request by path `expect`s (ESTALE otherwise). A
 /// generation of 0 on either side (unknown) matches any.
 pub fn check(expect: Option<&proto::Identity>, attr: &proto::Attr) -> Result<(), FsError> {

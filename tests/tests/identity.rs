@@ -148,6 +148,10 @@ fn renames_over_links_and_operations_on_the_remaining_names() {
         let text = fs::read_to_string(&m).map_err(errno)?;
         link(&d, "m", "again")?;
         seen.push(look(&d, &["m", "again"]));
+        // A link into a missing directory fails on its own; the source keeps its names.
+        let into_nowhere = fs::hard_link(&m, d.join("nowhere/x")).map_err(errno);
+        seen.push(look(&d, &["m", "again"]));
+        seen.push(vec![into_nowhere.map(|()| (0, 0, 0, 0))]);
         Ok::<_, i32>((seen, t, x, text, fs::read_to_string(d.join("n1")).unwrap()))
     })
     .expect("succeeds on both");
@@ -246,4 +250,53 @@ fn an_inode_number_reused_on_the_server_is_a_new_file_to_the_mount() {
     // Changing the old name (the kernel still has its entry) never reaches the new file.
     let _ = fs::set_permissions(m.join("f"), fs::Permissions::from_mode(0o600));
     assert_eq!(fs::metadata(s.join("g")).unwrap().mode() & 0o7777, 0o644);
+}
+
+#[test]
+fn the_server_acts_only_on_the_object_a_request_expects() {
+    use e2e_tests::raw::RawClient;
+    use protocol::Command;
+    let server = Server::start(&[]);
+    let s = server.export("data");
+    fs::write(s.join("a"), "original").unwrap();
+    let mut c = RawClient::authenticated(&server.addr, "data", &server.token()).unwrap();
+    let getattr = |c: &mut RawClient, expect| {
+        c.call::<proto::AttrReply>(
+            Command::GetAttr,
+            &proto::GetAttrRequest {
+                path: b"a".to_vec().into(),
+                expect,
+                ..Default::default()
+            },
+        )
+    };
+    let attr = getattr(&mut c, None).unwrap().attr.unwrap();
+    assert_ne!(attr.generation, 0, "this filesystem records birth times");
+    let me = proto::Identity {
+        dev: attr.dev,
+        ino: attr.ino,
+        generation: attr.generation,
+    };
+    assert!(getattr(&mut c, Some(me)).is_ok());
+    // Replaced by another file: every request expecting the old one gets ESTALE, and an
+    // open for truncation truncates nothing.
+    fs::remove_file(s.join("a")).unwrap();
+    fs::write(s.join("a"), "replacement").unwrap();
+    assert_eq!(getattr(&mut c, Some(me)).err(), Some(libc::ESTALE));
+    let open = c.call::<proto::OpenReply>(
+        Command::Open,
+        &proto::OpenRequest {
+            path: b"a".to_vec().into(),
+            flags: (libc::O_WRONLY | libc::O_TRUNC) as u32,
+            expect: Some(me),
+            ..Default::default()
+        },
+    );
+    assert_eq!(open.err(), Some(libc::ESTALE));
+    assert_eq!(fs::read_to_string(s.join("a")).unwrap(), "replacement");
+    // Gone altogether: ESTALE too (the name no longer reaches it), while a request without
+    // an expectation gets the plain ENOENT.
+    fs::remove_file(s.join("a")).unwrap();
+    assert_eq!(getattr(&mut c, Some(me)).err(), Some(libc::ESTALE));
+    assert_eq!(getattr(&mut c, None).err(), Some(libc::ENOENT));
 }

@@ -18,9 +18,10 @@ impl Fs {
 
     /// Sends a request about `ino` by each of its names in turn, most recently confirmed
     /// first, each carrying `ino`'s identity, until one is answered. A name the server says
-    /// is gone (ENOENT) or now names another object (ESTALE) is dropped and the next one
-    /// tried, so a file stays reachable through every name it has left, whoever removed
-    /// the others. `make(path, identity)` builds the request.
+    /// no longer reaches that object (ESTALE: gone, or now another object) is dropped and the
+    /// next one tried, so a file stays reachable through every name it has left, whoever
+    /// removed the others; any other answer is the request's. With no name left: ENOENT.
+    /// `make(path, identity)` builds the request.
     pub(super) async fn by_any_name<C: Rpc>(
         &self,
         ino: Ino,
@@ -33,19 +34,15 @@ impl Fs {
         if expect.is_none() {
             return Err(FsError::Stale(ino.0));
         }
-        let mut last = FsError::NoName(ino.0);
         for (path, (parent, name)) in paths {
             match self.remote.rpc::<C>(&make(path, expect)).await {
-                Err(ClientError::Remote { errno, message })
-                    if errno == libc::ENOENT || errno == libc::ESTALE =>
-                {
+                Err(ClientError::Remote { errno, .. }) if errno == libc::ESTALE => {
                     self.inodes.lock().drop_name(ino, parent, &name);
-                    last = ClientError::Remote { errno, message }.into();
                 }
                 r => return Ok(r?),
             }
         }
-        Err(last)
+        Err(FsError::NoName(ino.0))
     }
 
     fn child_path(&self, parent: Ino, name: &[u8]) -> Result<Vec<u8>> {

@@ -305,10 +305,11 @@ impl Tree {
     }
 
     fn open(&mut self, req: &proto::OpenRequest) -> Result<u64, ClientError> {
-        let found = self.ino(&req.path).and_then(|ino| match &req.expect {
-            Some(e) if (e.dev, e.ino) != (1, ino) => Err(err(libc::ESTALE)),
-            _ => Ok(ino),
-        });
+        let found = match (self.ino(&req.path), &req.expect) {
+            (Ok(ino), Some(e)) if (e.dev, e.ino) != (1, ino) => Err(err(libc::ESTALE)),
+            (Err(_), Some(_)) => Err(err(libc::ESTALE)),
+            (r, _) => r,
+        };
         let ino = match found {
             Ok(ino) => ino,
             Err(e) => {

@@ -11,7 +11,13 @@ use crate::error::FsError;
 use crate::export::{stat_at, Name};
 
 pub fn apply(ctx: &Ctx, req: proto::LinkRequest) -> Result<Reply<proto::AttrReply>, FsError> {
-    crate::attr::check(req.expect.as_ref(), &ctx.export.attr(&req.path)?)?;
+    // The source first: ESTALE says this name no longer reaches the file; an error about
+    // the destination (ENOENT for a missing directory) is the link's own.
+    let expect = req.expect.as_ref();
+    crate::attr::check(
+        expect,
+        &crate::attr::expected(expect, ctx.export.attr(&req.path))?,
+    )?;
     let from = ctx.export.locate(&req.path)?;
     let from_name = from.name.ok_or(FsError::Sys(nix::errno::Errno::EPERM))?;
     let to_dir = ctx.export.open_dir(&req.new_parent)?;

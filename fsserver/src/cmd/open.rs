@@ -32,14 +32,23 @@ pub fn apply(ctx: &Ctx, req: proto::OpenRequest) -> Result<Reply<proto::OpenRepl
     if writes(flags) {
         ctx.export.writable()?;
     }
-    let opened = ctx
-        .export
-        .open_beneath(&req.path, flags, Mode::empty())
-        .and_then(|fd| {
-            let attr = crate::attr::of_fd(fd.as_fd(), &fstat(&fd)?);
-            crate::attr::check(req.expect.as_ref(), &attr)?;
-            Ok((fd, attr))
-        });
+    // Truncation waits until the file is known to be the one meant.
+    let expect = req.expect.as_ref();
+    let opened = crate::attr::expected(
+        expect,
+        ctx.export
+            .open_beneath(&req.path, flags - OFlag::O_TRUNC, Mode::empty()),
+    )
+    .and_then(|fd| {
+        let st = fstat(&fd)?;
+        crate::attr::check(expect, &crate::attr::of(fd.as_fd(), &st))?;
+        let regular = st.st_mode & libc::S_IFMT == libc::S_IFREG;
+        if flags.contains(OFlag::O_TRUNC) && regular && st.st_size > 0 {
+            nix::unistd::ftruncate(&fd, 0)?;
+        }
+        let attr = crate::attr::of_fd(fd.as_fd(), &fstat(&fd)?);
+        Ok((fd, attr))
+    });
     let (fd, attr) = match opened {
         Ok(o) => o,
         Err(e) => {

@@ -8,7 +8,11 @@ use super::{Ctx, Reply};
 use crate::error::FsError;
 
 pub fn apply(ctx: &Ctx, req: proto::ReadlinkRequest) -> Result<Reply<proto::ReadlinkReply>, FsError> {
-    crate::attr::check(req.expect.as_ref(), &ctx.export.attr(&req.path)?)?;
+    let expect = req.expect.as_ref();
+    crate::attr::check(
+        expect,
+        &crate::attr::expected(expect, ctx.export.attr(&req.path))?,
+    )?;
     let at = ctx.export.locate(&req.path)?;
     let name = at.name.ok_or(FsError::Sys(nix::errno::Errno::EINVAL))?;
     let target = readlinkat(&at.dir, name.as_os_str())?;

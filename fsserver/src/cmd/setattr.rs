@@ -26,12 +26,15 @@ pub fn apply(ctx: &Ctx, req: proto::SetAttrRequest) -> Result<Reply<proto::AttrR
         let st = change(file.as_fd(), &req, true)?;
         return Ok(attr_reply(crate::attr::of(file.as_fd(), &st)));
     }
-    let fd = ctx
-        .export
-        .open_beneath(&req.path, OFlag::O_PATH, Mode::empty())?;
+    let expect = req.expect.as_ref();
+    let fd = crate::attr::expected(
+        expect,
+        ctx.export
+            .open_beneath(&req.path, OFlag::O_PATH, Mode::empty()),
+    )?;
     // Changed only if it is the object the client means (not one that replaced it).
     crate::attr::check(
-        req.expect.as_ref(),
+        expect,
         &crate::attr::of(fd.as_fd(), &fstat(fd.as_fd())?),
     )?;
     let st = change(fd.as_fd(), &req, false)?;

@@ -25,9 +25,10 @@ pub struct Target {
 
 /// The object at `path`, if it is the one `expect`ed (ESTALE otherwise).
 pub fn target(ctx: &Ctx, path: &[u8], expect: Option<&proto::Identity>) -> Result<Target, FsError> {
-    let fd = ctx
-        .export
-        .open_beneath(path, OFlag::O_PATH, Mode::empty())?;
+    let fd = crate::attr::expected(
+        expect,
+        ctx.export.open_beneath(path, OFlag::O_PATH, Mode::empty()),
+    )?;
     let st = nix::sys::stat::fstat(&fd)?;
     crate::attr::check(expect, &crate::attr::of(fd.as_fd(), &st))?;
     let proc_path = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
