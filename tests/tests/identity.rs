@@ -223,17 +223,62 @@ fn names_removed_or_replaced_on_the_server_leave_the_others_working() {
     assert_eq!(fs::read_to_string(m.join("n0")).unwrap(), "mine");
 }
 
+/// A small ext4 filesystem of the test's own (a loop-mounted image), so that no other test
+/// allocates inodes on it: ext4 hands a freed inode number out again, deterministically.
+struct OwnExt4(tempfile::TempDir);
+
+impl OwnExt4 {
+    fn new() -> OwnExt4 {
+        let dir = tempfile::tempdir().unwrap();
+        let (img, mnt) = (dir.path().join("img"), dir.path().join("fs"));
+        fs::create_dir(&mnt).unwrap();
+        e2e_tests::sh(&format!(
+            "truncate -s 32M '{i}' && mkfs.ext4 -q -F '{i}' && mount -o loop '{i}' '{m}'",
+            i = img.display(),
+            m = mnt.display()
+        ));
+        OwnExt4(dir)
+    }
+
+    fn root(&self) -> std::path::PathBuf {
+        self.0.path().join("fs")
+    }
+}
+
+impl Drop for OwnExt4 {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.root())
+            .status();
+    }
+}
+
 #[test]
 fn an_inode_number_reused_on_the_server_is_a_new_file_to_the_mount() {
     require_mount_support();
-    let server = Server::start(&[]);
+    let ext4 = OwnExt4::new();
+    let s = ext4.root().join("export");
+    fs::create_dir(&s).unwrap();
+    let export = format!("own={}", s.display());
+    let server = Server::start(&["--export", &export]);
     // Long timeouts: the kernel keeps the old name's entry while the server reuses its inode.
-    let mount = Mount::new(&server, "data", &["entry_timeout=60", "attr_timeout=60"]);
-    let (m, s) = (mount.path.clone(), server.export("data"));
+    let mount = Mount::new(&server, "own", &["entry_timeout=60", "attr_timeout=60"]);
+    let m = mount.path.clone();
     fs::write(m.join("f"), "old contents").unwrap();
     let old_local = fs::metadata(m.join("f")).unwrap();
     assert_eq!(fs::read_to_string(m.join("f")).unwrap(), "old contents");
     let server_ino = fs::metadata(s.join("f")).unwrap().ino();
+    // The mount closes its handles asynchronously: an inode the server still holds open
+    // cannot be freed, let alone reused.
+    let fds = format!("/proc/{}/fd", server.pid());
+    let target = s.join("f");
+    e2e_tests::wait_until("fsserver closes f", Duration::from_secs(10), || {
+        fs::read_dir(&fds)
+            .unwrap()
+            .filter_map(|e| fs::read_link(e.unwrap().path()).ok())
+            .all(|l| l != target)
+    });
     fs::remove_file(s.join("f")).unwrap();
     // Create files on the server until its filesystem hands out the same inode number.
     let reused = (0..1000).find_map(|i| {
@@ -250,6 +295,7 @@ fn an_inode_number_reused_on_the_server_is_a_new_file_to_the_mount() {
     // Changing the old name (the kernel still has its entry) never reaches the new file.
     let _ = fs::set_permissions(m.join("f"), fs::Permissions::from_mode(0o600));
     assert_eq!(fs::metadata(s.join("g")).unwrap().mode() & 0o7777, 0o644);
+    mount.unmount();
 }
 
 #[test]
