@@ -155,12 +155,19 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
 
     let mut unmounter = fuse.unmount_callable();
     let mountpoint = req.mountpoint.clone();
-    rt.spawn(async move {
+    // Registered before readiness is reported: a signal right after "mounted" must unmount,
+    // not kill the process with the default action.
+    let signals = {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
+        let _in_runtime = rt.enter();
+        (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
-        ) else {
+        )
+    };
+    rt.spawn(async move {
+        let (Ok(mut term), Ok(mut int)) = signals else {
+            tracing::warn!("cannot handle SIGTERM/SIGINT; unmount with fusermount3 -u");
             return;
         };
         tokio::select! {
