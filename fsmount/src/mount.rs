@@ -93,6 +93,16 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
         .thread_name("fsmount")
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    // Registered before the kernel lists the mount: a signal as soon as it shows must
+    // unmount, not kill the process with the default action.
+    let signals = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _in_runtime = rt.enter();
+        (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        )
+    };
     let session_id = {
         let mut id = [0u8; protocol::auth::SESSION_ID_LEN];
         getrandom::fill(&mut id).expect("the OS random source works");
@@ -155,16 +165,6 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
 
     let mut unmounter = fuse.unmount_callable();
     let mountpoint = req.mountpoint.clone();
-    // Registered before readiness is reported: a signal right after "mounted" must unmount,
-    // not kill the process with the default action.
-    let signals = {
-        use tokio::signal::unix::{signal, SignalKind};
-        let _in_runtime = rt.enter();
-        (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        )
-    };
     rt.spawn(async move {
         let (Ok(mut term), Ok(mut int)) = signals else {
             tracing::warn!("cannot handle SIGTERM/SIGINT; unmount with fusermount3 -u");
