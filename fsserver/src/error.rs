@@ -22,6 +22,13 @@ pub enum FsError {
     BadRequest(String),
     #[error("unknown command {0}")]
     UnknownCommand(u16),
+    /// Open of something other than a regular file or a directory: FIFOs, sockets and
+    /// devices are opened by the client's kernel, never on the server.
+    #[error("only regular files and directories are opened on the server")]
+    SpecialFile,
+    /// A device node on an export not given `--dev`.
+    #[error("device nodes are not allowed on this export (fsserver --dev NAME allows them)")]
+    NoDevices,
     /// The path names another object than the one the request meant, or the handle could
     /// not be reopened on this session.
     #[error("stale file handle: the object is gone or was replaced")]
@@ -41,6 +48,8 @@ impl FsError {
             FsError::BadRequest(_) => libc::EBADMSG,
             FsError::UnknownCommand(_) => libc::ENOSYS,
             FsError::Stale => libc::ESTALE,
+            FsError::SpecialFile => libc::EACCES,
+            FsError::NoDevices => libc::EPERM,
         }
     }
 }

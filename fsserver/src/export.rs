@@ -25,6 +25,8 @@ pub struct Export {
     pub name: String,
     pub dir: PathBuf,
     pub read_only: bool,
+    /// Device nodes may be created (`fsserver --dev NAME`); never opened on the server.
+    pub devices: bool,
     root: OwnedFd,
 }
 
@@ -117,6 +119,7 @@ impl Export {
             name,
             dir,
             read_only,
+            devices: false,
             root,
         })
     }

@@ -27,6 +27,10 @@ struct Args {
     /// Export NAME read-only: every change fails with EROFS (repeatable).
     #[arg(long = "read-only", value_name = "NAME")]
     read_only: Vec<String>,
+    /// Let clients create device nodes on export NAME (repeatable; default: EPERM, as
+    /// `nodev`). Devices are never opened on the server either way.
+    #[arg(long = "dev", value_name = "NAME")]
+    dev: Vec<String>,
     /// Requests run at once per connection.
     #[arg(long, default_value_t = defaults::MAX_IN_FLIGHT)]
     max_in_flight: u32,
@@ -56,8 +60,9 @@ fn parse_exports(args: &Args) -> Result<HashMap<String, Arc<Export>>> {
             bail!("--export {spec:?}: {} is not a directory", dir.display());
         }
         let read_only = args.read_only.iter().any(|r| r == name);
-        let export = Export::open(name.to_string(), dir.clone(), read_only)
+        let mut export = Export::open(name.to_string(), dir.clone(), read_only)
             .with_context(|| format!("cannot open {}", dir.display()))?;
+        export.devices = args.dev.iter().any(|d| d == name);
         if exports.insert(name.to_string(), Arc::new(export)).is_some() {
             bail!("--export {name:?} given twice");
         }
@@ -65,6 +70,11 @@ fn parse_exports(args: &Args) -> Result<HashMap<String, Arc<Export>>> {
     for r in &args.read_only {
         if !exports.contains_key(r) {
             bail!("--read-only {r:?}: no such export");
+        }
+    }
+    for d in &args.dev {
+        if !exports.contains_key(d) {
+            bail!("--dev {d:?}: no such export");
         }
     }
     Ok(exports)

@@ -5,6 +5,9 @@ use prost::Message;
 
 use crate::{Command, Flags, Header, ProtocolError, StreamId};
 
+/// Longest message an error reply carries, in bytes.
+pub const MAX_ERROR_MESSAGE: usize = 512;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
     pub flags: Flags,
@@ -67,12 +70,20 @@ impl Frame {
         }
     }
 
-    /// An error reply: ERROR flag and an `ErrorReply {errno, message}` body.
+    /// An error reply: ERROR flag and an `ErrorReply {errno, message}` body. The message is
+    /// cut to `MAX_ERROR_MESSAGE` bytes: it may quote a peer's input (a path), which must not
+    /// make the reply larger than the request, let alone than a frame may be.
     pub fn error(cmd: u16, stream_id: StreamId, errno: i32, message: impl Into<String>) -> Frame {
-        let body = proto::ErrorReply {
-            errno,
-            message: message.into(),
-        };
+        let mut message = message.into();
+        if message.len() > MAX_ERROR_MESSAGE {
+            let mut cut = MAX_ERROR_MESSAGE - 3;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str("...");
+        }
+        let body = proto::ErrorReply { errno, message };
         Frame {
             flags: Flags::CRC.with(Flags::RESPONSE).with(Flags::ERROR),
             cmd,

@@ -18,7 +18,8 @@ pub struct Pair {
 
 impl Pair {
     pub fn new() -> Pair {
-        let server = Server::start(&[]);
+        // Device nodes are compared with a local directory too.
+        let server = Server::start(&["--dev", "data"]);
         let mount = Mount::new(&server, "data", &["allow_other", "default_permissions"]);
         let local = tempfile::Builder::new()
             .prefix("fsxp-local")

@@ -121,17 +121,43 @@ async fn handshake_inner(
     let welcome = Welcome {
         root,
         read_only: reply.read_only,
-        max_data: reply.max_data,
-        max_in_flight: reply.max_in_flight,
+        max_data: clamp_max_data(reply.max_data),
+        max_in_flight: reply.max_in_flight.clamp(1, MAX_SERVER_IN_FLIGHT),
         resumed: reply.resumed,
     };
     Ok((rd, wr, welcome))
 }
 
+/// The largest data section accepted from any server, whatever it announces: the codec
+/// reserves up to this much for one frame.
+const MAX_SERVER_DATA: u32 = 16 << 20;
+/// The most requests a server may ask to have in flight (the queue is sized from it).
+const MAX_SERVER_IN_FLIGHT: u32 = 1024;
+
 /// Limits for frames from the server once `max_data` is agreed.
 fn reply_limits(max_data: u32) -> Limits {
     Limits {
         max_msg_len: Limits::MAX_MSG_LEN,
-        max_data_len: max_data.max(Limits::DEFAULT_DATA_LEN),
+        max_data_len: clamp_max_data(max_data),
+    }
+}
+
+/// A server's `max_data`, within what fsmount accepts.
+fn clamp_max_data(max_data: u32) -> u32 {
+    max_data.clamp(Limits::DEFAULT_DATA_LEN, MAX_SERVER_DATA)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_cannot_make_the_client_reserve_more_than_its_maxima() {
+        assert_eq!(reply_limits(u32::MAX).max_data_len, MAX_SERVER_DATA);
+        assert_eq!(reply_limits(0).max_data_len, Limits::DEFAULT_DATA_LEN);
+        assert_eq!(
+            u32::MAX.clamp(1, MAX_SERVER_IN_FLIGHT),
+            MAX_SERVER_IN_FLIGHT
+        );
     }
 }

@@ -2,6 +2,9 @@
 
 use crate::client::ClientError;
 
+/// Largest errno the kernel accepts in a FUSE reply.
+const MAX_ERRNO: i32 = 511;
+
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
     #[error(transparent)]
@@ -23,12 +26,17 @@ pub enum FsError {
 }
 
 impl FsError {
-    /// The errno the kernel gets.
+    /// The errno the kernel gets. A server's errno outside what the kernel accepts from a
+    /// FUSE daemon (1..=511) becomes EIO: the kernel would refuse the reply and the calling
+    /// program would wait for ever.
     pub fn errno(&self) -> i32 {
+        let from_server = |errno: i32| match errno {
+            1..=MAX_ERRNO => errno,
+            _ => libc::EIO,
+        };
         match self {
-            FsError::Writeback(errno) => *errno,
-            FsError::Client(ClientError::Remote { errno, .. }) if *errno > 0 => *errno,
-            FsError::Client(ClientError::Remote { .. }) => libc::EIO,
+            FsError::Writeback(errno) => from_server(*errno),
+            FsError::Client(ClientError::Remote { errno, .. }) => from_server(*errno),
             FsError::Client(ClientError::ConnectionLost(_)) => libc::EIO,
             FsError::Client(ClientError::Protocol(_)) => libc::EIO,
             FsError::Client(ClientError::Timeout(_)) => libc::ETIMEDOUT,
@@ -48,4 +56,24 @@ pub type Result<T> = std::result::Result<T, FsError>;
 /// The attributes a reply must carry.
 pub(super) fn attr_of(a: Option<proto::Attr>) -> Result<proto::Attr> {
     a.ok_or(FsError::BadReply("reply without attributes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_values_the_kernel_would_refuse_become_eio() {
+        let remote = |errno| {
+            FsError::Client(ClientError::Remote {
+                errno,
+                message: String::new(),
+            })
+        };
+        assert_eq!(remote(libc::ENOSPC).errno(), libc::ENOSPC);
+        for bad in [0, -5, 512, 4095, i32::MAX] {
+            assert_eq!(remote(bad).errno(), libc::EIO, "{bad}");
+            assert_eq!(FsError::Writeback(bad).errno(), libc::EIO, "{bad}");
+        }
+    }
 }

@@ -7,6 +7,9 @@ use nix::errno::Errno;
 use nix::fcntl::copy_file_range;
 
 use super::{Ctx, Reply};
+
+/// Most bytes one CopyRange copies.
+const MAX_COPY: u64 = 64 << 20;
 use crate::error::FsError;
 
 pub fn apply(ctx: &Ctx, req: proto::CopyRangeRequest) -> Result<Reply<proto::CopyRangeReply>, FsError> {
@@ -16,8 +19,11 @@ pub fn apply(ctx: &Ctx, req: proto::CopyRangeRequest) -> Result<Reply<proto::Cop
     );
     let (mut off_in, mut off_out) = (req.offset_in as i64, req.offset_out as i64);
     let mut copied = 0u64;
-    while copied < req.len {
-        let left = (req.len - copied).min(1 << 30) as usize;
+    // A short count is allowed (the caller asks again), and no request may hold a worker
+    // for long: a huge `len` over a huge sparse file would otherwise run for minutes.
+    let len = req.len.min(MAX_COPY);
+    while copied < len {
+        let left = (len - copied) as usize;
         match copy_file_range(&*src, Some(&mut off_in), &*dst, Some(&mut off_out), left) {
             Ok(0) => break,
             Ok(n) => copied += n as u64,

@@ -14,6 +14,9 @@ pub fn apply(ctx: &Ctx, req: proto::MknodRequest) -> Result<Reply<proto::AttrRep
     let dir = ctx.export.open_dir(&req.parent)?;
     let name = Name::new(&req.name)?;
     let kind = SFlag::from_bits_truncate(req.mode & libc::S_IFMT);
+    if (kind == SFlag::S_IFCHR || kind == SFlag::S_IFBLK) && !ctx.export.devices {
+        return Err(FsError::NoDevices);
+    }
     mknodat(
         dir.as_fd(),
         name.as_os_str(),

@@ -1,9 +1,11 @@
 //! Open: `OpenRequest { path, flags }` -> `OpenReply { handle, attr }`. Linux open flags;
-//! creation flags are refused (Create makes files), `O_NOFOLLOW` is always added, and
-//! write access or `O_TRUNC` on a read-only export fails with EROFS.
+//! creation flags are refused (Create makes files), a symlink is never followed (ELOOP),
+//! only regular files and directories are opened (EACCES for FIFOs, sockets and devices,
+//! which the client's kernel handles itself), and write access or `O_TRUNC` on a read-only
+//! export fails with EROFS.
 
 use std::fs::File;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::fcntl::OFlag;
 use nix::sys::stat::{fstat, Mode};
@@ -32,24 +34,7 @@ pub fn apply(ctx: &Ctx, req: proto::OpenRequest) -> Result<Reply<proto::OpenRepl
     if writes(flags) {
         ctx.export.writable()?;
     }
-    // Truncation waits until the file is known to be the one meant.
-    let expect = req.expect.as_ref();
-    let opened = crate::attr::expected(
-        expect,
-        ctx.export
-            .open_beneath(&req.path, flags - OFlag::O_TRUNC, Mode::empty()),
-    )
-    .and_then(|fd| {
-        let st = fstat(&fd)?;
-        crate::attr::check(expect, &crate::attr::of(fd.as_fd(), &st))?;
-        let regular = st.st_mode & libc::S_IFMT == libc::S_IFREG;
-        if flags.contains(OFlag::O_TRUNC) && regular && st.st_size > 0 {
-            nix::unistd::ftruncate(&fd, 0)?;
-        }
-        let attr = crate::attr::of_fd(fd.as_fd(), &fstat(&fd)?);
-        Ok((fd, attr))
-    });
-    let (fd, attr) = match opened {
+    let (fd, attr) = match open_checked(ctx, &req, flags) {
         Ok(o) => o,
         Err(e) => {
             if req.reopen {
@@ -64,4 +49,41 @@ pub fn apply(ctx: &Ctx, req: proto::OpenRequest) -> Result<Reply<proto::OpenRepl
         handle,
         attr: Some(attr),
     }))
+}
+
+/// Opens `req.path` with `flags` only if it is a regular file or a directory, and the object
+/// `req.expect`s. The object is first taken as an `O_PATH` fd, which never blocks and never
+/// touches a device; that same inode is then opened for I/O through its /proc/self/fd
+/// entry. So a FIFO cannot hold a worker in open(2), a device node cannot reach hardware
+/// (even one swapped in meanwhile), and truncation only hits the file meant.
+fn open_checked(
+    ctx: &Ctx,
+    req: &proto::OpenRequest,
+    flags: OFlag,
+) -> Result<(OwnedFd, proto::Attr), FsError> {
+    let expect = req.expect.as_ref();
+    let path_fd = crate::attr::expected(
+        expect,
+        ctx.export
+            .open_beneath(&req.path, OFlag::O_PATH, Mode::empty()),
+    )?;
+    let st = fstat(&path_fd)?;
+    crate::attr::check(expect, &crate::attr::of(path_fd.as_fd(), &st))?;
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG | libc::S_IFDIR => {}
+        // Never followed on the server (the client's kernel follows symlinks).
+        libc::S_IFLNK => return Err(FsError::Sys(nix::errno::Errno::ELOOP)),
+        _ => return Err(FsError::SpecialFile),
+    }
+    let reopen = format!("/proc/self/fd/{}", path_fd.as_raw_fd());
+    let fd = nix::fcntl::open(
+        reopen.as_str(),
+        (flags - OFlag::O_TRUNC - OFlag::O_NOFOLLOW) | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    if flags.contains(OFlag::O_TRUNC) && st.st_mode & libc::S_IFMT == libc::S_IFREG {
+        nix::unistd::ftruncate(&fd, 0)?;
+    }
+    let attr = crate::attr::of_fd(fd.as_fd(), &fstat(&fd)?);
+    Ok((fd, attr))
 }

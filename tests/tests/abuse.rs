@@ -1,0 +1,185 @@
+//! A token holder trying to hold the server's workers, reach hardware or bloat replies:
+//! each attack fails, and another client is served meanwhile.
+
+use std::fs;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use e2e_tests::raw::RawClient;
+use e2e_tests::Server;
+use protocol::{Command, Frame, StreamId};
+
+/// Runs `f` on a thread and returns its result, or panics if it takes longer than `limit`
+/// (the attack held something it must not).
+fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("not done within {limit:?}"))
+}
+
+/// How long a fresh client's Ping takes to be answered.
+fn ping_time(server: &Server) -> Duration {
+    let (addr, token) = (server.addr.clone(), server.token());
+    within(Duration::from_secs(10), move || {
+        let mut c = RawClient::authenticated(&addr, "data", &token).unwrap();
+        let t = Instant::now();
+        c.call::<proto::Ping>(Command::Ping, &proto::Ping {})
+            .unwrap();
+        t.elapsed()
+    })
+}
+
+fn open_request(id: u32, path: &str, flags: i32) -> Frame {
+    Frame::request(
+        Command::Open,
+        StreamId(id),
+        &proto::OpenRequest {
+            path: path.as_bytes().to_vec().into(),
+            flags: flags as u32,
+            ..Default::default()
+        },
+        Bytes::new(),
+    )
+}
+
+#[test]
+fn opening_fifos_never_holds_a_worker_and_others_are_served() {
+    let server = Server::start(&[]);
+    nix::unistd::mkfifo(
+        &server.export("data").join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+    )
+    .unwrap();
+    let (addr, token) = (server.addr.clone(), server.token());
+    let mut attacker = RawClient::authenticated(&addr, "data", &token).unwrap();
+    // More opens than the blocking pool has threads (512), all in flight at once; with no
+    // writer, each open(2) of the FIFO for reading would block for ever.
+    const N: u32 = 600;
+    for id in 1..=N {
+        attacker.send(open_request(id, "fifo", libc::O_RDONLY));
+    }
+    let others = ping_time(&server);
+    let errnos = within(Duration::from_secs(20), move || {
+        (0..N)
+            .map(|_| {
+                let f = attacker.recv().expect("a reply to every open");
+                f.decode_msg::<proto::ErrorReply>("ErrorReply")
+                    .map(|e| e.errno)
+                    .unwrap_or(0)
+            })
+            .collect::<Vec<i32>>()
+    });
+    assert!(errnos.iter().all(|e| *e == libc::EACCES), "{errnos:?}");
+    assert!(others < Duration::from_secs(2), "Ping took {others:?}");
+    eprintln!("{N} FIFO opens refused; another client's Ping meanwhile: {others:?}");
+}
+
+#[test]
+fn device_nodes_need_dev_and_are_never_opened_on_the_server() {
+    let mknod = |c: &mut RawClient, name: &str| {
+        c.call::<proto::AttrReply>(
+            Command::Mknod,
+            &proto::MknodRequest {
+                parent: Bytes::new(),
+                name: name.as_bytes().to_vec().into(),
+                mode: libc::S_IFBLK | 0o666,
+                rdev: libc::makedev(7, 0),
+                caller: None,
+            },
+        )
+    };
+    let plain = Server::start(&[]);
+    let mut c = RawClient::authenticated(&plain.addr, "data", &plain.token()).unwrap();
+    assert_eq!(mknod(&mut c, "disk").err(), Some(libc::EPERM));
+    assert!(!plain.export("data").join("disk").exists());
+
+    let with_dev = Server::start(&["--dev", "data"]);
+    let mut c = RawClient::authenticated(&with_dev.addr, "data", &with_dev.token()).unwrap();
+    assert!(mknod(&mut c, "disk").is_ok(), "created with --dev");
+    // Still never opened: the client's kernel opens devices itself.
+    for flags in [libc::O_RDONLY, libc::O_RDWR] {
+        let open = c.call::<proto::OpenReply>(
+            Command::Open,
+            &proto::OpenRequest {
+                path: b"disk".to_vec().into(),
+                flags: flags as u32,
+                ..Default::default()
+            },
+        );
+        assert_eq!(open.err(), Some(libc::EACCES));
+    }
+}
+
+#[test]
+fn one_copy_range_cannot_hold_a_worker_for_long() {
+    let server = Server::start(&[]);
+    let src = server.export("data").join("sparse");
+    fs::File::create(&src).unwrap().set_len(64 << 30).unwrap();
+    let mut c = RawClient::authenticated(&server.addr, "data", &server.token()).unwrap();
+    let open = |c: &mut RawClient, path: &str, flags: i32, handle: u64| {
+        c.call::<proto::OpenReply>(
+            Command::Open,
+            &proto::OpenRequest {
+                path: path.as_bytes().to_vec().into(),
+                flags: flags as u32,
+                handle,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    fs::write(server.export("data").join("dst"), "").unwrap();
+    open(&mut c, "sparse", libc::O_RDONLY, 1);
+    open(&mut c, "dst", libc::O_WRONLY, 2);
+    let t = Instant::now();
+    let reply = within(Duration::from_secs(30), move || {
+        c.call::<proto::CopyRangeReply>(
+            Command::CopyRange,
+            &proto::CopyRangeRequest {
+                handle_in: 1,
+                offset_in: 0,
+                handle_out: 2,
+                offset_out: 0,
+                len: u64::MAX,
+            },
+        )
+    });
+    let copied = reply.unwrap().copied;
+    assert!(copied > 0 && copied <= 64 << 20, "copied {copied}");
+    eprintln!(
+        "CopyRange of u64::MAX over 64 GiB: {copied} bytes in {:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn an_error_reply_never_quotes_more_than_its_cap() {
+    let server = Server::start(&[]);
+    let mut c = RawClient::authenticated(&server.addr, "data", &server.token()).unwrap();
+    // An absolute path (refused as leaving the export, quoting it) of invalid UTF-8, which
+    // lossy decoding would grow threefold, past the frame limit, if it were quoted whole.
+    let mut path = vec![b'/'];
+    path.extend(vec![0xffu8; 999_000]);
+    c.send(Frame::request(
+        Command::Lookup,
+        StreamId(1),
+        &proto::LookupRequest { path: path.into() },
+        Bytes::new(),
+    ));
+    let reply = c.recv().expect("an error reply, not a dropped connection");
+    assert!(reply.is_error());
+    let e: proto::ErrorReply = reply.decode_msg("ErrorReply").unwrap();
+    assert!(e.errno > 0);
+    assert!(
+        e.message.len() <= protocol::frame::MAX_ERROR_MESSAGE,
+        "{} bytes",
+        e.message.len()
+    );
+    // The connection goes on.
+    c.call::<proto::Ping>(Command::Ping, &proto::Ping {})
+        .unwrap();
+}
