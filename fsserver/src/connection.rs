@@ -14,6 +14,7 @@ use tokio::sync::{broadcast, mpsc, Semaphore};
 use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 
+use crate::admission::Pending;
 use crate::cmd::{self, Ctx};
 use crate::session::Claim;
 use crate::{handshake, Shared};
@@ -23,6 +24,7 @@ pub async fn serve(
     peer: SocketAddr,
     shared: Arc<Shared>,
     mut shutdown: broadcast::Receiver<()>,
+    pending: Pending,
 ) {
     let _ = socket.set_nodelay(true);
     let (rd, mut wr) = socket.into_split();
@@ -34,6 +36,10 @@ pub async fn serve(
             return;
         }
     };
+    // Authenticated: the pre-auth slot goes back; the connection slot was taken in the
+    // handshake and is held until the connection ends.
+    drop(pending);
+    let _slot = auth.slot;
     let session = auth.session.clone();
     if auth.resumed {
         info!(%peer, export = %auth.export.name, session = %hex::encode(&auth.session_id),

@@ -28,6 +28,8 @@ pub enum HandshakeError {
     BadProof,
     #[error("no export named {0:?}")]
     NoSuchExport(String),
+    #[error("server busy: all {0} connection slots are taken")]
+    Busy(usize),
 }
 
 pub struct Authenticated {
@@ -36,6 +38,8 @@ pub struct Authenticated {
     pub session: Arc<Session>,
     /// The session was kept from an earlier connection.
     pub resumed: bool,
+    /// One of the `max_connections` slots, held for the connection's life.
+    pub slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 async fn send(wr: &mut OwnedWriteHalf, frame: Frame) -> Result<(), ProtocolError> {
@@ -125,6 +129,10 @@ async fn exchange(
         Ok(attr) => attr,
         Err(e) => return Err(refuse(wr, e.errno(), HandshakeError::NoSuchExport(name)).await),
     };
+    let Some(slot) = shared.admission.authenticated() else {
+        let busy = HandshakeError::Busy(shared.config.max_connections);
+        return Err(refuse(wr, libc::EAGAIN, busy).await);
+    };
     let (session, resumed) = shared.sessions.attach(&req.session_id, &name);
     let reply = proto::AuthReply {
         server_proof: auth::proof(
@@ -160,5 +168,6 @@ async fn exchange(
         session_id: req.session_id.to_vec(),
         session,
         resumed,
+        slot,
     })
 }

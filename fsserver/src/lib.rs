@@ -14,6 +14,7 @@
 // libc calls nix lacks (xattrs, directory streams) are allowed module by module.
 #![deny(unsafe_code)]
 
+pub mod admission;
 #[allow(unsafe_code)]
 pub mod attr;
 pub mod cmd;
@@ -36,15 +37,22 @@ pub mod defaults {
     use std::time::Duration;
 
     pub const MAX_CONNECTIONS: usize = 256;
+    /// Connections not yet authenticated, in total and from one source address.
+    pub const MAX_PENDING: usize = 128;
+    pub const MAX_PENDING_PER_SOURCE: usize = 16;
     pub const MAX_IN_FLIGHT: u32 = 64;
-    pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
     pub const SESSION_GRACE: Duration = Duration::from_secs(60);
 }
 
 /// Tunables of a running server.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Authenticated connections served at once.
     pub max_connections: usize,
+    /// Connections still in their handshake, in total and per source address.
+    pub max_pending: usize,
+    pub max_pending_per_source: usize,
     pub max_in_flight: u32,
     pub max_data: u32,
     pub handshake_timeout: Duration,
@@ -56,6 +64,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             max_connections: defaults::MAX_CONNECTIONS,
+            max_pending: defaults::MAX_PENDING,
+            max_pending_per_source: defaults::MAX_PENDING_PER_SOURCE,
             max_in_flight: defaults::MAX_IN_FLIGHT,
             max_data: protocol::Limits::DEFAULT_DATA_LEN,
             handshake_timeout: defaults::HANDSHAKE_TIMEOUT,
@@ -71,6 +81,7 @@ pub struct Shared {
     pub token: Vec<u8>,
     pub config: Config,
     pub sessions: session::Sessions,
+    pub admission: Arc<admission::Admission>,
 }
 
 impl Shared {
@@ -80,11 +91,17 @@ impl Shared {
         config: Config,
     ) -> Shared {
         let sessions = session::Sessions::new(config.session_grace);
+        let admission = Arc::new(admission::Admission::new(
+            config.max_connections,
+            config.max_pending,
+            config.max_pending_per_source,
+        ));
         Shared {
             exports,
             token,
             config,
             sessions,
+            admission,
         }
     }
 }

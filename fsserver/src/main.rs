@@ -34,9 +34,16 @@ struct Args {
     /// Requests run at once per connection.
     #[arg(long, default_value_t = defaults::MAX_IN_FLIGHT)]
     max_in_flight: u32,
-    /// Connections served at once.
+    /// Authenticated connections served at once (a slot is taken after the token proof).
     #[arg(long, default_value_t = defaults::MAX_CONNECTIONS)]
     max_connections: usize,
+    /// Connections still in their handshake, in total.
+    #[arg(long, default_value_t = defaults::MAX_PENDING)]
+    max_handshakes: usize,
+    /// Connections still in their handshake from one source address; more are closed at
+    /// once.
+    #[arg(long, default_value_t = defaults::MAX_PENDING_PER_SOURCE)]
+    max_handshakes_per_source: usize,
     /// Seconds a new connection has to finish the handshake.
     #[arg(long, default_value_t = defaults::HANDSHAKE_TIMEOUT.as_secs())]
     handshake_timeout: u64,
@@ -106,6 +113,8 @@ fn main() -> Result<()> {
     }
     let config = Config {
         max_connections: args.max_connections,
+        max_pending: args.max_handshakes.max(1),
+        max_pending_per_source: args.max_handshakes_per_source.max(1),
         max_in_flight: args.max_in_flight.max(1),
         handshake_timeout: Duration::from_secs(args.handshake_timeout),
         session_grace: Duration::from_secs(args.session_grace),

@@ -1,14 +1,15 @@
-//! Server lifecycle: accept connections on an already-bound listener (at most
-//! `max_connections` at once) until `shutdown` resolves; then stop accepting, tell every
-//! connection to stop reading, let in-flight requests finish and wait for the connections.
+//! Server lifecycle: accept connections on an already-bound listener until `shutdown`
+//! resolves (each admitted as `admission` decides: a connection over its source's share of
+//! pre-auth slots is closed at once); then stop accepting, tell every connection to stop
+//! reading, let in-flight requests finish and wait for the connections.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, mpsc, Semaphore};
-use tracing::{error, info, warn};
+use tokio::sync::{broadcast, mpsc};
+use tracing::{debug, error, info, warn};
 
 use crate::{connection, Shared};
 
@@ -18,7 +19,6 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future) {
     let (notify_shutdown, _) = broadcast::channel::<()>(1);
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-    let limit = Arc::new(Semaphore::new(shared.config.max_connections));
 
     let expiry = {
         let shared = shared.clone();
@@ -35,11 +35,6 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
     };
     let accept_loop = async {
         loop {
-            let permit = limit
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("semaphore never closed");
             let (socket, peer) = match listener.accept().await {
                 Ok(c) => c,
                 Err(e) => {
@@ -49,10 +44,14 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
                     continue;
                 }
             };
+            let Some(pending) = shared.admission.pending(peer.ip()) else {
+                // Over its source's (or the total) share of unauthenticated connections.
+                debug!(%peer, "too many connections in their handshake; closed");
+                continue;
+            };
             let (shared, rx, done) = (shared.clone(), notify_shutdown.subscribe(), done_tx.clone());
             tokio::spawn(async move {
-                connection::serve(socket, peer, shared, rx).await;
-                drop(permit);
+                connection::serve(socket, peer, shared, rx, pending).await;
                 drop(done);
             });
         }

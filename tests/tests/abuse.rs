@@ -183,3 +183,66 @@ fn an_error_reply_never_quotes_more_than_its_cap() {
     c.call::<proto::Ping>(Command::Ping, &proto::Ping {})
         .unwrap();
 }
+
+#[test]
+fn strangers_holding_silent_sockets_cannot_keep_token_holders_out() {
+    use std::io::BufRead;
+    let server = Server::start(&[]);
+    let (host, port) = server.addr.rsplit_once(':').unwrap();
+    // A stranger (no token) from another address opens 300 sockets, more than the server's
+    // 256 connection slots, says nothing and holds them.
+    let script = format!(
+        "import socket, time\n\
+         conns = []\n\
+         for _ in range(300):\n\
+         \x20   s = socket.socket(); s.bind(('127.0.0.2', 0)); s.connect(('{host}', {port})); conns.append(s)\n\
+         time.sleep(0.5)\n\
+         closed = 0\n\
+         for s in conns:\n\
+         \x20   s.setblocking(False)\n\
+         \x20   try:\n\
+         \x20       if s.recv(65536, socket.MSG_PEEK) == b'': closed += 1\n\
+         \x20   except (BlockingIOError, ConnectionResetError) as e:\n\
+         \x20       closed += isinstance(e, ConnectionResetError)\n\
+         print(closed, flush=True)\n\
+         time.sleep(8)\n"
+    );
+    let mut stranger = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(stranger.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let closed: usize = line.trim().parse().unwrap();
+    // Meanwhile a token holder connects, authenticates and is served at once.
+    let others = ping_time_with_handshake(&server);
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    eprintln!(
+        "300 silent sockets: {closed} closed at once; \
+         a token holder's connect + handshake + Ping: {others:?}"
+    );
+    assert!(
+        closed >= 300 - 16,
+        "only {closed} surplus sockets were closed"
+    );
+    assert!(
+        others < Duration::from_secs(2),
+        "token holder waited {others:?}"
+    );
+}
+
+/// How long a fresh client takes to connect, authenticate and get a Ping answered.
+fn ping_time_with_handshake(server: &Server) -> Duration {
+    let (addr, token) = (server.addr.clone(), server.token());
+    within(Duration::from_secs(30), move || {
+        let t = Instant::now();
+        let mut c = RawClient::authenticated(&addr, "data", &token).unwrap();
+        c.call::<proto::Ping>(Command::Ping, &proto::Ping {})
+            .unwrap();
+        t.elapsed()
+    })
+}
