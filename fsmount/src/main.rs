@@ -1,3 +1,4 @@
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -47,8 +48,10 @@ fn prepare(args: &Args) -> Result<MountRequest> {
         .unwrap_or_else(protocol::auth::default_token_file);
     let contents = std::fs::read(&token_file)
         .with_context(|| format!("cannot read token file {}", token_file.display()))?;
-    let token = protocol::auth::token_from_file_contents(&contents)
-        .with_context(|| format!("token file {} is empty", token_file.display()))?;
+    let mode = std::fs::metadata(&token_file)?.permissions().mode();
+    let token =
+        protocol::auth::check_token_file(&token_file.display().to_string(), mode, &contents)
+            .map_err(anyhow::Error::msg)?;
     Ok(MountRequest {
         source,
         source_text: args.source.clone(),

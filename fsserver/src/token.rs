@@ -2,17 +2,20 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-/// Reads the token in `path`; if the file does not exist, creates it (mode 0600) with 32
-/// fresh random bytes as hex. Returns the token and whether it was created.
+/// Reads the token in `path` (refused if the file is open to group or others, or the
+/// token is short: see `protocol::auth::check_token_file`); if the file does not exist,
+/// creates it (mode 0600) with 32 fresh random bytes as hex. Returns the token and whether
+/// it was created.
 pub fn load_or_create(path: &Path) -> std::io::Result<(Vec<u8>, bool)> {
     match fs::read(path) {
         Ok(contents) => {
-            let token = protocol::auth::token_from_file_contents(&contents).ok_or_else(|| {
-                std::io::Error::other(format!("token file {} is empty", path.display()))
-            })?;
+            let mode = fs::metadata(path)?.permissions().mode();
+            let token =
+                protocol::auth::check_token_file(&path.display().to_string(), mode, &contents)
+                    .map_err(std::io::Error::other)?;
             Ok((token, false))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -18,6 +18,32 @@ pub fn token_from_file_contents(contents: &[u8]) -> Option<Vec<u8>> {
     Some(contents[start..=end].to_vec())
 }
 
+/// Shortest token accepted, in bytes (fsserver generates 64).
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// The token in a token file at `path` whose permission bits are `mode` and whose content
+/// is `contents`, or why it is refused: the file is readable or writable by group or
+/// others (as ssh refuses such private keys), or the token is empty or shorter than
+/// `MIN_TOKEN_LEN` bytes. Each message says how to fix it.
+pub fn check_token_file(path: &str, mode: u32, contents: &[u8]) -> Result<Vec<u8>, String> {
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "token file {path} is accessible by group or others (mode {:04o}); \
+             run: chmod 600 {path}",
+            mode & 0o7777
+        ));
+    }
+    let token = token_from_file_contents(contents).unwrap_or_default();
+    if token.len() < MIN_TOKEN_LEN {
+        return Err(format!(
+            "the token in {path} is {} bytes; at least {MIN_TOKEN_LEN} are needed \
+             (remove the file and fsserver creates a random 64-character one)",
+            token.len()
+        ));
+    }
+    Ok(token)
+}
+
 /// Where server and client keep the token when no token file is named:
 /// `$HOME/.config/fsserver/token` (both sides must agree, so it is defined once, here).
 pub fn default_token_file() -> std::path::PathBuf {

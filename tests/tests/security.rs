@@ -7,13 +7,83 @@ use e2e_tests::raw::RawClient;
 use e2e_tests::{peer_closes, require_mount_support, sh, Mount, Server};
 use protocol::{Command, Flags, Frame, Header, StreamId};
 
+/// Writes a token file as it should be: mode 0600.
+fn write_private(path: &std::path::Path, contents: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, contents).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+#[test]
+fn token_files_open_to_others_or_with_short_tokens_are_refused_by_both_sides() {
+    use std::os::unix::fs::PermissionsExt;
+    require_mount_support();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |bin: &str, args: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new(e2e_tests::bin_dir().join(bin))
+            .args(args)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let export = dir.path().join("export");
+    std::fs::create_dir(&export).unwrap();
+    let export_arg = format!("data={}", export.display());
+    let server_with = |token: &std::path::Path| {
+        run(
+            "fsserver",
+            &[
+                "--listen".as_ref(),
+                "127.0.0.1:0".as_ref(),
+                "--export".as_ref(),
+                export_arg.as_ref(),
+                "--token-file".as_ref(),
+                token.as_os_str(),
+            ],
+        )
+    };
+    // Readable by others: refused, with the fix in the message.
+    let open = dir.path().join("open-token");
+    std::fs::write(&open, "0123456789abcdef0123456789abcdef\n").unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, err) = server_with(&open);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&format!("chmod 600 {}", open.display())), "{err}");
+    // Too short: refused.
+    let short = dir.path().join("short-token");
+    write_private(&short, "secret\n");
+    let (code, err) = server_with(&short);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("at least 16"), "{err}");
+    // fsmount refuses the same files before connecting anywhere.
+    let server = Server::start(&[]);
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    for token in [&open, &short] {
+        let option = format!("token_file={}", token.display());
+        let (code, err) = run(
+            "fsmount",
+            &[
+                server.source("data").as_ref(),
+                mnt.as_os_str(),
+                "-o".as_ref(),
+                option.as_ref(),
+            ],
+        );
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains("chmod 600") || err.contains("at least 16"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(!e2e_tests::is_mounted(&mnt));
+    }
+}
+
 #[test]
 fn wrong_token_is_refused_with_a_clear_error() {
     require_mount_support();
     let server = Server::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad-token");
-    std::fs::write(&bad, "not-the-token\n").unwrap();
+    write_private(&bad, "not-the-token-but-long-enough\n");
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     let out = std::process::Command::new(e2e_tests::bin_dir().join("fsmount"))
