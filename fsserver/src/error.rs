@@ -26,6 +26,9 @@ pub enum FsError {
     /// devices are opened by the client's kernel, never on the server.
     #[error("only regular files and directories are opened on the server")]
     SpecialFile,
+    /// The session has as many files open as it may.
+    #[error("this session already has {0} files open (fsserver --max-open)")]
+    TooManyOpen(usize),
     /// A device node on an export not given `--dev`.
     #[error("device nodes are not allowed on this export (fsserver --dev NAME allows them)")]
     NoDevices,
@@ -50,6 +53,7 @@ impl FsError {
             FsError::Stale => libc::ESTALE,
             FsError::SpecialFile => libc::EACCES,
             FsError::NoDevices => libc::EPERM,
+            FsError::TooManyOpen(_) => libc::EMFILE,
         }
     }
 }

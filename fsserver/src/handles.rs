@@ -11,6 +11,8 @@ use crate::error::FsError;
 
 #[derive(Debug, Default)]
 pub struct Handles {
+    /// Most files open at once (0: no limit); one more open gets EMFILE.
+    max_open: usize,
     next: AtomicU64,
     open: Mutex<HashMap<u64, Arc<File>>>,
     /// Handles of an earlier session that could not be reopened: requests on them fail
@@ -19,9 +21,20 @@ pub struct Handles {
 }
 
 impl Handles {
+    /// A session's handles, at most `max_open` open at once (0: no limit).
+    pub fn with_limit(max_open: usize) -> Handles {
+        Handles {
+            max_open,
+            ..Handles::default()
+        }
+    }
+
     /// Adds an open file under `wanted` (the client's choice), or a fresh number if 0.
     pub fn insert(&self, file: File, wanted: u64) -> Result<u64, FsError> {
         let mut open = self.open.lock();
+        if self.max_open > 0 && open.len() >= self.max_open {
+            return Err(FsError::TooManyOpen(self.max_open));
+        }
         let id = match wanted {
             0 => loop {
                 let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;

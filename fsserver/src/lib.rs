@@ -43,6 +43,8 @@ pub mod defaults {
     pub const MAX_IN_FLIGHT: u32 = 64;
     pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
     pub const SESSION_GRACE: Duration = Duration::from_secs(60);
+    /// Files one session may hold open at once.
+    pub const MAX_OPEN: usize = 16384;
 }
 
 /// Tunables of a running server.
@@ -56,6 +58,8 @@ pub struct Config {
     pub max_in_flight: u32,
     pub max_data: u32,
     pub handshake_timeout: Duration,
+    /// Files one session may hold open at once (one more gets EMFILE).
+    pub max_open: usize,
     /// How long a session outlives its last connection (0: sessions end with it).
     pub session_grace: Duration,
 }
@@ -70,6 +74,7 @@ impl Default for Config {
             max_data: protocol::Limits::DEFAULT_DATA_LEN,
             handshake_timeout: defaults::HANDSHAKE_TIMEOUT,
             session_grace: defaults::SESSION_GRACE,
+            max_open: defaults::MAX_OPEN,
         }
     }
 }
@@ -90,7 +95,7 @@ impl Shared {
         token: Vec<u8>,
         config: Config,
     ) -> Shared {
-        let sessions = session::Sessions::new(config.session_grace);
+        let sessions = session::Sessions::new(config.session_grace, config.max_open);
         let admission = Arc::new(admission::Admission::new(
             config.max_connections,
             config.max_pending,

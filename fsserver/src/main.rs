@@ -44,6 +44,10 @@ struct Args {
     /// once.
     #[arg(long, default_value_t = defaults::MAX_PENDING_PER_SOURCE)]
     max_handshakes_per_source: usize,
+    /// Files one client session may hold open at once; one more open fails with EMFILE for
+    /// that client only.
+    #[arg(long, default_value_t = defaults::MAX_OPEN)]
+    max_open: usize,
     /// Seconds a new connection has to finish the handshake.
     #[arg(long, default_value_t = defaults::HANDSHAKE_TIMEOUT.as_secs())]
     handshake_timeout: u64,
@@ -95,6 +99,7 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    raise_fd_limit();
     // Modes arrive from clients already masked; apply them as given.
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
 
@@ -113,6 +118,7 @@ fn main() -> Result<()> {
     }
     let config = Config {
         max_connections: args.max_connections,
+        max_open: args.max_open.max(1),
         max_pending: args.max_handshakes.max(1),
         max_pending_per_source: args.max_handshakes_per_source.max(1),
         max_in_flight: args.max_in_flight.max(1),
@@ -145,4 +151,19 @@ fn main() -> Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Raises the soft limit on open files to the hard limit: every client's open files and
+/// connections are descriptors of this one process.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!("cannot raise the open-file limit from {soft} to {hard}: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot read the open-file limit: {e}"),
+    }
 }

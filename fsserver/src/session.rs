@@ -39,10 +39,10 @@ struct Attached {
 }
 
 impl Session {
-    fn new(export: &str) -> Session {
+    fn new(export: &str, max_open: usize) -> Session {
         Session {
             export: export.to_string(),
-            handles: Arc::new(Handles::default()),
+            handles: Arc::new(Handles::with_limit(max_open)),
             replies: ReplyCache::default(),
             attached: Mutex::new(Attached {
                 connections: 1,
@@ -56,13 +56,16 @@ impl Session {
 #[derive(Debug)]
 pub struct Sessions {
     grace: Duration,
+    /// Most files each session may hold open.
+    max_open: usize,
     by_id: Mutex<HashMap<Vec<u8>, Arc<Session>>>,
 }
 
 impl Sessions {
-    pub fn new(grace: Duration) -> Sessions {
+    pub fn new(grace: Duration, max_open: usize) -> Sessions {
         Sessions {
             grace,
+            max_open,
             by_id: Mutex::new(HashMap::new()),
         }
     }
@@ -71,7 +74,7 @@ impl Sessions {
     /// (`true`: resumed), else a fresh one. An empty id always gets a fresh, unkept session.
     pub fn attach(&self, id: &[u8], export: &str) -> (Arc<Session>, bool) {
         if id.is_empty() || self.grace.is_zero() {
-            return (Arc::new(Session::new(export)), false);
+            return (Arc::new(Session::new(export, self.max_open)), false);
         }
         let mut by_id = self.by_id.lock();
         if let Some(s) = by_id.get(id).filter(|s| s.export == export) {
@@ -80,7 +83,7 @@ impl Sessions {
             a.since = None;
             return (s.clone(), true);
         }
-        let s = Arc::new(Session::new(export));
+        let s = Arc::new(Session::new(export, self.max_open));
         by_id.insert(id.to_vec(), s.clone());
         (s, false)
     }
@@ -223,7 +226,7 @@ mod tests {
 
     #[test]
     fn sessions_resume_within_grace_and_expire_after() {
-        let sessions = Sessions::new(Duration::from_millis(50));
+        let sessions = Sessions::new(Duration::from_millis(50), 0);
         let (a, resumed) = sessions.attach(b"id", "data");
         assert!(!resumed);
         sessions.detach(&a);

@@ -246,3 +246,50 @@ fn ping_time_with_handshake(server: &Server) -> Duration {
         t.elapsed()
     })
 }
+
+#[test]
+fn open_files_are_capped_per_session_and_others_still_open() {
+    let server = Server::start(&["--max-open", "8"]);
+    for i in 0..20 {
+        fs::write(server.export("data").join(format!("f{i}")), "x").unwrap();
+    }
+    let open = |c: &mut RawClient, i: u32| {
+        c.call::<proto::OpenReply>(
+            Command::Open,
+            &proto::OpenRequest {
+                path: format!("f{i}").into_bytes().into(),
+                flags: libc::O_RDONLY as u32,
+                ..Default::default()
+            },
+        )
+    };
+    let fds = || {
+        fs::read_dir(format!("/proc/{}/fd", server.pid()))
+            .unwrap()
+            .count()
+    };
+    let before = fds();
+    let mut greedy = RawClient::authenticated(&server.addr, "data", &server.token()).unwrap();
+    let handles: Vec<u64> = (0..8)
+        .map(|i| open(&mut greedy, i).unwrap().handle)
+        .collect();
+    let refused: Vec<Option<i32>> = (8..20).map(|i| open(&mut greedy, i).err()).collect();
+    assert!(
+        refused.iter().all(|e| *e == Some(libc::EMFILE)),
+        "{refused:?}"
+    );
+    assert!(
+        fds() <= before + 8 + 2,
+        "server fds {} -> {}",
+        before,
+        fds()
+    );
+    // Another client (another session) is not affected.
+    let mut other = RawClient::authenticated(&server.addr, "data", &server.token()).unwrap();
+    assert!(open(&mut other, 0).is_ok());
+    // Closing one makes room again.
+    greedy
+        .call::<proto::Empty>(Command::Close, &proto::CloseRequest { handle: handles[0] })
+        .unwrap();
+    assert!(open(&mut greedy, 19).is_ok());
+}

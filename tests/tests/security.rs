@@ -24,7 +24,10 @@ fn token_files_open_to_others_or_with_short_tokens_are_refused_by_both_sides() {
             .args(args)
             .output()
             .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let export = dir.path().join("export");
     std::fs::create_dir(&export).unwrap();
@@ -48,7 +51,10 @@ fn token_files_open_to_others_or_with_short_tokens_are_refused_by_both_sides() {
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (code, err) = server_with(&open);
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains(&format!("chmod 600 {}", open.display())), "{err}");
+    assert!(
+        err.contains(&format!("chmod 600 {}", open.display())),
+        "{err}"
+    );
     // Too short: refused.
     let short = dir.path().join("short-token");
     write_private(&short, "secret\n");
@@ -71,7 +77,10 @@ fn token_files_open_to_others_or_with_short_tokens_are_refused_by_both_sides() {
             ],
         );
         assert_eq!(code, Some(1), "{err}");
-        assert!(err.contains("chmod 600") || err.contains("at least 16"), "{err}");
+        assert!(
+            err.contains("chmod 600") || err.contains("at least 16"),
+            "{err}"
+        );
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
         assert!(!e2e_tests::is_mounted(&mnt));
     }
