@@ -30,6 +30,10 @@ pub enum HandshakeError {
     NoSuchExport(String),
     #[error("server busy: all {0} connection slots are taken")]
     Busy(usize),
+    #[error("server busy: all {0} sessions are in use")]
+    Sessions(usize),
+    #[error("a session id is 16 bytes, not {0}")]
+    BadSessionId(usize),
 }
 
 pub struct Authenticated {
@@ -133,7 +137,14 @@ async fn exchange(
         let busy = HandshakeError::Busy(shared.config.max_connections);
         return Err(refuse(wr, libc::EAGAIN, busy).await);
     };
-    let (session, resumed) = shared.sessions.attach(&req.session_id, &name);
+    if !req.session_id.is_empty() && req.session_id.len() != auth::SESSION_ID_LEN {
+        let bad = HandshakeError::BadSessionId(req.session_id.len());
+        return Err(refuse(wr, libc::EINVAL, bad).await);
+    }
+    let (session, resumed) = match shared.sessions.attach(&req.session_id, &name) {
+        Ok(s) => s,
+        Err(full) => return Err(refuse(wr, libc::EAGAIN, HandshakeError::Sessions(full.0)).await),
+    };
     let reply = proto::AuthReply {
         server_proof: auth::proof(
             auth::Side::Server,

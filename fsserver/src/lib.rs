@@ -45,6 +45,8 @@ pub mod defaults {
     pub const SESSION_GRACE: Duration = Duration::from_secs(60);
     /// Files one session may hold open at once.
     pub const MAX_OPEN: usize = 16384;
+    /// Sessions kept at once (with or without a connection).
+    pub const MAX_SESSIONS: usize = 1024;
 }
 
 /// Tunables of a running server.
@@ -60,6 +62,8 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// Files one session may hold open at once (one more gets EMFILE).
     pub max_open: usize,
+    /// Sessions kept at once; a new one replaces the one idle longest, or is refused.
+    pub max_sessions: usize,
     /// How long a session outlives its last connection (0: sessions end with it).
     pub session_grace: Duration,
 }
@@ -75,6 +79,7 @@ impl Default for Config {
             handshake_timeout: defaults::HANDSHAKE_TIMEOUT,
             session_grace: defaults::SESSION_GRACE,
             max_open: defaults::MAX_OPEN,
+            max_sessions: defaults::MAX_SESSIONS,
         }
     }
 }
@@ -95,7 +100,8 @@ impl Shared {
         token: Vec<u8>,
         config: Config,
     ) -> Shared {
-        let sessions = session::Sessions::new(config.session_grace, config.max_open);
+        let sessions =
+            session::Sessions::new(config.session_grace, config.max_open, config.max_sessions);
         let admission = Arc::new(admission::Admission::new(
             config.max_connections,
             config.max_pending,

@@ -48,6 +48,10 @@ struct Args {
     /// that client only.
     #[arg(long, default_value_t = defaults::MAX_OPEN)]
     max_open: usize,
+    /// Sessions kept at once (each holds a client's open files for --session-grace after
+    /// its connection drops); a new one replaces the one idle longest, or is refused.
+    #[arg(long, default_value_t = defaults::MAX_SESSIONS)]
+    max_sessions: usize,
     /// Seconds a new connection has to finish the handshake.
     #[arg(long, default_value_t = defaults::HANDSHAKE_TIMEOUT.as_secs())]
     handshake_timeout: u64,
@@ -119,6 +123,7 @@ fn main() -> Result<()> {
     let config = Config {
         max_connections: args.max_connections,
         max_open: args.max_open.max(1),
+        max_sessions: args.max_sessions.max(1),
         max_pending: args.max_handshakes.max(1),
         max_pending_per_source: args.max_handshakes_per_source.max(1),
         max_in_flight: args.max_in_flight.max(1),

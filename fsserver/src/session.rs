@@ -52,40 +52,67 @@ impl Session {
     }
 }
 
-/// Every session of the server, by id.
+/// Every session of the server, by export and id: an id names a session within its export
+/// only, so one export's client can never take or replace another's.
 #[derive(Debug)]
 pub struct Sessions {
     grace: Duration,
     /// Most files each session may hold open.
     max_open: usize,
-    by_id: Mutex<HashMap<Vec<u8>, Arc<Session>>>,
+    /// Most sessions kept at once.
+    max_sessions: usize,
+    by_id: Mutex<HashMap<SessionKey, Arc<Session>>>,
 }
 
+/// A session's export and the id its client gave it.
+type SessionKey = (String, Vec<u8>);
+
+/// No room for another session: every kept session has a live connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionsFull(pub usize);
+
 impl Sessions {
-    pub fn new(grace: Duration, max_open: usize) -> Sessions {
+    pub fn new(grace: Duration, max_open: usize, max_sessions: usize) -> Sessions {
         Sessions {
             grace,
             max_open,
+            max_sessions: max_sessions.max(1),
             by_id: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The session a new connection joins: the client's existing one if it is still kept
-    /// (`true`: resumed), else a fresh one. An empty id always gets a fresh, unkept session.
-    pub fn attach(&self, id: &[u8], export: &str) -> (Arc<Session>, bool) {
+    /// The session a new connection joins: the client's existing one in `export` if it is
+    /// still kept (`true`: resumed), else a fresh one. An empty id always gets a fresh,
+    /// unkept session. With `max_sessions` kept, a new one replaces the one idle longest;
+    /// if none is idle, it is refused.
+    pub fn attach(&self, id: &[u8], export: &str) -> Result<(Arc<Session>, bool), SessionsFull> {
         if id.is_empty() || self.grace.is_zero() {
-            return (Arc::new(Session::new(export, self.max_open)), false);
+            return Ok((Arc::new(Session::new(export, self.max_open)), false));
         }
+        let key = (export.to_string(), id.to_vec());
         let mut by_id = self.by_id.lock();
-        if let Some(s) = by_id.get(id).filter(|s| s.export == export) {
+        if let Some(s) = by_id.get(&key) {
             let mut a = s.attached.lock();
             a.connections += 1;
             a.since = None;
-            return (s.clone(), true);
+            return Ok((s.clone(), true));
+        }
+        if by_id.len() >= self.max_sessions {
+            let idle_longest = by_id
+                .iter()
+                .filter_map(|(k, s)| s.attached.lock().since.map(|t| (t, k.clone())))
+                .min()
+                .map(|(_, k)| k);
+            match idle_longest {
+                Some(k) => {
+                    by_id.remove(&k);
+                }
+                None => return Err(SessionsFull(self.max_sessions)),
+            }
         }
         let s = Arc::new(Session::new(export, self.max_open));
-        by_id.insert(id.to_vec(), s.clone());
-        (s, false)
+        by_id.insert(key, s.clone());
+        Ok((s, false))
     }
 
     /// A connection of `session` closed.
@@ -226,20 +253,52 @@ mod tests {
 
     #[test]
     fn sessions_resume_within_grace_and_expire_after() {
-        let sessions = Sessions::new(Duration::from_millis(50), 0);
-        let (a, resumed) = sessions.attach(b"id", "data");
+        let sessions = Sessions::new(Duration::from_millis(50), 0, 100);
+        let (a, resumed) = sessions.attach(b"id", "data").unwrap();
         assert!(!resumed);
         sessions.detach(&a);
-        let (b, resumed) = sessions.attach(b"id", "data");
+        let (b, resumed) = sessions.attach(b"id", "data").unwrap();
         assert!(resumed && Arc::ptr_eq(&a, &b));
-        assert!(
-            !sessions.attach(b"id", "other").1,
-            "another export is another session"
-        );
-        let (c, _) = sessions.attach(b"x", "data");
+        let (c, _) = sessions.attach(b"x", "data").unwrap();
         sessions.detach(&c);
         std::thread::sleep(Duration::from_millis(80));
         assert_eq!(sessions.expire(), 1);
-        assert!(!sessions.attach(b"", "data").1);
+        assert!(!sessions.attach(b"", "data").unwrap().1);
+    }
+
+    #[test]
+    fn the_same_id_in_another_export_never_disturbs_the_owner() {
+        let sessions = Sessions::new(Duration::from_secs(60), 0, 100);
+        let (mine, _) = sessions.attach(b"id", "data").unwrap();
+        sessions.detach(&mine);
+        let (theirs, resumed) = sessions.attach(b"id", "other").unwrap();
+        assert!(!resumed, "another export is another session");
+        assert!(!Arc::ptr_eq(&mine, &theirs));
+        let (again, resumed) = sessions.attach(b"id", "data").unwrap();
+        assert!(
+            resumed && Arc::ptr_eq(&mine, &again),
+            "the owner's session is intact"
+        );
+    }
+
+    #[test]
+    fn sessions_are_capped_by_evicting_the_one_idle_longest_or_refusing() {
+        let sessions = Sessions::new(Duration::from_secs(60), 0, 2);
+        let (a, _) = sessions.attach(b"a", "data").unwrap();
+        let (b, _) = sessions.attach(b"b", "data").unwrap();
+        assert_eq!(
+            sessions.attach(b"c", "data").err(),
+            Some(SessionsFull(2)),
+            "both live: refused"
+        );
+        sessions.detach(&a);
+        std::thread::sleep(Duration::from_millis(5));
+        sessions.detach(&b);
+        assert!(
+            sessions.attach(b"c", "data").is_ok(),
+            "a, idle longest, goes"
+        );
+        assert!(!sessions.attach(b"a", "data").unwrap().1, "a was evicted");
+        assert_eq!(sessions.len(), 2);
     }
 }

@@ -293,3 +293,23 @@ fn open_files_are_capped_per_session_and_others_still_open() {
         .unwrap();
     assert!(open(&mut greedy, 19).is_ok());
 }
+
+#[test]
+fn session_ids_have_one_length_and_belong_to_their_export() {
+    let server = Server::start_exports(&["data", "other"], &[]);
+    let token = server.token();
+    let refused = RawClient::in_session(&server.addr, "data", &token, b"abc").err();
+    assert!(
+        refused.as_deref().is_some_and(|e| e.contains("16 bytes")),
+        "{refused:?}"
+    );
+    // The same id on another export is another session: it cannot take the owner's.
+    let id = b"0123456789abcdef";
+    let (mine, resumed) = RawClient::in_session(&server.addr, "data", &token, id).unwrap();
+    assert!(!resumed);
+    drop(mine);
+    let (_theirs, resumed) = RawClient::in_session(&server.addr, "other", &token, id).unwrap();
+    assert!(!resumed, "not the owner's session");
+    let (_again, resumed) = RawClient::in_session(&server.addr, "data", &token, id).unwrap();
+    assert!(resumed, "the owner's session is intact");
+}
