@@ -92,7 +92,11 @@ fn status(fs: &Fs, client: &Client, mountpoint: &str, syncs: usize) -> String {
     if let Some(since) = link.down_since {
         out += &format!("down for: {:.1?}\n", since.elapsed());
     }
-    out += &format!("requests unanswered: {}\n", client.unanswered());
+    out += &format!(
+        "requests unanswered: {}, unexpected replies dropped: {}\n",
+        client.unanswered(),
+        link.unexpected_replies
+    );
     match fs.writeback_stats() {
         Some(w) => {
             out += &format!(

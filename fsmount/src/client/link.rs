@@ -118,8 +118,16 @@ async fn read_replies(
             }
             Some(Ok(frame)) => {
                 *shared.last_heard.lock() = Instant::now();
+                let stream = frame.stream_id.0;
                 if !shared.pending.complete(frame) {
-                    tracing::debug!("reply for a request nobody waits for");
+                    // A duplicate reply to a request resent around a reconnect, one given up
+                    // on, or one never sent (a broken or hostile server): counted, dropped.
+                    let n = {
+                        let mut st = shared.stats.lock();
+                        st.unexpected_replies += 1;
+                        st.unexpected_replies
+                    };
+                    tracing::debug!(stream, n, "reply for a request nobody waits for");
                 }
             }
         }

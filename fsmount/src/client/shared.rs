@@ -40,6 +40,8 @@ pub struct LinkStats {
     pub last_outage: Option<Duration>,
     /// Since when the connection is down (None while connected).
     pub down_since: Option<Instant>,
+    /// Replies whose stream id no request waits for (dropped).
+    pub unexpected_replies: u64,
 }
 
 pub(super) struct Shared {

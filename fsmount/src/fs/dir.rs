@@ -160,10 +160,43 @@ impl Fs {
             d.next_cookie = last.cookie;
         }
         d.eof = reply.eof || reply.entries.is_empty();
-        d.entries.extend(reply.entries);
+        // A name the kernel must never see (from a broken or hostile server) is skipped.
+        let (good, bad): (Vec<_>, Vec<_>) =
+            reply.entries.into_iter().partition(|e| valid_name(&e.name));
+        if !bad.is_empty() {
+            tracing::warn!(
+                "{}: skipped {} listed name(s) that cannot be file names",
+                String::from_utf8_lossy(&d.path),
+                bad.len()
+            );
+        }
+        d.entries.extend(good);
         if d.dir_attr.is_none() {
             d.dir_attr = Some(attr_of(reply.dir)?);
         }
         Ok(())
+    }
+}
+
+/// A single file name as the kernel takes it: not empty, not `.` or `..`, no `/` or NUL,
+/// at most 255 bytes.
+fn valid_name(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name != b"."
+        && name != b".."
+        && name.len() <= 255
+        && !name.iter().any(|b| *b == b'/' || *b == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_name;
+
+    #[test]
+    fn names_the_kernel_must_not_see_are_refused() {
+        assert!(valid_name(b"ok") && valid_name(b"\xff odd"));
+        for bad in [&b""[..], b".", b"..", b"a/b", b"nul\0", &[b'x'; 256]] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
     }
 }

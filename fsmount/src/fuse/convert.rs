@@ -8,15 +8,18 @@ use fuser::{FileAttr, FileType, INodeNo, Request, TimeOrNow};
 
 use crate::fs::{self, Ino};
 
+/// A wire time as the kernel's. A time no `SystemTime` can hold (a hostile or broken
+/// server) becomes the epoch rather than a panic; nanoseconds are kept below one second.
 pub(super) fn time(t: &Option<proto::Timespec>) -> SystemTime {
-    match t {
-        Some(t) if t.sec >= 0 => UNIX_EPOCH + Duration::new(t.sec as u64, t.nsec),
-        Some(t) => {
-            UNIX_EPOCH - Duration::from_secs(t.sec.unsigned_abs())
-                + Duration::from_nanos(t.nsec as u64)
-        }
-        None => UNIX_EPOCH,
-    }
+    let Some(t) = t else {
+        return UNIX_EPOCH;
+    };
+    let nsec = Duration::from_nanos(u64::from(t.nsec.min(999_999_999)));
+    let at = match t.sec {
+        s if s >= 0 => UNIX_EPOCH.checked_add(Duration::from_secs(s as u64)),
+        s => UNIX_EPOCH.checked_sub(Duration::from_secs(s.unsigned_abs())),
+    };
+    at.and_then(|at| at.checked_add(nsec)).unwrap_or(UNIX_EPOCH)
 }
 
 pub(super) fn kind(mode: u32) -> FileType {
@@ -81,5 +84,22 @@ pub(super) fn caller(req: &Request) -> fs::Caller {
     fs::Caller {
         uid: req.uid(),
         gid: req.gid(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_time_from_the_server_converts_without_panicking() {
+        let at = |sec, nsec| time(&Some(proto::Timespec { sec, nsec }));
+        assert_eq!(at(1, 5), UNIX_EPOCH + Duration::new(1, 5));
+        assert_eq!(at(-1, 0), UNIX_EPOCH - Duration::from_secs(1));
+        // Nanoseconds carrying past the largest time used to overflow (a panic).
+        for (sec, nsec) in [(i64::MAX, u32::MAX), (i64::MIN, u32::MAX), (0, u32::MAX)] {
+            let _ = at(sec, nsec);
+        }
+        assert_eq!(at(0, u32::MAX), UNIX_EPOCH + Duration::new(0, 999_999_999));
     }
 }
