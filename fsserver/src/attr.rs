@@ -53,7 +53,7 @@ pub fn of_named(dir: BorrowedFd<'_>, name: &OsStr, st: &FileStat) -> proto::Attr
     // asks for the size.
     let size = unsafe { libc::llistxattr(path.as_ptr(), std::ptr::null_mut(), 0) };
     let mut attr = with_no_xattrs(st, size);
-    attr.generation = at(dir, name, st).generation;
+    attr.generation = generation_at(dir, name);
     attr
 }
 
@@ -66,7 +66,7 @@ pub fn of_fd(fd: BorrowedFd<'_>, st: &FileStat) -> proto::Attr {
     // SAFETY: as above.
     let size = unsafe { libc::listxattr(path.as_ptr(), std::ptr::null_mut(), 0) };
     let mut attr = with_no_xattrs(st, size);
-    attr.generation = of(fd, st).generation;
+    attr.generation = generation_of(fd);
     attr
 }
 
@@ -79,18 +79,28 @@ fn with_no_xattrs(st: &FileStat, listxattr_size: isize) -> proto::Attr {
 /// `from_stat` of `name` in `dir` with its generation.
 pub fn at(dir: BorrowedFd<'_>, name: &OsStr, st: &FileStat) -> proto::Attr {
     let mut attr = from_stat(st);
-    attr.generation = match CString::new(name.as_bytes()) {
-        Ok(name) => birth_ns(dir, &name, libc::AT_SYMLINK_NOFOLLOW),
-        Err(_) => 0,
-    };
+    attr.generation = generation_at(dir, name);
     attr
 }
 
 /// `from_stat` of the object open as `fd` with its generation.
 pub fn of(fd: BorrowedFd<'_>, st: &FileStat) -> proto::Attr {
     let mut attr = from_stat(st);
-    attr.generation = birth_ns(fd, c"", libc::AT_EMPTY_PATH);
+    attr.generation = generation_of(fd);
     attr
+}
+
+/// The generation of `name` in `dir` (not following a symlink).
+fn generation_at(dir: BorrowedFd<'_>, name: &OsStr) -> u64 {
+    match CString::new(name.as_bytes()) {
+        Ok(name) => birth_ns(dir, &name, libc::AT_SYMLINK_NOFOLLOW),
+        Err(_) => 0,
+    }
+}
+
+/// The generation of the object open as `fd`.
+fn generation_of(fd: BorrowedFd<'_>) -> u64 {
+    birth_ns(fd, c"", libc::AT_EMPTY_PATH)
 }
 
 /// The object's birth time in ns (its generation: inode numbers are reused, birth times
@@ -138,12 +148,35 @@ pub fn expected<T>(
 /// Checks that `attr` is the object a request by path `expect`s (ESTALE otherwise). A
 /// generation of 0 on either side (unknown) matches any.
 pub fn check(expect: Option<&proto::Identity>, attr: &proto::Attr) -> Result<(), FsError> {
-    let Some(e) = expect else {
-        return Ok(());
-    };
-    let same_generation =
-        e.generation == 0 || attr.generation == 0 || e.generation == attr.generation;
-    if e.dev == attr.dev && e.ino == attr.ino && same_generation {
+    match expect {
+        Some(e) => same(e, attr.dev, attr.ino, attr.generation),
+        None => Ok(()),
+    }
+}
+
+/// `check` of the object open as `fd` with stat `st`; its generation is only read when
+/// the expectation names one.
+pub fn check_fd(
+    expect: Option<&proto::Identity>,
+    fd: BorrowedFd<'_>,
+    st: &FileStat,
+) -> Result<(), FsError> {
+    match expect {
+        Some(e) => {
+            let generation = if e.generation == 0 {
+                0
+            } else {
+                generation_of(fd)
+            };
+            same(e, st.st_dev, st.st_ino, generation)
+        }
+        None => Ok(()),
+    }
+}
+
+fn same(e: &proto::Identity, dev: u64, ino: u64, generation: u64) -> Result<(), FsError> {
+    let same_generation = e.generation == 0 || generation == 0 || e.generation == generation;
+    if e.dev == dev && e.ino == ino && same_generation {
         Ok(())
     } else {
         Err(FsError::Stale)

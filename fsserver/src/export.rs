@@ -193,6 +193,34 @@ impl Export {
         }
     }
 
+    /// `attr` of `path` if it is the object `expect`ed (ESTALE otherwise, also when the
+    /// path no longer resolves: see `attr::expected`).
+    pub fn attr_expected(
+        &self,
+        path: &[u8],
+        expect: Option<&proto::Identity>,
+    ) -> Result<proto::Attr, FsError> {
+        let attr = crate::attr::expected(expect, self.attr(path))?;
+        crate::attr::check(expect, &attr)?;
+        Ok(attr)
+    }
+
+    /// The object at `path` as an `O_PATH | O_NOFOLLOW` fd (never blocks, never touches a
+    /// device) with its stat, if it is the object `expect`ed (ESTALE otherwise).
+    pub fn open_expected(
+        &self,
+        path: &[u8],
+        expect: Option<&proto::Identity>,
+    ) -> Result<(OwnedFd, FileStat), FsError> {
+        let fd = crate::attr::expected(
+            expect,
+            self.open_beneath(path, OFlag::O_PATH, Mode::empty()),
+        )?;
+        let st = fstat(&fd)?;
+        crate::attr::check_fd(expect, fd.as_fd(), &st)?;
+        Ok((fd, st))
+    }
+
     /// Wire attributes of `path` (lstat), including whether it has extended attributes.
     pub fn attr(&self, path: &[u8]) -> Result<proto::Attr, FsError> {
         let at = self.locate(path)?;

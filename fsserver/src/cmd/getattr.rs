@@ -14,8 +14,6 @@ pub fn apply(ctx: &Ctx, req: proto::GetAttrRequest) -> Result<Reply<proto::AttrR
         let attr = crate::attr::of_fd(file.as_fd(), &fstat(&*file)?);
         return Ok(Reply::msg(proto::AttrReply { attr: Some(attr) }));
     }
-    let expect = req.expect.as_ref();
-    let attr = crate::attr::expected(expect, ctx.export.attr(&req.path))?;
-    crate::attr::check(expect, &attr)?;
+    let attr = ctx.export.attr_expected(&req.path, req.expect.as_ref())?;
     Ok(Reply::msg(proto::AttrReply { attr: Some(attr) }))
 }

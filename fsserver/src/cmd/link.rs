@@ -13,11 +13,7 @@ use crate::export::{stat_at, Name};
 pub fn apply(ctx: &Ctx, req: proto::LinkRequest) -> Result<Reply<proto::AttrReply>, FsError> {
     // The source first: ESTALE says this name no longer reaches the file; an error about
     // the destination (ENOENT for a missing directory) is the link's own.
-    let expect = req.expect.as_ref();
-    crate::attr::check(
-        expect,
-        &crate::attr::expected(expect, ctx.export.attr(&req.path))?,
-    )?;
+    ctx.export.attr_expected(&req.path, req.expect.as_ref())?;
     let from = ctx.export.locate(&req.path)?;
     let from_name = from.name.ok_or(FsError::Sys(nix::errno::Errno::EPERM))?;
     let to_dir = ctx.export.open_dir(&req.new_parent)?;

@@ -61,14 +61,7 @@ fn open_checked(
     req: &proto::OpenRequest,
     flags: OFlag,
 ) -> Result<(OwnedFd, proto::Attr), FsError> {
-    let expect = req.expect.as_ref();
-    let path_fd = crate::attr::expected(
-        expect,
-        ctx.export
-            .open_beneath(&req.path, OFlag::O_PATH, Mode::empty()),
-    )?;
-    let st = fstat(&path_fd)?;
-    crate::attr::check(expect, &crate::attr::of(path_fd.as_fd(), &st))?;
+    let (path_fd, st) = ctx.export.open_expected(&req.path, req.expect.as_ref())?;
     match st.st_mode & libc::S_IFMT {
         libc::S_IFREG | libc::S_IFDIR => {}
         // Never followed on the server (the client's kernel follows symlinks).

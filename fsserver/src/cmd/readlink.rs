@@ -8,11 +8,7 @@ use super::{Ctx, Reply};
 use crate::error::FsError;
 
 pub fn apply(ctx: &Ctx, req: proto::ReadlinkRequest) -> Result<Reply<proto::ReadlinkReply>, FsError> {
-    let expect = req.expect.as_ref();
-    crate::attr::check(
-        expect,
-        &crate::attr::expected(expect, ctx.export.attr(&req.path))?,
-    )?;
+    ctx.export.attr_expected(&req.path, req.expect.as_ref())?;
     let at = ctx.export.locate(&req.path)?;
     let name = at.name.ok_or(FsError::Sys(nix::errno::Errno::EINVAL))?;
     let target = readlinkat(&at.dir, name.as_os_str())?;

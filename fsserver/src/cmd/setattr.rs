@@ -4,7 +4,7 @@
 
 use std::os::fd::{AsFd, AsRawFd};
 
-use nix::fcntl::{AtFlags, OFlag};
+use nix::fcntl::AtFlags;
 use nix::sys::stat::{fchmod, fstat, utimensat, FileStat, Mode, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchownat, ftruncate, Gid, Uid};
@@ -26,17 +26,8 @@ pub fn apply(ctx: &Ctx, req: proto::SetAttrRequest) -> Result<Reply<proto::AttrR
         let st = change(file.as_fd(), &req, true)?;
         return Ok(attr_reply(crate::attr::of(file.as_fd(), &st)));
     }
-    let expect = req.expect.as_ref();
-    let fd = crate::attr::expected(
-        expect,
-        ctx.export
-            .open_beneath(&req.path, OFlag::O_PATH, Mode::empty()),
-    )?;
     // Changed only if it is the object the client means (not one that replaced it).
-    crate::attr::check(
-        expect,
-        &crate::attr::of(fd.as_fd(), &fstat(fd.as_fd())?),
-    )?;
+    let (fd, _) = ctx.export.open_expected(&req.path, req.expect.as_ref())?;
     let st = change(fd.as_fd(), &req, false)?;
     Ok(attr_reply(crate::attr::of(fd.as_fd(), &st)))
 }

@@ -8,11 +8,9 @@
 //! calls, so this module wraps libc's; the rest of the server calls these safe wrappers.
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
-use nix::sys::stat::Mode;
 
 use super::Ctx;
 use crate::error::FsError;
@@ -25,12 +23,7 @@ pub struct Target {
 
 /// The object at `path`, if it is the one `expect`ed (ESTALE otherwise).
 pub fn target(ctx: &Ctx, path: &[u8], expect: Option<&proto::Identity>) -> Result<Target, FsError> {
-    let fd = crate::attr::expected(
-        expect,
-        ctx.export.open_beneath(path, OFlag::O_PATH, Mode::empty()),
-    )?;
-    let st = nix::sys::stat::fstat(&fd)?;
-    crate::attr::check(expect, &crate::attr::of(fd.as_fd(), &st))?;
+    let (fd, _) = ctx.export.open_expected(path, expect)?;
     let proc_path = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
         .map_err(|_| FsError::Sys(Errno::EINVAL))?;
     Ok(Target { _fd: fd, proc_path })
