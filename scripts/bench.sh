@@ -71,7 +71,7 @@ Subsystem sftp internal-sftp
 CFG
 /usr/sbin/sshd -D -f "$B/ssh/sshd_config" 2>"$B/ssh/sshd.log" & pids+=($!)
 mkdir -p "$B/src-fsmount"
-"$bin/fsserver" --listen 127.0.0.1:0 --export "bench=$B/src-fsmount" --token-file "$B/token" \
+"$bin/fsserver" --listen 127.0.0.1:0 --export "bench=$B/src-fsmount" --no-root-squash bench --token-file "$B/token" \
     >"$B/server.out" 2>"$B/server.log" & pids+=($!)
 server_pid=$!
 for _ in $(seq 100); do grep -q listening "$B/server.out" 2>/dev/null && break; sleep 0.05; done

@@ -32,7 +32,7 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-"$bin/fsserver" --listen 127.0.0.1:0 --export "demo=$demo/export" --token-file "$demo/token" \
+"$bin/fsserver" --listen 127.0.0.1:0 --export "demo=$demo/export" --no-root-squash demo --token-file "$demo/token" \
     >"$demo/server.out" 2>"$demo/server.log" &
 server_pid=$!
 for _ in $(seq 100); do

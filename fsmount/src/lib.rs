@@ -5,6 +5,7 @@
 //! - [`fs`]: the async filesystem core (inode table, operations, caches, errno table);
 //! - [`remote`]: the trait the core reaches the server through (a fake in tests);
 //! - [`client`]: the session: connection, handshake, pending requests, reconnection;
+//! - [`credentials`]: who each request is for (the calling process's uid, gid, groups);
 //! - [`defaults`]: every default, defined once;
 //! - [`control`]: the `fsmount status`/`sync` socket of a running mount;
 //! - [`mount`]: mounting, readiness, signals and unmounting;
@@ -15,6 +16,7 @@
 
 pub mod client;
 pub mod control;
+pub mod credentials;
 pub mod daemon;
 pub mod defaults;
 pub mod fs;

@@ -36,6 +36,9 @@ pub enum FsError {
     /// not be reopened on this session.
     #[error("stale file handle: the object is gone or was replaced")]
     Stale,
+    /// The worker could not take on the caller's identity.
+    #[error("cannot act as the caller: {0}")]
+    Credentials(String),
 }
 
 impl FsError {
@@ -54,6 +57,7 @@ impl FsError {
             FsError::SpecialFile => libc::EACCES,
             FsError::NoDevices => libc::EPERM,
             FsError::TooManyOpen(_) => libc::EMFILE,
+            FsError::Credentials(_) => libc::EPERM,
         }
     }
 }

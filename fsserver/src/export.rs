@@ -27,6 +27,8 @@ pub struct Export {
     pub read_only: bool,
     /// Device nodes may be created (`fsserver --dev NAME`); never opened on the server.
     pub devices: bool,
+    /// How the ids clients claim are mapped (root squashed by default).
+    pub identity: crate::credentials::Policy,
     root: OwnedFd,
 }
 
@@ -120,6 +122,7 @@ impl Export {
             dir,
             read_only,
             devices: false,
+            identity: crate::credentials::Policy::default(),
             root,
         })
     }

@@ -8,7 +8,7 @@
 //!   dispatched from the protocol's command table;
 //! - [`export`]: confinement of every path beneath the export root (openat2);
 //! - [`session`]: handles and replies a client keeps across connections;
-//! - [`owner`]: new objects owned by the calling user; [`handles`]: open files of a connection; [`attr`]: stat -> wire attributes;
+//! - [`credentials`]: each request runs as its caller, squashed per export; [`handles`]: open files of a connection; [`attr`]: stat -> wire attributes;
 //! - [`error`]: per-request failures and their errno; [`token`]: the shared secret file.
 
 // libc calls nix lacks (xattrs, directory streams) are allowed module by module.
@@ -19,11 +19,11 @@ pub mod admission;
 pub mod attr;
 pub mod cmd;
 pub mod connection;
+pub mod credentials;
 pub mod error;
 pub mod export;
 pub mod handles;
 pub mod handshake;
-pub mod owner;
 pub mod server;
 pub mod session;
 pub mod token;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use fsserver::credentials::{self, Policy, Squash};
 use fsserver::export::Export;
 use fsserver::{defaults, server, token, Config, Shared};
 use tokio::signal::unix::{signal, SignalKind};
@@ -31,6 +32,21 @@ struct Args {
     /// `nodev`). Devices are never opened on the server either way.
     #[arg(long = "dev", value_name = "NAME")]
     dev: Vec<String>,
+    /// Trust a client's uid 0 on export NAME (repeatable). Default: root squash, as NFS:
+    /// requests from uid 0 run as --anonuid/--anongid. Needed to preserve owners (rsync -a,
+    /// tar -p as root) or to write into a root-owned export as root.
+    #[arg(long = "no-root-squash", value_name = "NAME")]
+    no_root_squash: Vec<String>,
+    /// Run every request on export NAME as --anonuid/--anongid, whoever the caller is
+    /// (repeatable; NFS all_squash).
+    #[arg(long = "all-squash", value_name = "NAME")]
+    all_squash: Vec<String>,
+    /// The uid squashed callers run as.
+    #[arg(long, value_name = "UID", default_value_t = credentials::ANONYMOUS)]
+    anonuid: u32,
+    /// The gid squashed callers run as.
+    #[arg(long, value_name = "GID", default_value_t = credentials::ANONYMOUS)]
+    anongid: u32,
     /// Requests run at once per connection.
     #[arg(long, default_value_t = defaults::MAX_IN_FLIGHT)]
     max_in_flight: u32,
@@ -78,18 +94,33 @@ fn parse_exports(args: &Args) -> Result<HashMap<String, Arc<Export>>> {
         let mut export = Export::open(name.to_string(), dir.clone(), read_only)
             .with_context(|| format!("cannot open {}", dir.display()))?;
         export.devices = args.dev.iter().any(|d| d == name);
+        let squash = match (
+            args.no_root_squash.iter().any(|n| n == name),
+            args.all_squash.iter().any(|n| n == name),
+        ) {
+            (false, false) => Squash::Root,
+            (true, false) => Squash::None,
+            (false, true) => Squash::All,
+            (true, true) => bail!("export {name:?}: --no-root-squash and --all-squash conflict"),
+        };
+        export.identity = Policy {
+            squash,
+            anon_uid: args.anonuid,
+            anon_gid: args.anongid,
+        };
         if exports.insert(name.to_string(), Arc::new(export)).is_some() {
             bail!("--export {name:?} given twice");
         }
     }
-    for r in &args.read_only {
-        if !exports.contains_key(r) {
-            bail!("--read-only {r:?}: no such export");
-        }
-    }
-    for d in &args.dev {
-        if !exports.contains_key(d) {
-            bail!("--dev {d:?}: no such export");
+    let named = [
+        ("--read-only", &args.read_only),
+        ("--dev", &args.dev),
+        ("--no-root-squash", &args.no_root_squash),
+        ("--all-squash", &args.all_squash),
+    ];
+    for (flag, names) in named {
+        if let Some(n) = names.iter().find(|n| !exports.contains_key(*n)) {
+            bail!("{flag} {n:?}: no such export");
         }
     }
     Ok(exports)
@@ -140,7 +171,14 @@ fn main() -> Result<()> {
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = listener.local_addr()?;
         for e in shared.exports.values() {
-            tracing::info!(name = %e.name, dir = %e.dir.display(), read_only = e.read_only, "exporting");
+            tracing::info!(name = %e.name, dir = %e.dir.display(), read_only = e.read_only,
+                squash = ?e.identity.squash, "exporting");
+        }
+        if !credentials::switching() {
+            tracing::warn!(
+                uid = %nix::unistd::geteuid(),
+                "not running as root: every request acts as this user, whoever the caller"
+            );
         }
         println!("fsserver: listening on {addr}");
         std::io::stdout().flush()?;

@@ -9,6 +9,7 @@
 //! - [`codec`]: two-phase tokio-util `Decoder`/`Encoder` with limits checked before allocating
 //!   and the CRC32 checked before protobuf is touched;
 //! - [`auth`]: the handshake's HMAC proofs;
+//! - [`credentials`]: the caller's uid, gid and groups, carried beside any request;
 //! - [`writer`]: the batching write loop each side's writer task runs;
 //! - [`error`]: connection-fatal protocol errors (per-request failures are error replies).
 
@@ -17,6 +18,7 @@
 pub mod auth;
 pub mod codec;
 pub mod command;
+pub mod credentials;
 pub mod error;
 pub mod frame;
 pub mod header;

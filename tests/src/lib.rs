@@ -99,7 +99,20 @@ impl Server {
     }
 
     /// Starts fsserver with one export per name, each a fresh directory under `dir/exports`.
+    /// Each export trusts the client's root (`--no-root-squash`): tests run as root and
+    /// compare ownership with a local disk. [`Server::start_squashing`] keeps the default.
     pub fn start_exports(names: &[&str], extra: &[&str]) -> Server {
+        let mut args: Vec<&str> = Vec::new();
+        for name in names {
+            args.extend(["--no-root-squash", name]);
+        }
+        args.extend(extra);
+        Server::start_squashing(names, &args)
+    }
+
+    /// Starts fsserver with one export per name and the server's own identity defaults (root
+    /// squashed) unless `extra` says otherwise.
+    pub fn start_squashing(names: &[&str], extra: &[&str]) -> Server {
         let dir = tempfile::Builder::new()
             .prefix("fsxp-server")
             .tempdir()
@@ -404,4 +417,44 @@ pub fn send_signal(pid: u32, signal: i32) {
     if let Ok(sig) = nix::sys::signal::Signal::try_from(signal) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
     }
+}
+
+/// What a command run as another user gave: exit code, stdout, stderr.
+#[derive(Debug)]
+pub struct RunAs {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `script` with `sh -c` in directory `dir` as `uid`/`gid` with exactly `groups` as its
+/// supplementary groups (util-linux `setpriv`). The directory is entered before the ids
+/// change, so it may lie below a path that user could not traverse.
+pub fn run_as(uid: u32, gid: u32, groups: &[u32], dir: &Path, script: &str) -> RunAs {
+    let mut cmd = Command::new("setpriv");
+    cmd.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"));
+    if groups.is_empty() {
+        cmd.arg("--clear-groups");
+    } else {
+        let list: Vec<String> = groups.iter().map(u32::to_string).collect();
+        cmd.arg(format!("--groups={}", list.join(",")));
+    }
+    let out = cmd
+        .args(["sh", "-c", script])
+        .current_dir(dir)
+        .output()
+        .expect("setpriv (util-linux) runs");
+    RunAs {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `(uid, gid)` of `path`, not following a symlink.
+pub fn owner_of(path: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).unwrap();
+    (m.uid(), m.gid())
 }

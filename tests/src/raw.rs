@@ -10,11 +10,23 @@ use prost::Message;
 use protocol::{auth, Command, Frame, FrameCodec, Limits, StreamId};
 use tokio_util::codec::{Decoder, Encoder};
 
+/// A request frame carrying root's credentials (the test servers trust root).
+pub fn root_request(cmd: Command, stream: StreamId, msg: &impl Message) -> Frame {
+    let body = protocol::credentials::attach(
+        Bytes::from(msg.encode_to_vec()),
+        &proto::Credentials::default(),
+    );
+    Frame::request_bytes(cmd, stream, body, Bytes::new())
+}
+
 pub struct RawClient {
     pub stream: TcpStream,
     codec: FrameCodec,
     buf: BytesMut,
     next: u32,
+    /// Credentials `call` attaches (root by default, as the tests run as root); None sends
+    /// none.
+    pub credentials: Option<proto::Credentials>,
 }
 
 impl RawClient {
@@ -28,6 +40,7 @@ impl RawClient {
             codec: FrameCodec::new(Limits::default()),
             buf: BytesMut::new(),
             next: 1,
+            credentials: Some(proto::Credentials::default()),
         }
     }
 
@@ -103,7 +116,8 @@ impl RawClient {
         }
     }
 
-    /// Sends one request and returns `Ok(reply message)` or `Err(errno)`.
+    /// Sends one request (with `self.credentials`) and returns `Ok(reply message)` or
+    /// `Err(errno)`.
     pub fn call<R: Message + Default>(
         &mut self,
         cmd: Command,
@@ -111,7 +125,11 @@ impl RawClient {
     ) -> Result<R, i32> {
         let id = self.next;
         self.next += 1;
-        self.send(Frame::request(cmd, StreamId(id), msg, Bytes::new()));
+        let mut body = Bytes::from(msg.encode_to_vec());
+        if let Some(who) = &self.credentials {
+            body = protocol::credentials::attach(body, who);
+        }
+        self.send(Frame::request_bytes(cmd, StreamId(id), body, Bytes::new()));
         let reply = self.recv().expect("a reply");
         assert_eq!(reply.stream_id, StreamId(id));
         if reply.is_error() {

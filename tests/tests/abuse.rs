@@ -34,7 +34,7 @@ fn ping_time(server: &Server) -> Duration {
 }
 
 fn open_request(id: u32, path: &str, flags: i32) -> Frame {
-    Frame::request(
+    e2e_tests::raw::root_request(
         Command::Open,
         StreamId(id),
         &proto::OpenRequest {
@@ -42,7 +42,6 @@ fn open_request(id: u32, path: &str, flags: i32) -> Frame {
             flags: flags as u32,
             ..Default::default()
         },
-        Bytes::new(),
     )
 }
 
@@ -88,7 +87,6 @@ fn device_nodes_need_dev_and_are_never_opened_on_the_server() {
                 name: name.as_bytes().to_vec().into(),
                 mode: libc::S_IFBLK | 0o666,
                 rdev: libc::makedev(7, 0),
-                caller: None,
             },
         )
     };

@@ -6,9 +6,7 @@ use bytes::Bytes;
 use e2e_tests::Server;
 use fsmount::client;
 use fsmount::fs::inodes::ROOT;
-use fsmount::fs::{Caller, Fh, Fs, FsOptions, Ino};
-
-const ROOT_CALLER: Caller = Caller { uid: 0, gid: 0 };
+use fsmount::fs::{Fh, Fs, FsOptions, Ino};
 
 async fn core(server: &Server) -> Fs {
     let s = client::connect(&server.addr, "data", &server.token(), &[9; 16])
@@ -22,11 +20,24 @@ async fn core(server: &Server) -> Fs {
     )
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+/// A runtime whose `block_on` runs the future as root's requests (as a FUSE operation of a
+/// root process would be): the test servers trust root (`--no-root-squash`).
+struct AsRoot(tokio::runtime::Runtime);
+
+impl AsRoot {
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        let root = proto::Credentials::default();
+        self.0.block_on(fsmount::credentials::CALLER.scope(root, f))
+    }
+}
+
+fn rt() -> AsRoot {
+    AsRoot(
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+    )
 }
 
 #[test]
@@ -34,9 +45,9 @@ fn create_write_read_rename_and_remove_through_the_core() {
     let server = Server::start(&[]);
     rt().block_on(async {
         let fs = core(&server).await;
-        let dir = fs.mkdir(ROOT, b"d", 0o755, ROOT_CALLER).await.unwrap();
+        let dir = fs.mkdir(ROOT, b"d", 0o755).await.unwrap();
         let (file, fh) = fs
-            .create(dir.ino, b"f", 0o644, libc::O_WRONLY as u32, ROOT_CALLER)
+            .create(dir.ino, b"f", 0o644, libc::O_WRONLY as u32)
             .await
             .unwrap();
         // More than one request's worth, so the core splits it.
@@ -80,10 +91,7 @@ fn create_write_read_rename_and_remove_through_the_core() {
         fs.remove(dir.ino, b"f", false).await.unwrap();
         let gone = fs.lookup(dir.ino, b"f").await.unwrap_err();
         assert_eq!(gone.errno(), libc::ENOENT);
-        let not_empty = fs
-            .mkdir(dir.ino, b"x", 0o755, ROOT_CALLER)
-            .await
-            .map(|_| ());
+        let not_empty = fs.mkdir(dir.ino, b"x", 0o755).await.map(|_| ());
         assert!(not_empty.is_ok());
         assert_eq!(
             fs.remove(ROOT, b"e", true).await.unwrap_err().errno(),
@@ -246,7 +254,7 @@ fn attributes_come_from_the_last_reply_until_this_mount_changes_the_file() {
         };
         let fs = Fs::new(std::sync::Arc::new(s.client), &s.root, 1 << 20, options);
         let (f, fh) = fs
-            .create(ROOT, b"f", 0o644, libc::O_WRONLY as u32, ROOT_CALLER)
+            .create(ROOT, b"f", 0o644, libc::O_WRONLY as u32)
             .await
             .unwrap();
         fs.write(fh, 0, Bytes::from_static(b"hello")).await.unwrap();

@@ -261,7 +261,7 @@ fn an_inode_number_reused_on_the_server_is_a_new_file_to_the_mount() {
     let s = ext4.root().join("export");
     fs::create_dir(&s).unwrap();
     let export = format!("own={}", s.display());
-    let server = Server::start(&["--export", &export]);
+    let server = Server::start(&["--export", &export, "--no-root-squash", "own"]);
     // Long timeouts: the kernel keeps the old name's entry while the server reuses its inode.
     let mount = Mount::new(&server, "own", &["entry_timeout=60", "attr_timeout=60"]);
     let m = mount.path.clone();

@@ -177,7 +177,7 @@ fn resend(server: &Server, session: &[u8], frame: &Frame) -> Frame {
 }
 
 fn request(cmd: Command, stream: u32, msg: &impl prost::Message) -> Frame {
-    Frame::request(cmd, StreamId(stream), msg, Bytes::new())
+    e2e_tests::raw::root_request(cmd, StreamId(stream), msg)
 }
 
 #[test]
@@ -185,7 +185,6 @@ fn a_request_replayed_after_a_cut_gets_its_first_answer() {
     let server = Server::start(&[]);
     let data = server.export("data");
     let session = b"replay-session-1";
-    let caller = Some(proto::Caller { uid: 0, gid: 0 });
 
     // mkdir
     let mkdir = request(
@@ -195,7 +194,6 @@ fn a_request_replayed_after_a_cut_gets_its_first_answer() {
             parent: Bytes::new(),
             name: Bytes::from_static(b"d"),
             mode: 0o755,
-            caller,
         },
     );
     send_and_cut(&server, session, &mkdir, || data.join("d").is_dir());
@@ -212,7 +210,6 @@ fn a_request_replayed_after_a_cut_gets_its_first_answer() {
                 parent: Bytes::new(),
                 name: Bytes::from_static(b"d"),
                 mode: 0o755,
-                caller,
             },
         ),
     );
@@ -230,7 +227,6 @@ fn a_request_replayed_after_a_cut_gets_its_first_answer() {
             name: Bytes::from_static(b"f"),
             mode: 0o644,
             flags: (libc::O_WRONLY | libc::O_EXCL) as u32,
-            caller,
             handle: 0,
         },
     );
@@ -334,7 +330,7 @@ fn enospc_on_the_server_is_reported_by_close_and_fsync_once() {
     require_mount_support();
     let small = SmallFs::new("8m");
     let export = format!("small={}", small.0.path().display());
-    let server = Server::start(&["--export", &export]);
+    let server = Server::start(&["--export", &export, "--no-root-squash", "small"]);
     let mount = Mount::new(&server, "small", &[]);
     let m = mount.path.display();
     sh(&format!("head -c 1000000 /dev/urandom > '{m}/keep'"));

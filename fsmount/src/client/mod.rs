@@ -126,6 +126,10 @@ impl Client {
     ) -> Result<Frame, ClientError> {
         let shared = &*self.shared;
         let id = shared.new_stream_id();
+        let msg = match crate::credentials::current() {
+            Some(who) => protocol::credentials::attach(msg, &who),
+            None => msg,
+        };
         let frame = Frame::request_bytes(cmd, id, msg, data);
         let mut rx = shared.pending.register(frame.clone());
         let mut guard = CancelOnDrop {

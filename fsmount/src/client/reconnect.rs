@@ -7,6 +7,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use prost::Message;
 use protocol::{Command, Frame};
 use tracing::warn;
 
@@ -95,9 +96,13 @@ async fn reopen_handles(shared: &Arc<Shared>, link: &Link) -> Result<usize, Clie
     };
     let mut replies = Vec::new();
     let mut ids = Vec::new();
-    for req in reopen() {
+    for (req, opener) in reopen() {
         let id = shared.new_stream_id();
-        let frame = Frame::request(Command::Open, id, &req, Bytes::new());
+        let mut msg = Bytes::from(req.encode_to_vec());
+        if let Some(who) = opener {
+            msg = protocol::credentials::attach(msg, &who);
+        }
+        let frame = Frame::request_bytes(Command::Open, id, msg, Bytes::new());
         ids.push(id);
         replies.push((req.handle, shared.pending.register(frame.clone())));
         if link.tx.send(frame).await.is_err() {

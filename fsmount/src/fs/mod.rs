@@ -71,9 +71,6 @@ pub struct Opened {
     pub keep_cache: bool,
 }
 
-/// The calling user on the client; new objects are given to them.
-pub type Caller = proto::Caller;
-
 /// Requested attribute changes (`None`: leave as is).
 #[derive(Debug, Default, Clone)]
 pub struct SetAttr {

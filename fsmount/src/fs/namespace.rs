@@ -8,7 +8,7 @@ use protocol::rpc::{self, Rpc};
 use crate::client::ClientError;
 
 use super::error::attr_of;
-use super::{Caller, Entry, Fs, FsError, Ino, Result};
+use super::{Entry, Fs, FsError, Ino, Result};
 
 impl Fs {
     /// The export-relative path `ino` is reached by.
@@ -105,54 +105,32 @@ impl Fs {
         Ok(self.by_any_name::<rpc::Readlink>(ino, make).await?.target)
     }
 
-    pub async fn mkdir(
-        &self,
-        parent: Ino,
-        name: &[u8],
-        mode: u32,
-        caller: Caller,
-    ) -> Result<Entry> {
+    pub async fn mkdir(&self, parent: Ino, name: &[u8], mode: u32) -> Result<Entry> {
         let req = proto::MkdirRequest {
             parent: self.path(parent)?.into(),
             name: Bytes::copy_from_slice(name),
             mode,
-            caller: Some(caller),
         };
         let reply = self.remote.rpc::<rpc::Mkdir>(&req).await?;
         Ok(self.remember(parent, name, attr_of(reply.attr)?, self.names_changed()))
     }
 
-    pub async fn mknod(
-        &self,
-        parent: Ino,
-        name: &[u8],
-        mode: u32,
-        rdev: u64,
-        caller: Caller,
-    ) -> Result<Entry> {
+    pub async fn mknod(&self, parent: Ino, name: &[u8], mode: u32, rdev: u64) -> Result<Entry> {
         let req = proto::MknodRequest {
             parent: self.path(parent)?.into(),
             name: Bytes::copy_from_slice(name),
             mode,
             rdev,
-            caller: Some(caller),
         };
         let reply = self.remote.rpc::<rpc::Mknod>(&req).await?;
         Ok(self.remember(parent, name, attr_of(reply.attr)?, self.names_changed()))
     }
 
-    pub async fn symlink(
-        &self,
-        parent: Ino,
-        name: &[u8],
-        target: &[u8],
-        caller: Caller,
-    ) -> Result<Entry> {
+    pub async fn symlink(&self, parent: Ino, name: &[u8], target: &[u8]) -> Result<Entry> {
         let req = proto::SymlinkRequest {
             parent: self.path(parent)?.into(),
             name: Bytes::copy_from_slice(name),
             target: Bytes::copy_from_slice(target),
-            caller: Some(caller),
         };
         let reply = self.remote.rpc::<rpc::Symlink>(&req).await?;
         Ok(self.remember(parent, name, attr_of(reply.attr)?, self.names_changed()))

@@ -12,7 +12,7 @@ use protocol::rpc;
 
 use super::error::attr_of;
 use super::read_ahead::ReadAhead;
-use super::{Caller, Entry, Fh, Fs, Ino, Opened, Result};
+use super::{Entry, Fh, Fs, Ino, Opened, Result};
 
 /// A file open on the server, as reads see it.
 #[derive(Debug)]
@@ -20,6 +20,8 @@ pub(super) struct OpenFile {
     pub ino: Ino,
     /// Open flags, to reopen it on a new session.
     flags: u32,
+    /// Who opened it: a reopen on a new session runs as that user again.
+    opener: Option<proto::Credentials>,
     /// Size when opened (read-ahead stops there).
     pub size: u64,
     pub read_ahead: ReadAhead,
@@ -85,14 +87,12 @@ impl Fs {
         name: &[u8],
         mode: u32,
         flags: u32,
-        caller: Caller,
     ) -> Result<(Entry, Fh)> {
         let req = proto::CreateRequest {
             parent: self.path(parent)?.into(),
             name: Bytes::copy_from_slice(name),
             mode,
             flags,
-            caller: Some(caller),
             handle: self.open_files.new_handle().0,
         };
         let reply = self.remote.rpc::<rpc::Create>(&req).await?;
@@ -138,6 +138,7 @@ impl Fs {
             OpenFile {
                 ino,
                 flags,
+                opener: crate::credentials::current(),
                 size: attr.size,
                 read_ahead: ReadAhead::new(max_window, 2 * block),
             },
@@ -155,24 +156,27 @@ impl Fs {
             let Some(fs) = fs.upgrade() else {
                 return Vec::new();
             };
-            let files: Vec<(Fh, Ino, u32)> = {
+            let files: Vec<(Fh, Ino, u32, Option<proto::Credentials>)> = {
                 let open = fs.open_files.by_handle.lock();
-                open.iter().map(|(fh, f)| (*fh, f.ino, f.flags)).collect()
+                open.iter()
+                    .map(|(fh, f)| (*fh, f.ino, f.flags, f.opener.clone()))
+                    .collect()
             };
             let inodes = fs.inodes.lock();
             let once_only = (libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC) as u32;
             files
                 .into_iter()
-                .filter_map(|(fh, ino, flags)| {
+                .filter_map(|(fh, ino, flags, opener)| {
                     // Only the same file: the server refuses (and then answers ESTALE on
                     // this handle) if the path is gone or names another object.
-                    Some(proto::OpenRequest {
+                    let req = proto::OpenRequest {
                         path: inodes.path(ino).unwrap_or_default().into(),
                         flags: flags & !once_only,
                         handle: fh.0,
                         expect: Some(inodes.identity(ino)?),
                         reopen: true,
-                    })
+                    };
+                    Some((req, opener))
                 })
                 .collect()
         }));

@@ -8,11 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use protocol::Command;
 
-use super::{Caller, Fh, Fs, FsOptions, Ino};
+use super::{Fh, Fs, FsOptions, Ino};
 use crate::remote::fake::{FakeServer, Fault};
 use crate::remote::Remote;
-
-const ME: Caller = Caller { uid: 0, gid: 0 };
 
 fn core() -> (Arc<FakeServer>, Arc<Fs>) {
     let fake = Arc::new(FakeServer::new());
@@ -24,7 +22,7 @@ fn core() -> (Arc<FakeServer>, Arc<Fs>) {
 
 async fn create(fs: &Fs, name: &[u8]) -> (Ino, Fh) {
     let (entry, fh) = fs
-        .create(Ino::ROOT, name, 0o644, libc::O_RDWR as u32, ME)
+        .create(Ino::ROOT, name, 0o644, libc::O_RDWR as u32)
         .await
         .expect("create");
     (entry.ino, fh)
@@ -229,10 +227,7 @@ async fn a_lost_reply_is_eio_and_the_next_read_fetches_again() {
 async fn a_server_error_keeps_its_errno() {
     let (fake, fs) = core();
     fake.inject(Command::Mkdir, Fault::Fail(libc::EDQUOT), 1);
-    let e = fs
-        .mkdir(Ino::ROOT, b"d", 0o755, ME)
-        .await
-        .expect_err("fails");
+    let e = fs.mkdir(Ino::ROOT, b"d", 0o755).await.expect_err("fails");
     assert_eq!(e.errno(), libc::EDQUOT);
     let e = fs.lookup(Ino::ROOT, b"d").await.expect_err("nothing made");
     assert_eq!(e.errno(), libc::ENOENT);

@@ -4,9 +4,9 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fuser::{FileAttr, FileType, INodeNo, Request, TimeOrNow};
+use fuser::{FileAttr, FileType, INodeNo, TimeOrNow};
 
-use crate::fs::{self, Ino};
+use crate::fs::Ino;
 
 /// A wire time as the kernel's. A time no `SystemTime` can hold (a hostile or broken
 /// server) becomes the epoch rather than a panic; nanoseconds are kept below one second.
@@ -78,13 +78,6 @@ pub(super) fn set_time(t: Option<TimeOrNow>) -> Option<proto::SetTime> {
 
 pub(super) fn name_bytes(name: &OsStr) -> Vec<u8> {
     name.as_bytes().to_vec()
-}
-
-pub(super) fn caller(req: &Request) -> fs::Caller {
-    fs::Caller {
-        uid: req.uid(),
-        gid: req.gid(),
-    }
 }
 
 #[cfg(test)]

@@ -23,10 +23,11 @@ use fuser::{
 };
 use tokio::runtime::Handle;
 
+use crate::credentials;
 use crate::defaults::MAX_IO;
 use crate::fs::{self, Fh, FilePos, Fs, Ino};
 pub use convert::file_attr;
-use convert::{caller, kind, name_bytes, set_time};
+use convert::{kind, name_bytes, set_time};
 use reply::{answer, reply_empty, reply_entry, reply_xattr};
 
 pub struct FuseAdapter {
@@ -35,21 +36,30 @@ pub struct FuseAdapter {
     /// Let the kernel enforce POSIX ACLs (FUSE_POSIX_ACL); it then also checks permissions
     /// itself, so this goes with `default_permissions`.
     posix_acl: bool,
+    /// Callers' group lists, read from /proc.
+    callers: credentials::Callers,
 }
 
 impl FuseAdapter {
     pub fn new(fs: Arc<Fs>, rt: Handle, posix_acl: bool) -> FuseAdapter {
-        FuseAdapter { fs, rt, posix_acl }
+        FuseAdapter {
+            fs,
+            rt,
+            posix_acl,
+            callers: credentials::Callers::default(),
+        }
     }
 
-    /// Runs `op` on the runtime with a clone of the core.
-    fn spawn<F, Fut>(&self, op: F)
+    /// Runs `op` on the runtime with a clone of the core, as the caller of `req`: every
+    /// request it sends carries that process's credentials.
+    fn spawn<F, Fut>(&self, req: &Request, op: F)
     where
         F: FnOnce(Arc<Fs>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
         let fs = self.fs.clone();
-        self.rt.spawn(op(fs));
+        let who = self.callers.of(req.uid(), req.gid(), req.pid());
+        self.rt.spawn(credentials::CALLER.scope(who, op(fs)));
     }
 
     fn attr_ttl(&self) -> Duration {
@@ -86,10 +96,10 @@ impl fuser::Filesystem for FuseAdapter {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let (name, at, et) = (name_bytes(name), self.attr_ttl(), self.entry_ttl());
         let negative = self.fs.options.negative_ttl;
-        self.spawn(move |fs| async move {
+        self.spawn(req, move |fs| async move {
             match fs.lookup(Ino(parent.0), &name).await {
                 // A negative entry (node id 0): the kernel remembers the name is missing.
                 Err(e) if e.errno() == libc::ENOENT && !negative.is_zero() => {
@@ -105,9 +115,9 @@ impl fuser::Filesystem for FuseAdapter {
         self.fs.forget(Ino(ino.0), nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let ttl = self.attr_ttl();
-        self.spawn(move |fs| async move {
+        self.spawn(req, move |fs| async move {
             answer(
                 reply,
                 fs.getattr(Ino(ino.0), fh.map(|f| Fh(f.0))).await,
@@ -118,7 +128,7 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -143,7 +153,7 @@ impl fuser::Filesystem for FuseAdapter {
             atime: set_time(atime),
             mtime: set_time(mtime),
         };
-        self.spawn(move |fs| async move {
+        self.spawn(req, move |fs| async move {
             answer(
                 reply,
                 fs.setattr(Ino(ino.0), fh.map(|f| Fh(f.0)), change).await,
@@ -152,8 +162,8 @@ impl fuser::Filesystem for FuseAdapter {
         });
     }
 
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        self.spawn(move |fs| async move {
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.spawn(req, move |fs| async move {
             answer(reply, fs.readlink(Ino(ino.0)).await, |reply, t| {
                 reply.data(&t)
             })
@@ -169,32 +179,27 @@ impl fuser::Filesystem for FuseAdapter {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let (name, at, et, who) = (
-            name_bytes(name),
-            self.attr_ttl(),
-            self.entry_ttl(),
-            caller(req),
-        );
-        self.spawn(move |fs| async move {
+        let (name, at, et) = (name_bytes(name), self.attr_ttl(), self.entry_ttl());
+        self.spawn(req, move |fs| async move {
             reply_entry(
                 reply,
-                fs.mkdir(Ino(parent.0), &name, mode & !umask, who).await,
+                fs.mkdir(Ino(parent.0), &name, mode & !umask).await,
                 at,
                 et,
             )
         });
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name_bytes(name);
-        self.spawn(move |fs| async move {
+        self.spawn(req, move |fs| async move {
             reply_empty(reply, fs.remove(Ino(parent.0), &name, false).await)
         });
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name_bytes(name);
-        self.spawn(move |fs| async move {
+        self.spawn(req, move |fs| async move {
             reply_empty(reply, fs.remove(Ino(parent.0), &name, true).await)
         });
     }
@@ -213,11 +218,10 @@ impl fuser::Filesystem for FuseAdapter {
             self.attr_ttl(),
             self.entry_ttl(),
         );
-        let who = caller(req);
-        self.spawn(move |fs| async move {
+        self.spawn(req, move |fs| async move {
             reply_entry(
                 reply,
-                fs.symlink(Ino(parent.0), &name, &target, who).await,
+                fs.symlink(Ino(parent.0), &name, &target).await,
                 at,
                 et,
             )
@@ -226,7 +230,7 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -235,7 +239,7 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let (name, newname) = (name_bytes(name), name_bytes(newname));
-        self.spawn(move |fs| async move {
+        self.spawn(req, move |fs| async move {
             reply_empty(
                 reply,
                 fs.rename(
@@ -252,14 +256,14 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn link(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         newparent: INodeNo,
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
         let (name, at, et) = (name_bytes(newname), self.attr_ttl(), self.entry_ttl());
-        self.spawn(move |fs| async move {
+        self.spawn(req, move |fs| async move {
             reply_entry(
                 reply,
                 fs.link(Ino(ino.0), Ino(newparent.0), &name).await,
@@ -269,8 +273,8 @@ impl fuser::Filesystem for FuseAdapter {
         });
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        self.spawn(move |fs| async move {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.spawn(req, move |fs| async move {
             answer(
                 reply,
                 fs.open(Ino(ino.0), flags.0 as u32).await,
@@ -288,7 +292,7 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -297,7 +301,7 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.spawn(move |fs| async move {
+        self.spawn(req, move |fs| async move {
             answer(
                 reply,
                 fs.read(Ino(ino.0), Fh(fh.0), offset, size).await,
@@ -308,7 +312,7 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -319,7 +323,7 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyWrite,
     ) {
         let data = Bytes::copy_from_slice(data);
-        self.spawn(move |fs| async move {
+        self.spawn(req, move |fs| async move {
             answer(reply, fs.write(Fh(fh.0), offset, data).await, |reply, n| {
                 reply.written(n)
             })
@@ -328,18 +332,20 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs| async move { reply_empty(reply, fs.flush(Ino(ino.0)).await) });
+        self.spawn(req, move |fs| async move {
+            reply_empty(reply, fs.flush(Ino(ino.0)).await)
+        });
     }
 
     fn release(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
@@ -347,20 +353,20 @@ impl fuser::Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(
-            move |fs| async move { reply_empty(reply, fs.release(Ino(ino.0), Fh(fh.0)).await) },
-        );
+        self.spawn(req, move |fs| async move {
+            reply_empty(reply, fs.release(Ino(ino.0), Fh(fh.0)).await)
+        });
     }
 
     fn fsync(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs| async move {
+        self.spawn(req, move |fs| async move {
             reply_empty(reply, fs.fsync(Ino(ino.0), Fh(fh.0), datasync).await)
         });
     }
@@ -373,13 +379,13 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        self.spawn(move |fs| async move {
+        self.spawn(req, move |fs| async move {
             let r = fs
                 .readdir(Fh(fh.0), offset, false, |item| {
                     reply.add(
@@ -396,7 +402,7 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn readdirplus(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -404,7 +410,7 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         let (at, et) = (self.attr_ttl(), self.entry_ttl());
         let ttl = at.min(et);
-        self.spawn(move |fs| async move {
+        self.spawn(req, move |fs| async move {
             let r = fs
                 .readdir(Fh(fh.0), offset, true, |item| {
                     let attr = file_attr(item.ino, item.attr);
@@ -446,8 +452,8 @@ impl fuser::Filesystem for FuseAdapter {
         reply.ok();
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        self.spawn(move |fs| async move {
+    fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.spawn(req, move |fs| async move {
             answer(reply, fs.statfs().await, |reply, s| {
                 reply.statfs(
                     s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
@@ -466,10 +472,10 @@ impl fuser::Filesystem for FuseAdapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let (name, ttl, who) = (name_bytes(name), self.attr_ttl(), caller(req));
-        self.spawn(move |fs| async move {
+        let (name, ttl) = (name_bytes(name), self.attr_ttl());
+        self.spawn(req, move |fs| async move {
             let created = fs
-                .create(Ino(parent.0), &name, mode & !umask, flags as u32, who)
+                .create(Ino(parent.0), &name, mode & !umask, flags as u32)
                 .await;
             answer(reply, created, |reply, (e, fh)| {
                 reply.created(
@@ -493,41 +499,36 @@ impl fuser::Filesystem for FuseAdapter {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let (name, at, et, who) = (
-            name_bytes(name),
-            self.attr_ttl(),
-            self.entry_ttl(),
-            caller(req),
-        );
+        let (name, at, et) = (name_bytes(name), self.attr_ttl(), self.entry_ttl());
         // The type bits stay; the umask applies to the permission bits only.
         let mode = mode & !(umask & 0o7777);
-        self.spawn(move |fs| async move {
+        self.spawn(req, move |fs| async move {
             reply_entry(
                 reply,
-                fs.mknod(Ino(parent.0), &name, mode, rdev as u64, who).await,
+                fs.mknod(Ino(parent.0), &name, mode, rdev as u64).await,
                 at,
                 et,
             )
         });
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let name = name_bytes(name);
-        self.spawn(move |fs| async move {
+        self.spawn(req, move |fs| async move {
             let r = fs.getxattr(Ino(ino.0), &name).await.map(|v| v.to_vec());
             reply_xattr(reply, r, size)
         });
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        self.spawn(
-            move |fs| async move { reply_xattr(reply, fs.listxattr(Ino(ino.0)).await, size) },
-        );
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.spawn(req, move |fs| async move {
+            reply_xattr(reply, fs.listxattr(Ino(ino.0)).await, size)
+        });
     }
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -536,7 +537,7 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let (name, value) = (name_bytes(name), value.to_vec());
-        self.spawn(move |fs| async move {
+        self.spawn(req, move |fs| async move {
             reply_empty(
                 reply,
                 fs.setxattr(Ino(ino.0), &name, &value, flags as u32).await,
@@ -544,16 +545,16 @@ impl fuser::Filesystem for FuseAdapter {
         });
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name_bytes(name);
-        self.spawn(
-            move |fs| async move { reply_empty(reply, fs.removexattr(Ino(ino.0), &name).await) },
-        );
+        self.spawn(req, move |fs| async move {
+            reply_empty(reply, fs.removexattr(Ino(ino.0), &name).await)
+        });
     }
 
     fn copy_file_range(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino_in: INodeNo,
         fh_in: FileHandle,
         offset_in: u64,
@@ -566,7 +567,7 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         // The reply carries a u32 count.
         let len = len.min(1 << 30);
-        self.spawn(move |fs| async move {
+        self.spawn(req, move |fs| async move {
             let from = FilePos {
                 fh: Fh(fh_in.0),
                 offset: offset_in,
@@ -582,7 +583,7 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -590,7 +591,7 @@ impl fuser::Filesystem for FuseAdapter {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs| async move {
+        self.spawn(req, move |fs| async move {
             reply_empty(
                 reply,
                 fs.fallocate(Fh(fh.0), mode as u32, offset, length).await,
@@ -600,14 +601,14 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn lseek(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: i64,
         whence: i32,
         reply: ReplyLseek,
     ) {
-        self.spawn(move |fs| async move {
+        self.spawn(req, move |fs| async move {
             answer(
                 reply,
                 fs.lseek(Fh(fh.0), offset, whence as u32).await,

@@ -195,7 +195,10 @@ impl FakeServer {
         let reopen = self.reopen.lock().clone();
         let requests = reopen.map(|r| r()).unwrap_or_default();
         let mut tree = self.tree.lock();
-        requests.iter().filter(|req| tree.open(req).is_ok()).count()
+        requests
+            .iter()
+            .filter(|(req, _)| tree.open(req).is_ok())
+            .count()
     }
 
     fn fault_for(&self, cmd: Command) -> Option<(Fault, u64)> {

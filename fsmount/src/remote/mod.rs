@@ -27,9 +27,10 @@ pub enum Patience {
 }
 
 /// The open requests that recreate the mount's handles on a new server session (the
-/// server lost them: it restarted or the grace period passed). Each names the handle
-/// number to reuse.
-pub type Reopen = Arc<dyn Fn() -> Vec<proto::OpenRequest> + Send + Sync>;
+/// server lost them: it restarted or the grace period passed), each with the credentials of
+/// the process that opened it. Each names the handle number to reuse.
+pub type Reopen =
+    Arc<dyn Fn() -> Vec<(proto::OpenRequest, Option<proto::Credentials>)> + Send + Sync>;
 
 /// A boxed call in progress (the trait must be usable as `dyn Remote`).
 pub type CallFuture<'a> = Pin<Box<dyn Future<Output = Result<Frame, ClientError>> + Send + 'a>>;

@@ -6,8 +6,7 @@ use super::{attr_reply, Ctx, Reply};
 use crate::error::FsError;
 use std::os::fd::AsFd;
 
-use crate::export::Name;
-use crate::owner;
+use crate::export::{stat_at, Name};
 
 pub fn apply(ctx: &Ctx, req: proto::MkdirRequest) -> Result<Reply<proto::AttrReply>, FsError> {
     let dir = ctx.export.open_dir(&req.parent)?;
@@ -17,6 +16,6 @@ pub fn apply(ctx: &Ctx, req: proto::MkdirRequest) -> Result<Reply<proto::AttrRep
         name.as_os_str(),
         Mode::from_bits_truncate(req.mode & 0o7777),
     )?;
-    let st = owner::give_named(dir.as_fd(), name, req.caller.as_ref())?;
+    let st = stat_at(dir.as_fd(), name)?;
     Ok(attr_reply(crate::attr::at(dir.as_fd(), name.as_os_str(), &st)))
 }

@@ -1,4 +1,4 @@
-//! Mknod: `MknodRequest { parent, name, mode, rdev, caller }` -> `AttrReply`. `mode` holds
+//! Mknod: `MknodRequest { parent, name, mode, rdev }` -> `AttrReply`. `mode` holds
 //! the type (FIFO, character or block device, socket, regular file) and permissions.
 
 use std::os::fd::AsFd;
@@ -7,8 +7,7 @@ use nix::sys::stat::{mknodat, Mode, SFlag};
 
 use super::{attr_reply, Ctx, Reply};
 use crate::error::FsError;
-use crate::export::Name;
-use crate::owner;
+use crate::export::{stat_at, Name};
 
 pub fn apply(ctx: &Ctx, req: proto::MknodRequest) -> Result<Reply<proto::AttrReply>, FsError> {
     let dir = ctx.export.open_dir(&req.parent)?;
@@ -24,6 +23,6 @@ pub fn apply(ctx: &Ctx, req: proto::MknodRequest) -> Result<Reply<proto::AttrRep
         Mode::from_bits_truncate(req.mode & 0o7777),
         req.rdev as libc::dev_t,
     )?;
-    let st = owner::give_named(dir.as_fd(), name, req.caller.as_ref())?;
+    let st = stat_at(dir.as_fd(), name)?;
     Ok(attr_reply(crate::attr::at(dir.as_fd(), name.as_os_str(), &st)))
 }

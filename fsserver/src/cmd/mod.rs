@@ -13,6 +13,7 @@ use bytes::Bytes;
 use prost::Message;
 use protocol::{Command, DataSection};
 
+use crate::credentials;
 use crate::error::FsError;
 use crate::export::Export;
 use crate::handles::Handles;
@@ -107,7 +108,8 @@ macro_rules! define_dispatch {
 
 protocol::command_table!(define_dispatch);
 
-/// Runs one request. Blocking: call from a blocking thread.
+/// Runs one request as its caller (see `credentials`). Blocking: call from a blocking
+/// thread, which keeps the caller's identity until its next request.
 pub fn dispatch(ctx: &Ctx, cmd: u16, msg: Bytes, data: Bytes) -> Result<Encoded, FsError> {
     let command = Command::try_from(cmd).map_err(|_| FsError::UnknownCommand(cmd))?;
     if !data.is_empty() && command.data_section() != DataSection::Request {
@@ -118,6 +120,8 @@ pub fn dispatch(ctx: &Ctx, cmd: u16, msg: Bytes, data: Bytes) -> Result<Encoded,
     if command.mutates() {
         ctx.export.writable()?;
     }
+    let claimed = protocol::credentials::of(&msg).map_err(FsError::BadRequest)?;
+    credentials::assume(&ctx.export.identity.map(claimed))?;
     run(ctx, command, msg, data)
 }
 

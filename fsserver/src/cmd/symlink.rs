@@ -9,8 +9,7 @@ use nix::unistd::symlinkat;
 
 use super::{attr_reply, Ctx, Reply};
 use crate::error::FsError;
-use crate::export::Name;
-use crate::owner;
+use crate::export::{stat_at, Name};
 
 pub fn apply(ctx: &Ctx, req: proto::SymlinkRequest) -> Result<Reply<proto::AttrReply>, FsError> {
     let dir = ctx.export.open_dir(&req.parent)?;
@@ -19,6 +18,6 @@ pub fn apply(ctx: &Ctx, req: proto::SymlinkRequest) -> Result<Reply<proto::AttrR
         return Err(FsError::BadName("symlink target".into()));
     }
     symlinkat(OsStr::from_bytes(&req.target), &dir, name.as_os_str())?;
-    let st = owner::give_named(dir.as_fd(), name, req.caller.as_ref())?;
+    let st = stat_at(dir.as_fd(), name)?;
     Ok(attr_reply(crate::attr::at(dir.as_fd(), name.as_os_str(), &st)))
 }
