@@ -21,3 +21,6 @@ pub const TIMEOUT: Option<Duration> = Some(Duration::from_secs(60));
 /// Largest read and write the kernel is asked to send (FUSE max_write / max_pages), and the
 /// block cache's block size.
 pub const MAX_IO: u32 = 1 << 20;
+/// A write to the server that makes no progress for this long drops the connection (which
+/// is then reconnected and its unanswered requests resent).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);

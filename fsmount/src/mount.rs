@@ -103,16 +103,10 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
             signal(SignalKind::interrupt()),
         )
     };
-    let session_id = {
-        let mut id = [0u8; protocol::auth::SESSION_ID_LEN];
-        getrandom::fill(&mut id).expect("the OS random source works");
-        id
-    };
     let session = match rt.block_on(client::connect(
         &req.source.addr,
         &req.source.export,
         &req.token,
-        &session_id,
     )) {
         Ok(s) => s,
         Err(e) => {

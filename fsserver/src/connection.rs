@@ -1,5 +1,8 @@
 //! One client connection: handshake, then a reader loop that spawns one task per request
-//! (at most `max_in_flight` at once) and a writer task that sends replies as they complete.
+//! (at most `max_in_flight` at once: the connection's share of the workers) and a writer
+//! task that sends replies as they complete. Read replies reserve their bytes from the
+//! connection's unsent budget before they run, and the writer drops a client that reads
+//! nothing for `write_timeout`: a client that stops reading pins little, and not for long.
 //! A malformed frame ends this connection only: the peer gets a `Goodbye` error frame on
 //! stream 0, in-flight requests finish, the socket closes. Handles and cached replies belong
 //! to the client's session (see `session`), which outlives the connection.
@@ -10,7 +13,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use protocol::{Command, Frame, FrameCodec, Limits, ProtocolError, StreamId};
 use tokio::net::TcpStream;
-use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 
@@ -29,7 +32,7 @@ pub async fn serve(
     let _ = socket.set_nodelay(true);
     let (rd, mut wr) = socket.into_split();
     let mut reader = FramedRead::new(rd, FrameCodec::new(Limits::HANDSHAKE));
-    let auth = match handshake::accept(&mut reader, &mut wr, &shared).await {
+    let auth = match handshake::accept(&mut reader, &mut wr, &shared, peer).await {
         Ok(a) => a,
         Err(e) => {
             warn!(%peer, "handshake failed: {e}");
@@ -42,10 +45,10 @@ pub async fn serve(
     let _slot = auth.slot;
     let session = auth.session.clone();
     if auth.resumed {
-        info!(%peer, export = %auth.export.name, session = %hex::encode(&auth.session_id),
+        info!(%peer, export = %auth.export.name, session = %session_tag(&auth.session_id),
             open_handles = session.handles.len(), "client resumed its session");
     } else {
-        info!(%peer, export = %auth.export.name, session = %hex::encode(&auth.session_id), "client authenticated");
+        info!(%peer, export = %auth.export.name, session = %session_tag(&auth.session_id), "client authenticated");
     }
     let limits = Limits {
         max_msg_len: Limits::MAX_MSG_LEN,
@@ -54,19 +57,26 @@ pub async fn serve(
     reader.decoder_mut().set_limits(limits);
 
     let max_in_flight = shared.config.max_in_flight as usize;
-    let (tx, rx) = mpsc::channel::<Frame>(max_in_flight + 1);
-    let writer = tokio::spawn(protocol::writer::run(wr, rx));
+    let (tx, rx) = mpsc::channel::<Outgoing>(max_in_flight + 1);
+    let mut writer = tokio::spawn(protocol::writer::run(wr, rx, shared.config.write_timeout));
+    let unsent = Arc::new(Semaphore::new(unsent_budget(shared.config.max_data)));
     let ctx = Ctx {
         export: auth.export,
         handles: session.handles.clone(),
         max_data: shared.config.max_data,
     };
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
+    let mut writer_result = None;
 
     loop {
         let next = tokio::select! {
             next = reader.next() => next,
             _ = shutdown.recv() => break,
+            // The writer gave up (the client reads nothing): stop taking requests.
+            r = &mut writer => {
+                writer_result = Some(r);
+                break;
+            }
         };
         let frame = match next {
             None => break,
@@ -90,7 +100,14 @@ pub async fn serve(
             .await
             .expect("semaphore never closed");
         let (ctx, tx, session) = (ctx.clone(), tx.clone(), session.clone());
+        let unsent = unsent.clone();
         tokio::spawn(async move {
+            // A Read reply's bytes are reserved before it runs: what a connection has read
+            // and not yet sent stays within its budget, however slowly the client reads.
+            let budget = match read_len(&frame, ctx.max_data) {
+                0 => None,
+                n => unsent.acquire_many_owned(n).await.ok(),
+            };
             let reply = if Command::try_from(frame.cmd).is_ok_and(Command::replayable) {
                 match session.replies.claim(&frame) {
                     Claim::Run => {
@@ -118,18 +135,33 @@ pub async fn serve(
             } else {
                 run_request(ctx, frame).await
             };
-            let _ = tx.send(reply).await;
+            let _ = tx
+                .send(Outgoing {
+                    frame: reply,
+                    _budget: budget,
+                })
+                .await;
             drop(permit);
         });
     }
     drop(tx);
-    match writer.await {
-        Ok(Err(e)) => debug!(%peer, "writer stopped: {e}"),
+    let written = match writer_result {
+        Some(r) => r,
+        None => writer.await,
+    };
+    match written {
+        Ok(Err(e)) => warn!(%peer, "stopped writing to the client: {e}"),
         Err(e) => warn!(%peer, "writer task failed: {e}"),
         Ok(Ok(())) => {}
     }
     shared.sessions.detach(&session);
     info!(%peer, open_handles = ctx.handles.len(), replayed = session.replies.replayed(), "connection closed");
+}
+
+/// A session id as logged: its first 4 bytes, enough to follow a client through the log,
+/// too few to resume its session (which takes all 16).
+fn session_tag(id: &[u8]) -> String {
+    format!("{}..", hex::encode(&id[..id.len().min(4)]))
 }
 
 async fn run_request(ctx: Ctx, frame: Frame) -> Frame {
@@ -147,14 +179,47 @@ async fn run_request(ctx: Ctx, frame: Frame) -> Frame {
     }
 }
 
-async fn goodbye(tx: &mpsc::Sender<Frame>, peer: SocketAddr, e: ProtocolError) {
+async fn goodbye(tx: &mpsc::Sender<Outgoing>, peer: SocketAddr, e: ProtocolError) {
     warn!(%peer, "closing connection: {e}");
+    let frame = Frame::error(
+        Command::Goodbye.code(),
+        StreamId::CONTROL,
+        libc::EPROTO,
+        e.to_string(),
+    );
     let _ = tx
-        .send(Frame::error(
-            Command::Goodbye.code(),
-            StreamId::CONTROL,
-            libc::EPROTO,
-            e.to_string(),
-        ))
+        .send(Outgoing {
+            frame,
+            _budget: None,
+        })
         .await;
+}
+
+/// A reply queued for the writer, with the share of the connection's unsent-bytes budget
+/// it holds until written.
+struct Outgoing {
+    frame: Frame,
+    _budget: Option<OwnedSemaphorePermit>,
+}
+
+impl AsRef<Frame> for Outgoing {
+    fn as_ref(&self) -> &Frame {
+        &self.frame
+    }
+}
+
+/// The reply bytes one connection may have read and not yet sent.
+fn unsent_budget(max_data: u32) -> usize {
+    crate::defaults::UNSENT_REPLY_BYTES.max(2 * max_data as usize)
+}
+
+/// The bytes a Read request will reply with at most (0 for other requests).
+fn read_len(frame: &Frame, max_data: u32) -> u32 {
+    if frame.cmd != Command::Read.code() {
+        return 0;
+    }
+    frame
+        .decode_msg::<proto::ReadRequest>("ReadRequest")
+        .map(|r| r.len.min(max_data))
+        .unwrap_or(0)
 }

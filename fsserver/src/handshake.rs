@@ -1,7 +1,10 @@
 //! The server side of the handshake: send a nonce, take one `AuthRequest`, check its HMAC
-//! proof of the token and the export name, answer `AuthReply` or an error and close.
+//! proof (see `protocol::auth`), answer `AuthReply` (with the session's id and the server's
+//! proof over all of it) or an error and close. A wrong proof is answered late, later for
+//! each recent failure from the same address (`admission`).
 //! Nothing else is accepted before it succeeds, and it must finish before a deadline.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,9 +77,10 @@ pub async fn accept(
     rd: &mut FramedRead<OwnedReadHalf, FrameCodec>,
     wr: &mut OwnedWriteHalf,
     shared: &Shared,
+    peer: SocketAddr,
 ) -> Result<Authenticated, HandshakeError> {
     let deadline = shared.config.handshake_timeout;
-    tokio::time::timeout(deadline, exchange(rd, wr, shared))
+    tokio::time::timeout(deadline, exchange(rd, wr, shared, peer))
         .await
         .map_err(|_| HandshakeError::Timeout(deadline))?
 }
@@ -85,6 +89,7 @@ async fn exchange(
     rd: &mut FramedRead<OwnedReadHalf, FrameCodec>,
     wr: &mut OwnedWriteHalf,
     shared: &Shared,
+    peer: SocketAddr,
 ) -> Result<Authenticated, HandshakeError> {
     let mut server_nonce = [0u8; auth::NONCE_LEN];
     getrandom::fill(&mut server_nonce).expect("the OS random source works");
@@ -115,14 +120,9 @@ async fn exchange(
         .into());
     }
     let req: proto::AuthRequest = frame.decode_msg("AuthRequest")?;
-    if !auth::verify(
-        auth::Side::Client,
-        &shared.token,
-        &server_nonce,
-        &req.client_nonce,
-        &req.export,
-        &req.proof,
-    ) {
+    if !auth::verify_client(&shared.token, &challenge, &req) {
+        let delay = shared.admission.failure_delay(peer.ip());
+        tokio::time::sleep(delay).await;
         return Err(refuse(wr, libc::EACCES, HandshakeError::BadProof).await);
     }
     let name = String::from_utf8_lossy(&req.export).into_owned();
@@ -141,25 +141,21 @@ async fn exchange(
         let bad = HandshakeError::BadSessionId(req.session_id.len());
         return Err(refuse(wr, libc::EINVAL, bad).await);
     }
-    let (session, resumed) = match shared.sessions.attach(&req.session_id, &name) {
-        Ok(s) => s,
+    let attach = match shared.sessions.attach(&req.session_id, &name) {
+        Ok(a) => a,
         Err(full) => return Err(refuse(wr, libc::EAGAIN, HandshakeError::Sessions(full.0)).await),
     };
-    let reply = proto::AuthReply {
-        server_proof: auth::proof(
-            auth::Side::Server,
-            &shared.token,
-            &server_nonce,
-            &req.client_nonce,
-            &req.export,
-        )
-        .into(),
+    let mut reply = proto::AuthReply {
+        server_proof: Default::default(),
         max_in_flight: shared.config.max_in_flight,
         max_data: shared.config.max_data,
         read_only: export.read_only,
         root: Some(root),
-        resumed,
+        resumed: attach.resumed,
+        session_id: attach.id.clone().into(),
     };
+    reply.server_proof = auth::server_proof(&shared.token, &challenge, &req, &reply).into();
+    let session = attach.session;
     let sent = send(
         wr,
         Frame::response(
@@ -176,9 +172,9 @@ async fn exchange(
     }
     Ok(Authenticated {
         export,
-        session_id: req.session_id.to_vec(),
+        session_id: attach.id,
         session,
-        resumed,
+        resumed: attach.resumed,
         slot,
     })
 }

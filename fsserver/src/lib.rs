@@ -47,6 +47,16 @@ pub mod defaults {
     pub const MAX_OPEN: usize = 16384;
     /// Sessions kept at once (with or without a connection).
     pub const MAX_SESSIONS: usize = 1024;
+    /// A client that reads nothing of its replies for this long is disconnected.
+    pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+    /// How long SIGTERM waits for connections to finish their requests before exiting.
+    pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Reply bytes one connection may have computed and not yet sent (at least twice
+    /// `max_data`): Read replies take their size from it before they run.
+    pub const UNSENT_REPLY_BYTES: usize = 8 << 20;
+    /// Worker threads that run requests (tokio's blocking pool); one connection may use at
+    /// most `max_in_flight` of them.
+    pub const WORKERS: usize = 512;
 }
 
 /// Tunables of a running server.
@@ -66,6 +76,8 @@ pub struct Config {
     pub max_sessions: usize,
     /// How long a session outlives its last connection (0: sessions end with it).
     pub session_grace: Duration,
+    pub write_timeout: Duration,
+    pub drain_timeout: Duration,
 }
 
 impl Default for Config {
@@ -80,6 +92,8 @@ impl Default for Config {
             session_grace: defaults::SESSION_GRACE,
             max_open: defaults::MAX_OPEN,
             max_sessions: defaults::MAX_SESSIONS,
+            write_timeout: defaults::WRITE_TIMEOUT,
+            drain_timeout: defaults::DRAIN_TIMEOUT,
         }
     }
 }

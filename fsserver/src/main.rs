@@ -47,7 +47,7 @@ struct Args {
     /// The gid squashed callers run as.
     #[arg(long, value_name = "GID", default_value_t = credentials::ANONYMOUS)]
     anongid: u32,
-    /// Requests run at once per connection.
+    /// Requests run at once per connection (its share of the 512 workers; at most 128).
     #[arg(long, default_value_t = defaults::MAX_IN_FLIGHT)]
     max_in_flight: u32,
     /// Authenticated connections served at once (a slot is taken after the token proof).
@@ -75,6 +75,13 @@ struct Args {
     /// connection drops, so it can reconnect and resume (0: not kept).
     #[arg(long, default_value_t = defaults::SESSION_GRACE.as_secs())]
     session_grace: u64,
+    /// Seconds a client may leave its replies unread before it is disconnected.
+    #[arg(long, default_value_t = defaults::WRITE_TIMEOUT.as_secs())]
+    write_timeout: u64,
+    /// Seconds SIGTERM/SIGINT waits for connections to finish their requests; fsserver
+    /// exits by then whatever is still running.
+    #[arg(long, default_value_t = defaults::DRAIN_TIMEOUT.as_secs())]
+    drain_timeout: u64,
 }
 
 fn parse_exports(args: &Args) -> Result<HashMap<String, Arc<Export>>> {
@@ -157,15 +164,20 @@ fn main() -> Result<()> {
         max_sessions: args.max_sessions.max(1),
         max_pending: args.max_handshakes.max(1),
         max_pending_per_source: args.max_handshakes_per_source.max(1),
-        max_in_flight: args.max_in_flight.max(1),
+        max_in_flight: args.max_in_flight.clamp(1, (defaults::WORKERS / 4) as u32),
         handshake_timeout: Duration::from_secs(args.handshake_timeout),
         session_grace: Duration::from_secs(args.session_grace),
+        write_timeout: Duration::from_secs(args.write_timeout.max(1)),
+        drain_timeout: Duration::from_secs(args.drain_timeout),
         ..Config::default()
     };
     let shared = Arc::new(Shared::new(exports, token, config));
 
-    let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(async {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(defaults::WORKERS)
+        .build()?;
+    let result = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -193,7 +205,11 @@ fn main() -> Result<()> {
         server::run(listener, shared, shutdown).await;
         tracing::info!("stopped");
         Ok(())
-    })
+    });
+    // A request still running on a worker (a hung file system below the export) must not
+    // keep the process: the drain deadline has passed.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    result
 }
 
 /// Raises the soft limit on open files to the hard limit: every client's open files and

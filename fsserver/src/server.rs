@@ -13,9 +13,6 @@ use tracing::{debug, error, info, warn};
 
 use crate::{connection, Shared};
 
-/// How long a shutdown waits for open connections to finish their requests.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future) {
     let (notify_shutdown, _) = broadcast::channel::<()>(1);
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
@@ -64,10 +61,8 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
     expiry.abort();
     drop(notify_shutdown);
     drop(done_tx);
-    if tokio::time::timeout(DRAIN_TIMEOUT, done_rx.recv())
-        .await
-        .is_err()
-    {
-        warn!("connections still open after {DRAIN_TIMEOUT:?}; exiting anyway");
+    let drain = shared.config.drain_timeout;
+    if tokio::time::timeout(drain, done_rx.recv()).await.is_err() {
+        warn!("connections still open after {drain:?}; exiting anyway");
     }
 }

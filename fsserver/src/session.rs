@@ -1,6 +1,8 @@
 //! Sessions: what a client keeps across connections (as NFSv4.1 sessions do).
 //!
-//! A client names its session with an id it chooses (AuthRequest.session_id). The session
+//! The server names each session with 16 random bytes, given to the client in its AuthReply
+//! (covered by the server's proof) and presented to resume (AuthRequest.session_id); an id
+//! is unguessable, never logged whole, and names a session within its export only. The session
 //! holds the client's open handles and a reply cache of its recent non-idempotent requests,
 //! keyed by stream id (the client never reuses a stream id within a session). When the last
 //! connection of a session closes, the session is kept for a grace period: a client that
@@ -22,6 +24,11 @@ use crate::handles::Handles;
 
 /// Replies kept per session: far more than a client has in flight at once.
 const REPLY_CACHE_ENTRIES: usize = 4096;
+/// Bytes of cached replies kept per session (counting a fixed overhead per entry); the
+/// oldest go first when over.
+pub const REPLY_CACHE_BYTES: usize = 1 << 20;
+/// What an entry costs beyond its reply's message and data.
+const ENTRY_OVERHEAD: usize = 128;
 
 #[derive(Debug)]
 pub struct Session {
@@ -64,8 +71,17 @@ pub struct Sessions {
     by_id: Mutex<HashMap<SessionKey, Arc<Session>>>,
 }
 
-/// A session's export and the id its client gave it.
+/// A session's export and the id the server gave it.
 type SessionKey = (String, Vec<u8>);
+
+/// A connection's place in a session.
+pub struct Attach {
+    pub session: Arc<Session>,
+    /// The session's id, to give the client.
+    pub id: Vec<u8>,
+    /// The session was kept from an earlier connection.
+    pub resumed: bool,
+}
 
 /// No room for another session: every kept session has a live connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,21 +97,33 @@ impl Sessions {
         }
     }
 
-    /// The session a new connection joins: the client's existing one in `export` if it is
-    /// still kept (`true`: resumed), else a fresh one. An empty id always gets a fresh,
-    /// unkept session. With `max_sessions` kept, a new one replaces the one idle longest;
-    /// if none is idle, it is refused.
-    pub fn attach(&self, id: &[u8], export: &str) -> Result<(Arc<Session>, bool), SessionsFull> {
-        if id.is_empty() || self.grace.is_zero() {
-            return Ok((Arc::new(Session::new(export, self.max_open)), false));
-        }
-        let key = (export.to_string(), id.to_vec());
+    /// The session a new connection joins and its id: the session `requested` names in
+    /// `export` if it is still kept (`true`: resumed), else a fresh one under a new random
+    /// id (never the one requested, so no client can pick, and so squat, another's id).
+    /// With `max_sessions` kept, a new one replaces the one idle longest; if none is idle,
+    /// it is refused.
+    pub fn attach(&self, requested: &[u8], export: &str) -> Result<Attach, SessionsFull> {
         let mut by_id = self.by_id.lock();
-        if let Some(s) = by_id.get(&key) {
+        if let Some(s) = by_id.get(&(export.to_string(), requested.to_vec())) {
             let mut a = s.attached.lock();
             a.connections += 1;
             a.since = None;
-            return Ok((s.clone(), true));
+            return Ok(Attach {
+                session: s.clone(),
+                id: requested.to_vec(),
+                resumed: true,
+            });
+        }
+        let mut id = vec![0u8; protocol::auth::SESSION_ID_LEN];
+        getrandom::fill(&mut id).expect("the OS random source works");
+        let session = Arc::new(Session::new(export, self.max_open));
+        if self.grace.is_zero() {
+            // Sessions end with their connection: nothing to keep.
+            return Ok(Attach {
+                session,
+                id,
+                resumed: false,
+            });
         }
         if by_id.len() >= self.max_sessions {
             let idle_longest = by_id
@@ -110,9 +138,12 @@ impl Sessions {
                 None => return Err(SessionsFull(self.max_sessions)),
             }
         }
-        let s = Arc::new(Session::new(export, self.max_open));
-        by_id.insert(key, s.clone());
-        Ok((s, false))
+        by_id.insert((export.to_string(), id.clone()), session.clone());
+        Ok(Attach {
+            session,
+            id,
+            resumed: false,
+        })
     }
 
     /// A connection of `session` closed.
@@ -160,6 +191,8 @@ struct Cached {
     /// is not a replay.
     request_crc: u32,
     reply: watch::Sender<Option<Frame>>,
+    /// Bytes this entry counts for.
+    size: usize,
 }
 
 /// Replies of recent replayable requests, by stream id, oldest dropped first.
@@ -173,6 +206,22 @@ struct CacheInner {
     by_stream: HashMap<u32, Cached>,
     order: VecDeque<u32>,
     replayed: u64,
+    /// Sum of the entries' sizes.
+    bytes: usize,
+}
+
+impl CacheInner {
+    /// Drops the oldest entries while over either bound.
+    fn trim(&mut self) {
+        while self.order.len() > REPLY_CACHE_ENTRIES || self.bytes > REPLY_CACHE_BYTES {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(c) = self.by_stream.remove(&old) {
+                self.bytes -= c.size;
+            }
+        }
+    }
 }
 
 impl ReplyCache {
@@ -192,23 +241,33 @@ impl ReplyCache {
             cmd: request.cmd,
             request_crc: request.crc32,
             reply: tx,
+            size: ENTRY_OVERHEAD,
         };
-        if inner.by_stream.insert(stream, cached).is_none() {
-            inner.order.push_back(stream);
+        inner.bytes += ENTRY_OVERHEAD;
+        match inner.by_stream.insert(stream, cached) {
+            None => inner.order.push_back(stream),
+            Some(replaced) => inner.bytes -= replaced.size,
         }
-        while inner.order.len() > REPLY_CACHE_ENTRIES {
-            if let Some(old) = inner.order.pop_front() {
-                inner.by_stream.remove(&old);
-            }
-        }
+        inner.trim();
         Claim::Run
     }
 
     /// The first execution of the request on `stream` produced `reply`.
     pub fn complete(&self, stream: u32, reply: &Frame) {
-        if let Some(c) = self.inner.lock().by_stream.get(&stream) {
-            c.reply.send_replace(Some(reply.clone()));
-        }
+        let mut inner = self.inner.lock();
+        let Some(c) = inner.by_stream.get_mut(&stream) else {
+            return;
+        };
+        let (size, before) = (ENTRY_OVERHEAD + reply.msg.len() + reply.data.len(), c.size);
+        c.size = size;
+        c.reply.send_replace(Some(reply.clone()));
+        inner.bytes = inner.bytes - before + size;
+        inner.trim();
+    }
+
+    /// Bytes the cache holds (as counted against `REPLY_CACHE_BYTES`).
+    pub fn bytes(&self) -> usize {
+        self.inner.lock().bytes
     }
 
     /// Requests answered from the cache so far.
@@ -252,31 +311,58 @@ mod tests {
     }
 
     #[test]
-    fn sessions_resume_within_grace_and_expire_after() {
-        let sessions = Sessions::new(Duration::from_millis(50), 0, 100);
-        let (a, resumed) = sessions.attach(b"id", "data").unwrap();
-        assert!(!resumed);
-        sessions.detach(&a);
-        let (b, resumed) = sessions.attach(b"id", "data").unwrap();
-        assert!(resumed && Arc::ptr_eq(&a, &b));
-        let (c, _) = sessions.attach(b"x", "data").unwrap();
-        sessions.detach(&c);
-        std::thread::sleep(Duration::from_millis(80));
-        assert_eq!(sessions.expire(), 1);
-        assert!(!sessions.attach(b"", "data").unwrap().1);
+    fn the_reply_cache_is_bounded_in_bytes() {
+        let cache = ReplyCache::default();
+        let big = Bytes::from(vec![b'x'; 64 << 10]);
+        for stream in 1..200u32 {
+            let req = request(stream, b"r");
+            assert!(matches!(cache.claim(&req), Claim::Run));
+            let reply = Frame::response_bytes(req.cmd, req.stream_id, big.clone(), Bytes::new());
+            cache.complete(stream, &reply);
+            assert!(cache.bytes() <= REPLY_CACHE_BYTES, "{}", cache.bytes());
+        }
+        // The newest are kept.
+        assert!(matches!(cache.claim(&request(199, b"r")), Claim::Replay(_)));
+    }
+
+    /// A new session's id, its first connection closed.
+    fn kept(sessions: &Sessions) -> (Arc<Session>, Vec<u8>) {
+        let a = sessions.attach(b"", "data").unwrap();
+        assert!(!a.resumed);
+        sessions.detach(&a.session);
+        (a.session, a.id)
     }
 
     #[test]
-    fn the_same_id_in_another_export_never_disturbs_the_owner() {
+    fn sessions_resume_within_grace_and_expire_after() {
+        let sessions = Sessions::new(Duration::from_millis(50), 0, 100);
+        let (a, id) = kept(&sessions);
+        let b = sessions.attach(&id, "data").unwrap();
+        assert!(b.resumed && Arc::ptr_eq(&a, &b.session) && b.id == id);
+        sessions.detach(&b.session);
+        kept(&sessions);
+        std::thread::sleep(Duration::from_millis(80));
+        assert_eq!(sessions.expire(), 2);
+        assert!(!sessions.attach(&id, "data").unwrap().resumed);
+    }
+
+    #[test]
+    fn ids_are_the_servers_and_belong_to_their_export() {
         let sessions = Sessions::new(Duration::from_secs(60), 0, 100);
-        let (mine, _) = sessions.attach(b"id", "data").unwrap();
-        sessions.detach(&mine);
-        let (theirs, resumed) = sessions.attach(b"id", "other").unwrap();
-        assert!(!resumed, "another export is another session");
-        assert!(!Arc::ptr_eq(&mine, &theirs));
-        let (again, resumed) = sessions.attach(b"id", "data").unwrap();
+        let (mine, id) = kept(&sessions);
+        assert_eq!(id.len(), 16);
+        let theirs = sessions.attach(&id, "other").unwrap();
+        assert!(!theirs.resumed, "another export is another session");
+        assert_ne!(theirs.id, id);
+        let squatter = sessions.attach(b"0123456789abcdef", "data").unwrap();
+        assert_ne!(
+            &squatter.id[..],
+            b"0123456789abcdef",
+            "ids are not chosen by clients"
+        );
+        let again = sessions.attach(&id, "data").unwrap();
         assert!(
-            resumed && Arc::ptr_eq(&mine, &again),
+            again.resumed && Arc::ptr_eq(&mine, &again.session),
             "the owner's session is intact"
         );
     }
@@ -284,21 +370,24 @@ mod tests {
     #[test]
     fn sessions_are_capped_by_evicting_the_one_idle_longest_or_refusing() {
         let sessions = Sessions::new(Duration::from_secs(60), 0, 2);
-        let (a, _) = sessions.attach(b"a", "data").unwrap();
-        let (b, _) = sessions.attach(b"b", "data").unwrap();
+        let a = sessions.attach(b"", "data").unwrap();
+        let b = sessions.attach(b"", "data").unwrap();
         assert_eq!(
-            sessions.attach(b"c", "data").err(),
+            sessions.attach(b"", "data").err(),
             Some(SessionsFull(2)),
             "both live: refused"
         );
-        sessions.detach(&a);
+        sessions.detach(&a.session);
         std::thread::sleep(Duration::from_millis(5));
-        sessions.detach(&b);
+        sessions.detach(&b.session);
         assert!(
-            sessions.attach(b"c", "data").is_ok(),
+            sessions.attach(b"", "data").is_ok(),
             "a, idle longest, goes"
         );
-        assert!(!sessions.attach(b"a", "data").unwrap().1, "a was evicted");
+        assert!(
+            !sessions.attach(&a.id, "data").unwrap().resumed,
+            "a was evicted"
+        );
         assert_eq!(sessions.len(), 2);
     }
 }

@@ -1,13 +1,15 @@
 //! Handshake proofs. The token never crosses the wire: each side proves it holds it with an
-//! HMAC-SHA256 over both nonces and the export name, with distinct labels per direction so
-//! a proof can not be reflected back.
+//! HMAC-SHA256 keyed by the token over every field of the handshake so far, each field
+//! length-framed, with distinct labels per direction so a proof can not be reflected back.
+//! The server's proof also covers its whole reply (limits, read-only, resumed, session id,
+//! root attributes), so nothing in it can be changed on the way.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 /// Length of each side's nonce.
 pub const NONCE_LEN: usize = 32;
-/// Length of the client-chosen session id.
+/// Length of a session id (issued by the server).
 pub const SESSION_ID_LEN: usize = 16;
 
 /// The token held in a token file: its contents without surrounding whitespace. `None`
@@ -51,53 +53,111 @@ pub fn default_token_file() -> std::path::PathBuf {
     std::path::Path::new(&home).join(".config/fsserver/token")
 }
 
-/// Which side a proof comes from; each has its own label, so a proof can not be reflected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    Client,
-    Server,
-}
+/// Labels of the two proofs: distinct, so a proof can not be reflected to the other side.
+const CLIENT_LABEL: &[u8] = b"fsxp-auth-v2 client";
+const SERVER_LABEL: &[u8] = b"fsxp-auth-v2 server";
 
-impl Side {
-    fn label(self) -> &'static [u8] {
-        match self {
-            Side::Client => b"fsxp-auth-v1 client",
-            Side::Server => b"fsxp-auth-v1 server",
-        }
+/// An HMAC over length-framed fields: each is fed as its length (u32, big-endian) and its
+/// bytes, so no bytes can move from one field to the next without changing the MAC.
+struct Transcript(Hmac<Sha256>);
+
+impl Transcript {
+    fn new(token: &[u8], label: &[u8]) -> Transcript {
+        let mut t =
+            Transcript(Hmac::<Sha256>::new_from_slice(token).expect("HMAC accepts any key length"));
+        t.field(label);
+        t
+    }
+
+    fn field(&mut self, bytes: &[u8]) -> &mut Self {
+        self.0.update(&(bytes.len() as u32).to_be_bytes());
+        self.0.update(bytes);
+        self
+    }
+
+    fn number(&mut self, n: u32) -> &mut Self {
+        self.field(&n.to_be_bytes())
+    }
+
+    /// Every field of the challenge and of the request but its proof.
+    fn request(token: &[u8], label: &[u8], c: &proto::Challenge, r: &proto::AuthRequest) -> Self {
+        let mut t = Transcript::new(token, label);
+        t.number(c.protocol_version)
+            .field(&c.server_nonce)
+            .field(&r.export)
+            .field(&r.client_nonce)
+            .field(&r.session_id);
+        t
     }
 }
 
-fn mac(
-    side: Side,
-    token: &[u8],
-    server_nonce: &[u8],
-    client_nonce: &[u8],
-    export: &[u8],
-) -> Hmac<Sha256> {
-    let mut m = Hmac::<Sha256>::new_from_slice(token).expect("HMAC accepts any key length");
-    m.update(side.label());
-    m.update(server_nonce);
-    m.update(client_nonce);
-    m.update(export);
-    m
+/// The client's proof: HMAC-SHA256(token) over the label, the challenge's version and
+/// nonce, and the request's export, nonce and session id, each length-framed.
+pub fn client_proof(token: &[u8], c: &proto::Challenge, r: &proto::AuthRequest) -> Vec<u8> {
+    let t = Transcript::request(token, CLIENT_LABEL, c, r);
+    t.0.finalize().into_bytes().to_vec()
 }
 
-/// `side`'s proof of the token: HMAC-SHA256(token, label | server_nonce | client_nonce | export).
-pub fn proof(
-    side: Side,
+/// Constant-time check of the request's proof.
+pub fn verify_client(token: &[u8], c: &proto::Challenge, r: &proto::AuthRequest) -> bool {
+    let t = Transcript::request(token, CLIENT_LABEL, c, r);
+    t.0.verify_slice(&r.proof).is_ok()
+}
+
+/// The server's transcript: everything the client proved, its proof, and every field of the
+/// reply but the server's proof (the root attributes as their canonical encoding).
+fn server_transcript(
     token: &[u8],
-    server_nonce: &[u8],
-    client_nonce: &[u8],
-    export: &[u8],
+    c: &proto::Challenge,
+    r: &proto::AuthRequest,
+    reply: &proto::AuthReply,
+) -> Transcript {
+    let mut t = Transcript::request(token, SERVER_LABEL, c, r);
+    let root = reply
+        .root
+        .as_ref()
+        .map(prost::Message::encode_to_vec)
+        .unwrap_or_default();
+    t.field(&r.proof)
+        .number(reply.max_in_flight)
+        .number(reply.max_data)
+        .number(reply.read_only as u32)
+        .field(&root)
+        .number(reply.resumed as u32)
+        .field(&reply.session_id);
+    t
+}
+
+/// The server's proof for `reply` (whose `server_proof` is ignored).
+pub fn server_proof(
+    token: &[u8],
+    c: &proto::Challenge,
+    r: &proto::AuthRequest,
+    reply: &proto::AuthReply,
 ) -> Vec<u8> {
-    mac(side, token, server_nonce, client_nonce, export)
+    server_transcript(token, c, r, reply)
+        .0
         .finalize()
         .into_bytes()
         .to_vec()
 }
 
+/// Constant-time check of the reply's proof: the server holds the token and every field of
+/// the reply is as it sent it.
+pub fn verify_server(
+    token: &[u8],
+    c: &proto::Challenge,
+    r: &proto::AuthRequest,
+    reply: &proto::AuthReply,
+) -> bool {
+    server_transcript(token, c, r, reply)
+        .0
+        .verify_slice(&reply.server_proof)
+        .is_ok()
+}
+
 /// The client's answer to a server's `challenge`: an `AuthRequest` for `export` proving
-/// `token` with `client_nonce`.
+/// `token` with `client_nonce`, asking to resume `session_id` (empty: a new session).
 pub fn answer(
     challenge: &proto::Challenge,
     token: &[u8],
@@ -105,48 +165,87 @@ pub fn answer(
     client_nonce: &[u8],
     session_id: &[u8],
 ) -> proto::AuthRequest {
-    proto::AuthRequest {
+    let mut req = proto::AuthRequest {
         export: export.to_vec().into(),
         client_nonce: client_nonce.to_vec().into(),
-        proof: proof(
-            Side::Client,
-            token,
-            &challenge.server_nonce,
-            client_nonce,
-            export,
-        )
-        .into(),
+        proof: Default::default(),
         session_id: session_id.to_vec().into(),
-    }
-}
-
-/// Constant-time check of `side`'s proof.
-pub fn verify(
-    side: Side,
-    token: &[u8],
-    server_nonce: &[u8],
-    client_nonce: &[u8],
-    export: &[u8],
-    proof: &[u8],
-) -> bool {
-    mac(side, token, server_nonce, client_nonce, export)
-        .verify_slice(proof)
-        .is_ok()
+    };
+    req.proof = client_proof(token, challenge, &req).into();
+    req
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn challenge() -> proto::Challenge {
+        proto::Challenge {
+            protocol_version: 1,
+            server_nonce: vec![1; NONCE_LEN].into(),
+        }
+    }
+
     #[test]
-    fn proof_verifies_only_with_the_same_token_nonces_and_export() {
-        let p = proof(Side::Client, b"tok", b"sn", b"cn", b"data");
-        assert!(verify(Side::Client, b"tok", b"sn", b"cn", b"data", &p));
-        assert!(!verify(Side::Client, b"tok2", b"sn", b"cn", b"data", &p));
-        assert!(!verify(Side::Client, b"tok", b"sx", b"cn", b"data", &p));
-        assert!(!verify(Side::Client, b"tok", b"sn", b"cx", b"data", &p));
-        assert!(!verify(Side::Client, b"tok", b"sn", b"cn", b"other", &p));
-        // A client proof is not a valid server proof (no reflection).
-        assert!(!verify(Side::Server, b"tok", b"sn", b"cn", b"data", &p));
+    fn the_client_proof_covers_every_field_and_no_bytes_can_move_between_them() {
+        let c = challenge();
+        let req = answer(&c, b"tok", b"data", &[2; NONCE_LEN], &[3; 16]);
+        assert!(verify_client(b"tok", &c, &req));
+        assert!(!verify_client(b"tok2", &c, &req));
+        let mut changed = Vec::new();
+        let mut r = req.clone();
+        r.export = "dat".into();
+        changed.push(r);
+        let mut r = req.clone();
+        r.session_id = vec![4; 16].into();
+        changed.push(r);
+        let mut r = req.clone();
+        r.client_nonce = vec![9; NONCE_LEN].into();
+        changed.push(r);
+        // One byte moved from the nonce to the export: the same bytes in a row.
+        let mut r = req.clone();
+        r.export = "data\x02".into();
+        r.client_nonce = vec![2; NONCE_LEN - 1].into();
+        changed.push(r);
+        for r in changed {
+            assert!(!verify_client(b"tok", &c, &r), "{r:?}");
+        }
+        let mut other = challenge();
+        other.protocol_version = 2;
+        assert!(!verify_client(b"tok", &other, &req));
+    }
+
+    #[test]
+    fn the_server_proof_covers_every_reply_field_and_is_not_a_client_proof() {
+        let c = challenge();
+        let req = answer(&c, b"tok", b"data", &[2; NONCE_LEN], &[]);
+        let mut reply = proto::AuthReply {
+            max_in_flight: 64,
+            max_data: 1 << 20,
+            read_only: false,
+            root: Some(proto::Attr::default()),
+            resumed: false,
+            session_id: vec![5; 16].into(),
+            ..Default::default()
+        };
+        reply.server_proof = server_proof(b"tok", &c, &req, &reply).into();
+        assert!(verify_server(b"tok", &c, &req, &reply));
+        let tamper: [fn(&mut proto::AuthReply); 6] = [
+            |r| r.max_in_flight = 1,
+            |r| r.max_data = u32::MAX,
+            |r| r.read_only = true,
+            |r| r.resumed = true,
+            |r| r.session_id = vec![6; 16].into(),
+            |r| r.root.as_mut().unwrap().mode = 0o777,
+        ];
+        for t in tamper {
+            let mut r = reply.clone();
+            t(&mut r);
+            assert!(!verify_server(b"tok", &c, &req, &r), "{r:?}");
+        }
+        // A client proof reflected as the server's does not verify.
+        let mut reflected = reply.clone();
+        reflected.server_proof = req.proof.clone();
+        assert!(!verify_server(b"tok", &c, &req, &reflected));
     }
 }

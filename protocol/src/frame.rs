@@ -133,6 +133,12 @@ impl Frame {
     }
 }
 
+impl AsRef<Frame> for Frame {
+    fn as_ref(&self) -> &Frame {
+        self
+    }
+}
+
 /// CRC-32 (IEEE) over `msg` then `data`.
 pub fn crc32_of(msg: &[u8], data: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();

@@ -18,7 +18,7 @@ pub const HEADER_LEN: usize = 24;
 /// "FSXP".
 pub const MAGIC: u32 = 0x4653_5850;
 /// The only protocol version this crate speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 
 /// Request id, echoed in the response. Stream 0 is connection control.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -52,7 +52,7 @@ fn header_encodes_to_golden_bytes() {
     };
     let golden: [u8; HEADER_LEN] = [
         0x46, 0x53, 0x58, 0x50, // magic "FSXP"
-        0x01, // version
+        0x02, // version
         0x05, // flags RESPONSE | CRC
         0x01, 0x02, // cmd
         0x03, 0x04, 0x05, 0x06, // stream id
@@ -130,8 +130,8 @@ fn bad_magic_is_refused() {
 #[test]
 fn unsupported_version_is_refused() {
     assert!(matches!(
-        corrupt(4, 2),
-        Err(ProtocolError::UnsupportedVersion(2))
+        corrupt(4, 1),
+        Err(ProtocolError::UnsupportedVersion(1))
     ));
 }
 

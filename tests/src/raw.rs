@@ -49,14 +49,14 @@ impl RawClient {
         Self::in_session(addr, export, token, &[]).map(|(c, _)| c)
     }
 
-    /// `authenticated` under `session_id` (empty: a session of its own); also returns
-    /// whether the server resumed a session it kept.
+    /// `authenticated`, asking to resume `session_id` (empty: a new session); also returns
+    /// the server's reply (whether it resumed, the session's id), its proof checked.
     pub fn in_session(
         addr: &str,
         export: &str,
         token: &[u8],
         session_id: &[u8],
-    ) -> Result<(RawClient, bool), String> {
+    ) -> Result<(RawClient, proto::AuthReply), String> {
         let mut c = RawClient::connect(addr);
         let challenge: proto::Challenge = c
             .recv()
@@ -85,7 +85,8 @@ impl RawClient {
                 .message);
         }
         let welcome: proto::AuthReply = reply.decode_msg("AuthReply").unwrap();
-        Ok((c, welcome.resumed))
+        assert!(auth::verify_server(token, &challenge, &req, &welcome));
+        Ok((c, welcome))
     }
 
     pub fn send(&mut self, frame: Frame) {

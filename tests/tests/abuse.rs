@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use e2e_tests::raw::RawClient;
-use e2e_tests::Server;
+use e2e_tests::{wait_until, Server};
 use protocol::{Command, Frame, StreamId};
 
 /// Runs `f` on a thread and returns its result, or panics if it takes longer than `limit`
@@ -293,7 +293,7 @@ fn open_files_are_capped_per_session_and_others_still_open() {
 }
 
 #[test]
-fn session_ids_have_one_length_and_belong_to_their_export() {
+fn session_ids_are_issued_by_the_server_and_belong_to_their_export() {
     let server = Server::start_exports(&["data", "other"], &[]);
     let token = server.token();
     let refused = RawClient::in_session(&server.addr, "data", &token, b"abc").err();
@@ -301,13 +301,134 @@ fn session_ids_have_one_length_and_belong_to_their_export() {
         refused.as_deref().is_some_and(|e| e.contains("16 bytes")),
         "{refused:?}"
     );
-    // The same id on another export is another session: it cannot take the owner's.
-    let id = b"0123456789abcdef";
-    let (mine, resumed) = RawClient::in_session(&server.addr, "data", &token, id).unwrap();
-    assert!(!resumed);
+    let (mine, welcome) = RawClient::in_session(&server.addr, "data", &token, &[]).unwrap();
+    let id = welcome.session_id.to_vec();
+    assert!(!welcome.resumed);
+    assert_eq!(id.len(), 16);
     drop(mine);
-    let (_theirs, resumed) = RawClient::in_session(&server.addr, "other", &token, id).unwrap();
-    assert!(!resumed, "not the owner's session");
-    let (_again, resumed) = RawClient::in_session(&server.addr, "data", &token, id).unwrap();
-    assert!(resumed, "the owner's session is intact");
+    // An id made up in advance is not taken as asked: no one can squat an id.
+    let made_up = b"0123456789abcdef";
+    let (_c, w) = RawClient::in_session(&server.addr, "data", &token, made_up).unwrap();
+    assert!(!w.resumed);
+    assert_ne!(&w.session_id[..], made_up);
+    // The owner's id on another export is another, new session: it cannot take the owner's.
+    let (_theirs, w) = RawClient::in_session(&server.addr, "other", &token, &id).unwrap();
+    assert!(!w.resumed, "not the owner's session");
+    assert_ne!(w.session_id.to_vec(), id);
+    let (_again, w) = RawClient::in_session(&server.addr, "data", &token, &id).unwrap();
+    assert!(w.resumed, "the owner's session is intact");
+    // The log names sessions by a prefix too short to resume them.
+    let log = server.log();
+    assert!(
+        log.contains(&format!("{}..", hex::encode(&id[..4]))),
+        "{log}"
+    );
+    assert!(!log.contains(&hex::encode(&id)), "the whole id is logged");
+}
+
+/// Resident memory of process `pid`, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb << 10
+}
+
+/// A client that opens a big file and sends `n` 1 MiB reads without reading any reply.
+fn stop_reading_after_reads(server: &Server, n: u32) -> RawClient {
+    let big = server.export("data").join("big");
+    let f = fs::File::create(&big).unwrap();
+    f.set_len(64 << 20).unwrap();
+    let mut c = RawClient::authenticated(&server.addr, "data", &server.token()).unwrap();
+    let opened: proto::OpenReply = c
+        .call(
+            Command::Open,
+            &proto::OpenRequest {
+                path: "big".into(),
+                flags: libc::O_RDONLY as u32,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    for i in 0..n {
+        c.send(e2e_tests::raw::root_request(
+            Command::Read,
+            StreamId(1000 + i),
+            &proto::ReadRequest {
+                handle: opened.handle,
+                offset: u64::from(i % 64) << 20,
+                len: 1 << 20,
+            },
+        ));
+    }
+    c
+}
+
+#[test]
+fn a_client_that_stops_reading_pins_little_and_is_dropped() {
+    let server = Server::start(&["--write-timeout", "2"]);
+    let before = rss(server.pid());
+    let _attackers: Vec<RawClient> = (0..4)
+        .map(|_| stop_reading_after_reads(&server, 300))
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let grown = rss(server.pid()).saturating_sub(before);
+    // Each connection may hold its 8 MiB unsent budget; without it, each pinned every
+    // reply it had room to compute (~130 MiB).
+    eprintln!(
+        "server RSS grew by {} MiB with 4 stalled readers",
+        grown >> 20
+    );
+    assert!(grown < 64 << 20, "RSS grew by {} MiB", grown >> 20);
+    let t = ping_time(&server);
+    assert!(t < Duration::from_secs(1), "ping took {t:?}");
+    wait_until(
+        "the stalled readers are dropped",
+        Duration::from_secs(15),
+        || {
+            server
+                .log()
+                .matches("stopped writing to the client")
+                .count()
+                >= 4
+        },
+    );
+}
+
+#[test]
+fn sigterm_exits_by_the_drain_deadline_whatever_clients_do() {
+    let mut server = Server::start(&["--drain-timeout", "2", "--write-timeout", "600"]);
+    let _stalled = stop_reading_after_reads(&server, 300);
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    e2e_tests::send_signal(server.pid(), libc::SIGTERM);
+    let status = server.terminate();
+    let took = t.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(4), "exited after {took:?}");
+    assert!(server.log().contains("exiting anyway"));
+}
+
+#[test]
+fn failed_proofs_are_slowed_per_source_and_the_right_token_is_not() {
+    let server = Server::start(&[]);
+    let t = Instant::now();
+    for _ in 0..4 {
+        let refused = RawClient::authenticated(&server.addr, "data", b"not-the-token-at-all");
+        assert!(refused.is_err());
+    }
+    // 0.25 + 0.5 + 1 + 2 seconds.
+    let guessing = t.elapsed();
+    assert!(guessing >= Duration::from_millis(3500), "{guessing:?}");
+    let t = Instant::now();
+    RawClient::authenticated(&server.addr, "data", &server.token()).unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
 }

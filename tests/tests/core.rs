@@ -9,7 +9,7 @@ use fsmount::fs::inodes::ROOT;
 use fsmount::fs::{Fh, Fs, FsOptions, Ino};
 
 async fn core(server: &Server) -> Fs {
-    let s = client::connect(&server.addr, "data", &server.token(), &[9; 16])
+    let s = client::connect(&server.addr, "data", &server.token())
         .await
         .unwrap();
     Fs::new(
@@ -183,7 +183,7 @@ fn block_cache_serves_reads_across_blocks_and_never_stale_data() {
             readahead: 2 << 20,
             ..FsOptions::default()
         };
-        let s = client::connect(&server.addr, "data", &server.token(), &[9; 16])
+        let s = client::connect(&server.addr, "data", &server.token())
             .await
             .unwrap();
         let fs = Fs::new(std::sync::Arc::new(s.client), &s.root, 1 << 20, options);
@@ -245,7 +245,7 @@ fn block_cache_serves_reads_across_blocks_and_never_stale_data() {
 fn attributes_come_from_the_last_reply_until_this_mount_changes_the_file() {
     let server = Server::start(&[]);
     rt().block_on(async {
-        let s = client::connect(&server.addr, "data", &server.token(), &[8; 16])
+        let s = client::connect(&server.addr, "data", &server.token())
             .await
             .unwrap();
         let options = FsOptions {

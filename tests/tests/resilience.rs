@@ -158,6 +158,12 @@ fn a_file_replaced_while_the_server_was_down_is_not_reopened_and_close_reports_e
     );
 }
 
+/// The id of a new session the server keeps (its one connection closed).
+fn new_session(server: &Server) -> Vec<u8> {
+    let (_, welcome) = RawClient::in_session(&server.addr, "data", &server.token(), &[]).unwrap();
+    welcome.session_id.to_vec()
+}
+
 /// Sends `frame` on a connection of `session` and closes it without reading the reply,
 /// after waiting until `executed` says the server ran it.
 fn send_and_cut(server: &Server, session: &[u8], frame: &Frame, executed: impl Fn() -> bool) {
@@ -169,9 +175,9 @@ fn send_and_cut(server: &Server, session: &[u8], frame: &Frame, executed: impl F
 
 /// Resends `frame` on a new connection of `session`; the server must have kept it.
 fn resend(server: &Server, session: &[u8], frame: &Frame) -> Frame {
-    let (mut c, resumed) =
+    let (mut c, welcome) =
         RawClient::in_session(&server.addr, "data", &server.token(), session).unwrap();
-    assert!(resumed, "the server kept the session");
+    assert!(welcome.resumed, "the server kept the session");
     c.send(frame.clone());
     c.recv().expect("a reply")
 }
@@ -184,7 +190,7 @@ fn request(cmd: Command, stream: u32, msg: &impl prost::Message) -> Frame {
 fn a_request_replayed_after_a_cut_gets_its_first_answer() {
     let server = Server::start(&[]);
     let data = server.export("data");
-    let session = b"replay-session-1";
+    let session = &new_session(&server);
 
     // mkdir
     let mkdir = request(
@@ -274,21 +280,20 @@ fn a_request_replayed_after_a_cut_gets_its_first_answer() {
 #[test]
 fn a_session_ends_after_its_grace_period() {
     let server = Server::start(&["--session-grace", "1"]);
-    let session = b"short-lived-sess";
-    let (c, resumed) =
-        RawClient::in_session(&server.addr, "data", &server.token(), session).unwrap();
-    assert!(!resumed);
+    let (c, welcome) = RawClient::in_session(&server.addr, "data", &server.token(), &[]).unwrap();
+    assert!(!welcome.resumed);
+    let session = &welcome.session_id;
     drop(c);
-    let (c, resumed) =
+    let (c, welcome) =
         RawClient::in_session(&server.addr, "data", &server.token(), session).unwrap();
-    assert!(resumed, "kept within the grace period");
+    assert!(welcome.resumed, "kept within the grace period");
     drop(c);
     wait_until("the session expires", Duration::from_secs(10), || {
         server.log().contains("session(s) ended")
     });
-    let (_c, resumed) =
+    let (_c, welcome) =
         RawClient::in_session(&server.addr, "data", &server.token(), session).unwrap();
-    assert!(!resumed, "gone after it");
+    assert!(!welcome.resumed, "gone after it");
 }
 
 /// A small tmpfs, unmounted when dropped.

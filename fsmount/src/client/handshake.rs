@@ -1,5 +1,6 @@
 //! Client side of the handshake: read the server's nonce, prove the token with an HMAC over
-//! both nonces and the export name, check the server's proof in return.
+//! every field (see `protocol::auth`), check the server's proof over its whole reply in
+//! return, and keep the session id the server gave for the next reconnect.
 
 use std::time::Duration;
 
@@ -27,6 +28,8 @@ pub struct Welcome {
     pub max_in_flight: u32,
     /// The server kept our session (handles open, replies cached).
     pub resumed: bool,
+    /// The session's id, to present when reconnecting.
+    pub session_id: Vec<u8>,
 }
 
 pub(super) type Connection = (
@@ -37,9 +40,10 @@ pub(super) type Connection = (
 
 /// Connects and authenticates, within `CONNECT_TIMEOUT`.
 pub(super) async fn handshake(p: &Params) -> Result<Connection, ClientError> {
-    tokio::time::timeout(
+    let resume = p.session_id.lock().clone();
+    let connection = tokio::time::timeout(
         CONNECT_TIMEOUT,
-        handshake_inner(&p.addr, &p.export, &p.token, &p.session_id),
+        handshake_inner(&p.addr, &p.export, &p.token, &resume),
     )
     .await
     .map_err(|_| {
@@ -47,7 +51,9 @@ pub(super) async fn handshake(p: &Params) -> Result<Connection, ClientError> {
             "no answer from {} within {CONNECT_TIMEOUT:?}",
             p.addr
         ))
-    })?
+    })??;
+    *p.session_id.lock() = connection.2.session_id.clone();
+    Ok(connection)
 }
 
 async fn handshake_inner(
@@ -104,15 +110,14 @@ async fn handshake_inner(
         return Err(ClientError::Refused(e.message));
     }
     let reply: proto::AuthReply = reply.decode_msg("AuthReply")?;
-    if !auth::verify(
-        auth::Side::Server,
-        token,
-        &challenge.server_nonce,
-        &client_nonce,
-        export.as_bytes(),
-        &reply.server_proof,
-    ) {
+    if !auth::verify_server(token, &challenge, &request, &reply) {
         return Err(ClientError::ServerNotAuthentic);
+    }
+    if reply.session_id.len() != auth::SESSION_ID_LEN {
+        return Err(ClientError::Protocol(format!(
+            "the server gave a session id of {} bytes",
+            reply.session_id.len()
+        )));
     }
     let root = reply
         .root
@@ -124,6 +129,7 @@ async fn handshake_inner(
         max_data: clamp_max_data(reply.max_data),
         max_in_flight: reply.max_in_flight.clamp(1, MAX_SERVER_IN_FLIGHT),
         resumed: reply.resumed,
+        session_id: reply.session_id.to_vec(),
     };
     Ok((rd, wr, welcome))
 }

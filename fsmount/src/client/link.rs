@@ -40,7 +40,7 @@ pub(super) fn start(
     let (tx, rx) = mpsc::channel(shared.queue);
     let weak = Arc::downgrade(shared);
     tokio::spawn(async move {
-        let why = match protocol::writer::run(wr, rx).await {
+        let why = match protocol::writer::run(wr, rx, crate::defaults::WRITE_TIMEOUT).await {
             Ok(()) => "connection closed".to_string(),
             Err(e) => format!("write failed: {e}"),
         };

@@ -43,19 +43,14 @@ pub struct Connected {
     pub max_in_flight: u32,
 }
 
-/// Connects to `addr`, authenticates for `export` under `session_id` and starts the
-/// session's tasks (which reconnect when the connection drops).
-pub async fn connect(
-    addr: &str,
-    export: &str,
-    token: &[u8],
-    session_id: &[u8],
-) -> Result<Connected, ClientError> {
+/// Connects to `addr`, authenticates for `export` in a new session and starts the
+/// session's tasks (which reconnect, and resume the session, when the connection drops).
+pub async fn connect(addr: &str, export: &str, token: &[u8]) -> Result<Connected, ClientError> {
     let params = Params {
         addr: addr.to_string(),
         export: export.to_string(),
         token: token.to_vec(),
-        session_id: session_id.to_vec(),
+        session_id: Default::default(),
     };
     let (rd, wr, welcome) = handshake::handshake(&params).await?;
     let client = Client::start(rd, wr, &welcome, params);

@@ -22,7 +22,9 @@ pub struct Params {
     pub addr: String,
     pub export: String,
     pub token: Vec<u8>,
-    pub session_id: Vec<u8>,
+    /// The session to resume: empty until the server gives one; each handshake stores the
+    /// id the server gave (shared by the clones reconnects make).
+    pub session_id: Arc<Mutex<Vec<u8>>>,
 }
 
 /// Connection history, for logs and the status view.
