@@ -4,6 +4,7 @@
 //! then `umount -l`), processes stopped by PID.
 
 pub mod fault_proxy;
+pub mod hostile;
 pub mod pair;
 pub mod raw;
 
@@ -266,6 +267,12 @@ impl Mount {
 
     /// `new`, connecting to `addr` (a proxy in front of `server`) instead.
     pub fn via(server: &Server, addr: &str, name: &str, opts: &[&str]) -> Mount {
+        Mount::with_token(&server.token_file, addr, name, opts)
+    }
+
+    /// Mounts export `name` of whatever listens on `addr`, proving the token in
+    /// `token_file`.
+    pub fn with_token(token_file: &Path, addr: &str, name: &str, opts: &[&str]) -> Mount {
         let dir = tempfile::Builder::new()
             .prefix("fsxp-mnt")
             .tempdir()
@@ -273,7 +280,7 @@ impl Mount {
         let path = dir.path().join("mnt");
         std::fs::create_dir(&path).unwrap();
         let log = dir.path().join("fsmount.log");
-        let mut o = format!("token_file={}", server.token_file.display());
+        let mut o = format!("token_file={}", token_file.display());
         for opt in opts {
             o.push(',');
             o.push_str(opt);

@@ -35,11 +35,15 @@ pub(super) fn kind(mode: u32) -> FileType {
 }
 
 /// Wire attributes as the kernel's, under local inode number `ino`.
+/// Sizes the kernel accepts (it takes a larger one for a broken server: EIO, and a getattr
+/// marks the inode bad).
+const MAX_SIZE: u64 = i64::MAX as u64;
+
 pub fn file_attr(ino: Ino, a: &proto::Attr) -> FileAttr {
     FileAttr {
         ino: INodeNo(ino.0),
-        size: a.size,
-        blocks: a.blocks,
+        size: a.size.min(MAX_SIZE),
+        blocks: a.blocks.min(MAX_SIZE / 512),
         atime: time(&a.atime),
         mtime: time(&a.mtime),
         ctime: time(&a.ctime),
