@@ -7,7 +7,9 @@
 #   scripts/bench.sh [RUNS]      RUNS default 3; RTT_RUNS (default 1), SIZE_MIB (1024),
 #                                RTT_SIZE_MIB (256), SKIP_RTT=1 to leave out the 10 ms part,
 #                                FSXP_BIN=DIR to take fsserver/fsmount from DIR (e.g. an
-#                                older build, to compare two versions in one session).
+#                                older build, to compare two versions in one session),
+#                                FSS="fsmount" to measure only some of
+#                                "local bindfs sshfs fsmount".
 # Writes target/bench/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,7 +73,11 @@ Subsystem sftp internal-sftp
 CFG
 /usr/sbin/sshd -D -f "$B/ssh/sshd_config" 2>"$B/ssh/sshd.log" & pids+=($!)
 mkdir -p "$B/src-fsmount"
-"$bin/fsserver" --listen 127.0.0.1:0 --export "bench=$B/src-fsmount" --no-root-squash bench --token-file "$B/token" \
+# The benchmark writes as root and keeps owners (rsync -a, cp -a): root is not squashed
+# (builds older than the option trusted root anyway).
+trust_root=()
+"$bin/fsserver" --help | grep -q -- --no-root-squash && trust_root=(--no-root-squash bench)
+"$bin/fsserver" --listen 127.0.0.1:0 --export "bench=$B/src-fsmount" "${trust_root[@]}" --token-file "$B/token" \
     >"$B/server.out" 2>"$B/server.log" & pids+=($!)
 server_pid=$!
 for _ in $(seq 100); do grep -q listening "$B/server.out" 2>/dev/null && break; sleep 0.05; done
@@ -163,7 +169,7 @@ run_all() { # on $fs, mounted at $m
     timed "$W_RM" rm -rf "$m/tree"
 }
 
-fss=(local bindfs sshfs fsmount)
+read -r -a fss <<<"${FSS:-local bindfs sshfs fsmount}"
 for r in $(seq "$runs"); do
     for fs in "${fss[@]}"; do
         mount_fs "$fs"
@@ -221,7 +227,7 @@ mkdir -p target/bench
     for w in "${workloads[@]}"; do
         declare -A md=()
         for f in "${fss[@]}"; do md[$f]=$(echo "${result["$f|$w"]:-}" | median); done
-        echo "| $w | ${md[local]} | ${md[bindfs]} | ${md[sshfs]} | ${md[fsmount]} | $(ratio "${md[fsmount]}" "${md[bindfs]}") | $(ratio "${md[fsmount]}" "${md[sshfs]}") |"
+        echo "| $w | ${md[local]:-n/a} | ${md[bindfs]:-n/a} | ${md[sshfs]:-n/a} | ${md[fsmount]:-n/a} | $(ratio "${md[fsmount]:-n/a}" "${md[bindfs]:-n/a}") | $(ratio "${md[fsmount]:-n/a}" "${md[sshfs]:-n/a}") |"
     done
     if [ -z "${SKIP_RTT:-}" ]; then
         echo

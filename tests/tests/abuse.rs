@@ -432,3 +432,36 @@ fn failed_proofs_are_slowed_per_source_and_the_right_token_is_not() {
         t.elapsed()
     );
 }
+
+/// User plus system CPU time process `pid` has used.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+#[test]
+fn out_of_descriptors_the_accept_loop_backs_off_and_recovers() {
+    let server = Server::start(&[]);
+    let pid = server.pid();
+    let open_now = fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    // Room for a handful more descriptors only.
+    let limit = open_now + 6;
+    e2e_tests::sh(&format!("prlimit --pid {pid} --nofile={limit}:{limit}"));
+    let flood: Vec<std::net::TcpStream> = (0..40)
+        .map(|_| std::net::TcpStream::connect(&server.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_time(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_time(pid) - before;
+    // A loop retrying accept at once would burn a core (2 s).
+    assert!(used < Duration::from_millis(400), "{used:?} of CPU in 2 s");
+    assert!(server.log().contains("accept failed"), "{}", server.log());
+    drop(flood);
+    // Once the descriptors are back, clients are served again.
+    let t = ping_time(&server);
+    assert!(t < Duration::from_secs(1), "{t:?}");
+}
