@@ -1,10 +1,12 @@
 //! Who a request is for: the calling process's uid, gid and supplementary groups, sent with
 //! every request made on its behalf so the server checks permissions as that user (see
 //! `protocol::credentials`). The FUSE adapter runs each operation inside
-//! [`CALLER`]`.scope(..)`; the client reads [`current`] when it sends a request. Work the
-//! mount does on its own (write-behind, read-ahead, closing) carries none and runs as the
-//! export's anonymous user: it only touches files already open, which the server does not
-//! check again, as a local kernel does not.
+//! [`CALLER`]`.scope(..)`; the client reads [`current`] when it sends a request. A write
+//! batch is sent as the caller whose write started it (so setuid bits, reserved blocks and
+//! the like are as for that writer), and a reopen after a server restart as the process
+//! that opened the file. Other work the mount does on its own (read-ahead, closing) carries
+//! none and runs as the export's anonymous user: it only touches files already open, which
+//! the server does not check again, as a local kernel does not.
 //!
 //! Groups come from `/proc/PID/status`, as libfuse's `fuse_req_getgroups` reads them; they
 //! are kept per (pid, uid, gid) for [`GROUPS_TTL`] so a busy process does not pay a /proc

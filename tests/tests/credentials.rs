@@ -19,6 +19,10 @@ fn open_export(server: &Server) -> std::path::PathBuf {
     export
 }
 
+fn mode_of(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
 fn as_root(dir: &Path, script: &str) -> e2e_tests::RunAs {
     run_as(0, 0, &[0], dir, script)
 }
@@ -74,6 +78,11 @@ fn no_root_squash_keeps_root_powers() {
     assert_eq!(r.code, Some(0), "{r:?}");
     assert_eq!(owner_of(&export.join("f")), (1000, 2000));
     assert_eq!(owner_of(&export.join("null")), (0, 0));
+    // Queued writes go as their writer: root (CAP_FSETID) keeps a setuid bit, as locally.
+    fs::write(export.join("suid"), "#!/bin/sh\n").unwrap();
+    fs::set_permissions(export.join("suid"), fs::Permissions::from_mode(0o4755)).unwrap();
+    assert_eq!(as_root(&m.path, "echo x >> suid").code, Some(0));
+    assert_eq!(mode_of(&export.join("suid")), 0o4755);
     let out = sh(&format!(
         "getfattr --only-values -n trusted.x '{}'",
         export.join("f").display()
@@ -139,6 +148,13 @@ fn a_user_cannot_read_through_the_mount_what_the_server_denies_them() {
         (Some(0), "team contents"),
         "{r:?}"
     );
+    // Another user's write clears the setuid bit of their own file, as a local write does.
+    write("setuid", (1001, 1001), 0o4755);
+    assert_eq!(
+        run_as(1001, 1001, &[], &m.path, "echo x >> setuid").code,
+        Some(0)
+    );
+    assert_eq!(mode_of(&export.join("setuid")), 0o755);
     // New objects belong to their creator; a setgid directory passes its group on.
     assert_eq!(
         run_as(1001, 1001, &[], &m.path, "touch mine shared/theirs").code,

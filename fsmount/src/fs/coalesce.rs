@@ -29,6 +29,8 @@ struct Batch {
     tickets: Vec<Ticket>,
     /// Identifies this batch to its linger timer.
     seq: u64,
+    /// Whose write started it: the batch is sent as that caller, whatever triggers the send.
+    writer: Option<proto::Credentials>,
 }
 
 pub struct Coalescer {
@@ -101,6 +103,7 @@ impl Coalescer {
                     pieces: Vec::new(),
                     tickets: Vec::new(),
                     seq,
+                    writer: crate::credentials::current(),
                 }
             });
             b.len += len;
@@ -167,9 +170,12 @@ impl Coalescer {
         let (remote, wb) = (self.remote.clone(), self.writeback.clone());
         let (offset, tickets) = (b.offset, b.tickets);
         tokio::spawn(async move {
-            let result = write_chunk(&*remote, fh, offset, data, Patience::Forever)
-                .await
-                .map_err(|e| e.errno());
+            let write = write_chunk(&*remote, fh, offset, data, Patience::Forever);
+            let result = match b.writer {
+                Some(who) => crate::credentials::CALLER.scope(who, write).await,
+                None => write.await,
+            }
+            .map_err(|e| e.errno());
             for t in tickets {
                 wb.done(t, result);
             }
