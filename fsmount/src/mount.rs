@@ -8,6 +8,7 @@ use std::sync::Arc;
 use fuser::{Config, MountOption, SessionACL};
 
 use crate::client;
+use crate::client::transport::Transport;
 use crate::daemon::Notifier;
 use crate::defaults::MAX_IO;
 use crate::fs::{Fs, FsOptions};
@@ -103,11 +104,26 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
             signal(SignalKind::interrupt()),
         )
     };
-    let session = match rt.block_on(client::connect(
-        &req.source.addr,
-        &req.source.export,
-        &req.token,
-    )) {
+    let transport = if req.options.plaintext {
+        Ok(Transport::Plaintext)
+    } else {
+        let host = req
+            .source
+            .addr
+            .rsplit_once(':')
+            .map_or(req.source.addr.as_str(), |(h, _)| h);
+        Transport::tls(host, &req.options.verify)
+    };
+    let connected = match transport {
+        Ok(t) => rt.block_on(client::connect(
+            &req.source.addr,
+            &req.source.export,
+            &req.token,
+            t,
+        )),
+        Err(e) => Err(client::ClientError::Tls(e)),
+    };
+    let session = match connected {
         Ok(s) => s,
         Err(e) => {
             let msg = e.to_string();

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::client::transport::Verify;
 use crate::defaults;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +66,10 @@ pub struct MountOptions {
     pub timeout: Option<Duration>,
     /// Plain kernel flags passed through (noexec, nosuid, nodev, noatime, ...).
     pub kernel_flags: Vec<String>,
+    /// `-o plaintext`: no TLS (the server must run `--plaintext`).
+    pub plaintext: bool,
+    /// How the server's certificate is checked (`-o fingerprint=`, `-o tls_ca=`).
+    pub verify: crate::client::transport::Verify,
 }
 
 impl Default for MountOptions {
@@ -84,6 +89,8 @@ impl Default for MountOptions {
             dirty_limit: defaults::DIRTY_LIMIT,
             timeout: defaults::TIMEOUT,
             kernel_flags: Vec::new(),
+            plaintext: false,
+            verify: crate::client::transport::Verify::ByToken,
         }
     }
 }
@@ -146,6 +153,18 @@ pub fn parse_options(args: &[String]) -> Result<MountOptions, String> {
                 }
             }
             ("fsname", Some(v)) => o.fsname = Some(v.to_string()),
+            ("plaintext", None) => o.plaintext = true,
+            ("fingerprint", Some(v)) => {
+                let hex = v.strip_prefix("sha256:").unwrap_or_default();
+                if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(format!(
+                        "-o fingerprint={v}: expected sha256: and 64 hex digits \
+                         (as fsserver fingerprint prints)"
+                    ));
+                }
+                o.verify = Verify::Fingerprint(v.to_ascii_lowercase());
+            }
+            ("tls_ca", Some(v)) => o.verify = Verify::Ca(PathBuf::from(v)),
             (
                 "noexec" | "exec" | "nosuid" | "suid" | "nodev" | "dev" | "noatime" | "atime"
                 | "sync" | "async" | "dirsync",
@@ -155,6 +174,9 @@ pub fn parse_options(args: &[String]) -> Result<MountOptions, String> {
             ("defaults" | "auto" | "noauto" | "user" | "nouser" | "_netdev" | "nofail", None) => {}
             _ => return Err(format!("unknown mount option {opt:?}")),
         }
+    }
+    if o.plaintext && o.verify != Verify::ByToken {
+        return Err("-o plaintext has no certificate to check: drop fingerprint/tls_ca".into());
     }
     Ok(o)
 }

@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 use crate::admission::Pending;
 use crate::cmd::{self, Ctx};
 use crate::session::Claim;
-use crate::{handshake, Shared};
+use crate::{handshake, transport, Shared};
 
 pub async fn serve(
     socket: TcpStream,
@@ -30,9 +30,22 @@ pub async fn serve(
     pending: Pending,
 ) {
     let _ = socket.set_nodelay(true);
-    let (rd, mut wr) = socket.into_split();
-    let mut reader = FramedRead::new(rd, FrameCodec::new(Limits::HANDSHAKE));
-    let auth = match handshake::accept(&mut reader, &mut wr, &shared, peer).await {
+    let deadline = shared.config.handshake_timeout;
+    let opened =
+        match tokio::time::timeout(deadline, transport::open(socket, &shared.transport)).await {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => {
+                warn!(%peer, "connection refused: {e}");
+                return;
+            }
+            Err(_) => {
+                warn!(%peer, "no preamble and TLS handshake within {deadline:?}");
+                return;
+            }
+        };
+    let mut wr = opened.wr;
+    let mut reader = FramedRead::new(opened.rd, FrameCodec::new(Limits::HANDSHAKE));
+    let auth = match handshake::accept(&mut reader, &mut wr, &shared, peer, &opened.binding).await {
         Ok(a) => a,
         Err(e) => {
             warn!(%peer, "handshake failed: {e}");

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::StreamExt;
+use protocol::stream::{BoxRead, BoxWrite};
 use protocol::{auth, Command, Frame, FrameCodec, ProtocolError, StreamId};
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::{Encoder, FramedRead};
 
 use crate::export::Export;
@@ -49,7 +49,11 @@ pub struct Authenticated {
     pub slot: tokio::sync::OwnedSemaphorePermit,
 }
 
-async fn send(wr: &mut OwnedWriteHalf, frame: Frame) -> Result<(), ProtocolError> {
+/// Writes one frame (the handshake's own, unbatched) to `wr`.
+pub async fn send<W: tokio::io::AsyncWrite + Unpin>(
+    wr: &mut W,
+    frame: Frame,
+) -> Result<(), ProtocolError> {
     let mut buf = BytesMut::new();
     FrameCodec::new(protocol::Limits::default()).encode(frame, &mut buf)?;
     wr.write_all(&buf).await?;
@@ -57,7 +61,7 @@ async fn send(wr: &mut OwnedWriteHalf, frame: Frame) -> Result<(), ProtocolError
 }
 
 /// Tells the peer why it is refused; returns the error to end the connection with.
-async fn refuse(wr: &mut OwnedWriteHalf, errno: i32, e: HandshakeError) -> HandshakeError {
+async fn refuse(wr: &mut BoxWrite, errno: i32, e: HandshakeError) -> HandshakeError {
     let _ = send(
         wr,
         Frame::error(
@@ -74,22 +78,24 @@ async fn refuse(wr: &mut OwnedWriteHalf, errno: i32, e: HandshakeError) -> Hands
 /// Runs the handshake on a fresh connection. On failure the peer has been told why (when it
 /// got that far) and the connection is to be closed.
 pub async fn accept(
-    rd: &mut FramedRead<OwnedReadHalf, FrameCodec>,
-    wr: &mut OwnedWriteHalf,
+    rd: &mut FramedRead<BoxRead, FrameCodec>,
+    wr: &mut BoxWrite,
     shared: &Shared,
     peer: SocketAddr,
+    binding: &[u8],
 ) -> Result<Authenticated, HandshakeError> {
     let deadline = shared.config.handshake_timeout;
-    tokio::time::timeout(deadline, exchange(rd, wr, shared, peer))
+    tokio::time::timeout(deadline, exchange(rd, wr, shared, peer, binding))
         .await
         .map_err(|_| HandshakeError::Timeout(deadline))?
 }
 
 async fn exchange(
-    rd: &mut FramedRead<OwnedReadHalf, FrameCodec>,
-    wr: &mut OwnedWriteHalf,
+    rd: &mut FramedRead<BoxRead, FrameCodec>,
+    wr: &mut BoxWrite,
     shared: &Shared,
     peer: SocketAddr,
+    binding: &[u8],
 ) -> Result<Authenticated, HandshakeError> {
     let mut server_nonce = [0u8; auth::NONCE_LEN];
     getrandom::fill(&mut server_nonce).expect("the OS random source works");
@@ -120,7 +126,7 @@ async fn exchange(
         .into());
     }
     let req: proto::AuthRequest = frame.decode_msg("AuthRequest")?;
-    if !auth::verify_client(&shared.token, &challenge, &req) {
+    if !auth::verify_client(&shared.token, binding, &challenge, &req) {
         let delay = shared.admission.failure_delay(peer.ip());
         tokio::time::sleep(delay).await;
         return Err(refuse(wr, libc::EACCES, HandshakeError::BadProof).await);
@@ -154,7 +160,8 @@ async fn exchange(
         resumed: attach.resumed,
         session_id: attach.id.clone().into(),
     };
-    reply.server_proof = auth::server_proof(&shared.token, &challenge, &req, &reply).into();
+    reply.server_proof =
+        auth::server_proof(&shared.token, binding, &challenge, &req, &reply).into();
     let session = attach.session;
     let sent = send(
         wr,

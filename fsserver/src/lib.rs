@@ -2,6 +2,7 @@
 //!
 //! Layout (a request's path through the server):
 //! - [`server`]: accept loop, connection limit, graceful shutdown;
+//! - [`transport`]: the preamble, then TLS 1.3 ([`tls`]) or plaintext;
 //! - [`connection`]: one client: [`handshake`], then the reader loop spawning one task
 //!   per request, and a writer task (`protocol::writer`) that owns the write half;
 //! - [`cmd`]: one file per command, `apply(ctx, request) -> Result<Reply<R>, FsError>`,
@@ -26,7 +27,9 @@ pub mod handles;
 pub mod handshake;
 pub mod server;
 pub mod session;
+pub mod tls;
 pub mod token;
+pub mod transport;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -102,6 +105,8 @@ impl Default for Config {
 #[derive(Debug)]
 pub struct Shared {
     pub exports: HashMap<String, Arc<export::Export>>,
+    /// TLS or plaintext, for every connection.
+    pub transport: transport::Transport,
     pub token: Vec<u8>,
     pub config: Config,
     pub sessions: session::Sessions,
@@ -113,6 +118,7 @@ impl Shared {
         exports: HashMap<String, Arc<export::Export>>,
         token: Vec<u8>,
         config: Config,
+        transport: transport::Transport,
     ) -> Shared {
         let sessions =
             session::Sessions::new(config.session_grace, config.max_open, config.max_sessions);
@@ -123,6 +129,7 @@ impl Shared {
         ));
         Shared {
             exports,
+            transport,
             token,
             config,
             sessions,

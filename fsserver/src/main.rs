@@ -8,16 +8,20 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use fsserver::credentials::{self, Policy, Squash};
 use fsserver::export::Export;
-use fsserver::{defaults, server, token, Config, Shared};
+use fsserver::transport::Transport;
+use fsserver::{defaults, server, tls, token, Config, Shared};
+use rustls_pki_types::pem::PemObject;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Export directories over the fsxp protocol, for fsmount clients.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, subcommand_negates_reqs = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Sub>,
     /// Address to listen on, e.g. 0.0.0.0:7070 or 127.0.0.1:0 (any free port).
-    #[arg(long, value_name = "ADDR")]
-    listen: String,
+    #[arg(long, value_name = "ADDR", required = true)]
+    listen: Option<String>,
     /// Directory to export under NAME (repeatable).
     #[arg(long = "export", value_name = "NAME=DIR", required = true)]
     exports: Vec<String>,
@@ -25,6 +29,17 @@ struct Args {
     /// Default: $HOME/.config/fsserver/token.
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// TLS certificate (PEM, the chain) to present. Default: tls-cert.pem beside the token
+    /// file, created self-signed on first start.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM, mode 0600). Default: tls-key.pem beside the token.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve without TLS, for trusted storage networks: file contents, names and session ids
+    /// cross the network in clear. Clients must mount with -o plaintext.
+    #[arg(long)]
+    plaintext: bool,
     /// Export NAME read-only: every change fails with EROFS (repeatable).
     #[arg(long = "read-only", value_name = "NAME")]
     read_only: Vec<String>,
@@ -84,6 +99,56 @@ struct Args {
     drain_timeout: u64,
 }
 
+#[derive(clap::Subcommand, Debug)]
+enum Sub {
+    /// Print the SHA-256 fingerprint of the server's TLS certificate (creating the default
+    /// certificate if there is none yet), for fsmount -o fingerprint=...
+    Fingerprint {
+        /// As for the server.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// As for the server.
+        #[arg(long, value_name = "FILE")]
+        tls_cert: Option<PathBuf>,
+    },
+}
+
+/// Where the TLS certificate and key are for these options.
+fn tls_identity(
+    token_file: &std::path::Path,
+    cert: Option<&PathBuf>,
+    key: Option<&PathBuf>,
+) -> tls::Identity {
+    match (cert, key) {
+        (Some(cert), Some(key)) => tls::Identity {
+            cert: cert.clone(),
+            key: key.clone(),
+            create: false,
+        },
+        _ => tls::Identity::beside(token_file),
+    }
+}
+
+fn print_fingerprint(token_file: Option<PathBuf>, cert: Option<PathBuf>) -> Result<()> {
+    let token_file = token_file.unwrap_or_else(protocol::auth::default_token_file);
+    let fingerprint = match cert {
+        Some(cert) => {
+            let chain = rustls_pki_types::CertificateDer::pem_file_iter(&cert)
+                .with_context(|| format!("TLS certificate {}", cert.display()))?
+                .next()
+                .with_context(|| format!("TLS certificate {}: empty", cert.display()))?
+                .with_context(|| format!("TLS certificate {}", cert.display()))?;
+            tls::fingerprint(&chain)
+        }
+        None => {
+            let (chain, _, _) = tls::load_or_create(&tls::Identity::beside(&token_file))?;
+            tls::fingerprint(&chain[0])
+        }
+    };
+    println!("{fingerprint}");
+    Ok(())
+}
+
 fn parse_exports(args: &Args) -> Result<HashMap<String, Arc<Export>>> {
     let mut exports = HashMap::new();
     for spec in &args.exports {
@@ -135,6 +200,13 @@ fn parse_exports(args: &Args) -> Result<HashMap<String, Arc<Export>>> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(Sub::Fingerprint {
+        token_file,
+        tls_cert,
+    }) = args.command
+    {
+        return print_fingerprint(token_file, tls_cert);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -171,16 +243,33 @@ fn main() -> Result<()> {
         drain_timeout: Duration::from_secs(args.drain_timeout),
         ..Config::default()
     };
-    let shared = Arc::new(Shared::new(exports, token, config));
+    let transport = if args.plaintext {
+        tracing::warn!("--plaintext: connections are not encrypted");
+        Transport::Plaintext
+    } else {
+        let id = tls_identity(&token_path, args.tls_cert.as_ref(), args.tls_key.as_ref());
+        let (chain, key, created) = tls::load_or_create(&id)?;
+        if created {
+            eprintln!(
+                "fsserver: created TLS key {} and certificate {}",
+                id.key.display(),
+                id.cert.display()
+            );
+        }
+        tracing::info!(fingerprint = %tls::fingerprint(&chain[0]), cert = %id.cert.display(), "TLS 1.3");
+        Transport::tls(tls::server_config(chain, key)?)
+    };
+    let shared = Arc::new(Shared::new(exports, token, config, transport));
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(defaults::WORKERS)
         .build()?;
     let result = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(&args.listen)
+        let listen = args.listen.as_deref().unwrap_or_default();
+        let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
+            .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
         for e in shared.exports.values() {
             tracing::info!(name = %e.name, dir = %e.dir.display(), read_only = e.read_only,

@@ -79,10 +79,18 @@ impl Transcript {
         self.field(&n.to_be_bytes())
     }
 
-    /// Every field of the challenge and of the request but its proof.
-    fn request(token: &[u8], label: &[u8], c: &proto::Challenge, r: &proto::AuthRequest) -> Self {
+    /// The channel binding, then every field of the challenge and of the request but its
+    /// proof.
+    fn request(
+        token: &[u8],
+        label: &[u8],
+        binding: &[u8],
+        c: &proto::Challenge,
+        r: &proto::AuthRequest,
+    ) -> Self {
         let mut t = Transcript::new(token, label);
-        t.number(c.protocol_version)
+        t.field(binding)
+            .number(c.protocol_version)
             .field(&c.server_nonce)
             .field(&r.export)
             .field(&r.client_nonce)
@@ -91,16 +99,29 @@ impl Transcript {
     }
 }
 
-/// The client's proof: HMAC-SHA256(token) over the label, the challenge's version and
-/// nonce, and the request's export, nonce and session id, each length-framed.
-pub fn client_proof(token: &[u8], c: &proto::Challenge, r: &proto::AuthRequest) -> Vec<u8> {
-    let t = Transcript::request(token, CLIENT_LABEL, c, r);
+/// The client's proof: HMAC-SHA256(token) over the label, the channel binding, the
+/// challenge's version and nonce, and the request's export, nonce and session id, each
+/// length-framed. `binding` is the TLS exporter's output for this connection (empty in
+/// plaintext): a proof made on one TLS channel is worthless on any other, so a relay that
+/// terminates TLS on both sides cannot pass it on.
+pub fn client_proof(
+    token: &[u8],
+    binding: &[u8],
+    c: &proto::Challenge,
+    r: &proto::AuthRequest,
+) -> Vec<u8> {
+    let t = Transcript::request(token, CLIENT_LABEL, binding, c, r);
     t.0.finalize().into_bytes().to_vec()
 }
 
 /// Constant-time check of the request's proof.
-pub fn verify_client(token: &[u8], c: &proto::Challenge, r: &proto::AuthRequest) -> bool {
-    let t = Transcript::request(token, CLIENT_LABEL, c, r);
+pub fn verify_client(
+    token: &[u8],
+    binding: &[u8],
+    c: &proto::Challenge,
+    r: &proto::AuthRequest,
+) -> bool {
+    let t = Transcript::request(token, CLIENT_LABEL, binding, c, r);
     t.0.verify_slice(&r.proof).is_ok()
 }
 
@@ -108,11 +129,12 @@ pub fn verify_client(token: &[u8], c: &proto::Challenge, r: &proto::AuthRequest)
 /// reply but the server's proof (the root attributes as their canonical encoding).
 fn server_transcript(
     token: &[u8],
+    binding: &[u8],
     c: &proto::Challenge,
     r: &proto::AuthRequest,
     reply: &proto::AuthReply,
 ) -> Transcript {
-    let mut t = Transcript::request(token, SERVER_LABEL, c, r);
+    let mut t = Transcript::request(token, SERVER_LABEL, binding, c, r);
     let root = reply
         .root
         .as_ref()
@@ -131,11 +153,12 @@ fn server_transcript(
 /// The server's proof for `reply` (whose `server_proof` is ignored).
 pub fn server_proof(
     token: &[u8],
+    binding: &[u8],
     c: &proto::Challenge,
     r: &proto::AuthRequest,
     reply: &proto::AuthReply,
 ) -> Vec<u8> {
-    server_transcript(token, c, r, reply)
+    server_transcript(token, binding, c, r, reply)
         .0
         .finalize()
         .into_bytes()
@@ -146,11 +169,12 @@ pub fn server_proof(
 /// the reply is as it sent it.
 pub fn verify_server(
     token: &[u8],
+    binding: &[u8],
     c: &proto::Challenge,
     r: &proto::AuthRequest,
     reply: &proto::AuthReply,
 ) -> bool {
-    server_transcript(token, c, r, reply)
+    server_transcript(token, binding, c, r, reply)
         .0
         .verify_slice(&reply.server_proof)
         .is_ok()
@@ -161,6 +185,7 @@ pub fn verify_server(
 pub fn answer(
     challenge: &proto::Challenge,
     token: &[u8],
+    binding: &[u8],
     export: &[u8],
     client_nonce: &[u8],
     session_id: &[u8],
@@ -171,7 +196,7 @@ pub fn answer(
         proof: Default::default(),
         session_id: session_id.to_vec().into(),
     };
-    req.proof = client_proof(token, challenge, &req).into();
+    req.proof = client_proof(token, binding, challenge, &req).into();
     req
 }
 
@@ -189,9 +214,14 @@ mod tests {
     #[test]
     fn the_client_proof_covers_every_field_and_no_bytes_can_move_between_them() {
         let c = challenge();
-        let req = answer(&c, b"tok", b"data", &[2; NONCE_LEN], &[3; 16]);
-        assert!(verify_client(b"tok", &c, &req));
-        assert!(!verify_client(b"tok2", &c, &req));
+        let req = answer(&c, b"tok", b"chan", b"data", &[2; NONCE_LEN], &[3; 16]);
+        assert!(verify_client(b"tok", b"chan", &c, &req));
+        assert!(!verify_client(b"tok2", b"chan", &c, &req));
+        assert!(
+            !verify_client(b"tok", b"other channel", &c, &req),
+            "bound to its channel"
+        );
+        assert!(!verify_client(b"tok", b"", &c, &req));
         let mut changed = Vec::new();
         let mut r = req.clone();
         r.export = "dat".into();
@@ -208,17 +238,17 @@ mod tests {
         r.client_nonce = vec![2; NONCE_LEN - 1].into();
         changed.push(r);
         for r in changed {
-            assert!(!verify_client(b"tok", &c, &r), "{r:?}");
+            assert!(!verify_client(b"tok", b"chan", &c, &r), "{r:?}");
         }
         let mut other = challenge();
         other.protocol_version = 2;
-        assert!(!verify_client(b"tok", &other, &req));
+        assert!(!verify_client(b"tok", b"chan", &other, &req));
     }
 
     #[test]
     fn the_server_proof_covers_every_reply_field_and_is_not_a_client_proof() {
         let c = challenge();
-        let req = answer(&c, b"tok", b"data", &[2; NONCE_LEN], &[]);
+        let req = answer(&c, b"tok", b"chan", b"data", &[2; NONCE_LEN], &[]);
         let mut reply = proto::AuthReply {
             max_in_flight: 64,
             max_data: 1 << 20,
@@ -228,8 +258,9 @@ mod tests {
             session_id: vec![5; 16].into(),
             ..Default::default()
         };
-        reply.server_proof = server_proof(b"tok", &c, &req, &reply).into();
-        assert!(verify_server(b"tok", &c, &req, &reply));
+        reply.server_proof = server_proof(b"tok", b"chan", &c, &req, &reply).into();
+        assert!(verify_server(b"tok", b"chan", &c, &req, &reply));
+        assert!(!verify_server(b"tok", b"other channel", &c, &req, &reply));
         let tamper: [fn(&mut proto::AuthReply); 6] = [
             |r| r.max_in_flight = 1,
             |r| r.max_data = u32::MAX,
@@ -241,11 +272,11 @@ mod tests {
         for t in tamper {
             let mut r = reply.clone();
             t(&mut r);
-            assert!(!verify_server(b"tok", &c, &req, &r), "{r:?}");
+            assert!(!verify_server(b"tok", b"chan", &c, &req, &r), "{r:?}");
         }
         // A client proof reflected as the server's does not verify.
         let mut reflected = reply.clone();
         reflected.server_proof = req.proof.clone();
-        assert!(!verify_server(b"tok", &c, &req, &reflected));
+        assert!(!verify_server(b"tok", b"chan", &c, &req, &reflected));
     }
 }

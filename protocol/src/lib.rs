@@ -10,6 +10,7 @@
 //!   and the CRC32 checked before protobuf is touched;
 //! - [`auth`]: the handshake's HMAC proofs;
 //! - [`credentials`]: the caller's uid, gid and groups, carried beside any request;
+//! - [`stream`]: the boxed halves a connection is made of and the TLS/plaintext preamble;
 //! - [`writer`]: the batching write loop each side's writer task runs;
 //! - [`error`]: connection-fatal protocol errors (per-request failures are error replies).
 
@@ -22,6 +23,7 @@ pub mod credentials;
 pub mod error;
 pub mod frame;
 pub mod header;
+pub mod stream;
 pub mod writer;
 
 pub use codec::{FrameCodec, Limits};

@@ -69,7 +69,7 @@ impl HostileServer {
 }
 
 struct Conn {
-    stream: TcpStream,
+    stream: Box<dyn crate::raw::Stream>,
     codec: FrameCodec,
     buf: BytesMut,
 }
@@ -78,7 +78,7 @@ impl Conn {
     fn send(&mut self, frame: Frame) -> bool {
         let mut out = BytesMut::new();
         self.codec.encode(frame, &mut out).unwrap();
-        self.stream.write_all(&out).is_ok()
+        self.stream.write_all(&out).is_ok() && self.stream.flush().is_ok()
     }
 
     fn recv(&mut self) -> Option<Frame> {
@@ -95,7 +95,25 @@ impl Conn {
     }
 }
 
+/// Answers the preamble and completes TLS as fsserver would; the stream and its binding.
+fn open(mut tcp: TcpStream) -> Option<(Box<dyn crate::raw::Stream>, Vec<u8>)> {
+    let mut preamble = [0u8; protocol::stream::PREAMBLE_LEN];
+    tcp.read_exact(&mut preamble).ok()?;
+    tcp.write_all(&preamble).ok()?;
+    let (config, _) = crate::tls::self_signed_server(&["fsserver"]);
+    let conn = rustls::ServerConnection::new(config).ok()?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).ok()?;
+    }
+    let binding = crate::tls::binding(&tls.conn);
+    Some((Box::new(tls), binding))
+}
+
 fn serve(stream: TcpStream, token: &[u8], answered: &AtomicU64, huge: &AtomicBool) {
+    let Some((stream, binding)) = open(stream) else {
+        return;
+    };
     let mut c = Conn {
         stream,
         codec: FrameCodec::new(Limits::default()),
@@ -122,7 +140,7 @@ fn serve(stream: TcpStream, token: &[u8], answered: &AtomicU64, huge: &AtomicBoo
         session_id: vec![7; auth::SESSION_ID_LEN].into(),
         ..Default::default()
     };
-    reply.server_proof = auth::server_proof(token, &challenge, &req, &reply).into();
+    reply.server_proof = auth::server_proof(token, &binding, &challenge, &req, &reply).into();
     c.send(Frame::response(
         Command::Auth.code(),
         StreamId::CONTROL,
@@ -141,6 +159,7 @@ fn serve(stream: TcpStream, token: &[u8], answered: &AtomicU64, huge: &AtomicBoo
                 crc32: 0,
             };
             let _ = c.stream.write_all(&h.encode());
+            let _ = c.stream.flush();
             continue;
         }
         // A reply to a stream the client never used.

@@ -7,6 +7,7 @@ pub mod fault_proxy;
 pub mod hostile;
 pub mod pair;
 pub mod raw;
+pub mod tls;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use prost::Message;
+use protocol::stream::Mode;
 use protocol::{auth, Command, Frame, FrameCodec, Limits, StreamId};
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -19,8 +20,17 @@ pub fn root_request(cmd: Command, stream: StreamId, msg: &impl Message) -> Frame
     Frame::request_bytes(cmd, stream, body, Bytes::new())
 }
 
+/// What a raw client talks through: TLS or plain TCP.
+pub trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
 pub struct RawClient {
-    pub stream: TcpStream,
+    /// The connection (TLS unless the server runs --plaintext).
+    pub stream: Box<dyn Stream>,
+    /// The TCP socket under it, to watch for the server closing.
+    pub tcp: TcpStream,
+    /// The channel binding for the token proof (empty in plaintext).
+    pub binding: Vec<u8>,
     codec: FrameCodec,
     buf: BytesMut,
     next: u32,
@@ -30,13 +40,37 @@ pub struct RawClient {
 }
 
 impl RawClient {
+    /// Connects over TLS (the servers' default), accepting any certificate.
     pub fn connect(addr: &str) -> RawClient {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+        Self::connect_as(addr, Mode::Tls)
+    }
+
+    /// Connects with the preamble of `mode`, then TLS if that is the mode.
+    pub fn connect_as(addr: &str, mode: Mode) -> RawClient {
+        let mut tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        tcp.write_all(&mode.preamble()).unwrap();
+        let mut answer = [0u8; protocol::stream::PREAMBLE_LEN];
+        tcp.read_exact(&mut answer).unwrap();
+        assert_eq!(answer, mode.preamble(), "the server serves another mode");
+        let raw = tcp.try_clone().unwrap();
+        let (stream, binding): (Box<dyn Stream>, Vec<u8>) = match mode {
+            Mode::Plaintext => (Box::new(tcp), Vec::new()),
+            Mode::Tls => {
+                let name = rustls_pki_types::ServerName::try_from("fsserver").unwrap();
+                let conn = rustls::ClientConnection::new(crate::tls::any_server(), name).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, tcp);
+                while tls.conn.is_handshaking() {
+                    tls.conn.complete_io(&mut tls.sock).unwrap();
+                }
+                let binding = crate::tls::binding(&tls.conn);
+                (Box::new(tls), binding)
+            }
+        };
         RawClient {
             stream,
+            tcp: raw,
+            binding,
             codec: FrameCodec::new(Limits::default()),
             buf: BytesMut::new(),
             next: 1,
@@ -58,6 +92,7 @@ impl RawClient {
         session_id: &[u8],
     ) -> Result<(RawClient, proto::AuthReply), String> {
         let mut c = RawClient::connect(addr);
+        let binding = c.binding.clone();
         let challenge: proto::Challenge = c
             .recv()
             .expect("challenge")
@@ -67,6 +102,7 @@ impl RawClient {
         let req = auth::answer(
             &challenge,
             token,
+            &binding,
             export.as_bytes(),
             &client_nonce,
             session_id,
@@ -85,7 +121,9 @@ impl RawClient {
                 .message);
         }
         let welcome: proto::AuthReply = reply.decode_msg("AuthReply").unwrap();
-        assert!(auth::verify_server(token, &challenge, &req, &welcome));
+        assert!(auth::verify_server(
+            token, &binding, &challenge, &req, &welcome
+        ));
         Ok((c, welcome))
     }
 
@@ -93,10 +131,12 @@ impl RawClient {
         let mut out = BytesMut::new();
         self.codec.encode(frame, &mut out).unwrap();
         self.stream.write_all(&out).unwrap();
+        self.stream.flush().unwrap();
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
         let _ = self.stream.write_all(bytes);
+        let _ = self.stream.flush();
     }
 
     /// The next frame, or `None` once the server closed the connection.

@@ -8,8 +8,13 @@ use fsmount::client;
 use fsmount::fs::inodes::ROOT;
 use fsmount::fs::{Fh, Fs, FsOptions, Ino};
 
+/// TLS as fsmount mounts by default (the certificate checked through the token proof).
+fn tls() -> client::transport::Transport {
+    client::transport::Transport::tls("127.0.0.1", &client::transport::Verify::ByToken).unwrap()
+}
+
 async fn core(server: &Server) -> Fs {
-    let s = client::connect(&server.addr, "data", &server.token())
+    let s = client::connect(&server.addr, "data", &server.token(), tls())
         .await
         .unwrap();
     Fs::new(
@@ -183,7 +188,7 @@ fn block_cache_serves_reads_across_blocks_and_never_stale_data() {
             readahead: 2 << 20,
             ..FsOptions::default()
         };
-        let s = client::connect(&server.addr, "data", &server.token())
+        let s = client::connect(&server.addr, "data", &server.token(), tls())
             .await
             .unwrap();
         let fs = Fs::new(std::sync::Arc::new(s.client), &s.root, 1 << 20, options);
@@ -245,7 +250,7 @@ fn block_cache_serves_reads_across_blocks_and_never_stale_data() {
 fn attributes_come_from_the_last_reply_until_this_mount_changes_the_file() {
     let server = Server::start(&[]);
     rt().block_on(async {
-        let s = client::connect(&server.addr, "data", &server.token())
+        let s = client::connect(&server.addr, "data", &server.token(), tls())
             .await
             .unwrap();
         let options = FsOptions {

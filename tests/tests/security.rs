@@ -128,7 +128,7 @@ fn requests_before_authentication_close_the_connection() {
         &proto::LookupRequest { path: Bytes::new() },
         Bytes::new(),
     ));
-    assert!(peer_closes(&mut c.stream, Duration::from_secs(5)));
+    assert!(peer_closes(&mut c.tcp, Duration::from_secs(5)));
 }
 
 #[test]
@@ -136,7 +136,7 @@ fn silent_connection_is_closed_at_the_handshake_deadline() {
     let server = Server::start(&["--handshake-timeout", "1"]);
     let mut c = RawClient::connect(&server.addr);
     let _challenge = c.recv().unwrap();
-    assert!(peer_closes(&mut c.stream, Duration::from_secs(5)));
+    assert!(peer_closes(&mut c.tcp, Duration::from_secs(5)));
 }
 
 #[test]

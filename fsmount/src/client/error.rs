@@ -19,6 +19,8 @@ pub enum ClientError {
     ServerNotAuthentic,
     #[error("{0}")]
     Timeout(String),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl From<ProtocolError> for ClientError {

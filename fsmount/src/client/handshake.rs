@@ -8,13 +8,13 @@ use bytes::BytesMut;
 use futures::StreamExt;
 use protocol::{auth, Command, Frame, FrameCodec, Limits, StreamId};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio_util::codec::{Encoder, FramedRead};
 
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use protocol::stream::{BoxRead, BoxWrite};
 
 use super::error::ClientError;
 use super::shared::Params;
+use super::transport;
 
 /// How long connecting plus the handshake may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,44 +32,27 @@ pub struct Welcome {
     pub session_id: Vec<u8>,
 }
 
-pub(super) type Connection = (
-    FramedRead<OwnedReadHalf, FrameCodec>,
-    OwnedWriteHalf,
-    Welcome,
-);
+pub(super) type Connection = (FramedRead<BoxRead, FrameCodec>, BoxWrite, Welcome);
 
 /// Connects and authenticates, within `CONNECT_TIMEOUT`.
 pub(super) async fn handshake(p: &Params) -> Result<Connection, ClientError> {
     let resume = p.session_id.lock().clone();
-    let connection = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        handshake_inner(&p.addr, &p.export, &p.token, &resume),
-    )
-    .await
-    .map_err(|_| {
-        ClientError::Timeout(format!(
-            "no answer from {} within {CONNECT_TIMEOUT:?}",
-            p.addr
-        ))
-    })??;
+    let connection = tokio::time::timeout(CONNECT_TIMEOUT, handshake_inner(p, &resume))
+        .await
+        .map_err(|_| {
+            ClientError::Timeout(format!(
+                "no answer from {} within {CONNECT_TIMEOUT:?}",
+                p.addr
+            ))
+        })??;
     *p.session_id.lock() = connection.2.session_id.clone();
     Ok(connection)
 }
 
-async fn handshake_inner(
-    addr: &str,
-    export: &str,
-    token: &[u8],
-    session_id: &[u8],
-) -> Result<Connection, ClientError> {
-    let socket = TcpStream::connect(addr)
-        .await
-        .map_err(|e| ClientError::Connect {
-            addr: addr.to_string(),
-            reason: e.to_string(),
-        })?;
-    let _ = socket.set_nodelay(true);
-    let (rd, mut wr) = socket.into_split();
+async fn handshake_inner(p: &Params, session_id: &[u8]) -> Result<Connection, ClientError> {
+    let (token, export) = (&p.token[..], p.export.as_str());
+    let opened = transport::open(&p.addr, &p.transport).await?;
+    let (rd, mut wr, binding) = (opened.rd, opened.wr, opened.binding);
     let mut rd = FramedRead::new(rd, FrameCodec::new(Limits::HANDSHAKE));
     let lost =
         || ClientError::ConnectionLost("server closed the connection during the handshake".into());
@@ -86,6 +69,7 @@ async fn handshake_inner(
     let request = auth::answer(
         &challenge,
         token,
+        &binding,
         export.as_bytes(),
         &client_nonce,
         session_id,
@@ -110,7 +94,7 @@ async fn handshake_inner(
         return Err(ClientError::Refused(e.message));
     }
     let reply: proto::AuthReply = reply.decode_msg("AuthReply")?;
-    if !auth::verify_server(token, &challenge, &request, &reply) {
+    if !auth::verify_server(token, &binding, &challenge, &request, &reply) {
         return Err(ClientError::ServerNotAuthentic);
     }
     if reply.session_id.len() != auth::SESSION_ID_LEN {

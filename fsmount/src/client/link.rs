@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
+use protocol::stream::{BoxRead, BoxWrite};
 use protocol::{Command, Frame, FrameCodec, StreamId};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
@@ -33,8 +33,8 @@ pub(super) struct Link {
 /// Starts the reader, writer and liveness tasks of one authenticated connection.
 pub(super) fn start(
     shared: &Arc<Shared>,
-    rd: FramedRead<OwnedReadHalf, FrameCodec>,
-    wr: OwnedWriteHalf,
+    rd: FramedRead<BoxRead, FrameCodec>,
+    wr: BoxWrite,
     generation: u64,
 ) -> Link {
     let (tx, rx) = mpsc::channel(shared.queue);
@@ -97,7 +97,7 @@ async fn watch_liveness(shared: Weak<Shared>, tx: mpsc::Sender<Frame>, generatio
 }
 
 async fn read_replies(
-    mut rd: FramedRead<OwnedReadHalf, FrameCodec>,
+    mut rd: FramedRead<BoxRead, FrameCodec>,
     shared: Weak<Shared>,
     generation: u64,
 ) {

@@ -16,13 +16,14 @@ mod link;
 mod pending;
 mod reconnect;
 mod shared;
+pub mod transport;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use protocol::stream::{BoxRead, BoxWrite};
 use protocol::{Command, Frame, FrameCodec};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::FramedRead;
 
 pub use error::ClientError;
@@ -45,12 +46,18 @@ pub struct Connected {
 
 /// Connects to `addr`, authenticates for `export` in a new session and starts the
 /// session's tasks (which reconnect, and resume the session, when the connection drops).
-pub async fn connect(addr: &str, export: &str, token: &[u8]) -> Result<Connected, ClientError> {
+pub async fn connect(
+    addr: &str,
+    export: &str,
+    token: &[u8],
+    transport: transport::Transport,
+) -> Result<Connected, ClientError> {
     let params = Params {
         addr: addr.to_string(),
         export: export.to_string(),
         token: token.to_vec(),
         session_id: Default::default(),
+        transport,
     };
     let (rd, wr, welcome) = handshake::handshake(&params).await?;
     let client = Client::start(rd, wr, &welcome, params);
@@ -80,8 +87,8 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// Starts the session's tasks on its first, authenticated connection.
     fn start(
-        rd: FramedRead<OwnedReadHalf, FrameCodec>,
-        wr: OwnedWriteHalf,
+        rd: FramedRead<BoxRead, FrameCodec>,
+        wr: BoxWrite,
         welcome: &Welcome,
         params: Params,
     ) -> Client {

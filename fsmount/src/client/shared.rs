@@ -25,6 +25,8 @@ pub struct Params {
     /// The session to resume: empty until the server gives one; each handshake stores the
     /// id the server gave (shared by the clones reconnects make).
     pub session_id: Arc<Mutex<Vec<u8>>>,
+    /// TLS (one client configuration for every reconnect, so sessions resume) or plaintext.
+    pub transport: super::transport::Transport,
 }
 
 /// Connection history, for logs and the status view.

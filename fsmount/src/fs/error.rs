@@ -43,6 +43,7 @@ impl FsError {
             FsError::Client(ClientError::Connect { .. }) => libc::EHOSTUNREACH,
             FsError::Client(ClientError::Refused(_)) => libc::EACCES,
             FsError::Client(ClientError::ServerNotAuthentic) => libc::EACCES,
+            FsError::Client(ClientError::Tls(_)) => libc::EIO,
             FsError::Stale(_) => libc::ESTALE,
             FsError::NoName(_) => libc::ENOENT,
             FsError::BadReply(_) => libc::EIO,

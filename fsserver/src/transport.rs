@@ -1,0 +1,111 @@
+//! What carries a connection: after the client's preamble (see `protocol::stream`), TLS 1.3
+//! (the default) or plain TCP (`--plaintext`). A client asking for the other mode is told
+//! which one this server serves, in an error frame, and the connection closes: there is no
+//! fallback either way.
+
+use std::sync::Arc;
+
+use protocol::stream::{BoxRead, BoxWrite, Mode, BINDING_LEN, EXPORTER_LABEL, PREAMBLE_LEN};
+use protocol::{Command, Frame, StreamId};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+
+use crate::handshake::send;
+
+/// How this server carries connections.
+#[derive(Clone)]
+pub enum Transport {
+    Tls(TlsAcceptor),
+    Plaintext,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Tls(_) => "Tls",
+            Transport::Plaintext => "Plaintext",
+        })
+    }
+}
+
+impl Transport {
+    pub fn tls(config: Arc<rustls::ServerConfig>) -> Transport {
+        Transport::Tls(TlsAcceptor::from(config))
+    }
+
+    fn mode(&self) -> Mode {
+        match self {
+            Transport::Tls(_) => Mode::Tls,
+            Transport::Plaintext => Mode::Plaintext,
+        }
+    }
+}
+
+/// An open connection: its halves and the channel binding for the token proofs (the TLS
+/// exporter's output; empty in plaintext).
+pub struct Opened {
+    pub rd: BoxRead,
+    pub wr: BoxWrite,
+    pub binding: Vec<u8>,
+}
+
+/// Takes the client's preamble, answers it, and sets up TLS if that is the mode. `Err` says
+/// why the connection ends (the client has been told when it spoke the protocol).
+pub async fn open(mut socket: TcpStream, transport: &Transport) -> Result<Opened, String> {
+    let mut preamble = [0u8; PREAMBLE_LEN];
+    socket
+        .read_exact(&mut preamble)
+        .await
+        .map_err(|e| format!("no preamble: {e}"))?;
+    let serves = transport.mode();
+    let refusal = match Mode::from_preamble(&preamble) {
+        Ok(asked) if asked == serves => None,
+        Ok(Mode::Plaintext) => Some(
+            "this server requires TLS; mount without -o plaintext (or run fsserver --plaintext)"
+                .to_string(),
+        ),
+        Ok(Mode::Tls) => Some(
+            "this server runs without TLS (fsserver --plaintext); mount with -o plaintext \
+             to accept an unencrypted connection"
+                .to_string(),
+        ),
+        Err(e) => Some(e),
+    };
+    if let Some(why) = refusal {
+        let frame = Frame::error(Command::Auth.code(), StreamId::CONTROL, libc::EPROTO, &why);
+        let _ = send(&mut socket, frame).await;
+        return Err(why);
+    }
+    socket
+        .write_all(&preamble)
+        .await
+        .map_err(|e| e.to_string())?;
+    match transport {
+        Transport::Plaintext => {
+            let (rd, wr) = socket.into_split();
+            Ok(Opened {
+                rd: Box::new(rd),
+                wr: Box::new(wr),
+                binding: Vec::new(),
+            })
+        }
+        Transport::Tls(acceptor) => {
+            let tls = acceptor
+                .accept(socket)
+                .await
+                .map_err(|e| format!("TLS handshake failed: {e}"))?;
+            let binding = tls
+                .get_ref()
+                .1
+                .export_keying_material(vec![0u8; BINDING_LEN], EXPORTER_LABEL, None)
+                .map_err(|e| format!("TLS exporter: {e}"))?;
+            let (rd, wr) = tokio::io::split(tls);
+            Ok(Opened {
+                rd: Box::new(rd),
+                wr: Box::new(wr),
+                binding,
+            })
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! What a connection is made of, whatever carries it (TLS or plain TCP): boxed read and
+//! write halves, and the preamble each connection opens with.
+//!
+//! Before anything else (before TLS), the client sends the 6-byte preamble: "FSXP", the
+//! protocol version, and `T` (it will start TLS) or `P` (it asks for plaintext). The server
+//! answers with the same 6 bytes if it serves that mode, or with an error frame saying which
+//! mode it serves, and closes. Neither side ever falls back to the other mode: a mismatch
+//! fails at once, with a message on both sides.
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// The read half of a connection.
+pub type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+/// The write half of a connection.
+pub type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Length of the preamble.
+pub const PREAMBLE_LEN: usize = 6;
+
+/// How the connection is carried after the preamble.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Tls,
+    Plaintext,
+}
+
+impl Mode {
+    /// The preamble announcing this mode.
+    pub fn preamble(self) -> [u8; PREAMBLE_LEN] {
+        let m = crate::MAGIC.to_be_bytes();
+        let mode = match self {
+            Mode::Tls => b'T',
+            Mode::Plaintext => b'P',
+        };
+        [m[0], m[1], m[2], m[3], crate::VERSION, mode]
+    }
+
+    /// The mode a received preamble asks for; `Err` says what is wrong with it.
+    pub fn from_preamble(p: &[u8; PREAMBLE_LEN]) -> Result<Mode, String> {
+        if p[..4] != crate::MAGIC.to_be_bytes() {
+            return Err("not an fsxp client (bad preamble)".into());
+        }
+        if p[4] != crate::VERSION {
+            return Err(format!(
+                "protocol version {} (this side speaks {})",
+                p[4],
+                crate::VERSION
+            ));
+        }
+        match p[5] {
+            b'T' => Ok(Mode::Tls),
+            b'P' => Ok(Mode::Plaintext),
+            other => Err(format!("unknown transport {other:#x} in the preamble")),
+        }
+    }
+}
+
+/// The TLS crypto both sides use: rustls's ring provider, TLS 1.3 suites in the order
+/// measured fastest on this class of machine (AES-NI; see docs/BENCHMARKS.md). The server
+/// chooses (it ignores the client's order).
+pub fn tls_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    use rustls::crypto::ring::{cipher_suite, default_provider};
+    let mut p = default_provider();
+    p.cipher_suites = vec![
+        cipher_suite::TLS13_AES_128_GCM_SHA256,
+        cipher_suite::TLS13_AES_256_GCM_SHA384,
+        cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+    ];
+    std::sync::Arc::new(p)
+}
+
+/// Label of the TLS exporter (RFC 5705, RFC 9266) whose output binds the token proofs to
+/// the TLS channel.
+pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-fsxp-token-proof";
+/// Bytes taken from the exporter.
+pub const BINDING_LEN: usize = 32;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preambles_round_trip_and_garbage_is_named() {
+        for m in [Mode::Tls, Mode::Plaintext] {
+            assert_eq!(Mode::from_preamble(&m.preamble()), Ok(m));
+        }
+        // A TLS ClientHello sent to the preamble reader.
+        let hello = [0x16, 0x03, 0x01, 0x00, 0xc8, 0x01];
+        assert!(Mode::from_preamble(&hello)
+            .unwrap_err()
+            .contains("bad preamble"));
+        let mut old = Mode::Tls.preamble();
+        old[4] = 1;
+        assert!(Mode::from_preamble(&old).unwrap_err().contains("version 1"));
+    }
+}
