@@ -22,6 +22,10 @@ struct Shared {
     cuts: AtomicU64,
     stalled: AtomicBool,
     stopped: AtomicBool,
+    /// Flip one bit of the byte at this position of the next bytes to pass (0: none).
+    flip_in: AtomicU64,
+    /// Bytes flipped so far.
+    flipped: AtomicU64,
     /// Both sockets of every live connection, to cut them.
     sockets: Mutex<Vec<TcpStream>>,
 }
@@ -91,6 +95,17 @@ impl FaultProxy {
         self.shared.stalled.store(on, Ordering::SeqCst);
     }
 
+    /// Corrupts (flips one bit of) the `bytes`-th byte from now, in whichever direction it
+    /// passes, once.
+    pub fn flip_after(&self, bytes: u64) {
+        self.shared.flip_in.store(bytes.max(1), Ordering::SeqCst);
+    }
+
+    /// Bytes corrupted so far.
+    pub fn flipped(&self) -> u64 {
+        self.shared.flipped.load(Ordering::SeqCst)
+    }
+
     /// Cuts made so far.
     pub fn cuts(&self) -> u64 {
         self.shared.cuts.load(Ordering::SeqCst)
@@ -116,6 +131,25 @@ fn pump(mut from: TcpStream, mut to: TcpStream, s: &Shared) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        let left = s.flip_in.load(Ordering::SeqCst);
+        if left > 0 {
+            if left <= n as u64 {
+                if s.flip_in
+                    .compare_exchange(left, 0, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+                {
+                    buf[left as usize - 1] ^= 0x10;
+                    s.flipped.fetch_add(1, Ordering::SeqCst);
+                }
+            } else {
+                let _ = s.flip_in.compare_exchange(
+                    left,
+                    left - n as u64,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                );
+            }
+        }
         if to.write_all(&buf[..n]).is_err() {
             break;
         }
