@@ -9,7 +9,10 @@
 #                                FSXP_BIN=DIR to take fsserver/fsmount from DIR (e.g. an
 #                                older build, to compare two versions in one session),
 #                                FSS="fsmount" to measure only some of
-#                                "local bindfs sshfs fsmount".
+#                                "local bindfs sshfs fsmount plain" (plain: fsmount without
+#                                TLS, against a second fsserver --plaintext).
+# fsmount (TLS, the default) and plain also report CPU seconds per GiB moved, client and
+# server, for the sequential write and the cold read.
 # Writes target/bench/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -82,6 +85,17 @@ trust_root=()
 server_pid=$!
 for _ in $(seq 100); do grep -q listening "$B/server.out" 2>/dev/null && break; sleep 0.05; done
 fsx_addr=$(sed -n 's/^fsserver: listening on //p' "$B/server.out")
+# The same without TLS (builds before TLS had only this).
+mkdir -p "$B/src-plain"
+plain_server=(--plaintext); plain_mount=,plaintext
+"$bin/fsserver" --help | grep -q -- --plaintext || { plain_server=(); plain_mount=; }
+trust_plain=()
+[ ${#trust_root[@]} -gt 0 ] && trust_plain=(--no-root-squash bench)
+"$bin/fsserver" --listen 127.0.0.1:0 --export "bench=$B/src-plain" "${trust_plain[@]}" "${plain_server[@]}" \
+    --token-file "$B/token" >"$B/plain.out" 2>"$B/plain.log" & pids+=($!)
+plain_pid=$!
+for _ in $(seq 100); do grep -q listening "$B/plain.out" 2>/dev/null && break; sleep 0.05; done
+plain_addr=$(sed -n 's/^fsserver: listening on //p' "$B/plain.out")
 start_proxy() { # TARGET NAME: a 5 ms one-way (10 ms RTT) proxy; sets proxy_addr
     local out="$B/proxy-$2.out"
     "$bin/delay_proxy" "$1" 5 >"$out" 2>&1 </dev/null & pids+=($!)
@@ -111,6 +125,9 @@ mount_fs() {
         [ -n "$rtt" ] && addr=$fsx_rtt_addr
         "$bin/fsmount" "$addr:/bench" "$m" -o "token_file=$B/token" -f 2>>"$B/fsmount.log" &
         fsmount_pid=$! ;;
+    plain)
+        "$bin/fsmount" "$plain_addr:/bench" "$m" -o "token_file=$B/token$plain_mount" -f 2>>"$B/fsmount.log" &
+        fsmount_pid=$! ;;
     esac
     [ "$fs" = local ] || wait_mounted "$m"
 }
@@ -118,7 +135,7 @@ umount_fs() {
     local m="$B/mnt-$1"
     [ "$1" = local ] && return 0
     fusermount3 -u "$m"
-    if [ "$1" = fsmount ]; then wait "$fsmount_pid" 2>/dev/null || true; fi
+    if [ "$1" = fsmount ] || [ "$1" = plain ]; then wait "$fsmount_pid" 2>/dev/null || true; fi
 }
 remount_cold() { umount_fs "$1"; sync; echo 3 >/proc/sys/vm/drop_caches; mount_fs "$1" "${2:-}"; }
 
@@ -148,11 +165,28 @@ W_CPOUT="cp -a tree out, cold"
 W_RM="rm -rf tree"
 workloads=("$W_WRITE" "$W_COLD" "$W_WARM" "$W_RAND" "$W_UNTAR" "$W_FIND" "$W_RSYNC" "$W_NOOP" "$W_CPOUT" "$W_RM")
 
+cpu_ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; } # user + system, in clock ticks
+# cpu_per_gib NAME CMD...: like timed, and for fsmount/plain also records the CPU seconds per
+# GiB moved of the client (fsmount) and of the server, as "client/server".
+cpu_per_gib() {
+    local name=$1; shift
+    local spid=$server_pid
+    [ "$fs" = plain ] && spid=$plain_pid
+    if [ "$fs" != fsmount ] && [ "$fs" != plain ]; then timed "$name" "$@"; return; fi
+    local c0 s0 c1 s1 hz
+    hz=$(getconf CLK_TCK)
+    c0=$(cpu_ticks "$fsmount_pid"); s0=$(cpu_ticks "$spid")
+    timed "$name" "$@"
+    c1=$(cpu_ticks "$fsmount_pid"); s1=$(cpu_ticks "$spid")
+    result["$fs|cpu client $name"]+="$(awk -v a="$c0" -v b="$c1" -v hz="$hz" -v g="$size_mib" 'BEGIN {printf "%.2f", (b - a) / hz / (g / 1024)}') "
+    result["$fs|cpu server $name"]+="$(awk -v a="$s0" -v b="$s1" -v hz="$hz" -v g="$size_mib" 'BEGIN {printf "%.2f", (b - a) / hz / (g / 1024)}') "
+}
+
 run_all() { # on $fs, mounted at $m
     local m="$B/mnt-$fs" out="$B/out-$fs"
-    timed "$W_WRITE" dd if="$S/big" of="$m/big" bs=1M conv=fsync status=none
+    cpu_per_gib "$W_WRITE" dd if="$S/big" of="$m/big" bs=1M conv=fsync status=none
     remount_cold "$fs"
-    timed "$W_COLD" dd if="$m/big" of=/dev/null bs=1M status=none
+    cpu_per_gib "$W_COLD" dd if="$m/big" of=/dev/null bs=1M status=none
     timed "$W_WARM" dd if="$m/big" of=/dev/null bs=1M status=none
     if us=$(fio_us_per_read "$m/big") && [ "$us" != nan ] && [ -n "$us" ]; then
         result["$fs|$W_RAND"]+="$us "
@@ -169,14 +203,14 @@ run_all() { # on $fs, mounted at $m
     timed "$W_RM" rm -rf "$m/tree"
 }
 
-read -r -a fss <<<"${FSS:-local bindfs sshfs fsmount}"
+read -r -a fss <<<"${FSS:-local bindfs sshfs fsmount plain}"
 for r in $(seq "$runs"); do
     for fs in "${fss[@]}"; do
         mount_fs "$fs"
         run_all
-        if [ "$fs" = fsmount ]; then
+        if [ "$fs" = fsmount ] || [ "$fs" = plain ]; then
             hwm=$(awk '/VmHWM/ {print $2}' /proc/"$fsmount_pid"/status)
-            result["fsmount|peak RSS (KiB)"]+="$hwm "
+            result["$fs|peak RSS (KiB)"]+="$hwm "
         fi
         umount_fs "$fs"
         log "run $r: $fs done"
@@ -222,12 +256,22 @@ mkdir -p target/bench
     echo "$(date -u +%F), $(nproc) cores, medians of $runs runs (10 ms RTT: $rtt_runs), seconds unless noted;"
     echo "ratio = fsmount / peer (below 1: fsmount faster). Tree: $files files."
     echo
-    echo "| workload | local disk | bindfs | sshfs | fsmount | fsmount/bindfs | fsmount/sshfs |"
-    echo "|---|---|---|---|---|---|---|"
+    echo "| workload | local disk | bindfs | sshfs | fsmount (TLS) | fsmount plaintext | fsmount/bindfs | fsmount/sshfs | TLS/plaintext |"
+    echo "|---|---|---|---|---|---|---|---|---|"
     for w in "${workloads[@]}"; do
         declare -A md=()
         for f in "${fss[@]}"; do md[$f]=$(echo "${result["$f|$w"]:-}" | median); done
-        echo "| $w | ${md[local]:-n/a} | ${md[bindfs]:-n/a} | ${md[sshfs]:-n/a} | ${md[fsmount]:-n/a} | $(ratio "${md[fsmount]:-n/a}" "${md[bindfs]:-n/a}") | $(ratio "${md[fsmount]:-n/a}" "${md[sshfs]:-n/a}") |"
+        echo "| $w | ${md[local]:-n/a} | ${md[bindfs]:-n/a} | ${md[sshfs]:-n/a} | ${md[fsmount]:-n/a} | ${md[plain]:-n/a} | $(ratio "${md[fsmount]:-n/a}" "${md[bindfs]:-n/a}") | $(ratio "${md[fsmount]:-n/a}" "${md[sshfs]:-n/a}") | $(ratio "${md[fsmount]:-n/a}" "${md[plain]:-n/a}") |"
+    done
+    echo
+    echo "| CPU seconds per GiB (medians) | fsmount TLS: client | server | plaintext: client | server |"
+    echo "|---|---|---|---|---|"
+    for w in "$W_WRITE" "$W_COLD"; do
+        row="| $w"
+        for f in fsmount plain; do
+            for side in client server; do row+=" | $(echo "${result["$f|cpu $side $w"]:-}" | median)"; done
+        done
+        echo "$row |"
     done
     if [ -z "${SKIP_RTT:-}" ]; then
         echo
@@ -239,6 +283,6 @@ mkdir -p target/bench
         done
     fi
     echo
-    echo "fsmount peak RSS over a run (VmHWM): $(echo "${result["fsmount|peak RSS (KiB)"]}" | median) KiB;" \
+    echo "fsmount peak RSS over a run (VmHWM): $(echo "${result["fsmount|peak RSS (KiB)"]:-}" | median) KiB;" \
         "fsserver RSS with 100 idle connections: $server_rss KiB."
 } | tee target/bench/results.md

@@ -110,7 +110,6 @@ pub fn server_config(
         .with_single_cert(chain, key)
         .context("the TLS certificate and key do not go together")?;
     config.ticketer = rustls::crypto::ring::Ticketer::new().context("TLS session tickets")?;
-    config.ignore_client_order = true;
     Ok(Arc::new(config))
 }
 

@@ -10,7 +10,11 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 /// A client configuration that accepts any server certificate (the token proof bound to
 /// the channel is what authenticates, as in fsmount's default).
 pub fn any_server() -> Arc<ClientConfig> {
-    let provider = protocol::stream::tls_provider();
+    any_server_with(protocol::stream::tls_provider())
+}
+
+/// `any_server` with the crypto of `provider`.
+pub fn any_server_with(provider: Arc<rustls::crypto::CryptoProvider>) -> Arc<ClientConfig> {
     Arc::new(
         ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])

@@ -279,5 +279,52 @@ fn a_byte_corrupted_in_flight_costs_a_reconnect_and_loses_nothing() {
     assert_eq!(sha256(&mount.path.join("f")), sha256(src.path()));
     let log = mount.log();
     assert!(log.contains("reconnected"), "{log}");
+    // The reconnection resumed the TLS session instead of a full handshake.
+    assert!(log.contains("TLS resumed"), "{log}");
     assert!(is_mounted(&mount.path));
+}
+
+/// The outages fsmount logged ("reconnected ... after X down (..., HOW)"), with HOW.
+fn outages(log: &str) -> Vec<(String, String)> {
+    log.lines()
+        .filter_map(|l| {
+            let rest = l.split(" after ").nth(1)?;
+            let (time, rest) = rest.split_once(" down (")?;
+            let how = rest.split(')').next()?.to_string();
+            Some((time.to_string(), how))
+        })
+        .collect()
+}
+
+#[test]
+fn reconnects_resume_the_tls_session() {
+    require_mount_support();
+    for plaintext in [false, true] {
+        let server = if plaintext {
+            Server::start(&["--plaintext"])
+        } else {
+            Server::start(&[])
+        };
+        let proxy = FaultProxy::start(&server.addr);
+        let opts: &[&str] = if plaintext { &["plaintext"] } else { &[] };
+        let mount = Mount::via(&server, &proxy.addr, "data", opts);
+        for i in 0..5 {
+            proxy.cut_now();
+            // The next operation notices and waits for the reconnection.
+            fs::write(mount.path.join(format!("f{i}")), "x").unwrap();
+            sh(&format!(
+                "sync '{}'",
+                mount.path.join(format!("f{i}")).display()
+            ));
+        }
+        let seen = outages(&mount.log());
+        eprintln!("plaintext={plaintext}: {seen:?}");
+        assert!(seen.len() >= 5, "{}", mount.log());
+        let want = if plaintext {
+            "plaintext"
+        } else {
+            "TLS resumed"
+        };
+        assert!(seen.iter().all(|(_, how)| how.ends_with(want)), "{seen:?}");
+    }
 }

@@ -30,6 +30,8 @@ pub struct Welcome {
     pub resumed: bool,
     /// The session's id, to present when reconnecting.
     pub session_id: Vec<u8>,
+    /// "TLS", "TLS resumed" or "plaintext".
+    pub carried: &'static str,
 }
 
 pub(super) type Connection = (FramedRead<BoxRead, FrameCodec>, BoxWrite, Welcome);
@@ -52,7 +54,7 @@ pub(super) async fn handshake(p: &Params) -> Result<Connection, ClientError> {
 async fn handshake_inner(p: &Params, session_id: &[u8]) -> Result<Connection, ClientError> {
     let (token, export) = (&p.token[..], p.export.as_str());
     let opened = transport::open(&p.addr, &p.transport).await?;
-    let (rd, mut wr, binding) = (opened.rd, opened.wr, opened.binding);
+    let (rd, mut wr, binding, carried) = (opened.rd, opened.wr, opened.binding, opened.carried);
     let mut rd = FramedRead::new(rd, FrameCodec::new(Limits::HANDSHAKE));
     let lost =
         || ClientError::ConnectionLost("server closed the connection during the handshake".into());
@@ -114,6 +116,7 @@ async fn handshake_inner(p: &Params, session_id: &[u8]) -> Result<Connection, Cl
         max_in_flight: reply.max_in_flight.clamp(1, MAX_SERVER_IN_FLIGHT),
         resumed: reply.resumed,
         session_id: reply.session_id.to_vec(),
+        carried,
     };
     Ok((rd, wr, welcome))
 }

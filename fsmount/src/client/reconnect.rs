@@ -69,9 +69,10 @@ pub(super) async fn reconnect(weak: Weak<Shared>, generation: u64) {
                 };
                 // At warn, like the drop it ends, so both show in the default log.
                 warn!(
-                    "reconnected to {} after {:.1?} down ({how}); resent {} request(s)",
+                    "reconnected to {} after {:.1?} down ({how}, {}); resent {} request(s)",
                     params.addr,
                     started.elapsed(),
+                    welcome.carried,
                     resend.len()
                 );
                 return;

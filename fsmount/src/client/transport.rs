@@ -133,6 +133,8 @@ pub struct Opened {
     pub rd: BoxRead,
     pub wr: BoxWrite,
     pub binding: Vec<u8>,
+    /// How the connection is carried, for logs: "TLS", "TLS resumed", "plaintext".
+    pub carried: &'static str,
 }
 
 /// Connects to `addr`, exchanges preambles and sets up TLS when that is the mode. A server
@@ -160,6 +162,7 @@ pub async fn open(addr: &str, transport: &Transport) -> Result<Opened, ClientErr
                 rd: Box::new(rd),
                 wr: Box::new(wr),
                 binding: Vec::new(),
+                carried: "plaintext",
             })
         }
         Transport::Tls { connector, name } => {
@@ -172,11 +175,16 @@ pub async fn open(addr: &str, transport: &Transport) -> Result<Opened, ClientErr
                 .1
                 .export_keying_material(vec![0u8; BINDING_LEN], EXPORTER_LABEL, None)
                 .map_err(|e| ClientError::Tls(e.to_string()))?;
+            let carried = match tls.get_ref().1.handshake_kind() {
+                Some(rustls::HandshakeKind::Resumed) => "TLS resumed",
+                _ => "TLS",
+            };
             let (rd, wr) = tokio::io::split(tls);
             Ok(Opened {
                 rd: Box::new(rd),
                 wr: Box::new(wr),
                 binding,
+                carried,
             })
         }
     }
