@@ -260,7 +260,7 @@ mkdir -p target/bench
     echo "|---|---|---|---|---|---|---|---|---|"
     for w in "${workloads[@]}"; do
         declare -A md=()
-        for f in "${fss[@]}"; do md[$f]=$(echo "${result["$f|$w"]:-}" | median); done
+        for f in "${fss[@]}"; do md[$f]=$(echo "${result["$f|$w"]:-}" | median || true); done
         echo "| $w | ${md[local]:-n/a} | ${md[bindfs]:-n/a} | ${md[sshfs]:-n/a} | ${md[fsmount]:-n/a} | ${md[plain]:-n/a} | $(ratio "${md[fsmount]:-n/a}" "${md[bindfs]:-n/a}") | $(ratio "${md[fsmount]:-n/a}" "${md[sshfs]:-n/a}") | $(ratio "${md[fsmount]:-n/a}" "${md[plain]:-n/a}") |"
     done
     echo
@@ -269,7 +269,7 @@ mkdir -p target/bench
     for w in "$W_WRITE" "$W_COLD"; do
         row="| $w"
         for f in fsmount plain; do
-            for side in client server; do row+=" | $(echo "${result["$f|cpu $side $w"]:-}" | median)"; done
+            for side in client server; do row+=" | $(echo "${result["$f|cpu $side $w"]:-}" | median || true)"; done
         done
         echo "$row |"
     done

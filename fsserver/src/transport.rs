@@ -91,6 +91,10 @@ pub async fn open(mut socket: TcpStream, transport: &Transport) -> Result<Opened
             })
         }
         Transport::Tls(acceptor) => {
+            // rustls reads the socket 4 KiB at a time; a buffer under it turns those into
+            // memory copies instead of system calls.
+            let socket =
+                tokio::io::BufReader::with_capacity(protocol::stream::TLS_READ_BUFFER, socket);
             let tls = acceptor
                 .accept(socket)
                 .await

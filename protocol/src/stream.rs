@@ -69,6 +69,9 @@ pub fn tls_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
     std::sync::Arc::new(p)
 }
 
+/// Bytes read from the socket at once under TLS (rustls itself asks for 4 KiB at a time).
+pub const TLS_READ_BUFFER: usize = 256 << 10;
+
 /// Label of the TLS exporter (RFC 5705, RFC 9266) whose output binds the token proofs to
 /// the TLS channel.
 pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-fsxp-token-proof";

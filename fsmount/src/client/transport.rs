@@ -166,6 +166,10 @@ pub async fn open(addr: &str, transport: &Transport) -> Result<Opened, ClientErr
             })
         }
         Transport::Tls { connector, name } => {
+            // rustls reads the socket 4 KiB at a time; a buffer under it turns those into
+            // memory copies instead of system calls.
+            let socket =
+                tokio::io::BufReader::with_capacity(protocol::stream::TLS_READ_BUFFER, socket);
             let tls = connector
                 .connect(name.clone(), socket)
                 .await
