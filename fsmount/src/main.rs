@@ -1,4 +1,3 @@
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -46,17 +45,13 @@ fn prepare(args: &Args) -> Result<MountRequest> {
         .token_file
         .clone()
         .unwrap_or_else(protocol::auth::default_token_file);
-    let contents = std::fs::read(&token_file)
-        .with_context(|| format!("cannot read token file {}", token_file.display()))?;
-    let mode = std::fs::metadata(&token_file)?.permissions().mode();
-    let token =
-        protocol::auth::check_token_file(&token_file.display().to_string(), mode, &contents)
-            .map_err(anyhow::Error::msg)?;
+    let token = protocol::auth::read_token_file(&token_file).map_err(anyhow::Error::msg)?;
     Ok(MountRequest {
         source,
         source_text: args.source.clone(),
         mountpoint,
         token,
+        token_file,
         options,
     })
 }

@@ -21,6 +21,8 @@ pub struct MountRequest {
     pub source_text: String,
     pub mountpoint: PathBuf,
     pub token: Vec<u8>,
+    /// Read again when the server refuses the token (it may have been rotated).
+    pub token_file: PathBuf,
     pub options: MountOptions,
 }
 
@@ -131,6 +133,7 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
             return Err(msg);
         }
     };
+    session.client.reread_token_from(req.token_file.clone());
     let read_only = req.options.read_only || session.read_only;
     let fs_options = FsOptions {
         attr_ttl: req.options.attr_timeout,

@@ -73,10 +73,18 @@ pub async fn serve(
     let (tx, rx) = mpsc::channel::<Outgoing>(max_in_flight + 1);
     let mut writer = tokio::spawn(protocol::writer::run(wr, rx, shared.config.write_timeout));
     let unsent = Arc::new(Semaphore::new(unsent_budget(shared.config.max_data)));
+    let registration = shared.live.register(
+        &auth.export.name,
+        &auth.export.dir,
+        &auth.token,
+        &auth.secret,
+    );
+    let mut ended = registration.ended.clone();
     let ctx = Ctx {
         export: auth.export,
         handles: session.handles.clone(),
         max_data: shared.config.max_data,
+        read_only: auth.read_only,
     };
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
     let mut writer_result = None;
@@ -85,6 +93,14 @@ pub async fn serve(
         let next = tokio::select! {
             next = reader.next() => next,
             _ = shutdown.recv() => break,
+            // A reload took this connection's export or token away.
+            _ = ended.changed() => {
+                let why = ended.borrow().clone().unwrap_or_default();
+                warn!(%peer, "ending the connection: {why}");
+                let frame = Frame::error(Command::Goodbye.code(), StreamId::CONTROL, libc::EACCES, why);
+                let _ = tx.send(Outgoing { frame, _budget: None }).await;
+                break;
+            }
             // The writer gave up (the client reads nothing): stop taking requests.
             r = &mut writer => {
                 writer_result = Some(r);

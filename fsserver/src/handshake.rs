@@ -35,12 +35,24 @@ pub enum HandshakeError {
     Busy(usize),
     #[error("server busy: all {0} sessions are in use")]
     Sessions(usize),
+    #[error("token {token:?} does not grant export {export:?}")]
+    NotGranted { token: String, export: String },
+    #[error("export {export:?} is not exported to {peer}")]
+    NotAllowedFrom {
+        export: String,
+        peer: std::net::IpAddr,
+    },
     #[error("a session id is 16 bytes, not {0}")]
     BadSessionId(usize),
 }
 
 pub struct Authenticated {
     pub export: Arc<Export>,
+    /// The token's name and secret (a reload that revokes it ends the connection).
+    pub token: String,
+    pub secret: Vec<u8>,
+    /// The export, or the token's grant on it, is read-only.
+    pub read_only: bool,
     pub session_id: Vec<u8>,
     pub session: Arc<Session>,
     /// The session was kept from an earlier connection.
@@ -126,15 +138,34 @@ async fn exchange(
         .into());
     }
     let req: proto::AuthRequest = frame.decode_msg("AuthRequest")?;
-    if !auth::verify_client(&shared.token, binding, &challenge, &req) {
+    let state = shared.state();
+    let Some(token) =
+        state.token_for(|secret| auth::verify_client(secret, binding, &challenge, &req))
+    else {
         let delay = shared.admission.failure_delay(peer.ip());
         tokio::time::sleep(delay).await;
         return Err(refuse(wr, libc::EACCES, HandshakeError::BadProof).await);
-    }
+    };
     let name = String::from_utf8_lossy(&req.export).into_owned();
-    let Some(export) = shared.exports.get(&name).cloned() else {
+    let Some(served) = state.exports.get(&name) else {
         return Err(refuse(wr, libc::ENOENT, HandshakeError::NoSuchExport(name)).await);
     };
+    let Some(&grant_read_only) = token.grants.get(&name) else {
+        let refused = HandshakeError::NotGranted {
+            token: token.name.clone(),
+            export: name,
+        };
+        return Err(refuse(wr, libc::EACCES, refused).await);
+    };
+    if !served.allows(peer.ip()) {
+        let refused = HandshakeError::NotAllowedFrom {
+            export: name,
+            peer: peer.ip(),
+        };
+        return Err(refuse(wr, libc::EACCES, refused).await);
+    }
+    let export = served.export.clone();
+    let read_only = export.read_only || grant_read_only;
     let root = match export.attr(b"") {
         Ok(attr) => attr,
         Err(e) => return Err(refuse(wr, e.errno(), HandshakeError::NoSuchExport(name)).await),
@@ -147,7 +178,7 @@ async fn exchange(
         let bad = HandshakeError::BadSessionId(req.session_id.len());
         return Err(refuse(wr, libc::EINVAL, bad).await);
     }
-    let attach = match shared.sessions.attach(&req.session_id, &name) {
+    let attach = match shared.sessions.attach(&req.session_id, &name, &token.name) {
         Ok(a) => a,
         Err(full) => return Err(refuse(wr, libc::EAGAIN, HandshakeError::Sessions(full.0)).await),
     };
@@ -155,13 +186,13 @@ async fn exchange(
         server_proof: Default::default(),
         max_in_flight: shared.config.max_in_flight,
         max_data: shared.config.max_data,
-        read_only: export.read_only,
+        read_only,
         root: Some(root),
         resumed: attach.resumed,
         session_id: attach.id.clone().into(),
     };
     reply.server_proof =
-        auth::server_proof(&shared.token, binding, &challenge, &req, &reply).into();
+        auth::server_proof(&token.secret, binding, &challenge, &req, &reply).into();
     let session = attach.session;
     let sent = send(
         wr,
@@ -179,6 +210,9 @@ async fn exchange(
     }
     Ok(Authenticated {
         export,
+        token: token.name.clone(),
+        secret: token.secret.clone(),
+        read_only,
         session_id: attach.id,
         session,
         resumed: attach.resumed,

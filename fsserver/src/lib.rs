@@ -19,19 +19,20 @@ pub mod admission;
 #[allow(unsafe_code)]
 pub mod attr;
 pub mod cmd;
+pub mod config;
 pub mod connection;
 pub mod credentials;
 pub mod error;
 pub mod export;
 pub mod handles;
 pub mod handshake;
+pub mod live;
 pub mod server;
 pub mod session;
 pub mod tls;
 pub mod token;
 pub mod transport;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +40,8 @@ use std::time::Duration;
 pub mod defaults {
     use std::time::Duration;
 
+    /// The port fsserver listens on and fsmount connects to by default.
+    pub const PORT: u16 = 7070;
     pub const MAX_CONNECTIONS: usize = 256;
     /// Connections not yet authenticated, in total and from one source address.
     pub const MAX_PENDING: usize = 128;
@@ -104,22 +107,19 @@ impl Default for Config {
 /// What every connection shares.
 #[derive(Debug)]
 pub struct Shared {
-    pub exports: HashMap<String, Arc<export::Export>>,
+    /// Exports and tokens: replaced whole by a reload (SIGHUP).
+    state: parking_lot::RwLock<Arc<config::State>>,
     /// TLS or plaintext, for every connection.
     pub transport: transport::Transport,
-    pub token: Vec<u8>,
     pub config: Config,
     pub sessions: session::Sessions,
     pub admission: Arc<admission::Admission>,
+    /// Authenticated connections, so a reload can end those it takes away.
+    pub live: live::Live,
 }
 
 impl Shared {
-    pub fn new(
-        exports: HashMap<String, Arc<export::Export>>,
-        token: Vec<u8>,
-        config: Config,
-        transport: transport::Transport,
-    ) -> Shared {
+    pub fn new(state: config::State, config: Config, transport: transport::Transport) -> Shared {
         let sessions =
             session::Sessions::new(config.session_grace, config.max_open, config.max_sessions);
         let admission = Arc::new(admission::Admission::new(
@@ -128,12 +128,59 @@ impl Shared {
             config.max_pending_per_source,
         ));
         Shared {
-            exports,
+            state: parking_lot::RwLock::new(Arc::new(state)),
             transport,
-            token,
             config,
             sessions,
             admission,
+            live: live::Live::default(),
         }
+    }
+
+    /// What is served now.
+    pub fn state(&self) -> Arc<config::State> {
+        self.state.read().clone()
+    }
+
+    /// Serves `new` from now on. Connections and sessions whose export is gone (or now names
+    /// another directory), or whose token was revoked or lost its grant, end with a message
+    /// saying so; everyone else is not disturbed. Returns how many connections ended.
+    pub fn reload(&self, new: config::State) -> usize {
+        let new = Arc::new(new);
+        *self.state.write() = new.clone();
+        let why = |export: &str, token: &str, secret: &[u8], dir: &std::path::Path| {
+            let Some(served) = new.exports.get(export) else {
+                return Some(format!(
+                    "export {export:?} was removed by the administrator"
+                ));
+            };
+            if served.export.dir != dir {
+                return Some(format!(
+                    "export {export:?} was changed by the administrator"
+                ));
+            }
+            match new
+                .tokens
+                .iter()
+                .find(|t| t.name == token && t.secret == secret)
+            {
+                None => Some(format!("token {token:?} was revoked by the administrator")),
+                Some(t) if !t.grants.contains_key(export) => Some(format!(
+                    "token {token:?} no longer grants export {export:?}"
+                )),
+                Some(_) => None,
+            }
+        };
+        let ended = self.live.end_where(&why);
+        self.sessions.end_where(|export, token| {
+            let Some(served) = new.exports.get(export) else {
+                return true;
+            };
+            let _ = served;
+            !new.tokens
+                .iter()
+                .any(|t| t.name == token && t.grants.contains_key(export))
+        });
+        ended
     }
 }

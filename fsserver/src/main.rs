@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use fsserver::config;
 use fsserver::credentials::{self, Policy, Squash};
 use fsserver::export::Export;
 use fsserver::transport::Transport;
@@ -14,16 +15,24 @@ use rustls_pki_types::pem::PemObject;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Export directories over the fsxp protocol, for fsmount clients.
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(version, about, subcommand_negates_reqs = true)]
 struct Args {
     #[command(subcommand)]
     command: Option<Sub>,
-    /// Address to listen on, e.g. 0.0.0.0:7070 or 127.0.0.1:0 (any free port).
-    #[arg(long, value_name = "ADDR", required = true)]
-    listen: Option<String>,
+    /// The exports file (TOML; see the README): exports, tokens, client networks, limits.
+    /// SIGHUP reloads it. Replaces the export, token, TLS and limit flags.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["exports", "listen", "token_file"])]
+    config: Option<PathBuf>,
+    /// Address to listen on, e.g. 0.0.0.0:7070 or 127.0.0.1:0 (any free port; repeatable).
+    #[arg(long, value_name = "ADDR", required_unless_present = "config")]
+    listen: Vec<String>,
     /// Directory to export under NAME (repeatable).
-    #[arg(long = "export", value_name = "NAME=DIR", required = true)]
+    #[arg(
+        long = "export",
+        value_name = "NAME=DIR",
+        required_unless_present = "config"
+    )]
     exports: Vec<String>,
     /// Shared secret file; created with a fresh random token (mode 0600) if missing.
     /// Default: $HOME/.config/fsserver/token.
@@ -99,8 +108,13 @@ struct Args {
     drain_timeout: u64,
 }
 
-#[derive(clap::Subcommand, Debug)]
+#[derive(clap::Subcommand, Debug, Clone)]
 enum Sub {
+    /// Check an exports file and say what it serves; unknown keys are errors, with the line.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
     /// Print the SHA-256 fingerprint of the server's TLS certificate (creating the default
     /// certificate if there is none yet), for fsmount -o fingerprint=...
     Fingerprint {
@@ -147,6 +161,47 @@ fn print_fingerprint(token_file: Option<PathBuf>, cert: Option<PathBuf>) -> Resu
     };
     println!("{fingerprint}");
     Ok(())
+}
+
+/// What the flags serve: their exports, to anyone holding the one token.
+fn flags_state(args: &Args, token_path: &std::path::Path) -> Result<config::State> {
+    let exports = parse_exports(args)?;
+    let (secret, created) = token::load_or_create(token_path)
+        .with_context(|| format!("token file {}", token_path.display()))?;
+    if created {
+        eprintln!(
+            "fsserver: created token file {} (mode 0600); give it to clients",
+            token_path.display()
+        );
+    }
+    let grants = exports.keys().map(|n| (n.clone(), false)).collect();
+    let exports = exports
+        .into_iter()
+        .map(|(n, export)| {
+            let served = config::Served {
+                export,
+                clients: Vec::new(),
+            };
+            (n, served)
+        })
+        .collect();
+    Ok(config::State {
+        exports,
+        tokens: vec![config::Token {
+            name: "default".into(),
+            secret,
+            grants,
+        }],
+    })
+}
+
+/// What to serve now: the exports file if there is one, else the flags.
+fn load_state(args: &Args, token_path: &std::path::Path) -> Result<config::State> {
+    match &args.config {
+        Some(path) => config::state_of(&config::read(path)?, token_path)
+            .with_context(|| format!("{}", path.display())),
+        None => flags_state(args, token_path),
+    }
 }
 
 fn parse_exports(args: &Args) -> Result<HashMap<String, Arc<Export>>> {
@@ -199,13 +254,50 @@ fn parse_exports(args: &Args) -> Result<HashMap<String, Arc<Export>>> {
 }
 
 fn main() -> Result<()> {
-    let args = Args::parse();
-    if let Some(Sub::Fingerprint {
-        token_file,
-        tls_cert,
-    }) = args.command
-    {
-        return print_fingerprint(token_file, tls_cert);
+    let mut args = Args::parse();
+    match args.command.take() {
+        Some(Sub::Fingerprint {
+            token_file,
+            tls_cert,
+        }) => return print_fingerprint(token_file, tls_cert),
+        Some(Sub::CheckConfig { file }) => {
+            let parsed = config::read(&file)?;
+            let default_token = parsed
+                .token_file
+                .clone()
+                .unwrap_or_else(protocol::auth::default_token_file);
+            let state = config::state_of(&parsed, &default_token)
+                .with_context(|| format!("{}", file.display()))?;
+            print!("{}", config::explain(&parsed, &state));
+            println!("{}: OK", file.display());
+            return Ok(());
+        }
+        None => {}
+    }
+    let file = match &args.config {
+        Some(path) => Some(config::read(path)?),
+        None => None,
+    };
+    if let Some(f) = &file {
+        // The file's settings stand for the flags.
+        args.listen = if f.listen.is_empty() {
+            vec![format!("0.0.0.0:{}", defaults::PORT)]
+        } else {
+            f.listen.clone()
+        };
+        args.token_file = f.token_file.clone();
+        args.tls_cert = f.tls_cert.clone().or(args.tls_cert.take());
+        args.tls_key = f.tls_key.clone().or(args.tls_key.take());
+        args.plaintext |= f.plaintext;
+        let set = |v: &mut u64, x: Option<u64>| *v = x.unwrap_or(*v);
+        set(&mut args.session_grace, f.session_grace);
+        set(&mut args.handshake_timeout, f.handshake_timeout);
+        set(&mut args.write_timeout, f.write_timeout);
+        set(&mut args.drain_timeout, f.drain_timeout);
+        args.max_connections = f.max_connections.unwrap_or(args.max_connections);
+        args.max_in_flight = f.max_in_flight.unwrap_or(args.max_in_flight);
+        args.max_open = f.max_open.unwrap_or(args.max_open);
+        args.max_sessions = f.max_sessions.unwrap_or(args.max_sessions);
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -217,19 +309,11 @@ fn main() -> Result<()> {
     // Modes arrive from clients already masked; apply them as given.
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
 
-    let exports = parse_exports(&args)?;
     let token_path = args
         .token_file
         .clone()
         .unwrap_or_else(protocol::auth::default_token_file);
-    let (token, created) = token::load_or_create(&token_path)
-        .with_context(|| format!("token file {}", token_path.display()))?;
-    if created {
-        eprintln!(
-            "fsserver: created token file {} (mode 0600); give it to clients",
-            token_path.display()
-        );
-    }
+    let state = load_state(&args, &token_path)?;
     let config = Config {
         max_connections: args.max_connections,
         max_open: args.max_open.max(1),
@@ -259,19 +343,22 @@ fn main() -> Result<()> {
         tracing::info!(fingerprint = %tls::fingerprint(&chain[0]), cert = %id.cert.display(), "TLS 1.3");
         Transport::tls(tls::server_config(chain, key)?)
     };
-    let shared = Arc::new(Shared::new(exports, token, config, transport));
+    let shared = Arc::new(Shared::new(state, config, transport));
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(defaults::WORKERS)
         .build()?;
     let result = rt.block_on(async {
-        let listen = args.listen.as_deref().unwrap_or_default();
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
-        let addr = listener.local_addr()?;
-        for e in shared.exports.values() {
+        let mut listeners = Vec::new();
+        for listen in &args.listen {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            listeners.push(listener);
+        }
+        for served in shared.state().exports.values() {
+            let e = &served.export;
             tracing::info!(name = %e.name, dir = %e.dir.display(), read_only = e.read_only,
                 squash = ?e.identity.squash, "exporting");
         }
@@ -281,8 +368,36 @@ fn main() -> Result<()> {
                 "not running as root: every request acts as this user, whoever the caller"
             );
         }
-        println!("fsserver: listening on {addr}");
+        for l in &listeners {
+            println!("fsserver: listening on {}", l.local_addr()?);
+        }
         std::io::stdout().flush()?;
+        // SIGHUP: read the exports (and token files) again; a broken file changes nothing.
+        let mut hup = signal(SignalKind::hangup())?;
+        let reloading = {
+            let shared = shared.clone();
+            let args = Args {
+                command: None,
+                ..args.clone()
+            };
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    let (args, token_path) = (args.clone(), token_path.clone());
+                    let loaded =
+                        tokio::task::spawn_blocking(move || load_state(&args, &token_path)).await;
+                    match loaded {
+                        Ok(Ok(state)) => {
+                            let ended = shared.reload(state);
+                            tracing::info!(ended, "reloaded the exports and tokens");
+                        }
+                        Ok(Err(e)) => tracing::error!(
+                            "reload failed, still serving the previous configuration: {e:#}"
+                        ),
+                        Err(e) => tracing::error!("reload failed: {e}"),
+                    }
+                }
+            })
+        };
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let shutdown = async {
@@ -291,7 +406,8 @@ fn main() -> Result<()> {
                 _ = int.recv() => {}
             }
         };
-        server::run(listener, shared, shutdown).await;
+        server::run(listeners, shared, shutdown).await;
+        reloading.abort();
         tracing::info!("stopped");
         Ok(())
     });

@@ -13,7 +13,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::{connection, Shared};
 
-pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future) {
+/// Serves every listener until `shutdown` resolves, then drains.
+pub async fn run(listeners: Vec<TcpListener>, shared: Arc<Shared>, shutdown: impl Future) {
     let (notify_shutdown, _) = broadcast::channel::<()>(1);
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
 
@@ -30,39 +31,51 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
             }
         })
     };
-    let accept_loop = async {
-        loop {
-            let (socket, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    // EMFILE and the like: back off instead of spinning.
-                    error!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let Some(pending) = shared.admission.pending(peer.ip()) else {
-                // Over its source's (or the total) share of unauthenticated connections.
-                debug!(%peer, "too many connections in their handshake; closed");
-                continue;
-            };
-            let (shared, rx, done) = (shared.clone(), notify_shutdown.subscribe(), done_tx.clone());
-            tokio::spawn(async move {
-                connection::serve(socket, peer, shared, rx, pending).await;
-                drop(done);
-            });
-        }
-    };
+    let accept_loop = futures::future::join_all(
+        listeners
+            .iter()
+            .map(|l| accept_from(l, &shared, &notify_shutdown, &done_tx)),
+    );
     tokio::select! {
         _ = accept_loop => {}
         _ = shutdown => info!("shutting down: no new connections, finishing in-flight requests"),
     }
-    drop(listener);
+    drop(listeners);
     expiry.abort();
     drop(notify_shutdown);
     drop(done_tx);
     let drain = shared.config.drain_timeout;
     if tokio::time::timeout(drain, done_rx.recv()).await.is_err() {
         warn!("connections still open after {drain:?}; exiting anyway");
+    }
+}
+
+/// Accepts connections on `listener` for ever, each admitted as `admission` decides.
+async fn accept_from(
+    listener: &TcpListener,
+    shared: &Arc<Shared>,
+    notify_shutdown: &broadcast::Sender<()>,
+    done_tx: &mpsc::Sender<()>,
+) {
+    loop {
+        let (socket, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // EMFILE and the like: back off instead of spinning.
+                error!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Some(pending) = shared.admission.pending(peer.ip()) else {
+            // Over its source's (or the total) share of unauthenticated connections.
+            debug!(%peer, "too many connections in their handshake; closed");
+            continue;
+        };
+        let (shared, rx, done) = (shared.clone(), notify_shutdown.subscribe(), done_tx.clone());
+        tokio::spawn(async move {
+            connection::serve(socket, peer, shared, rx, pending).await;
+            drop(done);
+        });
     }
 }

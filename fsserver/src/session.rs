@@ -33,6 +33,8 @@ const ENTRY_OVERHEAD: usize = 128;
 #[derive(Debug)]
 pub struct Session {
     pub export: String,
+    /// The name of the token that opened it: only that token resumes it.
+    pub token: String,
     pub handles: Arc<Handles>,
     pub replies: ReplyCache,
     attached: Mutex<Attached>,
@@ -46,9 +48,10 @@ struct Attached {
 }
 
 impl Session {
-    fn new(export: &str, max_open: usize) -> Session {
+    fn new(export: &str, token: &str, max_open: usize) -> Session {
         Session {
             export: export.to_string(),
+            token: token.to_string(),
             handles: Arc::new(Handles::with_limit(max_open)),
             replies: ReplyCache::default(),
             attached: Mutex::new(Attached {
@@ -71,8 +74,8 @@ pub struct Sessions {
     by_id: Mutex<HashMap<SessionKey, Arc<Session>>>,
 }
 
-/// A session's export and the id the server gave it.
-type SessionKey = (String, Vec<u8>);
+/// A session's export, its token's name and the id the server gave it.
+type SessionKey = (String, String, Vec<u8>);
 
 /// A connection's place in a session.
 pub struct Attach {
@@ -102,9 +105,15 @@ impl Sessions {
     /// id (never the one requested, so no client can pick, and so squat, another's id).
     /// With `max_sessions` kept, a new one replaces the one idle longest; if none is idle,
     /// it is refused.
-    pub fn attach(&self, requested: &[u8], export: &str) -> Result<Attach, SessionsFull> {
+    pub fn attach(
+        &self,
+        requested: &[u8],
+        export: &str,
+        token: &str,
+    ) -> Result<Attach, SessionsFull> {
+        let key = |id: &[u8]| (export.to_string(), token.to_string(), id.to_vec());
         let mut by_id = self.by_id.lock();
-        if let Some(s) = by_id.get(&(export.to_string(), requested.to_vec())) {
+        if let Some(s) = by_id.get(&key(requested)) {
             let mut a = s.attached.lock();
             a.connections += 1;
             a.since = None;
@@ -116,7 +125,7 @@ impl Sessions {
         }
         let mut id = vec![0u8; protocol::auth::SESSION_ID_LEN];
         getrandom::fill(&mut id).expect("the OS random source works");
-        let session = Arc::new(Session::new(export, self.max_open));
+        let session = Arc::new(Session::new(export, token, self.max_open));
         if self.grace.is_zero() {
             // Sessions end with their connection: nothing to keep.
             return Ok(Attach {
@@ -138,7 +147,7 @@ impl Sessions {
                 None => return Err(SessionsFull(self.max_sessions)),
             }
         }
-        by_id.insert((export.to_string(), id.clone()), session.clone());
+        by_id.insert(key(&id), session.clone());
         Ok(Attach {
             session,
             id,
@@ -169,6 +178,14 @@ impl Sessions {
 
     pub fn len(&self) -> usize {
         self.by_id.lock().len()
+    }
+
+    /// Drops the sessions for which `gone(export, token)` holds (closing their handles).
+    pub fn end_where(&self, gone: impl Fn(&str, &str) -> bool) -> usize {
+        let mut by_id = self.by_id.lock();
+        let before = by_id.len();
+        by_id.retain(|(export, token, _), _| !gone(export, token));
+        before - by_id.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -327,7 +344,7 @@ mod tests {
 
     /// A new session's id, its first connection closed.
     fn kept(sessions: &Sessions) -> (Arc<Session>, Vec<u8>) {
-        let a = sessions.attach(b"", "data").unwrap();
+        let a = sessions.attach(b"", "data", "t").unwrap();
         assert!(!a.resumed);
         sessions.detach(&a.session);
         (a.session, a.id)
@@ -337,13 +354,13 @@ mod tests {
     fn sessions_resume_within_grace_and_expire_after() {
         let sessions = Sessions::new(Duration::from_millis(50), 0, 100);
         let (a, id) = kept(&sessions);
-        let b = sessions.attach(&id, "data").unwrap();
+        let b = sessions.attach(&id, "data", "t").unwrap();
         assert!(b.resumed && Arc::ptr_eq(&a, &b.session) && b.id == id);
         sessions.detach(&b.session);
         kept(&sessions);
         std::thread::sleep(Duration::from_millis(80));
         assert_eq!(sessions.expire(), 2);
-        assert!(!sessions.attach(&id, "data").unwrap().resumed);
+        assert!(!sessions.attach(&id, "data", "t").unwrap().resumed);
     }
 
     #[test]
@@ -351,16 +368,18 @@ mod tests {
         let sessions = Sessions::new(Duration::from_secs(60), 0, 100);
         let (mine, id) = kept(&sessions);
         assert_eq!(id.len(), 16);
-        let theirs = sessions.attach(&id, "other").unwrap();
+        let theirs = sessions.attach(&id, "other", "t").unwrap();
         assert!(!theirs.resumed, "another export is another session");
         assert_ne!(theirs.id, id);
-        let squatter = sessions.attach(b"0123456789abcdef", "data").unwrap();
+        let squatter = sessions.attach(b"0123456789abcdef", "data", "t").unwrap();
         assert_ne!(
             &squatter.id[..],
             b"0123456789abcdef",
             "ids are not chosen by clients"
         );
-        let again = sessions.attach(&id, "data").unwrap();
+        let other_token = sessions.attach(&id, "data", "other token").unwrap();
+        assert!(!other_token.resumed, "another token is another identity");
+        let again = sessions.attach(&id, "data", "t").unwrap();
         assert!(
             again.resumed && Arc::ptr_eq(&mine, &again.session),
             "the owner's session is intact"
@@ -370,10 +389,10 @@ mod tests {
     #[test]
     fn sessions_are_capped_by_evicting_the_one_idle_longest_or_refusing() {
         let sessions = Sessions::new(Duration::from_secs(60), 0, 2);
-        let a = sessions.attach(b"", "data").unwrap();
-        let b = sessions.attach(b"", "data").unwrap();
+        let a = sessions.attach(b"", "data", "t").unwrap();
+        let b = sessions.attach(b"", "data", "t").unwrap();
         assert_eq!(
-            sessions.attach(b"", "data").err(),
+            sessions.attach(b"", "data", "t").err(),
             Some(SessionsFull(2)),
             "both live: refused"
         );
@@ -381,11 +400,11 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         sessions.detach(&b.session);
         assert!(
-            sessions.attach(b"", "data").is_ok(),
+            sessions.attach(b"", "data", "t").is_ok(),
             "a, idle longest, goes"
         );
         assert!(
-            !sessions.attach(&a.id, "data").unwrap().resumed,
+            !sessions.attach(&a.id, "data", "t").unwrap().resumed,
             "a was evicted"
         );
         assert_eq!(sessions.len(), 2);

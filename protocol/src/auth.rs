@@ -46,6 +46,19 @@ pub fn check_token_file(path: &str, mode: u32, contents: &[u8]) -> Result<Vec<u8
     Ok(token)
 }
 
+/// Reads and checks the token file at `path` (see `check_token_file`).
+pub fn read_token_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display().to_string();
+    let contents =
+        std::fs::read(path).map_err(|e| format!("cannot read token file {shown}: {e}"))?;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| format!("token file {shown}: {e}"))?
+        .permissions()
+        .mode();
+    check_token_file(&shown, mode, &contents)
+}
+
 /// Where server and client keep the token when no token file is named:
 /// `$HOME/.config/fsserver/token` (both sides must agree, so it is defined once, here).
 pub fn default_token_file() -> std::path::PathBuf {

@@ -69,7 +69,11 @@ fn spawn_server(args: &[std::ffi::OsString], listen: &str, log: &Path) -> (Child
     let start = Instant::now();
     loop {
         let mut cmd = Command::new(bin_dir().join("fsserver"));
-        cmd.args(["--listen", listen]).args(args);
+        // An exports file names its own listen addresses.
+        if !args.iter().any(|a| a == "--config") {
+            cmd.args(["--listen", listen]);
+        }
+        cmd.args(args);
         let err = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -131,6 +135,31 @@ impl Server {
         }
         args.extend(extra.iter().map(|a| a.into()));
         let (child, addr) = spawn_server(&args, "127.0.0.1:0", &stderr_log);
+        Server {
+            child,
+            addr,
+            token_file,
+            dir,
+            stderr_log,
+            args,
+        }
+    }
+
+    /// Starts fsserver with `--config FILE`, FILE holding `toml` in which `{dir}` stands for
+    /// a fresh directory of the server's (with `exports/` in it). The token file is
+    /// `{dir}/token` when the file names no other.
+    pub fn start_config(toml: &str) -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix("fsxp-server")
+            .tempdir()
+            .unwrap();
+        std::fs::create_dir_all(dir.path().join("exports")).unwrap();
+        let config = dir.path().join("fsserver.toml");
+        std::fs::write(&config, toml.replace("{dir}", dir.path().to_str().unwrap())).unwrap();
+        let token_file = dir.path().join("token");
+        let stderr_log = dir.path().join("server.log");
+        let args: Vec<std::ffi::OsString> = vec!["--config".into(), config.into()];
+        let (child, addr) = spawn_server(&args, "", &stderr_log);
         Server {
             child,
             addr,

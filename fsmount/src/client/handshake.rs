@@ -52,7 +52,8 @@ pub(super) async fn handshake(p: &Params) -> Result<Connection, ClientError> {
 }
 
 async fn handshake_inner(p: &Params, session_id: &[u8]) -> Result<Connection, ClientError> {
-    let (token, export) = (&p.token[..], p.export.as_str());
+    let token = p.token.lock().clone();
+    let (token, export) = (&token[..], p.export.as_str());
     let opened = transport::open(&p.addr, &p.transport).await?;
     let (rd, mut wr, binding, carried) = (opened.rd, opened.wr, opened.binding, opened.carried);
     let mut rd = FramedRead::new(rd, FrameCodec::new(Limits::HANDSHAKE));

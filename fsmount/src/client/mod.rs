@@ -55,7 +55,8 @@ pub async fn connect(
     let params = Params {
         addr: addr.to_string(),
         export: export.to_string(),
-        token: token.to_vec(),
+        token: Arc::new(parking_lot::Mutex::new(token.to_vec())),
+        token_file: Default::default(),
         session_id: Default::default(),
         transport,
     };
@@ -110,6 +111,11 @@ impl Client {
             connected: *self.shared.connected.borrow(),
             ..self.shared.stats.lock().clone()
         }
+    }
+
+    /// Where to read the token again when the server refuses it on a reconnect (rotated).
+    pub fn reread_token_from(&self, path: std::path::PathBuf) {
+        *self.shared.params.token_file.lock() = Some(path);
     }
 
     /// Requests sent and not yet answered.

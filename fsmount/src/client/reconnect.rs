@@ -82,6 +82,9 @@ pub(super) async fn reconnect(weak: Weak<Shared>, generation: u64) {
                     "reconnecting to {}: {e}; next attempt in {delay:?}",
                     params.addr
                 );
+                if matches!(e, ClientError::Refused(_)) {
+                    reread_token(&params);
+                }
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(BACKOFF_MAX);
             }
@@ -138,4 +141,19 @@ async fn reopen_handles(shared: &Arc<Shared>, link: &Link) -> Result<usize, Clie
         }
     }
     done.map(|()| n)
+}
+
+/// The server refused us: if the token file now holds another token (rotated), use it.
+fn reread_token(params: &super::shared::Params) {
+    let Some(path) = params.token_file.lock().clone() else {
+        return;
+    };
+    match protocol::auth::read_token_file(&path) {
+        Ok(token) if token != *params.token.lock() => {
+            warn!("{} holds a new token; using it", path.display());
+            *params.token.lock() = token;
+        }
+        Ok(_) => {}
+        Err(e) => warn!("{e}"),
+    }
 }

@@ -21,7 +21,9 @@ use crate::remote::Reopen;
 pub struct Params {
     pub addr: String,
     pub export: String,
-    pub token: Vec<u8>,
+    /// The token, replaced when a refused reconnect finds a new one in `token_file`.
+    pub token: Arc<Mutex<Vec<u8>>>,
+    pub token_file: Arc<Mutex<Option<std::path::PathBuf>>>,
     /// The session to resume: empty until the server gives one; each handshake stores the
     /// id the server gave (shared by the clones reconnects make).
     pub session_id: Arc<Mutex<Vec<u8>>>,

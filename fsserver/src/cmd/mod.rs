@@ -30,6 +30,18 @@ pub struct Ctx {
     pub handles: Arc<Handles>,
     /// Largest data section this connection sends or accepts.
     pub max_data: u32,
+    /// The export, or this connection's token grant on it, is read-only.
+    pub read_only: bool,
+}
+
+impl Ctx {
+    /// EROFS unless changes are allowed on this connection.
+    pub fn writable(&self) -> Result<(), FsError> {
+        if self.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        Ok(())
+    }
 }
 
 /// A successful reply: its message and data section (empty but for Read).
@@ -118,7 +130,7 @@ pub fn dispatch(ctx: &Ctx, cmd: u16, msg: Bytes, data: Bytes) -> Result<Encoded,
         )));
     }
     if command.mutates() {
-        ctx.export.writable()?;
+        ctx.writable()?;
     }
     let claimed = protocol::credentials::of(&msg).map_err(FsError::BadRequest)?;
     credentials::assume(&ctx.export.identity.map(claimed))?;

@@ -32,7 +32,7 @@ pub(super) fn writes(flags: OFlag) -> bool {
 pub fn apply(ctx: &Ctx, req: proto::OpenRequest) -> Result<Reply<proto::OpenReply>, FsError> {
     let flags = allowed_flags(req.flags) - OFlag::O_EXCL;
     if writes(flags) {
-        ctx.export.writable()?;
+        ctx.writable()?;
     }
     let (fd, attr) = match open_checked(ctx, &req, flags) {
         Ok(o) => o,

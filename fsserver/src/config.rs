@@ -1,0 +1,334 @@
+//! The exports file (`fsserver --config FILE`, TOML) and what the server serves: exports,
+//! named tokens and the grants between them. A configuration is checked whole before it is
+//! used (paths, token files, names, networks), at start, by `fsserver check-config` and on
+//! SIGHUP, so a broken file never replaces a working one.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::credentials::{Policy, Squash, ANONYMOUS};
+use crate::export::Export;
+
+/// The file, as written. Unknown keys are errors.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    /// Addresses to listen on (default `["0.0.0.0:7070"]`).
+    #[serde(default)]
+    pub listen: Vec<String>,
+    /// The token of every export when no `[[token]]` is given.
+    pub token_file: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    #[serde(default)]
+    pub plaintext: bool,
+    /// Defaults for the exports' squashed ids.
+    pub anonuid: Option<u32>,
+    pub anongid: Option<u32>,
+    pub max_connections: Option<usize>,
+    pub max_in_flight: Option<u32>,
+    pub max_open: Option<usize>,
+    pub max_sessions: Option<usize>,
+    pub session_grace: Option<u64>,
+    pub handshake_timeout: Option<u64>,
+    pub write_timeout: Option<u64>,
+    pub drain_timeout: Option<u64>,
+    #[serde(default)]
+    pub export: Vec<ExportEntry>,
+    #[serde(default)]
+    pub token: Vec<TokenEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportEntry {
+    pub name: String,
+    pub path: PathBuf,
+    #[serde(default)]
+    pub read_only: bool,
+    /// false: trust the client's root (`--no-root-squash`).
+    #[serde(default = "yes")]
+    pub root_squash: bool,
+    #[serde(default)]
+    pub all_squash: bool,
+    pub anonuid: Option<u32>,
+    pub anongid: Option<u32>,
+    /// Device nodes may be created (`--dev`).
+    #[serde(default)]
+    pub dev: bool,
+    /// Networks clients may mount it from (CIDR); absent: any.
+    pub clients: Option<Vec<String>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEntry {
+    pub name: String,
+    pub file: PathBuf,
+    /// Export names, each optionally `NAME:ro` for read-only.
+    pub exports: Vec<String>,
+}
+
+/// A token and what it opens.
+#[derive(Debug, Clone)]
+pub struct Token {
+    pub name: String,
+    pub secret: Vec<u8>,
+    /// Export name -> read-only grant.
+    pub grants: HashMap<String, bool>,
+}
+
+/// An export and who may reach it.
+#[derive(Debug)]
+pub struct Served {
+    pub export: Arc<Export>,
+    /// Networks allowed to mount it; empty: any.
+    pub clients: Vec<IpNet>,
+}
+
+impl Served {
+    pub fn allows(&self, peer: IpAddr) -> bool {
+        let peer = match peer {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(peer),
+            v4 => v4,
+        };
+        self.clients.is_empty() || self.clients.iter().any(|n| n.contains(&peer))
+    }
+}
+
+/// What the server serves now; replaced whole on reload.
+#[derive(Debug, Default)]
+pub struct State {
+    pub exports: HashMap<String, Served>,
+    pub tokens: Vec<Token>,
+}
+
+impl State {
+    /// The token (and its grant on `export`) whose proof `verifies`, trying each in turn.
+    pub fn token_for(&self, verifies: impl Fn(&[u8]) -> bool) -> Option<&Token> {
+        self.tokens.iter().find(|t| verifies(&t.secret))
+    }
+}
+
+/// Parses the file at `path`; errors name the line.
+pub fn read(path: &Path) -> Result<File> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// Builds the state a checked file describes: opens every export directory and reads
+/// every token file.
+pub fn state_of(file: &File, default_token: &Path) -> Result<State> {
+    let mut exports = HashMap::new();
+    for e in &file.export {
+        if e.name.is_empty() || e.name.contains('/') || e.name.contains(':') {
+            bail!(
+                "export {:?}: a name is non-empty, without '/' or ':'",
+                e.name
+            );
+        }
+        if !e.path.is_dir() {
+            bail!(
+                "export {:?}: {} is not a directory",
+                e.name,
+                e.path.display()
+            );
+        }
+        if !e.root_squash && e.all_squash {
+            bail!(
+                "export {:?}: root_squash = false and all_squash = true conflict",
+                e.name
+            );
+        }
+        let mut export = Export::open(e.name.clone(), e.path.clone(), e.read_only)
+            .with_context(|| format!("export {:?}: cannot open {}", e.name, e.path.display()))?;
+        export.devices = e.dev;
+        export.identity = Policy {
+            squash: match (e.root_squash, e.all_squash) {
+                (_, true) => Squash::All,
+                (false, _) => Squash::None,
+                (true, false) => Squash::Root,
+            },
+            anon_uid: e.anonuid.or(file.anonuid).unwrap_or(ANONYMOUS),
+            anon_gid: e.anongid.or(file.anongid).unwrap_or(ANONYMOUS),
+        };
+        let clients = e
+            .clients
+            .iter()
+            .flatten()
+            .map(|c| {
+                c.parse::<IpNet>()
+                    .or_else(|_| c.parse::<IpAddr>().map(IpNet::from))
+                    .with_context(|| format!("export {:?}: {c:?} is not a network (CIDR)", e.name))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let served = Served {
+            export: Arc::new(export),
+            clients,
+        };
+        if exports.insert(e.name.clone(), served).is_some() {
+            bail!("export {:?} is defined twice", e.name);
+        }
+    }
+    if exports.is_empty() {
+        bail!("no [[export]]: nothing to serve");
+    }
+    let mut tokens = Vec::new();
+    if file.token.is_empty() {
+        let path = file.token_file.as_deref().unwrap_or(default_token);
+        let (secret, _) = crate::token::load_or_create(path)
+            .with_context(|| format!("token file {}", path.display()))?;
+        let grants = exports.keys().map(|n| (n.clone(), false)).collect();
+        tokens.push(Token {
+            name: "default".into(),
+            secret,
+            grants,
+        });
+    }
+    for t in &file.token {
+        let (secret, _) = crate::token::load_or_create(&t.file)
+            .with_context(|| format!("token {:?}: {}", t.name, t.file.display()))?;
+        let mut grants = HashMap::new();
+        for g in &t.exports {
+            let (name, read_only) = match g.split_once(':') {
+                Some((n, "ro")) => (n, true),
+                Some((n, "rw")) => (n, false),
+                Some(_) => bail!(
+                    "token {:?}: {g:?}: expected NAME, NAME:ro or NAME:rw",
+                    t.name
+                ),
+                None => (g.as_str(), false),
+            };
+            if !exports.contains_key(name) {
+                bail!("token {:?}: no export named {name:?}", t.name);
+            }
+            grants.insert(name.to_string(), read_only);
+        }
+        if tokens.iter().any(|o: &Token| o.name == t.name) {
+            bail!("token {:?} is defined twice", t.name);
+        }
+        if tokens.iter().any(|o: &Token| o.secret == secret) {
+            bail!("token {:?}: the same secret as another token", t.name);
+        }
+        tokens.push(Token {
+            name: t.name.clone(),
+            secret,
+            grants,
+        });
+    }
+    Ok(State { exports, tokens })
+}
+
+/// A human summary of a checked state, for `fsserver check-config`.
+pub fn explain(file: &File, state: &State) -> String {
+    let mut out = String::new();
+    let listen = if file.listen.is_empty() {
+        vec!["0.0.0.0:7070".to_string()]
+    } else {
+        file.listen.clone()
+    };
+    out.push_str(&format!("listens on {}\n", listen.join(", ")));
+    out.push_str(if file.plaintext {
+        "without TLS (plaintext)\n"
+    } else {
+        "with TLS 1.3\n"
+    });
+    let mut names: Vec<&String> = state.exports.keys().collect();
+    names.sort();
+    for name in names {
+        let s = &state.exports[name];
+        let e = &s.export;
+        let clients = if s.clients.is_empty() {
+            "any address".to_string()
+        } else {
+            s.clients
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        out.push_str(&format!(
+            "export {name}: {} {}, {:?} squash (anon {}:{}){}, to {clients}\n",
+            e.dir.display(),
+            if e.read_only {
+                "read-only"
+            } else {
+                "read-write"
+            },
+            e.identity.squash,
+            e.identity.anon_uid,
+            e.identity.anon_gid,
+            if e.devices {
+                ", device nodes allowed"
+            } else {
+                ""
+            },
+        ));
+    }
+    for t in &state.tokens {
+        let mut grants: Vec<String> = t
+            .grants
+            .iter()
+            .map(|(n, ro)| format!("{n}{}", if *ro { " (read-only)" } else { "" }))
+            .collect();
+        grants.sort();
+        out.push_str(&format!("token {}: {}\n", t.name, grants.join(", ")));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_errors_with_their_line() {
+        let e = toml::from_str::<File>("listen = [\"127.0.0.1:0\"]\n\n[[export]]\nname = \"d\"\npath = \"/tmp\"\nreadonly = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 6") && e.contains("readonly"), "{e}");
+    }
+
+    #[test]
+    fn the_contract_example_parses() {
+        let text = r#"
+listen = ["0.0.0.0:7070", "[::]:7070"]
+[[export]]
+name = "data"
+path = "/srv/data"
+read_only = false
+root_squash = true                 # false: like --no-root-squash
+clients = ["10.0.0.0/8", "127.0.0.1/32"]
+[[token]]
+name = "backup"
+file = "/etc/fsserver/backup.token"
+exports = ["data"]                 # "data:ro" grants read-only
+"#;
+        let f: File = toml::from_str(text).unwrap();
+        assert_eq!(f.listen.len(), 2);
+        assert_eq!(f.export[0].clients.as_ref().unwrap().len(), 2);
+        assert!(f.export[0].root_squash);
+        assert_eq!(f.token[0].exports, ["data"]);
+    }
+
+    #[test]
+    fn client_networks_match_v4_and_mapped_v6() {
+        let s = Served {
+            export: Arc::new(Export::open("d".into(), "/tmp".into(), false).unwrap()),
+            clients: vec!["10.0.0.0/8".parse().unwrap()],
+        };
+        assert!(s.allows("10.1.2.3".parse().unwrap()));
+        assert!(s.allows("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!s.allows("192.168.1.1".parse().unwrap()));
+    }
+}

@@ -1,0 +1,95 @@
+//! The authenticated connections of the server, each with what it was granted, so that a
+//! reload can end exactly the connections it takes something away from.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+/// Given a connection's (export, token name, token secret, export directory), why it must
+/// end, if it must.
+pub type EndWhy<'a> = dyn Fn(&str, &str, &[u8], &Path) -> Option<String> + 'a;
+
+#[derive(Debug, Default)]
+pub struct Live {
+    next: AtomicU64,
+    by_id: Mutex<HashMap<u64, Entry>>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    export: String,
+    dir: PathBuf,
+    token: String,
+    secret: Vec<u8>,
+    /// Set to the reason when the connection must end.
+    end: watch::Sender<Option<String>>,
+}
+
+/// A registered connection; unregisters when dropped.
+pub struct Registration<'a> {
+    live: &'a Live,
+    id: u64,
+    /// Changes to `Some(reason)` when the connection must end.
+    pub ended: watch::Receiver<Option<String>>,
+}
+
+impl Live {
+    /// Registers a connection to `export` (served from `dir`) authenticated with `token`.
+    pub fn register(
+        &self,
+        export: &str,
+        dir: &Path,
+        token: &str,
+        secret: &[u8],
+    ) -> Registration<'_> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (end, ended) = watch::channel(None);
+        self.by_id.lock().insert(
+            id,
+            Entry {
+                export: export.to_string(),
+                dir: dir.to_path_buf(),
+                token: token.to_string(),
+                secret: secret.to_vec(),
+                end,
+            },
+        );
+        Registration {
+            live: self,
+            id,
+            ended,
+        }
+    }
+
+    /// Ends every connection for which `why(export, token, secret, dir)` gives a reason;
+    /// returns how many.
+    pub fn end_where(&self, why: &EndWhy<'_>) -> usize {
+        let by_id = self.by_id.lock();
+        let mut ended = 0;
+        for e in by_id.values() {
+            if let Some(reason) = why(&e.export, &e.token, &e.secret, &e.dir) {
+                e.end.send_replace(Some(reason));
+                ended += 1;
+            }
+        }
+        ended
+    }
+
+    /// Connections now.
+    pub fn len(&self) -> usize {
+        self.by_id.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.live.by_id.lock().remove(&self.id);
+    }
+}

@@ -1,0 +1,214 @@
+//! The exports file: named tokens limited to exports (read-only grants too), client networks,
+//! `fsserver check-config`, and SIGHUP reloads that add exports and end exactly what they
+//! take away, while fsmount picks up a rotated token by itself.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use e2e_tests::{
+    bin_dir, is_mounted, require_mount_support, send_signal, wait_until, Mount, Server,
+};
+
+fn write_token(path: &Path, token: &str) {
+    fs::write(path, format!("{token}\n")).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// Tries to mount; returns (exit code, stderr), unmounting if it did mount.
+fn try_mount(addr: &str, export: &str, token: &Path) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let out = std::process::Command::new(bin_dir().join("fsmount"))
+        .arg(format!("{addr}:/{export}"))
+        .arg(&mnt)
+        .args(["-o", &format!("token_file={}", token.display())])
+        .output()
+        .unwrap();
+    if is_mounted(&mnt) {
+        e2e_tests::sh(&format!("fusermount3 -u '{}'", mnt.display()));
+    }
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn exports_file(dir: &str, tokens: &str, extra_exports: &str) -> String {
+    format!(
+        r#"
+listen = ["127.0.0.1:0"]
+token_file = "{dir}/token"
+
+[[export]]
+name = "a"
+path = "{dir}/exports/a"
+root_squash = false
+
+[[export]]
+name = "far"
+path = "{dir}/exports/far"
+clients = ["10.0.0.0/8"]
+{extra_exports}
+{tokens}
+"#
+    )
+}
+
+const TOKENS: &str = r#"
+[[token]]
+name = "all"
+file = "{dir}/all.token"
+exports = ["a", "far"]
+
+[[token]]
+name = "reader"
+file = "{dir}/reader.token"
+exports = ["a:ro"]
+"#;
+
+/// A server directory prepared for `exports_file` before the server starts.
+fn prepare(dir: &Path) {
+    for e in ["a", "far", "b"] {
+        fs::create_dir_all(dir.join("exports").join(e)).unwrap();
+    }
+    write_token(&dir.join("all.token"), "all-0123456789abcdef0123456789");
+    write_token(&dir.join("reader.token"), "reader-0123456789abcdef01234567");
+}
+
+/// A server on an exports file over a prepared directory (kept as long as the result is).
+fn start(tokens: &str, extra: &str) -> (Server, tempfile::TempDir, PathBuf) {
+    // The directory must hold the tokens before the server reads the file: make it first.
+    let staging = tempfile::tempdir().unwrap();
+    let root = staging.path().to_path_buf();
+    prepare(&root);
+    let text = exports_file(root.to_str().unwrap(), tokens, extra);
+    let text = text.replace("{dir}", root.to_str().unwrap());
+    let server = Server::start_config(&text);
+    (server, staging, root)
+}
+
+#[test]
+fn named_tokens_grant_their_exports_and_networks_are_enforced() {
+    require_mount_support();
+    let (server, _dir, root) = start(TOKENS, "");
+    let (all, reader) = (root.join("all.token"), root.join("reader.token"));
+    let m = Mount::with_token(&all, &server.addr, "a", &[]);
+    fs::write(m.path.join("f"), "by all").unwrap();
+    drop(m);
+    // A read-only grant: reads work, writes fail with EROFS.
+    let m = Mount::with_token(&reader, &server.addr, "a", &[]);
+    assert_eq!(fs::read_to_string(m.path.join("f")).unwrap(), "by all");
+    let e = fs::write(m.path.join("g"), "x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+    drop(m);
+    let (code, err) = try_mount(&server.addr, "far", &reader);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("does not grant export \"far\""), "{err}");
+    let (code, err) = try_mount(&server.addr, "far", &all);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not exported to 127.0.0.1"), "{err}");
+}
+
+#[test]
+fn check_config_explains_and_names_the_line_of_an_unknown_key() {
+    let staging = tempfile::tempdir().unwrap();
+    let root = staging.path();
+    prepare(root);
+    let text =
+        exports_file(root.to_str().unwrap(), TOKENS, "").replace("{dir}", root.to_str().unwrap());
+    let good = root.join("good.toml");
+    fs::write(&good, &text).unwrap();
+    let out = std::process::Command::new(bin_dir().join("fsserver"))
+        .args(["check-config", good.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("export far:") && said.contains("10.0.0.0/8"),
+        "{said}"
+    );
+    assert!(said.contains("token reader: a (read-only)"), "{said}");
+    let bad = root.join("bad.toml");
+    fs::write(
+        &bad,
+        text.replace("root_squash = false", "root_squash = false\nsquash = 1"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin_dir().join("fsserver"))
+        .args(["check-config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("unknown field `squash`") && err.contains("line 9"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sighup_adds_exports_ends_what_it_revokes_and_tokens_rotate() {
+    require_mount_support();
+    let (server, _dir, root) = start(TOKENS, "");
+    let (all, reader) = (root.join("all.token"), root.join("reader.token"));
+    let kept = Mount::with_token(&all, &server.addr, "a", &[]);
+    let revoked = Mount::with_token(&reader, &server.addr, "a", &["timeout=2"]);
+    assert!(fs::read_dir(&revoked.path).is_ok());
+
+    // Add export b (for "all"), revoke "reader".
+    let config = server.dir.path().join("fsserver.toml");
+    let only_all = r#"
+[[token]]
+name = "all"
+file = "{dir}/all.token"
+exports = ["a", "far", "b"]
+"#;
+    let b = format!(
+        "\n[[export]]\nname = \"b\"\npath = \"{}/exports/b\"\nroot_squash = false\n",
+        root.display()
+    );
+    let text =
+        exports_file(root.to_str().unwrap(), only_all, &b).replace("{dir}", root.to_str().unwrap());
+    fs::write(&config, text).unwrap();
+    send_signal(server.pid(), libc::SIGHUP);
+    wait_until("the reload", Duration::from_secs(10), || {
+        server.log().contains("reloaded")
+    });
+    assert!(
+        server.log().contains("token \"reader\" was revoked"),
+        "{}",
+        server.log()
+    );
+    // The other client did not notice; the new export mounts.
+    fs::write(kept.path.join("still"), "here").unwrap();
+    let mb = Mount::with_token(&all, &server.addr, "b", &[]);
+    fs::write(mb.path.join("new"), "export").unwrap();
+    // The revoked client was told why and cannot come back.
+    wait_until("the revoked mount is told", Duration::from_secs(10), || {
+        revoked.log().contains("revoked")
+    });
+    let e = fs::write(revoked.path.join("x"), "x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ETIMEDOUT), "{e}");
+
+    // Rotation: a new token in the same file, then SIGHUP. The connected client is ended
+    // (its secret is gone), rereads its token file and carries on.
+    write_token(&all, "all-rotated-fedcba9876543210fedcba");
+    send_signal(server.pid(), libc::SIGHUP);
+    wait_until("the second reload", Duration::from_secs(10), || {
+        server.log().matches("reloaded").count() >= 2
+    });
+    fs::write(kept.path.join("after-rotation"), "ok").unwrap();
+    assert_eq!(
+        fs::read_to_string(root.join("exports/a/after-rotation")).unwrap(),
+        "ok"
+    );
+    assert!(kept.log().contains("holds a new token"), "{}", kept.log());
+}
