@@ -87,6 +87,7 @@ pub async fn serve(
         read_only: auth.read_only,
     };
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
+    let token_share = shared.token_share(&auth.token);
     let mut writer_result = None;
 
     loop {
@@ -128,6 +129,11 @@ pub async fn serve(
             .acquire_owned()
             .await
             .expect("semaphore never closed");
+        // All connections of one token together run at most their token's share.
+        let token_permit = match &token_share {
+            Some(share) => share.clone().acquire_owned().await.ok(),
+            None => None,
+        };
         let (ctx, tx, session) = (ctx.clone(), tx.clone(), session.clone());
         let unsent = unsent.clone();
         tokio::spawn(async move {
@@ -171,6 +177,7 @@ pub async fn serve(
                 })
                 .await;
             drop(permit);
+            drop(token_permit);
         });
     }
     drop(tx);

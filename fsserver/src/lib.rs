@@ -63,6 +63,8 @@ pub mod defaults {
     /// Worker threads that run requests (tokio's blocking pool); one connection may use at
     /// most `max_in_flight` of them.
     pub const WORKERS: usize = 512;
+    /// Workers the connections of one token may use together.
+    pub const WORKERS_PER_TOKEN: usize = WORKERS / 2;
 }
 
 /// Tunables of a running server.
@@ -116,12 +118,16 @@ pub struct Shared {
     pub admission: Arc<admission::Admission>,
     /// Authenticated connections, so a reload can end those it takes away.
     pub live: live::Live,
+    /// Per token, the workers its connections may use together.
+    token_shares:
+        parking_lot::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
 
 impl Shared {
     pub fn new(state: config::State, config: Config, transport: transport::Transport) -> Shared {
         let sessions =
             session::Sessions::new(config.session_grace, config.max_open, config.max_sessions);
+        sessions.set_tokens(state.tokens.len());
         let admission = Arc::new(admission::Admission::new(
             config.max_connections,
             config.max_pending,
@@ -134,7 +140,24 @@ impl Shared {
             sessions,
             admission,
             live: live::Live::default(),
+            token_shares: Default::default(),
         }
+    }
+
+    /// The workers the connections of `token` share when several tokens are configured:
+    /// half of them, so no one token holder, however many connections it opens, can occupy
+    /// every worker. With a single token, every client is that token: no share.
+    pub fn token_share(&self, token: &str) -> Option<Arc<tokio::sync::Semaphore>> {
+        if self.state().tokens.len() < 2 {
+            return None;
+        }
+        let share = self
+            .token_shares
+            .lock()
+            .entry(token.to_string())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(defaults::WORKERS_PER_TOKEN)))
+            .clone();
+        Some(share)
     }
 
     /// What is served now.
@@ -148,6 +171,7 @@ impl Shared {
     pub fn reload(&self, new: config::State) -> usize {
         let new = Arc::new(new);
         *self.state.write() = new.clone();
+        self.sessions.set_tokens(new.tokens.len());
         let why = |export: &str, token: &str, secret: &[u8], dir: &std::path::Path| {
             let Some(served) = new.exports.get(export) else {
                 return Some(format!(

@@ -71,6 +71,9 @@ pub struct Sessions {
     max_open: usize,
     /// Most sessions kept at once.
     max_sessions: usize,
+    /// Most sessions one token may keep: a quarter of `max_sessions` when several tokens
+    /// are configured, else all of them.
+    per_token: std::sync::atomic::AtomicUsize,
     by_id: Mutex<HashMap<SessionKey, Arc<Session>>>,
 }
 
@@ -96,6 +99,7 @@ impl Sessions {
             grace,
             max_open,
             max_sessions: max_sessions.max(1),
+            per_token: std::sync::atomic::AtomicUsize::new(max_sessions.max(1)),
             by_id: Mutex::new(HashMap::new()),
         }
     }
@@ -134,9 +138,20 @@ impl Sessions {
                 resumed: false,
             });
         }
-        if by_id.len() >= self.max_sessions {
+        // Over the token's share, its own idle sessions make room; over the total, anyone's.
+        let per_token = self.per_token.load(std::sync::atomic::Ordering::Relaxed);
+        let of_token = by_id.keys().filter(|(_, t, _)| t == token).count();
+        let full = if of_token >= per_token {
+            Some((per_token, true))
+        } else if by_id.len() >= self.max_sessions {
+            Some((self.max_sessions, false))
+        } else {
+            None
+        };
+        if let Some((limit, own)) = full {
             let idle_longest = by_id
                 .iter()
+                .filter(|((_, t, _), _)| !own || t == token)
                 .filter_map(|(k, s)| s.attached.lock().since.map(|t| (t, k.clone())))
                 .min()
                 .map(|(_, k)| k);
@@ -144,7 +159,7 @@ impl Sessions {
                 Some(k) => {
                     by_id.remove(&k);
                 }
-                None => return Err(SessionsFull(self.max_sessions)),
+                None => return Err(SessionsFull(limit)),
             }
         }
         by_id.insert(key(&id), session.clone());
@@ -153,6 +168,17 @@ impl Sessions {
             id,
             resumed: false,
         })
+    }
+
+    /// How many tokens are configured (sets the per-token share).
+    pub fn set_tokens(&self, tokens: usize) {
+        let share = if tokens > 1 {
+            (self.max_sessions / 4).max(1)
+        } else {
+            self.max_sessions
+        };
+        self.per_token
+            .store(share, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A connection of `session` closed.
@@ -387,12 +413,33 @@ mod tests {
     }
 
     #[test]
+    fn one_token_keeps_at_most_a_quarter_of_the_sessions() {
+        let sessions = Sessions::new(Duration::from_secs(60), 0, 8);
+        sessions.set_tokens(2);
+        let mine: Vec<_> = (0..2)
+            .map(|_| sessions.attach(b"", "data", "greedy").unwrap())
+            .collect();
+        assert_eq!(
+            sessions.attach(b"", "data", "greedy").err(),
+            Some(SessionsFull(2)),
+            "both live: refused"
+        );
+        // Another token is not affected.
+        assert!(sessions.attach(b"", "data", "other").is_ok());
+        sessions.detach(&mine[0].session);
+        assert!(
+            sessions.attach(b"", "data", "greedy").is_ok(),
+            "its own idle one goes"
+        );
+    }
+
+    #[test]
     fn sessions_are_capped_by_evicting_the_one_idle_longest_or_refusing() {
         let sessions = Sessions::new(Duration::from_secs(60), 0, 2);
-        let a = sessions.attach(b"", "data", "t").unwrap();
-        let b = sessions.attach(b"", "data", "t").unwrap();
+        let a = sessions.attach(b"", "data", "t1").unwrap();
+        let b = sessions.attach(b"", "data", "t2").unwrap();
         assert_eq!(
-            sessions.attach(b"", "data", "t").err(),
+            sessions.attach(b"", "data", "t3").err(),
             Some(SessionsFull(2)),
             "both live: refused"
         );
@@ -400,11 +447,11 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         sessions.detach(&b.session);
         assert!(
-            sessions.attach(b"", "data", "t").is_ok(),
+            sessions.attach(b"", "data", "t3").is_ok(),
             "a, idle longest, goes"
         );
         assert!(
-            !sessions.attach(&a.id, "data", "t").unwrap().resumed,
+            !sessions.attach(&a.id, "data", "t1").unwrap().resumed,
             "a was evicted"
         );
         assert_eq!(sessions.len(), 2);
