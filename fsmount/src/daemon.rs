@@ -71,6 +71,8 @@ pub fn background() -> std::io::Result<Notifier> {
         ForkResult::Child => {
             drop(rd);
             let _ = setsid();
+            // Keep no directory busy (the one fsmount was started from may be unmounted).
+            let _ = std::env::set_current_dir("/");
             Ok(Notifier(Some(File::from(wr))))
         }
     }

@@ -9,7 +9,8 @@
 //! - [`defaults`]: every default, defined once;
 //! - [`control`]: the `fsmount status`/`sync` socket of a running mount;
 //! - [`mount`]: mounting, readiness, signals and unmounting;
-//! - [`options`]: source and `-o` parsing; [`daemon`]: background mode.
+//! - [`options`]: source and `-o` parsing; [`daemon`]: background mode; [`logging`]: where
+//!   the log goes.
 
 // The one unsafe call (fork, in `daemon`) is allowed where it is made.
 #![deny(unsafe_code)]
@@ -21,6 +22,7 @@ pub mod daemon;
 pub mod defaults;
 pub mod fs;
 pub mod fuse;
+pub mod logging;
 pub mod mount;
 pub mod options;
 pub mod remote;

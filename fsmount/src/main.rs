@@ -46,6 +46,8 @@ fn prepare(args: &Args) -> Result<MountRequest> {
         .clone()
         .unwrap_or_else(protocol::auth::default_token_file);
     let token = protocol::auth::read_token_file(&token_file).map_err(anyhow::Error::msg)?;
+    // Kept for rereading after the background process has moved to "/".
+    let token_file = token_file.canonicalize()?;
     Ok(MountRequest {
         source,
         source_text: args.source.clone(),
@@ -98,12 +100,13 @@ fn main() {
             }
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = fsmount::logging::init(args.foreground, request.options.log_file.as_deref()) {
+        let msg = format!("cannot open the log file: {e}");
+        let mut notifier = notifier;
+        notifier.fail(&msg);
+        eprintln!("fsmount: {msg}");
+        std::process::exit(1);
+    }
     if let Err(e) = mount::run(request, notifier) {
         if args.foreground {
             // Already reported through the notifier in background mode.

@@ -66,6 +66,8 @@ pub struct MountOptions {
     pub timeout: Option<Duration>,
     /// Plain kernel flags passed through (noexec, nosuid, nodev, noatime, ...).
     pub kernel_flags: Vec<String>,
+    /// Where the background process logs (default: syslog).
+    pub log_file: Option<PathBuf>,
     /// `-o plaintext`: no TLS (the server must run `--plaintext`).
     pub plaintext: bool,
     /// How the server's certificate is checked (`-o fingerprint=`, `-o tls_ca=`).
@@ -89,6 +91,7 @@ impl Default for MountOptions {
             dirty_limit: defaults::DIRTY_LIMIT,
             timeout: defaults::TIMEOUT,
             kernel_flags: Vec::new(),
+            log_file: None,
             plaintext: false,
             verify: crate::client::transport::Verify::ByToken,
         }
@@ -154,6 +157,11 @@ pub fn parse_options(args: &[String]) -> Result<MountOptions, String> {
             }
             ("fsname", Some(v)) => o.fsname = Some(v.to_string()),
             ("plaintext", None) => o.plaintext = true,
+            // Absolute: the background process works from "/".
+            ("log_file", Some(v)) => {
+                o.log_file =
+                    Some(std::path::absolute(v).map_err(|e| format!("-o log_file={v}: {e}"))?)
+            }
             ("fingerprint", Some(v)) => {
                 let hex = v.strip_prefix("sha256:").unwrap_or_default();
                 if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {

@@ -68,6 +68,69 @@ fn background_mode_returns_once_mounted_and_fusermount_unmounts() {
     drop(cleanup);
 }
 
+#[test]
+fn background_mode_logs_to_its_log_file_and_keeps_no_directory_busy() {
+    require_mount_support();
+    let server = Server::start(&[]);
+    let proxy = e2e_tests::fault_proxy::FaultProxy::start(&server.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let log = dir.path().join("fsmount.log");
+    let opts = format!(
+        "token_file={},log_file={}",
+        server.token_file.display(),
+        log.display()
+    );
+    // Started from a directory of its own, which it must not keep busy.
+    let start_dir = dir.path().join("start");
+    std::fs::create_dir(&start_dir).unwrap();
+    let out = Command::new(bin_dir().join("fsmount"))
+        .args([
+            &format!("{}:/data", proxy.addr),
+            mnt.to_str().unwrap(),
+            "-o",
+            &opts,
+        ])
+        .current_dir(&start_dir)
+        .output()
+        .unwrap();
+    let cleanup = scopeguard(&mnt);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let daemon = sh(&format!(
+        "pgrep -f '[f]smount {}:/data {}'",
+        proxy.addr,
+        mnt.display()
+    ));
+    let pid = daemon.trim();
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap(),
+        std::path::Path::new("/")
+    );
+    // A reconnection is logged where the administrator can read it, without colour codes.
+    proxy.cut_now();
+    std::fs::write(mnt.join("f"), "after the cut").unwrap();
+    sh(&format!("sync '{}'", mnt.join("f").display()));
+    e2e_tests::wait_until(
+        "the reconnection is logged",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("reconnected")
+        },
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains('\u{1b}'), "no ANSI escapes: {text:?}");
+    sh(&format!("fusermount3 -u {}", mnt.display()));
+    drop(cleanup);
+}
+
 /// Unmounts on drop, so a failing assertion leaves no mount behind.
 struct Unmount<'a>(&'a std::path::Path);
 impl Drop for Unmount<'_> {
