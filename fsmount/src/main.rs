@@ -62,7 +62,24 @@ fn prepare(args: &Args) -> Result<MountRequest> {
 fn control_command() -> Option<i32> {
     let argv: Vec<String> = std::env::args().collect();
     let (cmd, mountpoint) = match argv.as_slice() {
-        [_, cmd, mp] if cmd == "status" || cmd == "sync" => (cmd, mp),
+        [_, cmd, mp] if (cmd == "status" || cmd == "sync") && !mp.starts_with('-') => (cmd, mp),
+        [_, cmd, ..] if cmd == "status" || cmd == "sync" => {
+            println!(
+                "usage: fsmount {cmd} MOUNTPOINT\n\n{}",
+                if cmd == "status" {
+                    "Shows the mount's connection, reconnects, writeback, syncs waiting and cache."
+                } else {
+                    "Returns once every write so far is acknowledged by the server."
+                }
+            );
+            return Some(
+                if argv.len() == 3 && (argv[2] == "--help" || argv[2] == "-h") {
+                    0
+                } else {
+                    2
+                },
+            );
+        }
         _ => return None,
     };
     match fsmount::control::query(std::path::Path::new(mountpoint), cmd) {

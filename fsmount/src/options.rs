@@ -29,6 +29,12 @@ pub fn parse_source(s: &str) -> Result<Source, String> {
         }
     } else {
         match hostport.rsplit_once(':') {
+            // "::1:7070" or "fe80::1": which colon ends the address is ambiguous.
+            Some((host, _)) if host.contains(':') => {
+                return Err(format!(
+                    "{s:?}: put an IPv6 address in brackets, e.g. [::1]:7070:/{export}"
+                ))
+            }
             Some((host, port)) if !host.is_empty() => {
                 format!("{host}:{}", port.parse::<u16>().map_err(|_| bad())?)
             }
@@ -98,27 +104,32 @@ impl Default for MountOptions {
     }
 }
 
+/// Parses a duration: bare seconds (`30`, `0.5`, as NFS-style options take them) or with
+/// units (`500ms`, `2m`, `1h 30m`; humantime).
 fn seconds(key: &str, v: &str) -> Result<Duration, String> {
-    let secs: f64 = v
-        .parse()
-        .map_err(|_| format!("-o {key}={v}: expected seconds"))?;
-    if !(0.0..=86400.0).contains(&secs) {
-        return Err(format!("-o {key}={v}: out of range"));
+    let d = match v.parse::<f64>() {
+        Ok(secs) if (0.0..=86400.0).contains(&secs) => Duration::from_secs_f64(secs),
+        Ok(_) => return Err(format!("-o {key}={v}: out of range")),
+        Err(_) => humantime::parse_duration(v).map_err(|e| {
+            format!("-o {key}={v}: expected seconds or a duration such as 500ms or 2m ({e})")
+        })?,
+    };
+    if d > Duration::from_secs(86400) {
+        return Err(format!("-o {key}={v}: out of range (at most a day)"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(d)
 }
 
-/// Parses a byte count with an optional K/M/G suffix (powers of 1024).
+/// Parses a byte count: `65536`, `512K`, `64M`, `64MiB`, `1G`, `1.5GiB` (K, M, G as
+/// powers of 1024; parse-size).
 fn bytes(key: &str, v: &str) -> Result<usize, String> {
-    let bad = || format!("-o {key}={v}: expected a size such as 65536, 512K, 64M or 1G");
-    let (digits, shift) = match v.as_bytes().last() {
-        Some(b'k' | b'K') => (&v[..v.len() - 1], 10),
-        Some(b'm' | b'M') => (&v[..v.len() - 1], 20),
-        Some(b'g' | b'G') => (&v[..v.len() - 1], 30),
-        _ => (v, 0),
-    };
-    let n: usize = digits.parse().map_err(|_| bad())?;
-    n.checked_mul(1 << shift)
+    let bad = || format!("-o {key}={v}: expected a size such as 65536, 512K, 64MiB or 1G");
+    let n = parse_size::Config::new()
+        .with_binary()
+        .parse_size(v)
+        .map_err(|_| bad())?;
+    usize::try_from(n)
+        .ok()
         .filter(|n| *n <= 1 << 40)
         .ok_or_else(bad)
 }
@@ -194,6 +205,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sizes_and_durations_take_units() {
+        assert_eq!(bytes("k", "64MiB"), Ok(64 << 20));
+        assert_eq!(bytes("k", "64M"), Ok(64 << 20));
+        assert_eq!(bytes("k", "1G"), Ok(1 << 30));
+        assert_eq!(bytes("k", "512k"), Ok(512 << 10));
+        assert_eq!(bytes("k", "65536"), Ok(65536));
+        assert!(bytes("k", "lots").is_err());
+        assert_eq!(seconds("t", "30"), Ok(Duration::from_secs(30)));
+        assert_eq!(seconds("t", "0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(seconds("t", "500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(seconds("t", "2m"), Ok(Duration::from_secs(120)));
+        assert!(seconds("t", "2 days").is_err());
+    }
+
+    #[test]
     fn source_forms() {
         let s = parse_source("127.0.0.1:7000:/data").unwrap();
         assert_eq!(
@@ -203,6 +229,8 @@ mod tests {
         assert_eq!(parse_source("host:/x").unwrap().addr, "host:7070");
         assert_eq!(parse_source("[::1]:9:/x").unwrap().addr, "[::1]:9");
         assert!(parse_source("127.0.0.1:7000").is_err());
+        let e = parse_source("::1:7070:/data").unwrap_err();
+        assert!(e.contains("[::1]:7070:/data"), "{e}");
         assert!(parse_source("h:port:/x").is_err());
         assert!(parse_source("h:1:/").is_err());
     }
