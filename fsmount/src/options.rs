@@ -15,9 +15,11 @@ pub struct Source {
 
 /// Parses `HOST:PORT:/NAME` or `HOST:/NAME` (IPv6 hosts in brackets).
 pub fn parse_source(s: &str) -> Result<Source, String> {
-    let bad = || format!("{s:?}: expected HOST:PORT:/NAME, e.g. 127.0.0.1:7070:/data");
+    let bad = || format!("{s:?}: expected HOST:PORT:/NAME[/SUBDIR], e.g. 127.0.0.1:7070:/data");
     let (hostport, export) = s.rsplit_once(":/").ok_or_else(bad)?;
-    if export.is_empty() || export.contains('/') || hostport.is_empty() {
+    // NAME or NAME/sub/dir (a subtree of export NAME); no empty, "." or ".." components.
+    let bad_part = |c: &str| c.is_empty() || c == "." || c == "..";
+    if export.split('/').any(bad_part) || hostport.is_empty() {
         return Err(bad());
     }
     let addr = if let Some(rest) = hostport.strip_prefix('[') {
@@ -229,6 +231,10 @@ mod tests {
         assert_eq!(parse_source("host:/x").unwrap().addr, "host:7070");
         assert_eq!(parse_source("[::1]:9:/x").unwrap().addr, "[::1]:9");
         assert!(parse_source("127.0.0.1:7000").is_err());
+        let sub = parse_source("h:1:/data/sub/dir").unwrap();
+        assert_eq!(sub.export, "data/sub/dir");
+        assert!(parse_source("h:1:/data/../x").is_err());
+        assert!(parse_source("h:1:/data//x").is_err());
         let e = parse_source("::1:7070:/data").unwrap_err();
         assert!(e.contains("[::1]:7070:/data"), "{e}");
         assert!(parse_source("h:port:/x").is_err());

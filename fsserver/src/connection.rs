@@ -73,12 +73,10 @@ pub async fn serve(
     let (tx, rx) = mpsc::channel::<Outgoing>(max_in_flight + 1);
     let mut writer = tokio::spawn(protocol::writer::run(wr, rx, shared.config.write_timeout));
     let unsent = Arc::new(Semaphore::new(unsent_budget(shared.config.max_data)));
-    let registration = shared.live.register(
-        &auth.export.name,
-        &auth.export.dir,
-        &auth.token,
-        &auth.secret,
-    );
+    let registration =
+        shared
+            .live
+            .register(&auth.base.name, &auth.base.dir, &auth.token, &auth.secret);
     let mut ended = registration.ended.clone();
     let ctx = Ctx {
         export: auth.export,

@@ -127,6 +127,25 @@ impl Export {
         })
     }
 
+    /// The directory `sub` of this export (confined beneath it, as every path is) served as
+    /// an export of its own, named `NAME/sub`: a client mounting `HOST:PORT:/NAME/sub` sees
+    /// only that subtree. Same options as this export.
+    pub fn subtree(&self, sub: &str) -> Result<Export, FsError> {
+        let sub = sub.trim_matches('/');
+        let root = self.resolve(
+            checked_path(sub.as_bytes())?,
+            beneath(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW),
+        )?;
+        Ok(Export {
+            name: format!("{}/{sub}", self.name),
+            dir: self.dir.join(sub),
+            read_only: self.read_only,
+            devices: self.devices,
+            identity: self.identity,
+            root,
+        })
+    }
+
     pub fn root(&self) -> BorrowedFd<'_> {
         self.root.as_fd()
     }

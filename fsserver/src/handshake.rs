@@ -48,6 +48,8 @@ pub enum HandshakeError {
 
 pub struct Authenticated {
     pub export: Arc<Export>,
+    /// The configured export it is (`export` may be a subtree of it), for reloads.
+    pub base: Arc<Export>,
     /// The token's name and secret (a reload that revokes it ends the connection).
     pub token: String,
     pub secret: Vec<u8>,
@@ -146,7 +148,13 @@ async fn exchange(
         tokio::time::sleep(delay).await;
         return Err(refuse(wr, libc::EACCES, HandshakeError::BadProof).await);
     };
-    let name = String::from_utf8_lossy(&req.export).into_owned();
+    // "NAME" or "NAME/sub/dir": a subtree of export NAME, with NAME's grants and networks.
+    let requested = String::from_utf8_lossy(&req.export).into_owned();
+    let (name, sub) = match requested.split_once('/') {
+        Some((n, sub)) if !sub.trim_matches('/').is_empty() => (n.to_string(), Some(sub)),
+        Some((n, _)) => (n.to_string(), None),
+        None => (requested.clone(), None),
+    };
     let Some(served) = state.exports.get(&name) else {
         return Err(refuse(wr, libc::ENOENT, HandshakeError::NoSuchExport(name)).await);
     };
@@ -164,7 +172,18 @@ async fn exchange(
         };
         return Err(refuse(wr, libc::EACCES, refused).await);
     }
-    let export = served.export.clone();
+    let export = match sub {
+        None => served.export.clone(),
+        Some(sub) => match served.export.subtree(sub) {
+            Ok(e) => Arc::new(e),
+            Err(e) => {
+                let missing = HandshakeError::NoSuchExport(requested.clone());
+                let errno = e.errno();
+                tracing::debug!("subtree {requested:?}: {e}");
+                return Err(refuse(wr, errno, missing).await);
+            }
+        },
+    };
     let read_only = export.read_only || grant_read_only;
     let root = match export.attr(b"") {
         Ok(attr) => attr,
@@ -178,7 +197,10 @@ async fn exchange(
         let bad = HandshakeError::BadSessionId(req.session_id.len());
         return Err(refuse(wr, libc::EINVAL, bad).await);
     }
-    let attach = match shared.sessions.attach(&req.session_id, &name, &token.name) {
+    let attach = match shared
+        .sessions
+        .attach(&req.session_id, &requested, &token.name)
+    {
         Ok(a) => a,
         Err(full) => return Err(refuse(wr, libc::EAGAIN, HandshakeError::Sessions(full.0)).await),
     };
@@ -210,6 +232,7 @@ async fn exchange(
     }
     Ok(Authenticated {
         export,
+        base: served.export.clone(),
         token: token.name.clone(),
         secret: token.secret.clone(),
         read_only,

@@ -197,13 +197,13 @@ impl Shared {
         };
         let ended = self.live.end_where(&why);
         self.sessions.end_where(|export, token| {
-            let Some(served) = new.exports.get(export) else {
-                return true;
-            };
-            let _ = served;
-            !new.tokens
-                .iter()
-                .any(|t| t.name == token && t.grants.contains_key(export))
+            // A session of a subtree ("NAME/sub") belongs to export NAME.
+            let export = export.split('/').next().unwrap_or(export);
+            !new.exports.contains_key(export)
+                || !new
+                    .tokens
+                    .iter()
+                    .any(|t| t.name == token && t.grants.contains_key(export))
         });
         ended
     }

@@ -258,3 +258,41 @@ fn server_keeps_serving_when_a_mount_goes_away() {
     );
     assert!(server.is_running());
 }
+
+#[test]
+fn a_subdirectory_of_an_export_mounts_confined_to_it() {
+    require_mount_support();
+    let server = Server::start(&[]);
+    let data = server.export("data");
+    std::fs::create_dir_all(data.join("projects/alpha")).unwrap();
+    std::fs::write(data.join("projects/alpha/notes"), "alpha").unwrap();
+    std::fs::write(data.join("top-secret"), "not below projects").unwrap();
+    let m = Mount::new(&server, "data/projects", &[]);
+    let names: Vec<String> = std::fs::read_dir(&m.path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["alpha"]);
+    assert_eq!(
+        std::fs::read_to_string(m.path.join("alpha/notes")).unwrap(),
+        "alpha"
+    );
+    std::fs::write(m.path.join("new"), "made below").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(data.join("projects/new")).unwrap(),
+        "made below"
+    );
+    // The parent of the mount's root is the mount point's parent, not the export's root.
+    assert!(std::fs::metadata(m.path.join("../top-secret")).is_err());
+    drop(m);
+    let dir = tempfile::tempdir().unwrap();
+    let token = format!("token_file={}", server.token_file.display());
+    let (code, err) = fsmount(&[
+        &format!("{}/missing", server.source("data")),
+        dir.path().to_str().unwrap(),
+        "-o",
+        &token,
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no export named \"data/missing\""), "{err}");
+}
