@@ -27,6 +27,7 @@ pub mod export;
 pub mod handles;
 pub mod handshake;
 pub mod live;
+pub mod notify;
 pub mod server;
 pub mod session;
 pub mod tls;

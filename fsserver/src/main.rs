@@ -373,6 +373,7 @@ fn main() -> Result<()> {
             println!("fsserver: listening on {}", l.local_addr()?);
         }
         std::io::stdout().flush()?;
+        fsserver::notify::notify("READY=1");
         // SIGHUP: read the exports (and token files) again; a broken file changes nothing.
         let mut hup = signal(SignalKind::hangup())?;
         let reloading = {
@@ -383,6 +384,7 @@ fn main() -> Result<()> {
             };
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {
+                    fsserver::notify::reloading();
                     let (args, token_path) = (args.clone(), token_path.clone());
                     let loaded =
                         tokio::task::spawn_blocking(move || load_state(&args, &token_path)).await;
@@ -396,6 +398,7 @@ fn main() -> Result<()> {
                         ),
                         Err(e) => tracing::error!("reload failed: {e}"),
                     }
+                    fsserver::notify::notify("READY=1");
                 }
             })
         };
@@ -406,6 +409,10 @@ fn main() -> Result<()> {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
             }
+        };
+        let shutdown = async {
+            shutdown.await;
+            fsserver::notify::notify("STOPPING=1");
         };
         server::run(listeners, shared, shutdown).await;
         reloading.abort();

@@ -212,3 +212,74 @@ exports = ["a", "far", "b"]
     );
     assert!(kept.log().contains("holds a new token"), "{}", kept.log());
 }
+
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify() {
+    let unit = fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../dist/fsserver.service"
+    ))
+    .unwrap();
+    // verify checks that ExecStart's program exists: point it at the built binary.
+    let dir = tempfile::tempdir().unwrap();
+    let fsserver = bin_dir().join("fsserver");
+    let unit = unit.replace("/usr/local/bin/fsserver", fsserver.to_str().unwrap());
+    let path = dir.path().join("fsserver.service");
+    fs::write(&path, unit).unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (package systemd) runs");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Only lines about this unit count (the host's other units are not ours to judge).
+    let ours: Vec<&str> = said
+        .lines()
+        .filter(|l| l.contains("fsserver.service"))
+        .collect();
+    assert!(out.status.success() && ours.is_empty(), "{said}");
+}
+
+#[test]
+fn systemd_hears_ready_reloading_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let export = dir.path().join("export");
+    fs::create_dir(&export).unwrap();
+    let mut child = std::process::Command::new(bin_dir().join("fsserver"))
+        .args(["--listen", "127.0.0.1:0", "--token-file"])
+        .arg(dir.path().join("token"))
+        .arg("--export")
+        .arg(format!("data={}", export.display()))
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(dir.path().join("log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut next = || {
+        let mut buf = [0u8; 256];
+        let n = socket.recv(&mut buf).unwrap_or_else(|e| {
+            panic!(
+                "no notification ({e}): {}",
+                fs::read_to_string(dir.path().join("log")).unwrap_or_default()
+            )
+        });
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(next(), "READY=1");
+    send_signal(child.id(), libc::SIGHUP);
+    assert!(next().starts_with("RELOADING=1\nMONOTONIC_USEC="));
+    assert_eq!(next(), "READY=1");
+    send_signal(child.id(), libc::SIGTERM);
+    assert_eq!(next(), "STOPPING=1");
+    assert!(child.wait().unwrap().success());
+}
