@@ -265,7 +265,7 @@ fn systemd_hears_ready_reloading_and_stopping() {
         .stderr(fs::File::create(dir.path().join("log")).unwrap())
         .spawn()
         .unwrap();
-    let mut next = || {
+    let next = || {
         let mut buf = [0u8; 256];
         let n = socket.recv(&mut buf).unwrap_or_else(|e| {
             panic!(
