@@ -351,6 +351,11 @@ fn main() -> Result<()> {
         .max_blocking_threads(defaults::WORKERS)
         .build()?;
     let result = rt.block_on(async {
+        // Handlers first: a signal sent as soon as we say we are ready (a script, or systemd
+        // reloading at once) must find them, not the default action (which kills).
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
         let mut listeners = Vec::new();
         for listen in &args.listen {
             let listener = tokio::net::TcpListener::bind(listen)
@@ -375,7 +380,6 @@ fn main() -> Result<()> {
         std::io::stdout().flush()?;
         fsserver::notify::notify("READY=1");
         // SIGHUP: read the exports (and token files) again; a broken file changes nothing.
-        let mut hup = signal(SignalKind::hangup())?;
         let reloading = {
             let shared = shared.clone();
             let args = Args {
@@ -402,8 +406,6 @@ fn main() -> Result<()> {
                 }
             })
         };
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
         let shutdown = async {
             tokio::select! {
                 _ = term.recv() => {}
