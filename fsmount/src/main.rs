@@ -94,11 +94,46 @@ fn control_command() -> Option<i32> {
     }
 }
 
+/// Arguments as mount(8) passes them to `/sbin/mount.fsxp` (a link to fsmount):
+/// `SOURCE MOUNTPOINT [-s] [-f] [-n] [-v] [-o OPTIONS] [-t TYPE]`, turned into fsmount's.
+/// Returns None when called under another name. `-f` (fake) means: do nothing.
+fn as_mount_helper() -> Option<Vec<String>> {
+    let mut argv = std::env::args();
+    let name = argv.next()?;
+    let base = std::path::Path::new(&name)
+        .file_name()?
+        .to_str()?
+        .to_string();
+    if !base.starts_with("mount.") {
+        return None;
+    }
+    let mut out = vec![name];
+    let mut rest = argv.peekable();
+    while let Some(a) = rest.next() {
+        match a.as_str() {
+            "-s" | "-n" | "-v" => {}
+            "-f" => std::process::exit(0),
+            "-t" => {
+                rest.next();
+            }
+            "-o" => {
+                out.push("-o".into());
+                out.push(rest.next().unwrap_or_default());
+            }
+            _ => out.push(a),
+        }
+    }
+    Some(out)
+}
+
 fn main() {
     if let Some(code) = control_command() {
         std::process::exit(code);
     }
-    let args = Args::parse();
+    let args = match as_mount_helper() {
+        Some(argv) => Args::parse_from(argv),
+        None => Args::parse(),
+    };
     let request = match prepare(&args) {
         Ok(r) => r,
         Err(e) => {

@@ -191,8 +191,13 @@ pub fn parse_options(args: &[String]) -> Result<MountOptions, String> {
                 | "sync" | "async" | "dirsync",
                 None,
             ) => o.kernel_flags.push(key.to_string()),
-            // Accepted from fstab/mount(8) and meaningless here.
-            ("defaults" | "auto" | "noauto" | "user" | "nouser" | "_netdev" | "nofail", None) => {}
+            // Accepted from fstab, mount(8) and systemd and meaningless here (as mount.nfs).
+            (
+                "defaults" | "auto" | "noauto" | "user" | "nouser" | "users" | "owner" | "group"
+                | "_netdev" | "nofail",
+                None,
+            ) => {}
+            (k, _) if k.starts_with("x-") || k == "comment" => {}
             _ => return Err(format!("unknown mount option {opt:?}")),
         }
     }
@@ -205,6 +210,14 @@ pub fn parse_options(args: &[String]) -> Result<MountOptions, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_from_fstab_and_systemd_are_accepted() {
+        let o = parse_options(&[
+            "_netdev,x-systemd.automount,x-systemd.idle-timeout=60,users,nofail,noauto,defaults,rw,comment=x".into(),
+        ]);
+        assert!(o.is_ok(), "{o:?}");
+    }
 
     #[test]
     fn sizes_and_durations_take_units() {

@@ -296,3 +296,62 @@ fn a_subdirectory_of_an_export_mounts_confined_to_it() {
     assert_eq!(code, Some(1));
     assert!(err.contains("no export named \"data/missing\""), "{err}");
 }
+
+/// Installs /sbin/mount.fsxp as a link to the built fsmount for as long as it lives (the
+/// link mount(8) looks for); removes it afterwards if it made it.
+struct MountHelper(bool);
+
+impl MountHelper {
+    fn install() -> MountHelper {
+        let link = std::path::Path::new("/sbin/mount.fsxp");
+        if link.exists() {
+            return MountHelper(false);
+        }
+        std::os::unix::fs::symlink(bin_dir().join("fsmount"), link).unwrap();
+        MountHelper(true)
+    }
+}
+
+impl Drop for MountHelper {
+    fn drop(&mut self) {
+        if self.0 {
+            let _ = std::fs::remove_file("/sbin/mount.fsxp");
+        }
+    }
+}
+
+#[test]
+fn mount_t_fsxp_and_an_fstab_line_mount_through_the_helper() {
+    require_mount_support();
+    let _helper = MountHelper::install();
+    let server = Server::start(&[]);
+    std::fs::write(server.export("data").join("hello"), "hi").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let cleanup = scopeguard(&mnt);
+    let token = format!("token_file={}", server.token_file.display());
+    sh(&format!(
+        "mount -t fsxp '{}' '{}' -o '{token}'",
+        server.source("data"),
+        mnt.display()
+    ));
+    assert_eq!(std::fs::read_to_string(mnt.join("hello")).unwrap(), "hi");
+    sh(&format!("umount '{}'", mnt.display()));
+    assert!(!is_mounted(&mnt));
+    // An fstab line with the options mount(8) and systemd pass along.
+    let fstab = dir.path().join("fstab");
+    std::fs::write(
+        &fstab,
+        format!(
+            "{} {} fsxp _netdev,x-systemd.automount,x-systemd.idle-timeout=60,nofail,{token} 0 0\n",
+            server.source("data"),
+            mnt.display()
+        ),
+    )
+    .unwrap();
+    sh(&format!("mount -T '{}' -a -t fsxp", fstab.display()));
+    assert_eq!(std::fs::read_to_string(mnt.join("hello")).unwrap(), "hi");
+    sh(&format!("umount '{}'", mnt.display()));
+    drop(cleanup);
+}
