@@ -114,7 +114,7 @@ pub struct State {
 }
 
 impl State {
-    /// The token (and its grant on `export`) whose proof `verifies`, trying each in turn.
+    /// The token whose secret `verifies` the proof, trying each in turn.
     pub fn token_for(&self, verifies: impl Fn(&[u8]) -> bool) -> Option<&Token> {
         self.tokens.iter().find(|t| verifies(&t.secret))
     }

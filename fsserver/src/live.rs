@@ -77,15 +77,6 @@ impl Live {
         }
         ended
     }
-
-    /// Connections now.
-    pub fn len(&self) -> usize {
-        self.by_id.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 impl Drop for Registration<'_> {

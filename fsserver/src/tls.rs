@@ -14,7 +14,6 @@ use anyhow::{bail, Context, Result};
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use sha2::{Digest, Sha256};
 
 /// Where the certificate and key are, and whether to create them when missing.
 #[derive(Debug, Clone)]
@@ -37,9 +36,9 @@ impl Identity {
     }
 }
 
-/// `sha256:` and the hex SHA-256 of a certificate's DER bytes, as `-o fingerprint=` takes it.
+/// `sha256:` and the hex SHA-256 of a certificate (`protocol::stream::fingerprint`).
 pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(cert.as_ref())))
+    protocol::stream::fingerprint(cert.as_ref())
 }
 
 /// The certificate chain and key of `id`, created first if allowed and missing. Returns

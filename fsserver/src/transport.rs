@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use protocol::stream::{BoxRead, BoxWrite, Mode, BINDING_LEN, EXPORTER_LABEL, PREAMBLE_LEN};
+use protocol::stream::{BoxRead, BoxWrite, Mode, PREAMBLE_LEN};
 use protocol::{Command, Frame, StreamId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -99,10 +99,7 @@ pub async fn open(mut socket: TcpStream, transport: &Transport) -> Result<Opened
                 .accept(socket)
                 .await
                 .map_err(|e| format!("TLS handshake failed: {e}"))?;
-            let binding = tls
-                .get_ref()
-                .1
-                .export_keying_material(vec![0u8; BINDING_LEN], EXPORTER_LABEL, None)
+            let binding = protocol::stream::channel_binding(tls.get_ref().1)
                 .map_err(|e| format!("TLS exporter: {e}"))?;
             let (rd, wr) = tokio::io::split(tls);
             Ok(Opened {

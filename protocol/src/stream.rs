@@ -78,6 +78,21 @@ pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-fsxp-token-proof";
 /// Bytes taken from the exporter.
 pub const BINDING_LEN: usize = 32;
 
+/// The channel binding of a TLS connection: `BINDING_LEN` bytes of its exporter under
+/// `EXPORTER_LABEL`, as both sides mix it into the token proofs.
+pub fn channel_binding<D>(conn: &rustls::ConnectionCommon<D>) -> Result<Vec<u8>, rustls::Error> {
+    conn.export_keying_material(vec![0u8; BINDING_LEN], EXPORTER_LABEL, None)
+}
+
+/// `sha256:` and the hex SHA-256 of a certificate's DER bytes, as `fsserver fingerprint`
+/// prints it and `fsmount -o fingerprint=` takes it.
+pub fn fingerprint(cert_der: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(cert_der);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

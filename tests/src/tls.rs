@@ -52,12 +52,7 @@ pub fn server_config(
 
 /// The channel binding of a TLS connection (as both programs compute it).
 pub fn binding<D>(conn: &rustls::ConnectionCommon<D>) -> Vec<u8> {
-    conn.export_keying_material(
-        vec![0u8; protocol::stream::BINDING_LEN],
-        protocol::stream::EXPORTER_LABEL,
-        None,
-    )
-    .unwrap()
+    protocol::stream::channel_binding(conn).unwrap()
 }
 
 #[derive(Debug)]

@@ -11,14 +11,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use protocol::stream::{BoxRead, BoxWrite, Mode, BINDING_LEN, EXPORTER_LABEL, PREAMBLE_LEN};
+use protocol::stream::{BoxRead, BoxWrite, Mode, PREAMBLE_LEN};
 use protocol::{FrameCodec, Limits};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls13_signature, CryptoProvider};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -54,11 +53,6 @@ impl std::fmt::Debug for Transport {
             Transport::Plaintext => f.write_str("Plaintext"),
         }
     }
-}
-
-/// `sha256:` and the hex SHA-256 of a certificate.
-pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(cert.as_ref())))
 }
 
 impl Transport {
@@ -174,10 +168,7 @@ pub async fn open(addr: &str, transport: &Transport) -> Result<Opened, ClientErr
                 .connect(name.clone(), socket)
                 .await
                 .map_err(|e| ClientError::Tls(e.to_string()))?;
-            let binding = tls
-                .get_ref()
-                .1
-                .export_keying_material(vec![0u8; BINDING_LEN], EXPORTER_LABEL, None)
+            let binding = protocol::stream::channel_binding(tls.get_ref().1)
                 .map_err(|e| ClientError::Tls(e.to_string()))?;
             let carried = match tls.get_ref().1.handshake_kind() {
                 Some(rustls::HandshakeKind::Resumed) => "TLS resumed",
@@ -240,7 +231,7 @@ impl ServerCertVerifier for AnyOrPinned {
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         if let Some(expected) = &self.pinned {
-            let presented = fingerprint(end_entity);
+            let presented = protocol::stream::fingerprint(end_entity.as_ref());
             if &presented != expected {
                 return Err(rustls::Error::General(format!(
                     "the server's certificate is {presented}, not the expected {expected}"
