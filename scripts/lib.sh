@@ -18,9 +18,21 @@ ensure_packages() {
     fi
 }
 
-# Makes sure /dev/fuse exists (the fuse module is loaded).
+# Makes sure /dev/fuse exists (the fuse module is loaded) and that users may open it, as
+# udev's default rule (KERNEL=="fuse", MODE="0666") makes it on a machine that runs udev:
+# fusermount3 opens it as the mounting user.
 ensure_fuse_device() {
     if [ ! -e /dev/fuse ]; then
         as_root modprobe fuse 2>/dev/null || as_root mknod -m 666 /dev/fuse c 10 229
     fi
+    if [ "$(stat -c %a /dev/fuse)" != 666 ]; then
+        as_root chmod 666 /dev/fuse
+    fi
+}
+
+# ensure_user NAME: a system account without a home or login, for tests that act as a user
+# (fusermount3 refuses a uid without a name).
+ensure_user() {
+    id -u "$1" >/dev/null 2>&1 ||
+        as_root useradd --system --no-create-home --shell /usr/sbin/nologin "$1"
 }

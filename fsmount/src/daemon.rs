@@ -3,10 +3,11 @@
 //! child's error and exits 1.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{BufRead, Write};
 use std::os::fd::OwnedFd;
 
-use nix::unistd::{fork, pipe, setsid, ForkResult};
+use nix::fcntl::OFlag;
+use nix::unistd::{fork, pipe2, setsid, ForkResult};
 
 /// The child's end of the pipe to the waiting parent (nothing in foreground mode).
 pub struct Notifier(Option<File>);
@@ -48,14 +49,17 @@ fn detach_stdio() {
 #[allow(unsafe_code)]
 /// Forks. Returns in the child only; the parent process exits here with the child's verdict.
 pub fn background() -> std::io::Result<Notifier> {
-    let (rd, wr): (OwnedFd, OwnedFd) = pipe()?;
+    // Close-on-exec: a helper the child starts and leaves running (fusermount3 for
+    // auto_unmount) must not hold the pipe open.
+    let (rd, wr): (OwnedFd, OwnedFd) = pipe2(OFlag::O_CLOEXEC)?;
     // SAFETY: called before any other thread exists (no runtime, no fuser session yet), so
     // the child's copy of the process is consistent.
     match unsafe { fork() }? {
         ForkResult::Parent { .. } => {
             drop(wr);
+            // One line: the verdict. Not to the end of the pipe, which a descendant may hold.
             let mut msg = String::new();
-            let _ = File::from(rd).read_to_string(&mut msg);
+            let _ = std::io::BufReader::new(File::from(rd)).read_line(&mut msg);
             match msg.lines().next() {
                 Some("OK") => std::process::exit(0),
                 Some(line) => {

@@ -8,13 +8,17 @@
 //! - [`credentials`]: who each request is for (the calling process's uid, gid, groups);
 //! - [`defaults`]: every default, defined once;
 //! - [`control`]: the `fsmount status`/`sync` socket of a running mount;
-//! - [`mount`]: mounting, readiness, signals and unmounting;
+//! - [`mount`]: the mount's life: connect, readiness, signals, unmounting;
+//! - [`kernel_mount`]: the kernel side: mount(2) or fusermount3; [`auto_unmount`]: the
+//!   watchdog that unmounts after a killed fsmount;
 //! - [`options`]: source and `-o` parsing; [`daemon`]: background mode; [`logging`]: where
 //!   the log goes.
 
-// The one unsafe call (fork, in `daemon`) is allowed where it is made.
+// The unsafe calls (fork in `daemon`, taking a received descriptor in `kernel_mount`)
+// are allowed where they are made.
 #![deny(unsafe_code)]
 
+pub mod auto_unmount;
 pub mod client;
 pub mod control;
 pub mod credentials;
@@ -22,6 +26,7 @@ pub mod daemon;
 pub mod defaults;
 pub mod fs;
 pub mod fuse;
+pub mod kernel_mount;
 pub mod logging;
 pub mod mount;
 pub mod options;

@@ -19,7 +19,7 @@ struct Args {
     /// Existing directory to mount on.
     mountpoint: PathBuf,
     /// Mount options, comma-separated: token_file=FILE, ro, allow_other, allow_root,
-    /// default_permissions, attr_timeout=SECS, entry_timeout=SECS, negative_timeout=SECS,
+    /// auto_unmount, default_permissions, attr_timeout=SECS, entry_timeout=SECS, negative_timeout=SECS,
     /// cache_size=SIZE, readahead=SIZE, dirty_limit=SIZE, timeout=SECS, hard, soft,
     /// fsname=NAME, noexec, nosuid, nodev, noatime, ...
     #[arg(short = 'o', value_name = "OPTIONS")]
@@ -127,6 +127,10 @@ fn as_mount_helper() -> Option<Vec<String>> {
 }
 
 fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some(fsmount::auto_unmount::WATCHDOG_ARG) {
+        std::process::exit(fsmount::auto_unmount::run_watchdog(&argv[2..]));
+    }
     if let Some(code) = control_command() {
         std::process::exit(code);
     }

@@ -2,10 +2,11 @@
 //! SIGINT/SIGTERM unmount cleanly; `fusermount3 -u` or `umount` from outside end the
 //! session the same way.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use fuser::{Config, MountOption, SessionACL};
+use fuser::{Config, SessionACL};
+use parking_lot::Mutex;
 
 use crate::client;
 use crate::client::transport::Transport;
@@ -13,6 +14,7 @@ use crate::daemon::Notifier;
 use crate::defaults::MAX_IO;
 use crate::fs::{Fs, FsOptions};
 use crate::fuse::FuseAdapter;
+use crate::kernel_mount::{self, KernelOptions};
 use crate::options::{MountOptions, Source};
 
 /// Everything a mount needs, already validated.
@@ -26,61 +28,32 @@ pub struct MountRequest {
     pub options: MountOptions,
 }
 
-fn fuse_config(req: &MountRequest, read_only: bool) -> Config {
+fn kernel_options(req: &MountRequest, read_only: bool) -> KernelOptions {
     let o = &req.options;
-    let mut mount_options = vec![
-        MountOption::FSName(o.fsname.clone().unwrap_or_else(|| req.source_text.clone())),
-        MountOption::Subtype("fsxp".into()),
-    ];
-    if read_only {
-        mount_options.push(MountOption::RO);
+    KernelOptions {
+        fsname: o.fsname.clone().unwrap_or_else(|| req.source_text.clone()),
+        read_only,
+        allow_other: o.allow_other || o.allow_root,
+        default_permissions: o.default_permissions,
+        flags: o.kernel_flags.clone(),
     }
-    if o.default_permissions {
-        mount_options.push(MountOption::DefaultPermissions);
-    }
-    for f in &o.kernel_flags {
-        mount_options.push(match f.as_str() {
-            "noexec" => MountOption::NoExec,
-            "exec" => MountOption::Exec,
-            "nosuid" => MountOption::NoSuid,
-            "suid" => MountOption::Suid,
-            "nodev" => MountOption::NoDev,
-            "dev" => MountOption::Dev,
-            "noatime" => MountOption::NoAtime,
-            "atime" => MountOption::Atime,
-            "sync" => MountOption::Sync,
-            "async" => MountOption::Async,
-            "dirsync" => MountOption::DirSync,
-            other => unreachable!("parse_options admits no kernel flag {other:?}"),
-        });
-    }
-    let mut config = Config::default();
-    config.mount_options = mount_options;
-    config.acl = if o.allow_other {
+}
+
+/// Who may use the mount: the kernel lets everyone in with allow_other; fuser refuses
+/// requests from others for allow_root (root and the owner) and for the default.
+fn session_acl(o: &MountOptions) -> SessionACL {
+    if o.allow_other {
         SessionACL::All
     } else if o.allow_root {
         SessionACL::RootAndOwner
     } else {
         SessionACL::Owner
-    };
-    config
-}
-
-/// The `major:minor` of the filesystem mounted on `mountpoint`, from /proc/self/mountinfo
-/// (a `stat` of the mount would wait for this very process to answer it).
-fn mounted_device(mountpoint: &Path) -> Option<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let want = mountpoint.to_str()?;
-    // Fields: id parent major:minor root mountpoint ...; the last match is the newest mount.
-    info.lines().rev().find_map(|l| {
-        let f: Vec<&str> = l.split(' ').collect();
-        (f.len() > 4 && f[4] == want).then(|| f[2].to_string())
-    })
+    }
 }
 
 /// Lets the kernel send 1 MiB read-ahead requests: FUSE mounts start at 128 KiB.
-fn raise_readahead(mountpoint: &Path) {
-    let Some(dev) = mounted_device(mountpoint) else {
+fn raise_readahead(dev: Option<&str>) {
+    let Some(dev) = dev else {
         return;
     };
     let path = format!("/sys/class/bdi/{dev}/read_ahead_kb");
@@ -158,16 +131,47 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
         rt.handle().clone(),
         req.options.default_permissions,
     );
-    let mut fuse =
-        match fuser::Session::new(adapter, &req.mountpoint, &fuse_config(&req, read_only)) {
+    let (fd, kernel) = match kernel_mount::mount(&req.mountpoint, &kernel_options(&req, read_only))
+    {
+        Ok(m) => m,
+        Err(e) => {
+            let msg = format!("cannot mount on {}: {e}", req.mountpoint.display());
+            notifier.fail(&msg);
+            return Err(msg);
+        }
+    };
+    let device = kernel_mount::mounted_device(&req.mountpoint);
+    let kernel = Arc::new(Mutex::new(Some(kernel)));
+    let fuse =
+        match fuser::Session::from_fd(adapter, fd, session_acl(&req.options), Config::default()) {
             Ok(s) => s,
             Err(e) => {
-                let msg = format!("cannot mount on {}: {e}", req.mountpoint.display());
+                let msg = format!("FUSE handshake on {} failed: {e}", req.mountpoint.display());
+                if let Some(k) = kernel.lock().take() {
+                    k.finish(device.as_deref());
+                }
                 notifier.fail(&msg);
                 return Err(msg);
             }
         };
-    raise_readahead(&req.mountpoint);
+    raise_readahead(device.as_deref());
+    let _watchdog = match (&device, req.options.auto_unmount) {
+        (Some(dev), true) => {
+            let via_fusermount = kernel.lock().as_ref().is_some_and(|k| k.via_fusermount());
+            match crate::auto_unmount::start(&req.mountpoint, dev, via_fusermount) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    let msg = format!("cannot start the auto_unmount watchdog: {e}");
+                    if let Some(k) = kernel.lock().take() {
+                        k.finish(device.as_deref());
+                    }
+                    notifier.fail(&msg);
+                    return Err(msg);
+                }
+            }
+        }
+        _ => None,
+    };
     let _control = {
         let _in_runtime = rt.enter();
         crate::control::listen(fs.clone(), client, &req.mountpoint)
@@ -176,7 +180,7 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
     };
     tracing::info!(source = %req.source_text, mountpoint = %req.mountpoint.display(), "mounted");
 
-    let mut unmounter = fuse.unmount_callable();
+    let unmounter = kernel.clone();
     let mountpoint = req.mountpoint.clone();
     rt.spawn(async move {
         let (Ok(mut term), Ok(mut int)) = signals else {
@@ -188,14 +192,19 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
             _ = int.recv() => {}
         }
         tracing::info!("signal received: unmounting {}", mountpoint.display());
-        if let Err(e) = unmounter.unmount() {
-            // Busy: detach now, as `umount -l`, so the session ends and the process exits.
-            tracing::warn!("unmount failed ({e}); detaching lazily");
-            let _ = nix::mount::umount2(&mountpoint, nix::mount::MntFlags::MNT_DETACH);
+        if let Some(k) = unmounter.lock().as_mut() {
+            if let Err(e) = k.unmount(false) {
+                // Busy: detach now, as `umount -l`, so the session ends and the process exits.
+                tracing::warn!("unmount failed ({e}); detaching lazily");
+                let _ = k.unmount(true);
+            }
         }
     });
     notifier.ready();
     let result = fuse.run().map_err(|e| format!("FUSE session failed: {e}"));
+    if let Some(k) = kernel.lock().take() {
+        k.finish(device.as_deref());
+    }
     // Data accepted from applications is sent before the process ends (for up to the mount's
     // timeout; for ever with `hard`).
     if let Some(w) = fs.writeback_stats().filter(|w| w.writes_in_flight > 0) {

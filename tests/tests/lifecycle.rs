@@ -47,7 +47,7 @@ fn background_mode_returns_once_mounted_and_fusermount_unmounts() {
     assert_eq!(std::fs::read_to_string(mnt.join("hello")).unwrap(), "hi");
     let src = sh(&format!("grep ' {} ' /proc/mounts", mnt.display()));
     assert!(
-        src.starts_with(&server.source("data")) && src.contains(" fuse "),
+        src.starts_with(&server.source("data")) && src.contains(" fuse.fsxp "),
         "{src}"
     );
     // "[f]smount" keeps pgrep from matching the shell that runs it.

@@ -1,0 +1,379 @@
+//! Putting the file system into the kernel's mount table and taking it out, as libfuse does:
+//! `mount(2)` directly when this process may, else through the setuid `fusermount3`, which
+//! opens `/dev/fuse`, mounts, and hands the descriptor back over a socket. Either way the
+//! type in /proc/mounts is `fuse.fsxp`.
+//!
+//! `auto_unmount` is kept by a watchdog of our own ([`crate::auto_unmount`]), not by
+//! fusermount3's option of that name: fusermount3 up to 3.14 (Debian 12) checks the mount as
+//! root and, without `allow_other`, is refused and leaves the dead mount in place.
+
+use std::io::{self, IoSliceMut, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use nix::mount::{MntFlags, MsFlags};
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+
+/// The type shown in /proc/mounts is `fuse.` followed by this.
+pub const SUBTYPE: &str = "fsxp";
+
+/// What the kernel is told about the mount.
+#[derive(Debug, Clone, Default)]
+pub struct KernelOptions {
+    /// The "device" column of /proc/mounts.
+    pub fsname: String,
+    pub read_only: bool,
+    /// Users other than the mounting one may enter (fuser filters further for allow_root).
+    pub allow_other: bool,
+    /// The kernel checks permissions from the attributes (`default_permissions`).
+    pub default_permissions: bool,
+    /// noexec, nosuid, suid, nodev, dev, noatime, atime, sync, async, dirsync, exec.
+    pub flags: Vec<String>,
+}
+
+/// A mounted file system. Unmount it with [`KernelMount::unmount`]; [`KernelMount::finish`]
+/// makes sure nothing is left behind once the FUSE session has ended.
+#[derive(Debug)]
+pub struct KernelMount {
+    mountpoint: PathBuf,
+    /// The mount was made by fusermount3, so only fusermount3 may unmount it.
+    via_fusermount: bool,
+}
+
+/// Mounts on `mountpoint` (canonical) and returns the `/dev/fuse` descriptor to serve.
+pub fn mount(mountpoint: &Path, o: &KernelOptions) -> io::Result<(OwnedFd, KernelMount)> {
+    if nix::unistd::geteuid().is_root() {
+        match mount_directly(mountpoint, o) {
+            Ok(fd) => {
+                return Ok((
+                    fd,
+                    KernelMount {
+                        mountpoint: mountpoint.to_path_buf(),
+                        via_fusermount: false,
+                    },
+                ))
+            }
+            // Root without CAP_SYS_ADMIN (a user namespace, a container): as libfuse does.
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let fd = mount_with_fusermount(mountpoint, o)?;
+    Ok((
+        fd,
+        KernelMount {
+            mountpoint: mountpoint.to_path_buf(),
+            via_fusermount: true,
+        },
+    ))
+}
+
+/// mount(2) flags and the flag words that are not options to the fuse driver.
+fn flags_of(o: &KernelOptions) -> MsFlags {
+    // As libfuse: nosuid and nodev unless asked otherwise.
+    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    if o.read_only {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    for f in &o.flags {
+        match f.as_str() {
+            "suid" => flags.remove(MsFlags::MS_NOSUID),
+            "nosuid" => flags.insert(MsFlags::MS_NOSUID),
+            "dev" => flags.remove(MsFlags::MS_NODEV),
+            "nodev" => flags.insert(MsFlags::MS_NODEV),
+            "noexec" => flags.insert(MsFlags::MS_NOEXEC),
+            "exec" => flags.remove(MsFlags::MS_NOEXEC),
+            "noatime" => flags.insert(MsFlags::MS_NOATIME),
+            "atime" => flags.remove(MsFlags::MS_NOATIME),
+            "sync" => flags.insert(MsFlags::MS_SYNCHRONOUS),
+            "async" => flags.remove(MsFlags::MS_SYNCHRONOUS),
+            "dirsync" => flags.insert(MsFlags::MS_DIRSYNC),
+            _ => {}
+        }
+    }
+    flags
+}
+
+fn mount_directly(mountpoint: &Path, o: &KernelOptions) -> io::Result<OwnedFd> {
+    let dev: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot open /dev/fuse: {e}")))?
+        .into();
+    let mut data = format!(
+        "fd={},rootmode=40000,user_id={},group_id={}",
+        dev.as_raw_fd(),
+        nix::unistd::getuid(),
+        nix::unistd::getgid()
+    );
+    if o.default_permissions {
+        data += ",default_permissions";
+    }
+    if o.allow_other {
+        data += ",allow_other";
+    }
+    nix::mount::mount(
+        Some(o.fsname.as_str()),
+        mountpoint,
+        Some(format!("fuse.{SUBTYPE}").as_str()),
+        flags_of(o),
+        Some(data.as_str()),
+    )
+    .map_err(io::Error::from)?;
+    Ok(dev)
+}
+
+/// fusermount3 splits options at commas; a backslash escapes one.
+fn escape_option(v: &str) -> String {
+    v.replace('\\', "\\\\").replace(',', "\\,")
+}
+
+fn fusermount_options(o: &KernelOptions) -> String {
+    let mut opts = vec![
+        format!("fsname={}", escape_option(&o.fsname)),
+        format!("subtype={SUBTYPE}"),
+        if o.read_only { "ro" } else { "rw" }.to_string(),
+    ];
+    // fusermount3 refuses suid and dev for users and forces nosuid,nodev itself.
+    opts.extend(o.flags.iter().cloned());
+    if o.default_permissions {
+        opts.push("default_permissions".into());
+    }
+    if o.allow_other {
+        opts.push("allow_other".into());
+    }
+    opts.join(",")
+}
+
+/// fusermount3 as installed by fuse3 (FUSERMOUNT_PATH overrides, as for libfuse builds).
+fn fusermount_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("FUSERMOUNT_PATH") {
+        return PathBuf::from(p);
+    }
+    for p in [
+        "/usr/bin/fusermount3",
+        "/bin/fusermount3",
+        "/usr/local/bin/fusermount3",
+    ] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    PathBuf::from("fusermount3")
+}
+
+fn mount_with_fusermount(mountpoint: &Path, o: &KernelOptions) -> io::Result<OwnedFd> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    // Ours is close-on-exec; fusermount3's end must survive its exec, and is closed here
+    // right after the spawn.
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::empty(),
+    )
+    .map_err(io::Error::from)?;
+    nix::fcntl::fcntl(
+        &ours,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(io::Error::from)?;
+    let binary = fusermount_binary();
+    let mut child = Command::new(&binary)
+        .arg("-o")
+        .arg(fusermount_options(o))
+        .arg("--")
+        .arg(mountpoint)
+        .env("_FUSE_COMMFD", theirs.as_raw_fd().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot run {}: {e}", binary.display())))?;
+    drop(theirs);
+    let ours = UnixStream::from(ours);
+    let received = receive_fd(&ours);
+    drop(ours);
+    let mut said = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        let _ = err.read_to_string(&mut said);
+    }
+    let _ = child.wait();
+    let said = said.trim();
+    match received {
+        Ok(fd) => {
+            if !said.is_empty() {
+                tracing::warn!("fusermount3: {said}");
+            }
+            Ok(fd)
+        }
+        Err(_) if said.contains("failed to open /dev/fuse") => Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{said} (users need read and write access to /dev/fuse: \
+                 distributions' udev rules make it mode 0666)"
+            ),
+        )),
+        Err(e) if said.is_empty() => Err(e),
+        Err(_) => Err(io::Error::other(said.to_string())),
+    }
+}
+
+/// Receives the descriptor fusermount3 sends with SCM_RIGHTS.
+#[allow(unsafe_code)]
+fn receive_fd(sock: &UnixStream) -> io::Result<OwnedFd> {
+    let mut byte = [0u8; 1];
+    let mut iov = [IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = loop {
+        match recvmsg::<UnixAddr>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other.map_err(io::Error::from)?,
+        }
+    };
+    let mut fds = Vec::new();
+    for cmsg in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(got) = cmsg {
+            fds.extend(got);
+        }
+    }
+    // SAFETY: each descriptor came with SCM_RIGHTS and is ours alone; owning it closes it.
+    let mut owned: Vec<OwnedFd> = fds
+        .into_iter()
+        .filter(|fd| *fd >= 0)
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .collect();
+    if owned.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "fusermount3 sent no /dev/fuse descriptor",
+        ));
+    }
+    Ok(owned.swap_remove(0))
+}
+
+impl KernelMount {
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Whether fusermount3 made the mount (and must take it down).
+    pub fn via_fusermount(&self) -> bool {
+        self.via_fusermount
+    }
+
+    /// Unmounts; with `lazy` detaches even when busy (as `umount -l`).
+    pub fn unmount(&mut self, lazy: bool) -> io::Result<()> {
+        unmount(&self.mountpoint, self.via_fusermount, lazy)
+    }
+
+    /// After the FUSE session ended: detaches the mount if it is still listed (the session
+    /// failed rather than being unmounted).
+    pub fn finish(mut self, device: Option<&str>) {
+        if let Some(dev) = device {
+            if mounted_device(&self.mountpoint).as_deref() == Some(dev) {
+                let _ = self.unmount(true);
+            }
+        }
+    }
+}
+
+/// Unmounts `mountpoint`: umount2 for a mount of our own making, `fusermount3 -u` for one
+/// fusermount3 made (only it may take a user's mount down). `lazy` detaches a busy mount.
+pub fn unmount(mountpoint: &Path, via_fusermount: bool, lazy: bool) -> io::Result<()> {
+    if !via_fusermount {
+        let flags = if lazy {
+            MntFlags::MNT_DETACH
+        } else {
+            MntFlags::empty()
+        };
+        return nix::mount::umount2(mountpoint, flags).map_err(io::Error::from);
+    }
+    let mut cmd = Command::new(fusermount_binary());
+    cmd.arg("-u").arg("-q");
+    if lazy {
+        cmd.arg("-z");
+    }
+    let out = cmd
+        .arg("--")
+        .arg(mountpoint)
+        .stdin(Stdio::null())
+        .output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
+    }
+}
+
+/// The `major:minor` of the file system mounted on `mountpoint`, from /proc/self/mountinfo
+/// (a `stat` of the mount would wait for this very process to answer it).
+pub fn mounted_device(mountpoint: &Path) -> Option<String> {
+    let info = std::fs::read("/proc/self/mountinfo").ok()?;
+    let want = mountinfo_escape(mountpoint.as_os_str().as_bytes());
+    // Fields: id parent major:minor root mountpoint ...; the last match is the newest mount.
+    String::from_utf8_lossy(&info).lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f.len() > 4 && f[4] == want).then(|| f[2].to_string())
+    })
+}
+
+/// The kernel writes space, tab, newline and backslash in mountinfo paths as octal escapes.
+fn mountinfo_escape(path: &[u8]) -> String {
+    let mut out = String::new();
+    for &b in path {
+        match b {
+            b' ' | b'\t' | b'\n' | b'\\' => out += &format!("\\{b:03o}"),
+            _ => out.push(b as char),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_for_fusermount_escape_commas() {
+        let o = KernelOptions {
+            fsname: "h:1:/a,b".into(),
+            read_only: true,
+            allow_other: true,
+            flags: vec!["noatime".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            fusermount_options(&o),
+            "fsname=h:1:/a\\,b,subtype=fsxp,ro,noatime,allow_other"
+        );
+    }
+
+    #[test]
+    fn flags_default_to_nosuid_nodev() {
+        let mut o = KernelOptions::default();
+        assert_eq!(flags_of(&o), MsFlags::MS_NOSUID | MsFlags::MS_NODEV);
+        o.flags = vec!["dev".into(), "noexec".into()];
+        o.read_only = true;
+        assert_eq!(
+            flags_of(&o),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY
+        );
+    }
+
+    #[test]
+    fn mountinfo_paths_are_escaped() {
+        assert_eq!(mountinfo_escape(b"/mnt/a b"), "/mnt/a\\040b");
+    }
+}
