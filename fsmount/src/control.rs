@@ -4,7 +4,8 @@
 //!
 //! The mount listens on a Unix socket named after its mount point (a hash of the canonical
 //! path, under /run/fsmount for root, else $XDG_RUNTIME_DIR/fsmount or /tmp/fsmount-UID).
-//! One request line (`status` or `sync`), one text reply, then the connection closes.
+//! One request line (`status`, `status --json`, `metrics` or `sync`), one text reply, then
+//! the connection closes.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -32,14 +33,20 @@ pub fn socket_path(mountpoint: &Path) -> PathBuf {
 
 /// Serves the control socket for `fs` mounted on `mountpoint` until the task is dropped;
 /// the socket file is removed when the returned guard is dropped.
-pub fn listen(fs: Arc<Fs>, client: Client, mountpoint: &Path) -> std::io::Result<SocketFile> {
+/// `metrics`: the address `-o metrics` serves on, shown by `status`.
+pub fn listen(
+    fs: Arc<Fs>,
+    client: Client,
+    mountpoint: &Path,
+    metrics: Option<String>,
+) -> std::io::Result<SocketFile> {
     let path = socket_path(mountpoint);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
-    let shown = mountpoint.display().to_string();
+    let shown = Arc::new((mountpoint.display().to_string(), metrics));
     let syncs = Arc::new(AtomicUsize::new(0));
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
@@ -52,7 +59,11 @@ pub fn listen(fs: Arc<Fs>, client: Client, mountpoint: &Path) -> std::io::Result
                     return;
                 }
                 let reply = match line.trim() {
-                    "status" => status(&fs, &client, &shown, syncs.load(Ordering::Relaxed)),
+                    "status" => status(&fs, &client, &shown, syncs.load(Ordering::Relaxed)).text(),
+                    "status --json" => {
+                        status(&fs, &client, &shown, syncs.load(Ordering::Relaxed)).json()
+                    }
+                    "metrics" => metrics_text(&fs, &client),
                     "sync" => {
                         syncs.fetch_add(1, Ordering::Relaxed);
                         fs.sync_all().await;
@@ -77,44 +88,224 @@ impl Drop for SocketFile {
     }
 }
 
-fn status(fs: &Fs, client: &Client, mountpoint: &str, syncs: usize) -> String {
+/// A mount's state as `fsmount status` shows it (`--json`: this, serialized).
+#[derive(Debug, serde::Serialize)]
+pub struct Status {
+    pub mountpoint: String,
+    /// Where `-o metrics` serves (None: not asked for).
+    pub metrics: Option<String>,
+    pub connected: bool,
+    pub reconnects: u64,
+    pub sessions_resumed: u64,
+    pub requests_resent: u64,
+    pub last_outage_seconds: Option<f64>,
+    pub down_for_seconds: Option<f64>,
+    pub requests_unanswered: usize,
+    pub unexpected_replies: u64,
+    pub requests_sent: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// None: write-behind is off (synchronous writes).
+    pub writeback: Option<crate::fs::writeback::WritebackStats>,
+    pub syncs_waiting: usize,
+    /// None: the block cache is off.
+    pub cache: Option<crate::fs::block_cache::CacheStats>,
+}
+
+/// `about`: the mount point and the metrics address.
+fn status(fs: &Fs, client: &Client, about: &(String, Option<String>), syncs: usize) -> Status {
     let link = client.stats();
-    let mut out = format!("mount: {mountpoint}\n");
-    out += &format!(
-        "connection: {} (reconnects {}, sessions resumed {}, requests resent {}, last outage {})\n",
-        if link.connected { "up" } else { "DOWN" },
-        link.reconnects,
-        link.resumed,
-        link.resent,
-        link.last_outage
-            .map_or("none".to_string(), |d| format!("{d:.1?}")),
-    );
-    if let Some(since) = link.down_since {
-        out += &format!("down for: {:.1?}\n", since.elapsed());
+    let m = client.metrics();
+    Status {
+        mountpoint: about.0.clone(),
+        metrics: about.1.as_ref().map(|a| format!("http://{a}/metrics")),
+        connected: link.connected,
+        reconnects: link.reconnects,
+        sessions_resumed: link.resumed,
+        requests_resent: link.resent,
+        last_outage_seconds: link.last_outage.map(|d| d.as_secs_f64()),
+        down_for_seconds: link.down_since.map(|t| t.elapsed().as_secs_f64()),
+        requests_unanswered: client.unanswered(),
+        unexpected_replies: link.unexpected_replies,
+        requests_sent: m.commands.total(),
+        bytes_sent: m.bytes_sent.load(Ordering::Relaxed),
+        bytes_received: m.bytes_received.load(Ordering::Relaxed),
+        writeback: fs.writeback_stats(),
+        syncs_waiting: syncs,
+        cache: fs.cache_stats(),
     }
-    out += &format!(
-        "requests unanswered: {}, unexpected replies dropped: {}\n",
-        client.unanswered(),
-        link.unexpected_replies
-    );
-    match fs.writeback_stats() {
-        Some(w) => {
-            out += &format!(
-                "writeback: {} bytes dirty (not yet acknowledged), {} writes in flight, {} bytes written, {} writes failed\n",
-                w.dirty_bytes, w.writes_in_flight, w.written_bytes, w.failed_writes
-            )
+}
+
+impl Status {
+    pub fn text(&self) -> String {
+        let mut out = format!("mount: {}\n", self.mountpoint);
+        if let Some(m) = &self.metrics {
+            out += &format!("metrics: {m}\n");
         }
-        None => out += "writeback: off (synchronous writes)\n",
+        out += &format!(
+            "connection: {} (reconnects {}, sessions resumed {}, requests resent {}, last outage {})\n",
+            if self.connected { "up" } else { "DOWN" },
+            self.reconnects,
+            self.sessions_resumed,
+            self.requests_resent,
+            self.last_outage_seconds
+                .map_or("none".to_string(), |d| format!("{d:.1}s")),
+        );
+        if let Some(down) = self.down_for_seconds {
+            out += &format!("down for: {down:.1}s\n");
+        }
+        out += &format!(
+            "requests unanswered: {}, unexpected replies dropped: {}\n",
+            self.requests_unanswered, self.unexpected_replies
+        );
+        out += &format!(
+            "requests: {} sent, {} bytes out, {} bytes in\n",
+            self.requests_sent, self.bytes_sent, self.bytes_received
+        );
+        match &self.writeback {
+            Some(w) => {
+                out += &format!(
+                    "writeback: {} bytes dirty (not yet acknowledged), {} writes in flight, {} bytes written, {} writes failed\n",
+                    w.dirty_bytes, w.writes_in_flight, w.written_bytes, w.failed_writes
+                )
+            }
+            None => out += "writeback: off (synchronous writes)\n",
+        }
+        out += &format!("syncs waiting: {}\n", self.syncs_waiting);
+        match &self.cache {
+            Some(c) => {
+                out += &format!(
+                    "cache: {} bytes in {} blocks, {} hits, {} misses, {} CRC failures\n",
+                    c.bytes, c.blocks, c.hits, c.misses, c.crc_failures
+                )
+            }
+            None => out += "cache: off\n",
+        }
+        out
     }
-    out += &format!("syncs waiting: {syncs}\n");
-    match fs.cache_stats() {
-        Some(c) => {
-            out += &format!(
-                "cache: {} bytes in {} blocks, {} hits, {} misses, {} CRC failures\n",
-                c.bytes, c.blocks, c.hits, c.misses, c.crc_failures
-            )
-        }
-        None => out += "cache: off\n",
+
+    pub fn json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
+    }
+}
+
+/// `GET /metrics` of `-o metrics=ADDR`: the Prometheus text exposition.
+pub fn metrics_text(fs: &Fs, client: &Client) -> String {
+    use protocol::metrics::sample;
+    let st = status(fs, client, &(String::new(), None), 0);
+    let mut out = String::new();
+    client
+        .metrics()
+        .commands
+        .render("fsxp_client", "Requests sent to the server", &mut out);
+    sample(
+        &mut out,
+        "fsxp_client_sent_bytes_total",
+        "counter",
+        "Bytes of requests sent (headers included).",
+        st.bytes_sent,
+    );
+    sample(
+        &mut out,
+        "fsxp_client_received_bytes_total",
+        "counter",
+        "Bytes of replies received (headers included).",
+        st.bytes_received,
+    );
+    sample(
+        &mut out,
+        "fsxp_client_connected",
+        "gauge",
+        "1 while the connection to the server is up.",
+        u8::from(st.connected),
+    );
+    sample(
+        &mut out,
+        "fsxp_client_reconnects_total",
+        "counter",
+        "Connections made after the first.",
+        st.reconnects,
+    );
+    sample(
+        &mut out,
+        "fsxp_client_sessions_resumed_total",
+        "counter",
+        "Reconnections on which the server still had the session.",
+        st.sessions_resumed,
+    );
+    sample(
+        &mut out,
+        "fsxp_client_requests_resent_total",
+        "counter",
+        "Requests sent again after reconnecting.",
+        st.requests_resent,
+    );
+    sample(
+        &mut out,
+        "fsxp_client_requests_unanswered",
+        "gauge",
+        "Requests sent and not yet answered.",
+        st.requests_unanswered,
+    );
+    if let Some(w) = &st.writeback {
+        sample(
+            &mut out,
+            "fsxp_client_dirty_bytes",
+            "gauge",
+            "Bytes written by applications and not yet acknowledged by the server.",
+            w.dirty_bytes,
+        );
+        sample(
+            &mut out,
+            "fsxp_client_writes_in_flight",
+            "gauge",
+            "Write requests not yet acknowledged.",
+            w.writes_in_flight,
+        );
+        sample(
+            &mut out,
+            "fsxp_client_written_bytes_total",
+            "counter",
+            "Bytes acknowledged by the server.",
+            w.written_bytes,
+        );
+        sample(
+            &mut out,
+            "fsxp_client_failed_writes_total",
+            "counter",
+            "Writes the server failed (reported at fsync/close).",
+            w.failed_writes,
+        );
+    }
+    if let Some(c) = &st.cache {
+        sample(
+            &mut out,
+            "fsxp_client_cache_bytes",
+            "gauge",
+            "Bytes held by the block cache.",
+            c.bytes,
+        );
+        sample(
+            &mut out,
+            "fsxp_client_cache_hits_total",
+            "counter",
+            "Block cache hits.",
+            c.hits,
+        );
+        sample(
+            &mut out,
+            "fsxp_client_cache_misses_total",
+            "counter",
+            "Block cache misses.",
+            c.misses,
+        );
+        sample(
+            &mut out,
+            "fsxp_client_cache_crc_failures_total",
+            "counter",
+            "Cached blocks whose CRC32 no longer matched (dropped and fetched again).",
+            c.crc_failures,
+        );
     }
     out
 }

@@ -11,17 +11,24 @@ use fsmount::options::{parse_options, parse_source};
 #[command(
     version,
     about,
-    after_help = "Unmount with `fusermount3 -u MOUNTPOINT` or `umount MOUNTPOINT`.\n`fsmount status MOUNTPOINT` shows connection, writeback and cache state;\n`fsmount sync MOUNTPOINT` waits until every write reached the server."
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true,
+    after_help = "Unmount with `fusermount3 -u MOUNTPOINT` or `umount MOUNTPOINT`."
 )]
 struct Args {
-    /// HOST:PORT:/NAME, e.g. 127.0.0.1:7070:/data (PORT defaults to 7070).
-    source: String,
+    #[command(subcommand)]
+    command: Option<Sub>,
+    /// HOST:PORT:/NAME[/SUBDIR], e.g. 127.0.0.1:7070:/data (PORT defaults to 7070).
+    #[arg(required = true)]
+    source: Option<String>,
     /// Existing directory to mount on.
-    mountpoint: PathBuf,
+    #[arg(required = true)]
+    mountpoint: Option<PathBuf>,
     /// Mount options, comma-separated: token_file=FILE, ro, allow_other, allow_root,
-    /// auto_unmount, default_permissions, attr_timeout=SECS, entry_timeout=SECS, negative_timeout=SECS,
-    /// cache_size=SIZE, readahead=SIZE, dirty_limit=SIZE, timeout=SECS, hard, soft,
-    /// fsname=NAME, noexec, nosuid, nodev, noatime, ...
+    /// auto_unmount, default_permissions, attr_timeout=TIME, entry_timeout=TIME,
+    /// negative_timeout=TIME, cache_size=SIZE, readahead=SIZE, dirty_limit=SIZE,
+    /// timeout=TIME, hard, soft, fsname=NAME, log_file=FILE, metrics=ADDR, plaintext,
+    /// fingerprint=sha256:HEX, tls_ca=FILE, noexec, nosuid, nodev, noatime, ...
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
     /// Stay in the foreground (default: return once mounted, keep serving in the background).
@@ -29,18 +36,32 @@ struct Args {
     foreground: bool,
 }
 
+#[derive(clap::Subcommand, Debug)]
+enum Sub {
+    /// Show a running mount's connection, reconnects, requests, writeback, syncs waiting
+    /// and cache.
+    Status {
+        mountpoint: PathBuf,
+        /// Print JSON (for scripts and monitoring).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Return once every write made so far through the mount is acknowledged by the server.
+    Sync { mountpoint: PathBuf },
+}
+
 fn prepare(args: &Args) -> Result<MountRequest> {
-    let source = parse_source(&args.source).map_err(anyhow::Error::msg)?;
+    let (Some(source_text), Some(mountpoint)) = (&args.source, &args.mountpoint) else {
+        bail!("a SOURCE and a MOUNTPOINT are needed");
+    };
+    let source = parse_source(source_text).map_err(anyhow::Error::msg)?;
     let options = parse_options(&args.options).map_err(anyhow::Error::msg)?;
-    let meta = std::fs::metadata(&args.mountpoint)
-        .with_context(|| format!("mount point {} does not exist", args.mountpoint.display()))?;
+    let meta = std::fs::metadata(mountpoint)
+        .with_context(|| format!("mount point {} does not exist", mountpoint.display()))?;
     if !meta.is_dir() {
-        bail!(
-            "mount point {} is not a directory",
-            args.mountpoint.display()
-        );
+        bail!("mount point {} is not a directory", mountpoint.display());
     }
-    let mountpoint = args.mountpoint.canonicalize()?;
+    let mountpoint = mountpoint.canonicalize()?;
     let token_file = options
         .token_file
         .clone()
@@ -50,7 +71,7 @@ fn prepare(args: &Args) -> Result<MountRequest> {
     let token_file = token_file.canonicalize()?;
     Ok(MountRequest {
         source,
-        source_text: args.source.clone(),
+        source_text: source_text.clone(),
         mountpoint,
         token,
         token_file,
@@ -59,37 +80,21 @@ fn prepare(args: &Args) -> Result<MountRequest> {
 }
 
 /// `fsmount status|sync MOUNTPOINT`: ask the running mount (see `fsmount::control`).
-fn control_command() -> Option<i32> {
-    let argv: Vec<String> = std::env::args().collect();
-    let (cmd, mountpoint) = match argv.as_slice() {
-        [_, cmd, mp] if (cmd == "status" || cmd == "sync") && !mp.starts_with('-') => (cmd, mp),
-        [_, cmd, ..] if cmd == "status" || cmd == "sync" => {
-            println!(
-                "usage: fsmount {cmd} MOUNTPOINT\n\n{}",
-                if cmd == "status" {
-                    "Shows the mount's connection, reconnects, writeback, syncs waiting and cache."
-                } else {
-                    "Returns once every write so far is acknowledged by the server."
-                }
-            );
-            return Some(
-                if argv.len() == 3 && (argv[2] == "--help" || argv[2] == "-h") {
-                    0
-                } else {
-                    2
-                },
-            );
+fn control_command(sub: Sub) -> i32 {
+    let (mountpoint, request) = match sub {
+        Sub::Status { mountpoint, json } => {
+            (mountpoint, if json { "status --json" } else { "status" })
         }
-        _ => return None,
+        Sub::Sync { mountpoint } => (mountpoint, "sync"),
     };
-    match fsmount::control::query(std::path::Path::new(mountpoint), cmd) {
+    match fsmount::control::query(&mountpoint, request) {
         Ok(reply) => {
             print!("{reply}");
-            Some(0)
+            0
         }
         Err(e) => {
             eprintln!("fsmount: {e}");
-            Some(1)
+            1
         }
     }
 }
@@ -131,13 +136,13 @@ fn main() {
     if argv.get(1).map(String::as_str) == Some(fsmount::auto_unmount::WATCHDOG_ARG) {
         std::process::exit(fsmount::auto_unmount::run_watchdog(&argv[2..]));
     }
-    if let Some(code) = control_command() {
-        std::process::exit(code);
-    }
-    let args = match as_mount_helper() {
+    let mut args = match as_mount_helper() {
         Some(argv) => Args::parse_from(argv),
         None => Args::parse(),
     };
+    if let Some(sub) = args.command.take() {
+        std::process::exit(control_command(sub));
+    }
     let request = match prepare(&args) {
         Ok(r) => r,
         Err(e) => {

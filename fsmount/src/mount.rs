@@ -131,6 +131,18 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
         rt.handle().clone(),
         req.options.default_permissions,
     );
+    // Asked for explicitly: a metrics address that cannot be bound fails the mount.
+    let metrics = match &req.options.metrics {
+        Some(addr) => match rt.block_on(tokio::net::TcpListener::bind(addr)) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                let msg = format!("cannot serve metrics on {addr}: {e}");
+                notifier.fail(&msg);
+                return Err(msg);
+            }
+        },
+        None => None,
+    };
     let (fd, kernel) = match kernel_mount::mount(&req.mountpoint, &kernel_options(&req, read_only))
     {
         Ok(m) => m,
@@ -172,12 +184,25 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
         }
         _ => None,
     };
+    let metrics_addr = metrics
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.to_string());
     let _control = {
         let _in_runtime = rt.enter();
-        crate::control::listen(fs.clone(), client, &req.mountpoint)
+        crate::control::listen(fs.clone(), client.clone(), &req.mountpoint, metrics_addr)
             .map_err(|e| tracing::warn!("no control socket (fsmount status/sync): {e}"))
             .ok()
     };
+    if let Some(listener) = metrics {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!("metrics on http://{addr}/metrics");
+        }
+        let (fs, client) = (fs.clone(), client.clone());
+        rt.spawn(protocol::metrics::serve(listener, move || {
+            crate::control::metrics_text(&fs, &client)
+        }));
+    }
     tracing::info!(source = %req.source_text, mountpoint = %req.mountpoint.display(), "mounted");
 
     let unmounter = kernel.clone();

@@ -78,6 +78,8 @@ pub struct MountOptions {
     pub kernel_flags: Vec<String>,
     /// Where the background process logs (default: syslog).
     pub log_file: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address (`-o metrics=ADDR`).
+    pub metrics: Option<String>,
     /// `-o plaintext`: no TLS (the server must run `--plaintext`).
     pub plaintext: bool,
     /// How the server's certificate is checked (`-o fingerprint=`, `-o tls_ca=`).
@@ -103,6 +105,7 @@ impl Default for MountOptions {
             timeout: defaults::TIMEOUT,
             kernel_flags: Vec::new(),
             log_file: None,
+            metrics: None,
             plaintext: false,
             verify: crate::client::transport::Verify::ByToken,
         }
@@ -174,6 +177,7 @@ pub fn parse_options(args: &[String]) -> Result<MountOptions, String> {
             }
             ("fsname", Some(v)) => o.fsname = Some(v.to_string()),
             ("plaintext", None) => o.plaintext = true,
+            ("metrics", Some(v)) => o.metrics = Some(v.to_string()),
             // Absolute: the background process works from "/".
             ("log_file", Some(v)) => {
                 o.log_file =

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
@@ -35,10 +36,18 @@ pub struct File {
     pub max_in_flight: Option<u32>,
     pub max_open: Option<usize>,
     pub max_sessions: Option<usize>,
-    pub session_grace: Option<u64>,
-    pub handshake_timeout: Option<u64>,
-    pub write_timeout: Option<u64>,
-    pub drain_timeout: Option<u64>,
+    #[serde(default, deserialize_with = "duration")]
+    pub session_grace: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub handshake_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub write_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub drain_timeout: Option<Duration>,
+    /// The local control socket `fsserver status` asks (default: under /run/fsserver).
+    pub control_socket: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address (`GET /metrics`); absent: not at all.
+    pub metrics: Option<String>,
     #[serde(default)]
     pub export: Vec<ExportEntry>,
     #[serde(default)]
@@ -64,6 +73,32 @@ pub struct ExportEntry {
     pub dev: bool,
     /// Networks clients may mount it from (CIDR); absent: any.
     pub clients: Option<Vec<String>>,
+}
+
+/// A duration: whole seconds (`30`) or text with units (`500ms`, `2m`; humantime).
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        Seconds(u64),
+        Text(String),
+    }
+    match Given::deserialize(d)? {
+        Given::Seconds(s) => Ok(Some(Duration::from_secs(s))),
+        Given::Text(t) => parse_duration(&t)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
+}
+
+/// Parses `30` (seconds), `0.5`, `500ms`, `2m`, `1h 30m`.
+pub fn parse_duration(v: &str) -> Result<Duration, String> {
+    match v.parse::<f64>() {
+        Ok(s) if (0.0..=1e9).contains(&s) => Ok(Duration::from_secs_f64(s)),
+        Ok(_) => Err(format!("{v}: out of range")),
+        Err(_) => humantime::parse_duration(v)
+            .map_err(|e| format!("{v}: expected seconds or a duration such as 500ms or 2m ({e})")),
+    }
 }
 
 fn yes() -> bool {
@@ -243,6 +278,14 @@ pub fn explain(file: &File, state: &State) -> String {
     } else {
         "with TLS 1.3\n"
     });
+    if let Some(m) = &file.metrics {
+        out.push_str(&format!(
+            "serves Prometheus metrics on http://{m}/metrics\n"
+        ));
+    }
+    if let Some(c) = &file.control_socket {
+        out.push_str(&format!("answers fsserver status on {}\n", c.display()));
+    }
     let mut names: Vec<&String> = state.exports.keys().collect();
     names.sort();
     for name in names {

@@ -8,6 +8,7 @@
 //! to the client's session (see `session`), which outlives the connection.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -20,6 +21,7 @@ use tracing::{debug, info, warn};
 use crate::admission::Pending;
 use crate::cmd::{self, Ctx};
 use crate::session::Claim;
+use crate::stats::ConnStats;
 use crate::{handshake, transport, Shared};
 
 pub async fn serve(
@@ -49,9 +51,11 @@ pub async fn serve(
         Ok(a) => a,
         Err(e) => {
             warn!(%peer, "handshake failed: {e}");
+            shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
             return;
         }
     };
+    shared.stats.authenticated.fetch_add(1, Ordering::Relaxed);
     // Authenticated: the pre-auth slot goes back; the connection slot was taken in the
     // handshake and is held until the connection ends.
     drop(pending);
@@ -73,10 +77,24 @@ pub async fn serve(
     let (tx, rx) = mpsc::channel::<Outgoing>(max_in_flight + 1);
     let mut writer = tokio::spawn(protocol::writer::run(wr, rx, shared.config.write_timeout));
     let unsent = Arc::new(Semaphore::new(unsent_budget(shared.config.max_data)));
-    let registration =
-        shared
-            .live
-            .register(&auth.base.name, &auth.base.dir, &auth.token, &auth.secret);
+    let stats = Arc::new(ConnStats {
+        peer,
+        export: auth.export.name.clone(),
+        token: auth.token.clone(),
+        since: std::time::SystemTime::now(),
+        resumed: auth.resumed,
+        requests: Default::default(),
+        bytes_in: Default::default(),
+        bytes_out: Default::default(),
+        handles: session.handles.clone(),
+    });
+    let registration = shared.live.register(
+        &auth.base.name,
+        &auth.base.dir,
+        &auth.token,
+        &auth.secret,
+        stats.clone(),
+    );
     let mut ended = registration.ended.clone();
     let ctx = Ctx {
         export: auth.export,
@@ -114,6 +132,7 @@ pub async fn serve(
                 break;
             }
         };
+        stats.request_in(&shared.stats, frame_len(&frame));
         if frame.is_response() || frame.stream_id == StreamId::CONTROL {
             let what = format!(
                 "unexpected frame: cmd {} stream {} flags {:?}",
@@ -133,7 +152,7 @@ pub async fn serve(
             None => None,
         };
         let (ctx, tx, session) = (ctx.clone(), tx.clone(), session.clone());
-        let unsent = unsent.clone();
+        let (unsent, stats, shared) = (unsent.clone(), stats.clone(), shared.clone());
         tokio::spawn(async move {
             // A Read reply's bytes are reserved before it runs: what a connection has read
             // and not yet sent stays within its budget, however slowly the client reads.
@@ -145,7 +164,7 @@ pub async fn serve(
                 match session.replies.claim(&frame) {
                     Claim::Run => {
                         let stream = frame.stream_id.0;
-                        let reply = run_request(ctx, frame).await;
+                        let reply = run_request(ctx, frame, &shared).await;
                         session.replies.complete(stream, &reply);
                         reply
                     }
@@ -166,8 +185,9 @@ pub async fn serve(
                     }
                 }
             } else {
-                run_request(ctx, frame).await
+                run_request(ctx, frame, &shared).await
             };
+            stats.reply_out(&shared.stats, frame_len(&reply));
             let _ = tx
                 .send(Outgoing {
                     frame: reply,
@@ -198,11 +218,20 @@ fn session_tag(id: &[u8]) -> String {
     format!("{}..", hex::encode(&id[..id.len().min(4)]))
 }
 
-async fn run_request(ctx: Ctx, frame: Frame) -> Frame {
+/// A frame's size on the wire.
+fn frame_len(frame: &Frame) -> usize {
+    protocol::HEADER_LEN + frame.msg.len() + frame.data.len()
+}
+
+/// Runs one request on a worker; counts it and its latency (queueing for a worker included).
+async fn run_request(ctx: Ctx, frame: Frame, shared: &Shared) -> Frame {
     let (cmd, stream) = (frame.cmd, frame.stream_id);
+    let started = std::time::Instant::now();
     let result =
         tokio::task::spawn_blocking(move || cmd::dispatch(&ctx, frame.cmd, frame.msg, frame.data))
             .await;
+    let ok = matches!(result, Ok(Ok(_)));
+    shared.stats.commands.observe(cmd, started.elapsed(), ok);
     match result {
         Ok(Ok(reply)) => Frame::response_bytes(cmd, stream, reply.msg, reply.data),
         Ok(Err(e)) => {

@@ -21,6 +21,7 @@ pub mod attr;
 pub mod cmd;
 pub mod config;
 pub mod connection;
+pub mod control;
 pub mod credentials;
 pub mod error;
 pub mod export;
@@ -30,6 +31,7 @@ pub mod live;
 pub mod notify;
 pub mod server;
 pub mod session;
+pub mod stats;
 pub mod tls;
 pub mod token;
 pub mod transport;
@@ -119,6 +121,8 @@ pub struct Shared {
     pub admission: Arc<admission::Admission>,
     /// Authenticated connections, so a reload can end those it takes away.
     pub live: live::Live,
+    /// Requests, bytes and handshakes counted since start (`fsserver status`, `--metrics`).
+    pub stats: stats::ServerStats,
     /// Per token, the workers its connections may use together.
     token_shares:
         parking_lot::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
@@ -141,6 +145,7 @@ impl Shared {
             sessions,
             admission,
             live: live::Live::default(),
+            stats: stats::ServerStats::default(),
             token_shares: Default::default(),
         }
     }
@@ -172,6 +177,9 @@ impl Shared {
     pub fn reload(&self, new: config::State) -> usize {
         let new = Arc::new(new);
         *self.state.write() = new.clone();
+        self.stats
+            .reloads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.sessions.set_tokens(new.tokens.len());
         let why = |export: &str, token: &str, secret: &[u8], dir: &std::path::Path| {
             let Some(served) = new.exports.get(export) else {

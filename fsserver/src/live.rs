@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
+
+use crate::stats::ConnStats;
 use tokio::sync::watch;
 
 /// Given a connection's (export, token name, token secret, export directory), why it must
@@ -26,6 +28,7 @@ struct Entry {
     secret: Vec<u8>,
     /// Set to the reason when the connection must end.
     end: watch::Sender<Option<String>>,
+    stats: std::sync::Arc<ConnStats>,
 }
 
 /// A registered connection; unregisters when dropped.
@@ -44,6 +47,7 @@ impl Live {
         dir: &Path,
         token: &str,
         secret: &[u8],
+        stats: std::sync::Arc<ConnStats>,
     ) -> Registration<'_> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (end, ended) = watch::channel(None);
@@ -55,6 +59,7 @@ impl Live {
                 token: token.to_string(),
                 secret: secret.to_vec(),
                 end,
+                stats,
             },
         );
         Registration {
@@ -62,6 +67,15 @@ impl Live {
             id,
             ended,
         }
+    }
+
+    /// The figures of every connection now registered.
+    pub fn connections(&self) -> Vec<std::sync::Arc<ConnStats>> {
+        self.by_id
+            .lock()
+            .values()
+            .map(|e| e.stats.clone())
+            .collect()
     }
 
     /// Ends every connection for which `why(export, token, secret, dir)` gives a reason;

@@ -92,20 +92,28 @@ struct Args {
     /// its connection drops); a new one replaces the one idle longest, or is refused.
     #[arg(long, default_value_t = defaults::MAX_SESSIONS)]
     max_sessions: usize,
-    /// Seconds a new connection has to finish the handshake.
-    #[arg(long, default_value_t = defaults::HANDSHAKE_TIMEOUT.as_secs())]
-    handshake_timeout: u64,
-    /// Seconds a client's session (open handles, cached replies) is kept after its
+    /// How long a new connection has to finish the handshake (seconds, or 500ms, 2m, ...).
+    #[arg(long, value_name = "TIME", default_value = "5", value_parser = config::parse_duration)]
+    handshake_timeout: Duration,
+    /// How long a client's session (open handles, cached replies) is kept after its
     /// connection drops, so it can reconnect and resume (0: not kept).
-    #[arg(long, default_value_t = defaults::SESSION_GRACE.as_secs())]
-    session_grace: u64,
-    /// Seconds a client may leave its replies unread before it is disconnected.
-    #[arg(long, default_value_t = defaults::WRITE_TIMEOUT.as_secs())]
-    write_timeout: u64,
-    /// Seconds SIGTERM/SIGINT waits for connections to finish their requests; fsserver
+    #[arg(long, value_name = "TIME", default_value = "60", value_parser = config::parse_duration)]
+    session_grace: Duration,
+    /// How long a client may leave its replies unread before it is disconnected.
+    #[arg(long, value_name = "TIME", default_value = "30", value_parser = config::parse_duration)]
+    write_timeout: Duration,
+    /// How long SIGTERM/SIGINT waits for connections to finish their requests; fsserver
     /// exits by then whatever is still running.
-    #[arg(long, default_value_t = defaults::DRAIN_TIMEOUT.as_secs())]
-    drain_timeout: u64,
+    #[arg(long, value_name = "TIME", default_value = "30", value_parser = config::parse_duration)]
+    drain_timeout: Duration,
+    /// The local control socket `fsserver status` asks. Default: /run/fsserver/ and a name
+    /// derived from the token file.
+    #[arg(long, value_name = "PATH")]
+    control_socket: Option<PathBuf>,
+    /// Serve Prometheus metrics on ADDR (`GET /metrics`), e.g. 127.0.0.1:9707. Off by
+    /// default; the figures name exports and commands, so keep it off public networks.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
 }
 
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -114,6 +122,23 @@ enum Sub {
     CheckConfig {
         /// The file to check.
         file: PathBuf,
+    },
+    /// List the running server's connections (peer, export, token, since, requests, bytes,
+    /// open files), asking it on its control socket. Give the options the server was
+    /// started with (--config, or --token-file) so the same socket is found.
+    Status {
+        /// The server's exports file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The server's token file (without --config).
+        #[arg(long, value_name = "FILE", conflicts_with = "config")]
+        token_file: Option<PathBuf>,
+        /// The server's control socket, when it was given one.
+        #[arg(long, value_name = "PATH")]
+        control_socket: Option<PathBuf>,
+        /// Print the Prometheus metrics instead.
+        #[arg(long)]
+        metrics: bool,
     },
     /// Print the SHA-256 fingerprint of the server's TLS certificate (creating the default
     /// certificate if there is none yet), for fsmount -o fingerprint=...
@@ -260,6 +285,29 @@ fn main() -> Result<()> {
             token_file,
             tls_cert,
         }) => return print_fingerprint(token_file, tls_cert),
+        Some(Sub::Status {
+            config: config_file,
+            token_file,
+            control_socket,
+            metrics,
+        }) => {
+            let (explicit, token) = match config_file {
+                Some(path) => {
+                    let f = config::read(&path)?;
+                    (f.control_socket.clone(), f.token_file.clone())
+                }
+                None => (None, token_file),
+            };
+            let token = token.unwrap_or_else(protocol::auth::default_token_file);
+            let path = fsserver::control::socket_path(
+                control_socket.as_deref().or(explicit.as_deref()),
+                &token,
+            );
+            let reply = fsserver::control::query(&path, if metrics { "metrics" } else { "status" })
+                .map_err(anyhow::Error::msg)?;
+            print!("{reply}");
+            return Ok(());
+        }
         Some(Sub::CheckConfig { file }) => {
             let parsed = config::read(&file)?;
             let default_token = parsed
@@ -289,7 +337,7 @@ fn main() -> Result<()> {
         args.tls_cert = f.tls_cert.clone().or(args.tls_cert.take());
         args.tls_key = f.tls_key.clone().or(args.tls_key.take());
         args.plaintext |= f.plaintext;
-        let set = |v: &mut u64, x: Option<u64>| *v = x.unwrap_or(*v);
+        let set = |v: &mut Duration, x: Option<Duration>| *v = x.unwrap_or(*v);
         set(&mut args.session_grace, f.session_grace);
         set(&mut args.handshake_timeout, f.handshake_timeout);
         set(&mut args.write_timeout, f.write_timeout);
@@ -298,6 +346,8 @@ fn main() -> Result<()> {
         args.max_in_flight = f.max_in_flight.unwrap_or(args.max_in_flight);
         args.max_open = f.max_open.unwrap_or(args.max_open);
         args.max_sessions = f.max_sessions.unwrap_or(args.max_sessions);
+        args.control_socket = f.control_socket.clone().or(args.control_socket.take());
+        args.metrics = f.metrics.clone().or(args.metrics.take());
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -322,10 +372,10 @@ fn main() -> Result<()> {
         max_pending: args.max_handshakes.max(1),
         max_pending_per_source: args.max_handshakes_per_source.max(1),
         max_in_flight: args.max_in_flight.clamp(1, (defaults::WORKERS / 4) as u32),
-        handshake_timeout: Duration::from_secs(args.handshake_timeout),
-        session_grace: Duration::from_secs(args.session_grace),
-        write_timeout: Duration::from_secs(args.write_timeout.max(1)),
-        drain_timeout: Duration::from_secs(args.drain_timeout),
+        handshake_timeout: args.handshake_timeout,
+        session_grace: args.session_grace,
+        write_timeout: args.write_timeout.max(Duration::from_millis(100)),
+        drain_timeout: args.drain_timeout,
         ..Config::default()
     };
     let transport = if args.plaintext {
@@ -374,10 +424,46 @@ fn main() -> Result<()> {
                 "not running as root: every request acts as this user, whoever the caller"
             );
         }
+        let control_path =
+            fsserver::control::socket_path(args.control_socket.as_deref(), &token_path);
+        // Without it the server still serves; only `fsserver status` cannot reach it.
+        let (control, _control_file) = match fsserver::control::bind(&control_path) {
+            Ok((listener, file)) => (
+                Some(tokio::spawn(fsserver::control::serve(
+                    listener,
+                    shared.clone(),
+                ))),
+                Some(file),
+            ),
+            Err(e) => {
+                tracing::warn!("no control socket at {}: {e}", control_path.display());
+                (None, None)
+            }
+        };
+        let metrics = match &args.metrics {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot serve metrics on {addr}"))?;
+                let shown = listener.local_addr()?;
+                let shared = shared.clone();
+                let task = tokio::spawn(protocol::metrics::serve(listener, move || {
+                    fsserver::stats::metrics_text(&shared)
+                }));
+                Some((task, shown))
+            }
+            None => None,
+        };
+        // Whoever started us may have stopped reading stdout: never fail (or die) on it.
+        let mut out = std::io::stdout().lock();
         for l in &listeners {
-            println!("fsserver: listening on {}", l.local_addr()?);
+            let _ = writeln!(out, "fsserver: listening on {}", l.local_addr()?);
         }
-        std::io::stdout().flush()?;
+        if let Some((_, addr)) = &metrics {
+            let _ = writeln!(out, "fsserver: metrics on http://{addr}/metrics");
+        }
+        let _ = out.flush();
+        drop(out);
         fsserver::notify::notify("READY=1");
         // SIGHUP: read the exports (and token files) again; a broken file changes nothing.
         let reloading = {
@@ -418,6 +504,12 @@ fn main() -> Result<()> {
         };
         server::run(listeners, shared, shutdown).await;
         reloading.abort();
+        if let Some(c) = control {
+            c.abort();
+        }
+        if let Some((task, _)) = metrics {
+            task.abort();
+        }
         tracing::info!("stopped");
         Ok(())
     });

@@ -1,4 +1,4 @@
-//! The fsxp wire format, with no I/O: every frame is a fixed 24-byte [`Header`], a protobuf
+//! The fsxp wire format, with no I/O (beyond the metrics endpoint both sides serve): every frame is a fixed 24-byte [`Header`], a protobuf
 //! message (`proto` crate) and a raw data section.
 //!
 //! Layout:
@@ -12,6 +12,8 @@
 //! - [`credentials`]: the caller's uid, gid and groups, carried beside any request;
 //! - [`stream`]: the boxed halves a connection is made of and the TLS/plaintext preamble;
 //! - [`writer`]: the batching write loop each side's writer task runs;
+//! - [`metrics`]: per-command request counts and latency histograms, the Prometheus text
+//!   both sides serve;
 //! - [`error`]: connection-fatal protocol errors (per-request failures are error replies).
 
 #![forbid(unsafe_code)]
@@ -23,6 +25,7 @@ pub mod credentials;
 pub mod error;
 pub mod frame;
 pub mod header;
+pub mod metrics;
 pub mod stream;
 pub mod writer;
 

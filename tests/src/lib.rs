@@ -12,7 +12,7 @@ pub mod tls;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Directory holding the built `fsserver` and `fsmount`; builds them once per test run.
@@ -56,6 +56,8 @@ pub fn require_mount_support() {
 pub struct Server {
     child: Child,
     pub addr: String,
+    /// Lines fsserver printed on stdout after the first "listening on".
+    stdout: Arc<Mutex<Vec<String>>>,
     pub token_file: PathBuf,
     pub dir: tempfile::TempDir,
     stderr_log: PathBuf,
@@ -65,7 +67,11 @@ pub struct Server {
 
 /// Starts fsserver with `args` on `listen` (retrying while the port is still taken after a
 /// kill); its stderr is appended to `log`. Returns the child and the address it listens on.
-fn spawn_server(args: &[std::ffi::OsString], listen: &str, log: &Path) -> (Child, String) {
+fn spawn_server(
+    args: &[std::ffi::OsString],
+    listen: &str,
+    log: &Path,
+) -> (Child, String, Arc<Mutex<Vec<String>>>) {
     let start = Instant::now();
     loop {
         let mut cmd = Command::new(bin_dir().join("fsserver"));
@@ -82,11 +88,18 @@ fn spawn_server(args: &[std::ffi::OsString], listen: &str, log: &Path) -> (Child
         cmd.stdout(Stdio::piped()).stderr(err);
         let mut child = cmd.spawn().expect("start fsserver");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
         if let Some(a) = line.trim().strip_prefix("fsserver: listening on ") {
-            return (child, a.to_string());
+            // The lines after the first (more addresses, the metrics address), as they come.
+            let rest = Arc::new(Mutex::new(Vec::new()));
+            let sink = rest.clone();
+            std::thread::spawn(move || {
+                for l in stdout.lines().map_while(Result::ok) {
+                    sink.lock().unwrap().push(l);
+                }
+            });
+            return (child, a.to_string(), rest);
         }
         let _ = child.kill();
         let _ = child.wait();
@@ -134,10 +147,11 @@ impl Server {
             args.push(format!("{name}={}", export.display()).into());
         }
         args.extend(extra.iter().map(|a| a.into()));
-        let (child, addr) = spawn_server(&args, "127.0.0.1:0", &stderr_log);
+        let (child, addr, stdout) = spawn_server(&args, "127.0.0.1:0", &stderr_log);
         Server {
             child,
             addr,
+            stdout,
             token_file,
             dir,
             stderr_log,
@@ -159,10 +173,11 @@ impl Server {
         let token_file = dir.path().join("token");
         let stderr_log = dir.path().join("server.log");
         let args: Vec<std::ffi::OsString> = vec!["--config".into(), config.into()];
-        let (child, addr) = spawn_server(&args, "", &stderr_log);
+        let (child, addr, stdout) = spawn_server(&args, "", &stderr_log);
         Server {
             child,
             addr,
+            stdout,
             token_file,
             dir,
             stderr_log,
@@ -179,7 +194,8 @@ impl Server {
     /// Starts fsserver again on the same address, exports and token (after `kill`).
     pub fn restart(&mut self) {
         assert!(!self.is_running(), "restart after kill");
-        let (child, addr) = spawn_server(&self.args, &self.addr, &self.stderr_log);
+        let (child, addr, stdout) = spawn_server(&self.args, &self.addr, &self.stderr_log);
+        self.stdout = stdout;
         assert_eq!(addr, self.addr);
         self.child = child;
     }
@@ -198,6 +214,19 @@ impl Server {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// The address a line fsserver printed after starting names after `prefix` (waits up
+    /// to 5 s for it), e.g. "fsserver: metrics on http://".
+    pub fn printed(&self, prefix: &str) -> String {
+        poll_until(Duration::from_secs(5), || {
+            self.stdout
+                .lock()
+                .unwrap()
+                .iter()
+                .find_map(|l| l.strip_prefix(prefix).map(str::to_string))
+        })
+        .unwrap_or_else(|| panic!("fsserver printed no line starting {prefix:?}"))
     }
 
     pub fn pid(&self) -> u32 {

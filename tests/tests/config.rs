@@ -283,3 +283,27 @@ fn systemd_hears_ready_reloading_and_stopping() {
     assert_eq!(next(), "STOPPING=1");
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn fsserver_status_with_the_config_lists_connections_by_token_name() {
+    require_mount_support();
+    let (server, _dir, root) = start(TOKENS, "");
+    let m = Mount::with_token(&root.join("reader.token"), &server.addr, "a", &[]);
+    let _ = fs::read_dir(&m.path).unwrap().count();
+    let config = server.dir.path().join("fsserver.toml");
+    let out = std::process::Command::new(e2e_tests::bin_dir().join("fsserver"))
+        .arg("status")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("exports: a, far"), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!((cols[1], cols[2]), ("a", "reader"), "{text}");
+}

@@ -30,7 +30,7 @@ pub use error::ClientError;
 pub use handshake::{Welcome, CONNECT_TIMEOUT};
 use pending::Pending;
 use shared::Shared;
-pub use shared::{LinkStats, Params};
+pub use shared::{CallMetrics, LinkStats, Params};
 
 use crate::remote::{CallFuture, Patience, Remote, Reopen};
 
@@ -118,6 +118,11 @@ impl Client {
         *self.shared.params.token_file.lock() = Some(path);
     }
 
+    /// Calls per command, their round trips, bytes each way.
+    pub fn metrics(&self) -> &CallMetrics {
+        &self.shared.metrics
+    }
+
     /// Requests sent and not yet answered.
     pub fn unanswered(&self) -> usize {
         self.shared.pending.count()
@@ -133,12 +138,17 @@ impl Client {
         timeout: Option<Duration>,
     ) -> Result<Frame, ClientError> {
         let shared = &*self.shared;
+        let started = std::time::Instant::now();
         let id = shared.new_stream_id();
         let msg = match crate::credentials::current() {
             Some(who) => protocol::credentials::attach(msg, &who),
             None => msg,
         };
         let frame = Frame::request_bytes(cmd, id, msg, data);
+        shared.metrics.bytes_sent.fetch_add(
+            (protocol::HEADER_LEN + frame.msg.len() + frame.data.len()) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let mut rx = shared.pending.register(frame.clone());
         let mut guard = CancelOnDrop {
             pending: &shared.pending,
@@ -182,6 +192,14 @@ impl Client {
         };
         let reply = reply.map_err(|_| ClientError::ConnectionLost("the session ended".into()))?;
         guard.armed = false;
+        shared.metrics.bytes_received.fetch_add(
+            (protocol::HEADER_LEN + reply.msg.len() + reply.data.len()) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        shared
+            .metrics
+            .commands
+            .observe(cmd.code(), started.elapsed(), !reply.is_error());
         if reply.is_error() {
             let e: proto::ErrorReply = reply.decode_msg("ErrorReply")?;
             return Err(ClientError::Remote {

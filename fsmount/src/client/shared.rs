@@ -66,6 +66,16 @@ pub(super) struct Shared {
     pub queue: usize,
     /// When the last frame arrived.
     pub last_heard: Mutex<Instant>,
+    /// Calls per command and their round-trip times, bytes each way (`-o metrics`).
+    pub metrics: CallMetrics,
+}
+
+/// What the calls cost, counted as they complete.
+#[derive(Debug, Default)]
+pub struct CallMetrics {
+    pub commands: protocol::metrics::CommandMetrics,
+    pub bytes_sent: std::sync::atomic::AtomicU64,
+    pub bytes_received: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -81,6 +91,7 @@ impl Shared {
             reopen: Mutex::new(None),
             queue,
             last_heard: Mutex::new(Instant::now()),
+            metrics: CallMetrics::default(),
         }
     }
 

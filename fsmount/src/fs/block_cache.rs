@@ -105,7 +105,7 @@ struct Inner {
 }
 
 /// Counters for the status view and tests.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct CacheStats {
     pub bytes: usize,
     pub blocks: usize,

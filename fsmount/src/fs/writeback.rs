@@ -28,7 +28,7 @@ struct FileState {
 }
 
 /// Counters for the status view.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct WritebackStats {
     /// Bytes accepted from applications and not yet acknowledged by the server.
     pub dirty_bytes: u64,

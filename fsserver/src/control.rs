@@ -1,0 +1,113 @@
+//! The server's local control socket: `fsserver status` asks a running server for its
+//! connections. A Unix socket, mode 0600 in a 0700 directory (only the server's user, root
+//! in production, may ask): one request line (`status` or `metrics`), one text reply, then
+//! the connection closes.
+//!
+//! Where it is: `--control-socket PATH` (`control_socket` in the exports file), else
+//! `/run/fsserver/` (root; `$XDG_RUNTIME_DIR/fsserver` or `/tmp/fsserver-UID` for others)
+//! plus a name derived from the server's token file, so that servers with different token
+//! files on one machine do not collide and `fsserver status` given the same `--config` or
+//! `--token-file` finds the same socket.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+
+use crate::{stats, Shared};
+
+/// The control socket's path for a server whose token file is `token_file`.
+pub fn socket_path(explicit: Option<&Path>, token_file: &Path) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_path_buf();
+    }
+    let dir = if nix::unistd::geteuid().is_root() {
+        PathBuf::from("/run/fsserver")
+    } else if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
+        PathBuf::from(d).join("fsserver")
+    } else {
+        PathBuf::from(format!("/tmp/fsserver-{}", nix::unistd::geteuid()))
+    };
+    // The token file may not exist yet when the server starts: its absolute path will do.
+    let key = token_file
+        .canonicalize()
+        .or_else(|_| std::path::absolute(token_file))
+        .unwrap_or_else(|_| token_file.to_path_buf());
+    let hash = crc32fast::hash(key.as_os_str().as_encoded_bytes());
+    dir.join(format!("control-{hash:08x}.sock"))
+}
+
+/// Removes the socket file when dropped.
+#[derive(Debug)]
+pub struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Binds the socket at `path` (its directory created 0700, a stale socket replaced).
+pub fn bind(path: &Path) -> std::io::Result<(UnixListener, SocketFile)> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!(
+                "{} answers: another fsserver with this token file runs (give --control-socket)",
+                path.display()
+            ),
+        ));
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok((listener, SocketFile(path.to_path_buf())))
+}
+
+/// Answers on `listener` until the task is dropped.
+pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let (rd, mut wr) = stream.into_split();
+            let mut line = String::new();
+            // One short line, soon.
+            let mut rd = BufReader::new(rd.take(256));
+            let read = rd.read_line(&mut line);
+            if !matches!(
+                tokio::time::timeout(Duration::from_secs(5), read).await,
+                Ok(Ok(_))
+            ) {
+                return;
+            }
+            let reply = match line.trim() {
+                "status" => stats::status_text(&shared),
+                "metrics" => stats::metrics_text(&shared),
+                other => format!("unknown request {other:?}: status or metrics\n"),
+            };
+            let _ = wr.write_all(reply.as_bytes()).await;
+        });
+    }
+}
+
+/// Sends `request` to the server listening on `path` and returns its reply.
+pub fn query(path: &Path, request: &str) -> Result<String, String> {
+    let mut s = std::os::unix::net::UnixStream::connect(path)
+        .map_err(|e| format!("no fsserver answers on {} ({e})", path.display()))?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    s.write_all(format!("{request}\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).map_err(|e| e.to_string())?;
+    Ok(reply)
+}

@@ -1,0 +1,170 @@
+//! What the server counts: per command (requests, errors, latency), bytes each way, and
+//! per connection (peer, export, token, since when, requests, bytes, the session's open
+//! files). `fsserver status` prints the connections ([`status_text`]); `--metrics` serves
+//! the totals in the Prometheus text format ([`metrics_text`]).
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use protocol::metrics::{sample, CommandMetrics};
+
+use crate::handles::Handles;
+use crate::Shared;
+
+/// Totals since the server started.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    pub commands: CommandMetrics,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Connections that passed the handshake.
+    pub authenticated: AtomicU64,
+    pub auth_failures: AtomicU64,
+    pub reloads: AtomicU64,
+}
+
+/// One authenticated connection's figures (kept in the live registry while it lasts).
+#[derive(Debug)]
+pub struct ConnStats {
+    pub peer: SocketAddr,
+    pub export: String,
+    pub token: String,
+    pub since: SystemTime,
+    pub resumed: bool,
+    pub requests: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// The session's open files (shared by its connections, one at a time).
+    pub handles: Arc<Handles>,
+}
+
+impl ConnStats {
+    /// A request of `len` bytes arrived (header included).
+    pub fn request_in(&self, total: &ServerStats, len: usize) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
+        total.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
+    }
+
+    /// A reply of `len` bytes was queued for the client (header included).
+    pub fn reply_out(&self, total: &ServerStats, len: usize) {
+        self.bytes_out.fetch_add(len as u64, Ordering::Relaxed);
+        total.bytes_out.fetch_add(len as u64, Ordering::Relaxed);
+    }
+}
+
+/// `fsserver status`: one line per connection, oldest first.
+pub fn status_text(shared: &Shared) -> String {
+    let mut conns = shared.live.connections();
+    conns.sort_by_key(|c| c.since);
+    let state = shared.state();
+    let mut out = format!(
+        "exports: {}\ntokens: {}\nconnections: {}\nsessions kept: {}\nrequests: {}\n\n",
+        {
+            let mut names: Vec<&String> = state.exports.keys().collect();
+            names.sort();
+            names
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+        state.tokens.len(),
+        conns.len(),
+        shared.sessions.len(),
+        shared.stats.commands.total(),
+    );
+    let _ = writeln!(
+        out,
+        "{:<22} {:<12} {:<12} {:<20} {:>9} {:>12} {:>12} {:>6}",
+        "PEER", "EXPORT", "TOKEN", "CONNECTED SINCE", "REQUESTS", "BYTES IN", "BYTES OUT", "OPEN"
+    );
+    for c in conns {
+        let since = humantime::format_rfc3339_seconds(c.since).to_string();
+        let _ = writeln!(
+            out,
+            "{:<22} {:<12} {:<12} {:<20} {:>9} {:>12} {:>12} {:>6}{}",
+            c.peer.to_string(),
+            c.export,
+            c.token,
+            since,
+            c.requests.load(Ordering::Relaxed),
+            c.bytes_in.load(Ordering::Relaxed),
+            c.bytes_out.load(Ordering::Relaxed),
+            c.handles.len(),
+            if c.resumed { "  (resumed)" } else { "" },
+        );
+    }
+    out
+}
+
+/// `GET /metrics`: the Prometheus text exposition.
+pub fn metrics_text(shared: &Shared) -> String {
+    let s = &shared.stats;
+    let mut out = String::new();
+    s.commands
+        .render("fsxp_server", "Requests served", &mut out);
+    let conns = shared.live.connections();
+    let open: usize = conns.iter().map(|c| c.handles.len()).sum();
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    sample(
+        &mut out,
+        "fsxp_server_received_bytes_total",
+        "counter",
+        "Bytes of requests received (headers included).",
+        load(&s.bytes_in),
+    );
+    sample(
+        &mut out,
+        "fsxp_server_sent_bytes_total",
+        "counter",
+        "Bytes of replies sent (headers included).",
+        load(&s.bytes_out),
+    );
+    sample(
+        &mut out,
+        "fsxp_server_connections",
+        "gauge",
+        "Authenticated connections now.",
+        conns.len(),
+    );
+    sample(
+        &mut out,
+        "fsxp_server_connections_total",
+        "counter",
+        "Connections that passed the handshake.",
+        load(&s.authenticated),
+    );
+    sample(
+        &mut out,
+        "fsxp_server_auth_failures_total",
+        "counter",
+        "Handshakes refused (wrong token, export not granted, network not allowed).",
+        load(&s.auth_failures),
+    );
+    sample(
+        &mut out,
+        "fsxp_server_sessions",
+        "gauge",
+        "Client sessions kept (connected, or within their grace period).",
+        shared.sessions.len(),
+    );
+    sample(
+        &mut out,
+        "fsxp_server_open_files",
+        "gauge",
+        "Files held open for connected clients.",
+        open,
+    );
+    sample(
+        &mut out,
+        "fsxp_server_reloads_total",
+        "counter",
+        "Successful reloads (SIGHUP).",
+        load(&s.reloads),
+    );
+    out
+}
