@@ -19,6 +19,7 @@
 #![deny(unsafe_code)]
 
 pub mod auto_unmount;
+pub mod cli;
 pub mod client;
 pub mod control;
 pub mod credentials;

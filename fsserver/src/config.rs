@@ -75,6 +75,27 @@ pub struct ExportEntry {
     pub clients: Option<Vec<String>>,
 }
 
+/// A listen address with the default port added when it has none: `0.0.0.0`, `[::]`,
+/// `::`, `storage.example` become `...:7070`.
+pub fn with_default_port(addr: &str) -> String {
+    use std::net::{IpAddr, SocketAddr};
+    let port = crate::defaults::PORT;
+    if addr.parse::<SocketAddr>().is_ok() {
+        return addr.to_string();
+    }
+    if let Ok(ip) = addr
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
+        return SocketAddr::new(ip, port).to_string();
+    }
+    if !addr.contains(':') {
+        return format!("{addr}:{port}");
+    }
+    addr.to_string()
+}
+
 /// A duration: whole seconds (`30`) or text with units (`500ms`, `2m`; humantime).
 fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     #[derive(Deserialize)]
@@ -332,6 +353,26 @@ pub fn explain(file: &File, state: &State) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn listen_addresses_get_the_default_port() {
+        use super::with_default_port as p;
+        assert_eq!(p("0.0.0.0"), "0.0.0.0:7070");
+        assert_eq!(p("[::]"), "[::]:7070");
+        assert_eq!(p("::1"), "[::1]:7070");
+        assert_eq!(p("127.0.0.1:0"), "127.0.0.1:0");
+        assert_eq!(p("[::1]:9"), "[::1]:9");
+        assert_eq!(p("localhost"), "localhost:7070");
+        assert_eq!(p("localhost:80"), "localhost:80");
+        assert_eq!(
+            p("1.2.3.4").parse::<std::net::SocketAddr>().unwrap().port(),
+            7070
+        );
+        let d = super::parse_duration;
+        assert_eq!(d("2m"), Ok(std::time::Duration::from_secs(120)));
+        assert_eq!(d("0.5"), Ok(std::time::Duration::from_millis(500)));
+        assert!(d("soon").is_err());
+    }
+
     use super::*;
 
     #[test]

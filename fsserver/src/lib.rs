@@ -18,6 +18,7 @@
 pub mod admission;
 #[allow(unsafe_code)]
 pub mod attr;
+pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod connection;
