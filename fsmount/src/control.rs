@@ -103,6 +103,8 @@ pub struct Status {
     pub requests_unanswered: usize,
     pub unexpected_replies: u64,
     pub requests_sent: u64,
+    /// Read replies sent by sendfile whose data changed on the server meanwhile (read again).
+    pub read_retries: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
     /// None: write-behind is off (synchronous writes).
@@ -128,6 +130,7 @@ fn status(fs: &Fs, client: &Client, about: &(String, Option<String>), syncs: usi
         requests_unanswered: client.unanswered(),
         unexpected_replies: link.unexpected_replies,
         requests_sent: m.commands.total(),
+        read_retries: fs.read_retries(),
         bytes_sent: m.bytes_sent.load(Ordering::Relaxed),
         bytes_received: m.bytes_received.load(Ordering::Relaxed),
         writeback: fs.writeback_stats(),
@@ -159,8 +162,8 @@ impl Status {
             self.requests_unanswered, self.unexpected_replies
         );
         out += &format!(
-            "requests: {} sent, {} bytes out, {} bytes in\n",
-            self.requests_sent, self.bytes_sent, self.bytes_received
+            "requests: {} sent, {} bytes out, {} bytes in; reads sent again after the file changed during sendfile: {}\n",
+            self.requests_sent, self.bytes_sent, self.bytes_received, self.read_retries
         );
         match &self.writeback {
             Some(w) => {
@@ -239,6 +242,13 @@ pub fn metrics_text(fs: &Fs, client: &Client) -> String {
         "counter",
         "Requests sent again after reconnecting.",
         st.requests_resent,
+    );
+    sample(
+        &mut out,
+        "fsxp_client_read_retries_total",
+        "counter",
+        "Read replies sent by sendfile whose data changed on the server meanwhile (read again).",
+        st.read_retries,
     );
     sample(
         &mut out,

@@ -102,6 +102,12 @@ pub struct Args {
     /// exits by then whatever is still running.
     #[arg(long, value_name = "TIME", default_value = "30", value_parser = config::parse_duration)]
     pub drain_timeout: Duration,
+    /// On --plaintext connections, send Read replies of 64 KiB or more straight from the
+    /// page cache with sendfile(2), their CRC32 summed through a mapping (the client reads
+    /// again if the file changes meanwhile). Off by default: on loopback it costs more CPU
+    /// per GiB than the copy path (see docs/BENCHMARKS.md); measure it on your network.
+    #[arg(long)]
+    pub sendfile: bool,
     /// The local control socket `fsserver status` asks. Default: /run/fsserver/ and a name
     /// derived from the token file.
     #[arg(long, value_name = "PATH")]

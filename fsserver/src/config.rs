@@ -44,6 +44,9 @@ pub struct File {
     pub write_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
     pub drain_timeout: Option<Duration>,
+    /// Read replies on plaintext connections by sendfile(2) (`--sendfile`).
+    #[serde(default)]
+    pub sendfile: bool,
     /// The local control socket `fsserver status` asks (default: under /run/fsserver).
     pub control_socket: Option<PathBuf>,
     /// Serve Prometheus metrics on this address (`GET /metrics`); absent: not at all.

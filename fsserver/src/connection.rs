@@ -12,7 +12,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use protocol::{Command, Frame, FrameCodec, Limits, ProtocolError, StreamId};
+use protocol::writer::{FileData, Queued, Sink};
+use protocol::{Command, Flags, Frame, FrameCodec, Limits, ProtocolError, StreamId};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::FramedRead;
@@ -45,6 +46,7 @@ pub async fn serve(
                 return;
             }
         };
+    let opened_plain = opened.wr.socket().is_some();
     let mut wr = opened.wr;
     let mut reader = FramedRead::new(opened.rd, FrameCodec::new(Limits::HANDSHAKE));
     let auth = match handshake::accept(&mut reader, &mut wr, &shared, peer, &opened.binding).await {
@@ -101,6 +103,7 @@ pub async fn serve(
         handles: session.handles.clone(),
         max_data: shared.config.max_data,
         read_only: auth.read_only,
+        sendfile: opened_plain && shared.config.sendfile,
     };
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
     let token_share = shared.token_share(&auth.token);
@@ -115,7 +118,7 @@ pub async fn serve(
                 let why = ended.borrow().clone().unwrap_or_default();
                 warn!(%peer, "ending the connection: {why}");
                 let frame = Frame::error(Command::Goodbye.code(), StreamId::CONTROL, libc::EACCES, why);
-                let _ = tx.send(Outgoing { frame, _budget: None }).await;
+                let _ = tx.send(Outgoing { frame, file: None, _budget: None }).await;
                 break;
             }
             // The writer gave up (the client reads nothing): stop taking requests.
@@ -164,16 +167,16 @@ pub async fn serve(
                 match session.replies.claim(&frame) {
                     Claim::Run => {
                         let stream = frame.stream_id.0;
-                        let reply = run_request(ctx, frame, &shared).await;
+                        let (reply, _) = run_request(ctx, frame, &shared).await;
                         session.replies.complete(stream, &reply);
-                        reply
+                        (reply, None)
                     }
                     Claim::Replay(mut first) => {
                         debug!(
                             stream = frame.stream_id.0,
                             "replaying the reply of a resent request"
                         );
-                        match first.wait_for(|r| r.is_some()).await {
+                        let first = match first.wait_for(|r| r.is_some()).await {
                             Ok(r) => r.clone().expect("waited for Some"),
                             Err(_) => Frame::error(
                                 frame.cmd,
@@ -181,16 +184,20 @@ pub async fn serve(
                                 libc::EIO,
                                 "original request lost",
                             ),
-                        }
+                        };
+                        (first, None)
                     }
                 }
             } else {
                 run_request(ctx, frame, &shared).await
             };
-            stats.reply_out(&shared.stats, frame_len(&reply));
+            let (reply, file) = reply;
+            let file_len = file.as_ref().map_or(0, |f| f.len as usize);
+            stats.reply_out(&shared.stats, frame_len(&reply) + file_len);
             let _ = tx
                 .send(Outgoing {
                     frame: reply,
+                    file,
                     _budget: budget,
                 })
                 .await;
@@ -224,7 +231,8 @@ fn frame_len(frame: &Frame) -> usize {
 }
 
 /// Runs one request on a worker; counts it and its latency (queueing for a worker included).
-async fn run_request(ctx: Ctx, frame: Frame, shared: &Shared) -> Frame {
+/// The reply, and the file range that is its data section when it goes by sendfile.
+async fn run_request(ctx: Ctx, frame: Frame, shared: &Shared) -> (Frame, Option<FileData>) {
     let (cmd, stream) = (frame.cmd, frame.stream_id);
     let started = std::time::Instant::now();
     let result =
@@ -233,12 +241,21 @@ async fn run_request(ctx: Ctx, frame: Frame, shared: &Shared) -> Frame {
     let ok = matches!(result, Ok(Ok(_)));
     shared.stats.commands.observe(cmd, started.elapsed(), ok);
     match result {
-        Ok(Ok(reply)) => Frame::response_bytes(cmd, stream, reply.msg, reply.data),
+        Ok(Ok(reply)) => {
+            let mut frame = Frame::response_bytes(cmd, stream, reply.msg, reply.data);
+            if reply.file.is_some() {
+                frame.flags = frame.flags.with(Flags::DATA_CRC);
+            }
+            (frame, reply.file)
+        }
         Ok(Err(e)) => {
             debug!(cmd, stream = stream.0, "request failed: {e}");
-            Frame::error(cmd, stream, e.errno(), e.to_string())
+            (Frame::error(cmd, stream, e.errno(), e.to_string()), None)
         }
-        Err(e) => Frame::error(cmd, stream, libc::EIO, format!("request task failed: {e}")),
+        Err(e) => (
+            Frame::error(cmd, stream, libc::EIO, format!("request task failed: {e}")),
+            None,
+        ),
     }
 }
 
@@ -253,21 +270,28 @@ async fn goodbye(tx: &mpsc::Sender<Outgoing>, peer: SocketAddr, e: ProtocolError
     let _ = tx
         .send(Outgoing {
             frame,
+            file: None,
             _budget: None,
         })
         .await;
 }
 
-/// A reply queued for the writer, with the share of the connection's unsent-bytes budget
-/// it holds until written.
+/// A reply queued for the writer (with the file range that is its data section, for Read
+/// by sendfile), and the share of the connection's unsent-bytes budget it holds until
+/// written.
 struct Outgoing {
     frame: Frame,
+    file: Option<FileData>,
     _budget: Option<OwnedSemaphorePermit>,
 }
 
-impl AsRef<Frame> for Outgoing {
-    fn as_ref(&self) -> &Frame {
+impl Queued for Outgoing {
+    fn frame(&self) -> &Frame {
         &self.frame
+    }
+
+    fn file_data(&self) -> Option<&FileData> {
+        self.file.as_ref()
     }
 }
 

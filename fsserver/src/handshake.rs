@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::StreamExt;
-use protocol::stream::{BoxRead, BoxWrite};
+use protocol::stream::BoxRead;
+
+use crate::transport::Writer;
 use protocol::{auth, Command, Frame, FrameCodec, ProtocolError, StreamId};
 use tokio::io::AsyncWriteExt;
 use tokio_util::codec::{Encoder, FramedRead};
@@ -75,7 +77,7 @@ pub async fn send<W: tokio::io::AsyncWrite + Unpin>(
 }
 
 /// Tells the peer why it is refused; returns the error to end the connection with.
-async fn refuse(wr: &mut BoxWrite, errno: i32, e: HandshakeError) -> HandshakeError {
+async fn refuse(wr: &mut Writer, errno: i32, e: HandshakeError) -> HandshakeError {
     let _ = send(
         wr,
         Frame::error(
@@ -93,7 +95,7 @@ async fn refuse(wr: &mut BoxWrite, errno: i32, e: HandshakeError) -> HandshakeEr
 /// got that far) and the connection is to be closed.
 pub async fn accept(
     rd: &mut FramedRead<BoxRead, FrameCodec>,
-    wr: &mut BoxWrite,
+    wr: &mut Writer,
     shared: &Shared,
     peer: SocketAddr,
     binding: &[u8],
@@ -106,7 +108,7 @@ pub async fn accept(
 
 async fn exchange(
     rd: &mut FramedRead<BoxRead, FrameCodec>,
-    wr: &mut BoxWrite,
+    wr: &mut Writer,
     shared: &Shared,
     peer: SocketAddr,
     binding: &[u8],

@@ -30,6 +30,10 @@ pub mod handles;
 pub mod handshake;
 pub mod live;
 pub mod notify;
+#[allow(unsafe_code)]
+pub mod page_crc;
+#[allow(unsafe_code)]
+pub mod read_buffer;
 pub mod server;
 pub mod session;
 pub mod stats;
@@ -90,6 +94,8 @@ pub struct Config {
     pub session_grace: Duration,
     pub write_timeout: Duration,
     pub drain_timeout: Duration,
+    /// Read replies on plain TCP connections may go out with sendfile(2) (`--sendfile`).
+    pub sendfile: bool,
 }
 
 impl Default for Config {
@@ -106,6 +112,7 @@ impl Default for Config {
             max_sessions: defaults::MAX_SESSIONS,
             write_timeout: defaults::WRITE_TIMEOUT,
             drain_timeout: defaults::DRAIN_TIMEOUT,
+            sendfile: false,
         }
     }
 }

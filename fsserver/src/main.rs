@@ -210,6 +210,7 @@ fn main() -> Result<()> {
         args.max_open = f.max_open.unwrap_or(args.max_open);
         args.max_sessions = f.max_sessions.unwrap_or(args.max_sessions);
         args.control_socket = f.control_socket.clone().or(args.control_socket.take());
+        args.sendfile |= f.sendfile;
         args.metrics = f.metrics.clone().or(args.metrics.take());
     }
     tracing_subscriber::fmt()
@@ -239,6 +240,7 @@ fn main() -> Result<()> {
         session_grace: args.session_grace,
         write_timeout: args.write_timeout.max(Duration::from_millis(100)),
         drain_timeout: args.drain_timeout,
+        sendfile: args.sendfile,
         ..Config::default()
     };
     let transport = if args.plaintext {

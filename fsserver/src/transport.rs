@@ -3,7 +3,9 @@
 //! which one this server serves, in an error frame, and the connection closes: there is no
 //! fallback either way.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use protocol::stream::{BoxRead, BoxWrite, Mode, PREAMBLE_LEN};
 use protocol::{Command, Frame, StreamId};
@@ -46,8 +48,50 @@ impl Transport {
 /// exporter's output; empty in plaintext).
 pub struct Opened {
     pub rd: BoxRead,
-    pub wr: BoxWrite,
+    pub wr: Writer,
     pub binding: Vec<u8>,
+}
+
+/// A connection's write half: the plain socket (which sendfile can write to) or TLS.
+pub enum Writer {
+    Plain(tokio::net::tcp::OwnedWriteHalf),
+    Tls(BoxWrite),
+}
+
+impl protocol::writer::Sink for Writer {
+    fn socket(&self) -> Option<&TcpStream> {
+        match self {
+            Writer::Plain(w) => Some(w.as_ref()),
+            Writer::Tls(_) => None,
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Writer {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Writer::Plain(w) => Pin::new(w).poll_write(cx, buf),
+            Writer::Tls(w) => Pin::new(w).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Writer::Plain(w) => Pin::new(w).poll_flush(cx),
+            Writer::Tls(w) => Pin::new(w).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Writer::Plain(w) => Pin::new(w).poll_shutdown(cx),
+            Writer::Tls(w) => Pin::new(w).poll_shutdown(cx),
+        }
+    }
 }
 
 /// Takes the client's preamble, answers it, and sets up TLS if that is the mode. `Err` says
@@ -86,7 +130,7 @@ pub async fn open(mut socket: TcpStream, transport: &Transport) -> Result<Opened
             let (rd, wr) = socket.into_split();
             Ok(Opened {
                 rd: Box::new(rd),
-                wr: Box::new(wr),
+                wr: Writer::Plain(wr),
                 binding: Vec::new(),
             })
         }
@@ -104,7 +148,7 @@ pub async fn open(mut socket: TcpStream, transport: &Transport) -> Result<Opened
             let (rd, wr) = tokio::io::split(tls);
             Ok(Opened {
                 rd: Box::new(rd),
-                wr: Box::new(wr),
+                wr: Writer::Tls(Box::new(wr)),
                 binding,
             })
         }

@@ -120,7 +120,13 @@ impl Decoder for FrameCodec {
         let msg = src.split_to(msg_len).freeze();
         let data = src.split_to(data_len).freeze();
         if header.flags.contains(Flags::CRC) {
-            let actual = crc32_of(&msg, &data);
+            // With DATA_CRC the data is checked by whoever decodes the Read reply.
+            let covered: &[u8] = if header.flags.contains(Flags::DATA_CRC) {
+                &[]
+            } else {
+                &data
+            };
+            let actual = crc32_of(&msg, covered);
             if actual != header.crc32 {
                 return Err(ProtocolError::CrcMismatch {
                     expected: header.crc32,

@@ -127,9 +127,14 @@ impl Frame {
         }
     }
 
-    /// The CRC-32 over message then data, as carried in the header.
+    /// The CRC-32 as carried in the header: over message then data, or over the message
+    /// only with DATA_CRC.
     pub fn crc32(&self) -> u32 {
-        crc32_of(&self.msg, &self.data)
+        if self.flags.contains(Flags::DATA_CRC) {
+            crc32_of(&self.msg, &[])
+        } else {
+            crc32_of(&self.msg, &self.data)
+        }
     }
 }
 

@@ -3,13 +3,15 @@
 //! | offset | size | field     | meaning                                                   |
 //! |--------|------|-----------|-----------------------------------------------------------|
 //! | 0      | 4    | magic     | `0x46535850` ("FSXP")                                     |
-//! | 4      | 1    | version   | 1                                                         |
-//! | 5      | 1    | flags     | bit 0 RESPONSE, bit 1 ERROR, bit 2 CRC; others must be 0  |
+//! | 4      | 1    | version   | 2                                                         |
+//! | 5      | 1    | flags     | bit 0 RESPONSE, bit 1 ERROR, bit 2 CRC, bit 3 DATA_CRC;   |
+//! |        |      |           | others must be 0                                          |
 //! | 6      | 2    | cmd       | command code ([`crate::Command`])                         |
 //! | 8      | 4    | stream_id | request id chosen by the client; 0 = connection control   |
 //! | 12     | 4    | msg_len   | length of the protobuf message                            |
 //! | 16     | 4    | data_len  | length of the raw data after the message                  |
-//! | 20     | 4    | crc32     | CRC-32 (IEEE) over message then data, when CRC is set     |
+//! | 20     | 4    | crc32     | CRC-32 (IEEE) over message then data, when CRC is set;    |
+//! |        |      |           | over the message only with DATA_CRC (see [`Flags`])       |
 
 use crate::ProtocolError;
 
@@ -36,7 +38,13 @@ impl Flags {
     pub const RESPONSE: Flags = Flags(1);
     pub const ERROR: Flags = Flags(1 << 1);
     pub const CRC: Flags = Flags(1 << 2);
-    const KNOWN: u8 = 0b111;
+    /// A Read reply whose data went out straight from the file (sendfile): the header's CRC
+    /// covers the message only, and `ReadReply.data_crc32` the data as it was when the
+    /// server summed it. A data mismatch means the file changed while it was sent, not a
+    /// damaged frame: the client reads again. Only with CRC, on a successful Read reply,
+    /// to a request that allowed it (`ReadRequest.split_crc`).
+    pub const DATA_CRC: Flags = Flags(1 << 3);
+    const KNOWN: u8 = 0b1111;
 
     pub const fn empty() -> Flags {
         Flags(0)
@@ -103,9 +111,21 @@ impl Header {
         if !flags.contains(Flags::CRC) && crc32 != 0 {
             return Err(ProtocolError::StrayCrc(crc32));
         }
+        let cmd = u16::from_be_bytes([b[6], b[7]]);
+        if flags.contains(Flags::DATA_CRC)
+            && (!flags.contains(Flags::CRC)
+                || !flags.contains(Flags::RESPONSE)
+                || flags.contains(Flags::ERROR)
+                || cmd != crate::Command::Read.code())
+        {
+            return Err(ProtocolError::Unexpected(format!(
+                "DATA_CRC on a frame that is not a Read reply with a CRC (cmd {cmd}, flags {:#04x})",
+                flags.bits()
+            )));
+        }
         Ok(Header {
             flags,
-            cmd: u16::from_be_bytes([b[6], b[7]]),
+            cmd,
             stream_id: StreamId(be32(8)),
             msg_len: be32(12),
             data_len: be32(16),

@@ -1,15 +1,62 @@
 //! The write loop of a connection's one writer task (both sides): frames go out in the order
 //! they are queued, small ones batched into one write, large data sections written straight
-//! from their buffer. Generic over `AsyncWrite` and over what is queued (anything holding a
-//! frame, dropped once its frame is written: a budget it holds is then given back); it opens
-//! nothing itself. A write that makes no progress for the timeout ends the loop: a peer that
-//! stops reading does not pin its replies for ever.
+//! from their buffer, and data sections that are a range of a file ([`FileData`], the
+//! server's Read replies on plain TCP) sent from the page cache with sendfile(2). Generic
+//! over the write half ([`Sink`]) and over what is queued ([`Queued`]: anything holding a
+//! frame, dropped once its frame is written, so a budget it holds is then given back); it
+//! opens nothing itself. A write that makes no progress for the timeout ends the loop: a
+//! peer that stops reading does not pin its replies for ever.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use tokio::io::{AsyncWrite, AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 
 use crate::Frame;
-use bytes::{BufMut, BytesMut};
-use std::time::Duration;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+
+/// A frame's data section to be sent from a file rather than from memory: `len` bytes at
+/// `offset`. Whatever the file holds when they go out is sent; if it has shrunk, zeros make
+/// up the length the header announced (the receiver's data CRC then tells it to read again).
+#[derive(Debug, Clone)]
+pub struct FileData {
+    pub file: Arc<std::fs::File>,
+    pub offset: u64,
+    pub len: u32,
+}
+
+/// What the writer sends: a frame and, for a data section that is a file range, where.
+pub trait Queued {
+    fn frame(&self) -> &Frame;
+    /// Sent after the frame's message in place of `frame().data` (which is then empty).
+    fn file_data(&self) -> Option<&FileData> {
+        None
+    }
+}
+
+impl Queued for Frame {
+    fn frame(&self) -> &Frame {
+        self
+    }
+}
+
+/// A connection's write half; `socket` gives the plain TCP socket under it when data may go
+/// out with sendfile(2) (not under TLS: this kernel has no kTLS).
+pub trait Sink: AsyncWrite + Unpin {
+    fn socket(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+impl Sink for crate::stream::BoxWrite {}
+
+impl Sink for tokio::net::tcp::OwnedWriteHalf {
+    fn socket(&self) -> Option<&TcpStream> {
+        Some(self.as_ref())
+    }
+}
 
 /// Data sections at least this long are written straight from their buffer.
 const COPY_LIMIT: usize = 64 << 10;
@@ -18,7 +65,7 @@ const BATCH_LIMIT: usize = 256 << 10;
 
 /// Writes every frame received on `rx` until all senders are gone, then shuts the socket
 /// down for writing. Fails with `TimedOut` when one write waits longer than `timeout`.
-pub async fn run<W: AsyncWrite + Unpin, T: AsRef<Frame>>(
+pub async fn run<W: Sink, T: Queued>(
     wr: W,
     mut rx: mpsc::Receiver<T>,
     timeout: Duration,
@@ -26,10 +73,10 @@ pub async fn run<W: AsyncWrite + Unpin, T: AsRef<Frame>>(
     let mut out = Out { wr, timeout };
     let mut buf = BytesMut::with_capacity(BATCH_LIMIT);
     while let Some(item) = rx.recv().await {
-        put(&mut out, &mut buf, item.as_ref()).await?;
+        put(&mut out, &mut buf, &item).await?;
         drop(item);
         while let Ok(item) = rx.try_recv() {
-            put(&mut out, &mut buf, item.as_ref()).await?;
+            put(&mut out, &mut buf, &item).await?;
         }
         if !buf.is_empty() {
             out.write(&buf).await?;
@@ -45,24 +92,95 @@ struct Out<W> {
     timeout: Duration,
 }
 
-impl<W: AsyncWrite + Unpin> Out<W> {
+impl<W: Sink> Out<W> {
     async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         match tokio::time::timeout(self.timeout, self.wr.write_all(bytes)).await {
             Ok(r) => r,
-            Err(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("the peer read nothing for {:?}", self.timeout),
-            )),
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+
+    fn timed_out(&self) -> std::io::Error {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the peer read nothing for {:?}", self.timeout),
+        )
+    }
+
+    /// Sends `file`'s range: with sendfile(2) where the sink is a plain socket, else read
+    /// into memory and written. Zeros stand in for bytes the file no longer has.
+    async fn send_file(&mut self, file: &FileData) -> std::io::Result<()> {
+        let mut offset = file.offset;
+        let mut left = file.len as usize;
+        if let Some(sock) = self.wr.socket() {
+            while left > 0 {
+                let sent = sock.async_io(Interest::WRITABLE, || {
+                    let mut off = offset as libc::off_t;
+                    nix::sys::sendfile::sendfile(sock, &*file.file, Some(&mut off), left)
+                        .map_err(std::io::Error::from)
+                });
+                let n = match tokio::time::timeout(self.timeout, sent).await {
+                    Ok(r) => r?,
+                    Err(_) => return Err(self.timed_out()),
+                };
+                if n == 0 {
+                    break; // the file ends before the range does
+                }
+                offset += n as u64;
+                left -= n;
+            }
+        } else {
+            // Not a plain socket: the bytes go through memory (and TLS).
+            let mut chunk = vec![0u8; left.min(COPY_LIMIT * 4)];
+            while left > 0 {
+                let want = left.min(chunk.len());
+                let n = read_at(&file.file, &mut chunk[..want], offset)?;
+                if n == 0 {
+                    break;
+                }
+                self.write(&chunk[..n]).await?;
+                offset += n as u64;
+                left -= n;
+            }
+        }
+        // The file shrank under us: keep the framing; the data CRC will disagree.
+        const ZEROS: [u8; 4096] = [0; 4096];
+        while left > 0 {
+            let n = left.min(ZEROS.len());
+            self.write(&ZEROS[..n]).await?;
+            left -= n;
+        }
+        Ok(())
+    }
+}
+
+/// pread, retried on EINTR.
+fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    loop {
+        match file.read_at(buf, offset) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => return r,
         }
     }
 }
 
-async fn put<W: AsyncWrite + Unpin>(
+async fn put<W: Sink>(
     out: &mut Out<W>,
     buf: &mut BytesMut,
-    frame: &Frame,
+    item: &impl Queued,
 ) -> std::io::Result<()> {
-    buf.put_slice(&frame.header().encode());
+    let frame = item.frame();
+    let mut header = frame.header();
+    if let Some(file) = item.file_data() {
+        header.data_len = file.len;
+        buf.put_slice(&header.encode());
+        buf.put_slice(&frame.msg);
+        out.write(buf).await?;
+        buf.clear();
+        return out.send_file(file).await;
+    }
+    buf.put_slice(&header.encode());
     buf.put_slice(&frame.msg);
     if frame.data.len() < COPY_LIMIT {
         buf.put_slice(&frame.data);

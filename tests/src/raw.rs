@@ -33,6 +33,8 @@ pub struct RawClient {
     pub binding: Vec<u8>,
     codec: FrameCodec,
     buf: BytesMut,
+    /// What each read of the stream lands in.
+    chunk: Vec<u8>,
     next: u32,
     /// Credentials `call` attaches (root by default, as the tests run as root); None sends
     /// none.
@@ -73,6 +75,7 @@ impl RawClient {
             binding,
             codec: FrameCodec::new(Limits::default()),
             buf: BytesMut::new(),
+            chunk: vec![0; 256 << 10],
             next: 1,
             credentials: Some(proto::Credentials::default()),
         }
@@ -83,6 +86,16 @@ impl RawClient {
         Self::in_session(addr, export, token, &[]).map(|(c, _)| c)
     }
 
+    /// `authenticated` over `mode` (a `--plaintext` server needs `Mode::Plaintext`).
+    pub fn authenticated_as(
+        addr: &str,
+        mode: Mode,
+        export: &str,
+        token: &[u8],
+    ) -> Result<RawClient, String> {
+        Self::in_session_as(addr, mode, export, token, &[]).map(|(c, _)| c)
+    }
+
     /// `authenticated`, asking to resume `session_id` (empty: a new session); also returns
     /// the server's reply (whether it resumed, the session's id), its proof checked.
     pub fn in_session(
@@ -91,7 +104,18 @@ impl RawClient {
         token: &[u8],
         session_id: &[u8],
     ) -> Result<(RawClient, proto::AuthReply), String> {
-        let mut c = RawClient::connect(addr);
+        Self::in_session_as(addr, Mode::Tls, export, token, session_id)
+    }
+
+    /// `in_session` over `mode`.
+    pub fn in_session_as(
+        addr: &str,
+        mode: Mode,
+        export: &str,
+        token: &[u8],
+        session_id: &[u8],
+    ) -> Result<(RawClient, proto::AuthReply), String> {
+        let mut c = RawClient::connect_as(addr, mode);
         let binding = c.binding.clone();
         let challenge: proto::Challenge = c
             .recv()
@@ -149,10 +173,9 @@ impl RawClient {
             {
                 return Some(f);
             }
-            let mut chunk = [0u8; 65536];
-            match self.stream.read(&mut chunk) {
+            match self.stream.read(&mut self.chunk) {
                 Ok(0) | Err(_) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => self.buf.extend_from_slice(&self.chunk[..n]),
             }
         }
     }

@@ -362,6 +362,7 @@ fn stop_reading_after_reads(server: &Server, n: u32) -> RawClient {
                 handle: opened.handle,
                 offset: u64::from(i % 64) << 20,
                 len: 1 << 20,
+                ..Default::default()
             },
         ));
     }

@@ -11,9 +11,13 @@
 //! mismatch drops the block and it is fetched again.
 //!
 //! A block is inserted as a slot before its bytes arrive, so a reader and the read-ahead
-//! asking for the same block share one fetch.
+//! asking for the same block share one fetch. Recency is kept by `lru::LruCache` (a hash
+//! map threaded with a list: O(1) per touch), unbounded in entries: the bound is in bytes,
+//! enforced by popping its least recently used end.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+
+use lru::LruCache;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -79,7 +83,6 @@ struct Entry {
     slot: Slot,
     /// Bytes charged: a whole block until filled, then the block's length.
     charged: usize,
-    last_use: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -90,14 +93,12 @@ struct FileState {
     blocks: usize,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
-    entries: HashMap<Key, Entry>,
-    /// `last_use` -> key, oldest first.
-    lru: BTreeMap<u64, Key>,
+    /// Least recently used first out.
+    entries: LruCache<Key, Entry>,
     files: HashMap<Ino, FileState>,
     charged: usize,
-    clock: u64,
     next_generation: u64,
     hits: u64,
     misses: u64,
@@ -127,7 +128,15 @@ impl BlockCache {
         BlockCache {
             capacity,
             block_size: block_size.max(4096),
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                entries: LruCache::unbounded(),
+                files: HashMap::new(),
+                charged: 0,
+                next_generation: 0,
+                hits: 0,
+                misses: 0,
+                crc_failures: 0,
+            }),
         }
     }
 
@@ -190,13 +199,9 @@ impl BlockCache {
             index,
         };
         let mut inner = self.inner.lock();
-        inner.clock += 1;
-        let now = inner.clock;
-        if let Some(e) = inner.entries.get_mut(&key) {
-            let old = std::mem::replace(&mut e.last_use, now);
+        // `get` makes it the most recently used.
+        if let Some(e) = inner.entries.get(&key) {
             let slot = e.slot.clone();
-            inner.lru.remove(&old);
-            inner.lru.insert(now, key);
             if slot.initialized() {
                 inner.hits += 1;
             } else {
@@ -209,15 +214,13 @@ impl BlockCache {
             f.blocks += 1;
         }
         let slot: Slot = Arc::new(OnceCell::new());
-        inner.entries.insert(
+        inner.entries.put(
             key,
             Entry {
                 slot: slot.clone(),
                 charged: self.block_size,
-                last_use: now,
             },
         );
-        inner.lru.insert(now, key);
         inner.charged += self.block_size;
         inner.evict(self.capacity);
         (slot, true)
@@ -231,9 +234,10 @@ impl BlockCache {
             index,
         };
         let inner = self.inner.lock();
+        // A look, not a use: recency unchanged.
         inner
             .entries
-            .get(&key)
+            .peek(&key)
             .is_some_and(|e| e.slot.initialized())
     }
 
@@ -245,7 +249,7 @@ impl BlockCache {
             index,
         };
         let mut inner = self.inner.lock();
-        let Some(e) = inner.entries.get_mut(&key) else {
+        let Some(e) = inner.entries.peek_mut(&key) else {
             return;
         };
         let before = std::mem::replace(&mut e.charged, len);
@@ -301,9 +305,9 @@ impl Inner {
         }
         let keys: Vec<Key> = self
             .entries
-            .keys()
+            .iter()
+            .map(|(k, _)| *k)
             .filter(|k| k.ino == ino)
-            .copied()
             .collect();
         for k in keys {
             self.remove(&k);
@@ -311,8 +315,7 @@ impl Inner {
     }
 
     fn remove(&mut self, key: &Key) {
-        if let Some(e) = self.entries.remove(key) {
-            self.lru.remove(&e.last_use);
+        if let Some(e) = self.entries.pop(key) {
             self.dropped(key, &e);
         }
     }
@@ -328,12 +331,10 @@ impl Inner {
     /// Drops least recently used blocks until at most `capacity` bytes are charged.
     fn evict(&mut self, capacity: usize) {
         while self.charged > capacity {
-            let Some((_, key)) = self.lru.pop_first() else {
+            let Some((key, e)) = self.entries.pop_lru() else {
                 break;
             };
-            if let Some(e) = self.entries.remove(&key) {
-                self.dropped(&key, &e);
-            }
+            self.dropped(&key, &e);
         }
     }
 }

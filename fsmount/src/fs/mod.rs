@@ -130,6 +130,9 @@ pub struct Fs {
     pub options: FsOptions,
     /// Largest read or write sent in one request.
     pub max_io: u32,
+    /// Read replies sent by sendfile whose data changed on the server while it was sent
+    /// (each read again).
+    read_retries: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Fs {
@@ -154,6 +157,7 @@ impl Fs {
             coalescer,
             options,
             max_io,
+            read_retries: Default::default(),
         }
     }
 

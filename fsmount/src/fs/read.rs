@@ -5,8 +5,10 @@
 
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bytes::Bytes;
-use protocol::rpc;
+use protocol::{rpc, Flags};
 
 use super::block_cache::{Block, BlockCache, CacheStats};
 use super::{Fh, Fs, FsError, Ino, Result};
@@ -19,8 +21,9 @@ impl Fs {
     pub async fn read(&self, ino: Ino, fh: Fh, offset: u64, len: u32) -> Result<Bytes> {
         self.after_writes(ino).await;
         let len = len.min(self.max_io);
+        let retries = &*self.read_retries;
         let Some(cache) = self.cache.as_ref().filter(|_| len > 0) else {
-            return fetch(&*self.remote, fh, offset, len).await;
+            return Ok(fetch(&*self.remote, retries, fh, offset, len).await?.data);
         };
         let block = cache.block_size() as u64;
         let observed = self.open_files.with(fh, |f| {
@@ -31,7 +34,7 @@ impl Fs {
         let (first, last) = (offset / block, (offset + len as u64 - 1) / block);
         let generation = cache.generation(ino);
         if !sequential && !(first..=last).all(|i| cache.has(ino, generation, i)) {
-            return fetch(&*self.remote, fh, offset, len).await;
+            return Ok(fetch(&*self.remote, retries, fh, offset, len).await?.data);
         }
         let blocks_in_file = size.div_ceil(block);
         for index in last + 1..=last + ahead {
@@ -39,16 +42,18 @@ impl Fs {
                 break;
             }
             let (remote, cache) = (self.remote.clone(), cache.clone());
+            let retries = self.read_retries.clone();
             if !cache.has(ino, generation, index) {
                 tokio::spawn(async move {
-                    let _ = cached_block(&*remote, &cache, ino, generation, fh, index).await;
+                    let _ =
+                        cached_block(&*remote, &retries, &cache, ino, generation, fh, index).await;
                 });
             }
         }
         // The blocks' parts covering [offset, offset + len), up to the end of the file.
         let mut parts: Vec<Bytes> = Vec::with_capacity(2);
         for index in first..=last {
-            let b = cached_block(&*self.remote, cache, ino, generation, fh, index).await?;
+            let b = cached_block(&*self.remote, retries, cache, ino, generation, fh, index).await?;
             let base = index * block;
             let start = (offset.max(base) - base) as usize;
             let end = ((offset + len as u64).min(base + block) - base) as usize;
@@ -75,29 +80,86 @@ impl Fs {
         Ok(self.remote.rpc::<rpc::Lseek>(&req).await?.offset)
     }
 
+    /// Read replies whose data changed on the server while sendfile sent it (read again).
+    pub fn read_retries(&self) -> u64 {
+        self.read_retries.load(Ordering::Relaxed)
+    }
+
     /// Cache counters, if the cache is on.
     pub fn cache_stats(&self) -> Option<CacheStats> {
         self.cache.as_ref().map(|c| c.stats())
     }
 }
 
+/// A Read reply's data, with a CRC32 over `msg` then `data` to check it by later (the
+/// header's for a copied reply, whose `msg` is kept; the data's own for a sendfile one).
+struct Fetched {
+    msg: Bytes,
+    data: Bytes,
+    crc: u32,
+}
+
 /// Reads up to `len` bytes at `offset` of `fh` from the server.
-async fn fetch(remote: &dyn Remote, fh: Fh, offset: u64, len: u32) -> Result<Bytes> {
-    let req = proto::ReadRequest {
-        handle: fh.0,
-        offset,
-        len,
-    };
-    let reply = remote
-        .rpc_frame::<rpc::Read>(&req, Bytes::new(), Patience::MountTimeout)
-        .await?;
-    Ok(reply.data)
+///
+/// The server may send the data straight from its page cache (sendfile, a DATA_CRC reply):
+/// its CRC was summed before the send, so if the file changed in between the data and
+/// `data_crc32` disagree. That is a race on the server, not damage: the read is sent again,
+/// and after a second disagreement sent without `split_crc`, which the server always
+/// answers from a copy whose CRC covers exactly what it sends (a mismatch there fails the
+/// connection, as for any frame). Each disagreement is counted in `retries`.
+async fn fetch(
+    remote: &dyn Remote,
+    retries: &AtomicU64,
+    fh: Fh,
+    offset: u64,
+    len: u32,
+) -> Result<Fetched> {
+    for split_crc in [true, true, false] {
+        let req = proto::ReadRequest {
+            handle: fh.0,
+            offset,
+            len,
+            split_crc,
+        };
+        let reply = remote
+            .rpc_frame::<rpc::Read>(&req, Bytes::new(), Patience::MountTimeout)
+            .await?;
+        if !reply.flags.contains(Flags::DATA_CRC) {
+            // The codec checked the header's CRC over message and data.
+            return Ok(Fetched {
+                msg: reply.msg,
+                data: reply.data,
+                crc: reply.crc32,
+            });
+        }
+        let sent: proto::ReadReply = reply
+            .decode_msg("ReadReply")
+            .map_err(|_| FsError::BadReply("undecodable ReadReply"))?;
+        let crc = crc32fast::hash(&reply.data);
+        if crc == sent.data_crc32 {
+            return Ok(Fetched {
+                msg: Bytes::new(),
+                data: reply.data,
+                crc,
+            });
+        }
+        retries.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            offset,
+            len,
+            "data changed on the server while it was sent; reading again"
+        );
+    }
+    Err(FsError::BadReply(
+        "a copied Read reply came without its CRC",
+    ))
 }
 
 /// Block `index` of `ino`'s data in `generation`: from the cache if held and intact, else
 /// fetched through `fh` (once, however many ask at the same time) and cached.
 async fn cached_block(
     remote: &dyn Remote,
+    retries: &AtomicU64,
     cache: &BlockCache,
     ino: Ino,
     generation: u64,
@@ -109,21 +171,10 @@ async fn cached_block(
         let (slot, _) = cache.slot(ino, generation, index);
         let got = slot
             .get_or_try_init(|| async {
-                let req = proto::ReadRequest {
-                    handle: fh.0,
-                    offset: index * size as u64,
-                    len: size as u32,
-                };
-                let reply = remote
-                    .rpc_frame::<rpc::Read>(&req, Bytes::new(), Patience::MountTimeout)
-                    .await?;
-                cache.filled(ino, generation, index, reply.data.len());
-                Ok::<_, FsError>(Arc::new(Block::received(
-                    fh,
-                    reply.msg,
-                    reply.data,
-                    reply.crc32,
-                )))
+                let offset = index * size as u64;
+                let got = fetch(remote, retries, fh, offset, size as u32).await?;
+                cache.filled(ino, generation, index, got.data.len());
+                Ok::<_, FsError>(Arc::new(Block::received(fh, got.msg, got.data, got.crc)))
             })
             .await;
         match got {

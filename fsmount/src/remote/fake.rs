@@ -402,7 +402,7 @@ impl Tree {
                 let start = (req.offset as usize).min(n.data.len());
                 let end = (start + req.len as usize).min(n.data.len());
                 let data = Bytes::copy_from_slice(&n.data[start..end]);
-                Ok((proto::ReadReply {}.encode_to_vec().into(), data))
+                Ok((proto::ReadReply::default().encode_to_vec().into(), data))
             }
             Command::Write => {
                 let req: proto::WriteRequest = decode(msg)?;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message;
+use protocol::writer::FileData;
 use protocol::{Command, DataSection};
 
 use crate::credentials;
@@ -32,6 +33,8 @@ pub struct Ctx {
     pub max_data: u32,
     /// The export, or this connection's token grant on it, is read-only.
     pub read_only: bool,
+    /// Read replies may go out with sendfile(2) (a plain TCP connection, not disabled).
+    pub sendfile: bool,
 }
 
 impl Ctx {
@@ -44,11 +47,13 @@ impl Ctx {
     }
 }
 
-/// A successful reply: its message and data section (empty but for Read).
+/// A successful reply: its message and data section (empty but for Read), or a file range
+/// the writer sends as the data section (Read by sendfile).
 #[derive(Debug)]
 pub struct Reply<R> {
     pub msg: R,
     pub data: Bytes,
+    pub file: Option<FileData>,
 }
 
 impl<R: Message> Reply<R> {
@@ -56,26 +61,43 @@ impl<R: Message> Reply<R> {
         Reply {
             msg,
             data: Bytes::new(),
+            file: None,
         }
     }
 
     pub fn with_data(msg: R, data: Bytes) -> Reply<R> {
-        Reply { msg, data }
+        Reply {
+            msg,
+            data,
+            file: None,
+        }
+    }
+
+    /// A reply whose data section is `file`'s range, sent from the page cache.
+    pub fn from_file(msg: R, file: FileData) -> Reply<R> {
+        Reply {
+            msg,
+            data: Bytes::new(),
+            file: Some(file),
+        }
     }
 
     fn encode(self) -> Encoded {
         Encoded {
             msg: self.msg.encode_to_vec().into(),
             data: self.data,
+            file: self.file,
         }
     }
 }
 
-/// A reply ready for the wire: encoded message and data section.
+/// A reply ready for the wire: encoded message and data section (or the file range that is
+/// its data section).
 #[derive(Debug)]
 pub struct Encoded {
     pub msg: Bytes,
     pub data: Bytes,
+    pub file: Option<FileData>,
 }
 
 fn parse<M: Message + Default>(msg: Bytes) -> Result<M, FsError> {

@@ -1,30 +1,42 @@
-//! Read: `ReadRequest { handle, offset, len }` -> `ReadReply {}` with the bytes in the data
-//! section; fewer than `len` bytes means end of file.
+//! Read: `ReadRequest { handle, offset, len, split_crc }` -> `ReadReply { data_crc32 }` with
+//! the bytes in the data section; fewer than `len` bytes means end of file.
 //!
-//! The data is read with `pread` into the reply buffer and the frame's CRC32 is computed
-//! over that same buffer, so the checksum always matches the bytes sent (see
-//! docs/PROTOCOL.md for why this is not `sendfile`).
+//! Two paths (see docs/PROTOCOL.md, "Read replies and sendfile"):
+//! - **sendfile**: on a plain TCP connection, for a request that allows it (`split_crc`)
+//!   and at least [`SENDFILE_MIN`] bytes, the data's CRC32 is summed from the page cache
+//!   through a mapping (`page_crc`) and the writer sends the range with sendfile(2): the
+//!   data never passes through this process. The reply says so (DATA_CRC): if the file
+//!   changes between the sum and the send, the client sees a data mismatch and reads again.
+//! - **copy**: `pread` into a pooled buffer (never zeroed, reused once its reply is sent);
+//!   the frame's CRC covers these very bytes, so the reply is always consistent.
 
-use std::os::unix::fs::FileExt;
-
-use bytes::BytesMut;
+use protocol::writer::FileData;
 
 use super::{Ctx, Reply};
 use crate::error::FsError;
 
+/// Reads at least this long go by sendfile when allowed; shorter ones are copied, which is
+/// as cheap for them (a mapping and its page faults cost about what copying 64 KiB does).
+pub const SENDFILE_MIN: usize = 64 << 10;
+
 pub fn apply(ctx: &Ctx, req: proto::ReadRequest) -> Result<Reply<proto::ReadReply>, FsError> {
     let file = ctx.handles.get(req.handle)?;
-    let len = req.len.min(ctx.max_data) as usize;
-    let mut buf = BytesMut::zeroed(len);
-    let mut filled = 0;
-    while filled < len {
-        match file.read_at(&mut buf[filled..], req.offset + filled as u64) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e.into()),
+    let want = req.len.min(ctx.max_data) as usize;
+    if ctx.sendfile && req.split_crc && want >= SENDFILE_MIN {
+        // What the file holds from `offset` now; a short count is the end of file.
+        let size = file.metadata()?.len();
+        let len = size.saturating_sub(req.offset).min(want as u64) as usize;
+        if len >= SENDFILE_MIN {
+            if let Some(crc) = crate::page_crc::crc32(&file, req.offset, len)? {
+                let data = FileData {
+                    file,
+                    offset: req.offset,
+                    len: len as u32,
+                };
+                return Ok(Reply::from_file(proto::ReadReply { data_crc32: crc }, data));
+            }
         }
     }
-    buf.truncate(filled);
-    Ok(Reply::with_data(proto::ReadReply {}, buf.freeze()))
+    let data = crate::read_buffer::read(&file, req.offset, want)?;
+    Ok(Reply::with_data(proto::ReadReply::default(), data))
 }
