@@ -274,3 +274,54 @@ proptest! {
         let _ = decode_all(&mut FrameCodec::new(Limits::default()), &mut buf);
     }
 }
+
+#[test]
+fn data_crc_covers_the_message_only_and_only_on_read_replies() {
+    let read_reply = |data: &'static [u8]| Frame {
+        flags: Flags::CRC.with(Flags::RESPONSE).with(Flags::DATA_CRC),
+        cmd: Command::Read.code(),
+        stream_id: StreamId(9),
+        msg: Bytes::from_static(b"\x08\x01"),
+        data: Bytes::from_static(data),
+        crc32: 0,
+    };
+    // The data may differ from what was summed (checked by the Read reply's receiver):
+    // flipping a data byte passes the codec, flipping a message byte does not.
+    let mut wire = encode(&read_reply(b"file bytes"));
+    let last = wire.len() - 1;
+    wire[last] ^= 1;
+    let got = decode_all(&mut FrameCodec::new(Limits::default()), &mut wire.clone()).unwrap();
+    assert_eq!(&got[0].data[..], b"file byter");
+    wire[HEADER_LEN] ^= 1;
+    assert!(matches!(
+        decode_all(&mut FrameCodec::new(Limits::default()), &mut wire),
+        Err(ProtocolError::CrcMismatch { .. })
+    ));
+    // Anywhere but on a successful Read reply, the flag is a protocol error.
+    for (flags, cmd) in [
+        (Flags::CRC.with(Flags::DATA_CRC), Command::Read.code()),
+        (
+            Flags::CRC.with(Flags::RESPONSE).with(Flags::DATA_CRC),
+            Command::Write.code(),
+        ),
+        (
+            Flags::CRC
+                .with(Flags::RESPONSE)
+                .with(Flags::ERROR)
+                .with(Flags::DATA_CRC),
+            Command::Read.code(),
+        ),
+    ] {
+        let mut f = read_reply(b"x");
+        f.flags = flags;
+        f.cmd = cmd;
+        let mut wire = encode(&f);
+        assert!(
+            matches!(
+                decode_all(&mut FrameCodec::new(Limits::default()), &mut wire),
+                Err(ProtocolError::Unexpected(_))
+            ),
+            "{flags:?} cmd {cmd}"
+        );
+    }
+}
