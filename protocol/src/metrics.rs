@@ -28,6 +28,9 @@ struct PerCommand {
     sum_nanos: AtomicU64,
 }
 
+/// Which counter of a command's slot.
+type Field = fn(&PerCommand) -> &AtomicU64;
+
 /// Requests, errors and latency per command.
 #[derive(Debug)]
 pub struct CommandMetrics {
@@ -81,27 +84,28 @@ impl CommandMetrics {
             .filter_map(|c| Some((*c, self.slots.get(c.code() as usize)?)))
             .filter(|(_, s)| s.count.load(Ordering::Relaxed) > 0)
             .collect();
-        let _ = writeln!(
-            out,
-            "# HELP {prefix}_requests_total {what}, by command.\n# TYPE {prefix}_requests_total counter"
-        );
-        for (c, s) in &seen {
+        let counters: [(&str, String, Field); 2] = [
+            ("requests_total", format!("{what}, by command."), |s| {
+                &s.count
+            }),
+            (
+                "request_errors_total",
+                format!("{what} answered with an error, by command."),
+                |s| &s.errors,
+            ),
+        ];
+        for (name, help, field) in counters {
             let _ = writeln!(
                 out,
-                "{prefix}_requests_total{{command=\"{c:?}\"}} {}",
-                s.count.load(Ordering::Relaxed)
+                "# HELP {prefix}_{name} {help}\n# TYPE {prefix}_{name} counter"
             );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP {prefix}_request_errors_total {what} answered with an error, by command.\n# TYPE {prefix}_request_errors_total counter"
-        );
-        for (c, s) in &seen {
-            let _ = writeln!(
-                out,
-                "{prefix}_request_errors_total{{command=\"{c:?}\"}} {}",
-                s.errors.load(Ordering::Relaxed)
-            );
+            for (c, s) in &seen {
+                let _ = writeln!(
+                    out,
+                    "{prefix}_{name}{{command=\"{c:?}\"}} {}",
+                    field(s).load(Ordering::Relaxed)
+                );
+            }
         }
         let name = format!("{prefix}_request_duration_seconds");
         let _ = writeln!(

@@ -517,6 +517,25 @@ pub fn run_as(uid: u32, gid: u32, groups: &[u32], dir: &Path, script: &str) -> R
     }
 }
 
+/// Checks a systemd unit file with `systemd-analyze verify` (man pages not required);
+/// panics with what it said about the unit. Only lines naming the unit count: the host's
+/// other units are not ours to judge.
+pub fn systemd_verify(unit: &Path) {
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(unit)
+        .output()
+        .expect("systemd-analyze (package systemd) runs");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let name = unit.file_name().unwrap().to_string_lossy();
+    let ours: Vec<&str> = said.lines().filter(|l| l.contains(&*name)).collect();
+    assert!(out.status.success() && ours.is_empty(), "{said}");
+}
+
 /// `(uid, gid)` of `path`, not following a symlink.
 pub fn owner_of(path: &Path) -> (u32, u32) {
     use std::os::unix::fs::MetadataExt;

@@ -107,22 +107,7 @@ fn install_sh_puts_everything_in_place() {
         unit.replace("/usr/local/bin/fsserver", staged.to_str().unwrap()),
     )
     .unwrap();
-    let r = Command::new("systemd-analyze")
-        .args(["verify", "--man=no"])
-        .arg(&check)
-        .output()
-        .expect("systemd-analyze (package systemd) runs");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&r.stdout),
-        String::from_utf8_lossy(&r.stderr)
-    );
-    // Only lines about this unit count (the host's other units are not ours to judge).
-    let ours: Vec<&str> = said
-        .lines()
-        .filter(|l| l.contains("fsserver.service"))
-        .collect();
-    assert!(r.status.success() && ours.is_empty(), "{said}");
+    e2e_tests::systemd_verify(&check);
 }
 
 #[test]
