@@ -262,10 +262,6 @@ fn receive_fd(sock: &UnixStream) -> io::Result<OwnedFd> {
 }
 
 impl KernelMount {
-    pub fn mountpoint(&self) -> &Path {
-        &self.mountpoint
-    }
-
     /// Whether fusermount3 made the mount (and must take it down).
     pub fn via_fusermount(&self) -> bool {
         self.via_fusermount

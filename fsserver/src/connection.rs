@@ -90,13 +90,10 @@ pub async fn serve(
         bytes_out: Default::default(),
         handles: session.handles.clone(),
     });
-    let registration = shared.live.register(
-        &auth.base.name,
-        &auth.base.dir,
-        &auth.token,
-        &auth.secret,
-        stats.clone(),
-    );
+    let registration =
+        shared
+            .live
+            .register(&auth.base.name, &auth.base.dir, &auth.secret, stats.clone());
     let mut ended = registration.ended.clone();
     let ctx = Ctx {
         export: auth.export,

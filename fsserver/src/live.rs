@@ -24,10 +24,10 @@ pub struct Live {
 struct Entry {
     export: String,
     dir: PathBuf,
-    token: String,
     secret: Vec<u8>,
     /// Set to the reason when the connection must end.
     end: watch::Sender<Option<String>>,
+    /// Its figures; also where the token's name is (`stats.token`).
     stats: std::sync::Arc<ConnStats>,
 }
 
@@ -40,12 +40,12 @@ pub struct Registration<'a> {
 }
 
 impl Live {
-    /// Registers a connection to `export` (served from `dir`) authenticated with `token`.
+    /// Registers a connection to `export` (served from `dir`), authenticated with the token
+    /// `stats.token` whose secret is `secret`.
     pub fn register(
         &self,
         export: &str,
         dir: &Path,
-        token: &str,
         secret: &[u8],
         stats: std::sync::Arc<ConnStats>,
     ) -> Registration<'_> {
@@ -56,7 +56,6 @@ impl Live {
             Entry {
                 export: export.to_string(),
                 dir: dir.to_path_buf(),
-                token: token.to_string(),
                 secret: secret.to_vec(),
                 end,
                 stats,
@@ -84,7 +83,7 @@ impl Live {
         let by_id = self.by_id.lock();
         let mut ended = 0;
         for e in by_id.values() {
-            if let Some(reason) = why(&e.export, &e.token, &e.secret, &e.dir) {
+            if let Some(reason) = why(&e.export, &e.stats.token, &e.secret, &e.dir) {
                 e.end.send_replace(Some(reason));
                 ended += 1;
             }

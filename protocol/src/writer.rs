@@ -107,12 +107,18 @@ impl<W: Sink> Out<W> {
         )
     }
 
-    /// Sends `file`'s range: with sendfile(2) where the sink is a plain socket, else read
-    /// into memory and written. Zeros stand in for bytes the file no longer has.
+    /// Sends `file`'s range with sendfile(2). Only a sink with a plain socket takes file
+    /// data (the server chooses that path for such connections only). Zeros stand in for
+    /// bytes the file no longer has.
     async fn send_file(&mut self, file: &FileData) -> std::io::Result<()> {
         let mut offset = file.offset;
         let mut left = file.len as usize;
-        if let Some(sock) = self.wr.socket() {
+        {
+            let Some(sock) = self.wr.socket() else {
+                return Err(std::io::Error::other(
+                    "file data queued on a connection without a plain socket",
+                ));
+            };
             while left > 0 {
                 let sent = sock.async_io(Interest::WRITABLE, || {
                     let mut off = offset as libc::off_t;
@@ -129,19 +135,6 @@ impl<W: Sink> Out<W> {
                 offset += n as u64;
                 left -= n;
             }
-        } else {
-            // Not a plain socket: the bytes go through memory (and TLS).
-            let mut chunk = vec![0u8; left.min(COPY_LIMIT * 4)];
-            while left > 0 {
-                let want = left.min(chunk.len());
-                let n = read_at(&file.file, &mut chunk[..want], offset)?;
-                if n == 0 {
-                    break;
-                }
-                self.write(&chunk[..n]).await?;
-                offset += n as u64;
-                left -= n;
-            }
         }
         // The file shrank under us: keep the framing; the data CRC will disagree.
         const ZEROS: [u8; 4096] = [0; 4096];
@@ -151,17 +144,6 @@ impl<W: Sink> Out<W> {
             left -= n;
         }
         Ok(())
-    }
-}
-
-/// pread, retried on EINTR.
-fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-    use std::os::unix::fs::FileExt;
-    loop {
-        match file.read_at(buf, offset) {
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            r => return r,
-        }
     }
 }
 

@@ -136,7 +136,6 @@ impl Server {
             .tempdir()
             .unwrap();
         let token_file = dir.path().join("token");
-        let stderr_log = dir.path().join("server.log");
         let mut args: Vec<std::ffi::OsString> =
             vec!["--token-file".into(), token_file.clone().into()];
         for name in names {
@@ -146,7 +145,18 @@ impl Server {
             args.push(format!("{name}={}", export.display()).into());
         }
         args.extend(extra.iter().map(|a| a.into()));
-        let (child, addr, stdout) = spawn_server(&args, "127.0.0.1:0", &stderr_log);
+        Server::spawn(dir, token_file, args, "127.0.0.1:0")
+    }
+
+    /// Starts fsserver with `args` on `listen`, its log in `dir`.
+    fn spawn(
+        dir: tempfile::TempDir,
+        token_file: PathBuf,
+        args: Vec<std::ffi::OsString>,
+        listen: &str,
+    ) -> Server {
+        let stderr_log = dir.path().join("server.log");
+        let (child, addr, stdout) = spawn_server(&args, listen, &stderr_log);
         Server {
             child,
             addr,
@@ -170,18 +180,8 @@ impl Server {
         let config = dir.path().join("fsserver.toml");
         std::fs::write(&config, toml.replace("{dir}", dir.path().to_str().unwrap())).unwrap();
         let token_file = dir.path().join("token");
-        let stderr_log = dir.path().join("server.log");
         let args: Vec<std::ffi::OsString> = vec!["--config".into(), config.into()];
-        let (child, addr, stdout) = spawn_server(&args, "", &stderr_log);
-        Server {
-            child,
-            addr,
-            stdout,
-            token_file,
-            dir,
-            stderr_log,
-            args,
-        }
+        Server::spawn(dir, token_file, args, "")
     }
 
     /// Kills fsserver with SIGKILL (no draining, no goodbye) and reaps it.
