@@ -1,5 +1,6 @@
 //! One client connection: handshake, then a reader loop that spawns one task per request
-//! (at most `max_in_flight` at once: the connection's share of the workers) and a writer
+//! (at most `max_in_flight` at once: the connection's share of the workers; in order on a
+//! handle where that matters, see `ordering`) and a writer
 //! task that sends replies as they complete. Read replies reserve their bytes from the
 //! connection's unsent budget before they run, and the writer drops a client that reads
 //! nothing for `write_timeout`: a client that stops reading pins little, and not for long.
@@ -21,6 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::admission::Pending;
 use crate::cmd::{self, Ctx};
+use crate::ordering::HandleOrder;
 use crate::session::Claim;
 use crate::stats::ConnStats;
 use crate::{handshake, transport, Shared};
@@ -105,6 +107,7 @@ pub async fn serve(
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
     let token_share = shared.token_share(&auth.token);
     let mut writer_result = None;
+    let mut order = HandleOrder::default();
 
     loop {
         let next = tokio::select! {
@@ -151,9 +154,12 @@ pub async fn serve(
             Some(share) => share.clone().acquire_owned().await.ok(),
             None => None,
         };
+        let mut turn = order.turn(&frame);
         let (ctx, tx, session) = (ctx.clone(), tx.clone(), session.clone());
         let (unsent, stats, shared) = (unsent.clone(), stats.clone(), shared.clone());
         tokio::spawn(async move {
+            // After the requests on its handle it must follow (see `ordering`).
+            turn.wait().await;
             // A Read reply's bytes are reserved before it runs: what a connection has read
             // and not yet sent stays within its budget, however slowly the client reads.
             let budget = match read_len(&frame, ctx.max_data) {
@@ -200,6 +206,7 @@ pub async fn serve(
                 .await;
             drop(permit);
             drop(token_permit);
+            drop(turn);
         });
     }
     drop(tx);

@@ -30,6 +30,7 @@ pub mod handles;
 pub mod handshake;
 pub mod live;
 pub mod notify;
+pub mod ordering;
 #[allow(unsafe_code)]
 pub mod page_crc;
 #[allow(unsafe_code)]

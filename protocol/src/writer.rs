@@ -58,6 +58,34 @@ impl Sink for tokio::net::tcp::OwnedWriteHalf {
     }
 }
 
+/// Where the writer takes frames from: a bounded queue (the server's replies, bounded by
+/// the requests in flight) or an unbounded one (the client's requests, whose callers are
+/// bounded before they queue, and which must be queued in call order without waiting).
+pub trait Source<T>: Send {
+    fn recv(&mut self) -> impl std::future::Future<Output = Option<T>> + Send;
+    fn try_recv(&mut self) -> Option<T>;
+}
+
+impl<T: Send> Source<T> for mpsc::Receiver<T> {
+    async fn recv(&mut self) -> Option<T> {
+        mpsc::Receiver::recv(self).await
+    }
+
+    fn try_recv(&mut self) -> Option<T> {
+        mpsc::Receiver::try_recv(self).ok()
+    }
+}
+
+impl<T: Send> Source<T> for mpsc::UnboundedReceiver<T> {
+    async fn recv(&mut self) -> Option<T> {
+        mpsc::UnboundedReceiver::recv(self).await
+    }
+
+    fn try_recv(&mut self) -> Option<T> {
+        mpsc::UnboundedReceiver::try_recv(self).ok()
+    }
+}
+
 /// Data sections at least this long are written straight from their buffer.
 const COPY_LIMIT: usize = 64 << 10;
 /// Batched bytes are written out once the batch reaches this size.
@@ -67,7 +95,7 @@ const BATCH_LIMIT: usize = 256 << 10;
 /// down for writing. Fails with `TimedOut` when one write waits longer than `timeout`.
 pub async fn run<W: Sink, T: Queued>(
     wr: W,
-    mut rx: mpsc::Receiver<T>,
+    mut rx: impl Source<T>,
     timeout: Duration,
 ) -> std::io::Result<()> {
     let mut out = Out { wr, timeout };
@@ -75,7 +103,7 @@ pub async fn run<W: Sink, T: Queued>(
     while let Some(item) = rx.recv().await {
         put(&mut out, &mut buf, &item).await?;
         drop(item);
-        while let Ok(item) = rx.try_recv() {
+        while let Some(item) = rx.try_recv() {
             put(&mut out, &mut buf, &item).await?;
         }
         if !buf.is_empty() {

@@ -125,7 +125,7 @@ async fn handshake_inner(p: &Params, session_id: &[u8]) -> Result<Connection, Cl
 /// The largest data section accepted from any server, whatever it announces: the codec
 /// reserves up to this much for one frame.
 const MAX_SERVER_DATA: u32 = 16 << 20;
-/// The most requests a server may ask to have in flight (the queue is sized from it).
+/// The most requests in flight a server may announce (a larger figure is taken as this).
 const MAX_SERVER_IN_FLIGHT: u32 = 1024;
 
 /// Limits for frames from the server once `max_data` is agreed.

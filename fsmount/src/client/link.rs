@@ -20,10 +20,12 @@ use super::shared::Shared;
 const PING_AFTER: Duration = Duration::from_secs(2);
 const DEAD_AFTER: Duration = Duration::from_secs(10);
 
-/// The current connection's request queue.
+/// The current connection's request queue: unbounded, so a call queues its frame at once,
+/// in call order (callers are bounded before they call: by the kernel's requests in flight,
+/// the dirty bound of write-behind, the read-ahead window).
 #[derive(Clone)]
 pub(super) struct Link {
-    pub tx: mpsc::Sender<Frame>,
+    pub tx: mpsc::UnboundedSender<Frame>,
     /// Which connection of the session this is (1 for the first).
     pub generation: u64,
     /// Stops the reader (which may be blocked on a stalled socket) when the link is dropped.
@@ -37,7 +39,7 @@ pub(super) fn start(
     wr: BoxWrite,
     generation: u64,
 ) -> Link {
-    let (tx, rx) = mpsc::channel(shared.queue);
+    let (tx, rx) = mpsc::unbounded_channel();
     let weak = Arc::downgrade(shared);
     tokio::spawn(async move {
         let why = match protocol::writer::run(wr, rx, crate::defaults::WRITE_TIMEOUT).await {
@@ -63,7 +65,7 @@ pub(super) fn start(
 }
 
 /// Pings a quiet connection that owes replies and gives it up if it stays silent.
-async fn watch_liveness(shared: Weak<Shared>, tx: mpsc::Sender<Frame>, generation: u64) {
+async fn watch_liveness(shared: Weak<Shared>, tx: mpsc::UnboundedSender<Frame>, generation: u64) {
     loop {
         tokio::time::sleep(PING_AFTER / 2).await;
         let Some(shared) = shared.upgrade() else {
@@ -91,7 +93,7 @@ async fn watch_liveness(shared: Weak<Shared>, tx: mpsc::Sender<Frame>, generatio
                 &proto::Ping {},
                 Bytes::new(),
             );
-            let _ = tx.try_send(ping);
+            let _ = tx.send(ping);
         }
     }
 }

@@ -28,7 +28,6 @@ use tokio_util::codec::FramedRead;
 
 pub use error::ClientError;
 pub use handshake::{Welcome, CONNECT_TIMEOUT};
-use pending::Pending;
 use shared::Shared;
 pub use shared::{CallMetrics, LinkStats, Params};
 
@@ -61,7 +60,7 @@ pub async fn connect(
         transport,
     };
     let (rd, wr, welcome) = handshake::handshake(&params).await?;
-    let client = Client::start(rd, wr, &welcome, params);
+    let client = Client::start(rd, wr, params);
     Ok(Connected {
         client,
         root: welcome.root,
@@ -87,14 +86,8 @@ impl std::fmt::Debug for Client {
 
 impl Client {
     /// Starts the session's tasks on its first, authenticated connection.
-    fn start(
-        rd: FramedRead<BoxRead, FrameCodec>,
-        wr: BoxWrite,
-        welcome: &Welcome,
-        params: Params,
-    ) -> Client {
-        let queue = welcome.max_in_flight.max(1) as usize * 2;
-        let shared = Arc::new(Shared::new(params, queue, crate::defaults::TIMEOUT));
+    fn start(rd: FramedRead<BoxRead, FrameCodec>, wr: BoxWrite, params: Params) -> Client {
+        let shared = Arc::new(Shared::new(params, crate::defaults::TIMEOUT));
         let link = link::start(&shared, rd, wr, 1);
         shared.publish(link);
         Client { shared }
@@ -128,15 +121,11 @@ impl Client {
         self.shared.pending.count()
     }
 
-    /// Sends one request and waits for its successful reply frame; an error reply is
-    /// `ClientError::Remote`. `timeout`: how long to wait while disconnected (None: for ever).
-    async fn call_with(
-        &self,
-        cmd: Command,
-        msg: Bytes,
-        data: Bytes,
-        timeout: Option<Duration>,
-    ) -> Result<Frame, ClientError> {
+    /// Queues request `cmd` now, before returning: requests reach the server in the order
+    /// calls were made (the server orders what it must, e.g. a SetAttr after the Writes
+    /// before it on the same handle). Sent at once if connected; otherwise the reconnection
+    /// sends it. Carries the credentials of the operation being served, if any.
+    fn send_now(&self, cmd: Command, msg: Bytes, data: Bytes) -> Sent {
         let shared = &*self.shared;
         let started = std::time::Instant::now();
         let id = shared.new_stream_id();
@@ -149,17 +138,34 @@ impl Client {
             (protocol::HEADER_LEN + frame.msg.len() + frame.data.len()) as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
-        let mut rx = shared.pending.register(frame.clone());
-        let mut guard = CancelOnDrop {
-            pending: &shared.pending,
+        let rx = shared.pending.register(frame.clone());
+        let guard = CancelOnDrop {
+            shared: self.shared.clone(),
             id,
             armed: true,
         };
-        // Sent now if connected; otherwise the reconnection sends it.
-        let link = shared.link.lock().clone();
-        if let Some(link) = link {
-            let _ = link.tx.send(frame).await;
+        if let Some(link) = &*shared.link.lock() {
+            let _ = link.tx.send(frame);
         }
+        Sent {
+            cmd,
+            started,
+            rx,
+            guard,
+        }
+    }
+
+    /// Waits for the reply to a request `send_now` queued: its successful reply frame; an
+    /// error reply is `ClientError::Remote`. `timeout`: how long to wait while disconnected
+    /// (None: for ever).
+    async fn reply_to(&self, sent: Sent, timeout: Option<Duration>) -> Result<Frame, ClientError> {
+        let shared = &*self.shared;
+        let Sent {
+            cmd,
+            started,
+            mut rx,
+            mut guard,
+        } = sent;
         let mut connected = shared.connected.subscribe();
         let reply = loop {
             if *connected.borrow_and_update() {
@@ -212,12 +218,14 @@ impl Client {
 }
 
 impl Remote for Client {
-    fn call(&self, cmd: Command, msg: Bytes, data: Bytes, patience: Patience) -> CallFuture<'_> {
+    fn call(&self, cmd: Command, msg: Bytes, data: Bytes, patience: Patience) -> CallFuture {
         let timeout = match patience {
             Patience::MountTimeout => *self.shared.timeout.lock(),
             Patience::Forever => None,
         };
-        Box::pin(self.call_with(cmd, msg, data, timeout))
+        let sent = self.send_now(cmd, msg, data);
+        let me = self.clone();
+        Box::pin(async move { me.reply_to(sent, timeout).await })
     }
 
     fn set_reopen(&self, reopen: Reopen) {
@@ -225,17 +233,25 @@ impl Remote for Client {
     }
 }
 
+/// A request queued by `send_now`, awaiting its reply.
+struct Sent {
+    cmd: Command,
+    started: std::time::Instant,
+    rx: pending::Reply,
+    guard: CancelOnDrop,
+}
+
 /// Forgets the pending request if the call is dropped before its reply arrives.
-struct CancelOnDrop<'a> {
-    pending: &'a Pending,
+struct CancelOnDrop {
+    shared: Arc<Shared>,
     id: protocol::StreamId,
     armed: bool,
 }
 
-impl Drop for CancelOnDrop<'_> {
+impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         if self.armed {
-            self.pending.cancel(self.id);
+            self.shared.pending.cancel(self.id);
         }
     }
 }

@@ -50,13 +50,7 @@ pub(super) async fn reconnect(weak: Weak<Shared>, generation: u64) {
                         }
                     }
                 };
-                shared.publish(link.clone());
-                let resend = shared.pending.unanswered();
-                for frame in &resend {
-                    if link.tx.send(frame.clone()).await.is_err() {
-                        break;
-                    }
-                }
+                let resend = shared.publish_and_resend(link.clone());
                 let mut st = shared.stats.lock();
                 st.reconnects += 1;
                 st.resumed += welcome.resumed as u64;
@@ -109,7 +103,7 @@ async fn reopen_handles(shared: &Arc<Shared>, link: &Link) -> Result<usize, Clie
         let frame = Frame::request_bytes(Command::Open, id, msg, Bytes::new());
         ids.push(id);
         replies.push((req.handle, shared.pending.register(frame.clone())));
-        if link.tx.send(frame).await.is_err() {
+        if link.tx.send(frame).is_err() {
             break;
         }
     }

@@ -62,8 +62,6 @@ pub(super) struct Shared {
     /// How long a call waits while disconnected (None: for ever).
     pub timeout: Mutex<Option<Duration>>,
     pub reopen: Mutex<Option<Reopen>>,
-    /// Frames queued per connection before callers wait.
-    pub queue: usize,
     /// When the last frame arrived.
     pub last_heard: Mutex<Instant>,
     /// Calls per command and their round-trip times, bytes each way (`-o metrics`).
@@ -79,7 +77,7 @@ pub struct CallMetrics {
 }
 
 impl Shared {
-    pub fn new(params: Params, queue: usize, timeout: Option<Duration>) -> Shared {
+    pub fn new(params: Params, timeout: Option<Duration>) -> Shared {
         Shared {
             params,
             next_stream: AtomicU32::new(1),
@@ -89,7 +87,6 @@ impl Shared {
             stats: Mutex::new(LinkStats::default()),
             timeout: Mutex::new(timeout),
             reopen: Mutex::new(None),
-            queue,
             last_heard: Mutex::new(Instant::now()),
             metrics: CallMetrics::default(),
         }
@@ -108,12 +105,35 @@ impl Shared {
     /// Makes `link` the connection calls use.
     pub fn publish(&self, link: Link) {
         *self.link.lock() = Some(link);
+        self.went_up();
+    }
+
+    fn went_up(&self) {
         let mut st = self.stats.lock();
         if let Some(since) = st.down_since.take() {
             st.last_outage = Some(since.elapsed());
         }
         drop(st);
         self.connected.send_replace(true);
+    }
+
+    /// Makes `link` the connection calls use and sends on it every request still
+    /// unanswered, oldest first, before any call made after: the server sees requests in
+    /// the order they were made (a call that queued its frame on the old connection just
+    /// before may send it again after these; the server's reply cache answers it once).
+    /// Returns the requests sent again.
+    pub fn publish_and_resend(&self, link: Link) -> Vec<protocol::Frame> {
+        let mut current = self.link.lock();
+        let resend = self.pending.unanswered();
+        for frame in &resend {
+            if link.tx.send(frame.clone()).is_err() {
+                break;
+            }
+        }
+        *current = Some(link);
+        drop(current);
+        self.went_up();
+        resend
     }
 
     /// Connection `generation` failed: unless already noticed, stop using it and reconnect.

@@ -42,9 +42,16 @@ impl Fs {
     }
 
     /// Changes attributes of `ino`: through `fh` when the kernel gives one (ftruncate),
-    /// else by path (see `by_path_or_handle`).
+    /// else by path (see `by_path_or_handle`). Behind queued writes it goes through their
+    /// handle without waiting for them (see `behind_writes`).
     pub async fn setattr(&self, ino: Ino, fh: Option<Fh>, change: SetAttr) -> Result<proto::Attr> {
-        self.after_writes(ino).await;
+        let fh = match self.behind_writes(ino, fh) {
+            Some(h) => Some(h),
+            None => {
+                self.after_writes(ino).await;
+                fh
+            }
+        };
         if change.size.is_some() {
             self.data_changed(ino);
         }
@@ -68,6 +75,23 @@ impl Fs {
         let attr = self.by_path_or_handle::<rpc::SetAttr>(ino, fh, req).await?;
         self.attrs.lock().put(ino, &attr, generation);
         Ok(attr)
+    }
+
+    /// When `ino` has writes queued, all through one handle (and `fh`, if given, is that
+    /// handle): sends its coalesced writes now and returns that handle. A request queued
+    /// through it after them is run by the server after them (the server orders requests on
+    /// a handle), so `fchmod`/`futimens` after `write` need not wait for the writes'
+    /// acknowledgements, and their outcome is still the one the writes left.
+    fn behind_writes(&self, ino: Ino, fh: Option<Fh>) -> Option<Fh> {
+        let wb = self.writeback.as_ref()?;
+        let h = wb.only_handle(ino)?;
+        if fh.is_some_and(|f| f != h) {
+            return None;
+        }
+        if let Some(c) = &self.coalescer {
+            c.flush_ino(ino);
+        }
+        Some(h)
     }
 
     /// Sends an attribute request for `ino` built by `make(path, handle, identity)`:

@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::ids::{Fh, Ino};
-use super::write::write_chunk;
+use super::write::queue_write;
 use super::writeback::{Ticket, Writeback};
 use crate::remote::{Patience, Remote};
 
@@ -80,7 +80,7 @@ impl Coalescer {
         if let Some(b) = stale {
             self.send(fh, b);
         }
-        let ticket = self.writeback.queue(ino, offset, len as u64).await;
+        let ticket = self.writeback.queue(ino, fh, offset, len as u64).await;
         let (full, started) = {
             let mut batches = self.batches.lock();
             let continues = batches
@@ -136,7 +136,7 @@ impl Coalescer {
         }
     }
 
-    /// Sends the open batches of `ino` now.
+    /// Sends the open batches of `ino` now: queued before this returns.
     pub fn flush_ino(&self, ino: Ino) {
         let due: Vec<(Fh, Batch)> = {
             let mut batches = self.batches.lock();
@@ -167,15 +167,16 @@ impl Coalescer {
             1 => b.pieces.into_iter().next().unwrap_or_default(),
             _ => b.pieces.concat().into(),
         };
-        let (remote, wb) = (self.remote.clone(), self.writeback.clone());
-        let (offset, tickets) = (b.offset, b.tickets);
+        let wb = self.writeback.clone();
+        let tickets = b.tickets;
+        // Queued now, as the batch's writer: before any request made after this returns.
+        let queue = || queue_write(&*self.remote, fh, b.offset, data, Patience::Forever);
+        let write = match b.writer {
+            Some(who) => crate::credentials::CALLER.sync_scope(who, queue),
+            None => queue(),
+        };
         tokio::spawn(async move {
-            let write = write_chunk(&*remote, fh, offset, data, Patience::Forever);
-            let result = match b.writer {
-                Some(who) => crate::credentials::CALLER.scope(who, write).await,
-                None => write.await,
-            }
-            .map_err(|e| e.errno());
+            let result = write.await.map_err(|e| e.errno());
             for t in tickets {
                 wb.done(t, result);
             }

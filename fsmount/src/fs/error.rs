@@ -20,6 +20,9 @@ pub enum FsError {
     /// Every name the inode was known by is gone (it may still be open).
     #[error("no name of inode {0} is left")]
     NoName(u64),
+    /// Known without asking: the name is not in a directory whose names this mount knows.
+    #[error("no such name (directory known complete)")]
+    Missing,
     /// A queued write failed; reported by the next flush/fsync/close.
     #[error("an earlier write failed (errno {0})")]
     Writeback(i32),
@@ -45,7 +48,7 @@ impl FsError {
             FsError::Client(ClientError::ServerNotAuthentic) => libc::EACCES,
             FsError::Client(ClientError::Tls(_)) => libc::EIO,
             FsError::Stale(_) => libc::ESTALE,
-            FsError::NoName(_) => libc::ENOENT,
+            FsError::NoName(_) | FsError::Missing => libc::ENOENT,
             FsError::BadReply(_) => libc::EIO,
             FsError::NoAttribute => libc::ENODATA,
         }

@@ -15,7 +15,7 @@
 //! - `dir`: directory streams (readdir, readdirplus).
 //!
 //! The tables they use: [`inodes`], [`attr_cache`], [`block_cache`], `read_ahead`,
-//! [`writeback`], `coalesce`. Caching is close-to-open, as NFS: `open` revalidates with the
+//! [`writeback`], `coalesce`, `complete_dirs`. Caching is close-to-open, as NFS: `open` revalidates with the
 //! server and lets the kernel keep its pages only if the change token is the one they were
 //! cached under.
 
@@ -23,6 +23,7 @@ pub mod attr_cache;
 mod attrs;
 pub mod block_cache;
 mod coalesce;
+mod complete_dirs;
 mod dir;
 pub mod error;
 pub mod ids;
@@ -48,6 +49,7 @@ use crate::remote::Remote;
 use attr_cache::AttrCache;
 use block_cache::BlockCache;
 use coalesce::Coalescer;
+use complete_dirs::CompleteDirs;
 pub use dir::DirItem;
 use dir::DirStreams;
 pub use error::{FsError, Result};
@@ -124,6 +126,8 @@ pub struct Fs {
     attrs: Mutex<AttrCache>,
     open_files: OpenFiles,
     dirs: DirStreams,
+    /// Directories this mount created, whose missing names it answers for.
+    complete: Mutex<CompleteDirs>,
     cache: Option<Arc<BlockCache>>,
     writeback: Option<Arc<Writeback>>,
     coalescer: Option<Arc<Coalescer>>,
@@ -152,6 +156,7 @@ impl Fs {
             attrs: Mutex::new(AttrCache::new(options.attr_ttl)),
             open_files: OpenFiles::default(),
             dirs: DirStreams::default(),
+            complete: Mutex::new(CompleteDirs::new(options.negative_ttl)),
             cache,
             writeback,
             coalescer,

@@ -76,7 +76,21 @@ impl Fs {
         attrs.generation()
     }
 
+    /// `name` was made in `parent` by a request that returned `result` (EEXIST: it exists
+    /// anyway); any other failure leaves `parent`'s names unaccounted for.
+    pub(super) fn name_made<T>(&self, parent: Ino, name: &[u8], result: &Result<T>) {
+        let mut complete = self.complete.lock();
+        match result {
+            Ok(_) => complete.added(parent, name),
+            Err(e) if e.errno() == libc::EEXIST => complete.added(parent, name),
+            Err(_) => complete.forget(parent),
+        }
+    }
+
     pub async fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Entry> {
+        if self.complete.lock().missing(parent, name) {
+            return Err(FsError::Missing);
+        }
         let generation = self.attr_generation();
         let path = self.child_path(parent, name)?;
         let reply = self
@@ -91,6 +105,7 @@ impl Fs {
         let gone = self.inodes.lock().forget(ino, n);
         if gone {
             self.attrs.lock().forget(ino);
+            self.complete.lock().forget(ino);
         }
         if let (true, Some(cache)) = (gone, &self.cache) {
             cache.forget(ino);
@@ -111,8 +126,15 @@ impl Fs {
             name: Bytes::copy_from_slice(name),
             mode,
         };
-        let reply = self.remote.rpc::<rpc::Mkdir>(&req).await?;
-        Ok(self.remember(parent, name, attr_of(reply.attr)?, self.names_changed()))
+        let reply = self
+            .remote
+            .rpc::<rpc::Mkdir>(&req)
+            .await
+            .map_err(FsError::from);
+        self.name_made(parent, name, &reply);
+        let entry = self.remember(parent, name, attr_of(reply?.attr)?, self.names_changed());
+        self.complete.lock().created(entry.ino);
+        Ok(entry)
     }
 
     pub async fn mknod(&self, parent: Ino, name: &[u8], mode: u32, rdev: u64) -> Result<Entry> {
@@ -122,7 +144,13 @@ impl Fs {
             mode,
             rdev,
         };
-        let reply = self.remote.rpc::<rpc::Mknod>(&req).await?;
+        let reply = self
+            .remote
+            .rpc::<rpc::Mknod>(&req)
+            .await
+            .map_err(FsError::from);
+        self.name_made(parent, name, &reply);
+        let reply = reply?;
         Ok(self.remember(parent, name, attr_of(reply.attr)?, self.names_changed()))
     }
 
@@ -132,7 +160,13 @@ impl Fs {
             name: Bytes::copy_from_slice(name),
             target: Bytes::copy_from_slice(target),
         };
-        let reply = self.remote.rpc::<rpc::Symlink>(&req).await?;
+        let reply = self
+            .remote
+            .rpc::<rpc::Symlink>(&req)
+            .await
+            .map_err(FsError::from);
+        self.name_made(parent, name, &reply);
+        let reply = reply?;
         Ok(self.remember(parent, name, attr_of(reply.attr)?, self.names_changed()))
     }
 
@@ -144,7 +178,9 @@ impl Fs {
             new_name: Bytes::copy_from_slice(new_name),
             expect,
         };
-        let reply = self.by_any_name::<rpc::Link>(ino, make).await?;
+        let reply = self.by_any_name::<rpc::Link>(ino, make).await;
+        self.name_made(new_parent, new_name, &reply);
+        let reply = reply?;
         let attr = attr_of(reply.attr)?;
         Ok(self.remember(new_parent, new_name, attr, self.names_changed()))
     }
@@ -156,7 +192,12 @@ impl Fs {
             name: Bytes::copy_from_slice(name),
             dir,
         };
-        self.remote.rpc::<rpc::Remove>(&req).await?;
+        let removed = self.remote.rpc::<rpc::Remove>(&req).await;
+        match &removed {
+            Ok(_) => self.complete.lock().removed(parent, name),
+            Err(_) => self.complete.lock().forget(parent),
+        }
+        removed?;
         self.names_changed();
         // The inode stays reachable through its other names, if it has any.
         self.inodes.lock().remove_name(parent, name);
@@ -179,7 +220,22 @@ impl Fs {
             new_name: Bytes::copy_from_slice(new_name),
             flags,
         };
-        let reply = self.remote.rpc::<rpc::Rename>(&req).await?;
+        let reply = self.remote.rpc::<rpc::Rename>(&req).await;
+        {
+            let mut complete = self.complete.lock();
+            match &reply {
+                Ok(_) if flags & libc::RENAME_EXCHANGE != 0 => {}
+                Ok(_) => {
+                    complete.removed(parent, name);
+                    complete.added(new_parent, new_name);
+                }
+                Err(_) => {
+                    complete.forget(parent);
+                    complete.forget(new_parent);
+                }
+            }
+        }
+        let reply = reply?;
         self.names_changed();
         self.inodes.lock().renamed(
             (parent, name),

@@ -232,3 +232,64 @@ async fn a_server_error_keeps_its_errno() {
     let e = fs.lookup(Ino::ROOT, b"d").await.expect_err("nothing made");
     assert_eq!(e.errno(), libc::ENOENT);
 }
+
+#[tokio::test]
+async fn missing_names_in_a_directory_this_mount_created_are_answered_without_asking() {
+    let (fake, fs) = core();
+    let dir = fs.mkdir(Ino::ROOT, b"d", 0o755).await.expect("mkdir").ino;
+    let lookups = |fake: &FakeServer| {
+        fake.log()
+            .iter()
+            .filter(|l| l.cmd == Command::Lookup)
+            .count()
+    };
+    let missing = fs.lookup(dir, b"f").await.expect_err("nothing there yet");
+    assert_eq!(missing.errno(), libc::ENOENT);
+    assert_eq!(lookups(&fake), 0, "answered from what this mount knows");
+    let (entry, _) = fs
+        .create(dir, b"f", 0o644, libc::O_RDWR as u32)
+        .await
+        .expect("create");
+    let found = fs
+        .lookup(dir, b"f")
+        .await
+        .expect("a name this mount made is asked for");
+    assert_eq!(found.ino, entry.ino);
+    assert_eq!(lookups(&fake), 1);
+    fs.remove(dir, b"f", false).await.expect("unlink");
+    assert!(fs.lookup(dir, b"f").await.is_err());
+    assert_eq!(lookups(&fake), 1);
+    // A directory this mount did not create (the root) is asked about.
+    assert!(fs.lookup(Ino::ROOT, b"nothing").await.is_err());
+    assert_eq!(lookups(&fake), 2);
+}
+
+#[tokio::test]
+async fn a_setattr_behind_queued_writes_does_not_wait_for_them_but_is_sent_after_them() {
+    let (fake, fs) = core();
+    let (ino, fh) = create(&fs, b"f").await;
+    fake.inject(Command::Write, Fault::Hang, 1);
+    fs.write(fh, 0, Bytes::from(vec![1u8; 4096])).await.unwrap();
+    let change = super::SetAttr {
+        mode: Some(0o600),
+        ..Default::default()
+    };
+    let set = tokio::time::timeout(Duration::from_secs(5), fs.setattr(ino, None, change));
+    set.await
+        .expect("not held up by the unacknowledged write")
+        .expect("setattr");
+    let order: Vec<Command> = fake
+        .log()
+        .iter()
+        .map(|l| l.cmd)
+        .filter(|c| matches!(c, Command::Write | Command::SetAttr))
+        .collect();
+    assert_eq!(
+        order,
+        vec![Command::Write, Command::SetAttr],
+        "queued in call order"
+    );
+    fake.release();
+    fs.flush(ino).await.expect("the write lands");
+    assert_eq!(fake.file(b"f").unwrap().len(), 4096);
+}

@@ -6,6 +6,7 @@
 //! for its queued writes first (`after_writes`), so the server sees them in order.
 
 use bytes::Bytes;
+use prost::Message;
 use protocol::rpc;
 
 use super::writeback::WritebackStats;
@@ -137,14 +138,34 @@ pub(super) async fn write_chunk(
     data: Bytes,
     patience: Patience,
 ) -> Result<()> {
+    queue_write(remote, fh, offset, data, patience).await
+}
+
+/// `write_chunk`, with the request queued before this returns (in call order with the
+/// requests that follow); the future waits for its acknowledgement.
+pub(super) fn queue_write(
+    remote: &dyn Remote,
+    fh: Fh,
+    offset: u64,
+    data: Bytes,
+    patience: Patience,
+) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
     let len = data.len();
     let req = proto::WriteRequest {
         handle: fh.0,
         offset,
     };
-    let reply = remote.rpc_frame::<rpc::Write>(&req, data, patience).await?;
-    if decode::<rpc::Write>(&reply)?.written as usize != len {
-        return Err(FsError::BadReply("short write"));
+    let call = remote.call(
+        <rpc::Write as rpc::Rpc>::COMMAND,
+        req.encode_to_vec().into(),
+        data,
+        patience,
+    );
+    async move {
+        let reply = call.await?;
+        if decode::<rpc::Write>(&reply)?.written as usize != len {
+            return Err(FsError::BadReply("short write"));
+        }
+        Ok(())
     }
-    Ok(())
 }

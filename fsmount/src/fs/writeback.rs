@@ -14,15 +14,15 @@ use parking_lot::Mutex;
 
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
-use super::ids::Ino;
+use super::ids::{Fh, Ino};
 
 /// Bytes are counted against the bound in units of this size (semaphore permits are u32).
 const UNIT: usize = 4096;
 
 #[derive(Debug, Default)]
 struct FileState {
-    /// (ticket id, start, end) of every unacknowledged write.
-    in_flight: Vec<(u64, u64, u64)>,
+    /// (ticket id, start, end, handle) of every unacknowledged write.
+    in_flight: Vec<(u64, u64, u64, Fh)>,
     /// errno of the first failed write since the last flush/fsync/close.
     first_error: Option<i32>,
 }
@@ -74,9 +74,9 @@ impl Writeback {
         }
     }
 
-    /// Queues a write of `len` bytes at `offset` of `ino`: waits for room under the dirty
-    /// bound and for earlier writes overlapping the range.
-    pub async fn queue(&self, ino: Ino, offset: u64, len: u64) -> Ticket {
+    /// Queues a write of `len` bytes at `offset` of `ino` through `fh`: waits for room under
+    /// the dirty bound and for earlier writes overlapping the range.
+    pub async fn queue(&self, ino: Ino, fh: Fh, offset: u64, len: u64) -> Ticket {
         let units = (len as usize).div_ceil(UNIT).clamp(1, self.limit_units) as u32;
         let permit = self
             .dirty
@@ -90,9 +90,13 @@ impl Writeback {
             {
                 let mut files = self.files.lock();
                 let f = files.entry(ino).or_default();
-                if !f.in_flight.iter().any(|&(_, s, e)| s < end && offset < e) {
+                if !f
+                    .in_flight
+                    .iter()
+                    .any(|&(_, s, e, _)| s < end && offset < e)
+                {
                     let id = self.next_ticket.fetch_add(1, Ordering::Relaxed);
-                    f.in_flight.push((id, offset, end));
+                    f.in_flight.push((id, offset, end, fh));
                     let mut st = self.stats.lock();
                     st.dirty_bytes += len;
                     st.writes_in_flight += 1;
@@ -113,7 +117,7 @@ impl Writeback {
         {
             let mut files = self.files.lock();
             if let Some(f) = files.get_mut(&ticket.ino) {
-                f.in_flight.retain(|&(id, _, _)| id != ticket.id);
+                f.in_flight.retain(|&(id, ..)| id != ticket.id);
                 if let Err(errno) = result {
                     f.first_error.get_or_insert(errno);
                 }
@@ -139,6 +143,14 @@ impl Writeback {
             .lock()
             .get(&ino)
             .is_some_and(|f| !f.in_flight.is_empty())
+    }
+
+    /// The one handle `ino`'s unacknowledged writes all go through, if they do.
+    pub fn only_handle(&self, ino: Ino) -> Option<Fh> {
+        let files = self.files.lock();
+        let writes = &files.get(&ino)?.in_flight;
+        let fh = writes.first()?.3;
+        writes.iter().all(|w| w.3 == fh).then_some(fh)
     }
 
     /// Waits until every write of `ino` queued so far is acknowledged.
@@ -187,10 +199,10 @@ mod tests {
     #[tokio::test]
     async fn overlapping_writes_wait_and_errors_are_reported_once() {
         let wb = Arc::new(Writeback::new(1 << 20));
-        let a = wb.queue(Ino(1), 0, 100).await;
-        let b = wb.queue(Ino(1), 100, 100).await; // adjacent: no wait
+        let a = wb.queue(Ino(1), Fh(1), 0, 100).await;
+        let b = wb.queue(Ino(1), Fh(1), 100, 100).await; // adjacent: no wait
         let wb2 = wb.clone();
-        let overlapping = tokio::spawn(async move { wb2.queue(Ino(1), 50, 10).await });
+        let overlapping = tokio::spawn(async move { wb2.queue(Ino(1), Fh(1), 50, 10).await });
         // A task that could go on would finish within these polls (one thread runs both).
         run_others().await;
         assert!(
@@ -214,9 +226,9 @@ mod tests {
     #[tokio::test]
     async fn a_writer_beyond_the_bound_waits_for_acknowledgements() {
         let wb = Arc::new(Writeback::new(8192));
-        let a = wb.queue(Ino(1), 0, 8192).await;
+        let a = wb.queue(Ino(1), Fh(1), 0, 8192).await;
         let wb2 = wb.clone();
-        let next = tokio::spawn(async move { wb2.queue(Ino(2), 0, 4096).await });
+        let next = tokio::spawn(async move { wb2.queue(Ino(2), Fh(1), 0, 4096).await });
         run_others().await;
         assert!(
             !next.is_finished(),

@@ -59,7 +59,18 @@ struct Tree {
     clock: u64,
 }
 
-pub struct FakeServer {
+/// The fake; cheap to share, so a call's future owns what it needs.
+pub struct FakeServer(std::sync::Arc<FakeState>);
+
+impl std::ops::Deref for FakeServer {
+    type Target = FakeState;
+
+    fn deref(&self) -> &FakeState {
+        &self.0
+    }
+}
+
+pub struct FakeState {
     tree: Mutex<Tree>,
     /// (command, fault, times left, releases seen when injected).
     rules: Mutex<Vec<(Command, Fault, usize, u64)>>,
@@ -121,7 +132,7 @@ impl FakeServer {
                 change: 0,
             },
         );
-        FakeServer {
+        FakeServer(std::sync::Arc::new(FakeState {
             tree: Mutex::new(tree),
             rules: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
@@ -129,9 +140,11 @@ impl FakeServer {
             released: watch::channel(0).0,
             reopen: Mutex::new(None),
             next_stream: AtomicU32::new(1),
-        }
+        }))
     }
+}
 
+impl FakeState {
     /// The export root's attributes, as the handshake reports them.
     pub fn root(&self) -> proto::Attr {
         self.tree.lock().attr(1)
@@ -210,9 +223,11 @@ impl FakeServer {
         Some((fault, epoch))
     }
 
-    async fn answer(&self, cmd: Command, msg: Bytes, data: Bytes) -> Result<Frame, ClientError> {
+    /// Logs a request as it is sent (in call order, as the real server receives them) and
+    /// picks the fault it meets.
+    fn receive(&self, cmd: Command, msg: &Bytes, data: &Bytes) -> Option<(Fault, u64)> {
         let write = match cmd {
-            Command::Write => decode::<proto::WriteRequest>(&msg)
+            Command::Write => decode::<proto::WriteRequest>(msg)
                 .map(|w| (w.handle, w.offset, data.len()))
                 .unwrap_or_default(),
             _ => (0, 0, 0),
@@ -220,6 +235,16 @@ impl FakeServer {
         let fault = self.fault_for(cmd);
         self.log.lock().push(Logged { cmd, write });
         self.received.send_modify(|n| *n += 1);
+        fault
+    }
+
+    async fn answer(
+        &self,
+        cmd: Command,
+        msg: Bytes,
+        data: Bytes,
+        fault: Option<(Fault, u64)>,
+    ) -> Result<Frame, ClientError> {
         match fault {
             Some((Fault::Fail(errno), _)) => return Err(err(errno)),
             Some((Fault::Lose, _)) => {
@@ -239,8 +264,10 @@ impl FakeServer {
 }
 
 impl Remote for FakeServer {
-    fn call(&self, cmd: Command, msg: Bytes, data: Bytes, _patience: Patience) -> CallFuture<'_> {
-        Box::pin(self.answer(cmd, msg, data))
+    fn call(&self, cmd: Command, msg: Bytes, data: Bytes, _patience: Patience) -> CallFuture {
+        let fault = self.receive(cmd, &msg, &data);
+        let state = self.0.clone();
+        Box::pin(async move { state.answer(cmd, msg, data, fault).await })
     }
 
     fn set_reopen(&self, reopen: Reopen) {

@@ -32,15 +32,16 @@ pub enum Patience {
 pub type Reopen =
     Arc<dyn Fn() -> Vec<(proto::OpenRequest, Option<proto::Credentials>)> + Send + Sync>;
 
-/// A boxed call in progress (the trait must be usable as `dyn Remote`).
-pub type CallFuture<'a> = Pin<Box<dyn Future<Output = Result<Frame, ClientError>> + Send + 'a>>;
+/// A boxed call in progress (the trait must be usable as `dyn Remote`); it owns what it
+/// needs, so it can be spawned after the request was queued.
+pub type CallFuture = Pin<Box<dyn Future<Output = Result<Frame, ClientError>> + Send + 'static>>;
 
 /// The server, as the core sees it.
 pub trait Remote: Send + Sync + 'static {
-    /// Sends request `cmd` (message already encoded, data section) and waits for its
-    /// successful reply frame, with the CRC32 it carried. An error reply is
-    /// `ClientError::Remote`.
-    fn call(&self, cmd: Command, msg: Bytes, data: Bytes, patience: Patience) -> CallFuture<'_>;
+    /// Queues request `cmd` (message already encoded, data section) before returning, so
+    /// requests reach the server in call order; the future waits for its successful reply
+    /// frame, with the CRC32 it carried. An error reply is `ClientError::Remote`.
+    fn call(&self, cmd: Command, msg: Bytes, data: Bytes, patience: Patience) -> CallFuture;
 
     /// Registers how to recreate the mount's handles on a new session.
     fn set_reopen(&self, reopen: Reopen);
