@@ -155,7 +155,12 @@ impl Fs {
             cookie: d.next_cookie,
             max_entries: LIST_PAGE,
         };
+        let (since, generation) = (std::time::Instant::now(), self.attr_generation());
         let reply = self.remote.rpc::<rpc::List>(&req).await?;
+        if req.cookie == 0 && reply.eof {
+            // The whole directory in one page: lookups in it can be answered for a while.
+            self.listed(d.ino, since, generation, &reply.entries);
+        }
         if let Some(last) = reply.entries.last() {
             d.next_cookie = last.cookie;
         }
@@ -180,7 +185,7 @@ impl Fs {
 
 /// A single file name as the kernel takes it: not empty, not `.` or `..`, no `/` or NUL,
 /// at most 255 bytes.
-fn valid_name(name: &[u8]) -> bool {
+pub(super) fn valid_name(name: &[u8]) -> bool {
     !name.is_empty()
         && name != b"."
         && name != b".."

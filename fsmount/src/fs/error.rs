@@ -20,9 +20,10 @@ pub enum FsError {
     /// Every name the inode was known by is gone (it may still be open).
     #[error("no name of inode {0} is left")]
     NoName(u64),
-    /// Known without asking: the name is not in a directory whose names this mount knows.
+    /// Known without asking: the name is not in a directory whose names this mount has
+    /// known for `age` (see `known_dirs`).
     #[error("no such name (directory known complete)")]
-    Missing,
+    Missing { age: std::time::Duration },
     /// A queued write failed; reported by the next flush/fsync/close.
     #[error("an earlier write failed (errno {0})")]
     Writeback(i32),
@@ -48,7 +49,7 @@ impl FsError {
             FsError::Client(ClientError::ServerNotAuthentic) => libc::EACCES,
             FsError::Client(ClientError::Tls(_)) => libc::EIO,
             FsError::Stale(_) => libc::ESTALE,
-            FsError::NoName(_) | FsError::Missing => libc::ENOENT,
+            FsError::NoName(_) | FsError::Missing { .. } => libc::ENOENT,
             FsError::BadReply(_) => libc::EIO,
             FsError::NoAttribute => libc::ENODATA,
         }

@@ -15,7 +15,7 @@
 //! - `dir`: directory streams (readdir, readdirplus).
 //!
 //! The tables they use: [`inodes`], [`attr_cache`], [`block_cache`], `read_ahead`,
-//! [`writeback`], `coalesce`, `complete_dirs`. Caching is close-to-open, as NFS: `open` revalidates with the
+//! [`writeback`], `coalesce`, `known_dirs`. Caching is close-to-open, as NFS: `open` revalidates with the
 //! server and lets the kernel keep its pages only if the change token is the one they were
 //! cached under.
 
@@ -23,11 +23,11 @@ pub mod attr_cache;
 mod attrs;
 pub mod block_cache;
 mod coalesce;
-mod complete_dirs;
 mod dir;
 pub mod error;
 pub mod ids;
 pub mod inodes;
+mod known_dirs;
 mod namespace;
 mod open_files;
 mod read;
@@ -49,12 +49,12 @@ use crate::remote::Remote;
 use attr_cache::AttrCache;
 use block_cache::BlockCache;
 use coalesce::Coalescer;
-use complete_dirs::CompleteDirs;
 pub use dir::DirItem;
 use dir::DirStreams;
 pub use error::{FsError, Result};
 pub use ids::{Fh, Ino};
 use inodes::InodeTable;
+use known_dirs::KnownDirs;
 use open_files::OpenFiles;
 use writeback::Writeback;
 
@@ -63,6 +63,9 @@ use writeback::Writeback;
 pub struct Entry {
     pub ino: Ino,
     pub attr: proto::Attr,
+    /// How long ago the server reported it (answered from a listing): the kernel keeps it
+    /// for that much less than the timeouts.
+    pub age: std::time::Duration,
 }
 
 /// An open file.
@@ -126,8 +129,8 @@ pub struct Fs {
     attrs: Mutex<AttrCache>,
     open_files: OpenFiles,
     dirs: DirStreams,
-    /// Directories this mount created, whose missing names it answers for.
-    complete: Mutex<CompleteDirs>,
+    /// Directories whose names this mount knows for a while (created or listed by it).
+    known: Mutex<KnownDirs>,
     cache: Option<Arc<BlockCache>>,
     writeback: Option<Arc<Writeback>>,
     coalescer: Option<Arc<Coalescer>>,
@@ -156,7 +159,10 @@ impl Fs {
             attrs: Mutex::new(AttrCache::new(options.attr_ttl)),
             open_files: OpenFiles::default(),
             dirs: DirStreams::default(),
-            complete: Mutex::new(CompleteDirs::new(options.negative_ttl)),
+            known: Mutex::new(KnownDirs::new(
+                options.negative_ttl,
+                options.entry_ttl.min(options.attr_ttl),
+            )),
             cache,
             writeback,
             coalescer,

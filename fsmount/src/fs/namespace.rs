@@ -2,12 +2,15 @@
 //! remove or move names. Every name change forgets all cached attributes (parents' times,
 //! link counts).
 
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
 use protocol::rpc::{self, Rpc};
 
 use crate::client::ClientError;
 
 use super::error::attr_of;
+use super::known_dirs::{Known, MAX_NAMES};
 use super::{Entry, Fs, FsError, Ino, Result};
 
 impl Fs {
@@ -65,7 +68,11 @@ impl Fs {
         let ino = inodes.remember(parent, name, &attr);
         self.note_xattrs(&mut inodes, ino, &attr);
         self.attrs.lock().put(ino, &attr, generation);
-        Entry { ino, attr }
+        Entry {
+            ino,
+            attr,
+            age: Duration::ZERO,
+        }
     }
 
     /// This mount changed names: cached attributes go. Returns the generation replies
@@ -79,17 +86,25 @@ impl Fs {
     /// `name` was made in `parent` by a request that returned `result` (EEXIST: it exists
     /// anyway); any other failure leaves `parent`'s names unaccounted for.
     pub(super) fn name_made<T>(&self, parent: Ino, name: &[u8], result: &Result<T>) {
-        let mut complete = self.complete.lock();
+        let mut known = self.known.lock();
         match result {
-            Ok(_) => complete.added(parent, name),
-            Err(e) if e.errno() == libc::EEXIST => complete.added(parent, name),
-            Err(_) => complete.forget(parent),
+            Ok(_) => known.added(parent, name),
+            Err(e) if e.errno() == libc::EEXIST => known.added(parent, name),
+            Err(_) => known.forget(parent),
         }
     }
 
+    /// Resolves `name` in `parent`: from what this mount knows of `parent` if it can (see
+    /// `known_dirs`); in a directory a walker goes through, by listing it whole; else by a
+    /// Lookup.
     pub async fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Entry> {
-        if self.complete.lock().missing(parent, name) {
-            return Err(FsError::Missing);
+        if let Some(known) = self.lookup_known(parent, name) {
+            return known;
+        }
+        if self.known.lock().worth_listing(parent) && self.list_known(parent).await {
+            if let Some(known) = self.lookup_known(parent, name) {
+                return known;
+            }
         }
         let generation = self.attr_generation();
         let path = self.child_path(parent, name)?;
@@ -100,12 +115,62 @@ impl Fs {
         Ok(self.remember(parent, name, attr_of(reply.attr)?, generation))
     }
 
+    /// `name` in `parent` as a known directory has it, if it does.
+    fn lookup_known(&self, parent: Ino, name: &[u8]) -> Option<Result<Entry>> {
+        let generation = self.attr_generation();
+        let known = self.known.lock().lookup(parent, name, generation);
+        match known {
+            Known::Missing { age } => Some(Err(FsError::Missing { age })),
+            Known::Present { attr, age } => {
+                let mut entry = self.remember(parent, name, attr, generation);
+                entry.age = age;
+                Some(Ok(entry))
+            }
+            Known::Unknown => None,
+        }
+    }
+
+    /// Lists `dir` whole (one page at most) and keeps it as known; false if it could not
+    /// (an error, e.g. a directory one may search but not read, or too many entries).
+    async fn list_known(&self, dir: Ino) -> bool {
+        let Ok(path) = self.path(dir) else {
+            return false;
+        };
+        let (since, generation) = (Instant::now(), self.attr_generation());
+        let req = proto::ListRequest {
+            path: path.into(),
+            cookie: 0,
+            max_entries: MAX_NAMES as u32,
+        };
+        match self.remote.rpc::<rpc::List>(&req).await {
+            Ok(reply) if reply.eof => {
+                self.listed(dir, since, generation, &reply.entries);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The server listed every entry of `dir` in a request sent at `since` (attribute cache
+    /// `generation`).
+    pub(super) fn listed(
+        &self,
+        dir: Ino,
+        since: Instant,
+        generation: u64,
+        entries: &[proto::DirEntry],
+    ) {
+        let valid = entries.iter().filter(|e| super::dir::valid_name(&e.name));
+        let names = valid.map(|e| (&e.name[..], e.attr));
+        self.known.lock().listed(dir, since, generation, names);
+    }
+
     /// The kernel dropped `n` lookups of `ino`.
     pub fn forget(&self, ino: Ino, n: u64) {
         let gone = self.inodes.lock().forget(ino, n);
         if gone {
             self.attrs.lock().forget(ino);
-            self.complete.lock().forget(ino);
+            self.known.lock().forget(ino);
         }
         if let (true, Some(cache)) = (gone, &self.cache) {
             cache.forget(ino);
@@ -133,7 +198,7 @@ impl Fs {
             .map_err(FsError::from);
         self.name_made(parent, name, &reply);
         let entry = self.remember(parent, name, attr_of(reply?.attr)?, self.names_changed());
-        self.complete.lock().created(entry.ino);
+        self.known.lock().created(entry.ino);
         Ok(entry)
     }
 
@@ -194,8 +259,8 @@ impl Fs {
         };
         let removed = self.remote.rpc::<rpc::Remove>(&req).await;
         match &removed {
-            Ok(_) => self.complete.lock().removed(parent, name),
-            Err(_) => self.complete.lock().forget(parent),
+            Ok(_) => self.known.lock().removed(parent, name),
+            Err(_) => self.known.lock().forget(parent),
         }
         removed?;
         self.names_changed();
@@ -222,16 +287,16 @@ impl Fs {
         };
         let reply = self.remote.rpc::<rpc::Rename>(&req).await;
         {
-            let mut complete = self.complete.lock();
+            let mut known = self.known.lock();
             match &reply {
                 Ok(_) if flags & libc::RENAME_EXCHANGE != 0 => {}
                 Ok(_) => {
-                    complete.removed(parent, name);
-                    complete.added(new_parent, new_name);
+                    known.removed(parent, name);
+                    known.added(new_parent, new_name);
                 }
                 Err(_) => {
-                    complete.forget(parent);
-                    complete.forget(new_parent);
+                    known.forget(parent);
+                    known.forget(new_parent);
                 }
             }
         }

@@ -293,3 +293,46 @@ async fn a_setattr_behind_queued_writes_does_not_wait_for_them_but_is_sent_after
     fs.flush(ino).await.expect("the write lands");
     assert_eq!(fake.file(b"f").unwrap().len(), 4096);
 }
+
+#[tokio::test]
+async fn a_walker_s_second_miss_lists_the_directory_and_later_lookups_are_answered_from_it() {
+    let (fake, fs) = core();
+    for name in [&b"a"[..], b"b", b"c"] {
+        fake.replace(name, b"data");
+    }
+    let sent = |fake: &FakeServer, cmd| fake.log().iter().filter(|l| l.cmd == cmd).count();
+    fs.lookup(Ino::ROOT, b"a").await.expect("a");
+    assert_eq!(sent(&fake, Command::Lookup), 1);
+    let b = fs.lookup(Ino::ROOT, b"b").await.expect("b");
+    assert_eq!(b.attr.size, 4);
+    assert_eq!(
+        sent(&fake, Command::List),
+        1,
+        "the second miss lists the directory"
+    );
+    assert_eq!(sent(&fake, Command::Lookup), 1);
+    fs.lookup(Ino::ROOT, b"c")
+        .await
+        .expect("c, from the listing");
+    let gone = fs
+        .lookup(Ino::ROOT, b"nothing")
+        .await
+        .expect_err("not listed");
+    assert_eq!(gone.errno(), libc::ENOENT);
+    assert_eq!(sent(&fake, Command::Lookup), 1, "no more round trips");
+    // A change made by this mount: listed attributes may be stale, names are not.
+    let (ino, fh) = create(&fs, b"new").await;
+    fs.write(fh, 0, Bytes::from_static(b"x")).await.unwrap();
+    fs.flush(ino).await.unwrap();
+    fs.lookup(Ino::ROOT, b"c").await.expect("c");
+    assert_eq!(
+        sent(&fake, Command::Lookup),
+        2,
+        "attributes asked for again"
+    );
+    // A second miss again: listed afresh, with the name made here.
+    fs.lookup(Ino::ROOT, b"new").await.expect("new");
+    assert_eq!(sent(&fake, Command::List), 2);
+    assert!(fs.lookup(Ino::ROOT, b"nothing").await.is_err());
+    assert_eq!(sent(&fake, Command::Lookup), 2);
+}

@@ -103,8 +103,14 @@ impl fuser::Filesystem for FuseAdapter {
             match fs.lookup(Ino(parent.0), &name).await {
                 // A negative entry (node id 0): the kernel remembers the name is missing.
                 Err(e) if e.errno() == libc::ENOENT && !negative.is_zero() => {
+                    // Known missing for a while already: the kernel keeps it for the rest.
+                    let known_for = match e {
+                        fs::FsError::Missing { age } => age,
+                        _ => Duration::ZERO,
+                    };
+                    let ttl = negative.saturating_sub(known_for);
                     let missing = file_attr(Ino(0), &proto::Attr::default());
-                    reply.entry_with_ttls(&Duration::ZERO, &negative, &missing, Generation(0))
+                    reply.entry_with_ttls(&Duration::ZERO, &ttl, &missing, Generation(0))
                 }
                 r => reply_entry(reply, r, at, et),
             }

@@ -61,8 +61,8 @@ pub(super) fn reply_entry(
 ) {
     answer(reply, r, |reply, e| {
         reply.entry_with_ttls(
-            &attr_ttl,
-            &entry_ttl,
+            &attr_ttl.saturating_sub(e.age),
+            &entry_ttl.saturating_sub(e.age),
             &file_attr(e.ino, &e.attr),
             Generation(e.attr.generation),
         )

@@ -481,6 +481,28 @@ impl Tree {
             Command::GetXattr => Err(err(libc::ENODATA)),
             Command::ListXattr => reply(proto::ListXattrReply { names: Vec::new() }),
             Command::Statfs => reply(proto::StatfsReply::default()),
+            Command::List => {
+                let req: proto::ListRequest = decode(msg)?;
+                let dir = self.ino(&req.path)?;
+                let prefix = child(&req.path, b"");
+                let entries = self
+                    .names
+                    .iter()
+                    .filter(|(p, _)| !p.is_empty() && p.starts_with(&prefix))
+                    .filter(|(p, _)| !p[prefix.len()..].contains(&b'/'))
+                    .enumerate()
+                    .map(|(i, (p, ino))| proto::DirEntry {
+                        name: p[prefix.len()..].to_vec().into(),
+                        attr: Some(self.attr(*ino)),
+                        cookie: i as u64 + 1,
+                    })
+                    .collect();
+                reply(proto::ListReply {
+                    entries,
+                    eof: true,
+                    dir: Some(self.attr(dir)),
+                })
+            }
             _ => Err(err(libc::ENOSYS)),
         }
     }

@@ -1,0 +1,267 @@
+//! Directories whose every name this mount knows, for a while, so that lookups in them are
+//! answered without a round trip:
+//! - a directory this mount created: known empty, then holding the names it made there;
+//! - a directory it listed in full (a lookup walker's second miss in a directory fetches
+//!   its listing with attributes, as NFS's READDIRPLUS; a readdir to the end also counts).
+//!
+//! A name such a directory lacks is answered "missing" for the negative timeout after the
+//! directory became known, and a listed name is answered with its listed attributes for
+//! the entry/attribute timeout after the listing, provided this mount changed nothing
+//! since (the attribute cache's generation is unchanged). The kernel is told the time that
+//! is left, so nothing is believed longer than a lookup made at listing time would have
+//! been: what another client changes there is seen as late as today's timeouts allow, no
+//! later. This mount's own creates, removes and renames keep the names up to date.
+//!
+//! Bounded: at most `MAX_DIRS` directories of at most `MAX_NAMES` names each; beyond that a
+//! directory is simply not known.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::ids::Ino;
+
+const MAX_DIRS: usize = 1024;
+pub const MAX_NAMES: usize = 4096;
+
+/// What a known directory says of a name.
+#[derive(Debug, PartialEq)]
+pub enum Known {
+    /// Not there; `age`: how long ago the directory's names were known.
+    Missing { age: Duration },
+    /// There, with these attributes, listed `age` ago.
+    Present { attr: proto::Attr, age: Duration },
+    /// Ask the server.
+    Unknown,
+}
+
+struct Listing {
+    since: Instant,
+    /// Attribute cache generation the listed attributes belong to.
+    generation: u64,
+    /// Name -> attributes as listed (None: made by this mount since; ask for them).
+    names: HashMap<Vec<u8>, Option<proto::Attr>>,
+}
+
+pub struct KnownDirs {
+    negative_ttl: Duration,
+    positive_ttl: Duration,
+    dirs: HashMap<Ino, Listing>,
+    /// When a lookup in a directory last had to ask the server.
+    misses: HashMap<Ino, Instant>,
+}
+
+impl KnownDirs {
+    /// Missing names are answered for `negative_ttl`, listed ones for `positive_ttl` (the
+    /// shorter of the entry and attribute timeouts); zero turns each off.
+    pub fn new(negative_ttl: Duration, positive_ttl: Duration) -> KnownDirs {
+        KnownDirs {
+            negative_ttl,
+            positive_ttl,
+            dirs: HashMap::new(),
+            misses: HashMap::new(),
+        }
+    }
+
+    fn lifetime(&self) -> Duration {
+        self.negative_ttl.max(self.positive_ttl)
+    }
+
+    fn insert(&mut self, dir: Ino, listing: Listing) {
+        if self.lifetime().is_zero() {
+            return;
+        }
+        if self.dirs.len() >= MAX_DIRS && !self.dirs.contains_key(&dir) {
+            let life = self.lifetime();
+            self.dirs.retain(|_, l| l.since.elapsed() < life);
+            if self.dirs.len() >= MAX_DIRS {
+                return;
+            }
+        }
+        self.dirs.insert(dir, listing);
+    }
+
+    /// This mount just created the (empty) directory `dir`.
+    pub fn created(&mut self, dir: Ino) {
+        let listing = Listing {
+            since: Instant::now(),
+            generation: 0,
+            names: HashMap::new(),
+        };
+        self.insert(dir, listing);
+    }
+
+    /// The server listed all of `dir` in a request sent at `since`, when the attribute
+    /// cache was at `generation`.
+    pub fn listed<'a>(
+        &mut self,
+        dir: Ino,
+        since: Instant,
+        generation: u64,
+        entries: impl IntoIterator<Item = (&'a [u8], Option<proto::Attr>)>,
+    ) {
+        let names: HashMap<_, _> = entries
+            .into_iter()
+            .take(MAX_NAMES + 1)
+            .map(|(n, a)| (n.to_vec(), a))
+            .collect();
+        if names.len() > MAX_NAMES {
+            return;
+        }
+        let listing = Listing {
+            since,
+            generation,
+            names,
+        };
+        self.insert(dir, listing);
+    }
+
+    /// `name` exists in `dir` now (this mount made it, or was told it exists).
+    pub fn added(&mut self, dir: Ino, name: &[u8]) {
+        if let Some(l) = self.dirs.get_mut(&dir) {
+            if l.names.len() >= MAX_NAMES {
+                self.dirs.remove(&dir);
+            } else {
+                l.names.insert(name.to_vec(), None);
+            }
+        }
+    }
+
+    /// `name` no longer exists in `dir` (this mount removed it or renamed it away).
+    pub fn removed(&mut self, dir: Ino, name: &[u8]) {
+        if let Some(l) = self.dirs.get_mut(&dir) {
+            l.names.remove(name);
+        }
+    }
+
+    /// Stop answering for `dir` (it is gone, or something happened there this mount cannot
+    /// account for).
+    pub fn forget(&mut self, dir: Ino) {
+        self.dirs.remove(&dir);
+    }
+
+    /// What is known of `name` in `dir`, the attribute cache being at `generation`.
+    pub fn lookup(&mut self, dir: Ino, name: &[u8], generation: u64) -> Known {
+        let Some(l) = self.dirs.get(&dir) else {
+            return Known::Unknown;
+        };
+        let age = l.since.elapsed();
+        if age >= self.lifetime() {
+            self.dirs.remove(&dir);
+            return Known::Unknown;
+        }
+        match l.names.get(name) {
+            None if age < self.negative_ttl => Known::Missing { age },
+            Some(Some(attr)) if age < self.positive_ttl && l.generation == generation => {
+                Known::Present { attr: *attr, age }
+            }
+            _ => Known::Unknown,
+        }
+    }
+
+    /// A lookup in `dir` must ask the server: true if one did already within the positive
+    /// timeout (a walker is going through it: list it whole instead).
+    pub fn worth_listing(&mut self, dir: Ino) -> bool {
+        if self.positive_ttl.is_zero() && self.negative_ttl.is_zero() {
+            return false;
+        }
+        let now = Instant::now();
+        let window = self.lifetime();
+        match self.misses.insert(dir, now) {
+            Some(last) if now.duration_since(last) < window => {
+                self.misses.remove(&dir);
+                true
+            }
+            _ => {
+                if self.misses.len() > MAX_DIRS {
+                    self.misses.retain(|_, t| now.duration_since(*t) < window);
+                }
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attr(size: u64) -> proto::Attr {
+        proto::Attr {
+            size,
+            ..Default::default()
+        }
+    }
+
+    fn missing(k: Known) -> bool {
+        matches!(k, Known::Missing { .. })
+    }
+
+    #[test]
+    fn a_new_directory_answers_for_its_names_until_the_timeout() {
+        let mut dirs = KnownDirs::new(Duration::from_millis(50), Duration::from_millis(50));
+        let d = Ino(5);
+        assert_eq!(dirs.lookup(d, b"a", 0), Known::Unknown, "not known: ask");
+        dirs.created(d);
+        assert!(missing(dirs.lookup(d, b"a", 0)));
+        dirs.added(d, b"a");
+        assert_eq!(
+            dirs.lookup(d, b"a", 0),
+            Known::Unknown,
+            "made here: ask for it"
+        );
+        dirs.removed(d, b"a");
+        assert!(missing(dirs.lookup(d, b"a", 0)));
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(
+            dirs.lookup(d, b"a", 0),
+            Known::Unknown,
+            "past the timeout: ask"
+        );
+        dirs.created(d);
+        dirs.forget(d);
+        assert_eq!(dirs.lookup(d, b"b", 0), Known::Unknown);
+        let mut never = KnownDirs::new(Duration::ZERO, Duration::ZERO);
+        never.created(d);
+        assert_eq!(never.lookup(d, b"a", 0), Known::Unknown);
+        assert!(!never.worth_listing(d) && !never.worth_listing(d));
+    }
+
+    #[test]
+    fn a_listing_answers_with_its_attributes_until_this_mount_changes_anything() {
+        let mut dirs = KnownDirs::new(Duration::from_secs(5), Duration::from_secs(5));
+        let d = Ino(3);
+        assert!(!dirs.worth_listing(d), "one miss is not a walk");
+        assert!(dirs.worth_listing(d), "a second one is");
+        let listed = [(&b"f"[..], Some(attr(7)))];
+        dirs.listed(d, Instant::now(), 4, listed);
+        assert!(matches!(dirs.lookup(d, b"f", 4), Known::Present { attr, .. } if attr.size == 7));
+        assert!(missing(dirs.lookup(d, b"g", 4)));
+        assert_eq!(
+            dirs.lookup(d, b"f", 5),
+            Known::Unknown,
+            "attributes may be stale"
+        );
+        assert!(
+            missing(dirs.lookup(d, b"g", 5)),
+            "names are kept up to date"
+        );
+    }
+
+    #[test]
+    fn too_many_names_make_a_directory_unknown() {
+        let mut dirs = KnownDirs::new(Duration::from_secs(60), Duration::from_secs(60));
+        dirs.created(Ino(2));
+        for i in 0..=MAX_NAMES {
+            dirs.added(Ino(2), format!("{i}").as_bytes());
+        }
+        assert_eq!(dirs.lookup(Ino(2), b"x", 0), Known::Unknown);
+        let many: Vec<String> = (0..=MAX_NAMES).map(|i| i.to_string()).collect();
+        dirs.listed(
+            Ino(3),
+            Instant::now(),
+            0,
+            many.iter().map(|n| (n.as_bytes(), None)),
+        );
+        assert_eq!(dirs.lookup(Ino(3), b"x", 0), Known::Unknown);
+    }
+}
