@@ -24,3 +24,7 @@ pub const MAX_IO: u32 = 1 << 20;
 /// A write to the server that makes no progress for this long drops the connection (which
 /// is then reconnected and its unanswered requests resent).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A file opened for reading that is at most this long comes back whole with the Open
+/// reply (into the block cache): no Read round trip for small files.
+pub const OPEN_PREFETCH: usize = 128 << 10;

@@ -171,7 +171,7 @@ pub async fn serve(
                     Claim::Run => {
                         let stream = frame.stream_id.0;
                         let (reply, _) = run_request(ctx, frame, &shared).await;
-                        session.replies.complete(stream, &reply);
+                        session.replies.complete(stream, &without_prefetch(&reply));
                         (reply, None)
                     }
                     Claim::Replay(mut first) => {
@@ -221,6 +221,22 @@ pub async fn serve(
     }
     shared.sessions.detach(&session);
     info!(%peer, open_handles = ctx.handles.len(), replayed = session.replies.replayed(), "connection closed");
+}
+
+/// `reply` as the session's reply cache keeps it: an Open reply without the file's bytes
+/// (a resent Open is answered without them; the cache stays small).
+fn without_prefetch(reply: &Frame) -> std::borrow::Cow<'_, Frame> {
+    if reply.cmd != Command::Open.code() || reply.is_error() {
+        return std::borrow::Cow::Borrowed(reply);
+    }
+    match reply.decode_msg::<proto::OpenReply>("OpenReply") {
+        Ok(mut open) if open.prefetched.is_some() => {
+            open.prefetched = None;
+            let stripped = Frame::response(reply.cmd, reply.stream_id, &open, bytes::Bytes::new());
+            std::borrow::Cow::Owned(stripped)
+        }
+        _ => std::borrow::Cow::Borrowed(reply),
+    }
 }
 
 /// A session id as logged: its first 4 bytes, enough to follow a client through the log,

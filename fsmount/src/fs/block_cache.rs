@@ -160,6 +160,13 @@ impl BlockCache {
         }
     }
 
+    /// The change token `ino`'s first block is cached under, if it is cached (an Open need
+    /// not bring that version along again).
+    pub fn cached_change(&self, ino: Ino) -> Option<u64> {
+        let f = self.inner.lock().files.get(&ino).copied()?;
+        self.has(ino, f.generation, 0).then_some(f.change)
+    }
+
     /// This mount is changing `ino`'s data: its blocks go, and blocks still being fetched
     /// under the old generation are never served.
     pub fn invalidate(&self, ino: Ino) {
@@ -224,6 +231,16 @@ impl BlockCache {
         inner.charged += self.block_size;
         inner.evict(self.capacity);
         (slot, true)
+    }
+
+    /// Caches `block` as block `index` of `ino` in `generation` (data that came with another
+    /// reply: an Open's prefetched file), unless a fetch of it is already under way.
+    pub fn insert(&self, ino: Ino, generation: u64, index: u64, block: Block) {
+        let len = block.data.len();
+        let (slot, created) = self.slot(ino, generation, index);
+        if created && slot.set(Arc::new(block)).is_ok() {
+            self.filled(ino, generation, index, len);
+        }
     }
 
     /// True if the block is cached and filled (no fetch needed).

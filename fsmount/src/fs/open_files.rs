@@ -10,6 +10,9 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use protocol::rpc;
 
+use crate::defaults;
+
+use super::block_cache::Block;
 use super::error::attr_of;
 use super::read_ahead::ReadAhead;
 use super::{Entry, Fh, Fs, FsError, Ino, Opened, Result};
@@ -61,23 +64,38 @@ impl OpenFiles {
 }
 
 impl Fs {
+    /// Opens `ino`. A small file opened for reading whose first block the cache lacks comes
+    /// back whole with the reply (`prefetch`) and goes into the block cache: its first read
+    /// needs no round trip.
     pub async fn open(&self, ino: Ino, flags: u32) -> Result<Opened> {
         let handle = self.open_files.new_handle().0;
+        let (prefetch, cached_change) = self.prefetch_for(ino, flags);
+        let generation = self.attr_generation();
         let make = |path: Vec<u8>, expect| proto::OpenRequest {
             path: path.into(),
             flags,
             handle,
             expect,
             reopen: false,
+            prefetch,
+            cached_change,
         };
         let reply = self.by_any_name::<rpc::Open>(ino, make).await?;
         let (fh, attr) = (Fh(reply.handle), attr_of(reply.attr)?);
+        // Fresh from the server: `fstat` after the first read (the kernel asks again for
+        // the atime) is answered from it.
+        self.attrs.lock().put(ino, &attr, generation);
         let keep_cache = {
             let mut inodes = self.inodes.lock();
             inodes.opened(ino, fh);
             inodes.keep_cache(ino, attr.change)
         };
         self.note_open(ino, fh, flags, &attr);
+        if let (Some(data), Some(cache)) = (reply.prefetched, &self.cache) {
+            if prefetch > 0 && data.len() <= prefetch as usize {
+                cache.insert(ino, cache.generation(ino), 0, Block::new(fh, data));
+            }
+        }
         Ok(Opened { fh, keep_cache })
     }
 
@@ -130,6 +148,20 @@ impl Fs {
     }
 
     /// Remembers a file opened on the server; `attr` as the server reported it at open.
+    /// How many bytes of `ino` to ask for with an Open of `flags` (none when not reading or
+    /// without a cache), and the change token of the version the cache already holds.
+    fn prefetch_for(&self, ino: Ino, flags: u32) -> (u32, Option<u64>) {
+        let Some(cache) = &self.cache else {
+            return (0, None);
+        };
+        if flags & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32 {
+            return (0, None);
+        }
+        // Shorter than a block: a block that short means the file ends there.
+        let most = (defaults::OPEN_PREFETCH as u32).min(cache.block_size() as u32 - 1);
+        (most, cache.cached_change(ino))
+    }
+
     fn note_open(&self, ino: Ino, fh: Fh, flags: u32, attr: &proto::Attr) {
         let block = self.max_io as u64;
         let max_window = match &self.cache {
@@ -176,6 +208,8 @@ impl Fs {
                     // Only the same file: the server refuses (and then answers ESTALE on
                     // this handle) if the path is gone or names another object.
                     let req = proto::OpenRequest {
+                        prefetch: 0,
+                        cached_change: None,
                         path: inodes.path(ino).unwrap_or_default().into(),
                         flags: flags & !once_only,
                         handle: fh.0,

@@ -213,14 +213,45 @@ async fn a_file_replaced_during_a_restart_is_not_reopened_and_its_writes_fail_wi
 async fn a_lost_reply_is_eio_and_the_next_read_fetches_again() {
     let (fake, fs) = core();
     let (ino, fh) = create(&fs, b"f").await;
-    fs.write(fh, 0, Bytes::from_static(b"hello")).await.unwrap();
+    // Larger than an Open brings along, so the read is a Read.
+    let big = vec![b'h'; crate::defaults::OPEN_PREFETCH + 1];
+    fs.write(fh, 0, Bytes::from(big)).await.unwrap();
     fs.flush(ino).await.unwrap();
     let opened = fs.open(ino, libc::O_RDONLY as u32).await.unwrap();
     fake.inject(Command::Read, Fault::Lose, 1);
     let e = fs.read(ino, opened.fh, 0, 4096).await.expect_err("lost");
     assert_eq!(e.errno(), libc::EIO);
     let data = fs.read(ino, opened.fh, 0, 4096).await.unwrap();
+    assert_eq!(&data[..], &[b'h'; 4096][..]);
+}
+
+#[tokio::test]
+async fn a_small_file_comes_whole_with_its_open_and_is_read_without_a_round_trip() {
+    let (fake, fs) = core();
+    let (ino, fh) = create(&fs, b"f").await;
+    fs.write(fh, 0, Bytes::from_static(b"hello")).await.unwrap();
+    fs.flush(ino).await.unwrap();
+    let opened = fs.open(ino, libc::O_RDONLY as u32).await.unwrap();
+    let data = fs.read(ino, opened.fh, 0, 4096).await.unwrap();
     assert_eq!(&data[..], b"hello");
+    let reads = fake.log().iter().filter(|l| l.cmd == Command::Read).count();
+    assert_eq!(reads, 0, "served from what the Open reply carried");
+    // Opened again with the block cached: nothing asked for, still served.
+    let again = fs.open(ino, libc::O_RDONLY as u32).await.unwrap();
+    assert_eq!(
+        &fs.read(ino, again.fh, 0, 4096).await.unwrap()[..],
+        b"hello"
+    );
+    // Changed by a process on the server (new change token): the next open brings it anew.
+    fake.replace(b"f", b"changed");
+    let ino2 = fs.lookup(Ino::ROOT, b"f").await.unwrap().ino;
+    let third = fs.open(ino2, libc::O_RDONLY as u32).await.unwrap();
+    assert_eq!(
+        &fs.read(ino2, third.fh, 0, 4096).await.unwrap()[..],
+        b"changed"
+    );
+    let reads = fake.log().iter().filter(|l| l.cmd == Command::Read).count();
+    assert_eq!(reads, 0);
 }
 
 #[tokio::test]

@@ -402,9 +402,14 @@ impl Tree {
             Command::Open => {
                 let req: proto::OpenRequest = decode(msg)?;
                 let ino = self.open(&req)?;
+                let data = &self.nodes[&ino].data;
+                let small = req.prefetch > 0
+                    && data.len() <= req.prefetch as usize
+                    && req.cached_change != Some(self.nodes[&ino].change);
                 reply(proto::OpenReply {
                     handle: req.handle,
                     attr: Some(self.attr(ino)),
+                    prefetched: small.then(|| data.clone().into()),
                 })
             }
             Command::Create => {
@@ -415,6 +420,7 @@ impl Tree {
                 reply(proto::OpenReply {
                     handle: req.handle,
                     attr: Some(self.attr(ino)),
+                    prefetched: None,
                 })
             }
             Command::Mkdir => {

@@ -29,6 +29,7 @@ pub fn apply(ctx: &Ctx, req: proto::CreateRequest) -> Result<Reply<proto::OpenRe
     let attr = crate::attr::of(fd.as_fd(), &st);
     let handle = ctx.handles.insert(File::from(fd), req.handle)?;
     Ok(Reply::msg(proto::OpenReply {
+        prefetched: None,
         handle,
         attr: Some(attr),
     }))
