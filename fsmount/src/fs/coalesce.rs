@@ -66,7 +66,15 @@ impl Coalescer {
 
     /// Queues `data` (at most `cap` bytes) at `offset` of `ino` through `fh`; returns once it
     /// is accepted under the dirty bound.
-    pub async fn write(self: &Arc<Self>, ino: Ino, fh: Fh, offset: u64, data: Bytes) {
+    /// `generation`: the attribute cache's, just after this write made it forget the file.
+    pub async fn write(
+        self: &Arc<Self>,
+        ino: Ino,
+        fh: Fh,
+        offset: u64,
+        data: Bytes,
+        generation: u64,
+    ) {
         let len = data.len();
         // A batch this write does not continue goes now: the write may overlap it, and
         // `queue` would wait for a batch nobody sends.
@@ -80,7 +88,10 @@ impl Coalescer {
         if let Some(b) = stale {
             self.send(fh, b);
         }
-        let ticket = self.writeback.queue(ino, fh, offset, len as u64).await;
+        let ticket = self
+            .writeback
+            .queue(ino, fh, offset, len as u64, generation)
+            .await;
         let (full, started) = {
             let mut batches = self.batches.lock();
             let continues = batches

@@ -22,6 +22,7 @@ impl Fs {
         if let Some(ino) = ino {
             self.data_changed(ino);
         }
+        let generation = self.attr_generation();
         let behind = self.coalescer.as_ref().zip(ino);
         let piece = behind.map_or(self.max_io as usize, |(c, _)| c.cap());
         let mut done = 0usize;
@@ -29,7 +30,7 @@ impl Fs {
             let end = (done + piece).min(data.len());
             let (chunk, at) = (data.slice(done..end), offset + done as u64);
             match behind {
-                Some((c, ino)) => c.write(ino, fh, at, chunk).await,
+                Some((c, ino)) => c.write(ino, fh, at, chunk, generation).await,
                 None => write_chunk(&*self.remote, fh, at, chunk, Patience::MountTimeout).await?,
             }
             done = end;
@@ -109,15 +110,31 @@ impl Fs {
     }
 
     /// Waits for `ino`'s queued writes, keeping any error for flush/fsync/close: before an
-    /// operation that must see them (read, stat, truncate...).
+    /// operation that must see them (read, stat, truncate...). Then the attributes their
+    /// acknowledgements carried are what the attribute cache holds for `ino`, unless this
+    /// mount changed anything since the last of them was accepted (the `stat` after `close`
+    /// needs no round trip).
     pub(super) async fn after_writes(&self, ino: Ino) {
-        if let Some(wb) = self.writeback.as_ref().filter(|wb| wb.busy(ino)) {
+        let Some(wb) = self.writeback.as_ref() else {
+            return;
+        };
+        let busy = wb.busy(ino);
+        if busy {
             if let Some(c) = &self.coalescer {
                 c.flush_ino(ino);
             }
             wb.drain(ino).await;
+        }
+        let settled = wb.take_settled(ino);
+        let mut attrs = self.attrs.lock();
+        let current = settled.filter(|(_, generation)| *generation == attrs.generation());
+        if busy {
             // Attributes that arrived while the writes were in flight may predate them.
-            self.attrs.lock().forget(ino);
+            attrs.forget(ino);
+        }
+        if let Some((attr, _)) = current {
+            let generation = attrs.generation();
+            attrs.put(ino, &attr, generation);
         }
     }
 
@@ -138,18 +155,20 @@ pub(super) async fn write_chunk(
     data: Bytes,
     patience: Patience,
 ) -> Result<()> {
-    queue_write(remote, fh, offset, data, patience).await
+    queue_write(remote, fh, offset, data, patience).await?;
+    Ok(())
 }
 
 /// `write_chunk`, with the request queued before this returns (in call order with the
-/// requests that follow); the future waits for its acknowledgement.
+/// requests that follow); the future waits for its acknowledgement: the file's attributes
+/// after the write, if the server said.
 pub(super) fn queue_write(
     remote: &dyn Remote,
     fh: Fh,
     offset: u64,
     data: Bytes,
     patience: Patience,
-) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
+) -> impl std::future::Future<Output = Result<Option<proto::Attr>>> + Send + 'static {
     let len = data.len();
     let req = proto::WriteRequest {
         handle: fh.0,
@@ -162,10 +181,10 @@ pub(super) fn queue_write(
         patience,
     );
     async move {
-        let reply = call.await?;
-        if decode::<rpc::Write>(&reply)?.written as usize != len {
+        let reply = decode::<rpc::Write>(&call.await?)?;
+        if reply.written as usize != len {
             return Err(FsError::BadReply("short write"));
         }
-        Ok(())
+        Ok(reply.attr)
     }
 }

@@ -18,6 +18,19 @@ use super::ids::{Fh, Ino};
 
 /// Bytes are counted against the bound in units of this size (semaphore permits are u32).
 const UNIT: usize = 4096;
+/// Settled files whose attributes are kept until asked for (dropped all at once beyond).
+const SETTLED_KEPT: usize = 1024;
+
+/// The later of two attribute reports of one file under writes alone: size, mtime and
+/// ctime only grow, so the later report is the largest in each.
+fn newest(kept: Option<proto::Attr>, new: proto::Attr) -> Option<proto::Attr> {
+    let time = |t: Option<proto::Timespec>| t.map(|t| (t.sec, t.nsec));
+    let key = |a: &proto::Attr| (a.size, time(a.mtime), time(a.ctime));
+    match kept {
+        Some(k) if key(&k) > key(&new) => Some(k),
+        _ => Some(new),
+    }
+}
 
 #[derive(Debug, Default)]
 struct FileState {
@@ -25,6 +38,10 @@ struct FileState {
     in_flight: Vec<(u64, u64, u64, Fh)>,
     /// errno of the first failed write since the last flush/fsync/close.
     first_error: Option<i32>,
+    /// Attribute cache generation just after the latest write was accepted.
+    generation: u64,
+    /// The newest attributes the acknowledgements carried.
+    latest: Option<proto::Attr>,
 }
 
 /// Counters for the status view.
@@ -47,6 +64,9 @@ pub struct Writeback {
     files: Mutex<HashMap<Ino, FileState>>,
     stats: Mutex<WritebackStats>,
     next_ticket: AtomicU64,
+    /// Files whose writes were all acknowledged: the attributes the last ones left, and the
+    /// attribute cache generation they belong to (taken by `take_settled`).
+    settled: Mutex<HashMap<Ino, (proto::Attr, u64)>>,
     /// Bumped whenever a write completes; waiters re-check their condition.
     progress: watch::Sender<u64>,
 }
@@ -68,15 +88,17 @@ impl Writeback {
             dirty: Arc::new(Semaphore::new(limit_units)),
             limit_units,
             files: Mutex::new(HashMap::new()),
+            settled: Mutex::new(HashMap::new()),
             stats: Mutex::new(WritebackStats::default()),
             next_ticket: AtomicU64::new(1),
             progress: watch::channel(0).0,
         }
     }
 
-    /// Queues a write of `len` bytes at `offset` of `ino` through `fh`: waits for room under
-    /// the dirty bound and for earlier writes overlapping the range.
-    pub async fn queue(&self, ino: Ino, fh: Fh, offset: u64, len: u64) -> Ticket {
+    /// Queues a write of `len` bytes at `offset` of `ino` through `fh`, accepted when the
+    /// attribute cache was at `generation`: waits for room under the dirty bound and for
+    /// earlier writes overlapping the range.
+    pub async fn queue(&self, ino: Ino, fh: Fh, offset: u64, len: u64, generation: u64) -> Ticket {
         let units = (len as usize).div_ceil(UNIT).clamp(1, self.limit_units) as u32;
         let permit = self
             .dirty
@@ -97,6 +119,7 @@ impl Writeback {
                 {
                     let id = self.next_ticket.fetch_add(1, Ordering::Relaxed);
                     f.in_flight.push((id, offset, end, fh));
+                    f.generation = generation;
                     let mut st = self.stats.lock();
                     st.dirty_bytes += len;
                     st.writes_in_flight += 1;
@@ -112,24 +135,31 @@ impl Writeback {
         }
     }
 
-    /// The write of `ticket` was acknowledged (`Ok`) or failed with an errno.
-    pub fn done(&self, ticket: Ticket, result: Result<(), i32>) {
+    /// The write of `ticket` was acknowledged (`Ok`, with the attributes the server saw
+    /// after it, if it said) or failed with an errno.
+    pub fn done(&self, ticket: Ticket, result: Result<Option<proto::Attr>, i32>) {
         {
             let mut files = self.files.lock();
             if let Some(f) = files.get_mut(&ticket.ino) {
                 f.in_flight.retain(|&(id, ..)| id != ticket.id);
-                if let Err(errno) = result {
-                    f.first_error.get_or_insert(errno);
+                match &result {
+                    Err(errno) => {
+                        f.first_error.get_or_insert(*errno);
+                    }
+                    Ok(Some(attr)) => f.latest = newest(f.latest, *attr),
+                    Ok(None) => {}
                 }
                 if f.in_flight.is_empty() && f.first_error.is_none() {
-                    files.remove(&ticket.ino);
+                    if let Some(f) = files.remove(&ticket.ino) {
+                        self.settle(ticket.ino, f);
+                    }
                 }
             }
             let mut st = self.stats.lock();
             st.dirty_bytes -= ticket.len;
             st.writes_in_flight -= 1;
             match result {
-                Ok(()) => st.written_bytes += ticket.len,
+                Ok(_) => st.written_bytes += ticket.len,
                 Err(_) => st.failed_writes += 1,
             }
         }
@@ -143,6 +173,23 @@ impl Writeback {
             .lock()
             .get(&ino)
             .is_some_and(|f| !f.in_flight.is_empty())
+    }
+
+    fn settle(&self, ino: Ino, f: FileState) {
+        let Some(attr) = f.latest else {
+            return;
+        };
+        let mut settled = self.settled.lock();
+        if settled.len() >= SETTLED_KEPT {
+            settled.clear();
+        }
+        settled.insert(ino, (attr, f.generation));
+    }
+
+    /// The attributes `ino`'s writes left when they were all acknowledged, with the
+    /// attribute cache generation they are current for (once).
+    pub fn take_settled(&self, ino: Ino) -> Option<(proto::Attr, u64)> {
+        self.settled.lock().remove(&ino)
     }
 
     /// The one handle `ino`'s unacknowledged writes all go through, if they do.
@@ -199,10 +246,10 @@ mod tests {
     #[tokio::test]
     async fn overlapping_writes_wait_and_errors_are_reported_once() {
         let wb = Arc::new(Writeback::new(1 << 20));
-        let a = wb.queue(Ino(1), Fh(1), 0, 100).await;
-        let b = wb.queue(Ino(1), Fh(1), 100, 100).await; // adjacent: no wait
+        let a = wb.queue(Ino(1), Fh(1), 0, 100, 0).await;
+        let b = wb.queue(Ino(1), Fh(1), 100, 100, 0).await; // adjacent: no wait
         let wb2 = wb.clone();
-        let overlapping = tokio::spawn(async move { wb2.queue(Ino(1), Fh(1), 50, 10).await });
+        let overlapping = tokio::spawn(async move { wb2.queue(Ino(1), Fh(1), 50, 10, 0).await });
         // A task that could go on would finish within these polls (one thread runs both).
         run_others().await;
         assert!(
@@ -211,8 +258,8 @@ mod tests {
         );
         wb.done(a, Err(libc::ENOSPC));
         let c = overlapping.await.unwrap();
-        wb.done(b, Ok(()));
-        wb.done(c, Ok(()));
+        wb.done(b, Ok(None));
+        wb.done(c, Ok(None));
         wb.drain(Ino(1)).await;
         assert_eq!(wb.take_error(Ino(1)), Some(libc::ENOSPC));
         assert_eq!(wb.take_error(Ino(1)), None);
@@ -226,17 +273,17 @@ mod tests {
     #[tokio::test]
     async fn a_writer_beyond_the_bound_waits_for_acknowledgements() {
         let wb = Arc::new(Writeback::new(8192));
-        let a = wb.queue(Ino(1), Fh(1), 0, 8192).await;
+        let a = wb.queue(Ino(1), Fh(1), 0, 8192, 0).await;
         let wb2 = wb.clone();
-        let next = tokio::spawn(async move { wb2.queue(Ino(2), Fh(1), 0, 4096).await });
+        let next = tokio::spawn(async move { wb2.queue(Ino(2), Fh(1), 0, 4096, 0).await });
         run_others().await;
         assert!(
             !next.is_finished(),
             "no room until the first is acknowledged"
         );
-        wb.done(a, Ok(()));
+        wb.done(a, Ok(None));
         let b = next.await.unwrap();
         assert_eq!(wb.stats().dirty_bytes, 4096);
-        wb.done(b, Ok(()));
+        wb.done(b, Ok(None));
     }
 }

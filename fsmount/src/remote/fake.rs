@@ -449,6 +449,7 @@ impl Tree {
                 self.touch(ino);
                 reply(proto::WriteReply {
                     written: data.len() as u32,
+                    attr: Some(self.attr(ino)),
                 })
             }
             Command::Fsync => {

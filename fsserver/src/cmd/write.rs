@@ -1,6 +1,9 @@
-//! Write: `WriteRequest { handle, offset }` + data -> `WriteReply { written }`. All of the
-//! data is written (`pwrite` until done) or the request fails with the errno (e.g. ENOSPC).
+//! Write: `WriteRequest { handle, offset }` + data -> `WriteReply { written, attr }`. All of
+//! the data is written (`pwrite` until done) or the request fails with the errno (e.g.
+//! ENOSPC); `attr` is taken after it, so the client knows the file's size and times without
+//! asking (the `stat` after `close`).
 
+use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 
 use bytes::Bytes;
@@ -11,7 +14,9 @@ use crate::error::FsError;
 pub fn apply(ctx: &Ctx, req: proto::WriteRequest, data: Bytes) -> Result<Reply<proto::WriteReply>, FsError> {
     let file = ctx.handles.get(req.handle)?;
     file.write_all_at(&data, req.offset)?;
+    let st = nix::sys::stat::fstat(&*file)?;
     Ok(Reply::msg(proto::WriteReply {
         written: data.len() as u32,
+        attr: Some(crate::attr::of(file.as_fd(), &st)),
     }))
 }
