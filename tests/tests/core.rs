@@ -13,16 +13,16 @@ fn tls() -> client::transport::Transport {
     client::transport::Transport::tls("127.0.0.1", &client::transport::Verify::ByToken).unwrap()
 }
 
-async fn core(server: &Server) -> Fs {
+async fn core(server: &Server) -> std::sync::Arc<Fs> {
     let s = client::connect(&server.addr, "data", &server.token(), tls())
         .await
         .unwrap();
-    Fs::new(
+    std::sync::Arc::new(Fs::new(
         std::sync::Arc::new(s.client),
         &s.root,
         1 << 20,
         FsOptions::default(),
-    )
+    ))
 }
 
 /// A runtime whose `block_on` runs the future as root's requests (as a FUSE operation of a
@@ -191,7 +191,12 @@ fn block_cache_serves_reads_across_blocks_and_never_stale_data() {
         let s = client::connect(&server.addr, "data", &server.token(), tls())
             .await
             .unwrap();
-        let fs = Fs::new(std::sync::Arc::new(s.client), &s.root, 1 << 20, options);
+        let fs = std::sync::Arc::new(Fs::new(
+            std::sync::Arc::new(s.client),
+            &s.root,
+            1 << 20,
+            options,
+        ));
         let f = fs.lookup(ROOT, b"f").await.unwrap();
         let o = fs.open(f.ino, libc::O_RDWR as u32).await.unwrap();
 
@@ -257,7 +262,12 @@ fn attributes_come_from_the_last_reply_until_this_mount_changes_the_file() {
             attr_ttl: std::time::Duration::from_secs(60),
             ..FsOptions::default()
         };
-        let fs = Fs::new(std::sync::Arc::new(s.client), &s.root, 1 << 20, options);
+        let fs = std::sync::Arc::new(Fs::new(
+            std::sync::Arc::new(s.client),
+            &s.root,
+            1 << 20,
+            options,
+        ));
         let (f, fh) = fs
             .create(ROOT, b"f", 0o644, libc::O_WRONLY as u32)
             .await

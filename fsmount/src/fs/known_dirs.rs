@@ -48,7 +48,12 @@ pub struct KnownDirs {
     dirs: HashMap<Ino, Listing>,
     /// When a lookup in a directory last had to ask the server.
     misses: HashMap<Ino, Instant>,
+    /// Directories being listed ahead of a walker.
+    listing: std::collections::HashSet<Ino>,
 }
+
+/// Listings fetched ahead of a walker at once.
+const AHEAD: usize = 4;
 
 impl KnownDirs {
     /// Missing names are answered for `negative_ttl`, listed ones for `positive_ttl` (the
@@ -59,6 +64,7 @@ impl KnownDirs {
             positive_ttl,
             dirs: HashMap::new(),
             misses: HashMap::new(),
+            listing: Default::default(),
         }
     }
 
@@ -156,6 +162,28 @@ impl KnownDirs {
             }
             _ => Known::Unknown,
         }
+    }
+
+    /// A walker going through a listed directory met its subdirectory `dir`: true if `dir`
+    /// should be listed now, ahead of it (not known, not being listed, few listings under
+    /// way); then `ahead_done` must follow.
+    pub fn list_ahead(&mut self, dir: Ino) -> bool {
+        if self.positive_ttl.is_zero() && self.negative_ttl.is_zero() {
+            return false;
+        }
+        let known = self
+            .dirs
+            .get(&dir)
+            .is_some_and(|l| l.since.elapsed() < self.lifetime());
+        if known || self.listing.len() >= AHEAD {
+            return false;
+        }
+        self.listing.insert(dir)
+    }
+
+    /// The listing `list_ahead` allowed is over (listed or not).
+    pub fn ahead_done(&mut self, dir: Ino) {
+        self.listing.remove(&dir);
     }
 
     /// A lookup in `dir` must ask the server: true if one did already within the positive

@@ -2,6 +2,7 @@
 //! remove or move names. Every name change forgets all cached attributes (parents' times,
 //! link counts).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -97,13 +98,13 @@ impl Fs {
     /// Resolves `name` in `parent`: from what this mount knows of `parent` if it can (see
     /// `known_dirs`); in a directory a walker goes through, by listing it whole; else by a
     /// Lookup.
-    pub async fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Entry> {
+    pub async fn lookup(self: &Arc<Self>, parent: Ino, name: &[u8]) -> Result<Entry> {
         if let Some(known) = self.lookup_known(parent, name) {
-            return known;
+            return self.walked_into(known);
         }
         if self.known.lock().worth_listing(parent) && self.list_known(parent).await {
             if let Some(known) = self.lookup_known(parent, name) {
-                return known;
+                return self.walked_into(known);
             }
         }
         let generation = self.attr_generation();
@@ -113,6 +114,29 @@ impl Fs {
             .rpc::<rpc::Lookup>(&proto::LookupRequest { path: path.into() })
             .await?;
         Ok(self.remember(parent, name, attr_of(reply.attr)?, generation))
+    }
+
+    /// A lookup answered from a listing found `entry`: a walker goes through. If it is a
+    /// directory, it is listed now, in the background (bounded), so the walker's lookups in
+    /// it find it known.
+    fn walked_into(self: &Arc<Self>, entry: Result<Entry>) -> Result<Entry> {
+        let dir = match &entry {
+            Ok(e) if e.attr.mode & libc::S_IFMT == libc::S_IFDIR => e.ino,
+            _ => return entry,
+        };
+        if self.known.lock().list_ahead(dir) {
+            let fs = self.clone();
+            let list = async move {
+                fs.list_known(dir).await;
+                fs.known.lock().ahead_done(dir);
+            };
+            // As the walker: the server checks the listing against its rights.
+            match crate::credentials::current() {
+                Some(who) => tokio::spawn(crate::credentials::CALLER.scope(who, list)),
+                None => tokio::spawn(list),
+            };
+        }
+        entry
     }
 
     /// `name` in `parent` as a known directory has it, if it does.

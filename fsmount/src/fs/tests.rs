@@ -376,3 +376,34 @@ async fn a_walker_s_second_miss_lists_the_directory_and_later_lookups_are_answer
     assert!(fs.lookup(Ino::ROOT, b"nothing").await.is_err());
     assert_eq!(sent(&fake, Command::Lookup), 2);
 }
+
+#[tokio::test]
+async fn a_subdirectory_a_walker_meets_in_a_listing_is_listed_ahead_of_it() {
+    let (fake, fs) = core();
+    let made = fs.mkdir(Ino::ROOT, b"d", 0o755).await.unwrap().ino;
+    fake.replace(b"d/f", b"1");
+    fake.replace(b"a", b"1");
+    fake.replace(b"b", b"1");
+    // A fresh mount's view: nothing known yet (this mount made "d": forget that).
+    fs.known.lock().forget(Ino::ROOT);
+    fs.known.lock().forget(made);
+    let sent = |fake: &FakeServer, cmd| fake.log().iter().filter(|l| l.cmd == cmd).count();
+    fs.lookup(Ino::ROOT, b"a").await.unwrap();
+    fs.lookup(Ino::ROOT, b"b").await.unwrap(); // second miss: the root is listed
+    let d = fs.lookup(Ino::ROOT, b"d").await.unwrap().ino; // from the listing: d is listed ahead
+    for _ in 0..100 {
+        let generation = fs.attr_generation();
+        if fs.known.lock().lookup(d, b"f", generation) != super::known_dirs::Known::Unknown {
+            break;
+        }
+        settle_tasks().await;
+    }
+    let lookups = sent(&fake, Command::Lookup);
+    fs.lookup(d, b"f").await.expect("listed ahead");
+    assert!(fs.lookup(d, b"g").await.is_err());
+    assert_eq!(
+        sent(&fake, Command::Lookup),
+        lookups,
+        "both answered from d's listing"
+    );
+}
