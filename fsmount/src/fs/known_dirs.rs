@@ -187,9 +187,19 @@ impl KnownDirs {
     }
 
     /// A lookup in `dir` must ask the server: true if one did already within the positive
-    /// timeout (a walker is going through it: list it whole instead).
+    /// timeout (a walker is going through it: list it whole instead). Never for a
+    /// directory known already (its attributes went stale through a change this mount made:
+    /// listing it again after every change would cost a listing per lookup or two).
     pub fn worth_listing(&mut self, dir: Ino) -> bool {
         if self.positive_ttl.is_zero() && self.negative_ttl.is_zero() {
+            return false;
+        }
+        let life = self.lifetime();
+        if self
+            .dirs
+            .get(&dir)
+            .is_some_and(|l| l.since.elapsed() < life)
+        {
             return false;
         }
         let now = Instant::now();
