@@ -50,7 +50,13 @@ pub struct KnownDirs {
     misses: HashMap<Ino, Instant>,
     /// Directories being listed ahead of a walker.
     listing: std::collections::HashSet<Ino>,
+    /// Directories that could not be listed whole (too many names, no read permission),
+    /// and since when: not tried again for `RETRY_LISTING`.
+    unlistable: HashMap<Ino, Instant>,
 }
+
+/// How long a directory that could not be listed whole is not tried again.
+const RETRY_LISTING: Duration = Duration::from_secs(30);
 
 /// Listings fetched ahead of a walker at once.
 const AHEAD: usize = 4;
@@ -65,6 +71,7 @@ impl KnownDirs {
             dirs: HashMap::new(),
             misses: HashMap::new(),
             listing: Default::default(),
+            unlistable: HashMap::new(),
         }
     }
 
@@ -111,6 +118,7 @@ impl KnownDirs {
             .map(|(n, a)| (n.to_vec(), a))
             .collect();
         if names.len() > MAX_NAMES {
+            self.unlistable(dir);
             return;
         }
         let listing = Listing {
@@ -175,10 +183,24 @@ impl KnownDirs {
             .dirs
             .get(&dir)
             .is_some_and(|l| l.since.elapsed() < self.lifetime());
-        if known || self.listing.len() >= AHEAD {
+        if known || self.listing.len() >= AHEAD || self.tried_lately(dir) {
             return false;
         }
         self.listing.insert(dir)
+    }
+
+    /// `dir` could not be listed whole: do not try for a while.
+    pub fn unlistable(&mut self, dir: Ino) {
+        if self.unlistable.len() >= MAX_DIRS {
+            self.unlistable.retain(|_, t| t.elapsed() < RETRY_LISTING);
+        }
+        self.unlistable.insert(dir, Instant::now());
+    }
+
+    fn tried_lately(&self, dir: Ino) -> bool {
+        self.unlistable
+            .get(&dir)
+            .is_some_and(|t| t.elapsed() < RETRY_LISTING)
     }
 
     /// The listing `list_ahead` allowed is over (listed or not).
@@ -195,11 +217,11 @@ impl KnownDirs {
             return false;
         }
         let life = self.lifetime();
-        if self
+        let known = self
             .dirs
             .get(&dir)
-            .is_some_and(|l| l.since.elapsed() < life)
-        {
+            .is_some_and(|l| l.since.elapsed() < life);
+        if known || self.tried_lately(dir) {
             return false;
         }
         let now = Instant::now();
@@ -301,5 +323,7 @@ mod tests {
             many.iter().map(|n| (n.as_bytes(), None)),
         );
         assert_eq!(dirs.lookup(Ino(3), b"x", 0), Known::Unknown);
+        assert!(!dirs.worth_listing(Ino(3)) && !dirs.worth_listing(Ino(3)));
+        assert!(!dirs.list_ahead(Ino(3)), "not tried again soon");
     }
 }

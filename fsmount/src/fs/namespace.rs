@@ -155,7 +155,8 @@ impl Fs {
     }
 
     /// Lists `dir` whole (one page at most) and keeps it as known; false if it could not
-    /// (an error, e.g. a directory one may search but not read, or too many entries).
+    /// (an error, e.g. a directory one may search but not read, or too many entries: then
+    /// it is not tried again for a while).
     async fn list_known(&self, dir: Ino) -> bool {
         let Ok(path) = self.path(dir) else {
             return false;
@@ -171,7 +172,10 @@ impl Fs {
                 self.listed(dir, since, generation, &reply.entries);
                 true
             }
-            _ => false,
+            _ => {
+                self.known.lock().unlistable(dir);
+                false
+            }
         }
     }
 
