@@ -41,6 +41,16 @@ impl Fs {
         Ok(attr)
     }
 
+    /// `getattr` if the attribute cache answers it now (no writes of `ino` in flight): the
+    /// FUSE thread answers such requests itself.
+    pub fn getattr_now(&self, ino: Ino) -> Option<proto::Attr> {
+        if self.writeback.as_ref().is_some_and(|wb| wb.busy(ino)) {
+            return None;
+        }
+        self.take_settled(ino, false);
+        self.attrs.lock().get(ino)
+    }
+
     /// Changes attributes of `ino`: through `fh` when the kernel gives one (ftruncate),
     /// else by path (see `by_path_or_handle`). Behind queued writes it goes through their
     /// handle without waiting for them (see `behind_writes`).

@@ -116,6 +116,13 @@ impl Fs {
         Ok(self.remember(parent, name, attr_of(reply.attr)?, generation))
     }
 
+    /// `lookup` if what this mount knows answers it now (no round trip, nothing to wait
+    /// for): the FUSE thread answers such lookups itself. Needs a runtime context (a listing
+    /// ahead may be spawned).
+    pub fn lookup_now(self: &Arc<Self>, parent: Ino, name: &[u8]) -> Option<Result<Entry>> {
+        self.lookup_known(parent, name).map(|r| self.walked_into(r))
+    }
+
     /// A lookup answered from a listing found `entry`: a walker goes through. If it is a
     /// directory, it is listed now, in the background (bounded), so the walker's lookups in
     /// it find it known.

@@ -125,11 +125,17 @@ impl Fs {
             }
             wb.drain(ino).await;
         }
-        let settled = wb.take_settled(ino);
+        self.take_settled(ino, busy);
+    }
+
+    /// Puts the attributes `ino`'s acknowledged writes left in the attribute cache, if this
+    /// mount changed nothing since the last of them was accepted. `waited`: the caller
+    /// waited for writes in flight (attributes that arrived meanwhile may predate them).
+    pub(super) fn take_settled(&self, ino: Ino, waited: bool) {
+        let settled = self.writeback.as_ref().and_then(|wb| wb.take_settled(ino));
         let mut attrs = self.attrs.lock();
         let current = settled.filter(|(_, generation)| *generation == attrs.generation());
-        if busy {
-            // Attributes that arrived while the writes were in flight may predate them.
+        if waited {
             attrs.forget(ino);
         }
         if let Some((attr, _)) = current {

@@ -99,21 +99,18 @@ impl fuser::Filesystem for FuseAdapter {
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let (name, at, et) = (name_bytes(name), self.attr_ttl(), self.entry_ttl());
         let negative = self.fs.options.negative_ttl;
+        // Answered here when this mount knows the directory: no hop to the runtime.
+        let now = {
+            let _runtime = self.rt.enter();
+            let who = self.callers.of(req.uid(), req.gid(), req.pid());
+            credentials::CALLER.sync_scope(who, || self.fs.lookup_now(Ino(parent.0), &name))
+        };
+        if let Some(r) = now {
+            return reply_lookup(reply, r, at, et, negative);
+        }
         self.spawn(req, move |fs| async move {
-            match fs.lookup(Ino(parent.0), &name).await {
-                // A negative entry (node id 0): the kernel remembers the name is missing.
-                Err(e) if e.errno() == libc::ENOENT && !negative.is_zero() => {
-                    // Known missing for a while already: the kernel keeps it for the rest.
-                    let known_for = match e {
-                        fs::FsError::Missing { age } => age,
-                        _ => Duration::ZERO,
-                    };
-                    let ttl = negative.saturating_sub(known_for);
-                    let missing = file_attr(Ino(0), &proto::Attr::default());
-                    reply.entry_with_ttls(&Duration::ZERO, &ttl, &missing, Generation(0))
-                }
-                r => reply_entry(reply, r, at, et),
-            }
+            let r = fs.lookup(Ino(parent.0), &name).await;
+            reply_lookup(reply, r, at, et, negative)
         });
     }
 
@@ -123,6 +120,10 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let ttl = self.attr_ttl();
+        // Answered here from the attribute cache when it can: no hop to the runtime.
+        if let Some(a) = self.fs.getattr_now(Ino(ino.0)) {
+            return reply.attr(&ttl, &file_attr(Ino(ino.0), &a));
+        }
         self.spawn(req, move |fs| async move {
             answer(
                 reply,
@@ -621,5 +622,28 @@ impl fuser::Filesystem for FuseAdapter {
                 |reply, o| reply.offset(o),
             )
         });
+    }
+}
+
+/// Answers a lookup: a missing name becomes a negative entry (node id 0) the kernel keeps
+/// for what is left of the negative timeout (`negative` zero: a plain ENOENT).
+fn reply_lookup(
+    reply: ReplyEntry,
+    r: fs::Result<fs::Entry>,
+    attr_ttl: Duration,
+    entry_ttl: Duration,
+    negative: Duration,
+) {
+    match r {
+        Err(e) if e.errno() == libc::ENOENT && !negative.is_zero() => {
+            let known_for = match e {
+                fs::FsError::Missing { age } => age,
+                _ => Duration::ZERO,
+            };
+            let ttl = negative.saturating_sub(known_for);
+            let missing = file_attr(Ino(0), &proto::Attr::default());
+            reply.entry_with_ttls(&Duration::ZERO, &ttl, &missing, Generation(0))
+        }
+        r => reply_entry(reply, r, attr_ttl, entry_ttl),
     }
 }
