@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use std::os::unix::ffi::OsStrExt;
+
 use fuser::{Config, SessionACL};
 use parking_lot::Mutex;
 
@@ -167,6 +169,7 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
             }
         };
     raise_readahead(device.as_deref());
+    tell_kernel_of_changes(&fs, &client, fuse.notifier());
     let _watchdog = match (&device, req.options.auto_unmount) {
         (Some(dev), true) => {
             let via_fusermount = kernel.lock().as_ref().is_some_and(|k| k.via_fusermount());
@@ -250,4 +253,42 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
     }
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     result
+}
+
+/// Other clients' changes (the server's Notify frames) drop this mount's caches at once, and
+/// the kernel's on a thread of their own: an invalidation waits for the kernel's locks on
+/// the inode, which a FUSE request in progress may hold.
+fn tell_kernel_of_changes(fs: &Arc<Fs>, client: &crate::client::Client, kernel: fuser::Notifier) {
+    use crate::remote::Remote;
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<crate::fs::Invalidate>>();
+    let spawned = std::thread::Builder::new()
+        .name("fsmount-inval".into())
+        .spawn(move || {
+            for batch in rx {
+                for inval in batch {
+                    // ENOENT: the kernel had nothing cached; nothing to do.
+                    let _ = match inval {
+                        crate::fs::Invalidate::Entry(parent, name) => kernel.inval_entry(
+                            fuser::INodeNo(parent.0),
+                            std::ffi::OsStr::from_bytes(&name),
+                        ),
+                        crate::fs::Invalidate::Inode(ino) => {
+                            kernel.inval_inode(fuser::INodeNo(ino.0), 0, 0)
+                        }
+                    };
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(
+            "no thread for change notifications ({e}): changes elsewhere show after the timeouts"
+        );
+        return;
+    }
+    let fs = Arc::downgrade(fs);
+    client.set_notify(Arc::new(move |n: proto::Notify| {
+        if let Some(fs) = fs.upgrade() {
+            let _ = tx.send(fs.changed(&n.changes));
+        }
+    }));
 }

@@ -21,6 +21,7 @@ use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 
 use crate::admission::Pending;
+use crate::changes::{self, HandleChange};
 use crate::cmd::{self, Ctx};
 use crate::ordering::HandleOrder;
 use crate::session::Claim;
@@ -104,6 +105,13 @@ pub async fn serve(
         read_only: auth.read_only,
         sendfile: opened_plain && shared.config.sendfile,
     };
+    // Other clients' changes, forwarded as Notify frames to a client that asked for them.
+    let conn_id = shared.changes.connection_id();
+    let forwarder = auth.notify.then(|| {
+        let rx = shared.changes.subscribe(&ctx.export.dir);
+        tokio::spawn(forward_changes(rx, conn_id, tx.clone()))
+    });
+    let mut dirtied = std::collections::HashSet::new();
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
     let token_share = shared.token_share(&auth.token);
     let mut writer_result = None;
@@ -155,11 +163,30 @@ pub async fn serve(
             None => None,
         };
         let mut turn = order.turn(&frame);
+        // Through a handle: told at once (setattr), or when its writes settle (fsync, close).
+        let told_by_handle = match changes::handle_change(&frame) {
+            Some((h, HandleChange::Now)) => Some(h),
+            Some((h, HandleChange::Dirtied)) => {
+                if dirtied.len() < MAX_DIRTIED || dirtied.contains(&h) {
+                    dirtied.insert(h);
+                }
+                None
+            }
+            Some((h, HandleChange::Settled)) => dirtied.remove(&h).then_some(h),
+            None => None,
+        };
         let (ctx, tx, session) = (ctx.clone(), tx.clone(), session.clone());
         let (unsent, stats, shared) = (unsent.clone(), stats.clone(), shared.clone());
+        let subscribed = forwarder.is_some();
         tokio::spawn(async move {
             // After the requests on its handle it must follow (see `ordering`).
             turn.wait().await;
+            // What others must be told if it succeeds (by identity: taken before a Close).
+            let mut told = changes::of_request(&frame);
+            if let Some(h) = told_by_handle {
+                told.extend(ctx.handles.get(h).ok().and_then(|f| changes::of_file(&f)));
+            }
+            let export_dir = ctx.export.dir.clone();
             // A Read reply's bytes are reserved before it runs: what a connection has read
             // and not yet sent stays within its budget, however slowly the client reads.
             let budget = match read_len(&frame, ctx.max_data) {
@@ -195,6 +222,13 @@ pub async fn serve(
                 run_request(ctx, frame, &shared).await
             };
             let (reply, file) = reply;
+            if !reply.is_error() {
+                // Published before the reply goes: others hear of it no later than this
+                // client learns it is done.
+                shared
+                    .changes
+                    .publish(&export_dir, conn_id, subscribed, told);
+            }
             let file_len = file.as_ref().map_or(0, |f| f.len as usize);
             stats.reply_out(&shared.stats, frame_len(&reply) + file_len);
             let _ = tx
@@ -208,6 +242,9 @@ pub async fn serve(
             drop(token_permit);
             drop(turn);
         });
+    }
+    if let Some(f) = forwarder {
+        f.abort();
     }
     drop(tx);
     let written = match writer_result {
@@ -236,6 +273,36 @@ fn without_prefetch(reply: &Frame) -> std::borrow::Cow<'_, Frame> {
             std::borrow::Cow::Owned(stripped)
         }
         _ => std::borrow::Cow::Borrowed(reply),
+    }
+}
+
+/// Handles remembered as written and not yet settled, per connection (beyond this, new
+/// ones are not remembered: their writers' close tells nobody).
+const MAX_DIRTIED: usize = 65536;
+
+/// Forwards other connections' changes to this client as Notify frames until the
+/// connection ends (the caller aborts it); a client too far behind is told everything
+/// changed.
+async fn forward_changes(
+    mut rx: broadcast::Receiver<changes::Published>,
+    me: u64,
+    tx: mpsc::Sender<Outgoing>,
+) {
+    loop {
+        let frame = match rx.recv().await {
+            Ok(p) if p.origin == me => continue,
+            Ok(p) => changes::frame(&p.changes),
+            Err(broadcast::error::RecvError::Lagged(_)) => changes::everything(),
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let out = Outgoing {
+            frame,
+            file: None,
+            _budget: None,
+        };
+        if tx.send(out).await.is_err() {
+            return;
+        }
     }
 }
 

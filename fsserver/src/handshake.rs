@@ -63,6 +63,8 @@ pub struct Authenticated {
     pub resumed: bool,
     /// One of the `max_connections` slots, held for the connection's life.
     pub slot: tokio::sync::OwnedSemaphorePermit,
+    /// The client takes Notify frames.
+    pub notify: bool,
 }
 
 /// Writes one frame (the handshake's own, unbatched) to `wr`.
@@ -242,5 +244,6 @@ async fn exchange(
         session,
         resumed: attach.resumed,
         slot,
+        notify: req.notify,
     })
 }

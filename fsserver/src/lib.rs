@@ -18,6 +18,7 @@
 pub mod admission;
 #[allow(unsafe_code)]
 pub mod attr;
+pub mod changes;
 pub mod cli;
 pub mod cmd;
 pub mod config;
@@ -132,6 +133,8 @@ pub struct Shared {
     pub live: live::Live,
     /// Requests, bytes and handshakes counted since start (`fsserver status`, `--metrics`).
     pub stats: stats::ServerStats,
+    /// Changes published to the other clients of an export (Notify frames).
+    pub changes: changes::Hub,
     /// Per token, the workers its connections may use together.
     token_shares:
         parking_lot::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
@@ -156,6 +159,7 @@ impl Shared {
             live: live::Live::default(),
             stats: stats::ServerStats::default(),
             token_shares: Default::default(),
+            changes: Default::default(),
         }
     }
 

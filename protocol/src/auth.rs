@@ -208,6 +208,7 @@ pub fn answer(
         client_nonce: client_nonce.to_vec().into(),
         proof: Default::default(),
         session_id: session_id.to_vec().into(),
+        notify: false,
     };
     req.proof = client_proof(token, binding, challenge, &req).into();
     req

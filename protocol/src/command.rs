@@ -28,6 +28,9 @@ macro_rules! command_table {
                 Auth = 1,
                 /// Sent on stream 0 just before a side closes for a protocol error.
                 Goodbye = 20,
+                /// Server -> client on stream 0, unsolicited, to a client that asked for them
+                /// at the handshake: what other clients changed (`Notify`).
+                Notify = 30,
             }
             requests {
                 Ping = 2, ping, Ping -> Ping, data: none, mutates: false, replay: false;

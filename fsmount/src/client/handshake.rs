@@ -69,7 +69,7 @@ async fn handshake_inner(p: &Params, session_id: &[u8]) -> Result<Connection, Cl
     let challenge: proto::Challenge = challenge.decode_msg("Challenge")?;
     let mut client_nonce = [0u8; auth::NONCE_LEN];
     getrandom::fill(&mut client_nonce).expect("the OS random source works");
-    let request = auth::answer(
+    let mut request = auth::answer(
         &challenge,
         token,
         &binding,
@@ -77,6 +77,8 @@ async fn handshake_inner(p: &Params, session_id: &[u8]) -> Result<Connection, Cl
         &client_nonce,
         session_id,
     );
+    // Told of other clients' changes (Notify frames on stream 0).
+    request.notify = true;
     let mut buf = BytesMut::new();
     FrameCodec::new(Limits::default()).encode(
         Frame::request(

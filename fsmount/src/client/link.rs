@@ -111,6 +111,20 @@ async fn read_replies(
         match next {
             None => break "server closed the connection".to_string(),
             Some(Err(e)) => break format!("bad frame from server: {e}"),
+            Some(Ok(frame))
+                if frame.stream_id == StreamId::CONTROL && frame.cmd == Command::Notify.code() =>
+            {
+                *shared.last_heard.lock() = Instant::now();
+                match frame.decode_msg::<proto::Notify>("Notify") {
+                    Ok(n) => {
+                        let hook = shared.notify.lock().clone();
+                        if let Some(hook) = hook {
+                            hook(n);
+                        }
+                    }
+                    Err(e) => break format!("bad Notify from server: {e}"),
+                }
+            }
             Some(Ok(frame)) if frame.stream_id == StreamId::CONTROL => {
                 let msg = frame
                     .decode_msg::<proto::ErrorReply>("ErrorReply")

@@ -231,6 +231,10 @@ impl Remote for Client {
     fn set_reopen(&self, reopen: Reopen) {
         *self.shared.reopen.lock() = Some(reopen);
     }
+
+    fn set_notify(&self, notify: crate::remote::NotifyHook) {
+        *self.shared.notify.lock() = Some(notify);
+    }
 }
 
 /// A request queued by `send_now`, awaiting its reply.

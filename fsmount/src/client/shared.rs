@@ -62,6 +62,8 @@ pub(super) struct Shared {
     /// How long a call waits while disconnected (None: for ever).
     pub timeout: Mutex<Option<Duration>>,
     pub reopen: Mutex<Option<Reopen>>,
+    /// What to do with the server's Notify frames.
+    pub notify: Mutex<Option<crate::remote::NotifyHook>>,
     /// When the last frame arrived.
     pub last_heard: Mutex<Instant>,
     /// Calls per command and their round-trip times, bytes each way (`-o metrics`).
@@ -87,6 +89,7 @@ impl Shared {
             stats: Mutex::new(LinkStats::default()),
             timeout: Mutex::new(timeout),
             reopen: Mutex::new(None),
+            notify: Mutex::new(None),
             last_heard: Mutex::new(Instant::now()),
             metrics: CallMetrics::default(),
         }

@@ -145,6 +145,32 @@ impl InodeTable {
         Some(path)
     }
 
+    /// The inode the kernel knows at export-relative `path` (walking the names it knows).
+    pub fn at_path(&self, path: &[u8]) -> Option<Ino> {
+        let mut cur = ROOT;
+        for part in path.split(|b| *b == b'/').filter(|p| !p.is_empty()) {
+            cur = *self.by_name.get(&(cur, Bytes::copy_from_slice(part)))?;
+        }
+        Some(cur)
+    }
+
+    /// The inode `name` in `parent` is known as.
+    pub fn child(&self, parent: Ino, name: &[u8]) -> Option<Ino> {
+        self.by_name
+            .get(&(parent, Bytes::copy_from_slice(name)))
+            .copied()
+    }
+
+    /// The inode the kernel knows with this server identity.
+    pub fn with_identity(&self, id: &proto::Identity) -> Option<Ino> {
+        self.by_key.get(&(id.dev, id.ino, id.generation)).copied()
+    }
+
+    /// Every inode the kernel knows.
+    pub fn all(&self) -> Vec<Ino> {
+        self.nodes.keys().copied().collect()
+    }
+
     /// The identity requests by path about `ino` carry.
     pub fn identity(&self, ino: Ino) -> Option<proto::Identity> {
         self.nodes.get(&ino).map(|n| identity(n.key))

@@ -153,6 +153,11 @@ impl KnownDirs {
         self.dirs.remove(&dir);
     }
 
+    /// Forget every directory (the server lost track of what changed).
+    pub fn clear(&mut self) {
+        self.dirs.clear();
+    }
+
     /// What is known of `name` in `dir`, the attribute cache being at `generation`.
     pub fn lookup(&mut self, dir: Ino, name: &[u8], generation: u64) -> Known {
         let Some(l) = self.dirs.get(&dir) else {

@@ -12,7 +12,8 @@
 //! - `write`: the write path: write -> coalescing -> write-behind -> Write requests;
 //!   flush, fsync, copy_range, fallocate;
 //! - `xattr`: extended attributes, with what is known to be absent;
-//! - `dir`: directory streams (readdir, readdirplus).
+//! - `dir`: directory streams (readdir, readdirplus);
+//! - `changes`: other clients' changes the server tells of.
 //!
 //! The tables they use: [`inodes`], [`attr_cache`], [`block_cache`], `read_ahead`,
 //! [`writeback`], `coalesce`, `known_dirs`. Caching is close-to-open, as NFS: `open` revalidates with the
@@ -22,6 +23,7 @@
 pub mod attr_cache;
 mod attrs;
 pub mod block_cache;
+mod changes;
 mod coalesce;
 mod dir;
 pub mod error;
@@ -48,6 +50,7 @@ use crate::defaults;
 use crate::remote::Remote;
 use attr_cache::AttrCache;
 use block_cache::BlockCache;
+pub use changes::Invalidate;
 use coalesce::Coalescer;
 pub use dir::DirItem;
 use dir::DirStreams;

@@ -408,3 +408,39 @@ async fn a_subdirectory_a_walker_meets_in_a_listing_is_listed_ahead_of_it() {
         "both answered from d's listing"
     );
 }
+
+#[tokio::test]
+async fn another_client_s_change_drops_what_this_mount_cached_and_tells_the_kernel() {
+    use super::Invalidate;
+    let (fake, fs) = core();
+    let dir = fs.mkdir(Ino::ROOT, b"d", 0o755).await.unwrap().ino;
+    let (file, _) = fs
+        .create(dir, b"f", 0o644, libc::O_RDWR as u32)
+        .await
+        .unwrap();
+    assert!(fs.lookup(dir, b"new").await.is_err(), "known missing");
+    // Another client creates "new" in d and changes f.
+    fake.replace(b"d/new", b"1");
+    let told = fs.changed(&[
+        proto::Change {
+            dir: bytes::Bytes::from_static(b"d"),
+            name: bytes::Bytes::from_static(b"new"),
+            ..Default::default()
+        },
+        proto::Change {
+            path: bytes::Bytes::from_static(b"d/f"),
+            ..Default::default()
+        },
+    ]);
+    assert!(told.contains(&Invalidate::Entry(dir, bytes::Bytes::from_static(b"new"))));
+    assert!(told.contains(&Invalidate::Inode(dir)));
+    assert!(told.contains(&Invalidate::Inode(file.ino)));
+    fs.lookup(dir, b"new")
+        .await
+        .expect("asked again, and found");
+    let everything = fs.changed(&[proto::Change {
+        everything: true,
+        ..Default::default()
+    }]);
+    assert!(everything.contains(&Invalidate::Inode(Ino::ROOT)));
+}

@@ -32,6 +32,10 @@ pub enum Patience {
 pub type Reopen =
     Arc<dyn Fn() -> Vec<(proto::OpenRequest, Option<proto::Credentials>)> + Send + Sync>;
 
+/// Called with each Notify the server sends (other clients' changes), on the connection's
+/// reader: it must not wait for anything.
+pub type NotifyHook = Arc<dyn Fn(proto::Notify) + Send + Sync>;
+
 /// A boxed call in progress (the trait must be usable as `dyn Remote`); it owns what it
 /// needs, so it can be spawned after the request was queued.
 pub type CallFuture = Pin<Box<dyn Future<Output = Result<Frame, ClientError>> + Send + 'static>>;
@@ -45,6 +49,9 @@ pub trait Remote: Send + Sync + 'static {
 
     /// Registers how to recreate the mount's handles on a new session.
     fn set_reopen(&self, reopen: Reopen);
+
+    /// Registers what to do with the server's notifications of other clients' changes.
+    fn set_notify(&self, _notify: NotifyHook) {}
 }
 
 impl dyn Remote {

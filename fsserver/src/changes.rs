@@ -1,0 +1,290 @@
+//! Change notification between clients: every successful change a client makes is
+//! published to the other connections on the same export directory that asked for
+//! notifications at the handshake, which forward it as a `Notify` frame (stream 0), so their
+//! mounts drop what they cached of it at once instead of after their timeouts.
+//!
+//! What a request changed is worked out from the request itself (`of_request`): names in a
+//! directory (create, mkdir, mknod, symlink, link, remove, rename), an object by path
+//! (setattr, xattrs, link) or, for handles, by identity (setattr through a handle; a handle
+//! that was written, at its fsync or close: close-to-open). One broadcast channel per export
+//! directory, bounded: a connection that falls behind gets "everything changed" instead.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use prost::Message;
+use protocol::{Command, Frame};
+use tokio::sync::broadcast;
+
+/// Changes kept for a connection that has not forwarded them yet.
+const BACKLOG: usize = 4096;
+
+/// One published batch: which connection made it (not told of its own) and what changed.
+#[derive(Clone, Debug)]
+pub struct Published {
+    pub origin: u64,
+    pub changes: Arc<Vec<proto::Change>>,
+}
+
+/// The channels, by export directory.
+#[derive(Default, Debug)]
+pub struct Hub {
+    channels: parking_lot::Mutex<HashMap<PathBuf, broadcast::Sender<Published>>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+impl Hub {
+    /// A connection id, unique for the server's life.
+    pub fn connection_id(&self) -> u64 {
+        self.next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn channel(&self, dir: &std::path::Path) -> broadcast::Sender<Published> {
+        let mut channels = self.channels.lock();
+        channels.retain(|_, tx| tx.receiver_count() > 0);
+        channels
+            .entry(dir.to_path_buf())
+            .or_insert_with(|| broadcast::channel(BACKLOG).0)
+            .clone()
+    }
+
+    /// Receives what other connections change under export directory `dir`.
+    pub fn subscribe(&self, dir: &std::path::Path) -> broadcast::Receiver<Published> {
+        self.channel(dir).subscribe()
+    }
+
+    /// Tells the connections under `dir` that connection `origin` made `changes`;
+    /// `subscribed`: `origin` itself listens (then it takes another listener to bother).
+    pub fn publish(
+        &self,
+        dir: &std::path::Path,
+        origin: u64,
+        subscribed: bool,
+        changes: Vec<proto::Change>,
+    ) {
+        if changes.is_empty() {
+            return;
+        }
+        let tx = {
+            let channels = self.channels.lock();
+            match channels.get(dir) {
+                Some(tx) if tx.receiver_count() > subscribed as usize => tx.clone(),
+                _ => return,
+            }
+        };
+        let _ = tx.send(Published {
+            origin,
+            changes: Arc::new(changes),
+        });
+    }
+}
+
+/// The Notify frame carrying `changes`.
+pub fn frame(changes: &[proto::Change]) -> Frame {
+    let msg = proto::Notify {
+        changes: changes.to_vec(),
+    };
+    Frame::response(
+        Command::Notify.code(),
+        protocol::StreamId::CONTROL,
+        &msg,
+        bytes::Bytes::new(),
+    )
+}
+
+/// The Notify frame for a connection that fell behind: drop everything.
+pub fn everything() -> Frame {
+    frame(&[proto::Change {
+        everything: true,
+        ..Default::default()
+    }])
+}
+
+fn entry(dir: &bytes::Bytes, name: &bytes::Bytes) -> proto::Change {
+    proto::Change {
+        dir: dir.clone(),
+        name: name.clone(),
+        ..Default::default()
+    }
+}
+
+fn object(path: &bytes::Bytes) -> proto::Change {
+    proto::Change {
+        path: path.clone(),
+        ..Default::default()
+    }
+}
+
+/// What request `frame` changed by path, once it succeeded (changes through a handle are
+/// worked out by the caller, which holds the handle).
+pub fn of_request(frame: &Frame) -> Vec<proto::Change> {
+    let Ok(cmd) = Command::try_from(frame.cmd) else {
+        return Vec::new();
+    };
+    let msg = frame.msg.clone();
+    let decoded = match cmd {
+        Command::Create => {
+            proto::CreateRequest::decode(msg).map(|r| vec![entry(&r.parent, &r.name)])
+        }
+        Command::Mkdir => proto::MkdirRequest::decode(msg).map(|r| vec![entry(&r.parent, &r.name)]),
+        Command::Mknod => proto::MknodRequest::decode(msg).map(|r| vec![entry(&r.parent, &r.name)]),
+        Command::Symlink => {
+            proto::SymlinkRequest::decode(msg).map(|r| vec![entry(&r.parent, &r.name)])
+        }
+        Command::Remove => {
+            proto::RemoveRequest::decode(msg).map(|r| vec![entry(&r.parent, &r.name)])
+        }
+        Command::Rename => proto::RenameRequest::decode(msg)
+            .map(|r| vec![entry(&r.parent, &r.name), entry(&r.new_parent, &r.new_name)]),
+        Command::Link => proto::LinkRequest::decode(msg)
+            .map(|r| vec![entry(&r.new_parent, &r.new_name), object(&r.path)]),
+        Command::SetAttr => proto::SetAttrRequest::decode(msg).map(|r| {
+            (!r.has_handle)
+                .then(|| object(&r.path))
+                .into_iter()
+                .collect()
+        }),
+        Command::SetXattr => proto::SetXattrRequest::decode(msg).map(|r| vec![object(&r.path)]),
+        Command::RemoveXattr => {
+            proto::RemoveXattrRequest::decode(msg).map(|r| vec![object(&r.path)])
+        }
+        _ => return Vec::new(),
+    };
+    decoded.unwrap_or_default()
+}
+
+/// The handle a request changes the file through: (handle, whether this request is where
+/// the change is told: a setattr at once; writes at the handle's fsync or close).
+pub fn handle_change(frame: &Frame) -> Option<(u64, HandleChange)> {
+    let cmd = Command::try_from(frame.cmd).ok()?;
+    let msg = frame.msg.clone();
+    match cmd {
+        Command::Write => Some((
+            proto::WriteRequest::decode(msg).ok()?.handle,
+            HandleChange::Dirtied,
+        )),
+        Command::Fallocate => Some((
+            proto::FallocateRequest::decode(msg).ok()?.handle,
+            HandleChange::Dirtied,
+        )),
+        Command::CopyRange => Some((
+            proto::CopyRangeRequest::decode(msg).ok()?.handle_out,
+            HandleChange::Dirtied,
+        )),
+        Command::SetAttr => {
+            let r = proto::SetAttrRequest::decode(msg).ok()?;
+            r.has_handle.then_some((r.handle, HandleChange::Now))
+        }
+        Command::Fsync => Some((
+            proto::FsyncRequest::decode(msg).ok()?.handle,
+            HandleChange::Settled,
+        )),
+        Command::Close => Some((
+            proto::CloseRequest::decode(msg).ok()?.handle,
+            HandleChange::Settled,
+        )),
+        _ => None,
+    }
+}
+
+/// How a request on a handle bears on telling others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandleChange {
+    /// The file changed now: tell at once.
+    Now,
+    /// The file's data changed: tell at the handle's fsync or close.
+    Dirtied,
+    /// Fsync or close: tell now if the handle changed the data since the last time.
+    Settled,
+}
+
+/// The change of the object open as `file`, by identity.
+pub fn of_file(file: &std::fs::File) -> Option<proto::Change> {
+    use std::os::fd::AsFd;
+    let st = nix::sys::stat::fstat(file).ok()?;
+    let attr = crate::attr::of(file.as_fd(), &st);
+    Some(proto::Change {
+        object: Some(proto::Identity {
+            dev: attr.dev,
+            ino: attr.ino,
+            generation: attr.generation,
+        }),
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use protocol::StreamId;
+
+    fn request(cmd: Command, msg: &impl Message) -> Frame {
+        Frame::request(cmd, StreamId(1), msg, Bytes::new())
+    }
+
+    #[test]
+    fn each_change_is_told_as_names_paths_or_handles() {
+        let rename = proto::RenameRequest {
+            parent: Bytes::from_static(b"a"),
+            name: Bytes::from_static(b"x"),
+            new_parent: Bytes::from_static(b"b"),
+            new_name: Bytes::from_static(b"y"),
+            flags: 0,
+        };
+        let told = of_request(&request(Command::Rename, &rename));
+        let names: Vec<_> = told.iter().map(|c| (&c.dir[..], &c.name[..])).collect();
+        assert_eq!(names, vec![(&b"a"[..], &b"x"[..]), (&b"b"[..], &b"y"[..])]);
+        let by_handle = proto::SetAttrRequest {
+            handle: 4,
+            has_handle: true,
+            ..Default::default()
+        };
+        assert!(of_request(&request(Command::SetAttr, &by_handle)).is_empty());
+        assert_eq!(
+            handle_change(&request(Command::SetAttr, &by_handle)),
+            Some((4, HandleChange::Now))
+        );
+        let write = proto::WriteRequest {
+            handle: 4,
+            offset: 0,
+        };
+        assert_eq!(
+            handle_change(&request(Command::Write, &write)),
+            Some((4, HandleChange::Dirtied))
+        );
+        let close = proto::CloseRequest { handle: 4 };
+        assert_eq!(
+            handle_change(&request(Command::Close, &close)),
+            Some((4, HandleChange::Settled))
+        );
+        let read = proto::LookupRequest {
+            path: Bytes::from_static(b"a"),
+        };
+        assert!(of_request(&request(Command::Lookup, &read)).is_empty());
+    }
+
+    #[tokio::test]
+    async fn others_hear_of_a_change_and_its_maker_does_not() {
+        let hub = Hub::default();
+        let dir = std::path::Path::new("/export");
+        let (me, other) = (hub.connection_id(), hub.connection_id());
+        let mut mine = hub.subscribe(dir);
+        let mut theirs = hub.subscribe(dir);
+        let mut elsewhere = hub.subscribe(std::path::Path::new("/other"));
+        hub.publish(dir, me, true, vec![object(&Bytes::from_static(b"f"))]);
+        let got = theirs.recv().await.unwrap();
+        assert_ne!(got.origin, other);
+        assert_eq!(got.origin, me, "the maker filters its own out by this");
+        assert_eq!(mine.recv().await.unwrap().origin, me);
+        assert!(
+            elsewhere.try_recv().is_err(),
+            "another export hears nothing"
+        );
+        drop((theirs, elsewhere));
+        hub.publish(dir, me, true, vec![object(&Bytes::from_static(b"g"))]);
+        assert!(mine.try_recv().is_err(), "alone: nothing is sent");
+    }
+}
