@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use e2e_tests::fault_proxy::FaultProxy;
 use e2e_tests::raw::RawClient;
-use e2e_tests::{bin_dir, is_mounted, require_mount_support, sh, sha256, Mount, Server};
+use e2e_tests::{
+    bin_dir, is_mounted, require_mount_support, sh, sha256, wait_until, Mount, Server,
+};
 use protocol::stream::{Mode, PREAMBLE_LEN};
 
 /// Tries to mount `source` on a fresh directory with `opts` (plus the server's token) and
@@ -151,10 +153,10 @@ fn plaintext_only_when_both_sides_ask_and_a_mismatch_says_so_at_once() {
         "at once: {:?}",
         t.elapsed()
     );
-    assert!(
-        tls.log().contains("requires TLS"),
-        "the server says why too"
-    );
+    // The server logs it once the refusal is sent: the client may read it first.
+    wait_until("the server says why too", Duration::from_secs(5), || {
+        tls.log().contains("requires TLS")
+    });
 
     let plain = Server::start(&["--plaintext"]);
     let (code, err) = try_mount(&plain, &plain.source("data"), "");
