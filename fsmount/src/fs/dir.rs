@@ -79,11 +79,28 @@ impl Fs {
     /// `.` and `..` come first. With `plus`, every item `fill` accepts other than `.`/`..`
     /// counts as a lookup (readdirplus), and `item.ino` is that inode.
     pub async fn readdir(
+        self: &Arc<Self>,
+        fh: Fh,
+        offset: u64,
+        plus: bool,
+        fill: impl FnMut(DirItem<'_>) -> bool,
+    ) -> Result<()> {
+        let mut subdirs = Vec::new();
+        let r = self.fill_dir(fh, offset, plus, fill, &mut subdirs).await;
+        // A walker (`find`) will open them next: list them ahead of it.
+        self.list_ahead_of_readdir(subdirs);
+        r
+    }
+
+    /// `readdir`'s work; the subdirectories the kernel was given (readdirplus) go to
+    /// `subdirs`.
+    async fn fill_dir(
         &self,
         fh: Fh,
         offset: u64,
         plus: bool,
         mut fill: impl FnMut(DirItem<'_>) -> bool,
+        subdirs: &mut Vec<Ino>,
     ) -> Result<()> {
         let stream = self
             .dirs
@@ -139,6 +156,9 @@ impl Fs {
                 if full && plus {
                     self.forget(ino, 1);
                 }
+                if !full && plus && attr.mode & libc::S_IFMT == libc::S_IFDIR {
+                    subdirs.push(ino);
+                }
                 full
             };
             if full {
@@ -148,8 +168,18 @@ impl Fs {
         }
     }
 
-    /// Appends the next page of entries from the server.
+    /// Appends the next page of entries from the server; the first page comes from a whole
+    /// listing this mount holds, fresh and unchanged, if it has one (listed ahead).
     async fn fetch_page(&self, d: &mut DirStream) -> Result<()> {
+        if d.next_cookie == 0 && d.entries.is_empty() {
+            let whole = self.known.lock().whole(d.ino, self.attr_generation());
+            if let Some((entries, dir_attr)) = whole {
+                d.entries = entries.as_ref().clone();
+                d.dir_attr = Some(dir_attr);
+                d.eof = true;
+                return Ok(());
+            }
+        }
         let req = proto::ListRequest {
             path: d.path.clone().into(),
             cookie: d.next_cookie,
@@ -159,7 +189,7 @@ impl Fs {
         let reply = self.remote.rpc::<rpc::List>(&req).await?;
         if req.cookie == 0 && reply.eof {
             // The whole directory in one page: lookups in it can be answered for a while.
-            self.listed(d.ino, since, generation, &reply.entries);
+            self.listed(d.ino, since, generation, &reply.entries, reply.dir);
         }
         if let Some(last) = reply.entries.last() {
             d.next_cookie = last.cookie;

@@ -40,7 +40,13 @@ struct Listing {
     generation: u64,
     /// Name -> attributes as listed (None: made by this mount since; ask for them).
     names: HashMap<Vec<u8>, Option<proto::Attr>>,
+    /// The listing as the server sent it, and the directory's attributes: a readdir is
+    /// served from it while nothing changed (gone once a name is added or removed).
+    whole: Option<Whole>,
 }
+
+/// A whole listing as the server sent it.
+pub type Whole = (std::sync::Arc<Vec<proto::DirEntry>>, proto::Attr);
 
 pub struct KnownDirs {
     negative_ttl: Duration,
@@ -99,6 +105,7 @@ impl KnownDirs {
             since: Instant::now(),
             generation: 0,
             names: HashMap::new(),
+            whole: None,
         };
         self.insert(dir, listing);
     }
@@ -111,6 +118,7 @@ impl KnownDirs {
         since: Instant,
         generation: u64,
         entries: impl IntoIterator<Item = (&'a [u8], Option<proto::Attr>)>,
+        whole: Option<Whole>,
     ) {
         let names: HashMap<_, _> = entries
             .into_iter()
@@ -125,6 +133,7 @@ impl KnownDirs {
             since,
             generation,
             names,
+            whole,
         };
         self.insert(dir, listing);
     }
@@ -136,6 +145,7 @@ impl KnownDirs {
                 self.dirs.remove(&dir);
             } else {
                 l.names.insert(name.to_vec(), None);
+                l.whole = None;
             }
         }
     }
@@ -144,6 +154,7 @@ impl KnownDirs {
     pub fn removed(&mut self, dir: Ino, name: &[u8]) {
         if let Some(l) = self.dirs.get_mut(&dir) {
             l.names.remove(name);
+            l.whole = None;
         }
     }
 
@@ -151,6 +162,27 @@ impl KnownDirs {
     /// account for).
     pub fn forget(&mut self, dir: Ino) {
         self.dirs.remove(&dir);
+    }
+
+    /// The whole listing of `dir` to serve a readdir from: fetched less than the positive
+    /// timeout ago, nothing changed by this mount since (attribute cache at `generation`).
+    pub fn whole(&self, dir: Ino, generation: u64) -> Option<Whole> {
+        let l = self.dirs.get(&dir)?;
+        let fresh = l.since.elapsed() < self.positive_ttl && l.generation == generation;
+        fresh.then(|| l.whole.clone()).flatten()
+    }
+
+    /// Marks `dir` as being listed ahead; false if it is known, or being listed already.
+    pub fn claim(&mut self, dir: Ino) -> bool {
+        let life = self.lifetime();
+        let known = self
+            .dirs
+            .get(&dir)
+            .is_some_and(|l| l.since.elapsed() < life);
+        if known || self.tried_lately(dir) || self.listing.len() >= MAX_DIRS {
+            return false;
+        }
+        self.listing.insert(dir)
     }
 
     /// Forget every directory (the server lost track of what changed).
@@ -298,7 +330,7 @@ mod tests {
         assert!(!dirs.worth_listing(d), "one miss is not a walk");
         assert!(dirs.worth_listing(d), "a second one is");
         let listed = [(&b"f"[..], Some(attr(7)))];
-        dirs.listed(d, Instant::now(), 4, listed);
+        dirs.listed(d, Instant::now(), 4, listed, None);
         assert!(matches!(dirs.lookup(d, b"f", 4), Known::Present { attr, .. } if attr.size == 7));
         assert!(missing(dirs.lookup(d, b"g", 4)));
         assert_eq!(
@@ -326,6 +358,7 @@ mod tests {
             Instant::now(),
             0,
             many.iter().map(|n| (n.as_bytes(), None)),
+            None,
         );
         assert_eq!(dirs.lookup(Ino(3), b"x", 0), Known::Unknown);
         assert!(!dirs.worth_listing(Ino(3)) && !dirs.worth_listing(Ino(3)));

@@ -12,6 +12,9 @@ use crate::client::ClientError;
 
 use super::error::attr_of;
 use super::known_dirs::{Known, MAX_NAMES};
+
+/// Subdirectories of one readdir listed ahead of the walker at most.
+const AHEAD_PER_LISTING: usize = 64;
 use super::{Entry, Fs, FsError, Ino, Result};
 
 impl Fs {
@@ -176,7 +179,7 @@ impl Fs {
         };
         match self.remote.rpc::<rpc::List>(&req).await {
             Ok(reply) if reply.eof => {
-                self.listed(dir, since, generation, &reply.entries);
+                self.listed(dir, since, generation, &reply.entries, reply.dir);
                 true
             }
             _ => {
@@ -194,10 +197,51 @@ impl Fs {
         since: Instant,
         generation: u64,
         entries: &[proto::DirEntry],
+        dir_attr: Option<proto::Attr>,
     ) {
-        let valid = entries.iter().filter(|e| super::dir::valid_name(&e.name));
-        let names = valid.map(|e| (&e.name[..], e.attr));
-        self.known.lock().listed(dir, since, generation, names);
+        let valid: Vec<proto::DirEntry> = entries
+            .iter()
+            .filter(|e| super::dir::valid_name(&e.name) && e.attr.is_some())
+            .cloned()
+            .collect();
+        let names = valid.iter().map(|e| (&e.name[..], e.attr));
+        let whole = dir_attr.map(|a| (Arc::new(valid.clone()), a));
+        self.known
+            .lock()
+            .listed(dir, since, generation, names, whole);
+    }
+
+    /// Lists the subdirectories `dirs` a readdir just showed, ahead of a walker that will
+    /// open them (`find`): at most 4 at once, at most `AHEAD_PER_LISTING` of them, each
+    /// only if not known or being listed already; as the walker.
+    pub(super) fn list_ahead_of_readdir(self: &Arc<Self>, dirs: Vec<Ino>) {
+        let claimed: Vec<Ino> = {
+            let mut known = self.known.lock();
+            dirs.into_iter()
+                .filter(|d| known.claim(*d))
+                .take(AHEAD_PER_LISTING)
+                .collect()
+        };
+        if claimed.is_empty() {
+            return;
+        }
+        let fs = self.clone();
+        let list = async move {
+            use futures::StreamExt;
+            futures::stream::iter(claimed)
+                .for_each_concurrent(4, |dir| {
+                    let fs = fs.clone();
+                    async move {
+                        fs.list_known(dir).await;
+                        fs.known.lock().ahead_done(dir);
+                    }
+                })
+                .await;
+        };
+        match crate::credentials::current() {
+            Some(who) => tokio::spawn(crate::credentials::CALLER.scope(who, list)),
+            None => tokio::spawn(list),
+        };
     }
 
     /// The kernel dropped `n` lookups of `ino`.

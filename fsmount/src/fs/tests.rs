@@ -444,3 +444,39 @@ async fn another_client_s_change_drops_what_this_mount_cached_and_tells_the_kern
     }]);
     assert!(everything.contains(&Invalidate::Inode(Ino::ROOT)));
 }
+
+#[tokio::test]
+async fn subdirectories_a_readdir_shows_are_listed_ahead_and_their_readdir_needs_no_request() {
+    let (fake, fs) = core();
+    let d = fs.mkdir(Ino::ROOT, b"d", 0o755).await.unwrap().ino;
+    fake.replace(b"d/x", b"1");
+    fs.known.lock().forget(d); // as on a fresh mount: d not known
+    let lists = |fake: &FakeServer| fake.log().iter().filter(|l| l.cmd == Command::List).count();
+    let root = fs.opendir(Ino::ROOT).unwrap();
+    let mut names = Vec::new();
+    fs.readdir(root, 0, true, |item| {
+        names.push(item.name.to_vec());
+        false
+    })
+    .await
+    .unwrap();
+    assert!(names.contains(&b"d".to_vec()));
+    let before = lists(&fake);
+    for _ in 0..100 {
+        if fs.known.lock().whole(d, fs.attr_generation()).is_some() {
+            break;
+        }
+        settle_tasks().await;
+    }
+    assert_eq!(lists(&fake), before + 1, "d was listed ahead");
+    let dir = fs.opendir(d).unwrap();
+    let mut inside = Vec::new();
+    fs.readdir(dir, 0, true, |item| {
+        inside.push(item.name.to_vec());
+        false
+    })
+    .await
+    .unwrap();
+    assert!(inside.contains(&b"x".to_vec()), "{inside:?}");
+    assert_eq!(lists(&fake), before + 1, "served from the listing ahead");
+}
