@@ -1,6 +1,7 @@
-//! Names: resolving an inode to the path the protocol needs, and the operations that add,
-//! remove or move names. Every name change forgets all cached attributes (parents' times,
-//! link counts).
+//! Names: resolving an inode to the path the protocol needs, lookups (answered from known
+//! directories where possible, listing directories whole for walkers and ahead of them, see
+//! `known_dirs`), and the operations that add, remove or move names. Every name change
+//! forgets all cached attributes (parents' times, link counts).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,10 +13,10 @@ use crate::client::ClientError;
 
 use super::error::attr_of;
 use super::known_dirs::{Known, MAX_NAMES};
+use super::{Entry, Fs, FsError, Ino, Result};
 
 /// Subdirectories of one readdir listed ahead of the walker at most.
 const AHEAD_PER_LISTING: usize = 64;
-use super::{Entry, Fs, FsError, Ino, Result};
 
 impl Fs {
     /// The export-relative path `ino` is reached by.
@@ -85,6 +86,19 @@ impl Fs {
         let mut attrs = self.attrs.lock();
         attrs.forget_all();
         attrs.generation()
+    }
+
+    /// Sends `req`, which makes `name` in `parent`, and keeps what is known of `parent`'s
+    /// names up to date with its outcome.
+    pub(super) async fn make_name<C: Rpc>(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        req: &C::Request,
+    ) -> Result<C::Reply> {
+        let reply = self.remote.rpc::<C>(req).await.map_err(FsError::from);
+        self.name_made(parent, name, &reply);
+        reply
     }
 
     /// `name` was made in `parent` by a request that returned `result` (EEXIST: it exists
@@ -270,13 +284,8 @@ impl Fs {
             name: Bytes::copy_from_slice(name),
             mode,
         };
-        let reply = self
-            .remote
-            .rpc::<rpc::Mkdir>(&req)
-            .await
-            .map_err(FsError::from);
-        self.name_made(parent, name, &reply);
-        let entry = self.remember(parent, name, attr_of(reply?.attr)?, self.names_changed());
+        let reply = self.make_name::<rpc::Mkdir>(parent, name, &req).await?;
+        let entry = self.remember(parent, name, attr_of(reply.attr)?, self.names_changed());
         self.known.lock().created(entry.ino);
         Ok(entry)
     }
@@ -288,13 +297,7 @@ impl Fs {
             mode,
             rdev,
         };
-        let reply = self
-            .remote
-            .rpc::<rpc::Mknod>(&req)
-            .await
-            .map_err(FsError::from);
-        self.name_made(parent, name, &reply);
-        let reply = reply?;
+        let reply = self.make_name::<rpc::Mknod>(parent, name, &req).await?;
         Ok(self.remember(parent, name, attr_of(reply.attr)?, self.names_changed()))
     }
 
@@ -304,13 +307,7 @@ impl Fs {
             name: Bytes::copy_from_slice(name),
             target: Bytes::copy_from_slice(target),
         };
-        let reply = self
-            .remote
-            .rpc::<rpc::Symlink>(&req)
-            .await
-            .map_err(FsError::from);
-        self.name_made(parent, name, &reply);
-        let reply = reply?;
+        let reply = self.make_name::<rpc::Symlink>(parent, name, &req).await?;
         Ok(self.remember(parent, name, attr_of(reply.attr)?, self.names_changed()))
     }
 

@@ -15,7 +15,7 @@ use crate::defaults;
 use super::block_cache::Block;
 use super::error::attr_of;
 use super::read_ahead::ReadAhead;
-use super::{Entry, Fh, Fs, FsError, Ino, Opened, Result};
+use super::{Entry, Fh, Fs, Ino, Opened, Result};
 
 /// A file open on the server, as reads see it.
 #[derive(Debug)]
@@ -113,13 +113,7 @@ impl Fs {
             flags,
             handle: self.open_files.new_handle().0,
         };
-        let reply = self
-            .remote
-            .rpc::<rpc::Create>(&req)
-            .await
-            .map_err(FsError::from);
-        self.name_made(parent, name, &reply);
-        let reply = reply?;
+        let reply = self.make_name::<rpc::Create>(parent, name, &req).await?;
         let fh = Fh(reply.handle);
         let entry = self.remember(parent, name, attr_of(reply.attr)?, self.names_changed());
         {
