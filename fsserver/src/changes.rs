@@ -55,8 +55,26 @@ impl Hub {
         self.channel(dir).subscribe()
     }
 
+    /// The channel of `dir` if anyone but the caller listens on it (`subscribed`: the
+    /// caller itself does, so it takes another listener to bother).
+    fn others(
+        &self,
+        dir: &std::path::Path,
+        subscribed: bool,
+    ) -> Option<broadcast::Sender<Published>> {
+        let channels = self.channels.lock();
+        let tx = channels.get(dir)?;
+        (tx.receiver_count() > subscribed as usize).then(|| tx.clone())
+    }
+
+    /// True if telling of a change under `dir` would reach anyone: work out what a request
+    /// changed (decoding, a `fstat` for a handle) only then.
+    pub fn listened(&self, dir: &std::path::Path, subscribed: bool) -> bool {
+        self.others(dir, subscribed).is_some()
+    }
+
     /// Tells the connections under `dir` that connection `origin` made `changes`;
-    /// `subscribed`: `origin` itself listens (then it takes another listener to bother).
+    /// `subscribed`: `origin` itself listens.
     pub fn publish(
         &self,
         dir: &std::path::Path,
@@ -67,17 +85,12 @@ impl Hub {
         if changes.is_empty() {
             return;
         }
-        let tx = {
-            let channels = self.channels.lock();
-            match channels.get(dir) {
-                Some(tx) if tx.receiver_count() > subscribed as usize => tx.clone(),
-                _ => return,
-            }
-        };
-        let _ = tx.send(Published {
-            origin,
-            changes: Arc::new(changes),
-        });
+        if let Some(tx) = self.others(dir, subscribed) {
+            let _ = tx.send(Published {
+                origin,
+                changes: Arc::new(changes),
+            });
+        }
     }
 }
 
@@ -155,38 +168,17 @@ pub fn of_request(frame: &Frame) -> Vec<proto::Change> {
     decoded.unwrap_or_default()
 }
 
-/// The handle a request changes the file through: (handle, whether this request is where
-/// the change is told: a setattr at once; writes at the handle's fsync or close).
-pub fn handle_change(frame: &Frame) -> Option<(u64, HandleChange)> {
-    let cmd = Command::try_from(frame.cmd).ok()?;
-    let msg = frame.msg.clone();
-    match cmd {
-        Command::Write => Some((
-            proto::WriteRequest::decode(msg).ok()?.handle,
-            HandleChange::Dirtied,
-        )),
-        Command::Fallocate => Some((
-            proto::FallocateRequest::decode(msg).ok()?.handle,
-            HandleChange::Dirtied,
-        )),
-        Command::CopyRange => Some((
-            proto::CopyRangeRequest::decode(msg).ok()?.handle_out,
-            HandleChange::Dirtied,
-        )),
-        Command::SetAttr => {
-            let r = proto::SetAttrRequest::decode(msg).ok()?;
-            r.has_handle.then_some((r.handle, HandleChange::Now))
-        }
-        Command::Fsync => Some((
-            proto::FsyncRequest::decode(msg).ok()?.handle,
-            HandleChange::Settled,
-        )),
-        Command::Close => Some((
-            proto::CloseRequest::decode(msg).ok()?.handle,
-            HandleChange::Settled,
-        )),
-        _ => None,
-    }
+/// How a request on a handle (as `ordering::on_handle` decoded it) bears on telling
+/// others: (handle, a setattr at once; writes when the handle's fsync or close settles them).
+pub fn handle_change(on: Option<(Command, u64)>) -> Option<(u64, HandleChange)> {
+    let (cmd, handle) = on?;
+    let change = match cmd {
+        Command::Write | Command::Fallocate | Command::CopyRange => HandleChange::Dirtied,
+        Command::SetAttr => HandleChange::Now,
+        Command::Fsync | Command::Close => HandleChange::Settled,
+        _ => return None,
+    };
+    Some((handle, change))
 }
 
 /// How a request on a handle bears on telling others.
@@ -244,7 +236,10 @@ mod tests {
         };
         assert!(of_request(&request(Command::SetAttr, &by_handle)).is_empty());
         assert_eq!(
-            handle_change(&request(Command::SetAttr, &by_handle)),
+            handle_change(crate::ordering::on_handle(&request(
+                Command::SetAttr,
+                &by_handle
+            ))),
             Some((4, HandleChange::Now))
         );
         let write = proto::WriteRequest {
@@ -252,12 +247,12 @@ mod tests {
             offset: 0,
         };
         assert_eq!(
-            handle_change(&request(Command::Write, &write)),
+            handle_change(crate::ordering::on_handle(&request(Command::Write, &write))),
             Some((4, HandleChange::Dirtied))
         );
         let close = proto::CloseRequest { handle: 4 };
         assert_eq!(
-            handle_change(&request(Command::Close, &close)),
+            handle_change(crate::ordering::on_handle(&request(Command::Close, &close))),
             Some((4, HandleChange::Settled))
         );
         let read = proto::LookupRequest {

@@ -162,9 +162,10 @@ pub async fn serve(
             Some(share) => share.clone().acquire_owned().await.ok(),
             None => None,
         };
-        let mut turn = order.turn(&frame);
+        let on_handle = crate::ordering::on_handle(&frame);
+        let mut turn = order.turn_on(on_handle);
         // Through a handle: told at once (setattr), or when its writes settle (fsync, close).
-        let told_by_handle = match changes::handle_change(&frame) {
+        let told_by_handle = match changes::handle_change(on_handle) {
             Some((h, HandleChange::Now)) => Some(h),
             Some((h, HandleChange::Dirtied)) => {
                 if dirtied.len() < MAX_DIRTIED || dirtied.contains(&h) {
@@ -181,10 +182,14 @@ pub async fn serve(
         tokio::spawn(async move {
             // After the requests on its handle it must follow (see `ordering`).
             turn.wait().await;
-            // What others must be told if it succeeds (by identity: taken before a Close).
-            let mut told = changes::of_request(&frame);
-            if let Some(h) = told_by_handle {
-                told.extend(ctx.handles.get(h).ok().and_then(|f| changes::of_file(&f)));
+            // What others must be told if it succeeds (by identity: taken before a Close),
+            // worked out only if anyone else listens.
+            let mut told = Vec::new();
+            if shared.changes.listened(&ctx.export.dir, subscribed) {
+                told = changes::of_request(&frame);
+                if let Some(h) = told_by_handle {
+                    told.extend(ctx.handles.get(h).ok().and_then(|f| changes::of_file(&f)));
+                }
             }
             let export_dir = ctx.export.dir.clone();
             // A Read reply's bytes are reserved before it runs: what a connection has read

@@ -72,8 +72,15 @@ impl HandleOrder {
     /// The turn of `frame`, just received: Writes follow the last barrier on their handle;
     /// a barrier follows everything before it on its handle. Other requests are free.
     pub fn turn(&mut self, frame: &Frame) -> Turn {
-        let Some((handle, barrier)) = ordered(frame) else {
-            return Turn::free();
+        self.turn_on(on_handle(frame))
+    }
+
+    /// `turn` for a request already decoded by `on_handle`. CopyRange is not ordered (the
+    /// client waits for the writes of both its files first).
+    pub fn turn_on(&mut self, on: Option<(Command, u64)>) -> Turn {
+        let (handle, barrier) = match on {
+            Some((Command::CopyRange, _)) | None => return Turn::free(),
+            Some((cmd, handle)) => (handle, cmd != Command::Write),
         };
         if self.chains.len() >= PRUNE_AT {
             self.chains.retain(|_, c| !c.idle());
@@ -100,21 +107,25 @@ impl HandleOrder {
     }
 }
 
-/// The handle a request is ordered on, and whether it is a barrier (true) or a Write.
-fn ordered(frame: &Frame) -> Option<(u64, bool)> {
+/// The open handle a request acts through, with its command (Write, SetAttr through a
+/// handle, Fsync, Fallocate, Close, and CopyRange's destination); decoded once per request,
+/// for its order here and for telling other clients (`changes::handle_change`).
+pub fn on_handle(frame: &Frame) -> Option<(Command, u64)> {
     let cmd = Command::try_from(frame.cmd).ok()?;
     let msg = frame.msg.clone();
-    match cmd {
-        Command::Write => Some((proto::WriteRequest::decode(msg).ok()?.handle, false)),
+    let handle = match cmd {
+        Command::Write => proto::WriteRequest::decode(msg).ok()?.handle,
         Command::SetAttr => {
             let r = proto::SetAttrRequest::decode(msg).ok()?;
-            r.has_handle.then_some((r.handle, true))
+            r.has_handle.then_some(r.handle)?
         }
-        Command::Fsync => Some((proto::FsyncRequest::decode(msg).ok()?.handle, true)),
-        Command::Fallocate => Some((proto::FallocateRequest::decode(msg).ok()?.handle, true)),
-        Command::Close => Some((proto::CloseRequest::decode(msg).ok()?.handle, true)),
-        _ => None,
-    }
+        Command::Fsync => proto::FsyncRequest::decode(msg).ok()?.handle,
+        Command::Fallocate => proto::FallocateRequest::decode(msg).ok()?.handle,
+        Command::Close => proto::CloseRequest::decode(msg).ok()?.handle,
+        Command::CopyRange => proto::CopyRangeRequest::decode(msg).ok()?.handle_out,
+        _ => return None,
+    };
+    Some((cmd, handle))
 }
 
 #[cfg(test)]

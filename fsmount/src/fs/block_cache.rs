@@ -163,8 +163,14 @@ impl BlockCache {
     /// The change token `ino`'s first block is cached under, if it is cached (an Open need
     /// not bring that version along again).
     pub fn cached_change(&self, ino: Ino) -> Option<u64> {
-        let f = self.inner.lock().files.get(&ino).copied()?;
-        self.has(ino, f.generation, 0).then_some(f.change)
+        let inner = self.inner.lock();
+        let f = inner.files.get(&ino)?;
+        let first = Key {
+            ino,
+            generation: f.generation,
+            index: 0,
+        };
+        inner.filled(first).then_some(f.change)
     }
 
     /// This mount is changing `ino`'s data: its blocks go, and blocks still being fetched
@@ -245,17 +251,11 @@ impl BlockCache {
 
     /// True if the block is cached and filled (no fetch needed).
     pub fn has(&self, ino: Ino, generation: u64, index: u64) -> bool {
-        let key = Key {
+        self.inner.lock().filled(Key {
             ino,
             generation,
             index,
-        };
-        let inner = self.inner.lock();
-        // A look, not a use: recency unchanged.
-        inner
-            .entries
-            .peek(&key)
-            .is_some_and(|e| e.slot.initialized())
+        })
     }
 
     /// A slot was filled with `len` bytes: charge that instead of a whole block.
@@ -300,6 +300,13 @@ impl BlockCache {
 }
 
 impl Inner {
+    /// True if the block is cached and filled. A look, not a use: recency unchanged.
+    fn filled(&self, key: Key) -> bool {
+        self.entries
+            .peek(&key)
+            .is_some_and(|e| e.slot.initialized())
+    }
+
     fn new_generation(&mut self, ino: Ino, change: u64) -> u64 {
         self.next_generation += 1;
         let generation = self.next_generation;

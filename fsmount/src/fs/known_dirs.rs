@@ -172,17 +172,25 @@ impl KnownDirs {
         fresh.then(|| l.whole.clone()).flatten()
     }
 
-    /// Marks `dir` as being listed ahead; false if it is known, or being listed already.
+    /// Marks `dir` as being listed ahead; false if it is known, being listed already, tried
+    /// lately, or nothing would be kept (both timeouts zero); then `ahead_done` must follow.
     pub fn claim(&mut self, dir: Ino) -> bool {
-        let life = self.lifetime();
-        let known = self
-            .dirs
-            .get(&dir)
-            .is_some_and(|l| l.since.elapsed() < life);
-        if known || self.tried_lately(dir) || self.listing.len() >= MAX_DIRS {
+        if self.lifetime().is_zero()
+            || self.known(dir)
+            || self.tried_lately(dir)
+            || self.listing.len() >= MAX_DIRS
+        {
             return false;
         }
         self.listing.insert(dir)
+    }
+
+    /// True if `dir`'s names are known (created or listed, not past its lifetime).
+    fn known(&self, dir: Ino) -> bool {
+        let life = self.lifetime();
+        self.dirs
+            .get(&dir)
+            .is_some_and(|l| l.since.elapsed() < life)
     }
 
     /// Forget every directory (the server lost track of what changed).
@@ -213,17 +221,7 @@ impl KnownDirs {
     /// should be listed now, ahead of it (not known, not being listed, few listings under
     /// way); then `ahead_done` must follow.
     pub fn list_ahead(&mut self, dir: Ino) -> bool {
-        if self.positive_ttl.is_zero() && self.negative_ttl.is_zero() {
-            return false;
-        }
-        let known = self
-            .dirs
-            .get(&dir)
-            .is_some_and(|l| l.since.elapsed() < self.lifetime());
-        if known || self.listing.len() >= AHEAD || self.tried_lately(dir) {
-            return false;
-        }
-        self.listing.insert(dir)
+        self.listing.len() < AHEAD && self.claim(dir)
     }
 
     /// `dir` could not be listed whole: do not try for a while.
@@ -250,15 +248,7 @@ impl KnownDirs {
     /// directory known already (its attributes went stale through a change this mount made:
     /// listing it again after every change would cost a listing per lookup or two).
     pub fn worth_listing(&mut self, dir: Ino) -> bool {
-        if self.positive_ttl.is_zero() && self.negative_ttl.is_zero() {
-            return false;
-        }
-        let life = self.lifetime();
-        let known = self
-            .dirs
-            .get(&dir)
-            .is_some_and(|l| l.since.elapsed() < life);
-        if known || self.tried_lately(dir) {
+        if self.lifetime().is_zero() || self.known(dir) || self.tried_lately(dir) {
             return false;
         }
         let now = Instant::now();

@@ -149,16 +149,7 @@ impl Fs {
             _ => return entry,
         };
         if self.known.lock().list_ahead(dir) {
-            let fs = self.clone();
-            let list = async move {
-                fs.list_known(dir).await;
-                fs.known.lock().ahead_done(dir);
-            };
-            // As the walker: the server checks the listing against its rights.
-            match crate::credentials::current() {
-                Some(who) => tokio::spawn(crate::credentials::CALLER.scope(who, list)),
-                None => tokio::spawn(list),
-            };
+            self.list_claimed(vec![dir]);
         }
         entry
     }
@@ -236,13 +227,19 @@ impl Fs {
                 .take(AHEAD_PER_LISTING)
                 .collect()
         };
-        if claimed.is_empty() {
+        self.list_claimed(claimed);
+    }
+
+    /// Lists `dirs` (claimed in `known`) in the background, 4 at once, as the caller: the
+    /// server checks each listing against the walker's rights.
+    fn list_claimed(self: &Arc<Self>, dirs: Vec<Ino>) {
+        if dirs.is_empty() {
             return;
         }
         let fs = self.clone();
         let list = async move {
             use futures::StreamExt;
-            futures::stream::iter(claimed)
+            futures::stream::iter(dirs)
                 .for_each_concurrent(4, |dir| {
                     let fs = fs.clone();
                     async move {

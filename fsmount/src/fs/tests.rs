@@ -28,6 +28,19 @@ async fn create(fs: &Fs, name: &[u8]) -> (Ino, Fh) {
     (entry.ino, fh)
 }
 
+/// The names a readdirplus of `dir` gives, from the start.
+async fn read_dir_plus(fs: &Arc<Fs>, dir: Ino) -> Vec<Vec<u8>> {
+    let fh = fs.opendir(dir).unwrap();
+    let mut names = Vec::new();
+    fs.readdir(fh, 0, true, |item| {
+        names.push(item.name.to_vec());
+        false
+    })
+    .await
+    .unwrap();
+    names
+}
+
 /// Lets every runnable task run (the fake answers without real delays).
 async fn settle_tasks() {
     for _ in 0..20 {
@@ -452,14 +465,7 @@ async fn subdirectories_a_readdir_shows_are_listed_ahead_and_their_readdir_needs
     fake.replace(b"d/x", b"1");
     fs.known.lock().forget(d); // as on a fresh mount: d not known
     let lists = |fake: &FakeServer| fake.log().iter().filter(|l| l.cmd == Command::List).count();
-    let root = fs.opendir(Ino::ROOT).unwrap();
-    let mut names = Vec::new();
-    fs.readdir(root, 0, true, |item| {
-        names.push(item.name.to_vec());
-        false
-    })
-    .await
-    .unwrap();
+    let names = read_dir_plus(&fs, Ino::ROOT).await;
     assert!(names.contains(&b"d".to_vec()));
     let before = lists(&fake);
     for _ in 0..100 {
@@ -469,14 +475,7 @@ async fn subdirectories_a_readdir_shows_are_listed_ahead_and_their_readdir_needs
         settle_tasks().await;
     }
     assert_eq!(lists(&fake), before + 1, "d was listed ahead");
-    let dir = fs.opendir(d).unwrap();
-    let mut inside = Vec::new();
-    fs.readdir(dir, 0, true, |item| {
-        inside.push(item.name.to_vec());
-        false
-    })
-    .await
-    .unwrap();
+    let inside = read_dir_plus(&fs, d).await;
     assert!(inside.contains(&b"x".to_vec()), "{inside:?}");
     assert_eq!(lists(&fake), before + 1, "served from the listing ahead");
 }

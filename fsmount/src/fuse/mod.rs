@@ -57,9 +57,17 @@ impl FuseAdapter {
         F: FnOnce(Arc<Fs>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
-        let fs = self.fs.clone();
-        let who = self.callers.of(req.uid(), req.gid(), req.pid());
-        self.rt.spawn(credentials::CALLER.scope(who, op(fs)));
+        self.spawn_as(self.callers.of(req.uid(), req.gid(), req.pid()), op);
+    }
+
+    /// `spawn` with the caller's credentials already looked up.
+    fn spawn_as<F, Fut>(&self, who: proto::Credentials, op: F)
+    where
+        F: FnOnce(Arc<Fs>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.rt
+            .spawn(credentials::CALLER.scope(who, op(self.fs.clone())));
     }
 
     fn attr_ttl(&self) -> Duration {
@@ -100,15 +108,15 @@ impl fuser::Filesystem for FuseAdapter {
         let (name, at, et) = (name_bytes(name), self.attr_ttl(), self.entry_ttl());
         let negative = self.fs.options.negative_ttl;
         // Answered here when this mount knows the directory: no hop to the runtime.
+        let who = self.callers.of(req.uid(), req.gid(), req.pid());
         let now = {
             let _runtime = self.rt.enter();
-            let who = self.callers.of(req.uid(), req.gid(), req.pid());
-            credentials::CALLER.sync_scope(who, || self.fs.lookup_now(Ino(parent.0), &name))
+            credentials::CALLER.sync_scope(who.clone(), || self.fs.lookup_now(Ino(parent.0), &name))
         };
         if let Some(r) = now {
             return reply_lookup(reply, r, at, et, negative);
         }
-        self.spawn(req, move |fs| async move {
+        self.spawn_as(who, move |fs| async move {
             let r = fs.lookup(Ino(parent.0), &name).await;
             reply_lookup(reply, r, at, et, negative)
         });
