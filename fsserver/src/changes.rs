@@ -25,6 +25,8 @@ const BACKLOG: usize = 4096;
 pub struct Published {
     pub origin: u64,
     pub changes: Arc<Vec<proto::Change>>,
+    /// A lease recall for one session only: (holder, directory).
+    pub recall: Option<(crate::leases::Holder, bytes::Bytes)>,
 }
 
 /// The channels, by export directory.
@@ -89,16 +91,38 @@ impl Hub {
             let _ = tx.send(Published {
                 origin,
                 changes: Arc::new(changes),
+                recall: None,
             });
         }
+    }
+
+    /// Asks session `holder`, connected under `dir`, to give back its lease on `path`.
+    pub fn recall(&self, dir: &std::path::Path, holder: crate::leases::Holder, path: bytes::Bytes) {
+        let _ = self.channel(dir).send(Published {
+            origin: u64::MAX,
+            changes: Arc::new(Vec::new()),
+            recall: Some((holder, path)),
+        });
     }
 }
 
 /// The Notify frame carrying `changes`.
 pub fn frame(changes: &[proto::Change]) -> Frame {
-    let msg = proto::Notify {
+    notify_frame(proto::Notify {
         changes: changes.to_vec(),
-    };
+        recall: Vec::new(),
+    })
+}
+
+/// The Notify frame asking for the lease on `path` back.
+pub fn recall_frame(path: bytes::Bytes) -> Frame {
+    notify_frame(proto::Notify {
+        changes: Vec::new(),
+        recall: vec![path],
+    })
+}
+
+fn notify_frame(msg: proto::Notify) -> Frame {
     Frame::response(
         Command::Notify.code(),
         protocol::StreamId::CONTROL,

@@ -108,6 +108,15 @@ pub struct Args {
     /// per GiB than the copy path (see docs/BENCHMARKS.md); measure it on your network.
     #[arg(long)]
     pub sendfile: bool,
+    /// How long a directory lease lasts unless its client renews it (clients renew every
+    /// third of it). While a client holds a directory's lease it answers lookups, creates
+    /// and attribute changes there itself; 0 grants none (every mount asks the server).
+    #[arg(long, value_name = "TIME", default_value = "30", value_parser = config::parse_duration)]
+    pub lease_time: Duration,
+    /// How long another client's request waits for a recalled lease to be given back
+    /// before the lease is revoked and the request goes ahead.
+    #[arg(long, value_name = "TIME", default_value = "5", value_parser = config::parse_duration)]
+    pub recall_timeout: Duration,
     /// The local control socket `fsserver status` asks. Default: /run/fsserver/ and a name
     /// derived from the token file.
     #[arg(long, value_name = "PATH")]

@@ -44,6 +44,11 @@ pub struct File {
     pub write_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
     pub drain_timeout: Option<Duration>,
+    /// `--lease-time`, `--recall-timeout`.
+    #[serde(default, deserialize_with = "duration")]
+    pub lease_time: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub recall_timeout: Option<Duration>,
     /// Read replies on plaintext connections by sendfile(2) (`--sendfile`).
     #[serde(default)]
     pub sendfile: bool,

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use protocol::writer::{FileData, Queued, Sink};
+use bytes::Bytes;
 use protocol::{Command, Flags, Frame, FrameCodec, Limits, ProtocolError, StreamId};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
@@ -23,6 +24,7 @@ use tracing::{debug, info, warn};
 use crate::admission::Pending;
 use crate::changes::{self, HandleChange};
 use crate::cmd::{self, Ctx};
+use crate::leases;
 use crate::ordering::HandleOrder;
 use crate::session::Claim;
 use crate::stats::ConnStats;
@@ -104,12 +106,16 @@ pub async fn serve(
         max_data: shared.config.max_data,
         read_only: auth.read_only,
         sendfile: opened_plain && shared.config.sendfile,
+        // Leases need notifications: a recall comes as one.
+        leases: (auth.notify && shared.leases.enabled())
+            .then(|| (shared.leases.clone(), Bytes::from(auth.session_id.clone()))),
     };
+    let me: leases::Holder = Bytes::from(auth.session_id.clone());
     // Other clients' changes, forwarded as Notify frames to a client that asked for them.
     let conn_id = shared.changes.connection_id();
     let forwarder = auth.notify.then(|| {
         let rx = shared.changes.subscribe(&ctx.export.dir);
-        tokio::spawn(forward_changes(rx, conn_id, tx.clone()))
+        tokio::spawn(forward_changes(rx, conn_id, me.clone(), tx.clone()))
     });
     let mut dirtied = std::collections::HashSet::new();
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
@@ -163,7 +169,7 @@ pub async fn serve(
             None => None,
         };
         let on_handle = crate::ordering::on_handle(&frame);
-        let mut turn = order.turn_on(on_handle);
+        let mut turn = order.turn_on(on_handle, frame.flags.contains(Flags::ORDERED));
         // Through a handle: told at once (setattr), or when its writes settle (fsync, close).
         let told_by_handle = match changes::handle_change(on_handle) {
             Some((h, HandleChange::Now)) => Some(h),
@@ -179,9 +185,12 @@ pub async fn serve(
         let (ctx, tx, session) = (ctx.clone(), tx.clone(), session.clone());
         let (unsent, stats, shared) = (unsent.clone(), stats.clone(), shared.clone());
         let subscribed = forwarder.is_some();
+        let me = me.clone();
         tokio::spawn(async move {
             // After the requests on its handle it must follow (see `ordering`).
             turn.wait().await;
+            // After other sessions gave back the leases it reaches into.
+            recall_leases(&shared, &ctx.export.dir, &me, &frame).await;
             // What others must be told if it succeeds (by identity: taken before a Close),
             // worked out only if anyone else listens.
             let mut told = Vec::new();
@@ -291,10 +300,15 @@ const MAX_DIRTIED: usize = 65536;
 async fn forward_changes(
     mut rx: broadcast::Receiver<changes::Published>,
     me: u64,
+    session: leases::Holder,
     tx: mpsc::Sender<Outgoing>,
 ) {
     loop {
         let frame = match rx.recv().await {
+            Ok(p) if p.recall.is_some() => match p.recall {
+                Some((holder, path)) if holder == session => changes::recall_frame(path),
+                _ => continue,
+            },
             Ok(p) if p.origin == me => continue,
             Ok(p) => changes::frame(&p.changes),
             Err(broadcast::error::RecvError::Lagged(_)) => changes::everything(),
@@ -322,15 +336,68 @@ fn frame_len(frame: &Frame) -> usize {
     protocol::HEADER_LEN + frame.msg.len() + frame.data.len()
 }
 
+/// Recalls the leases of other sessions that `frame` reaches into (see `leases`) and waits
+/// until each is given back or revoked.
+async fn recall_leases(shared: &Shared, export: &std::path::Path, me: &leases::Holder, frame: &Frame) {
+    if shared.leases.held() == 0 {
+        return;
+    }
+    let recalls = shared
+        .leases
+        .conflicts(export, me, &leases::paths_of(frame));
+    for r in recalls {
+        let (holder, path) = (r.holder.clone(), r.path.clone());
+        if r.first {
+            shared.leases.recalls.fetch_add(1, Ordering::Relaxed);
+            shared.changes.recall(export, holder.clone(), path.clone());
+        }
+        if !shared.leases.wait(r).await {
+            warn!(dir = %String::from_utf8_lossy(&path), session = %session_tag(&holder),
+                "a recalled lease was not given back in time: revoked");
+        }
+    }
+}
+
 /// Runs one request on a worker; counts it and its latency (queueing for a worker included).
-/// The reply, and the file range that is its data section when it goes by sendfile.
+/// A lease it asks for is granted before it runs (a change another client makes from then
+/// on recalls it) and reported in its reply. The reply, and the file range that is its data
+/// section when it goes by sendfile.
 async fn run_request(ctx: Ctx, frame: Frame, shared: &Shared) -> (Frame, Option<FileData>) {
     let (cmd, stream) = (frame.cmd, frame.stream_id);
     let started = std::time::Instant::now();
+    let leases = ctx.leases.clone();
+    let export = ctx.export.dir.clone();
+    let granted = leases.as_ref().and_then(|(leases, holder)| {
+        let dir = leases::wanted(&frame)?;
+        let ms = leases.grant(&export, &dir, holder);
+        (ms > 0).then_some((dir, ms))
+    });
+    let renamed = leases
+        .as_ref()
+        .filter(|(l, _)| l.held() > 0 && cmd == Command::Rename.code())
+        .and_then(|_| frame.decode_msg::<proto::RenameRequest>("RenameRequest").ok());
     let result =
         tokio::task::spawn_blocking(move || cmd::dispatch(&ctx, frame.cmd, frame.msg, frame.data))
             .await;
     let ok = matches!(result, Ok(Ok(_)));
+    if let Some((leases, holder)) = &leases {
+        if let (Some((dir, _)), false) = (&granted, ok) {
+            leases.returned(&export, holder, std::slice::from_ref(dir));
+        }
+        if let (Some(r), true) = (renamed, ok) {
+            let from = leases::join(&r.parent, &r.name);
+            leases.renamed(&export, holder, &from, &leases::join(&r.new_parent, &r.new_name));
+        }
+    }
+    let result = match (result, granted) {
+        (Ok(Ok(mut reply)), Some((_, ms))) => {
+            if let Ok(c) = Command::try_from(cmd) {
+                reply.msg = leases::with_lease(c, &reply.msg, ms);
+            }
+            Ok(Ok(reply))
+        }
+        (r, _) => r,
+    };
     shared.stats.commands.observe(cmd, started.elapsed(), ok);
     match result {
         Ok(Ok(reply)) => {

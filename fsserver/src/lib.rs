@@ -29,6 +29,7 @@ pub mod error;
 pub mod export;
 pub mod handles;
 pub mod handshake;
+pub mod leases;
 pub mod live;
 pub mod notify;
 pub mod ordering;
@@ -75,6 +76,10 @@ pub mod defaults {
     pub const WORKERS: usize = 512;
     /// Workers the connections of one token may use together.
     pub const WORKERS_PER_TOKEN: usize = WORKERS / 2;
+    /// How long a directory lease lasts without renewal (clients renew well before).
+    pub const LEASE_TIME: Duration = Duration::from_secs(30);
+    /// How long a request waits for a recalled lease before the lease is revoked.
+    pub const RECALL_TIMEOUT: Duration = Duration::from_secs(5);
 }
 
 /// Tunables of a running server.
@@ -98,6 +103,10 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Read replies on plain TCP connections may go out with sendfile(2) (`--sendfile`).
     pub sendfile: bool,
+    /// How long a directory lease lasts without renewal (0: no leases).
+    pub lease_time: Duration,
+    /// How long a request waits for a recalled lease before revoking it.
+    pub recall_timeout: Duration,
 }
 
 impl Default for Config {
@@ -115,6 +124,8 @@ impl Default for Config {
             write_timeout: defaults::WRITE_TIMEOUT,
             drain_timeout: defaults::DRAIN_TIMEOUT,
             sendfile: false,
+            lease_time: defaults::LEASE_TIME,
+            recall_timeout: defaults::RECALL_TIMEOUT,
         }
     }
 }
@@ -135,6 +146,8 @@ pub struct Shared {
     pub stats: stats::ServerStats,
     /// Changes published to the other clients of an export (Notify frames).
     pub changes: changes::Hub,
+    /// Directory leases granted to clients (see `leases`).
+    pub leases: Arc<leases::Leases>,
     /// Per token, the workers its connections may use together.
     token_shares:
         parking_lot::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
@@ -150,6 +163,10 @@ impl Shared {
             config.max_pending,
             config.max_pending_per_source,
         ));
+        let leases = Arc::new(leases::Leases::new(
+            config.lease_time,
+            config.recall_timeout,
+        ));
         Shared {
             state: parking_lot::RwLock::new(Arc::new(state)),
             transport,
@@ -160,6 +177,7 @@ impl Shared {
             stats: stats::ServerStats::default(),
             token_shares: Default::default(),
             changes: Default::default(),
+            leases,
         }
     }
 

@@ -205,6 +205,8 @@ fn main() -> Result<()> {
         set(&mut args.handshake_timeout, f.handshake_timeout);
         set(&mut args.write_timeout, f.write_timeout);
         set(&mut args.drain_timeout, f.drain_timeout);
+        set(&mut args.lease_time, f.lease_time);
+        set(&mut args.recall_timeout, f.recall_timeout);
         args.max_connections = f.max_connections.unwrap_or(args.max_connections);
         args.max_in_flight = f.max_in_flight.unwrap_or(args.max_in_flight);
         args.max_open = f.max_open.unwrap_or(args.max_open);
@@ -241,6 +243,8 @@ fn main() -> Result<()> {
         write_timeout: args.write_timeout.max(Duration::from_millis(100)),
         drain_timeout: args.drain_timeout,
         sendfile: args.sendfile,
+        lease_time: args.lease_time,
+        recall_timeout: args.recall_timeout,
         ..Config::default()
     };
     let transport = if args.plaintext {

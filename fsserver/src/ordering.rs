@@ -5,6 +5,11 @@
 //! wait for it. Writes between two of them still run concurrently with each other. So a
 //! `futimens` queued after a file's last Write is not undone by that Write's mtime.
 //!
+//! A request with the ORDERED flag runs after every request received before it on the
+//! connection, and later ORDERED requests after it: a client sends the operations it
+//! answered itself (under a directory lease) with that flag, in the order it answered them.
+//! A Create is a barrier on the handle it names, so Writes sent behind it wait for it.
+//!
 //! Requests are given their turn by the connection's reader, in the order they arrive
 //! (`turn`, synchronous), and wait for it in their own task (`Turn::wait`). A turn ends when
 //! its `Turn` is dropped, however the request ends.
@@ -12,7 +17,7 @@
 use std::collections::HashMap;
 
 use prost::Message;
-use protocol::{Command, Frame};
+use protocol::{Command, Flags, Frame};
 use tokio::sync::watch;
 
 /// A request's place in its handle's order.
@@ -59,46 +64,61 @@ fn ended(rx: &watch::Receiver<()>) -> bool {
     rx.has_changed().is_err()
 }
 
-/// Handles with requests in order, for one connection.
+/// Handles with requests in order, and the ordered requests, for one connection.
 #[derive(Default)]
 pub struct HandleOrder {
     chains: HashMap<u64, Chain>,
+    /// The last ORDERED request.
+    last_ordered: Option<watch::Receiver<()>>,
+    /// Every request received since it (the next ORDERED one waits for them all).
+    since_ordered: Vec<watch::Receiver<()>>,
 }
 
-/// Chains kept before idle ones are dropped.
+/// Chains kept before idle ones are dropped; requests remembered since the last ordered
+/// one before ended ones are dropped.
 const PRUNE_AT: usize = 64;
 
 impl HandleOrder {
     /// The turn of `frame`, just received: Writes follow the last barrier on their handle;
-    /// a barrier follows everything before it on its handle. Other requests are free.
+    /// a barrier follows everything before it on its handle. An ORDERED request follows
+    /// everything received before it. Other requests are free.
     pub fn turn(&mut self, frame: &Frame) -> Turn {
-        self.turn_on(on_handle(frame))
+        self.turn_on(on_handle(frame), frame.flags.contains(Flags::ORDERED))
     }
 
-    /// `turn` for a request already decoded by `on_handle`. CopyRange is not ordered (the
-    /// client waits for the writes of both its files first).
-    pub fn turn_on(&mut self, on: Option<(Command, u64)>) -> Turn {
-        let (handle, barrier) = match on {
-            Some((Command::CopyRange, _)) | None => return Turn::free(),
-            Some((cmd, handle)) => (handle, cmd != Command::Write),
-        };
-        if self.chains.len() >= PRUNE_AT {
-            self.chains.retain(|_, c| !c.idle());
-        }
-        let chain = self.chains.entry(handle).or_default();
+    /// `turn` for a request already decoded by `on_handle`, `ordered` if it has the
+    /// ORDERED flag. CopyRange is not ordered on its handle (the client waits for the
+    /// writes of both its files first).
+    pub fn turn_on(&mut self, on: Option<(Command, u64)>, ordered: bool) -> Turn {
         let (tx, rx) = watch::channel(());
-        let mut after: Vec<_> = chain
-            .barrier
-            .iter()
-            .filter(|r| !ended(r))
-            .cloned()
-            .collect();
-        if barrier {
-            after.extend(chain.writes.drain(..).filter(|r| !ended(r)));
-            chain.barrier = Some(rx);
+        let mut after = Vec::new();
+        if ordered {
+            after.extend(self.last_ordered.take().filter(|r| !ended(r)));
+            after.extend(self.since_ordered.drain(..).filter(|r| !ended(r)));
+            self.last_ordered = Some(rx.clone());
         } else {
-            chain.writes.retain(|r| !ended(r));
-            chain.writes.push(rx);
+            if self.since_ordered.len() >= PRUNE_AT {
+                self.since_ordered.retain(|r| !ended(r));
+            }
+            self.since_ordered.push(rx.clone());
+        }
+        let handle = match on {
+            Some((Command::CopyRange, _)) | None => None,
+            Some((cmd, handle)) => Some((handle, cmd != Command::Write)),
+        };
+        if let Some((handle, barrier)) = handle {
+            if self.chains.len() >= PRUNE_AT {
+                self.chains.retain(|_, c| !c.idle());
+            }
+            let chain = self.chains.entry(handle).or_default();
+            after.extend(chain.barrier.iter().filter(|r| !ended(r)).cloned());
+            if barrier {
+                after.extend(chain.writes.drain(..).filter(|r| !ended(r)));
+                chain.barrier = Some(rx);
+            } else {
+                chain.writes.retain(|r| !ended(r));
+                chain.writes.push(rx);
+            }
         }
         Turn {
             after,
@@ -122,6 +142,9 @@ pub fn on_handle(frame: &Frame) -> Option<(Command, u64)> {
         Command::Fsync => proto::FsyncRequest::decode(msg).ok()?.handle,
         Command::Fallocate => proto::FallocateRequest::decode(msg).ok()?.handle,
         Command::Close => proto::CloseRequest::decode(msg).ok()?.handle,
+        // A handle the client named for a file it creates: what it sends through it
+        // before the reply follows the create.
+        Command::Create => proto::CreateRequest::decode(msg).ok()?.handle,
         Command::CopyRange => proto::CopyRangeRequest::decode(msg).ok()?.handle_out,
         _ => return None,
     };
@@ -190,9 +213,34 @@ mod tests {
         };
         let frame = Frame::request(Command::SetAttr, StreamId(3), &by_path, Bytes::new());
         assert!(order.turn(&frame).after.is_empty());
+        let free = order.turn(&frame);
+        assert!(free.after.is_empty(), "unordered requests do not wait for each other");
+        drop(free);
         for h in 0..(PRUNE_AT as u64 * 3) {
             drop(order.turn(&write(h)));
         }
         assert!(order.chains.len() <= PRUNE_AT);
+    }
+
+    #[tokio::test]
+    async fn an_ordered_request_waits_for_everything_before_it() {
+        let mut order = HandleOrder::default();
+        let mut w = order.turn(&write(7));
+        let create = proto::CreateRequest {
+            handle: 9,
+            ..Default::default()
+        };
+        let mut c = Frame::request(Command::Create, StreamId(4), &create, Bytes::new());
+        c.flags = c.flags.with(Flags::ORDERED);
+        let mut created = order.turn(&c);
+        let mut behind = order.turn(&write(9));
+        let mut unrelated = order.turn(&write(8));
+        assert!(!waits(&mut w).await && !waits(&mut unrelated).await);
+        assert!(waits(&mut created).await, "the ordered create waits for the write");
+        assert!(waits(&mut behind).await, "a write on the new handle waits for the create");
+        drop(w);
+        assert!(!waits(&mut created).await);
+        drop(created);
+        assert!(!waits(&mut behind).await);
     }
 }

@@ -59,6 +59,7 @@ macro_rules! command_table {
                 CopyRange = 26, copy_range, CopyRangeRequest -> CopyRangeReply, data: none, mutates: true, replay: true;
                 Fallocate = 27, fallocate, FallocateRequest -> Empty, data: none, mutates: true, replay: true;
                 Lseek = 28, lseek, LseekRequest -> LseekReply, data: none, mutates: false, replay: false;
+                Lease = 29, lease, LeaseRequest -> LeaseReply, data: none, mutates: false, replay: false;
             }
         }
     };

@@ -44,7 +44,11 @@ impl Flags {
     /// damaged frame: the client reads again. Only with CRC, on a successful Read reply,
     /// to a request that allowed it (`ReadRequest.split_crc`).
     pub const DATA_CRC: Flags = Flags(1 << 3);
-    const KNOWN: u8 = 0b1111;
+    /// On a request: run it only after every request received before it on this
+    /// connection has ended (the client sends requests that depend on earlier ones it has
+    /// not waited for: a create answered locally, then its setattr, then a rename).
+    pub const ORDERED: Flags = Flags(1 << 4);
+    const KNOWN: u8 = 0b1_1111;
 
     pub const fn empty() -> Flags {
         Flags(0)

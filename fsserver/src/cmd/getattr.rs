@@ -12,8 +12,8 @@ pub fn apply(ctx: &Ctx, req: proto::GetAttrRequest) -> Result<Reply<proto::AttrR
     if req.has_handle {
         let file = ctx.handles.get(req.handle)?;
         let attr = crate::attr::of_fd(file.as_fd(), &fstat(&*file)?);
-        return Ok(Reply::msg(proto::AttrReply { attr: Some(attr) }));
+        return Ok(super::attr_reply(attr));
     }
     let attr = ctx.export.attr_expected(&req.path, req.expect.as_ref())?;
-    Ok(Reply::msg(proto::AttrReply { attr: Some(attr) }))
+    Ok(super::attr_reply(attr))
 }

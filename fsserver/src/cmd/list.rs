@@ -56,5 +56,6 @@ pub fn apply(ctx: &Ctx, req: proto::ListRequest) -> Result<Reply<proto::ListRepl
         entries,
         eof,
         dir: Some(dir_attr),
+        lease_ms: 0,
     }))
 }

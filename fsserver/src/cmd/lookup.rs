@@ -4,7 +4,5 @@ use super::{Ctx, Reply};
 use crate::error::FsError;
 
 pub fn apply(ctx: &Ctx, req: proto::LookupRequest) -> Result<Reply<proto::AttrReply>, FsError> {
-    Ok(Reply::msg(proto::AttrReply {
-        attr: Some(ctx.export.attr(&req.path)?),
-    }))
+    Ok(super::attr_reply(ctx.export.attr(&req.path)?))
 }

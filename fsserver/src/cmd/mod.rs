@@ -35,6 +35,8 @@ pub struct Ctx {
     pub read_only: bool,
     /// Read replies may go out with sendfile(2) (a plain TCP connection, not disabled).
     pub sendfile: bool,
+    /// The server's leases and this session's id, if the client may hold leases.
+    pub leases: Option<(Arc<crate::leases::Leases>, crate::leases::Holder)>,
 }
 
 impl Ctx {
@@ -161,5 +163,8 @@ pub fn dispatch(ctx: &Ctx, cmd: u16, msg: Bytes, data: Bytes) -> Result<Encoded,
 
 /// `AttrReply` carrying `attr`.
 fn attr_reply(attr: proto::Attr) -> Reply<proto::AttrReply> {
-    Reply::msg(proto::AttrReply { attr: Some(attr) })
+    Reply::msg(proto::AttrReply {
+        attr: Some(attr),
+        lease_ms: 0,
+    })
 }

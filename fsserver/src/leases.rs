@@ -1,0 +1,388 @@
+//! Directory leases. A client that asked for change notification may ask for a directory's
+//! lease (`ListRequest.want_lease`, `MkdirRequest.want_lease`). While it holds it, no other
+//! client reads or changes anything in or below that directory: a request of another
+//! session that reaches into it first recalls the lease (a `Notify.recall` to the holder)
+//! and waits until the holder gives it back (`LeaseRequest.returned`, sent once what it
+//! owes on it is sent) or the recall times out (the lease is then revoked). So the holder
+//! may answer lookups, creates and setattrs there itself and send them later.
+//!
+//! Leases belong to the client's session (they outlive a dropped connection) and last
+//! `lease_time` from the session's last `LeaseRequest` (any of them renews all). The export
+//! root is never leased: every path goes through it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use prost::Message;
+use protocol::{Command, Frame};
+use tokio::sync::watch;
+
+/// Leases one session holds at most (a grant beyond is refused).
+pub const MAX_PER_SESSION: usize = 65_536;
+
+/// Who holds a lease: the session's id.
+pub type Holder = Bytes;
+
+/// (export directory, export-relative path of the leased directory).
+type Key = (PathBuf, Vec<u8>);
+
+#[derive(Debug)]
+struct Lease {
+    holder: Holder,
+    expires: Instant,
+    /// Dropped when the lease ends (returned, revoked, expired): wakes whoever waits for it.
+    gone: watch::Sender<()>,
+    recalled: bool,
+}
+
+/// Every lease the server granted.
+#[derive(Debug)]
+pub struct Leases {
+    /// How long a lease lasts without renewal (zero: leases are off).
+    pub time: Duration,
+    /// How long a conflicting request waits for a recalled lease to be returned.
+    pub recall_timeout: Duration,
+    table: Mutex<HashMap<Key, Lease>>,
+    /// Leases in the table (a request by a client while nobody holds any pays nothing).
+    count: AtomicUsize,
+    /// Leases revoked because the holder did not return them in time.
+    pub revoked: AtomicUsize,
+    pub recalls: AtomicUsize,
+}
+
+/// A lease to recall before a request may run: tell `holder`, then wait on `gone`.
+pub struct Recall {
+    pub holder: Holder,
+    pub path: Bytes,
+    pub first: bool,
+    gone: watch::Receiver<()>,
+    key: Key,
+}
+
+impl Leases {
+    pub fn new(time: Duration, recall_timeout: Duration) -> Leases {
+        Leases {
+            time,
+            recall_timeout,
+            table: Mutex::new(HashMap::new()),
+            count: AtomicUsize::new(0),
+            revoked: AtomicUsize::new(0),
+            recalls: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        !self.time.is_zero()
+    }
+
+    /// Leases held now (expired ones included until they are next looked at).
+    pub fn held(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Grants `holder` the lease on `path` under `export` (or renews it); the lease time in
+    /// milliseconds, or 0 if refused (the root, leases off, too many, held by another).
+    pub fn grant(&self, export: &Path, path: &[u8], holder: &Holder) -> u32 {
+        if !self.enabled() || path.is_empty() {
+            return 0;
+        }
+        let now = Instant::now();
+        let mut table = self.table.lock();
+        let key = (export.to_path_buf(), path.to_vec());
+        match table.get_mut(&key) {
+            Some(l) if &l.holder == holder => {
+                l.expires = now + self.time;
+                l.recalled = false;
+                return millis(self.time);
+            }
+            Some(l) if l.expires > now => return 0,
+            _ => {}
+        }
+        if table.len() >= MAX_PER_SESSION {
+            table.retain(|_, l| l.expires > now);
+            if table.values().filter(|l| &l.holder == holder).count() >= MAX_PER_SESSION {
+                return 0;
+            }
+        }
+        let lease = Lease {
+            holder: holder.clone(),
+            expires: now + self.time,
+            gone: watch::channel(()).0,
+            recalled: false,
+        };
+        table.insert(key, lease);
+        self.count.store(table.len(), Ordering::Relaxed);
+        millis(self.time)
+    }
+
+    /// `holder` gives back its leases on `paths` and renews the others; the lease time.
+    pub fn returned(&self, export: &Path, holder: &Holder, paths: &[Bytes]) -> u32 {
+        let now = Instant::now();
+        let mut table = self.table.lock();
+        for p in paths {
+            let key = (export.to_path_buf(), p.to_vec());
+            if table.get(&key).is_some_and(|l| &l.holder == holder) {
+                table.remove(&key);
+            }
+        }
+        for l in table.values_mut() {
+            if &l.holder == holder && l.expires > now {
+                l.expires = now + self.time;
+            }
+        }
+        self.count.store(table.len(), Ordering::Relaxed);
+        millis(self.time)
+    }
+
+    /// The leases of sessions other than `me` that `paths` (a request's, see `paths_of`)
+    /// reach into: a leased directory is one of them or above one. Marks each recalled.
+    pub fn conflicts(&self, export: &Path, me: &Holder, paths: &[Bytes]) -> Vec<Recall> {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return Vec::new();
+        }
+        let now = Instant::now();
+        let mut table = self.table.lock();
+        let mut found = Vec::new();
+        for p in paths {
+            for prefix in prefixes(p) {
+                let key = (export.to_path_buf(), prefix.to_vec());
+                let Some(lease) = table.get_mut(&key) else {
+                    continue;
+                };
+                if lease.expires <= now {
+                    table.remove(&key);
+                    continue;
+                }
+                if &lease.holder == me || found.iter().any(|r: &Recall| r.key == key) {
+                    continue;
+                }
+                let first = !lease.recalled;
+                lease.recalled = true;
+                found.push(Recall {
+                    holder: lease.holder.clone(),
+                    path: Bytes::copy_from_slice(prefix),
+                    first,
+                    gone: lease.gone.subscribe(),
+                    key,
+                });
+            }
+        }
+        self.count.store(table.len(), Ordering::Relaxed);
+        found
+    }
+
+    /// Waits until `recall`'s lease ends, at most the recall timeout; then revokes it.
+    /// True if the holder gave it back in time.
+    pub async fn wait(&self, mut recall: Recall) -> bool {
+        let returned = tokio::time::timeout(self.recall_timeout, async {
+            while recall.gone.changed().await.is_ok() {}
+        })
+        .await
+        .is_ok();
+        if !returned {
+            let mut table = self.table.lock();
+            if table
+                .get(&recall.key)
+                .is_some_and(|l| l.holder == recall.holder)
+            {
+                table.remove(&recall.key);
+                self.revoked.fetch_add(1, Ordering::Relaxed);
+            }
+            self.count.store(table.len(), Ordering::Relaxed);
+        }
+        returned
+    }
+
+    /// The holder renamed a leased directory (or one above leased ones): its leases follow.
+    pub fn renamed(&self, export: &Path, holder: &Holder, from: &[u8], to: &[u8]) {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut table = self.table.lock();
+        let moved: Vec<Key> = table
+            .iter()
+            .filter(|((e, p), l)| e == export && &l.holder == holder && under(p, from))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in moved {
+            if let Some(l) = table.remove(&key) {
+                let mut p = to.to_vec();
+                p.extend_from_slice(&key.1[from.len()..]);
+                table.insert((key.0, p), l);
+            }
+        }
+    }
+}
+
+fn millis(d: Duration) -> u32 {
+    d.as_millis().min(u32::MAX as u128) as u32
+}
+
+/// True if `path` is `dir` or below it.
+fn under(path: &[u8], dir: &[u8]) -> bool {
+    path.starts_with(dir) && (path.len() == dir.len() || path[dir.len()] == b'/')
+}
+
+/// `a`, `a/b`, `a/b/c` for `a/b/c` (the root, empty, is never leased).
+fn prefixes(path: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let ends = path
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'/')
+        .map(|(i, _)| i)
+        .chain(std::iter::once(path.len()));
+    ends.filter(|&e| e > 0).map(move |e| &path[..e])
+}
+
+/// `dir/name` (just `name` in the root).
+pub fn join(dir: &Bytes, name: &Bytes) -> Bytes {
+    if dir.is_empty() {
+        return name.clone();
+    }
+    let mut p = Vec::with_capacity(dir.len() + 1 + name.len());
+    p.extend_from_slice(dir);
+    p.push(b'/');
+    p.extend_from_slice(name);
+    p.into()
+}
+
+/// The paths request `frame` reads or changes by name (requests through a handle: none).
+pub fn paths_of(frame: &Frame) -> Vec<Bytes> {
+    let Ok(cmd) = Command::try_from(frame.cmd) else {
+        return Vec::new();
+    };
+    let msg = frame.msg.clone();
+    let decoded = match cmd {
+        Command::Lookup => proto::LookupRequest::decode(msg).map(|r| vec![r.path]),
+        Command::GetAttr => proto::GetAttrRequest::decode(msg)
+            .map(|r| (!r.has_handle).then_some(r.path).into_iter().collect()),
+        Command::SetAttr => proto::SetAttrRequest::decode(msg)
+            .map(|r| (!r.has_handle).then_some(r.path).into_iter().collect()),
+        Command::List => proto::ListRequest::decode(msg).map(|r| vec![r.path]),
+        Command::Open => proto::OpenRequest::decode(msg).map(|r| vec![r.path]),
+        Command::Create => proto::CreateRequest::decode(msg).map(|r| vec![join(&r.parent, &r.name)]),
+        Command::Mkdir => proto::MkdirRequest::decode(msg).map(|r| vec![join(&r.parent, &r.name)]),
+        Command::Mknod => proto::MknodRequest::decode(msg).map(|r| vec![join(&r.parent, &r.name)]),
+        Command::Symlink => {
+            proto::SymlinkRequest::decode(msg).map(|r| vec![join(&r.parent, &r.name)])
+        }
+        Command::Remove => proto::RemoveRequest::decode(msg).map(|r| vec![join(&r.parent, &r.name)]),
+        Command::Rename => proto::RenameRequest::decode(msg).map(|r| {
+            vec![join(&r.parent, &r.name), join(&r.new_parent, &r.new_name)]
+        }),
+        Command::Link => proto::LinkRequest::decode(msg)
+            .map(|r| vec![r.path, join(&r.new_parent, &r.new_name)]),
+        Command::Readlink => proto::ReadlinkRequest::decode(msg).map(|r| vec![r.path]),
+        Command::GetXattr => proto::GetXattrRequest::decode(msg).map(|r| vec![r.path]),
+        Command::SetXattr => proto::SetXattrRequest::decode(msg).map(|r| vec![r.path]),
+        Command::ListXattr => proto::ListXattrRequest::decode(msg).map(|r| vec![r.path]),
+        Command::RemoveXattr => proto::RemoveXattrRequest::decode(msg).map(|r| vec![r.path]),
+        _ => return Vec::new(),
+    };
+    decoded.unwrap_or_default()
+}
+
+/// The directory whose lease request `frame` asks for, if it does (List of it, Mkdir of it).
+pub fn wanted(frame: &Frame) -> Option<Bytes> {
+    let msg = frame.msg.clone();
+    match Command::try_from(frame.cmd).ok()? {
+        Command::List => {
+            let r = proto::ListRequest::decode(msg).ok()?;
+            (r.want_lease && r.cookie == 0).then_some(r.path)
+        }
+        Command::Mkdir => {
+            let r = proto::MkdirRequest::decode(msg).ok()?;
+            r.want_lease.then(|| join(&r.parent, &r.name))
+        }
+        _ => None,
+    }
+}
+
+/// The reply message `msg` (ListReply or AttrReply) with `lease_ms` set: both carry it as
+/// field 4 or 2, appended (a later field of a protobuf message replaces an earlier one).
+pub fn with_lease(cmd: Command, msg: &Bytes, lease_ms: u32) -> Bytes {
+    let extra = match cmd {
+        Command::List => proto::ListReply {
+            lease_ms,
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        _ => proto::AttrReply {
+            lease_ms,
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    };
+    let mut out = Vec::with_capacity(msg.len() + extra.len());
+    out.extend_from_slice(msg);
+    out.extend_from_slice(&extra);
+    out.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holder(n: u8) -> Holder {
+        Bytes::from(vec![n; 16])
+    }
+
+    #[test]
+    fn prefixes_of_a_path() {
+        let p: Vec<&[u8]> = prefixes(b"a/b/c").collect();
+        assert_eq!(p, vec![&b"a"[..], b"a/b", b"a/b/c"]);
+        assert_eq!(prefixes(b"").count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_lease_is_recalled_for_another_session_only() {
+        let leases = Leases::new(Duration::from_secs(30), Duration::from_millis(50));
+        let e = Path::new("/x");
+        assert_eq!(leases.grant(e, b"", &holder(1)), 0, "the root is never leased");
+        assert!(leases.grant(e, b"d", &holder(1)) > 0);
+        assert_eq!(leases.grant(e, b"d", &holder(2)), 0, "held by another");
+        assert!(leases.conflicts(e, &holder(1), &["d/f".into()]).is_empty());
+        assert!(leases.conflicts(e, &holder(2), &["e/f".into(), "dd".into()]).is_empty());
+        let found = leases.conflicts(e, &holder(2), &["d/sub/f".into()]);
+        assert_eq!(found.len(), 1);
+        assert!(found[0].first);
+        // Not returned: revoked after the recall timeout.
+        let r = found.into_iter().next().unwrap();
+        assert!(!leases.wait(r).await);
+        assert_eq!(leases.held(), 0);
+        assert!(leases.grant(e, b"d", &holder(2)) > 0);
+    }
+
+    #[tokio::test]
+    async fn a_returned_lease_wakes_the_waiter() {
+        let leases = std::sync::Arc::new(Leases::new(
+            Duration::from_secs(30),
+            Duration::from_secs(30),
+        ));
+        let e = Path::new("/x");
+        leases.grant(e, b"d", &holder(1));
+        let r = leases.conflicts(e, &holder(2), &["d".into()]).pop().unwrap();
+        let again = leases.conflicts(e, &holder(3), &["d/x".into()]);
+        assert!(!again[0].first, "recalled once");
+        let l = leases.clone();
+        let waiter = tokio::spawn(async move { l.wait(r).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        leases.returned(e, &holder(1), &["d".into()]);
+        assert!(waiter.await.unwrap());
+    }
+
+    #[test]
+    fn leases_follow_their_directory_renamed_by_the_holder() {
+        let leases = Leases::new(Duration::from_secs(30), Duration::from_secs(1));
+        let e = Path::new("/x");
+        leases.grant(e, b"a/b", &holder(1));
+        leases.grant(e, b"ab", &holder(1));
+        leases.renamed(e, &holder(1), b"a", b"z");
+        assert_eq!(leases.conflicts(e, &holder(2), &["z/b/f".into()]).len(), 1);
+        assert_eq!(leases.conflicts(e, &holder(2), &["ab".into()]).len(), 1);
+    }
+}
