@@ -66,9 +66,12 @@ pub fn listen(
                     "metrics" => metrics_text(&fs, &client),
                     "sync" => {
                         syncs.fetch_add(1, Ordering::Relaxed);
-                        fs.sync_all().await;
+                        let synced = fs.sync_all().await;
                         syncs.fetch_sub(1, Ordering::Relaxed);
-                        "synced\n".to_string()
+                        match synced {
+                            Ok(()) => "synced\n".to_string(),
+                            Err(e) => format!("sync: a change made earlier failed: {e}\n"),
+                        }
                     }
                     other => format!("unknown request {other:?}\n"),
                 };
@@ -112,6 +115,11 @@ pub struct Status {
     pub syncs_waiting: usize,
     /// None: the block cache is off.
     pub cache: Option<crate::fs::block_cache::CacheStats>,
+    /// Operations answered locally under a directory lease: requests in flight, failed so
+    /// far, and the latest failures.
+    pub local_ops_in_flight: u64,
+    pub local_ops_failed: u64,
+    pub local_op_failures: Vec<String>,
 }
 
 /// `about`: the mount point and the metrics address.
@@ -136,6 +144,9 @@ fn status(fs: &Fs, client: &Client, about: &(String, Option<String>), syncs: usi
         writeback: fs.writeback_stats(),
         syncs_waiting: syncs,
         cache: fs.cache_stats(),
+        local_ops_in_flight: fs.pending.stats().0,
+        local_ops_failed: fs.pending.stats().1,
+        local_op_failures: fs.pending.stats().2,
     }
 }
 
@@ -183,6 +194,13 @@ impl Status {
                 )
             }
             None => out += "cache: off\n",
+        }
+        out += &format!(
+            "answered locally under leases: {} requests in flight, {} failed\n",
+            self.local_ops_in_flight, self.local_ops_failed
+        );
+        for f in &self.local_op_failures {
+            out += &format!("  failed: {f}\n");
         }
         out
     }

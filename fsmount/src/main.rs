@@ -45,7 +45,8 @@ fn control_command(sub: Sub) -> i32 {
     match fsmount::control::query(&mountpoint, request) {
         Ok(reply) => {
             print!("{reply}");
-            0
+            // `sync` answers "synced", or says what failed.
+            i32::from(request == "sync" && reply.trim() != "synced")
         }
         Err(e) => {
             eprintln!("fsmount: {e}");

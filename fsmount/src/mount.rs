@@ -117,6 +117,7 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
         cache_size: req.options.cache_size,
         readahead: req.options.readahead,
         dirty_limit: req.options.dirty_limit,
+        leases: req.options.leases,
     };
     let max_io = session.max_data.min(MAX_IO);
     session.client.set_timeout(req.options.timeout);
@@ -128,6 +129,10 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
         fs_options,
     ));
     fs.install_reopen();
+    {
+        let _rt = rt.enter();
+        fs.install_lease_renewal();
+    }
     let adapter = FuseAdapter::new(
         fs.clone(),
         rt.handle().clone(),
@@ -235,15 +240,17 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
     }
     // Data accepted from applications is sent before the process ends (for up to the mount's
     // timeout; for ever with `hard`).
-    if let Some(w) = fs.writeback_stats().filter(|w| w.writes_in_flight > 0) {
+    let unsent = fs.writeback_stats().filter(|w| w.writes_in_flight > 0);
+    if unsent.is_some() || fs.pending.any() {
         tracing::warn!(
-            "unmounted with {} bytes not yet acknowledged; sending them",
-            w.dirty_bytes
+            "unmounted with {} bytes and {} changes not yet acknowledged; sending them",
+            unsent.map_or(0, |w| w.dirty_bytes),
+            fs.pending.stats().0
         );
         let synced = match req.options.timeout {
             Some(t) => rt.block_on(tokio::time::timeout(t, fs.sync_all())).is_ok(),
             None => {
-                rt.block_on(fs.sync_all());
+                let _ = rt.block_on(fs.sync_all());
                 true
             }
         };
@@ -288,6 +295,9 @@ fn tell_kernel_of_changes(fs: &Arc<Fs>, client: &crate::client::Client, kernel: 
     let fs = Arc::downgrade(fs);
     client.set_notify(Arc::new(move |n: proto::Notify| {
         if let Some(fs) = fs.upgrade() {
+            if !n.recall.is_empty() {
+                fs.recall(n.recall);
+            }
             let _ = tx.send(fs.changed(&n.changes));
         }
     }));

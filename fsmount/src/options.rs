@@ -60,6 +60,8 @@ pub struct MountOptions {
     /// fusermount3 unmounts when fsmount ends, even when killed.
     pub auto_unmount: bool,
     pub default_permissions: bool,
+    /// Hold directory leases and answer in leased directories locally (`noleases`: off).
+    pub leases: bool,
     pub attr_timeout: Duration,
     pub entry_timeout: Duration,
     /// How long the kernel remembers that a name does not exist (0: not at all).
@@ -95,6 +97,7 @@ impl Default for MountOptions {
             allow_root: false,
             auto_unmount: false,
             default_permissions: false,
+            leases: true,
             attr_timeout: defaults::ATTR_TIMEOUT,
             entry_timeout: defaults::ENTRY_TIMEOUT,
             negative_timeout: defaults::NEGATIVE_TIMEOUT,
@@ -162,6 +165,8 @@ pub fn parse_options(args: &[String]) -> Result<MountOptions, String> {
             ("allow_root", None) => o.allow_root = true,
             ("auto_unmount", None) => o.auto_unmount = true,
             ("default_permissions", None) => o.default_permissions = true,
+            ("leases", None) => o.leases = true,
+            ("noleases", None) => o.leases = false,
             ("attr_timeout", Some(v)) => o.attr_timeout = seconds(key, v)?,
             ("entry_timeout", Some(v)) => o.entry_timeout = seconds(key, v)?,
             ("negative_timeout", Some(v)) => o.negative_timeout = seconds(key, v)?,

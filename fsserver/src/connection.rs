@@ -12,9 +12,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::StreamExt;
 use protocol::writer::{FileData, Queued, Sink};
-use bytes::Bytes;
 use protocol::{Command, Flags, Frame, FrameCodec, Limits, ProtocolError, StreamId};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
@@ -338,7 +338,12 @@ fn frame_len(frame: &Frame) -> usize {
 
 /// Recalls the leases of other sessions that `frame` reaches into (see `leases`) and waits
 /// until each is given back or revoked.
-async fn recall_leases(shared: &Shared, export: &std::path::Path, me: &leases::Holder, frame: &Frame) {
+async fn recall_leases(
+    shared: &Shared,
+    export: &std::path::Path,
+    me: &leases::Holder,
+    frame: &Frame,
+) {
     if shared.leases.held() == 0 {
         return;
     }
@@ -375,7 +380,11 @@ async fn run_request(ctx: Ctx, frame: Frame, shared: &Shared) -> (Frame, Option<
     let renamed = leases
         .as_ref()
         .filter(|(l, _)| l.held() > 0 && cmd == Command::Rename.code())
-        .and_then(|_| frame.decode_msg::<proto::RenameRequest>("RenameRequest").ok());
+        .and_then(|_| {
+            frame
+                .decode_msg::<proto::RenameRequest>("RenameRequest")
+                .ok()
+        });
     let result =
         tokio::task::spawn_blocking(move || cmd::dispatch(&ctx, frame.cmd, frame.msg, frame.data))
             .await;
@@ -386,7 +395,12 @@ async fn run_request(ctx: Ctx, frame: Frame, shared: &Shared) -> (Frame, Option<
         }
         if let (Some(r), true) = (renamed, ok) {
             let from = leases::join(&r.parent, &r.name);
-            leases.renamed(&export, holder, &from, &leases::join(&r.new_parent, &r.new_name));
+            leases.renamed(
+                &export,
+                holder,
+                &from,
+                &leases::join(&r.new_parent, &r.new_name),
+            );
         }
     }
     let result = match (result, granted) {

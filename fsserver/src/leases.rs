@@ -94,7 +94,7 @@ impl Leases {
         let mut table = self.table.lock();
         let key = (export.to_path_buf(), path.to_vec());
         match table.get_mut(&key) {
-            Some(l) if &l.holder == holder => {
+            Some(l) if l.holder == *holder => {
                 l.expires = now + self.time;
                 l.recalled = false;
                 return millis(self.time);
@@ -104,7 +104,7 @@ impl Leases {
         }
         if table.len() >= MAX_PER_SESSION {
             table.retain(|_, l| l.expires > now);
-            if table.values().filter(|l| &l.holder == holder).count() >= MAX_PER_SESSION {
+            if table.values().filter(|l| l.holder == *holder).count() >= MAX_PER_SESSION {
                 return 0;
             }
         }
@@ -125,12 +125,12 @@ impl Leases {
         let mut table = self.table.lock();
         for p in paths {
             let key = (export.to_path_buf(), p.to_vec());
-            if table.get(&key).is_some_and(|l| &l.holder == holder) {
+            if table.get(&key).is_some_and(|l| l.holder == *holder) {
                 table.remove(&key);
             }
         }
         for l in table.values_mut() {
-            if &l.holder == holder && l.expires > now {
+            if l.holder == *holder && l.expires > now {
                 l.expires = now + self.time;
             }
         }
@@ -157,7 +157,7 @@ impl Leases {
                     table.remove(&key);
                     continue;
                 }
-                if &lease.holder == me || found.iter().any(|r: &Recall| r.key == key) {
+                if lease.holder == *me || found.iter().any(|r: &Recall| r.key == key) {
                     continue;
                 }
                 let first = !lease.recalled;
@@ -205,7 +205,7 @@ impl Leases {
         let mut table = self.table.lock();
         let moved: Vec<Key> = table
             .iter()
-            .filter(|((e, p), l)| e == export && &l.holder == holder && under(p, from))
+            .filter(|((e, p), l)| e == export && l.holder == *holder && under(p, from))
             .map(|(k, _)| k.clone())
             .collect();
         for key in moved {
@@ -264,18 +264,22 @@ pub fn paths_of(frame: &Frame) -> Vec<Bytes> {
             .map(|r| (!r.has_handle).then_some(r.path).into_iter().collect()),
         Command::List => proto::ListRequest::decode(msg).map(|r| vec![r.path]),
         Command::Open => proto::OpenRequest::decode(msg).map(|r| vec![r.path]),
-        Command::Create => proto::CreateRequest::decode(msg).map(|r| vec![join(&r.parent, &r.name)]),
+        Command::Create => {
+            proto::CreateRequest::decode(msg).map(|r| vec![join(&r.parent, &r.name)])
+        }
         Command::Mkdir => proto::MkdirRequest::decode(msg).map(|r| vec![join(&r.parent, &r.name)]),
         Command::Mknod => proto::MknodRequest::decode(msg).map(|r| vec![join(&r.parent, &r.name)]),
         Command::Symlink => {
             proto::SymlinkRequest::decode(msg).map(|r| vec![join(&r.parent, &r.name)])
         }
-        Command::Remove => proto::RemoveRequest::decode(msg).map(|r| vec![join(&r.parent, &r.name)]),
-        Command::Rename => proto::RenameRequest::decode(msg).map(|r| {
-            vec![join(&r.parent, &r.name), join(&r.new_parent, &r.new_name)]
-        }),
-        Command::Link => proto::LinkRequest::decode(msg)
-            .map(|r| vec![r.path, join(&r.new_parent, &r.new_name)]),
+        Command::Remove => {
+            proto::RemoveRequest::decode(msg).map(|r| vec![join(&r.parent, &r.name)])
+        }
+        Command::Rename => proto::RenameRequest::decode(msg)
+            .map(|r| vec![join(&r.parent, &r.name), join(&r.new_parent, &r.new_name)]),
+        Command::Link => {
+            proto::LinkRequest::decode(msg).map(|r| vec![r.path, join(&r.new_parent, &r.new_name)])
+        }
         Command::Readlink => proto::ReadlinkRequest::decode(msg).map(|r| vec![r.path]),
         Command::GetXattr => proto::GetXattrRequest::decode(msg).map(|r| vec![r.path]),
         Command::SetXattr => proto::SetXattrRequest::decode(msg).map(|r| vec![r.path]),
@@ -342,11 +346,17 @@ mod tests {
     async fn a_lease_is_recalled_for_another_session_only() {
         let leases = Leases::new(Duration::from_secs(30), Duration::from_millis(50));
         let e = Path::new("/x");
-        assert_eq!(leases.grant(e, b"", &holder(1)), 0, "the root is never leased");
+        assert_eq!(
+            leases.grant(e, b"", &holder(1)),
+            0,
+            "the root is never leased"
+        );
         assert!(leases.grant(e, b"d", &holder(1)) > 0);
         assert_eq!(leases.grant(e, b"d", &holder(2)), 0, "held by another");
         assert!(leases.conflicts(e, &holder(1), &["d/f".into()]).is_empty());
-        assert!(leases.conflicts(e, &holder(2), &["e/f".into(), "dd".into()]).is_empty());
+        assert!(leases
+            .conflicts(e, &holder(2), &["e/f".into(), "dd".into()])
+            .is_empty());
         let found = leases.conflicts(e, &holder(2), &["d/sub/f".into()]);
         assert_eq!(found.len(), 1);
         assert!(found[0].first);
@@ -365,7 +375,10 @@ mod tests {
         ));
         let e = Path::new("/x");
         leases.grant(e, b"d", &holder(1));
-        let r = leases.conflicts(e, &holder(2), &["d".into()]).pop().unwrap();
+        let r = leases
+            .conflicts(e, &holder(2), &["d".into()])
+            .pop()
+            .unwrap();
         let again = leases.conflicts(e, &holder(3), &["d/x".into()]);
         assert!(!again[0].first, "recalled once");
         let l = leases.clone();

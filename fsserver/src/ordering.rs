@@ -214,7 +214,10 @@ mod tests {
         let frame = Frame::request(Command::SetAttr, StreamId(3), &by_path, Bytes::new());
         assert!(order.turn(&frame).after.is_empty());
         let free = order.turn(&frame);
-        assert!(free.after.is_empty(), "unordered requests do not wait for each other");
+        assert!(
+            free.after.is_empty(),
+            "unordered requests do not wait for each other"
+        );
         drop(free);
         for h in 0..(PRUNE_AT as u64 * 3) {
             drop(order.turn(&write(h)));
@@ -236,8 +239,14 @@ mod tests {
         let mut behind = order.turn(&write(9));
         let mut unrelated = order.turn(&write(8));
         assert!(!waits(&mut w).await && !waits(&mut unrelated).await);
-        assert!(waits(&mut created).await, "the ordered create waits for the write");
-        assert!(waits(&mut behind).await, "a write on the new handle waits for the create");
+        assert!(
+            waits(&mut created).await,
+            "the ordered create waits for the write"
+        );
+        assert!(
+            waits(&mut behind).await,
+            "a write on the new handle waits for the create"
+        );
         drop(w);
         assert!(!waits(&mut created).await);
         drop(created);

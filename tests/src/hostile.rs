@@ -185,6 +185,8 @@ fn serve(stream: TcpStream, token: &[u8], answered: &AtomicU64, huge: &AtomicBoo
                         .collect(),
                     eof: true,
                     dir: Some(wild_attr(1, true)),
+                    // A lease as long as can be said: only this mount's own caching trusts it.
+                    lease_ms: u32::MAX,
                 },
                 Bytes::new(),
             ),
@@ -193,6 +195,7 @@ fn serve(stream: TcpStream, token: &[u8], answered: &AtomicU64, huge: &AtomicBoo
                 frame.stream_id,
                 &proto::AttrReply {
                     attr: Some(wild_attr(1, true)),
+                    lease_ms: u32::MAX,
                 },
                 Bytes::new(),
             ),

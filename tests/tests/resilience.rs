@@ -200,6 +200,7 @@ fn a_request_replayed_after_a_cut_gets_its_first_answer() {
             parent: Bytes::new(),
             name: Bytes::from_static(b"d"),
             mode: 0o755,
+            want_lease: false,
         },
     );
     send_and_cut(&server, session, &mkdir, || data.join("d").is_dir());
@@ -216,6 +217,7 @@ fn a_request_replayed_after_a_cut_gets_its_first_answer() {
                 parent: Bytes::new(),
                 name: Bytes::from_static(b"d"),
                 mode: 0o755,
+                want_lease: false,
             },
         ),
     );

@@ -193,6 +193,7 @@ fn dotdot_absolute_and_symlinked_paths_cannot_leave_the_export() {
             path: b"dir-link".to_vec().into(),
             cookie: 0,
             max_entries: 10,
+            want_lease: false,
         },
     );
     // A symlink as the last component is never followed: it is not a directory.
@@ -203,6 +204,7 @@ fn dotdot_absolute_and_symlinked_paths_cannot_leave_the_export() {
             path: b"dir-link/exports".to_vec().into(),
             cookie: 0,
             max_entries: 10,
+            want_lease: false,
         },
     );
     assert_eq!(list.err(), Some(libc::EXDEV));
@@ -212,6 +214,7 @@ fn dotdot_absolute_and_symlinked_paths_cannot_leave_the_export() {
             parent: b"dir-link".to_vec().into(),
             name: b"x".to_vec().into(),
             mode: 0o755,
+            want_lease: false,
         },
     );
     assert_eq!(mk.err(), Some(libc::EXDEV));
@@ -221,6 +224,7 @@ fn dotdot_absolute_and_symlinked_paths_cannot_leave_the_export() {
             parent: Bytes::new(),
             name: b"..".to_vec().into(),
             mode: 0o755,
+            want_lease: false,
         },
     );
     assert_eq!(mk.err(), Some(libc::EINVAL));

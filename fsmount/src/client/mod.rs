@@ -125,7 +125,7 @@ impl Client {
     /// calls were made (the server orders what it must, e.g. a SetAttr after the Writes
     /// before it on the same handle). Sent at once if connected; otherwise the reconnection
     /// sends it. Carries the credentials of the operation being served, if any.
-    fn send_now(&self, cmd: Command, msg: Bytes, data: Bytes) -> Sent {
+    fn send_now(&self, cmd: Command, msg: Bytes, data: Bytes, ordered: bool) -> Sent {
         let shared = &*self.shared;
         let started = std::time::Instant::now();
         let id = shared.new_stream_id();
@@ -133,7 +133,10 @@ impl Client {
             Some(who) => protocol::credentials::attach(msg, &who),
             None => msg,
         };
-        let frame = Frame::request_bytes(cmd, id, msg, data);
+        let mut frame = Frame::request_bytes(cmd, id, msg, data);
+        if ordered {
+            frame.flags = frame.flags.with(protocol::Flags::ORDERED);
+        }
         shared.metrics.bytes_sent.fetch_add(
             (protocol::HEADER_LEN + frame.msg.len() + frame.data.len()) as u64,
             std::sync::atomic::Ordering::Relaxed,
@@ -217,15 +220,38 @@ impl Client {
     }
 }
 
-impl Remote for Client {
-    fn call(&self, cmd: Command, msg: Bytes, data: Bytes, patience: Patience) -> CallFuture {
+impl Client {
+    fn call_with(
+        &self,
+        cmd: Command,
+        msg: Bytes,
+        data: Bytes,
+        patience: Patience,
+        ordered: bool,
+    ) -> CallFuture {
         let timeout = match patience {
             Patience::MountTimeout => *self.shared.timeout.lock(),
             Patience::Forever => None,
         };
-        let sent = self.send_now(cmd, msg, data);
+        let sent = self.send_now(cmd, msg, data, ordered);
         let me = self.clone();
         Box::pin(async move { me.reply_to(sent, timeout).await })
+    }
+}
+
+impl Remote for Client {
+    fn call(&self, cmd: Command, msg: Bytes, data: Bytes, patience: Patience) -> CallFuture {
+        self.call_with(cmd, msg, data, patience, false)
+    }
+
+    fn call_ordered(
+        &self,
+        cmd: Command,
+        msg: Bytes,
+        data: Bytes,
+        patience: Patience,
+    ) -> CallFuture {
+        self.call_with(cmd, msg, data, patience, true)
     }
 
     fn set_reopen(&self, reopen: Reopen) {

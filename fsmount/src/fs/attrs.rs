@@ -24,6 +24,9 @@ impl Fs {
     /// Attributes of `ino`: through `fh` when the kernel gives one, else by path (see
     /// `by_path_or_handle`).
     pub async fn getattr(&self, ino: Ino, fh: Option<Fh>) -> Result<proto::Attr> {
+        if let Some(attr) = self.pending.attr(ino) {
+            return Ok(attr);
+        }
         self.after_writes(ino).await;
         if let Some(attr) = self.attrs.lock().get(ino) {
             return Ok(attr);
@@ -44,6 +47,9 @@ impl Fs {
     /// `getattr` if the attribute cache answers it now (no writes of `ino` in flight): the
     /// FUSE thread answers such requests itself.
     pub fn getattr_now(&self, ino: Ino) -> Option<proto::Attr> {
+        if let Some(attr) = self.pending.attr(ino) {
+            return Some(attr);
+        }
         if self.writeback.as_ref().is_some_and(|wb| wb.busy(ino)) {
             return None;
         }
@@ -54,7 +60,18 @@ impl Fs {
     /// Changes attributes of `ino`: through `fh` when the kernel gives one (ftruncate),
     /// else by path (see `by_path_or_handle`). Behind queued writes it goes through their
     /// handle without waiting for them (see `behind_writes`).
-    pub async fn setattr(&self, ino: Ino, fh: Option<Fh>, change: SetAttr) -> Result<proto::Attr> {
+    pub async fn setattr(
+        self: &std::sync::Arc<Self>,
+        ino: Ino,
+        fh: Option<Fh>,
+        change: SetAttr,
+    ) -> Result<proto::Attr> {
+        if let Some(attr) = self.setattr_here(ino, fh, &change) {
+            return Ok(attr);
+        }
+        if change.mode.is_some() || change.uid.is_some() || change.gid.is_some() {
+            self.known.lock().dir_attr_changed(ino);
+        }
         let fh = match self.behind_writes(ino, fh) {
             Some(h) => Some(h),
             None => {
@@ -116,7 +133,7 @@ impl Fs {
     ) -> Result<proto::Attr> {
         let through = |h: Fh| make(Vec::new(), Some(h), None);
         if let Some(h) = fh {
-            return attr_of(self.remote.rpc::<C>(&through(h)).await?.attr);
+            return attr_of(self.ask::<C>(&through(h)).await?.attr);
         }
         let by_name = self
             .by_any_name::<C>(ino, |path, expect| make(path, None, expect))
@@ -124,7 +141,7 @@ impl Fs {
         let gone = matches!(&by_name, Err(e) if matches!(e.errno(), libc::ENOENT | libc::ESTALE));
         let handle = self.inodes.lock().open_handle(ino);
         match handle {
-            Some(h) if gone => match self.remote.rpc::<C>(&through(h)).await {
+            Some(h) if gone => match self.ask::<C>(&through(h)).await {
                 Ok(r) => attr_of(r.attr),
                 Err(_) => attr_of(by_name?.attr),
             },

@@ -22,6 +22,8 @@ impl Fs {
         let mut out = Vec::new();
         for change in changes {
             if change.everything {
+                // A recall may have been among what was lost.
+                self.give_back_all();
                 self.attrs.lock().forget_all();
                 self.known.lock().clear();
                 let all = self.inodes.lock().all();

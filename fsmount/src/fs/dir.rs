@@ -184,9 +184,11 @@ impl Fs {
             path: d.path.clone().into(),
             cookie: d.next_cookie,
             max_entries: LIST_PAGE,
+            // Leases come with whole listings (`list_known`), not with readdir's pages.
+            want_lease: false,
         };
         let (since, generation) = (std::time::Instant::now(), self.attr_generation());
-        let reply = self.remote.rpc::<rpc::List>(&req).await?;
+        let reply = self.ask::<rpc::List>(&req).await?;
         if req.cookie == 0 && reply.eof {
             // The whole directory in one page: lookups in it can be answered for a while.
             self.listed(d.ino, since, generation, &reply.entries, reply.dir);

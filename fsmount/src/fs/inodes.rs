@@ -23,6 +23,9 @@ const MAX_DEPTH: usize = 4096;
 /// What identifies an object on the server: (dev, ino, generation).
 type Key = (u64, u64, u64);
 
+/// The `dev` and `generation` of an object's key until the server created it.
+const UNBOUND: u64 = u64::MAX;
+
 /// One name of a node: the directory it is in and the name there.
 type Link = (Ino, Bytes);
 
@@ -171,15 +174,78 @@ impl InodeTable {
         self.nodes.keys().copied().collect()
     }
 
-    /// The identity requests by path about `ino` carry.
+    /// The identity requests by path about `ino` carry; None for an unknown inode or one
+    /// whose creation the server has not answered yet (`remember_unbound`).
     pub fn identity(&self, ino: Ino) -> Option<proto::Identity> {
-        self.nodes.get(&ino).map(|n| identity(n.key))
+        self.nodes
+            .get(&ino)
+            .filter(|n| n.key.0 != UNBOUND)
+            .map(|n| identity(n.key))
+    }
+
+    /// Counts one more kernel lookup of `ino`.
+    pub fn looked_up(&mut self, ino: Ino) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.lookups += 1;
+        }
+    }
+
+    /// True if the kernel knows `ino`.
+    pub fn exists(&self, ino: Ino) -> bool {
+        self.nodes.contains_key(&ino)
+    }
+
+    /// Records `name` in `parent` for an object this mount is creating and the server has
+    /// not created yet: a new inode with no server identity until `bind`. Counts one lookup.
+    pub fn remember_unbound(&mut self, parent: Ino, name: &[u8]) -> Ino {
+        let ino = Ino(self.next);
+        self.next += 1;
+        let k = (UNBOUND, ino.0, UNBOUND);
+        self.nodes.insert(ino, Node::new(k));
+        self.by_key.insert(k, ino);
+        self.add_name(ino, parent, name);
+        ino
+    }
+
+    /// The server created `ino` (from `remember_unbound`) as `attr`: it has its identity now.
+    pub fn bind(&mut self, ino: Ino, attr: &proto::Attr) {
+        let k = key(attr);
+        let Some(node) = self.nodes.get_mut(&ino) else {
+            return;
+        };
+        if node.key.0 != UNBOUND || self.by_key.contains_key(&k) {
+            return;
+        }
+        let old = std::mem::replace(&mut node.key, k);
+        self.by_key.remove(&old);
+        self.by_key.insert(k, ino);
+    }
+
+    /// `ino`, known as `name` in `parent`, is now `new_name` in `new_parent` (a rename this
+    /// mount made); whatever had the new name loses it.
+    pub fn moved(
+        &mut self,
+        ino: Ino,
+        (parent, name): (Ino, &[u8]),
+        (new_parent, new_name): (Ino, &[u8]),
+    ) {
+        self.drop_name(ino, parent, name);
+        self.remove_name(new_parent, new_name);
+        self.add_name(ino, new_parent, new_name);
     }
 
     /// Records that the kernel now knows `name` in `parent` with `attr`: returns its inode
-    /// number and counts one lookup.
+    /// number and counts one lookup. An object this mount is creating under that name
+    /// (`remember_unbound`) is bound to `attr`'s identity rather than given a second inode.
     pub fn remember(&mut self, parent: Ino, name: &[u8], attr: &proto::Attr) -> Ino {
         let k = key(attr);
+        if !self.by_key.contains_key(&k) {
+            if let Some(ino) = self.child(parent, name) {
+                if self.nodes.get(&ino).is_some_and(|n| n.key.0 == UNBOUND) {
+                    self.bind(ino, attr);
+                }
+            }
+        }
         let ino = match self.by_key.get(&k) {
             Some(&ino) => {
                 if let Some(node) = self.nodes.get_mut(&ino) {

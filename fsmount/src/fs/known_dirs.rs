@@ -12,6 +12,10 @@
 //! been: what another client changes there is seen as late as today's timeouts allow, no
 //! later. This mount's own creates, removes and renames keep the names up to date.
 //!
+//! A directory whose lease this mount holds (see `leases`) is known for as long as the
+//! lease lasts, whatever the timeouts: no other client changes it without recalling the
+//! lease first.
+//!
 //! Bounded: at most `MAX_DIRS` directories of at most `MAX_NAMES` names each; beyond that a
 //! directory is simply not known.
 
@@ -43,6 +47,30 @@ struct Listing {
     /// The listing as the server sent it, and the directory's attributes: a readdir is
     /// served from it while nothing changed (gone once a name is added or removed).
     whole: Option<Whole>,
+    /// This mount holds the directory's lease (until `KnownDirs::lease_until`).
+    leased: bool,
+    /// The directory's own mode, owner and group when leased (what a new name in it inherits);
+    /// None once this mount changed them.
+    dir_attr: Option<DirAttr>,
+}
+
+/// A leased directory's mode, owner and group: what decides who may make names in it and
+/// what they inherit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirAttr {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl DirAttr {
+    pub fn of(a: &proto::Attr) -> DirAttr {
+        DirAttr {
+            mode: a.mode,
+            uid: a.uid,
+            gid: a.gid,
+        }
+    }
 }
 
 /// A whole listing as the server sent it.
@@ -59,6 +87,8 @@ pub struct KnownDirs {
     /// Directories that could not be listed whole (too many names, no read permission),
     /// and since when: not tried again for `RETRY_LISTING`.
     unlistable: HashMap<Ino, Instant>,
+    /// Until when this mount's leases last (all are renewed together).
+    lease_until: Option<Instant>,
 }
 
 /// How long a directory that could not be listed whole is not tried again.
@@ -78,6 +108,7 @@ impl KnownDirs {
             misses: HashMap::new(),
             listing: Default::default(),
             unlistable: HashMap::new(),
+            lease_until: None,
         }
     }
 
@@ -91,7 +122,8 @@ impl KnownDirs {
         }
         if self.dirs.len() >= MAX_DIRS && !self.dirs.contains_key(&dir) {
             let life = self.lifetime();
-            self.dirs.retain(|_, l| l.since.elapsed() < life);
+            self.dirs
+                .retain(|_, l| l.leased || l.since.elapsed() < life);
             if self.dirs.len() >= MAX_DIRS {
                 return;
             }
@@ -106,6 +138,8 @@ impl KnownDirs {
             generation: 0,
             names: HashMap::new(),
             whole: None,
+            leased: false,
+            dir_attr: None,
         };
         self.insert(dir, listing);
     }
@@ -129,11 +163,17 @@ impl KnownDirs {
             self.unlistable(dir);
             return;
         }
+        let (leased, dir_attr) = match self.dirs.get(&dir) {
+            Some(l) => (l.leased, l.dir_attr),
+            None => (false, None),
+        };
         let listing = Listing {
             since,
             generation,
             names,
             whole,
+            leased,
+            dir_attr,
         };
         self.insert(dir, listing);
     }
@@ -168,7 +208,8 @@ impl KnownDirs {
     /// timeout ago, nothing changed by this mount since (attribute cache at `generation`).
     pub fn whole(&self, dir: Ino, generation: u64) -> Option<Whole> {
         let l = self.dirs.get(&dir)?;
-        let fresh = l.since.elapsed() < self.positive_ttl && l.generation == generation;
+        let recent = l.since.elapsed() < self.positive_ttl || self.holds(l);
+        let fresh = recent && l.generation == generation;
         fresh.then(|| l.whole.clone()).flatten()
     }
 
@@ -190,10 +231,102 @@ impl KnownDirs {
         let life = self.lifetime();
         self.dirs
             .get(&dir)
-            .is_some_and(|l| l.since.elapsed() < life)
+            .is_some_and(|l| l.since.elapsed() < life || self.holds(l))
     }
 
-    /// Forget every directory (the server lost track of what changed).
+    /// True if the lease of listing `l`'s directory is held now.
+    fn holds(&self, l: &Listing) -> bool {
+        l.leased && self.lease_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Whether `name` is in `dir`, if this mount holds `dir`'s lease and knows its names.
+    pub fn has_name(&self, dir: Ino, name: &[u8]) -> Option<bool> {
+        let l = self.dirs.get(&dir).filter(|l| self.holds(l))?;
+        Some(l.names.contains_key(name))
+    }
+
+    /// The mode and group of leased directory `dir`, unless this mount changed them.
+    pub fn dir_attr(&self, dir: Ino) -> Option<DirAttr> {
+        self.dirs
+            .get(&dir)
+            .filter(|l| self.holds(l))
+            .and_then(|l| l.dir_attr)
+    }
+
+    /// This mount changes `dir`'s own attributes: what its new names inherit is not known.
+    pub fn dir_attr_changed(&mut self, dir: Ino) {
+        if let Some(l) = self.dirs.get_mut(&dir) {
+            l.dir_attr = None;
+        }
+    }
+
+    /// Marks `dir`, created by this mount in a leased directory, as leased too (the server
+    /// grants it with the mkdir, see `local_ops`).
+    pub fn lease_inherited(&mut self, dir: Ino, dir_attr: DirAttr) {
+        if let Some(l) = self.dirs.get_mut(&dir) {
+            l.leased = true;
+            l.dir_attr = Some(dir_attr);
+        }
+    }
+
+    /// True if `dir` is leased and has no names (an rmdir of it will succeed).
+    pub fn leased_empty(&self, dir: Ino) -> bool {
+        self.dirs
+            .get(&dir)
+            .is_some_and(|l| self.holds(l) && l.names.is_empty())
+    }
+
+    /// The server granted `dir`'s lease (known: listed or created); leases last until
+    /// `until` at the latest.
+    pub fn lease(&mut self, dir: Ino, until: Instant, dir_attr: DirAttr) {
+        let Some(l) = self.dirs.get_mut(&dir) else {
+            return;
+        };
+        l.leased = true;
+        l.dir_attr = Some(dir_attr);
+        self.lease_until = match self.lease_until {
+            Some(t) if t > Instant::now() => Some(t.min(until)),
+            _ => Some(until),
+        };
+    }
+
+    /// The server renewed every lease until `until`.
+    pub fn renewed(&mut self, until: Instant) {
+        self.lease_until = Some(until);
+    }
+
+    /// `dir`'s lease is given back (recalled): its names are known as of now, for the
+    /// timeouts. True if it was held.
+    pub fn unlease(&mut self, dir: Ino) -> bool {
+        match self.dirs.get_mut(&dir) {
+            Some(l) if l.leased => {
+                l.leased = false;
+                l.since = Instant::now();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Every lease is given back: the directories that were leased.
+    pub fn unlease_all(&mut self) -> Vec<Ino> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for (dir, l) in self.dirs.iter_mut().filter(|(_, l)| l.leased) {
+            l.leased = false;
+            l.since = now;
+            out.push(*dir);
+        }
+        out
+    }
+
+    /// True if any lease is held.
+    pub fn any_leased(&self) -> bool {
+        self.dirs.values().any(|l| l.leased)
+    }
+
+    /// Forget every directory (the server lost track of what changed; leases were given
+    /// back first).
     pub fn clear(&mut self) {
         self.dirs.clear();
     }
@@ -203,6 +336,17 @@ impl KnownDirs {
         let Some(l) = self.dirs.get(&dir) else {
             return Known::Unknown;
         };
+        if self.holds(l) {
+            // Nobody else changes it while the lease is held: as good as new.
+            let age = Duration::ZERO;
+            return match l.names.get(name) {
+                None => Known::Missing { age },
+                Some(Some(attr)) if l.generation == generation => {
+                    Known::Present { attr: *attr, age }
+                }
+                _ => Known::Unknown,
+            };
+        }
         let age = l.since.elapsed();
         if age >= self.lifetime() {
             self.dirs.remove(&dir);

@@ -13,7 +13,9 @@
 //!   flush, fsync, copy_range, fallocate;
 //! - `xattr`: extended attributes, with what is known to be absent;
 //! - `dir`: directory streams (readdir, readdirplus);
-//! - `changes`: other clients' changes the server tells of.
+//! - `changes`: other clients' changes the server tells of;
+//! - `leases`: directory leases held, renewed and given back;
+//! - `local_ops`: what is answered without a round trip under a lease (`pending` tracks it).
 //!
 //! The tables they use: [`inodes`], [`attr_cache`], [`block_cache`], `read_ahead`,
 //! [`writeback`], `coalesce`, `known_dirs`. Caching is close-to-open, as NFS: `open` revalidates with the
@@ -30,8 +32,11 @@ pub mod error;
 pub mod ids;
 pub mod inodes;
 mod known_dirs;
+mod leases;
+mod local_ops;
 mod namespace;
 mod open_files;
+pub mod pending;
 mod read;
 mod read_ahead;
 mod write;
@@ -110,6 +115,8 @@ pub struct FsOptions {
     /// Most bytes written by applications and not yet acknowledged by the server
     /// (write-behind); 0: every write waits for the server.
     pub dirty_limit: usize,
+    /// Ask for directory leases and answer in leased directories locally (`leases`).
+    pub leases: bool,
 }
 
 impl Default for FsOptions {
@@ -121,6 +128,7 @@ impl Default for FsOptions {
             cache_size: defaults::CACHE_SIZE,
             readahead: defaults::READAHEAD,
             dirty_limit: defaults::DIRTY_LIMIT,
+            leases: true,
         }
     }
 }
@@ -143,6 +151,15 @@ pub struct Fs {
     /// Read replies sent by sendfile whose data changed on the server while it was sent
     /// (each read again).
     read_retries: Arc<std::sync::atomic::AtomicU64>,
+    /// Operations answered locally whose requests are in flight (`local_ops`).
+    pub pending: pending::Pending,
+    /// Held while a local answer is sent and while a lease is given back: nothing answered
+    /// under a lease is sent after the lease went back.
+    lease_gate: Mutex<()>,
+    /// Per caller (uid, gid): the owner the server gives what it makes (squashing applied).
+    owners: Mutex<std::collections::HashMap<(u32, u32), (u32, u32)>>,
+    /// The server's lease time, as it last said (ms; 0: not yet).
+    lease_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Fs {
@@ -172,6 +189,10 @@ impl Fs {
             options,
             max_io,
             read_retries: Default::default(),
+            pending: Default::default(),
+            lease_gate: Mutex::new(()),
+            owners: Default::default(),
+            lease_ms: Default::default(),
         }
     }
 

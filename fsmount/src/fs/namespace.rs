@@ -24,6 +24,15 @@ impl Fs {
         self.inodes.lock().path(ino).ok_or(FsError::Stale(ino.0))
     }
 
+    /// Sends `req`, ORDERED while operations answered locally are in flight (it may depend
+    /// on them).
+    pub(super) async fn ask<C: Rpc>(
+        &self,
+        req: &C::Request,
+    ) -> std::result::Result<C::Reply, ClientError> {
+        self.remote.rpc_in_order::<C>(req, self.pending.any()).await
+    }
+
     /// Sends a request about `ino` by each of its names in turn, most recently confirmed
     /// first, each carrying `ino`'s identity, until one is answered. A name the server says
     /// no longer reaches that object (ESTALE: gone, or now another object) is dropped and the
@@ -37,13 +46,14 @@ impl Fs {
     ) -> Result<C::Reply> {
         let (paths, expect) = {
             let inodes = self.inodes.lock();
+            if !inodes.exists(ino) {
+                return Err(FsError::Stale(ino.0));
+            }
+            // None while its creation is on its way (see `local_ops`).
             (inodes.paths(ino), inodes.identity(ino))
         };
-        if expect.is_none() {
-            return Err(FsError::Stale(ino.0));
-        }
         for (path, (parent, name)) in paths {
-            match self.remote.rpc::<C>(&make(path, expect)).await {
+            match self.ask::<C>(&make(path, expect)).await {
                 Err(ClientError::Remote { errno, .. }) if errno == libc::ESTALE => {
                     self.inodes.lock().drop_name(ino, parent, &name);
                 }
@@ -96,7 +106,7 @@ impl Fs {
         name: &[u8],
         req: &C::Request,
     ) -> Result<C::Reply> {
-        let reply = self.remote.rpc::<C>(req).await.map_err(FsError::from);
+        let reply = self.ask::<C>(req).await.map_err(FsError::from);
         self.name_made(parent, name, &reply);
         reply
     }
@@ -127,8 +137,7 @@ impl Fs {
         let generation = self.attr_generation();
         let path = self.child_path(parent, name)?;
         let reply = self
-            .remote
-            .rpc::<rpc::Lookup>(&proto::LookupRequest { path: path.into() })
+            .ask::<rpc::Lookup>(&proto::LookupRequest { path: path.into() })
             .await?;
         Ok(self.remember(parent, name, attr_of(reply.attr)?, generation))
     }
@@ -156,6 +165,13 @@ impl Fs {
 
     /// `name` in `parent` as a known directory has it, if it does.
     fn lookup_known(&self, parent: Ino, name: &[u8]) -> Option<Result<Entry>> {
+        // Something this mount is making there: as predicted.
+        let making = self.inodes.lock().child(parent, name);
+        if let Some((ino, attr)) = making.and_then(|i| Some((i, self.pending.attr(i)?))) {
+            self.inodes.lock().looked_up(ino);
+            let age = Duration::ZERO;
+            return Some(Ok(Entry { ino, attr, age }));
+        }
         let generation = self.attr_generation();
         let known = self.known.lock().lookup(parent, name, generation);
         match known {
@@ -181,10 +197,15 @@ impl Fs {
             path: path.into(),
             cookie: 0,
             max_entries: MAX_NAMES as u32,
+            want_lease: self.wants_leases(),
         };
-        match self.remote.rpc::<rpc::List>(&req).await {
+        match self.ask::<rpc::List>(&req).await {
             Ok(reply) if reply.eof => {
+                let dir_attr = reply.dir;
                 self.listed(dir, since, generation, &reply.entries, reply.dir);
+                if let Some(a) = &dir_attr {
+                    self.lease_granted(dir, since, reply.lease_ms, a);
+                }
                 true
             }
             _ => {
@@ -275,15 +296,23 @@ impl Fs {
         Ok(self.by_any_name::<rpc::Readlink>(ino, make).await?.target)
     }
 
-    pub async fn mkdir(&self, parent: Ino, name: &[u8], mode: u32) -> Result<Entry> {
+    pub async fn mkdir(self: &Arc<Self>, parent: Ino, name: &[u8], mode: u32) -> Result<Entry> {
+        if let Some(entry) = self.mkdir_here(parent, name, mode) {
+            return Ok(entry);
+        }
         let req = proto::MkdirRequest {
             parent: self.path(parent)?.into(),
             name: Bytes::copy_from_slice(name),
             mode,
+            want_lease: self.wants_leases(),
         };
+        let sent = Instant::now();
         let reply = self.make_name::<rpc::Mkdir>(parent, name, &req).await?;
-        let entry = self.remember(parent, name, attr_of(reply.attr)?, self.names_changed());
+        let attr = attr_of(reply.attr)?;
+        self.learn_owner(&attr, self.parent_setgid(parent, &attr));
+        let entry = self.remember(parent, name, attr, self.names_changed());
         self.known.lock().created(entry.ino);
+        self.lease_granted(entry.ino, sent, reply.lease_ms, &attr);
         Ok(entry)
     }
 
@@ -298,7 +327,15 @@ impl Fs {
         Ok(self.remember(parent, name, attr_of(reply.attr)?, self.names_changed()))
     }
 
-    pub async fn symlink(&self, parent: Ino, name: &[u8], target: &[u8]) -> Result<Entry> {
+    pub async fn symlink(
+        self: &Arc<Self>,
+        parent: Ino,
+        name: &[u8],
+        target: &[u8],
+    ) -> Result<Entry> {
+        if let Some(entry) = self.symlink_here(parent, name, target) {
+            return Ok(entry);
+        }
         let req = proto::SymlinkRequest {
             parent: self.path(parent)?.into(),
             name: Bytes::copy_from_slice(name),
@@ -324,13 +361,16 @@ impl Fs {
     }
 
     /// unlink (`dir` false) or rmdir (`dir` true).
-    pub async fn remove(&self, parent: Ino, name: &[u8], dir: bool) -> Result<()> {
+    pub async fn remove(self: &Arc<Self>, parent: Ino, name: &[u8], dir: bool) -> Result<()> {
+        if self.remove_here(parent, name, dir).is_some() {
+            return Ok(());
+        }
         let req = proto::RemoveRequest {
             parent: self.path(parent)?.into(),
             name: Bytes::copy_from_slice(name),
             dir,
         };
-        let removed = self.remote.rpc::<rpc::Remove>(&req).await;
+        let removed = self.ask::<rpc::Remove>(&req).await;
         match &removed {
             Ok(_) => self.known.lock().removed(parent, name),
             Err(_) => self.known.lock().forget(parent),
@@ -344,13 +384,19 @@ impl Fs {
 
     /// rename(2) with renameat2's flags (NOREPLACE, EXCHANGE).
     pub async fn rename(
-        &self,
+        self: &Arc<Self>,
         parent: Ino,
         name: &[u8],
         new_parent: Ino,
         new_name: &[u8],
         flags: u32,
     ) -> Result<()> {
+        if self
+            .rename_here((parent, name), (new_parent, new_name), flags)
+            .is_some()
+        {
+            return Ok(());
+        }
         let req = proto::RenameRequest {
             parent: self.path(parent)?.into(),
             name: Bytes::copy_from_slice(name),
@@ -358,7 +404,7 @@ impl Fs {
             new_name: Bytes::copy_from_slice(new_name),
             flags,
         };
-        let reply = self.remote.rpc::<rpc::Rename>(&req).await;
+        let reply = self.ask::<rpc::Rename>(&req).await;
         {
             let mut known = self.known.lock();
             match &reply {

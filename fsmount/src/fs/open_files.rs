@@ -48,7 +48,7 @@ impl Default for OpenFiles {
 }
 
 impl OpenFiles {
-    fn new_handle(&self) -> Fh {
+    pub(super) fn new_handle(&self) -> Fh {
         Fh(self.next_handle.fetch_add(1, Ordering::Relaxed))
     }
 
@@ -100,12 +100,15 @@ impl Fs {
     }
 
     pub async fn create(
-        &self,
+        self: &Arc<Self>,
         parent: Ino,
         name: &[u8],
         mode: u32,
         flags: u32,
     ) -> Result<(Entry, Fh)> {
+        if let Some(created) = self.create_here(parent, name, mode, flags) {
+            return Ok(created);
+        }
         let req = proto::CreateRequest {
             parent: self.path(parent)?.into(),
             name: Bytes::copy_from_slice(name),
@@ -115,7 +118,9 @@ impl Fs {
         };
         let reply = self.make_name::<rpc::Create>(parent, name, &req).await?;
         let fh = Fh(reply.handle);
-        let entry = self.remember(parent, name, attr_of(reply.attr)?, self.names_changed());
+        let attr = attr_of(reply.attr)?;
+        self.learn_owner(&attr, self.parent_setgid(parent, &attr));
+        let entry = self.remember(parent, name, attr, self.names_changed());
         {
             let mut inodes = self.inodes.lock();
             inodes.opened(entry.ino, fh);
@@ -130,14 +135,39 @@ impl Fs {
     /// The last close of `fh`: its writes are settled (an error nobody can be told of any
     /// more is logged), then the server closes it.
     pub async fn release(&self, ino: Ino, fh: Fh) -> Result<()> {
+        if self.pending.busy(ino) {
+            return self.release_behind(ino, fh);
+        }
         if let Err(e) = self.settle(ino).await {
             tracing::warn!("{ino}: a write failed and no flush was left to report it: {e}");
         }
         self.inodes.lock().closed(ino, fh);
         self.open_files.by_handle.lock().remove(&fh);
-        self.remote
-            .rpc::<rpc::Close>(&proto::CloseRequest { handle: fh.0 })
+        self.ask::<rpc::Close>(&proto::CloseRequest { handle: fh.0 })
             .await?;
+        Ok(())
+    }
+
+    /// `release` of a file whose creation or changes are still on their way (answered
+    /// locally): the Close is queued behind its writes (the server runs it after them) and
+    /// not waited for; failures were reported by flush, or are kept for `fsmount sync`.
+    fn release_behind(&self, ino: Ino, fh: Fh) -> Result<()> {
+        if let Some(c) = &self.coalescer {
+            c.flush_ino(ino);
+        }
+        self.inodes.lock().closed(ino, fh);
+        self.open_files.by_handle.lock().remove(&fh);
+        let call = self.remote.call_ordered(
+            <rpc::Close as rpc::Rpc>::COMMAND,
+            prost::Message::encode_to_vec(&proto::CloseRequest { handle: fh.0 }).into(),
+            Bytes::new(),
+            crate::remote::Patience::Forever,
+        );
+        tokio::spawn(async move {
+            if let Err(e) = call.await {
+                tracing::warn!("{ino}: closing a file created locally failed: {e}");
+            }
+        });
         Ok(())
     }
 
@@ -156,7 +186,7 @@ impl Fs {
         (most, cache.cached_change(ino))
     }
 
-    fn note_open(&self, ino: Ino, fh: Fh, flags: u32, attr: &proto::Attr) {
+    pub(super) fn note_open(&self, ino: Ino, fh: Fh, flags: u32, attr: &proto::Attr) {
         let block = self.max_io as u64;
         let max_window = match &self.cache {
             Some(_) => self.options.readahead as u64 / block,
@@ -188,6 +218,8 @@ impl Fs {
             let Some(fs) = fs.upgrade() else {
                 return Vec::new();
             };
+            // A new session: the server holds none of this mount's leases any more.
+            fs.leases_lost();
             let files: Vec<(Fh, Ino, u32, Option<proto::Credentials>)> = {
                 let open = fs.open_files.by_handle.lock();
                 open.iter()

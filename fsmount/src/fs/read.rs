@@ -19,6 +19,8 @@ impl Fs {
     /// readers go through the block cache and start read-ahead; other reads go straight to
     /// the server unless the cache already holds every block they touch.
     pub async fn read(&self, ino: Ino, fh: Fh, offset: u64, len: u32) -> Result<Bytes> {
+        // A file created locally exists on the server once its requests are answered.
+        self.pending.settled(ino).await;
         self.after_writes(ino).await;
         let len = len.min(self.max_io);
         let retries = &*self.read_retries;
@@ -77,7 +79,7 @@ impl Fs {
             offset,
             whence,
         };
-        Ok(self.remote.rpc::<rpc::Lseek>(&req).await?.offset)
+        Ok(self.ask::<rpc::Lseek>(&req).await?.offset)
     }
 
     /// Read replies whose data changed on the server while sendfile sent it (read again).

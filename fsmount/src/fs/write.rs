@@ -30,7 +30,11 @@ impl Fs {
             let end = (done + piece).min(data.len());
             let (chunk, at) = (data.slice(done..end), offset + done as u64);
             match behind {
-                Some((c, ino)) => c.write(ino, fh, at, chunk, generation).await,
+                Some((c, ino)) => {
+                    let end = at + chunk.len() as u64;
+                    c.write(ino, fh, at, chunk, generation).await;
+                    self.wrote_here(ino, end);
+                }
                 None => write_chunk(&*self.remote, fh, at, chunk, Patience::MountTimeout).await?,
             }
             done = end;
@@ -39,27 +43,75 @@ impl Fs {
     }
 
     /// `close` of a file descriptor: every write reached the server, or the first error.
+    /// For a file whose creation or changes were answered locally (under a lease) it does
+    /// not wait: the first failure known by now, if any; the lease's recall makes the writes
+    /// reach the server before another client looks.
     pub async fn flush(&self, ino: Ino) -> Result<()> {
-        self.settle(ino).await
+        if self.pending.busy(ino) {
+            if let Some(c) = &self.coalescer {
+                c.flush_ino(ino);
+            }
+            return self.known_failure(ino);
+        }
+        self.settle(ino).await?;
+        self.known_failure(ino)
+    }
+
+    /// The first failure of `ino`'s writes or locally answered operations known now, once.
+    fn known_failure(&self, ino: Ino) -> Result<()> {
+        let failed = self
+            .pending
+            .take_error(ino)
+            .or_else(|| self.writeback.as_ref().and_then(|wb| wb.take_error(ino)));
+        match failed {
+            Some(errno) => Err(FsError::Writeback(errno)),
+            None => Ok(()),
+        }
+    }
+
+    /// A write of `ino` up to `end` was accepted: the prediction of a file being created
+    /// locally follows it.
+    fn wrote_here(&self, ino: Ino, end: u64) {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let t = proto::Timespec {
+            sec: t.as_secs() as i64,
+            nsec: t.subsec_nanos(),
+        };
+        self.pending.update(ino, |a| {
+            a.size = a.size.max(end);
+            a.blocks = a.size.div_ceil(512);
+            a.mtime = Some(t);
+            a.ctime = Some(t);
+        });
     }
 
     pub async fn fsync(&self, ino: Ino, fh: Fh, datasync: bool) -> Result<()> {
+        self.pending.settled(ino).await;
         self.settle(ino).await?;
+        self.known_failure(ino)?;
         let req = proto::FsyncRequest {
             handle: fh.0,
             datasync,
         };
-        self.remote.rpc::<rpc::Fsync>(&req).await?;
+        self.ask::<rpc::Fsync>(&req).await?;
         Ok(())
     }
 
-    /// Waits for every queued write of the mount.
-    pub async fn sync_all(&self) {
+    /// Waits for every queued write and every operation answered locally of the mount;
+    /// the first failure among those not reported yet, once.
+    pub async fn sync_all(&self) -> Result<()> {
         if let Some(wb) = &self.writeback {
             if let Some(c) = &self.coalescer {
                 c.flush_all();
             }
             wb.drain_all().await;
+        }
+        self.pending.all_settled().await;
+        match self.pending.take_unreported() {
+            Some(errno) => Err(FsError::Writeback(errno)),
+            None => Ok(()),
         }
     }
 
@@ -80,7 +132,7 @@ impl Fs {
             offset_out: to.offset,
             len,
         };
-        Ok(self.remote.rpc::<rpc::CopyRange>(&req).await?.copied)
+        Ok(self.ask::<rpc::CopyRange>(&req).await?.copied)
     }
 
     pub async fn fallocate(&self, fh: Fh, mode: u32, offset: u64, len: u64) -> Result<()> {
@@ -93,7 +145,7 @@ impl Fs {
             offset,
             len,
         };
-        self.remote.rpc::<rpc::Fallocate>(&req).await?;
+        self.ask::<rpc::Fallocate>(&req).await?;
         Ok(())
     }
 

@@ -270,10 +270,32 @@ impl Remote for FakeServer {
         Box::pin(async move { state.answer(cmd, msg, data, fault).await })
     }
 
+    /// Applied at once, unless a fault is set: the fake's order is then the call order.
+    fn call_ordered(
+        &self,
+        cmd: Command,
+        msg: Bytes,
+        data: Bytes,
+        _patience: Patience,
+    ) -> CallFuture {
+        let fault = self.receive(cmd, &msg, &data);
+        let state = self.0.clone();
+        if fault.is_some() {
+            return Box::pin(async move { state.answer(cmd, msg, data, fault).await });
+        }
+        let applied = self.tree.lock().apply(cmd, &msg, data);
+        let id = StreamId(self.next_stream.fetch_add(1, Ordering::Relaxed));
+        let reply = applied.map(|(msg, data)| Frame::response_bytes(cmd.code(), id, msg, data));
+        Box::pin(async move { reply })
+    }
+
     fn set_reopen(&self, reopen: Reopen) {
         *self.reopen.lock() = Some(reopen);
     }
 }
+
+/// The lease time the fake grants (it never recalls: it has one client).
+const FAKE_LEASE_MS: u32 = 30_000;
 
 impl Tree {
     fn attr(&self, ino: u64) -> proto::Attr {
@@ -365,6 +387,7 @@ impl Tree {
     fn attr_reply(&self, ino: u64) -> Answer {
         reply(proto::AttrReply {
             attr: Some(self.attr(ino)),
+            lease_ms: 0,
         })
     }
 
@@ -427,7 +450,10 @@ impl Tree {
                 let req: proto::MkdirRequest = decode(msg)?;
                 self.ino(&req.parent)?;
                 let ino = self.make(child(&req.parent, &req.name), libc::S_IFDIR | req.mode)?;
-                self.attr_reply(ino)
+                reply(proto::AttrReply {
+                    attr: Some(self.attr(ino)),
+                    lease_ms: if req.want_lease { FAKE_LEASE_MS } else { 0 },
+                })
             }
             Command::Read => {
                 let req: proto::ReadRequest = decode(msg)?;
@@ -508,8 +534,12 @@ impl Tree {
                     entries,
                     eof: true,
                     dir: Some(self.attr(dir)),
+                    lease_ms: if req.want_lease { FAKE_LEASE_MS } else { 0 },
                 })
             }
+            Command::Lease => reply(proto::LeaseReply {
+                lease_ms: FAKE_LEASE_MS,
+            }),
             _ => Err(err(libc::ENOSYS)),
         }
     }

@@ -47,6 +47,18 @@ pub trait Remote: Send + Sync + 'static {
     /// frame, with the CRC32 it carried. An error reply is `ClientError::Remote`.
     fn call(&self, cmd: Command, msg: Bytes, data: Bytes, patience: Patience) -> CallFuture;
 
+    /// `call` with the ORDERED flag: the server runs it only after every request queued
+    /// before it has ended (for requests that depend on ones not waited for).
+    fn call_ordered(
+        &self,
+        cmd: Command,
+        msg: Bytes,
+        data: Bytes,
+        patience: Patience,
+    ) -> CallFuture {
+        self.call(cmd, msg, data, patience)
+    }
+
     /// Registers how to recreate the mount's handles on a new session.
     fn set_reopen(&self, reopen: Reopen);
 
@@ -66,6 +78,20 @@ impl dyn Remote {
             )
             .await?;
         decode::<C>(&reply)
+    }
+
+    /// `rpc`, ORDERED (see `call_ordered`) if `ordered`.
+    pub async fn rpc_in_order<C: Rpc>(
+        &self,
+        req: &C::Request,
+        ordered: bool,
+    ) -> Result<C::Reply, ClientError> {
+        let msg: Bytes = req.encode_to_vec().into();
+        let call = match ordered {
+            true => self.call_ordered(C::COMMAND, msg, Bytes::new(), Patience::MountTimeout),
+            false => self.call(C::COMMAND, msg, Bytes::new(), Patience::MountTimeout),
+        };
+        decode::<C>(&call.await?)
     }
 
     /// Sends request `C` with a data section; the whole reply frame comes back (Read's

@@ -1,0 +1,153 @@
+//! Directory leases, as this mount holds them. The server grants a directory's lease with
+//! a whole listing or a mkdir this mount asked it for; while it is held nobody else reads
+//! or changes anything in or below that directory without recalling it first, so this
+//! mount answers lookups there from what it knows for as long as the lease lasts (see
+//! `known_dirs`) and creates, changes, renames and removes names there itself (see
+//! `local_ops`), sending the requests behind.
+//!
+//! Leases last three quarters of the server's lease time from the request that granted or
+//! renewed them (the server counts from when it received it); a background task renews
+//! them every third of it. A recall (a Notify) gives the lease back at once: the coalesced
+//! writes are sent, then an ORDERED Lease request, which the server runs only after every
+//! request sent before it, so the other client sees all of this mount's changes. A new
+//! server session (the server restarted) drops every lease: the server has forgotten them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use protocol::rpc;
+
+use super::known_dirs::DirAttr;
+use super::{Fs, Ino};
+
+/// Renewal period when the server has not said its lease time yet.
+const DEFAULT_RENEW: Duration = Duration::from_secs(10);
+
+/// Until when a lease granted or renewed by a request sent at `sent` is trusted.
+pub(super) fn trusted_until(sent: Instant, lease_ms: u32) -> Instant {
+    sent + Duration::from_millis(lease_ms as u64) * 3 / 4
+}
+
+impl Fs {
+    /// True if this mount asks for leases.
+    pub(super) fn wants_leases(&self) -> bool {
+        self.options.leases
+    }
+
+    /// The server granted `dir`'s lease (`lease_ms`) in reply to a request sent at `sent`;
+    /// `dir_attr` is the directory's own attributes.
+    pub(super) fn lease_granted(
+        &self,
+        dir: Ino,
+        sent: Instant,
+        lease_ms: u32,
+        dir_attr: &proto::Attr,
+    ) {
+        tracing::debug!("{dir}: lease of {lease_ms} ms granted");
+        if lease_ms == 0 {
+            return;
+        }
+        self.lease_ms
+            .store(lease_ms as u64, std::sync::atomic::Ordering::Relaxed);
+        self.known
+            .lock()
+            .lease(dir, trusted_until(sent, lease_ms), DirAttr::of(dir_attr));
+    }
+
+    /// The server recalls the leases on `paths` (called on the connection's reader: sends,
+    /// never waits). Stops answering there, sends what is buffered, and gives them back.
+    pub fn recall(&self, paths: Vec<Bytes>) {
+        let _gate = self.lease_gate.lock();
+        {
+            let inodes = self.inodes.lock();
+            let mut known = self.known.lock();
+            for p in &paths {
+                if let Some(dir) = inodes.at_path(p) {
+                    known.unlease(dir);
+                }
+            }
+        }
+        self.give_back(paths);
+    }
+
+    /// Gives back every lease (the server lost track of changes: a recall may be lost).
+    pub(super) fn give_back_all(&self) {
+        let _gate = self.lease_gate.lock();
+        let dirs = self.known.lock().unlease_all();
+        let paths: Vec<Bytes> = {
+            let inodes = self.inodes.lock();
+            dirs.iter()
+                .filter_map(|d| inodes.path(*d))
+                .map(Bytes::from)
+                .collect()
+        };
+        if !paths.is_empty() {
+            self.give_back(paths);
+        }
+    }
+
+    /// Sends the coalesced writes, then the ORDERED Lease request returning `paths`. Holds
+    /// the lease gate (no local answer is sent in between).
+    fn give_back(&self, paths: Vec<Bytes>) {
+        if let Some(c) = &self.coalescer {
+            c.flush_all();
+        }
+        let req = proto::LeaseRequest { returned: paths };
+        let call = self.remote.call_ordered(
+            <rpc::Lease as rpc::Rpc>::COMMAND,
+            prost::Message::encode_to_vec(&req).into(),
+            Bytes::new(),
+            crate::remote::Patience::MountTimeout,
+        );
+        let returned = req.returned.len();
+        tokio::spawn(async move {
+            if let Err(e) = call.await {
+                tracing::warn!("giving back {returned} directory lease(s) failed: {e}");
+            }
+        });
+    }
+
+    /// The server lost this mount's session (it restarted): it holds no lease of ours.
+    pub(super) fn leases_lost(&self) {
+        let _gate = self.lease_gate.lock();
+        self.known.lock().unlease_all();
+    }
+
+    /// Renews this mount's leases every third of the lease time while it holds any, until
+    /// the core is dropped.
+    pub fn install_lease_renewal(self: &Arc<Self>) {
+        if !self.wants_leases() {
+            return;
+        }
+        let fs = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let period = match fs.upgrade() {
+                    Some(fs) => match fs.lease_ms.load(std::sync::atomic::Ordering::Relaxed) {
+                        0 => DEFAULT_RENEW,
+                        ms => Duration::from_millis(ms) / 3,
+                    },
+                    None => return,
+                };
+                tokio::time::sleep(period).await;
+                let Some(fs) = fs.upgrade() else { return };
+                if !fs.known.lock().any_leased() {
+                    continue;
+                }
+                let sent = Instant::now();
+                let renewed = fs
+                    .remote
+                    .rpc::<rpc::Lease>(&proto::LeaseRequest::default())
+                    .await;
+                match renewed {
+                    Ok(r) if r.lease_ms > 0 => {
+                        fs.known.lock().renewed(trusted_until(sent, r.lease_ms));
+                    }
+                    Ok(_) => fs.leases_lost(),
+                    Err(e) => tracing::debug!("lease renewal failed: {e}"),
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,555 @@
+//! Operations answered at once, without a round trip, in a directory whose lease this
+//! mount holds and whose names it knows (see `leases`, `known_dirs`): create, mkdir,
+//! symlink, rename and unlink/rmdir there, and setattr of what this mount is creating.
+//!
+//! Each is answered with the outcome the server will produce, then sent ORDERED (the server
+//! runs it after everything sent before it, so every dependency holds: a create before the
+//! writes and setattrs behind it, a mkdir before the creates in it, a rename after the
+//! writes of the file). A new object gets its inode number now and its server identity
+//! when the reply arrives (`InodeTable::bind`); its attributes meanwhile are the predicted
+//! ones (`pending`). A failure is reported by the file's next flush, fsync or close, by
+//! fsync of a directory and `fsmount sync`, and listed by `fsmount status`.
+//!
+//! Only what can be predicted is answered locally: the caller must be allowed to make the
+//! change (checked against the directory's mode and the owner the server gave this
+//! caller's objects before, learned from a create or mkdir answered by the server); a
+//! name must be known missing (create) or present (rename, unlink); ownership changes only
+//! by a caller the server does not squash. Anything else goes to the server as before,
+//! ORDERED behind what is in flight.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use prost::Message;
+use protocol::rpc::{self, Rpc};
+
+use super::known_dirs::DirAttr;
+use super::pending::Finished;
+use super::{Entry, Fh, Fs, Ino, SetAttr};
+use crate::remote::{decode, Patience};
+
+const S_IFMT: u32 = libc::S_IFMT;
+const S_ISGID: u32 = libc::S_ISGID;
+
+/// Who the caller is: (uid, gid) as the kernel gave them, and its groups.
+fn caller() -> ((u32, u32), Vec<u32>) {
+    match crate::credentials::current() {
+        Some(c) => ((c.uid, c.gid), c.groups),
+        None => ((u32::MAX, u32::MAX), Vec::new()),
+    }
+}
+
+fn now() -> proto::Timespec {
+    let d = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    proto::Timespec {
+        sec: d.as_secs() as i64,
+        nsec: d.subsec_nanos(),
+    }
+}
+
+/// A new object's attributes as the server will make it.
+fn new_attr(mode: u32, (uid, gid): (u32, u32), size: u64) -> proto::Attr {
+    let t = now();
+    let dir = mode & S_IFMT == libc::S_IFDIR;
+    proto::Attr {
+        mode,
+        nlink: if dir { 2 } else { 1 },
+        uid,
+        gid,
+        size,
+        blksize: 4096,
+        atime: Some(t),
+        mtime: Some(t),
+        ctime: Some(t),
+        no_xattrs: true,
+        ..Default::default()
+    }
+}
+
+/// True if (uid, gid, groups) may add and remove names in a directory of `dir` (root
+/// always; the sticky bit is left to the server).
+fn may_change_names(owner: (u32, u32), groups: &[u32], dir: &DirAttr) -> bool {
+    let (uid, gid) = owner;
+    if uid == 0 {
+        return true;
+    }
+    let bits = if uid == dir.uid {
+        dir.mode >> 6
+    } else if gid == dir.gid || groups.contains(&dir.gid) {
+        dir.mode >> 3
+    } else {
+        dir.mode
+    };
+    bits & 0o3 == 0o3 && dir.mode & libc::S_ISVTX == 0
+}
+
+impl Fs {
+    /// The owner the server gives what the caller makes (squashing applied), if learned.
+    fn caller_owner(&self) -> Option<((u32, u32), Vec<u32>)> {
+        let (key, groups) = caller();
+        let owner = *self.owners.lock().get(&key)?;
+        Some((owner, groups))
+    }
+
+    /// The server made `attr` for the caller in a directory without the set-group-ID bit:
+    /// what the caller makes is owned so (learned once per caller).
+    pub(super) fn learn_owner(&self, attr: &proto::Attr, parent_setgid: bool) {
+        if parent_setgid || !self.wants_leases() {
+            return;
+        }
+        let (key, _) = caller();
+        let mut owners = self.owners.lock();
+        if owners.len() < 1024 {
+            owners.insert(key, (attr.uid, attr.gid));
+        }
+    }
+
+    /// True if `parent`'s set-group-ID bit is set, as far as this mount knows (a new
+    /// directory inherits it, so a mkdir reply tells).
+    pub(super) fn parent_setgid(&self, parent: Ino, made: &proto::Attr) -> bool {
+        if made.mode & S_IFMT == libc::S_IFDIR {
+            return made.mode & S_ISGID != 0;
+        }
+        match self.known.lock().dir_attr(parent) {
+            Some(d) => d.mode & S_ISGID != 0,
+            None => self
+                .attrs
+                .lock()
+                .get(parent)
+                .is_none_or(|a| a.mode & S_ISGID != 0),
+        }
+    }
+
+    /// Who will own a new name in leased `parent`, if `name` is known missing there and the
+    /// caller may make it: (owner, parent's attributes).
+    fn may_make(&self, parent: Ino, name: &[u8]) -> Option<((u32, u32), DirAttr)> {
+        if !self.wants_leases() {
+            return None;
+        }
+        let known = self.known.lock();
+        if known.has_name(parent, name) != Some(false) {
+            return None;
+        }
+        let dir = known.dir_attr(parent)?;
+        drop(known);
+        let (owner, groups) = self.caller_owner()?;
+        if !may_change_names(owner, &groups, &dir) {
+            return None;
+        }
+        let gid = if dir.mode & S_ISGID != 0 {
+            dir.gid
+        } else {
+            owner.1
+        };
+        Some(((owner.0, gid), dir))
+    }
+
+    /// Sends `req` ORDERED for an operation already answered about `ino` (`attr`: its
+    /// predicted attributes, None to keep them), and records its outcome when the reply
+    /// comes: `bind` takes the reply and returns the server's attributes, if it has them.
+    fn send_behind<C: Rpc>(
+        self: &Arc<Self>,
+        ino: Ino,
+        attr: Option<proto::Attr>,
+        req: &C::Request,
+        what: String,
+        bind: impl FnOnce(&Fs, &C::Reply) -> Option<proto::Attr> + Send + 'static,
+    ) {
+        self.pending.start(ino, attr);
+        let call = self.remote.call_ordered(
+            C::COMMAND,
+            req.encode_to_vec().into(),
+            Bytes::new(),
+            Patience::Forever,
+        );
+        let fs = self.clone();
+        tokio::spawn(async move {
+            let outcome = match call.await.and_then(|f| decode::<C>(&f)) {
+                Ok(reply) => Ok(bind(&fs, &reply)),
+                Err(e) => {
+                    let errno = super::FsError::from(e).errno();
+                    let what = format!("{what}: {}", std::io::Error::from_raw_os_error(errno));
+                    tracing::warn!(
+                        "{what} (answered before the server did; reported at close/fsync)"
+                    );
+                    Err((errno, what))
+                }
+            };
+            if let Finished::Settled(Some(attr)) = fs.pending.finish(ino, outcome) {
+                // The server's own attributes, unless writes are still on their way.
+                if !fs.writeback.as_ref().is_some_and(|wb| wb.busy(ino)) {
+                    let mut attrs = fs.attrs.lock();
+                    let generation = attrs.generation();
+                    attrs.put(ino, &attr, generation);
+                }
+            }
+        });
+    }
+
+    /// create(2) answered locally (see the module), or None to ask the server.
+    pub(super) fn create_here(
+        self: &Arc<Self>,
+        parent: Ino,
+        name: &[u8],
+        mode: u32,
+        flags: u32,
+    ) -> Option<(Entry, Fh)> {
+        let _gate = self.lease_gate.lock();
+        let (owner, _) = self.may_make(parent, name)?;
+        let parent_path = self.path(parent).ok()?;
+        let attr = new_attr(libc::S_IFREG | (mode & 0o7777), owner, 0);
+        let fh = self.open_files.new_handle();
+        let ino = {
+            let mut inodes = self.inodes.lock();
+            let ino = inodes.remember_unbound(parent, name);
+            inodes.opened(ino, fh);
+            inodes.keep_cache(ino, 0);
+            ino
+        };
+        self.known.lock().added(parent, name);
+        self.attrs.lock().forget(parent);
+        let req = proto::CreateRequest {
+            parent: parent_path.into(),
+            name: Bytes::copy_from_slice(name),
+            mode,
+            flags,
+            handle: fh.0,
+        };
+        let what = format!("create {}", String::from_utf8_lossy(name));
+        self.send_behind::<rpc::Create>(ino, Some(attr), &req, what, move |fs, r| {
+            let a = r.attr?;
+            fs.inodes.lock().bind(ino, &a);
+            Some(a)
+        });
+        self.note_open(ino, fh, flags, &attr);
+        self.note_no_caps(ino, true);
+        let entry = Entry {
+            ino,
+            attr,
+            age: std::time::Duration::ZERO,
+        };
+        Some((entry, fh))
+    }
+
+    /// mkdir(2) answered locally: the new directory is known empty and leased too (the
+    /// server grants its lease with the mkdir).
+    pub(super) fn mkdir_here(
+        self: &Arc<Self>,
+        parent: Ino,
+        name: &[u8],
+        mode: u32,
+    ) -> Option<Entry> {
+        let _gate = self.lease_gate.lock();
+        let (owner, dir) = self.may_make(parent, name)?;
+        let parent_path = self.path(parent).ok()?;
+        let inherit = dir.mode & S_ISGID;
+        let attr = new_attr(libc::S_IFDIR | (mode & 0o7777) | inherit, owner, 4096);
+        let ino = self.inodes.lock().remember_unbound(parent, name);
+        {
+            let mut known = self.known.lock();
+            known.added(parent, name);
+            known.created(ino);
+            known.lease_inherited(ino, DirAttr::of(&attr));
+        }
+        self.attrs.lock().forget(parent);
+        let req = proto::MkdirRequest {
+            parent: parent_path.into(),
+            name: Bytes::copy_from_slice(name),
+            mode,
+            want_lease: true,
+        };
+        let what = format!("mkdir {}", String::from_utf8_lossy(name));
+        self.send_behind::<rpc::Mkdir>(ino, Some(attr), &req, what, move |fs, r| {
+            if r.lease_ms == 0 {
+                tracing::warn!("the server did not grant the lease of a directory made under one");
+                fs.known.lock().unlease(ino);
+            }
+            let a = r.attr?;
+            fs.inodes.lock().bind(ino, &a);
+            Some(a)
+        });
+        Some(Entry {
+            ino,
+            attr,
+            age: std::time::Duration::ZERO,
+        })
+    }
+
+    /// symlink(2) answered locally.
+    pub(super) fn symlink_here(
+        self: &Arc<Self>,
+        parent: Ino,
+        name: &[u8],
+        target: &[u8],
+    ) -> Option<Entry> {
+        let _gate = self.lease_gate.lock();
+        let (owner, _) = self.may_make(parent, name)?;
+        let parent_path = self.path(parent).ok()?;
+        let attr = new_attr(libc::S_IFLNK | 0o777, owner, target.len() as u64);
+        let ino = self.inodes.lock().remember_unbound(parent, name);
+        self.known.lock().added(parent, name);
+        self.attrs.lock().forget(parent);
+        let req = proto::SymlinkRequest {
+            parent: parent_path.into(),
+            name: Bytes::copy_from_slice(name),
+            target: Bytes::copy_from_slice(target),
+        };
+        let what = format!("symlink {}", String::from_utf8_lossy(name));
+        self.send_behind::<rpc::Symlink>(ino, Some(attr), &req, what, move |fs, r| {
+            let a = r.attr?;
+            fs.inodes.lock().bind(ino, &a);
+            Some(a)
+        });
+        Some(Entry {
+            ino,
+            attr,
+            age: std::time::Duration::ZERO,
+        })
+    }
+
+    /// setattr of an object this mount is creating (its requests are in flight), answered
+    /// with the predicted outcome: mode and times by its owner, size by an owner who may
+    /// write it, owner and group by an unsquashed root.
+    pub(super) fn setattr_here(
+        self: &Arc<Self>,
+        ino: Ino,
+        fh: Option<Fh>,
+        change: &SetAttr,
+    ) -> Option<proto::Attr> {
+        let _gate = self.lease_gate.lock();
+        let current = self.pending.attr(ino)?;
+        let ((uid, _), _) = self.caller_owner()?;
+        let root = uid == 0;
+        let owner = root || uid == current.uid;
+        let chown = change.uid.is_some_and(|u| u != current.uid)
+            || change.gid.is_some_and(|g| g != current.gid);
+        let may = owner
+            && (!chown || root)
+            && (change.size.is_none() || root || current.mode & 0o200 != 0);
+        if !may {
+            return None;
+        }
+        let t = now();
+        let mut attr = current;
+        if let Some(m) = change.mode {
+            attr.mode = (attr.mode & S_IFMT) | (m & 0o7777);
+        }
+        if chown {
+            attr.uid = change.uid.unwrap_or(attr.uid);
+            attr.gid = change.gid.unwrap_or(attr.gid);
+            if attr.mode & S_IFMT != libc::S_IFDIR {
+                attr.mode &= !libc::S_ISUID;
+                if attr.mode & libc::S_IXGRP != 0 {
+                    attr.mode &= !S_ISGID;
+                }
+            }
+        }
+        if let Some(size) = change.size {
+            attr.size = size;
+            attr.mtime = Some(t);
+            self.data_changed(ino);
+        }
+        let at = |s: &proto::SetTime| match &s.value {
+            Some(proto::set_time::Value::At(ts)) => Some(*ts),
+            _ => Some(t),
+        };
+        if let Some(a) = &change.atime {
+            attr.atime = at(a);
+        }
+        if let Some(m) = &change.mtime {
+            attr.mtime = at(m);
+        }
+        attr.ctime = Some(t);
+        if attr.mode & S_IFMT == libc::S_IFDIR {
+            self.known.lock().dir_attr_changed(ino);
+        }
+        // Through a handle if one is open (behind the file's writes), else by path.
+        let handle = fh.or_else(|| self.inodes.lock().open_handle(ino));
+        if let Some(c) = &self.coalescer {
+            c.flush_ino(ino);
+        }
+        let (path, expect) = match handle {
+            Some(_) => (Vec::new(), None),
+            None => {
+                let inodes = self.inodes.lock();
+                (inodes.path(ino)?, inodes.identity(ino))
+            }
+        };
+        let req = proto::SetAttrRequest {
+            path: path.into(),
+            handle: handle.map_or(0, |h| h.0),
+            has_handle: handle.is_some(),
+            expect,
+            mode: change.mode,
+            uid: change.uid,
+            gid: change.gid,
+            size: change.size,
+            atime: change.atime,
+            mtime: change.mtime,
+        };
+        self.attrs.lock().forget(ino);
+        self.send_behind::<rpc::SetAttr>(
+            ino,
+            Some(attr),
+            &req,
+            format!("setattr of inode {ino}"),
+            |_, r| r.attr,
+        );
+        Some(attr)
+    }
+
+    /// The kind of `ino` (S_IFMT bits), if this mount knows it without asking.
+    fn kind_of(&self, ino: Ino) -> Option<u32> {
+        let attr = self
+            .pending
+            .attr(ino)
+            .or_else(|| self.attrs.lock().get(ino))?;
+        Some(attr.mode & S_IFMT)
+    }
+
+    /// rename(2) answered locally: both directories leased, the name known present, the
+    /// new name known missing, or present as a non-directory replaced by a non-directory.
+    pub(super) fn rename_here(
+        self: &Arc<Self>,
+        (parent, name): (Ino, &[u8]),
+        (new_parent, new_name): (Ino, &[u8]),
+        flags: u32,
+    ) -> Option<()> {
+        let _gate = self.lease_gate.lock();
+        if !self.wants_leases() || flags & !libc::RENAME_NOREPLACE != 0 {
+            return None;
+        }
+        let (from_dir, to_dir, replaces) = {
+            let known = self.known.lock();
+            if known.has_name(parent, name) != Some(true) {
+                return None;
+            }
+            let replaces = known.has_name(new_parent, new_name)?;
+            (
+                known.dir_attr(parent)?,
+                known.dir_attr(new_parent)?,
+                replaces,
+            )
+        };
+        let (owner, groups) = self.caller_owner()?;
+        if !may_change_names(owner, &groups, &from_dir)
+            || !may_change_names(owner, &groups, &to_dir)
+        {
+            return None;
+        }
+        let (ino, target) = {
+            let inodes = self.inodes.lock();
+            (
+                inodes.child(parent, name)?,
+                inodes.child(new_parent, new_name),
+            )
+        };
+        if replaces {
+            let not_dir = |i: Ino| self.kind_of(i).is_some_and(|k| k != libc::S_IFDIR);
+            if flags != 0 || !not_dir(ino) || !target.is_some_and(not_dir) {
+                return None;
+            }
+        }
+        let req = proto::RenameRequest {
+            parent: self.path(parent).ok()?.into(),
+            name: Bytes::copy_from_slice(name),
+            new_parent: self.path(new_parent).ok()?.into(),
+            new_name: Bytes::copy_from_slice(new_name),
+            flags,
+        };
+        {
+            let mut known = self.known.lock();
+            known.removed(parent, name);
+            known.added(new_parent, new_name);
+        }
+        self.inodes
+            .lock()
+            .moved(ino, (parent, name), (new_parent, new_name));
+        {
+            let mut attrs = self.attrs.lock();
+            for i in [parent, new_parent, ino].into_iter().chain(target) {
+                attrs.forget(i);
+            }
+        }
+        let t = now();
+        let attr = self.pending.update(ino, |a| a.ctime = Some(t));
+        let what = format!("rename {}", String::from_utf8_lossy(name));
+        self.send_behind::<rpc::Rename>(ino, attr, &req, what, |_, _| None);
+        Some(())
+    }
+
+    /// unlink(2)/rmdir(2) answered locally: the name known present in a leased directory;
+    /// a directory only if leased and known empty.
+    pub(super) fn remove_here(self: &Arc<Self>, parent: Ino, name: &[u8], dir: bool) -> Option<()> {
+        let _gate = self.lease_gate.lock();
+        if !self.wants_leases() {
+            return None;
+        }
+        let ino = self.inodes.lock().child(parent, name)?;
+        let parent_attr = {
+            let known = self.known.lock();
+            if known.has_name(parent, name) != Some(true) || (dir && !known.leased_empty(ino)) {
+                return None;
+            }
+            known.dir_attr(parent)?
+        };
+        let (owner, groups) = self.caller_owner()?;
+        if !may_change_names(owner, &groups, &parent_attr) {
+            return None;
+        }
+        let req = proto::RemoveRequest {
+            parent: self.path(parent).ok()?.into(),
+            name: Bytes::copy_from_slice(name),
+            dir,
+        };
+        {
+            let mut known = self.known.lock();
+            known.removed(parent, name);
+            if dir {
+                known.forget(ino);
+            }
+        }
+        self.inodes.lock().remove_name(parent, name);
+        {
+            let mut attrs = self.attrs.lock();
+            attrs.forget(parent);
+            attrs.forget(ino);
+        }
+        let attr = self
+            .pending
+            .update(ino, |a| a.nlink = a.nlink.saturating_sub(1));
+        let what = format!("remove {}", String::from_utf8_lossy(name));
+        self.send_behind::<rpc::Remove>(ino, attr, &req, what, |_, _| None);
+        Some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn who_may_change_names() {
+        let dir = DirAttr {
+            mode: libc::S_IFDIR | 0o755,
+            uid: 1000,
+            gid: 100,
+        };
+        assert!(may_change_names((1000, 100), &[], &dir));
+        assert!(!may_change_names((1001, 100), &[], &dir));
+        assert!(may_change_names((0, 0), &[], &dir));
+        let group = DirAttr {
+            mode: libc::S_IFDIR | 0o775,
+            ..dir
+        };
+        assert!(may_change_names((1001, 5), &[100], &group));
+        let sticky = DirAttr {
+            mode: libc::S_IFDIR | 0o1777,
+            ..dir
+        };
+        assert!(!may_change_names((1001, 5), &[], &sticky));
+    }
+}
