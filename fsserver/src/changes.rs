@@ -96,6 +96,20 @@ impl Hub {
         }
     }
 
+    /// Tells every connection under `dir` of changes made on the server's disk directly.
+    pub fn publish_local(&self, dir: &std::path::Path, changes: Vec<proto::Change>) {
+        if changes.is_empty() {
+            return;
+        }
+        if let Some(tx) = self.others(dir, false) {
+            let _ = tx.send(Published {
+                origin: u64::MAX,
+                changes: Arc::new(changes),
+                recall: None,
+            });
+        }
+    }
+
     /// Asks session `holder`, connected under `dir`, to give back its lease on `path`.
     pub fn recall(&self, dir: &std::path::Path, holder: crate::leases::Holder, path: bytes::Bytes) {
         let _ = self.channel(dir).send(Published {

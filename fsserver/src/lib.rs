@@ -25,6 +25,8 @@ pub mod config;
 pub mod connection;
 pub mod control;
 pub mod credentials;
+#[allow(unsafe_code)]
+pub mod disk_watch;
 pub mod error;
 pub mod export;
 pub mod handles;

@@ -50,7 +50,7 @@ pub(super) async fn reconnect(weak: Weak<Shared>, generation: u64) {
                         }
                     }
                 };
-                let resend = shared.publish_and_resend(link.clone());
+                let resend = shared.publish_and_resend(link.clone(), welcome.resumed);
                 let mut st = shared.stats.lock();
                 st.reconnects += 1;
                 st.resumed += welcome.resumed as u64;

@@ -124,12 +124,18 @@ impl Shared {
     /// unanswered, oldest first, before any call made after: the server sees requests in
     /// the order they were made (a call that queued its frame on the old connection just
     /// before may send it again after these; the server's reply cache answers it once).
-    /// Returns the requests sent again.
-    pub fn publish_and_resend(&self, link: Link) -> Vec<protocol::Frame> {
+    /// On a new session (`resumed` false: the server restarted and forgot its replies), a
+    /// request that may have run before is made to run again harmlessly (see
+    /// `replayable_anew`). Returns the requests sent again.
+    pub fn publish_and_resend(&self, link: Link, resumed: bool) -> Vec<protocol::Frame> {
         let mut current = self.link.lock();
         let resend = self.pending.unanswered();
         for frame in &resend {
-            if link.tx.send(frame.clone()).is_err() {
+            let frame = match resumed {
+                true => frame.clone(),
+                false => replayable_anew(frame),
+            };
+            if link.tx.send(frame).is_err() {
                 break;
             }
         }
@@ -158,5 +164,64 @@ impl Shared {
             self.pending.count()
         );
         tokio::spawn(reconnect(Arc::downgrade(self), generation + 1));
+    }
+}
+
+/// `frame` as sent again to a server that may have run it before it restarted: a create
+/// loses O_EXCL (it may have made the file already; what is created exclusively was
+/// checked missing when the request was first sent). The flags are overridden by appending
+/// the field again (a later protobuf field replaces an earlier one), so the rest of the
+/// message, the caller's credentials included, stays as it was.
+pub fn replayable_anew(frame: &protocol::Frame) -> protocol::Frame {
+    use prost::Message;
+    if frame.cmd != protocol::Command::Create.code() {
+        return frame.clone();
+    }
+    let Ok(req) = frame.decode_msg::<proto::CreateRequest>("CreateRequest") else {
+        return frame.clone();
+    };
+    if req.flags & libc::O_EXCL as u32 == 0 {
+        return frame.clone();
+    }
+    let fix = proto::CreateRequest {
+        flags: req.flags & !(libc::O_EXCL as u32),
+        ..Default::default()
+    };
+    let mut msg = frame.msg.to_vec();
+    msg.extend_from_slice(&fix.encode_to_vec());
+    let mut out = frame.clone();
+    out.msg = msg.into();
+    out
+}
+
+#[cfg(test)]
+mod replay_tests {
+    use super::*;
+
+    #[test]
+    fn a_create_sent_again_to_a_new_session_is_not_exclusive_and_keeps_its_credentials() {
+        let req = proto::CreateRequest {
+            name: "f".into(),
+            flags: (libc::O_CREAT | libc::O_EXCL | libc::O_RDWR) as u32,
+            handle: 7,
+            ..Default::default()
+        };
+        let who = proto::Credentials {
+            uid: 1000,
+            gid: 100,
+            groups: vec![],
+        };
+        let msg = protocol::credentials::attach(prost::Message::encode_to_vec(&req).into(), &who);
+        let frame = protocol::Frame::request_bytes(
+            protocol::Command::Create,
+            protocol::StreamId(3),
+            msg,
+            bytes::Bytes::new(),
+        );
+        let again = replayable_anew(&frame);
+        let decoded: proto::CreateRequest = again.decode_msg("CreateRequest").unwrap();
+        assert_eq!(decoded.flags, (libc::O_CREAT | libc::O_RDWR) as u32);
+        assert_eq!((decoded.handle, &decoded.name[..]), (7, &b"f"[..]));
+        assert_eq!(protocol::credentials::of(&again.msg).unwrap(), Some(who));
     }
 }

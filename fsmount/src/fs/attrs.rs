@@ -112,7 +112,8 @@ impl Fs {
     fn behind_writes(&self, ino: Ino, fh: Option<Fh>) -> Option<Fh> {
         let wb = self.writeback.as_ref()?;
         let h = wb.only_handle(ino)?;
-        if fh.is_some_and(|f| f != h) {
+        // Closed already (its Close was queued behind the writes): not through it.
+        if fh.is_some_and(|f| f != h) || self.open_files.ino_of(h).is_none() {
             return None;
         }
         if let Some(c) = &self.coalescer {

@@ -111,6 +111,8 @@ impl Fs {
     /// The server lost this mount's session (it restarted): it holds no lease of ours.
     pub(super) fn leases_lost(&self) {
         let _gate = self.lease_gate.lock();
+        self.sessions_lost
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.known.lock().unlease_all();
     }
 

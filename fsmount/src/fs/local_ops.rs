@@ -150,15 +150,19 @@ impl Fs {
     /// Sends `req` ORDERED for an operation already answered about `ino` (`attr`: its
     /// predicted attributes, None to keep them), and records its outcome when the reply
     /// comes: `bind` takes the reply and returns the server's attributes, if it has them.
+    /// `done_already`: the errno that means the request had run before the server
+    /// restarted (it was sent again to the new session), which is then no failure.
     fn send_behind<C: Rpc>(
         self: &Arc<Self>,
-        ino: Ino,
-        attr: Option<proto::Attr>,
+        (ino, attr): (Ino, Option<proto::Attr>),
         req: &C::Request,
-        what: String,
+        (what, done_already): (String, i32),
         bind: impl FnOnce(&Fs, &C::Reply) -> Option<proto::Attr> + Send + 'static,
     ) {
         self.pending.start(ino, attr);
+        let epoch = self
+            .sessions_lost
+            .load(std::sync::atomic::Ordering::Relaxed);
         let call = self.remote.call_ordered(
             C::COMMAND,
             req.encode_to_vec().into(),
@@ -169,6 +173,12 @@ impl Fs {
         tokio::spawn(async move {
             let outcome = match call.await.and_then(|f| decode::<C>(&f)) {
                 Ok(reply) => Ok(bind(&fs, &reply)),
+                Err(crate::client::ClientError::Remote { errno, .. })
+                    if errno == done_already
+                        && fs.sessions_lost.load(std::sync::atomic::Ordering::Relaxed) != epoch =>
+                {
+                    Ok(None)
+                }
                 Err(e) => {
                     let errno = super::FsError::from(e).errno();
                     let what = format!("{what}: {}", std::io::Error::from_raw_os_error(errno));
@@ -219,7 +229,7 @@ impl Fs {
             handle: fh.0,
         };
         let what = format!("create {}", String::from_utf8_lossy(name));
-        self.send_behind::<rpc::Create>(ino, Some(attr), &req, what, move |fs, r| {
+        self.send_behind::<rpc::Create>((ino, Some(attr)), &req, (what, 0), move |fs, r| {
             let a = r.attr?;
             fs.inodes.lock().bind(ino, &a);
             Some(a)
@@ -262,7 +272,8 @@ impl Fs {
             want_lease: true,
         };
         let what = format!("mkdir {}", String::from_utf8_lossy(name));
-        self.send_behind::<rpc::Mkdir>(ino, Some(attr), &req, what, move |fs, r| {
+        let what = (what, libc::EEXIST);
+        self.send_behind::<rpc::Mkdir>((ino, Some(attr)), &req, what, move |fs, r| {
             if r.lease_ms == 0 {
                 tracing::warn!("the server did not grant the lease of a directory made under one");
                 fs.known.lock().unlease(ino);
@@ -298,7 +309,8 @@ impl Fs {
             target: Bytes::copy_from_slice(target),
         };
         let what = format!("symlink {}", String::from_utf8_lossy(name));
-        self.send_behind::<rpc::Symlink>(ino, Some(attr), &req, what, move |fs, r| {
+        let what = (what, libc::EEXIST);
+        self.send_behind::<rpc::Symlink>((ino, Some(attr)), &req, what, move |fs, r| {
             let a = r.attr?;
             fs.inodes.lock().bind(ino, &a);
             Some(a)
@@ -391,13 +403,8 @@ impl Fs {
             mtime: change.mtime,
         };
         self.attrs.lock().forget(ino);
-        self.send_behind::<rpc::SetAttr>(
-            ino,
-            Some(attr),
-            &req,
-            format!("setattr of inode {ino}"),
-            |_, r| r.attr,
-        );
+        let what = (format!("setattr of inode {ino}"), 0);
+        self.send_behind::<rpc::SetAttr>((ino, Some(attr)), &req, what, |_, r| r.attr);
         Some(attr)
     }
 
@@ -477,7 +484,8 @@ impl Fs {
         let t = now();
         let attr = self.pending.update(ino, |a| a.ctime = Some(t));
         let what = format!("rename {}", String::from_utf8_lossy(name));
-        self.send_behind::<rpc::Rename>(ino, attr, &req, what, |_, _| None);
+        let what = (what, libc::ENOENT);
+        self.send_behind::<rpc::Rename>((ino, attr), &req, what, |_, _| None);
         Some(())
     }
 
@@ -522,7 +530,8 @@ impl Fs {
             .pending
             .update(ino, |a| a.nlink = a.nlink.saturating_sub(1));
         let what = format!("remove {}", String::from_utf8_lossy(name));
-        self.send_behind::<rpc::Remove>(ino, attr, &req, what, |_, _| None);
+        let what = (what, libc::ENOENT);
+        self.send_behind::<rpc::Remove>((ino, attr), &req, what, |_, _| None);
         Some(())
     }
 }

@@ -160,6 +160,8 @@ pub struct Fs {
     owners: Mutex<std::collections::HashMap<(u32, u32), (u32, u32)>>,
     /// The server's lease time, as it last said (ms; 0: not yet).
     lease_ms: std::sync::atomic::AtomicU64,
+    /// Server sessions lost so far (the server restarted: requests in flight ran again).
+    sessions_lost: std::sync::atomic::AtomicU64,
 }
 
 impl Fs {
@@ -193,6 +195,7 @@ impl Fs {
             lease_gate: Mutex::new(()),
             owners: Default::default(),
             lease_ms: Default::default(),
+            sessions_lost: Default::default(),
         }
     }
 

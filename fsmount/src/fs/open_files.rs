@@ -152,6 +152,9 @@ impl Fs {
     /// locally): the Close is queued behind its writes (the server runs it after them) and
     /// not waited for; failures were reported by flush, or are kept for `fsmount sync`.
     fn release_behind(&self, ino: Ino, fh: Fh) -> Result<()> {
+        // A setattr answered locally picks the handle to send through under the gate:
+        // this Close cannot slip in between.
+        let _gate = self.lease_gate.lock();
         if let Some(c) = &self.coalescer {
             c.flush_ino(ino);
         }
