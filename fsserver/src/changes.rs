@@ -5,8 +5,9 @@
 //!
 //! What a request changed is worked out from the request itself (`of_request`): names in a
 //! directory (create, mkdir, mknod, symlink, link, remove, rename), an object by path
-//! (setattr, xattrs, link) or, for handles, by identity (setattr through a handle; a handle
-//! that was written, at its fsync or close: close-to-open). One broadcast channel per export
+//! (setattr, xattrs, link) or, for handles, by identity (a setattr, write, fallocate or
+//! copy_range through a handle, told before its reply: a writer's close, which waits for
+//! its writes, returns after others were told). One broadcast channel per export
 //! directory, bounded: a connection that falls behind gets "everything changed" instead.
 
 use std::collections::HashMap;
@@ -206,28 +207,16 @@ pub fn of_request(frame: &Frame) -> Vec<proto::Change> {
     decoded.unwrap_or_default()
 }
 
-/// How a request on a handle (as `ordering::on_handle` decoded it) bears on telling
-/// others: (handle, a setattr at once; writes when the handle's fsync or close settles them).
-pub fn handle_change(on: Option<(Command, u64)>) -> Option<(u64, HandleChange)> {
+/// The handle through which a request (as `ordering::on_handle` decoded it) changes its
+/// file: a setattr, a write, fallocate or copy_range. Told at once, before the reply: a
+/// writer's close (which waits for its writes) returns after the others were told, so
+/// close-to-open holds for them without waiting for the handle's Close.
+pub fn handle_change(on: Option<(Command, u64)>) -> Option<u64> {
     let (cmd, handle) = on?;
-    let change = match cmd {
-        Command::Write | Command::Fallocate | Command::CopyRange => HandleChange::Dirtied,
-        Command::SetAttr => HandleChange::Now,
-        Command::Fsync | Command::Close => HandleChange::Settled,
-        _ => return None,
-    };
-    Some((handle, change))
-}
-
-/// How a request on a handle bears on telling others.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HandleChange {
-    /// The file changed now: tell at once.
-    Now,
-    /// The file's data changed: tell at the handle's fsync or close.
-    Dirtied,
-    /// Fsync or close: tell now if the handle changed the data since the last time.
-    Settled,
+    match cmd {
+        Command::Write | Command::Fallocate | Command::CopyRange | Command::SetAttr => Some(handle),
+        _ => None,
+    }
 }
 
 /// The change of the object open as `file`, by identity.
@@ -278,7 +267,7 @@ mod tests {
                 Command::SetAttr,
                 &by_handle
             ))),
-            Some((4, HandleChange::Now))
+            Some(4)
         );
         let write = proto::WriteRequest {
             handle: 4,
@@ -286,12 +275,12 @@ mod tests {
         };
         assert_eq!(
             handle_change(crate::ordering::on_handle(&request(Command::Write, &write))),
-            Some((4, HandleChange::Dirtied))
+            Some(4)
         );
         let close = proto::CloseRequest { handle: 4 };
         assert_eq!(
             handle_change(crate::ordering::on_handle(&request(Command::Close, &close))),
-            Some((4, HandleChange::Settled))
+            None
         );
         let read = proto::LookupRequest {
             path: Bytes::from_static(b"a"),

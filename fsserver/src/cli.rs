@@ -113,6 +113,11 @@ pub struct Args {
     /// and attribute changes there itself; 0 grants none (every mount asks the server).
     #[arg(long, value_name = "TIME", default_value = "30", value_parser = config::parse_duration)]
     pub lease_time: Duration,
+    /// Do not watch the exports' filesystems (fanotify) for changes made there directly,
+    /// other than through fsserver; clients then see such changes after their timeouts.
+    /// Watching needs root (CAP_SYS_ADMIN); without it fsserver says so and goes on.
+    #[arg(long)]
+    pub no_disk_watch: bool,
     /// How long another client's request waits for a recalled lease to be given back
     /// before the lease is revoked and the request goes ahead.
     #[arg(long, value_name = "TIME", default_value = "5", value_parser = config::parse_duration)]

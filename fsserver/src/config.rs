@@ -44,6 +44,8 @@ pub struct File {
     pub write_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
     pub drain_timeout: Option<Duration>,
+    /// `--no-disk-watch` when false.
+    pub disk_watch: Option<bool>,
     /// `--lease-time`, `--recall-timeout`.
     #[serde(default, deserialize_with = "duration")]
     pub lease_time: Option<Duration>,

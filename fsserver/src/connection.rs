@@ -22,7 +22,7 @@ use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 
 use crate::admission::Pending;
-use crate::changes::{self, HandleChange};
+use crate::changes;
 use crate::cmd::{self, Ctx};
 use crate::leases;
 use crate::ordering::HandleOrder;
@@ -107,8 +107,11 @@ pub async fn serve(
         read_only: auth.read_only,
         sendfile: opened_plain && shared.config.sendfile,
         // Leases need notifications: a recall comes as one.
-        leases: (auth.notify && shared.leases.enabled())
-            .then(|| (shared.leases.clone(), Bytes::from(auth.session_id.clone()))),
+        leases: (auth.notify && shared.leases.enabled()).then(|| leases::LeaseHolder {
+            leases: shared.leases.clone(),
+            session: Bytes::from(auth.session_id.clone()),
+            token: auth.token.as_str().into(),
+        }),
     };
     let me: leases::Holder = Bytes::from(auth.session_id.clone());
     // Other clients' changes, forwarded as Notify frames to a client that asked for them.
@@ -117,7 +120,6 @@ pub async fn serve(
         let rx = shared.changes.subscribe(&ctx.export.dir);
         tokio::spawn(forward_changes(rx, conn_id, me.clone(), tx.clone()))
     });
-    let mut dirtied = std::collections::HashSet::new();
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
     let token_share = shared.token_share(&auth.token);
     let mut writer_result = None;
@@ -170,18 +172,8 @@ pub async fn serve(
         };
         let on_handle = crate::ordering::on_handle(&frame);
         let mut turn = order.turn_on(on_handle, frame.flags.contains(Flags::ORDERED));
-        // Through a handle: told at once (setattr), or when its writes settle (fsync, close).
-        let told_by_handle = match changes::handle_change(on_handle) {
-            Some((h, HandleChange::Now)) => Some(h),
-            Some((h, HandleChange::Dirtied)) => {
-                if dirtied.len() < MAX_DIRTIED || dirtied.contains(&h) {
-                    dirtied.insert(h);
-                }
-                None
-            }
-            Some((h, HandleChange::Settled)) => dirtied.remove(&h).then_some(h),
-            None => None,
-        };
+        // A change through a handle (setattr, write): told by identity.
+        let told_by_handle = changes::handle_change(on_handle);
         let (ctx, tx, session) = (ctx.clone(), tx.clone(), session.clone());
         let (unsent, stats, shared) = (unsent.clone(), stats.clone(), shared.clone());
         let subscribed = forwarder.is_some();
@@ -290,10 +282,6 @@ fn without_prefetch(reply: &Frame) -> std::borrow::Cow<'_, Frame> {
     }
 }
 
-/// Handles remembered as written and not yet settled, per connection (beyond this, new
-/// ones are not remembered: their writers' close tells nobody).
-const MAX_DIRTIED: usize = 65536;
-
 /// Forwards other connections' changes to this client as Notify frames until the
 /// connection ends (the caller aborts it); a client too far behind is told everything
 /// changed.
@@ -372,14 +360,14 @@ async fn run_request(ctx: Ctx, frame: Frame, shared: &Shared) -> (Frame, Option<
     let started = std::time::Instant::now();
     let leases = ctx.leases.clone();
     let export = ctx.export.dir.clone();
-    let granted = leases.as_ref().and_then(|(leases, holder)| {
+    let granted = leases.as_ref().and_then(|h| {
         let dir = leases::wanted(&frame)?;
-        let ms = leases.grant(&export, &dir, holder);
+        let ms = h.leases.grant(&export, &dir, &h.session, &h.token);
         (ms > 0).then_some((dir, ms))
     });
     let renamed = leases
         .as_ref()
-        .filter(|(l, _)| l.held() > 0 && cmd == Command::Rename.code())
+        .filter(|h| h.leases.held() > 0 && cmd == Command::Rename.code())
         .and_then(|_| {
             frame
                 .decode_msg::<proto::RenameRequest>("RenameRequest")
@@ -389,20 +377,20 @@ async fn run_request(ctx: Ctx, frame: Frame, shared: &Shared) -> (Frame, Option<
         tokio::task::spawn_blocking(move || cmd::dispatch(&ctx, frame.cmd, frame.msg, frame.data))
             .await;
     let ok = matches!(result, Ok(Ok(_)));
-    if let Some((leases, holder)) = &leases {
+    if let Some(h) = &leases {
         if let (Some((dir, _)), false) = (&granted, ok) {
-            leases.returned(&export, holder, std::slice::from_ref(dir));
+            h.leases
+                .returned(&export, &h.session, std::slice::from_ref(dir));
         }
         if let (Some(r), true) = (renamed, ok) {
-            let from = leases::join(&r.parent, &r.name);
-            leases.renamed(
-                &export,
-                holder,
-                &from,
-                &leases::join(&r.new_parent, &r.new_name),
+            let (from, to) = (
+                leases::join(&r.parent, &r.name),
+                leases::join(&r.new_parent, &r.new_name),
             );
+            h.leases.renamed(&export, &h.session, &from, &to);
         }
     }
+
     let result = match (result, granted) {
         (Ok(Ok(mut reply)), Some((_, ms))) => {
             if let Ok(c) = Command::try_from(cmd) {

@@ -33,6 +33,7 @@ const MASK: u64 = libc::FAN_CREATE
 const BATCH: usize = 256;
 
 /// A fanotify group watching the filesystems of the exports.
+#[derive(Debug)]
 pub struct DiskWatch {
     fd: OwnedFd,
     /// Filesystems marked: device number, fanotify's fsid, and a directory open on it

@@ -27,12 +27,22 @@ pub const MAX_PER_SESSION: usize = 65_536;
 /// Who holds a lease: the session's id.
 pub type Holder = Bytes;
 
+/// A connection's side of leasing: the server's leases, its session, its token.
+#[derive(Debug, Clone)]
+pub struct LeaseHolder {
+    pub leases: std::sync::Arc<Leases>,
+    pub session: Holder,
+    pub token: std::sync::Arc<str>,
+}
+
 /// (export directory, export-relative path of the leased directory).
 type Key = (PathBuf, Vec<u8>);
 
 #[derive(Debug)]
 struct Lease {
     holder: Holder,
+    /// The holder's token: one that lets a recall time out gets no leases for a while.
+    token: std::sync::Arc<str>,
     expires: Instant,
     /// Dropped when the lease ends (returned, revoked, expired): wakes whoever waits for it.
     gone: watch::Sender<()>,
@@ -52,6 +62,8 @@ pub struct Leases {
     /// Leases revoked because the holder did not return them in time.
     pub revoked: AtomicUsize,
     pub recalls: AtomicUsize,
+    /// Tokens whose holder let a recall time out, and until when they get no lease.
+    penalized: Mutex<HashMap<std::sync::Arc<str>, Instant>>,
 }
 
 /// A lease to recall before a request may run: tell `holder`, then wait on `gone`.
@@ -72,6 +84,7 @@ impl Leases {
             count: AtomicUsize::new(0),
             revoked: AtomicUsize::new(0),
             recalls: AtomicUsize::new(0),
+            penalized: Mutex::new(HashMap::new()),
         }
     }
 
@@ -84,13 +97,30 @@ impl Leases {
         self.count.load(Ordering::Relaxed)
     }
 
-    /// Grants `holder` the lease on `path` under `export` (or renews it); the lease time in
-    /// milliseconds, or 0 if refused (the root, leases off, too many, held by another).
-    pub fn grant(&self, export: &Path, path: &[u8], holder: &Holder) -> u32 {
+    /// Grants `holder` (of `token`) the lease on `path` under `export` (or renews it); the
+    /// lease time in milliseconds, or 0 if refused (the root, leases off, too many, held by
+    /// another, the token let a recall time out lately).
+    pub fn grant(
+        &self,
+        export: &Path,
+        path: &[u8],
+        holder: &Holder,
+        token: &std::sync::Arc<str>,
+    ) -> u32 {
         if !self.enabled() || path.is_empty() {
             return 0;
         }
         let now = Instant::now();
+        {
+            let mut penalized = self.penalized.lock();
+            match penalized.get(token) {
+                Some(until) if *until > now => return 0,
+                Some(_) => {
+                    penalized.remove(token);
+                }
+                None => {}
+            }
+        }
         let mut table = self.table.lock();
         let key = (export.to_path_buf(), path.to_vec());
         match table.get_mut(&key) {
@@ -110,6 +140,7 @@ impl Leases {
         }
         let lease = Lease {
             holder: holder.clone(),
+            token: token.clone(),
             expires: now + self.time,
             gone: watch::channel(()).0,
             recalled: false,
@@ -185,10 +216,13 @@ impl Leases {
         .is_ok();
         if !returned {
             let mut table = self.table.lock();
-            if table
-                .get(&recall.key)
-                .is_some_and(|l| l.holder == recall.holder)
-            {
+            if let Some(l) = table.get(&recall.key).filter(|l| l.holder == recall.holder) {
+                // Its token gets no lease for twice the lease time.
+                let mut penalized = self.penalized.lock();
+                if penalized.len() < MAX_PER_SESSION {
+                    penalized.insert(l.token.clone(), Instant::now() + 2 * self.time);
+                }
+                drop(penalized);
                 table.remove(&recall.key);
                 self.revoked.fetch_add(1, Ordering::Relaxed);
             }
@@ -335,6 +369,10 @@ mod tests {
         Bytes::from(vec![n; 16])
     }
 
+    fn token(n: u8) -> std::sync::Arc<str> {
+        format!("t{n}").into()
+    }
+
     #[test]
     fn prefixes_of_a_path() {
         let p: Vec<&[u8]> = prefixes(b"a/b/c").collect();
@@ -347,12 +385,16 @@ mod tests {
         let leases = Leases::new(Duration::from_secs(30), Duration::from_millis(50));
         let e = Path::new("/x");
         assert_eq!(
-            leases.grant(e, b"", &holder(1)),
+            leases.grant(e, b"", &holder(1), &token(1)),
             0,
             "the root is never leased"
         );
-        assert!(leases.grant(e, b"d", &holder(1)) > 0);
-        assert_eq!(leases.grant(e, b"d", &holder(2)), 0, "held by another");
+        assert!(leases.grant(e, b"d", &holder(1), &token(1)) > 0);
+        assert_eq!(
+            leases.grant(e, b"d", &holder(2), &token(2)),
+            0,
+            "held by another"
+        );
         assert!(leases.conflicts(e, &holder(1), &["d/f".into()]).is_empty());
         assert!(leases
             .conflicts(e, &holder(2), &["e/f".into(), "dd".into()])
@@ -364,7 +406,12 @@ mod tests {
         let r = found.into_iter().next().unwrap();
         assert!(!leases.wait(r).await);
         assert_eq!(leases.held(), 0);
-        assert!(leases.grant(e, b"d", &holder(2)) > 0);
+        assert!(leases.grant(e, b"d", &holder(2), &token(2)) > 0);
+        assert_eq!(
+            leases.grant(e, b"x", &holder(3), &token(1)),
+            0,
+            "a token that let a recall time out gets no lease for a while"
+        );
     }
 
     #[tokio::test]
@@ -374,7 +421,7 @@ mod tests {
             Duration::from_secs(30),
         ));
         let e = Path::new("/x");
-        leases.grant(e, b"d", &holder(1));
+        leases.grant(e, b"d", &holder(1), &token(1));
         let r = leases
             .conflicts(e, &holder(2), &["d".into()])
             .pop()
@@ -392,8 +439,8 @@ mod tests {
     fn leases_follow_their_directory_renamed_by_the_holder() {
         let leases = Leases::new(Duration::from_secs(30), Duration::from_secs(1));
         let e = Path::new("/x");
-        leases.grant(e, b"a/b", &holder(1));
-        leases.grant(e, b"ab", &holder(1));
+        leases.grant(e, b"a/b", &holder(1), &token(1));
+        leases.grant(e, b"ab", &holder(1), &token(1));
         leases.renamed(e, &holder(1), b"a", b"z");
         assert_eq!(leases.conflicts(e, &holder(2), &["z/b/f".into()]).len(), 1);
         assert_eq!(leases.conflicts(e, &holder(2), &["ab".into()]).len(), 1);

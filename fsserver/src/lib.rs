@@ -150,6 +150,8 @@ pub struct Shared {
     pub changes: changes::Hub,
     /// Directory leases granted to clients (see `leases`).
     pub leases: Arc<leases::Leases>,
+    /// Changes made on the exports' disks directly, if watched (see `disk_watch`).
+    pub disk_watch: std::sync::OnceLock<Arc<disk_watch::DiskWatch>>,
     /// Per token, the workers its connections may use together.
     token_shares:
         parking_lot::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
@@ -180,6 +182,7 @@ impl Shared {
             token_shares: Default::default(),
             changes: Default::default(),
             leases,
+            disk_watch: std::sync::OnceLock::new(),
         }
     }
 
@@ -199,6 +202,24 @@ impl Shared {
         Some(share)
     }
 
+    /// Watches the exports' disks for changes made there directly (logged if it cannot).
+    pub fn watch_disks(self: &Arc<Self>) {
+        let Some(w) = disk_watch::DiskWatch::new() else {
+            return;
+        };
+        for served in self.state().exports.values() {
+            w.watch(&served.export.dir);
+        }
+        let _ = self.disk_watch.set(w.clone());
+        let shared = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("fsserver-disk-watch".into())
+            .spawn(move || w.run(shared));
+        if let Err(e) = spawned {
+            tracing::warn!("no thread to watch the exports' disks: {e}");
+        }
+    }
+
     /// What is served now.
     pub fn state(&self) -> Arc<config::State> {
         self.state.read().clone()
@@ -210,6 +231,11 @@ impl Shared {
     pub fn reload(&self, new: config::State) -> usize {
         let new = Arc::new(new);
         *self.state.write() = new.clone();
+        if let Some(w) = self.disk_watch.get() {
+            for served in new.exports.values() {
+                w.watch(&served.export.dir);
+            }
+        }
         self.stats
             .reloads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

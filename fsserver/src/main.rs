@@ -206,6 +206,7 @@ fn main() -> Result<()> {
         set(&mut args.write_timeout, f.write_timeout);
         set(&mut args.drain_timeout, f.drain_timeout);
         set(&mut args.lease_time, f.lease_time);
+        args.no_disk_watch |= f.disk_watch == Some(false);
         set(&mut args.recall_timeout, f.recall_timeout);
         args.max_connections = f.max_connections.unwrap_or(args.max_connections);
         args.max_in_flight = f.max_in_flight.unwrap_or(args.max_in_flight);
@@ -264,6 +265,9 @@ fn main() -> Result<()> {
         Transport::tls(tls::server_config(chain, key)?)
     };
     let shared = Arc::new(Shared::new(state, config, transport));
+    if !args.no_disk_watch {
+        shared.watch_disks();
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

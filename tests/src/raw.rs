@@ -107,6 +107,11 @@ impl RawClient {
         Self::in_session_as(addr, Mode::Tls, export, token, session_id)
     }
 
+    /// `authenticated`, asking for change notifications (and so eligible for leases).
+    pub fn notified(addr: &str, export: &str, token: &[u8]) -> Result<RawClient, String> {
+        Self::handshake(addr, Mode::Tls, export, token, &[], true).map(|(c, _)| c)
+    }
+
     /// `in_session` over `mode`.
     pub fn in_session_as(
         addr: &str,
@@ -114,6 +119,17 @@ impl RawClient {
         export: &str,
         token: &[u8],
         session_id: &[u8],
+    ) -> Result<(RawClient, proto::AuthReply), String> {
+        Self::handshake(addr, mode, export, token, session_id, false)
+    }
+
+    fn handshake(
+        addr: &str,
+        mode: Mode,
+        export: &str,
+        token: &[u8],
+        session_id: &[u8],
+        notify: bool,
     ) -> Result<(RawClient, proto::AuthReply), String> {
         let mut c = RawClient::connect_as(addr, mode);
         let binding = c.binding.clone();
@@ -123,7 +139,7 @@ impl RawClient {
             .decode_msg("Challenge")
             .unwrap();
         let client_nonce = [7u8; auth::NONCE_LEN];
-        let req = auth::answer(
+        let mut req = auth::answer(
             &challenge,
             token,
             &binding,
@@ -131,6 +147,7 @@ impl RawClient {
             &client_nonce,
             session_id,
         );
+        req.notify = notify;
         c.send(Frame::request(
             Command::Auth,
             StreamId::CONTROL,

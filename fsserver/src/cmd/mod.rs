@@ -36,7 +36,7 @@ pub struct Ctx {
     /// Read replies may go out with sendfile(2) (a plain TCP connection, not disabled).
     pub sendfile: bool,
     /// The server's leases and this session's id, if the client may hold leases.
-    pub leases: Option<(Arc<crate::leases::Leases>, crate::leases::Holder)>,
+    pub leases: Option<crate::leases::LeaseHolder>,
 }
 
 impl Ctx {

@@ -1,0 +1,205 @@
+//! Directory leases between two mounts of one export. Mount A reaches the server through a
+//! proxy that adds 50 ms of round trip, so what it answers locally under a lease is still
+//! on its way when mount B looks: B's request recalls the lease, A sends what it owes, and
+//! B sees all of it at once after A's calls returned (no timeouts, no retries). A conflict
+//! on a leased directory loses neither side's change; a client that never gives a lease
+//! back holds others up only until the recall timeout.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use e2e_tests::raw::RawClient;
+use e2e_tests::{require_mount_support, Mount, Server};
+use protocol::Command as Cmd;
+
+const LONG: [&str; 3] = ["attr_timeout=60", "entry_timeout=60", "negative_timeout=60"];
+/// The proxy's delay each way.
+const ONE_WAY_MS: u64 = 25;
+const RTT: Duration = Duration::from_millis(2 * ONE_WAY_MS);
+
+/// `delay_proxy` in front of `target`, ended when dropped.
+struct Delay {
+    child: Child,
+    addr: String,
+}
+
+impl Delay {
+    fn start(target: &str) -> Delay {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_delay_proxy"))
+            .args([target, &ONE_WAY_MS.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start delay_proxy");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .expect("delay_proxy says where it listens")
+            .to_string();
+        Delay { child, addr }
+    }
+}
+
+impl Drop for Delay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn mode(p: &std::path::Path) -> u32 {
+    fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn what_a_lease_holder_answered_itself_is_seen_by_another_mount_right_after() {
+    require_mount_support();
+    let server = Server::start(&[]);
+    let slow = Delay::start(&server.addr);
+    let a = Mount::via(&server, &slow.addr, "data", &LONG);
+    let b = Mount::new(&server, "data", &LONG);
+    let (pa, pb) = (a.path.clone(), b.path.clone());
+
+    // The mkdir goes to the server (the root is never leased) and brings d's lease.
+    fs::create_dir(pa.join("d")).unwrap();
+    let started = Instant::now();
+    for i in 0..20 {
+        fs::write(pa.join(format!("d/f{i}")), format!("file {i}")).unwrap();
+    }
+    fs::set_permissions(pa.join("d/f3"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::rename(pa.join("d/f1"), pa.join("d/g1")).unwrap();
+    fs::remove_file(pa.join("d/f2")).unwrap();
+    fs::create_dir(pa.join("d/sub")).unwrap();
+    fs::write(pa.join("d/sub/x"), b"deep").unwrap();
+    std::os::unix::fs::symlink("f4", pa.join("d/link")).unwrap();
+    let took = started.elapsed();
+    // 20 creates and closes, a chmod, rename, unlink, mkdir, create and symlink: with a
+    // round trip each that is 45 round trips; answered locally, far fewer.
+    assert!(
+        took < RTT * 10,
+        "answered locally: {took:?} for 46 operations at {RTT:?} round trip\n{}",
+        a.log()
+    );
+    eprintln!("46 operations through a {RTT:?} link took {took:?}");
+
+    // B looks at once: its first request into d recalls A's lease, which A gives back only
+    // after sending all of the above.
+    assert_eq!(fs::read_to_string(pb.join("d/f0")).unwrap(), "file 0");
+    assert_eq!(fs::read_to_string(pb.join("d/g1")).unwrap(), "file 1");
+    assert!(!pb.join("d/f1").exists() && !pb.join("d/f2").exists());
+    assert_eq!(mode(&pb.join("d/f3")), 0o600);
+    assert_eq!(fs::read_to_string(pb.join("d/sub/x")).unwrap(), "deep");
+    assert_eq!(
+        fs::read_link(pb.join("d/link")).unwrap().to_str(),
+        Some("f4")
+    );
+    let mut names: Vec<String> = fs::read_dir(pb.join("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 21, "{names:?}");
+    // And on the server's disk, with A's view the same.
+    let disk = server.export("data").join("d");
+    assert_eq!(fs::read_to_string(disk.join("f19")).unwrap(), "file 19");
+    assert_eq!(mode(&disk.join("f3")), 0o600);
+    assert_eq!(mode(&pa.join("d/f3")), 0o600);
+    assert_eq!(fs::metadata(pa.join("d/f7")).unwrap().len(), 6);
+    assert!(!server.log().contains("revoked"), "{}", server.log());
+}
+
+#[test]
+fn a_conflict_on_a_leased_directory_waits_for_the_recall_and_keeps_both_changes() {
+    require_mount_support();
+    let server = Server::start(&[]);
+    let slow = Delay::start(&server.addr);
+    let a = Mount::via(&server, &slow.addr, "data", &LONG);
+    let b = Mount::new(&server, "data", &LONG);
+    let (pa, pb) = (a.path.clone(), b.path.clone());
+    fs::create_dir(pa.join("d")).unwrap();
+    fs::write(pa.join("d/same"), b"from A").unwrap();
+    fs::write(pa.join("d/a"), b"A").unwrap();
+    // B writes into d while A's creates may still be on their way: B's create waits for
+    // the recall, so it comes after A's, and both files are there.
+    fs::write(pb.join("d/b"), b"B").unwrap();
+    // B overwrites A's file: it must find A's (not create a second one beside it).
+    assert_eq!(fs::read_to_string(pb.join("d/same")).unwrap(), "from A");
+    fs::write(pb.join("d/same"), b"from B").unwrap();
+    // A goes on without its lease: to the server, and sees B's changes.
+    fs::write(pa.join("d/c"), b"C").unwrap();
+    assert_eq!(fs::read_to_string(pa.join("d/b")).unwrap(), "B");
+    assert_eq!(fs::read_to_string(pa.join("d/same")).unwrap(), "from B");
+    let disk = server.export("data").join("d");
+    for (name, content) in [("a", "A"), ("b", "B"), ("c", "C"), ("same", "from B")] {
+        assert_eq!(
+            fs::read_to_string(disk.join(name)).unwrap(),
+            content,
+            "{name}"
+        );
+    }
+    assert_eq!(fs::read_to_string(pb.join("d/c")).unwrap(), "C");
+    assert!(!server.log().contains("revoked"), "{}", server.log());
+}
+
+#[test]
+fn a_client_that_never_gives_a_lease_back_holds_others_up_only_until_the_recall_timeout() {
+    require_mount_support();
+    let server = Server::start(&["--recall-timeout", "1"]);
+    fs::create_dir(server.export("data").join("d")).unwrap();
+    fs::create_dir(server.export("data").join("other")).unwrap();
+    let token = server.token();
+    // An abusive client takes d's lease and then reads nothing: the recall goes unanswered.
+    let mut abuser = RawClient::notified(&server.addr, "data", &token).unwrap();
+    let list = proto::ListRequest {
+        path: "d".into(),
+        cookie: 0,
+        max_entries: 100,
+        want_lease: true,
+    };
+    let granted: proto::ListReply = abuser.call(Cmd::List, &list).unwrap();
+    assert!(granted.lease_ms > 0, "a lease is granted");
+
+    let b = Mount::new(&server, "data", &[]);
+    let other = Mount::new(&server, "data", &[]);
+    let pb = b.path.clone();
+    let writer = std::thread::spawn(move || {
+        let t = Instant::now();
+        fs::write(pb.join("d/x"), b"x").map(|_| t.elapsed())
+    });
+    // Meanwhile, elsewhere in the export, nobody waits.
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    fs::write(other.path.join("other/y"), b"y").unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "a write outside the leased directory took {:?}",
+        t.elapsed()
+    );
+    let waited = writer.join().unwrap().expect("the write into d succeeds");
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(4),
+        "held up for the recall timeout (1 s), not more: {waited:?}"
+    );
+    assert_eq!(fs::read(server.export("data").join("d/x")).unwrap(), b"x");
+    e2e_tests::wait_until("the revocation is logged", Duration::from_secs(5), || {
+        server.log().contains("revoked")
+    });
+    // The abuser's token gets no lease for a while.
+    let mut again = RawClient::notified(&server.addr, "data", &token).unwrap();
+    let list = proto::ListRequest {
+        path: "other".into(),
+        ..list
+    };
+    let refused: proto::ListReply = again.call(Cmd::List, &list).unwrap();
+    assert_eq!(
+        refused.lease_ms, 0,
+        "no lease after letting a recall time out"
+    );
+    drop(abuser);
+}
