@@ -22,7 +22,7 @@ rtt_runs=${RTT_RUNS:-1}
 size_mib=${SIZE_MIB:-1024}
 rtt_size_mib=${RTT_SIZE_MIB:-256}
 ensure_packages fusermount3:fuse3 bindfs:bindfs sshfs:sshfs sshd:openssh-server ssh-keygen:openssh-client \
-    fio:fio rsync:rsync python3:python3
+    fio:fio rsync:rsync python3:python3 git:git
 ensure_fuse_device
 # Two commands: `--bin` would limit every selected package to that one binary.
 cargo build --release --quiet -p fsserver -p fsmount
@@ -56,6 +56,10 @@ cp -a /usr/include/linux "$S/tree/linux-headers"
 find "$S/tree" -name __pycache__ -prune -exec rm -rf {} +
 tar -cf "$S/tree.tar" -C "$S" tree
 files=$(find "$S/tree" -type f | wc -l)
+# A git repository of the tree, cloned into the mounts at 10 ms RTT.
+rm -rf "$S/repo" && cp -a "$S/tree" "$S/repo"
+git -C "$S/repo" init -q && git -C "$S/repo" add -A &&
+    git -C "$S/repo" -c user.name=bench -c user.email=bench@localhost commit -qm tree
 log "inputs: ${size_mib} MiB file, tree of $files files ($(du -sh "$S/tree" | cut -f1))"
 
 # --- peers -------------------------------------------------------------------------------
@@ -220,7 +224,10 @@ done
 # --- 10 ms round trip ---------------------------------------------------------------------
 R_COLD="seq read ${rtt_size_mib} MiB cold, 10 ms RTT"
 R_UNTAR="untar tree ($files files), 10 ms RTT"
-rtt_workloads=("$R_COLD" "$R_UNTAR")
+R_FIND="find + stat tree, cold, 10 ms RTT"
+R_RSYNC="rsync -a tree in, 10 ms RTT"
+R_GIT="git clone of the tree, 10 ms RTT"
+rtt_workloads=("$R_COLD" "$R_UNTAR" "$R_FIND" "$R_RSYNC" "$R_GIT")
 if [ -z "${SKIP_RTT:-}" ]; then
     head -c $((rtt_size_mib << 20)) "$S/big" >"$S/rtt-big"
     for r in $(seq "$rtt_runs"); do
@@ -230,8 +237,12 @@ if [ -z "${SKIP_RTT:-}" ]; then
             sync; echo 3 >/proc/sys/vm/drop_caches
             timed "$R_COLD" dd if="$B/mnt-$fs/rtt-big" of=/dev/null bs=1M status=none
             timed "$R_UNTAR" tar -xf "$S/tree.tar" -C "$B/mnt-$fs"
+            remount_cold "$fs" rtt
+            timed "$R_FIND" find "$B/mnt-$fs/tree" -printf '%s %m %T@\n'
+            timed "$R_RSYNC" rsync -a "$S/tree/" "$B/mnt-$fs/rsynced/"
+            timed "$R_GIT" git clone -q "$S/repo" "$B/mnt-$fs/clone"
             umount_fs "$fs"
-            rm -rf "$B/src-$fs/tree" "$B/src-$fs/rtt-big"
+            rm -rf "$B/src-$fs/tree" "$B/src-$fs/rtt-big" "$B/src-$fs/rsynced" "$B/src-$fs/clone"
             log "10 ms run $r: $fs done"
         done
     done

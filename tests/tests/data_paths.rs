@@ -195,7 +195,8 @@ fn read_only_export_refuses_changes_with_erofs() {
 #[test]
 fn missing_names_are_cached_for_negative_timeout_only() {
     require_mount_support();
-    let server = Server::start(&[]);
+    // Not told of changes on its disk (which would show at once): the timeout alone.
+    let server = Server::start(&["--no-disk-watch"]);
     let cached = Mount::new(&server, "data", &["negative_timeout=3"]);
     let uncached = Mount::new(&server, "data", &["negative_timeout=0"]);
     let export = server.export("data");

@@ -70,3 +70,37 @@ fn changes_through_one_mount_show_on_the_other_at_once() {
     assert_eq!(a.unmount().code(), Some(0));
     assert_eq!(b.unmount().code(), Some(0));
 }
+
+#[test]
+fn changes_made_on_the_servers_disk_show_at_once() {
+    require_mount_support();
+    let server = Server::start(&[]);
+    let disk = server.export("data");
+    let m = Mount::new(&server, "data", &LONG);
+    let p = m.path.clone();
+    // The mount caches "f" as missing, then its attributes and data.
+    assert!(!p.join("f").exists());
+    fs::write(disk.join("f"), b"one").unwrap();
+    wait_until("the mount sees a file made on the disk", SOON, || {
+        fs::read(p.join("f")).ok().as_deref() == Some(&b"one"[..])
+    });
+    fs::set_permissions(disk.join("f"), fs::Permissions::from_mode(0o600)).unwrap();
+    wait_until("the mount sees a chmod on the disk", SOON, || {
+        fs::metadata(p.join("f")).unwrap().permissions().mode() & 0o777 == 0o600
+    });
+    fs::write(disk.join("f"), b"two, longer").unwrap();
+    wait_until("the mount reads what was written on the disk", SOON, || {
+        fs::read(p.join("f")).ok().as_deref() == Some(&b"two, longer"[..])
+    });
+    fs::rename(disk.join("f"), disk.join("g")).unwrap();
+    wait_until("the mount sees a rename on the disk", SOON, || {
+        !p.join("f").exists() && p.join("g").exists()
+    });
+    fs::remove_file(disk.join("g")).unwrap();
+    wait_until("the mount sees an unlink on the disk", SOON, || {
+        !p.join("g").exists()
+    });
+    // fsserver's own changes are not told back as disk changes (they are told anyway).
+    fs::write(p.join("mine"), b"m").unwrap();
+    assert_eq!(fs::read(disk.join("mine")).unwrap(), b"m");
+}

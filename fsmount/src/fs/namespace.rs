@@ -346,6 +346,9 @@ impl Fs {
     }
 
     pub async fn link(&self, ino: Ino, new_parent: Ino, new_name: &[u8]) -> Result<Entry> {
+        // A file still being created locally: bound to its server identity first, so the
+        // new name is known as the same inode.
+        self.pending.settled(ino).await;
         let new_parent_path = self.path(new_parent)?;
         let make = |path: Vec<u8>, expect| proto::LinkRequest {
             path: path.into(),

@@ -22,8 +22,11 @@ struct Node {
     /// Predicted attributes (None: not predicted; ask as usual).
     attr: Option<proto::Attr>,
     ops: u32,
-    /// The server's attributes from the last reply that carried them.
-    last: Option<proto::Attr>,
+    /// Requests started about it so far (each is numbered).
+    started: u64,
+    /// The server's attributes from the latest-started request answered with them, and
+    /// that request's number (replies may be processed out of order).
+    last: Option<(u64, proto::Attr)>,
 }
 
 #[derive(Debug, Default)]
@@ -65,28 +68,22 @@ impl Default for Pending {
 
 impl Pending {
     /// A request about `ino` was sent; `attr`: its attributes as predicted now (None: keep
-    /// the prediction, if any).
-    pub(super) fn start(&self, ino: Ino, attr: Option<proto::Attr>) {
+    /// the prediction, if any). Returns the request's number, for `finish`.
+    pub(super) fn start(&self, ino: Ino, attr: Option<proto::Attr>) -> u64 {
         let mut t = self.table.lock();
         t.in_flight += 1;
-        match t.nodes.get_mut(&ino) {
-            Some(n) => {
-                n.ops += 1;
-                if attr.is_some() {
-                    n.attr = attr;
-                }
-            }
-            None => {
-                t.nodes.insert(
-                    ino,
-                    Node {
-                        attr,
-                        ops: 1,
-                        last: None,
-                    },
-                );
-            }
+        let n = t.nodes.entry(ino).or_insert(Node {
+            attr: None,
+            ops: 0,
+            started: 0,
+            last: None,
+        });
+        n.ops += 1;
+        n.started += 1;
+        if attr.is_some() {
+            n.attr = attr;
         }
+        n.started
     }
 
     /// The predicted attributes of `ino`, if requests about it are in flight.
@@ -106,7 +103,7 @@ impl Pending {
     /// description of what failed.
     pub(super) fn finish(
         &self,
-        ino: Ino,
+        (ino, seq): (Ino, u64),
         result: Result<Option<proto::Attr>, (i32, String)>,
     ) -> Finished {
         let mut t = self.table.lock();
@@ -114,7 +111,9 @@ impl Pending {
         let failed = match result {
             Ok(attr) => {
                 if let (Some(n), Some(a)) = (t.nodes.get_mut(&ino), attr) {
-                    n.last = Some(a);
+                    if n.last.is_none_or(|(s, _)| s < seq) {
+                        n.last = Some((seq, a));
+                    }
                 }
                 false
             }
@@ -139,7 +138,7 @@ impl Pending {
             Some(_) => {
                 let n = t.nodes.remove(&ino).expect("present");
                 let ok = !t.errors.contains_key(&ino) && !failed;
-                Finished::Settled(n.last.filter(|_| ok))
+                Finished::Settled(n.last.map(|(_, a)| a).filter(|_| ok))
             }
             None => Finished::Settled(None),
         };
@@ -195,27 +194,24 @@ mod tests {
     fn a_failure_is_kept_for_the_inode_and_the_mount_until_reported() {
         let p = Pending::default();
         let (a, b) = (Ino(2), Ino(3));
-        p.start(
-            a,
-            Some(proto::Attr {
-                size: 1,
-                ..Default::default()
-            }),
-        );
-        p.start(a, None);
-        p.start(b, Some(proto::Attr::default()));
-        assert_eq!(p.attr(a).unwrap().size, 1);
-        assert!(matches!(p.finish(a, Ok(None)), Finished::Busy));
-        let server = proto::Attr {
-            size: 9,
+        let size = |size| proto::Attr {
+            size,
             ..Default::default()
         };
-        assert!(matches!(p.finish(a, Ok(Some(server))), Finished::Settled(Some(x)) if x.size == 9));
-        assert!(!p.busy(a) && p.any());
+        let a1 = p.start(a, Some(size(1)));
+        let a2 = p.start(a, None);
+        let b1 = p.start(b, Some(size(0)));
+        assert_eq!(p.attr(a).unwrap().size, 1);
+        // The later request's reply is processed first: the earlier one's is older.
         assert!(matches!(
-            p.finish(b, Err((libc::EACCES, "create b".into()))),
-            Finished::Settled(None)
+            p.finish((a, a2), Ok(Some(size(9)))),
+            Finished::Busy
         ));
+        let settled = p.finish((a, a1), Ok(Some(size(1))));
+        assert!(matches!(settled, Finished::Settled(Some(x)) if x.size == 9));
+        assert!(!p.busy(a) && p.any());
+        let failed = p.finish((b, b1), Err((libc::EACCES, "create b".into())));
+        assert!(matches!(failed, Finished::Settled(None)));
         assert!(!p.any());
         assert_eq!(p.take_error(a), None);
         assert_eq!(p.take_error(b), Some(libc::EACCES));

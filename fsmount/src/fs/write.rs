@@ -99,6 +99,16 @@ impl Fs {
         Ok(())
     }
 
+    /// fsync of a directory: every operation answered locally (under a lease) has reached
+    /// the server; the first failure among them not reported yet, once.
+    pub async fn fsyncdir(&self) -> Result<()> {
+        self.pending.all_settled().await;
+        match self.pending.take_unreported() {
+            Some(errno) => Err(FsError::Writeback(errno)),
+            None => Ok(()),
+        }
+    }
+
     /// Waits for every queued write and every operation answered locally of the mount;
     /// the first failure among those not reported yet, once.
     pub async fn sync_all(&self) -> Result<()> {

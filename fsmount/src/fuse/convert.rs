@@ -34,6 +34,12 @@ pub(super) fn kind(mode: u32) -> FileType {
     }
 }
 
+/// The generation every entry reply gives the kernel. Local inode numbers are never reused
+/// (see `fs::inodes`), so they need no generation to tell incarnations apart; and one that
+/// changed for a known inode number would make the kernel mark that inode bad (EIO): an
+/// object created locally has no server generation until its create is answered.
+pub const INODE_GENERATION: fuser::Generation = fuser::Generation(0);
+
 /// Wire attributes as the kernel's, under local inode number `ino`.
 /// Sizes the kernel accepts (it takes a larger one for a broken server: EIO, and a getattr
 /// marks the inode bad).

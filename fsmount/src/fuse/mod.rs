@@ -16,10 +16,10 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use fuser::{
-    CopyFileRangeFlags, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
-    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    CopyFileRangeFlags, FileHandle, FopenFlags, INodeNo, InitFlags, KernelConfig, LockOwner,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
+    TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 
@@ -27,7 +27,7 @@ use crate::credentials;
 use crate::defaults::MAX_IO;
 use crate::fs::{self, Fh, FilePos, Fs, Ino};
 pub use convert::file_attr;
-use convert::{kind, name_bytes, set_time};
+use convert::{kind, name_bytes, set_time, INODE_GENERATION};
 use reply::{answer, reply_empty, reply_entry, reply_xattr};
 
 pub struct FuseAdapter {
@@ -435,7 +435,7 @@ impl fuser::Filesystem for FuseAdapter {
                         OsStr::from_bytes(item.name),
                         &ttl,
                         &attr,
-                        Generation(item.attr.generation),
+                        INODE_GENERATION,
                     )
                 })
                 .await;
@@ -457,14 +457,17 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn fsyncdir(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // Directory changes are made by the server's syscalls as they arrive.
-        reply.ok();
+        // Directory changes are made by the server's syscalls as they arrive; those answered
+        // locally under a lease are waited for.
+        self.spawn(req, move |fs| async move {
+            reply_empty(reply, fs.fsyncdir().await)
+        });
     }
 
     fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -496,7 +499,7 @@ impl fuser::Filesystem for FuseAdapter {
                 reply.created(
                     &ttl,
                     &file_attr(e.ino, &e.attr),
-                    Generation(e.attr.generation),
+                    INODE_GENERATION,
                     FileHandle(fh.0),
                     FopenFlags::empty(),
                 )
@@ -650,7 +653,7 @@ fn reply_lookup(
             };
             let ttl = negative.saturating_sub(known_for);
             let missing = file_attr(Ino(0), &proto::Attr::default());
-            reply.entry_with_ttls(&Duration::ZERO, &ttl, &missing, Generation(0))
+            reply.entry_with_ttls(&Duration::ZERO, &ttl, &missing, INODE_GENERATION)
         }
         r => reply_entry(reply, r, attr_ttl, entry_ttl),
     }

@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use fuser::{
-    Errno, Generation, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Errno, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
+    ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
 };
 
-use super::convert::file_attr;
+use super::convert::{file_attr, INODE_GENERATION};
 use crate::fs::{self, FsError};
 
 pub(super) fn errno(e: &FsError) -> Errno {
@@ -64,7 +64,7 @@ pub(super) fn reply_entry(
             &attr_ttl.saturating_sub(e.age),
             &entry_ttl.saturating_sub(e.age),
             &file_attr(e.ino, &e.attr),
-            Generation(e.attr.generation),
+            INODE_GENERATION,
         )
     })
 }
