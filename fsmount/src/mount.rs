@@ -258,6 +258,11 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
             tracing::error!("server unreachable: unacknowledged writes are lost");
         }
     }
+    // Leases go back now: another client need not wait for a recall nobody will answer.
+    let _ = rt.block_on(tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        fs.give_back_before_leaving(),
+    ));
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     result
 }

@@ -32,6 +32,12 @@ const MASK: u64 = libc::FAN_CREATE
 /// Changes published in one batch at most.
 const BATCH: usize = 256;
 
+/// How long a directory handle's path is reused (a busy directory's events cost a lookup
+/// each otherwise; a directory renamed meanwhile is told under its old path that long).
+const PATH_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Directory handles whose path is remembered at once.
+const PATHS_KEPT: usize = 4096;
+
 /// A fanotify group watching the filesystems of the exports.
 #[derive(Debug)]
 pub struct DiskWatch {
@@ -98,6 +104,7 @@ impl DiskWatch {
     pub fn run(self: Arc<Self>, shared: Arc<Shared>) {
         let me = std::process::id() as i32;
         let mut buf = vec![0u8; 64 * 1024];
+        let mut paths = PathCache::default();
         loop {
             // SAFETY: reads into a buffer we own, of its length.
             let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
@@ -132,7 +139,7 @@ impl DiskWatch {
                         entry,
                     } => (fsid, dir, name, entry),
                 };
-                let Some(dir) = self.path_of(&changes.0, &changes.1) else {
+                let Some(dir) = paths.get(&changes.0, &changes.1, |f, h| self.path_of(f, h)) else {
                     continue;
                 };
                 for export in exports.iter().filter(|e| dir.starts_with(e)) {
@@ -186,6 +193,35 @@ impl DiskWatch {
 fn fsid_bytes(st: &nix::sys::statfs::Statfs) -> [u8; 8] {
     // SAFETY: `fsid_t` is two 32-bit integers, 8 plain bytes.
     unsafe { std::mem::transmute::<libc::fsid_t, [u8; 8]>(st.filesystem_id()) }
+}
+
+/// Paths of directory handles, reused for `PATH_TTL`.
+#[derive(Default)]
+struct PathCache {
+    paths: std::collections::HashMap<([u8; 8], Vec<u8>), (std::time::Instant, Option<PathBuf>)>,
+}
+
+impl PathCache {
+    fn get(
+        &mut self,
+        fsid: &[u8; 8],
+        handle: &[u8],
+        resolve: impl FnOnce(&[u8; 8], &[u8]) -> Option<PathBuf>,
+    ) -> Option<PathBuf> {
+        let key = (*fsid, handle.to_vec());
+        if let Some((at, path)) = self.paths.get(&key) {
+            if at.elapsed() < PATH_TTL {
+                return path.clone();
+            }
+        }
+        let path = resolve(fsid, handle);
+        if self.paths.len() >= PATHS_KEPT {
+            self.paths.clear();
+        }
+        self.paths
+            .insert(key, (std::time::Instant::now(), path.clone()));
+        path
+    }
 }
 
 fn everything() -> proto::Change {
@@ -328,5 +364,19 @@ mod tests {
         let mut junk = vec![0xffu8; 64];
         junk[0..4].copy_from_slice(&1000u32.to_ne_bytes());
         assert!(parse(&junk, 1).is_empty());
+    }
+
+    #[test]
+    fn a_directory_is_looked_up_once_per_second() {
+        let mut cache = PathCache::default();
+        let mut lookups = 0;
+        for _ in 0..3 {
+            let p = cache.get(&[1; 8], b"h", |_, _| {
+                lookups += 1;
+                Some(PathBuf::from("/x"))
+            });
+            assert_eq!(p, Some(PathBuf::from("/x")));
+        }
+        assert_eq!(lookups, 1);
     }
 }

@@ -206,8 +206,10 @@ impl Leases {
         found
     }
 
-    /// Waits until `recall`'s lease ends, at most the recall timeout; then revokes it.
-    /// True if the holder gave it back in time.
+    /// Waits until `recall`'s lease ends, at most the recall timeout; then revokes it and
+    /// every other lease of its holder (a holder that does not answer one recall answers
+    /// none: its other leases would each hold a request up as long). True if the holder
+    /// gave it back in time.
     pub async fn wait(&self, mut recall: Recall) -> bool {
         let returned = tokio::time::timeout(self.recall_timeout, async {
             while recall.gone.changed().await.is_ok() {}
@@ -223,8 +225,10 @@ impl Leases {
                     penalized.insert(l.token.clone(), Instant::now() + 2 * self.time);
                 }
                 drop(penalized);
-                table.remove(&recall.key);
-                self.revoked.fetch_add(1, Ordering::Relaxed);
+                let before = table.len();
+                table.retain(|_, l| l.holder != recall.holder);
+                self.revoked
+                    .fetch_add(before - table.len(), Ordering::Relaxed);
             }
             self.count.store(table.len(), Ordering::Relaxed);
         }
@@ -402,10 +406,13 @@ mod tests {
         let found = leases.conflicts(e, &holder(2), &["d/sub/f".into()]);
         assert_eq!(found.len(), 1);
         assert!(found[0].first);
-        // Not returned: revoked after the recall timeout.
+        // Not returned: revoked after the recall timeout, with the holder's other leases.
         let r = found.into_iter().next().unwrap();
         assert!(!leases.wait(r).await);
         assert_eq!(leases.held(), 0);
+        assert!(leases
+            .conflicts(e, &holder(2), &["other/x".into()])
+            .is_empty());
         assert!(leases.grant(e, b"d", &holder(2), &token(2)) > 0);
         assert_eq!(
             leases.grant(e, b"x", &holder(3), &token(1)),

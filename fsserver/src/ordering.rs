@@ -8,7 +8,8 @@
 //! A request with the ORDERED flag runs after every request received before it on the
 //! connection, and later ORDERED requests after it: a client sends the operations it
 //! answered itself (under a directory lease) with that flag, in the order it answered them.
-//! A Create is a barrier on the handle it names, so Writes sent behind it wait for it.
+//! A Create or Open is a barrier on the handle it names, so Writes sent behind it wait for
+//! it.
 //!
 //! Requests are given their turn by the connection's reader, in the order they arrive
 //! (`turn`, synchronous), and wait for it in their own task (`Turn::wait`). A turn ends when
@@ -145,6 +146,7 @@ pub fn on_handle(frame: &Frame) -> Option<(Command, u64)> {
         // A handle the client named for a file it creates: what it sends through it
         // before the reply follows the create.
         Command::Create => proto::CreateRequest::decode(msg).ok()?.handle,
+        Command::Open => proto::OpenRequest::decode(msg).ok()?.handle,
         Command::CopyRange => proto::CopyRangeRequest::decode(msg).ok()?.handle_out,
         _ => return None,
     };

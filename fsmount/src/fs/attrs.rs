@@ -69,8 +69,9 @@ impl Fs {
         if let Some(attr) = self.setattr_here(ino, fh, &change) {
             return Ok(attr);
         }
-        if change.mode.is_some() || change.uid.is_some() || change.gid.is_some() {
-            self.known.lock().dir_attr_changed(ino);
+        let dir_changes = change.mode.is_some() || change.uid.is_some() || change.gid.is_some();
+        if dir_changes {
+            self.known.lock().dir_attr_changed(ino, None);
         }
         let fh = match self.behind_writes(ino, fh) {
             Some(h) => Some(h),
@@ -101,6 +102,10 @@ impl Fs {
         };
         let attr = self.by_path_or_handle::<rpc::SetAttr>(ino, fh, req).await?;
         self.attrs.lock().put(ino, &attr, generation);
+        if dir_changes && attr.mode & libc::S_IFMT == libc::S_IFDIR {
+            let now = super::known_dirs::DirAttr::of(&attr);
+            self.known.lock().dir_attr_changed(ino, Some(now));
+        }
         Ok(attr)
     }
 

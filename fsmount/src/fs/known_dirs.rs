@@ -253,10 +253,11 @@ impl KnownDirs {
             .and_then(|l| l.dir_attr)
     }
 
-    /// This mount changes `dir`'s own attributes: what its new names inherit is not known.
-    pub fn dir_attr_changed(&mut self, dir: Ino) {
+    /// This mount changes `dir`'s own attributes: what its new names inherit is `now` (None:
+    /// not known until the server answers).
+    pub fn dir_attr_changed(&mut self, dir: Ino, now: Option<DirAttr>) {
         if let Some(l) = self.dirs.get_mut(&dir) {
-            l.dir_attr = None;
+            l.dir_attr = now;
         }
     }
 

@@ -68,12 +68,31 @@ impl Fs {
                 }
             }
         }
-        self.give_back(paths);
+        tokio::spawn(self.give_back(paths));
     }
 
     /// Gives back every lease (the server lost track of changes: a recall may be lost).
     pub(super) fn give_back_all(&self) {
         let _gate = self.lease_gate.lock();
+        if let Some(call) = self.give_back_held() {
+            tokio::spawn(call);
+        }
+    }
+
+    /// Gives back every lease and waits for the server to take them (at unmount: the
+    /// server need not recall them from a client that is gone).
+    pub async fn give_back_before_leaving(&self) {
+        let call = {
+            let _gate = self.lease_gate.lock();
+            self.give_back_held()
+        };
+        if let Some(call) = call {
+            call.await;
+        }
+    }
+
+    /// Stops holding every lease and sends them back (under the gate); the call, if any.
+    fn give_back_held(&self) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
         let dirs = self.known.lock().unlease_all();
         let paths: Vec<Bytes> = {
             let inodes = self.inodes.lock();
@@ -82,14 +101,16 @@ impl Fs {
                 .map(Bytes::from)
                 .collect()
         };
-        if !paths.is_empty() {
-            self.give_back(paths);
-        }
+        (!paths.is_empty()).then(|| self.give_back(paths))
     }
 
-    /// Sends the coalesced writes, then the ORDERED Lease request returning `paths`. Holds
-    /// the lease gate (no local answer is sent in between).
-    fn give_back(&self, paths: Vec<Bytes>) {
+    /// Sends the coalesced writes, then the ORDERED Lease request returning `paths`; the
+    /// caller holds the lease gate (no local answer is sent in between) and runs or spawns
+    /// the returned future, which logs a failure.
+    fn give_back(
+        &self,
+        paths: Vec<Bytes>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         if let Some(c) = &self.coalescer {
             c.flush_all();
         }
@@ -101,11 +122,11 @@ impl Fs {
             crate::remote::Patience::MountTimeout,
         );
         let returned = req.returned.len();
-        tokio::spawn(async move {
+        async move {
             if let Err(e) = call.await {
                 tracing::warn!("giving back {returned} directory lease(s) failed: {e}");
             }
-        });
+        }
     }
 
     /// The server lost this mount's session (it restarted): it holds no lease of ours.

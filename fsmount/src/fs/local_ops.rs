@@ -322,6 +322,59 @@ impl Fs {
         })
     }
 
+    /// open(2) of a file this mount is creating (its requests are in flight), answered at
+    /// once by its owner (or an unsquashed root) when its mode allows: the Open is sent
+    /// ORDERED under a new handle. (`rsync` opens the file it just wrote again.)
+    pub(super) fn open_here(self: &Arc<Self>, ino: Ino, flags: u32) -> Option<super::Opened> {
+        let _gate = self.lease_gate.lock();
+        let attr = self.pending.attr(ino)?;
+        if attr.mode & S_IFMT != libc::S_IFREG {
+            return None;
+        }
+        let ((uid, _), _) = self.caller_owner()?;
+        let need = match flags & libc::O_ACCMODE as u32 {
+            f if f == libc::O_RDONLY as u32 => 0o400,
+            f if f == libc::O_WRONLY as u32 => 0o200,
+            _ => 0o600,
+        };
+        let truncates = flags & libc::O_TRUNC as u32 != 0;
+        if uid != 0 && (uid != attr.uid || attr.mode & need != need) {
+            return None;
+        }
+        let (path, expect) = {
+            let inodes = self.inodes.lock();
+            (inodes.path(ino)?, inodes.identity(ino))
+        };
+        let fh = self.open_files.new_handle();
+        self.inodes.lock().opened(ino, fh);
+        if let Some(c) = &self.coalescer {
+            c.flush_ino(ino);
+        }
+        let attr = match truncates {
+            true => {
+                self.data_changed(ino);
+                self.pending.update(ino, |a| a.size = 0)?
+            }
+            false => attr,
+        };
+        let req = proto::OpenRequest {
+            path: path.into(),
+            flags,
+            handle: fh.0,
+            expect,
+            reopen: false,
+            prefetch: 0,
+            cached_change: None,
+        };
+        let what = (format!("open of inode {ino}"), 0);
+        self.send_behind::<rpc::Open>((ino, Some(attr)), &req, what, |_, r| r.attr);
+        self.note_open(ino, fh, flags, &attr);
+        Some(super::Opened {
+            fh,
+            keep_cache: false,
+        })
+    }
+
     /// setattr of an object this mount is creating (its requests are in flight), answered
     /// with the predicted outcome: mode and times by its owner, size by an owner who may
     /// write it, owner and group by an unsquashed root.
@@ -376,7 +429,9 @@ impl Fs {
         }
         attr.ctime = Some(t);
         if attr.mode & S_IFMT == libc::S_IFDIR {
-            self.known.lock().dir_attr_changed(ino);
+            self.known
+                .lock()
+                .dir_attr_changed(ino, Some(DirAttr::of(&attr)));
         }
         // Through a handle if one is open (behind the file's writes), else by path.
         let handle = fh.or_else(|| self.inodes.lock().open_handle(ino));

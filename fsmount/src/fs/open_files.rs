@@ -67,7 +67,10 @@ impl Fs {
     /// Opens `ino`. A small file opened for reading whose first block the cache lacks comes
     /// back whole with the reply (`prefetch`) and goes into the block cache: its first read
     /// needs no round trip.
-    pub async fn open(&self, ino: Ino, flags: u32) -> Result<Opened> {
+    pub async fn open(self: &Arc<Self>, ino: Ino, flags: u32) -> Result<Opened> {
+        if let Some(opened) = self.open_here(ino, flags) {
+            return Ok(opened);
+        }
         let handle = self.open_files.new_handle().0;
         let (prefetch, cached_change) = self.prefetch_for(ino, flags);
         let generation = self.attr_generation();
