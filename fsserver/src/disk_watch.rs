@@ -195,10 +195,13 @@ fn fsid_bytes(st: &nix::sys::statfs::Statfs) -> [u8; 8] {
     unsafe { std::mem::transmute::<libc::fsid_t, [u8; 8]>(st.filesystem_id()) }
 }
 
-/// Paths of directory handles, reused for `PATH_TTL`.
+/// A directory handle on a filesystem: (fsid, handle).
+type HandleKey = ([u8; 8], Vec<u8>);
+
+/// Paths of directory handles (None: gone), reused for `PATH_TTL`.
 #[derive(Default)]
 struct PathCache {
-    paths: std::collections::HashMap<([u8; 8], Vec<u8>), (std::time::Instant, Option<PathBuf>)>,
+    paths: std::collections::HashMap<HandleKey, (std::time::Instant, Option<PathBuf>)>,
 }
 
 impl PathCache {
