@@ -380,7 +380,7 @@ async fn run_request(ctx: Ctx, frame: Frame, shared: &Shared) -> (Frame, Option<
     if let Some(h) = &leases {
         if let (Some((dir, _)), false) = (&granted, ok) {
             h.leases
-                .returned(&export, &h.session, std::slice::from_ref(dir));
+                .returned(&export, &h.session, std::slice::from_ref(dir), false);
         }
         if let (Some(r), true) = (renamed, ok) {
             let (from, to) = (

@@ -41,7 +41,8 @@ type Key = (PathBuf, Vec<u8>);
 #[derive(Debug)]
 struct Lease {
     holder: Holder,
-    /// The holder's token: one that lets a recall time out gets no leases for a while.
+    /// The holder's token (for `fsserver status`).
+    #[allow(dead_code)]
     token: std::sync::Arc<str>,
     expires: Instant,
     /// Dropped when the lease ends (returned, revoked, expired): wakes whoever waits for it.
@@ -62,8 +63,8 @@ pub struct Leases {
     /// Leases revoked because the holder did not return them in time.
     pub revoked: AtomicUsize,
     pub recalls: AtomicUsize,
-    /// Tokens whose holder let a recall time out, and until when they get no lease.
-    penalized: Mutex<HashMap<std::sync::Arc<str>, Instant>>,
+    /// Sessions that let a recall time out, and until when they get no lease.
+    penalized: Mutex<HashMap<Holder, Instant>>,
 }
 
 /// A lease to recall before a request may run: tell `holder`, then wait on `gone`.
@@ -113,10 +114,10 @@ impl Leases {
         let now = Instant::now();
         {
             let mut penalized = self.penalized.lock();
-            match penalized.get(token) {
+            match penalized.get(holder) {
                 Some(until) if *until > now => return 0,
                 Some(_) => {
-                    penalized.remove(token);
+                    penalized.remove(holder);
                 }
                 None => {}
             }
@@ -150,10 +151,14 @@ impl Leases {
         millis(self.time)
     }
 
-    /// `holder` gives back its leases on `paths` and renews the others; the lease time.
-    pub fn returned(&self, export: &Path, holder: &Holder, paths: &[Bytes]) -> u32 {
+    /// `holder` gives back its leases on `paths` (`all`: every one) and renews the others;
+    /// the lease time.
+    pub fn returned(&self, export: &Path, holder: &Holder, paths: &[Bytes], all: bool) -> u32 {
         let now = Instant::now();
         let mut table = self.table.lock();
+        if all {
+            table.retain(|_, l| l.holder != *holder);
+        }
         for p in paths {
             let key = (export.to_path_buf(), p.to_vec());
             if table.get(&key).is_some_and(|l| l.holder == *holder) {
@@ -218,11 +223,17 @@ impl Leases {
         .is_ok();
         if !returned {
             let mut table = self.table.lock();
-            if let Some(l) = table.get(&recall.key).filter(|l| l.holder == recall.holder) {
-                // Its token gets no lease for twice the lease time.
+            if table
+                .get(&recall.key)
+                .is_some_and(|l| l.holder == recall.holder)
+            {
+                // The session gets no lease for twice the lease time.
                 let mut penalized = self.penalized.lock();
+                if penalized.len() >= MAX_PER_SESSION {
+                    penalized.retain(|_, until| *until > Instant::now());
+                }
                 if penalized.len() < MAX_PER_SESSION {
-                    penalized.insert(l.token.clone(), Instant::now() + 2 * self.time);
+                    penalized.insert(recall.holder.clone(), Instant::now() + 2 * self.time);
                 }
                 drop(penalized);
                 let before = table.len();
@@ -415,9 +426,13 @@ mod tests {
             .is_empty());
         assert!(leases.grant(e, b"d", &holder(2), &token(2)) > 0);
         assert_eq!(
-            leases.grant(e, b"x", &holder(3), &token(1)),
+            leases.grant(e, b"x", &holder(1), &token(1)),
             0,
-            "a token that let a recall time out gets no lease for a while"
+            "a session that let a recall time out gets no lease for a while"
+        );
+        assert!(
+            leases.grant(e, b"x", &holder(3), &token(1)) > 0,
+            "others do"
         );
     }
 
@@ -438,7 +453,7 @@ mod tests {
         let l = leases.clone();
         let waiter = tokio::spawn(async move { l.wait(r).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        leases.returned(e, &holder(1), &["d".into()]);
+        leases.returned(e, &holder(1), &["d".into()], false);
         assert!(waiter.await.unwrap());
     }
 

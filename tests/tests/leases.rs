@@ -190,16 +190,31 @@ fn a_client_that_never_gives_a_lease_back_holds_others_up_only_until_the_recall_
     e2e_tests::wait_until("the revocation is logged", Duration::from_secs(5), || {
         server.log().contains("revoked")
     });
-    // The abuser's token gets no lease for a while.
-    let mut again = RawClient::notified(&server.addr, "data", &token).unwrap();
+    // The abuser's session gets no lease for a while (it reads its replies now, past the
+    // recall it ignored); another session does.
     let list = proto::ListRequest {
         path: "other".into(),
         ..list
     };
-    let refused: proto::ListReply = again.call(Cmd::List, &list).unwrap();
+    let stream = protocol::StreamId(1000);
+    abuser.send(protocol::Frame::request(
+        Cmd::List,
+        stream,
+        &list,
+        bytes::Bytes::new(),
+    ));
+    let reply = loop {
+        let f = abuser.recv().expect("a reply");
+        if f.stream_id == stream {
+            break f;
+        }
+    };
+    let refused: proto::ListReply = reply.decode_msg("ListReply").unwrap();
     assert_eq!(
         refused.lease_ms, 0,
         "no lease after letting a recall time out"
     );
-    drop(abuser);
+    let mut another = RawClient::notified(&server.addr, "data", &token).unwrap();
+    let granted: proto::ListReply = another.call(Cmd::List, &list).unwrap();
+    assert!(granted.lease_ms > 0, "other sessions still get leases");
 }

@@ -79,15 +79,29 @@ impl Fs {
         }
     }
 
-    /// Gives back every lease and waits for the server to take them (at unmount: the
-    /// server need not recall them from a client that is gone).
+    /// Gives back every lease the session holds and waits for the server to take them (at
+    /// unmount: the server need not recall them from a client that is gone; the kernel has
+    /// forgotten the inodes by then, so they go back by session, not by path).
     pub async fn give_back_before_leaving(&self) {
         let call = {
             let _gate = self.lease_gate.lock();
-            self.give_back_held()
+            self.known.lock().unlease_all();
+            if let Some(c) = &self.coalescer {
+                c.flush_all();
+            }
+            let req = proto::LeaseRequest {
+                returned: Vec::new(),
+                all: true,
+            };
+            self.remote.call_ordered(
+                <rpc::Lease as rpc::Rpc>::COMMAND,
+                prost::Message::encode_to_vec(&req).into(),
+                Bytes::new(),
+                crate::remote::Patience::MountTimeout,
+            )
         };
-        if let Some(call) = call {
-            call.await;
+        if let Err(e) = call.await {
+            tracing::warn!("giving back the directory leases failed: {e}");
         }
     }
 
@@ -114,7 +128,10 @@ impl Fs {
         if let Some(c) = &self.coalescer {
             c.flush_all();
         }
-        let req = proto::LeaseRequest { returned: paths };
+        let req = proto::LeaseRequest {
+            returned: paths,
+            all: false,
+        };
         let call = self.remote.call_ordered(
             <rpc::Lease as rpc::Rpc>::COMMAND,
             prost::Message::encode_to_vec(&req).into(),

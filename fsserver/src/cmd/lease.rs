@@ -7,7 +7,7 @@ use crate::error::FsError;
 
 pub fn apply(ctx: &Ctx, req: proto::LeaseRequest) -> Result<Reply<proto::LeaseReply>, FsError> {
     let lease_ms = match &ctx.leases {
-        Some(h) => h.leases.returned(&ctx.export.dir, &h.session, &req.returned),
+        Some(h) => h.leases.returned(&ctx.export.dir, &h.session, &req.returned, req.all),
         None => 0,
     };
     Ok(Reply::msg(proto::LeaseReply { lease_ms }))
