@@ -248,7 +248,10 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
             fs.pending.stats().0
         );
         let synced = match req.options.timeout {
-            Some(t) => rt.block_on(tokio::time::timeout(t, fs.sync_all())).is_ok(),
+            // The timer is made inside the runtime (block_on's future), not before it.
+            Some(t) => rt
+                .block_on(async { tokio::time::timeout(t, fs.sync_all()).await })
+                .is_ok(),
             None => {
                 let _ = rt.block_on(fs.sync_all());
                 true
@@ -259,10 +262,10 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
         }
     }
     // Leases go back now: another client need not wait for a recall nobody will answer.
-    let _ = rt.block_on(tokio::time::timeout(
-        std::time::Duration::from_secs(2),
-        fs.give_back_before_leaving(),
-    ));
+    let _ = rt.block_on(async {
+        let leaving = fs.give_back_before_leaving();
+        tokio::time::timeout(std::time::Duration::from_secs(2), leaving).await
+    });
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     result
 }
