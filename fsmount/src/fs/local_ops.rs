@@ -159,7 +159,7 @@ impl Fs {
         (what, done_already): (String, i32),
         bind: impl FnOnce(&Fs, &C::Reply) -> Option<proto::Attr> + Send + 'static,
     ) {
-        let seq = self.pending.start(ino, attr);
+        self.pending.start(ino, attr);
         let epoch = self
             .sessions_lost
             .load(std::sync::atomic::Ordering::Relaxed);
@@ -188,13 +188,10 @@ impl Fs {
                     Err((errno, what))
                 }
             };
-            if let Finished::Settled(Some(attr)) = fs.pending.finish((ino, seq), outcome) {
-                // The server's own attributes, unless writes are still on their way.
-                if !fs.writeback.as_ref().is_some_and(|wb| wb.busy(ino)) {
-                    let mut attrs = fs.attrs.lock();
-                    let generation = attrs.generation();
-                    attrs.put(ino, &attr, generation);
-                }
+            if let Finished::Settled = fs.pending.finish(ino, outcome.map(|_| ())) {
+                // The predictions go; the server's attributes from these replies may predate
+                // writes made since (a Create's size): the next getattr asks.
+                fs.attrs.lock().forget(ino);
             }
         });
     }

@@ -22,11 +22,6 @@ struct Node {
     /// Predicted attributes (None: not predicted; ask as usual).
     attr: Option<proto::Attr>,
     ops: u32,
-    /// Requests started about it so far (each is numbered).
-    started: u64,
-    /// The server's attributes from the latest-started request answered with them, and
-    /// that request's number (replies may be processed out of order).
-    last: Option<(u64, proto::Attr)>,
 }
 
 #[derive(Debug, Default)]
@@ -46,8 +41,8 @@ struct Table {
 pub(super) enum Finished {
     /// Requests of the inode are still in flight.
     Busy,
-    /// All answered; the server's last attributes, if every one succeeded.
-    Settled(Option<proto::Attr>),
+    /// All answered.
+    Settled,
 }
 
 #[derive(Debug)]
@@ -68,22 +63,15 @@ impl Default for Pending {
 
 impl Pending {
     /// A request about `ino` was sent; `attr`: its attributes as predicted now (None: keep
-    /// the prediction, if any). Returns the request's number, for `finish`.
-    pub(super) fn start(&self, ino: Ino, attr: Option<proto::Attr>) -> u64 {
+    /// the prediction, if any).
+    pub(super) fn start(&self, ino: Ino, attr: Option<proto::Attr>) {
         let mut t = self.table.lock();
         t.in_flight += 1;
-        let n = t.nodes.entry(ino).or_insert(Node {
-            attr: None,
-            ops: 0,
-            started: 0,
-            last: None,
-        });
+        let n = t.nodes.entry(ino).or_insert(Node { attr: None, ops: 0 });
         n.ops += 1;
-        n.started += 1;
         if attr.is_some() {
             n.attr = attr;
         }
-        n.started
     }
 
     /// The predicted attributes of `ino`, if requests about it are in flight.
@@ -99,24 +87,13 @@ impl Pending {
         Some(*a)
     }
 
-    /// A request about `ino` was answered: the server's attributes, or its errno and a
-    /// description of what failed.
-    pub(super) fn finish(
-        &self,
-        (ino, seq): (Ino, u64),
-        result: Result<Option<proto::Attr>, (i32, String)>,
-    ) -> Finished {
+    /// A request about `ino` was answered: success, or its errno and a description of what
+    /// failed.
+    pub(super) fn finish(&self, ino: Ino, result: Result<(), (i32, String)>) -> Finished {
         let mut t = self.table.lock();
         t.in_flight = t.in_flight.saturating_sub(1);
-        let failed = match result {
-            Ok(attr) => {
-                if let (Some(n), Some(a)) = (t.nodes.get_mut(&ino), attr) {
-                    if n.last.is_none_or(|(s, _)| s < seq) {
-                        n.last = Some((seq, a));
-                    }
-                }
-                false
-            }
+        match result {
+            Ok(()) => {}
             Err((errno, what)) => {
                 if t.errors.len() < KEPT_ERRORS {
                     t.errors.entry(ino).or_insert(errno);
@@ -127,20 +104,18 @@ impl Pending {
                     t.failures.pop_front();
                 }
                 t.failures.push_back(what);
-                true
             }
-        };
+        }
         let finished = match t.nodes.get_mut(&ino) {
             Some(n) if n.ops > 1 => {
                 n.ops -= 1;
                 Finished::Busy
             }
             Some(_) => {
-                let n = t.nodes.remove(&ino).expect("present");
-                let ok = !t.errors.contains_key(&ino) && !failed;
-                Finished::Settled(n.last.map(|(_, a)| a).filter(|_| ok))
+                t.nodes.remove(&ino);
+                Finished::Settled
             }
-            None => Finished::Settled(None),
+            None => Finished::Settled,
         };
         drop(t);
         self.answered.send_modify(|n| *n += 1);
@@ -198,20 +173,15 @@ mod tests {
             size,
             ..Default::default()
         };
-        let a1 = p.start(a, Some(size(1)));
-        let a2 = p.start(a, None);
-        let b1 = p.start(b, Some(size(0)));
+        p.start(a, Some(size(1)));
+        p.start(a, None);
+        p.start(b, Some(size(0)));
         assert_eq!(p.attr(a).unwrap().size, 1);
-        // The later request's reply is processed first: the earlier one's is older.
-        assert!(matches!(
-            p.finish((a, a2), Ok(Some(size(9)))),
-            Finished::Busy
-        ));
-        let settled = p.finish((a, a1), Ok(Some(size(1))));
-        assert!(matches!(settled, Finished::Settled(Some(x)) if x.size == 9));
+        assert!(matches!(p.finish(a, Ok(())), Finished::Busy));
+        assert!(matches!(p.finish(a, Ok(())), Finished::Settled));
         assert!(!p.busy(a) && p.any());
-        let failed = p.finish((b, b1), Err((libc::EACCES, "create b".into())));
-        assert!(matches!(failed, Finished::Settled(None)));
+        let failed = p.finish(b, Err((libc::EACCES, "create b".into())));
+        assert!(matches!(failed, Finished::Settled));
         assert!(!p.any());
         assert_eq!(p.take_error(a), None);
         assert_eq!(p.take_error(b), Some(libc::EACCES));
