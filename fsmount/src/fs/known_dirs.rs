@@ -89,7 +89,14 @@ pub struct KnownDirs {
     unlistable: HashMap<Ino, Instant>,
     /// Until when this mount's leases last (all are renewed together).
     lease_until: Option<Instant>,
+    /// When leased directories were last listed again for the attributes of names this
+    /// mount made there.
+    relisted: HashMap<Ino, Instant>,
 }
+
+/// A leased directory is listed again for the attributes of names this mount made there
+/// at most this often.
+const RELIST: Duration = Duration::from_secs(1);
 
 /// How long a directory that could not be listed whole is not tried again.
 const RETRY_LISTING: Duration = Duration::from_secs(30);
@@ -109,6 +116,7 @@ impl KnownDirs {
             listing: Default::default(),
             unlistable: HashMap::new(),
             lease_until: None,
+            relisted: HashMap::new(),
         }
     }
 
@@ -321,6 +329,26 @@ impl KnownDirs {
         out
     }
 
+    /// A lookup in `dir` met a name this mount made there, whose attributes it has not got:
+    /// true if `dir` is leased and was not listed for that within `RELIST` (one listing
+    /// brings the attributes of every such name, instead of a lookup each).
+    pub fn relist_for_attrs(&mut self, dir: Ino) -> bool {
+        if !self.dirs.get(&dir).is_some_and(|l| self.holds(l)) {
+            return false;
+        }
+        let now = Instant::now();
+        if self.relisted.len() >= MAX_DIRS {
+            self.relisted.retain(|_, t| now.duration_since(*t) < RELIST);
+        }
+        match self.relisted.get(&dir) {
+            Some(t) if now.duration_since(*t) < RELIST => false,
+            _ => {
+                self.relisted.insert(dir, now);
+                true
+            }
+        }
+    }
+
     /// True if any lease is held.
     pub fn any_leased(&self) -> bool {
         self.dirs.values().any(|l| l.leased)
@@ -498,5 +526,27 @@ mod tests {
         assert_eq!(dirs.lookup(Ino(3), b"x", 0), Known::Unknown);
         assert!(!dirs.worth_listing(Ino(3)) && !dirs.worth_listing(Ino(3)));
         assert!(!dirs.list_ahead(Ino(3)), "not tried again soon");
+    }
+
+    #[test]
+    fn a_leased_directory_is_listed_again_for_attributes_at_most_once_a_second() {
+        let mut dirs = KnownDirs::new(Duration::from_secs(1), Duration::from_secs(1));
+        let d = Ino(4);
+        dirs.created(d);
+        assert!(!dirs.relist_for_attrs(d), "not leased");
+        let attr = DirAttr {
+            mode: libc::S_IFDIR | 0o755,
+            uid: 0,
+            gid: 0,
+        };
+        dirs.lease(d, Instant::now() + Duration::from_secs(30), attr);
+        assert!(dirs.relist_for_attrs(d));
+        assert!(!dirs.relist_for_attrs(d), "once per RELIST");
+        assert_eq!(dirs.dir_attr(d), Some(attr));
+        assert_eq!(dirs.has_name(d, b"x"), Some(false));
+        dirs.added(d, b"x");
+        assert_eq!(dirs.has_name(d, b"x"), Some(true));
+        assert!(dirs.unlease(d));
+        assert_eq!(dirs.has_name(d, b"x"), None, "not leased: not answered for");
     }
 }

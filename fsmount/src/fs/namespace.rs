@@ -129,7 +129,11 @@ impl Fs {
         if let Some(known) = self.lookup_known(parent, name) {
             return self.walked_into(known);
         }
-        if self.known.lock().worth_listing(parent) && self.list_known(parent).await {
+        let list = {
+            let mut known = self.known.lock();
+            known.worth_listing(parent) || known.relist_for_attrs(parent)
+        };
+        if list && self.list_known(parent).await {
             if let Some(known) = self.lookup_known(parent, name) {
                 return self.walked_into(known);
             }

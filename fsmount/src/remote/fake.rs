@@ -534,7 +534,12 @@ impl Tree {
                     entries,
                     eof: true,
                     dir: Some(self.attr(dir)),
-                    lease_ms: if req.want_lease { FAKE_LEASE_MS } else { 0 },
+                    // As the server: the root is never leased.
+                    lease_ms: if req.want_lease && !req.path.is_empty() {
+                        FAKE_LEASE_MS
+                    } else {
+                        0
+                    },
                 })
             }
             Command::Lease => reply(proto::LeaseReply {
