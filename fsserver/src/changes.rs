@@ -18,6 +18,10 @@ use prost::Message;
 use protocol::{Command, Frame};
 use tokio::sync::broadcast;
 
+/// The origin of what no connection made (changes on the server's disk, recalls): every
+/// connection is told.
+pub const NO_CONNECTION: u64 = u64::MAX;
+
 /// Changes kept for a connection that has not forwarded them yet.
 const BACKLOG: usize = 4096;
 
@@ -97,24 +101,10 @@ impl Hub {
         }
     }
 
-    /// Tells every connection under `dir` of changes made on the server's disk directly.
-    pub fn publish_local(&self, dir: &std::path::Path, changes: Vec<proto::Change>) {
-        if changes.is_empty() {
-            return;
-        }
-        if let Some(tx) = self.others(dir, false) {
-            let _ = tx.send(Published {
-                origin: u64::MAX,
-                changes: Arc::new(changes),
-                recall: None,
-            });
-        }
-    }
-
     /// Asks session `holder`, connected under `dir`, to give back its lease on `path`.
     pub fn recall(&self, dir: &std::path::Path, holder: crate::leases::Holder, path: bytes::Bytes) {
         let _ = self.channel(dir).send(Published {
-            origin: u64::MAX,
+            origin: NO_CONNECTION,
             changes: Arc::new(Vec::new()),
             recall: Some((holder, path)),
         });

@@ -110,7 +110,6 @@ pub async fn serve(
         leases: (auth.notify && shared.leases.enabled()).then(|| leases::LeaseHolder {
             leases: shared.leases.clone(),
             session: Bytes::from(auth.session_id.clone()),
-            token: auth.token.as_str().into(),
         }),
     };
     let me: leases::Holder = Bytes::from(auth.session_id.clone());
@@ -362,7 +361,7 @@ async fn run_request(ctx: Ctx, frame: Frame, shared: &Shared) -> (Frame, Option<
     let export = ctx.export.dir.clone();
     let granted = leases.as_ref().and_then(|h| {
         let dir = leases::wanted(&frame)?;
-        let ms = h.leases.grant(&export, &dir, &h.session, &h.token);
+        let ms = h.leases.grant(&export, &dir, &h.session);
         (ms > 0).then_some((dir, ms))
     });
     let renamed = leases

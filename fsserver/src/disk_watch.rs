@@ -18,6 +18,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tracing::{info, warn};
 
+use crate::changes::NO_CONNECTION;
 use crate::Shared;
 
 /// What is watched: names made, removed or moved; attributes; files closed after writing.
@@ -128,7 +129,9 @@ impl DiskWatch {
                 let changes = match ev {
                     Event::Overflow => {
                         for dir in &exports {
-                            shared.changes.publish_local(dir, vec![everything()]);
+                            shared
+                                .changes
+                                .publish(dir, NO_CONNECTION, false, vec![everything()]);
                         }
                         continue;
                     }
@@ -156,12 +159,14 @@ impl DiskWatch {
                     };
                     batch.extend(change_of(&rel, &changes.2, changes.3));
                     if batch.len() >= BATCH {
-                        shared.changes.publish_local(export, std::mem::take(batch));
+                        shared
+                            .changes
+                            .publish(export, NO_CONNECTION, false, std::mem::take(batch));
                     }
                 }
             }
             for (export, batch) in by_export {
-                shared.changes.publish_local(&export, batch);
+                shared.changes.publish(&export, NO_CONNECTION, false, batch);
             }
         }
     }

@@ -27,12 +27,11 @@ pub const MAX_PER_SESSION: usize = 65_536;
 /// Who holds a lease: the session's id.
 pub type Holder = Bytes;
 
-/// A connection's side of leasing: the server's leases, its session, its token.
+/// A connection's side of leasing: the server's leases and its session.
 #[derive(Debug, Clone)]
 pub struct LeaseHolder {
     pub leases: std::sync::Arc<Leases>,
     pub session: Holder,
-    pub token: std::sync::Arc<str>,
 }
 
 /// (export directory, export-relative path of the leased directory).
@@ -41,9 +40,6 @@ type Key = (PathBuf, Vec<u8>);
 #[derive(Debug)]
 struct Lease {
     holder: Holder,
-    /// The holder's token (for `fsserver status`).
-    #[allow(dead_code)]
-    token: std::sync::Arc<str>,
     expires: Instant,
     /// Dropped when the lease ends (returned, revoked, expired): wakes whoever waits for it.
     gone: watch::Sender<()>,
@@ -98,16 +94,10 @@ impl Leases {
         self.count.load(Ordering::Relaxed)
     }
 
-    /// Grants `holder` (of `token`) the lease on `path` under `export` (or renews it); the
-    /// lease time in milliseconds, or 0 if refused (the root, leases off, too many, held by
-    /// another, the token let a recall time out lately).
-    pub fn grant(
-        &self,
-        export: &Path,
-        path: &[u8],
-        holder: &Holder,
-        token: &std::sync::Arc<str>,
-    ) -> u32 {
+    /// Grants `holder` the lease on `path` under `export` (or renews it); the lease time in
+    /// milliseconds, or 0 if refused (the root, leases off, too many, held by another, the
+    /// session let a recall time out lately).
+    pub fn grant(&self, export: &Path, path: &[u8], holder: &Holder) -> u32 {
         if !self.enabled() || path.is_empty() {
             return 0;
         }
@@ -141,7 +131,6 @@ impl Leases {
         }
         let lease = Lease {
             holder: holder.clone(),
-            token: token.clone(),
             expires: now + self.time,
             gone: watch::channel(()).0,
             recalled: false,
@@ -384,10 +373,6 @@ mod tests {
         Bytes::from(vec![n; 16])
     }
 
-    fn token(n: u8) -> std::sync::Arc<str> {
-        format!("t{n}").into()
-    }
-
     #[test]
     fn prefixes_of_a_path() {
         let p: Vec<&[u8]> = prefixes(b"a/b/c").collect();
@@ -400,16 +385,12 @@ mod tests {
         let leases = Leases::new(Duration::from_secs(30), Duration::from_millis(50));
         let e = Path::new("/x");
         assert_eq!(
-            leases.grant(e, b"", &holder(1), &token(1)),
+            leases.grant(e, b"", &holder(1)),
             0,
             "the root is never leased"
         );
-        assert!(leases.grant(e, b"d", &holder(1), &token(1)) > 0);
-        assert_eq!(
-            leases.grant(e, b"d", &holder(2), &token(2)),
-            0,
-            "held by another"
-        );
+        assert!(leases.grant(e, b"d", &holder(1)) > 0);
+        assert_eq!(leases.grant(e, b"d", &holder(2)), 0, "held by another");
         assert!(leases.conflicts(e, &holder(1), &["d/f".into()]).is_empty());
         assert!(leases
             .conflicts(e, &holder(2), &["e/f".into(), "dd".into()])
@@ -424,16 +405,13 @@ mod tests {
         assert!(leases
             .conflicts(e, &holder(2), &["other/x".into()])
             .is_empty());
-        assert!(leases.grant(e, b"d", &holder(2), &token(2)) > 0);
+        assert!(leases.grant(e, b"d", &holder(2)) > 0);
         assert_eq!(
-            leases.grant(e, b"x", &holder(1), &token(1)),
+            leases.grant(e, b"x", &holder(1)),
             0,
             "a session that let a recall time out gets no lease for a while"
         );
-        assert!(
-            leases.grant(e, b"x", &holder(3), &token(1)) > 0,
-            "others do"
-        );
+        assert!(leases.grant(e, b"x", &holder(3)) > 0, "others do");
     }
 
     #[tokio::test]
@@ -443,7 +421,7 @@ mod tests {
             Duration::from_secs(30),
         ));
         let e = Path::new("/x");
-        leases.grant(e, b"d", &holder(1), &token(1));
+        leases.grant(e, b"d", &holder(1));
         let r = leases
             .conflicts(e, &holder(2), &["d".into()])
             .pop()
@@ -461,8 +439,8 @@ mod tests {
     fn leases_follow_their_directory_renamed_by_the_holder() {
         let leases = Leases::new(Duration::from_secs(30), Duration::from_secs(1));
         let e = Path::new("/x");
-        leases.grant(e, b"a/b", &holder(1), &token(1));
-        leases.grant(e, b"ab", &holder(1), &token(1));
+        leases.grant(e, b"a/b", &holder(1));
+        leases.grant(e, b"ab", &holder(1));
         leases.renamed(e, &holder(1), b"a", b"z");
         assert_eq!(leases.conflicts(e, &holder(2), &["z/b/f".into()]).len(), 1);
         assert_eq!(leases.conflicts(e, &holder(2), &["ab".into()]).len(), 1);

@@ -53,17 +53,24 @@ impl Drop for Delay {
     }
 }
 
+/// A server, mount A through the delay proxy and mount B direct, both trusting their caches
+/// for 60 s.
+fn slow_and_fast() -> (Server, Delay, Mount, Mount) {
+    require_mount_support();
+    let server = Server::start(&[]);
+    let slow = Delay::start(&server.addr);
+    let a = Mount::via(&server, &slow.addr, "data", &LONG);
+    let b = Mount::new(&server, "data", &LONG);
+    (server, slow, a, b)
+}
+
 fn mode(p: &std::path::Path) -> u32 {
     fs::metadata(p).unwrap().permissions().mode() & 0o7777
 }
 
 #[test]
 fn what_a_lease_holder_answered_itself_is_seen_by_another_mount_right_after() {
-    require_mount_support();
-    let server = Server::start(&[]);
-    let slow = Delay::start(&server.addr);
-    let a = Mount::via(&server, &slow.addr, "data", &LONG);
-    let b = Mount::new(&server, "data", &LONG);
+    let (server, _slow, a, b) = slow_and_fast();
     let (pa, pb) = (a.path.clone(), b.path.clone());
 
     // The mkdir goes to the server (the root is never leased) and brings d's lease.
@@ -116,11 +123,7 @@ fn what_a_lease_holder_answered_itself_is_seen_by_another_mount_right_after() {
 
 #[test]
 fn a_conflict_on_a_leased_directory_waits_for_the_recall_and_keeps_both_changes() {
-    require_mount_support();
-    let server = Server::start(&[]);
-    let slow = Delay::start(&server.addr);
-    let a = Mount::via(&server, &slow.addr, "data", &LONG);
-    let b = Mount::new(&server, "data", &LONG);
+    let (server, _slow, a, b) = slow_and_fast();
     let (pa, pb) = (a.path.clone(), b.path.clone());
     fs::create_dir(pa.join("d")).unwrap();
     fs::write(pa.join("d/same"), b"from A").unwrap();

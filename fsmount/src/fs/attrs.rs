@@ -88,18 +88,7 @@ impl Fs {
             attrs.forget(ino);
             attrs.generation()
         };
-        let req = |path: Vec<u8>, handle: Option<Fh>, expect| proto::SetAttrRequest {
-            path: path.into(),
-            handle: handle.map_or(0, |h| h.0),
-            has_handle: handle.is_some(),
-            expect,
-            mode: change.mode,
-            uid: change.uid,
-            gid: change.gid,
-            size: change.size,
-            atime: change.atime,
-            mtime: change.mtime,
-        };
+        let req = |path, handle, expect| change.request(path, handle, expect);
         let attr = self.by_path_or_handle::<rpc::SetAttr>(ino, fh, req).await?;
         self.attrs.lock().put(ino, &attr, generation);
         if dir_changes && attr.mode & libc::S_IFMT == libc::S_IFDIR {

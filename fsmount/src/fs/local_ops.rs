@@ -40,7 +40,8 @@ fn caller() -> ((u32, u32), Vec<u32>) {
     }
 }
 
-fn now() -> proto::Timespec {
+/// The time now, as the protocol has it.
+pub(super) fn now() -> proto::Timespec {
     let d = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
@@ -149,7 +150,7 @@ impl Fs {
 
     /// Sends `req` ORDERED for an operation already answered about `ino` (`attr`: its
     /// predicted attributes, None to keep them), and records its outcome when the reply
-    /// comes: `bind` takes the reply and returns the server's attributes, if it has them.
+    /// comes; `on_reply` takes a successful reply (binds what was created).
     /// `done_already`: the errno that means the request had run before the server
     /// restarted (it was sent again to the new session), which is then no failure.
     fn send_behind<C: Rpc>(
@@ -157,7 +158,7 @@ impl Fs {
         (ino, attr): (Ino, Option<proto::Attr>),
         req: &C::Request,
         (what, done_already): (String, i32),
-        bind: impl FnOnce(&Fs, &C::Reply) -> Option<proto::Attr> + Send + 'static,
+        on_reply: impl FnOnce(&Fs, &C::Reply) + Send + 'static,
     ) {
         self.pending.start(ino, attr);
         let epoch = self
@@ -172,12 +173,15 @@ impl Fs {
         let fs = self.clone();
         tokio::spawn(async move {
             let outcome = match call.await.and_then(|f| decode::<C>(&f)) {
-                Ok(reply) => Ok(bind(&fs, &reply)),
+                Ok(reply) => {
+                    on_reply(&fs, &reply);
+                    Ok(())
+                }
                 Err(crate::client::ClientError::Remote { errno, .. })
                     if errno == done_already
                         && fs.sessions_lost.load(std::sync::atomic::Ordering::Relaxed) != epoch =>
                 {
-                    Ok(None)
+                    Ok(())
                 }
                 Err(e) => {
                     let errno = super::FsError::from(e).errno();
@@ -188,12 +192,19 @@ impl Fs {
                     Err((errno, what))
                 }
             };
-            if let Finished::Settled = fs.pending.finish(ino, outcome.map(|_| ())) {
+            if let Finished::Settled = fs.pending.finish(ino, outcome) {
                 // The predictions go; the server's attributes from these replies may predate
                 // writes made since (a Create's size): the next getattr asks.
                 fs.attrs.lock().forget(ino);
             }
         });
+    }
+
+    /// The server created `ino` (answered locally) as `attr`: it has its identity now.
+    fn bind_created(&self, ino: Ino, attr: Option<&proto::Attr>) {
+        if let Some(a) = attr {
+            self.inodes.lock().bind(ino, a);
+        }
     }
 
     /// create(2) answered locally (see the module), or None to ask the server.
@@ -227,9 +238,7 @@ impl Fs {
         };
         let what = format!("create {}", String::from_utf8_lossy(name));
         self.send_behind::<rpc::Create>((ino, Some(attr)), &req, (what, 0), move |fs, r| {
-            let a = r.attr?;
-            fs.inodes.lock().bind(ino, &a);
-            Some(a)
+            fs.bind_created(ino, r.attr.as_ref())
         });
         self.note_open(ino, fh, flags, &attr);
         self.note_no_caps(ino, true);
@@ -275,9 +284,7 @@ impl Fs {
                 tracing::warn!("the server did not grant the lease of a directory made under one");
                 fs.known.lock().unlease(ino);
             }
-            let a = r.attr?;
-            fs.inodes.lock().bind(ino, &a);
-            Some(a)
+            fs.bind_created(ino, r.attr.as_ref())
         });
         Some(Entry {
             ino,
@@ -308,9 +315,7 @@ impl Fs {
         let what = format!("symlink {}", String::from_utf8_lossy(name));
         let what = (what, libc::EEXIST);
         self.send_behind::<rpc::Symlink>((ino, Some(attr)), &req, what, move |fs, r| {
-            let a = r.attr?;
-            fs.inodes.lock().bind(ino, &a);
-            Some(a)
+            fs.bind_created(ino, r.attr.as_ref())
         });
         Some(Entry {
             ino,
@@ -364,7 +369,7 @@ impl Fs {
             cached_change: None,
         };
         let what = (format!("open of inode {ino}"), 0);
-        self.send_behind::<rpc::Open>((ino, Some(attr)), &req, what, |_, r| r.attr);
+        self.send_behind::<rpc::Open>((ino, Some(attr)), &req, what, |_, _| {});
         self.note_open(ino, fh, flags, &attr);
         Some(super::Opened {
             fh,
@@ -442,21 +447,10 @@ impl Fs {
                 (inodes.path(ino)?, inodes.identity(ino))
             }
         };
-        let req = proto::SetAttrRequest {
-            path: path.into(),
-            handle: handle.map_or(0, |h| h.0),
-            has_handle: handle.is_some(),
-            expect,
-            mode: change.mode,
-            uid: change.uid,
-            gid: change.gid,
-            size: change.size,
-            atime: change.atime,
-            mtime: change.mtime,
-        };
+        let req = change.request(path, handle, expect);
         self.attrs.lock().forget(ino);
         let what = (format!("setattr of inode {ino}"), 0);
-        self.send_behind::<rpc::SetAttr>((ino, Some(attr)), &req, what, |_, r| r.attr);
+        self.send_behind::<rpc::SetAttr>((ino, Some(attr)), &req, what, |_, _| {});
         Some(attr)
     }
 
@@ -537,7 +531,7 @@ impl Fs {
         let attr = self.pending.update(ino, |a| a.ctime = Some(t));
         let what = format!("rename {}", String::from_utf8_lossy(name));
         let what = (what, libc::ENOENT);
-        self.send_behind::<rpc::Rename>((ino, attr), &req, what, |_, _| None);
+        self.send_behind::<rpc::Rename>((ino, attr), &req, what, |_, _| {});
         Some(())
     }
 
@@ -583,7 +577,7 @@ impl Fs {
             .update(ino, |a| a.nlink = a.nlink.saturating_sub(1));
         let what = format!("remove {}", String::from_utf8_lossy(name));
         let what = (what, libc::ENOENT);
-        self.send_behind::<rpc::Remove>((ino, attr), &req, what, |_, _| None);
+        self.send_behind::<rpc::Remove>((ino, attr), &req, what, |_, _| {});
         Some(())
     }
 }

@@ -95,6 +95,30 @@ pub struct SetAttr {
     pub mtime: Option<proto::SetTime>,
 }
 
+impl SetAttr {
+    /// The SetAttr request making these changes, through `handle` or else at `path` (with
+    /// the identity it must still name).
+    pub(super) fn request(
+        &self,
+        path: Vec<u8>,
+        handle: Option<Fh>,
+        expect: Option<proto::Identity>,
+    ) -> proto::SetAttrRequest {
+        proto::SetAttrRequest {
+            path: path.into(),
+            handle: handle.map_or(0, |h| h.0),
+            has_handle: handle.is_some(),
+            expect,
+            mode: self.mode,
+            uid: self.uid,
+            gid: self.gid,
+            size: self.size,
+            atime: self.atime,
+            mtime: self.mtime,
+        }
+    }
+}
+
 /// A position in an open file (copy_file_range's source and destination).
 #[derive(Debug, Clone, Copy)]
 pub struct FilePos {

@@ -72,14 +72,8 @@ impl Fs {
     /// A write of `ino` up to `end` was accepted: the prediction of a file being created
     /// locally follows it.
     fn wrote_here(&self, ino: Ino, end: u64) {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::SystemTime::UNIX_EPOCH)
-            .unwrap_or_default();
-        let t = proto::Timespec {
-            sec: t.as_secs() as i64,
-            nsec: t.subsec_nanos(),
-        };
         self.pending.update(ino, |a| {
+            let t = super::local_ops::now();
             a.size = a.size.max(end);
             a.blocks = a.size.div_ceil(512);
             a.mtime = Some(t);
@@ -118,11 +112,7 @@ impl Fs {
             }
             wb.drain_all().await;
         }
-        self.pending.all_settled().await;
-        match self.pending.take_unreported() {
-            Some(errno) => Err(FsError::Writeback(errno)),
-            None => Ok(()),
-        }
+        self.fsyncdir().await
     }
 
     pub fn writeback_stats(&self) -> Option<WritebackStats> {
