@@ -36,11 +36,18 @@ fn value(metrics: &str, name: &str) -> Option<f64> {
 
 /// `fsmount status --json MOUNTPOINT`, parsed.
 fn status_json(mount: &Mount) -> serde_json::Value {
-    let out = Command::new(bin_dir().join("fsmount"))
-        .args(["status", "--json"])
-        .arg(&mount.path)
-        .output()
-        .unwrap();
+    let status = || {
+        Command::new(bin_dir().join("fsmount"))
+            .args(["status", "--json"])
+            .arg(&mount.path)
+            .output()
+            .unwrap()
+    };
+    // The mount shows in /proc/mounts a moment before its control socket exists.
+    let out = e2e_tests::poll_until(std::time::Duration::from_secs(5), || {
+        Some(status()).filter(|o| o.status.success())
+    })
+    .unwrap_or_else(status);
     assert!(out.status.success(), "{out:?}");
     serde_json::from_slice(&out.stdout).unwrap()
 }
