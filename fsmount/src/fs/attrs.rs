@@ -15,6 +15,7 @@ impl Fs {
 
     /// This mount changes `ino`'s data: cached attributes and blocks of it are stale.
     pub(super) fn data_changed(&self, ino: Ino) {
+        self.written.lock().remove(&ino);
         self.attrs.lock().forget(ino);
         if let Some(cache) = &self.cache {
             cache.invalidate(ino);
@@ -24,7 +25,7 @@ impl Fs {
     /// Attributes of `ino`: through `fh` when the kernel gives one, else by path (see
     /// `by_path_or_handle`).
     pub async fn getattr(&self, ino: Ino, fh: Option<Fh>) -> Result<proto::Attr> {
-        if let Some(attr) = self.pending.attr(ino) {
+        if let Some(attr) = self.predicted(ino) {
             return Ok(attr);
         }
         self.after_writes(ino).await;
@@ -47,7 +48,7 @@ impl Fs {
     /// `getattr` if the attribute cache answers it now (no writes of `ino` in flight): the
     /// FUSE thread answers such requests itself.
     pub fn getattr_now(&self, ino: Ino) -> Option<proto::Attr> {
-        if let Some(attr) = self.pending.attr(ino) {
+        if let Some(attr) = self.predicted(ino) {
             return Some(attr);
         }
         if self.writeback.as_ref().is_some_and(|wb| wb.busy(ino)) {
@@ -69,6 +70,7 @@ impl Fs {
         if let Some(attr) = self.setattr_here(ino, fh, &change) {
             return Ok(attr);
         }
+        self.pending.unpredictable(ino);
         let dir_changes = change.mode.is_some() || change.uid.is_some() || change.gid.is_some();
         if dir_changes {
             self.known.lock().dir_attr_changed(ino, None);

@@ -247,6 +247,11 @@ impl KnownDirs {
         l.leased && self.lease_until.is_some_and(|t| Instant::now() < t)
     }
 
+    /// True if this mount holds `dir`'s lease now.
+    pub fn holds_dir(&self, dir: Ino) -> bool {
+        self.dirs.get(&dir).is_some_and(|l| self.holds(l))
+    }
+
     /// Whether `name` is in `dir`, if this mount holds `dir`'s lease and knows its names.
     pub fn has_name(&self, dir: Ino, name: &[u8]) -> Option<bool> {
         let l = self.dirs.get(&dir).filter(|l| self.holds(l))?;

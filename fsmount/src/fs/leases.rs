@@ -65,6 +65,7 @@ impl Fs {
             for p in &paths {
                 if let Some(dir) = inodes.at_path(p) {
                     known.unlease(dir);
+                    self.pending.forget_kept_in(Some(dir));
                 }
             }
         }
@@ -86,6 +87,7 @@ impl Fs {
         let call = {
             let _gate = self.lease_gate.lock();
             self.known.lock().unlease_all();
+            self.pending.forget_kept_in(None);
             if let Some(c) = &self.coalescer {
                 c.flush_all();
             }
@@ -108,6 +110,7 @@ impl Fs {
     /// Stops holding every lease and sends them back (under the gate); the call, if any.
     fn give_back_held(&self) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
         let dirs = self.known.lock().unlease_all();
+        self.pending.forget_kept_in(None);
         let paths: Vec<Bytes> = {
             let inodes = self.inodes.lock();
             dirs.iter()
@@ -152,6 +155,7 @@ impl Fs {
         self.sessions_lost
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.known.lock().unlease_all();
+        self.pending.forget_kept_in(None);
     }
 
     /// Renews this mount's leases every third of the lease time while it holds any, until

@@ -24,8 +24,9 @@ use bytes::Bytes;
 use prost::Message;
 use protocol::rpc::{self, Rpc};
 
+use super::block_cache::Block;
 use super::known_dirs::DirAttr;
-use super::pending::Finished;
+use super::pending::{Finished, Kept};
 use super::{Entry, Fh, Fs, Ino, SetAttr};
 use crate::remote::{decode, Patience};
 
@@ -148,9 +149,55 @@ impl Fs {
         Some(((owner.0, gid), dir))
     }
 
+    /// The attributes of `ino` as this mount predicts them: while its requests answered
+    /// locally are in flight, and after, while they are kept under a lease still held.
+    pub(super) fn predicted(&self, ino: Ino) -> Option<proto::Attr> {
+        match self.pending.attr(ino)? {
+            (attr, Kept::InFlight) => Some(attr),
+            (attr, Kept::In(dir)) => self.known.lock().holds_dir(dir).then_some(attr),
+        }
+    }
+
+    /// True if `ino`'s attributes are kept under a lease held now (nothing in flight):
+    /// this mount is the only one changing it, as when its creation is in flight.
+    pub(super) fn kept_here(&self, ino: Ino) -> bool {
+        match self.pending.attr(ino) {
+            Some((_, Kept::In(dir))) => self.known.lock().holds_dir(dir),
+            _ => false,
+        }
+    }
+
+    /// The leased directory to keep `ino`'s attributes under once its requests are
+    /// answered: its only name's, if that directory's lease is held.
+    fn keep_dir(&self, ino: Ino) -> Option<Ino> {
+        let parent = {
+            let inodes = self.inodes.lock();
+            let mut paths = inodes.paths(ino).into_iter();
+            let (_, (parent, name)) = paths.next()?;
+            if paths.next().is_some() {
+                return None;
+            }
+            (parent, name)
+        };
+        let known = self.known.lock();
+        (known.has_name(parent.0, &parent.1) == Some(true)).then_some(parent.0)
+    }
+
+    /// This mount made, removed or moved a name in `dir` (`links`: its change of link
+    /// count, a subdirectory's): its predicted times and link count follow.
+    fn dir_changed_here(&self, dir: Ino, links: i32) {
+        let t = now();
+        self.pending.update(dir, |a| {
+            a.mtime = Some(t);
+            a.ctime = Some(t);
+            a.nlink = a.nlink.saturating_add_signed(links);
+        });
+    }
+
     /// Sends `req` ORDERED for an operation already answered about `ino` (`attr`: its
     /// predicted attributes, None to keep them), and records its outcome when the reply
-    /// comes; `on_reply` takes a successful reply (binds what was created).
+    /// comes; `on_reply` takes a successful reply (binds what was created) and returns the
+    /// attributes it carries, which replace the prediction if nothing changed since.
     /// `done_already`: the errno that means the request had run before the server
     /// restarted (it was sent again to the new session), which is then no failure.
     fn send_behind<C: Rpc>(
@@ -158,9 +205,9 @@ impl Fs {
         (ino, attr): (Ino, Option<proto::Attr>),
         req: &C::Request,
         (what, done_already): (String, i32),
-        on_reply: impl FnOnce(&Fs, &C::Reply) + Send + 'static,
+        on_reply: impl FnOnce(&Fs, &C::Reply) -> Option<proto::Attr> + Send + 'static,
     ) {
-        self.pending.start(ino, attr);
+        let seq = self.pending.start(ino, attr);
         let epoch = self
             .sessions_lost
             .load(std::sync::atomic::Ordering::Relaxed);
@@ -172,9 +219,10 @@ impl Fs {
         );
         let fs = self.clone();
         tokio::spawn(async move {
+            let mut adopt = None;
             let outcome = match call.await.and_then(|f| decode::<C>(&f)) {
                 Ok(reply) => {
-                    on_reply(&fs, &reply);
+                    adopt = on_reply(&fs, &reply).map(|a| (seq, a));
                     Ok(())
                 }
                 Err(crate::client::ClientError::Remote { errno, .. })
@@ -192,19 +240,22 @@ impl Fs {
                     Err((errno, what))
                 }
             };
-            if let Finished::Settled = fs.pending.finish(ino, outcome) {
-                // The predictions go; the server's attributes from these replies may predate
-                // writes made since (a Create's size): the next getattr asks.
+            // Writes queued behind: the reply's attributes predate them.
+            let writing = fs.writeback.as_ref().is_some_and(|wb| wb.busy(ino));
+            let adopt = adopt.filter(|_| !writing);
+            let keep_in = fs.wants_leases().then(|| fs.keep_dir(ino)).flatten();
+            if let Finished::Settled = fs.pending.finish(ino, outcome, adopt, keep_in) {
                 fs.attrs.lock().forget(ino);
             }
         });
     }
 
     /// The server created `ino` (answered locally) as `attr`: it has its identity now.
-    fn bind_created(&self, ino: Ino, attr: Option<&proto::Attr>) {
-        if let Some(a) = attr {
-            self.inodes.lock().bind(ino, a);
-        }
+    /// Returns the attributes.
+    fn bind_created(&self, ino: Ino, attr: Option<&proto::Attr>) -> Option<proto::Attr> {
+        let a = attr?;
+        self.inodes.lock().bind(ino, a);
+        Some(*a)
     }
 
     /// create(2) answered locally (see the module), or None to ask the server.
@@ -229,6 +280,7 @@ impl Fs {
         };
         self.known.lock().added(parent, name);
         self.attrs.lock().forget(parent);
+        self.dir_changed_here(parent, 0);
         let req = proto::CreateRequest {
             parent: parent_path.into(),
             name: Bytes::copy_from_slice(name),
@@ -271,6 +323,7 @@ impl Fs {
             known.lease_inherited(ino, DirAttr::of(&attr));
         }
         self.attrs.lock().forget(parent);
+        self.dir_changed_here(parent, 1);
         let req = proto::MkdirRequest {
             parent: parent_path.into(),
             name: Bytes::copy_from_slice(name),
@@ -307,6 +360,7 @@ impl Fs {
         let ino = self.inodes.lock().remember_unbound(parent, name);
         self.known.lock().added(parent, name);
         self.attrs.lock().forget(parent);
+        self.dir_changed_here(parent, 0);
         let req = proto::SymlinkRequest {
             parent: parent_path.into(),
             name: Bytes::copy_from_slice(name),
@@ -324,12 +378,14 @@ impl Fs {
         })
     }
 
-    /// open(2) of a file this mount is creating (its requests are in flight), answered at
-    /// once by its owner (or an unsquashed root) when its mode allows: the Open is sent
-    /// ORDERED under a new handle. (`rsync` opens the file it just wrote again.)
+    /// open(2) of a file this mount is creating (its requests are in flight) or whose
+    /// attributes it keeps under a lease, answered at once by its owner (or an unsquashed
+    /// root) when its mode allows: the Open is sent ORDERED under a new handle, asking for
+    /// the start of the file as a server Open does (a read waits for it). (`rsync` opens the
+    /// file it just wrote again; `git` reads the objects it just wrote.)
     pub(super) fn open_here(self: &Arc<Self>, ino: Ino, flags: u32) -> Option<super::Opened> {
         let _gate = self.lease_gate.lock();
-        let attr = self.pending.attr(ino)?;
+        let attr = self.predicted(ino)?;
         if attr.mode & S_IFMT != libc::S_IFREG {
             return None;
         }
@@ -359,18 +415,31 @@ impl Fs {
             }
             false => attr,
         };
+        let (prefetch, cached_change) = self.prefetch_for(ino, flags);
+        // The blocks cached are this mount's view: nobody else changed the file.
+        let change = cached_change.unwrap_or(attr.change);
+        self.note_open(ino, fh, flags, &proto::Attr { change, ..attr });
+        let cache = self.cache.clone().filter(|_| prefetch > 0);
+        let generation = cache.as_ref().map(|c| c.generation(ino));
         let req = proto::OpenRequest {
             path: path.into(),
             flags,
             handle: fh.0,
             expect,
             reopen: false,
-            prefetch: 0,
-            cached_change: None,
+            prefetch,
+            cached_change,
         };
         let what = (format!("open of inode {ino}"), 0);
-        self.send_behind::<rpc::Open>((ino, Some(attr)), &req, what, |_, _| {});
-        self.note_open(ino, fh, flags, &attr);
+        self.send_behind::<rpc::Open>((ino, Some(attr)), &req, what, move |_, r| {
+            // Under the generation of the open: a write since made it stale.
+            if let (Some(data), Some(cache), Some(g)) = (&r.prefetched, cache, generation) {
+                if data.len() <= prefetch as usize {
+                    cache.insert(ino, g, 0, Block::new(fh, data.clone()));
+                }
+            }
+            None
+        });
         Some(super::Opened {
             fh,
             keep_cache: false,
@@ -387,7 +456,7 @@ impl Fs {
         change: &SetAttr,
     ) -> Option<proto::Attr> {
         let _gate = self.lease_gate.lock();
-        let current = self.pending.attr(ino)?;
+        let current = self.predicted(ino)?;
         let ((uid, _), _) = self.caller_owner()?;
         let root = uid == 0;
         let owner = root || uid == current.uid;
@@ -450,16 +519,13 @@ impl Fs {
         let req = change.request(path, handle, expect);
         self.attrs.lock().forget(ino);
         let what = (format!("setattr of inode {ino}"), 0);
-        self.send_behind::<rpc::SetAttr>((ino, Some(attr)), &req, what, |_, _| {});
+        self.send_behind::<rpc::SetAttr>((ino, Some(attr)), &req, what, |_, r| r.attr);
         Some(attr)
     }
 
     /// The kind of `ino` (S_IFMT bits), if this mount knows it without asking.
     fn kind_of(&self, ino: Ino) -> Option<u32> {
-        let attr = self
-            .pending
-            .attr(ino)
-            .or_else(|| self.attrs.lock().get(ino))?;
+        let attr = self.predicted(ino).or_else(|| self.attrs.lock().get(ino))?;
         Some(attr.mode & S_IFMT)
     }
 
@@ -529,9 +595,16 @@ impl Fs {
         }
         let t = now();
         let attr = self.pending.update(ino, |a| a.ctime = Some(t));
+        self.pending.moved(ino, new_parent);
+        if let Some(replaced) = target {
+            self.pending.unpredictable(replaced);
+        }
+        let links = i32::from(self.kind_of(ino) == Some(libc::S_IFDIR));
+        self.dir_changed_here(parent, -links);
+        self.dir_changed_here(new_parent, links);
         let what = format!("rename {}", String::from_utf8_lossy(name));
         let what = (what, libc::ENOENT);
-        self.send_behind::<rpc::Rename>((ino, attr), &req, what, |_, _| {});
+        self.send_behind::<rpc::Rename>((ino, attr), &req, what, |_, _| None);
         Some(())
     }
 
@@ -575,9 +648,10 @@ impl Fs {
         let attr = self
             .pending
             .update(ino, |a| a.nlink = a.nlink.saturating_sub(1));
+        self.dir_changed_here(parent, -i32::from(dir));
         let what = format!("remove {}", String::from_utf8_lossy(name));
         let what = (what, libc::ENOENT);
-        self.send_behind::<rpc::Remove>((ino, attr), &req, what, |_, _| {});
+        self.send_behind::<rpc::Remove>((ino, attr), &req, what, |_, _| None);
         Some(())
     }
 }

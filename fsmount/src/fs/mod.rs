@@ -182,6 +182,8 @@ pub struct Fs {
     lease_gate: Mutex<()>,
     /// Per caller (uid, gid): the owner the server gives what it makes (squashing applied).
     owners: Mutex<std::collections::HashMap<(u32, u32), (u32, u32)>>,
+    /// Files being written from the start, their bytes so far (see `write`).
+    written: Mutex<std::collections::HashMap<Ino, bytes::BytesMut>>,
     /// The server's lease time, as it last said (ms; 0: not yet).
     lease_ms: std::sync::atomic::AtomicU64,
     /// Server sessions lost so far (the server restarted: requests in flight ran again).
@@ -218,6 +220,7 @@ impl Fs {
             pending: Default::default(),
             lease_gate: Mutex::new(()),
             owners: Default::default(),
+            written: Default::default(),
             lease_ms: Default::default(),
             sessions_lost: Default::default(),
         }

@@ -106,6 +106,7 @@ impl Fs {
         name: &[u8],
         req: &C::Request,
     ) -> Result<C::Reply> {
+        self.pending.unpredictable(parent);
         let reply = self.ask::<C>(req).await.map_err(FsError::from);
         self.name_made(parent, name, &reply);
         reply
@@ -171,7 +172,7 @@ impl Fs {
     fn lookup_known(&self, parent: Ino, name: &[u8]) -> Option<Result<Entry>> {
         // Something this mount is making there: as predicted.
         let making = self.inodes.lock().child(parent, name);
-        if let Some((ino, attr)) = making.and_then(|i| Some((i, self.pending.attr(i)?))) {
+        if let Some((ino, attr)) = making.and_then(|i| Some((i, self.predicted(i)?))) {
             self.inodes.lock().looked_up(ino);
             let age = Duration::ZERO;
             return Some(Ok(Entry { ino, attr, age }));
@@ -284,6 +285,7 @@ impl Fs {
     pub fn forget(&self, ino: Ino, n: u64) {
         let gone = self.inodes.lock().forget(ino, n);
         if gone {
+            self.pending.unpredictable(ino);
             self.attrs.lock().forget(ino);
             self.known.lock().forget(ino);
         }
@@ -353,6 +355,8 @@ impl Fs {
         // A file still being created locally: bound to its server identity first, so the
         // new name is known as the same inode.
         self.pending.settled(ino).await;
+        self.pending.unpredictable(ino);
+        self.pending.unpredictable(new_parent);
         let new_parent_path = self.path(new_parent)?;
         let make = |path: Vec<u8>, expect| proto::LinkRequest {
             path: path.into(),
@@ -377,6 +381,10 @@ impl Fs {
             name: Bytes::copy_from_slice(name),
             dir,
         };
+        let child = self.inodes.lock().child(parent, name);
+        for i in child.into_iter().chain([parent]) {
+            self.pending.unpredictable(i);
+        }
         let removed = self.ask::<rpc::Remove>(&req).await;
         match &removed {
             Ok(_) => self.known.lock().removed(parent, name),
@@ -411,6 +419,16 @@ impl Fs {
             new_name: Bytes::copy_from_slice(new_name),
             flags,
         };
+        let touched = {
+            let inodes = self.inodes.lock();
+            [
+                inodes.child(parent, name),
+                inodes.child(new_parent, new_name),
+            ]
+        };
+        for i in touched.into_iter().flatten().chain([parent, new_parent]) {
+            self.pending.unpredictable(i);
+        }
         let reply = self.ask::<rpc::Rename>(&req).await;
         {
             let mut known = self.known.lock();

@@ -138,7 +138,8 @@ impl Fs {
     /// The last close of `fh`: its writes are settled (an error nobody can be told of any
     /// more is logged), then the server closes it.
     pub async fn release(&self, ino: Ino, fh: Fh) -> Result<()> {
-        if self.pending.busy(ino) {
+        self.written.lock().remove(&ino);
+        if self.pending.busy(ino) || self.kept_here(ino) {
             return self.release_behind(ino, fh);
         }
         if let Err(e) = self.settle(ino).await {
@@ -180,7 +181,7 @@ impl Fs {
     /// Remembers a file opened on the server; `attr` as the server reported it at open.
     /// How many bytes of `ino` to ask for with an Open of `flags` (none when not reading or
     /// without a cache), and the change token of the version the cache already holds.
-    fn prefetch_for(&self, ino: Ino, flags: u32) -> (u32, Option<u64>) {
+    pub(super) fn prefetch_for(&self, ino: Ino, flags: u32) -> (u32, Option<u64>) {
         let Some(cache) = &self.cache else {
             return (0, None);
         };

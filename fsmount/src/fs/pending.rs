@@ -4,6 +4,13 @@
 //! flight, and the first failure, which the file's next flush, fsync or close reports
 //! (as write-behind does for data). Failures are also kept for the whole mount, for fsync
 //! of a directory, `fsmount sync` and `fsmount status`.
+//!
+//! Once all of an inode's requests are answered, its attributes may be *kept*: while the
+//! lease of the directory holding it lasts, nobody else changes it, so what this mount
+//! predicted (or the server's reply to its last request, when nothing changed since) stays
+//! true, and lookups, getattr and open go on being answered without a round trip. The
+//! caller checks the lease (`Kept::In`) and drops kept attributes when it ends, and
+//! whenever this mount changes the inode in a way it does not predict.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -16,12 +23,29 @@ use super::Ino;
 const KEPT_FAILURES: usize = 64;
 /// Inodes whose failure is kept for their next close at most.
 const KEPT_ERRORS: usize = 4096;
+/// Inodes whose attributes are kept after their requests were answered, at most.
+const KEPT_ATTRS: usize = 65536;
 
 #[derive(Debug)]
 struct Node {
     /// Predicted attributes (None: not predicted; ask as usual).
     attr: Option<proto::Attr>,
+    /// Requests in flight.
     ops: u32,
+    /// Bumped by every start and update: a reply's attributes are only adopted if nothing
+    /// changed since its request was sent.
+    seq: u64,
+    /// With no request in flight: the leased directory the attributes are kept under.
+    kept_in: Option<Ino>,
+}
+
+/// Where predicted attributes stand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kept {
+    /// Requests about the inode are in flight.
+    InFlight,
+    /// All answered; true while the lease of this directory is held.
+    In(Ino),
 }
 
 #[derive(Debug, Default)]
@@ -35,6 +59,8 @@ struct Table {
     failures: VecDeque<String>,
     failed: u64,
     in_flight: u64,
+    /// Nodes with no request in flight (kept attributes).
+    kept: usize,
 }
 
 /// What `finish` leaves.
@@ -63,35 +89,99 @@ impl Default for Pending {
 
 impl Pending {
     /// A request about `ino` was sent; `attr`: its attributes as predicted now (None: keep
-    /// the prediction, if any).
-    pub(super) fn start(&self, ino: Ino, attr: Option<proto::Attr>) {
+    /// the prediction, if any). Returns the sequence number `finish` takes to adopt the
+    /// reply's attributes.
+    pub(super) fn start(&self, ino: Ino, attr: Option<proto::Attr>) -> u64 {
         let mut t = self.table.lock();
         t.in_flight += 1;
-        let n = t.nodes.entry(ino).or_insert(Node { attr: None, ops: 0 });
+        let n = t.nodes.entry(ino).or_insert(Node {
+            attr: None,
+            ops: 0,
+            seq: 0,
+            kept_in: None,
+        });
+        if n.ops == 0 && n.kept_in.take().is_some() {
+            t.kept -= 1;
+        }
+        let n = t.nodes.get_mut(&ino).expect("inserted above");
         n.ops += 1;
+        n.seq += 1;
         if attr.is_some() {
             n.attr = attr;
         }
+        n.seq
     }
 
-    /// The predicted attributes of `ino`, if requests about it are in flight.
-    pub(super) fn attr(&self, ino: Ino) -> Option<proto::Attr> {
-        self.table.lock().nodes.get(&ino).and_then(|n| n.attr)
+    /// The predicted attributes of `ino`, and whether requests are in flight or they are
+    /// kept (the caller checks the lease).
+    pub(super) fn attr(&self, ino: Ino) -> Option<(proto::Attr, Kept)> {
+        let t = self.table.lock();
+        let n = t.nodes.get(&ino)?;
+        let kept = match (n.ops, n.kept_in) {
+            (0, Some(dir)) => Kept::In(dir),
+            _ => Kept::InFlight,
+        };
+        Some((n.attr?, kept))
     }
 
-    /// Changes the prediction of `ino`, if pending; returns the new one.
+    /// Changes the prediction of `ino`, if pending or kept; returns the new one.
     pub(super) fn update(&self, ino: Ino, f: impl FnOnce(&mut proto::Attr)) -> Option<proto::Attr> {
         let mut t = self.table.lock();
-        let a = t.nodes.get_mut(&ino)?.attr.as_mut()?;
+        let n = t.nodes.get_mut(&ino)?;
+        n.seq += 1;
+        let a = n.attr.as_mut()?;
         f(a);
         Some(*a)
     }
 
+    /// The kept attributes of `ino`, if kept, now belong to directory `dir` (renamed there).
+    pub(super) fn moved(&self, ino: Ino, dir: Ino) {
+        if let Some(n) = self.table.lock().nodes.get_mut(&ino) {
+            if n.kept_in.is_some() {
+                n.kept_in = Some(dir);
+            }
+        }
+    }
+
+    /// `ino` changed in a way this mount does not predict (another client, the server
+    /// through a request of this mount's, or the kernel forgot it): its kept attributes go,
+    /// and requests in flight keep no prediction.
+    pub(super) fn unpredictable(&self, ino: Ino) {
+        let mut t = self.table.lock();
+        match t.nodes.get_mut(&ino) {
+            Some(n) if n.ops == 0 => {
+                t.nodes.remove(&ino);
+                t.kept -= 1;
+            }
+            Some(n) => n.attr = None,
+            None => {}
+        }
+    }
+
+    /// Drops every attribute kept under `dir` (None: under any directory): its lease ended.
+    pub(super) fn forget_kept_in(&self, dir: Option<Ino>) {
+        let mut t = self.table.lock();
+        let before = t.nodes.len();
+        t.nodes
+            .retain(|_, n| n.ops > 0 || dir.is_some_and(|d| n.kept_in != Some(d)));
+        let dropped = before - t.nodes.len();
+        t.kept -= dropped;
+    }
+
     /// A request about `ino` was answered: success, or its errno and a description of what
-    /// failed.
-    pub(super) fn finish(&self, ino: Ino, result: Result<(), (i32, String)>) -> Finished {
+    /// failed. `adopt`: the reply's attributes with the sequence number `start` gave, taken
+    /// if nothing changed since. `keep_in`: the leased directory to keep the attributes
+    /// under once nothing is in flight (None: drop them).
+    pub(super) fn finish(
+        &self,
+        ino: Ino,
+        result: Result<(), (i32, String)>,
+        adopt: Option<(u64, proto::Attr)>,
+        keep_in: Option<Ino>,
+    ) -> Finished {
         let mut t = self.table.lock();
         t.in_flight = t.in_flight.saturating_sub(1);
+        let ok = result.is_ok();
         match result {
             Ok(()) => {}
             Err((errno, what)) => {
@@ -106,17 +196,29 @@ impl Pending {
                 t.failures.push_back(what);
             }
         }
-        let finished = match t.nodes.get_mut(&ino) {
+        let keep = keep_in.filter(|_| ok && t.kept < KEPT_ATTRS && !t.errors.contains_key(&ino));
+        let (finished, kept) = match t.nodes.get_mut(&ino) {
             Some(n) if n.ops > 1 => {
                 n.ops -= 1;
-                Finished::Busy
+                (Finished::Busy, false)
             }
-            Some(_) => {
+            Some(n) if n.ops == 1 && keep.is_some() && n.attr.is_some() => {
+                n.ops = 0;
+                n.kept_in = keep;
+                if let Some((_, attr)) = adopt.filter(|(seq, _)| *seq == n.seq) {
+                    n.attr = Some(attr);
+                }
+                (Finished::Settled, true)
+            }
+            Some(n) if n.ops == 1 => {
                 t.nodes.remove(&ino);
-                Finished::Settled
+                (Finished::Settled, false)
             }
-            None => Finished::Settled,
+            Some(_) | None => (Finished::Settled, false),
         };
+        if kept {
+            t.kept += 1;
+        }
         drop(t);
         self.answered.send_modify(|n| *n += 1);
         finished
@@ -124,7 +226,7 @@ impl Pending {
 
     /// True if requests about `ino` are in flight.
     pub(super) fn busy(&self, ino: Ino) -> bool {
-        self.table.lock().nodes.contains_key(&ino)
+        self.table.lock().nodes.get(&ino).is_some_and(|n| n.ops > 0)
     }
 
     /// True if any request answered locally is in flight.
@@ -180,11 +282,16 @@ mod tests {
         p.start(a, Some(size(1)));
         p.start(a, None);
         p.start(b, Some(size(0)));
-        assert_eq!(p.attr(a).unwrap().size, 1);
-        assert!(matches!(p.finish(a, Ok(())), Finished::Busy));
-        assert!(matches!(p.finish(a, Ok(())), Finished::Settled));
+        assert_eq!(p.attr(a).unwrap().0.size, 1);
+        assert!(matches!(p.finish(a, Ok(()), None, None), Finished::Busy));
+        assert!(matches!(p.finish(a, Ok(()), None, None), Finished::Settled));
         assert!(!p.busy(a) && p.any());
-        let failed = p.finish(b, Err((libc::EACCES, "create b".into())));
+        let failed = p.finish(
+            b,
+            Err((libc::EACCES, "create b".into())),
+            None,
+            Some(Ino(1)),
+        );
         assert!(matches!(failed, Finished::Settled));
         assert!(!p.any());
         assert_eq!(p.take_error(a), None);
@@ -193,5 +300,43 @@ mod tests {
         assert_eq!(p.take_unreported(), Some(libc::EACCES));
         assert_eq!(p.take_unreported(), None);
         assert_eq!(p.stats().1, 1);
+        assert_eq!(p.attr(b), None, "a failure keeps nothing");
+    }
+
+    #[test]
+    fn attributes_are_kept_under_a_lease_and_a_later_reply_is_adopted_only_if_nothing_changed() {
+        let p = Pending::default();
+        let (a, b, dir) = (Ino(2), Ino(3), Ino(1));
+        let size = |size| proto::Attr {
+            size,
+            ..Default::default()
+        };
+        let seq = p.start(a, Some(size(1)));
+        p.update(a, |x| x.size = 5);
+        assert!(matches!(
+            p.finish(a, Ok(()), Some((seq, size(0))), Some(dir)),
+            Finished::Settled
+        ));
+        assert_eq!(
+            p.attr(a),
+            Some((size(5), Kept::In(dir))),
+            "the stale reply is not adopted"
+        );
+        assert!(!p.busy(a) && !p.any());
+        let seq = p.start(a, None);
+        assert_eq!(p.attr(a).unwrap().1, Kept::InFlight);
+        p.finish(a, Ok(()), Some((seq, size(7))), Some(dir));
+        assert_eq!(p.attr(a).unwrap().0.size, 7, "the latest reply is");
+        p.start(b, Some(size(2)));
+        p.finish(b, Ok(()), None, Some(Ino(9)));
+        p.forget_kept_in(Some(dir));
+        assert_eq!(p.attr(a), None);
+        assert!(p.attr(b).is_some(), "kept under another directory");
+        p.start(b, None);
+        p.unpredictable(b);
+        p.finish(b, Ok(()), None, Some(Ino(9)));
+        assert_eq!(p.attr(b), None, "no prediction: nothing kept");
+        p.forget_kept_in(None);
+        assert_eq!(p.table.lock().kept, 0);
     }
 }

@@ -19,10 +19,14 @@ impl Fs {
     /// readers go through the block cache and start read-ahead; other reads go straight to
     /// the server unless the cache already holds every block they touch.
     pub async fn read(&self, ino: Ino, fh: Fh, offset: u64, len: u32) -> Result<Bytes> {
-        // A file created locally exists on the server once its requests are answered.
-        self.pending.settled(ino).await;
-        self.after_writes(ino).await;
         let len = len.min(self.max_io);
+        // A file created or opened locally exists (is open) on the server once its requests
+        // are answered, and an Open answered locally brings its first block: wait for them,
+        // unless the cache holds all that is asked.
+        if !self.all_cached(ino, offset, len) {
+            self.pending.settled(ino).await;
+        }
+        self.after_writes(ino).await;
         let retries = &*self.read_retries;
         let Some(cache) = self.cache.as_ref().filter(|_| len > 0) else {
             return Ok(fetch(&*self.remote, retries, fh, offset, len).await?.data);
@@ -69,6 +73,16 @@ impl Fs {
             1 => parts.pop().unwrap_or_default(),
             _ => parts.concat().into(),
         })
+    }
+
+    /// True if the block cache holds every block of [offset, offset + len) of `ino`.
+    fn all_cached(&self, ino: Ino, offset: u64, len: u32) -> bool {
+        let Some(cache) = self.cache.as_ref().filter(|_| len > 0) else {
+            return false;
+        };
+        let block = cache.block_size() as u64;
+        let generation = cache.generation(ino);
+        (offset / block..=(offset + len as u64 - 1) / block).all(|i| cache.has(ino, generation, i))
     }
 
     /// SEEK_DATA / SEEK_HOLE on the server's file.

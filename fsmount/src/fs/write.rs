@@ -10,6 +10,9 @@ use prost::Message;
 use protocol::rpc;
 
 use super::writeback::WritebackStats;
+
+/// Files whose first bytes are held as written (see `written_start`), at most.
+const WRITTEN_FILES: usize = 256;
 use super::{Fh, FilePos, Fs, FsError, Ino, Result};
 use crate::remote::{decode, Patience, Remote};
 
@@ -19,6 +22,8 @@ impl Fs {
     /// under the dirty bound); their outcome is reported by the next flush/fsync/close.
     pub async fn write(&self, fh: Fh, offset: u64, data: Bytes) -> Result<u32> {
         let ino = self.open_files.ino_of(fh);
+        // A file this mount wrote whole from the start, so far (see `written_start`).
+        let start = ino.and_then(|ino| self.written_start(ino, offset));
         if let Some(ino) = ino {
             self.data_changed(ino);
         }
@@ -39,15 +44,50 @@ impl Fs {
             }
             done = end;
         }
+        if let (Some(ino), Some(start)) = (ino, start) {
+            self.wrote_start(ino, fh, start, &data);
+        }
         Ok(done as u32)
     }
 
+    /// If `ino` is a file whose every byte this mount wrote since it made it empty, all
+    /// still in its first block, and a write at `offset` appends to them: what it holds so
+    /// far (and it is forgotten: `wrote_start` puts it back).
+    fn written_start(&self, ino: Ino, offset: u64) -> Option<bytes::BytesMut> {
+        let size = self.predicted(ino)?.size;
+        let held = self.written.lock().remove(&ino);
+        match held {
+            Some(b) if b.len() as u64 == offset && offset == size => Some(b),
+            None if offset == 0 && size == 0 => Some(bytes::BytesMut::new()),
+            _ => None,
+        }
+    }
+
+    /// `data` was appended to `start`, the first bytes of `ino` as this mount wrote them:
+    /// they go into the block cache as its first block (a short block: the file ends
+    /// there), so reading back what was just written needs no round trip (`git` reads the
+    /// objects it wrote). Only while the file is small and its attributes predicted.
+    fn wrote_start(&self, ino: Ino, fh: Fh, mut start: bytes::BytesMut, data: &[u8]) {
+        let Some(cache) = &self.cache else { return };
+        let most = crate::defaults::OPEN_PREFETCH.min(cache.block_size() - 1);
+        if start.len() + data.len() > most {
+            return;
+        }
+        start.extend_from_slice(data);
+        let block = super::block_cache::Block::new(fh, Bytes::copy_from_slice(&start));
+        cache.insert(ino, cache.generation(ino), 0, block);
+        let mut written = self.written.lock();
+        if written.len() < WRITTEN_FILES {
+            written.insert(ino, start);
+        }
+    }
+
     /// `close` of a file descriptor: every write reached the server, or the first error.
-    /// For a file whose creation or changes were answered locally (under a lease) it does
-    /// not wait: the first failure known by now, if any; the lease's recall makes the writes
+    /// For a file whose creation or changes were answered locally, or whose attributes are
+    /// kept, under a lease, it does not wait: the first failure known by now, if any; the lease's recall makes the writes
     /// reach the server before another client looks.
     pub async fn flush(&self, ino: Ino) -> Result<()> {
-        if self.pending.busy(ino) {
+        if self.pending.busy(ino) || self.kept_here(ino) {
             if let Some(c) = &self.coalescer {
                 c.flush_ino(ino);
             }
@@ -124,6 +164,7 @@ impl Fs {
         self.after_handle_writes(from.fh).await;
         if let Some(ino) = self.after_handle_writes(to.fh).await {
             self.data_changed(ino);
+            self.pending.unpredictable(ino);
         }
         let req = proto::CopyRangeRequest {
             handle_in: from.fh.0,
@@ -138,6 +179,7 @@ impl Fs {
     pub async fn fallocate(&self, fh: Fh, mode: u32, offset: u64, len: u64) -> Result<()> {
         if let Some(ino) = self.after_handle_writes(fh).await {
             self.data_changed(ino);
+            self.pending.unpredictable(ino);
         }
         let req = proto::FallocateRequest {
             handle: fh.0,
