@@ -122,6 +122,48 @@ fn what_a_lease_holder_answered_itself_is_seen_by_another_mount_right_after() {
 }
 
 #[test]
+fn what_a_lease_holder_made_is_still_answered_locally_once_the_server_has_it() {
+    let (_server, _slow, a, b) = slow_and_fast();
+    let (pa, pb) = (a.path.clone(), b.path.clone());
+    fs::create_dir(pa.join("d")).unwrap();
+    for i in 0..20 {
+        fs::write(pa.join(format!("d/f{i}")), format!("file {i}")).unwrap();
+    }
+    // Long enough for every request above to be answered.
+    std::thread::sleep(RTT * 4);
+    // git reads back the objects it wrote: with a lease nobody else changed them, so the
+    // attributes and first bytes A predicted stay good after the server confirmed them.
+    let started = Instant::now();
+    for i in 0..20 {
+        let f = pa.join(format!("d/f{i}"));
+        assert_eq!(
+            fs::symlink_metadata(&f).unwrap().len(),
+            format!("file {i}").len() as u64
+        );
+        assert_eq!(fs::read_to_string(&f).unwrap(), format!("file {i}"));
+    }
+    fs::set_permissions(pa.join("d/f0"), fs::Permissions::from_mode(0o640)).unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < RTT * 5,
+        "20 stats, opens and reads and a chmod took {took:?} at {RTT:?} round trip\n{}",
+        a.log()
+    );
+    eprintln!("20 stats, opens and reads and a chmod through a {RTT:?} link took {took:?}");
+    // Another mount changes them: its requests recall the lease, and A sees the changes
+    // right after (its kept attributes and blocks are gone).
+    fs::set_permissions(pb.join("d/f5"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::write(pb.join("d/f6"), b"rewritten by B").unwrap();
+    assert_eq!(mode(&pb.join("d/f0")), 0o640);
+    assert_eq!(mode(&pa.join("d/f5")), 0o600);
+    assert_eq!(
+        fs::read_to_string(pa.join("d/f6")).unwrap(),
+        "rewritten by B"
+    );
+    assert_eq!(fs::metadata(pa.join("d/f6")).unwrap().len(), 14);
+}
+
+#[test]
 fn a_conflict_on_a_leased_directory_waits_for_the_recall_and_keeps_both_changes() {
     let (server, _slow, a, b) = slow_and_fast();
     let (pa, pb) = (a.path.clone(), b.path.clone());
