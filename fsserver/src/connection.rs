@@ -170,7 +170,13 @@ pub async fn serve(
             None => None,
         };
         let on_handle = crate::ordering::on_handle(&frame);
-        let mut turn = order.turn_on(on_handle, frame.flags.contains(Flags::ORDERED));
+        let paths = leases::paths_of(&frame);
+        let mut turn = order.turn_of(&crate::ordering::Request {
+            cmd: Command::try_from(frame.cmd).ok(),
+            on_handle,
+            paths: &paths,
+            ordered: frame.flags.contains(Flags::ORDERED),
+        });
         // A change through a handle (setattr, write): told by identity.
         let told_by_handle = changes::handle_change(on_handle);
         let (ctx, tx, session) = (ctx.clone(), tx.clone(), session.clone());
@@ -181,7 +187,7 @@ pub async fn serve(
             // After the requests on its handle it must follow (see `ordering`).
             turn.wait().await;
             // After other sessions gave back the leases it reaches into.
-            recall_leases(&shared, &ctx.export.dir, &me, &frame).await;
+            recall_leases(&shared, &ctx.export.dir, &me, &paths).await;
             // What others must be told if it succeeds (by identity: taken before a Close),
             // worked out only if anyone else listens.
             let mut told = Vec::new();
@@ -329,14 +335,12 @@ async fn recall_leases(
     shared: &Shared,
     export: &std::path::Path,
     me: &leases::Holder,
-    frame: &Frame,
+    paths: &[bytes::Bytes],
 ) {
     if shared.leases.held() == 0 {
         return;
     }
-    let recalls = shared
-        .leases
-        .conflicts(export, me, &leases::paths_of(frame));
+    let recalls = shared.leases.conflicts(export, me, paths);
     for r in recalls {
         let (holder, path) = (r.holder.clone(), r.path.clone());
         if r.first {

@@ -1,36 +1,45 @@
-//! The order of one connection's requests on each open handle. The server runs requests
-//! concurrently, but a client may send a SetAttr (or Fsync, Fallocate, Close) on a handle
-//! right behind Writes on it without waiting for their replies: such a request runs only
-//! after every request on that handle received before it, and the ones received after it
-//! wait for it. Writes between two of them still run concurrently with each other. So a
-//! `futimens` queued after a file's last Write is not undone by that Write's mtime.
+//! The order of one connection's requests. The server runs requests concurrently, but:
 //!
-//! A request with the ORDERED flag runs after every request received before it on the
-//! connection, and later ORDERED requests after it: a client sends the operations it
-//! answered itself (under a directory lease) with that flag, in the order it answered them.
-//! A Create or Open is a barrier on the handle it names, so Writes sent behind it wait for
-//! it.
+//! - **On a handle**, a client may send a SetAttr (or Fsync, Fallocate, Close) right behind
+//!   Writes on it without waiting for their replies: such a request runs only after every
+//!   request on that handle received before it, and the ones received after it wait for it.
+//!   Writes between two of them still run concurrently with each other. So a `futimens`
+//!   queued after a file's last Write is not undone by that Write's mtime. A Create or Open
+//!   is a barrier on the handle it names, so Writes sent behind it wait for it.
+//! - **A request with the ORDERED flag** (a client sends the operations it answered itself
+//!   under a directory lease with it, in the order it answered them) runs after every
+//!   request received before it that it may depend on: every earlier request naming the
+//!   same path, a path above it (the mkdir of its directory) or below it (what is in a
+//!   directory it renames or removes), counting a request through a handle as naming the
+//!   path the handle was created or opened at. Unrelated ones (the next file of an untar)
+//!   run beside it. An ORDERED request naming no path (a Lease giving directories back)
+//!   runs after everything received before it, and every later ORDERED request after it.
 //!
 //! Requests are given their turn by the connection's reader, in the order they arrive
 //! (`turn`, synchronous), and wait for it in their own task (`Turn::wait`). A turn ends when
-//! its `Turn` is dropped, however the request ends.
+//! its `Turn` is dropped, however the request ends. What is remembered is bounded by the
+//! requests in flight (ended ones are pruned) and a cap on handles' paths: a handle whose
+//! path is not known orders like a request naming no path.
 
 use std::collections::HashMap;
 
+use bytes::Bytes;
 use prost::Message;
 use protocol::{Command, Flags, Frame};
 use tokio::sync::watch;
 
-/// A request's place in its handle's order.
+type Done = watch::Receiver<()>;
+
+/// A request's place in the connection's order.
 pub struct Turn {
     /// The requests it must wait for (their senders drop when they end).
-    after: Vec<watch::Receiver<()>>,
+    after: Vec<Done>,
     /// Dropped when this request ends.
     _done: Option<watch::Sender<()>>,
 }
 
 impl Turn {
-    /// A request outside any handle's order.
+    /// A request outside any order.
     pub fn free() -> Turn {
         Turn {
             after: Vec::new(),
@@ -50,9 +59,9 @@ impl Turn {
 #[derive(Default)]
 struct Chain {
     /// The last ordering request (SetAttr, Fsync...) on the handle.
-    barrier: Option<watch::Receiver<()>>,
+    barrier: Option<Done>,
     /// Writes received since that barrier.
-    writes: Vec<watch::Receiver<()>>,
+    writes: Vec<Done>,
 }
 
 impl Chain {
@@ -61,49 +70,183 @@ impl Chain {
     }
 }
 
-fn ended(rx: &watch::Receiver<()>) -> bool {
+fn ended(rx: &Done) -> bool {
     rx.has_changed().is_err()
 }
 
-/// Handles with requests in order, and the ordered requests, for one connection.
+/// What a request is, for its turn: decoded once by the reader.
+pub struct Request<'a> {
+    pub cmd: Option<Command>,
+    /// The handle it acts through (see `on_handle`).
+    pub on_handle: Option<(Command, u64)>,
+    /// The paths it names (see `leases::paths_of`).
+    pub paths: &'a [Bytes],
+    pub ordered: bool,
+}
+
+/// Requests since the last ORDERED one, per path.
+#[derive(Default)]
+struct PathOrder {
+    /// Per path: the requests naming it since the last ORDERED one that did (included).
+    on: HashMap<Bytes, Vec<Done>>,
+    /// Per directory path: the requests naming something below it since the last ORDERED
+    /// one naming it.
+    below: HashMap<Bytes, Vec<Done>>,
+    /// The path each open handle was created or opened at.
+    handles: HashMap<u64, Bytes>,
+    /// The last ORDERED request naming no path.
+    full: Option<Done>,
+    /// Every request received since it.
+    since_full: Vec<Done>,
+    /// A request through a handle of unknown path was received since `full`: the next
+    /// ORDERED request follows everything.
+    full_due: bool,
+    /// Sizes at which ended requests are next pruned from `on`, `below`, `since_full`.
+    prune_at: (usize, usize, usize),
+}
+
+/// Chains kept before idle ones are dropped; remembered requests before ended ones are.
+const PRUNE_AT: usize = 64;
+/// Handles whose path is remembered, at most.
+const MAX_HANDLE_PATHS: usize = 65536;
+
+/// The strict ancestors of `path` ("a/b/c": "a/b", "a", and the root "").
+fn ancestors(path: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let cuts = path
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'/')
+        .map(|(i, _)| i);
+    std::iter::once(0)
+        .chain(cuts)
+        .filter(move |&e| e < path.len())
+        .map(move |e| &path[..e])
+}
+
+fn prune(map: &mut HashMap<Bytes, Vec<Done>>, at: &mut usize) {
+    if map.len() < (*at).max(PRUNE_AT) {
+        return;
+    }
+    map.retain(|_, v| {
+        v.retain(|r| !ended(r));
+        !v.is_empty()
+    });
+    *at = map.len() * 2;
+}
+
+impl PathOrder {
+    /// What request `r` must wait for, recording it as `rx`.
+    fn turn(&mut self, r: &Request, rx: &Done, after: &mut Vec<Done>) {
+        let mut named: Vec<Bytes> = r.paths.to_vec();
+        let mut unknown = false;
+        if let Some((cmd, h)) = r.on_handle {
+            match (cmd, r.paths.first()) {
+                (Command::Create | Command::Open, Some(p)) => {
+                    if self.handles.len() < MAX_HANDLE_PATHS {
+                        self.handles.insert(h, p.clone());
+                    }
+                }
+                _ => match self.handles.get(&h) {
+                    Some(p) => named.push(p.clone()),
+                    None => unknown = true,
+                },
+            }
+            if cmd == Command::Close {
+                self.handles.remove(&h);
+            }
+        }
+        if let (Some(Command::Rename), [from, to]) = (r.cmd, r.paths) {
+            self.renamed(from, to);
+        }
+        if r.ordered && (named.is_empty() || unknown || self.full_due) {
+            // After everything received before it.
+            after.extend(self.full.take().filter(|d| !ended(d)));
+            after.extend(self.since_full.drain(..).filter(|d| !ended(d)));
+            self.on.clear();
+            self.below.clear();
+            self.full = Some(rx.clone());
+            self.full_due = false;
+            return;
+        }
+        if r.ordered {
+            after.extend(self.full.iter().filter(|d| !ended(d)).cloned());
+        }
+        self.since_full.push(rx.clone());
+        if self.since_full.len() >= self.prune_at.2.max(PRUNE_AT) {
+            self.since_full.retain(|d| !ended(d));
+            self.prune_at.2 = self.since_full.len() * 2;
+        }
+        if unknown {
+            // No path entry can say so: the next ORDERED request follows everything.
+            self.full_due = true;
+            return;
+        }
+        // What it waits for first, then where it is recorded (never after itself).
+        for p in named.iter().filter(|_| r.ordered) {
+            let same = self.on.remove(p).into_iter().flatten();
+            let inside = self.below.remove(p).into_iter().flatten();
+            after.extend(same.chain(inside).filter(|d| !ended(d)));
+            for a in ancestors(p) {
+                if let Some(v) = self.on.get(a) {
+                    after.extend(v.iter().filter(|d| !ended(d)).cloned());
+                }
+            }
+        }
+        for p in &named {
+            self.on.entry(p.clone()).or_default().push(rx.clone());
+            for a in ancestors(p) {
+                self.below
+                    .entry(Bytes::copy_from_slice(a))
+                    .or_default()
+                    .push(rx.clone());
+            }
+        }
+        prune(&mut self.on, &mut self.prune_at.0);
+        prune(&mut self.below, &mut self.prune_at.1);
+    }
+
+    /// Handles opened at or below `from` are now at `to`.
+    fn renamed(&mut self, from: &Bytes, to: &Bytes) {
+        for p in self.handles.values_mut() {
+            if p == from {
+                *p = to.clone();
+            } else if p.starts_with(from) && p.get(from.len()) == Some(&b'/') {
+                let mut moved = to.to_vec();
+                moved.extend_from_slice(&p[from.len()..]);
+                *p = moved.into();
+            }
+        }
+    }
+}
+
+/// Handles with requests in order, and requests in path order, for one connection.
 #[derive(Default)]
 pub struct HandleOrder {
     chains: HashMap<u64, Chain>,
-    /// The last ORDERED request.
-    last_ordered: Option<watch::Receiver<()>>,
-    /// Every request received since it (the next ORDERED one waits for them all).
-    since_ordered: Vec<watch::Receiver<()>>,
+    paths: PathOrder,
 }
 
-/// Chains kept before idle ones are dropped; requests remembered since the last ordered
-/// one before ended ones are dropped.
-const PRUNE_AT: usize = 64;
-
 impl HandleOrder {
-    /// The turn of `frame`, just received: Writes follow the last barrier on their handle;
-    /// a barrier follows everything before it on its handle. An ORDERED request follows
-    /// everything received before it. Other requests are free.
+    /// The turn of `frame`, just received (decoding it; see `turn_of`).
     pub fn turn(&mut self, frame: &Frame) -> Turn {
-        self.turn_on(on_handle(frame), frame.flags.contains(Flags::ORDERED))
+        let paths = crate::leases::paths_of(frame);
+        self.turn_of(&Request {
+            cmd: Command::try_from(frame.cmd).ok(),
+            on_handle: on_handle(frame),
+            paths: &paths,
+            ordered: frame.flags.contains(Flags::ORDERED),
+        })
     }
 
-    /// `turn` for a request already decoded by `on_handle`, `ordered` if it has the
-    /// ORDERED flag. CopyRange is not ordered on its handle (the client waits for the
-    /// writes of both its files first).
-    pub fn turn_on(&mut self, on: Option<(Command, u64)>, ordered: bool) -> Turn {
+    /// The turn of request `r`, just received: Writes follow the last barrier on their
+    /// handle; a barrier follows everything before it on its handle. An ORDERED request
+    /// follows every earlier request it may depend on (see the module). CopyRange is not
+    /// ordered on its handle (the client waits for the writes of both its files first).
+    pub fn turn_of(&mut self, r: &Request) -> Turn {
         let (tx, rx) = watch::channel(());
         let mut after = Vec::new();
-        if ordered {
-            after.extend(self.last_ordered.take().filter(|r| !ended(r)));
-            after.extend(self.since_ordered.drain(..).filter(|r| !ended(r)));
-            self.last_ordered = Some(rx.clone());
-        } else {
-            if self.since_ordered.len() >= PRUNE_AT {
-                self.since_ordered.retain(|r| !ended(r));
-            }
-            self.since_ordered.push(rx.clone());
-        }
-        let handle = match on {
+        self.paths.turn(r, &rx, &mut after);
+        let handle = match r.on_handle {
             Some((Command::CopyRange, _)) | None => None,
             Some((cmd, handle)) => Some((handle, cmd != Command::Write)),
         };
@@ -225,6 +368,128 @@ mod tests {
             drop(order.turn(&write(h)));
         }
         assert!(order.chains.len() <= PRUNE_AT);
+        for i in 0..1000 {
+            drop(order.turn(&create("d", &i.to_string(), i)));
+        }
+        assert!(order.paths.on.len() <= PRUNE_AT * 2 && order.paths.below.len() <= PRUNE_AT);
+        assert!(order.paths.since_full.len() <= PRUNE_AT * 2);
+    }
+
+    fn ordered(cmd: Command, msg: &impl Message) -> Frame {
+        let mut f = Frame::request(cmd, StreamId(5), msg, Bytes::new());
+        f.flags = f.flags.with(Flags::ORDERED);
+        f
+    }
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    fn create(dir: &str, name: &str, handle: u64) -> Frame {
+        let req = proto::CreateRequest {
+            parent: b(dir),
+            name: b(name),
+            handle,
+            ..Default::default()
+        };
+        ordered(Command::Create, &req)
+    }
+
+    fn utimes(path: &str) -> Frame {
+        let req = proto::SetAttrRequest {
+            path: b(path),
+            ..Default::default()
+        };
+        ordered(Command::SetAttr, &req)
+    }
+
+    #[tokio::test]
+    async fn ordered_requests_wait_for_what_they_depend_on_by_path_and_no_more() {
+        let mut order = HandleOrder::default();
+        let mkdir = proto::MkdirRequest {
+            parent: b(""),
+            name: b("d"),
+            ..Default::default()
+        };
+        let mut d = order.turn(&ordered(Command::Mkdir, &mkdir));
+        let mut f1 = order.turn(&create("d", "f1", 1));
+        let mut w1 = order.turn(&write(1));
+        let mut f2 = order.turn(&create("d", "f2", 2));
+        let mut t1 = order.turn(&utimes("d/f1"));
+        let mut t2 = order.turn(&utimes("d/f2"));
+        assert!(!waits(&mut d).await);
+        assert!(
+            waits(&mut f1).await && waits(&mut f2).await,
+            "the mkdir first"
+        );
+        drop(d);
+        assert!(
+            !waits(&mut f1).await && !waits(&mut f2).await,
+            "side by side"
+        );
+        assert!(waits(&mut w1).await, "the write waits for its create");
+        drop(f1);
+        assert!(!waits(&mut w1).await);
+        assert!(waits(&mut t1).await, "f1's times wait for its write");
+        drop(f2);
+        assert!(!waits(&mut t2).await, "f2's do not");
+        drop(w1);
+        assert!(!waits(&mut t1).await);
+        // Giving a lease back names no path: after everything.
+        let mut lease = order.turn(&ordered(Command::Lease, &proto::LeaseRequest::default()));
+        assert!(waits(&mut lease).await);
+        drop((t1, t2));
+        assert!(!waits(&mut lease).await);
+        let mut after = order.turn(&create("e", "x", 3));
+        assert!(waits(&mut after).await, "and everything after it");
+        drop(lease);
+        assert!(!waits(&mut after).await);
+    }
+
+    #[tokio::test]
+    async fn a_handle_follows_its_file_through_a_rename_and_a_directory_waits_for_its_names() {
+        let mut order = HandleOrder::default();
+        drop(order.turn(&create("d", "f", 1)));
+        let rename = proto::RenameRequest {
+            parent: b("d"),
+            name: b("f"),
+            new_parent: b("e"),
+            new_name: b("g"),
+            ..Default::default()
+        };
+        drop(order.turn(&ordered(Command::Rename, &rename)));
+        let mut w = order.turn(&write(1));
+        let mut t = order.turn(&utimes("e/g"));
+        assert!(waits(&mut t).await, "the write on the renamed file first");
+        drop(w);
+        assert!(!waits(&mut t).await);
+        let unlink = proto::RemoveRequest {
+            parent: b("e"),
+            name: b("g"),
+            dir: false,
+        };
+        let mut u = order.turn(&ordered(Command::Remove, &unlink));
+        let rmdir = proto::RemoveRequest {
+            parent: b(""),
+            name: b("e"),
+            dir: true,
+        };
+        let mut r = order.turn(&ordered(Command::Remove, &rmdir));
+        assert!(waits(&mut u).await, "after the utimes");
+        drop(t);
+        assert!(!waits(&mut u).await);
+        assert!(waits(&mut r).await, "the rmdir after the unlink in it");
+        drop(u);
+        assert!(!waits(&mut r).await);
+        drop(r);
+        w = order.turn(&write(77));
+        let mut o = order.turn(&create("z", "y", 4));
+        assert!(
+            waits(&mut o).await,
+            "a handle of unknown path: after everything"
+        );
+        drop(w);
+        assert!(!waits(&mut o).await);
     }
 
     #[tokio::test]
