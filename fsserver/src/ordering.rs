@@ -25,7 +25,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use prost::Message;
-use protocol::{Command, Flags, Frame};
+use protocol::{Command, Frame};
 use tokio::sync::watch;
 
 type Done = watch::Receiver<()>;
@@ -39,14 +39,6 @@ pub struct Turn {
 }
 
 impl Turn {
-    /// A request outside any order.
-    pub fn free() -> Turn {
-        Turn {
-            after: Vec::new(),
-            _done: None,
-        }
-    }
-
     /// Waits until every request this one must follow has ended.
     pub async fn wait(&mut self) {
         while let Some(rx) = self.after.last_mut() {
@@ -227,17 +219,6 @@ pub struct HandleOrder {
 }
 
 impl HandleOrder {
-    /// The turn of `frame`, just received (decoding it; see `turn_of`).
-    pub fn turn(&mut self, frame: &Frame) -> Turn {
-        let paths = crate::leases::paths_of(frame);
-        self.turn_of(&Request {
-            cmd: Command::try_from(frame.cmd).ok(),
-            on_handle: on_handle(frame),
-            paths: &paths,
-            ordered: frame.flags.contains(Flags::ORDERED),
-        })
-    }
-
     /// The turn of request `r`, just received: Writes follow the last barrier on their
     /// handle; a barrier follows everything before it on its handle. An ORDERED request
     /// follows every earlier request it may depend on (see the module). CopyRange is not
@@ -300,8 +281,21 @@ pub fn on_handle(frame: &Frame) -> Option<(Command, u64)> {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use protocol::StreamId;
+    use protocol::{Flags, StreamId};
     use std::time::Duration;
+
+    impl HandleOrder {
+        /// The turn of `frame`, decoded here as the connection's reader does.
+        fn turn(&mut self, frame: &Frame) -> Turn {
+            let paths = crate::leases::paths_of(frame);
+            self.turn_of(&Request {
+                cmd: Command::try_from(frame.cmd).ok(),
+                on_handle: on_handle(frame),
+                paths: &paths,
+                ordered: frame.flags.contains(Flags::ORDERED),
+            })
+        }
+    }
 
     fn write(handle: u64) -> Frame {
         let req = proto::WriteRequest { handle, offset: 0 };

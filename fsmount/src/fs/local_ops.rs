@@ -152,19 +152,25 @@ impl Fs {
     /// The attributes of `ino` as this mount predicts them: while its requests answered
     /// locally are in flight, and after, while they are kept under a lease still held.
     pub(super) fn predicted(&self, ino: Ino) -> Option<proto::Attr> {
-        match self.pending.attr(ino)? {
-            (attr, Kept::InFlight) => Some(attr),
-            (attr, Kept::In(dir)) => self.known.lock().holds_dir(dir).then_some(attr),
+        let (attr, kept) = self.pending.attr(ino)?;
+        self.still_true(kept).then_some(attr)
+    }
+
+    /// True if predictions in state `kept` hold now: in flight, or kept under a lease
+    /// still held.
+    fn still_true(&self, kept: Kept) -> bool {
+        match kept {
+            Kept::InFlight => true,
+            Kept::In(dir) => self.known.lock().holds_dir(dir),
         }
     }
 
-    /// True if `ino`'s attributes are kept under a lease held now (nothing in flight):
-    /// this mount is the only one changing it, as when its creation is in flight.
-    pub(super) fn kept_here(&self, ino: Ino) -> bool {
-        match self.pending.attr(ino) {
-            Some((_, Kept::In(dir))) => self.known.lock().holds_dir(dir),
-            _ => false,
-        }
+    /// True if this mount alone answers for `ino` now: requests answered locally about it
+    /// are in flight, or its attributes are kept under a lease held now (`close` need not
+    /// wait for its writes, as for a file being created).
+    pub(super) fn answered_here(&self, ino: Ino) -> bool {
+        self.pending.busy(ino)
+            || matches!(self.pending.attr(ino), Some((_, k @ Kept::In(_))) if self.still_true(k))
     }
 
     /// The leased directory to keep `ino`'s attributes under once its requests are

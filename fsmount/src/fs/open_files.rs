@@ -139,7 +139,7 @@ impl Fs {
     /// more is logged), then the server closes it.
     pub async fn release(&self, ino: Ino, fh: Fh) -> Result<()> {
         self.written.lock().remove(&ino);
-        if self.pending.busy(ino) || self.kept_here(ino) {
+        if self.answered_here(ino) {
             return self.release_behind(ino, fh);
         }
         if let Err(e) = self.settle(ino).await {

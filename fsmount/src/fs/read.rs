@@ -23,7 +23,7 @@ impl Fs {
         // A file created or opened locally exists (is open) on the server once its requests
         // are answered, and an Open answered locally brings its first block: wait for them,
         // unless the cache holds all that is asked.
-        if !self.all_cached(ino, offset, len) {
+        if self.pending.busy(ino) && !self.all_cached(ino, offset, len) {
             self.pending.settled(ino).await;
         }
         self.after_writes(ino).await;

@@ -10,11 +10,11 @@ use prost::Message;
 use protocol::rpc;
 
 use super::writeback::WritebackStats;
+use super::{Fh, FilePos, Fs, FsError, Ino, Result};
+use crate::remote::{decode, Patience, Remote};
 
 /// Files whose first bytes are held as written (see `written_start`), at most.
 const WRITTEN_FILES: usize = 256;
-use super::{Fh, FilePos, Fs, FsError, Ino, Result};
-use crate::remote::{decode, Patience, Remote};
 
 impl Fs {
     /// Writes all of `data` at `offset`, in requests of at most `max_io` bytes. With
@@ -83,11 +83,11 @@ impl Fs {
     }
 
     /// `close` of a file descriptor: every write reached the server, or the first error.
-    /// For a file whose creation or changes were answered locally, or whose attributes are
-    /// kept, under a lease, it does not wait: the first failure known by now, if any; the lease's recall makes the writes
+    /// For a file this mount alone answers for under a lease (`answered_here`) it does not
+    /// wait: the first failure known by now, if any; the lease's recall makes the writes
     /// reach the server before another client looks.
     pub async fn flush(&self, ino: Ino) -> Result<()> {
-        if self.pending.busy(ino) || self.kept_here(ino) {
+        if self.answered_here(ino) {
             if let Some(c) = &self.coalescer {
                 c.flush_ino(ino);
             }
