@@ -78,30 +78,25 @@ impl Coalescer {
         let len = data.len();
         // A batch this write does not continue goes now: the write may overlap it, and
         // `queue` would wait for a batch nobody sends.
-        let stale = {
+        {
             let mut batches = self.batches.lock();
-            match batches.get(&fh) {
-                Some(b) if !b.continued_by(offset, len, self.cap) => batches.remove(&fh),
-                _ => None,
+            if let Some(b) = batches.get(&fh) {
+                if !b.continued_by(offset, len, self.cap) {
+                    self.send_out(&mut batches, fh);
+                }
             }
-        };
-        if let Some(b) = stale {
-            self.send(fh, b);
         }
         let ticket = self
             .writeback
             .queue(ino, fh, offset, len as u64, generation)
             .await;
-        let (full, started) = {
+        let started = {
             let mut batches = self.batches.lock();
             let continues = batches
                 .get(&fh)
                 .is_some_and(|b| b.continued_by(offset, len, self.cap));
-            let mut out = Vec::new();
             if !continues {
-                if let Some(old) = batches.remove(&fh) {
-                    out.push(old);
-                }
+                self.send_out(&mut batches, fh);
             }
             let mut started = None;
             let b = batches.entry(fh).or_insert_with(|| {
@@ -121,27 +116,18 @@ impl Coalescer {
             b.pieces.push(data);
             b.tickets.push(ticket);
             if b.len >= self.cap {
-                out.extend(batches.remove(&fh));
+                self.send_out(&mut batches, fh);
                 started = None;
             }
-            (out, started)
+            started
         };
-        for b in full {
-            self.send(fh, b);
-        }
         if let Some(seq) = started {
             let me = self.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(LINGER).await;
-                let due = {
-                    let mut batches = me.batches.lock();
-                    match batches.get(&fh) {
-                        Some(b) if b.seq == seq => batches.remove(&fh),
-                        _ => None,
-                    }
-                };
-                if let Some(b) = due {
-                    me.send(fh, b);
+                let mut batches = me.batches.lock();
+                if batches.get(&fh).is_some_and(|b| b.seq == seq) {
+                    me.send_out(&mut batches, fh);
                 }
             });
         }
@@ -149,30 +135,39 @@ impl Coalescer {
 
     /// Sends the open batches of `ino` now: queued before this returns.
     pub fn flush_ino(&self, ino: Ino) {
-        let due: Vec<(Fh, Batch)> = {
-            let mut batches = self.batches.lock();
-            let fhs: Vec<Fh> = batches
-                .iter()
-                .filter(|(_, b)| b.ino == ino)
-                .map(|(fh, _)| *fh)
-                .collect();
-            fhs.into_iter()
-                .filter_map(|fh| batches.remove(&fh).map(|b| (fh, b)))
-                .collect()
-        };
-        for (fh, b) in due {
-            self.send(fh, b);
+        let mut batches = self.batches.lock();
+        let fhs: Vec<Fh> = batches
+            .iter()
+            .filter(|(_, b)| b.ino == ino)
+            .map(|(fh, _)| *fh)
+            .collect();
+        for fh in fhs {
+            self.send_out(&mut batches, fh);
         }
     }
 
     /// Sends every open batch now.
     pub fn flush_all(&self) {
-        let due: Vec<(Fh, Batch)> = self.batches.lock().drain().collect();
-        for (fh, b) in due {
+        let mut batches = self.batches.lock();
+        let fhs: Vec<Fh> = batches.keys().copied().collect();
+        for fh in fhs {
+            self.send_out(&mut batches, fh);
+        }
+    }
+
+    /// Takes `fh`'s open batch out of `batches` and queues its Write, both under the
+    /// table's lock: a batch leaves the table only by being queued, so once `flush_ino` or
+    /// `flush_all` returns, every write accepted before is queued, and whatever is sent
+    /// next (a Close, a SetAttr, a Lease giving the directory back) reaches the server
+    /// behind it. (A batch taken out and queued after the lock was let go let a Close
+    /// answered locally overtake the file's last Write, which then failed with EBADF.)
+    fn send_out(&self, batches: &mut HashMap<Fh, Batch>, fh: Fh) {
+        if let Some(b) = batches.remove(&fh) {
             self.send(fh, b);
         }
     }
 
+    /// Queues `b`'s Write (before returning) and completes its tickets with the reply.
     fn send(&self, fh: Fh, b: Batch) {
         let data: Bytes = match b.pieces.len() {
             1 => b.pieces.into_iter().next().unwrap_or_default(),

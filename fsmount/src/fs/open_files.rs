@@ -219,7 +219,27 @@ impl Fs {
     /// still names the same file. A file unlinked or replaced meanwhile is not reopened: its
     /// handle fails with ESTALE from then on, and its queued writes are reported at
     /// close/fsync, never written into another file.
+    ///
+    /// Also makes every failed write logged (WARN, by the file's name) and kept mount-wide:
+    /// `fsmount sync` then fails and `fsmount status` lists it, even when no close or fsync
+    /// of the file is left to report it.
     pub fn install_reopen(self: &Arc<Self>) {
+        if let Some(wb) = &self.writeback {
+            let fs = Arc::downgrade(self);
+            wb.on_failure(Box::new(move |ino, errno| {
+                let Some(fs) = fs.upgrade() else { return };
+                let name = fs.inodes.lock().path(ino);
+                let name = name.map_or(format!("inode {ino}"), |p| {
+                    String::from_utf8_lossy(&p).into_owned()
+                });
+                let what = format!(
+                    "write of {name}: {}",
+                    std::io::Error::from_raw_os_error(errno)
+                );
+                tracing::warn!("{what} (reported at the next close/fsync and by fsmount sync)");
+                fs.pending.write_failed(what, errno);
+            }));
+        }
         let fs = Arc::downgrade(self);
         self.remote.set_reopen(Arc::new(move || {
             let Some(fs) = fs.upgrade() else {

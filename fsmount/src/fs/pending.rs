@@ -87,6 +87,18 @@ impl Default for Pending {
     }
 }
 
+impl Table {
+    /// A failure, mount-wide: unreported until `take_unreported`, counted, described.
+    fn record(&mut self, errno: i32, what: String) {
+        self.unreported.get_or_insert(errno);
+        self.failed += 1;
+        if self.failures.len() >= KEPT_FAILURES {
+            self.failures.pop_front();
+        }
+        self.failures.push_back(what);
+    }
+}
+
 impl Pending {
     /// A request about `ino` was sent; `attr`: its attributes as predicted now (None: keep
     /// the prediction, if any). Returns the sequence number `finish` takes to adopt the
@@ -188,12 +200,7 @@ impl Pending {
                 if t.errors.len() < KEPT_ERRORS {
                     t.errors.entry(ino).or_insert(errno);
                 }
-                t.unreported.get_or_insert(errno);
-                t.failed += 1;
-                if t.failures.len() >= KEPT_FAILURES {
-                    t.failures.pop_front();
-                }
-                t.failures.push_back(what);
+                t.record(errno, what);
             }
         }
         let keep = keep_in.filter(|_| ok && t.kept < KEPT_ATTRS && !t.errors.contains_key(&ino));
@@ -256,6 +263,12 @@ impl Pending {
     }
 
     /// The first failure of any request since the last call, once.
+    /// A write of `ino` failed after it was accepted (write-behind): kept mount-wide, as
+    /// a locally answered request's failure is, for `fsmount sync` and status.
+    pub(super) fn write_failed(&self, what: String, errno: i32) {
+        self.table.lock().record(errno, what);
+    }
+
     pub(super) fn take_unreported(&self) -> Option<i32> {
         self.table.lock().unreported.take()
     }

@@ -480,3 +480,59 @@ async fn subdirectories_a_readdir_shows_are_listed_ahead_and_their_readdir_needs
     assert!(inside.contains(&b"x".to_vec()), "{inside:?}");
     assert_eq!(lists(&fake), before + 1, "served from the listing ahead");
 }
+
+/// A directory made by this mount (leased, known empty) and a file created in it,
+/// answered locally.
+async fn leased_file(fs: &Arc<Fs>, name: &[u8]) -> (Ino, Ino, Fh) {
+    let dir = fs.mkdir(Ino::ROOT, b"d", 0o755).await.expect("mkdir").ino;
+    let (entry, fh) = fs
+        .create(dir, name, 0o644, libc::O_WRONLY as u32)
+        .await
+        .expect("create");
+    (dir, entry.ino, fh)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_answered_locally_never_overtakes_a_write_batch_on_its_way_out() {
+    let (fake, fs) = core();
+    let (_, ino, fh) = leased_file(&fs, b"f").await;
+    assert!(fs.answered_here(ino), "the create was answered locally");
+    fs.write(fh, 0, Bytes::from(vec![5u8; 8192])).await.unwrap();
+    // The batch's linger timer takes it out and is held before it is queued, as a
+    // thread preempted there would be; the close comes meanwhile.
+    fake.inject(Command::Write, Fault::Stall(Duration::from_millis(300)), 1);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    fs.flush(ino).await.expect("close");
+    fs.release(ino, fh).await.expect("release");
+    let synced = fs.sync_all().await;
+    synced.expect("every write landed");
+    let order: Vec<Command> = fake.log().iter().map(|l| l.cmd).collect();
+    let (w, c) = (
+        order.iter().rposition(|c| *c == Command::Write),
+        order.iter().rposition(|c| *c == Command::Close),
+    );
+    assert!(
+        w < c,
+        "the write reaches the server before the close: {order:?}"
+    );
+    assert_eq!(fake.file(b"d/f").unwrap(), vec![5u8; 8192]);
+    assert_eq!(fs.writeback_stats().unwrap().failed_writes, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_failing_after_its_close_returned_is_kept_for_sync_and_status_by_name() {
+    let (fake, fs) = core();
+    let (_, ino, fh) = leased_file(&fs, b"f").await;
+    fake.inject(Command::Write, Fault::Fail(libc::EIO), 1);
+    fs.write(fh, 0, Bytes::from(vec![1u8; 4096])).await.unwrap();
+    fs.flush(ino).await.ok();
+    fs.release(ino, fh).await.unwrap();
+    let e = fs.sync_all().await.expect_err("fsmount sync fails");
+    assert_eq!(e.errno(), libc::EIO);
+    let (_, failed, described) = fs.pending.stats();
+    assert!(failed >= 1);
+    assert!(
+        described.iter().any(|d| d.contains("d/f")),
+        "status names the file: {described:?}"
+    );
+}

@@ -57,7 +57,6 @@ pub struct WritebackStats {
     pub failed_writes: u64,
 }
 
-#[derive(Debug)]
 pub struct Writeback {
     dirty: Arc<Semaphore>,
     limit_units: usize,
@@ -69,7 +68,20 @@ pub struct Writeback {
     settled: Mutex<HashMap<Ino, (proto::Attr, u64)>>,
     /// Bumped whenever a write completes; waiters re-check their condition.
     progress: watch::Sender<u64>,
+    /// Told of every failed write (`Fs` logs it by name and keeps it for `fsmount sync`).
+    on_failure: std::sync::OnceLock<FailureHook>,
 }
+
+impl std::fmt::Debug for Writeback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writeback")
+            .field("stats", &*self.stats.lock())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What is done with a failed write of an inode: its errno.
+pub type FailureHook = Box<dyn Fn(Ino, i32) + Send + Sync>;
 
 /// One queued write: its place in the bookkeeping and its share of the dirty bound.
 #[derive(Debug)]
@@ -92,7 +104,13 @@ impl Writeback {
             stats: Mutex::new(WritebackStats::default()),
             next_ticket: AtomicU64::new(1),
             progress: watch::channel(0).0,
+            on_failure: Default::default(),
         }
+    }
+
+    /// Sets what is done with each failed write (once).
+    pub fn on_failure(&self, hook: FailureHook) {
+        let _ = self.on_failure.set(hook);
     }
 
     /// Queues a write of `len` bytes at `offset` of `ino` through `fh`, accepted when the
@@ -162,6 +180,9 @@ impl Writeback {
                 Ok(_) => st.written_bytes += ticket.len,
                 Err(_) => st.failed_writes += 1,
             }
+        }
+        if let (Err(errno), Some(hook)) = (result, self.on_failure.get()) {
+            hook(ticket.ino, errno);
         }
         drop(ticket);
         self.progress.send_modify(|n| *n += 1);

@@ -27,6 +27,9 @@ pub enum Fault {
     Hang,
     /// Never answered: the call fails as if the session ended.
     Lose,
+    /// The calling thread is held this long before the request is queued (as if it were
+    /// preempted there); the request is then applied in its place in the order.
+    Stall(Duration),
 }
 
 /// A request as the fake received it.
@@ -225,14 +228,13 @@ impl FakeState {
 
     /// Logs a request as it is sent (in call order, as the real server receives them) and
     /// picks the fault it meets.
+    /// A stalled request is logged once its stall ends.
     fn receive(&self, cmd: Command, msg: &Bytes, data: &Bytes) -> Option<(Fault, u64)> {
-        let write = match cmd {
-            Command::Write => decode::<proto::WriteRequest>(msg)
-                .map(|w| (w.handle, w.offset, data.len()))
-                .unwrap_or_default(),
-            _ => (0, 0, 0),
-        };
         let fault = self.fault_for(cmd);
+        if let Some((Fault::Stall(_), _)) = fault {
+            return fault;
+        }
+        let write = write_of(cmd, msg, data);
         self.log.lock().push(Logged { cmd, write });
         self.received.send_modify(|n| *n += 1);
         fault
@@ -251,6 +253,7 @@ impl FakeState {
                 return Err(ClientError::ConnectionLost("fake: reply lost".into()))
             }
             Some((Fault::Delay(d), _)) => tokio::time::sleep(d).await,
+            Some((Fault::Stall(_), _)) => {}
             Some((Fault::Hang, epoch)) => {
                 let mut rx = self.released.subscribe();
                 let _ = rx.wait_for(|released| *released > epoch).await;
@@ -264,13 +267,12 @@ impl FakeState {
 }
 
 impl Remote for FakeServer {
+    /// Applied at once, in call order (as the server orders what may depend on each
+    /// other), unless a fault other than `Stall` is set.
     fn call(&self, cmd: Command, msg: Bytes, data: Bytes, _patience: Patience) -> CallFuture {
-        let fault = self.receive(cmd, &msg, &data);
-        let state = self.0.clone();
-        Box::pin(async move { state.answer(cmd, msg, data, fault).await })
+        self.call_in_order(cmd, msg, data)
     }
 
-    /// Applied at once, unless a fault is set: the fake's order is then the call order.
     fn call_ordered(
         &self,
         cmd: Command,
@@ -278,7 +280,28 @@ impl Remote for FakeServer {
         data: Bytes,
         _patience: Patience,
     ) -> CallFuture {
-        let fault = self.receive(cmd, &msg, &data);
+        self.call_in_order(cmd, msg, data)
+    }
+
+    fn set_reopen(&self, reopen: Reopen) {
+        *self.reopen.lock() = Some(reopen);
+    }
+}
+
+impl FakeServer {
+    fn call_in_order(&self, cmd: Command, msg: Bytes, data: Bytes) -> CallFuture {
+        let mut fault = self.receive(cmd, &msg, &data);
+        if let Some((Fault::Stall(d), _)) = fault {
+            // Another worker takes over this one's tasks and timers meanwhile (needs the
+            // multi-threaded runtime).
+            tokio::task::block_in_place(|| std::thread::sleep(d));
+            self.log.lock().push(Logged {
+                cmd,
+                write: write_of(cmd, &msg, &data),
+            });
+            self.received.send_modify(|n| *n += 1);
+            fault = None;
+        }
         let state = self.0.clone();
         if fault.is_some() {
             return Box::pin(async move { state.answer(cmd, msg, data, fault).await });
@@ -288,9 +311,15 @@ impl Remote for FakeServer {
         let reply = applied.map(|(msg, data)| Frame::response_bytes(cmd.code(), id, msg, data));
         Box::pin(async move { reply })
     }
+}
 
-    fn set_reopen(&self, reopen: Reopen) {
-        *self.reopen.lock() = Some(reopen);
+/// Write's (handle, offset, length); zeros for other commands.
+fn write_of(cmd: Command, msg: &Bytes, data: &Bytes) -> (u64, u64, usize) {
+    match cmd {
+        Command::Write => decode::<proto::WriteRequest>(msg)
+            .map(|w| (w.handle, w.offset, data.len()))
+            .unwrap_or_default(),
+        _ => (0, 0, 0),
     }
 }
 
