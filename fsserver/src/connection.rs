@@ -186,8 +186,9 @@ pub async fn serve(
         tokio::spawn(async move {
             // After the requests on its handle it must follow (see `ordering`).
             turn.wait().await;
-            // After other sessions gave back the leases it reaches into.
-            recall_leases(&shared, &ctx.export.dir, &me, &paths).await;
+            // Admitted (no lease it reaches into is granted until it ends), after other
+            // sessions gave back the leases it reaches into.
+            let _admitted = recall_leases(&shared, &ctx.export.dir, &me, &paths).await;
             // What others must be told if it succeeds (by identity: taken before a Close),
             // worked out only if anyone else listens.
             let mut told = Vec::new();
@@ -329,18 +330,25 @@ fn frame_len(frame: &Frame) -> usize {
     protocol::HEADER_LEN + frame.msg.len() + frame.data.len()
 }
 
-/// Recalls the leases of other sessions that `frame` reaches into (see `leases`) and waits
-/// until each is given back or revoked.
+/// Admits a request naming `paths` (see `leases::Leases::admit`), recalls the leases of
+/// other sessions it reaches into and waits until each is given back or revoked. The
+/// admission is held until the request ends.
 async fn recall_leases(
     shared: &Shared,
     export: &std::path::Path,
     me: &leases::Holder,
     paths: &[bytes::Bytes],
-) {
-    if shared.leases.held() == 0 {
-        return;
+) -> Option<leases::Admission> {
+    let (admission, mut recalls) = shared.leases.admit(export, me, paths);
+    while !recalls.is_empty() {
+        recall_each(shared, export, recalls).await;
+        recalls = shared.leases.conflicts(export, me, paths);
     }
-    let recalls = shared.leases.conflicts(export, me, paths);
+    admission
+}
+
+/// Tells the holders of `recalls` and waits for each lease to end.
+async fn recall_each(shared: &Shared, export: &std::path::Path, recalls: Vec<leases::Recall>) {
     for r in recalls {
         let (holder, path) = (r.holder.clone(), r.path.clone());
         if r.first {

@@ -6,6 +6,13 @@
 //! owes on it is sent) or the recall times out (the lease is then revoked). So the holder
 //! may answer lookups, creates and setattrs there itself and send them later.
 //!
+//! Granting a lease and admitting a conflicting request exclude each other: a request with
+//! paths is admitted (`admit`) under the lease table's lock, and stays admitted until it
+//! ends; a grant of directory D is refused while another session's admitted request names
+//! D or a path below it. So a listing that brings a lease never misses a change already
+//! admitted, and a change admitted after the grant recalls the lease first: two mounts can
+//! never both answer O_EXCL for one name.
+//!
 //! Leases belong to the client's session (they outlive a dropped connection) and last
 //! `lease_time` from the session's last `LeaseRequest` (any of them renews all). The export
 //! root is never leased: every path goes through it.
@@ -61,6 +68,30 @@ pub struct Leases {
     pub recalls: AtomicUsize,
     /// Sessions that let a recall time out, and until when they get no lease.
     penalized: Mutex<HashMap<Holder, Instant>>,
+    /// Requests admitted and not yet ended, by admission number (locked after `table`).
+    admitted: Mutex<HashMap<u64, Admitted>>,
+    next_admission: std::sync::atomic::AtomicU64,
+}
+
+/// A request admitted past the leases: who sent it and the paths it names.
+#[derive(Debug)]
+struct Admitted {
+    holder: Holder,
+    export: PathBuf,
+    paths: Vec<Bytes>,
+}
+
+/// Held while an admitted request runs; dropping it ends the admission.
+#[must_use]
+pub struct Admission {
+    leases: std::sync::Arc<Leases>,
+    id: u64,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.leases.admitted.lock().remove(&self.id);
+    }
 }
 
 /// A lease to recall before a request may run: tell `holder`, then wait on `gone`.
@@ -82,7 +113,48 @@ impl Leases {
             revoked: AtomicUsize::new(0),
             recalls: AtomicUsize::new(0),
             penalized: Mutex::new(HashMap::new()),
+            admitted: Mutex::new(HashMap::new()),
+            next_admission: Default::default(),
         }
+    }
+
+    /// Admits a request of `me` naming `paths` (see `paths_of`) and returns the leases of
+    /// other sessions it must first recall (see `conflicts`). From now until the admission
+    /// is dropped no other session is granted a lease the request reaches into; the caller
+    /// recalls what is returned, then asks `conflicts` again until nothing is left.
+    pub fn admit(
+        self: &std::sync::Arc<Self>,
+        export: &Path,
+        me: &Holder,
+        paths: &[Bytes],
+    ) -> (Option<Admission>, Vec<Recall>) {
+        if !self.enabled() || paths.is_empty() {
+            return (None, Vec::new());
+        }
+        let table = self.table.lock();
+        let id = self.next_admission.fetch_add(1, Ordering::Relaxed);
+        self.admitted.lock().insert(
+            id,
+            Admitted {
+                holder: me.clone(),
+                export: export.to_path_buf(),
+                paths: paths.to_vec(),
+            },
+        );
+        drop(table);
+        let admission = Admission {
+            leases: self.clone(),
+            id,
+        };
+        (Some(admission), self.conflicts(export, me, paths))
+    }
+
+    /// True if a request of a session other than `holder`, admitted and not ended, names
+    /// `path` under `export` or something below it. Called with the table locked.
+    fn admitted_below(&self, export: &Path, path: &[u8], holder: &Holder) -> bool {
+        self.admitted.lock().values().any(|a| {
+            a.holder != *holder && a.export == export && a.paths.iter().any(|p| under(p, path))
+        })
     }
 
     pub fn enabled(&self) -> bool {
@@ -113,6 +185,11 @@ impl Leases {
             }
         }
         let mut table = self.table.lock();
+        // A change of another session admitted there and still running: the listing or
+        // mkdir this grant goes with could miss it (see the module).
+        if self.admitted_below(export, path, holder) {
+            return 0;
+        }
         let key = (export.to_path_buf(), path.to_vec());
         match table.get_mut(&key) {
             Some(l) if l.holder == *holder => {

@@ -27,6 +27,21 @@ pub enum FsError {
     /// A queued write failed; reported by the next flush/fsync/close.
     #[error("an earlier write failed (errno {0})")]
     Writeback(i32),
+    /// A name longer than NAME_MAX: refused before anything is answered or sent, as a
+    /// local disk (and the server) refuses it.
+    #[error("file name longer than {NAME_MAX} bytes")]
+    NameTooLong,
+}
+
+/// Longest file name, in bytes (Linux's NAME_MAX).
+pub const NAME_MAX: usize = 255;
+
+/// Ok if `name` may name a file: at most NAME_MAX bytes.
+pub fn check_name(name: &[u8]) -> Result<()> {
+    match name.len() > NAME_MAX {
+        true => Err(FsError::NameTooLong),
+        false => Ok(()),
+    }
 }
 
 impl FsError {
@@ -52,6 +67,7 @@ impl FsError {
             FsError::NoName(_) | FsError::Missing { .. } => libc::ENOENT,
             FsError::BadReply(_) => libc::EIO,
             FsError::NoAttribute => libc::ENODATA,
+            FsError::NameTooLong => libc::ENAMETOOLONG,
         }
     }
 }

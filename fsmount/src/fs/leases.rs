@@ -35,12 +35,23 @@ impl Fs {
         self.options.leases
     }
 
-    /// The server granted `dir`'s lease (`lease_ms`) in reply to a request sent at `sent`;
-    /// `dir_attr` is the directory's own attributes.
+    /// Taken just before a request asking for a lease is sent: the recalls so far.
+    pub(super) fn lease_asked(&self) -> u64 {
+        self.recalls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The server granted `dir`'s lease (`lease_ms`) in reply to a request sent at `sent.0`,
+    /// when `lease_asked` said `sent.1`; `dir_attr` is the directory's own attributes.
+    ///
+    /// A recall that came in since the request was sent may be of this very grant: the
+    /// server recalls right after granting, and the connection's reader runs the recall
+    /// (`recall`) before the task awaiting the reply takes the grant. Such a grant is not
+    /// taken (the lease was given back, or will be at the next recall): answering under
+    /// it would answer under a lease the server has already handed to someone else.
     pub(super) fn lease_granted(
         &self,
         dir: Ino,
-        sent: Instant,
+        sent: (Instant, u64),
         lease_ms: u32,
         dir_attr: &proto::Attr,
     ) {
@@ -48,6 +59,12 @@ impl Fs {
         if lease_ms == 0 {
             return;
         }
+        let _gate = self.lease_gate.lock();
+        if self.recalls.load(std::sync::atomic::Ordering::SeqCst) != sent.1 {
+            tracing::debug!("{dir}: a recall came meanwhile; the grant is not taken");
+            return;
+        }
+        let sent = sent.0;
         self.lease_ms
             .store(lease_ms as u64, std::sync::atomic::Ordering::Relaxed);
         self.known
@@ -59,6 +76,8 @@ impl Fs {
     /// never waits). Stops answering there, sends what is buffered, and gives them back.
     pub fn recall(&self, paths: Vec<Bytes>) {
         let _gate = self.lease_gate.lock();
+        self.recalls
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         {
             let inodes = self.inodes.lock();
             let mut known = self.known.lock();
@@ -75,6 +94,8 @@ impl Fs {
     /// Gives back every lease (the server lost track of changes: a recall may be lost).
     pub(super) fn give_back_all(&self) {
         let _gate = self.lease_gate.lock();
+        self.recalls
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if let Some(call) = self.give_back_held() {
             tokio::spawn(call);
         }
@@ -152,6 +173,8 @@ impl Fs {
     /// The server lost this mount's session (it restarted): it holds no lease of ours.
     pub(super) fn leases_lost(&self) {
         let _gate = self.lease_gate.lock();
+        self.recalls
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.sessions_lost
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.known.lock().unlease_all();

@@ -137,6 +137,10 @@ impl Fs {
         }
         let dir = known.dir_attr(parent)?;
         drop(known);
+        // A path the server would refuse (over PATH_MAX): it says so itself.
+        if self.path(parent).ok()?.len() + 1 + name.len() >= libc::PATH_MAX as usize {
+            return None;
+        }
         let (owner, groups) = self.caller_owner()?;
         if !may_change_names(owner, &groups, &dir) {
             return None;

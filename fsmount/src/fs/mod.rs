@@ -188,6 +188,9 @@ pub struct Fs {
     lease_ms: std::sync::atomic::AtomicU64,
     /// Server sessions lost so far (the server restarted: requests in flight ran again).
     sessions_lost: std::sync::atomic::AtomicU64,
+    /// Recalls (and give-backs of everything) so far: a grant whose request was sent
+    /// before the latest is not taken (see `leases::lease_granted`).
+    recalls: std::sync::atomic::AtomicU64,
 }
 
 impl Fs {
@@ -223,6 +226,7 @@ impl Fs {
             written: Default::default(),
             lease_ms: Default::default(),
             sessions_lost: Default::default(),
+            recalls: Default::default(),
         }
     }
 

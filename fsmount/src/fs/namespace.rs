@@ -12,6 +12,7 @@ use protocol::rpc::{self, Rpc};
 use crate::client::ClientError;
 
 use super::error::attr_of;
+use super::error::check_name;
 use super::known_dirs::{Known, MAX_NAMES};
 use super::{Entry, Fs, FsError, Ino, Result};
 
@@ -127,6 +128,7 @@ impl Fs {
     /// `known_dirs`); in a directory a walker goes through, by listing it whole; else by a
     /// Lookup.
     pub async fn lookup(self: &Arc<Self>, parent: Ino, name: &[u8]) -> Result<Entry> {
+        check_name(name)?;
         if let Some(known) = self.lookup_known(parent, name) {
             return self.walked_into(known);
         }
@@ -151,6 +153,9 @@ impl Fs {
     /// for): the FUSE thread answers such lookups itself. Needs a runtime context (a listing
     /// ahead may be spawned).
     pub fn lookup_now(self: &Arc<Self>, parent: Ino, name: &[u8]) -> Option<Result<Entry>> {
+        if let Err(e) = check_name(name) {
+            return Some(Err(e));
+        }
         self.lookup_known(parent, name).map(|r| self.walked_into(r))
     }
 
@@ -198,6 +203,7 @@ impl Fs {
             return false;
         };
         let (since, generation) = (Instant::now(), self.attr_generation());
+        let asked = self.lease_asked();
         let req = proto::ListRequest {
             path: path.into(),
             cookie: 0,
@@ -209,7 +215,7 @@ impl Fs {
                 let dir_attr = reply.dir;
                 self.listed(dir, since, generation, &reply.entries, reply.dir);
                 if let Some(a) = &dir_attr {
-                    self.lease_granted(dir, since, reply.lease_ms, a);
+                    self.lease_granted(dir, (since, asked), reply.lease_ms, a);
                 }
                 true
             }
@@ -303,6 +309,7 @@ impl Fs {
     }
 
     pub async fn mkdir(self: &Arc<Self>, parent: Ino, name: &[u8], mode: u32) -> Result<Entry> {
+        check_name(name)?;
         if let Some(entry) = self.mkdir_here(parent, name, mode) {
             return Ok(entry);
         }
@@ -312,7 +319,7 @@ impl Fs {
             mode,
             want_lease: self.wants_leases(),
         };
-        let sent = Instant::now();
+        let sent = (Instant::now(), self.lease_asked());
         let reply = self.make_name::<rpc::Mkdir>(parent, name, &req).await?;
         let attr = attr_of(reply.attr)?;
         self.learn_owner(&attr, self.parent_setgid(parent, &attr));
@@ -323,6 +330,7 @@ impl Fs {
     }
 
     pub async fn mknod(&self, parent: Ino, name: &[u8], mode: u32, rdev: u64) -> Result<Entry> {
+        check_name(name)?;
         let req = proto::MknodRequest {
             parent: self.path(parent)?.into(),
             name: Bytes::copy_from_slice(name),
@@ -339,6 +347,7 @@ impl Fs {
         name: &[u8],
         target: &[u8],
     ) -> Result<Entry> {
+        check_name(name)?;
         if let Some(entry) = self.symlink_here(parent, name, target) {
             return Ok(entry);
         }
@@ -352,6 +361,7 @@ impl Fs {
     }
 
     pub async fn link(&self, ino: Ino, new_parent: Ino, new_name: &[u8]) -> Result<Entry> {
+        check_name(new_name)?;
         // A file still being created locally: bound to its server identity first, so the
         // new name is known as the same inode.
         self.pending.settled(ino).await;
@@ -373,6 +383,7 @@ impl Fs {
 
     /// unlink (`dir` false) or rmdir (`dir` true).
     pub async fn remove(self: &Arc<Self>, parent: Ino, name: &[u8], dir: bool) -> Result<()> {
+        check_name(name)?;
         if self.remove_here(parent, name, dir).is_some() {
             return Ok(());
         }
@@ -406,6 +417,8 @@ impl Fs {
         new_name: &[u8],
         flags: u32,
     ) -> Result<()> {
+        check_name(name)?;
+        check_name(new_name)?;
         if self
             .rename_here((parent, name), (new_parent, new_name), flags)
             .is_some()

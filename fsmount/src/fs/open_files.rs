@@ -109,6 +109,7 @@ impl Fs {
         mode: u32,
         flags: u32,
     ) -> Result<(Entry, Fh)> {
+        super::error::check_name(name)?;
         if let Some(created) = self.create_here(parent, name, mode, flags) {
             return Ok(created);
         }

@@ -91,6 +91,11 @@ impl fuser::Filesystem for FuseAdapter {
             InitFlags::FUSE_DO_READDIRPLUS,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_ASYNC_READ,
+            // The kernel leaves clearing the set-user/group-ID bits on a write, truncate or
+            // chown to the filesystem instead of sending a chmod as the caller (which the
+            // server refuses a non-owner): the server's own write, truncate or chown, run
+            // as the caller, clears them as a local disk does.
+            InitFlags::FUSE_HANDLE_KILLPRIV_V2,
         ] {
             let _ = config.add_capabilities(cap);
         }
