@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use prost::Message;
 use protocol::writer::{FileData, Queued, Sink};
 use protocol::{Command, Flags, Frame, FrameCodec, Limits, ProtocolError, StreamId};
 use tokio::net::TcpStream;
@@ -371,6 +372,22 @@ async fn run_request(ctx: Ctx, frame: Frame, shared: &Shared) -> (Frame, Option<
     let started = std::time::Instant::now();
     let leases = ctx.leases.clone();
     let export = ctx.export.dir.clone();
+    // Space set aside for other sessions' local answers: a request that would take it
+    // fails as on a full disk.
+    if shared.leases.reserving() {
+        if let (Some(need), Some(free)) =
+            (space_needed(&frame), leases::Free::of(ctx.export.root()))
+        {
+            let me = leases
+                .as_ref()
+                .map(|h| h.session.clone())
+                .unwrap_or_default();
+            if shared.leases.takes_reserved(&me, free, need.0, need.1) {
+                let why = "no space left beyond what other clients have set aside";
+                return (Frame::error(cmd, stream, libc::ENOSPC, why), None);
+            }
+        }
+    }
     let granted = leases.as_ref().and_then(|h| {
         let dir = leases::wanted(&frame)?;
         let ms = h.leases.grant(&export, &dir, &h.session);
@@ -384,6 +401,7 @@ async fn run_request(ctx: Ctx, frame: Frame, shared: &Shared) -> (Frame, Option<
                 .decode_msg::<proto::RenameRequest>("RenameRequest")
                 .ok()
         });
+    let root = ctx.export.clone();
     let result =
         tokio::task::spawn_blocking(move || cmd::dispatch(&ctx, frame.cmd, frame.msg, frame.data))
             .await;
@@ -402,14 +420,15 @@ async fn run_request(ctx: Ctx, frame: Frame, shared: &Shared) -> (Frame, Option<
         }
     }
 
-    let result = match (result, granted) {
-        (Ok(Ok(mut reply)), Some((_, ms))) => {
+    let result = match (result, granted, &leases) {
+        (Ok(Ok(mut reply)), Some((_, ms)), Some(h)) => {
+            let budget = h.leases.budget(&h.session, leases::Free::of(root.root()));
             if let Ok(c) = Command::try_from(cmd) {
-                reply.msg = leases::with_lease(c, &reply.msg, ms);
+                reply.msg = leases::with_lease(c, &reply.msg, ms, budget);
             }
             Ok(Ok(reply))
         }
-        (r, _) => r,
+        (r, _, _) => r,
     };
     shared.stats.commands.observe(cmd, started.elapsed(), ok);
     match result {
@@ -470,6 +489,22 @@ impl Queued for Outgoing {
 /// The reply bytes one connection may have read and not yet sent.
 fn unsent_budget(max_data: u32) -> usize {
     crate::defaults::UNSENT_REPLY_BYTES.max(2 * max_data as usize)
+}
+
+/// The new space request `frame` may take on the disk: (bytes, inodes), if it takes any.
+fn space_needed(frame: &Frame) -> Option<(u64, u64)> {
+    let msg = frame.msg.clone();
+    match Command::try_from(frame.cmd).ok()? {
+        Command::Write => Some((frame.data.len() as u64, 0)),
+        Command::Create | Command::Mkdir | Command::Mknod | Command::Symlink => Some((0, 1)),
+        Command::Fallocate => proto::FallocateRequest::decode(msg)
+            .ok()
+            .map(|r| (r.len, 0)),
+        Command::CopyRange => proto::CopyRangeRequest::decode(msg)
+            .ok()
+            .map(|r| (r.len, 0)),
+        _ => None,
+    }
 }
 
 /// The bytes a Read request will reply with at most (0 for other requests).

@@ -28,6 +28,10 @@ use prost::Message;
 use protocol::{Command, Frame};
 use tokio::sync::watch;
 
+/// Most bytes and inodes one session is set aside at a time (see `budget`).
+pub const BUDGET_MAX_BYTES: u64 = 1 << 30;
+pub const BUDGET_MAX_INODES: u64 = 65_536;
+
 /// Leases one session holds at most (a grant beyond is refused).
 pub const MAX_PER_SESSION: usize = 65_536;
 
@@ -68,9 +72,47 @@ pub struct Leases {
     pub recalls: AtomicUsize,
     /// Sessions that let a recall time out, and until when they get no lease.
     penalized: Mutex<HashMap<Holder, Instant>>,
+    /// Space set aside per session for what it answers itself (see `budget`).
+    reserved: Mutex<HashMap<Holder, Reserved>>,
+    /// Sessions with space set aside (a request while none is pays nothing).
+    reserving: AtomicUsize,
     /// Requests admitted and not yet ended, by admission number (locked after `table`).
     admitted: Mutex<HashMap<u64, Admitted>>,
     next_admission: std::sync::atomic::AtomicU64,
+}
+
+/// Space set aside for one session on one filesystem, until `until` (renewed with its
+/// leases).
+#[derive(Debug, Clone, Copy)]
+struct Reserved {
+    fsid: u64,
+    bytes: u64,
+    inodes: u64,
+    until: Instant,
+}
+
+/// What a filesystem has free, from `fstatvfs`: its id, bytes and inodes available to
+/// unprivileged users (inodes unlimited where it does not count them).
+#[derive(Debug, Clone, Copy)]
+pub struct Free {
+    pub fsid: u64,
+    pub bytes: u64,
+    pub inodes: u64,
+}
+
+impl Free {
+    pub fn of(root: std::os::fd::BorrowedFd<'_>) -> Option<Free> {
+        let s = nix::sys::statvfs::fstatvfs(root).ok()?;
+        let inodes = match s.files() {
+            0 => u64::MAX,
+            _ => s.files_available() as u64,
+        };
+        Some(Free {
+            fsid: s.filesystem_id() as u64,
+            bytes: (s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64),
+            inodes,
+        })
+    }
 }
 
 /// A request admitted past the leases: who sent it and the paths it names.
@@ -115,7 +157,54 @@ impl Leases {
             penalized: Mutex::new(HashMap::new()),
             admitted: Mutex::new(HashMap::new()),
             next_admission: Default::default(),
+            reserved: Mutex::new(HashMap::new()),
+            reserving: AtomicUsize::new(0),
         }
+    }
+
+    /// The budget `holder` gets now, with a grant or renewal, on a filesystem that has
+    /// `free`: half of what is free beyond what other sessions have set aside there, at
+    /// most `BUDGET_MAX_*`, and set aside for it until its leases would expire. A client
+    /// answers creates and closes itself only within its budget (the rest waits for the
+    /// server), so what it answered fits on the disk.
+    pub fn budget(&self, holder: &Holder, free: Option<Free>) -> proto::Budget {
+        let Some(free) = free else {
+            return proto::Budget::default();
+        };
+        let now = Instant::now();
+        let mut reserved = self.reserved.lock();
+        reserved.retain(|_, r| r.until > now);
+        let (bytes, inodes) = others(&reserved, free.fsid, holder);
+        let budget = proto::Budget {
+            bytes: (free.bytes.saturating_sub(bytes) / 2).min(BUDGET_MAX_BYTES),
+            inodes: (free.inodes.saturating_sub(inodes) / 2).min(BUDGET_MAX_INODES),
+        };
+        if reserved.len() < MAX_PER_SESSION || reserved.contains_key(holder) {
+            let r = Reserved {
+                fsid: free.fsid,
+                bytes: budget.bytes,
+                inodes: budget.inodes,
+                until: now + self.time,
+            };
+            reserved.insert(holder.clone(), r);
+        }
+        self.reserving.store(reserved.len(), Ordering::Relaxed);
+        budget
+    }
+
+    /// True if a request of `me` needing `bytes` and `inodes` on a filesystem that has
+    /// `free` would take space set aside for other sessions: it then fails with ENOSPC,
+    /// as if the disk were full.
+    pub fn takes_reserved(&self, me: &Holder, free: Free, bytes: u64, inodes: u64) -> bool {
+        let reserved = self.reserved.lock();
+        let (others_bytes, others_inodes) = others(&reserved, free.fsid, me);
+        (others_bytes > 0 && free.bytes < others_bytes.saturating_add(bytes))
+            || (others_inodes > 0 && free.inodes < others_inodes.saturating_add(inodes))
+    }
+
+    /// True if any session has space set aside now.
+    pub fn reserving(&self) -> bool {
+        self.reserving.load(Ordering::Relaxed) > 0
     }
 
     /// Admits a request of `me` naming `paths` (see `paths_of`) and returns the leases of
@@ -224,6 +313,9 @@ impl Leases {
         let mut table = self.table.lock();
         if all {
             table.retain(|_, l| l.holder != *holder);
+            let mut reserved = self.reserved.lock();
+            reserved.remove(holder);
+            self.reserving.store(reserved.len(), Ordering::Relaxed);
         }
         for p in paths {
             let key = (export.to_path_buf(), p.to_vec());
@@ -333,6 +425,18 @@ impl Leases {
     }
 }
 
+/// What sessions other than `me` have set aside on filesystem `fsid` and not let expire:
+/// (bytes, inodes).
+fn others(reserved: &HashMap<Holder, Reserved>, fsid: u64, me: &Holder) -> (u64, u64) {
+    let now = Instant::now();
+    reserved
+        .iter()
+        .filter(|(h, r)| *h != me && r.fsid == fsid && r.until > now)
+        .fold((0, 0), |(b, i), (_, r)| {
+            (b.saturating_add(r.bytes), i.saturating_add(r.inodes))
+        })
+}
+
 fn millis(d: Duration) -> u32 {
     d.as_millis().min(u32::MAX as u128) as u32
 }
@@ -423,15 +527,18 @@ pub fn wanted(frame: &Frame) -> Option<Bytes> {
 
 /// The reply message `msg` (ListReply or AttrReply) with `lease_ms` set: both carry it as
 /// field 4 or 2, appended (a later field of a protobuf message replaces an earlier one).
-pub fn with_lease(cmd: Command, msg: &Bytes, lease_ms: u32) -> Bytes {
+pub fn with_lease(cmd: Command, msg: &Bytes, lease_ms: u32, budget: proto::Budget) -> Bytes {
+    let budget = Some(budget);
     let extra = match cmd {
         Command::List => proto::ListReply {
             lease_ms,
+            budget,
             ..Default::default()
         }
         .encode_to_vec(),
         _ => proto::AttrReply {
             lease_ms,
+            budget,
             ..Default::default()
         }
         .encode_to_vec(),

@@ -187,6 +187,11 @@ fn serve(stream: TcpStream, token: &[u8], answered: &AtomicU64, huge: &AtomicBoo
                     dir: Some(wild_attr(1, true)),
                     // A lease as long as can be said: only this mount's own caching trusts it.
                     lease_ms: u32::MAX,
+                    // And a budget as large: the mount keeps to its own bound.
+                    budget: Some(proto::Budget {
+                        bytes: u64::MAX,
+                        inodes: u64::MAX,
+                    }),
                 },
                 Bytes::new(),
             ),
@@ -196,6 +201,7 @@ fn serve(stream: TcpStream, token: &[u8], answered: &AtomicU64, huge: &AtomicBoo
                 &proto::AttrReply {
                     attr: Some(wild_attr(1, true)),
                     lease_ms: u32::MAX,
+                    budget: None,
                 },
                 Bytes::new(),
             ),

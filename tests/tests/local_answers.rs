@@ -265,7 +265,7 @@ impl Drop for Busy {
     }
 }
 
-/// A tarball of a tree with `files` files from a few bytes to 900 KB (random contents), in
+/// A tarball of a tree with `files` files from a few bytes to 600 KB (random contents), in
 /// nested directories; returns its path.
 fn make_tarball(dir: &Path, files: usize) -> PathBuf {
     let tree = dir.join("tree");
@@ -274,7 +274,7 @@ fn make_tarball(dir: &Path, files: usize) -> PathBuf {
         cd '{dir}' && mkdir tree && cd tree
         for i in $(seq 0 {last}); do
             d=dir$((i % 13))/sub$((i % 5)); mkdir -p $d
-            head -c $(( (i * 7919) % 900000 + 1 )) /dev/urandom > $d/f$i
+            head -c $(( (i * 7919) % 600000 + 1 )) /dev/urandom > $d/f$i
         done
         cd .. && tar cf tree.tar tree && rm -rf tree
         "#,
@@ -289,7 +289,7 @@ fn make_tarball(dir: &Path, files: usize) -> PathBuf {
 fn many_mounts_untarring_at_once_under_cpu_load_lose_nothing_tls_and_plaintext() {
     require_mount_support();
     let work = tempfile::tempdir().unwrap();
-    let tarball = make_tarball(work.path(), 300);
+    let tarball = make_tarball(work.path(), 240);
     let reference = work.path().join("ref");
     fs::create_dir(&reference).unwrap();
     sh(&format!(

@@ -66,14 +66,15 @@ impl Coalescer {
 
     /// Queues `data` (at most `cap` bytes) at `offset` of `ino` through `fh`; returns once it
     /// is accepted under the dirty bound.
-    /// `generation`: the attribute cache's, just after this write made it forget the file.
+    /// `generation`: the attribute cache's, just after this write made it forget the file;
+    /// `claim`: the budget it took, held until it is acknowledged.
     pub async fn write(
         self: &Arc<Self>,
         ino: Ino,
         fh: Fh,
         offset: u64,
         data: Bytes,
-        generation: u64,
+        (generation, claim): (u64, Option<super::budget::Claim>),
     ) {
         let len = data.len();
         // A batch this write does not continue goes now: the write may overlap it, and
@@ -86,10 +87,11 @@ impl Coalescer {
                 }
             }
         }
-        let ticket = self
+        let mut ticket = self
             .writeback
             .queue(ino, fh, offset, len as u64, generation)
             .await;
+        ticket.claim = claim;
         let started = {
             let mut batches = self.batches.lock();
             let continues = batches

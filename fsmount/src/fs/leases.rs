@@ -52,13 +52,14 @@ impl Fs {
         &self,
         dir: Ino,
         sent: (Instant, u64),
-        lease_ms: u32,
+        (lease_ms, budget): (u32, Option<&proto::Budget>),
         dir_attr: &proto::Attr,
     ) {
         tracing::debug!("{dir}: lease of {lease_ms} ms granted");
         if lease_ms == 0 {
             return;
         }
+        self.budget.refresh(budget);
         let _gate = self.lease_gate.lock();
         if self.recalls.load(std::sync::atomic::Ordering::SeqCst) != sent.1 {
             tracing::debug!("{dir}: a recall came meanwhile; the grant is not taken");
@@ -181,8 +182,13 @@ impl Fs {
         self.pending.forget_kept_in(None);
     }
 
-    /// Renews this mount's leases every third of the lease time while it holds any, until
-    /// the core is dropped.
+    /// The budget did not cover a local answer: renew now, for a fresh one.
+    pub(super) fn budget_short(&self) {
+        self.renew_now.notify_one();
+    }
+
+    /// Renews this mount's leases every third of the lease time while it holds any (and
+    /// early when the budget runs out), until the core is dropped.
     pub fn install_lease_renewal(self: &Arc<Self>) {
         if !self.wants_leases() {
             return;
@@ -197,8 +203,22 @@ impl Fs {
                     },
                     None => return,
                 };
-                tokio::time::sleep(period).await;
+                let woken = match fs.upgrade() {
+                    Some(fs) => {
+                        let early = async move { fs.renew_now.notified().await };
+                        tokio::select! {
+                            _ = tokio::time::sleep(period) => false,
+                            _ = early => true,
+                        }
+                    }
+                    None => return,
+                };
                 let Some(fs) = fs.upgrade() else { return };
+                if woken {
+                    // At most one early renewal per this long: a mount out of budget asks
+                    // the server, not floods it.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
                 if !fs.known.lock().any_leased() {
                     continue;
                 }
@@ -210,6 +230,7 @@ impl Fs {
                 match renewed {
                     Ok(r) if r.lease_ms > 0 => {
                         fs.known.lock().renewed(trusted_until(sent, r.lease_ms));
+                        fs.budget.refresh(r.budget.as_ref());
                     }
                     Ok(_) => fs.leases_lost(),
                     Err(e) => tracing::debug!("lease renewal failed: {e}"),

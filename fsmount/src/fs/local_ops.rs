@@ -25,6 +25,7 @@ use prost::Message;
 use protocol::rpc::{self, Rpc};
 
 use super::block_cache::Block;
+use super::budget::Claim;
 use super::known_dirs::DirAttr;
 use super::pending::{Finished, Kept};
 use super::{Entry, Fh, Fs, Ino, SetAttr};
@@ -125,9 +126,10 @@ impl Fs {
         }
     }
 
-    /// Who will own a new name in leased `parent`, if `name` is known missing there and the
-    /// caller may make it: (owner, parent's attributes).
-    fn may_make(&self, parent: Ino, name: &[u8]) -> Option<((u32, u32), DirAttr)> {
+    /// Who will own a new name in leased `parent`, if `name` is known missing there, the
+    /// caller may make it and the budget has an inode for it: (owner, parent's attributes,
+    /// the inode's claim, to hold until the server answered).
+    fn may_make(&self, parent: Ino, name: &[u8]) -> Option<((u32, u32), DirAttr, Claim)> {
         if !self.wants_leases() {
             return None;
         }
@@ -150,7 +152,11 @@ impl Fs {
         } else {
             owner.1
         };
-        Some(((owner.0, gid), dir))
+        let Some(claim) = self.budget.claim(0, 1) else {
+            self.budget_short();
+            return None;
+        };
+        Some(((owner.0, gid), dir, claim))
     }
 
     /// The attributes of `ino` as this mount predicts them: while its requests answered
@@ -171,8 +177,12 @@ impl Fs {
 
     /// True if this mount alone answers for `ino` now: requests answered locally about it
     /// are in flight, or its attributes are kept under a lease held now (`close` need not
-    /// wait for its writes, as for a file being created).
+    /// wait for its writes, as for a file being created), and its writes so far fit in the
+    /// budget (see `budget`).
     pub(super) fn answered_here(&self, ino: Ino) -> bool {
+        if self.over_budget.lock().contains(&ino) {
+            return false;
+        }
         self.pending.busy(ino)
             || matches!(self.pending.attr(ino), Some((_, k @ Kept::In(_))) if self.still_true(k))
     }
@@ -277,7 +287,7 @@ impl Fs {
         flags: u32,
     ) -> Option<(Entry, Fh)> {
         let _gate = self.lease_gate.lock();
-        let (owner, _) = self.may_make(parent, name)?;
+        let (owner, _, claim) = self.may_make(parent, name)?;
         let parent_path = self.path(parent).ok()?;
         let attr = new_attr(libc::S_IFREG | (mode & 0o7777), owner, 0);
         let fh = self.open_files.new_handle();
@@ -300,6 +310,7 @@ impl Fs {
         };
         let what = format!("create {}", String::from_utf8_lossy(name));
         self.send_behind::<rpc::Create>((ino, Some(attr)), &req, (what, 0), move |fs, r| {
+            drop(claim);
             fs.bind_created(ino, r.attr.as_ref())
         });
         self.note_open(ino, fh, flags, &attr);
@@ -321,7 +332,7 @@ impl Fs {
         mode: u32,
     ) -> Option<Entry> {
         let _gate = self.lease_gate.lock();
-        let (owner, dir) = self.may_make(parent, name)?;
+        let (owner, dir, claim) = self.may_make(parent, name)?;
         let parent_path = self.path(parent).ok()?;
         let inherit = dir.mode & S_ISGID;
         let attr = new_attr(libc::S_IFDIR | (mode & 0o7777) | inherit, owner, 4096);
@@ -343,6 +354,10 @@ impl Fs {
         let what = format!("mkdir {}", String::from_utf8_lossy(name));
         let what = (what, libc::EEXIST);
         self.send_behind::<rpc::Mkdir>((ino, Some(attr)), &req, what, move |fs, r| {
+            drop(claim);
+            if r.lease_ms > 0 {
+                fs.budget.refresh(r.budget.as_ref());
+            }
             if r.lease_ms == 0 {
                 tracing::warn!("the server did not grant the lease of a directory made under one");
                 fs.known.lock().unlease(ino);
@@ -364,7 +379,7 @@ impl Fs {
         target: &[u8],
     ) -> Option<Entry> {
         let _gate = self.lease_gate.lock();
-        let (owner, _) = self.may_make(parent, name)?;
+        let (owner, _, claim) = self.may_make(parent, name)?;
         let parent_path = self.path(parent).ok()?;
         let attr = new_attr(libc::S_IFLNK | 0o777, owner, target.len() as u64);
         let ino = self.inodes.lock().remember_unbound(parent, name);
@@ -379,6 +394,7 @@ impl Fs {
         let what = format!("symlink {}", String::from_utf8_lossy(name));
         let what = (what, libc::EEXIST);
         self.send_behind::<rpc::Symlink>((ino, Some(attr)), &req, what, move |fs, r| {
+            drop(claim);
             fs.bind_created(ino, r.attr.as_ref())
         });
         Some(Entry {

@@ -25,6 +25,7 @@
 pub mod attr_cache;
 mod attrs;
 pub mod block_cache;
+pub mod budget;
 mod changes;
 mod coalesce;
 mod dir;
@@ -191,6 +192,12 @@ pub struct Fs {
     /// Recalls (and give-backs of everything) so far: a grant whose request was sent
     /// before the latest is not taken (see `leases::lease_granted`).
     recalls: std::sync::atomic::AtomicU64,
+    /// The space the server set aside for local answers (see `budget`).
+    budget: Arc<budget::Budget>,
+    /// Open files whose writes did not fit in the budget: their close waits for the server.
+    over_budget: Mutex<std::collections::HashSet<Ino>>,
+    /// Wakes the lease renewal early: the budget ran out, a renewal brings a new one.
+    renew_now: tokio::sync::Notify,
 }
 
 impl Fs {
@@ -227,7 +234,15 @@ impl Fs {
             lease_ms: Default::default(),
             sessions_lost: Default::default(),
             recalls: Default::default(),
+            budget: Default::default(),
+            over_budget: Default::default(),
+            renew_now: Default::default(),
         }
+    }
+
+    /// The budget for local answers and what is spent of it (for `fsmount status`).
+    pub fn budget_stats(&self) -> budget::BudgetStats {
+        self.budget.stats()
     }
 
     /// Inodes the kernel currently knows.

@@ -215,7 +215,8 @@ impl Fs {
                 let dir_attr = reply.dir;
                 self.listed(dir, since, generation, &reply.entries, reply.dir);
                 if let Some(a) = &dir_attr {
-                    self.lease_granted(dir, (since, asked), reply.lease_ms, a);
+                    let lease = (reply.lease_ms, reply.budget.as_ref());
+                    self.lease_granted(dir, (since, asked), lease, a);
                 }
                 true
             }
@@ -325,7 +326,8 @@ impl Fs {
         self.learn_owner(&attr, self.parent_setgid(parent, &attr));
         let entry = self.remember(parent, name, attr, self.names_changed());
         self.known.lock().created(entry.ino);
-        self.lease_granted(entry.ino, sent, reply.lease_ms, &attr);
+        let lease = (reply.lease_ms, reply.budget.as_ref());
+        self.lease_granted(entry.ino, sent, lease, &attr);
         Ok(entry)
     }
 

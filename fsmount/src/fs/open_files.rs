@@ -143,9 +143,12 @@ impl Fs {
         if self.answered_here(ino) {
             return self.release_behind(ino, fh);
         }
-        if let Err(e) = self.settle(ino).await {
+        self.after_writes(ino).await;
+        self.pending.settled(ino).await;
+        if let Err(e) = self.known_failure(ino) {
             tracing::warn!("{ino}: a write failed and no flush was left to report it: {e}");
         }
+        self.over_budget.lock().remove(&ino);
         self.inodes.lock().closed(ino, fh);
         self.open_files.by_handle.lock().remove(&fh);
         self.ask::<rpc::Close>(&proto::CloseRequest { handle: fh.0 })
@@ -229,6 +232,11 @@ impl Fs {
             let fs = Arc::downgrade(self);
             wb.on_failure(Box::new(move |ino, errno| {
                 let Some(fs) = fs.upgrade() else { return };
+                // A handle the server never opened, its create answered locally having
+                // failed: that failure is the one kept.
+                if errno == libc::EBADF && (fs.pending.busy(ino) || fs.pending.has_error(ino)) {
+                    return;
+                }
                 let name = fs.inodes.lock().path(ino);
                 let name = name.map_or(format!("inode {ino}"), |p| {
                     String::from_utf8_lossy(&p).into_owned()

@@ -231,6 +231,11 @@ impl Pending {
         finished
     }
 
+    /// True if a locally answered request about `ino` failed and no flush took it yet.
+    pub(super) fn has_error(&self, ino: Ino) -> bool {
+        self.table.lock().errors.contains_key(&ino)
+    }
+
     /// True if requests about `ino` are in flight.
     pub(super) fn busy(&self, ino: Ino) -> bool {
         self.table.lock().nodes.get(&ino).is_some_and(|n| n.ops > 0)
@@ -262,13 +267,13 @@ impl Pending {
         self.table.lock().errors.remove(&ino)
     }
 
-    /// The first failure of any request since the last call, once.
     /// A write of `ino` failed after it was accepted (write-behind): kept mount-wide, as
     /// a locally answered request's failure is, for `fsmount sync` and status.
     pub(super) fn write_failed(&self, what: String, errno: i32) {
         self.table.lock().record(errno, what);
     }
 
+    /// The first failure of any request since the last call, once.
     pub(super) fn take_unreported(&self) -> Option<i32> {
         self.table.lock().unreported.take()
     }

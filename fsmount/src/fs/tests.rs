@@ -536,3 +536,63 @@ async fn a_write_failing_after_its_close_returned_is_kept_for_sync_and_status_by
         "status names the file: {described:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_its_inode_budget_a_create_waits_for_the_server_and_gets_its_enospc() {
+    let (fake, fs) = core();
+    fake.set_budget(1 << 20, 2);
+    let dir = fs.mkdir(Ino::ROOT, b"d", 0o755).await.unwrap().ino;
+    for name in [&b"a"[..], b"b"] {
+        let (entry, _) = fs
+            .create(dir, name, 0o644, libc::O_WRONLY as u32)
+            .await
+            .unwrap();
+        assert!(
+            fs.answered_here(entry.ino),
+            "within the budget: answered locally"
+        );
+    }
+    fake.inject(Command::Create, Fault::Fail(libc::ENOSPC), 1);
+    let e = fs
+        .create(dir, b"c", 0o644, libc::O_WRONLY as u32)
+        .await
+        .expect_err("the server's answer");
+    assert_eq!(e.errno(), libc::ENOSPC);
+    fs.sync_all()
+        .await
+        .expect("nothing answered locally failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_its_byte_budget_a_close_waits_for_the_writes_and_reports_their_enospc() {
+    let (fake, fs) = core();
+    fake.set_budget(8192, 100);
+    let (_, ino, fh) = leased_file(&fs, b"f").await;
+    fs.write(fh, 0, Bytes::from(vec![1u8; 8192])).await.unwrap();
+    assert!(fs.answered_here(ino), "8 KiB fit");
+    fake.inject(Command::Write, Fault::Fail(libc::ENOSPC), 1);
+    fs.write(fh, 8192, Bytes::from(vec![2u8; 4096]))
+        .await
+        .unwrap();
+    assert!(!fs.answered_here(ino), "the next 4 KiB do not: close waits");
+    let e = fs.flush(ino).await.expect_err("close reports it");
+    assert_eq!(e.errno(), libc::ENOSPC);
+    fs.release(ino, fh).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_local_create_is_reported_by_its_errno_not_by_its_writes_ebadf() {
+    let (fake, fs) = core();
+    let dir = fs.mkdir(Ino::ROOT, b"d", 0o755).await.unwrap().ino;
+    fake.inject(Command::Create, Fault::Delay(Duration::from_millis(30)), 1);
+    let (entry, fh) = fs
+        .create(dir, b"f", 0o644, libc::O_WRONLY as u32)
+        .await
+        .unwrap();
+    // The server made the name meanwhile (as a process on its disk could).
+    fake.replace(b"d/f", b"theirs");
+    fs.write(fh, 0, Bytes::from_static(b"mine")).await.unwrap();
+    let e = fs.fsync(entry.ino, fh, false).await.expect_err("fails");
+    assert_eq!(e.errno(), libc::EEXIST, "the create's errno");
+    assert_eq!(fake.file(b"d/f").unwrap(), b"theirs");
+}

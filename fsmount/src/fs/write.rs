@@ -37,7 +37,8 @@ impl Fs {
             match behind {
                 Some((c, ino)) => {
                     let end = at + chunk.len() as u64;
-                    c.write(ino, fh, at, chunk, generation).await;
+                    let claim = self.claim_for_write(ino, chunk.len());
+                    c.write(ino, fh, at, chunk, (generation, claim)).await;
                     self.wrote_here(ino, end);
                 }
                 None => write_chunk(&*self.remote, fh, at, chunk, Patience::MountTimeout).await?,
@@ -48,6 +49,21 @@ impl Fs {
             self.wrote_start(ino, fh, start, &data);
         }
         Ok(done as u32)
+    }
+
+    /// The budget a write of `len` bytes to `ino` takes if `close` of `ino` is answered
+    /// locally; if it does not fit, `ino`'s close waits for the server from now on (and
+    /// the lease is renewed early for a fresh budget).
+    fn claim_for_write(&self, ino: Ino, len: usize) -> Option<super::budget::Claim> {
+        if !self.answered_here(ino) {
+            return None;
+        }
+        let claim = self.budget.claim(len as u64, 0);
+        if claim.is_none() {
+            self.over_budget.lock().insert(ino);
+            self.budget_short();
+        }
+        claim
     }
 
     /// If `ino` is a file whose every byte this mount wrote since it made it empty, all
@@ -93,17 +109,19 @@ impl Fs {
             }
             return self.known_failure(ino);
         }
-        self.settle(ino).await?;
+        self.after_writes(ino).await;
+        // Its create (and setattrs) answered locally, if any: their failure comes first.
+        self.pending.settled(ino).await;
         self.known_failure(ino)
     }
 
     /// The first failure of `ino`'s writes or locally answered operations known now, once.
-    fn known_failure(&self, ino: Ino) -> Result<()> {
-        let failed = self
-            .pending
-            .take_error(ino)
-            .or_else(|| self.writeback.as_ref().and_then(|wb| wb.take_error(ino)));
-        match failed {
+    /// A locally answered create's failure comes before its writes' (which then failed on
+    /// a handle the server never opened: EBADF, not the application's business).
+    pub(super) fn known_failure(&self, ino: Ino) -> Result<()> {
+        let local = self.pending.take_error(ino);
+        let written = self.writeback.as_ref().and_then(|wb| wb.take_error(ino));
+        match local.or(written) {
             Some(errno) => Err(FsError::Writeback(errno)),
             None => Ok(()),
         }
@@ -122,8 +140,11 @@ impl Fs {
     }
 
     pub async fn fsync(&self, ino: Ino, fh: Fh, datasync: bool) -> Result<()> {
+        if let Some(c) = &self.coalescer {
+            c.flush_ino(ino);
+        }
         self.pending.settled(ino).await;
-        self.settle(ino).await?;
+        self.after_writes(ino).await;
         self.known_failure(ino)?;
         let req = proto::FsyncRequest {
             handle: fh.0,
@@ -189,18 +210,6 @@ impl Fs {
         };
         self.ask::<rpc::Fallocate>(&req).await?;
         Ok(())
-    }
-
-    /// Waits for `ino`'s queued writes; the first error they met, once.
-    pub(super) async fn settle(&self, ino: Ino) -> Result<()> {
-        let Some(wb) = &self.writeback else {
-            return Ok(());
-        };
-        self.after_writes(ino).await;
-        match wb.take_error(ino) {
-            Some(errno) => Err(FsError::Writeback(errno)),
-            None => Ok(()),
-        }
     }
 
     /// Waits for `ino`'s queued writes, keeping any error for flush/fsync/close: before an

@@ -89,6 +89,8 @@ pub struct Ticket {
     ino: Ino,
     id: u64,
     len: u64,
+    /// Its share of the budget for local answers, if it took one (see `budget`).
+    pub claim: Option<super::budget::Claim>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -145,6 +147,7 @@ impl Writeback {
                         ino,
                         id,
                         len,
+                        claim: None,
                         _permit: permit,
                     };
                 }
@@ -156,6 +159,11 @@ impl Writeback {
     /// The write of `ticket` was acknowledged (`Ok`, with the attributes the server saw
     /// after it, if it said) or failed with an errno.
     pub fn done(&self, ticket: Ticket, result: Result<Option<proto::Attr>, i32>) {
+        // Before the write stops counting as in flight: whoever waits for every write
+        // (`drain_all`, `fsmount sync`) then finds its failure kept.
+        if let (Err(errno), Some(hook)) = (&result, self.on_failure.get()) {
+            hook(ticket.ino, *errno);
+        }
         {
             let mut files = self.files.lock();
             if let Some(f) = files.get_mut(&ticket.ino) {
@@ -180,9 +188,6 @@ impl Writeback {
                 Ok(_) => st.written_bytes += ticket.len,
                 Err(_) => st.failed_writes += 1,
             }
-        }
-        if let (Err(errno), Some(hook)) = (result, self.on_failure.get()) {
-            hook(ticket.ino, errno);
         }
         drop(ticket);
         self.progress.send_modify(|n| *n += 1);

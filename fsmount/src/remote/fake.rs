@@ -60,6 +60,8 @@ struct Tree {
     stale: HashSet<u64>,
     next_ino: u64,
     clock: u64,
+    /// The budget each grant and renewal brings.
+    budget: proto::Budget,
 }
 
 /// The fake; cheap to share, so a call's future owns what it needs.
@@ -123,6 +125,10 @@ impl FakeServer {
     pub fn new() -> FakeServer {
         let mut tree = Tree {
             next_ino: 2,
+            budget: proto::Budget {
+                bytes: 1 << 30,
+                inodes: 65_536,
+            },
             ..Tree::default()
         };
         tree.names.insert(Vec::new(), 1);
@@ -151,6 +157,11 @@ impl FakeState {
     /// The export root's attributes, as the handshake reports them.
     pub fn root(&self) -> proto::Attr {
         self.tree.lock().attr(1)
+    }
+
+    /// The budget grants and renewals bring from now on.
+    pub fn set_budget(&self, bytes: u64, inodes: u64) {
+        self.tree.lock().budget = proto::Budget { bytes, inodes };
     }
 
     /// The next `times` requests of `cmd` meet `fault`.
@@ -417,6 +428,7 @@ impl Tree {
         reply(proto::AttrReply {
             attr: Some(self.attr(ino)),
             lease_ms: 0,
+            budget: None,
         })
     }
 
@@ -482,6 +494,7 @@ impl Tree {
                 reply(proto::AttrReply {
                     attr: Some(self.attr(ino)),
                     lease_ms: if req.want_lease { FAKE_LEASE_MS } else { 0 },
+                    budget: req.want_lease.then_some(self.budget),
                 })
             }
             Command::Read => {
@@ -569,10 +582,12 @@ impl Tree {
                     } else {
                         0
                     },
+                    budget: (req.want_lease && !req.path.is_empty()).then_some(self.budget),
                 })
             }
             Command::Lease => reply(proto::LeaseReply {
                 lease_ms: FAKE_LEASE_MS,
+                budget: Some(self.budget),
             }),
             _ => Err(err(libc::ENOSYS)),
         }

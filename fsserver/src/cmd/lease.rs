@@ -6,9 +6,19 @@ use super::{Ctx, Reply};
 use crate::error::FsError;
 
 pub fn apply(ctx: &Ctx, req: proto::LeaseRequest) -> Result<Reply<proto::LeaseReply>, FsError> {
-    let lease_ms = match &ctx.leases {
-        Some(h) => h.leases.returned(&ctx.export.dir, &h.session, &req.returned, req.all),
-        None => 0,
+    let Some(h) = &ctx.leases else {
+        return Ok(Reply::msg(proto::LeaseReply::default()));
     };
-    Ok(Reply::msg(proto::LeaseReply { lease_ms }))
+    let lease_ms = h
+        .leases
+        .returned(&ctx.export.dir, &h.session, &req.returned, req.all);
+    // A renewal brings a fresh budget; giving everything back ends it.
+    let budget = match req.all {
+        true => None,
+        false => {
+            let free = crate::leases::Free::of(ctx.export.root());
+            Some(h.leases.budget(&h.session, free))
+        }
+    };
+    Ok(Reply::msg(proto::LeaseReply { lease_ms, budget }))
 }

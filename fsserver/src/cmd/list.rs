@@ -57,5 +57,6 @@ pub fn apply(ctx: &Ctx, req: proto::ListRequest) -> Result<Reply<proto::ListRepl
         eof,
         dir: Some(dir_attr),
         lease_ms: 0,
+        budget: None,
     }))
 }

@@ -166,5 +166,6 @@ fn attr_reply(attr: proto::Attr) -> Reply<proto::AttrReply> {
     Reply::msg(proto::AttrReply {
         attr: Some(attr),
         lease_ms: 0,
+        budget: None,
     })
 }
