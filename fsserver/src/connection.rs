@@ -402,9 +402,27 @@ async fn run_request(ctx: Ctx, frame: Frame, shared: &Shared) -> (Frame, Option<
                 .ok()
         });
     let root = ctx.export.clone();
-    let result =
-        tokio::task::spawn_blocking(move || cmd::dispatch(&ctx, frame.cmd, frame.msg, frame.data))
-            .await;
+    let wanted_dir = granted.as_ref().map(|(dir, _)| dir.clone());
+    let result = tokio::task::spawn_blocking(move || {
+        let reply = cmd::dispatch(&ctx, frame.cmd, frame.msg, frame.data);
+        // Run as the caller, after the listing or mkdir: may the lease stand?
+        let policy = wanted_dir.map(|d| crate::lease_policy::decided_by_mode(&ctx.export, &d));
+        (reply, policy)
+    })
+    .await;
+    let (result, mode_decides) = match result {
+        Ok((reply, policy)) => (Ok(reply), policy.unwrap_or(true)),
+        Err(e) => (Err(e), true),
+    };
+    // Permissions decided by more than the mode bits there: no lease after all.
+    let granted = match (granted, mode_decides, &leases) {
+        (Some((dir, _)), false, Some(h)) => {
+            h.leases
+                .returned(&export, &h.session, std::slice::from_ref(&dir), false);
+            None
+        }
+        (g, _, _) => g,
+    };
     let ok = matches!(result, Ok(Ok(_)));
     if let Some(h) = &leases {
         if let (Some((dir, _)), false) = (&granted, ok) {

@@ -31,6 +31,8 @@ pub mod error;
 pub mod export;
 pub mod handles;
 pub mod handshake;
+#[allow(unsafe_code)]
+pub mod lease_policy;
 pub mod leases;
 pub mod live;
 pub mod notify;
