@@ -120,6 +120,8 @@ pub struct Status {
     pub local_ops_in_flight: u64,
     pub local_ops_failed: u64,
     pub local_op_failures: Vec<String>,
+    /// The space the server set aside for local answers, and what is spent of it.
+    pub budget: crate::fs::budget::BudgetStats,
 }
 
 /// `about`: the mount point and the metrics address.
@@ -144,9 +146,10 @@ fn status(fs: &Fs, client: &Client, about: &(String, Option<String>), syncs: usi
         writeback: fs.writeback_stats(),
         syncs_waiting: syncs,
         cache: fs.cache_stats(),
-        local_ops_in_flight: fs.pending.stats().0,
-        local_ops_failed: fs.pending.stats().1,
-        local_op_failures: fs.pending.stats().2,
+        local_ops_in_flight: fs.predictions.stats().0,
+        local_ops_failed: fs.predictions.stats().1,
+        local_op_failures: fs.predictions.stats().2,
+        budget: fs.budget_stats(),
     }
 }
 
@@ -202,6 +205,11 @@ impl Status {
         for f in &self.local_op_failures {
             out += &format!("  failed: {f}\n");
         }
+        let b = &self.budget;
+        out += &format!(
+            "budget for local answers: {} of {} bytes and {} of {} inodes spent since the last grant or renewal\n",
+            b.bytes_spent, b.bytes, b.inodes_spent, b.inodes
+        );
         out
     }
 

@@ -241,11 +241,11 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
     // Data accepted from applications is sent before the process ends (for up to the mount's
     // timeout; for ever with `hard`).
     let unsent = fs.writeback_stats().filter(|w| w.writes_in_flight > 0);
-    if unsent.is_some() || fs.pending.any() {
+    if unsent.is_some() || fs.predictions.any() {
         tracing::warn!(
             "unmounted with {} bytes and {} changes not yet acknowledged; sending them",
             unsent.map_or(0, |w| w.dirty_bytes),
-            fs.pending.stats().0
+            fs.predictions.stats().0
         );
         let synced = match req.options.timeout {
             // The timer is made inside the runtime (block_on's future), not before it.

@@ -12,9 +12,9 @@ use tokio_util::codec::{Encoder, FramedRead};
 
 use protocol::stream::{BoxRead, BoxWrite};
 
-use super::error::ClientError;
 use super::shared::Params;
 use super::transport;
+use crate::remote::ClientError;
 
 /// How long connecting plus the handshake may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -10,7 +10,6 @@
 //! Stream ids are unique for the whole session, so a resent request is recognised by the
 //! server's reply cache.
 
-mod error;
 mod handshake;
 mod link;
 mod pending;
@@ -26,7 +25,7 @@ use protocol::stream::{BoxRead, BoxWrite};
 use protocol::{Command, Frame, FrameCodec};
 use tokio_util::codec::FramedRead;
 
-pub use error::ClientError;
+pub use crate::remote::ClientError;
 pub use handshake::{Welcome, CONNECT_TIMEOUT};
 use shared::Shared;
 pub use shared::{CallMetrics, LinkStats, Params};

@@ -11,10 +11,10 @@ use prost::Message;
 use protocol::{Command, Frame};
 use tracing::warn;
 
-use super::error::ClientError;
 use super::handshake;
 use super::link::{self, Link};
 use super::shared::Shared;
+use crate::remote::ClientError;
 
 /// First and longest pause between reconnection attempts.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);

@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_util::codec::Decoder;
 
-use super::error::ClientError;
+use crate::remote::ClientError;
 
 /// How to check the server's certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -70,7 +70,7 @@ impl Fs {
         if let Some(attr) = self.setattr_here(ino, fh, &change) {
             return Ok(attr);
         }
-        self.pending.unpredictable(ino);
+        self.predictions.unpredictable(ino);
         let dir_changes = change.mode.is_some() || change.uid.is_some() || change.gid.is_some();
         if dir_changes {
             self.known.lock().dir_attr_changed(ino, None);

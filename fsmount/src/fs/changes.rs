@@ -26,7 +26,7 @@ impl Fs {
                 self.give_back_all();
                 self.attrs.lock().forget_all();
                 self.known.lock().clear();
-                self.pending.forget_kept_in(None);
+                self.predictions.forget_kept_in(None);
                 let all = self.inodes.lock().all();
                 for ino in all {
                     self.dropped(ino, &mut out);
@@ -67,7 +67,7 @@ impl Fs {
     /// `ino` changed elsewhere: its attributes and blocks go, here and in the kernel.
     fn dropped(&self, ino: Ino, out: &mut Vec<Invalidate>) {
         self.attrs.lock().forget(ino);
-        self.pending.unpredictable(ino);
+        self.predictions.unpredictable(ino);
         if let Some(cache) = &self.cache {
             cache.invalidate(ino);
         }

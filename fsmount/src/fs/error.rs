@@ -1,6 +1,6 @@
 //! Failures of filesystem operations and their errno: the one table on the client side.
 
-use crate::client::ClientError;
+use crate::remote::ClientError;
 
 /// Largest errno the kernel accepts in a FUSE reply.
 const MAX_ERRNO: i32 = 511;

@@ -22,27 +22,21 @@
 //! server and lets the kernel keep its pages only if the change token is the one they were
 //! cached under.
 
-pub mod attr_cache;
 mod attrs;
-pub mod block_cache;
-pub mod budget;
 mod changes;
-mod coalesce;
+pub mod data;
 mod dir;
 pub mod error;
 pub mod ids;
-pub mod inodes;
-mod known_dirs;
-mod leases;
-mod local_ops;
+pub mod names;
 mod namespace;
 mod open_files;
-pub mod pending;
-mod read;
-mod read_ahead;
-mod write;
-pub mod writeback;
 mod xattr;
+
+pub use data::{block_cache, writeback};
+use data::{coalesce, read_ahead};
+pub use names::{attr_cache, budget, inodes, predictions};
+use names::{known_dirs, local_ops};
 
 #[cfg(test)]
 mod tests;
@@ -177,7 +171,7 @@ pub struct Fs {
     /// (each read again).
     read_retries: Arc<std::sync::atomic::AtomicU64>,
     /// Operations answered locally whose requests are in flight (`local_ops`).
-    pub pending: pending::Pending,
+    pub predictions: predictions::Predictions,
     /// Held while a local answer is sent and while a lease is given back: nothing answered
     /// under a lease is sent after the lease went back.
     lease_gate: Mutex<()>,
@@ -227,7 +221,7 @@ impl Fs {
             options,
             max_io,
             read_retries: Default::default(),
-            pending: Default::default(),
+            predictions: Default::default(),
             lease_gate: Mutex::new(()),
             owners: Default::default(),
             written: Default::default(),

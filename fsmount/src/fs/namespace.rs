@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use protocol::rpc::{self, Rpc};
 
-use crate::client::ClientError;
+use crate::remote::ClientError;
 
 use super::error::attr_of;
 use super::error::check_name;
@@ -31,7 +31,9 @@ impl Fs {
         &self,
         req: &C::Request,
     ) -> std::result::Result<C::Reply, ClientError> {
-        self.remote.rpc_in_order::<C>(req, self.pending.any()).await
+        self.remote
+            .rpc_in_order::<C>(req, self.predictions.any())
+            .await
     }
 
     /// Sends a request about `ino` by each of its names in turn, most recently confirmed
@@ -107,7 +109,7 @@ impl Fs {
         name: &[u8],
         req: &C::Request,
     ) -> Result<C::Reply> {
-        self.pending.unpredictable(parent);
+        self.predictions.unpredictable(parent);
         let reply = self.ask::<C>(req).await.map_err(FsError::from);
         self.name_made(parent, name, &reply);
         reply
@@ -292,7 +294,7 @@ impl Fs {
     pub fn forget(&self, ino: Ino, n: u64) {
         let gone = self.inodes.lock().forget(ino, n);
         if gone {
-            self.pending.unpredictable(ino);
+            self.predictions.unpredictable(ino);
             self.attrs.lock().forget(ino);
             self.known.lock().forget(ino);
         }
@@ -366,9 +368,9 @@ impl Fs {
         check_name(new_name)?;
         // A file still being created locally: bound to its server identity first, so the
         // new name is known as the same inode.
-        self.pending.settled(ino).await;
-        self.pending.unpredictable(ino);
-        self.pending.unpredictable(new_parent);
+        self.predictions.settled(ino).await;
+        self.predictions.unpredictable(ino);
+        self.predictions.unpredictable(new_parent);
         let new_parent_path = self.path(new_parent)?;
         let make = |path: Vec<u8>, expect| proto::LinkRequest {
             path: path.into(),
@@ -396,7 +398,7 @@ impl Fs {
         };
         let child = self.inodes.lock().child(parent, name);
         for i in child.into_iter().chain([parent]) {
-            self.pending.unpredictable(i);
+            self.predictions.unpredictable(i);
         }
         let removed = self.ask::<rpc::Remove>(&req).await;
         match &removed {
@@ -442,7 +444,7 @@ impl Fs {
             ]
         };
         for i in touched.into_iter().flatten().chain([parent, new_parent]) {
-            self.pending.unpredictable(i);
+            self.predictions.unpredictable(i);
         }
         let reply = self.ask::<rpc::Rename>(&req).await;
         {

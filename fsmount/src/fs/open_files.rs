@@ -144,7 +144,7 @@ impl Fs {
             return self.release_behind(ino, fh);
         }
         self.after_writes(ino).await;
-        self.pending.settled(ino).await;
+        self.predictions.settled(ino).await;
         if let Err(e) = self.known_failure(ino) {
             tracing::warn!("{ino}: a write failed and no flush was left to report it: {e}");
         }
@@ -234,7 +234,9 @@ impl Fs {
                 let Some(fs) = fs.upgrade() else { return };
                 // A handle the server never opened, its create answered locally having
                 // failed: that failure is the one kept.
-                if errno == libc::EBADF && (fs.pending.busy(ino) || fs.pending.has_error(ino)) {
+                if errno == libc::EBADF
+                    && (fs.predictions.busy(ino) || fs.predictions.has_error(ino))
+                {
                     return;
                 }
                 let name = fs.inodes.lock().path(ino);
@@ -246,7 +248,7 @@ impl Fs {
                     std::io::Error::from_raw_os_error(errno)
                 );
                 tracing::warn!("{what} (reported at the next close/fsync and by fsmount sync)");
-                fs.pending.write_failed(what, errno);
+                fs.predictions.write_failed(what, errno);
             }));
         }
         let fs = Arc::downgrade(self);

@@ -529,7 +529,7 @@ async fn a_write_failing_after_its_close_returned_is_kept_for_sync_and_status_by
     fs.release(ino, fh).await.unwrap();
     let e = fs.sync_all().await.expect_err("fsmount sync fails");
     assert_eq!(e.errno(), libc::EIO);
-    let (_, failed, described) = fs.pending.stats();
+    let (_, failed, described) = fs.predictions.stats();
     assert!(failed >= 1);
     assert!(
         described.iter().any(|d| d.contains("d/f")),

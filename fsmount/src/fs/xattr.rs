@@ -52,7 +52,7 @@ impl Fs {
         if name == SECURITY_CAPABILITY {
             self.note_no_caps(ino, false);
         }
-        self.pending.unpredictable(ino);
+        self.predictions.unpredictable(ino);
         self.by_any_name::<rpc::SetXattr>(ino, make).await?;
         self.attrs.lock().forget(ino);
         Ok(())
@@ -86,7 +86,7 @@ impl Fs {
             name: Bytes::copy_from_slice(name),
             expect,
         };
-        self.pending.unpredictable(ino);
+        self.predictions.unpredictable(ino);
         self.by_any_name::<rpc::RemoveXattr>(ino, make).await?;
         if name == SECURITY_CAPABILITY {
             self.note_no_caps(ino, true);

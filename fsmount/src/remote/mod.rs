@@ -15,7 +15,8 @@ use prost::Message;
 use protocol::rpc::Rpc;
 use protocol::{Command, Frame};
 
-pub use crate::client::ClientError;
+mod error;
+pub use error::ClientError;
 
 /// How long a call may wait while the server is unreachable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,25 +18,25 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use protocol::rpc;
 
-use super::known_dirs::DirAttr;
-use super::{Fs, Ino};
+use crate::fs::known_dirs::DirAttr;
+use crate::fs::{Fs, Ino};
 
 /// Renewal period when the server has not said its lease time yet.
 const DEFAULT_RENEW: Duration = Duration::from_secs(10);
 
 /// Until when a lease granted or renewed by a request sent at `sent` is trusted.
-pub(super) fn trusted_until(sent: Instant, lease_ms: u32) -> Instant {
+pub(in crate::fs) fn trusted_until(sent: Instant, lease_ms: u32) -> Instant {
     sent + Duration::from_millis(lease_ms as u64) * 3 / 4
 }
 
 impl Fs {
     /// True if this mount asks for leases.
-    pub(super) fn wants_leases(&self) -> bool {
+    pub(in crate::fs) fn wants_leases(&self) -> bool {
         self.options.leases
     }
 
     /// Taken just before a request asking for a lease is sent: the recalls so far.
-    pub(super) fn lease_asked(&self) -> u64 {
+    pub(in crate::fs) fn lease_asked(&self) -> u64 {
         self.recalls.load(std::sync::atomic::Ordering::SeqCst)
     }
 
@@ -48,7 +48,7 @@ impl Fs {
     /// (`recall`) before the task awaiting the reply takes the grant. Such a grant is not
     /// taken (the lease was given back, or will be at the next recall): answering under
     /// it would answer under a lease the server has already handed to someone else.
-    pub(super) fn lease_granted(
+    pub(in crate::fs) fn lease_granted(
         &self,
         dir: Ino,
         sent: (Instant, u64),
@@ -85,7 +85,7 @@ impl Fs {
             for p in &paths {
                 if let Some(dir) = inodes.at_path(p) {
                     known.unlease(dir);
-                    self.pending.forget_kept_in(Some(dir));
+                    self.predictions.forget_kept_in(Some(dir));
                 }
             }
         }
@@ -93,7 +93,7 @@ impl Fs {
     }
 
     /// Gives back every lease (the server lost track of changes: a recall may be lost).
-    pub(super) fn give_back_all(&self) {
+    pub(in crate::fs) fn give_back_all(&self) {
         let _gate = self.lease_gate.lock();
         self.recalls
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -109,7 +109,7 @@ impl Fs {
         let call = {
             let _gate = self.lease_gate.lock();
             self.known.lock().unlease_all();
-            self.pending.forget_kept_in(None);
+            self.predictions.forget_kept_in(None);
             if let Some(c) = &self.coalescer {
                 c.flush_all();
             }
@@ -132,7 +132,7 @@ impl Fs {
     /// Stops holding every lease and sends them back (under the gate); the call, if any.
     fn give_back_held(&self) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
         let dirs = self.known.lock().unlease_all();
-        self.pending.forget_kept_in(None);
+        self.predictions.forget_kept_in(None);
         let paths: Vec<Bytes> = {
             let inodes = self.inodes.lock();
             dirs.iter()
@@ -172,18 +172,18 @@ impl Fs {
     }
 
     /// The server lost this mount's session (it restarted): it holds no lease of ours.
-    pub(super) fn leases_lost(&self) {
+    pub(in crate::fs) fn leases_lost(&self) {
         let _gate = self.lease_gate.lock();
         self.recalls
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.sessions_lost
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.known.lock().unlease_all();
-        self.pending.forget_kept_in(None);
+        self.predictions.forget_kept_in(None);
     }
 
     /// The budget did not cover a local answer: renew now, for a fresh one.
-    pub(super) fn budget_short(&self) {
+    pub(in crate::fs) fn budget_short(&self) {
         self.renew_now.notify_one();
     }
 

@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
-use super::ids::{Fh, Ino};
+use crate::fs::ids::{Fh, Ino};
 
 /// Bytes are counted against the bound in units of this size (semaphore permits are u32).
 const UNIT: usize = 4096;
@@ -90,7 +90,7 @@ pub struct Ticket {
     id: u64,
     len: u64,
     /// Its share of the budget for local answers, if it took one (see `budget`).
-    pub claim: Option<super::budget::Claim>,
+    pub claim: Option<crate::fs::budget::Claim>,
     _permit: OwnedSemaphorePermit,
 }
 

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::ids::{Fh, Ino};
-use super::write::queue_write;
-use super::writeback::{Ticket, Writeback};
+use crate::fs::data::write::queue_write;
+use crate::fs::ids::{Fh, Ino};
+use crate::fs::writeback::{Ticket, Writeback};
 use crate::remote::{Patience, Remote};
 
 /// How long a batch waits for the next contiguous write.
@@ -74,7 +74,7 @@ impl Coalescer {
         fh: Fh,
         offset: u64,
         data: Bytes,
-        (generation, claim): (u64, Option<super::budget::Claim>),
+        (generation, claim): (u64, Option<crate::fs::budget::Claim>),
     ) {
         let len = data.len();
         // A batch this write does not continue goes now: the write may overlap it, and

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::ids::Ino;
+use crate::fs::ids::Ino;
 
 #[derive(Debug)]
 pub struct AttrCache {

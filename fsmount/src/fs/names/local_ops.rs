@@ -24,11 +24,11 @@ use bytes::Bytes;
 use prost::Message;
 use protocol::rpc::{self, Rpc};
 
-use super::block_cache::Block;
-use super::budget::Claim;
-use super::known_dirs::DirAttr;
-use super::pending::{Finished, Kept};
-use super::{Entry, Fh, Fs, Ino, SetAttr};
+use crate::fs::block_cache::Block;
+use crate::fs::budget::Claim;
+use crate::fs::known_dirs::DirAttr;
+use crate::fs::predictions::{Finished, Kept};
+use crate::fs::{Entry, Fh, Fs, Ino, SetAttr};
 use crate::remote::{decode, Patience};
 
 const S_IFMT: u32 = libc::S_IFMT;
@@ -43,7 +43,7 @@ fn caller() -> ((u32, u32), Vec<u32>) {
 }
 
 /// The time now, as the protocol has it.
-pub(super) fn now() -> proto::Timespec {
+pub(in crate::fs) fn now() -> proto::Timespec {
     let d = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
@@ -99,7 +99,7 @@ impl Fs {
 
     /// The server made `attr` for the caller in a directory without the set-group-ID bit:
     /// what the caller makes is owned so (learned once per caller).
-    pub(super) fn learn_owner(&self, attr: &proto::Attr, parent_setgid: bool) {
+    pub(in crate::fs) fn learn_owner(&self, attr: &proto::Attr, parent_setgid: bool) {
         if parent_setgid || !self.wants_leases() {
             return;
         }
@@ -112,7 +112,7 @@ impl Fs {
 
     /// True if `parent`'s set-group-ID bit is set, as far as this mount knows (a new
     /// directory inherits it, so a mkdir reply tells).
-    pub(super) fn parent_setgid(&self, parent: Ino, made: &proto::Attr) -> bool {
+    pub(in crate::fs) fn parent_setgid(&self, parent: Ino, made: &proto::Attr) -> bool {
         if made.mode & S_IFMT == libc::S_IFDIR {
             return made.mode & S_ISGID != 0;
         }
@@ -161,8 +161,8 @@ impl Fs {
 
     /// The attributes of `ino` as this mount predicts them: while its requests answered
     /// locally are in flight, and after, while they are kept under a lease still held.
-    pub(super) fn predicted(&self, ino: Ino) -> Option<proto::Attr> {
-        let (attr, kept) = self.pending.attr(ino)?;
+    pub(in crate::fs) fn predicted(&self, ino: Ino) -> Option<proto::Attr> {
+        let (attr, kept) = self.predictions.attr(ino)?;
         self.still_true(kept).then_some(attr)
     }
 
@@ -179,12 +179,12 @@ impl Fs {
     /// are in flight, or its attributes are kept under a lease held now (`close` need not
     /// wait for its writes, as for a file being created), and its writes so far fit in the
     /// budget (see `budget`).
-    pub(super) fn answered_here(&self, ino: Ino) -> bool {
+    pub(in crate::fs) fn answered_here(&self, ino: Ino) -> bool {
         if self.over_budget.lock().contains(&ino) {
             return false;
         }
-        self.pending.busy(ino)
-            || matches!(self.pending.attr(ino), Some((_, k @ Kept::In(_))) if self.still_true(k))
+        self.predictions.busy(ino)
+            || matches!(self.predictions.attr(ino), Some((_, k @ Kept::In(_))) if self.still_true(k))
     }
 
     /// The leased directory to keep `ino`'s attributes under once its requests are
@@ -207,7 +207,7 @@ impl Fs {
     /// count, a subdirectory's): its predicted times and link count follow.
     fn dir_changed_here(&self, dir: Ino, links: i32) {
         let t = now();
-        self.pending.update(dir, |a| {
+        self.predictions.update(dir, |a| {
             a.mtime = Some(t);
             a.ctime = Some(t);
             a.nlink = a.nlink.saturating_add_signed(links);
@@ -227,7 +227,7 @@ impl Fs {
         (what, done_already): (String, i32),
         on_reply: impl FnOnce(&Fs, &C::Reply) -> Option<proto::Attr> + Send + 'static,
     ) {
-        let seq = self.pending.start(ino, attr);
+        let seq = self.predictions.start(ino, attr);
         let epoch = self
             .sessions_lost
             .load(std::sync::atomic::Ordering::Relaxed);
@@ -245,14 +245,14 @@ impl Fs {
                     adopt = on_reply(&fs, &reply).map(|a| (seq, a));
                     Ok(())
                 }
-                Err(crate::client::ClientError::Remote { errno, .. })
+                Err(crate::remote::ClientError::Remote { errno, .. })
                     if errno == done_already
                         && fs.sessions_lost.load(std::sync::atomic::Ordering::Relaxed) != epoch =>
                 {
                     Ok(())
                 }
                 Err(e) => {
-                    let errno = super::FsError::from(e).errno();
+                    let errno = crate::fs::FsError::from(e).errno();
                     let what = format!("{what}: {}", std::io::Error::from_raw_os_error(errno));
                     tracing::warn!(
                         "{what} (answered before the server did; reported at close/fsync)"
@@ -264,7 +264,7 @@ impl Fs {
             let writing = fs.writeback.as_ref().is_some_and(|wb| wb.busy(ino));
             let adopt = adopt.filter(|_| !writing);
             let keep_in = fs.wants_leases().then(|| fs.keep_dir(ino)).flatten();
-            if let Finished::Settled = fs.pending.finish(ino, outcome, adopt, keep_in) {
+            if let Finished::Settled = fs.predictions.finish(ino, outcome, adopt, keep_in) {
                 fs.attrs.lock().forget(ino);
             }
         });
@@ -279,7 +279,7 @@ impl Fs {
     }
 
     /// create(2) answered locally (see the module), or None to ask the server.
-    pub(super) fn create_here(
+    pub(in crate::fs) fn create_here(
         self: &Arc<Self>,
         parent: Ino,
         name: &[u8],
@@ -325,7 +325,7 @@ impl Fs {
 
     /// mkdir(2) answered locally: the new directory is known empty and leased too (the
     /// server grants its lease with the mkdir).
-    pub(super) fn mkdir_here(
+    pub(in crate::fs) fn mkdir_here(
         self: &Arc<Self>,
         parent: Ino,
         name: &[u8],
@@ -372,7 +372,7 @@ impl Fs {
     }
 
     /// symlink(2) answered locally.
-    pub(super) fn symlink_here(
+    pub(in crate::fs) fn symlink_here(
         self: &Arc<Self>,
         parent: Ino,
         name: &[u8],
@@ -409,7 +409,11 @@ impl Fs {
     /// root) when its mode allows: the Open is sent ORDERED under a new handle, asking for
     /// the start of the file as a server Open does (a read waits for it). (`rsync` opens the
     /// file it just wrote again; `git` reads the objects it just wrote.)
-    pub(super) fn open_here(self: &Arc<Self>, ino: Ino, flags: u32) -> Option<super::Opened> {
+    pub(in crate::fs) fn open_here(
+        self: &Arc<Self>,
+        ino: Ino,
+        flags: u32,
+    ) -> Option<crate::fs::Opened> {
         let _gate = self.lease_gate.lock();
         let attr = self.predicted(ino)?;
         if attr.mode & S_IFMT != libc::S_IFREG {
@@ -437,7 +441,7 @@ impl Fs {
         let attr = match truncates {
             true => {
                 self.data_changed(ino);
-                self.pending.update(ino, |a| a.size = 0)?
+                self.predictions.update(ino, |a| a.size = 0)?
             }
             false => attr,
         };
@@ -466,7 +470,7 @@ impl Fs {
             }
             None
         });
-        Some(super::Opened {
+        Some(crate::fs::Opened {
             fh,
             keep_cache: false,
         })
@@ -475,7 +479,7 @@ impl Fs {
     /// setattr of an object this mount is creating (its requests are in flight), answered
     /// with the predicted outcome: mode and times by its owner, size by an owner who may
     /// write it, owner and group by an unsquashed root.
-    pub(super) fn setattr_here(
+    pub(in crate::fs) fn setattr_here(
         self: &Arc<Self>,
         ino: Ino,
         fh: Option<Fh>,
@@ -557,7 +561,7 @@ impl Fs {
 
     /// rename(2) answered locally: both directories leased, the name known present, the
     /// new name known missing, or present as a non-directory replaced by a non-directory.
-    pub(super) fn rename_here(
+    pub(in crate::fs) fn rename_here(
         self: &Arc<Self>,
         (parent, name): (Ino, &[u8]),
         (new_parent, new_name): (Ino, &[u8]),
@@ -620,10 +624,10 @@ impl Fs {
             }
         }
         let t = now();
-        let attr = self.pending.update(ino, |a| a.ctime = Some(t));
-        self.pending.moved(ino, new_parent);
+        let attr = self.predictions.update(ino, |a| a.ctime = Some(t));
+        self.predictions.moved(ino, new_parent);
         if let Some(replaced) = target {
-            self.pending.unpredictable(replaced);
+            self.predictions.unpredictable(replaced);
         }
         let links = i32::from(self.kind_of(ino) == Some(libc::S_IFDIR));
         self.dir_changed_here(parent, -links);
@@ -636,7 +640,12 @@ impl Fs {
 
     /// unlink(2)/rmdir(2) answered locally: the name known present in a leased directory;
     /// a directory only if leased and known empty.
-    pub(super) fn remove_here(self: &Arc<Self>, parent: Ino, name: &[u8], dir: bool) -> Option<()> {
+    pub(in crate::fs) fn remove_here(
+        self: &Arc<Self>,
+        parent: Ino,
+        name: &[u8],
+        dir: bool,
+    ) -> Option<()> {
         let _gate = self.lease_gate.lock();
         if !self.wants_leases() {
             return None;
@@ -672,7 +681,7 @@ impl Fs {
             attrs.forget(ino);
         }
         let attr = self
-            .pending
+            .predictions
             .update(ino, |a| a.nlink = a.nlink.saturating_sub(1));
         self.dir_changed_here(parent, -i32::from(dir));
         let what = format!("remove {}", String::from_utf8_lossy(name));

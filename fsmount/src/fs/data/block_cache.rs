@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 use bytes::Bytes;
 use tokio::sync::OnceCell;
 
-use super::ids::{Fh, Ino};
+use crate::fs::ids::{Fh, Ino};
 
 /// Bytes of one block as a Read reply brought them, with that reply's CRC32.
 #[derive(Debug)]

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use protocol::{rpc, Flags};
 
-use super::block_cache::{Block, BlockCache, CacheStats};
-use super::{Fh, Fs, FsError, Ino, Result};
+use crate::fs::block_cache::{Block, BlockCache, CacheStats};
+use crate::fs::{Fh, Fs, FsError, Ino, Result};
 use crate::remote::{Patience, Remote};
 
 impl Fs {
@@ -23,8 +23,8 @@ impl Fs {
         // A file created or opened locally exists (is open) on the server once its requests
         // are answered, and an Open answered locally brings its first block: wait for them,
         // unless the cache holds all that is asked.
-        if self.pending.busy(ino) && !self.all_cached(ino, offset, len) {
-            self.pending.settled(ino).await;
+        if self.predictions.busy(ino) && !self.all_cached(ino, offset, len) {
+            self.predictions.settled(ino).await;
         }
         self.after_writes(ino).await;
         let retries = &*self.read_retries;

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use prost::Message;
 use protocol::rpc;
 
-use super::writeback::WritebackStats;
-use super::{Fh, FilePos, Fs, FsError, Ino, Result};
+use crate::fs::writeback::WritebackStats;
+use crate::fs::{Fh, FilePos, Fs, FsError, Ino, Result};
 use crate::remote::{decode, Patience, Remote};
 
 /// Files whose first bytes are held as written (see `written_start`), at most.
@@ -54,7 +54,7 @@ impl Fs {
     /// The budget a write of `len` bytes to `ino` takes if `close` of `ino` is answered
     /// locally; if it does not fit, `ino`'s close waits for the server from now on (and
     /// the lease is renewed early for a fresh budget).
-    fn claim_for_write(&self, ino: Ino, len: usize) -> Option<super::budget::Claim> {
+    fn claim_for_write(&self, ino: Ino, len: usize) -> Option<crate::fs::budget::Claim> {
         if !self.answered_here(ino) {
             return None;
         }
@@ -90,7 +90,7 @@ impl Fs {
             return;
         }
         start.extend_from_slice(data);
-        let block = super::block_cache::Block::new(fh, Bytes::copy_from_slice(&start));
+        let block = crate::fs::block_cache::Block::new(fh, Bytes::copy_from_slice(&start));
         cache.insert(ino, cache.generation(ino), 0, block);
         let mut written = self.written.lock();
         if written.len() < WRITTEN_FILES {
@@ -111,15 +111,15 @@ impl Fs {
         }
         self.after_writes(ino).await;
         // Its create (and setattrs) answered locally, if any: their failure comes first.
-        self.pending.settled(ino).await;
+        self.predictions.settled(ino).await;
         self.known_failure(ino)
     }
 
     /// The first failure of `ino`'s writes or locally answered operations known now, once.
     /// A locally answered create's failure comes before its writes' (which then failed on
     /// a handle the server never opened: EBADF, not the application's business).
-    pub(super) fn known_failure(&self, ino: Ino) -> Result<()> {
-        let local = self.pending.take_error(ino);
+    pub(in crate::fs) fn known_failure(&self, ino: Ino) -> Result<()> {
+        let local = self.predictions.take_error(ino);
         let written = self.writeback.as_ref().and_then(|wb| wb.take_error(ino));
         match local.or(written) {
             Some(errno) => Err(FsError::Writeback(errno)),
@@ -130,8 +130,8 @@ impl Fs {
     /// A write of `ino` up to `end` was accepted: the prediction of a file being created
     /// locally follows it.
     fn wrote_here(&self, ino: Ino, end: u64) {
-        self.pending.update(ino, |a| {
-            let t = super::local_ops::now();
+        self.predictions.update(ino, |a| {
+            let t = crate::fs::local_ops::now();
             a.size = a.size.max(end);
             a.blocks = a.size.div_ceil(512);
             a.mtime = Some(t);
@@ -143,7 +143,7 @@ impl Fs {
         if let Some(c) = &self.coalescer {
             c.flush_ino(ino);
         }
-        self.pending.settled(ino).await;
+        self.predictions.settled(ino).await;
         self.after_writes(ino).await;
         self.known_failure(ino)?;
         let req = proto::FsyncRequest {
@@ -157,8 +157,8 @@ impl Fs {
     /// fsync of a directory: every operation answered locally (under a lease) has reached
     /// the server; the first failure among them not reported yet, once.
     pub async fn fsyncdir(&self) -> Result<()> {
-        self.pending.all_settled().await;
-        match self.pending.take_unreported() {
+        self.predictions.all_settled().await;
+        match self.predictions.take_unreported() {
             Some(errno) => Err(FsError::Writeback(errno)),
             None => Ok(()),
         }
@@ -185,7 +185,7 @@ impl Fs {
         self.after_handle_writes(from.fh).await;
         if let Some(ino) = self.after_handle_writes(to.fh).await {
             self.data_changed(ino);
-            self.pending.unpredictable(ino);
+            self.predictions.unpredictable(ino);
         }
         let req = proto::CopyRangeRequest {
             handle_in: from.fh.0,
@@ -200,7 +200,7 @@ impl Fs {
     pub async fn fallocate(&self, fh: Fh, mode: u32, offset: u64, len: u64) -> Result<()> {
         if let Some(ino) = self.after_handle_writes(fh).await {
             self.data_changed(ino);
-            self.pending.unpredictable(ino);
+            self.predictions.unpredictable(ino);
         }
         let req = proto::FallocateRequest {
             handle: fh.0,
@@ -217,7 +217,7 @@ impl Fs {
     /// acknowledgements carried are what the attribute cache holds for `ino`, unless this
     /// mount changed anything since the last of them was accepted (the `stat` after `close`
     /// needs no round trip).
-    pub(super) async fn after_writes(&self, ino: Ino) {
+    pub(in crate::fs) async fn after_writes(&self, ino: Ino) {
         let Some(wb) = self.writeback.as_ref() else {
             return;
         };
@@ -234,7 +234,7 @@ impl Fs {
     /// Puts the attributes `ino`'s acknowledged writes left in the attribute cache, if this
     /// mount changed nothing since the last of them was accepted. `waited`: the caller
     /// waited for writes in flight (attributes that arrived meanwhile may predate them).
-    pub(super) fn take_settled(&self, ino: Ino, waited: bool) {
+    pub(in crate::fs) fn take_settled(&self, ino: Ino, waited: bool) {
         let settled = self.writeback.as_ref().and_then(|wb| wb.take_settled(ino));
         let mut attrs = self.attrs.lock();
         let current = settled.filter(|(_, generation)| *generation == attrs.generation());
@@ -248,7 +248,7 @@ impl Fs {
     }
 
     /// `after_writes` for the file open as `fh`; returns its inode.
-    pub(super) async fn after_handle_writes(&self, fh: Fh) -> Option<Ino> {
+    pub(in crate::fs) async fn after_handle_writes(&self, fh: Fh) -> Option<Ino> {
         let ino = self.open_files.ino_of(fh)?;
         self.after_writes(ino).await;
         Some(ino)
@@ -257,7 +257,7 @@ impl Fs {
 
 /// Sends one Write of `data` at `offset` through `fh`; with `Patience::Forever` it waits
 /// for the connection however long it is down (the data was accepted from the application).
-pub(super) async fn write_chunk(
+pub(in crate::fs) async fn write_chunk(
     remote: &dyn Remote,
     fh: Fh,
     offset: u64,
@@ -271,7 +271,7 @@ pub(super) async fn write_chunk(
 /// `write_chunk`, with the request queued before this returns (in call order with the
 /// requests that follow); the future waits for its acknowledgement: the file's attributes
 /// after the write, if the server said.
-pub(super) fn queue_write(
+pub(in crate::fs) fn queue_write(
     remote: &dyn Remote,
     fh: Fh,
     offset: u64,

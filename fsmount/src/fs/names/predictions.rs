@@ -17,7 +17,7 @@ use std::collections::{HashMap, VecDeque};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use super::Ino;
+use crate::fs::Ino;
 
 /// Failures kept for `fsmount status`.
 const KEPT_FAILURES: usize = 64;
@@ -41,7 +41,7 @@ struct Node {
 
 /// Where predicted attributes stand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Kept {
+pub(in crate::fs) enum Kept {
     /// Requests about the inode are in flight.
     InFlight,
     /// All answered; true while the lease of this directory is held.
@@ -64,7 +64,7 @@ struct Table {
 }
 
 /// What `finish` leaves.
-pub(super) enum Finished {
+pub(in crate::fs) enum Finished {
     /// Requests of the inode are still in flight.
     Busy,
     /// All answered.
@@ -72,15 +72,15 @@ pub(super) enum Finished {
 }
 
 #[derive(Debug)]
-pub struct Pending {
+pub struct Predictions {
     table: Mutex<Table>,
     /// Bumped whenever a request is answered.
     answered: watch::Sender<u64>,
 }
 
-impl Default for Pending {
+impl Default for Predictions {
     fn default() -> Self {
-        Pending {
+        Predictions {
             table: Mutex::default(),
             answered: watch::channel(0).0,
         }
@@ -99,11 +99,11 @@ impl Table {
     }
 }
 
-impl Pending {
+impl Predictions {
     /// A request about `ino` was sent; `attr`: its attributes as predicted now (None: keep
     /// the prediction, if any). Returns the sequence number `finish` takes to adopt the
     /// reply's attributes.
-    pub(super) fn start(&self, ino: Ino, attr: Option<proto::Attr>) -> u64 {
+    pub(in crate::fs) fn start(&self, ino: Ino, attr: Option<proto::Attr>) -> u64 {
         let mut t = self.table.lock();
         t.in_flight += 1;
         let n = t.nodes.entry(ino).or_insert(Node {
@@ -126,7 +126,7 @@ impl Pending {
 
     /// The predicted attributes of `ino`, and whether requests are in flight or they are
     /// kept (the caller checks the lease).
-    pub(super) fn attr(&self, ino: Ino) -> Option<(proto::Attr, Kept)> {
+    pub(in crate::fs) fn attr(&self, ino: Ino) -> Option<(proto::Attr, Kept)> {
         let t = self.table.lock();
         let n = t.nodes.get(&ino)?;
         let kept = match (n.ops, n.kept_in) {
@@ -137,7 +137,11 @@ impl Pending {
     }
 
     /// Changes the prediction of `ino`, if pending or kept; returns the new one.
-    pub(super) fn update(&self, ino: Ino, f: impl FnOnce(&mut proto::Attr)) -> Option<proto::Attr> {
+    pub(in crate::fs) fn update(
+        &self,
+        ino: Ino,
+        f: impl FnOnce(&mut proto::Attr),
+    ) -> Option<proto::Attr> {
         let mut t = self.table.lock();
         let n = t.nodes.get_mut(&ino)?;
         n.seq += 1;
@@ -147,7 +151,7 @@ impl Pending {
     }
 
     /// The kept attributes of `ino`, if kept, now belong to directory `dir` (renamed there).
-    pub(super) fn moved(&self, ino: Ino, dir: Ino) {
+    pub(in crate::fs) fn moved(&self, ino: Ino, dir: Ino) {
         if let Some(n) = self.table.lock().nodes.get_mut(&ino) {
             if n.kept_in.is_some() {
                 n.kept_in = Some(dir);
@@ -158,7 +162,7 @@ impl Pending {
     /// `ino` changed in a way this mount does not predict (another client, the server
     /// through a request of this mount's, or the kernel forgot it): its kept attributes go,
     /// and requests in flight keep no prediction.
-    pub(super) fn unpredictable(&self, ino: Ino) {
+    pub(in crate::fs) fn unpredictable(&self, ino: Ino) {
         let mut t = self.table.lock();
         match t.nodes.get_mut(&ino) {
             Some(n) if n.ops == 0 => {
@@ -171,7 +175,7 @@ impl Pending {
     }
 
     /// Drops every attribute kept under `dir` (None: under any directory): its lease ended.
-    pub(super) fn forget_kept_in(&self, dir: Option<Ino>) {
+    pub(in crate::fs) fn forget_kept_in(&self, dir: Option<Ino>) {
         let mut t = self.table.lock();
         let before = t.nodes.len();
         t.nodes
@@ -184,7 +188,7 @@ impl Pending {
     /// failed. `adopt`: the reply's attributes with the sequence number `start` gave, taken
     /// if nothing changed since. `keep_in`: the leased directory to keep the attributes
     /// under once nothing is in flight (None: drop them).
-    pub(super) fn finish(
+    pub(in crate::fs) fn finish(
         &self,
         ino: Ino,
         result: Result<(), (i32, String)>,
@@ -232,12 +236,12 @@ impl Pending {
     }
 
     /// True if a locally answered request about `ino` failed and no flush took it yet.
-    pub(super) fn has_error(&self, ino: Ino) -> bool {
+    pub(in crate::fs) fn has_error(&self, ino: Ino) -> bool {
         self.table.lock().errors.contains_key(&ino)
     }
 
     /// True if requests about `ino` are in flight.
-    pub(super) fn busy(&self, ino: Ino) -> bool {
+    pub(in crate::fs) fn busy(&self, ino: Ino) -> bool {
         self.table.lock().nodes.get(&ino).is_some_and(|n| n.ops > 0)
     }
 
@@ -247,7 +251,7 @@ impl Pending {
     }
 
     /// Waits until no request about `ino` is in flight.
-    pub(super) async fn settled(&self, ino: Ino) {
+    pub(in crate::fs) async fn settled(&self, ino: Ino) {
         // The read path asks for every read: most files have nothing in flight.
         if !self.busy(ino) {
             return;
@@ -257,24 +261,24 @@ impl Pending {
     }
 
     /// Waits until no request answered locally is in flight.
-    pub(super) async fn all_settled(&self) {
+    pub(in crate::fs) async fn all_settled(&self) {
         let mut rx = self.answered.subscribe();
         let _ = rx.wait_for(|_| !self.any()).await;
     }
 
     /// The first failure of `ino`'s requests since the last call, once.
-    pub(super) fn take_error(&self, ino: Ino) -> Option<i32> {
+    pub(in crate::fs) fn take_error(&self, ino: Ino) -> Option<i32> {
         self.table.lock().errors.remove(&ino)
     }
 
     /// A write of `ino` failed after it was accepted (write-behind): kept mount-wide, as
     /// a locally answered request's failure is, for `fsmount sync` and status.
-    pub(super) fn write_failed(&self, what: String, errno: i32) {
+    pub(in crate::fs) fn write_failed(&self, what: String, errno: i32) {
         self.table.lock().record(errno, what);
     }
 
     /// The first failure of any request since the last call, once.
-    pub(super) fn take_unreported(&self) -> Option<i32> {
+    pub(in crate::fs) fn take_unreported(&self) -> Option<i32> {
         self.table.lock().unreported.take()
     }
 
@@ -291,7 +295,7 @@ mod tests {
 
     #[test]
     fn a_failure_is_kept_for_the_inode_and_the_mount_until_reported() {
-        let p = Pending::default();
+        let p = Predictions::default();
         let (a, b) = (Ino(2), Ino(3));
         let size = |size| proto::Attr {
             size,
@@ -323,7 +327,7 @@ mod tests {
 
     #[test]
     fn attributes_are_kept_under_a_lease_and_a_later_reply_is_adopted_only_if_nothing_changed() {
-        let p = Pending::default();
+        let p = Predictions::default();
         let (a, b, dir) = (Ino(2), Ino(3), Ino(1));
         let size = |size| proto::Attr {
             size,

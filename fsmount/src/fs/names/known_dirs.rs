@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::ids::Ino;
+use crate::fs::ids::Ino;
 
 const MAX_DIRS: usize = 1024;
 pub const MAX_NAMES: usize = 4096;

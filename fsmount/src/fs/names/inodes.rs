@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::ids::{Fh, Ino};
+use crate::fs::ids::{Fh, Ino};
 
 /// The export root's inode number (FUSE's root).
 pub const ROOT: Ino = Ino::ROOT;
