@@ -172,8 +172,11 @@ pub struct Fs {
     read_retries: Arc<std::sync::atomic::AtomicU64>,
     /// Operations answered locally whose requests are in flight (`local_ops`).
     pub predictions: predictions::Predictions,
-    /// Held while a local answer is sent and while a lease is given back: nothing answered
-    /// under a lease is sent after the lease went back.
+    /// The gate of the names this mount answers for itself: held by every local answer
+    /// while it changes the tables and sends its request, by a lease given back, granted
+    /// or lost, and by a lookup answered from what is known. So nothing answered under a
+    /// lease is sent after the lease went back, and a lookup on the FUSE thread sees a
+    /// local rename, create or remove whole or not at all.
     lease_gate: Mutex<()>,
     /// Per caller (uid, gid): the owner the server gives what it makes (squashing applied).
     owners: Mutex<std::collections::HashMap<(u32, u32), (u32, u32)>>,

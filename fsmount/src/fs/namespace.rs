@@ -177,6 +177,9 @@ impl Fs {
 
     /// `name` in `parent` as a known directory has it, if it does.
     fn lookup_known(&self, parent: Ino, name: &[u8]) -> Option<Result<Entry>> {
+        // Under the gate local answers change the names under: a rename, create or remove
+        // answered here is seen whole or not at all.
+        let _gate = self.lease_gate.lock();
         // Something this mount is making there: as predicted.
         let making = self.inodes.lock().child(parent, name);
         if let Some((ino, attr)) = making.and_then(|i| Some((i, self.predicted(i)?))) {

@@ -596,3 +596,36 @@ async fn a_failed_local_create_is_reported_by_its_errno_not_by_its_writes_ebadf(
     assert_eq!(e.errno(), libc::EEXIST, "the create's errno");
     assert_eq!(fake.file(b"d/f").unwrap(), b"theirs");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_on_the_fuse_thread_sees_a_local_rename_whole_or_not_at_all() {
+    let (_fake, fs) = core();
+    let (dir, ino, fh) = leased_file(&fs, b"f").await;
+    fs.flush(ino).await.unwrap();
+    fs.release(ino, fh).await.unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let looker = {
+        let (fs, stop) = (fs.clone(), stop.clone());
+        let rt = tokio::runtime::Handle::current();
+        std::thread::spawn(move || {
+            let _rt = rt.enter();
+            let mut seen = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for name in [&b"f"[..], b"g"] {
+                    if let Some(Ok(e)) = fs.lookup_now(dir, name) {
+                        assert_eq!(e.ino, ino, "{} names another inode", name[0] as char);
+                        seen += 1;
+                    }
+                }
+            }
+            seen
+        })
+    };
+    for _ in 0..2000 {
+        fs.rename(dir, b"f", dir, b"g", 0).await.unwrap();
+        fs.rename(dir, b"g", dir, b"f", 0).await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(looker.join().expect("no lookup saw a half-done rename") > 0);
+    fs.sync_all().await.unwrap();
+}
