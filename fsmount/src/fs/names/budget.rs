@@ -7,8 +7,9 @@
 //! disk, instead of a request failing after its close returned 0.
 //!
 //! A budget is spent from the grant or renewal that brought it until the next one, which
-//! starts again from what is still in flight (claims not yet acknowledged): the server's
-//! new figure is what was free when it counted, and what was in flight may not have been.
+//! starts again from what the server may not have counted as used when it counted: what
+//! is still in flight, and what was acknowledged after the request carrying the new budget
+//! was sent (its reply may come after theirs, yet the server counted before they ran).
 
 use std::sync::Arc;
 
@@ -36,7 +37,13 @@ struct Inner {
     spent: (u64, u64),
     /// Claims not yet dropped (acknowledged or failed).
     in_flight: (u64, u64),
+    /// Everything ever released (dropped claims), for `mark`.
+    released: (u64, u64),
 }
+
+/// What was released when a request that may bring a budget was sent (see `Budget::mark`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Mark((u64, u64));
 
 #[derive(Debug, Default)]
 pub struct Budget {
@@ -56,18 +63,32 @@ impl Drop for Claim {
         let mut inner = self.budget.inner.lock();
         inner.in_flight.0 = inner.in_flight.0.saturating_sub(self.bytes);
         inner.in_flight.1 = inner.in_flight.1.saturating_sub(self.inodes);
+        inner.released.0 = inner.released.0.wrapping_add(self.bytes);
+        inner.released.1 = inner.released.1.wrapping_add(self.inodes);
     }
 }
 
 impl Budget {
-    /// A grant or renewal brought `budget` (None: the server said none, so nothing is
-    /// answered locally until one does).
-    pub fn refresh(&self, budget: Option<&proto::Budget>) {
+    /// Taken just before a request that may bring a budget is sent.
+    pub fn mark(&self) -> Mark {
+        Mark(self.inner.lock().released)
+    }
+
+    /// A grant or renewal, whose request was sent at `mark`, brought `budget` (None: the
+    /// server said none, so nothing is answered locally until one does).
+    pub fn refresh(&self, budget: Option<&proto::Budget>, mark: Mark) {
         let mut inner = self.inner.lock();
         inner.limit = budget.map_or((0, 0), |b| {
             (b.bytes.min(MAX_BYTES), b.inodes.min(MAX_INODES))
         });
-        inner.spent = inner.in_flight;
+        let since = (
+            inner.released.0.wrapping_sub(mark.0 .0),
+            inner.released.1.wrapping_sub(mark.0 .1),
+        );
+        inner.spent = (
+            inner.in_flight.0.saturating_add(since.0),
+            inner.in_flight.1.saturating_add(since.1),
+        );
     }
 
     /// Takes `bytes` (rounded up to whole blocks) and `inodes` of the budget, or None if
@@ -106,34 +127,35 @@ impl Budget {
 mod tests {
     use super::*;
 
+    fn budget(bytes: u64, inodes: u64) -> proto::Budget {
+        proto::Budget { bytes, inodes }
+    }
+
     #[test]
-    fn a_budget_is_spent_until_the_next_refresh_which_keeps_what_is_in_flight() {
+    fn a_budget_is_spent_until_the_next_refresh_which_keeps_what_the_server_did_not_count() {
         let b = Arc::new(Budget::default());
         assert!(
             b.claim(0, 1).is_none(),
             "nothing before a grant says how much"
         );
-        b.refresh(Some(&proto::Budget {
-            bytes: 3 * 4096,
-            inodes: 2,
-        }));
+        b.refresh(Some(&budget(3 * 4096, 2)), b.mark());
         let c1 = b.claim(6, 1).expect("a block and an inode");
         let c2 = b.claim(4096, 1).expect("another");
         assert!(b.claim(0, 1).is_none(), "no inode left");
         assert!(b.claim(4097, 0).is_none(), "a block left, not two");
+        let sent = b.mark();
         drop(c1);
         assert!(b.claim(0, 1).is_none(), "acknowledged is still spent");
-        b.refresh(Some(&proto::Budget {
-            bytes: 3 * 4096,
-            inodes: 2,
-        }));
+        b.refresh(Some(&budget(3 * 4096, 2)), sent);
+        assert!(
+            b.claim(0, 1).is_none(),
+            "one in flight, one acknowledged after the renewal was sent: none left"
+        );
+        b.refresh(Some(&budget(3 * 4096, 2)), b.mark());
         assert!(b.claim(0, 1).is_some(), "one inode in flight, one left");
         assert!(b.claim(0, 1).is_none());
         drop(c2);
-        b.refresh(Some(&proto::Budget {
-            bytes: u64::MAX,
-            inodes: u64::MAX,
-        }));
+        b.refresh(Some(&budget(u64::MAX, u64::MAX)), b.mark());
         assert_eq!(b.stats().bytes, MAX_BYTES, "a server's figure is bounded");
     }
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use protocol::rpc;
 
+use crate::fs::budget::Mark;
 use crate::fs::known_dirs::DirAttr;
 use crate::fs::{Fs, Ino};
 
@@ -35,9 +36,13 @@ impl Fs {
         self.options.leases
     }
 
-    /// Taken just before a request asking for a lease is sent: the recalls so far.
-    pub(in crate::fs) fn lease_asked(&self) -> u64 {
-        self.recalls.load(std::sync::atomic::Ordering::SeqCst)
+    /// Taken just before a request asking for a lease is sent: the recalls so far, and the
+    /// budget's mark (see `budget`).
+    pub(in crate::fs) fn lease_asked(&self) -> (u64, Mark) {
+        (
+            self.recalls.load(std::sync::atomic::Ordering::SeqCst),
+            self.budget.mark(),
+        )
     }
 
     /// The server granted `dir`'s lease (`lease_ms`) in reply to a request sent at `sent.0`,
@@ -51,7 +56,7 @@ impl Fs {
     pub(in crate::fs) fn lease_granted(
         &self,
         dir: Ino,
-        sent: (Instant, u64),
+        sent: (Instant, (u64, Mark)),
         (lease_ms, budget): (u32, Option<&proto::Budget>),
         dir_attr: &proto::Attr,
     ) {
@@ -59,9 +64,9 @@ impl Fs {
         if lease_ms == 0 {
             return;
         }
-        self.budget.refresh(budget);
+        self.budget.refresh(budget, sent.1 .1);
         let _gate = self.lease_gate.lock();
-        if self.recalls.load(std::sync::atomic::Ordering::SeqCst) != sent.1 {
+        if self.recalls.load(std::sync::atomic::Ordering::SeqCst) != sent.1 .0 {
             tracing::debug!("{dir}: a recall came meanwhile; the grant is not taken");
             return;
         }
@@ -222,7 +227,7 @@ impl Fs {
                 if !fs.known.lock().any_leased() {
                     continue;
                 }
-                let sent = Instant::now();
+                let (sent, mark) = (Instant::now(), fs.budget.mark());
                 let renewed = fs
                     .remote
                     .rpc::<rpc::Lease>(&proto::LeaseRequest::default())
@@ -230,7 +235,7 @@ impl Fs {
                 match renewed {
                     Ok(r) if r.lease_ms > 0 => {
                         fs.known.lock().renewed(trusted_until(sent, r.lease_ms));
-                        fs.budget.refresh(r.budget.as_ref());
+                        fs.budget.refresh(r.budget.as_ref(), mark);
                     }
                     Ok(_) => fs.leases_lost(),
                     Err(e) => tracing::debug!("lease renewal failed: {e}"),

@@ -353,10 +353,11 @@ impl Fs {
         };
         let what = format!("mkdir {}", String::from_utf8_lossy(name));
         let what = (what, libc::EEXIST);
+        let mark = self.budget.mark();
         self.send_behind::<rpc::Mkdir>((ino, Some(attr)), &req, what, move |fs, r| {
             drop(claim);
             if r.lease_ms > 0 {
-                fs.budget.refresh(r.budget.as_ref());
+                fs.budget.refresh(r.budget.as_ref(), mark);
             }
             if r.lease_ms == 0 {
                 tracing::warn!("the server did not grant the lease of a directory made under one");
