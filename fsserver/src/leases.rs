@@ -29,7 +29,7 @@ use protocol::{Command, Frame};
 use tokio::sync::watch;
 
 /// Most bytes and inodes one session is set aside at a time (see `budget`).
-pub const BUDGET_MAX_BYTES: u64 = 1 << 30;
+pub const BUDGET_MAX_BYTES: u64 = 256 << 20;
 pub const BUDGET_MAX_INODES: u64 = 65_536;
 
 /// Leases one session holds at most (a grant beyond is refused).
@@ -163,8 +163,9 @@ impl Leases {
     }
 
     /// The budget `holder` gets now, with a grant or renewal, on a filesystem that has
-    /// `free`: half of what is free beyond what other sessions have set aside there, at
-    /// most `BUDGET_MAX_*`, and set aside for it until its leases would expire. A client
+    /// `free`: a quarter of what is free beyond what other sessions have set aside there,
+    /// at most `BUDGET_MAX_*` (small enough that mounts writing without a lease rarely
+    /// meet it; renewed early by a client that runs out), and set aside for it until its leases would expire. A client
     /// answers creates and closes itself only within its budget (the rest waits for the
     /// server), so what it answered fits on the disk.
     pub fn budget(&self, holder: &Holder, free: Option<Free>) -> proto::Budget {
@@ -176,8 +177,8 @@ impl Leases {
         reserved.retain(|_, r| r.until > now);
         let (bytes, inodes) = others(&reserved, free.fsid, holder);
         let budget = proto::Budget {
-            bytes: (free.bytes.saturating_sub(bytes) / 2).min(BUDGET_MAX_BYTES),
-            inodes: (free.inodes.saturating_sub(inodes) / 2).min(BUDGET_MAX_INODES),
+            bytes: (free.bytes.saturating_sub(bytes) / 4).min(BUDGET_MAX_BYTES),
+            inodes: (free.inodes.saturating_sub(inodes) / 4).min(BUDGET_MAX_INODES),
         };
         if reserved.len() < MAX_PER_SESSION || reserved.contains_key(holder) {
             let r = Reserved {
