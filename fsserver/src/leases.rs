@@ -630,4 +630,133 @@ mod tests {
         assert_eq!(leases.conflicts(e, &holder(2), &["z/b/f".into()]).len(), 1);
         assert_eq!(leases.conflicts(e, &holder(2), &["ab".into()]).len(), 1);
     }
+
+    fn leased_to(leases: &Leases, e: &Path, dir: &[u8], h: &Holder) -> bool {
+        let key = (e.to_path_buf(), dir.to_vec());
+        leases
+            .table
+            .lock()
+            .get(&key)
+            .is_some_and(|l| l.holder == *h)
+    }
+
+    #[test]
+    fn a_grant_and_a_conflicting_admitted_request_exclude_each_other() {
+        let leases = std::sync::Arc::new(Leases::new(
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+        ));
+        let e = Path::new("/x");
+        let (admitted, recalls) = leases.admit(e, &holder(2), &["d/x".into()]);
+        assert!(recalls.is_empty());
+        assert_eq!(
+            leases.grant(e, b"d", &holder(1)),
+            0,
+            "refused while B's runs"
+        );
+        assert!(
+            leases.grant(e, b"other", &holder(1)) > 0,
+            "elsewhere is free"
+        );
+        drop(admitted);
+        assert!(
+            leases.grant(e, b"d", &holder(1)) > 0,
+            "granted once it ended"
+        );
+        let (_admitted, recalls) = leases.admit(e, &holder(2), &["d/y".into()]);
+        assert_eq!(recalls.len(), 1, "admitted after the grant: recalls it");
+        assert_eq!(leases.grant(e, b"d", &holder(3)), 0);
+    }
+
+    #[test]
+    fn racing_grants_never_overlap_an_admitted_request_that_recalled_nothing() {
+        let leases = std::sync::Arc::new(Leases::new(
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+        ));
+        let e = Path::new("/x");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let granter = {
+            let (leases, stop) = (leases.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut granted = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    if leases.grant(e, b"d", &holder(1)) > 0 {
+                        granted += 1;
+                        leases.returned(e, &holder(1), &["d".into()], false);
+                    }
+                }
+                granted
+            })
+        };
+        let mut clear = 0;
+        for i in 0..20_000 {
+            let (admitted, recalls) = leases.admit(e, &holder(2), &[format!("d/{i}").into()]);
+            if recalls.is_empty() {
+                clear += 1;
+                for _ in 0..3 {
+                    assert!(
+                        !leases_to_any(&leases, e),
+                        "a lease on d was granted while a request into it ran"
+                    );
+                }
+            } else {
+                // It would recall and wait; the granter gives it back anyway.
+                leases.returned(e, &holder(1), &["d".into()], false);
+            }
+            drop(admitted);
+        }
+        stop.store(true, Ordering::Relaxed);
+        let granted = granter.join().unwrap();
+        assert!(
+            clear > 0 && granted > 0,
+            "both sides ran: {clear} {granted}"
+        );
+        fn leases_to_any(leases: &Leases, e: &Path) -> bool {
+            leased_to(leases, e, b"d", &holder(1))
+        }
+    }
+
+    #[test]
+    fn budgets_set_aside_space_per_session_and_others_may_not_take_it() {
+        let leases = Leases::new(Duration::from_secs(30), Duration::from_millis(50));
+        let free = Free {
+            fsid: 7,
+            bytes: 4000,
+            inodes: 400,
+        };
+        let b1 = leases.budget(&holder(1), Some(free));
+        assert_eq!((b1.bytes, b1.inodes), (1000, 100), "a quarter");
+        let b2 = leases.budget(&holder(2), Some(free));
+        assert_eq!(
+            (b2.bytes, b2.inodes),
+            (750, 75),
+            "a quarter of what is left"
+        );
+        assert!(leases.reserving());
+        assert!(
+            leases.takes_reserved(&holder(3), free, 2300, 0),
+            "beyond 4000 - 1750"
+        );
+        assert!(!leases.takes_reserved(&holder(3), free, 2000, 0));
+        assert!(
+            !leases.takes_reserved(&holder(1), free, 3000, 0),
+            "its own is its own"
+        );
+        assert!(leases.takes_reserved(&holder(3), free, 0, 226));
+        let elsewhere = Free { fsid: 8, ..free };
+        assert!(!leases.takes_reserved(&holder(3), elsewhere, 3900, 0));
+        leases.returned(Path::new("/x"), &holder(1), &[], true);
+        assert!(
+            !leases.takes_reserved(&holder(3), free, 3000, 0),
+            "given back"
+        );
+        let capped = Free {
+            fsid: 9,
+            bytes: u64::MAX,
+            inodes: u64::MAX,
+        };
+        let b = leases.budget(&holder(4), Some(capped));
+        assert_eq!((b.bytes, b.inodes), (BUDGET_MAX_BYTES, BUDGET_MAX_INODES));
+    }
 }
