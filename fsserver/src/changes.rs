@@ -262,6 +262,7 @@ mod tests {
         let write = proto::WriteRequest {
             handle: 4,
             offset: 0,
+            budgeted: false,
         };
         assert_eq!(
             handle_change(crate::ordering::on_handle(&request(Command::Write, &write))),

@@ -374,16 +374,15 @@ async fn run_request(ctx: Ctx, frame: Frame, shared: &Shared) -> (Frame, Option<
     let export = ctx.export.dir.clone();
     // Space set aside for other sessions' local answers: a request that would take it
     // fails as on a full disk.
+    let need = space_needed(&frame);
+    let me = leases
+        .as_ref()
+        .map(|h| h.session.clone())
+        .unwrap_or_default();
     if shared.leases.reserving() {
-        if let (Some(need), Some(free)) =
-            (space_needed(&frame), leases::Free::of(ctx.export.root()))
-        {
-            let me = leases
-                .as_ref()
-                .map(|h| h.session.clone())
-                .unwrap_or_default();
-            if shared.leases.takes_reserved(&me, free, need.0, need.1) {
-                let why = "no space left beyond what other clients have set aside";
+        if let (Some((need, budgeted)), Some(free)) = (need, leases::Free::of(ctx.export.root())) {
+            if shared.leases.takes_reserved(&me, free, need, budgeted) {
+                let why = "no space left beyond what is set aside for local answers";
                 return (Frame::error(cmd, stream, libc::ENOSPC, why), None);
             }
         }
@@ -424,6 +423,9 @@ async fn run_request(ctx: Ctx, frame: Frame, shared: &Shared) -> (Frame, Option<
         (g, _, _) => g,
     };
     let ok = matches!(result, Ok(Ok(_)));
+    if let (true, Some((need, true))) = (ok, need) {
+        shared.leases.consumed(&me, need);
+    }
     if let Some(h) = &leases {
         if let (Some((dir, _)), false) = (&granted, ok) {
             h.leases
@@ -509,20 +511,27 @@ fn unsent_budget(max_data: u32) -> usize {
     crate::defaults::UNSENT_REPLY_BYTES.max(2 * max_data as usize)
 }
 
-/// The new space request `frame` may take on the disk: (bytes, inodes), if it takes any.
-fn space_needed(frame: &Frame) -> Option<(u64, u64)> {
+/// The new space request `frame` may take on the disk, (bytes, inodes), if it takes any,
+/// and whether it is covered by its session's budget: a local answer (ORDERED) or a Write
+/// the client marked so.
+fn space_needed(frame: &Frame) -> Option<((u64, u64), bool)> {
     let msg = frame.msg.clone();
-    match Command::try_from(frame.cmd).ok()? {
-        Command::Write => Some((frame.data.len() as u64, 0)),
-        Command::Create | Command::Mkdir | Command::Mknod | Command::Symlink => Some((0, 1)),
+    let ordered = frame.flags.contains(Flags::ORDERED);
+    let need = match Command::try_from(frame.cmd).ok()? {
+        Command::Write => {
+            let budgeted = proto::WriteRequest::decode(msg).is_ok_and(|r| r.budgeted);
+            return Some(((frame.data.len() as u64, 0), budgeted));
+        }
+        Command::Create | Command::Mkdir | Command::Mknod | Command::Symlink => (0, 1),
         Command::Fallocate => proto::FallocateRequest::decode(msg)
             .ok()
-            .map(|r| (r.len, 0)),
+            .map(|r| (r.len, 0))?,
         Command::CopyRange => proto::CopyRangeRequest::decode(msg)
             .ok()
-            .map(|r| (r.len, 0)),
-        _ => None,
-    }
+            .map(|r| (r.len, 0))?,
+        _ => return None,
+    };
+    Some((need, ordered))
 }
 
 /// The bytes a Read request will reply with at most (0 for other requests).

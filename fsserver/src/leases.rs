@@ -196,11 +196,42 @@ impl Leases {
     /// True if a request of `me` needing `bytes` and `inodes` on a filesystem that has
     /// `free` would take space set aside for other sessions: it then fails with ENOSPC,
     /// as if the disk were full.
-    pub fn takes_reserved(&self, me: &Holder, free: Free, bytes: u64, inodes: u64) -> bool {
+    /// `budgeted`: the request is one of `me`'s local answers (or a write of a file whose
+    /// close it answered), which may use what is set aside for `me`; any other request
+    /// of `me` may not either.
+    pub fn takes_reserved(
+        &self,
+        me: &Holder,
+        free: Free,
+        need: (u64, u64),
+        budgeted: bool,
+    ) -> bool {
         let reserved = self.reserved.lock();
-        let (others_bytes, others_inodes) = others(&reserved, free.fsid, me);
-        (others_bytes > 0 && free.bytes < others_bytes.saturating_add(bytes))
-            || (others_inodes > 0 && free.inodes < others_inodes.saturating_add(inodes))
+        let (mut bytes, mut inodes) = others(&reserved, free.fsid, me);
+        if !budgeted {
+            if let Some(r) = reserved.get(me).filter(|r| r.fsid == free.fsid) {
+                bytes = bytes.saturating_add(r.bytes);
+                inodes = inodes.saturating_add(r.inodes);
+            }
+        }
+        (bytes > 0 && free.bytes < bytes.saturating_add(need.0))
+            || (inodes > 0 && free.inodes < inodes.saturating_add(need.1))
+    }
+
+    /// A budgeted request of `holder` took `need` (bytes, inodes): that much less is set
+    /// aside for it from now on (it is used).
+    pub fn consumed(&self, holder: &Holder, need: (u64, u64)) {
+        if let Some(r) = self.reserved.lock().get_mut(holder) {
+            r.bytes = r.bytes.saturating_sub(need.0);
+            r.inodes = r.inodes.saturating_sub(need.1);
+        }
+    }
+
+    /// `holder` answers nothing locally for now: what was set aside for it is let go.
+    pub fn release_budget(&self, holder: &Holder) {
+        let mut reserved = self.reserved.lock();
+        reserved.remove(holder);
+        self.reserving.store(reserved.len(), Ordering::Relaxed);
     }
 
     /// True if any session has space set aside now.
@@ -734,23 +765,30 @@ mod tests {
             "a quarter of what is left"
         );
         assert!(leases.reserving());
+        let takes = |h: u8, free: Free, need: (u64, u64), budgeted: bool| {
+            leases.takes_reserved(&holder(h), free, need, budgeted)
+        };
+        assert!(takes(3, free, (2300, 0), false), "beyond 4000 - 1750");
+        assert!(!takes(3, free, (2000, 0), false));
         assert!(
-            leases.takes_reserved(&holder(3), free, 2300, 0),
-            "beyond 4000 - 1750"
+            !takes(1, free, (3000, 0), true),
+            "its local answers may use its own"
         );
-        assert!(!leases.takes_reserved(&holder(3), free, 2000, 0));
         assert!(
-            !leases.takes_reserved(&holder(1), free, 3000, 0),
-            "its own is its own"
+            takes(1, free, (3000, 0), false),
+            "its other requests may not"
         );
-        assert!(leases.takes_reserved(&holder(3), free, 0, 226));
+        leases.consumed(&holder(1), (1000, 0));
+        assert!(
+            !takes(1, free, (3000, 0), false),
+            "what it used is no longer set aside"
+        );
+        assert!(takes(3, free, (0, 226), false));
         let elsewhere = Free { fsid: 8, ..free };
-        assert!(!leases.takes_reserved(&holder(3), elsewhere, 3900, 0));
+        assert!(!takes(3, elsewhere, (3900, 0), false));
         leases.returned(Path::new("/x"), &holder(1), &[], true);
-        assert!(
-            !leases.takes_reserved(&holder(3), free, 3000, 0),
-            "given back"
-        );
+        leases.release_budget(&holder(2));
+        assert!(!takes(3, free, (3900, 0), false), "given back, let go");
         let capped = Free {
             fsid: 9,
             bytes: u64::MAX,

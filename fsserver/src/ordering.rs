@@ -298,7 +298,11 @@ mod tests {
     }
 
     fn write(handle: u64) -> Frame {
-        let req = proto::WriteRequest { handle, offset: 0 };
+        let req = proto::WriteRequest {
+            handle,
+            offset: 0,
+            budgeted: false,
+        };
         Frame::request(Command::Write, StreamId(1), &req, Bytes::from_static(b"x"))
     }
 

@@ -55,7 +55,20 @@ impl Fs {
         self.predictions.unpredictable(ino);
         self.by_any_name::<rpc::SetXattr>(ino, make).await?;
         self.attrs.lock().forget(ino);
+        self.policy_changed(ino, name);
         Ok(())
+    }
+
+    /// A `system.` attribute (a POSIX ACL) of `ino` changed: if it is a directory this
+    /// mount leases, its mode bits may no longer decide who may change it, so the lease
+    /// goes back (as on a recall) and calls there go to the server.
+    fn policy_changed(&self, ino: Ino, name: &[u8]) {
+        if !name.starts_with(b"system.") || !self.known.lock().holds_dir(ino) {
+            return;
+        }
+        if let Some(path) = self.inodes.lock().path(ino) {
+            self.recall(vec![Bytes::from(path)]);
+        }
     }
 
     /// Attribute names, each followed by a NUL, as listxattr(2) returns them.
@@ -92,6 +105,7 @@ impl Fs {
             self.note_no_caps(ino, true);
         }
         self.attrs.lock().forget(ino);
+        self.policy_changed(ino, name);
         Ok(())
     }
 

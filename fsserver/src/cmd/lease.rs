@@ -12,12 +12,16 @@ pub fn apply(ctx: &Ctx, req: proto::LeaseRequest) -> Result<Reply<proto::LeaseRe
     let lease_ms = h
         .leases
         .returned(&ctx.export.dir, &h.session, &req.returned, req.all);
-    // A renewal brings a fresh budget; giving everything back ends it.
-    let budget = match req.all {
-        true => None,
-        false => {
+    // A renewal asking for one brings a fresh budget; without, or giving everything back,
+    // what was set aside goes.
+    let budget = match req.want_budget && !req.all {
+        true => {
             let free = crate::leases::Free::of(ctx.export.root());
             Some(h.leases.budget(&h.session, free))
+        }
+        false => {
+            h.leases.release_budget(&h.session);
+            None
         }
     };
     Ok(Reply::msg(proto::LeaseReply { lease_ms, budget }))

@@ -178,7 +178,13 @@ impl Coalescer {
         let wb = self.writeback.clone();
         let tickets = b.tickets;
         // Queued now, as the batch's writer: before any request made after this returns.
-        let queue = || queue_write(&*self.remote, fh, b.offset, data, Patience::Forever);
+        // Covered by the budget if every piece is: the server then lets it use the space
+        // set aside for this mount's local answers.
+        let budgeted = tickets.iter().all(|t| t.claim.is_some());
+        let queue = || {
+            let how = (Patience::Forever, budgeted);
+            queue_write(&*self.remote, fh, b.offset, data, how)
+        };
         let write = match b.writer {
             Some(who) => crate::credentials::CALLER.sync_scope(who, queue),
             None => queue(),

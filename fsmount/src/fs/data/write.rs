@@ -264,24 +264,26 @@ pub(in crate::fs) async fn write_chunk(
     data: Bytes,
     patience: Patience,
 ) -> Result<()> {
-    queue_write(remote, fh, offset, data, patience).await?;
+    queue_write(remote, fh, offset, data, (patience, false)).await?;
     Ok(())
 }
 
 /// `write_chunk`, with the request queued before this returns (in call order with the
 /// requests that follow); the future waits for its acknowledgement: the file's attributes
-/// after the write, if the server said.
+/// after the write, if the server said. `budgeted`: the write is covered by the budget for
+/// local answers (see `budget`), so the server lets it use the space set aside for them.
 pub(in crate::fs) fn queue_write(
     remote: &dyn Remote,
     fh: Fh,
     offset: u64,
     data: Bytes,
-    patience: Patience,
+    (patience, budgeted): (Patience, bool),
 ) -> impl std::future::Future<Output = Result<Option<proto::Attr>>> + Send + 'static {
     let len = data.len();
     let req = proto::WriteRequest {
         handle: fh.0,
         offset,
+        budgeted,
     };
     let call = remote.call(
         <rpc::Write as rpc::Rpc>::COMMAND,

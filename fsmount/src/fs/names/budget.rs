@@ -39,6 +39,9 @@ struct Inner {
     in_flight: (u64, u64),
     /// Everything ever released (dropped claims), for `mark`.
     released: (u64, u64),
+    /// A claim was made or refused since the last refresh: the next renewal asks for a
+    /// fresh budget (an idle mount lets the space set aside for it go).
+    used: bool,
 }
 
 /// What was released when a request that may bring a budget was sent (see `Budget::mark`).
@@ -89,6 +92,12 @@ impl Budget {
             inner.in_flight.0.saturating_add(since.0),
             inner.in_flight.1.saturating_add(since.1),
         );
+        inner.used = false;
+    }
+
+    /// True if the budget was used (or found short) since the last refresh.
+    pub fn used(&self) -> bool {
+        self.inner.lock().used
     }
 
     /// Takes `bytes` (rounded up to whole blocks) and `inodes` of the budget, or None if
@@ -96,6 +105,7 @@ impl Budget {
     pub fn claim(self: &Arc<Self>, bytes: u64, inodes: u64) -> Option<Claim> {
         let bytes = bytes.div_ceil(BLOCK).saturating_mul(BLOCK);
         let mut inner = self.inner.lock();
+        inner.used = true;
         let fits = inner.spent.0.saturating_add(bytes) <= inner.limit.0
             && inner.spent.1.saturating_add(inodes) <= inner.limit.1;
         if !fits {

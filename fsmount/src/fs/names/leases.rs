@@ -121,6 +121,7 @@ impl Fs {
             let req = proto::LeaseRequest {
                 returned: Vec::new(),
                 all: true,
+                want_budget: false,
             };
             self.remote.call_ordered(
                 <rpc::Lease as rpc::Rpc>::COMMAND,
@@ -161,6 +162,7 @@ impl Fs {
         let req = proto::LeaseRequest {
             returned: paths,
             all: false,
+            want_budget: false,
         };
         let call = self.remote.call_ordered(
             <rpc::Lease as rpc::Rpc>::COMMAND,
@@ -228,10 +230,13 @@ impl Fs {
                     continue;
                 }
                 let (sent, mark) = (Instant::now(), fs.budget.mark());
-                let renewed = fs
-                    .remote
-                    .rpc::<rpc::Lease>(&proto::LeaseRequest::default())
-                    .await;
+                // A fresh budget only if this mount answered anything since the last:
+                // an idle one lets the space set aside for it go.
+                let req = proto::LeaseRequest {
+                    want_budget: fs.budget.used(),
+                    ..Default::default()
+                };
+                let renewed = fs.remote.rpc::<rpc::Lease>(&req).await;
                 match renewed {
                     Ok(r) if r.lease_ms > 0 => {
                         fs.known.lock().renewed(trusted_until(sent, r.lease_ms));

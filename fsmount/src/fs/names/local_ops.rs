@@ -42,6 +42,18 @@ fn caller() -> ((u32, u32), Vec<u32>) {
     }
 }
 
+/// `parent/name` as failures are described (the export-relative path).
+fn shown(parent: &[u8], name: &[u8]) -> String {
+    match parent.is_empty() {
+        true => String::from_utf8_lossy(name).into_owned(),
+        false => format!(
+            "{}/{}",
+            String::from_utf8_lossy(parent),
+            String::from_utf8_lossy(name)
+        ),
+    }
+}
+
 /// The time now, as the protocol has it.
 pub(in crate::fs) fn now() -> proto::Timespec {
     let d = SystemTime::now()
@@ -308,7 +320,7 @@ impl Fs {
             flags,
             handle: fh.0,
         };
-        let what = format!("create {}", String::from_utf8_lossy(name));
+        let what = format!("create {}", shown(&req.parent, name));
         self.send_behind::<rpc::Create>((ino, Some(attr)), &req, (what, 0), move |fs, r| {
             drop(claim);
             fs.bind_created(ino, r.attr.as_ref())
@@ -351,7 +363,7 @@ impl Fs {
             mode,
             want_lease: true,
         };
-        let what = format!("mkdir {}", String::from_utf8_lossy(name));
+        let what = format!("mkdir {}", shown(&req.parent, name));
         let what = (what, libc::EEXIST);
         let mark = self.budget.mark();
         self.send_behind::<rpc::Mkdir>((ino, Some(attr)), &req, what, move |fs, r| {
@@ -392,7 +404,7 @@ impl Fs {
             name: Bytes::copy_from_slice(name),
             target: Bytes::copy_from_slice(target),
         };
-        let what = format!("symlink {}", String::from_utf8_lossy(name));
+        let what = format!("symlink {}", shown(&req.parent, name));
         let what = (what, libc::EEXIST);
         self.send_behind::<rpc::Symlink>((ino, Some(attr)), &req, what, move |fs, r| {
             drop(claim);
@@ -633,7 +645,7 @@ impl Fs {
         let links = i32::from(self.kind_of(ino) == Some(libc::S_IFDIR));
         self.dir_changed_here(parent, -links);
         self.dir_changed_here(new_parent, links);
-        let what = format!("rename {}", String::from_utf8_lossy(name));
+        let what = format!("rename {}", shown(&req.parent, name));
         let what = (what, libc::ENOENT);
         self.send_behind::<rpc::Rename>((ino, attr), &req, what, |_, _| None);
         Some(())
@@ -685,7 +697,7 @@ impl Fs {
             .predictions
             .update(ino, |a| a.nlink = a.nlink.saturating_sub(1));
         self.dir_changed_here(parent, -i32::from(dir));
-        let what = format!("remove {}", String::from_utf8_lossy(name));
+        let what = format!("remove {}", shown(&req.parent, name));
         let what = (what, libc::ENOENT);
         self.send_behind::<rpc::Remove>((ino, attr), &req, what, |_, _| None);
         Some(())
