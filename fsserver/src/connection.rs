@@ -522,7 +522,12 @@ fn space_needed(frame: &Frame) -> Option<((u64, u64), bool)> {
             let budgeted = proto::WriteRequest::decode(msg).is_ok_and(|r| r.budgeted);
             return Some(((frame.data.len() as u64, 0), budgeted));
         }
-        Command::Create | Command::Mkdir | Command::Mknod | Command::Symlink => (0, 1),
+        Command::Create | Command::Mknod => (0, 1),
+        Command::Mkdir => (4096, 1),
+        Command::Symlink => {
+            let target = proto::SymlinkRequest::decode(msg).map_or(0, |r| r.target.len());
+            (target as u64, 1)
+        }
         Command::Fallocate => proto::FallocateRequest::decode(msg)
             .ok()
             .map(|r| (r.len, 0))?,

@@ -146,7 +146,11 @@ impl Fs {
         self.after_writes(ino).await;
         self.predictions.settled(ino).await;
         if let Err(e) = self.known_failure(ino) {
-            tracing::warn!("{ino}: a write failed and no flush was left to report it: {e}");
+            // Nobody was told: `fsmount sync` must be.
+            let what = format!("{ino}: a write failed and no flush was left to report it: {e}");
+            if self.predictions.write_failed(ino, what.clone(), e.errno()) {
+                tracing::warn!("{what}");
+            }
         }
         self.over_budget.lock().remove(&ino);
         self.inodes.lock().closed(ino, fh);
@@ -247,8 +251,11 @@ impl Fs {
                     "write of {name}: {}",
                     std::io::Error::from_raw_os_error(errno)
                 );
-                tracing::warn!("{what} (reported at the next close/fsync and by fsmount sync)");
-                fs.predictions.write_failed(what, errno);
+                if fs.predictions.write_failed(ino, what.clone(), errno) {
+                    tracing::warn!(
+                        "{what} (reported by the next close or fsync of it, else by fsmount sync)"
+                    );
+                }
             }));
         }
         let fs = Arc::downgrade(self);

@@ -121,6 +121,9 @@ impl Fs {
     pub(in crate::fs) fn known_failure(&self, ino: Ino) -> Result<()> {
         let local = self.predictions.take_error(ino);
         let written = self.writeback.as_ref().and_then(|wb| wb.take_error(ino));
+        if written.is_some() {
+            self.predictions.writes_reported(ino);
+        }
         match local.or(written) {
             Some(errno) => Err(FsError::Writeback(errno)),
             None => Ok(()),

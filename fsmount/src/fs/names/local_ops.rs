@@ -139,9 +139,14 @@ impl Fs {
     }
 
     /// Who will own a new name in leased `parent`, if `name` is known missing there, the
-    /// caller may make it and the budget has an inode for it: (owner, parent's attributes,
-    /// the inode's claim, to hold until the server answered).
-    fn may_make(&self, parent: Ino, name: &[u8]) -> Option<((u32, u32), DirAttr, Claim)> {
+    /// caller may make it and the budget has an inode and `bytes` for it: (owner, parent's
+    /// attributes, the claim, to hold until the server answered).
+    fn may_make(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        bytes: u64,
+    ) -> Option<((u32, u32), DirAttr, Claim)> {
         if !self.wants_leases() {
             return None;
         }
@@ -164,7 +169,7 @@ impl Fs {
         } else {
             owner.1
         };
-        let Some(claim) = self.budget.claim(0, 1) else {
+        let Some(claim) = self.budget.claim(bytes, 1) else {
             self.budget_short();
             return None;
         };
@@ -299,7 +304,7 @@ impl Fs {
         flags: u32,
     ) -> Option<(Entry, Fh)> {
         let _gate = self.lease_gate.lock();
-        let (owner, _, claim) = self.may_make(parent, name)?;
+        let (owner, _, claim) = self.may_make(parent, name, 0)?;
         let parent_path = self.path(parent).ok()?;
         let attr = new_attr(libc::S_IFREG | (mode & 0o7777), owner, 0);
         let fh = self.open_files.new_handle();
@@ -344,7 +349,8 @@ impl Fs {
         mode: u32,
     ) -> Option<Entry> {
         let _gate = self.lease_gate.lock();
-        let (owner, dir, claim) = self.may_make(parent, name)?;
+        // A directory takes a block on most filesystems.
+        let (owner, dir, claim) = self.may_make(parent, name, 4096)?;
         let parent_path = self.path(parent).ok()?;
         let inherit = dir.mode & S_ISGID;
         let attr = new_attr(libc::S_IFDIR | (mode & 0o7777) | inherit, owner, 4096);
@@ -392,7 +398,8 @@ impl Fs {
         target: &[u8],
     ) -> Option<Entry> {
         let _gate = self.lease_gate.lock();
-        let (owner, _, claim) = self.may_make(parent, name)?;
+        // A long target takes blocks of its own.
+        let (owner, _, claim) = self.may_make(parent, name, target.len() as u64)?;
         let parent_path = self.path(parent).ok()?;
         let attr = new_attr(libc::S_IFLNK | 0o777, owner, target.len() as u64);
         let ino = self.inodes.lock().remember_unbound(parent, name);

@@ -61,6 +61,8 @@ struct Table {
     in_flight: u64,
     /// Nodes with no request in flight (kept attributes).
     kept: usize,
+    /// Files whose write failed and no close or fsync has reported it yet: errno.
+    unreported_writes: HashMap<Ino, i32>,
 }
 
 /// What `finish` leaves.
@@ -91,6 +93,11 @@ impl Table {
     /// A failure, mount-wide: unreported until `take_unreported`, counted, described.
     fn record(&mut self, errno: i32, what: String) {
         self.unreported.get_or_insert(errno);
+        self.describe(what);
+    }
+
+    /// A failure counted and described for `fsmount status`.
+    fn describe(&mut self, what: String) {
         self.failed += 1;
         if self.failures.len() >= KEPT_FAILURES {
             self.failures.pop_front();
@@ -273,13 +280,33 @@ impl Predictions {
 
     /// A write of `ino` failed after it was accepted (write-behind): kept mount-wide, as
     /// a locally answered request's failure is, for `fsmount sync` and status.
-    pub(in crate::fs) fn write_failed(&self, what: String, errno: i32) {
-        self.table.lock().record(errno, what);
+    /// True if it is the file's first since its last report (the caller logs it then).
+    pub(in crate::fs) fn write_failed(&self, ino: Ino, what: String, errno: i32) -> bool {
+        let mut t = self.table.lock();
+        if t.unreported_writes.contains_key(&ino) {
+            return false;
+        }
+        if t.unreported_writes.len() >= KEPT_ERRORS {
+            // Too many files to tell apart: the mount-wide report still carries one.
+            t.unreported.get_or_insert(errno);
+        } else {
+            t.unreported_writes.insert(ino, errno);
+        }
+        t.describe(what);
+        true
+    }
+
+    /// `ino`'s failed writes were reported to the application (by a close or fsync).
+    pub(in crate::fs) fn writes_reported(&self, ino: Ino) {
+        self.table.lock().unreported_writes.remove(&ino);
     }
 
     /// The first failure of any request since the last call, once.
     pub(in crate::fs) fn take_unreported(&self) -> Option<i32> {
-        self.table.lock().unreported.take()
+        let mut t = self.table.lock();
+        let write = t.unreported_writes.values().next().copied();
+        t.unreported_writes.clear();
+        t.unreported.take().or(write)
     }
 
     /// Requests in flight, failures so far and the latest ones described.
