@@ -290,6 +290,10 @@ fn tell_kernel_of_changes(fs: &Arc<Fs>, client: &crate::client::Client, kernel: 
                         crate::fs::Invalidate::Inode(ino) => {
                             kernel.inval_inode(fuser::INodeNo(ino.0), 0, 0)
                         }
+                        // A negative offset: attributes only, the pages stay.
+                        crate::fs::Invalidate::Attrs(ino) => {
+                            kernel.inval_inode(fuser::INodeNo(ino.0), -1, 0)
+                        }
                     };
                 }
             }
@@ -300,6 +304,10 @@ fn tell_kernel_of_changes(fs: &Arc<Fs>, client: &crate::client::Client, kernel: 
         );
         return;
     }
+    let own = tx.clone();
+    fs.set_kernel_invalidator(Box::new(move |batch| {
+        let _ = own.send(batch);
+    }));
     let fs = Arc::downgrade(fs);
     client.set_notify(Arc::new(move |n: proto::Notify| {
         if let Some(fs) = fs.upgrade() {

@@ -14,6 +14,8 @@ pub enum Invalidate {
     Entry(Ino, Bytes),
     /// The inode's attributes and cached pages.
     Inode(Ino),
+    /// The inode's attributes only.
+    Attrs(Ino),
 }
 
 impl Fs {

@@ -195,7 +195,12 @@ pub struct Fs {
     over_budget: Mutex<std::collections::HashSet<Ino>>,
     /// Wakes the lease renewal early: the budget ran out, a renewal brings a new one.
     renew_now: tokio::sync::Notify,
+    /// Tells the kernel to drop what it cached (set by the mount; see `changes`).
+    kernel: std::sync::OnceLock<KernelInvalidator>,
 }
+
+/// Sends invalidations to the kernel, off the calling thread.
+pub type KernelInvalidator = Box<dyn Fn(Vec<Invalidate>) + Send + Sync>;
 
 impl Fs {
     /// The core over `remote`, whose export root has attributes `root`.
@@ -234,7 +239,14 @@ impl Fs {
             budget: Default::default(),
             over_budget: Default::default(),
             renew_now: Default::default(),
+            kernel: Default::default(),
         }
+    }
+
+    /// How this mount's own changes the server makes (a write clearing set-id bits) reach
+    /// the kernel's caches.
+    pub fn set_kernel_invalidator(&self, send: KernelInvalidator) {
+        let _ = self.kernel.set(send);
     }
 
     /// The budget for local answers and what is spent of it (for `fsmount status`).

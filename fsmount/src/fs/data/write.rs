@@ -22,6 +22,9 @@ impl Fs {
     /// under the dirty bound); their outcome is reported by the next flush/fsync/close.
     pub async fn write(&self, fh: Fh, offset: u64, data: Bytes) -> Result<u32> {
         let ino = self.open_files.ino_of(fh);
+        if let Some(ino) = ino {
+            self.write_kills_set_id(ino);
+        }
         // A file this mount wrote whole from the start, so far (see `written_start`).
         let start = ino.and_then(|ino| self.written_start(ino, offset));
         if let Some(ino) = ino {
@@ -49,6 +52,22 @@ impl Fs {
             self.wrote_start(ino, fh, start, &data);
         }
         Ok(done as u32)
+    }
+
+    /// A write to `ino` by a caller other than root clears its set-user/group-ID bits on
+    /// the server (the server writes as the caller): the kernel's cached mode is stale from
+    /// now, so it is told to ask again (the next getattr waits for the write).
+    fn write_kills_set_id(&self, ino: Ino) {
+        let root = crate::credentials::current().is_none_or(|c| c.uid == 0);
+        let set_id = libc::S_ISUID | libc::S_ISGID;
+        let cached = self.predicted(ino).or_else(|| self.attrs.lock().get(ino));
+        if root || cached.is_none_or(|a| a.mode & set_id == 0) {
+            return;
+        }
+        self.predictions.unpredictable(ino);
+        if let Some(tell) = self.kernel.get() {
+            tell(vec![crate::fs::Invalidate::Attrs(ino)]);
+        }
     }
 
     /// The budget a write of `len` bytes to `ino` takes if `close` of `ino` is answered
