@@ -232,6 +232,7 @@ if [ -z "${SKIP_RTT:-}" ]; then
     head -c $((rtt_size_mib << 20)) "$S/big" >"$S/rtt-big"
     for r in $(seq "$rtt_runs"); do
         for fs in sshfs fsmount; do
+            [[ " ${fss[*]} " == *" $fs "* ]] || continue
             cp "$S/rtt-big" "$B/src-$fs/rtt-big"
             mount_fs "$fs" rtt
             sync; echo 3 >/proc/sys/vm/drop_caches
