@@ -290,7 +290,7 @@ mkdir -p target/bench
         echo "| at 10 ms RTT (delay_proxy) | sshfs | fsmount | fsmount/sshfs |"
         echo "|---|---|---|---|"
         for w in "${rtt_workloads[@]}"; do
-            a=$(echo "${result["sshfs|$w"]:-}" | median); b=$(echo "${result["fsmount|$w"]:-}" | median)
+            a=$(echo "${result["sshfs|$w"]:-}" | median || true); b=$(echo "${result["fsmount|$w"]:-}" | median || true)
             echo "| $w | $a | $b | $(ratio "$b" "$a") |"
         done
     fi
