@@ -155,9 +155,20 @@ impl Fs {
         self.over_budget.lock().remove(&ino);
         self.inodes.lock().closed(ino, fh);
         self.open_files.by_handle.lock().remove(&fh);
-        self.ask::<rpc::Close>(&proto::CloseRequest { handle: fh.0 })
-            .await?;
-        Ok(())
+        let req = proto::CloseRequest { handle: fh.0 };
+        match self
+            .ask::<rpc::Close>(&req)
+            .await
+            .map_err(super::FsError::from)
+        {
+            // The server never opened it: its create, answered locally, failed (and that
+            // failure was reported); there is nothing to close.
+            Err(e) if e.errno() == libc::EBADF => {
+                tracing::debug!("{ino}: closing a handle the server never opened");
+                Ok(())
+            }
+            r => r.map(|_| ()),
+        }
     }
 
     /// `release` of a file whose creation or changes are still on their way (answered
@@ -179,8 +190,13 @@ impl Fs {
             crate::remote::Patience::Forever,
         );
         tokio::spawn(async move {
-            if let Err(e) = call.await {
-                tracing::warn!("{ino}: closing a file created locally failed: {e}");
+            match call.await.map_err(super::FsError::from) {
+                Ok(_) => {}
+                // Its create failed (reported as such): the server never opened it.
+                Err(e) if e.errno() == libc::EBADF => {
+                    tracing::debug!("{ino}: closing a handle the server never opened")
+                }
+                Err(e) => tracing::warn!("{ino}: closing a file created locally failed: {e}"),
             }
         });
         Ok(())

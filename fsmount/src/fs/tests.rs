@@ -629,3 +629,23 @@ async fn a_lookup_on_the_fuse_thread_sees_a_local_rename_whole_or_not_at_all() {
     assert!(looker.join().expect("no lookup saw a half-done rename") > 0);
     fs.sync_all().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_create_the_server_refuses_reports_the_server_s_errno_at_fsync_and_sync() {
+    for errno in [libc::ENOSPC, libc::EDQUOT, libc::EACCES, libc::EEXIST] {
+        let (fake, fs) = core();
+        let dir = fs.mkdir(Ino::ROOT, b"d", 0o755).await.unwrap().ino;
+        fake.inject(Command::Create, Fault::Fail(errno), 1);
+        let (entry, fh) = fs
+            .create(dir, b"f", 0o644, libc::O_WRONLY as u32)
+            .await
+            .expect("answered locally");
+        fs.write(fh, 0, Bytes::from_static(b"data")).await.unwrap();
+        let e = fs.fsync(entry.ino, fh, false).await.expect_err("fails");
+        assert_eq!(e.errno(), errno, "fsync: the server's errno, not EBADF");
+        fs.release(entry.ino, fh).await.unwrap();
+        let e = fs.sync_all().await.expect_err("sync fails too");
+        assert_eq!(e.errno(), errno);
+        assert!(fake.file(b"d/f").is_none());
+    }
+}
