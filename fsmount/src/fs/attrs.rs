@@ -28,6 +28,9 @@ impl Fs {
         if let Some(attr) = self.predicted(ino) {
             return Ok(attr);
         }
+        // A local answer about it with no prediction (an unlink of one of its hard links):
+        // the server's answer after it, not before.
+        self.predictions.settled(ino).await;
         self.after_writes(ino).await;
         if let Some(attr) = self.attrs.lock().get(ino) {
             return Ok(attr);
@@ -51,7 +54,7 @@ impl Fs {
         if let Some(attr) = self.predicted(ino) {
             return Some(attr);
         }
-        if self.writeback.as_ref().is_some_and(|wb| wb.busy(ino)) {
+        if self.predictions.busy(ino) || self.writeback.as_ref().is_some_and(|wb| wb.busy(ino)) {
             return None;
         }
         self.take_settled(ino, false);
