@@ -649,3 +649,32 @@ async fn a_local_create_the_server_refuses_reports_the_server_s_errno_at_fsync_a
         assert!(fake.file(b"d/f").is_none());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acl_set_on_a_leased_directory_gives_its_lease_back() {
+    let (fake, fs) = core();
+    let dir = fs.mkdir(Ino::ROOT, b"d", 0o777).await.unwrap().ino;
+    let (entry, _) = fs
+        .create(dir, b"a", 0o644, libc::O_WRONLY as u32)
+        .await
+        .unwrap();
+    assert!(fs.answered_here(entry.ino), "leased: answered locally");
+    let set = fs.setxattr(dir, b"system.posix_acl_access", b"\x02\0\0\0", 0);
+    tokio::time::timeout(Duration::from_secs(5), set)
+        .await
+        .expect("does not hang")
+        .unwrap();
+    settle_tasks().await;
+    assert!(
+        fake.log().iter().any(|l| l.cmd == Command::Lease),
+        "the lease went back"
+    );
+    let (b, _) = fs
+        .create(dir, b"b", 0o644, libc::O_WRONLY as u32)
+        .await
+        .unwrap();
+    assert!(
+        !fs.answered_here(b.ino),
+        "a create there now goes to the server"
+    );
+}

@@ -66,7 +66,9 @@ impl Fs {
         if !name.starts_with(b"system.") || !self.known.lock().holds_dir(ino) {
             return;
         }
-        if let Some(path) = self.inodes.lock().path(ino) {
+        // Not under the inode table's lock: `recall` takes the gate, then that lock.
+        let path = self.inodes.lock().path(ino);
+        if let Some(path) = path {
             self.recall(vec![Bytes::from(path)]);
         }
     }
