@@ -374,7 +374,12 @@ async fn run_request(ctx: Ctx, frame: Frame, shared: &Shared) -> (Frame, Option<
     let export = ctx.export.dir.clone();
     // Space set aside for other sessions' local answers: a request that would take it
     // fails as on a full disk.
-    let need = space_needed(&frame);
+    // Decoded only while some session has space set aside (nothing to check otherwise).
+    let need = shared
+        .leases
+        .reserving()
+        .then(|| space_needed(&frame))
+        .flatten();
     let me = leases
         .as_ref()
         .map(|h| h.session.clone())
@@ -400,7 +405,7 @@ async fn run_request(ctx: Ctx, frame: Frame, shared: &Shared) -> (Frame, Option<
                 .decode_msg::<proto::RenameRequest>("RenameRequest")
                 .ok()
         });
-    let root = ctx.export.clone();
+    let exported = ctx.export.clone();
     let wanted_dir = granted.as_ref().map(|(dir, _)| dir.clone());
     let result = tokio::task::spawn_blocking(move || {
         let reply = cmd::dispatch(&ctx, frame.cmd, frame.msg, frame.data);
@@ -442,7 +447,9 @@ async fn run_request(ctx: Ctx, frame: Frame, shared: &Shared) -> (Frame, Option<
 
     let result = match (result, granted, &leases) {
         (Ok(Ok(mut reply)), Some((_, ms)), Some(h)) => {
-            let budget = h.leases.budget(&h.session, leases::Free::of(root.root()));
+            let budget = h
+                .leases
+                .budget(&h.session, leases::Free::of(exported.root()));
             if let Ok(c) = Command::try_from(cmd) {
                 reply.msg = leases::with_lease(c, &reply.msg, ms, budget);
             }

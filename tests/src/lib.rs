@@ -423,6 +423,27 @@ impl Drop for Mount {
     }
 }
 
+/// A tmpfs mounted with `opts` (e.g. `size=8m` or `size=2m,nr_inodes=200`) on a fresh
+/// directory, unmounted when dropped.
+pub struct Tmpfs(pub tempfile::TempDir);
+
+impl Tmpfs {
+    pub fn new(opts: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        sh(&format!(
+            "mount -t tmpfs -o {opts} fsxp-test-tmpfs '{}'",
+            dir.path().display()
+        ));
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
 /// Runs a shell command line; panics with its output unless it succeeds. Returns stdout.
 pub fn sh(script: &str) -> String {
     let out = Command::new("bash")

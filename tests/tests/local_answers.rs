@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use e2e_tests::{require_mount_support, run_as, sh, Mount, Server};
+use e2e_tests::{require_mount_support, run_as, sh, Mount, Server, Tmpfs};
 
 /// `open(O_CREAT|O_EXCL|O_WRONLY)`, write `byte`, close: Ok if every call returned 0, else
 /// the first errno (and which call).
@@ -85,30 +85,10 @@ fn o_excl_from_two_mounts_has_exactly_one_winner_per_name_and_the_loser_gets_eex
     }
 }
 
-/// A tmpfs of `opts`, unmounted when dropped.
-struct TinyFs(tempfile::TempDir);
-
-impl TinyFs {
-    fn new(opts: &str) -> TinyFs {
-        let dir = tempfile::tempdir().unwrap();
-        sh(&format!(
-            "mount -t tmpfs -o {opts} fsxp-test-tinyfs '{}'",
-            dir.path().display()
-        ));
-        TinyFs(dir)
-    }
-}
-
-impl Drop for TinyFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
-    }
-}
-
 #[test]
 fn a_full_export_says_enospc_to_the_call_concerned_and_keeps_every_file_whose_calls_succeeded() {
     require_mount_support();
-    let tiny = TinyFs::new("size=2m,nr_inodes=200");
+    let tiny = Tmpfs::new("size=2m,nr_inodes=200");
     let export = format!("tiny={}", tiny.0.path().display());
     let server = Server::start_exports(&[], &["--export", &export, "--no-root-squash", "tiny"]);
     let mount = Mount::new(&server, "tiny", &[]);
@@ -268,7 +248,6 @@ impl Drop for Busy {
 /// A tarball of a tree with `files` files from a few bytes to 500 KB (random contents), in
 /// nested directories; returns its path.
 fn make_tarball(dir: &Path, files: usize) -> PathBuf {
-    let tree = dir.join("tree");
     sh(&format!(
         r#"
         cd '{dir}' && mkdir tree && cd tree
@@ -281,7 +260,6 @@ fn make_tarball(dir: &Path, files: usize) -> PathBuf {
         dir = dir.display(),
         last = files - 1
     ));
-    let _ = tree;
     dir.join("tree.tar")
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use e2e_tests::fault_proxy::FaultProxy;
 use e2e_tests::raw::RawClient;
-use e2e_tests::{random_file, require_mount_support, sh, sha256, wait_until, Mount, Server};
+use e2e_tests::{random_file, require_mount_support, sh, sha256, wait_until, Mount, Server, Tmpfs};
 use protocol::{Command, Frame, StreamId};
 
 /// Lines of the mount's log that report reconnections (the recovery figures).
@@ -298,26 +298,6 @@ fn a_session_ends_after_its_grace_period() {
     assert!(!welcome.resumed, "gone after it");
 }
 
-/// A small tmpfs, unmounted when dropped.
-struct SmallFs(tempfile::TempDir);
-
-impl SmallFs {
-    fn new(size: &str) -> SmallFs {
-        let dir = tempfile::tempdir().unwrap();
-        sh(&format!(
-            "mount -t tmpfs -o size={size} fsxp-test-tmpfs '{}'",
-            dir.path().display()
-        ));
-        SmallFs(dir)
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = Process::new("umount").arg("-l").arg(self.0.path()).status();
-    }
-}
-
 /// Runs python3 `script` and returns its stdout.
 fn python(script: &str) -> String {
     let out = Process::new("python3")
@@ -335,7 +315,7 @@ fn python(script: &str) -> String {
 #[test]
 fn enospc_on_the_server_is_reported_by_close_and_fsync_once() {
     require_mount_support();
-    let small = SmallFs::new("8m");
+    let small = Tmpfs::new("size=8m");
     let export = format!("small={}", small.0.path().display());
     let server = Server::start(&["--export", &export, "--no-root-squash", "small"]);
     let mount = Mount::new(&server, "small", &[]);

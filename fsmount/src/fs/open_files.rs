@@ -143,9 +143,7 @@ impl Fs {
         if self.answered_here(ino) {
             return self.release_behind(ino, fh);
         }
-        self.after_writes(ino).await;
-        self.predictions.settled(ino).await;
-        if let Err(e) = self.known_failure(ino) {
+        if let Err(e) = self.settle(ino).await {
             // Nobody was told: `fsmount sync` must be.
             let what = format!("{ino}: a write failed and no flush was left to report it: {e}");
             if self.predictions.write_failed(ino, what.clone(), e.errno()) {

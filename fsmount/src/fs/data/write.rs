@@ -58,10 +58,13 @@ impl Fs {
     /// the server (the server writes as the caller): the kernel's cached mode is stale from
     /// now, so it is told to ask again (the next getattr waits for the write).
     fn write_kills_set_id(&self, ino: Ino) {
-        let root = crate::credentials::current().is_none_or(|c| c.uid == 0);
         let set_id = libc::S_ISUID | libc::S_ISGID;
         let cached = self.predicted(ino).or_else(|| self.attrs.lock().get(ino));
-        if root || cached.is_none_or(|a| a.mode & set_id == 0) {
+        if cached.is_none_or(|a| a.mode & set_id == 0) {
+            return;
+        }
+        // Only now who writes (a copy of the caller's groups): almost no file is set-id.
+        if crate::credentials::current().is_none_or(|c| c.uid == 0) {
             return;
         }
         self.predictions.unpredictable(ino);
@@ -128,8 +131,13 @@ impl Fs {
             }
             return self.known_failure(ino);
         }
+        self.settle(ino).await
+    }
+
+    /// Waits for `ino`'s queued writes and its requests answered locally (its create and
+    /// setattrs, whose failure comes first); the first failure among them, once.
+    pub(in crate::fs) async fn settle(&self, ino: Ino) -> Result<()> {
         self.after_writes(ino).await;
-        // Its create (and setattrs) answered locally, if any: their failure comes first.
         self.predictions.settled(ino).await;
         self.known_failure(ino)
     }
@@ -162,12 +170,7 @@ impl Fs {
     }
 
     pub async fn fsync(&self, ino: Ino, fh: Fh, datasync: bool) -> Result<()> {
-        if let Some(c) = &self.coalescer {
-            c.flush_ino(ino);
-        }
-        self.predictions.settled(ino).await;
-        self.after_writes(ino).await;
-        self.known_failure(ino)?;
+        self.settle(ino).await?;
         let req = proto::FsyncRequest {
             handle: fh.0,
             datasync,
