@@ -316,17 +316,49 @@ pub fn unmount(mountpoint: &Path, via_fusermount: bool, lazy: bool) -> io::Resul
 /// The `major:minor` of the file system mounted on `mountpoint`, from /proc/self/mountinfo
 /// (a `stat` of the mount would wait for this very process to answer it).
 pub fn mounted_device(mountpoint: &Path) -> Option<String> {
-    let info = std::fs::read("/proc/self/mountinfo").ok()?;
+    mounts_on(mountpoint).pop().map(|m| m.device)
+}
+
+/// One line of /proc/self/mountinfo, the fields we read; paths as the kernel escapes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    pub id: u64,
+    pub device: String,
+    pub fstype: String,
+    pub source: String,
+}
+
+/// The mounts on `mountpoint`, oldest first (the last is the one a path lookup sees).
+pub fn mounts_on(mountpoint: &Path) -> Vec<MountEntry> {
+    let Ok(info) = std::fs::read("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
     let want = mountinfo_escape(mountpoint.as_os_str().as_bytes());
-    // Fields: id parent major:minor root mountpoint ...; the last match is the newest mount.
-    String::from_utf8_lossy(&info).lines().rev().find_map(|l| {
-        let f: Vec<&str> = l.split(' ').collect();
-        (f.len() > 4 && f[4] == want).then(|| f[2].to_string())
-    })
+    String::from_utf8_lossy(&info)
+        .lines()
+        .filter_map(|l| parse_mountinfo_line(l).filter(|(mp, _)| *mp == want))
+        .map(|(_, m)| m)
+        .collect()
+}
+
+/// Fields: id parent major:minor root mountpoint options [optional...] - fstype source
+/// superoptions.
+fn parse_mountinfo_line(line: &str) -> Option<(&str, MountEntry)> {
+    let f: Vec<&str> = line.split(' ').collect();
+    let sep = f.iter().skip(6).position(|x| *x == "-")? + 6;
+    Some((
+        f.get(4)?,
+        MountEntry {
+            id: f.first()?.parse().ok()?,
+            device: f.get(2)?.to_string(),
+            fstype: f.get(sep + 1)?.to_string(),
+            source: f.get(sep + 2)?.to_string(),
+        },
+    ))
 }
 
 /// The kernel writes space, tab, newline and backslash in mountinfo paths as octal escapes.
-fn mountinfo_escape(path: &[u8]) -> String {
+pub fn mountinfo_escape(path: &[u8]) -> String {
     let mut out = String::new();
     for &b in path {
         match b {
@@ -366,6 +398,19 @@ mod tests {
             flags_of(&o),
             MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY
         );
+    }
+
+    #[test]
+    fn mountinfo_lines_give_id_device_type_and_source() {
+        let l = "812 29 0:40 / /tmp/a\\040b rw,nosuid,nodev shared:1 master:2 - fuse.fsxp \
+                 127.0.0.1:1:/data rw,user_id=1000,group_id=1000";
+        let (mp, m) = parse_mountinfo_line(l).unwrap();
+        assert_eq!(mp, "/tmp/a\\040b");
+        assert_eq!(m.id, 812);
+        assert_eq!(m.device, "0:40");
+        assert_eq!(m.fstype, "fuse.fsxp");
+        assert_eq!(m.source, "127.0.0.1:1:/data");
+        assert!(parse_mountinfo_line("812 29 0:40 / /x rw").is_none());
     }
 
     #[test]

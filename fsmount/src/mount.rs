@@ -150,8 +150,21 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
         },
         None => None,
     };
-    let (fd, kernel) = match kernel_mount::mount(&req.mountpoint, &kernel_options(&req, read_only))
-    {
+    // Started before the mount, so there is no moment where the mount stands unwatched.
+    let kernel_options = kernel_options(&req, read_only);
+    let mut watchdog = if req.options.auto_unmount {
+        match crate::auto_unmount::start(&req.mountpoint, &kernel_options.fsname) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                let msg = format!("cannot start the auto_unmount watchdog: {e}");
+                notifier.fail(&msg);
+                return Err(msg);
+            }
+        }
+    } else {
+        None
+    };
+    let (fd, kernel) = match kernel_mount::mount(&req.mountpoint, &kernel_options) {
         Ok(m) => m,
         Err(e) => {
             let msg = format!("cannot mount on {}: {e}", req.mountpoint.display());
@@ -161,6 +174,17 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
     };
     let device = kernel_mount::mounted_device(&req.mountpoint);
     let kernel = Arc::new(Mutex::new(Some(kernel)));
+    if let (Some(w), Some(dev)) = (watchdog.as_mut(), &device) {
+        let via_fusermount = kernel.lock().as_ref().is_some_and(|k| k.via_fusermount());
+        if let Err(e) = w.arm(dev, via_fusermount) {
+            let msg = format!("cannot arm the auto_unmount watchdog: {e}");
+            if let Some(k) = kernel.lock().take() {
+                k.finish(device.as_deref());
+            }
+            notifier.fail(&msg);
+            return Err(msg);
+        }
+    }
     let fuse =
         match fuser::Session::from_fd(adapter, fd, session_acl(&req.options), Config::default()) {
             Ok(s) => s,
@@ -175,23 +199,6 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
         };
     raise_readahead(device.as_deref());
     tell_kernel_of_changes(&fs, &client, fuse.notifier());
-    let _watchdog = match (&device, req.options.auto_unmount) {
-        (Some(dev), true) => {
-            let via_fusermount = kernel.lock().as_ref().is_some_and(|k| k.via_fusermount());
-            match crate::auto_unmount::start(&req.mountpoint, dev, via_fusermount) {
-                Ok(w) => Some(w),
-                Err(e) => {
-                    let msg = format!("cannot start the auto_unmount watchdog: {e}");
-                    if let Some(k) = kernel.lock().take() {
-                        k.finish(device.as_deref());
-                    }
-                    notifier.fail(&msg);
-                    return Err(msg);
-                }
-            }
-        }
-        _ => None,
-    };
     let metrics_addr = metrics
         .as_ref()
         .and_then(|l| l.local_addr().ok())

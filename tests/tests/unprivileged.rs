@@ -232,8 +232,9 @@ fn auto_unmount_takes_the_mount_down_when_fsmount_is_killed() {
         let _ = child.wait();
         // Without auto_unmount the mount point would now say "Transport endpoint is not
         // connected" until someone unmounts it.
+        let how = if as_root { "mount(2)" } else { "fusermount3" };
         wait_until(
-            "the watchdog unmounts after fsmount is killed",
+            &format!("the watchdog unmounts after fsmount ({how}) is killed"),
             Duration::from_secs(10),
             || !is_mounted(&user.mnt),
         );
