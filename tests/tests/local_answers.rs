@@ -370,3 +370,27 @@ fn a_directory_whose_acl_decides_is_not_answered_locally_so_its_eacces_reaches_t
     ));
     assert!(disk.join("e/y").exists());
 }
+
+#[test]
+fn a_file_another_mount_made_under_its_lease_is_there_for_the_next_open() {
+    require_mount_support();
+    let server = Server::start(&[]);
+    // Default timeouts: what makes it work is the recall, not a timeout running out.
+    let a = Mount::new(&server, "data", &[]);
+    let b = Mount::new(&server, "data", &[]);
+    fs::create_dir(a.path.join("d")).unwrap();
+    for round in 0..20 {
+        // A lists d (its lease), then B lists it (recalling A's) and creates a file there,
+        // answered by B alone; A opens it at once.
+        assert_eq!(fs::read_dir(a.path.join("d")).unwrap().count(), round);
+        assert_eq!(fs::read_dir(b.path.join("d")).unwrap().count(), round);
+        let name = format!("f{round}");
+        fs::write(b.path.join("d").join(&name), b"made by b").unwrap();
+        let seen = fs::read(a.path.join("d").join(&name));
+        assert_eq!(
+            seen.as_deref().ok(),
+            Some(&b"made by b"[..]),
+            "round {round}: A's open of the file B closed: {seen:?}"
+        );
+    }
+}

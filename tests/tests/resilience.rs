@@ -611,3 +611,34 @@ fn a_stalled_connection_is_given_up_and_replaced() {
     eprintln!("stall detected after {detected:.1?}");
     mount.unmount();
 }
+
+#[test]
+fn a_change_told_while_the_connection_was_cut_is_not_missed() {
+    require_mount_support();
+    let server = Server::start(&[]);
+    let proxy = FaultProxy::start(&server.addr);
+    // A caches for a minute: only the notification (or what replaces it) can tell it. (A
+    // name A saw missing is not covered: the kernel's negative entry stays for
+    // negative_timeout, see docs/SEMANTICS.md.)
+    let long = ["attr_timeout=60", "entry_timeout=60", "negative_timeout=60"];
+    let a = Mount::via(&server, &proxy.addr, "data", &long);
+    let b = Mount::new(&server, "data", &[]);
+    std::fs::write(b.path.join("f"), b"1").unwrap();
+    assert_eq!(std::fs::metadata(a.path.join("f")).unwrap().len(), 1);
+    // B's change is told to A while A's connection holds still, and that connection is
+    // then cut: the notifications die with it.
+    proxy.stall(true);
+    std::fs::write(b.path.join("f"), b"12345").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    proxy.cut_now();
+    proxy.stall(false);
+    wait_until("A reconnects", Duration::from_secs(15), || {
+        !reconnect_lines(&a).is_empty()
+    });
+    assert_eq!(
+        std::fs::metadata(a.path.join("f")).unwrap().len(),
+        5,
+        "A still shows the size it cached before the cut\n{}",
+        a.log()
+    );
+}
