@@ -15,3 +15,5 @@ command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&
 
 cargo build --workspace --all-targets
 cargo test --workspace -- --test-threads=4 "$@"
+# The lease table under shuttle: every interleaving it tries of grants and admissions.
+cargo test -p fsserver --features shuttle --lib shuttle

@@ -19,14 +19,15 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use parking_lot::Mutex;
 use prost::Message;
 use protocol::{Command, Frame};
 use tokio::sync::watch;
+
+use crate::sync::{AtomicU64, AtomicUsize, Mutex};
 
 /// Most bytes and inodes one session is set aside at a time (see `budget`).
 pub const BUDGET_MAX_BYTES: u64 = 256 << 20;
@@ -78,7 +79,7 @@ pub struct Leases {
     reserving: AtomicUsize,
     /// Requests admitted and not yet ended, by admission number (locked after `table`).
     admitted: Mutex<HashMap<u64, Admitted>>,
-    next_admission: std::sync::atomic::AtomicU64,
+    next_admission: AtomicU64,
 }
 
 /// Space set aside for one session on one filesystem, until `until` (renewed with its
@@ -660,6 +661,46 @@ mod tests {
         leases.renamed(e, &holder(1), b"a", b"z");
         assert_eq!(leases.conflicts(e, &holder(2), &["z/b/f".into()]).len(), 1);
         assert_eq!(leases.conflicts(e, &holder(2), &["ab".into()]).len(), 1);
+    }
+
+    /// Every interleaving shuttle tries (at each lock and atomic) of session 1 taking the
+    /// lease of `d` and session 2's request into `d` being admitted: either the request is
+    /// told to recall the lease, or the lease is not granted while the request runs. Never
+    /// both a granted lease and a request that recalled nothing, which is how two mounts
+    /// both won an O_EXCL create. Needs `--features shuttle` (scripts/test.sh runs it).
+    #[cfg(feature = "shuttle")]
+    #[test]
+    fn shuttle_grant_and_admission_exclude_each_other_in_every_interleaving() {
+        for deep in [b"d/f".as_slice(), b"d/sub/f"] {
+            shuttle::check_random(
+                move || {
+                    let leases = std::sync::Arc::new(Leases::new(
+                        Duration::from_secs(30),
+                        Duration::from_millis(50),
+                    ));
+                    let e = Path::new("/x");
+                    let granter = {
+                        let leases = leases.clone();
+                        shuttle::thread::spawn(move || leases.grant(e, b"d", &holder(1)) > 0)
+                    };
+                    let (admitted, recalls) =
+                        leases.admit(e, &holder(2), &[Bytes::copy_from_slice(deep)]);
+                    shuttle::thread::yield_now();
+                    let granted = granter.join().unwrap_or(false);
+                    assert_eq!(
+                        granted,
+                        !recalls.is_empty(),
+                        "a grant and an admission that did not see it"
+                    );
+                    assert_eq!(leased_to(&leases, e, b"d", &holder(1)), granted);
+                    drop(admitted);
+                    // Once the request ended, the lease may be granted again.
+                    leases.returned(e, &holder(1), &["d".into()], false);
+                    assert!(leases.grant(e, b"d", &holder(1)) > 0);
+                },
+                2000,
+            );
+        }
     }
 
     fn leased_to(leases: &Leases, e: &Path, dir: &[u8], h: &Holder) -> bool {

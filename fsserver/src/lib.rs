@@ -44,6 +44,7 @@ pub mod read_buffer;
 pub mod server;
 pub mod session;
 pub mod stats;
+pub mod sync;
 pub mod tls;
 pub mod token;
 pub mod transport;
