@@ -64,6 +64,21 @@ fn o_excl_from_two_mounts_has_exactly_one_winner_per_name_and_the_loser_gets_eex
         };
         let (ta, tb) = (side(a.path.clone(), b'a'), side(b.path.clone(), b'b'));
         let (ra, rb) = (ta.join().unwrap(), tb.join().unwrap());
+        // A close answered locally returns what the server will do, not what it has done:
+        // the winner's last data may still be on its way until the mount is synced.
+        for m in [&a, &b] {
+            let sync = Command::new(e2e_tests::bin_dir().join("fsmount"))
+                .arg("sync")
+                .arg(&m.path)
+                .output()
+                .unwrap();
+            assert!(
+                sync.status.success(),
+                "round {round}: fsmount sync {}: {}",
+                m.path.display(),
+                String::from_utf8_lossy(&sync.stderr)
+            );
+        }
         for i in 0..NAMES {
             let on_disk = fs::read(server.export("data").join(&dir).join(format!("n{i}")));
             let (winner, loser) = match (&ra[i], &rb[i]) {
