@@ -586,6 +586,14 @@ pub fn with_lease(cmd: Command, msg: &Bytes, lease_ms: u32, budget: proto::Budge
 mod tests {
     use super::*;
 
+    /// A table with 30 s leases and a 50 ms recall timeout, shareable between threads.
+    fn test_leases() -> std::sync::Arc<Leases> {
+        std::sync::Arc::new(Leases::new(
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+        ))
+    }
+
     fn holder(n: u8) -> Holder {
         Bytes::from(vec![n; 16])
     }
@@ -599,7 +607,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lease_is_recalled_for_another_session_only() {
-        let leases = Leases::new(Duration::from_secs(30), Duration::from_millis(50));
+        let leases = test_leases();
         let e = Path::new("/x");
         assert_eq!(
             leases.grant(e, b"", &holder(1)),
@@ -674,10 +682,7 @@ mod tests {
         for deep in [b"d/f".as_slice(), b"d/sub/f"] {
             shuttle::check_random(
                 move || {
-                    let leases = std::sync::Arc::new(Leases::new(
-                        Duration::from_secs(30),
-                        Duration::from_millis(50),
-                    ));
+                    let leases = test_leases();
                     let e = Path::new("/x");
                     let granter = {
                         let leases = leases.clone();
@@ -714,10 +719,7 @@ mod tests {
 
     #[test]
     fn a_grant_and_a_conflicting_admitted_request_exclude_each_other() {
-        let leases = std::sync::Arc::new(Leases::new(
-            Duration::from_secs(30),
-            Duration::from_millis(50),
-        ));
+        let leases = test_leases();
         let e = Path::new("/x");
         let (admitted, recalls) = leases.admit(e, &holder(2), &["d/x".into()]);
         assert!(recalls.is_empty());
@@ -742,10 +744,7 @@ mod tests {
 
     #[test]
     fn racing_grants_never_overlap_an_admitted_request_that_recalled_nothing() {
-        let leases = std::sync::Arc::new(Leases::new(
-            Duration::from_secs(30),
-            Duration::from_millis(50),
-        ));
+        let leases = test_leases();
         let e = Path::new("/x");
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let granter = {
@@ -791,7 +790,7 @@ mod tests {
 
     #[test]
     fn budgets_set_aside_space_per_session_and_others_may_not_take_it() {
-        let leases = Leases::new(Duration::from_secs(30), Duration::from_millis(50));
+        let leases = test_leases();
         let free = Free {
             fsid: 7,
             bytes: 4000,

@@ -293,6 +293,16 @@ pub fn is_mounted(path: &Path) -> bool {
         .any(|l| l.split(' ').nth(4) == Some(want))
 }
 
+/// `fsmount sync MNT`: waits until everything the mount on `mnt` accepted is on the
+/// server (or reports what failed); its output.
+pub fn fsmount_sync(mnt: &Path) -> std::process::Output {
+    Command::new(bin_dir().join("fsmount"))
+        .arg("sync")
+        .arg(mnt)
+        .output()
+        .expect("run fsmount sync")
+}
+
 /// Unmounts `path` if mounted: `fusermount3 -u`, then `umount -l` as a last resort.
 pub fn force_unmount(path: &Path) {
     if !is_mounted(path) {

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use e2e_tests::{require_mount_support, run_as, sh, Mount, Server, Tmpfs};
+use e2e_tests::{fsmount_sync, require_mount_support, run_as, sh, Mount, Server, Tmpfs};
 
 /// `open(O_CREAT|O_EXCL|O_WRONLY)`, write `byte`, close: Ok if every call returned 0, else
 /// the first errno (and which call).
@@ -67,11 +67,7 @@ fn o_excl_from_two_mounts_has_exactly_one_winner_per_name_and_the_loser_gets_eex
         // A close answered locally returns what the server will do, not what it has done:
         // the winner's last data may still be on its way until the mount is synced.
         for m in [&a, &b] {
-            let sync = Command::new(e2e_tests::bin_dir().join("fsmount"))
-                .arg("sync")
-                .arg(&m.path)
-                .output()
-                .unwrap();
+            let sync = fsmount_sync(&m.path);
             assert!(
                 sync.status.success(),
                 "round {round}: fsmount sync {}: {}",
@@ -313,12 +309,7 @@ fn many_mounts_untarring_at_once_under_cpu_load_lose_nothing_tls_and_plaintext()
                         .arg(&target)
                         .status()
                         .unwrap();
-                    let sync = Command::new(e2e_tests::bin_dir().join("fsmount"))
-                        .arg("sync")
-                        .arg(&mnt)
-                        .status()
-                        .unwrap();
-                    (tar.success(), sync.success())
+                    (tar.success(), fsmount_sync(&mnt).status.success())
                 })
             })
             .collect();

@@ -93,12 +93,7 @@ fn status_and_metrics_of_both_sides_during_a_copy() {
     .expect("Write requests show in fsmount's metrics during the copy");
     assert!(during.contains("# TYPE fsxp_client_request_duration_seconds histogram"));
     copy.join().unwrap();
-    let sync = Command::new(bin_dir().join("fsmount"))
-        .arg("sync")
-        .arg(&mount.path)
-        .output()
-        .unwrap();
-    assert!(sync.status.success());
+    assert!(e2e_tests::fsmount_sync(&mount.path).status.success());
 
     // The server's view.
     let (status, m) = get(&server_metrics, "/metrics");

@@ -16,10 +16,9 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use e2e_tests::fault_proxy::FaultProxy;
-use e2e_tests::{bin_dir, require_mount_support, Mount, Server};
+use e2e_tests::{fsmount_sync, require_mount_support, Mount, Server};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
@@ -133,18 +132,11 @@ struct Model {
 impl Model {
     fn apply(&mut self, op: &Op) -> Outcome {
         match *op {
-            Op::Create { n, byte, len, .. } => {
+            Op::CreateExcl { n, .. } if self.files.contains_key(NAMES[n]) => Err(libc::EEXIST),
+            Op::Create { n, byte, len, .. } | Op::CreateExcl { n, byte, len, .. } => {
                 let mode = self.files.get(NAMES[n]).map_or(0o644, |f| f.mode);
                 let data = vec![byte; len];
                 self.files.insert(NAMES[n], File { data, mode });
-                Ok(None)
-            }
-            Op::CreateExcl { n, byte, len, .. } => {
-                if self.files.contains_key(NAMES[n]) {
-                    return Err(libc::EEXIST);
-                }
-                let data = vec![byte; len];
-                self.files.insert(NAMES[n], File { data, mode: 0o644 });
                 Ok(None)
             }
             Op::Write {
@@ -205,21 +197,13 @@ fn errno(e: std::io::Error) -> i32 {
 fn run(root: &Path, op: &Op) -> Outcome {
     let at = |n: usize| root.join(NAMES[n]);
     match *op {
-        Op::Create { n, byte, len, .. } => {
+        Op::Create { n, byte, len, .. } | Op::CreateExcl { n, byte, len, .. } => {
+            let exclusive = matches!(op, Op::CreateExcl { .. });
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create(true)
-                .truncate(true)
-                .mode(0o644)
-                .open(at(n))
-                .map_err(errno)?;
-            f.write_all(&vec![byte; len]).map_err(errno)?;
-            close(f).map(|()| None)
-        }
-        Op::CreateExcl { n, byte, len, .. } => {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
+                .truncate(!exclusive)
+                .create_new(exclusive)
                 .mode(0o644)
                 .open(at(n))
                 .map_err(errno)?;
@@ -310,14 +294,6 @@ fn tree_of(root: &Path) -> BTreeMap<String, File> {
         }
     }
     out
-}
-
-fn fsmount_sync(mnt: &Path) -> std::process::Output {
-    Command::new(bin_dir().join("fsmount"))
-        .arg("sync")
-        .arg(mnt)
-        .output()
-        .unwrap()
 }
 
 struct World {
