@@ -128,6 +128,7 @@ pub struct Status {
 fn status(fs: &Fs, client: &Client, about: &(String, Option<String>), syncs: usize) -> Status {
     let link = client.stats();
     let m = client.metrics();
+    let local = fs.local_answers();
     Status {
         mountpoint: about.0.clone(),
         metrics: about.1.as_ref().map(|a| format!("http://{a}/metrics")),
@@ -146,9 +147,9 @@ fn status(fs: &Fs, client: &Client, about: &(String, Option<String>), syncs: usi
         writeback: fs.writeback_stats(),
         syncs_waiting: syncs,
         cache: fs.cache_stats(),
-        local_ops_in_flight: fs.predictions.stats().0,
-        local_ops_failed: fs.predictions.stats().1,
-        local_op_failures: fs.predictions.stats().2,
+        local_ops_in_flight: local.0,
+        local_ops_failed: local.1,
+        local_op_failures: local.2,
         budget: fs.budget_stats(),
     }
 }

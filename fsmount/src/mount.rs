@@ -248,11 +248,11 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
     // Data accepted from applications is sent before the process ends (for up to the mount's
     // timeout; for ever with `hard`).
     let unsent = fs.writeback_stats().filter(|w| w.writes_in_flight > 0);
-    if unsent.is_some() || fs.predictions.any() {
+    if unsent.is_some() || fs.local_answers_in_flight() {
         tracing::warn!(
             "unmounted with {} bytes and {} changes not yet acknowledged; sending them",
             unsent.map_or(0, |w| w.dirty_bytes),
-            fs.predictions.stats().0
+            fs.local_answers().0
         );
         let synced = match req.options.timeout {
             // The timer is made inside the runtime (block_on's future), not before it.

@@ -5,18 +5,23 @@
 use protocol::rpc::{self, Rpc};
 
 use super::error::attr_of;
-use super::{Fh, Fs, Ino, Result, SetAttr};
+use super::{Fh, Fs, Ino, Names, Result, SetAttr};
 
 impl Fs {
     /// The attribute cache generation a request starting now records its reply under.
     pub(super) fn attr_generation(&self) -> u64 {
-        self.attrs.lock().generation()
+        self.names().attrs.generation()
     }
 
     /// This mount changes `ino`'s data: cached attributes and blocks of it are stale.
     pub(super) fn data_changed(&self, ino: Ino) {
+        self.data_changed_in(&mut self.names(), ino);
+    }
+
+    /// `data_changed`, under the names lock `n`.
+    pub(super) fn data_changed_in(&self, n: &mut Names, ino: Ino) {
         self.written.lock().remove(&ino);
-        self.attrs.lock().forget(ino);
+        n.attrs.forget(ino);
         if let Some(cache) = &self.cache {
             cache.invalidate(ino);
         }
@@ -30,9 +35,10 @@ impl Fs {
         }
         // A local answer about it with no prediction (an unlink of one of its hard links):
         // the server's answer after it, not before.
-        self.predictions.settled(ino).await;
+        self.settled(ino).await;
         self.after_writes(ino).await;
-        if let Some(attr) = self.attrs.lock().get(ino) {
+        let cached = self.names().attrs.get(ino);
+        if let Some(attr) = cached {
             return Ok(attr);
         }
         let generation = self.attr_generation();
@@ -43,22 +49,29 @@ impl Fs {
             expect,
         };
         let attr = self.by_path_or_handle::<rpc::GetAttr>(ino, fh, req).await?;
-        self.note_xattrs(&mut self.inodes.lock(), ino, &attr);
-        self.attrs.lock().put(ino, &attr, generation);
+        let mut n = self.names();
+        self.note_xattrs(&mut n.inodes, ino, &attr);
+        n.attrs.put(ino, &attr, generation);
         Ok(attr)
     }
 
     /// `getattr` if the attribute cache answers it now (no writes of `ino` in flight): the
     /// FUSE thread answers such requests itself.
     pub fn getattr_now(&self, ino: Ino) -> Option<proto::Attr> {
-        if let Some(attr) = self.predicted(ino) {
-            return Some(attr);
+        {
+            let n = self.names();
+            if let Some(attr) = n.predicted(ino) {
+                return Some(attr);
+            }
+            if n.predictions.busy(ino) {
+                return None;
+            }
         }
-        if self.predictions.busy(ino) || self.writeback.as_ref().is_some_and(|wb| wb.busy(ino)) {
+        if self.writeback.as_ref().is_some_and(|wb| wb.busy(ino)) {
             return None;
         }
         self.take_settled(ino, false);
-        self.attrs.lock().get(ino)
+        self.names().attrs.get(ino)
     }
 
     /// Changes attributes of `ino`: through `fh` when the kernel gives one (ftruncate),
@@ -73,10 +86,13 @@ impl Fs {
         if let Some(attr) = self.setattr_here(ino, fh, &change) {
             return Ok(attr);
         }
-        self.predictions.unpredictable(ino);
         let dir_changes = change.mode.is_some() || change.uid.is_some() || change.gid.is_some();
-        if dir_changes {
-            self.known.lock().dir_attr_changed(ino, None);
+        {
+            let mut n = self.names();
+            n.predictions.unpredictable(ino);
+            if dir_changes {
+                n.known.dir_attr_changed(ino, None);
+            }
         }
         let fh = match self.behind_writes(ino, fh) {
             Some(h) => Some(h),
@@ -89,16 +105,17 @@ impl Fs {
             self.data_changed(ino);
         }
         let generation = {
-            let mut attrs = self.attrs.lock();
+            let attrs = &mut self.names().attrs;
             attrs.forget(ino);
             attrs.generation()
         };
         let req = |path, handle, expect| change.request(path, handle, expect);
         let attr = self.by_path_or_handle::<rpc::SetAttr>(ino, fh, req).await?;
-        self.attrs.lock().put(ino, &attr, generation);
+        let mut n = self.names();
+        n.attrs.put(ino, &attr, generation);
         if dir_changes && attr.mode & libc::S_IFMT == libc::S_IFDIR {
             let now = super::known_dirs::DirAttr::of(&attr);
-            self.known.lock().dir_attr_changed(ino, Some(now));
+            n.known.dir_attr_changed(ino, Some(now));
         }
         Ok(attr)
     }
@@ -139,7 +156,7 @@ impl Fs {
             .by_any_name::<C>(ino, |path, expect| make(path, None, expect))
             .await;
         let gone = matches!(&by_name, Err(e) if matches!(e.errno(), libc::ENOENT | libc::ESTALE));
-        let handle = self.inodes.lock().open_handle(ino);
+        let handle = self.names().inodes.open_handle(ino);
         match handle {
             Some(h) if gone => match self.ask::<C>(&through(h)).await {
                 Ok(r) => attr_of(r.attr),

@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 
-use super::{Fs, Ino};
+use super::{Fs, Ino, Names};
 
 /// What the kernel must drop.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,40 +26,38 @@ impl Fs {
             if change.everything {
                 // A recall may have been among what was lost.
                 self.give_back_all();
-                self.attrs.lock().forget_all();
-                self.known.lock().clear();
-                self.predictions.forget_kept_in(None);
-                let all = self.inodes.lock().all();
-                for ino in all {
-                    self.dropped(ino, &mut out);
+                let mut n = self.names();
+                n.attrs.forget_all();
+                n.known.clear();
+                n.predictions.forget_kept_in(None);
+                for ino in n.inodes.all() {
+                    self.dropped(&mut n, ino, &mut out);
                 }
                 continue;
             }
             if !change.name.is_empty() {
-                let (dir, child) = {
-                    let inodes = self.inodes.lock();
-                    let dir = inodes.at_path(&change.dir);
-                    (dir, dir.and_then(|d| inodes.child(d, &change.name)))
-                };
+                let mut n = self.names();
+                let dir = n.inodes.at_path(&change.dir);
+                let child = dir.and_then(|d| n.inodes.child(d, &change.name));
                 if let Some(dir) = dir {
-                    self.known.lock().forget(dir);
-                    self.dropped(dir, &mut out);
+                    n.known.forget(dir);
+                    self.dropped(&mut n, dir, &mut out);
                     out.push(Invalidate::Entry(dir, change.name.clone()));
                 }
                 if let Some(child) = child {
-                    self.dropped(child, &mut out);
+                    self.dropped(&mut n, child, &mut out);
                 }
             }
             if !change.path.is_empty() {
-                let ino = self.inodes.lock().at_path(&change.path);
-                if let Some(ino) = ino {
-                    self.dropped(ino, &mut out);
+                let mut n = self.names();
+                if let Some(ino) = n.inodes.at_path(&change.path) {
+                    self.dropped(&mut n, ino, &mut out);
                 }
             }
             if let Some(id) = &change.object {
-                let ino = self.inodes.lock().with_identity(id);
-                if let Some(ino) = ino {
-                    self.dropped(ino, &mut out);
+                let mut n = self.names();
+                if let Some(ino) = n.inodes.with_identity(id) {
+                    self.dropped(&mut n, ino, &mut out);
                 }
             }
         }
@@ -67,9 +65,9 @@ impl Fs {
     }
 
     /// `ino` changed elsewhere: its attributes and blocks go, here and in the kernel.
-    fn dropped(&self, ino: Ino, out: &mut Vec<Invalidate>) {
-        self.attrs.lock().forget(ino);
-        self.predictions.unpredictable(ino);
+    fn dropped(&self, n: &mut Names, ino: Ino, out: &mut Vec<Invalidate>) {
+        n.attrs.forget(ino);
+        n.predictions.unpredictable(ino);
         if let Some(cache) = &self.cache {
             cache.invalidate(ino);
         }

@@ -140,12 +140,13 @@ impl Fs {
                     .as_ref()
                     .ok_or(FsError::BadReply("entry without attributes"))?;
                 let ino = if plus {
-                    let mut inodes = self.inodes.lock();
-                    let ino = inodes.remember(d.ino, &e.name, attr);
-                    self.note_xattrs(&mut inodes, ino, attr);
+                    let n = &mut *self.names();
+                    let ino = n.inodes.remember(d.ino, &e.name, attr);
+                    self.note_xattrs(&mut n.inodes, ino, attr);
                     ino
                 } else {
-                    self.inodes.lock().known(attr).unwrap_or(Ino(attr.ino))
+                    let known = self.names().inodes.known(attr);
+                    known.unwrap_or(Ino(attr.ino))
                 };
                 let full = fill(DirItem {
                     offset,
@@ -172,7 +173,10 @@ impl Fs {
     /// listing this mount holds, fresh and unchanged, if it has one (listed ahead).
     async fn fetch_page(&self, d: &mut DirStream) -> Result<()> {
         if d.next_cookie == 0 && d.entries.is_empty() {
-            let whole = self.known.lock().whole(d.ino, self.attr_generation());
+            let whole = {
+                let n = self.names();
+                n.known.whole(d.ino, n.attrs.generation())
+            };
             if let Some((entries, dir_attr)) = whole {
                 d.entries = entries.as_ref().clone();
                 d.dir_attr = Some(dir_attr);

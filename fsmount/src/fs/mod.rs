@@ -15,10 +15,12 @@
 //! - `dir`: directory streams (readdir, readdirplus);
 //! - `changes`: other clients' changes the server tells of;
 //! - `leases`: directory leases held, renewed and given back;
-//! - `local_ops`: what is answered without a round trip under a lease (`pending` tracks it).
+//! - `local_ops`: what is answered without a round trip under a lease (`predictions`
+//!   tracks it).
 //!
-//! The tables they use: [`inodes`], [`attr_cache`], [`block_cache`], `read_ahead`,
-//! [`writeback`], `coalesce`, `known_dirs`. Caching is close-to-open, as NFS: `open` revalidates with the
+//! The state they use: the names (`names::Names`: [`inodes`], [`attr_cache`],
+//! `known_dirs`, [`predictions`], behind one lock) and the data path ([`block_cache`],
+//! `read_ahead`, [`writeback`], `coalesce`). Caching is close-to-open, as NFS: `open` revalidates with the
 //! server and lets the kernel keep its pages only if the change token is the one they were
 //! cached under.
 
@@ -36,7 +38,7 @@ mod xattr;
 pub use data::{block_cache, writeback};
 use data::{coalesce, read_ahead};
 pub use names::{attr_cache, budget, inodes, predictions};
-use names::{known_dirs, local_ops};
+use names::{known_dirs, local_ops, Names};
 
 #[cfg(test)]
 mod tests;
@@ -154,13 +156,16 @@ impl Default for FsOptions {
 
 pub struct Fs {
     remote: Arc<dyn Remote>,
-    inodes: Mutex<InodeTable>,
-    /// Attributes the server last reported, for GETATTR within the attribute timeout.
-    attrs: Mutex<AttrCache>,
+    /// The names state: inodes, attributes, known directories and leases, and the local
+    /// answers under them (see `names::Names`). Held by every local answer while it changes
+    /// the tables and sends its request, by a lease granted, recalled or lost, and by a
+    /// lookup answered from what is known: nothing answered under a lease is sent after the
+    /// lease went back, and a lookup sees a local rename, create or remove whole or not at all.
+    names: Mutex<Names>,
+    /// Bumped whenever a locally answered request is answered (see `settled`).
+    answered: tokio::sync::watch::Sender<u64>,
     open_files: OpenFiles,
     dirs: DirStreams,
-    /// Directories whose names this mount knows for a while (created or listed by it).
-    known: Mutex<KnownDirs>,
     cache: Option<Arc<BlockCache>>,
     writeback: Option<Arc<Writeback>>,
     coalescer: Option<Arc<Coalescer>>,
@@ -170,16 +175,6 @@ pub struct Fs {
     /// Read replies sent by sendfile whose data changed on the server while it was sent
     /// (each read again).
     read_retries: Arc<std::sync::atomic::AtomicU64>,
-    /// Operations answered locally whose requests are in flight (`local_ops`).
-    pub predictions: predictions::Predictions,
-    /// The gate of the names this mount answers for itself: held by every local answer
-    /// while it changes the tables and sends its request, by a lease given back, granted
-    /// or lost, and by a lookup answered from what is known. So nothing answered under a
-    /// lease is sent after the lease went back, and a lookup on the FUSE thread sees a
-    /// local rename, create or remove whole or not at all.
-    lease_gate: Mutex<()>,
-    /// Per caller (uid, gid): the owner the server gives what it makes (squashing applied).
-    owners: Mutex<std::collections::HashMap<(u32, u32), (u32, u32)>>,
     /// Files being written from the start, their bytes so far (see `write`).
     written: Mutex<std::collections::HashMap<Ino, bytes::BytesMut>>,
     /// The server's lease time, as it last said (ms; 0: not yet).
@@ -191,8 +186,6 @@ pub struct Fs {
     recalls: std::sync::atomic::AtomicU64,
     /// The space the server set aside for local answers (see `budget`).
     budget: Arc<budget::Budget>,
-    /// Open files whose writes did not fit in the budget: their close waits for the server.
-    over_budget: Mutex<std::collections::HashSet<Ino>>,
     /// Wakes the lease renewal early: the budget ran out, a renewal brings a new one.
     renew_now: tokio::sync::Notify,
     /// Tells the kernel to drop what it cached (set by the mount; see `changes`).
@@ -215,29 +208,28 @@ impl Fs {
             .then(|| Arc::new(BlockCache::new(options.cache_size, max_io as usize)));
         Fs {
             remote,
-            inodes: Mutex::new(InodeTable::new(root)),
-            attrs: Mutex::new(AttrCache::new(options.attr_ttl)),
+            names: Mutex::new(Names::new(
+                InodeTable::new(root),
+                AttrCache::new(options.attr_ttl),
+                KnownDirs::new(
+                    options.negative_ttl,
+                    options.entry_ttl.min(options.attr_ttl),
+                ),
+            )),
+            answered: tokio::sync::watch::channel(0).0,
             open_files: OpenFiles::default(),
             dirs: DirStreams::default(),
-            known: Mutex::new(KnownDirs::new(
-                options.negative_ttl,
-                options.entry_ttl.min(options.attr_ttl),
-            )),
             cache,
             writeback,
             coalescer,
             options,
             max_io,
             read_retries: Default::default(),
-            predictions: Default::default(),
-            lease_gate: Mutex::new(()),
-            owners: Default::default(),
             written: Default::default(),
             lease_ms: Default::default(),
             sessions_lost: Default::default(),
             recalls: Default::default(),
             budget: Default::default(),
-            over_budget: Default::default(),
             renew_now: Default::default(),
             kernel: Default::default(),
         }
@@ -256,6 +248,22 @@ impl Fs {
 
     /// Inodes the kernel currently knows.
     pub fn known_inodes(&self) -> usize {
-        self.inodes.lock().len()
+        self.names().inodes.len()
+    }
+
+    /// The names state, locked (see `names::Names` for what may be taken while held).
+    pub(crate) fn names(&self) -> parking_lot::MutexGuard<'_, Names> {
+        self.names.lock()
+    }
+
+    /// Locally answered requests in flight, failures so far and the latest described
+    /// (for `fsmount status`).
+    pub fn local_answers(&self) -> (u64, u64, Vec<String>) {
+        self.names().predictions.stats()
+    }
+
+    /// True if a locally answered request is in flight.
+    pub fn local_answers_in_flight(&self) -> bool {
+        self.names().predictions.any()
     }
 }

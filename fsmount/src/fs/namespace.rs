@@ -22,7 +22,7 @@ const AHEAD_PER_LISTING: usize = 64;
 impl Fs {
     /// The export-relative path `ino` is reached by.
     pub(super) fn path(&self, ino: Ino) -> Result<Vec<u8>> {
-        self.inodes.lock().path(ino).ok_or(FsError::Stale(ino.0))
+        self.names().inodes.path(ino).ok_or(FsError::Stale(ino.0))
     }
 
     /// Sends `req`, ORDERED while operations answered locally are in flight (it may depend
@@ -32,7 +32,7 @@ impl Fs {
         req: &C::Request,
     ) -> std::result::Result<C::Reply, ClientError> {
         self.remote
-            .rpc_in_order::<C>(req, self.predictions.any())
+            .rpc_in_order::<C>(req, self.local_answers_in_flight())
             .await
     }
 
@@ -48,7 +48,8 @@ impl Fs {
         make: impl Fn(Vec<u8>, Option<proto::Identity>) -> C::Request,
     ) -> Result<C::Reply> {
         let (paths, expect) = {
-            let inodes = self.inodes.lock();
+            let n = self.names();
+            let inodes = &n.inodes;
             if !inodes.exists(ino) {
                 return Err(FsError::Stale(ino.0));
             }
@@ -58,7 +59,7 @@ impl Fs {
         for (path, (parent, name)) in paths {
             match self.ask::<C>(&make(path, expect)).await {
                 Err(ClientError::Remote { errno, .. }) if errno == libc::ESTALE => {
-                    self.inodes.lock().drop_name(ino, parent, &name);
+                    self.names().inodes.drop_name(ino, parent, &name);
                 }
                 r => return Ok(r?),
             }
@@ -67,8 +68,8 @@ impl Fs {
     }
 
     fn child_path(&self, parent: Ino, name: &[u8]) -> Result<Vec<u8>> {
-        self.inodes
-            .lock()
+        self.names()
+            .inodes
             .child_path(parent, name)
             .ok_or(FsError::Stale(parent.0))
     }
@@ -82,10 +83,21 @@ impl Fs {
         attr: proto::Attr,
         generation: u64,
     ) -> Entry {
-        let mut inodes = self.inodes.lock();
-        let ino = inodes.remember(parent, name, &attr);
-        self.note_xattrs(&mut inodes, ino, &attr);
-        self.attrs.lock().put(ino, &attr, generation);
+        self.remember_in(&mut self.names(), parent, name, attr, generation)
+    }
+
+    /// `remember`, under the names lock `n`.
+    fn remember_in(
+        &self,
+        n: &mut super::Names,
+        parent: Ino,
+        name: &[u8],
+        attr: proto::Attr,
+        generation: u64,
+    ) -> Entry {
+        let ino = n.inodes.remember(parent, name, &attr);
+        self.note_xattrs(&mut n.inodes, ino, &attr);
+        n.attrs.put(ino, &attr, generation);
         Entry {
             ino,
             attr,
@@ -96,7 +108,7 @@ impl Fs {
     /// This mount changed names: cached attributes go. Returns the generation replies
     /// received from now on are kept under.
     pub(super) fn names_changed(&self) -> u64 {
-        let mut attrs = self.attrs.lock();
+        let attrs = &mut self.names().attrs;
         attrs.forget_all();
         attrs.generation()
     }
@@ -109,7 +121,7 @@ impl Fs {
         name: &[u8],
         req: &C::Request,
     ) -> Result<C::Reply> {
-        self.predictions.unpredictable(parent);
+        self.names().predictions.unpredictable(parent);
         let reply = self.ask::<C>(req).await.map_err(FsError::from);
         self.name_made(parent, name, &reply);
         reply
@@ -118,7 +130,7 @@ impl Fs {
     /// `name` was made in `parent` by a request that returned `result` (EEXIST: it exists
     /// anyway); any other failure leaves `parent`'s names unaccounted for.
     pub(super) fn name_made<T>(&self, parent: Ino, name: &[u8], result: &Result<T>) {
-        let mut known = self.known.lock();
+        let known = &mut self.names().known;
         match result {
             Ok(_) => known.added(parent, name),
             Err(e) if e.errno() == libc::EEXIST => known.added(parent, name),
@@ -135,7 +147,7 @@ impl Fs {
             return self.walked_into(known);
         }
         let list = {
-            let mut known = self.known.lock();
+            let known = &mut self.names().known;
             known.worth_listing(parent) || known.relist_for_attrs(parent)
         };
         if list && self.list_known(parent).await {
@@ -169,7 +181,8 @@ impl Fs {
             Ok(e) if e.attr.mode & libc::S_IFMT == libc::S_IFDIR => e.ino,
             _ => return entry,
         };
-        if self.known.lock().list_ahead(dir) {
+        let list = self.names().known.list_ahead(dir);
+        if list {
             self.list_claimed(vec![dir]);
         }
         entry
@@ -177,22 +190,21 @@ impl Fs {
 
     /// `name` in `parent` as a known directory has it, if it does.
     fn lookup_known(&self, parent: Ino, name: &[u8]) -> Option<Result<Entry>> {
-        // Under the gate local answers change the names under: a rename, create or remove
-        // answered here is seen whole or not at all.
-        let _gate = self.lease_gate.lock();
+        // Under the names lock local answers change the names under: a rename, create or
+        // remove answered here is seen whole or not at all.
+        let mut n = self.names();
         // Something this mount is making there: as predicted.
-        let making = self.inodes.lock().child(parent, name);
-        if let Some((ino, attr)) = making.and_then(|i| Some((i, self.predicted(i)?))) {
-            self.inodes.lock().looked_up(ino);
+        let making = n.inodes.child(parent, name);
+        if let Some((ino, attr)) = making.and_then(|i| Some((i, n.predicted(i)?))) {
+            n.inodes.looked_up(ino);
             let age = Duration::ZERO;
             return Some(Ok(Entry { ino, attr, age }));
         }
-        let generation = self.attr_generation();
-        let known = self.known.lock().lookup(parent, name, generation);
-        match known {
+        let generation = n.attrs.generation();
+        match n.known.lookup(parent, name, generation) {
             Known::Missing { age } => Some(Err(FsError::Missing { age })),
             Known::Present { attr, age } => {
-                let mut entry = self.remember(parent, name, attr, generation);
+                let mut entry = self.remember_in(&mut n, parent, name, attr, generation);
                 entry.age = age;
                 Some(Ok(entry))
             }
@@ -226,7 +238,7 @@ impl Fs {
                 true
             }
             _ => {
-                self.known.lock().unlistable(dir);
+                self.names().known.unlistable(dir);
                 false
             }
         }
@@ -249,8 +261,8 @@ impl Fs {
             .collect();
         let names = valid.iter().map(|e| (&e.name[..], e.attr));
         let whole = dir_attr.map(|a| (Arc::new(valid.clone()), a));
-        self.known
-            .lock()
+        self.names()
+            .known
             .listed(dir, since, generation, names, whole);
     }
 
@@ -259,7 +271,7 @@ impl Fs {
     /// only if not known or being listed already; as the walker.
     pub(super) fn list_ahead_of_readdir(self: &Arc<Self>, dirs: Vec<Ino>) {
         let claimed: Vec<Ino> = {
-            let mut known = self.known.lock();
+            let known = &mut self.names().known;
             dirs.into_iter()
                 .filter(|d| known.claim(*d))
                 .take(AHEAD_PER_LISTING)
@@ -282,7 +294,7 @@ impl Fs {
                     let fs = fs.clone();
                     async move {
                         fs.list_known(dir).await;
-                        fs.known.lock().ahead_done(dir);
+                        fs.names().known.ahead_done(dir);
                     }
                 })
                 .await;
@@ -295,12 +307,16 @@ impl Fs {
 
     /// The kernel dropped `n` lookups of `ino`.
     pub fn forget(&self, ino: Ino, n: u64) {
-        let gone = self.inodes.lock().forget(ino, n);
-        if gone {
-            self.predictions.unpredictable(ino);
-            self.attrs.lock().forget(ino);
-            self.known.lock().forget(ino);
-        }
+        let gone = {
+            let mut names = self.names();
+            let gone = names.inodes.forget(ino, n);
+            if gone {
+                names.predictions.unpredictable(ino);
+                names.attrs.forget(ino);
+                names.known.forget(ino);
+            }
+            gone
+        };
         if let (true, Some(cache)) = (gone, &self.cache) {
             cache.forget(ino);
         }
@@ -328,9 +344,10 @@ impl Fs {
         let sent = (Instant::now(), self.lease_asked());
         let reply = self.make_name::<rpc::Mkdir>(parent, name, &req).await?;
         let attr = attr_of(reply.attr)?;
-        self.learn_owner(&attr, self.parent_setgid(parent, &attr));
-        let entry = self.remember(parent, name, attr, self.names_changed());
-        self.known.lock().created(entry.ino);
+        self.learn_owner(parent, &attr);
+        let generation = self.names_changed();
+        let entry = self.remember(parent, name, attr, generation);
+        self.names().known.created(entry.ino);
         let lease = (reply.lease_ms, reply.budget.as_ref());
         self.lease_granted(entry.ino, sent, lease, &attr);
         Ok(entry)
@@ -345,7 +362,8 @@ impl Fs {
             rdev,
         };
         let reply = self.make_name::<rpc::Mknod>(parent, name, &req).await?;
-        Ok(self.remember(parent, name, attr_of(reply.attr)?, self.names_changed()))
+        let generation = self.names_changed();
+        Ok(self.remember(parent, name, attr_of(reply.attr)?, generation))
     }
 
     pub async fn symlink(
@@ -364,16 +382,20 @@ impl Fs {
             target: Bytes::copy_from_slice(target),
         };
         let reply = self.make_name::<rpc::Symlink>(parent, name, &req).await?;
-        Ok(self.remember(parent, name, attr_of(reply.attr)?, self.names_changed()))
+        let generation = self.names_changed();
+        Ok(self.remember(parent, name, attr_of(reply.attr)?, generation))
     }
 
     pub async fn link(&self, ino: Ino, new_parent: Ino, new_name: &[u8]) -> Result<Entry> {
         check_name(new_name)?;
         // A file still being created locally: bound to its server identity first, so the
         // new name is known as the same inode.
-        self.predictions.settled(ino).await;
-        self.predictions.unpredictable(ino);
-        self.predictions.unpredictable(new_parent);
+        self.settled(ino).await;
+        {
+            let predictions = &mut self.names().predictions;
+            predictions.unpredictable(ino);
+            predictions.unpredictable(new_parent);
+        }
         let new_parent_path = self.path(new_parent)?;
         let make = |path: Vec<u8>, expect| proto::LinkRequest {
             path: path.into(),
@@ -385,7 +407,8 @@ impl Fs {
         self.name_made(new_parent, new_name, &reply);
         let reply = reply?;
         let attr = attr_of(reply.attr)?;
-        Ok(self.remember(new_parent, new_name, attr, self.names_changed()))
+        let generation = self.names_changed();
+        Ok(self.remember(new_parent, new_name, attr, generation))
     }
 
     /// unlink (`dir` false) or rmdir (`dir` true).
@@ -399,19 +422,25 @@ impl Fs {
             name: Bytes::copy_from_slice(name),
             dir,
         };
-        let child = self.inodes.lock().child(parent, name);
-        for i in child.into_iter().chain([parent]) {
-            self.predictions.unpredictable(i);
+        {
+            let mut n = self.names();
+            let child = n.inodes.child(parent, name);
+            for i in child.into_iter().chain([parent]) {
+                n.predictions.unpredictable(i);
+            }
         }
         let removed = self.ask::<rpc::Remove>(&req).await;
-        match &removed {
-            Ok(_) => self.known.lock().removed(parent, name),
-            Err(_) => self.known.lock().forget(parent),
+        {
+            let known = &mut self.names().known;
+            match &removed {
+                Ok(_) => known.removed(parent, name),
+                Err(_) => known.forget(parent),
+            }
         }
         removed?;
         self.names_changed();
         // The inode stays reachable through its other names, if it has any.
-        self.inodes.lock().remove_name(parent, name);
+        self.names().inodes.remove_name(parent, name);
         Ok(())
     }
 
@@ -439,19 +468,19 @@ impl Fs {
             new_name: Bytes::copy_from_slice(new_name),
             flags,
         };
-        let touched = {
-            let inodes = self.inodes.lock();
-            [
-                inodes.child(parent, name),
-                inodes.child(new_parent, new_name),
-            ]
-        };
-        for i in touched.into_iter().flatten().chain([parent, new_parent]) {
-            self.predictions.unpredictable(i);
+        {
+            let mut n = self.names();
+            let touched = [
+                n.inodes.child(parent, name),
+                n.inodes.child(new_parent, new_name),
+            ];
+            for i in touched.into_iter().flatten().chain([parent, new_parent]) {
+                n.predictions.unpredictable(i);
+            }
         }
         let reply = self.ask::<rpc::Rename>(&req).await;
         {
-            let mut known = self.known.lock();
+            let known = &mut self.names().known;
             match &reply {
                 Ok(_) if flags & libc::RENAME_EXCHANGE != 0 => {}
                 Ok(_) => {
@@ -466,7 +495,7 @@ impl Fs {
         }
         let reply = reply?;
         self.names_changed();
-        self.inodes.lock().renamed(
+        self.names().inodes.renamed(
             (parent, name),
             (new_parent, new_name),
             reply.moved.as_ref(),

@@ -87,11 +87,11 @@ impl Fs {
         let (fh, attr) = (Fh(reply.handle), attr_of(reply.attr)?);
         // Fresh from the server: `fstat` after the first read (the kernel asks again for
         // the atime) is answered from it.
-        self.attrs.lock().put(ino, &attr, generation);
         let keep_cache = {
-            let mut inodes = self.inodes.lock();
-            inodes.opened(ino, fh);
-            inodes.keep_cache(ino, attr.change)
+            let mut n = self.names();
+            n.attrs.put(ino, &attr, generation);
+            n.inodes.opened(ino, fh);
+            n.inodes.keep_cache(ino, attr.change)
         };
         self.note_open(ino, fh, flags, &attr);
         if let (Some(data), Some(cache)) = (reply.prefetched, &self.cache) {
@@ -123,16 +123,17 @@ impl Fs {
         let reply = self.make_name::<rpc::Create>(parent, name, &req).await?;
         let fh = Fh(reply.handle);
         let attr = attr_of(reply.attr)?;
-        self.learn_owner(&attr, self.parent_setgid(parent, &attr));
-        let entry = self.remember(parent, name, attr, self.names_changed());
+        self.learn_owner(parent, &attr);
+        let generation = self.names_changed();
+        let entry = self.remember(parent, name, attr, generation);
         {
-            let mut inodes = self.inodes.lock();
-            inodes.opened(entry.ino, fh);
-            inodes.keep_cache(entry.ino, entry.attr.change);
+            let mut n = self.names();
+            n.inodes.opened(entry.ino, fh);
+            n.inodes.keep_cache(entry.ino, entry.attr.change);
+            // A file just created carries no capabilities.
+            self.note_no_caps(&mut n, entry.ino, true);
         }
         self.note_open(entry.ino, fh, flags, &entry.attr);
-        // A file just created carries no capabilities.
-        self.note_no_caps(entry.ino, true);
         Ok((entry, fh))
     }
 
@@ -146,12 +147,19 @@ impl Fs {
         if let Err(e) = self.settle(ino).await {
             // Nobody was told: `fsmount sync` must be.
             let what = format!("{ino}: a write failed and no flush was left to report it: {e}");
-            if self.predictions.write_failed(ino, what.clone(), e.errno()) {
+            let first = self
+                .names()
+                .predictions
+                .write_failed(ino, what.clone(), e.errno());
+            if first {
                 tracing::warn!("{what}");
             }
         }
-        self.over_budget.lock().remove(&ino);
-        self.inodes.lock().closed(ino, fh);
+        {
+            let mut n = self.names();
+            n.over_budget.remove(&ino);
+            n.inodes.closed(ino, fh);
+        }
         self.open_files.by_handle.lock().remove(&fh);
         let req = proto::CloseRequest { handle: fh.0 };
         match self
@@ -173,13 +181,13 @@ impl Fs {
     /// locally): the Close is queued behind its writes (the server runs it after them) and
     /// not waited for; failures were reported by flush, or are kept for `fsmount sync`.
     fn release_behind(&self, ino: Ino, fh: Fh) -> Result<()> {
-        // A setattr answered locally picks the handle to send through under the gate:
-        // this Close cannot slip in between.
-        let _gate = self.lease_gate.lock();
+        // A setattr answered locally picks the handle to send through under the names
+        // lock: this Close cannot slip in between.
+        let mut n = self.names();
         if let Some(c) = &self.coalescer {
             c.flush_ino(ino);
         }
-        self.inodes.lock().closed(ino, fh);
+        n.inodes.closed(ino, fh);
         self.open_files.by_handle.lock().remove(&fh);
         let call = self.remote.call_ordered(
             <rpc::Close as rpc::Rpc>::COMMAND,
@@ -187,6 +195,7 @@ impl Fs {
             Bytes::new(),
             crate::remote::Patience::Forever,
         );
+        drop(n);
         tokio::spawn(async move {
             match call.await.map_err(super::FsError::from) {
                 Ok(_) => {}
@@ -252,12 +261,12 @@ impl Fs {
                 let Some(fs) = fs.upgrade() else { return };
                 // A handle the server never opened, its create answered locally having
                 // failed: that failure is the one kept.
-                if errno == libc::EBADF
-                    && (fs.predictions.busy(ino) || fs.predictions.has_error(ino))
+                let mut n = fs.names();
+                if errno == libc::EBADF && (n.predictions.busy(ino) || n.predictions.has_error(ino))
                 {
                     return;
                 }
-                let name = fs.inodes.lock().path(ino);
+                let name = n.inodes.path(ino);
                 let name = name.map_or(format!("inode {ino}"), |p| {
                     String::from_utf8_lossy(&p).into_owned()
                 });
@@ -265,7 +274,7 @@ impl Fs {
                     "write of {name}: {}",
                     std::io::Error::from_raw_os_error(errno)
                 );
-                if fs.predictions.write_failed(ino, what.clone(), errno) {
+                if n.predictions.write_failed(ino, what.clone(), errno) {
                     tracing::warn!(
                         "{what} (reported by the next close or fsync of it, else by fsmount sync)"
                     );
@@ -285,7 +294,8 @@ impl Fs {
                     .map(|(fh, f)| (*fh, f.ino, f.flags, f.opener.clone()))
                     .collect()
             };
-            let inodes = fs.inodes.lock();
+            let n = fs.names();
+            let inodes = &n.inodes;
             let once_only = (libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC) as u32;
             files
                 .into_iter()

@@ -400,15 +400,15 @@ async fn a_subdirectory_a_walker_meets_in_a_listing_is_listed_ahead_of_it() {
     fake.replace(b"a", b"1");
     fake.replace(b"b", b"1");
     // A fresh mount's view: nothing known yet (this mount made "d": forget that).
-    fs.known.lock().forget(Ino::ROOT);
-    fs.known.lock().forget(made);
+    fs.names().known.forget(Ino::ROOT);
+    fs.names().known.forget(made);
     let sent = |fake: &FakeServer, cmd| fake.log().iter().filter(|l| l.cmd == cmd).count();
     fs.lookup(Ino::ROOT, b"a").await.unwrap();
     fs.lookup(Ino::ROOT, b"b").await.unwrap(); // second miss: the root is listed
     let d = fs.lookup(Ino::ROOT, b"d").await.unwrap().ino; // from the listing: d is listed ahead
     for _ in 0..100 {
         let generation = fs.attr_generation();
-        if fs.known.lock().lookup(d, b"f", generation) != super::known_dirs::Known::Unknown {
+        if fs.names().known.lookup(d, b"f", generation) != super::known_dirs::Known::Unknown {
             break;
         }
         settle_tasks().await;
@@ -464,13 +464,14 @@ async fn subdirectories_a_readdir_shows_are_listed_ahead_and_their_readdir_needs
     let (fake, fs) = core();
     let d = fs.mkdir(Ino::ROOT, b"d", 0o755).await.unwrap().ino;
     fake.replace(b"d/x", b"1");
-    fs.known.lock().forget(d); // as on a fresh mount: d not known
+    fs.names().known.forget(d); // as on a fresh mount: d not known
     let lists = |fake: &FakeServer| fake.log().iter().filter(|l| l.cmd == Command::List).count();
     let names = read_dir_plus(&fs, Ino::ROOT).await;
     assert!(names.contains(&b"d".to_vec()));
     let before = lists(&fake);
     for _ in 0..100 {
-        if fs.known.lock().whole(d, fs.attr_generation()).is_some() {
+        let generation = fs.attr_generation();
+        if fs.names().known.whole(d, generation).is_some() {
             break;
         }
         settle_tasks().await;
@@ -529,7 +530,7 @@ async fn a_write_failing_after_its_close_returned_is_kept_for_sync_and_status_by
     fs.release(ino, fh).await.unwrap();
     let e = fs.sync_all().await.expect_err("fsmount sync fails");
     assert_eq!(e.errno(), libc::EIO);
-    let (_, failed, described) = fs.predictions.stats();
+    let (_, failed, described) = fs.local_answers();
     assert!(failed >= 1);
     assert!(
         described.iter().any(|d| d.contains("d/f")),

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use protocol::rpc;
 
 use super::inodes::{Absent, InodeTable};
-use super::{Fs, FsError, Ino, Result};
+use super::{Fs, FsError, Ino, Names, Result};
 
 /// The attribute the kernel checks before each write and chown (file capabilities).
 const SECURITY_CAPABILITY: &[u8] = b"security.capability";
@@ -18,7 +18,8 @@ impl Fs {
     pub async fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Bytes> {
         let caps = name == SECURITY_CAPABILITY;
         {
-            let (inodes, now) = (self.inodes.lock(), Instant::now());
+            let (n, now) = (self.names(), Instant::now());
+            let inodes = &n.inodes;
             if inodes.knows_absent(ino, Absent::AllXattrs, now)
                 || (caps && inodes.knows_absent(ino, Absent::Capability, now))
             {
@@ -33,7 +34,7 @@ impl Fs {
         let result = self.by_any_name::<rpc::GetXattr>(ino, make).await;
         if caps {
             let absent = matches!(&result, Err(e) if e.errno() == libc::ENODATA);
-            self.note_no_caps(ino, absent);
+            self.note_no_caps(&mut self.names(), ino, absent);
         }
         Ok(result?.value)
     }
@@ -46,15 +47,16 @@ impl Fs {
             flags,
             expect,
         };
-        self.inodes
-            .lock()
-            .set_absent_until(ino, Absent::AllXattrs, None);
-        if name == SECURITY_CAPABILITY {
-            self.note_no_caps(ino, false);
+        {
+            let mut n = self.names();
+            n.inodes.set_absent_until(ino, Absent::AllXattrs, None);
+            if name == SECURITY_CAPABILITY {
+                self.note_no_caps(&mut n, ino, false);
+            }
+            n.predictions.unpredictable(ino);
         }
-        self.predictions.unpredictable(ino);
         self.by_any_name::<rpc::SetXattr>(ino, make).await?;
-        self.attrs.lock().forget(ino);
+        self.names().attrs.forget(ino);
         self.policy_changed(ino, name);
         Ok(())
     }
@@ -63,11 +65,14 @@ impl Fs {
     /// mount leases, its mode bits may no longer decide who may change it, so the lease
     /// goes back (as on a recall) and calls there go to the server.
     fn policy_changed(&self, ino: Ino, name: &[u8]) {
-        if !name.starts_with(b"system.") || !self.known.lock().holds_dir(ino) {
-            return;
-        }
-        // Not under the inode table's lock: `recall` takes the gate, then that lock.
-        let path = self.inodes.lock().path(ino);
+        let path = {
+            let n = self.names();
+            if !name.starts_with(b"system.") || !n.known.holds_dir(ino) {
+                return;
+            }
+            n.inodes.path(ino)
+        };
+        // Not under the names lock: `recall` takes it.
         if let Some(path) = path {
             self.recall(vec![Bytes::from(path)]);
         }
@@ -75,11 +80,11 @@ impl Fs {
 
     /// Attribute names, each followed by a NUL, as listxattr(2) returns them.
     pub async fn listxattr(&self, ino: Ino) -> Result<Vec<u8>> {
-        if self
+        let absent = self
+            .names()
             .inodes
-            .lock()
-            .knows_absent(ino, Absent::AllXattrs, Instant::now())
-        {
+            .knows_absent(ino, Absent::AllXattrs, Instant::now());
+        if absent {
             return Ok(Vec::new());
         }
         let make = |path: Vec<u8>, expect| proto::ListXattrRequest {
@@ -101,12 +106,15 @@ impl Fs {
             name: Bytes::copy_from_slice(name),
             expect,
         };
-        self.predictions.unpredictable(ino);
+        self.names().predictions.unpredictable(ino);
         self.by_any_name::<rpc::RemoveXattr>(ino, make).await?;
-        if name == SECURITY_CAPABILITY {
-            self.note_no_caps(ino, true);
+        {
+            let mut n = self.names();
+            if name == SECURITY_CAPABILITY {
+                self.note_no_caps(&mut n, ino, true);
+            }
+            n.attrs.forget(ino);
         }
-        self.attrs.lock().forget(ino);
         self.policy_changed(ino, name);
         Ok(())
     }
@@ -119,11 +127,9 @@ impl Fs {
     }
 
     /// Remembers (for `attr_ttl`) that `ino` has no `security.capability`, or forgets it.
-    pub(super) fn note_no_caps(&self, ino: Ino, absent: bool) {
+    pub(super) fn note_no_caps(&self, n: &mut Names, ino: Ino, absent: bool) {
         let until = (absent && !self.options.attr_ttl.is_zero())
             .then(|| Instant::now() + self.options.attr_ttl);
-        self.inodes
-            .lock()
-            .set_absent_until(ino, Absent::Capability, until);
+        n.inodes.set_absent_until(ino, Absent::Capability, until);
     }
 }

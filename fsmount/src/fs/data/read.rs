@@ -23,8 +23,9 @@ impl Fs {
         // A file created or opened locally exists (is open) on the server once its requests
         // are answered, and an Open answered locally brings its first block: wait for them,
         // unless the cache holds all that is asked.
-        if self.predictions.busy(ino) && !self.all_cached(ino, offset, len) {
-            self.predictions.settled(ino).await;
+        let busy = self.names().predictions.busy(ino);
+        if busy && !self.all_cached(ino, offset, len) {
+            self.settled(ino).await;
         }
         self.after_writes(ino).await;
         let retries = &*self.read_retries;

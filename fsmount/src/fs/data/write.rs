@@ -59,7 +59,10 @@ impl Fs {
     /// now, so it is told to ask again (the next getattr waits for the write).
     fn write_kills_set_id(&self, ino: Ino) {
         let set_id = libc::S_ISUID | libc::S_ISGID;
-        let cached = self.predicted(ino).or_else(|| self.attrs.lock().get(ino));
+        let cached = {
+            let n = self.names();
+            n.predicted(ino).or_else(|| n.attrs.get(ino))
+        };
         if cached.is_none_or(|a| a.mode & set_id == 0) {
             return;
         }
@@ -67,7 +70,7 @@ impl Fs {
         if crate::credentials::current().is_none_or(|c| c.uid == 0) {
             return;
         }
-        self.predictions.unpredictable(ino);
+        self.names().predictions.unpredictable(ino);
         if let Some(tell) = self.kernel.get() {
             tell(vec![crate::fs::Invalidate::Attrs(ino)]);
         }
@@ -82,7 +85,7 @@ impl Fs {
         }
         let claim = self.budget.claim(len as u64, 0);
         if claim.is_none() {
-            self.over_budget.lock().insert(ino);
+            self.names().over_budget.insert(ino);
             self.budget_short();
         }
         claim
@@ -138,7 +141,7 @@ impl Fs {
     /// setattrs, whose failure comes first); the first failure among them, once.
     pub(in crate::fs) async fn settle(&self, ino: Ino) -> Result<()> {
         self.after_writes(ino).await;
-        self.predictions.settled(ino).await;
+        self.settled(ino).await;
         self.known_failure(ino)
     }
 
@@ -146,10 +149,11 @@ impl Fs {
     /// A locally answered create's failure comes before its writes' (which then failed on
     /// a handle the server never opened: EBADF, not the application's business).
     pub(in crate::fs) fn known_failure(&self, ino: Ino) -> Result<()> {
-        let local = self.predictions.take_error(ino);
+        let mut n = self.names();
+        let local = n.predictions.take_error(ino);
         let written = self.writeback.as_ref().and_then(|wb| wb.take_error(ino));
         if written.is_some() {
-            self.predictions.writes_reported(ino);
+            n.predictions.writes_reported(ino);
         }
         match local.or(written) {
             Some(errno) => Err(FsError::Writeback(errno)),
@@ -160,7 +164,7 @@ impl Fs {
     /// A write of `ino` up to `end` was accepted: the prediction of a file being created
     /// locally follows it.
     fn wrote_here(&self, ino: Ino, end: u64) {
-        self.predictions.update(ino, |a| {
+        self.names().predictions.update(ino, |a| {
             let t = crate::fs::local_ops::now();
             a.size = a.size.max(end);
             a.blocks = a.size.div_ceil(512);
@@ -182,8 +186,9 @@ impl Fs {
     /// fsync of a directory: every operation answered locally (under a lease) has reached
     /// the server; the first failure among them not reported yet, once.
     pub async fn fsyncdir(&self) -> Result<()> {
-        self.predictions.all_settled().await;
-        match self.predictions.take_unreported() {
+        self.all_settled().await;
+        let unreported = self.names().predictions.take_unreported();
+        match unreported {
             Some(errno) => Err(FsError::Writeback(errno)),
             None => Ok(()),
         }
@@ -210,7 +215,7 @@ impl Fs {
         self.after_handle_writes(from.fh).await;
         if let Some(ino) = self.after_handle_writes(to.fh).await {
             self.data_changed(ino);
-            self.predictions.unpredictable(ino);
+            self.names().predictions.unpredictable(ino);
         }
         let req = proto::CopyRangeRequest {
             handle_in: from.fh.0,
@@ -225,7 +230,7 @@ impl Fs {
     pub async fn fallocate(&self, fh: Fh, mode: u32, offset: u64, len: u64) -> Result<()> {
         if let Some(ino) = self.after_handle_writes(fh).await {
             self.data_changed(ino);
-            self.predictions.unpredictable(ino);
+            self.names().predictions.unpredictable(ino);
         }
         let req = proto::FallocateRequest {
             handle: fh.0,
@@ -261,7 +266,8 @@ impl Fs {
     /// waited for writes in flight (attributes that arrived meanwhile may predate them).
     pub(in crate::fs) fn take_settled(&self, ino: Ino, waited: bool) {
         let settled = self.writeback.as_ref().and_then(|wb| wb.take_settled(ino));
-        let mut attrs = self.attrs.lock();
+        let mut n = self.names();
+        let attrs = &mut n.attrs;
         let current = settled.filter(|(_, generation)| *generation == attrs.generation());
         if waited {
             attrs.forget(ino);

@@ -20,7 +20,7 @@ use protocol::rpc;
 
 use crate::fs::budget::Mark;
 use crate::fs::known_dirs::DirAttr;
-use crate::fs::{Fs, Ino};
+use crate::fs::{Fs, Ino, Names};
 
 /// Renewal period when the server has not said its lease time yet.
 const DEFAULT_RENEW: Duration = Duration::from_secs(10);
@@ -65,7 +65,7 @@ impl Fs {
             return;
         }
         self.budget.refresh(budget, sent.1 .1);
-        let _gate = self.lease_gate.lock();
+        let mut n = self.names();
         if self.recalls.load(std::sync::atomic::Ordering::SeqCst) != sent.1 .0 {
             tracing::debug!("{dir}: a recall came meanwhile; the grant is not taken");
             return;
@@ -73,25 +73,20 @@ impl Fs {
         let sent = sent.0;
         self.lease_ms
             .store(lease_ms as u64, std::sync::atomic::Ordering::Relaxed);
-        self.known
-            .lock()
+        n.known
             .lease(dir, trusted_until(sent, lease_ms), DirAttr::of(dir_attr));
     }
 
     /// The server recalls the leases on `paths` (called on the connection's reader: sends,
     /// never waits). Stops answering there, sends what is buffered, and gives them back.
     pub fn recall(&self, paths: Vec<Bytes>) {
-        let _gate = self.lease_gate.lock();
+        let mut n = self.names();
         self.recalls
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        {
-            let inodes = self.inodes.lock();
-            let mut known = self.known.lock();
-            for p in &paths {
-                if let Some(dir) = inodes.at_path(p) {
-                    known.unlease(dir);
-                    self.predictions.forget_kept_in(Some(dir));
-                }
+        for p in &paths {
+            if let Some(dir) = n.inodes.at_path(p) {
+                n.known.unlease(dir);
+                n.predictions.forget_kept_in(Some(dir));
             }
         }
         tokio::spawn(self.give_back(paths));
@@ -99,10 +94,10 @@ impl Fs {
 
     /// Gives back every lease (the server lost track of changes: a recall may be lost).
     pub(in crate::fs) fn give_back_all(&self) {
-        let _gate = self.lease_gate.lock();
+        let mut n = self.names();
         self.recalls
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        if let Some(call) = self.give_back_held() {
+        if let Some(call) = self.give_back_held(&mut n) {
             tokio::spawn(call);
         }
     }
@@ -112,9 +107,9 @@ impl Fs {
     /// forgotten the inodes by then, so they go back by session, not by path).
     pub async fn give_back_before_leaving(&self) {
         let call = {
-            let _gate = self.lease_gate.lock();
-            self.known.lock().unlease_all();
-            self.predictions.forget_kept_in(None);
+            let mut n = self.names();
+            n.known.unlease_all();
+            n.predictions.forget_kept_in(None);
             if let Some(c) = &self.coalescer {
                 c.flush_all();
             }
@@ -135,22 +130,24 @@ impl Fs {
         }
     }
 
-    /// Stops holding every lease and sends them back (under the gate); the call, if any.
-    fn give_back_held(&self) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
-        let dirs = self.known.lock().unlease_all();
-        self.predictions.forget_kept_in(None);
-        let paths: Vec<Bytes> = {
-            let inodes = self.inodes.lock();
-            dirs.iter()
-                .filter_map(|d| inodes.path(*d))
-                .map(Bytes::from)
-                .collect()
-        };
+    /// Stops holding every lease and sends them back (under the names lock `n`); the
+    /// call, if any.
+    fn give_back_held(
+        &self,
+        n: &mut Names,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let dirs = n.known.unlease_all();
+        n.predictions.forget_kept_in(None);
+        let paths: Vec<Bytes> = dirs
+            .iter()
+            .filter_map(|d| n.inodes.path(*d))
+            .map(Bytes::from)
+            .collect();
         (!paths.is_empty()).then(|| self.give_back(paths))
     }
 
     /// Sends the coalesced writes, then the ORDERED Lease request returning `paths`; the
-    /// caller holds the lease gate (no local answer is sent in between) and runs or spawns
+    /// caller holds the names lock (no local answer is sent in between) and runs or spawns
     /// the returned future, which logs a failure.
     fn give_back(
         &self,
@@ -180,13 +177,13 @@ impl Fs {
 
     /// The server lost this mount's session (it restarted): it holds no lease of ours.
     pub(in crate::fs) fn leases_lost(&self) {
-        let _gate = self.lease_gate.lock();
+        let mut n = self.names();
         self.recalls
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.sessions_lost
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.known.lock().unlease_all();
-        self.predictions.forget_kept_in(None);
+        n.known.unlease_all();
+        n.predictions.forget_kept_in(None);
     }
 
     /// The budget did not cover a local answer: renew now, for a fresh one.
@@ -226,7 +223,7 @@ impl Fs {
                     // the server, not floods it.
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                if !fs.known.lock().any_leased() {
+                if !fs.names().known.any_leased() {
                     continue;
                 }
                 let (sent, mark) = (Instant::now(), fs.budget.mark());
@@ -239,7 +236,7 @@ impl Fs {
                 let renewed = fs.remote.rpc::<rpc::Lease>(&req).await;
                 match renewed {
                     Ok(r) if r.lease_ms > 0 => {
-                        fs.known.lock().renewed(trusted_until(sent, r.lease_ms));
+                        fs.names().known.renewed(trusted_until(sent, r.lease_ms));
                         fs.budget.refresh(r.budget.as_ref(), mark);
                     }
                     Ok(_) => fs.leases_lost(),

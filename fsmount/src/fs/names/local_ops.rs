@@ -7,7 +7,7 @@
 //! writes and setattrs behind it, a mkdir before the creates in it, a rename after the
 //! writes of the file). A new object gets its inode number now and its server identity
 //! when the reply arrives (`InodeTable::bind`); its attributes meanwhile are the predicted
-//! ones (`pending`). A failure is reported by the file's next flush, fsync or close, by
+//! ones (`predictions`). A failure is reported by the file's next flush, fsync or close, by
 //! fsync of a directory and `fsmount sync`, and listed by `fsmount status`.
 //!
 //! Only what can be predicted is answered locally: the caller must be allowed to make the
@@ -28,7 +28,7 @@ use crate::fs::block_cache::Block;
 use crate::fs::budget::Claim;
 use crate::fs::known_dirs::DirAttr;
 use crate::fs::predictions::{Finished, Kept};
-use crate::fs::{Entry, Fh, Fs, Ino, SetAttr};
+use crate::fs::{Entry, Fh, Fs, Ino, Names, SetAttr};
 use crate::remote::{decode, Patience};
 
 const S_IFMT: u32 = libc::S_IFMT;
@@ -101,41 +101,138 @@ fn may_change_names(owner: (u32, u32), groups: &[u32], dir: &DirAttr) -> bool {
     bits & 0o3 == 0o3 && dir.mode & libc::S_ISVTX == 0
 }
 
-impl Fs {
+impl Names {
     /// The owner the server gives what the caller makes (squashing applied), if learned.
     fn caller_owner(&self) -> Option<((u32, u32), Vec<u32>)> {
         let (key, groups) = caller();
-        let owner = *self.owners.lock().get(&key)?;
+        let owner = *self.owners.get(&key)?;
         Some((owner, groups))
-    }
-
-    /// The server made `attr` for the caller in a directory without the set-group-ID bit:
-    /// what the caller makes is owned so (learned once per caller).
-    pub(in crate::fs) fn learn_owner(&self, attr: &proto::Attr, parent_setgid: bool) {
-        if parent_setgid || !self.wants_leases() {
-            return;
-        }
-        let (key, _) = caller();
-        let mut owners = self.owners.lock();
-        if owners.len() < 1024 {
-            owners.insert(key, (attr.uid, attr.gid));
-        }
     }
 
     /// True if `parent`'s set-group-ID bit is set, as far as this mount knows (a new
     /// directory inherits it, so a mkdir reply tells).
-    pub(in crate::fs) fn parent_setgid(&self, parent: Ino, made: &proto::Attr) -> bool {
+    fn parent_setgid(&self, parent: Ino, made: &proto::Attr) -> bool {
         if made.mode & S_IFMT == libc::S_IFDIR {
             return made.mode & S_ISGID != 0;
         }
-        match self.known.lock().dir_attr(parent) {
+        match self.known.dir_attr(parent) {
             Some(d) => d.mode & S_ISGID != 0,
-            None => self
-                .attrs
-                .lock()
-                .get(parent)
-                .is_none_or(|a| a.mode & S_ISGID != 0),
+            None => self.attrs.get(parent).is_none_or(|a| a.mode & S_ISGID != 0),
         }
+    }
+
+    /// The attributes of `ino` as this mount predicts them: while its requests answered
+    /// locally are in flight, and after, while they are kept under a lease still held.
+    pub(in crate::fs) fn predicted(&self, ino: Ino) -> Option<proto::Attr> {
+        let (attr, kept) = self.predictions.attr(ino)?;
+        self.still_true(kept).then_some(attr)
+    }
+
+    /// True if predictions in state `kept` hold now: in flight, or kept under a lease
+    /// still held.
+    fn still_true(&self, kept: Kept) -> bool {
+        match kept {
+            Kept::InFlight => true,
+            Kept::In(dir) => self.known.holds_dir(dir),
+        }
+    }
+
+    /// True if this mount alone answers for `ino` now: requests answered locally about it
+    /// are in flight, or its attributes are kept under a lease held now (`close` need not
+    /// wait for its writes, as for a file being created), and its writes so far fit in the
+    /// budget (see `budget`).
+    pub(in crate::fs) fn answered_here(&self, ino: Ino) -> bool {
+        if self.over_budget.contains(&ino) {
+            return false;
+        }
+        self.predictions.busy(ino)
+            || matches!(self.predictions.attr(ino), Some((_, k @ Kept::In(_))) if self.still_true(k))
+    }
+
+    /// The leased directory to keep `ino`'s attributes under once its requests are
+    /// answered: its only name's, if that directory's lease is held.
+    fn keep_dir(&self, ino: Ino) -> Option<Ino> {
+        let mut paths = self.inodes.paths(ino).into_iter();
+        let (_, (parent, name)) = paths.next()?;
+        if paths.next().is_some() {
+            return None;
+        }
+        (self.known.has_name(parent, &name) == Some(true)).then_some(parent)
+    }
+
+    /// This mount made, removed or moved a name in `dir` (`links`: its change of link
+    /// count, a subdirectory's): its predicted times and link count follow.
+    fn dir_changed_here(&mut self, dir: Ino, links: i32) {
+        let t = now();
+        self.predictions.update(dir, |a| {
+            a.mtime = Some(t);
+            a.ctime = Some(t);
+            a.nlink = a.nlink.saturating_add_signed(links);
+        });
+    }
+
+    /// The kind of `ino` (S_IFMT bits), if this mount knows it without asking.
+    fn kind_of(&self, ino: Ino) -> Option<u32> {
+        let attr = self.predicted(ino).or_else(|| self.attrs.get(ino))?;
+        Some(attr.mode & S_IFMT)
+    }
+
+    /// The server created `ino` (answered locally) as `attr`: it has its identity now.
+    /// Returns the attributes.
+    fn bind_created(&mut self, ino: Ino, attr: Option<&proto::Attr>) -> Option<proto::Attr> {
+        let a = attr?;
+        self.inodes.bind(ino, a);
+        Some(*a)
+    }
+
+    /// The export-relative path of `ino`, if it has one.
+    fn path(&self, ino: Ino) -> Option<Vec<u8>> {
+        self.inodes.path(ino)
+    }
+}
+
+impl Fs {
+    /// The server made `attr` in `parent` for the caller: unless `parent` has the
+    /// set-group-ID bit, what the caller makes is owned so (learned once per caller).
+    pub(in crate::fs) fn learn_owner(&self, parent: Ino, attr: &proto::Attr) {
+        if !self.wants_leases() {
+            return;
+        }
+        let mut n = self.names();
+        if n.parent_setgid(parent, attr) {
+            return;
+        }
+        let (key, _) = caller();
+        if n.owners.len() < 1024 {
+            n.owners.insert(key, (attr.uid, attr.gid));
+        }
+    }
+
+    /// `Names::predicted`, locking the names.
+    pub(in crate::fs) fn predicted(&self, ino: Ino) -> Option<proto::Attr> {
+        self.names().predicted(ino)
+    }
+
+    /// `Names::answered_here`, locking the names.
+    pub(in crate::fs) fn answered_here(&self, ino: Ino) -> bool {
+        self.names().answered_here(ino)
+    }
+
+    /// Waits until no request about `ino` answered locally is in flight.
+    pub(in crate::fs) async fn settled(&self, ino: Ino) {
+        // The read path asks for every read: most files have nothing in flight.
+        let busy = || self.names().predictions.busy(ino);
+        if !busy() {
+            return;
+        }
+        let mut rx = self.answered.subscribe();
+        let _ = rx.wait_for(|_| !busy()).await;
+    }
+
+    /// Waits until no request answered locally is in flight.
+    pub(in crate::fs) async fn all_settled(&self) {
+        let mut rx = self.answered.subscribe();
+        let _ = rx.wait_for(|_| !self.names().predictions.any()).await;
     }
 
     /// Who will own a new name in leased `parent`, if `name` is known missing there, the
@@ -143,24 +240,19 @@ impl Fs {
     /// attributes, the claim, to hold until the server answered).
     fn may_make(
         &self,
-        parent: Ino,
-        name: &[u8],
+        n: &Names,
+        (parent, name): (Ino, &[u8]),
         bytes: u64,
     ) -> Option<((u32, u32), DirAttr, Claim)> {
-        if !self.wants_leases() {
+        if !self.wants_leases() || n.known.has_name(parent, name) != Some(false) {
             return None;
         }
-        let known = self.known.lock();
-        if known.has_name(parent, name) != Some(false) {
-            return None;
-        }
-        let dir = known.dir_attr(parent)?;
-        drop(known);
+        let dir = n.known.dir_attr(parent)?;
         // A path the server would refuse (over PATH_MAX): it says so itself.
-        if self.path(parent).ok()?.len() + 1 + name.len() >= libc::PATH_MAX as usize {
+        if n.path(parent)?.len() + 1 + name.len() >= libc::PATH_MAX as usize {
             return None;
         }
-        let (owner, groups) = self.caller_owner()?;
+        let (owner, groups) = n.caller_owner()?;
         if !may_change_names(owner, &groups, &dir) {
             return None;
         }
@@ -176,75 +268,22 @@ impl Fs {
         Some(((owner.0, gid), dir, claim))
     }
 
-    /// The attributes of `ino` as this mount predicts them: while its requests answered
-    /// locally are in flight, and after, while they are kept under a lease still held.
-    pub(in crate::fs) fn predicted(&self, ino: Ino) -> Option<proto::Attr> {
-        let (attr, kept) = self.predictions.attr(ino)?;
-        self.still_true(kept).then_some(attr)
-    }
-
-    /// True if predictions in state `kept` hold now: in flight, or kept under a lease
-    /// still held.
-    fn still_true(&self, kept: Kept) -> bool {
-        match kept {
-            Kept::InFlight => true,
-            Kept::In(dir) => self.known.lock().holds_dir(dir),
-        }
-    }
-
-    /// True if this mount alone answers for `ino` now: requests answered locally about it
-    /// are in flight, or its attributes are kept under a lease held now (`close` need not
-    /// wait for its writes, as for a file being created), and its writes so far fit in the
-    /// budget (see `budget`).
-    pub(in crate::fs) fn answered_here(&self, ino: Ino) -> bool {
-        if self.over_budget.lock().contains(&ino) {
-            return false;
-        }
-        self.predictions.busy(ino)
-            || matches!(self.predictions.attr(ino), Some((_, k @ Kept::In(_))) if self.still_true(k))
-    }
-
-    /// The leased directory to keep `ino`'s attributes under once its requests are
-    /// answered: its only name's, if that directory's lease is held.
-    fn keep_dir(&self, ino: Ino) -> Option<Ino> {
-        let parent = {
-            let inodes = self.inodes.lock();
-            let mut paths = inodes.paths(ino).into_iter();
-            let (_, (parent, name)) = paths.next()?;
-            if paths.next().is_some() {
-                return None;
-            }
-            (parent, name)
-        };
-        let known = self.known.lock();
-        (known.has_name(parent.0, &parent.1) == Some(true)).then_some(parent.0)
-    }
-
-    /// This mount made, removed or moved a name in `dir` (`links`: its change of link
-    /// count, a subdirectory's): its predicted times and link count follow.
-    fn dir_changed_here(&self, dir: Ino, links: i32) {
-        let t = now();
-        self.predictions.update(dir, |a| {
-            a.mtime = Some(t);
-            a.ctime = Some(t);
-            a.nlink = a.nlink.saturating_add_signed(links);
-        });
-    }
-
     /// Sends `req` ORDERED for an operation already answered about `ino` (`attr`: its
-    /// predicted attributes, None to keep them), and records its outcome when the reply
-    /// comes; `on_reply` takes a successful reply (binds what was created) and returns the
+    /// predicted attributes, None to keep them), under the names lock `n` the answer was
+    /// made under, and records its outcome when the reply comes; `on_reply` takes a
+    /// successful reply (binds what was created), under the names lock, and returns the
     /// attributes it carries, which replace the prediction if nothing changed since.
     /// `done_already`: the errno that means the request had run before the server
     /// restarted (it was sent again to the new session), which is then no failure.
     fn send_behind<C: Rpc>(
         self: &Arc<Self>,
+        n: &mut Names,
         (ino, attr): (Ino, Option<proto::Attr>),
         req: &C::Request,
         (what, done_already): (String, i32),
-        on_reply: impl FnOnce(&Fs, &C::Reply) -> Option<proto::Attr> + Send + 'static,
+        on_reply: impl FnOnce(&Fs, &mut Names, &C::Reply) -> Option<proto::Attr> + Send + 'static,
     ) {
-        let seq = self.predictions.start(ino, attr);
+        let seq = n.predictions.start(ino, attr);
         let epoch = self
             .sessions_lost
             .load(std::sync::atomic::Ordering::Relaxed);
@@ -256,17 +295,13 @@ impl Fs {
         );
         let fs = self.clone();
         tokio::spawn(async move {
-            let mut adopt = None;
             let outcome = match call.await.and_then(|f| decode::<C>(&f)) {
-                Ok(reply) => {
-                    adopt = on_reply(&fs, &reply).map(|a| (seq, a));
-                    Ok(())
-                }
+                Ok(reply) => Ok(Some(reply)),
                 Err(crate::remote::ClientError::Remote { errno, .. })
                     if errno == done_already
                         && fs.sessions_lost.load(std::sync::atomic::Ordering::Relaxed) != epoch =>
                 {
-                    Ok(())
+                    Ok(None)
                 }
                 Err(e) => {
                     let errno = crate::fs::FsError::from(e).errno();
@@ -279,20 +314,23 @@ impl Fs {
             };
             // Writes queued behind: the reply's attributes predate them.
             let writing = fs.writeback.as_ref().is_some_and(|wb| wb.busy(ino));
-            let adopt = adopt.filter(|_| !writing);
-            let keep_in = fs.wants_leases().then(|| fs.keep_dir(ino)).flatten();
-            if let Finished::Settled = fs.predictions.finish(ino, outcome, adopt, keep_in) {
-                fs.attrs.lock().forget(ino);
+            {
+                let mut n = fs.names();
+                let (outcome, adopt) = match outcome {
+                    Ok(reply) => {
+                        let adopt = reply.and_then(|r| on_reply(&fs, &mut n, &r));
+                        (Ok(()), adopt.map(|a| (seq, a)))
+                    }
+                    Err(e) => (Err(e), None),
+                };
+                let adopt = adopt.filter(|_| !writing);
+                let keep_in = fs.wants_leases().then(|| n.keep_dir(ino)).flatten();
+                if let Finished::Settled = n.predictions.finish(ino, outcome, adopt, keep_in) {
+                    n.attrs.forget(ino);
+                }
             }
+            fs.answered.send_modify(|n| *n += 1);
         });
-    }
-
-    /// The server created `ino` (answered locally) as `attr`: it has its identity now.
-    /// Returns the attributes.
-    fn bind_created(&self, ino: Ino, attr: Option<&proto::Attr>) -> Option<proto::Attr> {
-        let a = attr?;
-        self.inodes.lock().bind(ino, a);
-        Some(*a)
     }
 
     /// create(2) answered locally (see the module), or None to ask the server.
@@ -303,21 +341,17 @@ impl Fs {
         mode: u32,
         flags: u32,
     ) -> Option<(Entry, Fh)> {
-        let _gate = self.lease_gate.lock();
-        let (owner, _, claim) = self.may_make(parent, name, 0)?;
-        let parent_path = self.path(parent).ok()?;
+        let mut n = self.names();
+        let (owner, _, claim) = self.may_make(&n, (parent, name), 0)?;
+        let parent_path = n.path(parent)?;
         let attr = new_attr(libc::S_IFREG | (mode & 0o7777), owner, 0);
         let fh = self.open_files.new_handle();
-        let ino = {
-            let mut inodes = self.inodes.lock();
-            let ino = inodes.remember_unbound(parent, name);
-            inodes.opened(ino, fh);
-            inodes.keep_cache(ino, 0);
-            ino
-        };
-        self.known.lock().added(parent, name);
-        self.attrs.lock().forget(parent);
-        self.dir_changed_here(parent, 0);
+        let ino = n.inodes.remember_unbound(parent, name);
+        n.inodes.opened(ino, fh);
+        n.inodes.keep_cache(ino, 0);
+        n.known.added(parent, name);
+        n.attrs.forget(parent);
+        n.dir_changed_here(parent, 0);
         let req = proto::CreateRequest {
             parent: parent_path.into(),
             name: Bytes::copy_from_slice(name),
@@ -326,12 +360,13 @@ impl Fs {
             handle: fh.0,
         };
         let what = format!("create {}", shown(&req.parent, name));
-        self.send_behind::<rpc::Create>((ino, Some(attr)), &req, (what, 0), move |fs, r| {
+        let sent = (ino, Some(attr));
+        self.send_behind::<rpc::Create>(&mut n, sent, &req, (what, 0), move |_, n, r| {
             drop(claim);
-            fs.bind_created(ino, r.attr.as_ref())
+            n.bind_created(ino, r.attr.as_ref())
         });
         self.note_open(ino, fh, flags, &attr);
-        self.note_no_caps(ino, true);
+        self.note_no_caps(&mut n, ino, true);
         let entry = Entry {
             ino,
             attr,
@@ -348,21 +383,18 @@ impl Fs {
         name: &[u8],
         mode: u32,
     ) -> Option<Entry> {
-        let _gate = self.lease_gate.lock();
+        let mut n = self.names();
         // A directory takes a block on most filesystems.
-        let (owner, dir, claim) = self.may_make(parent, name, 4096)?;
-        let parent_path = self.path(parent).ok()?;
+        let (owner, dir, claim) = self.may_make(&n, (parent, name), 4096)?;
+        let parent_path = n.path(parent)?;
         let inherit = dir.mode & S_ISGID;
         let attr = new_attr(libc::S_IFDIR | (mode & 0o7777) | inherit, owner, 4096);
-        let ino = self.inodes.lock().remember_unbound(parent, name);
-        {
-            let mut known = self.known.lock();
-            known.added(parent, name);
-            known.created(ino);
-            known.lease_inherited(ino, DirAttr::of(&attr));
-        }
-        self.attrs.lock().forget(parent);
-        self.dir_changed_here(parent, 1);
+        let ino = n.inodes.remember_unbound(parent, name);
+        n.known.added(parent, name);
+        n.known.created(ino);
+        n.known.lease_inherited(ino, DirAttr::of(&attr));
+        n.attrs.forget(parent);
+        n.dir_changed_here(parent, 1);
         let req = proto::MkdirRequest {
             parent: parent_path.into(),
             name: Bytes::copy_from_slice(name),
@@ -372,16 +404,17 @@ impl Fs {
         let what = format!("mkdir {}", shown(&req.parent, name));
         let what = (what, libc::EEXIST);
         let mark = self.budget.mark();
-        self.send_behind::<rpc::Mkdir>((ino, Some(attr)), &req, what, move |fs, r| {
+        let sent = (ino, Some(attr));
+        self.send_behind::<rpc::Mkdir>(&mut n, sent, &req, what, move |fs, n, r| {
             drop(claim);
             if r.lease_ms > 0 {
                 fs.budget.refresh(r.budget.as_ref(), mark);
             }
             if r.lease_ms == 0 {
                 tracing::warn!("the server did not grant the lease of a directory made under one");
-                fs.known.lock().unlease(ino);
+                n.known.unlease(ino);
             }
-            fs.bind_created(ino, r.attr.as_ref())
+            n.bind_created(ino, r.attr.as_ref())
         });
         Some(Entry {
             ino,
@@ -397,15 +430,15 @@ impl Fs {
         name: &[u8],
         target: &[u8],
     ) -> Option<Entry> {
-        let _gate = self.lease_gate.lock();
+        let mut n = self.names();
         // A long target takes blocks of its own.
-        let (owner, _, claim) = self.may_make(parent, name, target.len() as u64)?;
-        let parent_path = self.path(parent).ok()?;
+        let (owner, _, claim) = self.may_make(&n, (parent, name), target.len() as u64)?;
+        let parent_path = n.path(parent)?;
         let attr = new_attr(libc::S_IFLNK | 0o777, owner, target.len() as u64);
-        let ino = self.inodes.lock().remember_unbound(parent, name);
-        self.known.lock().added(parent, name);
-        self.attrs.lock().forget(parent);
-        self.dir_changed_here(parent, 0);
+        let ino = n.inodes.remember_unbound(parent, name);
+        n.known.added(parent, name);
+        n.attrs.forget(parent);
+        n.dir_changed_here(parent, 0);
         let req = proto::SymlinkRequest {
             parent: parent_path.into(),
             name: Bytes::copy_from_slice(name),
@@ -413,9 +446,10 @@ impl Fs {
         };
         let what = format!("symlink {}", shown(&req.parent, name));
         let what = (what, libc::EEXIST);
-        self.send_behind::<rpc::Symlink>((ino, Some(attr)), &req, what, move |fs, r| {
+        let sent = (ino, Some(attr));
+        self.send_behind::<rpc::Symlink>(&mut n, sent, &req, what, move |_, n, r| {
             drop(claim);
-            fs.bind_created(ino, r.attr.as_ref())
+            n.bind_created(ino, r.attr.as_ref())
         });
         Some(Entry {
             ino,
@@ -434,12 +468,12 @@ impl Fs {
         ino: Ino,
         flags: u32,
     ) -> Option<crate::fs::Opened> {
-        let _gate = self.lease_gate.lock();
-        let attr = self.predicted(ino)?;
+        let mut n = self.names();
+        let attr = n.predicted(ino)?;
         if attr.mode & S_IFMT != libc::S_IFREG {
             return None;
         }
-        let ((uid, _), _) = self.caller_owner()?;
+        let ((uid, _), _) = n.caller_owner()?;
         let need = match flags & libc::O_ACCMODE as u32 {
             f if f == libc::O_RDONLY as u32 => 0o400,
             f if f == libc::O_WRONLY as u32 => 0o200,
@@ -449,19 +483,16 @@ impl Fs {
         if uid != 0 && (uid != attr.uid || attr.mode & need != need) {
             return None;
         }
-        let (path, expect) = {
-            let inodes = self.inodes.lock();
-            (inodes.path(ino)?, inodes.identity(ino))
-        };
+        let (path, expect) = (n.path(ino)?, n.inodes.identity(ino));
         let fh = self.open_files.new_handle();
-        self.inodes.lock().opened(ino, fh);
+        n.inodes.opened(ino, fh);
         if let Some(c) = &self.coalescer {
             c.flush_ino(ino);
         }
         let attr = match truncates {
             true => {
-                self.data_changed(ino);
-                self.predictions.update(ino, |a| a.size = 0)?
+                self.data_changed_in(&mut n, ino);
+                n.predictions.update(ino, |a| a.size = 0)?
             }
             false => attr,
         };
@@ -481,7 +512,8 @@ impl Fs {
             cached_change,
         };
         let what = (format!("open of inode {ino}"), 0);
-        self.send_behind::<rpc::Open>((ino, Some(attr)), &req, what, move |_, r| {
+        let sent = (ino, Some(attr));
+        self.send_behind::<rpc::Open>(&mut n, sent, &req, what, move |_, _, r| {
             // Under the generation of the open: a write since made it stale.
             if let (Some(data), Some(cache), Some(g)) = (&r.prefetched, cache, generation) {
                 if data.len() <= prefetch as usize {
@@ -505,9 +537,9 @@ impl Fs {
         fh: Option<Fh>,
         change: &SetAttr,
     ) -> Option<proto::Attr> {
-        let _gate = self.lease_gate.lock();
-        let current = self.predicted(ino)?;
-        let ((uid, _), _) = self.caller_owner()?;
+        let mut n = self.names();
+        let current = n.predicted(ino)?;
+        let ((uid, _), _) = n.caller_owner()?;
         let root = uid == 0;
         let owner = root || uid == current.uid;
         let chown = change.uid.is_some_and(|u| u != current.uid)
@@ -536,7 +568,7 @@ impl Fs {
         if let Some(size) = change.size {
             attr.size = size;
             attr.mtime = Some(t);
-            self.data_changed(ino);
+            self.data_changed_in(&mut n, ino);
         }
         let at = |s: &proto::SetTime| match &s.value {
             Some(proto::set_time::Value::At(ts)) => Some(*ts),
@@ -550,33 +582,23 @@ impl Fs {
         }
         attr.ctime = Some(t);
         if attr.mode & S_IFMT == libc::S_IFDIR {
-            self.known
-                .lock()
-                .dir_attr_changed(ino, Some(DirAttr::of(&attr)));
+            n.known.dir_attr_changed(ino, Some(DirAttr::of(&attr)));
         }
         // Through a handle if one is open (behind the file's writes), else by path.
-        let handle = fh.or_else(|| self.inodes.lock().open_handle(ino));
+        let handle = fh.or_else(|| n.inodes.open_handle(ino));
         if let Some(c) = &self.coalescer {
             c.flush_ino(ino);
         }
         let (path, expect) = match handle {
             Some(_) => (Vec::new(), None),
-            None => {
-                let inodes = self.inodes.lock();
-                (inodes.path(ino)?, inodes.identity(ino))
-            }
+            None => (n.path(ino)?, n.inodes.identity(ino)),
         };
         let req = change.request(path, handle, expect);
-        self.attrs.lock().forget(ino);
+        n.attrs.forget(ino);
         let what = (format!("setattr of inode {ino}"), 0);
-        self.send_behind::<rpc::SetAttr>((ino, Some(attr)), &req, what, |_, r| r.attr);
+        let sent = (ino, Some(attr));
+        self.send_behind::<rpc::SetAttr>(&mut n, sent, &req, what, |_, _, r| r.attr);
         Some(attr)
-    }
-
-    /// The kind of `ino` (S_IFMT bits), if this mount knows it without asking.
-    fn kind_of(&self, ino: Ino) -> Option<u32> {
-        let attr = self.predicted(ino).or_else(|| self.attrs.lock().get(ino))?;
-        Some(attr.mode & S_IFMT)
     }
 
     /// rename(2) answered locally: both directories leased, the name known present, the
@@ -587,74 +609,55 @@ impl Fs {
         (new_parent, new_name): (Ino, &[u8]),
         flags: u32,
     ) -> Option<()> {
-        let _gate = self.lease_gate.lock();
         if !self.wants_leases() || flags & !libc::RENAME_NOREPLACE != 0 {
             return None;
         }
-        let (from_dir, to_dir, replaces) = {
-            let known = self.known.lock();
-            if known.has_name(parent, name) != Some(true) {
-                return None;
-            }
-            let replaces = known.has_name(new_parent, new_name)?;
-            (
-                known.dir_attr(parent)?,
-                known.dir_attr(new_parent)?,
-                replaces,
-            )
-        };
-        let (owner, groups) = self.caller_owner()?;
+        let mut n = self.names();
+        if n.known.has_name(parent, name) != Some(true) {
+            return None;
+        }
+        let replaces = n.known.has_name(new_parent, new_name)?;
+        let from_dir = n.known.dir_attr(parent)?;
+        let to_dir = n.known.dir_attr(new_parent)?;
+        let (owner, groups) = n.caller_owner()?;
         if !may_change_names(owner, &groups, &from_dir)
             || !may_change_names(owner, &groups, &to_dir)
         {
             return None;
         }
-        let (ino, target) = {
-            let inodes = self.inodes.lock();
-            (
-                inodes.child(parent, name)?,
-                inodes.child(new_parent, new_name),
-            )
-        };
+        let ino = n.inodes.child(parent, name)?;
+        let target = n.inodes.child(new_parent, new_name);
         if replaces {
-            let not_dir = |i: Ino| self.kind_of(i).is_some_and(|k| k != libc::S_IFDIR);
+            let not_dir = |i: Ino| n.kind_of(i).is_some_and(|k| k != libc::S_IFDIR);
             if flags != 0 || !not_dir(ino) || !target.is_some_and(not_dir) {
                 return None;
             }
         }
         let req = proto::RenameRequest {
-            parent: self.path(parent).ok()?.into(),
+            parent: n.path(parent)?.into(),
             name: Bytes::copy_from_slice(name),
-            new_parent: self.path(new_parent).ok()?.into(),
+            new_parent: n.path(new_parent)?.into(),
             new_name: Bytes::copy_from_slice(new_name),
             flags,
         };
-        {
-            let mut known = self.known.lock();
-            known.removed(parent, name);
-            known.added(new_parent, new_name);
-        }
-        self.inodes
-            .lock()
-            .moved(ino, (parent, name), (new_parent, new_name));
-        {
-            let mut attrs = self.attrs.lock();
-            for i in [parent, new_parent, ino].into_iter().chain(target) {
-                attrs.forget(i);
-            }
+        n.known.removed(parent, name);
+        n.known.added(new_parent, new_name);
+        n.inodes.moved(ino, (parent, name), (new_parent, new_name));
+        for i in [parent, new_parent, ino].into_iter().chain(target) {
+            n.attrs.forget(i);
         }
         let t = now();
-        let attr = self.predictions.update(ino, |a| a.ctime = Some(t));
-        self.predictions.moved(ino, new_parent);
+        let attr = n.predictions.update(ino, |a| a.ctime = Some(t));
+        n.predictions.moved(ino, new_parent);
         if let Some(replaced) = target {
-            self.predictions.unpredictable(replaced);
+            n.predictions.unpredictable(replaced);
         }
-        let links = i32::from(self.kind_of(ino) == Some(libc::S_IFDIR));
-        self.dir_changed_here(parent, -links);
-        self.dir_changed_here(new_parent, links);
+        let links = i32::from(n.kind_of(ino) == Some(libc::S_IFDIR));
+        n.dir_changed_here(parent, -links);
+        n.dir_changed_here(new_parent, links);
         let what = format!("rename {}", shown(&req.parent, name));
         let what = (what, libc::ENOENT);
-        self.send_behind::<rpc::Rename>((ino, attr), &req, what, |_, _| None);
+        self.send_behind::<rpc::Rename>(&mut n, (ino, attr), &req, what, |_, _, _| None);
         Some(())
     }
 
@@ -666,47 +669,38 @@ impl Fs {
         name: &[u8],
         dir: bool,
     ) -> Option<()> {
-        let _gate = self.lease_gate.lock();
         if !self.wants_leases() {
             return None;
         }
-        let ino = self.inodes.lock().child(parent, name)?;
-        let parent_attr = {
-            let known = self.known.lock();
-            if known.has_name(parent, name) != Some(true) || (dir && !known.leased_empty(ino)) {
-                return None;
-            }
-            known.dir_attr(parent)?
-        };
-        let (owner, groups) = self.caller_owner()?;
+        let mut n = self.names();
+        let ino = n.inodes.child(parent, name)?;
+        if n.known.has_name(parent, name) != Some(true) || (dir && !n.known.leased_empty(ino)) {
+            return None;
+        }
+        let parent_attr = n.known.dir_attr(parent)?;
+        let (owner, groups) = n.caller_owner()?;
         if !may_change_names(owner, &groups, &parent_attr) {
             return None;
         }
         let req = proto::RemoveRequest {
-            parent: self.path(parent).ok()?.into(),
+            parent: n.path(parent)?.into(),
             name: Bytes::copy_from_slice(name),
             dir,
         };
-        {
-            let mut known = self.known.lock();
-            known.removed(parent, name);
-            if dir {
-                known.forget(ino);
-            }
+        n.known.removed(parent, name);
+        if dir {
+            n.known.forget(ino);
         }
-        self.inodes.lock().remove_name(parent, name);
-        {
-            let mut attrs = self.attrs.lock();
-            attrs.forget(parent);
-            attrs.forget(ino);
-        }
-        let attr = self
+        n.inodes.remove_name(parent, name);
+        n.attrs.forget(parent);
+        n.attrs.forget(ino);
+        let attr = n
             .predictions
             .update(ino, |a| a.nlink = a.nlink.saturating_sub(1));
-        self.dir_changed_here(parent, -i32::from(dir));
+        n.dir_changed_here(parent, -i32::from(dir));
         let what = format!("remove {}", shown(&req.parent, name));
         let what = (what, libc::ENOENT);
-        self.send_behind::<rpc::Remove>((ino, attr), &req, what, |_, _| None);
+        self.send_behind::<rpc::Remove>(&mut n, (ino, attr), &req, what, |_, _, _| None);
         Some(())
     }
 }

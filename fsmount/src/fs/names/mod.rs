@@ -11,3 +11,48 @@ pub(super) mod known_dirs;
 pub(super) mod leases;
 pub(super) mod local_ops;
 pub mod predictions;
+
+use std::collections::{HashMap, HashSet};
+
+use crate::fs::Ino;
+use attr_cache::AttrCache;
+use inodes::InodeTable;
+use known_dirs::KnownDirs;
+use predictions::Predictions;
+
+/// Everything the mount knows of its names, behind one lock (`Fs::names`): a lookup on
+/// the FUSE thread, a local answer changing several tables, a lease granted, recalled or
+/// lost and a reply adopting a prediction each see and leave the whole state consistent.
+/// The local-answer mode is here too: the leases held (`known`), the predictions of what
+/// is in flight under them, and the owners the server gives new objects.
+///
+/// Lock order: this lock may be held while taking the budget's, the open-file table's,
+/// the block cache's, the coalescer's and the remote's (sending ORDERED requests); none of
+/// those is held while taking this one.
+pub struct Names {
+    pub(in crate::fs) inodes: InodeTable,
+    /// Attributes the server last reported, for GETATTR within the attribute timeout.
+    pub(in crate::fs) attrs: AttrCache,
+    /// Directories whose names this mount knows for a while (created or listed by it),
+    /// and the leases held on them.
+    pub(in crate::fs) known: KnownDirs,
+    /// Operations answered locally whose requests are in flight, and what they predict.
+    pub(in crate::fs) predictions: Predictions,
+    /// Per caller (uid, gid): the owner the server gives what it makes (squashing applied).
+    pub(in crate::fs) owners: HashMap<(u32, u32), (u32, u32)>,
+    /// Open files whose writes did not fit in the budget: their close waits for the server.
+    pub(in crate::fs) over_budget: HashSet<Ino>,
+}
+
+impl Names {
+    pub(in crate::fs) fn new(inodes: InodeTable, attrs: AttrCache, known: KnownDirs) -> Names {
+        Names {
+            inodes,
+            attrs,
+            known,
+            predictions: Predictions::default(),
+            owners: HashMap::new(),
+            over_budget: HashSet::new(),
+        }
+    }
+}

@@ -14,9 +14,6 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use parking_lot::Mutex;
-use tokio::sync::watch;
-
 use crate::fs::Ino;
 
 /// Failures kept for `fsmount status`.
@@ -48,8 +45,9 @@ pub(in crate::fs) enum Kept {
     In(Ino),
 }
 
+/// The predictions table; part of the names state (`Names`), under its lock.
 #[derive(Debug, Default)]
-struct Table {
+pub struct Predictions {
     nodes: HashMap<Ino, Node>,
     /// First failure per inode, until reported.
     errors: HashMap<Ino, i32>,
@@ -73,23 +71,7 @@ pub(in crate::fs) enum Finished {
     Settled,
 }
 
-#[derive(Debug)]
-pub struct Predictions {
-    table: Mutex<Table>,
-    /// Bumped whenever a request is answered.
-    answered: watch::Sender<u64>,
-}
-
-impl Default for Predictions {
-    fn default() -> Self {
-        Predictions {
-            table: Mutex::default(),
-            answered: watch::channel(0).0,
-        }
-    }
-}
-
-impl Table {
+impl Predictions {
     /// A failure, mount-wide: unreported until `take_unreported`, counted, described.
     fn record(&mut self, errno: i32, what: String) {
         self.unreported.get_or_insert(errno);
@@ -110,19 +92,18 @@ impl Predictions {
     /// A request about `ino` was sent; `attr`: its attributes as predicted now (None: keep
     /// the prediction, if any). Returns the sequence number `finish` takes to adopt the
     /// reply's attributes.
-    pub(in crate::fs) fn start(&self, ino: Ino, attr: Option<proto::Attr>) -> u64 {
-        let mut t = self.table.lock();
-        t.in_flight += 1;
-        let n = t.nodes.entry(ino).or_insert(Node {
+    pub(in crate::fs) fn start(&mut self, ino: Ino, attr: Option<proto::Attr>) -> u64 {
+        self.in_flight += 1;
+        let n = self.nodes.entry(ino).or_insert(Node {
             attr: None,
             ops: 0,
             seq: 0,
             kept_in: None,
         });
         if n.ops == 0 && n.kept_in.take().is_some() {
-            t.kept -= 1;
+            self.kept -= 1;
         }
-        let n = t.nodes.get_mut(&ino).expect("inserted above");
+        let n = self.nodes.get_mut(&ino).expect("inserted above");
         n.ops += 1;
         n.seq += 1;
         if attr.is_some() {
@@ -134,8 +115,7 @@ impl Predictions {
     /// The predicted attributes of `ino`, and whether requests are in flight or they are
     /// kept (the caller checks the lease).
     pub(in crate::fs) fn attr(&self, ino: Ino) -> Option<(proto::Attr, Kept)> {
-        let t = self.table.lock();
-        let n = t.nodes.get(&ino)?;
+        let n = self.nodes.get(&ino)?;
         let kept = match (n.ops, n.kept_in) {
             (0, Some(dir)) => Kept::In(dir),
             _ => Kept::InFlight,
@@ -145,12 +125,11 @@ impl Predictions {
 
     /// Changes the prediction of `ino`, if pending or kept; returns the new one.
     pub(in crate::fs) fn update(
-        &self,
+        &mut self,
         ino: Ino,
         f: impl FnOnce(&mut proto::Attr),
     ) -> Option<proto::Attr> {
-        let mut t = self.table.lock();
-        let n = t.nodes.get_mut(&ino)?;
+        let n = self.nodes.get_mut(&ino)?;
         n.seq += 1;
         let a = n.attr.as_mut()?;
         f(a);
@@ -158,8 +137,8 @@ impl Predictions {
     }
 
     /// The kept attributes of `ino`, if kept, now belong to directory `dir` (renamed there).
-    pub(in crate::fs) fn moved(&self, ino: Ino, dir: Ino) {
-        if let Some(n) = self.table.lock().nodes.get_mut(&ino) {
+    pub(in crate::fs) fn moved(&mut self, ino: Ino, dir: Ino) {
+        if let Some(n) = self.nodes.get_mut(&ino) {
             if n.kept_in.is_some() {
                 n.kept_in = Some(dir);
             }
@@ -169,12 +148,11 @@ impl Predictions {
     /// `ino` changed in a way this mount does not predict (another client, the server
     /// through a request of this mount's, or the kernel forgot it): its kept attributes go,
     /// and requests in flight keep no prediction.
-    pub(in crate::fs) fn unpredictable(&self, ino: Ino) {
-        let mut t = self.table.lock();
-        match t.nodes.get_mut(&ino) {
+    pub(in crate::fs) fn unpredictable(&mut self, ino: Ino) {
+        match self.nodes.get_mut(&ino) {
             Some(n) if n.ops == 0 => {
-                t.nodes.remove(&ino);
-                t.kept -= 1;
+                self.nodes.remove(&ino);
+                self.kept -= 1;
             }
             Some(n) => n.attr = None,
             None => {}
@@ -182,13 +160,12 @@ impl Predictions {
     }
 
     /// Drops every attribute kept under `dir` (None: under any directory): its lease ended.
-    pub(in crate::fs) fn forget_kept_in(&self, dir: Option<Ino>) {
-        let mut t = self.table.lock();
-        let before = t.nodes.len();
-        t.nodes
+    pub(in crate::fs) fn forget_kept_in(&mut self, dir: Option<Ino>) {
+        let before = self.nodes.len();
+        self.nodes
             .retain(|_, n| n.ops > 0 || dir.is_some_and(|d| n.kept_in != Some(d)));
-        let dropped = before - t.nodes.len();
-        t.kept -= dropped;
+        let dropped = before - self.nodes.len();
+        self.kept -= dropped;
     }
 
     /// A request about `ino` was answered: success, or its errno and a description of what
@@ -196,26 +173,26 @@ impl Predictions {
     /// if nothing changed since. `keep_in`: the leased directory to keep the attributes
     /// under once nothing is in flight (None: drop them).
     pub(in crate::fs) fn finish(
-        &self,
+        &mut self,
         ino: Ino,
         result: Result<(), (i32, String)>,
         adopt: Option<(u64, proto::Attr)>,
         keep_in: Option<Ino>,
     ) -> Finished {
-        let mut t = self.table.lock();
-        t.in_flight = t.in_flight.saturating_sub(1);
+        self.in_flight = self.in_flight.saturating_sub(1);
         let ok = result.is_ok();
         match result {
             Ok(()) => {}
             Err((errno, what)) => {
-                if t.errors.len() < KEPT_ERRORS {
-                    t.errors.entry(ino).or_insert(errno);
+                if self.errors.len() < KEPT_ERRORS {
+                    self.errors.entry(ino).or_insert(errno);
                 }
-                t.record(errno, what);
+                self.record(errno, what);
             }
         }
-        let keep = keep_in.filter(|_| ok && t.kept < KEPT_ATTRS && !t.errors.contains_key(&ino));
-        let (finished, kept) = match t.nodes.get_mut(&ino) {
+        let keep =
+            keep_in.filter(|_| ok && self.kept < KEPT_ATTRS && !self.errors.contains_key(&ino));
+        let (finished, kept) = match self.nodes.get_mut(&ino) {
             Some(n) if n.ops > 1 => {
                 n.ops -= 1;
                 (Finished::Busy, false)
@@ -229,90 +206,73 @@ impl Predictions {
                 (Finished::Settled, true)
             }
             Some(n) if n.ops == 1 => {
-                t.nodes.remove(&ino);
+                self.nodes.remove(&ino);
                 (Finished::Settled, false)
             }
             Some(_) | None => (Finished::Settled, false),
         };
         if kept {
-            t.kept += 1;
+            self.kept += 1;
         }
-        drop(t);
-        self.answered.send_modify(|n| *n += 1);
         finished
     }
 
     /// True if a locally answered request about `ino` failed and no flush took it yet.
     pub(in crate::fs) fn has_error(&self, ino: Ino) -> bool {
-        self.table.lock().errors.contains_key(&ino)
+        self.errors.contains_key(&ino)
     }
 
     /// True if requests about `ino` are in flight.
     pub(in crate::fs) fn busy(&self, ino: Ino) -> bool {
-        self.table.lock().nodes.get(&ino).is_some_and(|n| n.ops > 0)
+        self.nodes.get(&ino).is_some_and(|n| n.ops > 0)
     }
 
     /// True if any request answered locally is in flight.
     pub fn any(&self) -> bool {
-        self.table.lock().in_flight > 0
-    }
-
-    /// Waits until no request about `ino` is in flight.
-    pub(in crate::fs) async fn settled(&self, ino: Ino) {
-        // The read path asks for every read: most files have nothing in flight.
-        if !self.busy(ino) {
-            return;
-        }
-        let mut rx = self.answered.subscribe();
-        let _ = rx.wait_for(|_| !self.busy(ino)).await;
-    }
-
-    /// Waits until no request answered locally is in flight.
-    pub(in crate::fs) async fn all_settled(&self) {
-        let mut rx = self.answered.subscribe();
-        let _ = rx.wait_for(|_| !self.any()).await;
+        self.in_flight > 0
     }
 
     /// The first failure of `ino`'s requests since the last call, once.
-    pub(in crate::fs) fn take_error(&self, ino: Ino) -> Option<i32> {
-        self.table.lock().errors.remove(&ino)
+    pub(in crate::fs) fn take_error(&mut self, ino: Ino) -> Option<i32> {
+        self.errors.remove(&ino)
     }
 
     /// A write of `ino` failed after it was accepted (write-behind): kept mount-wide, as
     /// a locally answered request's failure is, for `fsmount sync` and status.
     /// True if it is the file's first since its last report (the caller logs it then).
-    pub(in crate::fs) fn write_failed(&self, ino: Ino, what: String, errno: i32) -> bool {
-        let mut t = self.table.lock();
-        if t.unreported_writes.contains_key(&ino) {
+    pub(in crate::fs) fn write_failed(&mut self, ino: Ino, what: String, errno: i32) -> bool {
+        if self.unreported_writes.contains_key(&ino) {
             return false;
         }
-        if t.unreported_writes.len() >= KEPT_ERRORS {
+        if self.unreported_writes.len() >= KEPT_ERRORS {
             // Too many files to tell apart: the mount-wide report still carries one.
-            t.unreported.get_or_insert(errno);
+            self.unreported.get_or_insert(errno);
         } else {
-            t.unreported_writes.insert(ino, errno);
+            self.unreported_writes.insert(ino, errno);
         }
-        t.describe(what);
+        self.describe(what);
         true
     }
 
     /// `ino`'s failed writes were reported to the application (by a close or fsync).
-    pub(in crate::fs) fn writes_reported(&self, ino: Ino) {
-        self.table.lock().unreported_writes.remove(&ino);
+    pub(in crate::fs) fn writes_reported(&mut self, ino: Ino) {
+        self.unreported_writes.remove(&ino);
     }
 
     /// The first failure of any request since the last call, once.
-    pub(in crate::fs) fn take_unreported(&self) -> Option<i32> {
-        let mut t = self.table.lock();
-        let write = t.unreported_writes.values().next().copied();
-        t.unreported_writes.clear();
-        t.unreported.take().or(write)
+    pub(in crate::fs) fn take_unreported(&mut self) -> Option<i32> {
+        let write = self.unreported_writes.values().next().copied();
+        self.unreported_writes.clear();
+        self.unreported.take().or(write)
     }
 
     /// Requests in flight, failures so far and the latest ones described.
     pub fn stats(&self) -> (u64, u64, Vec<String>) {
-        let t = self.table.lock();
-        (t.in_flight, t.failed, t.failures.iter().cloned().collect())
+        (
+            self.in_flight,
+            self.failed,
+            self.failures.iter().cloned().collect(),
+        )
     }
 }
 
@@ -322,7 +282,7 @@ mod tests {
 
     #[test]
     fn a_failure_is_kept_for_the_inode_and_the_mount_until_reported() {
-        let p = Predictions::default();
+        let mut p = Predictions::default();
         let (a, b) = (Ino(2), Ino(3));
         let size = |size| proto::Attr {
             size,
@@ -354,7 +314,7 @@ mod tests {
 
     #[test]
     fn attributes_are_kept_under_a_lease_and_a_later_reply_is_adopted_only_if_nothing_changed() {
-        let p = Predictions::default();
+        let mut p = Predictions::default();
         let (a, b, dir) = (Ino(2), Ino(3), Ino(1));
         let size = |size| proto::Attr {
             size,
@@ -386,6 +346,6 @@ mod tests {
         p.finish(b, Ok(()), None, Some(Ino(9)));
         assert_eq!(p.attr(b), None, "no prediction: nothing kept");
         p.forget_kept_in(None);
-        assert_eq!(p.table.lock().kept, 0);
+        assert_eq!(p.kept, 0);
     }
 }
