@@ -14,7 +14,8 @@
 //!
 //! A directory whose lease this mount holds (see `leases`) is known for as long as the
 //! lease lasts, whatever the timeouts: no other client changes it without recalling the
-//! lease first.
+//! lease first. When the lease goes back, what was known of the directory goes with it:
+//! the recall says another client is at work there.
 //!
 //! Bounded: at most `MAX_DIRS` directories of at most `MAX_NAMES` names each; beyond that a
 //! directory is simply not known.
@@ -309,27 +310,32 @@ impl KnownDirs {
         self.lease_until = Some(until);
     }
 
-    /// `dir`'s lease is given back (recalled): its names are known as of now, for the
-    /// timeouts. True if it was held.
+    /// `dir`'s lease is given back (recalled, or not granted): what this mount knew of its
+    /// names goes with it. A recall means another client is about to change or read it, so
+    /// the next lookup there asks the server, which has recalled the other side's lease by
+    /// then and answers with its changes; answering "missing" from the listing for the
+    /// negative timeout would hide a file made there since (the kernel still keeps the
+    /// names it was told before, for the timeouts). True if it was held.
     pub fn unlease(&mut self, dir: Ino) -> bool {
-        match self.dirs.get_mut(&dir) {
+        match self.dirs.get(&dir) {
             Some(l) if l.leased => {
-                l.leased = false;
-                l.since = Instant::now();
+                self.dirs.remove(&dir);
                 true
             }
             _ => false,
         }
     }
 
-    /// Every lease is given back: the directories that were leased.
+    /// Every lease is given back (see `unlease`): the directories that were leased.
     pub fn unlease_all(&mut self) -> Vec<Ino> {
-        let now = Instant::now();
-        let mut out = Vec::new();
-        for (dir, l) in self.dirs.iter_mut().filter(|(_, l)| l.leased) {
-            l.leased = false;
-            l.since = now;
-            out.push(*dir);
+        let out: Vec<Ino> = self
+            .dirs
+            .iter()
+            .filter(|(_, l)| l.leased)
+            .map(|(dir, _)| *dir)
+            .collect();
+        for dir in &out {
+            self.dirs.remove(dir);
         }
         out
     }
@@ -553,5 +559,10 @@ mod tests {
         assert_eq!(dirs.has_name(d, b"x"), Some(true));
         assert!(dirs.unlease(d));
         assert_eq!(dirs.has_name(d, b"x"), None, "not leased: not answered for");
+        assert_eq!(
+            dirs.lookup(d, b"y", 0),
+            Known::Unknown,
+            "given back: a name missing then may be there now"
+        );
     }
 }
