@@ -50,14 +50,33 @@ impl Drop for SocketFile {
     }
 }
 
-/// Binds the socket at `path` (its directory created 0700, a stale socket replaced).
+/// Binds the socket at `path` (its directory created 0700, a stale socket replaced). The
+/// directory must belong to this user and be writable by nobody else (as OpenSSH checks a
+/// ControlPath): else another user could put their own socket there, or take ours away.
+/// The socket is made under umask 077, so it is never open to others, not even between
+/// `bind` and its chmod. Called at startup, before any request runs (umask is the
+/// process's).
 pub fn bind(path: &Path) -> std::io::Result<(UnixListener, SocketFile)> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     if let Some(dir) = path.parent() {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)?;
+        let meta = std::fs::metadata(dir)?;
+        let me = nix::unistd::geteuid().as_raw();
+        if meta.uid() != me || meta.mode() & 0o022 != 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{}: owned by uid {} with mode {:o}; the control socket's directory must \
+                     be this user's ({me}) and writable by nobody else (chmod go-w)",
+                    dir.display(),
+                    meta.uid(),
+                    meta.mode() & 0o7777
+                ),
+            ));
+        }
     }
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(std::io::Error::new(
@@ -69,7 +88,10 @@ pub fn bind(path: &Path) -> std::io::Result<(UnixListener, SocketFile)> {
         ));
     }
     let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)?;
+    let before = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let bound = UnixListener::bind(path);
+    nix::sys::stat::umask(before);
+    let listener = bound?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok((listener, SocketFile(path.to_path_buf())))
 }
@@ -110,4 +132,26 @@ pub fn query(path: &Path, request: &str) -> Result<String, String> {
     let mut reply = String::new();
     s.read_to_string(&mut reply).map_err(|e| e.to_string())?;
     Ok(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[tokio::test]
+    async fn the_socket_is_private_and_its_directory_must_be_too() {
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("run");
+        let (_listener, _file) = bind(&dir.join("c.sock")).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("c.sock")), 0o600);
+        let open = base.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = bind(&open.join("c.sock")).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+        assert!(!open.join("c.sock").exists());
+    }
 }
