@@ -14,8 +14,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use prost::Message;
 use protocol::{Command, Frame};
+
+use crate::request::{Body, Request};
 use tokio::sync::broadcast;
 
 /// The origin of what no connection made (changes on the server's disk, recalls): every
@@ -161,43 +162,26 @@ fn object(path: &bytes::Bytes) -> proto::Change {
 
 /// What request `frame` changed by path, once it succeeded (changes through a handle are
 /// worked out by the caller, which holds the handle).
-pub fn of_request(frame: &Frame) -> Vec<proto::Change> {
-    let Ok(cmd) = Command::try_from(frame.cmd) else {
-        return Vec::new();
-    };
-    let msg = frame.msg.clone();
-    let decoded = match cmd {
-        Command::Create => {
-            proto::CreateRequest::decode(msg).map(|r| vec![entry(&r.parent, &r.name)])
-        }
-        Command::Mkdir => proto::MkdirRequest::decode(msg).map(|r| vec![entry(&r.parent, &r.name)]),
-        Command::Mknod => proto::MknodRequest::decode(msg).map(|r| vec![entry(&r.parent, &r.name)]),
-        Command::Symlink => {
-            proto::SymlinkRequest::decode(msg).map(|r| vec![entry(&r.parent, &r.name)])
-        }
-        Command::Remove => {
-            proto::RemoveRequest::decode(msg).map(|r| vec![entry(&r.parent, &r.name)])
-        }
-        Command::Rename => proto::RenameRequest::decode(msg)
-            .map(|r| vec![entry(&r.parent, &r.name), entry(&r.new_parent, &r.new_name)]),
-        Command::Link => proto::LinkRequest::decode(msg)
-            .map(|r| vec![entry(&r.new_parent, &r.new_name), object(&r.path)]),
-        Command::SetAttr => proto::SetAttrRequest::decode(msg).map(|r| {
-            (!r.has_handle)
-                .then(|| object(&r.path))
-                .into_iter()
-                .collect()
-        }),
-        Command::SetXattr => proto::SetXattrRequest::decode(msg).map(|r| vec![object(&r.path)]),
-        Command::RemoveXattr => {
-            proto::RemoveXattrRequest::decode(msg).map(|r| vec![object(&r.path)])
-        }
-        _ => return Vec::new(),
-    };
-    decoded.unwrap_or_default()
+pub fn of_request(request: &Request) -> Vec<proto::Change> {
+    match &request.body {
+        Body::Create(r) => vec![entry(&r.parent, &r.name)],
+        Body::Mkdir(r) => vec![entry(&r.parent, &r.name)],
+        Body::Mknod(r) => vec![entry(&r.parent, &r.name)],
+        Body::Symlink(r) => vec![entry(&r.parent, &r.name)],
+        Body::Remove(r) => vec![entry(&r.parent, &r.name)],
+        Body::Rename(r) => vec![entry(&r.parent, &r.name), entry(&r.new_parent, &r.new_name)],
+        Body::Link(r) => vec![entry(&r.new_parent, &r.new_name), object(&r.path)],
+        Body::SetAttr(r) => (!r.has_handle)
+            .then(|| object(&r.path))
+            .into_iter()
+            .collect(),
+        Body::SetXattr(r) => vec![object(&r.path)],
+        Body::RemoveXattr(r) => vec![object(&r.path)],
+        _ => Vec::new(),
+    }
 }
 
-/// The handle through which a request (as `ordering::on_handle` decoded it) changes its
+/// The handle through which a request (as `Request::on_handle` says) changes its
 /// file: a setattr, a write, fallocate or copy_range. Told at once, before the reply: a
 /// writer's close (which waits for its writes) returns after the others were told, so
 /// close-to-open holds for them without waiting for the handle's Close.
@@ -228,10 +212,11 @@ pub fn of_file(file: &std::fs::File) -> Option<proto::Change> {
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use prost::Message;
     use protocol::StreamId;
 
-    fn request(cmd: Command, msg: &impl Message) -> Frame {
-        Frame::request(cmd, StreamId(1), msg, Bytes::new())
+    fn request(cmd: Command, msg: &impl Message) -> Request {
+        Request::decode(&Frame::request(cmd, StreamId(1), msg, Bytes::new())).unwrap()
     }
 
     #[test]
@@ -253,10 +238,7 @@ mod tests {
         };
         assert!(of_request(&request(Command::SetAttr, &by_handle)).is_empty());
         assert_eq!(
-            handle_change(crate::ordering::on_handle(&request(
-                Command::SetAttr,
-                &by_handle
-            ))),
+            handle_change(request(Command::SetAttr, &by_handle).on_handle()),
             Some(4)
         );
         let write = proto::WriteRequest {
@@ -265,12 +247,12 @@ mod tests {
             budgeted: false,
         };
         assert_eq!(
-            handle_change(crate::ordering::on_handle(&request(Command::Write, &write))),
+            handle_change(request(Command::Write, &write).on_handle()),
             Some(4)
         );
         let close = proto::CloseRequest { handle: 4 };
         assert_eq!(
-            handle_change(crate::ordering::on_handle(&request(Command::Close, &close))),
+            handle_change(request(Command::Close, &close).on_handle()),
             None
         );
         let read = proto::LookupRequest {

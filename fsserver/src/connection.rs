@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use prost::Message;
 use protocol::writer::{FileData, Queued, Sink};
 use protocol::{Command, Flags, Frame, FrameCodec, Limits, ProtocolError, StreamId};
 use tokio::net::TcpStream;
@@ -27,6 +26,7 @@ use crate::changes;
 use crate::cmd::{self, Ctx};
 use crate::leases;
 use crate::ordering::HandleOrder;
+use crate::request::Request;
 use crate::session::Claim;
 use crate::stats::ConnStats;
 use crate::{handshake, transport, Shared};
@@ -160,6 +160,33 @@ pub async fn serve(
             goodbye(&tx, peer, ProtocolError::Unexpected(what)).await;
             break;
         }
+        // Decoded and validated once, before any bookkeeping: what fails is answered at
+        // once and costs nothing more (see `request`).
+        let request = match Request::decode(&frame) {
+            Ok(r) => r,
+            Err(e) => {
+                debug!(
+                    cmd = frame.cmd,
+                    stream = frame.stream_id.0,
+                    "request refused: {e}"
+                );
+                shared
+                    .stats
+                    .commands
+                    .observe(frame.cmd, std::time::Duration::ZERO, false);
+                let frame = Frame::error(frame.cmd, frame.stream_id, e.errno(), e.to_string());
+                stats.reply_out(&shared.stats, frame_len(&frame));
+                let out = Outgoing {
+                    frame,
+                    file: None,
+                    _budget: None,
+                };
+                if tx.send(out).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+        };
         let permit = in_flight
             .clone()
             .acquire_owned()
@@ -170,13 +197,13 @@ pub async fn serve(
             Some(share) => share.clone().acquire_owned().await.ok(),
             None => None,
         };
-        let on_handle = crate::ordering::on_handle(&frame);
-        let paths = leases::paths_of(&frame);
+        let on_handle = request.on_handle();
+        let paths = request.paths();
         let mut turn = order.turn_of(&crate::ordering::Request {
-            cmd: Command::try_from(frame.cmd).ok(),
+            cmd: Some(request.command),
             on_handle,
             paths: &paths,
-            ordered: frame.flags.contains(Flags::ORDERED),
+            ordered: request.ordered,
         });
         // A change through a handle (setattr, write): told by identity.
         let told_by_handle = changes::handle_change(on_handle);
@@ -194,7 +221,7 @@ pub async fn serve(
             // worked out only if anyone else listens.
             let mut told = Vec::new();
             if shared.changes.listened(&ctx.export.dir, subscribed) {
-                told = changes::of_request(&frame);
+                told = changes::of_request(&request);
                 if let Some(h) = told_by_handle {
                     told.extend(ctx.handles.get(h).ok().and_then(|f| changes::of_file(&f)));
                 }
@@ -202,15 +229,15 @@ pub async fn serve(
             let export_dir = ctx.export.dir.clone();
             // A Read reply's bytes are reserved before it runs: what a connection has read
             // and not yet sent stays within its budget, however slowly the client reads.
-            let budget = match read_len(&frame, ctx.max_data) {
+            let budget = match request.read_len(ctx.max_data) {
                 0 => None,
                 n => unsent.acquire_many_owned(n).await.ok(),
             };
-            let reply = if Command::try_from(frame.cmd).is_ok_and(Command::replayable) {
+            let reply = if request.command.replayable() {
                 match session.replies.claim(&frame) {
                     Claim::Run => {
                         let stream = frame.stream_id.0;
-                        let (reply, _) = run_request(ctx, frame, &shared).await;
+                        let (reply, _) = run_request(ctx, request, frame.stream_id, &shared).await;
                         session.replies.complete(stream, &without_prefetch(&reply));
                         (reply, None)
                     }
@@ -232,7 +259,7 @@ pub async fn serve(
                     }
                 }
             } else {
-                run_request(ctx, frame, &shared).await
+                run_request(ctx, request, frame.stream_id, &shared).await
             };
             let (reply, file) = reply;
             if !reply.is_error() {
@@ -348,9 +375,10 @@ async fn recall_leases(
     admission
 }
 
-/// Tells the holders of `recalls` and waits for each lease to end.
+/// Tells the holders of `recalls` and waits for their leases to end, all at once: a
+/// request under several sessions' leases waits one recall timeout at most, not one each.
 async fn recall_each(shared: &Shared, export: &std::path::Path, recalls: Vec<leases::Recall>) {
-    for r in recalls {
+    let waits = recalls.into_iter().map(|r| async move {
         let (holder, path) = (r.holder.clone(), r.path.clone());
         if r.first {
             shared.leases.recalls.fetch_add(1, Ordering::Relaxed);
@@ -360,15 +388,21 @@ async fn recall_each(shared: &Shared, export: &std::path::Path, recalls: Vec<lea
             warn!(dir = %String::from_utf8_lossy(&path), session = %session_tag(&holder),
                 "a recalled lease was not given back in time: revoked");
         }
-    }
+    });
+    futures::future::join_all(waits).await;
 }
 
 /// Runs one request on a worker; counts it and its latency (queueing for a worker included).
 /// A lease it asks for is granted before it runs (a change another client makes from then
 /// on recalls it) and reported in its reply. The reply, and the file range that is its data
 /// section when it goes by sendfile.
-async fn run_request(ctx: Ctx, frame: Frame, shared: &Shared) -> (Frame, Option<FileData>) {
-    let (cmd, stream) = (frame.cmd, frame.stream_id);
+async fn run_request(
+    ctx: Ctx,
+    request: Request,
+    stream: StreamId,
+    shared: &Shared,
+) -> (Frame, Option<FileData>) {
+    let cmd = request.command.code();
     let started = std::time::Instant::now();
     let leases = ctx.leases.clone();
     let export = ctx.export.dir.clone();
@@ -378,7 +412,7 @@ async fn run_request(ctx: Ctx, frame: Frame, shared: &Shared) -> (Frame, Option<
     let need = shared
         .leases
         .reserving()
-        .then(|| space_needed(&frame))
+        .then(|| request.space_needed())
         .flatten();
     let me = leases
         .as_ref()
@@ -393,25 +427,23 @@ async fn run_request(ctx: Ctx, frame: Frame, shared: &Shared) -> (Frame, Option<
         }
     }
     let granted = leases.as_ref().and_then(|h| {
-        let dir = leases::wanted(&frame)?;
+        let dir = request.wanted_lease()?;
         let ms = h.leases.grant(&export, &dir, &h.session);
         (ms > 0).then_some((dir, ms))
     });
     let renamed = leases
         .as_ref()
-        .filter(|h| h.leases.held() > 0 && cmd == Command::Rename.code())
-        .and_then(|_| {
-            frame
-                .decode_msg::<proto::RenameRequest>("RenameRequest")
-                .ok()
-        });
+        .filter(|h| h.leases.held() > 0)
+        .and_then(|_| request.renamed());
     let exported = ctx.export.clone();
     let wanted_dir = granted.as_ref().map(|(dir, _)| dir.clone());
-    let result = tokio::task::spawn_blocking(move || {
-        let reply = cmd::dispatch(&ctx, frame.cmd, frame.msg, frame.data);
-        // Run as the caller, after the listing or mkdir: may the lease stand?
-        let policy = wanted_dir.map(|d| crate::lease_policy::decided_by_mode(&ctx.export, &d));
-        (reply, policy)
+    let result = tokio::task::spawn_blocking(move || match cmd::dispatch(&ctx, request) {
+        Ok((reply, _caller)) => {
+            // Still as the caller, after the listing or mkdir: may the lease stand?
+            let policy = wanted_dir.map(|d| crate::lease_policy::decided_by_mode(&ctx.export, &d));
+            (Ok(reply), policy)
+        }
+        Err(e) => (Err(e), None),
     })
     .await;
     let (result, mode_decides) = match result {
@@ -436,11 +468,7 @@ async fn run_request(ctx: Ctx, frame: Frame, shared: &Shared) -> (Frame, Option<
             h.leases
                 .returned(&export, &h.session, std::slice::from_ref(dir), false);
         }
-        if let (Some(r), true) = (renamed, ok) {
-            let (from, to) = (
-                leases::join(&r.parent, &r.name),
-                leases::join(&r.new_parent, &r.new_name),
-            );
+        if let (Some((from, to)), true) = (renamed, ok) {
             h.leases.renamed(&export, &h.session, &from, &to);
         }
     }
@@ -516,43 +544,4 @@ impl Queued for Outgoing {
 /// The reply bytes one connection may have read and not yet sent.
 fn unsent_budget(max_data: u32) -> usize {
     crate::defaults::UNSENT_REPLY_BYTES.max(2 * max_data as usize)
-}
-
-/// The new space request `frame` may take on the disk, (bytes, inodes), if it takes any,
-/// and whether it is covered by its session's budget: a local answer (ORDERED) or a Write
-/// the client marked so.
-fn space_needed(frame: &Frame) -> Option<((u64, u64), bool)> {
-    let msg = frame.msg.clone();
-    let ordered = frame.flags.contains(Flags::ORDERED);
-    let need = match Command::try_from(frame.cmd).ok()? {
-        Command::Write => {
-            let budgeted = proto::WriteRequest::decode(msg).is_ok_and(|r| r.budgeted);
-            return Some(((frame.data.len() as u64, 0), budgeted));
-        }
-        Command::Create | Command::Mknod => (0, 1),
-        Command::Mkdir => (4096, 1),
-        Command::Symlink => {
-            let target = proto::SymlinkRequest::decode(msg).map_or(0, |r| r.target.len());
-            (target as u64, 1)
-        }
-        Command::Fallocate => proto::FallocateRequest::decode(msg)
-            .ok()
-            .map(|r| (r.len, 0))?,
-        Command::CopyRange => proto::CopyRangeRequest::decode(msg)
-            .ok()
-            .map(|r| (r.len, 0))?,
-        _ => return None,
-    };
-    Some((need, ordered))
-}
-
-/// The bytes a Read request will reply with at most (0 for other requests).
-fn read_len(frame: &Frame, max_data: u32) -> u32 {
-    if frame.cmd != Command::Read.code() {
-        return 0;
-    }
-    frame
-        .decode_msg::<proto::ReadRequest>("ReadRequest")
-        .map(|r| r.len.min(max_data))
-        .unwrap_or(0)
 }

@@ -7,12 +7,13 @@
 //! objects get their owner and group (setgid directories included) for free.
 //!
 //! Only the calling thread changes: the raw system calls are used, not glibc's wrappers,
-//! which would apply `setgroups` to every thread of the process. A thread keeps what it
-//! last assumed and switches only when the next request's identity differs.
+//! which would apply `setgroups` to every thread of the process. The switch is a guard
+//! (`AsCaller`): when the request ends, panics included, the thread is the server's own
+//! again (its ids, groups and every capability), so no code outside a request (a reload, a
+//! key or certificate made, the control socket) ever runs with a client's ids.
 //!
 //! A server not running as root acts as its own user for everyone (it cannot switch).
 
-use std::cell::RefCell;
 use std::sync::OnceLock;
 
 use crate::error::FsError;
@@ -90,35 +91,53 @@ impl Policy {
     }
 }
 
+/// The server's own identity, read once, before any thread switched (a thread switches
+/// only after asking `switching`); None when it cannot switch (not root).
+fn own() -> Option<&'static Identity> {
+    static OWN: OnceLock<Option<Identity>> = OnceLock::new();
+    OWN.get_or_init(|| {
+        nix::unistd::geteuid().is_root().then(|| Identity {
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+            groups: nix::unistd::getgroups()
+                .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+                .unwrap_or_default(),
+        })
+    })
+    .as_ref()
+}
+
 /// Whether this process can switch identities (it runs as root). Checked once.
 pub fn switching() -> bool {
-    static ROOT: OnceLock<bool> = OnceLock::new();
-    *ROOT.get_or_init(|| nix::unistd::geteuid().is_root())
+    own().is_some()
 }
 
-thread_local! {
-    /// The identity this thread last assumed (None: the process's own, with all its
-    /// capabilities).
-    static ASSUMED: RefCell<Option<Identity>> = const { RefCell::new(None) };
-}
+/// The calling thread acts as a request's caller until this is dropped; then it is the
+/// server's own again.
+#[must_use = "the thread is the caller's only while the guard lives"]
+pub struct AsCaller(());
 
-/// Makes the calling thread act as `who` for file system access. A no-op when the server is
-/// not root. Blocking threads only: the identity stays with the thread.
-pub fn assume(who: &Identity) -> Result<(), FsError> {
-    if !switching() {
-        return Ok(());
-    }
-    ASSUMED.with(|cell| {
-        let mut assumed = cell.borrow_mut();
-        if assumed.as_ref() == Some(who) {
-            return Ok(());
-        }
-        // Whatever happens below, the thread's state is unknown until a switch succeeds.
-        *assumed = None;
+/// Makes the calling thread act as `who` for file system access until the guard is
+/// dropped. A no-op when the server is not root. Blocking threads only.
+pub fn as_caller(who: &Identity) -> Result<AsCaller, FsError> {
+    // Made first: a switch that fails half way is undone too.
+    let guard = AsCaller(());
+    if switching() {
         sys::switch_to(who).map_err(|e| FsError::Credentials(e.to_string()))?;
-        *assumed = Some(who.clone());
-        Ok(())
-    })
+    }
+    Ok(guard)
+}
+
+impl Drop for AsCaller {
+    fn drop(&mut self) {
+        let Some(own) = own() else { return };
+        if let Err(e) = sys::restore(own) {
+            // A thread stuck with a client's ids would run the next request (or anything
+            // else) as that client: not a state to go on from.
+            tracing::error!("a worker could not return to the server's own identity: {e}");
+            std::process::abort();
+        }
+    }
 }
 
 #[allow(unsafe_code)]
@@ -187,20 +206,33 @@ mod sys {
         Ok(())
     }
 
-    pub(super) fn switch_to(who: &Identity) -> Result<(), Error> {
-        // Switching needs CAP_SETUID/CAP_SETGID in effect: restore them first.
+    /// Back to the server's own ids and groups, with every permitted capability in effect.
+    pub(super) fn restore(own: &Identity) -> Result<(), Error> {
         set_effective(true)?;
+        set_groups(&own.groups)?;
+        set_fs_id(libc::SYS_setfsgid, own.gid)?;
+        set_fs_id(libc::SYS_setfsuid, own.uid)
+    }
+
+    fn set_groups(groups: &[u32]) -> Result<(), Error> {
         // SAFETY: setgroups reads `len` gids from the pointer, which points to that many.
         let r = unsafe {
             libc::syscall(
                 libc::SYS_setgroups,
-                who.groups.len() as libc::size_t,
-                who.groups.as_ptr(),
+                groups.len() as libc::size_t,
+                groups.as_ptr(),
             )
         };
         if r != 0 {
             return Err(Error::last_os_error());
         }
+        Ok(())
+    }
+
+    pub(super) fn switch_to(who: &Identity) -> Result<(), Error> {
+        // Switching needs CAP_SETUID/CAP_SETGID in effect: restore them first.
+        set_effective(true)?;
+        set_groups(&who.groups)?;
         set_fs_id(libc::SYS_setfsgid, who.gid)?;
         set_fs_id(libc::SYS_setfsuid, who.uid)?;
         if who.uid != 0 {
@@ -213,6 +245,43 @@ mod sys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The thread's fsuid and fsgid now.
+    #[allow(unsafe_code)]
+    fn fs_ids() -> (u32, u32) {
+        // SAFETY: setfsuid/setfsgid(-1) change nothing and return the current id.
+        unsafe {
+            (
+                libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32,
+                libc::syscall(libc::SYS_setfsgid, u32::MAX) as u32,
+            )
+        }
+    }
+
+    #[test]
+    fn a_worker_is_the_server_again_when_the_request_ends_even_by_a_panic() {
+        if !switching() {
+            return; // not root: nothing switches (checked by the e2e tests as root)
+        }
+        let own = fs_ids();
+        std::thread::spawn(move || {
+            let caller = as_caller(&id(1000, 1000, &[27])).unwrap();
+            assert_eq!(fs_ids(), (1000, 1000));
+            drop(caller);
+            assert_eq!(fs_ids(), own);
+            // The permitted capabilities are in effect again: a root-only read works.
+            assert!(std::fs::read_dir("/proc/1/fd").is_ok());
+            let squashed = std::panic::catch_unwind(|| {
+                let _caller = as_caller(&id(65534, 65534, &[])).unwrap();
+                assert_eq!(fs_ids(), (65534, 65534));
+                panic!("a handler panics");
+            });
+            assert!(squashed.is_err());
+            assert_eq!(fs_ids(), own);
+        })
+        .join()
+        .unwrap();
+    }
 
     fn creds(uid: u32, gid: u32, groups: &[u32]) -> Option<proto::Credentials> {
         Some(proto::Credentials {

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prost::Message;
-use protocol::{Command, Frame};
+use protocol::Command;
 use tokio::sync::watch;
 
 use crate::sync::{AtomicU64, AtomicUsize, Mutex};
@@ -37,25 +37,14 @@ pub const BUDGET_MAX_INODES: u64 = 65_536;
 pub const MAX_PER_SESSION: usize = 65_536;
 
 /// Who holds a lease: the session's id.
-pub type Holder = Bytes;
+pub use crate::lease_table::Holder;
+use crate::lease_table::{Key, Lease, Table};
 
 /// A connection's side of leasing: the server's leases and its session.
 #[derive(Debug, Clone)]
 pub struct LeaseHolder {
     pub leases: std::sync::Arc<Leases>,
     pub session: Holder,
-}
-
-/// (export directory, export-relative path of the leased directory).
-type Key = (PathBuf, Vec<u8>);
-
-#[derive(Debug)]
-struct Lease {
-    holder: Holder,
-    expires: Instant,
-    /// Dropped when the lease ends (returned, revoked, expired): wakes whoever waits for it.
-    gone: watch::Sender<()>,
-    recalled: bool,
 }
 
 /// Every lease the server granted.
@@ -65,14 +54,21 @@ pub struct Leases {
     pub time: Duration,
     /// How long a conflicting request waits for a recalled lease to be returned.
     pub recall_timeout: Duration,
-    table: Mutex<HashMap<Key, Lease>>,
+    table: Mutex<Table>,
     /// Leases in the table (a request by a client while nobody holds any pays nothing).
     count: AtomicUsize,
     /// Leases revoked because the holder did not return them in time.
     pub revoked: AtomicUsize,
     pub recalls: AtomicUsize,
-    /// Sessions that let a recall time out, and until when they get no lease.
+    /// Recalls answered, but after a fifth of the recall timeout.
+    pub slow_recalls: AtomicUsize,
+    /// Sessions that let a recall time out or answered one slowly, and until when they
+    /// get no lease.
     penalized: Mutex<HashMap<Holder, Instant>>,
+    /// Leases recalled lately, per holder: not granted to that holder again until then
+    /// (knfsd keeps recently recalled files from being delegated again the same way). A
+    /// holder cannot give a lease back at each recall and take it again at once.
+    cooling: Mutex<HashMap<(Key, Holder), Instant>>,
     /// Space set aside per session for what it answers itself (see `budget`).
     reserved: Mutex<HashMap<Holder, Reserved>>,
     /// Sessions with space set aside (a request while none is pays nothing).
@@ -151,11 +147,13 @@ impl Leases {
         Leases {
             time,
             recall_timeout,
-            table: Mutex::new(HashMap::new()),
+            table: Mutex::new(Table::default()),
             count: AtomicUsize::new(0),
             revoked: AtomicUsize::new(0),
             recalls: AtomicUsize::new(0),
+            slow_recalls: AtomicUsize::new(0),
             penalized: Mutex::new(HashMap::new()),
+            cooling: Mutex::new(HashMap::new()),
             admitted: Mutex::new(HashMap::new()),
             next_admission: Default::default(),
             reserved: Mutex::new(HashMap::new()),
@@ -240,7 +238,7 @@ impl Leases {
         self.reserving.load(Ordering::Relaxed) > 0
     }
 
-    /// Admits a request of `me` naming `paths` (see `paths_of`) and returns the leases of
+    /// Admits a request of `me` naming `paths` (see `Request::paths`) and returns the leases of
     /// other sessions it must first recall (see `conflicts`). From now until the admission
     /// is dropped no other session is granted a lease the request reaches into; the caller
     /// recalls what is returned, then asks `conflicts` again until nothing is left.
@@ -306,13 +304,25 @@ impl Leases {
                 None => {}
             }
         }
+        let key = (export.to_path_buf(), path.to_vec());
+        {
+            let mut cooling = self.cooling.lock();
+            let k = (key, holder.clone());
+            match cooling.get(&k) {
+                Some(until) if *until > now => return 0,
+                Some(_) => {
+                    cooling.remove(&k);
+                }
+                None => {}
+            }
+        }
+        let key = (export.to_path_buf(), path.to_vec());
         let mut table = self.table.lock();
         // A change of another session admitted there and still running: the listing or
         // mkdir this grant goes with could miss it (see the module).
         if self.admitted_below(export, path, holder) {
             return 0;
         }
-        let key = (export.to_path_buf(), path.to_vec());
         match table.get_mut(&key) {
             Some(l) if l.holder == *holder => {
                 l.expires = now + self.time;
@@ -322,9 +332,9 @@ impl Leases {
             Some(l) if l.expires > now => return 0,
             _ => {}
         }
-        if table.len() >= MAX_PER_SESSION {
-            table.retain(|_, l| l.expires > now);
-            if table.values().filter(|l| l.holder == *holder).count() >= MAX_PER_SESSION {
+        if table.count_of(holder) >= MAX_PER_SESSION {
+            table.expire_of(holder, now);
+            if table.count_of(holder) >= MAX_PER_SESSION {
                 return 0;
             }
         }
@@ -345,7 +355,7 @@ impl Leases {
         let now = Instant::now();
         let mut table = self.table.lock();
         if all {
-            table.retain(|_, l| l.holder != *holder);
+            table.remove_holder(holder);
             let mut reserved = self.reserved.lock();
             reserved.remove(holder);
             self.reserving.store(reserved.len(), Ordering::Relaxed);
@@ -356,8 +366,9 @@ impl Leases {
                 table.remove(&key);
             }
         }
-        for l in table.values_mut() {
-            if l.holder == *holder && l.expires > now {
+        let own: Vec<Key> = table.keys_of(holder).cloned().collect();
+        for key in own {
+            if let Some(l) = table.get_mut(&key).filter(|l| l.expires > now) {
                 l.expires = now + self.time;
             }
         }
@@ -365,7 +376,7 @@ impl Leases {
         millis(self.time)
     }
 
-    /// The leases of sessions other than `me` that `paths` (a request's, see `paths_of`)
+    /// The leases of sessions other than `me` that `paths` (a request's, see `Request::paths`)
     /// reach into: a leased directory is one of them or above one. Marks each recalled.
     pub fn conflicts(&self, export: &Path, me: &Holder, paths: &[Bytes]) -> Vec<Recall> {
         if self.count.load(Ordering::Relaxed) == 0 {
@@ -375,8 +386,7 @@ impl Leases {
         let mut table = self.table.lock();
         let mut found = Vec::new();
         for p in paths {
-            for prefix in prefixes(p) {
-                let key = (export.to_path_buf(), prefix.to_vec());
+            for (key, end) in table.others_above(export, p, me) {
                 let Some(lease) = table.get_mut(&key) else {
                     continue;
                 };
@@ -389,9 +399,12 @@ impl Leases {
                 }
                 let first = !lease.recalled;
                 lease.recalled = true;
+                if first {
+                    self.cooling_down(&key, &lease.holder, now);
+                }
                 found.push(Recall {
                     holder: lease.holder.clone(),
-                    path: Bytes::copy_from_slice(prefix),
+                    path: p.slice(..end),
                     first,
                     gone: lease.gone.subscribe(),
                     key,
@@ -402,35 +415,62 @@ impl Leases {
         found
     }
 
+    /// `holder` was recalled from `key`: it is not granted that lease again for the recall
+    /// timeout.
+    fn cooling_down(&self, key: &Key, holder: &Holder, now: Instant) {
+        let mut cooling = self.cooling.lock();
+        if cooling.len() >= MAX_PER_SESSION {
+            cooling.retain(|_, until| *until > now);
+        }
+        if cooling.len() < MAX_PER_SESSION {
+            cooling.insert((key.clone(), holder.clone()), now + self.recall_timeout);
+        }
+    }
+
+    /// `holder` gets no lease for twice the lease time.
+    fn penalize(&self, holder: &Holder) {
+        let mut penalized = self.penalized.lock();
+        if penalized.len() >= MAX_PER_SESSION {
+            penalized.retain(|_, until| *until > Instant::now());
+        }
+        if penalized.len() < MAX_PER_SESSION {
+            penalized.insert(holder.clone(), Instant::now() + 2 * self.time);
+        }
+    }
+
     /// Waits until `recall`'s lease ends, at most the recall timeout; then revokes it and
     /// every other lease of its holder (a holder that does not answer one recall answers
-    /// none: its other leases would each hold a request up as long). True if the holder
-    /// gave it back in time.
+    /// none: its other leases would each hold a request up as long). A holder that gave it
+    /// back, but only after a fifth of the timeout, gets no lease for a while either: each
+    /// of its leases costs another client that long. True if the holder gave it back in
+    /// time.
     pub async fn wait(&self, mut recall: Recall) -> bool {
+        let started = Instant::now();
         let returned = tokio::time::timeout(self.recall_timeout, async {
             while recall.gone.changed().await.is_ok() {}
         })
         .await
         .is_ok();
+        if returned && started.elapsed() > self.recall_timeout / 5 {
+            self.slow_recalls.fetch_add(1, Ordering::Relaxed);
+            self.penalize(&recall.holder);
+            tracing::warn!(
+                dir = %String::from_utf8_lossy(&recall.path),
+                "a recalled lease was given back only after {:.1?}: that session gets no \
+                 lease for {:?}",
+                started.elapsed(),
+                2 * self.time
+            );
+        }
         if !returned {
             let mut table = self.table.lock();
             if table
                 .get(&recall.key)
                 .is_some_and(|l| l.holder == recall.holder)
             {
-                // The session gets no lease for twice the lease time.
-                let mut penalized = self.penalized.lock();
-                if penalized.len() >= MAX_PER_SESSION {
-                    penalized.retain(|_, until| *until > Instant::now());
-                }
-                if penalized.len() < MAX_PER_SESSION {
-                    penalized.insert(recall.holder.clone(), Instant::now() + 2 * self.time);
-                }
-                drop(penalized);
-                let before = table.len();
-                table.retain(|_, l| l.holder != recall.holder);
-                self.revoked
-                    .fetch_add(before - table.len(), Ordering::Relaxed);
+                self.penalize(&recall.holder);
+                let gone = table.remove_holder(&recall.holder);
+                self.revoked.fetch_add(gone, Ordering::Relaxed);
             }
             self.count.store(table.len(), Ordering::Relaxed);
         }
@@ -444,17 +484,26 @@ impl Leases {
         }
         let mut table = self.table.lock();
         let moved: Vec<Key> = table
-            .iter()
-            .filter(|((e, p), l)| e == export && l.holder == *holder && under(p, from))
-            .map(|(k, _)| k.clone())
+            .keys_of(holder)
+            .filter(|(e, p)| e == export && under(p, from))
+            .cloned()
             .collect();
         for key in moved {
             if let Some(l) = table.remove(&key) {
                 let mut p = to.to_vec();
                 p.extend_from_slice(&key.1[from.len()..]);
-                table.insert((key.0, p), l);
+                let to_key = (key.0, p);
+                // Another session's lease there is not overwritten (the rename recalled it
+                // first; one granted since stays): this one ends.
+                if table
+                    .get(&to_key)
+                    .is_none_or(|other| other.holder == *holder)
+                {
+                    table.insert(to_key, l);
+                }
             }
         }
+        self.count.store(table.len(), Ordering::Relaxed);
     }
 }
 
@@ -479,84 +528,8 @@ fn under(path: &[u8], dir: &[u8]) -> bool {
     path.starts_with(dir) && (path.len() == dir.len() || path[dir.len()] == b'/')
 }
 
-/// `a`, `a/b`, `a/b/c` for `a/b/c` (the root, empty, is never leased).
-fn prefixes(path: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let ends = path
-        .iter()
-        .enumerate()
-        .filter(|(_, b)| **b == b'/')
-        .map(|(i, _)| i)
-        .chain(std::iter::once(path.len()));
-    ends.filter(|&e| e > 0).map(move |e| &path[..e])
-}
-
 /// `dir/name` (just `name` in the root).
-pub fn join(dir: &Bytes, name: &Bytes) -> Bytes {
-    if dir.is_empty() {
-        return name.clone();
-    }
-    let mut p = Vec::with_capacity(dir.len() + 1 + name.len());
-    p.extend_from_slice(dir);
-    p.push(b'/');
-    p.extend_from_slice(name);
-    p.into()
-}
-
-/// The paths request `frame` reads or changes by name (requests through a handle: none).
-pub fn paths_of(frame: &Frame) -> Vec<Bytes> {
-    let Ok(cmd) = Command::try_from(frame.cmd) else {
-        return Vec::new();
-    };
-    let msg = frame.msg.clone();
-    let decoded = match cmd {
-        Command::Lookup => proto::LookupRequest::decode(msg).map(|r| vec![r.path]),
-        Command::GetAttr => proto::GetAttrRequest::decode(msg)
-            .map(|r| (!r.has_handle).then_some(r.path).into_iter().collect()),
-        Command::SetAttr => proto::SetAttrRequest::decode(msg)
-            .map(|r| (!r.has_handle).then_some(r.path).into_iter().collect()),
-        Command::List => proto::ListRequest::decode(msg).map(|r| vec![r.path]),
-        Command::Open => proto::OpenRequest::decode(msg).map(|r| vec![r.path]),
-        Command::Create => {
-            proto::CreateRequest::decode(msg).map(|r| vec![join(&r.parent, &r.name)])
-        }
-        Command::Mkdir => proto::MkdirRequest::decode(msg).map(|r| vec![join(&r.parent, &r.name)]),
-        Command::Mknod => proto::MknodRequest::decode(msg).map(|r| vec![join(&r.parent, &r.name)]),
-        Command::Symlink => {
-            proto::SymlinkRequest::decode(msg).map(|r| vec![join(&r.parent, &r.name)])
-        }
-        Command::Remove => {
-            proto::RemoveRequest::decode(msg).map(|r| vec![join(&r.parent, &r.name)])
-        }
-        Command::Rename => proto::RenameRequest::decode(msg)
-            .map(|r| vec![join(&r.parent, &r.name), join(&r.new_parent, &r.new_name)]),
-        Command::Link => {
-            proto::LinkRequest::decode(msg).map(|r| vec![r.path, join(&r.new_parent, &r.new_name)])
-        }
-        Command::Readlink => proto::ReadlinkRequest::decode(msg).map(|r| vec![r.path]),
-        Command::GetXattr => proto::GetXattrRequest::decode(msg).map(|r| vec![r.path]),
-        Command::SetXattr => proto::SetXattrRequest::decode(msg).map(|r| vec![r.path]),
-        Command::ListXattr => proto::ListXattrRequest::decode(msg).map(|r| vec![r.path]),
-        Command::RemoveXattr => proto::RemoveXattrRequest::decode(msg).map(|r| vec![r.path]),
-        _ => return Vec::new(),
-    };
-    decoded.unwrap_or_default()
-}
-
-/// The directory whose lease request `frame` asks for, if it does (List of it, Mkdir of it).
-pub fn wanted(frame: &Frame) -> Option<Bytes> {
-    let msg = frame.msg.clone();
-    match Command::try_from(frame.cmd).ok()? {
-        Command::List => {
-            let r = proto::ListRequest::decode(msg).ok()?;
-            (r.want_lease && r.cookie == 0).then_some(r.path)
-        }
-        Command::Mkdir => {
-            let r = proto::MkdirRequest::decode(msg).ok()?;
-            r.want_lease.then(|| join(&r.parent, &r.name))
-        }
-        _ => None,
-    }
-}
+pub use crate::request::join;
 
 /// The reply message `msg` (ListReply or AttrReply) with `lease_ms` set: both carry it as
 /// field 4 or 2, appended (a later field of a protobuf message replaces an earlier one).
@@ -596,13 +569,6 @@ mod tests {
 
     fn holder(n: u8) -> Holder {
         Bytes::from(vec![n; 16])
-    }
-
-    #[test]
-    fn prefixes_of_a_path() {
-        let p: Vec<&[u8]> = prefixes(b"a/b/c").collect();
-        assert_eq!(p, vec![&b"a"[..], b"a/b", b"a/b/c"]);
-        assert_eq!(prefixes(b"").count(), 0);
     }
 
     #[tokio::test]
@@ -699,13 +665,36 @@ mod tests {
                     );
                     assert_eq!(leased_to(&leases, e, b"d", &holder(1)), granted);
                     drop(admitted);
-                    // Once the request ended, the lease may be granted again.
+                    // Once the request ended, the lease may be granted again: at once to
+                    // anyone but a holder recalled from it, which waits out the cooling.
                     leases.returned(e, &holder(1), &["d".into()], false);
-                    assert!(leases.grant(e, b"d", &holder(1)) > 0);
+                    let again = leases.grant(e, b"d", &holder(1)) > 0;
+                    assert_eq!(again, !granted, "a recalled holder waits");
+                    if granted {
+                        assert!(leases.grant(e, b"d", &holder(3)) > 0);
+                    }
                 },
                 2000,
             );
         }
+    }
+
+    #[test]
+    fn a_rename_never_takes_over_another_session_s_lease() {
+        let leases = test_leases();
+        let e = Path::new("/x");
+        assert!(leases.grant(e, b"a", &holder(1)) > 0);
+        assert!(leases.grant(e, b"a/s", &holder(1)) > 0);
+        assert!(leases.grant(e, b"b/s", &holder(2)) > 0);
+        leases.renamed(e, &holder(1), b"a", b"b");
+        assert!(
+            leased_to(&leases, e, b"b", &holder(1)),
+            "its own lease follows"
+        );
+        assert!(leased_to(&leases, e, b"b/s", &holder(2)), "another's stays");
+        assert!(
+            !leased_to(&leases, e, b"a", &holder(1)) && !leased_to(&leases, e, b"a/s", &holder(1))
+        );
     }
 
     fn leased_to(leases: &Leases, e: &Path, dir: &[u8], h: &Holder) -> bool {

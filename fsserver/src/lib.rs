@@ -33,6 +33,7 @@ pub mod handles;
 pub mod handshake;
 #[allow(unsafe_code)]
 pub mod lease_policy;
+pub mod lease_table;
 pub mod leases;
 pub mod live;
 pub mod notify;
@@ -41,6 +42,7 @@ pub mod ordering;
 pub mod page_crc;
 #[allow(unsafe_code)]
 pub mod read_buffer;
+pub mod request;
 pub mod server;
 pub mod session;
 pub mod stats;

@@ -350,17 +350,34 @@ fn main() -> Result<()> {
                 while hup.recv().await.is_some() {
                     fsserver::notify::reloading();
                     let (args, token_path) = (args.clone(), token_path.clone());
-                    let loaded =
-                        tokio::task::spawn_blocking(move || load_state(&args, &token_path)).await;
+                    // On a thread of its own, never one that ran a request: read as the
+                    // server itself (a 0600 token file, a 0700 config directory).
+                    let (done, loaded) = tokio::sync::oneshot::channel();
+                    let reader = std::thread::Builder::new()
+                        .name("fsserver-reload".into())
+                        .spawn(move || {
+                            let _ = done.send(load_state(&args, &token_path));
+                        });
+                    let loaded = match reader {
+                        Ok(_) => loaded
+                            .await
+                            .map_err(|_| anyhow::anyhow!("the reload thread died")),
+                        Err(e) => Err(anyhow::anyhow!("no thread to reload on: {e}")),
+                    };
                     match loaded {
                         Ok(Ok(state)) => {
                             let ended = shared.reload(state);
                             tracing::info!(ended, "reloaded the exports and tokens");
                         }
-                        Ok(Err(e)) => tracing::error!(
-                            "reload failed, still serving the previous configuration: {e:#}"
-                        ),
-                        Err(e) => tracing::error!("reload failed: {e}"),
+                        Ok(Err(e)) | Err(e) => {
+                            shared
+                                .stats
+                                .reload_failures
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            tracing::error!(
+                                "reload failed, still serving the previous configuration: {e:#}"
+                            )
+                        }
                     }
                     fsserver::notify::notify("READY=1");
                 }

@@ -24,8 +24,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use prost::Message;
-use protocol::{Command, Frame};
+use protocol::Command;
 use tokio::sync::watch;
 
 type Done = watch::Receiver<()>;
@@ -71,19 +70,22 @@ pub struct Request<'a> {
     pub cmd: Option<Command>,
     /// The handle it acts through (see `on_handle`).
     pub on_handle: Option<(Command, u64)>,
-    /// The paths it names (see `leases::paths_of`).
+    /// The paths it names (see `request::Request::paths`).
     pub paths: &'a [Bytes],
     pub ordered: bool,
 }
 
-/// Requests since the last ORDERED one, per path.
+/// Requests since the last ORDERED one, per path. Paths are keyed by their hash
+/// (`request::prefix_hashes`): a request's ancestors cost one pass over its path. Two paths
+/// of one hash only make a request wait for more than it must, never for less.
 #[derive(Default)]
 struct PathOrder {
+    hasher: std::collections::hash_map::RandomState,
     /// Per path: the requests naming it since the last ORDERED one that did (included).
-    on: HashMap<Bytes, Vec<Done>>,
+    on: HashMap<u64, Vec<Done>>,
     /// Per directory path: the requests naming something below it since the last ORDERED
     /// one naming it.
-    below: HashMap<Bytes, Vec<Done>>,
+    below: HashMap<u64, Vec<Done>>,
     /// The path each open handle was created or opened at.
     handles: HashMap<u64, Bytes>,
     /// The last ORDERED request naming no path.
@@ -102,20 +104,7 @@ const PRUNE_AT: usize = 64;
 /// Handles whose path is remembered, at most.
 const MAX_HANDLE_PATHS: usize = 65536;
 
-/// The strict ancestors of `path` ("a/b/c": "a/b", "a", and the root "").
-fn ancestors(path: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let cuts = path
-        .iter()
-        .enumerate()
-        .filter(|(_, b)| **b == b'/')
-        .map(|(i, _)| i);
-    std::iter::once(0)
-        .chain(cuts)
-        .filter(move |&e| e < path.len())
-        .map(move |e| &path[..e])
-}
-
-fn prune(map: &mut HashMap<Bytes, Vec<Done>>, at: &mut usize) {
+fn prune(map: &mut HashMap<u64, Vec<Done>>, at: &mut usize) {
     if map.len() < (*at).max(PRUNE_AT) {
         return;
     }
@@ -174,23 +163,33 @@ impl PathOrder {
             return;
         }
         // What it waits for first, then where it is recorded (never after itself).
-        for p in named.iter().filter(|_| r.ordered) {
-            let same = self.on.remove(p).into_iter().flatten();
-            let inside = self.below.remove(p).into_iter().flatten();
+        let hashed: Vec<Vec<(usize, u64)>> = named
+            .iter()
+            .map(|p| {
+                use std::hash::BuildHasher;
+                crate::request::prefix_hashes(self.hasher.build_hasher(), p)
+            })
+            .collect();
+        for prefixes in hashed.iter().filter(|_| r.ordered) {
+            let Some(((_, own), ancestors)) = prefixes.split_last() else {
+                continue;
+            };
+            let same = self.on.remove(own).into_iter().flatten();
+            let inside = self.below.remove(own).into_iter().flatten();
             after.extend(same.chain(inside).filter(|d| !ended(d)));
-            for a in ancestors(p) {
+            for (_, a) in ancestors {
                 if let Some(v) = self.on.get(a) {
                     after.extend(v.iter().filter(|d| !ended(d)).cloned());
                 }
             }
         }
-        for p in &named {
-            self.on.entry(p.clone()).or_default().push(rx.clone());
-            for a in ancestors(p) {
-                self.below
-                    .entry(Bytes::copy_from_slice(a))
-                    .or_default()
-                    .push(rx.clone());
+        for prefixes in &hashed {
+            let Some(((_, own), ancestors)) = prefixes.split_last() else {
+                continue;
+            };
+            self.on.entry(*own).or_default().push(rx.clone());
+            for (_, a) in ancestors {
+                self.below.entry(*a).or_default().push(rx.clone());
             }
         }
         prune(&mut self.on, &mut self.prune_at.0);
@@ -252,47 +251,25 @@ impl HandleOrder {
     }
 }
 
-/// The open handle a request acts through, with its command (Write, SetAttr through a
-/// handle, Fsync, Fallocate, Close, and CopyRange's destination); decoded once per request,
-/// for its order here and for telling other clients (`changes::handle_change`).
-pub fn on_handle(frame: &Frame) -> Option<(Command, u64)> {
-    let cmd = Command::try_from(frame.cmd).ok()?;
-    let msg = frame.msg.clone();
-    let handle = match cmd {
-        Command::Write => proto::WriteRequest::decode(msg).ok()?.handle,
-        Command::SetAttr => {
-            let r = proto::SetAttrRequest::decode(msg).ok()?;
-            r.has_handle.then_some(r.handle)?
-        }
-        Command::Fsync => proto::FsyncRequest::decode(msg).ok()?.handle,
-        Command::Fallocate => proto::FallocateRequest::decode(msg).ok()?.handle,
-        Command::Close => proto::CloseRequest::decode(msg).ok()?.handle,
-        // A handle the client named for a file it creates: what it sends through it
-        // before the reply follows the create.
-        Command::Create => proto::CreateRequest::decode(msg).ok()?.handle,
-        Command::Open => proto::OpenRequest::decode(msg).ok()?.handle,
-        Command::CopyRange => proto::CopyRangeRequest::decode(msg).ok()?.handle_out,
-        _ => return None,
-    };
-    Some((cmd, handle))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use prost::Message;
+    use protocol::Frame;
     use protocol::{Flags, StreamId};
     use std::time::Duration;
 
     impl HandleOrder {
         /// The turn of `frame`, decoded here as the connection's reader does.
         fn turn(&mut self, frame: &Frame) -> Turn {
-            let paths = crate::leases::paths_of(frame);
+            let request = crate::request::Request::decode(frame).expect("a valid request");
+            let paths = request.paths();
             self.turn_of(&Request {
-                cmd: Command::try_from(frame.cmd).ok(),
-                on_handle: on_handle(frame),
+                cmd: Some(request.command),
+                on_handle: request.on_handle(),
                 paths: &paths,
-                ordered: frame.flags.contains(Flags::ORDERED),
+                ordered: request.ordered,
             })
         }
     }
@@ -495,6 +472,7 @@ mod tests {
         let mut order = HandleOrder::default();
         let mut w = order.turn(&write(7));
         let create = proto::CreateRequest {
+            name: Bytes::from_static(b"x"),
             handle: 9,
             ..Default::default()
         };

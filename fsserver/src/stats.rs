@@ -24,6 +24,8 @@ pub struct ServerStats {
     pub authenticated: AtomicU64,
     pub auth_failures: AtomicU64,
     pub reloads: AtomicU64,
+    /// Reloads that failed (the previous configuration stays).
+    pub reload_failures: AtomicU64,
 }
 
 /// One authenticated connection's figures (kept in the live registry while it lasts).
@@ -165,6 +167,36 @@ pub fn metrics_text(shared: &Shared) -> String {
         "counter",
         "Successful reloads (SIGHUP).",
         load(&s.reloads),
+    );
+    sample(
+        &mut out,
+        "fsxp_server_reload_failures_total",
+        "counter",
+        "Reloads that failed; the previous configuration is still served.",
+        load(&s.reload_failures),
+    );
+    let leases = &shared.leases;
+    let count = |a: &crate::sync::AtomicUsize| a.load(Ordering::Relaxed) as u64;
+    sample(
+        &mut out,
+        "fsxp_server_lease_recalls_total",
+        "counter",
+        "Directory leases recalled for another client's request.",
+        count(&leases.recalls),
+    );
+    sample(
+        &mut out,
+        "fsxp_server_lease_slow_recalls_total",
+        "counter",
+        "Recalls answered after a fifth of the recall timeout (the holder gets no lease for a while).",
+        count(&leases.slow_recalls),
+    );
+    sample(
+        &mut out,
+        "fsxp_server_leases_revoked_total",
+        "counter",
+        "Leases revoked: a recall not answered within the recall timeout.",
+        count(&leases.revoked),
     );
     out
 }

@@ -197,6 +197,13 @@ impl RawClient {
         }
     }
 
+    /// A stream id not used yet on this connection (the counter `call` uses).
+    pub fn next_stream(&mut self) -> StreamId {
+        let id = self.next;
+        self.next += 1;
+        StreamId(id)
+    }
+
     /// Sends one request (with `self.credentials`) and returns `Ok(reply message)` or
     /// `Err(errno)`.
     pub fn call<R: Message + Default>(

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use e2e_tests::raw::RawClient;
 use e2e_tests::{wait_until, Server};
+use prost::Message;
 use protocol::{Command, Frame, StreamId};
 
 /// Runs `f` on a thread and returns its result, or panics if it takes longer than `limit`
@@ -465,4 +466,326 @@ fn out_of_descriptors_the_accept_loop_backs_off_and_recovers() {
     // Once the descriptors are back, clients are served again.
     let t = ping_time(&server);
     assert!(t < Duration::from_secs(1), "{t:?}");
+}
+
+/// `a/a/a/...`, `len` bytes long.
+fn deep_path(len: usize) -> Bytes {
+    let mut p = b"a/".repeat(len / 2 + 1);
+    p.truncate(len);
+    if p.last() == Some(&b'/') {
+        *p.last_mut().unwrap() = b'a';
+    }
+    p.into()
+}
+
+#[test]
+fn every_command_at_the_protocol_s_limits_costs_little_and_others_are_served() {
+    let server = Server::start(&[]);
+    let data = server.export("data");
+    fs::create_dir_all(data.join("a/a")).unwrap();
+    fs::create_dir(data.join("b")).unwrap();
+    fs::write(data.join("f"), b"0123456789").unwrap();
+    let token = server.token();
+    // A lease held elsewhere: every request's paths are checked against the table.
+    let mut holder = RawClient::notified(&server.addr, "data", &token).unwrap();
+    let list = proto::ListRequest {
+        path: "b".into(),
+        cookie: 0,
+        max_entries: 10,
+        want_lease: true,
+    };
+    let leased: proto::ListReply = holder.call(Command::List, &list).unwrap();
+    assert!(leased.lease_ms > 0);
+    let mut c = RawClient::authenticated(&server.addr, "data", &token).unwrap();
+    let open = proto::OpenRequest {
+        path: "f".into(),
+        flags: libc::O_RDWR as u32,
+        handle: 1,
+        ..Default::default()
+    };
+    c.call::<proto::OpenReply>(Command::Open, &open).unwrap();
+    let rss_before = rss(server.pid());
+    // Paths at the largest a message holds (1 MiB), at 128 KiB, and just within the limit
+    // on paths (16 KiB, 8192 components: decoded, ordered, leased and resolved).
+    for len in [(1 << 20) - 64, 128 << 10, 16 << 10] {
+        let p = deep_path(len);
+        // For requests with more fields: room left for them in one message.
+        let (q, half) = (deep_path(len - 8192), deep_path(len / 2 - 1024));
+        let name: Bytes = vec![b'n'; 255].into();
+        let id = Some(proto::Identity::default());
+        let requests: Vec<(Command, Vec<u8>)> = vec![
+            (
+                Command::Lookup,
+                proto::LookupRequest { path: p.clone() }.encode_to_vec(),
+            ),
+            (
+                Command::GetAttr,
+                proto::GetAttrRequest {
+                    path: p.clone(),
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            ),
+            (
+                Command::SetAttr,
+                proto::SetAttrRequest {
+                    path: p.clone(),
+                    mode: Some(0o644),
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            ),
+            (
+                Command::List,
+                proto::ListRequest {
+                    path: p.clone(),
+                    max_entries: u32::MAX,
+                    want_lease: true,
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            ),
+            (
+                Command::Open,
+                proto::OpenRequest {
+                    path: p.clone(),
+                    handle: 2,
+                    prefetch: u32::MAX,
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            ),
+            (
+                Command::Create,
+                proto::CreateRequest {
+                    parent: p.slice(..p.len() - 300),
+                    name: name.clone(),
+                    handle: 3,
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            ),
+            (
+                Command::Mkdir,
+                proto::MkdirRequest {
+                    parent: p.slice(..p.len() - 300),
+                    name: name.clone(),
+                    want_lease: true,
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            ),
+            (
+                Command::Mknod,
+                proto::MknodRequest {
+                    parent: q.clone(),
+                    name: name.clone(),
+                    mode: libc::S_IFIFO | 0o644,
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            ),
+            (
+                Command::Symlink,
+                proto::SymlinkRequest {
+                    parent: q.clone(),
+                    name: name.clone(),
+                    target: p.slice(..4095),
+                }
+                .encode_to_vec(),
+            ),
+            (
+                Command::Remove,
+                proto::RemoveRequest {
+                    parent: q.clone(),
+                    name: name.clone(),
+                    dir: true,
+                }
+                .encode_to_vec(),
+            ),
+            (
+                Command::Rename,
+                proto::RenameRequest {
+                    parent: half.clone(),
+                    name: name.clone(),
+                    new_parent: half.clone(),
+                    new_name: name.clone(),
+                    flags: 0,
+                }
+                .encode_to_vec(),
+            ),
+            (
+                Command::Link,
+                proto::LinkRequest {
+                    path: half.clone(),
+                    new_parent: half.clone(),
+                    new_name: name.clone(),
+                    expect: id,
+                }
+                .encode_to_vec(),
+            ),
+            (
+                Command::Readlink,
+                proto::ReadlinkRequest {
+                    path: p.clone(),
+                    expect: id,
+                }
+                .encode_to_vec(),
+            ),
+            (
+                Command::GetXattr,
+                proto::GetXattrRequest {
+                    path: p.clone(),
+                    name: "user.x".into(),
+                    expect: id,
+                }
+                .encode_to_vec(),
+            ),
+            (
+                Command::SetXattr,
+                proto::SetXattrRequest {
+                    path: deep_path(len.saturating_sub(80 << 10)),
+                    name: "user.x".into(),
+                    value: vec![0; 65536].into(),
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            ),
+            (
+                Command::ListXattr,
+                proto::ListXattrRequest {
+                    path: p.clone(),
+                    expect: id,
+                }
+                .encode_to_vec(),
+            ),
+            (
+                Command::RemoveXattr,
+                proto::RemoveXattrRequest {
+                    path: p.clone(),
+                    name: "user.x".into(),
+                    expect: id,
+                }
+                .encode_to_vec(),
+            ),
+            (
+                Command::Lease,
+                proto::LeaseRequest {
+                    returned: vec![Bytes::from_static(b"a"); 65536],
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            ),
+            (
+                Command::Read,
+                proto::ReadRequest {
+                    handle: 1,
+                    offset: u64::MAX - 1,
+                    len: u32::MAX,
+                    split_crc: true,
+                }
+                .encode_to_vec(),
+            ),
+            (
+                Command::Fallocate,
+                proto::FallocateRequest {
+                    handle: 1,
+                    mode: 0,
+                    offset: u64::MAX / 2,
+                    len: u64::MAX / 2,
+                }
+                .encode_to_vec(),
+            ),
+            (
+                Command::CopyRange,
+                proto::CopyRangeRequest {
+                    handle_in: 1,
+                    offset_in: 0,
+                    handle_out: 1,
+                    offset_out: u64::MAX / 2,
+                    len: u64::MAX,
+                }
+                .encode_to_vec(),
+            ),
+            (
+                Command::Lseek,
+                proto::LseekRequest {
+                    handle: 1,
+                    offset: i64::MIN,
+                    whence: 3,
+                }
+                .encode_to_vec(),
+            ),
+        ];
+        for (cmd, msg) in requests {
+            assert!(
+                msg.len() <= 1 << 20,
+                "{cmd:?}: {} bytes do not fit a message",
+                msg.len()
+            );
+            let t = Instant::now();
+            let id = c.next_stream();
+            c.send(Frame::request_bytes(cmd, id, msg.into(), Bytes::new()));
+            let reply = c.recv().expect("a reply, not a closed connection");
+            let took = t.elapsed();
+            assert_eq!(reply.stream_id, id, "{cmd:?}");
+            assert!(
+                took < Duration::from_millis(100),
+                "{cmd:?} of a {len}-byte path took {took:?}"
+            );
+        }
+        let ping = ping_time(&server);
+        assert!(
+            ping < Duration::from_millis(50),
+            "another client's ping took {ping:?}"
+        );
+    }
+    let grown = rss(server.pid()).saturating_sub(rss_before);
+    assert!(grown < 16 << 20, "the server grew by {} MiB", grown >> 20);
+    // Nothing was made, and the lease elsewhere is still there (no recall).
+    assert!(!data
+        .join("a/a")
+        .read_dir()
+        .unwrap()
+        .any(|e| e.unwrap().file_name().len() == 255));
+    assert_eq!(
+        c.call::<proto::Ping>(Command::Ping, &proto::Ping {}).ok(),
+        Some(proto::Ping {})
+    );
+}
+
+#[test]
+fn another_spelling_of_a_path_is_refused_not_let_past_a_lease() {
+    let server = Server::start(&[]);
+    fs::create_dir_all(server.export("data").join("d")).unwrap();
+    fs::write(server.export("data").join("d/x"), b"x").unwrap();
+    let mut c = RawClient::authenticated(&server.addr, "data", &server.token()).unwrap();
+    for (path, errno) in [
+        ("./d/x", libc::EINVAL),
+        ("d//x", libc::EINVAL),
+        ("d/./x", libc::EINVAL),
+        ("d/x/", libc::EINVAL),
+        ("/d/x", libc::EXDEV),
+        ("d/../d/x", libc::EXDEV),
+    ] {
+        let got = c
+            .call::<proto::AttrReply>(Command::Lookup, &proto::LookupRequest { path: path.into() });
+        assert_eq!(got.err(), Some(errno), "{path}");
+    }
+    let ok = c.call::<proto::AttrReply>(
+        Command::Lookup,
+        &proto::LookupRequest { path: "d/x".into() },
+    );
+    assert!(ok.is_ok(), "the one spelling works");
+    let long = "n".repeat(256);
+    let create = proto::CreateRequest {
+        parent: "d".into(),
+        name: long.into(),
+        handle: 5,
+        ..Default::default()
+    };
+    assert_eq!(
+        c.call::<proto::OpenReply>(Command::Create, &create).err(),
+        Some(libc::ENAMETOOLONG)
+    );
 }

@@ -293,3 +293,83 @@ fn fsserver_status_with_the_config_lists_connections_by_token_name() {
     let cols: Vec<&str> = row.split_whitespace().collect();
     assert_eq!((cols[1], cols[2]), ("a", "reader"), "{text}");
 }
+
+#[test]
+fn a_reload_after_requests_as_a_user_and_as_squashed_root_still_reads_the_private_config() {
+    require_mount_support();
+    let tokens = r#"
+[[token]]
+name = "all"
+file = "{dir}/all.token"
+exports = ["a", "far", "s"]
+
+[[token]]
+name = "reader"
+file = "{dir}/reader.token"
+exports = ["a:ro"]
+"#;
+    // Export s squashes root (the default); the config and the token files are readable by
+    // root alone (a 0700 directory, 0600 files).
+    let squashed = "\n[[export]]\nname = \"s\"\npath = \"{dir}/exports/b\"\n";
+    let (server, _dir, root) = start(tokens, squashed);
+    let config_dir = server.dir.path();
+    for private in [config_dir, root.as_path()] {
+        fs::set_permissions(private, fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    fs::set_permissions(root.join("exports/b"), fs::Permissions::from_mode(0o777)).unwrap();
+    let (all, reader) = (root.join("all.token"), root.join("reader.token"));
+    let reading = Mount::with_token(&reader, &server.addr, "a", &["timeout=2"]);
+    assert!(fs::read_dir(&reading.path).is_ok());
+    let m = Mount::with_token(&all, &server.addr, "s", &["allow_other"]);
+    // Requests as squashed root and as uid 1000, on every worker there is.
+    for i in 0..20 {
+        fs::write(m.path.join(format!("root{i}")), "squashed").unwrap();
+    }
+    let as_user = e2e_tests::run_as(
+        1000,
+        1000,
+        &[],
+        &m.path,
+        "for i in $(seq 40); do echo x > user$i && cat user$i >/dev/null || exit 1; done",
+    );
+    assert_eq!(as_user.code, Some(0), "{as_user:?}");
+    assert_eq!(
+        e2e_tests::owner_of(&root.join("exports/b/user1")),
+        (1000, 1000)
+    );
+    assert_eq!(
+        e2e_tests::owner_of(&root.join("exports/b/root1")),
+        (65534, 65534)
+    );
+
+    // Revoke "reader" and reload: the reload reads the private files as the server.
+    let config = config_dir.join("fsserver.toml");
+    let only_all = r#"
+[[token]]
+name = "all"
+file = "{dir}/all.token"
+exports = ["a", "far", "s"]
+"#;
+    let text = exports_file(root.to_str().unwrap(), only_all, squashed)
+        .replace("{dir}", root.to_str().unwrap());
+    fs::write(&config, text).unwrap();
+    send_signal(server.pid(), libc::SIGHUP);
+    wait_until(
+        "the reload, or its failure",
+        Duration::from_secs(10),
+        || {
+            let log = server.log();
+            log.contains("reloaded") || log.contains("reload failed")
+        },
+    );
+    assert!(!server.log().contains("reload failed"), "{}", server.log());
+    wait_until(
+        "the revoked token's connection ends",
+        Duration::from_secs(10),
+        || server.log().contains("token \"reader\" was revoked"),
+    );
+    let (code, err) = try_mount(&server.addr, "a", &reader);
+    assert_eq!(code, Some(1), "the revoked token mounts no more: {err}");
+    // The squashed mount goes on as before.
+    fs::write(m.path.join("after"), "ok").unwrap();
+}

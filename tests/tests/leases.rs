@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use e2e_tests::raw::RawClient;
 use e2e_tests::{require_mount_support, Mount, Server};
+use prost::Message;
 use protocol::Command as Cmd;
 
 const LONG: [&str; 3] = ["attr_timeout=60", "entry_timeout=60", "negative_timeout=60"];
@@ -262,4 +263,98 @@ fn a_client_that_never_gives_a_lease_back_holds_others_up_only_until_the_recall_
     let mut another = RawClient::notified(&server.addr, "data", &token).unwrap();
     let granted: proto::ListReply = another.call(Cmd::List, &list).unwrap();
     assert!(granted.lease_ms > 0, "other sessions still get leases");
+}
+
+#[test]
+fn a_holder_that_gives_each_recalled_lease_back_late_cannot_hold_others_up_again() {
+    let server = Server::start(&[]);
+    fs::create_dir(server.export("data").join("d")).unwrap();
+    let token = server.token();
+    // The holder answers each recall just inside the 5 s recall timeout and asks for the
+    // lease again at once.
+    let mut holder = RawClient::notified(&server.addr, "data", &token).unwrap();
+    let list = proto::ListRequest {
+        path: "d".into(),
+        cookie: 0,
+        max_entries: 100,
+        want_lease: true,
+    };
+    let granted: proto::ListReply = holder.call(Cmd::List, &list).unwrap();
+    assert!(granted.lease_ms > 0, "a lease is granted");
+    let regranted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = regranted.clone();
+    std::thread::spawn(move || {
+        let mut stream = 1000;
+        while let Some(f) = holder.recv() {
+            if f.cmd != Cmd::Notify.code() {
+                if f.cmd == Cmd::List.code() && !f.is_error() {
+                    let r: proto::ListReply = f.decode_msg("ListReply").unwrap();
+                    if r.lease_ms > 0 {
+                        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                continue;
+            }
+            let n: proto::Notify = f.decode_msg("Notify").unwrap();
+            if n.recall.is_empty() {
+                continue;
+            }
+            std::thread::sleep(Duration::from_millis(4500));
+            let give_back = proto::LeaseRequest {
+                returned: n.recall,
+                ..Default::default()
+            };
+            for (cmd, msg) in [
+                (Cmd::Lease, give_back.encode_to_vec()),
+                (Cmd::List, list.encode_to_vec()),
+            ] {
+                stream += 1;
+                let id = protocol::StreamId(stream);
+                holder.send(protocol::Frame::request_bytes(
+                    cmd,
+                    id,
+                    msg.into(),
+                    bytes::Bytes::new(),
+                ));
+            }
+        }
+    });
+    let mut other = RawClient::authenticated(&server.addr, "data", &token).unwrap();
+    let lookup = proto::LookupRequest { path: "d/x".into() };
+    let t = Instant::now();
+    assert_eq!(
+        other
+            .call::<proto::AttrReply>(Cmd::Lookup, &lookup)
+            .unwrap_err(),
+        libc::ENOENT
+    );
+    let first = t.elapsed();
+    assert!(
+        first >= Duration::from_secs(4),
+        "the first waits for the recall: {first:?}"
+    );
+    let t = Instant::now();
+    for _ in 0..3 {
+        assert_eq!(
+            other
+                .call::<proto::AttrReply>(Cmd::Lookup, &lookup)
+                .unwrap_err(),
+            libc::ENOENT
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let next = t.elapsed() - Duration::from_millis(300);
+    assert!(
+        next < Duration::from_secs(1),
+        "the next three lookups waited {next:?}"
+    );
+    assert_eq!(
+        regranted.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "the lease given back late is not granted again at once"
+    );
+    assert!(
+        server.log().contains("given back only after"),
+        "the slow answer is logged"
+    );
 }

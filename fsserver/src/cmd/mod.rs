@@ -3,21 +3,22 @@
 //!
 //! Each handler file has `apply(ctx, request) -> Result<Reply<R>, FsError>` (Write also gets
 //! the request's data section); the table fixes its request and reply types, so a handler
-//! whose types disagree with the table does not compile. Before a handler runs, dispatch
-//! refuses a data section the command does not carry and, on a read-only export, any command
-//! the table marks as mutating (EROFS). Handlers block: they run on blocking threads.
+//! whose types disagree with the table does not compile. The request comes decoded and
+//! validated (`request`); before a handler runs, dispatch refuses, on a read-only export,
+//! any command the table marks as mutating (EROFS). Handlers block: they run on blocking
+//! threads.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message;
 use protocol::writer::FileData;
-use protocol::{Command, DataSection};
 
 use crate::credentials;
 use crate::error::FsError;
 use crate::export::Export;
 use crate::handles::Handles;
+use crate::request::{Body, Request};
 
 #[allow(unsafe_code)]
 mod dir_stream;
@@ -102,10 +103,6 @@ pub struct Encoded {
     pub file: Option<FileData>,
 }
 
-fn parse<M: Message + Default>(msg: Bytes) -> Result<M, FsError> {
-    M::decode(msg).map_err(|e| FsError::BadRequest(e.to_string()))
-}
-
 /// Calls a handler with the data section only if its command carries one.
 macro_rules! call_handler {
     (request, $handler:ident, $ctx:ident, $req:ident, $data:ident) => {
@@ -127,16 +124,12 @@ macro_rules! define_dispatch {
         $( mod $handler; )*
 
         /// Runs a request whose policy checks passed.
-        fn run(ctx: &Ctx, command: Command, msg: Bytes, data: Bytes) -> Result<Encoded, FsError> {
-            match command {
-                $( Command::$name => {
-                    let req: proto::$req = parse(msg)?;
+        fn run(ctx: &Ctx, body: Body, data: Bytes) -> Result<Encoded, FsError> {
+            match body {
+                $( Body::$name(req) => {
                     let reply: Reply<proto::$rep> = call_handler!($data, $handler, ctx, req, data)?;
                     Ok(reply.encode())
                 } )*
-                $( Command::$control )|* => Err(FsError::BadRequest(format!(
-                    "{command:?} is not a request after the handshake"
-                ))),
             }
         }
     };
@@ -144,21 +137,16 @@ macro_rules! define_dispatch {
 
 protocol::command_table!(define_dispatch);
 
-/// Runs one request as its caller (see `credentials`). Blocking: call from a blocking
-/// thread, which keeps the caller's identity until its next request.
-pub fn dispatch(ctx: &Ctx, cmd: u16, msg: Bytes, data: Bytes) -> Result<Encoded, FsError> {
-    let command = Command::try_from(cmd).map_err(|_| FsError::UnknownCommand(cmd))?;
-    if !data.is_empty() && command.data_section() != DataSection::Request {
-        return Err(FsError::BadRequest(format!(
-            "{command:?} carries no data section"
-        )));
-    }
-    if command.mutates() {
+/// Runs one decoded request as its caller (see `credentials`). Blocking: call from a
+/// blocking thread. The thread stays the caller's until the returned guard is dropped (what
+/// the connection checks after the request, as the caller, runs before that).
+pub fn dispatch(ctx: &Ctx, request: Request) -> Result<(Encoded, credentials::AsCaller), FsError> {
+    if request.command.mutates() {
         ctx.writable()?;
     }
-    let claimed = protocol::credentials::of(&msg).map_err(FsError::BadRequest)?;
-    credentials::assume(&ctx.export.identity.map(claimed))?;
-    run(ctx, command, msg, data)
+    let caller = credentials::as_caller(&ctx.export.identity.map(request.credentials))?;
+    let reply = run(ctx, request.body, request.data)?;
+    Ok((reply, caller))
 }
 
 /// `AttrReply` carrying `attr`.

@@ -1,0 +1,229 @@
+//! The leases granted, indexed so that no request pays more than its own size: by key,
+//! by holder (its count and its leases, for caps and renewal without a scan), and by the
+//! hash of (export, path) (`request::prefix_hashes`), so a request's ancestors are checked
+//! in one pass over its path. The hash only picks candidates; a candidate is confirmed
+//! against the table by its key, so a collision costs a lookup, never a wrong answer.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hasher};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+/// Who holds a lease: the session's id.
+pub type Holder = Bytes;
+
+/// (export directory, export-relative path of the leased directory).
+pub type Key = (PathBuf, Vec<u8>);
+
+#[derive(Debug)]
+pub struct Lease {
+    pub holder: Holder,
+    pub expires: Instant,
+    /// Dropped when the lease ends (returned, revoked, expired): wakes whoever waits for it.
+    pub gone: watch::Sender<()>,
+    pub recalled: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Table {
+    leases: HashMap<Key, Lease>,
+    by_holder: HashMap<Holder, HashSet<Key>>,
+    /// Hash of (export, path) -> the holders of leases with that hash.
+    by_hash: HashMap<u64, Vec<Holder>>,
+    hasher: RandomState,
+}
+
+impl Table {
+    fn start(&self, export: &Path) -> impl Hasher + Clone {
+        let mut h = self.hasher.build_hasher();
+        h.write(export.as_os_str().as_bytes());
+        h.write_u8(0);
+        h
+    }
+
+    fn hash(&self, key: &Key) -> u64 {
+        let hashes = crate::request::prefix_hashes(self.start(&key.0), &key.1);
+        hashes.last().map_or(0, |(_, h)| *h)
+    }
+
+    pub fn len(&self) -> usize {
+        self.leases.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.leases.is_empty()
+    }
+
+    pub fn get(&self, key: &Key) -> Option<&Lease> {
+        self.leases.get(key)
+    }
+
+    pub fn get_mut(&mut self, key: &Key) -> Option<&mut Lease> {
+        self.leases.get_mut(key)
+    }
+
+    /// How many leases `holder` has.
+    pub fn count_of(&self, holder: &Holder) -> usize {
+        self.by_holder.get(holder).map_or(0, HashSet::len)
+    }
+
+    /// Inserts (or replaces) the lease on `key`.
+    pub fn insert(&mut self, key: Key, lease: Lease) {
+        self.remove(&key);
+        let h = self.hash(&key);
+        self.by_hash
+            .entry(h)
+            .or_default()
+            .push(lease.holder.clone());
+        self.by_holder
+            .entry(lease.holder.clone())
+            .or_default()
+            .insert(key.clone());
+        self.leases.insert(key, lease);
+    }
+
+    pub fn remove(&mut self, key: &Key) -> Option<Lease> {
+        let lease = self.leases.remove(key)?;
+        let h = self.hash(key);
+        if let Some(holders) = self.by_hash.get_mut(&h) {
+            if let Some(i) = holders.iter().position(|x| *x == lease.holder) {
+                holders.swap_remove(i);
+            }
+            if holders.is_empty() {
+                self.by_hash.remove(&h);
+            }
+        }
+        if let Some(keys) = self.by_holder.get_mut(&lease.holder) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_holder.remove(&lease.holder);
+            }
+        }
+        Some(lease)
+    }
+
+    /// Removes every lease of `holder`; how many there were.
+    pub fn remove_holder(&mut self, holder: &Holder) -> usize {
+        let keys: Vec<Key> = self
+            .by_holder
+            .get(holder)
+            .map(|k| k.iter().cloned().collect())
+            .unwrap_or_default();
+        for k in &keys {
+            self.remove(k);
+        }
+        keys.len()
+    }
+
+    /// Removes `holder`'s expired leases.
+    pub fn expire_of(&mut self, holder: &Holder, now: Instant) {
+        let expired: Vec<Key> = self
+            .keys_of(holder)
+            .filter(|k| self.leases.get(*k).is_some_and(|l| l.expires <= now))
+            .cloned()
+            .collect();
+        for k in &expired {
+            self.remove(k);
+        }
+    }
+
+    /// `holder`'s leases.
+    pub fn keys_of<'a>(&'a self, holder: &Holder) -> impl Iterator<Item = &'a Key> + 'a {
+        self.by_holder.get(holder).into_iter().flatten()
+    }
+
+    /// The keys of leases held by someone other than `me` on `path` or a directory above
+    /// it (the root excepted), with the length of the prefix: one pass over `path`, then a
+    /// lookup per candidate.
+    pub fn others_above(&self, export: &Path, path: &[u8], me: &Holder) -> Vec<(Key, usize)> {
+        if self.by_hash.is_empty() {
+            return Vec::new();
+        }
+        let hashes = crate::request::prefix_hashes(self.start(export), path);
+        let mut out = Vec::new();
+        for (end, h) in hashes.into_iter().skip(1) {
+            let Some(holders) = self.by_hash.get(&h) else {
+                continue;
+            };
+            if holders.iter().all(|x| x == me) {
+                continue;
+            }
+            let key = (export.to_path_buf(), path[..end].to_vec());
+            if self.leases.get(&key).is_some_and(|l| l.holder != *me) {
+                out.push((key, end));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(holder: &'static [u8]) -> Lease {
+        Lease {
+            holder: Bytes::from_static(holder),
+            expires: Instant::now() + std::time::Duration::from_secs(30),
+            gone: watch::channel(()).0,
+            recalled: false,
+        }
+    }
+
+    #[test]
+    fn ancestors_are_found_by_hash_and_confirmed_by_key() {
+        let mut t = Table::default();
+        let e = Path::new("/srv/e");
+        let key = |p: &str| (e.to_path_buf(), p.as_bytes().to_vec());
+        t.insert(key("a"), lease(b"one"));
+        t.insert(key("a/b/c"), lease(b"two"));
+        t.insert(key("x"), lease(b"one"));
+        let me = Bytes::from_static(b"me");
+        let found: Vec<usize> = t
+            .others_above(e, b"a/b/c/d", &me)
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect();
+        assert_eq!(found, vec![1, 5]);
+        assert!(
+            t.others_above(e, b"a/b/c/d", &Bytes::from_static(b"two"))
+                .len()
+                == 1
+        );
+        assert!(t
+            .others_above(Path::new("/srv/other"), b"a/b", &me)
+            .is_empty());
+        assert!(
+            t.others_above(e, b"ab", &me).is_empty(),
+            "a prefix of bytes is no ancestor"
+        );
+        assert_eq!(t.count_of(&Bytes::from_static(b"one")), 2);
+        assert_eq!(t.remove_holder(&Bytes::from_static(b"one")), 2);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.others_above(e, b"a/b/c/d", &me).len(), 1);
+        t.remove(&key("a/b/c"));
+        assert!(t.is_empty() && t.by_hash.is_empty() && t.by_holder.is_empty());
+    }
+
+    #[test]
+    fn a_deep_path_costs_one_pass() {
+        let mut t = Table::default();
+        let e = Path::new("/srv/e");
+        t.insert((e.to_path_buf(), b"a".to_vec()), lease(b"one"));
+        let deep = b"a/".repeat(8192);
+        let started = Instant::now();
+        for _ in 0..10 {
+            assert_eq!(
+                t.others_above(e, &deep[..deep.len() - 1], &Bytes::new())
+                    .len(),
+                1
+            );
+        }
+        assert!(started.elapsed() < std::time::Duration::from_millis(500));
+    }
+}
