@@ -216,7 +216,9 @@ pub async fn serve(
             turn.wait().await;
             // Admitted (no lease it reaches into is granted until it ends), after other
             // sessions gave back the leases it reaches into.
-            let _admitted = recall_leases(&shared, &ctx.export.dir, &me, &paths).await;
+            // Leases are keyed below the configured export (a subtree's paths within it).
+            let lease_paths: Vec<Bytes> = paths.iter().map(|p| ctx.export.lease_path(p)).collect();
+            let _admitted = recall_leases(&shared, &ctx.export.lease_root, &me, &lease_paths).await;
             // What others must be told if it succeeds (by identity: taken before a Close),
             // worked out only if anyone else listens.
             let mut told = Vec::new();
@@ -369,7 +371,7 @@ async fn recall_leases(
 ) -> Option<leases::Admission> {
     let (admission, mut recalls) = shared.leases.admit(export, me, paths);
     while !recalls.is_empty() {
-        recall_each(shared, export, recalls).await;
+        recall_each(shared, recalls).await;
         recalls = shared.leases.conflicts(export, me, paths);
     }
     admission
@@ -377,12 +379,12 @@ async fn recall_leases(
 
 /// Tells the holders of `recalls` and waits for their leases to end, all at once: a
 /// request under several sessions' leases waits one recall timeout at most, not one each.
-async fn recall_each(shared: &Shared, export: &std::path::Path, recalls: Vec<leases::Recall>) {
+async fn recall_each(shared: &Shared, recalls: Vec<leases::Recall>) {
     let waits = recalls.into_iter().map(|r| async move {
         let (holder, path) = (r.holder.clone(), r.path.clone());
         if r.first {
             shared.leases.recalls.fetch_add(1, Ordering::Relaxed);
-            shared.changes.recall(export, holder.clone(), path.clone());
+            shared.changes.recall(&r.home, holder.clone(), path.clone());
         }
         if !shared.leases.wait(r).await {
             warn!(dir = %String::from_utf8_lossy(&path), session = %session_tag(&holder),
@@ -405,7 +407,9 @@ async fn run_request(
     let cmd = request.command.code();
     let started = std::time::Instant::now();
     let leases = ctx.leases.clone();
-    let export = ctx.export.dir.clone();
+    // Leases are keyed below the configured export (see `Export::lease_path`).
+    let export = ctx.export.lease_root.clone();
+    let (home, within) = (ctx.export.dir.clone(), ctx.export.within.clone());
     // Space set aside for other sessions' local answers: a request that would take it
     // fails as on a full disk.
     // Decoded only while some session has space set aside (nothing to check otherwise).
@@ -428,7 +432,10 @@ async fn run_request(
     }
     let granted = leases.as_ref().and_then(|h| {
         let dir = request.wanted_lease()?;
-        let ms = h.leases.grant(&export, &dir, &h.session);
+        let full = ctx.export.lease_path(&dir);
+        let ms = h
+            .leases
+            .grant_in(&export, &full, &h.session, (&home, &within));
         (ms > 0).then_some((dir, ms))
     });
     let renamed = leases
@@ -453,8 +460,8 @@ async fn run_request(
     // Permissions decided by more than the mode bits there: no lease after all.
     let granted = match (granted, mode_decides, &leases) {
         (Some((dir, _)), false, Some(h)) => {
-            h.leases
-                .returned(&export, &h.session, std::slice::from_ref(&dir), false);
+            let full = [exported.lease_path(&dir)];
+            h.leases.returned(&export, &h.session, &full, false);
             None
         }
         (g, _, _) => g,
@@ -465,10 +472,11 @@ async fn run_request(
     }
     if let Some(h) = &leases {
         if let (Some((dir, _)), false) = (&granted, ok) {
-            h.leases
-                .returned(&export, &h.session, std::slice::from_ref(dir), false);
+            let full = [exported.lease_path(dir)];
+            h.leases.returned(&export, &h.session, &full, false);
         }
         if let (Some((from, to)), true) = (renamed, ok) {
+            let (from, to) = (exported.lease_path(&from), exported.lease_path(&to));
             h.leases.renamed(&export, &h.session, &from, &to);
         }
     }

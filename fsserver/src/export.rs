@@ -14,6 +14,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use nix::fcntl::{openat2, AtFlags, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstat, fstatat, FileStat, Mode};
 
@@ -29,6 +30,11 @@ pub struct Export {
     pub devices: bool,
     /// How the ids clients claim are mapped (root squashed by default).
     pub identity: crate::credentials::Policy,
+    /// The configured export's directory, and this export's path within it (empty unless
+    /// this is a subtree, `NAME/sub`): leases are keyed by these, so a mount of `NAME/sub`
+    /// and one of `NAME` conflict over the same directory.
+    pub lease_root: PathBuf,
+    pub within: Bytes,
     root: OwnedFd,
 }
 
@@ -119,6 +125,8 @@ impl Export {
         .map_err(std::io::Error::from)?;
         Ok(Export {
             name,
+            lease_root: dir.clone(),
+            within: Bytes::new(),
             dir,
             read_only,
             devices: false,
@@ -136,14 +144,36 @@ impl Export {
             checked_path(sub.as_bytes())?,
             beneath(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW),
         )?;
+        // The one spelling of the subtree's path (`a//b/./c` is `a/b/c`).
+        let canonical: Vec<&[u8]> = sub
+            .as_bytes()
+            .split(|b| *b == b'/')
+            .filter(|c| !c.is_empty() && *c != b".")
+            .collect();
+        let sub_path = Bytes::from(canonical.join(&b'/'));
+        let within = match self.within.is_empty() {
+            true => sub_path,
+            false => crate::request::join(&self.within, &sub_path),
+        };
         Ok(Export {
             name: format!("{}/{sub}", self.name),
+            lease_root: self.lease_root.clone(),
+            within,
             dir: self.dir.join(sub),
             read_only: self.read_only,
             devices: self.devices,
             identity: self.identity,
             root,
         })
+    }
+
+    /// `path` (relative to this export) as leases know it: relative to `lease_root`.
+    pub fn lease_path(&self, path: &Bytes) -> Bytes {
+        match (self.within.is_empty(), path.is_empty()) {
+            (true, _) => path.clone(),
+            (false, true) => self.within.clone(),
+            (false, false) => crate::request::join(&self.within, path),
+        }
     }
 
     pub fn root(&self) -> BorrowedFd<'_> {

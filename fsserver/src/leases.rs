@@ -136,6 +136,9 @@ impl Drop for Admission {
 /// A lease to recall before a request may run: tell `holder`, then wait on `gone`.
 pub struct Recall {
     pub holder: Holder,
+    /// The holder's export directory, where its recall is told.
+    pub home: PathBuf,
+    /// The leased directory, relative to the holder's export.
     pub path: Bytes,
     pub first: bool,
     gone: watch::Receiver<()>,
@@ -290,7 +293,20 @@ impl Leases {
     /// milliseconds, or 0 if refused (the root, leases off, too many, held by another, the
     /// session let a recall time out lately).
     pub fn grant(&self, export: &Path, path: &[u8], holder: &Holder) -> u32 {
-        if !self.enabled() || path.is_empty() {
+        self.grant_in(export, path, holder, (export, b""))
+    }
+
+    /// `grant`, to a holder whose own export is the directory `home`, at `within` below
+    /// `export` (a subtree mount): `path` is relative to `export`, and its recall will be
+    /// told to `home`, relative to it.
+    pub fn grant_in(
+        &self,
+        export: &Path,
+        path: &[u8],
+        holder: &Holder,
+        (home, within): (&Path, &[u8]),
+    ) -> u32 {
+        if !self.enabled() || path.is_empty() || path == within {
             return 0;
         }
         let now = Instant::now();
@@ -343,6 +359,8 @@ impl Leases {
             expires: now + self.time,
             gone: watch::channel(()).0,
             recalled: false,
+            home: home.to_path_buf(),
+            within: Bytes::copy_from_slice(within),
         };
         table.insert(key, lease);
         self.count.store(table.len(), Ordering::Relaxed);
@@ -402,9 +420,15 @@ impl Leases {
                 if first {
                     self.cooling_down(&key, &lease.holder, now);
                 }
+                // As the holder names it: below its own export.
+                let path = match lease.within.len() {
+                    0 => p.slice(..end),
+                    n => p.slice((n + 1).min(end)..end),
+                };
                 found.push(Recall {
                     holder: lease.holder.clone(),
-                    path: p.slice(..end),
+                    home: lease.home.clone(),
+                    path,
                     first,
                     gone: lease.gone.subscribe(),
                     key,

@@ -358,3 +358,74 @@ fn a_holder_that_gives_each_recalled_lease_back_late_cannot_hold_others_up_again
         "the slow answer is logged"
     );
 }
+
+/// The next Notify frame `c` receives carrying a recall: its paths.
+fn next_recall(c: &mut RawClient) -> Vec<bytes::Bytes> {
+    loop {
+        let f = c.recv().expect("a frame");
+        if f.cmd == Cmd::Notify.code() {
+            let n: proto::Notify = f.decode_msg("Notify").unwrap();
+            if !n.recall.is_empty() {
+                return n.recall;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_subtree_mount_and_a_mount_of_the_whole_export_conflict_over_one_directory() {
+    let server = Server::start(&["--recall-timeout", "1"]);
+    fs::create_dir_all(server.export("data").join("sub/d")).unwrap();
+    let token = server.token();
+    let list = |path: &'static str| proto::ListRequest {
+        path: path.into(),
+        cookie: 0,
+        max_entries: 100,
+        want_lease: true,
+    };
+    // A lease on `sub` taken through `data` is recalled by a request of a `data/sub` mount.
+    let mut whole = RawClient::notified(&server.addr, "data", &token).unwrap();
+    let granted: proto::ListReply = whole.call(Cmd::List, &list("sub")).unwrap();
+    assert!(granted.lease_ms > 0);
+    let mut sub = RawClient::notified(&server.addr, "data/sub", &token).unwrap();
+    let t = Instant::now();
+    let lookup = proto::LookupRequest { path: "x".into() };
+    assert_eq!(
+        sub.call::<proto::AttrReply>(Cmd::Lookup, &lookup)
+            .unwrap_err(),
+        libc::ENOENT
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(800),
+        "it waited for the recall"
+    );
+    assert_eq!(
+        next_recall(&mut whole),
+        vec![bytes::Bytes::from_static(b"sub")]
+    );
+
+    // And the other way: `d` leased through `data/sub` is `sub/d` to a mount of `data`.
+    let mut sub_holder = RawClient::notified(&server.addr, "data/sub", &token).unwrap();
+    let granted: proto::ListReply = sub_holder.call(Cmd::List, &list("d")).unwrap();
+    assert!(granted.lease_ms > 0);
+    let mut other = RawClient::notified(&server.addr, "data", &token).unwrap();
+    let t = Instant::now();
+    let lookup = proto::LookupRequest {
+        path: "sub/d/y".into(),
+    };
+    assert_eq!(
+        other
+            .call::<proto::AttrReply>(Cmd::Lookup, &lookup)
+            .unwrap_err(),
+        libc::ENOENT
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(800),
+        "it waited for the recall"
+    );
+    assert_eq!(
+        next_recall(&mut sub_holder),
+        vec![bytes::Bytes::from_static(b"d")],
+        "told as the holder names it"
+    );
+}

@@ -11,7 +11,15 @@ pub fn apply(ctx: &Ctx, req: proto::LeaseRequest) -> Result<Reply<proto::LeaseRe
     };
     let lease_ms = h
         .leases
-        .returned(&ctx.export.dir, &h.session, &req.returned, req.all);
+        .returned(
+            &ctx.export.lease_root,
+            &h.session,
+            &req.returned
+                .iter()
+                .map(|p| ctx.export.lease_path(p))
+                .collect::<Vec<_>>(),
+            req.all,
+        );
     // A renewal asking for one brings a fresh budget; without, or giving everything back,
     // what was set aside goes.
     let budget = match req.want_budget && !req.all {
