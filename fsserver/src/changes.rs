@@ -145,17 +145,19 @@ pub fn everything() -> Frame {
     }])
 }
 
+/// Copies, not slices of the request: a change waiting in the broadcast for a slow
+/// listener must not keep the whole request frame (up to 1 MiB) alive.
 fn entry(dir: &bytes::Bytes, name: &bytes::Bytes) -> proto::Change {
     proto::Change {
-        dir: dir.clone(),
-        name: name.clone(),
+        dir: bytes::Bytes::copy_from_slice(dir),
+        name: bytes::Bytes::copy_from_slice(name),
         ..Default::default()
     }
 }
 
 fn object(path: &bytes::Bytes) -> proto::Change {
     proto::Change {
-        path: path.clone(),
+        path: bytes::Bytes::copy_from_slice(path),
         ..Default::default()
     }
 }

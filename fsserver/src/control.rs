@@ -63,7 +63,14 @@ pub fn bind(path: &Path) -> std::io::Result<(UnixListener, SocketFile)> {
             .recursive(true)
             .mode(0o700)
             .create(dir)?;
-        let meta = std::fs::metadata(dir)?;
+        // Not followed: a symlink planted there would move the socket elsewhere.
+        let meta = std::fs::symlink_metadata(dir)?;
+        if !meta.is_dir() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("{}: not a directory (a symlink?)", dir.display()),
+            ));
+        }
         let me = nix::unistd::geteuid().as_raw();
         if meta.uid() != me || meta.mode() & 0o022 != 0 {
             return Err(std::io::Error::new(

@@ -37,6 +37,8 @@ pub struct Lease {
 pub struct Table {
     leases: HashMap<Key, Lease>,
     by_holder: HashMap<Holder, HashSet<Key>>,
+    /// Bytes of lease paths per holder (each stored twice: the map and the holder's set).
+    bytes_of: HashMap<Holder, usize>,
     /// Hash of (export, path) -> the holders of leases with that hash.
     by_hash: HashMap<u64, Vec<Holder>>,
     hasher: RandomState,
@@ -76,6 +78,23 @@ impl Table {
         self.by_holder.get(holder).map_or(0, HashSet::len)
     }
 
+    /// Bytes of the paths of `holder`'s leases.
+    pub fn bytes_of(&self, holder: &Holder) -> usize {
+        self.bytes_of.get(holder).copied().unwrap_or(0)
+    }
+
+    /// Every lease of `holder` not expired now lasts until `until`; no key is copied.
+    pub fn renew(&mut self, holder: &Holder, now: Instant, until: Instant) {
+        let Some(keys) = self.by_holder.get(holder) else {
+            return;
+        };
+        for k in keys {
+            if let Some(l) = self.leases.get_mut(k).filter(|l| l.expires > now) {
+                l.expires = until;
+            }
+        }
+    }
+
     /// Inserts (or replaces) the lease on `key`.
     pub fn insert(&mut self, key: Key, lease: Lease) {
         self.remove(&key);
@@ -88,6 +107,7 @@ impl Table {
             .entry(lease.holder.clone())
             .or_default()
             .insert(key.clone());
+        *self.bytes_of.entry(lease.holder.clone()).or_default() += key.1.len();
         self.leases.insert(key, lease);
     }
 
@@ -106,6 +126,9 @@ impl Table {
             keys.remove(key);
             if keys.is_empty() {
                 self.by_holder.remove(&lease.holder);
+                self.bytes_of.remove(&lease.holder);
+            } else if let Some(b) = self.bytes_of.get_mut(&lease.holder) {
+                *b = b.saturating_sub(key.1.len());
             }
         }
         Some(lease)
@@ -214,6 +237,7 @@ mod tests {
         assert_eq!(t.others_above(e, b"a/b/c/d", &me).len(), 1);
         t.remove(&key("a/b/c"));
         assert!(t.is_empty() && t.by_hash.is_empty() && t.by_holder.is_empty());
+        assert!(t.bytes_of.is_empty());
     }
 
     #[test]

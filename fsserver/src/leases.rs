@@ -35,6 +35,8 @@ pub const BUDGET_MAX_INODES: u64 = 65_536;
 
 /// Leases one session holds at most (a grant beyond is refused).
 pub const MAX_PER_SESSION: usize = 65_536;
+/// Bytes of lease paths one session holds at most: what renewal and recalls walk.
+pub const MAX_BYTES_PER_SESSION: usize = 16 << 20;
 
 /// Who holds a lease: the session's id.
 pub use crate::lease_table::Holder;
@@ -229,6 +231,16 @@ impl Leases {
         }
     }
 
+    /// `holder`'s session ended: its leases and its budget go (waking whoever waits on a
+    /// recall of them).
+    pub fn returned_all(&self, holder: &Holder) {
+        let mut table = self.table.lock();
+        table.remove_holder(holder);
+        self.count.store(table.len(), Ordering::Relaxed);
+        drop(table);
+        self.release_budget(holder);
+    }
+
     /// `holder` answers nothing locally for now: what was set aside for it is let go.
     pub fn release_budget(&self, holder: &Holder) {
         let mut reserved = self.reserved.lock();
@@ -348,9 +360,13 @@ impl Leases {
             Some(l) if l.expires > now => return 0,
             _ => {}
         }
-        if table.count_of(holder) >= MAX_PER_SESSION {
+        let full = |t: &Table| {
+            t.count_of(holder) >= MAX_PER_SESSION
+                || t.bytes_of(holder) + path.len() > MAX_BYTES_PER_SESSION
+        };
+        if full(&table) {
             table.expire_of(holder, now);
-            if table.count_of(holder) >= MAX_PER_SESSION {
+            if full(&table) {
                 return 0;
             }
         }
@@ -384,12 +400,7 @@ impl Leases {
                 table.remove(&key);
             }
         }
-        let own: Vec<Key> = table.keys_of(holder).cloned().collect();
-        for key in own {
-            if let Some(l) = table.get_mut(&key).filter(|l| l.expires > now) {
-                l.expires = now + self.time;
-            }
-        }
+        table.renew(holder, now, now + self.time);
         self.count.store(table.len(), Ordering::Relaxed);
         millis(self.time)
     }
@@ -403,6 +414,7 @@ impl Leases {
         let now = Instant::now();
         let mut table = self.table.lock();
         let mut found = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for p in paths {
             for (key, end) in table.others_above(export, p, me) {
                 let Some(lease) = table.get_mut(&key) else {
@@ -412,7 +424,7 @@ impl Leases {
                     table.remove(&key);
                     continue;
                 }
-                if lease.holder == *me || found.iter().any(|r: &Recall| r.key == key) {
+                if lease.holder == *me || !seen.insert(key.clone()) {
                     continue;
                 }
                 let first = !lease.recalled;
@@ -506,6 +518,12 @@ impl Leases {
         if self.count.load(Ordering::Relaxed) == 0 {
             return;
         }
+        let now = Instant::now();
+        let penalized = self
+            .penalized
+            .lock()
+            .get(holder)
+            .is_some_and(|until| *until > now);
         let mut table = self.table.lock();
         let moved: Vec<Key> = table
             .keys_of(holder)
@@ -517,11 +535,20 @@ impl Leases {
                 let mut p = to.to_vec();
                 p.extend_from_slice(&key.1[from.len()..]);
                 let to_key = (key.0, p);
-                // Another session's lease there is not overwritten (the rename recalled it
-                // first; one granted since stays): this one ends.
-                if table
-                    .get(&to_key)
-                    .is_none_or(|other| other.holder == *holder)
+                // The moved lease lands only where a grant could: never over a lease (of
+                // anyone: another's was recalled first, one taken since stays), never
+                // into a directory another session's admitted request is in, never for
+                // a penalized holder or one cooling there. Else it ends (waking whoever
+                // waits on it): a rename cannot restart a recall or slip past one.
+                let cooling = self
+                    .cooling
+                    .lock()
+                    .get(&(to_key.clone(), holder.clone()))
+                    .is_some_and(|until| *until > now);
+                if table.get(&to_key).is_none()
+                    && !penalized
+                    && !cooling
+                    && !self.admitted_below(export, &to_key.1, holder)
                 {
                     table.insert(to_key, l);
                 }
@@ -701,6 +728,22 @@ mod tests {
                 2000,
             );
         }
+    }
+
+    #[test]
+    fn a_rename_cannot_put_a_lease_where_another_session_is_admitted() {
+        let leases = test_leases();
+        let e = Path::new("/x");
+        assert!(leases.grant(e, b"x1", &holder(1)) > 0);
+        let (admitted, recalls) = leases.admit(e, &holder(2), &[Bytes::from_static(b"d/f")]);
+        assert!(recalls.is_empty());
+        leases.renamed(e, &holder(1), b"x1", b"d");
+        assert!(
+            !leased_to(&leases, e, b"d", &holder(1)),
+            "no lease lands over a request under way: it would restart its recall"
+        );
+        assert!(!leased_to(&leases, e, b"x1", &holder(1)));
+        drop(admitted);
     }
 
     #[test]

@@ -176,6 +176,7 @@ impl Shared {
             config.lease_time,
             config.recall_timeout,
         ));
+        let _ = sessions.leases.set(leases.clone());
         Shared {
             state: parking_lot::RwLock::new(Arc::new(state)),
             transport,

@@ -88,6 +88,8 @@ struct PathOrder {
     below: HashMap<u64, Vec<Done>>,
     /// The path each open handle was created or opened at.
     handles: HashMap<u64, Bytes>,
+    /// Bytes of those paths (copies: a path kept must not keep its request frame alive).
+    handle_bytes: usize,
     /// The last ORDERED request naming no path.
     full: Option<Done>,
     /// Every request received since it.
@@ -101,8 +103,11 @@ struct PathOrder {
 
 /// Chains kept before idle ones are dropped; remembered requests before ended ones are.
 const PRUNE_AT: usize = 64;
-/// Handles whose path is remembered, at most.
+/// Handles whose path is remembered, at most, and the bytes of those paths: beyond, a
+/// handle's path is unknown and the next ORDERED request follows everything (slower,
+/// never wrong).
 const MAX_HANDLE_PATHS: usize = 65536;
+const MAX_HANDLE_PATH_BYTES: usize = 16 << 20;
 
 fn prune(map: &mut HashMap<u64, Vec<Done>>, at: &mut usize) {
     if map.len() < (*at).max(PRUNE_AT) {
@@ -123,8 +128,12 @@ impl PathOrder {
         if let Some((cmd, h)) = r.on_handle {
             match (cmd, r.paths.first()) {
                 (Command::Create | Command::Open, Some(p)) => {
-                    if self.handles.len() < MAX_HANDLE_PATHS {
-                        self.handles.insert(h, p.clone());
+                    if self.handles.len() < MAX_HANDLE_PATHS
+                        && self.handle_bytes + p.len() <= MAX_HANDLE_PATH_BYTES
+                    {
+                        self.handle_bytes += p.len();
+                        let old = self.handles.insert(h, Bytes::copy_from_slice(p));
+                        self.handle_bytes -= old.map_or(0, |o| o.len());
                     }
                 }
                 _ => match self.handles.get(&h) {
@@ -133,7 +142,9 @@ impl PathOrder {
                 },
             }
             if cmd == Command::Close {
-                self.handles.remove(&h);
+                if let Some(p) = self.handles.remove(&h) {
+                    self.handle_bytes -= p.len();
+                }
             }
         }
         if let (Some(Command::Rename), [from, to]) = (r.cmd, r.paths) {
@@ -196,16 +207,21 @@ impl PathOrder {
         prune(&mut self.below, &mut self.prune_at.1);
     }
 
-    /// Handles opened at or below `from` are now at `to`.
+    /// Handles opened at or below `from` are now at `to` (a walk over at most
+    /// `MAX_HANDLE_PATH_BYTES`).
     fn renamed(&mut self, from: &Bytes, to: &Bytes) {
         for p in self.handles.values_mut() {
-            if p == from {
-                *p = to.clone();
+            let moved = if p == from {
+                Bytes::copy_from_slice(to)
             } else if p.starts_with(from) && p.get(from.len()) == Some(&b'/') {
                 let mut moved = to.to_vec();
                 moved.extend_from_slice(&p[from.len()..]);
-                *p = moved.into();
-            }
+                moved.into()
+            } else {
+                continue;
+            };
+            self.handle_bytes = (self.handle_bytes + moved.len()).saturating_sub(p.len());
+            *p = moved;
         }
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! The rules (see PROTOCOL.md, "Paths"):
 //! - a path is relative and canonical: empty for the export's root, else names joined by
-//!   single `/`, none of them empty, `.` or `..`, none holding a NUL; `..` or a leading `/`
+//!   single `/`, none of them empty, `.` or `..`, none holding a NUL; `..`, a NUL or a leading `/`
 //!   is EXDEV (it would leave the export), any other non-canonical spelling EINVAL;
 //! - a name is one component of at most `NAME_MAX` bytes (ENAMETOOLONG beyond);
 //! - a path is at most `MAX_PATH` bytes (ENAMETOOLONG beyond), a symlink's target at most
@@ -119,10 +119,16 @@ impl Request {
                 match r.target.len() {
                     0 => Err(FsError::Sys(nix::errno::Errno::ENOENT)),
                     n if n > SYMLINK_MAX => Err(too_long("symlink target", n, SYMLINK_MAX)),
+                    _ if r.target.contains(&0) => Err(FsError::BadName("a NUL byte".into())),
                     _ => Ok(()),
                 }
             }
             Body::Rename(r) => {
+                // NOREPLACE and EXCHANGE only (not WHITEOUT, which makes a device node).
+                let known = libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE;
+                if r.flags & !known != 0 {
+                    return Err(FsError::Sys(nix::errno::Errno::EINVAL));
+                }
                 entry(&r.parent, &r.name)?;
                 entry(&r.new_parent, &r.new_name)
             }
@@ -332,7 +338,8 @@ fn component(c: &[u8]) -> Result<(), FsError> {
         return Err(too_long("name", c.len(), NAME_MAX));
     }
     if c.contains(&0) {
-        return Err(FsError::BadName("a NUL byte".into()));
+        // As export.rs has always answered it.
+        return Err(FsError::OutsideExport("a NUL byte".into()));
     }
     Ok(())
 }
@@ -358,6 +365,7 @@ fn xattr_name(name: &[u8]) -> Result<(), FsError> {
     match name.len() {
         0 => Err(FsError::Sys(nix::errno::Errno::EINVAL)),
         n if n > XATTR_NAME_MAX => Err(FsError::Sys(nix::errno::Errno::ERANGE)),
+        _ if name.contains(&0) => Err(FsError::Sys(nix::errno::Errno::EINVAL)),
         _ => Ok(()),
     }
 }
@@ -406,7 +414,7 @@ mod tests {
             (b"d//x", libc::EINVAL),
             (b"a/./b", libc::EINVAL),
             (b"d/", libc::EINVAL),
-            (b"d/x\0", libc::EINVAL),
+            (b"d/x\0", libc::EXDEV),
             (b"/etc", libc::EXDEV),
             (b"d/../x", libc::EXDEV),
         ] {

@@ -38,6 +38,19 @@ pub struct Session {
     pub handles: Arc<Handles>,
     pub replies: ReplyCache,
     attached: Mutex<Attached>,
+    /// Its id and the server's leases: when the session ends (its grace ran out, it was
+    /// replaced or revoked), its leases and its budget go with it, so no request waits on
+    /// a recall nobody will answer.
+    leases: Option<(Vec<u8>, Arc<crate::leases::Leases>)>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some((id, leases)) = &self.leases {
+            let holder = bytes::Bytes::copy_from_slice(id);
+            leases.returned_all(&holder);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -48,8 +61,14 @@ struct Attached {
 }
 
 impl Session {
-    fn new(export: &str, token: &str, max_open: usize) -> Session {
+    fn new(
+        export: &str,
+        token: &str,
+        max_open: usize,
+        leases: Option<(Vec<u8>, Arc<crate::leases::Leases>)>,
+    ) -> Session {
         Session {
+            leases,
             export: export.to_string(),
             token: token.to_string(),
             handles: Arc::new(Handles::with_limit(max_open)),
@@ -75,6 +94,8 @@ pub struct Sessions {
     /// are configured, else all of them.
     per_token: std::sync::atomic::AtomicUsize,
     by_id: Mutex<HashMap<SessionKey, Arc<Session>>>,
+    /// The server's leases, for sessions to give theirs back when they end.
+    pub leases: std::sync::OnceLock<Arc<crate::leases::Leases>>,
 }
 
 /// A session's export, its token's name and the id the server gave it.
@@ -101,6 +122,7 @@ impl Sessions {
             max_sessions: max_sessions.max(1),
             per_token: std::sync::atomic::AtomicUsize::new(max_sessions.max(1)),
             by_id: Mutex::new(HashMap::new()),
+            leases: std::sync::OnceLock::new(),
         }
     }
 
@@ -129,7 +151,8 @@ impl Sessions {
         }
         let mut id = vec![0u8; protocol::auth::SESSION_ID_LEN];
         getrandom::fill(&mut id).expect("the OS random source works");
-        let session = Arc::new(Session::new(export, token, self.max_open));
+        let leases = self.leases.get().map(|l| (id.clone(), l.clone()));
+        let session = Arc::new(Session::new(export, token, self.max_open, leases));
         if self.grace.is_zero() {
             // Sessions end with their connection: nothing to keep.
             return Ok(Attach {
@@ -410,6 +433,25 @@ mod tests {
             again.resumed && Arc::ptr_eq(&mine, &again.session),
             "the owner's session is intact"
         );
+    }
+
+    #[test]
+    fn a_session_that_ends_takes_its_leases_with_it() {
+        let sessions = Sessions::new(Duration::from_secs(60), 0, 8);
+        let leases = Arc::new(crate::leases::Leases::new(
+            Duration::from_secs(30),
+            Duration::from_secs(5),
+        ));
+        sessions.leases.set(leases.clone()).unwrap();
+        let a = sessions.attach(b"", "data", "t").unwrap();
+        let holder = bytes::Bytes::from(a.id.clone());
+        let e = std::path::Path::new("/x");
+        assert!(leases.grant(e, b"d", &holder) > 0);
+        assert_eq!(leases.held(), 1);
+        sessions.detach(&a.session);
+        drop(a);
+        assert_eq!(sessions.end_where(|_, token| token == "t"), 1);
+        assert_eq!(leases.held(), 0, "no lease of a session that is gone");
     }
 
     #[test]
