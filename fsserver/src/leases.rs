@@ -13,9 +13,11 @@
 //! admitted, and a change admitted after the grant recalls the lease first: two mounts can
 //! never both answer O_EXCL for one name.
 //!
-//! Leases belong to the client's session (they outlive a dropped connection) and last
-//! `lease_time` from the session's last `LeaseRequest` (any of them renews all). The export
-//! root is never leased: every path goes through it.
+//! Leases belong to the client's session (they outlive a dropped connection, and end with
+//! it) and last `lease_time` from the session's last `LeaseRequest` (any of them renews
+//! all). The export root is never leased: every path goes through it. Leases are keyed
+//! below the configured export (a subtree mount's paths within it), so mounts of `NAME`
+//! and `NAME/sub` conflict. The table and its indexes are in `lease_table`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
