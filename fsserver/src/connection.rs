@@ -134,7 +134,7 @@ pub async fn serve(
                 let why = ended.borrow().clone().unwrap_or_default();
                 warn!(%peer, "ending the connection: {why}");
                 let frame = Frame::error(Command::Goodbye.code(), StreamId::CONTROL, libc::EACCES, why);
-                let _ = tx.send(Outgoing { frame, file: None, _budget: None }).await;
+                let _ = tx.send(Outgoing::message(frame)).await;
                 break;
             }
             // The writer gave up (the client reads nothing): stop taking requests.
@@ -176,12 +176,7 @@ pub async fn serve(
                     .observe(frame.cmd, std::time::Duration::ZERO, false);
                 let frame = Frame::error(frame.cmd, frame.stream_id, e.errno(), e.to_string());
                 stats.reply_out(&shared.stats, frame_len(&frame));
-                let out = Outgoing {
-                    frame,
-                    file: None,
-                    _budget: None,
-                };
-                if tx.send(out).await.is_err() {
+                if tx.send(Outgoing::message(frame)).await.is_err() {
                     break;
                 }
                 continue;
@@ -338,12 +333,7 @@ async fn forward_changes(
             Err(broadcast::error::RecvError::Lagged(_)) => changes::everything(),
             Err(broadcast::error::RecvError::Closed) => return,
         };
-        let out = Outgoing {
-            frame,
-            file: None,
-            _budget: None,
-        };
-        if tx.send(out).await.is_err() {
+        if tx.send(Outgoing::message(frame)).await.is_err() {
             return;
         }
     }
@@ -521,13 +511,7 @@ async fn goodbye(tx: &mpsc::Sender<Outgoing>, peer: SocketAddr, e: ProtocolError
         libc::EPROTO,
         e.to_string(),
     );
-    let _ = tx
-        .send(Outgoing {
-            frame,
-            file: None,
-            _budget: None,
-        })
-        .await;
+    let _ = tx.send(Outgoing::message(frame)).await;
 }
 
 /// A reply queued for the writer (with the file range that is its data section, for Read
@@ -537,6 +521,17 @@ struct Outgoing {
     frame: Frame,
     file: Option<FileData>,
     _budget: Option<OwnedSemaphorePermit>,
+}
+
+impl Outgoing {
+    /// A frame with no file data and no budget held (errors, notices, goodbyes).
+    fn message(frame: Frame) -> Outgoing {
+        Outgoing {
+            frame,
+            file: None,
+            _budget: None,
+        }
+    }
 }
 
 impl Queued for Outgoing {

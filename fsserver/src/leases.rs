@@ -335,18 +335,9 @@ impl Leases {
             }
         }
         let key = (export.to_path_buf(), path.to_vec());
-        {
-            let mut cooling = self.cooling.lock();
-            let k = (key, holder.clone());
-            match cooling.get(&k) {
-                Some(until) if *until > now => return 0,
-                Some(_) => {
-                    cooling.remove(&k);
-                }
-                None => {}
-            }
+        if self.is_cooling(&key, holder, now) {
+            return 0;
         }
-        let key = (export.to_path_buf(), path.to_vec());
         let mut table = self.table.lock();
         // A change of another session admitted there and still running: the listing or
         // mkdir this grant goes with could miss it (see the module).
@@ -465,6 +456,21 @@ impl Leases {
         }
     }
 
+    /// True if `holder` was recalled from `key` within the recall timeout (an entry that ran
+    /// out is dropped).
+    fn is_cooling(&self, key: &Key, holder: &Holder, now: Instant) -> bool {
+        let mut cooling = self.cooling.lock();
+        let k = (key.clone(), holder.clone());
+        match cooling.get(&k) {
+            Some(until) if *until > now => true,
+            Some(_) => {
+                cooling.remove(&k);
+                false
+            }
+            None => false,
+        }
+    }
+
     /// `holder` gets no lease for twice the lease time.
     fn penalize(&self, holder: &Holder) {
         let mut penalized = self.penalized.lock();
@@ -542,14 +548,9 @@ impl Leases {
                 // into a directory another session's admitted request is in, never for
                 // a penalized holder or one cooling there. Else it ends (waking whoever
                 // waits on it): a rename cannot restart a recall or slip past one.
-                let cooling = self
-                    .cooling
-                    .lock()
-                    .get(&(to_key.clone(), holder.clone()))
-                    .is_some_and(|until| *until > now);
                 if table.get(&to_key).is_none()
                     && !penalized
-                    && !cooling
+                    && !self.is_cooling(&to_key, holder, now)
                     && !self.admitted_below(export, &to_key.1, holder)
                 {
                     table.insert(to_key, l);

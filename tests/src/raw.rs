@@ -12,6 +12,16 @@ use protocol::{auth, Command, Frame, FrameCodec, Limits, StreamId};
 use tokio_util::codec::{Decoder, Encoder};
 
 /// A request frame carrying root's credentials (the test servers trust root).
+/// A whole listing of `path` asking for its lease (first page, up to 100 entries).
+pub fn lease_listing(path: &str) -> proto::ListRequest {
+    proto::ListRequest {
+        path: Bytes::copy_from_slice(path.as_bytes()),
+        cookie: 0,
+        max_entries: 100,
+        want_lease: true,
+    }
+}
+
 pub fn root_request(cmd: Command, stream: StreamId, msg: &impl Message) -> Frame {
     let body = protocol::credentials::attach(
         Bytes::from(msg.encode_to_vec()),

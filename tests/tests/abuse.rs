@@ -488,12 +488,7 @@ fn every_command_at_the_protocol_s_limits_costs_little_and_others_are_served() {
     let token = server.token();
     // A lease held elsewhere: every request's paths are checked against the table.
     let mut holder = RawClient::notified(&server.addr, "data", &token).unwrap();
-    let list = proto::ListRequest {
-        path: "b".into(),
-        cookie: 0,
-        max_entries: 10,
-        want_lease: true,
-    };
+    let list = e2e_tests::raw::lease_listing("b");
     let leased: proto::ListReply = holder.call(Command::List, &list).unwrap();
     assert!(leased.lease_ms > 0);
     let mut c = RawClient::authenticated(&server.addr, "data", &token).unwrap();

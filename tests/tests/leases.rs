@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e_tests::raw::RawClient;
+use e2e_tests::raw::{lease_listing, RawClient};
 use e2e_tests::{require_mount_support, Mount, Server};
 use prost::Message;
 use protocol::Command as Cmd;
@@ -202,12 +202,7 @@ fn a_client_that_never_gives_a_lease_back_holds_others_up_only_until_the_recall_
     let token = server.token();
     // An abusive client takes d's lease and then reads nothing: the recall goes unanswered.
     let mut abuser = RawClient::notified(&server.addr, "data", &token).unwrap();
-    let list = proto::ListRequest {
-        path: "d".into(),
-        cookie: 0,
-        max_entries: 100,
-        want_lease: true,
-    };
+    let list = lease_listing("d");
     let granted: proto::ListReply = abuser.call(Cmd::List, &list).unwrap();
     assert!(granted.lease_ms > 0, "a lease is granted");
 
@@ -273,12 +268,7 @@ fn a_holder_that_gives_each_recalled_lease_back_late_cannot_hold_others_up_again
     // The holder answers each recall just inside the 5 s recall timeout and asks for the
     // lease again at once.
     let mut holder = RawClient::notified(&server.addr, "data", &token).unwrap();
-    let list = proto::ListRequest {
-        path: "d".into(),
-        cookie: 0,
-        max_entries: 100,
-        want_lease: true,
-    };
+    let list = lease_listing("d");
     let granted: proto::ListReply = holder.call(Cmd::List, &list).unwrap();
     assert!(granted.lease_ms > 0, "a lease is granted");
     let regranted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -377,12 +367,7 @@ fn a_subtree_mount_and_a_mount_of_the_whole_export_conflict_over_one_directory()
     let server = Server::start(&["--recall-timeout", "1"]);
     fs::create_dir_all(server.export("data").join("sub/d")).unwrap();
     let token = server.token();
-    let list = |path: &'static str| proto::ListRequest {
-        path: path.into(),
-        cookie: 0,
-        max_entries: 100,
-        want_lease: true,
-    };
+    let list = lease_listing;
     // A lease on `sub` taken through `data` is recalled by a request of a `data/sub` mount.
     let mut whole = RawClient::notified(&server.addr, "data", &token).unwrap();
     let granted: proto::ListReply = whole.call(Cmd::List, &list("sub")).unwrap();
