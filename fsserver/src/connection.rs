@@ -199,6 +199,7 @@ pub async fn serve(
             on_handle,
             paths: &paths,
             ordered: request.ordered,
+            exchange: request.renamed().is_some_and(|r| r.exchange),
         });
         // A change through a handle (setattr, write): told by identity.
         let told_by_handle = changes::handle_change(on_handle);
@@ -213,7 +214,13 @@ pub async fn serve(
             // sessions gave back the leases it reaches into.
             // Leases are keyed below the configured export (a subtree's paths within it).
             let lease_paths: Vec<Bytes> = paths.iter().map(|p| ctx.export.lease_path(p)).collect();
-            let _admitted = recall_leases(&shared, &ctx.export.lease_root, &me, &lease_paths).await;
+            let subtrees: Vec<Bytes> = request
+                .subtrees()
+                .iter()
+                .map(|p| ctx.export.lease_path(p))
+                .collect();
+            let reach = (&lease_paths[..], &subtrees[..]);
+            let _admitted = recall_leases(&shared, &ctx.export.lease_root, &me, reach).await;
             // What others must be told if it succeeds (by identity: taken before a Close),
             // worked out only if anyone else listens.
             let mut told = Vec::new();
@@ -357,12 +364,12 @@ async fn recall_leases(
     shared: &Shared,
     export: &std::path::Path,
     me: &leases::Holder,
-    paths: &[bytes::Bytes],
+    reach: (&[Bytes], &[Bytes]),
 ) -> Option<leases::Admission> {
-    let (admission, mut recalls) = shared.leases.admit(export, me, paths);
+    let (admission, mut recalls) = shared.leases.admit(export, me, reach);
     while !recalls.is_empty() {
         recall_each(shared, recalls).await;
-        recalls = shared.leases.conflicts(export, me, paths);
+        recalls = shared.leases.conflicts(export, me, reach);
     }
     admission
 }
@@ -465,9 +472,10 @@ async fn run_request(
             let full = [exported.lease_path(dir)];
             h.leases.returned(&export, &h.session, &full, false);
         }
-        if let (Some((from, to)), true) = (renamed, ok) {
-            let (from, to) = (exported.lease_path(&from), exported.lease_path(&to));
-            h.leases.renamed(&export, &h.session, &from, &to);
+        if let (Some(r), true) = (renamed, ok) {
+            let (from, to) = (exported.lease_path(&r.from), exported.lease_path(&r.to));
+            h.leases
+                .renamed(&export, &h.session, &from, &to, r.exchange);
         }
     }
 

@@ -1,12 +1,18 @@
-//! The leases granted, indexed so that no request pays more than its own size: by key,
-//! by holder (its count and its leases, for caps and renewal without a scan), and by the
-//! hash of (export, path) (`request::prefix_hashes`), so a request's ancestors are checked
-//! in one pass over its path. The hash only picks candidates; a candidate is confirmed
-//! against the table by its key, so a collision costs a lookup, never a wrong answer.
+//! The leases granted, indexed so that no request pays more than its own size: by key in
+//! order (the leases below a directory are one range), by holder (its count and its
+//! leases, for caps and renewal without a scan), and by the hash of (export, path)
+//! (`request::prefix_hashes`), so a request's ancestors are checked in one pass over its
+//! path. The hash only picks candidates; a candidate is confirmed against the table by its
+//! key, so a collision costs a lookup, never a wrong answer.
+//!
+//! And the requests admitted past the leases (`AdmittedSet`), indexed the same way, so a
+//! grant learns in one pass over its own path whether another session's request reaches
+//! into it.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
+use std::ops::Bound;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -35,7 +41,7 @@ pub struct Lease {
 
 #[derive(Debug, Default)]
 pub struct Table {
-    leases: HashMap<Key, Lease>,
+    leases: BTreeMap<Key, Lease>,
     by_holder: HashMap<Holder, HashSet<Key>>,
     /// Bytes of lease paths per holder (each stored twice: the map and the holder's set).
     bytes_of: HashMap<Holder, usize>,
@@ -164,6 +170,25 @@ impl Table {
         self.by_holder.get(holder).into_iter().flatten()
     }
 
+    /// The keys of leases held by someone other than `me` strictly below `path` (not the
+    /// root: it is never renamed). They sort between `path/` and `path0` ('0' follows '/'),
+    /// so this costs the leases there, no more.
+    pub fn others_below(&self, export: &Path, path: &[u8], me: &Holder) -> Vec<Key> {
+        if path.is_empty() || self.leases.is_empty() {
+            return Vec::new();
+        }
+        let bound = |last: u8| {
+            let mut p = path.to_vec();
+            p.push(last);
+            (export.to_path_buf(), p)
+        };
+        self.leases
+            .range((Bound::Included(bound(b'/')), Bound::Excluded(bound(b'0'))))
+            .filter(|(_, l)| l.holder != *me)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// The keys of leases held by someone other than `me` on `path` or a directory above
     /// it (the root excepted), with the length of the prefix: one pass over `path`, then a
     /// lookup per candidate.
@@ -189,13 +214,135 @@ impl Table {
     }
 }
 
+/// Requests admitted past the leases and not yet ended, with two indexes by hash of
+/// (export, path prefix): `reach` counts, per holder, the admitted paths at or below each
+/// directory, and `subtree` the admitted paths whose whole subtree a request changes (a
+/// rename's). A grant of D is refused while another session reaches D (a path at or
+/// below it) or changes a subtree D is in: both checked in one pass over D. A hash
+/// collision only refuses a grant, which is always safe.
+#[derive(Debug, Default)]
+pub struct AdmittedSet {
+    by_id: HashMap<u64, Entry>,
+    reach: HashMap<u64, HashMap<Holder, u32>>,
+    subtree: HashMap<u64, HashMap<Holder, u32>>,
+    hasher: RandomState,
+}
+
+#[derive(Debug)]
+struct Entry {
+    holder: Holder,
+    reach: Vec<u64>,
+    subtree: Vec<u64>,
+}
+
+impl AdmittedSet {
+    fn hashes(&self, export: &Path, path: &[u8]) -> Vec<(usize, u64)> {
+        let mut h = self.hasher.build_hasher();
+        h.write(export.as_os_str().as_bytes());
+        h.write_u8(0);
+        crate::request::prefix_hashes(h, path)
+    }
+
+    /// Admits request `id` of `holder` naming `paths` and changing the subtrees `subtrees`
+    /// (export-relative). Costs the length of its paths.
+    pub fn insert(
+        &mut self,
+        id: u64,
+        holder: &Holder,
+        export: &Path,
+        paths: &[bytes::Bytes],
+        subtrees: &[bytes::Bytes],
+    ) {
+        let mut reach = Vec::new();
+        for p in paths {
+            // Every prefix but the root, which is never leased.
+            reach.extend(self.hashes(export, p).into_iter().skip(1).map(|(_, h)| h));
+        }
+        let subtree: Vec<u64> = subtrees
+            .iter()
+            .filter_map(|p| self.hashes(export, p).last().map(|(_, h)| *h))
+            .collect();
+        for (index, hashes) in [(&mut self.reach, &reach), (&mut self.subtree, &subtree)] {
+            for h in hashes {
+                *index
+                    .entry(*h)
+                    .or_default()
+                    .entry(holder.clone())
+                    .or_default() += 1;
+            }
+        }
+        let entry = Entry {
+            holder: holder.clone(),
+            reach,
+            subtree,
+        };
+        if let Some(old) = self.by_id.insert(id, entry) {
+            self.forget(old);
+        }
+    }
+
+    /// Request `id` ended.
+    pub fn remove(&mut self, id: u64) {
+        if let Some(e) = self.by_id.remove(&id) {
+            self.forget(e);
+        }
+    }
+
+    fn forget(&mut self, e: Entry) {
+        for (index, hashes) in [(&mut self.reach, &e.reach), (&mut self.subtree, &e.subtree)] {
+            for h in hashes {
+                let Some(holders) = index.get_mut(h) else {
+                    continue;
+                };
+                if let Some(n) = holders.get_mut(&e.holder) {
+                    *n -= 1;
+                    if *n == 0 {
+                        holders.remove(&e.holder);
+                    }
+                }
+                if holders.is_empty() {
+                    index.remove(h);
+                }
+            }
+        }
+    }
+
+    /// True if a request of a session other than `me`, admitted and not ended, names `dir`
+    /// or a path below it, or changes the subtree of `dir` or of a directory above it.
+    pub fn others_reach(&self, export: &Path, dir: &[u8], me: &Holder) -> bool {
+        if self.by_id.is_empty() {
+            return false;
+        }
+        let others = |holders: Option<&HashMap<Holder, u32>>| {
+            holders.is_some_and(|m| m.len() > 1 || (m.len() == 1 && !m.contains_key(me)))
+        };
+        let hashes = self.hashes(export, dir);
+        let Some((_, own)) = hashes.last() else {
+            return false;
+        };
+        others(self.reach.get(own))
+            || hashes
+                .iter()
+                .skip(1)
+                .any(|(_, h)| others(self.subtree.get(h)))
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn lease(holder: &'static [u8]) -> Lease {
+    fn lease(holder: &[u8]) -> Lease {
         Lease {
-            holder: Bytes::from_static(holder),
+            holder: Bytes::copy_from_slice(holder),
             expires: Instant::now() + std::time::Duration::from_secs(30),
             gone: watch::channel(()).0,
             recalled: false,
@@ -238,6 +385,64 @@ mod tests {
         t.remove(&key("a/b/c"));
         assert!(t.is_empty() && t.by_hash.is_empty() && t.by_holder.is_empty());
         assert!(t.bytes_of.is_empty());
+    }
+
+    #[test]
+    fn the_leases_below_a_directory_are_one_range() {
+        let mut t = Table::default();
+        let e = Path::new("/srv/e");
+        let key = |p: &str| (e.to_path_buf(), p.as_bytes().to_vec());
+        for (p, h) in [
+            ("p", &b"one"[..]),
+            ("p/d", b"one"),
+            ("p/d/e", b"two"),
+            ("p.x", b"one"),
+            ("p0", b"one"),
+            ("pq/d", b"one"),
+            ("q/d", b"one"),
+        ] {
+            t.insert(key(p), lease(h));
+        }
+        t.insert((PathBuf::from("/srv/f"), b"p/d".to_vec()), lease(b"one"));
+        let me = Bytes::from_static(b"me");
+        let below: Vec<Vec<u8>> = t
+            .others_below(e, b"p", &me)
+            .into_iter()
+            .map(|k| k.1)
+            .collect();
+        assert_eq!(below, vec![b"p/d".to_vec(), b"p/d/e".to_vec()]);
+        assert_eq!(
+            t.others_below(e, b"p", &Bytes::from_static(b"two")).len(),
+            1
+        );
+        assert!(t.others_below(e, b"p/d/e", &me).is_empty());
+        assert!(t.others_below(e, b"", &me).is_empty());
+    }
+
+    #[test]
+    fn a_grant_sees_admitted_requests_below_it_and_renames_above_it() {
+        let mut a = AdmittedSet::default();
+        let e = Path::new("/srv/e");
+        let (me, other) = (Bytes::from_static(b"me"), Bytes::from_static(b"other"));
+        let b = |s: &'static str| Bytes::from_static(s.as_bytes());
+        a.insert(1, &other, e, &[b("d/x/y")], &[]);
+        assert!(a.others_reach(e, b"d", &me));
+        assert!(a.others_reach(e, b"d/x", &me));
+        assert!(a.others_reach(e, b"d/x/y", &me));
+        assert!(!a.others_reach(e, b"d/x/y/z", &me), "below a plain request");
+        assert!(!a.others_reach(e, b"d", &other), "its own request");
+        assert!(!a.others_reach(Path::new("/srv/f"), b"d", &me));
+        a.insert(2, &other, e, &[b("p"), b("q")], &[b("p"), b("q")]);
+        assert!(a.others_reach(e, b"p/d/deep", &me), "below a rename");
+        assert!(a.others_reach(e, b"q/d", &me));
+        assert!(!a.others_reach(e, b"pq/d", &me));
+        a.insert(3, &me, e, &[b("d/x")], &[]);
+        a.remove(1);
+        assert!(!a.others_reach(e, b"d", &me), "only its own is left");
+        assert!(a.others_reach(e, b"d", &other));
+        a.remove(2);
+        a.remove(3);
+        assert!(a.is_empty() && a.reach.is_empty() && a.subtree.is_empty());
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub const MAX_BYTES_PER_SESSION: usize = 16 << 20;
 
 /// Who holds a lease: the session's id.
 pub use crate::lease_table::Holder;
-use crate::lease_table::{Key, Lease, Table};
+use crate::lease_table::{AdmittedSet, Key, Lease, Table};
 
 /// A connection's side of leasing: the server's leases and its session.
 #[derive(Debug, Clone)]
@@ -78,7 +78,7 @@ pub struct Leases {
     /// Sessions with space set aside (a request while none is pays nothing).
     reserving: AtomicUsize,
     /// Requests admitted and not yet ended, by admission number (locked after `table`).
-    admitted: Mutex<HashMap<u64, Admitted>>,
+    admitted: Mutex<AdmittedSet>,
     next_admission: AtomicU64,
 }
 
@@ -116,14 +116,6 @@ impl Free {
     }
 }
 
-/// A request admitted past the leases: who sent it and the paths it names.
-#[derive(Debug)]
-struct Admitted {
-    holder: Holder,
-    export: PathBuf,
-    paths: Vec<Bytes>,
-}
-
 /// Held while an admitted request runs; dropping it ends the admission.
 #[must_use]
 pub struct Admission {
@@ -133,7 +125,7 @@ pub struct Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        self.leases.admitted.lock().remove(&self.id);
+        self.leases.admitted.lock().remove(self.id);
     }
 }
 
@@ -161,7 +153,7 @@ impl Leases {
             slow_recalls: AtomicUsize::new(0),
             penalized: Mutex::new(HashMap::new()),
             cooling: Mutex::new(HashMap::new()),
-            admitted: Mutex::new(HashMap::new()),
+            admitted: Mutex::new(AdmittedSet::default()),
             next_admission: Default::default(),
             reserved: Mutex::new(HashMap::new()),
             reserving: AtomicUsize::new(0),
@@ -255,43 +247,39 @@ impl Leases {
         self.reserving.load(Ordering::Relaxed) > 0
     }
 
-    /// Admits a request of `me` naming `paths` (see `Request::paths`) and returns the leases of
-    /// other sessions it must first recall (see `conflicts`). From now until the admission
-    /// is dropped no other session is granted a lease the request reaches into; the caller
-    /// recalls what is returned, then asks `conflicts` again until nothing is left.
+    /// Admits a request of `me` naming `paths` (see `Request::paths`) and changing the
+    /// subtrees `subtrees` (`Request::subtrees`), and returns the leases of other sessions
+    /// it must first recall (see `conflicts`). From now until the admission is dropped no
+    /// other session is granted a lease the request reaches into; the caller recalls what
+    /// is returned, then asks `conflicts` again until nothing is left.
     pub fn admit(
         self: &std::sync::Arc<Self>,
         export: &Path,
         me: &Holder,
-        paths: &[Bytes],
+        (paths, subtrees): (&[Bytes], &[Bytes]),
     ) -> (Option<Admission>, Vec<Recall>) {
         if !self.enabled() || paths.is_empty() {
             return (None, Vec::new());
         }
         let table = self.table.lock();
         let id = self.next_admission.fetch_add(1, Ordering::Relaxed);
-        self.admitted.lock().insert(
-            id,
-            Admitted {
-                holder: me.clone(),
-                export: export.to_path_buf(),
-                paths: paths.to_vec(),
-            },
-        );
+        self.admitted.lock().insert(id, me, export, paths, subtrees);
         drop(table);
         let admission = Admission {
             leases: self.clone(),
             id,
         };
-        (Some(admission), self.conflicts(export, me, paths))
+        (
+            Some(admission),
+            self.conflicts(export, me, (paths, subtrees)),
+        )
     }
 
     /// True if a request of a session other than `holder`, admitted and not ended, names
-    /// `path` under `export` or something below it. Called with the table locked.
+    /// `path` under `export` or something below it, or renames a directory `path` is in.
+    /// Called with the table locked; one pass over `path`.
     fn admitted_below(&self, export: &Path, path: &[u8], holder: &Holder) -> bool {
-        self.admitted.lock().values().any(|a| {
-            a.holder != *holder && a.export == export && a.paths.iter().any(|p| under(p, path))
-        })
+        self.admitted.lock().others_reach(export, path, holder)
     }
 
     pub fn enabled(&self) -> bool {
@@ -398,9 +386,15 @@ impl Leases {
         millis(self.time)
     }
 
-    /// The leases of sessions other than `me` that `paths` (a request's, see `Request::paths`)
-    /// reach into: a leased directory is one of them or above one. Marks each recalled.
-    pub fn conflicts(&self, export: &Path, me: &Holder, paths: &[Bytes]) -> Vec<Recall> {
+    /// The leases of sessions other than `me` that a request reaches into: a leased
+    /// directory is one of its `paths` or above one, or below one of its `subtrees` (a
+    /// rename moves what is below). Marks each recalled.
+    pub fn conflicts(
+        &self,
+        export: &Path,
+        me: &Holder,
+        (paths, subtrees): (&[Bytes], &[Bytes]),
+    ) -> Vec<Recall> {
         if self.count.load(Ordering::Relaxed) == 0 {
             return Vec::new();
         }
@@ -408,37 +402,44 @@ impl Leases {
         let mut table = self.table.lock();
         let mut found = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        for p in paths {
-            for (key, end) in table.others_above(export, p, me) {
-                let Some(lease) = table.get_mut(&key) else {
-                    continue;
-                };
-                if lease.expires <= now {
-                    table.remove(&key);
-                    continue;
-                }
-                if lease.holder == *me || !seen.insert(key.clone()) {
-                    continue;
-                }
-                let first = !lease.recalled;
-                lease.recalled = true;
-                if first {
-                    self.cooling_down(&key, &lease.holder, now);
-                }
-                // As the holder names it: below its own export.
-                let path = match lease.within.len() {
-                    0 => p.slice(..end),
-                    n => p.slice((n + 1).min(end)..end),
-                };
-                found.push(Recall {
-                    holder: lease.holder.clone(),
-                    home: lease.home.clone(),
-                    path,
-                    first,
-                    gone: lease.gone.subscribe(),
-                    key,
-                });
+        let above = paths
+            .iter()
+            .flat_map(|p| table.others_above(export, p, me))
+            .map(|(key, end)| (key, Some(end)));
+        let below = subtrees
+            .iter()
+            .flat_map(|p| table.others_below(export, p, me))
+            .map(|key| (key, None));
+        let candidates: Vec<(Key, Option<usize>)> = above.chain(below).collect();
+        for (key, _) in candidates {
+            let Some(lease) = table.get_mut(&key) else {
+                continue;
+            };
+            if lease.expires <= now {
+                table.remove(&key);
+                continue;
             }
+            if lease.holder == *me || !seen.insert(key.clone()) {
+                continue;
+            }
+            let first = !lease.recalled;
+            lease.recalled = true;
+            if first {
+                self.cooling_down(&key, &lease.holder, now);
+            }
+            // As the holder names it: below its own export (a lease is always below it).
+            let path = match lease.within.len() {
+                0 => Bytes::copy_from_slice(&key.1),
+                n => Bytes::copy_from_slice(key.1.get(n + 1..).unwrap_or_default()),
+            };
+            found.push(Recall {
+                holder: lease.holder.clone(),
+                home: lease.home.clone(),
+                path,
+                first,
+                gone: lease.gone.subscribe(),
+                key,
+            });
         }
         self.count.store(table.len(), Ordering::Relaxed);
         found
@@ -521,8 +522,9 @@ impl Leases {
         returned
     }
 
-    /// The holder renamed a leased directory (or one above leased ones): its leases follow.
-    pub fn renamed(&self, export: &Path, holder: &Holder, from: &[u8], to: &[u8]) {
+    /// The holder renamed a leased directory (or one above leased ones): its leases follow,
+    /// from `from` to `to`, and with `exchange` from `to` to `from` too.
+    pub fn renamed(&self, export: &Path, holder: &Holder, from: &[u8], to: &[u8], exchange: bool) {
         if self.count.load(Ordering::Relaxed) == 0 {
             return;
         }
@@ -533,16 +535,27 @@ impl Leases {
             .get(holder)
             .is_some_and(|until| *until > now);
         let mut table = self.table.lock();
-        let moved: Vec<Key> = table
+        // Where each moved lease goes: all are taken out first, so a swap cannot land one
+        // side on the other's old lease.
+        let moved: Vec<(Key, Vec<u8>)> = table
             .keys_of(holder)
-            .filter(|(e, p)| e == export && under(p, from))
-            .cloned()
+            .filter(|(e, _)| e == export)
+            .filter_map(|(e, p)| {
+                let to_path = |a: &[u8], b: &[u8]| under(p, a).then(|| [b, &p[a.len()..]].concat());
+                let dest =
+                    to_path(from, to).or_else(|| exchange.then(|| to_path(to, from)).flatten())?;
+                Some(((e.clone(), p.clone()), dest))
+            })
             .collect();
-        for key in moved {
-            if let Some(l) = table.remove(&key) {
-                let mut p = to.to_vec();
-                p.extend_from_slice(&key.1[from.len()..]);
-                let to_key = (key.0, p);
+        let taken: Vec<(Key, Option<Lease>)> = moved
+            .into_iter()
+            .map(|(key, dest)| {
+                let l = table.remove(&key);
+                ((key.0, dest), l)
+            })
+            .collect();
+        for (to_key, l) in taken {
+            if let Some(l) = l {
                 // The moved lease lands only where a grant could: never over a lease (of
                 // anyone: another's was recalled first, one taken since stays), never
                 // into a directory another session's admitted request is in, never for
@@ -636,11 +649,13 @@ mod tests {
         );
         assert!(leases.grant(e, b"d", &holder(1)) > 0);
         assert_eq!(leases.grant(e, b"d", &holder(2)), 0, "held by another");
-        assert!(leases.conflicts(e, &holder(1), &["d/f".into()]).is_empty());
         assert!(leases
-            .conflicts(e, &holder(2), &["e/f".into(), "dd".into()])
+            .conflicts(e, &holder(1), (&["d/f".into()], &[]))
             .is_empty());
-        let found = leases.conflicts(e, &holder(2), &["d/sub/f".into()]);
+        assert!(leases
+            .conflicts(e, &holder(2), (&["e/f".into(), "dd".into()], &[]))
+            .is_empty());
+        let found = leases.conflicts(e, &holder(2), (&["d/sub/f".into()], &[]));
         assert_eq!(found.len(), 1);
         assert!(found[0].first);
         // Not returned: revoked after the recall timeout, with the holder's other leases.
@@ -648,7 +663,7 @@ mod tests {
         assert!(!leases.wait(r).await);
         assert_eq!(leases.held(), 0);
         assert!(leases
-            .conflicts(e, &holder(2), &["other/x".into()])
+            .conflicts(e, &holder(2), (&["other/x".into()], &[]))
             .is_empty());
         assert!(leases.grant(e, b"d", &holder(2)) > 0);
         assert_eq!(
@@ -668,10 +683,10 @@ mod tests {
         let e = Path::new("/x");
         leases.grant(e, b"d", &holder(1));
         let r = leases
-            .conflicts(e, &holder(2), &["d".into()])
+            .conflicts(e, &holder(2), (&["d".into()], &[]))
             .pop()
             .unwrap();
-        let again = leases.conflicts(e, &holder(3), &["d/x".into()]);
+        let again = leases.conflicts(e, &holder(3), (&["d/x".into()], &[]));
         assert!(!again[0].first, "recalled once");
         let l = leases.clone();
         let waiter = tokio::spawn(async move { l.wait(r).await });
@@ -686,9 +701,17 @@ mod tests {
         let e = Path::new("/x");
         leases.grant(e, b"a/b", &holder(1));
         leases.grant(e, b"ab", &holder(1));
-        leases.renamed(e, &holder(1), b"a", b"z");
-        assert_eq!(leases.conflicts(e, &holder(2), &["z/b/f".into()]).len(), 1);
-        assert_eq!(leases.conflicts(e, &holder(2), &["ab".into()]).len(), 1);
+        leases.renamed(e, &holder(1), b"a", b"z", false);
+        assert_eq!(
+            leases
+                .conflicts(e, &holder(2), (&["z/b/f".into()], &[]))
+                .len(),
+            1
+        );
+        assert_eq!(
+            leases.conflicts(e, &holder(2), (&["ab".into()], &[])).len(),
+            1
+        );
     }
 
     /// Every interleaving shuttle tries (at each lock and atomic) of session 1 taking the
@@ -709,7 +732,7 @@ mod tests {
                         shuttle::thread::spawn(move || leases.grant(e, b"d", &holder(1)) > 0)
                     };
                     let (admitted, recalls) =
-                        leases.admit(e, &holder(2), &[Bytes::copy_from_slice(deep)]);
+                        leases.admit(e, &holder(2), (&[Bytes::copy_from_slice(deep)], &[]));
                     shuttle::thread::yield_now();
                     let granted = granter.join().unwrap_or(false);
                     assert_eq!(
@@ -738,9 +761,9 @@ mod tests {
         let leases = test_leases();
         let e = Path::new("/x");
         assert!(leases.grant(e, b"x1", &holder(1)) > 0);
-        let (admitted, recalls) = leases.admit(e, &holder(2), &[Bytes::from_static(b"d/f")]);
+        let (admitted, recalls) = leases.admit(e, &holder(2), (&[Bytes::from_static(b"d/f")], &[]));
         assert!(recalls.is_empty());
-        leases.renamed(e, &holder(1), b"x1", b"d");
+        leases.renamed(e, &holder(1), b"x1", b"d", false);
         assert!(
             !leased_to(&leases, e, b"d", &holder(1)),
             "no lease lands over a request under way: it would restart its recall"
@@ -756,7 +779,7 @@ mod tests {
         assert!(leases.grant(e, b"a", &holder(1)) > 0);
         assert!(leases.grant(e, b"a/s", &holder(1)) > 0);
         assert!(leases.grant(e, b"b/s", &holder(2)) > 0);
-        leases.renamed(e, &holder(1), b"a", b"b");
+        leases.renamed(e, &holder(1), b"a", b"b", false);
         assert!(
             leased_to(&leases, e, b"b", &holder(1)),
             "its own lease follows"
@@ -765,6 +788,55 @@ mod tests {
         assert!(
             !leased_to(&leases, e, b"a", &holder(1)) && !leased_to(&leases, e, b"a/s", &holder(1))
         );
+    }
+
+    #[test]
+    fn a_rename_recalls_the_leases_below_both_its_sides_and_holds_off_their_grants() {
+        let leases = test_leases();
+        let e = Path::new("/x");
+        assert!(leases.grant(e, b"p/d", &holder(1)) > 0);
+        assert!(leases.grant(e, b"q/deep/e", &holder(3)) > 0);
+        assert!(leases.grant(e, b"pq/d", &holder(1)) > 0);
+        let rename: [Bytes; 2] = ["p".into(), "q".into()];
+        let (admitted, recalls) = leases.admit(e, &holder(2), (&rename, &rename));
+        let mut named: Vec<(Holder, Bytes)> = recalls
+            .iter()
+            .map(|r| (r.holder.clone(), r.path.clone()))
+            .collect();
+        named.sort();
+        assert_eq!(
+            named,
+            vec![(holder(1), "p/d".into()), (holder(3), "q/deep/e".into())],
+            "what is below a renamed directory, on either side; not `pq/d`"
+        );
+        assert_eq!(
+            leases.grant(e, b"p/d/e", &holder(4)),
+            0,
+            "no grant below a rename while it runs"
+        );
+        assert!(leases.grant(e, b"pq/x", &holder(4)) > 0);
+        drop(admitted);
+        assert!(leases.grant(e, b"p/other", &holder(4)) > 0);
+        // A plain request names only its path: nothing below it is recalled.
+        let plain: [Bytes; 1] = ["q".into()];
+        let (_a, recalls) = leases.admit(e, &holder(2), (&plain, &[]));
+        assert!(recalls.is_empty());
+    }
+
+    #[test]
+    fn an_exchange_swaps_the_holder_s_leases() {
+        let leases = test_leases();
+        let e = Path::new("/x");
+        assert!(leases.grant(e, b"a", &holder(1)) > 0);
+        assert!(leases.grant(e, b"a/s", &holder(1)) > 0);
+        assert!(leases.grant(e, b"b/t", &holder(1)) > 0);
+        leases.renamed(e, &holder(1), b"a", b"b", true);
+        for dir in [&b"b"[..], b"b/s", b"a/t"] {
+            assert!(leased_to(&leases, e, dir, &holder(1)), "{dir:?}");
+        }
+        for dir in [&b"a"[..], b"a/s", b"b/t"] {
+            assert!(!leased_to(&leases, e, dir, &holder(1)), "{dir:?}");
+        }
     }
 
     fn leased_to(leases: &Leases, e: &Path, dir: &[u8], h: &Holder) -> bool {
@@ -780,7 +852,7 @@ mod tests {
     fn a_grant_and_a_conflicting_admitted_request_exclude_each_other() {
         let leases = test_leases();
         let e = Path::new("/x");
-        let (admitted, recalls) = leases.admit(e, &holder(2), &["d/x".into()]);
+        let (admitted, recalls) = leases.admit(e, &holder(2), (&["d/x".into()], &[]));
         assert!(recalls.is_empty());
         assert_eq!(
             leases.grant(e, b"d", &holder(1)),
@@ -796,7 +868,7 @@ mod tests {
             leases.grant(e, b"d", &holder(1)) > 0,
             "granted once it ended"
         );
-        let (_admitted, recalls) = leases.admit(e, &holder(2), &["d/y".into()]);
+        let (_admitted, recalls) = leases.admit(e, &holder(2), (&["d/y".into()], &[]));
         assert_eq!(recalls.len(), 1, "admitted after the grant: recalls it");
         assert_eq!(leases.grant(e, b"d", &holder(3)), 0);
     }
@@ -821,7 +893,8 @@ mod tests {
         };
         let mut clear = 0;
         for i in 0..20_000 {
-            let (admitted, recalls) = leases.admit(e, &holder(2), &[format!("d/{i}").into()]);
+            let (admitted, recalls) =
+                leases.admit(e, &holder(2), (&[format!("d/{i}").into()], &[]));
             if recalls.is_empty() {
                 clear += 1;
                 for _ in 0..3 {

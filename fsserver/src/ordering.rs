@@ -73,6 +73,8 @@ pub struct Request<'a> {
     /// The paths it names (see `request::Request::paths`).
     pub paths: &'a [Bytes],
     pub ordered: bool,
+    /// A Rename with RENAME_EXCHANGE: its two paths swap.
+    pub exchange: bool,
 }
 
 /// Requests since the last ORDERED one, per path. Paths are keyed by their hash
@@ -148,7 +150,7 @@ impl PathOrder {
             }
         }
         if let (Some(Command::Rename), [from, to]) = (r.cmd, r.paths) {
-            self.renamed(from, to);
+            self.renamed(from, to, r.exchange);
         }
         if r.ordered && (named.is_empty() || unknown || self.full_due) {
             // After everything received before it.
@@ -207,23 +209,35 @@ impl PathOrder {
         prune(&mut self.below, &mut self.prune_at.1);
     }
 
-    /// Handles opened at or below `from` are now at `to` (a walk over at most
-    /// `MAX_HANDLE_PATH_BYTES`).
-    fn renamed(&mut self, from: &Bytes, to: &Bytes) {
+    /// Handles opened at or below `from` are now at `to`, and with `exchange` those at or
+    /// below `to` at `from` (a walk over at most `MAX_HANDLE_PATH_BYTES`).
+    fn renamed(&mut self, from: &Bytes, to: &Bytes, exchange: bool) {
         for p in self.handles.values_mut() {
-            let moved = if p == from {
-                Bytes::copy_from_slice(to)
-            } else if p.starts_with(from) && p.get(from.len()) == Some(&b'/') {
-                let mut moved = to.to_vec();
-                moved.extend_from_slice(&p[from.len()..]);
-                moved.into()
-            } else {
-                continue;
+            let moved = match moved(p, from, to) {
+                Some(m) => m,
+                None if exchange => match moved(p, to, from) {
+                    Some(m) => m,
+                    None => continue,
+                },
+                None => continue,
             };
             self.handle_bytes = (self.handle_bytes + moved.len()).saturating_sub(p.len());
             *p = moved;
         }
     }
+}
+
+/// `path` with its prefix `from` replaced by `to`, if it is `from` or below it.
+fn moved(path: &[u8], from: &[u8], to: &[u8]) -> Option<Bytes> {
+    if path == from {
+        return Some(Bytes::copy_from_slice(to));
+    }
+    if !(path.starts_with(from) && path.get(from.len()) == Some(&b'/')) {
+        return None;
+    }
+    let mut moved = to.to_vec();
+    moved.extend_from_slice(&path[from.len()..]);
+    Some(moved.into())
 }
 
 /// Handles with requests in order, and requests in path order, for one connection.
@@ -286,6 +300,7 @@ mod tests {
                 on_handle: request.on_handle(),
                 paths: &paths,
                 ordered: request.ordered,
+                exchange: request.renamed().is_some_and(|r| r.exchange),
             })
         }
     }
@@ -435,6 +450,30 @@ mod tests {
         assert!(waits(&mut after).await, "and everything after it");
         drop(lease);
         assert!(!waits(&mut after).await);
+    }
+
+    #[tokio::test]
+    async fn an_exchange_swaps_the_handles_of_both_sides() {
+        let mut order = HandleOrder::default();
+        drop(order.turn(&create("a", "f", 1)));
+        drop(order.turn(&create("b", "g", 2)));
+        let swap = proto::RenameRequest {
+            parent: b(""),
+            name: b("a"),
+            new_parent: b(""),
+            new_name: b("b"),
+            flags: libc::RENAME_EXCHANGE,
+        };
+        drop(order.turn(&ordered(Command::Rename, &swap)));
+        let w1 = order.turn(&write(1));
+        let w2 = order.turn(&write(2));
+        let mut at_b = order.turn(&utimes("b/f"));
+        let mut at_a = order.turn(&utimes("a/g"));
+        drop(w2);
+        assert!(waits(&mut at_b).await, "a/f moved to b/f: after its write");
+        assert!(!waits(&mut at_a).await, "b/g moved to a/g: its write ended");
+        drop(w1);
+        assert!(!waits(&mut at_b).await);
     }
 
     #[tokio::test]

@@ -256,13 +256,34 @@ impl Request {
         Some((need, self.ordered))
     }
 
-    /// A rename's source and destination paths.
-    pub fn renamed(&self) -> Option<(Bytes, Bytes)> {
+    /// A rename's source and destination paths, and whether it swaps them.
+    pub fn renamed(&self) -> Option<Renamed> {
         match &self.body {
-            Body::Rename(r) => Some((join(&r.parent, &r.name), join(&r.new_parent, &r.new_name))),
+            Body::Rename(r) => Some(Renamed {
+                from: join(&r.parent, &r.name),
+                to: join(&r.new_parent, &r.new_name),
+                exchange: r.flags & libc::RENAME_EXCHANGE != 0,
+            }),
             _ => None,
         }
     }
+
+    /// The paths whose whole subtree it changes (every name below moves): a rename's two
+    /// sides. Leases below them are recalled, not only those at and above.
+    pub fn subtrees(&self) -> Vec<Bytes> {
+        self.renamed()
+            .map(|r| vec![r.from, r.to])
+            .unwrap_or_default()
+    }
+}
+
+/// What a Rename moves: `from` to `to`, and with `exchange` (RENAME_EXCHANGE) `to` to
+/// `from` as well.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Renamed {
+    pub from: Bytes,
+    pub to: Bytes,
+    pub exchange: bool,
 }
 
 /// `parent/name` (`name` alone at the root).
@@ -474,8 +495,19 @@ mod tests {
         );
         assert_eq!(
             r.renamed(),
-            Some((Bytes::from_static(b"d/a"), Bytes::from_static(b"b")))
+            Some(Renamed {
+                from: Bytes::from_static(b"d/a"),
+                to: Bytes::from_static(b"b"),
+                exchange: false
+            })
         );
+        assert_eq!(r.subtrees(), r.paths());
+        let swap = proto::RenameRequest {
+            flags: libc::RENAME_EXCHANGE,
+            ..rename.clone()
+        };
+        let r = Request::decode(&frame(Command::Rename, &swap)).unwrap();
+        assert!(r.renamed().is_some_and(|r| r.exchange));
         let list = proto::ListRequest {
             path: Bytes::from_static(b"d"),
             want_lease: true,

@@ -414,3 +414,60 @@ fn a_subtree_mount_and_a_mount_of_the_whole_export_conflict_over_one_directory()
         "told as the holder names it"
     );
 }
+
+#[test]
+fn a_rename_of_a_directory_above_a_lease_recalls_it_before_it_runs() {
+    let server = Server::start(&[]);
+    fs::create_dir_all(server.export("data").join("p/d")).unwrap();
+    let token = server.token();
+    let mut holder = RawClient::notified(&server.addr, "data", &token).unwrap();
+    let granted: proto::ListReply = holder.call(Cmd::List, &lease_listing("p/d")).unwrap();
+    assert!(granted.lease_ms > 0, "a lease is granted");
+    // Another client renames `p`, the directory above the leased one.
+    let (addr, t) = (server.addr.clone(), token.clone());
+    let renamer = std::thread::spawn(move || {
+        let mut c = RawClient::authenticated(&addr, "data", &t).unwrap();
+        let rename = proto::RenameRequest {
+            name: "p".into(),
+            new_name: "q".into(),
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let r = c
+            .call::<proto::RenameReply>(Cmd::Rename, &rename)
+            .map(|_| ());
+        (r, started.elapsed())
+    });
+    assert_eq!(
+        next_recall(&mut holder),
+        vec![bytes::Bytes::from_static(b"p/d")],
+        "the lease below the renamed directory is recalled"
+    );
+    assert!(
+        server.export("data").join("p/d").is_dir(),
+        "the rename waits for the lease to come back"
+    );
+    let give_back = proto::LeaseRequest {
+        returned: vec!["p/d".into()],
+        ..Default::default()
+    };
+    // Sent without waiting for the reply: the rename's change notice may come first.
+    let id = holder.next_stream();
+    holder.send(protocol::Frame::request(
+        Cmd::Lease,
+        id,
+        &give_back,
+        bytes::Bytes::new(),
+    ));
+    let (renamed, waited) = renamer.join().unwrap();
+    assert_eq!(renamed, Ok(()));
+    assert!(
+        waited < Duration::from_secs(3),
+        "given back at once, not revoked: {waited:?}"
+    );
+    assert!(server.export("data").join("q/d").is_dir());
+    assert!(
+        !server.log().contains("revoked"),
+        "the holder answered in time"
+    );
+}
