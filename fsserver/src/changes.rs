@@ -19,7 +19,7 @@ use protocol::{Command, Frame};
 use crate::request::{Body, Request};
 use tokio::sync::broadcast;
 
-/// The origin of what no connection made (changes on the server's disk, recalls): every
+/// The origin of what no connection made (changes on the server's disk): every
 /// connection is told.
 pub const NO_CONNECTION: u64 = u64::MAX;
 
@@ -31,8 +31,6 @@ const BACKLOG: usize = 4096;
 pub struct Published {
     pub origin: u64,
     pub changes: Arc<Vec<proto::Change>>,
-    /// A lease recall for one session only: (holder, directory).
-    pub recall: Option<(crate::leases::Holder, bytes::Bytes)>,
 }
 
 /// The channels, by export directory.
@@ -97,18 +95,8 @@ impl Hub {
             let _ = tx.send(Published {
                 origin,
                 changes: Arc::new(changes),
-                recall: None,
             });
         }
-    }
-
-    /// Asks session `holder`, connected under `dir`, to give back its lease on `path`.
-    pub fn recall(&self, dir: &std::path::Path, holder: crate::leases::Holder, path: bytes::Bytes) {
-        let _ = self.channel(dir).send(Published {
-            origin: NO_CONNECTION,
-            changes: Arc::new(Vec::new()),
-            recall: Some((holder, path)),
-        });
     }
 }
 
@@ -120,11 +108,11 @@ pub fn frame(changes: &[proto::Change]) -> Frame {
     })
 }
 
-/// The Notify frame asking for the lease on `path` back.
-pub fn recall_frame(path: bytes::Bytes) -> Frame {
+/// The Notify frame asking for the leases on `paths` back.
+pub fn recall_frame(paths: Vec<bytes::Bytes>) -> Frame {
     notify_frame(proto::Notify {
         changes: Vec::new(),
-        recall: vec![path],
+        recall: paths,
     })
 }
 

@@ -118,7 +118,12 @@ pub async fn serve(
     let conn_id = shared.changes.connection_id();
     let forwarder = auth.notify.then(|| {
         let rx = shared.changes.subscribe(&ctx.export.dir);
-        tokio::spawn(forward_changes(rx, conn_id, me.clone(), tx.clone()))
+        // Its recalls, queued for the session (they outlast this connection).
+        let recalls = ctx
+            .leases
+            .as_ref()
+            .map(|h| h.leases.recall_queues.open(&h.session));
+        tokio::spawn(forward_changes(rx, conn_id, recalls, tx.clone()))
     });
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
     let token_share = shared.token_share(&auth.token);
@@ -320,27 +325,45 @@ fn without_prefetch(reply: &Frame) -> std::borrow::Cow<'_, Frame> {
     }
 }
 
-/// Forwards other connections' changes to this client as Notify frames until the
-/// connection ends (the caller aborts it); a client too far behind is told everything
-/// changed.
+/// Forwards other connections' changes and the session's recalls to this client as Notify
+/// frames until the connection ends (the caller aborts it). A client too far behind on
+/// changes is told everything changed; recalls come from the session's own queue, never
+/// lost to that (see `recalls`), and go first.
 async fn forward_changes(
     mut rx: broadcast::Receiver<changes::Published>,
     me: u64,
-    session: leases::Holder,
+    recalls: Option<Arc<crate::recalls::Queue>>,
     tx: mpsc::Sender<Outgoing>,
 ) {
+    use crate::recalls::Batch;
+    let next_recall = || async {
+        match &recalls {
+            Some(q) => q.next().await,
+            None => std::future::pending().await,
+        }
+    };
     loop {
-        let frame = match rx.recv().await {
-            Ok(p) if p.recall.is_some() => match p.recall {
-                Some((holder, path)) if holder == session => changes::recall_frame(path),
-                _ => continue,
+        let (frame, recalled) = tokio::select! {
+            biased;
+            batch = next_recall() => {
+                let frame = match &batch {
+                    Batch::Paths(paths) => changes::recall_frame(paths.clone()),
+                    Batch::Everything => changes::everything(),
+                };
+                (frame, Some(batch))
+            }
+            published = rx.recv() => match published {
+                Ok(p) if p.origin == me => continue,
+                Ok(p) => (changes::frame(&p.changes), None),
+                Err(broadcast::error::RecvError::Lagged(_)) => (changes::everything(), None),
+                Err(broadcast::error::RecvError::Closed) => return,
             },
-            Ok(p) if p.origin == me => continue,
-            Ok(p) => changes::frame(&p.changes),
-            Err(broadcast::error::RecvError::Lagged(_)) => changes::everything(),
-            Err(broadcast::error::RecvError::Closed) => return,
         };
         if tx.send(Outgoing::message(frame)).await.is_err() {
+            // This connection ended: another of the session's sends the recalls.
+            if let (Some(q), Some(batch)) = (&recalls, recalled) {
+                q.put_back(batch);
+            }
             return;
         }
     }
@@ -381,7 +404,7 @@ async fn recall_each(shared: &Shared, recalls: Vec<leases::Recall>) {
         let (holder, path) = (r.holder.clone(), r.path.clone());
         if r.first {
             shared.leases.recalls.fetch_add(1, Ordering::Relaxed);
-            shared.changes.recall(&r.home, holder.clone(), path.clone());
+            shared.leases.recall_queues.tell(&holder, path.clone());
         }
         if !shared.leases.wait(r).await {
             warn!(dir = %String::from_utf8_lossy(&path), session = %session_tag(&holder),
@@ -406,7 +429,7 @@ async fn run_request(
     let leases = ctx.leases.clone();
     // Leases are keyed below the configured export (see `Export::lease_path`).
     let export = ctx.export.lease_root.clone();
-    let (home, within) = (ctx.export.dir.clone(), ctx.export.within.clone());
+    let within = ctx.export.within.clone();
     // Space set aside for other sessions' local answers: a request that would take it
     // fails as on a full disk.
     // Decoded only while some session has space set aside (nothing to check otherwise).
@@ -430,9 +453,7 @@ async fn run_request(
     let granted = leases.as_ref().and_then(|h| {
         let dir = request.wanted_lease()?;
         let full = ctx.export.lease_path(&dir);
-        let ms = h
-            .leases
-            .grant_in(&export, &full, &h.session, (&home, &within));
+        let ms = h.leases.grant_in(&export, &full, &h.session, &within);
         (ms > 0).then_some((dir, ms))
     });
     let renamed = leases
@@ -555,4 +576,64 @@ impl Queued for Outgoing {
 /// The reply bytes one connection may have read and not yet sent.
 fn unsent_budget(max_data: u32) -> usize {
     crate::defaults::UNSENT_REPLY_BYTES.max(2 * max_data as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notice(frame: &Frame) -> proto::Notify {
+        frame.decode_msg("Notify").expect("a Notify")
+    }
+
+    /// A listener that fell behind on changes gets "everything changed" for what it lost,
+    /// and its recalls all the same, first: they never travel on the lossy broadcast.
+    #[tokio::test]
+    async fn a_lagging_listener_gets_its_recalls_and_is_told_everything_changed() {
+        let (changes, rx) = broadcast::channel(4);
+        for i in 0..10 {
+            let change = proto::Change {
+                dir: format!("e{i}").into(),
+                ..Default::default()
+            };
+            changes
+                .send(changes::Published {
+                    origin: 1,
+                    changes: Arc::new(vec![change]),
+                })
+                .unwrap();
+        }
+        let queue = Arc::new(crate::recalls::Queue::default());
+        queue.push(Bytes::from_static(b"d"));
+        let (tx, mut out) = mpsc::channel(64);
+        let forwarder = tokio::spawn(forward_changes(rx, 2, Some(queue.clone()), tx));
+        let first = notice(&out.recv().await.unwrap().frame);
+        assert_eq!(
+            first.recall,
+            vec![Bytes::from_static(b"d")],
+            "the recall first"
+        );
+        let lost = notice(&out.recv().await.unwrap().frame);
+        assert!(
+            lost.changes.iter().any(|c| c.everything),
+            "then what was lost"
+        );
+        for _ in 0..4 {
+            let kept = notice(&out.recv().await.unwrap().frame);
+            assert!(kept.recall.is_empty() && !kept.changes[0].everything);
+        }
+        queue.push(Bytes::from_static(b"later"));
+        let later = notice(&out.recv().await.unwrap().frame);
+        assert_eq!(later.recall, vec![Bytes::from_static(b"later")]);
+        // Its connection gone, a recall taken and not sent is kept for the next one.
+        drop(out);
+        queue.push(Bytes::from_static(b"unsent"));
+        forwarder.await.unwrap();
+        assert_eq!(
+            queue.take(),
+            Some(crate::recalls::Batch::Paths(vec![Bytes::from_static(
+                b"unsent"
+            )]))
+        );
+    }
 }

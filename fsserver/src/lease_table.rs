@@ -33,9 +33,8 @@ pub struct Lease {
     /// Dropped when the lease ends (returned, revoked, expired): wakes whoever waits for it.
     pub gone: watch::Sender<()>,
     pub recalled: bool,
-    /// The holder's export directory (where its recalls are told) and its path within the
-    /// key's export (a subtree's `sub`; empty for the export itself).
-    pub home: PathBuf,
+    /// The holder's export's path within the key's export (a subtree's `sub`; empty for
+    /// the export itself): its recalls name the directory relative to it.
     pub within: Bytes,
 }
 
@@ -346,7 +345,6 @@ mod tests {
             expires: Instant::now() + std::time::Duration::from_secs(30),
             gone: watch::channel(()).0,
             recalled: false,
-            home: PathBuf::new(),
             within: Bytes::new(),
         }
     }

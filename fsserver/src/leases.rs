@@ -20,7 +20,7 @@
 //! and `NAME/sub` conflict. The table and its indexes are in `lease_table`.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -73,6 +73,8 @@ pub struct Leases {
     /// (knfsd keeps recently recalled files from being delegated again the same way). A
     /// holder cannot give a lease back at each recall and take it again at once.
     cooling: Mutex<HashMap<(Key, Holder), Instant>>,
+    /// Each session's recalls not yet sent (see `recalls`).
+    pub recall_queues: crate::recalls::Queues,
     /// Space set aside per session for what it answers itself (see `budget`).
     reserved: Mutex<HashMap<Holder, Reserved>>,
     /// Sessions with space set aside (a request while none is pays nothing).
@@ -132,8 +134,6 @@ impl Drop for Admission {
 /// A lease to recall before a request may run: tell `holder`, then wait on `gone`.
 pub struct Recall {
     pub holder: Holder,
-    /// The holder's export directory, where its recall is told.
-    pub home: PathBuf,
     /// The leased directory, relative to the holder's export.
     pub path: Bytes,
     pub first: bool,
@@ -155,6 +155,7 @@ impl Leases {
             cooling: Mutex::new(HashMap::new()),
             admitted: Mutex::new(AdmittedSet::default()),
             next_admission: Default::default(),
+            recall_queues: Default::default(),
             reserved: Mutex::new(HashMap::new()),
             reserving: AtomicUsize::new(0),
         }
@@ -225,13 +226,14 @@ impl Leases {
         }
     }
 
-    /// `holder`'s session ended: its leases and its budget go (waking whoever waits on a
-    /// recall of them).
+    /// `holder`'s session ended: its leases, its recall queue and its budget go (waking
+    /// whoever waits on a recall of them).
     pub fn returned_all(&self, holder: &Holder) {
         let mut table = self.table.lock();
         table.remove_holder(holder);
         self.count.store(table.len(), Ordering::Relaxed);
         drop(table);
+        self.recall_queues.close(holder);
         self.release_budget(holder);
     }
 
@@ -295,19 +297,12 @@ impl Leases {
     /// milliseconds, or 0 if refused (the root, leases off, too many, held by another, the
     /// session let a recall time out lately).
     pub fn grant(&self, export: &Path, path: &[u8], holder: &Holder) -> u32 {
-        self.grant_in(export, path, holder, (export, b""))
+        self.grant_in(export, path, holder, b"")
     }
 
-    /// `grant`, to a holder whose own export is the directory `home`, at `within` below
-    /// `export` (a subtree mount): `path` is relative to `export`, and its recall will be
-    /// told to `home`, relative to it.
-    pub fn grant_in(
-        &self,
-        export: &Path,
-        path: &[u8],
-        holder: &Holder,
-        (home, within): (&Path, &[u8]),
-    ) -> u32 {
+    /// `grant`, to a holder whose own export is `within` below `export` (a subtree mount):
+    /// `path` is relative to `export`, and its recall will name it relative to `within`.
+    pub fn grant_in(&self, export: &Path, path: &[u8], holder: &Holder, within: &[u8]) -> u32 {
         if !self.enabled() || path.is_empty() || path == within {
             return 0;
         }
@@ -356,7 +351,6 @@ impl Leases {
             expires: now + self.time,
             gone: watch::channel(()).0,
             recalled: false,
-            home: home.to_path_buf(),
             within: Bytes::copy_from_slice(within),
         };
         table.insert(key, lease);
@@ -434,7 +428,6 @@ impl Leases {
             };
             found.push(Recall {
                 holder: lease.holder.clone(),
-                home: lease.home.clone(),
                 path,
                 first,
                 gone: lease.gone.subscribe(),

@@ -42,6 +42,7 @@ pub mod ordering;
 pub mod page_crc;
 #[allow(unsafe_code)]
 pub mod read_buffer;
+pub mod recalls;
 pub mod request;
 pub mod server;
 pub mod session;

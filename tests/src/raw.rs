@@ -122,6 +122,17 @@ impl RawClient {
         Self::handshake(addr, Mode::Tls, export, token, &[], true).map(|(c, _)| c)
     }
 
+    /// `notified`, asking to resume `session_id` (empty: a new session); also returns the
+    /// server's reply.
+    pub fn notified_in_session(
+        addr: &str,
+        export: &str,
+        token: &[u8],
+        session_id: &[u8],
+    ) -> Result<(RawClient, proto::AuthReply), String> {
+        Self::handshake(addr, Mode::Tls, export, token, session_id, true)
+    }
+
     /// `in_session` over `mode`.
     pub fn in_session_as(
         addr: &str,

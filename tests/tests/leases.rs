@@ -471,3 +471,53 @@ fn a_rename_of_a_directory_above_a_lease_recalls_it_before_it_runs() {
         "the holder answered in time"
     );
 }
+
+#[test]
+fn a_recall_made_while_the_holder_is_cut_away_reaches_it_when_it_resumes() {
+    let server = Server::start(&[]);
+    fs::create_dir(server.export("data").join("d")).unwrap();
+    let token = server.token();
+    let (mut holder, welcome) =
+        RawClient::notified_in_session(&server.addr, "data", &token, &[]).unwrap();
+    let granted: proto::ListReply = holder.call(Cmd::List, &lease_listing("d")).unwrap();
+    assert!(granted.lease_ms > 0, "a lease is granted");
+    // The holder's connection goes; its session (and lease) stays for the grace period.
+    drop(holder);
+    std::thread::sleep(Duration::from_millis(200));
+    let (addr, t) = (server.addr.clone(), token.clone());
+    let other = std::thread::spawn(move || {
+        let mut c = RawClient::authenticated(&addr, "data", &t).unwrap();
+        let lookup = proto::LookupRequest { path: "d/x".into() };
+        let started = Instant::now();
+        let r = c.call::<proto::AttrReply>(Cmd::Lookup, &lookup).map(|_| ());
+        (r, started.elapsed())
+    });
+    // Recalled while nobody of the session listens; it resumes a moment later.
+    std::thread::sleep(Duration::from_millis(500));
+    let (mut back, resumed) =
+        RawClient::notified_in_session(&server.addr, "data", &token, &welcome.session_id).unwrap();
+    assert!(resumed.resumed, "the session is resumed");
+    assert_eq!(
+        next_recall(&mut back),
+        vec![bytes::Bytes::from_static(b"d")],
+        "the recall waited in the session's queue"
+    );
+    let give_back = proto::LeaseRequest {
+        returned: vec!["d".into()],
+        ..Default::default()
+    };
+    let id = back.next_stream();
+    back.send(protocol::Frame::request(
+        Cmd::Lease,
+        id,
+        &give_back,
+        bytes::Bytes::new(),
+    ));
+    let (found, waited) = other.join().unwrap();
+    assert_eq!(found, Err(libc::ENOENT));
+    assert!(
+        waited < Duration::from_secs(3),
+        "given back on resume, not revoked at the timeout: {waited:?}"
+    );
+    assert!(!server.log().contains("revoked"));
+}
