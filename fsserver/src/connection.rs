@@ -111,6 +111,7 @@ pub async fn serve(
         leases: (auth.notify && shared.leases.enabled()).then(|| leases::LeaseHolder {
             leases: shared.leases.clone(),
             session: Bytes::from(auth.session_id.clone()),
+            token: auth.token.as_str().into(),
         }),
     };
     let me: leases::Holder = Bytes::from(auth.session_id.clone());
@@ -453,7 +454,9 @@ async fn run_request(
     let granted = leases.as_ref().and_then(|h| {
         let dir = request.wanted_lease()?;
         let full = ctx.export.lease_path(&dir);
-        let ms = h.leases.grant_in(&export, &full, &h.session, &within);
+        let ms = h
+            .leases
+            .grant_in(&export, &full, &h.session, (&h.token, &within));
         (ms > 0).then_some((dir, ms))
     });
     let renamed = leases

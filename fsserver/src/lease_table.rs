@@ -36,6 +36,8 @@ pub struct Lease {
     /// The holder's export's path within the key's export (a subtree's `sub`; empty for
     /// the export itself): its recalls name the directory relative to it.
     pub within: Bytes,
+    /// The holder's token's name (penalties count against it too).
+    pub token: std::sync::Arc<str>,
 }
 
 #[derive(Debug, Default)]
@@ -346,6 +348,7 @@ mod tests {
             gone: watch::channel(()).0,
             recalled: false,
             within: Bytes::new(),
+            token: "".into(),
         }
     }
 

@@ -49,6 +49,8 @@ use crate::lease_table::{AdmittedSet, Key, Lease, Table};
 pub struct LeaseHolder {
     pub leases: std::sync::Arc<Leases>,
     pub session: Holder,
+    /// The name of the session's token.
+    pub token: std::sync::Arc<str>,
 }
 
 /// Every lease the server granted.
@@ -66,13 +68,8 @@ pub struct Leases {
     pub recalls: AtomicUsize,
     /// Recalls answered, but after a fifth of the recall timeout.
     pub slow_recalls: AtomicUsize,
-    /// Sessions that let a recall time out or answered one slowly, and until when they
-    /// get no lease.
-    penalized: Mutex<HashMap<Holder, Instant>>,
-    /// Leases recalled lately, per holder: not granted to that holder again until then
-    /// (knfsd keeps recently recalled files from being delegated again the same way). A
-    /// holder cannot give a lease back at each recall and take it again at once.
-    cooling: Mutex<HashMap<(Key, Holder), Instant>>,
+    /// Who gets no lease for now: penalties and recent recalls (see `lease_fairness`).
+    fairness: crate::lease_fairness::Fairness,
     /// Each session's recalls not yet sent (see `recalls`).
     pub recall_queues: crate::recalls::Queues,
     /// Space set aside per session for what it answers itself (see `budget`).
@@ -137,6 +134,8 @@ pub struct Recall {
     /// The leased directory, relative to the holder's export.
     pub path: Bytes,
     pub first: bool,
+    /// The holder's token, which shares its penalties.
+    token: std::sync::Arc<str>,
     gone: watch::Receiver<()>,
     key: Key,
 }
@@ -151,8 +150,7 @@ impl Leases {
             revoked: AtomicUsize::new(0),
             recalls: AtomicUsize::new(0),
             slow_recalls: AtomicUsize::new(0),
-            penalized: Mutex::new(HashMap::new()),
-            cooling: Mutex::new(HashMap::new()),
+            fairness: Default::default(),
             admitted: Mutex::new(AdmittedSet::default()),
             next_admission: Default::default(),
             recall_queues: Default::default(),
@@ -234,6 +232,7 @@ impl Leases {
         self.count.store(table.len(), Ordering::Relaxed);
         drop(table);
         self.recall_queues.close(holder);
+        self.fairness.forget(holder);
         self.release_budget(holder);
     }
 
@@ -297,28 +296,28 @@ impl Leases {
     /// milliseconds, or 0 if refused (the root, leases off, too many, held by another, the
     /// session let a recall time out lately).
     pub fn grant(&self, export: &Path, path: &[u8], holder: &Holder) -> u32 {
-        self.grant_in(export, path, holder, b"")
+        self.grant_in(export, path, holder, (&"".into(), b""))
     }
 
-    /// `grant`, to a holder whose own export is `within` below `export` (a subtree mount):
-    /// `path` is relative to `export`, and its recall will name it relative to `within`.
-    pub fn grant_in(&self, export: &Path, path: &[u8], holder: &Holder, within: &[u8]) -> u32 {
+    /// `grant`, to a session of `token` whose own export is `within` below `export` (a
+    /// subtree mount): `path` is relative to `export`, and its recall will name it
+    /// relative to `within`.
+    pub fn grant_in(
+        &self,
+        export: &Path,
+        path: &[u8],
+        holder: &Holder,
+        (token, within): (&std::sync::Arc<str>, &[u8]),
+    ) -> u32 {
         if !self.enabled() || path.is_empty() || path == within {
             return 0;
         }
         let now = Instant::now();
-        {
-            let mut penalized = self.penalized.lock();
-            match penalized.get(holder) {
-                Some(until) if *until > now => return 0,
-                Some(_) => {
-                    penalized.remove(holder);
-                }
-                None => {}
-            }
+        if self.fairness.is_barred(holder, token, now) {
+            return 0;
         }
         let key = (export.to_path_buf(), path.to_vec());
-        if self.is_cooling(&key, holder, now) {
+        if self.fairness.is_cooling(holder, &key, now) {
             return 0;
         }
         let mut table = self.table.lock();
@@ -352,6 +351,7 @@ impl Leases {
             gone: watch::channel(()).0,
             recalled: false,
             within: Bytes::copy_from_slice(within),
+            token: token.clone(),
         };
         table.insert(key, lease);
         self.count.store(table.len(), Ordering::Relaxed);
@@ -419,7 +419,8 @@ impl Leases {
             let first = !lease.recalled;
             lease.recalled = true;
             if first {
-                self.cooling_down(&key, &lease.holder, now);
+                self.fairness
+                    .cool(&lease.holder, &key, now, now + self.recall_timeout);
             }
             // As the holder names it: below its own export (a lease is always below it).
             let path = match lease.within.len() {
@@ -430,6 +431,7 @@ impl Leases {
                 holder: lease.holder.clone(),
                 path,
                 first,
+                token: lease.token.clone(),
                 gone: lease.gone.subscribe(),
                 key,
             });
@@ -438,42 +440,10 @@ impl Leases {
         found
     }
 
-    /// `holder` was recalled from `key`: it is not granted that lease again for the recall
-    /// timeout.
-    fn cooling_down(&self, key: &Key, holder: &Holder, now: Instant) {
-        let mut cooling = self.cooling.lock();
-        if cooling.len() >= MAX_PER_SESSION {
-            cooling.retain(|_, until| *until > now);
-        }
-        if cooling.len() < MAX_PER_SESSION {
-            cooling.insert((key.clone(), holder.clone()), now + self.recall_timeout);
-        }
-    }
-
-    /// True if `holder` was recalled from `key` within the recall timeout (an entry that ran
-    /// out is dropped).
-    fn is_cooling(&self, key: &Key, holder: &Holder, now: Instant) -> bool {
-        let mut cooling = self.cooling.lock();
-        let k = (key.clone(), holder.clone());
-        match cooling.get(&k) {
-            Some(until) if *until > now => true,
-            Some(_) => {
-                cooling.remove(&k);
-                false
-            }
-            None => false,
-        }
-    }
-
-    /// `holder` gets no lease for twice the lease time.
-    fn penalize(&self, holder: &Holder) {
-        let mut penalized = self.penalized.lock();
-        if penalized.len() >= MAX_PER_SESSION {
-            penalized.retain(|_, until| *until > Instant::now());
-        }
-        if penalized.len() < MAX_PER_SESSION {
-            penalized.insert(holder.clone(), Instant::now() + 2 * self.time);
-        }
+    /// `holder` (of `token`) gets no lease for twice the lease time.
+    fn penalize(&self, holder: &Holder, token: &std::sync::Arc<str>) {
+        self.fairness
+            .penalize(holder, token, Instant::now(), 2 * self.time);
     }
 
     /// Waits until `recall`'s lease ends, at most the recall timeout; then revokes it and
@@ -491,7 +461,7 @@ impl Leases {
         .is_ok();
         if returned && started.elapsed() > self.recall_timeout / 5 {
             self.slow_recalls.fetch_add(1, Ordering::Relaxed);
-            self.penalize(&recall.holder);
+            self.penalize(&recall.holder, &recall.token);
             tracing::warn!(
                 dir = %String::from_utf8_lossy(&recall.path),
                 "a recalled lease was given back only after {:.1?}: that session gets no \
@@ -506,7 +476,7 @@ impl Leases {
                 .get(&recall.key)
                 .is_some_and(|l| l.holder == recall.holder)
             {
-                self.penalize(&recall.holder);
+                self.penalize(&recall.holder, &recall.token);
                 let gone = table.remove_holder(&recall.holder);
                 self.revoked.fetch_add(gone, Ordering::Relaxed);
             }
@@ -522,11 +492,6 @@ impl Leases {
             return;
         }
         let now = Instant::now();
-        let penalized = self
-            .penalized
-            .lock()
-            .get(holder)
-            .is_some_and(|until| *until > now);
         let mut table = self.table.lock();
         // Where each moved lease goes: all are taken out first, so a swap cannot land one
         // side on the other's old lease.
@@ -549,14 +514,15 @@ impl Leases {
             .collect();
         for (to_key, l) in taken {
             if let Some(l) = l {
+                let barred = self.fairness.is_barred(holder, &l.token, now);
                 // The moved lease lands only where a grant could: never over a lease (of
                 // anyone: another's was recalled first, one taken since stays), never
                 // into a directory another session's admitted request is in, never for
                 // a penalized holder or one cooling there. Else it ends (waking whoever
                 // waits on it): a rename cannot restart a recall or slip past one.
                 if table.get(&to_key).is_none()
-                    && !penalized
-                    && !self.is_cooling(&to_key, holder, now)
+                    && !barred
+                    && !self.fairness.is_cooling(holder, &to_key, now)
                     && !self.admitted_below(export, &to_key.1, holder)
                 {
                     table.insert(to_key, l);

@@ -31,6 +31,7 @@ pub mod error;
 pub mod export;
 pub mod handles;
 pub mod handshake;
+pub mod lease_fairness;
 #[allow(unsafe_code)]
 pub mod lease_policy;
 pub mod lease_table;
