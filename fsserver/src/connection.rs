@@ -126,8 +126,8 @@ pub async fn serve(
             .map(|h| h.leases.recall_queues.open(&h.session));
         tokio::spawn(forward_changes(rx, conn_id, recalls, tx.clone()))
     });
-    let in_flight = Arc::new(Semaphore::new(max_in_flight));
-    let token_share = shared.token_share(&auth.token);
+    // All connections of one token together run at most their token's share.
+    let slots = crate::slots::Slots::new(max_in_flight, shared.token_share(&auth.token));
     let mut writer_result = None;
     let mut order = HandleOrder::default();
 
@@ -188,16 +188,7 @@ pub async fn serve(
                 continue;
             }
         };
-        let permit = in_flight
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("semaphore never closed");
-        // All connections of one token together run at most their token's share.
-        let token_permit = match &token_share {
-            Some(share) => share.clone().acquire_owned().await.ok(),
-            None => None,
-        };
+        let mut held = slots.take().await;
         let on_handle = request.on_handle();
         let paths = request.paths();
         let mut turn = order.turn_of(&crate::ordering::Request {
@@ -226,7 +217,8 @@ pub async fn serve(
                 .map(|p| ctx.export.lease_path(p))
                 .collect();
             let reach = (&lease_paths[..], &subtrees[..]);
-            let _admitted = recall_leases(&shared, &ctx.export.lease_root, &me, reach).await;
+            let export = &ctx.export.lease_root;
+            let _admitted = recall_leases(&shared, export, &me, reach, &mut held).await;
             // What others must be told if it succeeds (by identity: taken before a Close),
             // worked out only if anyone else listens.
             let mut told = Vec::new();
@@ -288,8 +280,7 @@ pub async fn serve(
                     _budget: budget,
                 })
                 .await;
-            drop(permit);
-            drop(token_permit);
+            drop(held);
             drop(turn);
         });
     }
@@ -382,17 +373,19 @@ fn frame_len(frame: &Frame) -> usize {
 }
 
 /// Admits a request naming `paths` (see `leases::Leases::admit`), recalls the leases of
-/// other sessions it reaches into and waits until each is given back or revoked. The
-/// admission is held until the request ends.
+/// other sessions it reaches into and waits until each is given back or revoked, parked
+/// meanwhile (its running slots free for the connection's other requests, see `slots`).
+/// The admission is held until the request ends.
 async fn recall_leases(
     shared: &Shared,
     export: &std::path::Path,
     me: &leases::Holder,
     reach: (&[Bytes], &[Bytes]),
+    held: &mut crate::slots::Held,
 ) -> Option<leases::Admission> {
     let (admission, mut recalls) = shared.leases.admit(export, me, reach);
     while !recalls.is_empty() {
-        recall_each(shared, recalls).await;
+        held.parked(recall_each(shared, recalls)).await;
         recalls = shared.leases.conflicts(export, me, reach);
     }
     admission

@@ -47,6 +47,7 @@ pub mod recalls;
 pub mod request;
 pub mod server;
 pub mod session;
+pub mod slots;
 pub mod stats;
 pub mod sync;
 pub mod tls;

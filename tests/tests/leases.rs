@@ -521,3 +521,56 @@ fn a_recall_made_while_the_holder_is_cut_away_reaches_it_when_it_resumes() {
     );
     assert!(!server.log().contains("revoked"));
 }
+
+#[test]
+fn requests_waiting_for_a_recall_leave_the_connection_free_for_its_other_requests() {
+    let server = Server::start(&["--max-in-flight", "4", "--recall-timeout", "3"]);
+    for d in ["d", "other"] {
+        fs::create_dir(server.export("data").join(d)).unwrap();
+    }
+    let token = server.token();
+    // A holder that never answers its recall.
+    let mut holder = RawClient::notified(&server.addr, "data", &token).unwrap();
+    let granted: proto::ListReply = holder.call(Cmd::List, &lease_listing("d")).unwrap();
+    assert!(granted.lease_ms > 0, "a lease is granted");
+    // One connection: as many requests into the leased directory as it may run at once,
+    // then one elsewhere.
+    let mut c = RawClient::authenticated(&server.addr, "data", &token).unwrap();
+    let started = Instant::now();
+    for i in 0..4 {
+        let lookup = proto::LookupRequest {
+            path: format!("d/x{i}").into(),
+        };
+        let id = c.next_stream();
+        c.send(protocol::Frame::request(
+            Cmd::Lookup,
+            id,
+            &lookup,
+            bytes::Bytes::new(),
+        ));
+    }
+    let elsewhere = c.next_stream();
+    let lookup = proto::LookupRequest {
+        path: "other".into(),
+    };
+    c.send(protocol::Frame::request(
+        Cmd::Lookup,
+        elsewhere,
+        &lookup,
+        bytes::Bytes::new(),
+    ));
+    let mut answered = Vec::new();
+    while answered.len() < 5 {
+        let f = c.recv().expect("a reply");
+        answered.push((f.stream_id, started.elapsed()));
+    }
+    let (first, at) = answered[0];
+    assert_eq!(first, elsewhere, "the request elsewhere is answered first");
+    assert!(at < Duration::from_secs(1), "and at once: {at:?}");
+    let (_, last) = answered[4];
+    assert!(
+        last >= Duration::from_millis(2500) && last < Duration::from_secs(6),
+        "the parked ones after the recall timeout: {last:?}"
+    );
+    drop(holder);
+}
