@@ -224,9 +224,49 @@ impl Table {
 #[derive(Debug, Default)]
 pub struct AdmittedSet {
     by_id: HashMap<u64, Entry>,
-    reach: HashMap<u64, HashMap<Holder, u32>>,
-    subtree: HashMap<u64, HashMap<Holder, u32>>,
+    reach: Counts,
+    subtree: Counts,
     hasher: RandomState,
+}
+
+/// Admitted paths per hash: in total and per holder (flat maps: no allocation per path).
+#[derive(Debug, Default)]
+struct Counts {
+    total: HashMap<u64, u32>,
+    of: HashMap<(u64, Holder), u32>,
+}
+
+impl Counts {
+    fn add(&mut self, h: u64, holder: &Holder) {
+        *self.total.entry(h).or_default() += 1;
+        *self.of.entry((h, holder.clone())).or_default() += 1;
+    }
+
+    fn sub(&mut self, h: u64, holder: &Holder) {
+        if let Some(n) = self.total.get_mut(&h) {
+            *n -= 1;
+            if *n == 0 {
+                self.total.remove(&h);
+            }
+        }
+        let key = (h, holder.clone());
+        if let Some(n) = self.of.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.of.remove(&key);
+            }
+        }
+    }
+
+    /// True if someone other than `me` counts at `h`.
+    fn others(&self, h: u64, me: &Holder) -> bool {
+        let total = self.total.get(&h).copied().unwrap_or(0);
+        total > self.of.get(&(h, me.clone())).copied().unwrap_or(0)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.total.is_empty() && self.of.is_empty()
+    }
 }
 
 #[derive(Debug)]
@@ -263,14 +303,11 @@ impl AdmittedSet {
             .iter()
             .filter_map(|p| self.hashes(export, p).last().map(|(_, h)| *h))
             .collect();
-        for (index, hashes) in [(&mut self.reach, &reach), (&mut self.subtree, &subtree)] {
-            for h in hashes {
-                *index
-                    .entry(*h)
-                    .or_default()
-                    .entry(holder.clone())
-                    .or_default() += 1;
-            }
+        for h in &reach {
+            self.reach.add(*h, holder);
+        }
+        for h in &subtree {
+            self.subtree.add(*h, holder);
         }
         let entry = Entry {
             holder: holder.clone(),
@@ -290,21 +327,11 @@ impl AdmittedSet {
     }
 
     fn forget(&mut self, e: Entry) {
-        for (index, hashes) in [(&mut self.reach, &e.reach), (&mut self.subtree, &e.subtree)] {
-            for h in hashes {
-                let Some(holders) = index.get_mut(h) else {
-                    continue;
-                };
-                if let Some(n) = holders.get_mut(&e.holder) {
-                    *n -= 1;
-                    if *n == 0 {
-                        holders.remove(&e.holder);
-                    }
-                }
-                if holders.is_empty() {
-                    index.remove(h);
-                }
-            }
+        for h in &e.reach {
+            self.reach.sub(*h, &e.holder);
+        }
+        for h in &e.subtree {
+            self.subtree.sub(*h, &e.holder);
         }
     }
 
@@ -314,18 +341,16 @@ impl AdmittedSet {
         if self.by_id.is_empty() {
             return false;
         }
-        let others = |holders: Option<&HashMap<Holder, u32>>| {
-            holders.is_some_and(|m| m.len() > 1 || (m.len() == 1 && !m.contains_key(me)))
-        };
         let hashes = self.hashes(export, dir);
         let Some((_, own)) = hashes.last() else {
             return false;
         };
-        others(self.reach.get(own))
-            || hashes
-                .iter()
-                .skip(1)
-                .any(|(_, h)| others(self.subtree.get(h)))
+        self.reach.others(*own, me)
+            || (!self.subtree.is_empty()
+                && hashes
+                    .iter()
+                    .skip(1)
+                    .any(|(_, h)| self.subtree.others(*h, me)))
     }
 
     pub fn len(&self) -> usize {
