@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::{config, credentials, defaults};
+use crate::access::credentials;
+use crate::{config, defaults};
 
 /// Export directories over the fsxp protocol, for fsmount clients.
 #[derive(Parser, Debug, Clone)]

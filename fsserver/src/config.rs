@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::credentials::{Policy, Squash, ANONYMOUS};
+use crate::access::credentials::{Policy, Squash, ANONYMOUS};
 use crate::export::Export;
 
 /// The file, as written. Unknown keys are errors.
@@ -252,7 +252,7 @@ pub fn state_of(file: &File, default_token: &Path) -> Result<State> {
     let mut tokens = Vec::new();
     if file.token.is_empty() {
         let path = file.token_file.as_deref().unwrap_or(default_token);
-        let (secret, _) = crate::token::load_or_create(path)
+        let (secret, _) = crate::access::token::load_or_create(path)
             .with_context(|| format!("token file {}", path.display()))?;
         let grants = exports.keys().map(|n| (n.clone(), false)).collect();
         tokens.push(Token {
@@ -262,7 +262,7 @@ pub fn state_of(file: &File, default_token: &Path) -> Result<State> {
         });
     }
     for t in &file.token {
-        let (secret, _) = crate::token::load_or_create(&t.file)
+        let (secret, _) = crate::access::token::load_or_create(&t.file)
             .with_context(|| format!("token {:?}: {}", t.name, t.file.display()))?;
         let mut grants = HashMap::new();
         for g in &t.exports {

@@ -29,7 +29,7 @@ pub struct Export {
     /// Device nodes may be created (`fsserver --dev NAME`); never opened on the server.
     pub devices: bool,
     /// How the ids clients claim are mapped (root squashed by default).
-    pub identity: crate::credentials::Policy,
+    pub identity: crate::access::credentials::Policy,
     /// The configured export's directory, and this export's path within it (empty unless
     /// this is a subtree, `NAME/sub`): leases are keyed by these, so a mount of `NAME/sub`
     /// and one of `NAME` conflict over the same directory.
@@ -130,7 +130,7 @@ impl Export {
             dir,
             read_only,
             devices: false,
-            identity: crate::credentials::Policy::default(),
+            identity: crate::access::credentials::Policy::default(),
             root,
         })
     }

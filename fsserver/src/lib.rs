@@ -2,60 +2,58 @@
 //!
 //! Layout (a request's path through the server):
 //! - [`server`]: accept loop, connection limit, graceful shutdown;
-//! - [`transport`]: the preamble, then TLS 1.3 ([`tls`]) or plaintext;
-//! - [`connection`]: one client: [`handshake`], then the reader loop spawning one task
-//!   per request, and a writer task (`protocol::writer`) that owns the write half;
+//! - [`access`]: who may connect and as whom: pre-auth admission, the preamble and TLS
+//!   (`transport`, `tls`), the `handshake` and its `token`s, and `credentials` (each
+//!   request runs as its caller, squashed per export);
+//! - [`pipeline`]: one connection: the reader loop spawning one task per request in its
+//!   `slots`, and a writer task (`protocol::writer`) that owns the write half;
+//! - [`request`]: the one decode and check of a request, which everything after reads;
+//! - [`coordination`]: what clients' requests owe each other: `leases` (with
+//!   `lease_table`, `lease_fairness`, `lease_policy` and the per-session `recalls`),
+//!   `ordering` within a connection, `changes` told to other clients, `disk_watch` for the
+//!   server's own disk, and `session`s that outlive a connection;
 //! - [`cmd`]: one file per command, `apply(ctx, request) -> Result<Reply<R>, FsError>`,
 //!   dispatched from the protocol's command table;
 //! - [`export`]: confinement of every path beneath the export root (openat2);
-//! - [`session`]: handles and replies a client keeps across connections;
-//! - [`credentials`]: each request runs as its caller, squashed per export; [`handles`]: open files of a connection; [`attr`]: stat -> wire attributes;
-//! - [`error`]: per-request failures and their errno; [`token`]: the shared secret file.
+//! - [`handles`]: open files of a session; [`attr`]: stat -> wire attributes;
+//! - [`control`], [`stats`], [`live`], [`sd_notify`]: operating it;
+//! - [`error`]: per-request failures and their errno.
 
 // libc calls nix lacks (xattrs, directory streams) are allowed module by module.
 #![deny(unsafe_code)]
 
-pub mod admission;
+/// Who may connect and as whom: admission before the handshake, the handshake and its
+/// tokens, TLS and the transport under it, and each request's caller identity.
+pub mod access;
 #[allow(unsafe_code)]
 pub mod attr;
-pub mod changes;
 pub mod cli;
 pub mod cmd;
 pub mod config;
-pub mod connection;
 pub mod control;
-pub mod credentials;
-#[allow(unsafe_code)]
-pub mod disk_watch;
+/// What requests of different clients owe each other: directory leases and their recalls,
+/// the order of one connection's requests, change notices, the server's own disk, and
+/// sessions.
+pub mod coordination;
 pub mod error;
 pub mod export;
 pub mod handles;
-pub mod handshake;
-pub mod lease_fairness;
-#[allow(unsafe_code)]
-pub mod lease_policy;
-pub mod lease_table;
-pub mod leases;
 pub mod live;
-pub mod notify;
-pub mod ordering;
 #[allow(unsafe_code)]
 pub mod page_crc;
-#[allow(unsafe_code)]
-pub mod read_buffer;
-pub mod recalls;
+/// One connection's requests from socket to reply: the reader and writer loops, the
+/// slots a request runs in, and read buffers.
+pub mod pipeline;
 pub mod request;
+pub mod sd_notify;
 pub mod server;
-pub mod session;
-pub mod slots;
 pub mod stats;
-pub mod sync;
-pub mod tls;
-pub mod token;
-pub mod transport;
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use access::{admission, transport};
+use coordination::{changes, disk_watch, leases, session};
 
 /// Every default of the server, defined once (`Config::default` and the command line).
 pub mod defaults {

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use fsserver::access::credentials::{self, Policy, Squash};
+use fsserver::access::transport::Transport;
+use fsserver::access::{tls, token};
 use fsserver::cli::{Args, Sub};
 use fsserver::config;
-use fsserver::credentials::{self, Policy, Squash};
 use fsserver::export::Export;
-use fsserver::transport::Transport;
-use fsserver::{defaults, server, tls, token, Config, Shared};
+use fsserver::{defaults, server, Config, Shared};
 use rustls_pki_types::pem::PemObject;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -338,7 +339,7 @@ fn main() -> Result<()> {
         }
         let _ = out.flush();
         drop(out);
-        fsserver::notify::notify("READY=1");
+        fsserver::sd_notify::notify("READY=1");
         // SIGHUP: read the exports (and token files) again; a broken file changes nothing.
         let reloading = {
             let shared = shared.clone();
@@ -348,7 +349,7 @@ fn main() -> Result<()> {
             };
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {
-                    fsserver::notify::reloading();
+                    fsserver::sd_notify::reloading();
                     let (args, token_path) = (args.clone(), token_path.clone());
                     // On a thread of its own, never one that ran a request: read as the
                     // server itself (a 0600 token file, a 0700 config directory).
@@ -379,7 +380,7 @@ fn main() -> Result<()> {
                             )
                         }
                     }
-                    fsserver::notify::notify("READY=1");
+                    fsserver::sd_notify::notify("READY=1");
                 }
             })
         };
@@ -391,7 +392,7 @@ fn main() -> Result<()> {
         };
         let shutdown = async {
             shutdown.await;
-            fsserver::notify::notify("STOPPING=1");
+            fsserver::sd_notify::notify("STOPPING=1");
         };
         server::run(listeners, shared, shutdown).await;
         reloading.abort();

@@ -11,7 +11,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, error, info, warn};
 
-use crate::{connection, Shared};
+use crate::pipeline::connection;
+use crate::Shared;
 
 /// Serves every listener until `shutdown` resolves, then drains.
 pub async fn run(listeners: Vec<TcpListener>, shared: Arc<Shared>, shutdown: impl Future) {

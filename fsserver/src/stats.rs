@@ -176,7 +176,7 @@ pub fn metrics_text(shared: &Shared) -> String {
         load(&s.reload_failures),
     );
     let leases = &shared.leases;
-    let count = |a: &crate::sync::AtomicUsize| a.load(Ordering::Relaxed) as u64;
+    let count = |a: &crate::coordination::sync::AtomicUsize| a.load(Ordering::Relaxed) as u64;
     sample(
         &mut out,
         "fsxp_server_lease_recalls_total",

@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use fsserver::cmd::{self, Ctx};
+use fsserver::coordination::leases::Leases;
+use fsserver::coordination::ordering::HandleOrder;
 use fsserver::export::Export;
 use fsserver::handles::Handles;
-use fsserver::leases::Leases;
-use fsserver::ordering::HandleOrder;
 use fsserver::request::Request;
 use prost::Message;
 use protocol::{Command, Flags, Frame, StreamId};
@@ -318,7 +318,7 @@ fn random_requests_through_the_whole_pipeline_cost_little_and_stay_in_the_export
         };
         decoded += 1;
         let paths = request.paths();
-        let turn = order.turn_of(&fsserver::ordering::Request {
+        let turn = order.turn_of(&fsserver::coordination::ordering::Request {
             cmd: Some(request.command),
             on_handle: request.on_handle(),
             paths: &paths,
@@ -347,7 +347,7 @@ fn random_requests_through_the_whole_pipeline_cost_little_and_stay_in_the_export
             leases.conflicts(&root, &me, (&paths, &subtrees)).is_empty(),
             "{cmd:?} {paths:?}: the recalled leases are back"
         );
-        let _told = fsserver::changes::of_request(&request);
+        let _told = fsserver::coordination::changes::of_request(&request);
         let _ = request.space_needed();
         let _ = request.read_len(1 << 20);
         match cmd::dispatch(&ctx, request) {

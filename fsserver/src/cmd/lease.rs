@@ -1,6 +1,6 @@
 //! Lease: `LeaseRequest` -> `LeaseReply`. Gives back the directory leases the client was
 //! asked to return (it sent what it owed on them first: the request is ordered) and renews
-//! the session's others (see `crate::leases`).
+//! the session's others (see `crate::coordination::leases`).
 
 use super::{Ctx, Reply};
 use crate::error::FsError;
@@ -24,7 +24,7 @@ pub fn apply(ctx: &Ctx, req: proto::LeaseRequest) -> Result<Reply<proto::LeaseRe
     // what was set aside goes.
     let budget = match req.want_budget && !req.all {
         true => {
-            let free = crate::leases::Free::of(ctx.export.root());
+            let free = crate::coordination::leases::Free::of(ctx.export.root());
             Some(h.leases.budget(&h.session, free))
         }
         false => {

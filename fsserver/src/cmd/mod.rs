@@ -14,7 +14,7 @@ use bytes::Bytes;
 use prost::Message;
 use protocol::writer::FileData;
 
-use crate::credentials;
+use crate::access::credentials;
 use crate::error::FsError;
 use crate::export::Export;
 use crate::handles::Handles;
@@ -37,7 +37,7 @@ pub struct Ctx {
     /// Read replies may go out with sendfile(2) (a plain TCP connection, not disabled).
     pub sendfile: bool,
     /// The server's leases and this session's id, if the client may hold leases.
-    pub leases: Option<crate::leases::LeaseHolder>,
+    pub leases: Option<crate::coordination::leases::LeaseHolder>,
 }
 
 impl Ctx {

@@ -37,6 +37,6 @@ pub fn apply(ctx: &Ctx, req: proto::ReadRequest) -> Result<Reply<proto::ReadRepl
             }
         }
     }
-    let data = crate::read_buffer::read(&file, req.offset, want)?;
+    let data = crate::pipeline::read_buffer::read(&file, req.offset, want)?;
     Ok(Reply::with_data(proto::ReadReply::default(), data))
 }

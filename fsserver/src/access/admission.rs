@@ -39,7 +39,7 @@ const MAX_FAILING_SOURCES: usize = 65536;
 
 /// A pre-auth slot; given back when dropped.
 #[derive(Debug)]
-pub struct Pending {
+pub struct PreAuthSlot {
     admission: Arc<Admission>,
     source: IpAddr,
 }
@@ -76,7 +76,7 @@ impl Admission {
     }
 
     /// A pre-auth slot for a connection from `source`, if there is room.
-    pub fn pending(self: &Arc<Self>, source: IpAddr) -> Option<Pending> {
+    pub fn pending(self: &Arc<Self>, source: IpAddr) -> Option<PreAuthSlot> {
         let mut p = self.pending.lock();
         let from_source = p.1.get(&source).copied().unwrap_or(0);
         if p.0 >= self.max_pending || from_source >= self.max_pending_per_source {
@@ -84,7 +84,7 @@ impl Admission {
         }
         p.0 += 1;
         p.1.insert(source, from_source + 1);
-        Some(Pending {
+        Some(PreAuthSlot {
             admission: self.clone(),
             source,
         })
@@ -96,7 +96,7 @@ impl Admission {
     }
 }
 
-impl Drop for Pending {
+impl Drop for PreAuthSlot {
     fn drop(&mut self) {
         let mut p = self.admission.pending.lock();
         p.0 -= 1;

@@ -21,22 +21,23 @@ use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 
-use crate::admission::Pending;
-use crate::changes;
+use crate::access::admission::PreAuthSlot;
+use crate::access::{handshake, transport};
 use crate::cmd::{self, Ctx};
-use crate::leases;
-use crate::ordering::HandleOrder;
+use crate::coordination::changes;
+use crate::coordination::leases;
+use crate::coordination::ordering::HandleOrder;
+use crate::coordination::session::Claim;
 use crate::request::Request;
-use crate::session::Claim;
 use crate::stats::ConnStats;
-use crate::{handshake, transport, Shared};
+use crate::Shared;
 
 pub async fn serve(
     socket: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
     mut shutdown: broadcast::Receiver<()>,
-    pending: Pending,
+    pending: PreAuthSlot,
 ) {
     let _ = socket.set_nodelay(true);
     let deadline = shared.config.handshake_timeout;
@@ -127,7 +128,7 @@ pub async fn serve(
         tokio::spawn(forward_changes(rx, conn_id, recalls, tx.clone()))
     });
     // All connections of one token together run at most their token's share.
-    let slots = crate::slots::Slots::new(max_in_flight, shared.token_share(&auth.token));
+    let slots = crate::pipeline::slots::Slots::new(max_in_flight, shared.token_share(&auth.token));
     let mut writer_result = None;
     let mut order = HandleOrder::default();
 
@@ -191,7 +192,7 @@ pub async fn serve(
         let mut held = slots.take().await;
         let on_handle = request.on_handle();
         let paths = request.paths();
-        let mut turn = order.turn_of(&crate::ordering::Request {
+        let mut turn = order.turn_of(&crate::coordination::ordering::Request {
             cmd: Some(request.command),
             on_handle,
             paths: &paths,
@@ -324,10 +325,10 @@ fn without_prefetch(reply: &Frame) -> std::borrow::Cow<'_, Frame> {
 async fn forward_changes(
     mut rx: broadcast::Receiver<changes::Published>,
     me: u64,
-    recalls: Option<Arc<crate::recalls::Queue>>,
+    recalls: Option<Arc<crate::coordination::recalls::Queue>>,
     tx: mpsc::Sender<Outgoing>,
 ) {
-    use crate::recalls::Batch;
+    use crate::coordination::recalls::Batch;
     let next_recall = || async {
         match &recalls {
             Some(q) => q.next().await,
@@ -381,7 +382,7 @@ async fn recall_leases(
     export: &std::path::Path,
     me: &leases::Holder,
     reach: (&[Bytes], &[Bytes]),
-    held: &mut crate::slots::Held,
+    held: &mut crate::pipeline::slots::Held,
 ) -> Option<leases::Admission> {
     let (admission, mut recalls) = shared.leases.admit(export, me, reach);
     while !recalls.is_empty() {
@@ -461,7 +462,8 @@ async fn run_request(
     let result = tokio::task::spawn_blocking(move || match cmd::dispatch(&ctx, request) {
         Ok((reply, _caller)) => {
             // Still as the caller, after the listing or mkdir: may the lease stand?
-            let policy = wanted_dir.map(|d| crate::lease_policy::decided_by_mode(&ctx.export, &d));
+            let policy = wanted_dir
+                .map(|d| crate::coordination::lease_policy::decided_by_mode(&ctx.export, &d));
             (Ok(reply), policy)
         }
         Err(e) => (Err(e), None),
@@ -599,7 +601,7 @@ mod tests {
                 })
                 .unwrap();
         }
-        let queue = Arc::new(crate::recalls::Queue::default());
+        let queue = Arc::new(crate::coordination::recalls::Queue::default());
         queue.push(Bytes::from_static(b"d"));
         let (tx, mut out) = mpsc::channel(64);
         let forwarder = tokio::spawn(forward_changes(rx, 2, Some(queue.clone()), tx));
@@ -627,9 +629,9 @@ mod tests {
         forwarder.await.unwrap();
         assert_eq!(
             queue.take(),
-            Some(crate::recalls::Batch::Paths(vec![Bytes::from_static(
-                b"unsent"
-            )]))
+            Some(crate::coordination::recalls::Batch::Paths(vec![
+                Bytes::from_static(b"unsent")
+            ]))
         );
     }
 }

@@ -12,13 +12,13 @@ use bytes::BytesMut;
 use futures::StreamExt;
 use protocol::stream::BoxRead;
 
-use crate::transport::Writer;
+use crate::access::transport::Writer;
 use protocol::{auth, Command, Frame, FrameCodec, ProtocolError, StreamId};
 use tokio::io::AsyncWriteExt;
 use tokio_util::codec::{Encoder, FramedRead};
 
+use crate::coordination::session::Session;
 use crate::export::Export;
-use crate::session::Session;
 use crate::Shared;
 
 #[derive(Debug, thiserror::Error)]

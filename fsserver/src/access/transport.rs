@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::handshake::send;
+use crate::access::handshake::send;
 
 /// How this server carries connections.
 #[derive(Clone)]

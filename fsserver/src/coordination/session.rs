@@ -41,7 +41,7 @@ pub struct Session {
     /// Its id and the server's leases: when the session ends (its grace ran out, it was
     /// replaced or revoked), its leases and its budget go with it, so no request waits on
     /// a recall nobody will answer.
-    leases: Option<(Vec<u8>, Arc<crate::leases::Leases>)>,
+    leases: Option<(Vec<u8>, Arc<crate::coordination::leases::Leases>)>,
 }
 
 impl Drop for Session {
@@ -65,7 +65,7 @@ impl Session {
         export: &str,
         token: &str,
         max_open: usize,
-        leases: Option<(Vec<u8>, Arc<crate::leases::Leases>)>,
+        leases: Option<(Vec<u8>, Arc<crate::coordination::leases::Leases>)>,
     ) -> Session {
         Session {
             leases,
@@ -95,7 +95,7 @@ pub struct Sessions {
     per_token: std::sync::atomic::AtomicUsize,
     by_id: Mutex<HashMap<SessionKey, Arc<Session>>>,
     /// The server's leases, for sessions to give theirs back when they end.
-    pub leases: std::sync::OnceLock<Arc<crate::leases::Leases>>,
+    pub leases: std::sync::OnceLock<Arc<crate::coordination::leases::Leases>>,
 }
 
 /// A session's export, its token's name and the id the server gave it.
@@ -438,7 +438,7 @@ mod tests {
     #[test]
     fn a_session_that_ends_takes_its_leases_with_it() {
         let sessions = Sessions::new(Duration::from_secs(60), 0, 8);
-        let leases = Arc::new(crate::leases::Leases::new(
+        let leases = Arc::new(crate::coordination::leases::Leases::new(
             Duration::from_secs(30),
             Duration::from_secs(5),
         ));

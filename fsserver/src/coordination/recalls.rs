@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::leases::{Holder, MAX_BYTES_PER_SESSION, MAX_PER_SESSION};
+use crate::coordination::leases::{Holder, MAX_BYTES_PER_SESSION, MAX_PER_SESSION};
 use parking_lot::Mutex;
 
 /// Bytes of paths sent in one Notify frame at most.

@@ -29,7 +29,7 @@ use prost::Message;
 use protocol::Command;
 use tokio::sync::watch;
 
-use crate::sync::{AtomicU64, AtomicUsize, Mutex};
+use crate::coordination::sync::{AtomicU64, AtomicUsize, Mutex};
 
 /// Most bytes and inodes one session is set aside at a time (see `budget`).
 pub const BUDGET_MAX_BYTES: u64 = 256 << 20;
@@ -41,8 +41,8 @@ pub const MAX_PER_SESSION: usize = 65_536;
 pub const MAX_BYTES_PER_SESSION: usize = 16 << 20;
 
 /// Who holds a lease: the session's id.
-pub use crate::lease_table::Holder;
-use crate::lease_table::{AdmittedSet, Key, Lease, Table};
+pub use crate::coordination::lease_table::Holder;
+use crate::coordination::lease_table::{AdmittedSet, Key, Lease, Table};
 
 /// A connection's side of leasing: the server's leases and its session.
 #[derive(Debug, Clone)]
@@ -69,9 +69,9 @@ pub struct Leases {
     /// Recalls answered, but after a fifth of the recall timeout.
     pub slow_recalls: AtomicUsize,
     /// Who gets no lease for now: penalties and recent recalls (see `lease_fairness`).
-    fairness: crate::lease_fairness::Fairness,
+    fairness: crate::coordination::lease_fairness::Fairness,
     /// Each session's recalls not yet sent (see `recalls`).
-    pub recall_queues: crate::recalls::Queues,
+    pub recall_queues: crate::coordination::recalls::Queues,
     /// Space set aside per session for what it answers itself (see `budget`).
     reserved: Mutex<HashMap<Holder, Reserved>>,
     /// Sessions with space set aside (a request while none is pays nothing).

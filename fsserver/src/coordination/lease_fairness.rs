@@ -19,9 +19,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::lease_table::{Holder, Key};
-use crate::leases::{MAX_BYTES_PER_SESSION, MAX_PER_SESSION};
-use crate::sync::Mutex;
+use crate::coordination::lease_table::{Holder, Key};
+use crate::coordination::leases::{MAX_BYTES_PER_SESSION, MAX_PER_SESSION};
+use crate::coordination::sync::Mutex;
 
 /// Penalties of one token's sessions within a penalty's time that bar the token.
 pub const TOKEN_STRIKES: usize = 3;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tracing::{info, warn};
 
-use crate::changes::NO_CONNECTION;
+use crate::coordination::changes::NO_CONNECTION;
 use crate::Shared;
 
 /// What is watched: names made, removed or moved; attributes; files closed after writing.
