@@ -249,6 +249,11 @@ pub fn state_of(file: &File, default_token: &Path) -> Result<State> {
     if exports.is_empty() {
         bail!("no [[export]]: nothing to serve");
     }
+    let mut unshared: Vec<&mut Export> = exports
+        .values_mut()
+        .filter_map(|s| Arc::get_mut(&mut s.export))
+        .collect();
+    Export::share_lease_roots(&mut unshared);
     let mut tokens = Vec::new();
     if file.token.is_empty() {
         let path = file.token_file.as_deref().unwrap_or(default_token);

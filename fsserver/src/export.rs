@@ -3,8 +3,11 @@
 //!
 //! - Paths are relative (`a/b/c`, the root is empty). Absolute paths, NUL bytes and `..`
 //!   components are refused with EXDEV before any system call.
-//! - Directories are opened with `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`, so a
-//!   symlink (or a rename race) that would leave the export fails with EXDEV in the kernel.
+//! - Directories are opened with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+//!   RESOLVE_NO_MAGICLINKS)`: a rename race that would leave the export fails with EXDEV in
+//!   the kernel, and a symlink before the final component fails with ELOOP. The client's
+//!   kernel resolves symlinks itself, so a mount never sends such a path; refusing it keeps
+//!   one spelling per directory, which leases rely on.
 //! - The final component is a validated single name used with `*at()` calls that do not
 //!   follow it (`AT_SYMLINK_NOFOLLOW`, `O_NOFOLLOW`), so a symlink there is never followed
 //!   on the server: the client's kernel follows symlinks, as over NFS.
@@ -30,9 +33,10 @@ pub struct Export {
     pub devices: bool,
     /// How the ids clients claim are mapped (root squashed by default).
     pub identity: crate::access::credentials::Policy,
-    /// The configured export's directory, and this export's path within it (empty unless
-    /// this is a subtree, `NAME/sub`): leases are keyed by these, so a mount of `NAME/sub`
-    /// and one of `NAME` conflict over the same directory.
+    /// The real path of the outermost configured export containing this one, and this
+    /// export's path within it (empty unless this is a subtree, `NAME/sub`, or an export
+    /// nested in another): leases are keyed by these, so every mount reaching a directory,
+    /// whole, subtree or through a nested export, names it with the same key.
     pub lease_root: PathBuf,
     pub within: Bytes,
     root: OwnedFd,
@@ -87,7 +91,11 @@ const PATH_CHUNK: usize = 4000;
 fn beneath(flags: OFlag) -> OpenHow {
     OpenHow::new()
         .flags(flags | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS)
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        )
 }
 
 /// Splits `a/b/c` into (`a/b`, `c`); `c` into (``, `c`). `None` for the root.
@@ -123,9 +131,10 @@ impl Export {
             Mode::empty(),
         )
         .map_err(std::io::Error::from)?;
+        let lease_root = dir.canonicalize().unwrap_or_else(|_| dir.clone());
         Ok(Export {
             name,
-            lease_root: dir.clone(),
+            lease_root,
             within: Bytes::new(),
             dir,
             read_only,
@@ -165,6 +174,29 @@ impl Export {
             identity: self.identity,
             root,
         })
+    }
+
+    /// Keys the leases of every export that lies inside another one (by real path) below
+    /// the outermost such export, so two exports of one tree conflict over a directory as
+    /// a subtree mount and a whole mount do. For configured exports, before they are shared.
+    pub fn share_lease_roots(exports: &mut [&mut Export]) {
+        let roots: Vec<PathBuf> = exports.iter().map(|e| e.lease_root.clone()).collect();
+        for export in exports.iter_mut() {
+            let outermost = roots
+                .iter()
+                .filter(|r| **r != export.lease_root && export.lease_root.starts_with(r))
+                .min_by_key(|r| r.components().count());
+            let Some(outer) = outermost else { continue };
+            let Ok(rel) = export.lease_root.strip_prefix(outer) else {
+                continue;
+            };
+            let rel = Bytes::copy_from_slice(rel.as_os_str().as_bytes());
+            export.within = match export.within.is_empty() {
+                true => rel,
+                false => crate::request::join(&rel, &export.within),
+            };
+            export.lease_root = outer.clone();
+        }
     }
 
     /// `path` (relative to this export) as leases know it: relative to `lease_root`.

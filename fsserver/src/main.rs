@@ -139,6 +139,8 @@ fn parse_exports(args: &Args) -> Result<HashMap<String, Arc<Export>>> {
             bail!("{flag} {n:?}: no such export");
         }
     }
+    let mut unshared: Vec<&mut Export> = exports.values_mut().filter_map(Arc::get_mut).collect();
+    Export::share_lease_roots(&mut unshared);
     Ok(exports)
 }
 

@@ -772,6 +772,16 @@ fn another_spelling_of_a_path_is_refused_not_let_past_a_lease() {
         &proto::LookupRequest { path: "d/x".into() },
     );
     assert!(ok.is_ok(), "the one spelling works");
+    // A symlink inside the export is another spelling too: the server never follows one
+    // before the final component (the client's kernel resolves links itself).
+    std::os::unix::fs::symlink("d", server.export("data").join("alias")).unwrap();
+    let through_link = c.call::<proto::AttrReply>(
+        Command::Lookup,
+        &proto::LookupRequest {
+            path: "alias/x".into(),
+        },
+    );
+    assert_eq!(through_link.err(), Some(libc::ELOOP), "alias/x");
     let long = "n".repeat(256);
     let create = proto::CreateRequest {
         parent: "d".into(),

@@ -416,6 +416,45 @@ fn a_subtree_mount_and_a_mount_of_the_whole_export_conflict_over_one_directory()
 }
 
 #[test]
+fn an_export_nested_in_another_conflicts_with_it_over_one_directory() {
+    // `inner` is configured through a symlink to a directory inside `outer`: by real path
+    // it is `outer/in`, so leases taken through either export meet.
+    let tree = tempfile::tempdir().unwrap();
+    fs::create_dir_all(tree.path().join("outer/in/d")).unwrap();
+    std::os::unix::fs::symlink(tree.path().join("outer/in"), tree.path().join("alias")).unwrap();
+    let outer = format!("outer={}", tree.path().join("outer").display());
+    let inner = format!("inner={}", tree.path().join("alias").display());
+    let server = Server::start_exports(
+        &[],
+        &["--export", &outer, "--export", &inner, "--recall-timeout", "1"],
+    );
+    let token = server.token();
+    let mut holder = RawClient::notified(&server.addr, "inner", &token).unwrap();
+    let granted: proto::ListReply = holder.call(Cmd::List, &lease_listing("d")).unwrap();
+    assert!(granted.lease_ms > 0, "a lease is granted");
+    let mut other = RawClient::notified(&server.addr, "outer", &token).unwrap();
+    let t = Instant::now();
+    let lookup = proto::LookupRequest {
+        path: "in/d/y".into(),
+    };
+    assert_eq!(
+        other
+            .call::<proto::AttrReply>(Cmd::Lookup, &lookup)
+            .unwrap_err(),
+        libc::ENOENT
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(800),
+        "it waited for the recall"
+    );
+    assert_eq!(
+        next_recall(&mut holder),
+        vec![bytes::Bytes::from_static(b"d")],
+        "told as the holder names it"
+    );
+}
+
+#[test]
 fn a_rename_of_a_directory_above_a_lease_recalls_it_before_it_runs() {
     let server = Server::start(&[]);
     fs::create_dir_all(server.export("data").join("p/d")).unwrap();
