@@ -89,13 +89,11 @@ fn checked_path(raw: &[u8]) -> Result<&Path, FsError> {
 const PATH_CHUNK: usize = 4000;
 
 fn beneath(flags: OFlag) -> OpenHow {
-    OpenHow::new()
-        .flags(flags | OFlag::O_CLOEXEC)
-        .resolve(
-            ResolveFlag::RESOLVE_BENEATH
-                | ResolveFlag::RESOLVE_NO_SYMLINKS
-                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
-        )
+    OpenHow::new().flags(flags | OFlag::O_CLOEXEC).resolve(
+        ResolveFlag::RESOLVE_BENEATH
+            | ResolveFlag::RESOLVE_NO_SYMLINKS
+            | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+    )
 }
 
 /// Splits `a/b/c` into (`a/b`, `c`); `c` into (``, `c`). `None` for the root.

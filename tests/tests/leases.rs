@@ -426,7 +426,14 @@ fn an_export_nested_in_another_conflicts_with_it_over_one_directory() {
     let inner = format!("inner={}", tree.path().join("alias").display());
     let server = Server::start_exports(
         &[],
-        &["--export", &outer, "--export", &inner, "--recall-timeout", "1"],
+        &[
+            "--export",
+            &outer,
+            "--export",
+            &inner,
+            "--recall-timeout",
+            "1",
+        ],
     );
     let token = server.token();
     let mut holder = RawClient::notified(&server.addr, "inner", &token).unwrap();

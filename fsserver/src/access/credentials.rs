@@ -122,8 +122,8 @@ pub struct AsCaller(());
 pub fn as_caller(who: &Identity) -> Result<AsCaller, FsError> {
     // Made first: a switch that fails half way is undone too.
     let guard = AsCaller(());
-    if switching() {
-        sys::switch_to(who).map_err(|e| FsError::Credentials(e.to_string()))?;
+    if let Some(own) = own() {
+        sys::switch_to(own, who).map_err(|e| FsError::Credentials(e.to_string()))?;
     }
     Ok(guard)
 }
@@ -140,9 +140,15 @@ impl Drop for AsCaller {
     }
 }
 
+/// The switch changes only what differs from the server's own identity and the restore
+/// undoes only what the switch changed (a caller who is the server's own user costs no
+/// system call). Invariant: outside an `AsCaller`, a thread is the server's own, with
+/// every permitted capability in effect; what a switch changed is recorded per thread
+/// before the change is made, so a switch that fails half way is undone in full.
 #[allow(unsafe_code)]
 mod sys {
     use super::Identity;
+    use std::cell::Cell;
     use std::io::Error;
 
     const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
@@ -161,7 +167,26 @@ mod sys {
         inheritable: u32,
     }
 
+    /// What the current switch of this thread changed.
+    #[derive(Clone, Copy, Default)]
+    struct Changed {
+        capabilities: bool,
+        groups: bool,
+        gid: bool,
+        uid: bool,
+    }
+
+    thread_local! {
+        static CHANGED: Cell<Changed> = Cell::new(Changed::default());
+        /// This thread's capability sets, read once (fsserver never changes its permitted
+        /// set after start).
+        static CAPABILITIES: Cell<Option<[CapData; 2]>> = const { Cell::new(None) };
+    }
+
     fn capabilities() -> Result<[CapData; 2], Error> {
+        if let Some(data) = CAPABILITIES.get() {
+            return Ok(data);
+        }
         let mut header = CapHeader {
             version: CAPABILITY_VERSION_3,
             pid: 0,
@@ -172,6 +197,7 @@ mod sys {
         if r != 0 {
             return Err(Error::last_os_error());
         }
+        CAPABILITIES.set(Some(data));
         Ok(data)
     }
 
@@ -206,12 +232,24 @@ mod sys {
         Ok(())
     }
 
-    /// Back to the server's own ids and groups, with every permitted capability in effect.
+    /// Back to the server's own ids and groups, with every permitted capability in effect:
+    /// undoes what the switch changed, capabilities first (the rest needs them).
     pub(super) fn restore(own: &Identity) -> Result<(), Error> {
-        set_effective(true)?;
-        set_groups(&own.groups)?;
-        set_fs_id(libc::SYS_setfsgid, own.gid)?;
-        set_fs_id(libc::SYS_setfsuid, own.uid)
+        let changed = CHANGED.get();
+        if changed.capabilities {
+            set_effective(true)?;
+        }
+        if changed.groups {
+            set_groups(&own.groups)?;
+        }
+        if changed.gid {
+            set_fs_id(libc::SYS_setfsgid, own.gid)?;
+        }
+        if changed.uid {
+            set_fs_id(libc::SYS_setfsuid, own.uid)?;
+        }
+        CHANGED.set(Changed::default());
+        Ok(())
     }
 
     fn set_groups(groups: &[u32]) -> Result<(), Error> {
@@ -229,13 +267,27 @@ mod sys {
         Ok(())
     }
 
-    pub(super) fn switch_to(who: &Identity) -> Result<(), Error> {
-        // Switching needs CAP_SETUID/CAP_SETGID in effect: restore them first.
-        set_effective(true)?;
-        set_groups(&who.groups)?;
-        set_fs_id(libc::SYS_setfsgid, who.gid)?;
-        set_fs_id(libc::SYS_setfsuid, who.uid)?;
+    /// From the server's own identity (the invariant) to `who`'s.
+    pub(super) fn switch_to(own: &Identity, who: &Identity) -> Result<(), Error> {
+        let mut changed = Changed::default();
+        if who.groups != own.groups {
+            changed.groups = true;
+            CHANGED.set(changed);
+            set_groups(&who.groups)?;
+        }
+        if who.gid != own.gid {
+            changed.gid = true;
+            CHANGED.set(changed);
+            set_fs_id(libc::SYS_setfsgid, who.gid)?;
+        }
+        if who.uid != own.uid {
+            changed.uid = true;
+            CHANGED.set(changed);
+            set_fs_id(libc::SYS_setfsuid, who.uid)?;
+        }
         if who.uid != 0 {
+            changed.capabilities = true;
+            CHANGED.set(changed);
             set_effective(false)?;
         }
         Ok(())
@@ -278,6 +330,25 @@ mod tests {
             });
             assert!(squashed.is_err());
             assert_eq!(fs_ids(), own);
+            // Only what differs is switched, and only that is undone: root with another
+            // group and other groups, then the server's own identity.
+            let groups = || {
+                let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+                status
+                    .lines()
+                    .filter(|l| l.starts_with("Groups:") || l.starts_with("CapEff:"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            let before = groups();
+            let other_group = as_caller(&id(0, 1000, &[27, 28])).unwrap();
+            assert_eq!(fs_ids(), (0, 1000));
+            assert!(groups().contains("Groups:\t27 28"), "{}", groups());
+            drop(other_group);
+            assert_eq!((fs_ids(), groups()), (own, before.clone()));
+            let same = super::own().unwrap().clone();
+            drop(as_caller(&same).unwrap());
+            assert_eq!((fs_ids(), groups()), (own, before));
         })
         .join()
         .unwrap();
