@@ -160,6 +160,10 @@ pub enum Sub {
     /// Print the SHA-256 fingerprint of the server's TLS certificate (creating the default
     /// certificate if there is none yet), for fsmount -o fingerprint=...
     Fingerprint {
+        /// The exports file the server runs with: its `tls_cert`, or else the pair beside
+        /// its `token_file`.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["token_file", "tls_cert"])]
+        config: Option<PathBuf>,
         /// As for the server.
         #[arg(long, value_name = "FILE")]
         token_file: Option<PathBuf>,

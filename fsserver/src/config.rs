@@ -177,6 +177,26 @@ impl Served {
 pub struct State {
     pub exports: HashMap<String, Served>,
     pub tokens: Vec<Token>,
+    /// Token files that do not exist yet (only when read with [`Tokens::OnlyRead`]):
+    /// fsserver creates them on its first start.
+    pub tokens_to_create: Vec<PathBuf>,
+}
+
+/// Whether reading a configuration may create the token files it names that are missing
+/// (a start, a reload), or only reads (`check-config`, which writes nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tokens {
+    Create,
+    OnlyRead,
+}
+
+/// The secret in `path`, created there when missing and `tokens` allows it; None when it
+/// is missing and may not be created.
+fn token_secret(path: &Path, tokens: Tokens) -> Result<Option<Vec<u8>>> {
+    if tokens == Tokens::OnlyRead && !path.exists() {
+        return Ok(None);
+    }
+    Ok(Some(crate::access::token::load_or_create(path)?.0))
 }
 
 impl State {
@@ -194,7 +214,7 @@ pub fn read(path: &Path) -> Result<File> {
 
 /// Builds the state a checked file describes: opens every export directory and reads
 /// every token file.
-pub fn state_of(file: &File, default_token: &Path) -> Result<State> {
+pub fn state_of(file: &File, default_token: &Path, tokens_may: Tokens) -> Result<State> {
     let mut exports = HashMap::new();
     for e in &file.export {
         if e.name.is_empty() || e.name.contains('/') || e.name.contains(':') {
@@ -255,10 +275,20 @@ pub fn state_of(file: &File, default_token: &Path) -> Result<State> {
         .collect();
     Export::share_lease_roots(&mut unshared);
     let mut tokens = Vec::new();
+    let mut tokens_to_create = Vec::new();
+    // A token file not there yet (check-config) stands for a secret of its own.
+    let mut secret_of = |path: &Path| -> Result<Vec<u8>> {
+        match token_secret(path, tokens_may)? {
+            Some(secret) => Ok(secret),
+            None => {
+                tokens_to_create.push(path.to_path_buf());
+                Ok(format!("not yet created: {}", path.display()).into_bytes())
+            }
+        }
+    };
     if file.token.is_empty() {
         let path = file.token_file.as_deref().unwrap_or(default_token);
-        let (secret, _) = crate::access::token::load_or_create(path)
-            .with_context(|| format!("token file {}", path.display()))?;
+        let secret = secret_of(path).with_context(|| format!("token file {}", path.display()))?;
         let grants = exports.keys().map(|n| (n.clone(), false)).collect();
         tokens.push(Token {
             name: "default".into(),
@@ -267,7 +297,7 @@ pub fn state_of(file: &File, default_token: &Path) -> Result<State> {
         });
     }
     for t in &file.token {
-        let (secret, _) = crate::access::token::load_or_create(&t.file)
+        let secret = secret_of(&t.file)
             .with_context(|| format!("token {:?}: {}", t.name, t.file.display()))?;
         let mut grants = HashMap::new();
         for g in &t.exports {
@@ -297,7 +327,11 @@ pub fn state_of(file: &File, default_token: &Path) -> Result<State> {
             grants,
         });
     }
-    Ok(State { exports, tokens })
+    Ok(State {
+        exports,
+        tokens,
+        tokens_to_create,
+    })
 }
 
 /// A human summary of a checked state, for `fsserver check-config`.
@@ -336,32 +370,39 @@ pub fn explain(file: &File, state: &State) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        // In the file's own words.
+        let squash = match e.identity.squash {
+            Squash::Root => "root_squash",
+            Squash::None => "root_squash = false",
+            Squash::All => "all_squash",
+        };
         out.push_str(&format!(
-            "export {name}: {} {}, {:?} squash (anon {}:{}){}, to {clients}\n",
+            "export {name}: {} {}, {squash} (anonuid {}, anongid {}){}, to {clients}\n",
             e.dir.display(),
             if e.read_only {
-                "read-only"
+                "read_only"
             } else {
                 "read-write"
             },
-            e.identity.squash,
             e.identity.anon_uid,
             e.identity.anon_gid,
-            if e.devices {
-                ", device nodes allowed"
-            } else {
-                ""
-            },
+            if e.devices { ", dev" } else { "" },
         ));
     }
     for t in &state.tokens {
         let mut grants: Vec<String> = t
             .grants
             .iter()
-            .map(|(n, ro)| format!("{n}{}", if *ro { " (read-only)" } else { "" }))
+            .map(|(n, ro)| format!("{n}{}", if *ro { ":ro" } else { "" }))
             .collect();
         grants.sort();
         out.push_str(&format!("token {}: {}\n", t.name, grants.join(", ")));
+    }
+    for path in &state.tokens_to_create {
+        out.push_str(&format!(
+            "token file {} does not exist yet: fsserver creates it (mode 0600) on its first start\n",
+            path.display()
+        ));
     }
     out
 }

@@ -81,13 +81,14 @@ fn flags_state(args: &Args, token_path: &std::path::Path) -> Result<config::Stat
             secret,
             grants,
         }],
+        tokens_to_create: Vec::new(),
     })
 }
 
 /// What to serve now: the exports file if there is one, else the flags.
 fn load_state(args: &Args, token_path: &std::path::Path) -> Result<config::State> {
     match &args.config {
-        Some(path) => config::state_of(&config::read(path)?, token_path)
+        Some(path) => config::state_of(&config::read(path)?, token_path, config::Tokens::Create)
             .with_context(|| format!("{}", path.display())),
         None => flags_state(args, token_path),
     }
@@ -148,6 +149,13 @@ fn main() -> Result<()> {
     let mut args = Args::parse();
     match args.command.take() {
         Some(Sub::Fingerprint {
+            config: Some(path), ..
+        }) => {
+            let f = config::read(&path)?;
+            return print_fingerprint(f.token_file, f.tls_cert);
+        }
+        Some(Sub::Fingerprint {
+            config: None,
             token_file,
             tls_cert,
         }) => return print_fingerprint(token_file, tls_cert),
@@ -180,7 +188,7 @@ fn main() -> Result<()> {
                 .token_file
                 .clone()
                 .unwrap_or_else(protocol::auth::default_token_file);
-            let state = config::state_of(&parsed, &default_token)
+            let state = config::state_of(&parsed, &default_token, config::Tokens::OnlyRead)
                 .with_context(|| format!("{}", file.display()))?;
             print!("{}", config::explain(&parsed, &state));
             println!("{}: OK", file.display());

@@ -62,6 +62,8 @@ pub struct Server {
     stderr_log: PathBuf,
     /// Arguments besides `--listen`, to restart it alike.
     args: Vec<std::ffi::OsString>,
+    /// `HOME` for the server, when not the test's.
+    home: Option<PathBuf>,
 }
 
 /// Starts fsserver with `args` on `listen` (retrying while the port is still taken after a
@@ -70,10 +72,14 @@ fn spawn_server(
     args: &[std::ffi::OsString],
     listen: &str,
     log: &Path,
+    home: Option<&Path>,
 ) -> (Child, String, Arc<Mutex<Vec<String>>>) {
     let start = Instant::now();
     loop {
         let mut cmd = Command::new(bin_dir().join("fsserver"));
+        if let Some(home) = home {
+            cmd.env("HOME", home);
+        }
         // An exports file names its own listen addresses.
         if !args.iter().any(|a| a == "--config") {
             cmd.args(["--listen", listen]);
@@ -155,8 +161,19 @@ impl Server {
         args: Vec<std::ffi::OsString>,
         listen: &str,
     ) -> Server {
+        Server::spawn_in(dir, token_file, args, listen, None)
+    }
+
+    /// `spawn` with `HOME` set to `home` for the server.
+    fn spawn_in(
+        dir: tempfile::TempDir,
+        token_file: PathBuf,
+        args: Vec<std::ffi::OsString>,
+        listen: &str,
+        home: Option<PathBuf>,
+    ) -> Server {
         let stderr_log = dir.path().join("server.log");
-        let (child, addr, stdout) = spawn_server(&args, listen, &stderr_log);
+        let (child, addr, stdout) = spawn_server(&args, listen, &stderr_log, home.as_deref());
         Server {
             child,
             addr,
@@ -165,7 +182,51 @@ impl Server {
             dir,
             stderr_log,
             args,
+            home,
         }
+    }
+
+    /// Starts fsserver with `--config FILE` as [`Server::start_config`] does, with `HOME` set
+    /// to `home` and the token file the default one there (the file should name none).
+    pub fn start_config_in_home(toml: &str, home: &Path) -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix("fsxp-server")
+            .tempdir()
+            .unwrap();
+        std::fs::create_dir_all(dir.path().join("exports")).unwrap();
+        let config = dir.path().join("fsserver.toml");
+        std::fs::write(&config, toml.replace("{dir}", dir.path().to_str().unwrap())).unwrap();
+        let token_file = home.join(".config/fsserver/token");
+        let args: Vec<std::ffi::OsString> = vec!["--config".into(), config.into()];
+        Server::spawn_in(dir, token_file, args, "", Some(home.to_path_buf()))
+    }
+
+    /// Starts fsserver from flags alone (`--export data=DIR`, no token or TLS paths) with
+    /// `HOME` set to `home`: everything it needs it makes under `home`.
+    pub fn start_flags_in_home(home: &Path) -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix("fsxp-server")
+            .tempdir()
+            .unwrap();
+        let export = dir.path().join("exports").join("data");
+        std::fs::create_dir_all(&export).unwrap();
+        let args: Vec<std::ffi::OsString> = vec![
+            "--export".into(),
+            format!("data={}", export.display()).into(),
+        ];
+        let token_file = home.join(".config/fsserver/token");
+        Server::spawn_in(
+            dir,
+            token_file,
+            args,
+            "127.0.0.1:0",
+            Some(home.to_path_buf()),
+        )
+    }
+
+    /// The path of the exports file of a server started from one.
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.path().join("fsserver.toml")
     }
 
     /// Starts fsserver with `--config FILE`, FILE holding `toml` in which `{dir}` stands for
@@ -193,7 +254,12 @@ impl Server {
     /// Starts fsserver again on the same address, exports and token (after `kill`).
     pub fn restart(&mut self) {
         assert!(!self.is_running(), "restart after kill");
-        let (child, addr, stdout) = spawn_server(&self.args, &self.addr, &self.stderr_log);
+        let (child, addr, stdout) = spawn_server(
+            &self.args,
+            &self.addr,
+            &self.stderr_log,
+            self.home.as_deref(),
+        );
         self.stdout = stdout;
         assert_eq!(addr, self.addr);
         self.child = child;

@@ -120,6 +120,12 @@ fn check_config_explains_and_names_the_line_of_an_unknown_key() {
     let text =
         exports_file(root.to_str().unwrap(), TOKENS, "").replace("{dir}", root.to_str().unwrap());
     let good = root.join("good.toml");
+    // A token file not made yet: check-config says so and writes nothing.
+    let later = root.join("later/new.token");
+    let text = format!(
+        "{text}\n[[token]]\nname = \"later\"\nfile = \"{}\"\nexports = [\"a:ro\"]\n",
+        later.display()
+    );
     fs::write(&good, &text).unwrap();
     let out = std::process::Command::new(bin_dir().join("fsserver"))
         .args(["check-config", good.to_str().unwrap()])
@@ -135,7 +141,24 @@ fn check_config_explains_and_names_the_line_of_an_unknown_key() {
         said.contains("export far:") && said.contains("10.0.0.0/8"),
         "{said}"
     );
-    assert!(said.contains("token reader: a (read-only)"), "{said}");
+    assert!(said.contains("token reader: a:ro"), "{said}");
+    // In the file's own words.
+    assert!(said.contains("root_squash = false"), "{said}");
+    assert!(
+        said.contains("export far:") && said.contains(", root_squash ("),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "token file {} does not exist yet",
+            later.display()
+        )),
+        "{said}"
+    );
+    assert!(
+        !later.parent().unwrap().exists(),
+        "check-config wrote nothing"
+    );
     let bad = root.join("bad.toml");
     fs::write(
         &bad,
@@ -372,4 +395,78 @@ exports = ["a", "far", "s"]
     assert_eq!(code, Some(1), "the revoked token mounts no more: {err}");
     // The squashed mount goes on as before.
     fs::write(m.path.join("after"), "ok").unwrap();
+}
+
+fn mode_of(p: &Path) -> u32 {
+    fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// `fsserver fingerprint ARGS` with `HOME` set to `home`.
+fn fingerprint(home: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(bin_dir().join("fsserver"))
+        .arg("fingerprint")
+        .args(args)
+        .env("HOME", home)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// What a first start makes under an empty `HOME`, with safe modes; and a mount pinning
+/// the fingerprint `fingerprint` printed reads a file.
+fn first_start_serves(server: &Server, home: &Path, fp: &str, export: &Path) {
+    let state = home.join(".config/fsserver");
+    assert_eq!(mode_of(&state), 0o700);
+    assert_eq!(mode_of(&server.token_file), 0o600);
+    assert_eq!(mode_of(&state.join("tls-key.pem")), 0o600);
+    assert!(fp.starts_with("sha256:"), "{fp}");
+    assert!(
+        server.log().contains(fp),
+        "the server logs what it presents"
+    );
+    fs::write(export.join("hello"), "hi").unwrap();
+    let pin = format!("fingerprint={fp}");
+    let m = Mount::with_token(&server.token_file, &server.addr, "data", &[&pin]);
+    assert_eq!(fs::read_to_string(m.path.join("hello")).unwrap(), "hi");
+}
+
+#[test]
+fn a_first_start_from_an_exports_file_with_an_empty_home_makes_its_secrets_and_serves() {
+    require_mount_support();
+    let home = tempfile::tempdir().unwrap();
+    // Named tokens only, as the README's example: nothing else makes the default directory.
+    let mut server = Server::start_config_in_home(
+        "listen = [\"127.0.0.1:0\"]\n[[export]]\nname = \"data\"\npath = \"{dir}/exports\"\nroot_squash = false\n[[token]]\nname = \"all\"\nfile = \"{dir}/all.token\"\nexports = [\"data\"]\n",
+        home.path(),
+    );
+    server.token_file = server.dir.path().join("all.token");
+    let config = server.config_file();
+    let fp = fingerprint(home.path(), &["--config", config.to_str().unwrap()]);
+    first_start_serves(
+        &server,
+        home.path(),
+        &fp,
+        &server.dir.path().join("exports"),
+    );
+    // The same with a HOME that is not there at all: the default paths' directories are
+    // made (0700), whatever they are.
+    let gone = home.path().join("not/there");
+    let again = Server::start_config_in_home(
+        "listen = [\"127.0.0.1:0\"]\n[[export]]\nname = \"data\"\npath = \"{dir}/exports\"\nroot_squash = false\n",
+        &gone,
+    );
+    let config = again.config_file();
+    let fp2 = fingerprint(&gone, &["--config", config.to_str().unwrap()]);
+    assert_ne!(fp, fp2, "a key of its own");
+    first_start_serves(&again, &gone, &fp2, &again.dir.path().join("exports"));
+}
+
+#[test]
+fn a_first_start_from_flags_with_an_empty_home_makes_its_secrets_and_serves() {
+    require_mount_support();
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start_flags_in_home(home.path());
+    let fp = fingerprint(home.path(), &[]);
+    first_start_serves(&server, home.path(), &fp, &server.export("data"));
 }

@@ -6,7 +6,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -78,7 +78,17 @@ pub fn load_or_create(
     Ok((chain, key, created))
 }
 
+/// Creates the pair, and their directory (mode 0700) when it is missing.
 fn create(id: &Identity) -> Result<()> {
+    for dir in [id.key.parent(), id.cert.parent()].into_iter().flatten() {
+        if !dir.as_os_str().is_empty() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("creating the directory {}", dir.display()))?;
+        }
+    }
     let generated = rcgen::generate_simple_self_signed(vec!["fsserver".to_string()])
         .context("generating a TLS key and certificate")?;
     let write = |path: &Path, contents: String, mode: u32| -> Result<()> {
