@@ -172,6 +172,7 @@ mod tests {
             device: "0:53".into(),
             fstype: "fuse.fsxp".into(),
             source: "h:1:/a\\040b".into(),
+            options: "rw,nosuid,nodev".into(),
         };
         assert!(unnamed_but_ours(&m, &[3, 4], "h:1:/a b"));
         assert!(!unnamed_but_ours(&m, &[9], "h:1:/a b"), "was there before");

@@ -12,7 +12,11 @@ use clap::Parser;
     about,
     subcommand_negates_reqs = true,
     args_conflicts_with_subcommands = true,
-    after_help = "Unmount with `fusermount3 -u MOUNTPOINT` or `umount MOUNTPOINT`."
+    after_help = "Unmount with `fusermount3 -u MOUNTPOINT` or `umount MOUNTPOINT`. \
+                  `-o remount,ro` (or `mount -o remount,ro MOUNTPOINT`, as root) changes \
+                  ro/rw and nosuid, nodev, noexec, noatime of a running mount.\n\
+                  Exit status: 0 mounted; 32 the mount failed (as mount(8)); 1 for \
+                  status and sync when they fail."
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -33,6 +37,10 @@ pub struct Args {
     /// Stay in the foreground (default: return once mounted, keep serving in the background).
     #[arg(short = 'f')]
     pub foreground: bool,
+    /// Say what is done: the server and export, the options, the mount (also as
+    /// `mount -v`).
+    #[arg(short = 'v')]
+    pub verbose: bool,
 }
 
 #[derive(clap::Subcommand, Debug)]

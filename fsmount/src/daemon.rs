@@ -19,6 +19,12 @@ impl Notifier {
 
     /// Tells the parent the mount is ready, then detaches stdio (background only).
     pub fn ready(&mut self) {
+        // systemd (`Type=notify`): this process serves the mount. Sent from the background
+        // process too, naming itself, for units that let it (`NotifyAccess=all`).
+        protocol::sd_notify::notify(&format!(
+            "READY=1\nMAINPID={}\nSTATUS=mounted",
+            std::process::id()
+        ));
         if let Some(mut f) = self.0.take() {
             let _ = f.write_all(b"OK\n");
             detach_stdio();
@@ -46,9 +52,13 @@ fn detach_stdio() {
     }
 }
 
+/// mount(8)'s exit status for a mount that failed.
+pub const MOUNT_FAILED: i32 = 32;
+
+/// Forks. Returns in the child only; the parent process exits here with the child's verdict:
+/// 0 once mounted (saying so when `verbose`), mount(8)'s 32 when the mount failed.
 #[allow(unsafe_code)]
-/// Forks. Returns in the child only; the parent process exits here with the child's verdict.
-pub fn background() -> std::io::Result<Notifier> {
+pub fn background(verbose: bool) -> std::io::Result<Notifier> {
     // Close-on-exec: a helper the child starts and leaves running (fusermount3 for
     // auto_unmount) must not hold the pipe open.
     let (rd, wr): (OwnedFd, OwnedFd) = pipe2(OFlag::O_CLOEXEC)?;
@@ -61,14 +71,19 @@ pub fn background() -> std::io::Result<Notifier> {
             let mut msg = String::new();
             let _ = std::io::BufReader::new(File::from(rd)).read_line(&mut msg);
             match msg.lines().next() {
-                Some("OK") => std::process::exit(0),
+                Some("OK") => {
+                    if verbose {
+                        eprintln!("fsmount: mounted; serving in the background");
+                    }
+                    std::process::exit(0)
+                }
                 Some(line) => {
                     eprintln!("fsmount: {}", line.strip_prefix("ERR ").unwrap_or(line));
-                    std::process::exit(1)
+                    std::process::exit(MOUNT_FAILED)
                 }
                 None => {
                     eprintln!("fsmount: the background process died before the mount was ready");
-                    std::process::exit(1)
+                    std::process::exit(MOUNT_FAILED)
                 }
             }
         }

@@ -326,6 +326,8 @@ pub struct MountEntry {
     pub device: String,
     pub fstype: String,
     pub source: String,
+    /// The mount's own options (`rw,nosuid,nodev,relatime`).
+    pub options: String,
 }
 
 /// The mounts on `mountpoint`, oldest first (the last is the one a path lookup sees).
@@ -353,8 +355,65 @@ fn parse_mountinfo_line(line: &str) -> Option<(&str, MountEntry)> {
             device: f.get(2)?.to_string(),
             fstype: f.get(sep + 1)?.to_string(),
             source: f.get(sep + 2)?.to_string(),
+            options: f.get(5)?.to_string(),
         },
     ))
+}
+
+/// `mount -o remount,...` of the fsxp mount on `mountpoint`: changes what the kernel keeps
+/// per mount (ro/rw, nosuid, nodev, noexec, noatime, sync, dirsync), keeping the flags not
+/// named from the mount as it is; the session and its options go on unchanged. Needs
+/// CAP_SYS_ADMIN (fusermount3 cannot remount).
+pub fn remount(mountpoint: &Path, read_only: bool, flags: &[String]) -> io::Result<()> {
+    let Some(now) = mounts_on(mountpoint).pop() else {
+        return Err(io::Error::other(format!(
+            "{} is not mounted",
+            mountpoint.display()
+        )));
+    };
+    if now.fstype != format!("fuse.{SUBTYPE}") {
+        return Err(io::Error::other(format!(
+            "{} is a {} mount, not an fsxp one",
+            mountpoint.display(),
+            now.fstype
+        )));
+    }
+    // What the mount has now, then what was asked on top.
+    let mut kept: Vec<String> = now
+        .options
+        .split(',')
+        .filter(|o| {
+            matches!(
+                *o,
+                "nosuid" | "nodev" | "noexec" | "noatime" | "sync" | "dirsync"
+            )
+        })
+        .map(str::to_string)
+        .collect();
+    kept.extend(flags.iter().cloned());
+    let o = KernelOptions {
+        read_only,
+        flags: kept,
+        ..KernelOptions::default()
+    };
+    let mut ms = flags_of(&o) | MsFlags::MS_REMOUNT;
+    // flags_of starts from libfuse's nosuid,nodev; a mount that has neither keeps neither
+    // unless asked.
+    for (flag, word) in [(MsFlags::MS_NOSUID, "nosuid"), (MsFlags::MS_NODEV, "nodev")] {
+        if !o.flags.iter().any(|f| f == word) {
+            ms.remove(flag);
+        }
+    }
+    nix::mount::mount(None::<&str>, mountpoint, None::<&str>, ms, None::<&str>).map_err(|e| {
+        let why = match e {
+            nix::errno::Errno::EPERM => {
+                " (remounting needs root; unmount and mount again with the new options)"
+            }
+            nix::errno::Errno::EBUSY => " (files are open for writing)",
+            _ => "",
+        };
+        io::Error::other(format!("cannot remount {}: {e}{why}", mountpoint.display()))
+    })
 }
 
 /// The kernel writes space, tab, newline and backslash in mountinfo paths as octal escapes.

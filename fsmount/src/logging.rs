@@ -16,6 +16,14 @@ use tracing_subscriber::EnvFilter;
 pub fn init(foreground: bool, log_file: Option<&Path>) -> std::io::Result<()> {
     let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter());
+    if foreground && protocol::stderr_is_journal() {
+        builder
+            .with_ansi(false)
+            .without_time()
+            .with_writer(std::io::stderr)
+            .init();
+        return Ok(());
+    }
     if foreground {
         builder
             .with_ansi(std::io::stderr().is_terminal())

@@ -1,9 +1,37 @@
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Parser;
 use fsmount::cli::{Args, Sub};
 use fsmount::daemon::{self, Notifier};
+use fsmount::kernel_mount;
 use fsmount::mount::{self, MountRequest};
 use fsmount::options::{parse_options, parse_source};
+
+use fsmount::daemon::MOUNT_FAILED;
+
+/// The mount point, checked: an existing directory that no fsmount serves yet.
+fn mount_point(given: &std::path::Path) -> Result<std::path::PathBuf> {
+    let shown = given.display();
+    let mountpoint = match given.canonicalize() {
+        Ok(p) => p,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => bail!(
+            "mount point {shown}: {e}: a mount whose fsmount has ended is still there; \
+             unmount it first (umount -l {shown})"
+        ),
+        Err(e) => bail!("mount point {shown} does not exist ({e})"),
+    };
+    if let Some(on) = kernel_mount::mounts_on(&mountpoint).pop() {
+        if on.fstype == format!("fuse.{}", kernel_mount::SUBTYPE) {
+            bail!(
+                "{shown} is already mounted ({}); unmount it first (umount {shown})",
+                on.source
+            );
+        }
+    }
+    if !std::fs::metadata(&mountpoint)?.is_dir() {
+        bail!("mount point {shown} is not a directory");
+    }
+    Ok(mountpoint)
+}
 
 fn prepare(args: &Args) -> Result<MountRequest> {
     let (Some(source_text), Some(mountpoint)) = (&args.source, &args.mountpoint) else {
@@ -11,12 +39,7 @@ fn prepare(args: &Args) -> Result<MountRequest> {
     };
     let source = parse_source(source_text).map_err(anyhow::Error::msg)?;
     let options = parse_options(&args.options).map_err(anyhow::Error::msg)?;
-    let meta = std::fs::metadata(mountpoint)
-        .with_context(|| format!("mount point {} does not exist", mountpoint.display()))?;
-    if !meta.is_dir() {
-        bail!("mount point {} is not a directory", mountpoint.display());
-    }
-    let mountpoint = mountpoint.canonicalize()?;
+    let mountpoint = mount_point(mountpoint)?;
     let token_file = options
         .token_file
         .clone()
@@ -72,7 +95,8 @@ fn as_mount_helper() -> Option<Vec<String>> {
     let mut rest = argv.peekable();
     while let Some(a) = rest.next() {
         match a.as_str() {
-            "-s" | "-n" | "-v" => {}
+            "-v" => out.push(a),
+            "-s" | "-n" => {}
             "-f" => std::process::exit(0),
             "-t" => {
                 rest.next();
@@ -99,21 +123,45 @@ fn main() {
     if let Some(sub) = args.command.take() {
         std::process::exit(control_command(sub));
     }
+    if args
+        .options
+        .iter()
+        .flat_map(|o| o.split(','))
+        .any(|o| o == "remount")
+    {
+        std::process::exit(remount(&args));
+    }
     let request = match prepare(&args) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("fsmount: {e:#}");
-            std::process::exit(1);
+            std::process::exit(MOUNT_FAILED);
         }
     };
+    if args.verbose {
+        let o = &request.options;
+        eprintln!(
+            "fsmount: mounting export {} of {} on {} (type fuse.{}, {}, {}{})",
+            request.source.export,
+            request.source.addr,
+            request.mountpoint.display(),
+            kernel_mount::SUBTYPE,
+            if o.plaintext { "plaintext" } else { "TLS" },
+            if o.read_only { "ro" } else { "rw" },
+            match o.timeout {
+                None => ", hard".to_string(),
+                Some(t) => format!(", timeout {t:?}"),
+            },
+        );
+    }
     let notifier = if args.foreground {
         Notifier::foreground()
     } else {
-        match daemon::background() {
+        match daemon::background(args.verbose) {
             Ok(n) => n,
             Err(e) => {
                 eprintln!("fsmount: cannot fork: {e}");
-                std::process::exit(1);
+                std::process::exit(MOUNT_FAILED);
             }
         }
     };
@@ -122,13 +170,53 @@ fn main() {
         let mut notifier = notifier;
         notifier.fail(&msg);
         eprintln!("fsmount: {msg}");
-        std::process::exit(1);
+        std::process::exit(MOUNT_FAILED);
     }
     if let Err(e) = mount::run(request, notifier) {
         if args.foreground {
             // Already reported through the notifier in background mode.
             eprintln!("fsmount: {e}");
         }
-        std::process::exit(1);
+        std::process::exit(MOUNT_FAILED);
+    }
+}
+
+/// `-o remount,...`: changes a running mount's kernel flags (see `kernel_mount::remount`).
+/// Other options are those of the running session and cannot change without a new mount;
+/// they are accepted (mount(8) passes fstab's along) and left as they are.
+fn remount(args: &Args) -> i32 {
+    let Some(mountpoint) = args.mountpoint.as_ref() else {
+        eprintln!("fsmount: remount needs the MOUNTPOINT");
+        return MOUNT_FAILED;
+    };
+    let options = match parse_options(&args.options) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("fsmount: {e}");
+            return MOUNT_FAILED;
+        }
+    };
+    let mountpoint = match std::path::absolute(mountpoint) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("fsmount: {}: {e}", mountpoint.display());
+            return MOUNT_FAILED;
+        }
+    };
+    match kernel_mount::remount(&mountpoint, options.read_only, &options.kernel_flags) {
+        Ok(()) => {
+            if args.verbose {
+                eprintln!(
+                    "fsmount: remounted {} {}",
+                    mountpoint.display(),
+                    if options.read_only { "ro" } else { "rw" }
+                );
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("fsmount: {e}");
+            MOUNT_FAILED
+        }
     }
 }

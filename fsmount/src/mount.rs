@@ -273,6 +273,8 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
         let leaving = fs.give_back_before_leaving();
         tokio::time::timeout(std::time::Duration::from_secs(2), leaving).await
     });
+    // An orderly end the server logs as one line, not as a connection lost.
+    rt.block_on(client.close(std::time::Duration::from_secs(1)));
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     result
 }

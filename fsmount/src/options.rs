@@ -78,6 +78,8 @@ pub struct MountOptions {
     pub timeout: Option<Duration>,
     /// Plain kernel flags passed through (noexec, nosuid, nodev, noatime, ...).
     pub kernel_flags: Vec<String>,
+    /// Change a running mount's kernel flags (`-o remount,...`) instead of mounting.
+    pub remount: bool,
     /// Where the background process logs (default: syslog).
     pub log_file: Option<PathBuf>,
     /// Serve Prometheus metrics on this address (`-o metrics=ADDR`).
@@ -107,6 +109,7 @@ impl Default for MountOptions {
             dirty_limit: defaults::DIRTY_LIMIT,
             timeout: defaults::TIMEOUT,
             kernel_flags: Vec::new(),
+            remount: false,
             log_file: None,
             metrics: None,
             plaintext: false,
@@ -160,6 +163,7 @@ pub fn parse_options(args: &[String]) -> Result<MountOptions, String> {
         match (key, value) {
             ("token_file", Some(v)) => o.token_file = Some(PathBuf::from(v)),
             ("ro", None) => o.read_only = true,
+            ("remount", None) => o.remount = true,
             ("rw", None) => o.read_only = false,
             ("allow_other", None) => o.allow_other = true,
             ("allow_root", None) => o.allow_root = true,
@@ -210,6 +214,14 @@ pub fn parse_options(args: &[String]) -> Result<MountOptions, String> {
                 | "_netdev" | "nofail",
                 None,
             ) => {}
+            // As /proc/mounts shows a mount (what mount(8) passes back on a remount): the
+            // kernel's defaults and what FUSE sets itself.
+            (
+                "relatime" | "norelatime" | "strictatime" | "nostrictatime" | "lazytime"
+                | "nolazytime" | "silent" | "loud",
+                None,
+            ) => {}
+            ("user_id" | "group_id" | "rootmode" | "max_read" | "blksize", Some(_)) => {}
             (k, _) if k.starts_with("x-") || k == "comment" => {}
             _ => return Err(format!("unknown mount option {opt:?}")),
         }

@@ -45,7 +45,7 @@ pub mod page_crc;
 /// slots a request runs in, and read buffers.
 pub mod pipeline;
 pub mod request;
-pub mod sd_notify;
+pub use protocol::sd_notify;
 pub mod server;
 pub mod stats;
 

@@ -227,13 +227,18 @@ fn main() -> Result<()> {
         args.sendfile |= f.sendfile;
         args.metrics = f.metrics.clone().or(args.metrics.take());
     }
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if protocol::stderr_is_journal() {
+        // journald stamps each line itself.
+        logs.with_ansi(false).without_time().init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     raise_fd_limit();
     // Modes arrive from clients already masked; apply them as given.
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
@@ -301,7 +306,7 @@ fn main() -> Result<()> {
         for served in shared.state().exports.values() {
             let e = &served.export;
             tracing::info!(name = %e.name, dir = %e.dir.display(), read_only = e.read_only,
-                squash = ?e.identity.squash, "exporting");
+                squash = %e.identity.squash.word(), "exporting");
         }
         if !credentials::switching() {
             tracing::warn!(

@@ -26,6 +26,7 @@ pub mod error;
 pub mod frame;
 pub mod header;
 pub mod metrics;
+pub mod sd_notify;
 pub mod stream;
 pub mod writer;
 
@@ -34,3 +35,17 @@ pub use command::{rpc, Command, DataSection};
 pub use error::ProtocolError;
 pub use frame::Frame;
 pub use header::{Flags, Header, StreamId, HEADER_LEN, MAGIC, VERSION};
+
+/// Whether stderr is the journal's stream (systemd sets `JOURNAL_STREAM` to its
+/// `DEVICE:INODE`): journald stamps each line itself, so a log there carries no time of its
+/// own.
+pub fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(want) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(stat) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    want.to_str() == Some(format!("{}:{}", stat.dev(), stat.ino()).as_str())
+}

@@ -95,12 +95,36 @@ const BATCH_LIMIT: usize = 256 << 10;
 /// down for writing. Fails with `TimedOut` when one write waits longer than `timeout`.
 pub async fn run<W: Sink, T: Queued>(
     wr: W,
+    rx: impl Source<T>,
+    timeout: Duration,
+) -> std::io::Result<()> {
+    run_until(wr, rx, timeout, std::future::pending()).await
+}
+
+/// [`run`], also ending when `stop` completes: what is queued by then is written, then the
+/// socket is shut down for writing (under TLS, a close_notify: the peer sees a clean end).
+pub async fn run_until<W: Sink, T: Queued>(
+    wr: W,
     mut rx: impl Source<T>,
     timeout: Duration,
+    stop: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut out = Out { wr, timeout };
     let mut buf = BytesMut::with_capacity(BATCH_LIMIT);
-    while let Some(item) = rx.recv().await {
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let item = tokio::select! {
+            item = rx.recv() => match item {
+                Some(item) => item,
+                None => break,
+            },
+            _ = &mut stop => {
+                while let Some(item) = rx.try_recv() {
+                    put(&mut out, &mut buf, &item).await?;
+                }
+                break;
+            }
+        };
         put(&mut out, &mut buf, &item).await?;
         drop(item);
         while let Some(item) = rx.try_recv() {
@@ -110,6 +134,9 @@ pub async fn run<W: Sink, T: Queued>(
             out.write(&buf).await?;
             buf.clear();
         }
+    }
+    if !buf.is_empty() {
+        out.write(&buf).await?;
     }
     out.wr.shutdown().await
 }

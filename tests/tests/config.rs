@@ -105,10 +105,10 @@ fn named_tokens_grant_their_exports_and_networks_are_enforced() {
     assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
     drop(m);
     let (code, err) = try_mount(&server.addr, "far", &reader);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(32));
     assert!(err.contains("does not grant export \"far\""), "{err}");
     let (code, err) = try_mount(&server.addr, "far", &all);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(32));
     assert!(err.contains("not exported to 127.0.0.1"), "{err}");
 }
 
@@ -392,7 +392,7 @@ exports = ["a", "far", "s"]
         || server.log().contains("token \"reader\" was revoked"),
     );
     let (code, err) = try_mount(&server.addr, "a", &reader);
-    assert_eq!(code, Some(1), "the revoked token mounts no more: {err}");
+    assert_eq!(code, Some(32), "the revoked token mounts no more: {err}");
     // The squashed mount goes on as before.
     fs::write(m.path.join("after"), "ok").unwrap();
 }

@@ -222,7 +222,7 @@ fn clear_errors_for_unreachable_server_missing_export_and_mount_point() {
     for (args, want) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (code, err) = fsmount(&args);
-        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert_eq!(code, Some(32), "{args:?}: {err}");
         assert!(err.contains(want), "{args:?}: expected {want:?} in {err:?}");
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     }
@@ -293,31 +293,114 @@ fn a_subdirectory_of_an_export_mounts_confined_to_it() {
         "-o",
         &token,
     ]);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(32));
     assert!(err.contains("no export named \"data/missing\""), "{err}");
 }
 
-/// Installs /sbin/mount.fsxp as a link to the built fsmount for as long as it lives (the
-/// link mount(8) looks for); removes it afterwards if it made it.
-struct MountHelper(bool);
+/// The helpers mount(8) looks for: `mount.fsxp` for `-t fsxp`, and `mount.fuse.fsxp` for
+/// the type the kernel shows (`fuse.fsxp`: remount, findmnt, an fstab line copied from
+/// /proc/mounts).
+const HELPERS: [&str; 2] = ["/sbin/mount.fsxp", "/sbin/mount.fuse.fsxp"];
+
+/// Installs the helpers as links to the built fsmount for as long as it lives; removes
+/// those it made afterwards.
+struct MountHelper(Vec<&'static str>);
 
 impl MountHelper {
     fn install() -> MountHelper {
-        let link = std::path::Path::new("/sbin/mount.fsxp");
-        if link.exists() {
-            return MountHelper(false);
+        let mut made = Vec::new();
+        for link in HELPERS {
+            let link_path = std::path::Path::new(link);
+            if link_path.exists() {
+                continue;
+            }
+            std::os::unix::fs::symlink(bin_dir().join("fsmount"), link_path).unwrap();
+            made.push(link);
         }
-        std::os::unix::fs::symlink(bin_dir().join("fsmount"), link).unwrap();
-        MountHelper(true)
+        MountHelper(made)
     }
 }
 
 impl Drop for MountHelper {
     fn drop(&mut self) {
-        if self.0 {
-            let _ = std::fs::remove_file("/sbin/mount.fsxp");
+        for link in &self.0 {
+            let _ = std::fs::remove_file(link);
         }
     }
+}
+
+/// `sh -c script`: exit code and stderr.
+fn run_sh(script: &str) -> (Option<i32>, String) {
+    let out = Command::new("sh").args(["-c", script]).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_type_in_proc_mounts_leads_back_to_the_helper_and_mount_conventions_hold() {
+    require_mount_support();
+    let _helper = MountHelper::install();
+    let server = Server::start(&[]);
+    std::fs::write(server.export("data").join("hello"), "hi").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let cleanup = scopeguard(&mnt);
+    let m = mnt.display();
+    let token = format!("token_file={}", server.token_file.display());
+    let source = server.source("data");
+    // -v says what it does.
+    let (code, err) = run_sh(&format!(
+        "mount -v -t fuse.fsxp '{source}' '{m}' -o '{token}'"
+    ));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("mounting export data") && err.contains("type fuse.fsxp"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(mnt.join("hello")).unwrap(), "hi");
+    let listed = sh(&format!("findmnt -n -o FSTYPE,SOURCE '{m}'"));
+    assert_eq!(
+        listed.split_whitespace().collect::<Vec<_>>(),
+        ["fuse.fsxp", source.as_str()]
+    );
+    assert!(sh("findmnt -n -t fuse.fsxp -o TARGET").contains(&*mnt.to_string_lossy()));
+    // A second mount on a path fsmount serves fails clearly, as mount(8)'s helpers do.
+    let (code, err) = run_sh(&format!("mount -t fsxp '{source}' '{m}' -o '{token}'"));
+    assert_eq!(code, Some(32), "{err}");
+    assert!(err.contains("already mounted"), "{err}");
+    let (code, err) = fsmount(&[&source, &mnt.to_string_lossy(), "-o", &token]);
+    assert_eq!(code, Some(32), "{err}");
+    assert!(err.contains("already mounted"), "{err}");
+    assert_eq!(
+        sh("findmnt -n -t fuse.fsxp -o TARGET")
+            .lines()
+            .filter(|l| *l == mnt.to_string_lossy())
+            .count(),
+        1,
+        "nothing stacked"
+    );
+    // remount,ro and back: the kernel's flags change, the session goes on.
+    let (code, err) = run_sh(&format!("mount -o remount,ro '{m}'"));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(sh(&format!("findmnt -n -o OPTIONS '{m}'")).starts_with("ro,"));
+    let e = std::fs::write(mnt.join("new"), "x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+    assert_eq!(std::fs::read_to_string(mnt.join("hello")).unwrap(), "hi");
+    let (code, err) = run_sh(&format!("mount -o remount,rw '{m}'"));
+    assert_eq!(code, Some(0), "{err}");
+    let opts = sh(&format!("findmnt -n -o OPTIONS '{m}'"));
+    assert!(
+        opts.starts_with("rw,") && opts.contains("nosuid") && opts.contains("nodev"),
+        "{opts}"
+    );
+    std::fs::write(mnt.join("new"), "x").unwrap();
+    sh(&format!("umount '{m}'"));
+    assert!(!is_mounted(&mnt));
+    // A mount of another file system there is not refused (only fsxp over fsxp is).
+    drop(cleanup);
 }
 
 #[test]
@@ -354,4 +437,107 @@ fn mount_t_fsxp_and_an_fstab_line_mount_through_the_helper() {
     assert_eq!(std::fs::read_to_string(mnt.join("hello")).unwrap(), "hi");
     sh(&format!("umount '{}'", mnt.display()));
     drop(cleanup);
+}
+
+#[test]
+fn a_clean_unmount_is_one_info_line_on_the_server_and_no_warning() {
+    require_mount_support();
+    for extra in [&[][..], &["--plaintext"][..]] {
+        let server = Server::start(extra);
+        let opts: &[&str] = if extra.is_empty() {
+            &[]
+        } else {
+            &["plaintext"]
+        };
+        for round in 0..2 {
+            let m = Mount::new(&server, "data", opts);
+            std::fs::write(m.path.join(format!("f{round}")), "x").unwrap();
+            assert!(m.unmount().success());
+        }
+        e2e_tests::wait_until("both connections closed", Duration::from_secs(5), || {
+            server.log().matches("connection closed").count() == 2
+        });
+        let log = server.log();
+        let warnings: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(" WARN ") && !l.contains("--plaintext"))
+            .collect();
+        assert!(warnings.is_empty(), "{extra:?}: {warnings:#?}");
+        assert!(
+            !log.contains("client gone"),
+            "{extra:?}: an orderly end: {log}"
+        );
+    }
+}
+
+#[test]
+fn fsmount_tells_systemd_it_is_ready_once_mounted() {
+    require_mount_support();
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let _cleanup = scopeguard(&mnt);
+    let mut child = Command::new(bin_dir().join("fsmount"))
+        .arg(server.source("data"))
+        .arg(&mnt)
+        .args([
+            "-f",
+            "-o",
+            &format!("token_file={}", server.token_file.display()),
+        ])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = socket.recv(&mut buf);
+    let mounted = is_mounted(&mnt);
+    e2e_tests::send_signal(child.id(), libc::SIGTERM);
+    let _ = child.wait();
+    let said = String::from_utf8_lossy(&buf[..n.expect("a notification within 20 s")]).into_owned();
+    assert!(said.lines().any(|l| l == "READY=1"), "{said}");
+    assert!(
+        said.lines().any(|l| l == format!("MAINPID={}", child.id())),
+        "{said}"
+    );
+    assert!(mounted, "ready means mounted");
+}
+
+#[test]
+fn under_journald_log_lines_carry_no_timestamp_of_their_own() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("export");
+    std::fs::create_dir(&export).unwrap();
+    let log_path = dir.path().join("journal");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let meta = log.metadata().unwrap();
+    let mut server = Command::new(bin_dir().join("fsserver"))
+        .args(["--listen", "127.0.0.1:0", "--token-file"])
+        .arg(dir.path().join("token"))
+        .arg("--export")
+        .arg(format!("data={}", export.display()))
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    e2e_tests::wait_until("the server logs", Duration::from_secs(10), || {
+        std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("exporting"))
+    });
+    e2e_tests::send_signal(server.id(), libc::SIGTERM);
+    let _ = server.wait();
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let line = text.lines().find(|l| l.contains("exporting")).unwrap();
+    assert!(line.trim_start().starts_with("INFO"), "{line}");
+    assert!(
+        line.contains("squash=root_squash"),
+        "in the config's words: {line}"
+    );
 }

@@ -50,7 +50,7 @@ fn token_files_open_to_others_or_with_short_tokens_are_refused_by_both_sides() {
     std::fs::write(&open, "0123456789abcdef0123456789abcdef\n").unwrap();
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (code, err) = server_with(&open);
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(32), "{err}");
     assert!(
         err.contains(&format!("chmod 600 {}", open.display())),
         "{err}"
@@ -59,7 +59,7 @@ fn token_files_open_to_others_or_with_short_tokens_are_refused_by_both_sides() {
     let short = dir.path().join("short-token");
     write_private(&short, "secret\n");
     let (code, err) = server_with(&short);
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(32), "{err}");
     assert!(err.contains("at least 16"), "{err}");
     // fsmount refuses the same files before connecting anywhere.
     let server = Server::start(&[]);
@@ -76,7 +76,7 @@ fn token_files_open_to_others_or_with_short_tokens_are_refused_by_both_sides() {
                 option.as_ref(),
             ],
         );
-        assert_eq!(code, Some(1), "{err}");
+        assert_eq!(code, Some(32), "{err}");
         assert!(
             err.contains("chmod 600") || err.contains("at least 16"),
             "{err}"
@@ -103,7 +103,7 @@ fn wrong_token_is_refused_with_a_clear_error() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(32), "{stderr}");
     assert!(stderr.contains("authentication failed"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
     assert!(!e2e_tests::is_mounted(&mnt));

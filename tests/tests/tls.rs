@@ -69,7 +69,7 @@ fn the_fingerprint_pins_the_server_and_a_mismatch_shows_both() {
         &server.source("data"),
         &format!("fingerprint={wrong}"),
     );
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(32), "{err}");
     assert!(
         err.contains(&fp) && err.contains(&wrong),
         "both fingerprints: {err}"
@@ -133,7 +133,7 @@ fn a_ca_verifies_the_servers_certificate() {
         &server.source("data"),
         &format!("tls_ca={}", other_ca.display()),
     );
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(32), "{err}");
     assert!(
         err.contains("TLS") && err.contains("UnknownIssuer"),
         "{err}"
@@ -146,7 +146,7 @@ fn plaintext_only_when_both_sides_ask_and_a_mismatch_says_so_at_once() {
     let tls = Server::start(&[]);
     let t = Instant::now();
     let (code, err) = try_mount(&tls, &tls.source("data"), "plaintext");
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(32), "{err}");
     assert!(err.contains("requires TLS"), "{err}");
     assert!(
         t.elapsed() < Duration::from_secs(3),
@@ -160,7 +160,7 @@ fn plaintext_only_when_both_sides_ask_and_a_mismatch_says_so_at_once() {
 
     let plain = Server::start(&["--plaintext"]);
     let (code, err) = try_mount(&plain, &plain.source("data"), "");
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(32), "{err}");
     assert!(err.contains("-o plaintext"), "{err}");
     let m = Mount::new(&plain, "data", &["plaintext"]);
     fs::write(m.path.join("f"), "in clear").unwrap();
@@ -248,7 +248,7 @@ fn a_relay_terminating_tls_cannot_pass_the_token_proof() {
         "{refused:?}"
     );
     let (code, err) = try_mount(&server, &format!("{relay}:/data"), "");
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(32), "{err}");
     assert!(err.contains("authentication failed"), "{err}");
     // The same client straight to the server is fine.
     assert!(RawClient::authenticated(&server.addr, "data", &server.token()).is_ok());

@@ -30,6 +30,10 @@ pub(super) struct Link {
     pub generation: u64,
     /// Stops the reader (which may be blocked on a stalled socket) when the link is dropped.
     pub reader: tokio::task::AbortHandle,
+    /// Asks the writer to send what is queued and close the connection cleanly.
+    pub close: Arc<tokio::sync::Notify>,
+    /// True once the writer has ended.
+    pub written: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Starts the reader, writer and liveness tasks of one authenticated connection.
@@ -41,11 +45,17 @@ pub(super) fn start(
 ) -> Link {
     let (tx, rx) = mpsc::unbounded_channel();
     let weak = Arc::downgrade(shared);
+    let close = Arc::new(tokio::sync::Notify::new());
+    let (written_tx, written) = tokio::sync::watch::channel(false);
+    let stop = close.clone();
     tokio::spawn(async move {
-        let why = match protocol::writer::run(wr, rx, crate::defaults::WRITE_TIMEOUT).await {
+        let stop = stop.notified();
+        let run = protocol::writer::run_until(wr, rx, crate::defaults::WRITE_TIMEOUT, stop);
+        let why = match run.await {
             Ok(()) => "connection closed".to_string(),
             Err(e) => format!("write failed: {e}"),
         };
+        written_tx.send_replace(true);
         if let Some(shared) = weak.upgrade() {
             shared.link_lost(generation, &why);
         }
@@ -61,6 +71,8 @@ pub(super) fn start(
         tx,
         generation,
         reader,
+        close,
+        written,
     }
 }
 

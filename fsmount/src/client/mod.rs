@@ -94,6 +94,21 @@ impl Client {
 
     /// How long a call waits for a connection that is down before failing with ETIMEDOUT
     /// (None: wait for ever, like NFS `hard`). Requests already sent are never dropped.
+    /// Ends the session's connection cleanly, as the mount ends: what is queued is sent,
+    /// then the connection is closed (under TLS with a close_notify, so the server sees an
+    /// orderly end) and not made again. Waits at most `limit` for the writer.
+    pub async fn close(&self, limit: Duration) {
+        self.shared
+            .closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let Some(link) = self.shared.link.lock().clone() else {
+            return;
+        };
+        link.close.notify_one();
+        let mut written = link.written.clone();
+        let _ = tokio::time::timeout(limit, written.wait_for(|done| *done)).await;
+    }
+
     pub fn set_timeout(&self, timeout: Option<Duration>) {
         *self.shared.timeout.lock() = timeout;
     }

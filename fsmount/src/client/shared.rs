@@ -68,6 +68,8 @@ pub(super) struct Shared {
     pub last_heard: Mutex<Instant>,
     /// Calls per command and their round-trip times, bytes each way (`-o metrics`).
     pub metrics: CallMetrics,
+    /// Set when the mount ends: a connection that closes then is not made again.
+    pub closing: std::sync::atomic::AtomicBool,
 }
 
 /// What the calls cost, counted as they complete.
@@ -92,6 +94,7 @@ impl Shared {
             notify: Mutex::new(None),
             last_heard: Mutex::new(Instant::now()),
             metrics: CallMetrics::default(),
+            closing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -158,6 +161,10 @@ impl Shared {
         }
         self.stats.lock().down_since = Some(Instant::now());
         self.connected.send_replace(false);
+        if self.closing.load(std::sync::atomic::Ordering::SeqCst) {
+            tracing::debug!("connection to {} closed: {why}", self.params.addr);
+            return;
+        }
         warn!(
             "connection to {} lost: {why}; {} request(s) unanswered, reconnecting",
             self.params.addr,

@@ -32,6 +32,17 @@ pub enum Squash {
     All,
 }
 
+impl Squash {
+    /// As the exports file and NFS say it.
+    pub fn word(self) -> &'static str {
+        match self {
+            Squash::Root => "root_squash",
+            Squash::None => "no_root_squash",
+            Squash::All => "all_squash",
+        }
+    }
+}
+
 /// An export's identity policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {

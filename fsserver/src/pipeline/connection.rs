@@ -153,6 +153,12 @@ pub async fn serve(
         let frame = match next {
             None => break,
             Some(Ok(frame)) => frame,
+            // Gone without an orderly close (killed, cut, a TLS peer without close_notify):
+            // nothing is wrong with the connection's data, and nobody reads a goodbye.
+            Some(Err(ProtocolError::Io(e))) if peer_gone(&e) => {
+                info!(%peer, "client gone: {e}");
+                break;
+            }
             Some(Err(e)) => {
                 goodbye(&tx, peer, e).await;
                 break;
@@ -294,6 +300,7 @@ pub async fn serve(
         None => writer.await,
     };
     match written {
+        Ok(Err(e)) if peer_gone(&e) => debug!(%peer, "stopped writing to the client: {e}"),
         Ok(Err(e)) => warn!(%peer, "stopped writing to the client: {e}"),
         Err(e) => warn!(%peer, "writer task failed: {e}"),
         Ok(Ok(())) => {}
@@ -528,6 +535,15 @@ async fn run_request(
             None,
         ),
     }
+}
+
+/// An error that says only that the peer went away.
+fn peer_gone(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+    )
 }
 
 async fn goodbye(tx: &mpsc::Sender<Outgoing>, peer: SocketAddr, e: ProtocolError) {

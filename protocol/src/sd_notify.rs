@@ -1,7 +1,8 @@
-//! systemd's readiness protocol (sd_notify): when started by systemd with `Type=notify`,
-//! `NOTIFY_SOCKET` names a datagram socket to which the service reports `READY=1` once it
-//! listens, `RELOADING=1` (with the monotonic time) while a reload runs, and `STOPPING=1`.
-//! Without `NOTIFY_SOCKET` every call does nothing.
+//! systemd's readiness protocol (sd_notify), for fsserver and fsmount: when started by
+//! systemd with `Type=notify`, `NOTIFY_SOCKET` names a datagram socket to which the service
+//! reports `READY=1` once it serves (fsserver listens, fsmount is mounted), `RELOADING=1`
+//! (with the monotonic time) while a reload runs, and `STOPPING=1`. Without `NOTIFY_SOCKET`
+//! every call does nothing.
 
 use std::os::unix::net::UnixDatagram;
 
