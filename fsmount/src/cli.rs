@@ -55,4 +55,16 @@ pub enum Sub {
     },
     /// Return once every write made so far through the mount is acknowledged by the server.
     Sync { mountpoint: PathBuf },
+    /// List the exports a token may mount from here, as `showmount -e` does for NFS: name,
+    /// access (rw or ro, the export's or the token's grant) and squash.
+    Exports {
+        /// HOST[:PORT] (PORT defaults to 7070; an IPv6 address in brackets).
+        server: String,
+        /// token_file=FILE, and how to reach the server: fingerprint=, tls_ca=, plaintext.
+        #[arg(short = 'o', value_name = "OPTIONS")]
+        options: Vec<String>,
+        /// Print JSON (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
 }

@@ -64,6 +64,11 @@ fn control_command(sub: Sub) -> i32 {
             (mountpoint, if json { "status --json" } else { "status" })
         }
         Sub::Sync { mountpoint } => (mountpoint, "sync"),
+        Sub::Exports {
+            server,
+            options,
+            json,
+        } => return list_exports(&server, &options, json),
     };
     match fsmount::control::query(&mountpoint, request) {
         Ok(reply) => {
@@ -76,6 +81,69 @@ fn control_command(sub: Sub) -> i32 {
             1
         }
     }
+}
+
+/// `fsmount exports HOST[:PORT] -o token_file=FILE`: what the token may mount from here.
+fn list_exports(server: &str, options: &[String], json: bool) -> i32 {
+    let listed = (|| -> Result<Vec<proto::ExportInfo>> {
+        let source = parse_source(&format!("{server}:/-")).map_err(|_| {
+            anyhow::anyhow!("{server:?}: expected HOST[:PORT], e.g. 127.0.0.1:7070 or [::1]")
+        })?;
+        let options = parse_options(options).map_err(anyhow::Error::msg)?;
+        let token_file = options
+            .token_file
+            .clone()
+            .unwrap_or_else(protocol::auth::default_token_file);
+        let token = protocol::auth::read_token_file(&token_file).map_err(anyhow::Error::msg)?;
+        let transport = if options.plaintext {
+            fsmount::client::transport::Transport::Plaintext
+        } else {
+            let host = source
+                .addr
+                .rsplit_once(':')
+                .map_or(source.addr.as_str(), |(h, _)| h);
+            fsmount::client::transport::Transport::tls(host, &options.verify)
+                .map_err(anyhow::Error::msg)?
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(fsmount::client::list_exports(
+            &source.addr,
+            &token,
+            transport,
+        ))
+        .map_err(|e| match e {
+            fsmount::remote::ClientError::Refused(m) if m.contains("no export named \"\"") => {
+                anyhow::anyhow!(
+                    "{}: this server does not list exports (an older fsserver)",
+                    source.addr
+                )
+            }
+            e => anyhow::anyhow!("{}: {e}", source.addr),
+        })
+    })();
+    let exports = match listed {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("fsmount: {e:#}");
+            return 1;
+        }
+    };
+    let access = |e: &proto::ExportInfo| if e.read_only { "ro" } else { "rw" };
+    if json {
+        let list: Vec<serde_json::Value> = exports
+            .iter()
+            .map(|e| serde_json::json!({"name": e.name, "access": access(e), "squash": e.squash}))
+            .collect();
+        println!("{}", serde_json::Value::Array(list));
+    } else {
+        println!("Export list for {server}:");
+        for e in &exports {
+            println!("/{:<24} {:<3} {}", e.name, access(e), e.squash);
+        }
+    }
+    0
 }
 
 /// Arguments as mount(8) passes them to `/sbin/mount.fsxp` (a link to fsmount):

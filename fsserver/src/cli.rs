@@ -154,8 +154,11 @@ pub enum Sub {
         #[arg(long, value_name = "PATH")]
         control_socket: Option<PathBuf>,
         /// Print the Prometheus metrics instead.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "json")]
         metrics: bool,
+        /// Print JSON (for scripts and monitoring), as `fsmount status --json`.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the SHA-256 fingerprint of the server's TLS certificate (creating the default
     /// certificate if there is none yet), for fsmount -o fingerprint=...

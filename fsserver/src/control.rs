@@ -121,8 +121,9 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
             }
             let reply = match line.trim() {
                 "status" => stats::status_text(&shared),
+                "status --json" => stats::status_json(&shared),
                 "metrics" => stats::metrics_text(&shared),
-                other => format!("unknown request {other:?}: status or metrics\n"),
+                other => format!("unknown request {other:?}: status, status --json or metrics\n"),
             };
             let _ = wr.write_all(reply.as_bytes()).await;
         });

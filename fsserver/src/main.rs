@@ -164,6 +164,7 @@ fn main() -> Result<()> {
             token_file,
             control_socket,
             metrics,
+            json,
         }) => {
             let (explicit, token) = match config_file {
                 Some(path) => {
@@ -177,8 +178,12 @@ fn main() -> Result<()> {
                 control_socket.as_deref().or(explicit.as_deref()),
                 &token,
             );
-            let reply = fsserver::control::query(&path, if metrics { "metrics" } else { "status" })
-                .map_err(anyhow::Error::msg)?;
+            let request = match (metrics, json) {
+                (true, _) => "metrics",
+                (false, true) => "status --json",
+                (false, false) => "status",
+            };
+            let reply = fsserver::control::query(&path, request).map_err(anyhow::Error::msg)?;
             print!("{reply}");
             return Ok(());
         }

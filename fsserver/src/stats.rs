@@ -103,6 +103,42 @@ pub fn status_text(shared: &Shared) -> String {
     out
 }
 
+/// `fsserver status --json`: what [`status_text`] shows, as one JSON object (for scripts
+/// and monitoring). Times are RFC 3339, counts numbers.
+pub fn status_json(shared: &Shared) -> String {
+    let mut conns = shared.live.connections();
+    conns.sort_by_key(|c| c.since);
+    let state = shared.state();
+    let mut exports: Vec<&String> = state.exports.keys().collect();
+    exports.sort();
+    let connections: Vec<serde_json::Value> = conns
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "peer": c.peer.to_string(),
+                "export": c.export,
+                "token": c.token,
+                "since": humantime::format_rfc3339_seconds(c.since).to_string(),
+                "resumed": c.resumed,
+                "requests": c.requests.load(Ordering::Relaxed),
+                "bytes_in": c.bytes_in.load(Ordering::Relaxed),
+                "bytes_out": c.bytes_out.load(Ordering::Relaxed),
+                "open_files": c.handles.len(),
+            })
+        })
+        .collect();
+    let status = serde_json::json!({
+        "exports": exports,
+        "tokens": state.tokens.len(),
+        "sessions_kept": shared.sessions.len(),
+        "requests": shared.stats.commands.total(),
+        "reloads": shared.stats.reloads.load(Ordering::Relaxed),
+        "reload_failures": shared.stats.reload_failures.load(Ordering::Relaxed),
+        "connections": connections,
+    });
+    format!("{status}\n")
+}
+
 /// `GET /metrics`: the Prometheus text exposition.
 pub fn metrics_text(shared: &Shared) -> String {
     let s = &shared.stats;

@@ -160,6 +160,9 @@ fn server_transcript(
         .field(&root)
         .number(reply.resumed as u32)
         .field(&reply.session_id);
+    for export in &reply.exports {
+        t.field(&prost::Message::encode_to_vec(export));
+    }
     t
 }
 

@@ -470,3 +470,72 @@ fn a_first_start_from_flags_with_an_empty_home_makes_its_secrets_and_serves() {
     let fp = fingerprint(home.path(), &[]);
     first_start_serves(&server, home.path(), &fp, &server.export("data"));
 }
+
+/// `fsmount exports ARGS`: (exit code, stdout, stderr).
+fn exports(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(bin_dir().join("fsmount"))
+        .arg("exports")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn fsmount_exports_lists_what_a_token_may_mount_from_here() {
+    let (server, _dir, root) = start(TOKENS, "");
+    let token = |name: &str| format!("token_file={}", root.join(name).display());
+    // `all` is granted a and far, but far is exported to 10.0.0.0/8 only.
+    let (code, out, err) = exports(&[&server.addr, "-o", &token("all.token")]);
+    assert_eq!(code, Some(0), "{err}");
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows, [["/a", "rw", "no_root_squash"]], "{out}");
+    // A read-only grant says so; JSON for scripts.
+    let (code, out, err) = exports(&[&server.addr, "--json", "-o", &token("reader.token")]);
+    assert_eq!(code, Some(0), "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        listed,
+        serde_json::json!([{"name": "a", "access": "ro", "squash": "no_root_squash"}])
+    );
+    // The certificate can be pinned as for a mount; a wrong pin or token lists nothing.
+    let pin = std::process::Command::new(bin_dir().join("fsserver"))
+        .args(["fingerprint", "--config"])
+        .arg(server.config_file())
+        .output()
+        .unwrap();
+    let pin = String::from_utf8(pin.stdout).unwrap().trim().to_string();
+    let pinned = format!("{},fingerprint={pin}", token("all.token"));
+    assert_eq!(exports(&[&server.addr, "-o", &pinned]).0, Some(0));
+    let wrong = format!(
+        "{},fingerprint=sha256:{}",
+        token("all.token"),
+        "0".repeat(64)
+    );
+    let (code, out, _) = exports(&[&server.addr, "-o", &wrong]);
+    assert_eq!((code, out.as_str()), (Some(1), ""));
+    let bad = root.join("bad.token");
+    write_token(&bad, "not-a-granted-token-0123456789ab");
+    let (code, out, err) = exports(&[&server.addr, "-o", &format!("token_file={}", bad.display())]);
+    assert_eq!((code, out.as_str()), (Some(1), ""), "{err}");
+    assert!(err.contains("authentication failed"), "{err}");
+    // Listing makes no session and is logged as what it is.
+    assert!(
+        !server.log().contains("handshake failed: listed"),
+        "{}",
+        server.log()
+    );
+    assert!(
+        server.log().contains("listed the exports"),
+        "{}",
+        server.log()
+    );
+}

@@ -133,6 +133,18 @@ fn status_and_metrics_of_both_sides_during_a_copy() {
     assert!(requests >= 64 && bytes_in >= 64 << 20, "{out}");
     // The copy's file is closed: no open files held.
     assert_eq!(cols[7], "0", "{out}");
+    // The same as JSON.
+    let (ok, out, err) = fsserver(&["status", "--json", "--token-file", token]);
+    assert!(ok, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["exports"], serde_json::json!(["data"]), "{status}");
+    let conn = &status["connections"][0];
+    assert_eq!(
+        (&conn["export"], &conn["token"]),
+        (&serde_json::json!("data"), &serde_json::json!("default"))
+    );
+    assert!(conn["bytes_in"].as_u64().unwrap() >= 64 << 20, "{status}");
+    assert_eq!(conn["open_files"], 0, "{status}");
 
     let json = status_json(&mount);
     assert_eq!(json["connected"], true, "{json}");

@@ -51,9 +51,62 @@ pub(super) async fn handshake(p: &Params) -> Result<Connection, ClientError> {
     Ok(connection)
 }
 
+/// The exports the token may mount from here (`fsmount exports`), as the server lists them
+/// in its proved reply to a handshake for the empty export name; no session is made.
+pub(super) async fn list_exports(p: &Params) -> Result<Vec<proto::ExportInfo>, ClientError> {
+    let asked = tokio::time::timeout(CONNECT_TIMEOUT, authenticate(p, "", &[], false));
+    let (_, _, reply, _) = asked.await.map_err(|_| {
+        ClientError::Timeout(format!(
+            "no answer from {} within {CONNECT_TIMEOUT:?}",
+            p.addr
+        ))
+    })??;
+    Ok(reply.exports)
+}
+
 async fn handshake_inner(p: &Params, session_id: &[u8]) -> Result<Connection, ClientError> {
+    let (rd, wr, reply, carried) = authenticate(p, &p.export, session_id, true).await?;
+    if reply.session_id.len() != auth::SESSION_ID_LEN {
+        return Err(ClientError::Protocol(format!(
+            "the server gave a session id of {} bytes",
+            reply.session_id.len()
+        )));
+    }
+    let root = reply
+        .root
+        .ok_or_else(|| ClientError::Protocol("AuthReply without root attributes".into()))?;
+    let mut rd = rd;
+    rd.decoder_mut().set_limits(reply_limits(reply.max_data));
+    let welcome = Welcome {
+        root,
+        read_only: reply.read_only,
+        max_data: clamp_max_data(reply.max_data),
+        max_in_flight: reply.max_in_flight.clamp(1, MAX_SERVER_IN_FLIGHT),
+        resumed: reply.resumed,
+        session_id: reply.session_id.to_vec(),
+        carried,
+    };
+    Ok((rd, wr, welcome))
+}
+
+/// Opens a connection, proves the token for `export` (resuming `session_id`, taking
+/// Notify frames when `notify`) and checks the server's proof over its whole reply.
+async fn authenticate(
+    p: &Params,
+    export: &str,
+    session_id: &[u8],
+    notify: bool,
+) -> Result<
+    (
+        FramedRead<BoxRead, FrameCodec>,
+        BoxWrite,
+        proto::AuthReply,
+        &'static str,
+    ),
+    ClientError,
+> {
     let token = p.token.lock().clone();
-    let (token, export) = (&token[..], p.export.as_str());
+    let token = &token[..];
     let opened = transport::open(&p.addr, &p.transport).await?;
     let (rd, mut wr, binding, carried) = (opened.rd, opened.wr, opened.binding, opened.carried);
     let mut rd = FramedRead::new(rd, FrameCodec::new(Limits::HANDSHAKE));
@@ -78,7 +131,7 @@ async fn handshake_inner(p: &Params, session_id: &[u8]) -> Result<Connection, Cl
         session_id,
     );
     // Told of other clients' changes (Notify frames on stream 0).
-    request.notify = true;
+    request.notify = notify;
     let mut buf = BytesMut::new();
     FrameCodec::new(Limits::default()).encode(
         Frame::request(
@@ -102,26 +155,7 @@ async fn handshake_inner(p: &Params, session_id: &[u8]) -> Result<Connection, Cl
     if !auth::verify_server(token, &binding, &challenge, &request, &reply) {
         return Err(ClientError::ServerNotAuthentic);
     }
-    if reply.session_id.len() != auth::SESSION_ID_LEN {
-        return Err(ClientError::Protocol(format!(
-            "the server gave a session id of {} bytes",
-            reply.session_id.len()
-        )));
-    }
-    let root = reply
-        .root
-        .ok_or_else(|| ClientError::Protocol("AuthReply without root attributes".into()))?;
-    rd.decoder_mut().set_limits(reply_limits(reply.max_data));
-    let welcome = Welcome {
-        root,
-        read_only: reply.read_only,
-        max_data: clamp_max_data(reply.max_data),
-        max_in_flight: reply.max_in_flight.clamp(1, MAX_SERVER_IN_FLIGHT),
-        resumed: reply.resumed,
-        session_id: reply.session_id.to_vec(),
-        carried,
-    };
-    Ok((rd, wr, welcome))
+    Ok((rd, wr, reply, carried))
 }
 
 /// The largest data section accepted from any server, whatever it announces: the codec

@@ -69,6 +69,23 @@ pub async fn connect(
     })
 }
 
+/// The exports `token` may mount from here on the server at `addr` (`fsmount exports`).
+pub async fn list_exports(
+    addr: &str,
+    token: &[u8],
+    transport: transport::Transport,
+) -> Result<Vec<proto::ExportInfo>, ClientError> {
+    let params = Params {
+        addr: addr.to_string(),
+        export: String::new(),
+        token: Arc::new(parking_lot::Mutex::new(token.to_vec())),
+        token_file: Default::default(),
+        session_id: Default::default(),
+        transport,
+    };
+    handshake::list_exports(&params).await
+}
+
 /// A handle on the session; cheap to clone.
 #[derive(Clone)]
 pub struct Client {

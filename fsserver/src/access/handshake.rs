@@ -46,6 +46,10 @@ pub enum HandshakeError {
     },
     #[error("a session id is 16 bytes, not {0}")]
     BadSessionId(usize),
+    /// Not a failure: the client asked for the token's exports (empty export name), got
+    /// them, and the connection ends.
+    #[error("listed the exports of token {0:?}")]
+    Listed(String),
 }
 
 pub struct Authenticated {
@@ -152,6 +156,9 @@ async fn exchange(
         tokio::time::sleep(delay).await;
         return Err(refuse(wr, libc::EACCES, HandshakeError::BadProof).await);
     };
+    if req.export.is_empty() {
+        return Err(list_exports(wr, &state, token, peer, binding, &challenge, &req).await);
+    }
     // "NAME" or "NAME/sub/dir": a subtree of export NAME, with NAME's grants and networks.
     let requested = String::from_utf8_lossy(&req.export).into_owned();
     let (name, sub) = match requested.split_once('/') {
@@ -216,6 +223,7 @@ async fn exchange(
         root: Some(root),
         resumed: attach.resumed,
         session_id: attach.id.clone().into(),
+        exports: Vec::new(),
     };
     reply.server_proof =
         auth::server_proof(&token.secret, binding, &challenge, &req, &reply).into();
@@ -246,4 +254,45 @@ async fn exchange(
         slot,
         notify: req.notify,
     })
+}
+
+/// Answers a request for the empty export name with the exports `token` may mount from
+/// `peer` (its grants, where the export's networks let the peer in), proved as any reply.
+async fn list_exports(
+    wr: &mut Writer,
+    state: &crate::config::State,
+    token: &crate::config::Token,
+    peer: SocketAddr,
+    binding: &[u8],
+    challenge: &proto::Challenge,
+    req: &proto::AuthRequest,
+) -> HandshakeError {
+    let mut names: Vec<&String> = token.grants.keys().collect();
+    names.sort();
+    let exports = names
+        .into_iter()
+        .filter_map(|name| {
+            let served = state.exports.get(name)?;
+            served.allows(peer.ip()).then(|| proto::ExportInfo {
+                name: name.clone(),
+                read_only: served.export.read_only || token.grants[name],
+                squash: served.export.identity.squash.word().to_string(),
+            })
+        })
+        .collect();
+    let mut reply = proto::AuthReply {
+        exports,
+        ..Default::default()
+    };
+    reply.server_proof = auth::server_proof(&token.secret, binding, challenge, req, &reply).into();
+    let frame = Frame::response(
+        Command::Auth.code(),
+        StreamId::CONTROL,
+        &reply,
+        Default::default(),
+    );
+    match send(wr, frame).await {
+        Ok(()) => HandshakeError::Listed(token.name.clone()),
+        Err(e) => e.into(),
+    }
 }

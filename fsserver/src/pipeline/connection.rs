@@ -58,6 +58,10 @@ pub async fn serve(
     let mut reader = FramedRead::new(opened.rd, FrameCodec::new(Limits::HANDSHAKE));
     let auth = match handshake::accept(&mut reader, &mut wr, &shared, peer, &opened.binding).await {
         Ok(a) => a,
+        Err(handshake::HandshakeError::Listed(token)) => {
+            info!(%peer, token, "listed the exports this token may mount");
+            return;
+        }
         Err(e) => {
             warn!(%peer, "handshake failed: {e}");
             shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
