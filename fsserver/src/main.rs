@@ -147,25 +147,63 @@ fn parse_exports(args: &Args) -> Result<HashMap<String, Arc<Export>>> {
 
 fn main() -> Result<()> {
     let mut args = Args::parse();
-    match args.command.take() {
-        Some(Sub::Fingerprint {
+    if let Some(sub) = args.command.take() {
+        return subcommand(sub);
+    }
+    if let Some(path) = &args.config {
+        let file = config::read(path)?;
+        apply_file(&mut args, &file);
+    }
+    init_logging();
+    raise_fd_limit();
+    // Modes arrive from clients already masked; apply them as given.
+    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+
+    let token_path = args
+        .token_file
+        .clone()
+        .unwrap_or_else(protocol::auth::default_token_file);
+    let state = load_state(&args, &token_path)?;
+    let shared = Arc::new(Shared::new(
+        state,
+        server_config(&args),
+        transport(&args, &token_path)?,
+    ));
+    if !args.no_disk_watch {
+        shared.watch_disks();
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(defaults::WORKERS)
+        .build()?;
+    let result = rt.block_on(serve(args, token_path, shared));
+    // A request still running on a worker (a hung file system below the export) must not
+    // keep the process: the drain deadline has passed.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    result
+}
+
+/// `fingerprint`, `status` and `check-config`: answer and exit.
+fn subcommand(sub: Sub) -> Result<()> {
+    match sub {
+        Sub::Fingerprint {
             config: Some(path), ..
-        }) => {
+        } => {
             let f = config::read(&path)?;
-            return print_fingerprint(f.token_file, f.tls_cert);
+            print_fingerprint(f.token_file, f.tls_cert)
         }
-        Some(Sub::Fingerprint {
+        Sub::Fingerprint {
             config: None,
             token_file,
             tls_cert,
-        }) => return print_fingerprint(token_file, tls_cert),
-        Some(Sub::Status {
+        } => print_fingerprint(token_file, tls_cert),
+        Sub::Status {
             config: config_file,
             token_file,
             control_socket,
             metrics,
             json,
-        }) => {
+        } => {
             let (explicit, token) = match config_file {
                 Some(path) => {
                     let f = config::read(&path)?;
@@ -185,9 +223,9 @@ fn main() -> Result<()> {
             };
             let reply = fsserver::control::query(&path, request).map_err(anyhow::Error::msg)?;
             print!("{reply}");
-            return Ok(());
+            Ok(())
         }
-        Some(Sub::CheckConfig { file }) => {
+        Sub::CheckConfig { file } => {
             let parsed = config::read(&file)?;
             let default_token = parsed
                 .token_file
@@ -197,63 +235,57 @@ fn main() -> Result<()> {
                 .with_context(|| format!("{}", file.display()))?;
             print!("{}", config::explain(&parsed, &state));
             println!("{}: OK", file.display());
-            return Ok(());
+            Ok(())
         }
-        None => {}
     }
-    let file = match &args.config {
-        Some(path) => Some(config::read(path)?),
-        None => None,
+}
+
+/// An exports file's settings stand for the flags.
+fn apply_file(args: &mut Args, f: &config::File) {
+    args.listen = if f.listen.is_empty() {
+        vec![format!("0.0.0.0:{}", defaults::PORT)]
+    } else {
+        f.listen.clone()
     };
-    if let Some(f) = &file {
-        // The file's settings stand for the flags.
-        args.listen = if f.listen.is_empty() {
-            vec![format!("0.0.0.0:{}", defaults::PORT)]
-        } else {
-            f.listen.clone()
-        };
-        args.token_file = f.token_file.clone();
-        args.tls_cert = f.tls_cert.clone().or(args.tls_cert.take());
-        args.tls_key = f.tls_key.clone().or(args.tls_key.take());
-        args.plaintext |= f.plaintext;
-        let set = |v: &mut Duration, x: Option<Duration>| *v = x.unwrap_or(*v);
-        set(&mut args.session_grace, f.session_grace);
-        set(&mut args.handshake_timeout, f.handshake_timeout);
-        set(&mut args.write_timeout, f.write_timeout);
-        set(&mut args.drain_timeout, f.drain_timeout);
-        set(&mut args.lease_time, f.lease_time);
-        args.no_disk_watch |= f.disk_watch == Some(false);
-        set(&mut args.recall_timeout, f.recall_timeout);
-        args.max_connections = f.max_connections.unwrap_or(args.max_connections);
-        args.max_in_flight = f.max_in_flight.unwrap_or(args.max_in_flight);
-        args.max_open = f.max_open.unwrap_or(args.max_open);
-        args.max_sessions = f.max_sessions.unwrap_or(args.max_sessions);
-        args.control_socket = f.control_socket.clone().or(args.control_socket.take());
-        args.sendfile |= f.sendfile;
-        args.metrics = f.metrics.clone().or(args.metrics.take());
-    }
+    args.token_file = f.token_file.clone();
+    args.tls_cert = f.tls_cert.clone().or(args.tls_cert.take());
+    args.tls_key = f.tls_key.clone().or(args.tls_key.take());
+    args.plaintext |= f.plaintext;
+    let set = |v: &mut Duration, x: Option<Duration>| *v = x.unwrap_or(*v);
+    set(&mut args.session_grace, f.session_grace);
+    set(&mut args.handshake_timeout, f.handshake_timeout);
+    set(&mut args.write_timeout, f.write_timeout);
+    set(&mut args.drain_timeout, f.drain_timeout);
+    set(&mut args.lease_time, f.lease_time);
+    args.no_disk_watch |= f.disk_watch == Some(false);
+    set(&mut args.recall_timeout, f.recall_timeout);
+    args.max_connections = f.max_connections.unwrap_or(args.max_connections);
+    args.max_in_flight = f.max_in_flight.unwrap_or(args.max_in_flight);
+    args.max_open = f.max_open.unwrap_or(args.max_open);
+    args.max_sessions = f.max_sessions.unwrap_or(args.max_sessions);
+    args.control_socket = f.control_socket.clone().or(args.control_socket.take());
+    args.sendfile |= f.sendfile;
+    args.metrics = f.metrics.clone().or(args.metrics.take());
+}
+
+/// Logs to stderr (`RUST_LOG`, default info); under journald without our own timestamps.
+fn init_logging() {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr);
     if protocol::stderr_is_journal() {
-        // journald stamps each line itself.
         logs.with_ansi(false).without_time().init();
     } else {
         logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init();
     }
-    raise_fd_limit();
-    // Modes arrive from clients already masked; apply them as given.
-    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+}
 
-    let token_path = args
-        .token_file
-        .clone()
-        .unwrap_or_else(protocol::auth::default_token_file);
-    let state = load_state(&args, &token_path)?;
-    let config = Config {
+/// The server's limits from the flags (or the file's settings applied to them).
+fn server_config(args: &Args) -> Config {
+    Config {
         max_connections: args.max_connections,
         max_open: args.max_open.max(1),
         max_sessions: args.max_sessions.max(1),
@@ -268,167 +300,154 @@ fn main() -> Result<()> {
         lease_time: args.lease_time,
         recall_timeout: args.recall_timeout,
         ..Config::default()
-    };
-    let transport = if args.plaintext {
-        tracing::warn!("--plaintext: connections are not encrypted");
-        Transport::Plaintext
-    } else {
-        let id = tls_identity(&token_path, args.tls_cert.as_ref(), args.tls_key.as_ref());
-        let (chain, key, created) = tls::load_or_create(&id)?;
-        if created {
-            eprintln!(
-                "fsserver: created TLS key {} and certificate {}",
-                id.key.display(),
-                id.cert.display()
-            );
-        }
-        tracing::info!(fingerprint = %tls::fingerprint(&chain[0]), cert = %id.cert.display(), "TLS 1.3");
-        Transport::tls(tls::server_config(chain, key)?)
-    };
-    let shared = Arc::new(Shared::new(state, config, transport));
-    if !args.no_disk_watch {
-        shared.watch_disks();
     }
+}
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .max_blocking_threads(defaults::WORKERS)
-        .build()?;
-    let result = rt.block_on(async {
-        // Handlers first: a signal sent as soon as we say we are ready (a script, or systemd
-        // reloading at once) must find them, not the default action (which kills).
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut hup = signal(SignalKind::hangup())?;
-        let mut listeners = Vec::new();
-        for listen in &args.listen {
-            let listen = config::with_default_port(listen);
-            let listener = tokio::net::TcpListener::bind(&listen)
+/// TLS with the given or the self-made certificate (made on first start), or plaintext.
+fn transport(args: &Args, token_path: &std::path::Path) -> Result<Transport> {
+    if args.plaintext {
+        tracing::warn!("--plaintext: connections are not encrypted");
+        return Ok(Transport::Plaintext);
+    }
+    let id = tls_identity(token_path, args.tls_cert.as_ref(), args.tls_key.as_ref());
+    let (chain, key, created) = tls::load_or_create(&id)?;
+    if created {
+        eprintln!(
+            "fsserver: created TLS key {} and certificate {}",
+            id.key.display(),
+            id.cert.display()
+        );
+    }
+    tracing::info!(fingerprint = %tls::fingerprint(&chain[0]), cert = %id.cert.display(), "TLS 1.3");
+    Ok(Transport::tls(tls::server_config(chain, key)?))
+}
+
+/// Listens, says so (stdout, systemd), serves until SIGTERM/SIGINT, reloading on SIGHUP.
+async fn serve(args: Args, token_path: PathBuf, shared: Arc<Shared>) -> Result<()> {
+    // Handlers first: a signal sent as soon as we say we are ready (a script, or systemd
+    // reloading at once) must find them, not the default action (which kills).
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let hup = signal(SignalKind::hangup())?;
+    let mut listeners = Vec::new();
+    for listen in &args.listen {
+        let listen = config::with_default_port(listen);
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        listeners.push(listener);
+    }
+    for served in shared.state().exports.values() {
+        let e = &served.export;
+        tracing::info!(name = %e.name, dir = %e.dir.display(), read_only = e.read_only,
+            squash = %e.identity.squash.word(), "exporting");
+    }
+    if !credentials::switching() {
+        tracing::warn!(
+            uid = %nix::unistd::geteuid(),
+            "not running as root: every request acts as this user, whoever the caller"
+        );
+    }
+    let control_path = fsserver::control::socket_path(args.control_socket.as_deref(), &token_path);
+    // Without it the server still serves; only `fsserver status` cannot reach it.
+    let (control, _control_file) = match fsserver::control::bind(&control_path) {
+        Ok((listener, file)) => (
+            Some(tokio::spawn(fsserver::control::serve(
+                listener,
+                shared.clone(),
+            ))),
+            Some(file),
+        ),
+        Err(e) => {
+            tracing::warn!("no control socket at {}: {e}", control_path.display());
+            (None, None)
+        }
+    };
+    let metrics = match &args.metrics {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
                 .await
-                .with_context(|| format!("cannot listen on {listen}"))?;
-            listeners.push(listener);
-        }
-        for served in shared.state().exports.values() {
-            let e = &served.export;
-            tracing::info!(name = %e.name, dir = %e.dir.display(), read_only = e.read_only,
-                squash = %e.identity.squash.word(), "exporting");
-        }
-        if !credentials::switching() {
-            tracing::warn!(
-                uid = %nix::unistd::geteuid(),
-                "not running as root: every request acts as this user, whoever the caller"
-            );
-        }
-        let control_path =
-            fsserver::control::socket_path(args.control_socket.as_deref(), &token_path);
-        // Without it the server still serves; only `fsserver status` cannot reach it.
-        let (control, _control_file) = match fsserver::control::bind(&control_path) {
-            Ok((listener, file)) => (
-                Some(tokio::spawn(fsserver::control::serve(
-                    listener,
-                    shared.clone(),
-                ))),
-                Some(file),
-            ),
-            Err(e) => {
-                tracing::warn!("no control socket at {}: {e}", control_path.display());
-                (None, None)
-            }
-        };
-        let metrics = match &args.metrics {
-            Some(addr) => {
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot serve metrics on {addr}"))?;
-                let shown = listener.local_addr()?;
-                let shared = shared.clone();
-                let task = tokio::spawn(protocol::metrics::serve(listener, move || {
-                    fsserver::stats::metrics_text(&shared)
-                }));
-                Some((task, shown))
-            }
-            None => None,
-        };
-        // Whoever started us may have stopped reading stdout: never fail (or die) on it.
-        let mut out = std::io::stdout().lock();
-        for l in &listeners {
-            let _ = writeln!(out, "fsserver: listening on {}", l.local_addr()?);
-        }
-        if let Some((_, addr)) = &metrics {
-            let _ = writeln!(out, "fsserver: metrics on http://{addr}/metrics");
-        }
-        let _ = out.flush();
-        drop(out);
-        fsserver::sd_notify::notify("READY=1");
-        // SIGHUP: read the exports (and token files) again; a broken file changes nothing.
-        let reloading = {
+                .with_context(|| format!("cannot serve metrics on {addr}"))?;
+            let shown = listener.local_addr()?;
             let shared = shared.clone();
-            let args = Args {
-                command: None,
-                ..args.clone()
-            };
-            tokio::spawn(async move {
-                while hup.recv().await.is_some() {
-                    fsserver::sd_notify::reloading();
-                    let (args, token_path) = (args.clone(), token_path.clone());
-                    // On a thread of its own, never one that ran a request: read as the
-                    // server itself (a 0600 token file, a 0700 config directory).
-                    let (done, loaded) = tokio::sync::oneshot::channel();
-                    let reader = std::thread::Builder::new()
-                        .name("fsserver-reload".into())
-                        .spawn(move || {
-                            let _ = done.send(load_state(&args, &token_path));
-                        });
-                    let loaded = match reader {
-                        Ok(_) => loaded
-                            .await
-                            .map_err(|_| anyhow::anyhow!("the reload thread died")),
-                        Err(e) => Err(anyhow::anyhow!("no thread to reload on: {e}")),
-                    };
-                    match loaded {
-                        Ok(Ok(state)) => {
-                            let ended = shared.reload(state);
-                            tracing::info!(ended, "reloaded the exports and tokens");
-                        }
-                        Ok(Err(e)) | Err(e) => {
-                            shared
-                                .stats
-                                .reload_failures
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            tracing::error!(
-                                "reload failed, still serving the previous configuration: {e:#}"
-                            )
-                        }
-                    }
-                    fsserver::sd_notify::notify("READY=1");
-                }
-            })
+            let task = tokio::spawn(protocol::metrics::serve(listener, move || {
+                fsserver::stats::metrics_text(&shared)
+            }));
+            Some((task, shown))
+        }
+        None => None,
+    };
+    // Whoever started us may have stopped reading stdout: never fail (or die) on it.
+    let mut out = std::io::stdout().lock();
+    for l in &listeners {
+        let _ = writeln!(out, "fsserver: listening on {}", l.local_addr()?);
+    }
+    if let Some((_, addr)) = &metrics {
+        let _ = writeln!(out, "fsserver: metrics on http://{addr}/metrics");
+    }
+    let _ = out.flush();
+    drop(out);
+    fsserver::sd_notify::notify("READY=1");
+    let reloading = tokio::spawn(reload_on_hangup(hup, args, token_path, shared.clone()));
+    let shutdown = async {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        fsserver::sd_notify::notify("STOPPING=1");
+    };
+    server::run(listeners, shared, shutdown).await;
+    reloading.abort();
+    if let Some(c) = control {
+        c.abort();
+    }
+    if let Some((task, _)) = metrics {
+        task.abort();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// SIGHUP: read the exports (and token files) again; a broken file changes nothing, is
+/// logged at error and counted.
+async fn reload_on_hangup(
+    mut hup: tokio::signal::unix::Signal,
+    args: Args,
+    token_path: PathBuf,
+    shared: Arc<Shared>,
+) {
+    while hup.recv().await.is_some() {
+        fsserver::sd_notify::reloading();
+        let (args, token_path) = (args.clone(), token_path.clone());
+        // On a thread of its own, never one that ran a request: read as the server itself
+        // (a 0600 token file, a 0700 config directory).
+        let (done, loaded) = tokio::sync::oneshot::channel();
+        let reader = std::thread::Builder::new()
+            .name("fsserver-reload".into())
+            .spawn(move || {
+                let _ = done.send(load_state(&args, &token_path));
+            });
+        let loaded = match reader {
+            Ok(_) => loaded
+                .await
+                .map_err(|_| anyhow::anyhow!("the reload thread died")),
+            Err(e) => Err(anyhow::anyhow!("no thread to reload on: {e}")),
         };
-        let shutdown = async {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+        match loaded {
+            Ok(Ok(state)) => {
+                let ended = shared.reload(state);
+                tracing::info!(ended, "reloaded the exports and tokens");
             }
-        };
-        let shutdown = async {
-            shutdown.await;
-            fsserver::sd_notify::notify("STOPPING=1");
-        };
-        server::run(listeners, shared, shutdown).await;
-        reloading.abort();
-        if let Some(c) = control {
-            c.abort();
+            Ok(Err(e)) | Err(e) => {
+                shared
+                    .stats
+                    .reload_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!("reload failed, still serving the previous configuration: {e:#}")
+            }
         }
-        if let Some((task, _)) = metrics {
-            task.abort();
-        }
-        tracing::info!("stopped");
-        Ok(())
-    });
-    // A request still running on a worker (a hung file system below the export) must not
-    // keep the process: the drain deadline has passed.
-    rt.shutdown_timeout(Duration::from_millis(100));
-    result
+        fsserver::sd_notify::notify("READY=1");
+    }
 }
 
 /// Raises the soft limit on open files to the hard limit: every client's open files and

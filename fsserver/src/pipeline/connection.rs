@@ -39,36 +39,10 @@ pub async fn serve(
     mut shutdown: broadcast::Receiver<()>,
     pending: PreAuthSlot,
 ) {
-    let _ = socket.set_nodelay(true);
-    let deadline = shared.config.handshake_timeout;
-    let opened =
-        match tokio::time::timeout(deadline, transport::open(socket, &shared.transport)).await {
-            Ok(Ok(o)) => o,
-            Ok(Err(e)) => {
-                warn!(%peer, "connection refused: {e}");
-                return;
-            }
-            Err(_) => {
-                warn!(%peer, "no preamble and TLS handshake within {deadline:?}");
-                return;
-            }
-        };
-    let opened_plain = opened.wr.socket().is_some();
-    let mut wr = opened.wr;
-    let mut reader = FramedRead::new(opened.rd, FrameCodec::new(Limits::HANDSHAKE));
-    let auth = match handshake::accept(&mut reader, &mut wr, &shared, peer, &opened.binding).await {
-        Ok(a) => a,
-        Err(handshake::HandshakeError::Listed(token)) => {
-            info!(%peer, token, "listed the exports this token may mount");
-            return;
-        }
-        Err(e) => {
-            warn!(%peer, "handshake failed: {e}");
-            shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
+    let Some((mut reader, wr, auth, opened_plain)) = authenticate(socket, peer, &shared).await
+    else {
+        return;
     };
-    shared.stats.authenticated.fetch_add(1, Ordering::Relaxed);
     // Authenticated: the pre-auth slot goes back; the connection slot was taken in the
     // handshake and is held until the connection ends.
     drop(pending);
@@ -199,10 +173,10 @@ pub async fn serve(
                 continue;
             }
         };
-        let mut held = slots.take().await;
+        let held = slots.take().await;
         let on_handle = request.on_handle();
         let paths = request.paths();
-        let mut turn = order.turn_of(&crate::coordination::ordering::Request {
+        let turn = order.turn_of(&crate::coordination::ordering::Request {
             cmd: Some(request.command),
             on_handle,
             paths: &paths,
@@ -211,89 +185,22 @@ pub async fn serve(
         });
         // A change through a handle (setattr, write): told by identity.
         let told_by_handle = changes::handle_change(on_handle);
-        let (ctx, tx, session) = (ctx.clone(), tx.clone(), session.clone());
-        let (unsent, stats, shared) = (unsent.clone(), stats.clone(), shared.clone());
-        let subscribed = forwarder.is_some();
-        let me = me.clone();
-        tokio::spawn(async move {
-            // After the requests on its handle it must follow (see `ordering`).
-            turn.wait().await;
-            // Admitted (no lease it reaches into is granted until it ends), after other
-            // sessions gave back the leases it reaches into.
-            // Leases are keyed below the configured export (a subtree's paths within it).
-            let lease_paths: Vec<Bytes> = paths.iter().map(|p| ctx.export.lease_path(p)).collect();
-            let subtrees: Vec<Bytes> = request
-                .subtrees()
-                .iter()
-                .map(|p| ctx.export.lease_path(p))
-                .collect();
-            let reach = (&lease_paths[..], &subtrees[..]);
-            let export = &ctx.export.lease_root;
-            let _admitted = recall_leases(&shared, export, &me, reach, &mut held).await;
-            // What others must be told if it succeeds (by identity: taken before a Close),
-            // worked out only if anyone else listens.
-            let mut told = Vec::new();
-            if shared.changes.listened(&ctx.export.dir, subscribed) {
-                told = changes::of_request(&request);
-                if let Some(h) = told_by_handle {
-                    told.extend(ctx.handles.get(h).ok().and_then(|f| changes::of_file(&f)));
-                }
-            }
-            let export_dir = ctx.export.dir.clone();
-            // A Read reply's bytes are reserved before it runs: what a connection has read
-            // and not yet sent stays within its budget, however slowly the client reads.
-            let budget = match request.read_len(ctx.max_data) {
-                0 => None,
-                n => unsent.acquire_many_owned(n).await.ok(),
-            };
-            let reply = if request.command.replayable() {
-                match session.replies.claim(&frame) {
-                    Claim::Run => {
-                        let stream = frame.stream_id.0;
-                        let (reply, _) = run_request(ctx, request, frame.stream_id, &shared).await;
-                        session.replies.complete(stream, &without_prefetch(&reply));
-                        (reply, None)
-                    }
-                    Claim::Replay(mut first) => {
-                        debug!(
-                            stream = frame.stream_id.0,
-                            "replaying the reply of a resent request"
-                        );
-                        let first = match first.wait_for(|r| r.is_some()).await {
-                            Ok(r) => r.clone().expect("waited for Some"),
-                            Err(_) => Frame::error(
-                                frame.cmd,
-                                frame.stream_id,
-                                libc::EIO,
-                                "original request lost",
-                            ),
-                        };
-                        (first, None)
-                    }
-                }
-            } else {
-                run_request(ctx, request, frame.stream_id, &shared).await
-            };
-            let (reply, file) = reply;
-            if !reply.is_error() {
-                // Published before the reply goes: others hear of it no later than this
-                // client learns it is done.
-                shared
-                    .changes
-                    .publish(&export_dir, conn_id, subscribed, told);
-            }
-            let file_len = file.as_ref().map_or(0, |f| f.len as usize);
-            stats.reply_out(&shared.stats, frame_len(&reply) + file_len);
-            let _ = tx
-                .send(Outgoing {
-                    frame: reply,
-                    file,
-                    _budget: budget,
-                })
-                .await;
-            drop(held);
-            drop(turn);
-        });
+        let task = RequestTask {
+            ctx: ctx.clone(),
+            tx: tx.clone(),
+            session: session.clone(),
+            unsent: unsent.clone(),
+            stats: stats.clone(),
+            shared: shared.clone(),
+            subscribed: forwarder.is_some(),
+            me: me.clone(),
+            conn_id,
+            frame,
+            request,
+            paths,
+            told_by_handle,
+        };
+        tokio::spawn(task.run(held, turn));
     }
     if let Some(f) = forwarder {
         f.abort();
@@ -538,6 +445,172 @@ async fn run_request(
             Frame::error(cmd, stream, libc::EIO, format!("request task failed: {e}")),
             None,
         ),
+    }
+}
+
+/// Opens the transport (TLS or plaintext) and runs the handshake within its deadline.
+/// None when the connection ends there (logged; a listing of exports ends it too).
+async fn authenticate(
+    socket: TcpStream,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+) -> Option<(
+    FramedRead<protocol::stream::BoxRead, FrameCodec>,
+    transport::Writer,
+    handshake::Authenticated,
+    bool,
+)> {
+    let _ = socket.set_nodelay(true);
+    let deadline = shared.config.handshake_timeout;
+    let opened =
+        match tokio::time::timeout(deadline, transport::open(socket, &shared.transport)).await {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => {
+                warn!(%peer, "connection refused: {e}");
+                return None;
+            }
+            Err(_) => {
+                warn!(%peer, "no preamble and TLS handshake within {deadline:?}");
+                return None;
+            }
+        };
+    let opened_plain = opened.wr.socket().is_some();
+    let mut wr = opened.wr;
+    let mut reader = FramedRead::new(opened.rd, FrameCodec::new(Limits::HANDSHAKE));
+    match handshake::accept(&mut reader, &mut wr, shared, peer, &opened.binding).await {
+        Ok(auth) => {
+            shared.stats.authenticated.fetch_add(1, Ordering::Relaxed);
+            Some((reader, wr, auth, opened_plain))
+        }
+        Err(handshake::HandshakeError::Listed(token)) => {
+            info!(%peer, token, "listed the exports this token may mount");
+            None
+        }
+        Err(e) => {
+            warn!(%peer, "handshake failed: {e}");
+            shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+/// One decoded request, taken off the reader with what it needs to run on its own task.
+struct RequestTask {
+    ctx: Ctx,
+    tx: mpsc::Sender<Outgoing>,
+    session: Arc<crate::coordination::session::Session>,
+    unsent: Arc<Semaphore>,
+    stats: Arc<ConnStats>,
+    shared: Arc<Shared>,
+    /// This connection takes Notify frames.
+    subscribed: bool,
+    me: leases::Holder,
+    conn_id: u64,
+    frame: Frame,
+    request: Request,
+    paths: Vec<Bytes>,
+    told_by_handle: Option<u64>,
+}
+
+impl RequestTask {
+    /// Waits for its turn (ordering) and for the leases it reaches into (recalls, holding
+    /// `held` only while it runs), runs or replays it, tells others, and queues the reply.
+    async fn run(
+        self,
+        mut held: crate::pipeline::slots::Held,
+        mut turn: crate::coordination::ordering::Turn,
+    ) {
+        let RequestTask {
+            ctx,
+            tx,
+            session,
+            unsent,
+            stats,
+            shared,
+            subscribed,
+            me,
+            conn_id,
+            frame,
+            request,
+            paths,
+            told_by_handle,
+        } = self;
+        // After the requests on its handle it must follow (see `ordering`).
+        turn.wait().await;
+        // Admitted (no lease it reaches into is granted until it ends), after other
+        // sessions gave back the leases it reaches into. Leases are keyed below the
+        // configured export (a subtree's paths within it).
+        let lease_paths: Vec<Bytes> = paths.iter().map(|p| ctx.export.lease_path(p)).collect();
+        let subtrees: Vec<Bytes> = request
+            .subtrees()
+            .iter()
+            .map(|p| ctx.export.lease_path(p))
+            .collect();
+        let reach = (&lease_paths[..], &subtrees[..]);
+        let export = &ctx.export.lease_root;
+        let _admitted = recall_leases(&shared, export, &me, reach, &mut held).await;
+        // What others must be told if it succeeds (by identity: taken before a Close),
+        // worked out only if anyone else listens.
+        let mut told = Vec::new();
+        if shared.changes.listened(&ctx.export.dir, subscribed) {
+            told = changes::of_request(&request);
+            if let Some(h) = told_by_handle {
+                told.extend(ctx.handles.get(h).ok().and_then(|f| changes::of_file(&f)));
+            }
+        }
+        let export_dir = ctx.export.dir.clone();
+        // A Read reply's bytes are reserved before it runs: what a connection has read and
+        // not yet sent stays within its budget, however slowly the client reads.
+        let budget = match request.read_len(ctx.max_data) {
+            0 => None,
+            n => unsent.acquire_many_owned(n).await.ok(),
+        };
+        let (reply, file) = if request.command.replayable() {
+            match session.replies.claim(&frame) {
+                Claim::Run => {
+                    let stream = frame.stream_id.0;
+                    let (reply, _) = run_request(ctx, request, frame.stream_id, &shared).await;
+                    session.replies.complete(stream, &without_prefetch(&reply));
+                    (reply, None)
+                }
+                Claim::Replay(mut first) => {
+                    debug!(
+                        stream = frame.stream_id.0,
+                        "replaying the reply of a resent request"
+                    );
+                    let first = match first.wait_for(|r| r.is_some()).await {
+                        Ok(r) => r.clone().expect("waited for Some"),
+                        Err(_) => Frame::error(
+                            frame.cmd,
+                            frame.stream_id,
+                            libc::EIO,
+                            "original request lost",
+                        ),
+                    };
+                    (first, None)
+                }
+            }
+        } else {
+            run_request(ctx, request, frame.stream_id, &shared).await
+        };
+        if !reply.is_error() {
+            // Published before the reply goes: others hear of it no later than this client
+            // learns it is done.
+            shared
+                .changes
+                .publish(&export_dir, conn_id, subscribed, told);
+        }
+        let file_len = file.as_ref().map_or(0, |f| f.len as usize);
+        stats.reply_out(&shared.stats, frame_len(&reply) + file_len);
+        let _ = tx
+            .send(Outgoing {
+                frame: reply,
+                file,
+                _budget: budget,
+            })
+            .await;
+        drop(held);
+        drop(turn);
     }
 }
 
