@@ -298,23 +298,28 @@ fn a_subdirectory_of_an_export_mounts_confined_to_it() {
 }
 
 /// Installs /sbin/mount.fsxp as a link to the built fsmount for as long as it lives (the
-/// link mount(8) looks for); removes it afterwards if it made it.
-struct MountHelper(bool);
+/// link mount(8) looks for); removes it afterwards if it made it. Holds the system lock
+/// meanwhile, so that the package test neither installs nor removes the link under it.
+struct MountHelper {
+    made: bool,
+    _lock: e2e_tests::SystemLock,
+}
 
 impl MountHelper {
     fn install() -> MountHelper {
+        let _lock = e2e_tests::system_lock();
         let link = std::path::Path::new("/sbin/mount.fsxp");
         if link.exists() {
-            return MountHelper(false);
+            return MountHelper { made: false, _lock };
         }
         std::os::unix::fs::symlink(bin_dir().join("fsmount"), link).unwrap();
-        MountHelper(true)
+        MountHelper { made: true, _lock }
     }
 }
 
 impl Drop for MountHelper {
     fn drop(&mut self) {
-        if self.0 {
+        if self.made {
             let _ = std::fs::remove_file("/sbin/mount.fsxp");
         }
     }
