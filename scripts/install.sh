@@ -24,7 +24,29 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 ensure_packages fusermount3:fuse3
 deb=$(scripts/package.sh | tail -n1)
-DEBIAN_FRONTEND=noninteractive apt-get install -y "$PWD/$deb"
+
+# What an earlier install.sh (which copied files under /usr/local) left: its unit in
+# /etc/systemd/system would shadow the package's and run the old binary.
+if grep -qs '^ExecStart=/usr/local/bin/fsserver ' /etc/systemd/system/fsserver.service; then
+    old=(/etc/systemd/system/fsserver.service /usr/local/bin/fsserver /usr/local/bin/fsmount
+        /usr/local/share/man/man8/fsserver*.8 /usr/local/share/man/man8/fsmount*.8
+        /usr/local/share/man/man8/mount.fsxp.8
+        /usr/local/share/bash-completion/completions/{fsserver,fsmount}
+        /usr/local/share/zsh/site-functions/_{fsserver,fsmount}
+        /usr/local/share/fish/vendor_completions.d/{fsserver,fsmount}.fish)
+    for f in "${old[@]}"; do
+        if [ -e "$f" ]; then
+            rm -f "$f"
+            echo "removed $f (from the earlier install.sh)"
+        fi
+    done
+fi
+# An exports file already in /etc/fsserver is kept (dpkg would ask).
+DEBIAN_FRONTEND=noninteractive apt-get install -y \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$PWD/$deb"
+if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload
+fi
 echo "installed $deb. Next: add an [[export]] to /etc/fsserver/fsserver.toml"
 echo "(man 5 fsserver.toml), check it with"
 echo "  fsserver check-config /etc/fsserver/fsserver.toml"
