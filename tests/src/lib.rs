@@ -633,6 +633,50 @@ pub fn systemd_verify(unit: &Path) {
     assert!(out.status.success() && ours.is_empty(), "{said}");
 }
 
+/// The machine-wide lock of the tests that change the system itself rather than temporary
+/// directories: the mount helper in /sbin (tests/lifecycle.rs) and the fsxp package
+/// (tests/package.rs). One holder at a time, across the test binaries of one run and across
+/// runs (another checkout's suite, a second `cargo test`, nextest's processes); the kernel
+/// releases it when the holder drops it or dies.
+pub struct SystemLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
+
+/// Waits (up to 20 min, saying so every minute) for the [`SystemLock`] and takes it.
+pub fn system_lock() -> SystemLock {
+    use nix::fcntl::{Flock, FlockArg};
+    let dir = if Path::new("/run/lock").is_dir() {
+        "/run/lock"
+    } else {
+        "/tmp"
+    };
+    let path = PathBuf::from(dir).join("fsxp-e2e-system.lock");
+    let start = Instant::now();
+    let mut said = 0;
+    loop {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return SystemLock(lock),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {}
+            Err((_, e)) => panic!("flock {}: {e}", path.display()),
+        }
+        let waited = start.elapsed().as_secs() / 60;
+        assert!(
+            waited < 20,
+            "{} has been held for 20 min by another test (this run's or another's)",
+            path.display()
+        );
+        if waited > said {
+            said = waited;
+            eprintln!("waiting for {} ({waited} min)", path.display());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// `(uid, gid)` of `path`, not following a symlink.
 pub fn owner_of(path: &Path) -> (u32, u32) {
     use std::os::unix::fs::MetadataExt;

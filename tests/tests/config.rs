@@ -247,7 +247,7 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     // verify checks that ExecStart's program exists: point it at the built binary.
     let dir = tempfile::tempdir().unwrap();
     let fsserver = bin_dir().join("fsserver");
-    let unit = unit.replace("/usr/local/bin/fsserver", fsserver.to_str().unwrap());
+    let unit = unit.replace("/usr/bin/fsserver", fsserver.to_str().unwrap());
     let path = dir.path().join("fsserver.service");
     fs::write(&path, unit).unwrap();
     e2e_tests::systemd_verify(&path);

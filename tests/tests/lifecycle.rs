@@ -303,11 +303,16 @@ fn a_subdirectory_of_an_export_mounts_confined_to_it() {
 const HELPERS: [&str; 2] = ["/sbin/mount.fsxp", "/sbin/mount.fuse.fsxp"];
 
 /// Installs the helpers as links to the built fsmount for as long as it lives; removes
-/// those it made afterwards.
-struct MountHelper(Vec<&'static str>);
+/// those it made afterwards. Holds the system lock meanwhile, so that the package test
+/// neither installs nor removes the links under it.
+struct MountHelper {
+    made: Vec<&'static str>,
+    _lock: e2e_tests::SystemLock,
+}
 
 impl MountHelper {
     fn install() -> MountHelper {
+        let _lock = e2e_tests::system_lock();
         let mut made = Vec::new();
         for link in HELPERS {
             let link_path = std::path::Path::new(link);
@@ -317,13 +322,13 @@ impl MountHelper {
             std::os::unix::fs::symlink(bin_dir().join("fsmount"), link_path).unwrap();
             made.push(link);
         }
-        MountHelper(made)
+        MountHelper { made, _lock }
     }
 }
 
 impl Drop for MountHelper {
     fn drop(&mut self) {
-        for link in &self.0 {
+        for link in &self.made {
             let _ = std::fs::remove_file(link);
         }
     }
