@@ -112,10 +112,14 @@ fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, 
     #[serde(untagged)]
     enum Given {
         Seconds(u64),
+        Fraction(f64),
         Text(String),
     }
     match Given::deserialize(d)? {
         Given::Seconds(s) => Ok(Some(Duration::from_secs(s))),
+        Given::Fraction(f) => parse_duration(&f.to_string())
+            .map(Some)
+            .map_err(serde::de::Error::custom),
         Given::Text(t) => parse_duration(&t)
             .map(Some)
             .map_err(serde::de::Error::custom),
@@ -423,6 +427,13 @@ mod tests {
             p("1.2.3.4").parse::<std::net::SocketAddr>().unwrap().port(),
             7070
         );
+        #[derive(serde::Deserialize)]
+        struct T {
+            #[serde(deserialize_with = "super::duration")]
+            t: Option<std::time::Duration>,
+        }
+        let t: T = toml::from_str("t = 0.5").unwrap();
+        assert_eq!(t.t, Some(std::time::Duration::from_millis(500)));
         let d = super::parse_duration;
         assert_eq!(d("2m"), Ok(std::time::Duration::from_secs(120)));
         assert_eq!(d("0.5"), Ok(std::time::Duration::from_millis(500)));

@@ -227,6 +227,12 @@ fn subcommand(sub: Sub) -> Result<()> {
         }
         Sub::CheckConfig { file } => {
             let parsed = config::read(&file)?;
+            if parsed.tls_cert.is_some() != parsed.tls_key.is_some() {
+                bail!(
+                    "{}: tls_cert and tls_key go together: give both, or neither",
+                    file.display()
+                );
+            }
             let default_token = parsed
                 .token_file
                 .clone()
@@ -308,6 +314,11 @@ fn transport(args: &Args, token_path: &std::path::Path) -> Result<Transport> {
     if args.plaintext {
         tracing::warn!("--plaintext: connections are not encrypted");
         return Ok(Transport::Plaintext);
+    }
+    if args.tls_cert.is_some() != args.tls_key.is_some() {
+        bail!(
+            "a TLS certificate and its key go together: give both tls_cert and tls_key, or neither"
+        );
     }
     let id = tls_identity(token_path, args.tls_cert.as_ref(), args.tls_key.as_ref());
     let (chain, key, created) = tls::load_or_create(&id)?;

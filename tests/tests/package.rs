@@ -483,7 +483,10 @@ fn the_package_installs_serves_mounts_and_removes_cleanly() {
         .arg("check-config")
         .arg(&config)
         .env("HOME", &home));
-    assert!(checked.contains("device nodes allowed"), "{checked}");
+    assert!(
+        checked.contains("root_squash = false (anonuid 65534, anongid 65534), dev,"),
+        "{checked}"
+    );
     let addr = start_server(
         &mut machine,
         &config,
@@ -546,17 +549,19 @@ fn the_package_installs_serves_mounts_and_removes_cleanly() {
         std::fs::read_to_string(m2.join("hello")).unwrap(),
         "hello from the package"
     );
-    // mount -o remount finds the helper by the kernel's type. Whether fsmount takes it
-    // or refuses it, the mount stays up and serving, read-only exactly if it took it.
+    // mount -o remount finds the installed helper by the kernel's type, and fsmount
+    // changes the kernel's flags: read-only, still serving, and writable again after.
     let out = mount(&home, &["-o", "remount,ro", m2.to_str().unwrap()]);
-    assert!(is_mounted(&m2), "remount: {}", text(&out));
-    assert_eq!(
-        read_only(&m2),
-        out.status.success(),
-        "remount: {}",
+    assert!(out.status.success(), "remount,ro: {}", text(&out));
+    assert!(
+        is_mounted(&m2) && read_only(&m2),
+        "remount,ro: {}",
         text(&out)
     );
     assert!(m2.join("hello").exists());
+    let out = mount(&home, &["-o", "remount,rw", m2.to_str().unwrap()]);
+    assert!(out.status.success(), "remount,rw: {}", text(&out));
+    assert!(!read_only(&m2), "remount,rw: {}", text(&out));
     umount(&m2);
 
     // The client examples, with this server's address, token and fingerprint: the unit's
