@@ -432,6 +432,31 @@ pub trait Filesystem: Send + Sync + 'static {
         }
     }
 
+    /// Interrupt a request in progress.
+    /// The kernel sends this when the process waiting for request `unique` (one this
+    /// filesystem has received and not answered yet) gets a signal: once per request, and
+    /// right away for a request read after its process was signalled. Requests the kernel
+    /// sends on its own (writeback, readahead) are never interrupted. `req` names no caller
+    /// (uid, gid and pid are 0), so the interrupt passes any [`SessionACL`].
+    ///
+    /// The filesystem may answer request `unique` now through that request's reply, with
+    /// [`Errno::EINTR`] (the system call then fails with EINTR, and is not restarted even
+    /// with `SA_RESTART`), or let it finish. Either way nothing answers the interrupt itself:
+    /// return `Ok(())`. A reply sent for `unique` after it was answered is refused by the
+    /// kernel (ENOENT), which is expected and only logged at debug level. A process killed
+    /// while waiting (SIGKILL) keeps waiting for the answer, so interrupted requests that
+    /// may wait long should be answered soon.
+    ///
+    /// `Err(Errno::EAGAIN)` makes the kernel send the interrupt again, for a filesystem
+    /// reading requests on several threads that has not seen request `unique` yet. The
+    /// default, `Err(Errno::ENOSYS)`, tells the kernel that this filesystem does not handle
+    /// interrupts: it sends none from then on, and a process killed while waiting for a
+    /// request the filesystem has read waits for the answer.
+    fn interrupt(&self, _req: &Request, unique: RequestId) -> Result<(), Errno> {
+        let _ = unique;
+        Err(Errno::ENOSYS)
+    }
+
     /// Get file attributes.
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         warn!("[Not Implemented] getattr(ino: {ino:#x?}, fh: {fh:#x?})");
