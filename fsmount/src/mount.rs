@@ -137,6 +137,7 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
         fs.clone(),
         rt.handle().clone(),
         req.options.default_permissions,
+        req.options.intr_grace,
     );
     // Asked for explicitly: a metrics address that cannot be bound fails the mount.
     let metrics = match &req.options.metrics {
