@@ -28,6 +28,7 @@
 //! kernel will never learn of: a handle opened is released, a lookup counted is forgotten).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -128,12 +129,23 @@ struct Waiting {
     call: Arc<dyn Interruptible>,
 }
 
+/// Interrupts so far (`fsmount status`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct InterruptStats {
+    /// FUSE_INTERRUPTs the kernel sent: a caller got a signal while its call waited.
+    pub received: u64,
+    /// Calls answered EINTR (the rest were answered by their operation, or not waiting).
+    pub answered_eintr: u64,
+}
+
 /// The calls the kernel may interrupt, by request id.
 pub struct Interrupts {
     grace: Duration,
     waiting: Mutex<HashMap<u64, Waiting>>,
     /// How the caller's signals are read (tests put in their own).
     probe: Probe,
+    received: AtomicU64,
+    answered_eintr: AtomicU64,
 }
 
 impl Interrupts {
@@ -146,7 +158,16 @@ impl Interrupts {
             grace,
             waiting: Mutex::new(HashMap::new()),
             probe,
+            received: AtomicU64::new(0),
+            answered_eintr: AtomicU64::new(0),
         })
+    }
+
+    pub fn stats(&self) -> InterruptStats {
+        InterruptStats {
+            received: self.received.load(Ordering::Relaxed),
+            answered_eintr: self.answered_eintr.load(Ordering::Relaxed),
+        }
     }
 
     /// Registers request `unique` of thread `tid`, answered through `reply`.
@@ -169,6 +190,7 @@ impl Interrupts {
     /// The kernel interrupts request `unique`: answers it EINTR on `rt` when and if its
     /// caller's signals call for it (see the module's doc).
     pub fn interrupt(self: &Arc<Self>, unique: u64, rt: &Handle) {
+        self.received.fetch_add(1, Ordering::Relaxed);
         let _in_runtime = rt.enter();
         if !self.watch(unique, Instant::now(), true) {
             tracing::debug!("interrupt of request {unique}: answered already");
@@ -235,6 +257,7 @@ impl Interrupts {
                 tokio::time::sleep(nap).await;
             }
             if call.interrupt() {
+                table.answered_eintr.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(
                     "request {unique} of thread {tid} interrupted: answered EINTR after {:?}",
                     since.elapsed()
@@ -386,6 +409,8 @@ mod tests {
         assert!(answer.take().is_some(), "answered by its task");
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(got.load(Ordering::SeqCst), 0);
+        let stats = table.stats();
+        assert_eq!((stats.received, stats.answered_eintr), (1, 0));
         assert!(table.waiting.lock().is_empty());
         // An interrupt for a call answered already finds nothing.
         table.interrupt(9, &Handle::current());

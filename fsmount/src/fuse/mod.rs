@@ -39,7 +39,8 @@ use crate::defaults::MAX_IO;
 use crate::fs::{self, Fh, FilePos, Fs, Ino};
 pub use convert::file_attr;
 use convert::{kind, name_bytes, set_time, INODE_GENERATION};
-use interrupt::{Answer, Interrupts};
+use interrupt::Answer;
+pub use interrupt::{InterruptStats, Interrupts};
 use reply::{answer, reply_empty, reply_entry, reply_xattr, ErrorReply};
 
 pub struct FuseAdapter {
@@ -65,6 +66,11 @@ impl FuseAdapter {
             callers: credentials::Callers::default(),
             interrupts: Interrupts::new(intr_grace),
         }
+    }
+
+    /// The calls the kernel may interrupt (their counts, for status).
+    pub fn interrupts(&self) -> Arc<Interrupts> {
+        self.interrupts.clone()
     }
 
     /// Runs `op` on the runtime with a clone of the core and `reply` (registered for
