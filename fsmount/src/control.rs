@@ -17,6 +17,7 @@ use tokio::net::UnixListener;
 
 use crate::client::Client;
 use crate::fs::Fs;
+use crate::fuse::{InterruptStats, Interrupts};
 
 /// Where the mount on `mountpoint` (canonical) listens.
 pub fn socket_path(mountpoint: &Path) -> PathBuf {
@@ -37,6 +38,7 @@ pub fn socket_path(mountpoint: &Path) -> PathBuf {
 pub fn listen(
     fs: Arc<Fs>,
     client: Client,
+    interrupts: Arc<Interrupts>,
     mountpoint: &Path,
     metrics: Option<String>,
 ) -> std::io::Result<SocketFile> {
@@ -51,6 +53,7 @@ pub fn listen(
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let (fs, client, shown) = (fs.clone(), client.clone(), shown.clone());
+            let interrupts = interrupts.clone();
             let syncs = syncs.clone();
             tokio::spawn(async move {
                 let (rd, mut wr) = stream.into_split();
@@ -58,12 +61,14 @@ pub fn listen(
                 if BufReader::new(rd).read_line(&mut line).await.is_err() {
                     return;
                 }
+                let now = || {
+                    let syncs = syncs.load(Ordering::Relaxed);
+                    status(&fs, &client, interrupts.stats(), &shown, syncs)
+                };
                 let reply = match line.trim() {
-                    "status" => status(&fs, &client, &shown, syncs.load(Ordering::Relaxed)).text(),
-                    "status --json" => {
-                        status(&fs, &client, &shown, syncs.load(Ordering::Relaxed)).json()
-                    }
-                    "metrics" => metrics_text(&fs, &client),
+                    "status" => now().text(),
+                    "status --json" => now().json(),
+                    "metrics" => metrics_text(&fs, &client, &interrupts),
                     "sync" => {
                         syncs.fetch_add(1, Ordering::Relaxed);
                         let synced = fs.sync_all().await;
@@ -122,10 +127,18 @@ pub struct Status {
     pub local_op_failures: Vec<String>,
     /// The space the server set aside for local answers, and what is spent of it.
     pub budget: crate::fs::budget::BudgetStats,
+    /// Calls interrupted by a signal, and those answered EINTR.
+    pub interrupts: InterruptStats,
 }
 
 /// `about`: the mount point and the metrics address.
-fn status(fs: &Fs, client: &Client, about: &(String, Option<String>), syncs: usize) -> Status {
+fn status(
+    fs: &Fs,
+    client: &Client,
+    interrupts: InterruptStats,
+    about: &(String, Option<String>),
+    syncs: usize,
+) -> Status {
     let link = client.stats();
     let m = client.metrics();
     let local = fs.local_answers();
@@ -151,6 +164,7 @@ fn status(fs: &Fs, client: &Client, about: &(String, Option<String>), syncs: usi
         local_ops_failed: local.1,
         local_op_failures: local.2,
         budget: fs.budget_stats(),
+        interrupts,
     }
 }
 
@@ -211,6 +225,10 @@ impl Status {
             "budget for local answers: {} of {} bytes and {} of {} inodes spent since the last grant or renewal\n",
             b.bytes_spent, b.bytes, b.inodes_spent, b.inodes
         );
+        out += &format!(
+            "interrupts: {} calls interrupted by a signal, {} answered EINTR\n",
+            self.interrupts.received, self.interrupts.answered_eintr
+        );
         out
     }
 
@@ -220,9 +238,9 @@ impl Status {
 }
 
 /// `GET /metrics` of `-o metrics=ADDR`: the Prometheus text exposition.
-pub fn metrics_text(fs: &Fs, client: &Client) -> String {
+pub fn metrics_text(fs: &Fs, client: &Client, interrupts: &Interrupts) -> String {
     use protocol::metrics::sample;
-    let st = status(fs, client, &(String::new(), None), 0);
+    let st = status(fs, client, interrupts.stats(), &(String::new(), None), 0);
     let mut out = String::new();
     client
         .metrics()
@@ -314,6 +332,20 @@ pub fn metrics_text(fs: &Fs, client: &Client) -> String {
             w.failed_writes,
         );
     }
+    sample(
+        &mut out,
+        "fsxp_client_interrupts_total",
+        "counter",
+        "Calls whose process got a signal while they waited (FUSE_INTERRUPT).",
+        st.interrupts.received,
+    );
+    sample(
+        &mut out,
+        "fsxp_client_interrupted_eintr_total",
+        "counter",
+        "Calls answered EINTR: the process was being killed, or still waited after the grace.",
+        st.interrupts.answered_eintr,
+    );
     if let Some(c) = &st.cache {
         sample(
             &mut out,

@@ -18,6 +18,11 @@ pub const READAHEAD: usize = 8 << 20;
 pub const DIRTY_LIMIT: usize = 64 << 20;
 /// How long an operation waits while the server is unreachable (`timeout`; `hard`: None).
 pub const TIMEOUT: Option<Duration> = Some(Duration::from_secs(60));
+/// How long a call interrupted by a signal its process handles may still wait for the
+/// server before it fails with EINTR (`intr_grace`). Long enough that calls the server
+/// answers promptly never fail under frequent signals (Go's SIGURG every 10 ms), short
+/// enough for Ctrl-C.
+pub const INTR_GRACE: Duration = Duration::from_millis(200);
 /// Largest read and write the kernel is asked to send (FUSE max_write / max_pages), and the
 /// block cache's block size.
 pub const MAX_IO: u32 = 1 << 20;

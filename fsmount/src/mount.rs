@@ -137,7 +137,9 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
         fs.clone(),
         rt.handle().clone(),
         req.options.default_permissions,
+        req.options.intr_grace,
     );
+    let interrupts = adapter.interrupts();
     // Asked for explicitly: a metrics address that cannot be bound fails the mount.
     let metrics = match &req.options.metrics {
         Some(addr) => match rt.block_on(tokio::net::TcpListener::bind(addr)) {
@@ -205,7 +207,8 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
         .map(|a| a.to_string());
     let _control = {
         let _in_runtime = rt.enter();
-        crate::control::listen(fs.clone(), client.clone(), &req.mountpoint, metrics_addr)
+        let (fs, client, interrupts) = (fs.clone(), client.clone(), interrupts.clone());
+        crate::control::listen(fs, client, interrupts, &req.mountpoint, metrics_addr)
             .map_err(|e| tracing::warn!("no control socket (fsmount status/sync): {e}"))
             .ok()
     };
@@ -215,7 +218,7 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
         }
         let (fs, client) = (fs.clone(), client.clone());
         rt.spawn(protocol::metrics::serve(listener, move || {
-            crate::control::metrics_text(&fs, &client)
+            crate::control::metrics_text(&fs, &client, &interrupts)
         }));
     }
     tracing::info!(source = %req.source_text, mountpoint = %req.mountpoint.display(), "mounted");

@@ -76,6 +76,9 @@ pub struct MountOptions {
     /// How long an operation waits while the server is unreachable before failing with
     /// ETIMEDOUT (None: for ever, `-o hard`). Data already written is kept and sent anyway.
     pub timeout: Option<Duration>,
+    /// How long a call interrupted by a handled signal may still wait for the server
+    /// before it fails with EINTR (a signal that kills the process ends it at once).
+    pub intr_grace: Duration,
     /// Plain kernel flags passed through (noexec, nosuid, nodev, noatime, ...).
     pub kernel_flags: Vec<String>,
     /// Change a running mount's kernel flags (`-o remount,...`) instead of mounting.
@@ -108,6 +111,7 @@ impl Default for MountOptions {
             readahead: defaults::READAHEAD,
             dirty_limit: defaults::DIRTY_LIMIT,
             timeout: defaults::TIMEOUT,
+            intr_grace: defaults::INTR_GRACE,
             kernel_flags: Vec::new(),
             remount: false,
             log_file: None,
@@ -179,6 +183,7 @@ pub fn parse_options(args: &[String]) -> Result<MountOptions, String> {
             ("dirty_limit", Some(v)) => o.dirty_limit = bytes(key, v)?,
             ("timeout", Some(v)) => o.timeout = Some(seconds(key, v)?),
             ("hard", None) => o.timeout = None,
+            ("intr_grace", Some(v)) => o.intr_grace = seconds(key, v)?,
             ("soft", None) => {
                 if o.timeout.is_none() {
                     o.timeout = defaults::TIMEOUT;
@@ -294,5 +299,8 @@ mod tests {
         let o = parse_options(&["timeout=2.5".into()]).unwrap();
         assert_eq!(o.timeout, Some(Duration::from_millis(2500)));
         assert!(parse_options(&["bogus".into()]).is_err());
+        assert_eq!(o.intr_grace, Duration::from_millis(200));
+        let o = parse_options(&["intr_grace=1s".into()]).unwrap();
+        assert_eq!(o.intr_grace, Duration::from_secs(1));
     }
 }

@@ -2,10 +2,21 @@
 //! the tokio runtime that awaits the core (`crate::fs`) and answers (`reply`). No filesystem
 //! logic lives here.
 //!
+//! Each reply moved to the runtime is registered by the kernel's request id first
+//! (`interrupt`): when the caller gets a signal the kernel sends FUSE_INTERRUPT (fuser as
+//! vendored in `vendor/fuser` passes it to [`fuser::Filesystem::interrupt`]), and the call
+//! is answered EINTR at once if the signal kills the process, after the grace
+//! (`-o intr_grace`) if it runs a handler and the call still waits. The task goes on
+//! regardless; its result, when it comes, is dropped, and what the kernel will never learn
+//! of is undone here: a handle an interrupted open or create got is released, an entry an
+//! interrupted lookup, create or listing counted is forgotten, a write or flush error is
+//! kept for `fsmount sync` (`Fs::failure_unheard`).
+//!
 //! This file is over 500 lines because it is one `impl fuser::Filesystem`, which Rust keeps
 //! in one block: one short method per FUSE operation, each with fuser's long signature.
 
 mod convert;
+mod interrupt;
 mod reply;
 
 use std::ffi::OsStr;
@@ -19,7 +30,7 @@ use fuser::{
     CopyFileRangeFlags, FileHandle, FopenFlags, INodeNo, InitFlags, KernelConfig, LockOwner,
     OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
     ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
-    TimeOrNow, WriteFlags,
+    RequestId, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 
@@ -28,7 +39,9 @@ use crate::defaults::MAX_IO;
 use crate::fs::{self, Fh, FilePos, Fs, Ino};
 pub use convert::file_attr;
 use convert::{kind, name_bytes, set_time, INODE_GENERATION};
-use reply::{answer, reply_empty, reply_entry, reply_xattr};
+use interrupt::Answer;
+pub use interrupt::{InterruptStats, Interrupts};
+use reply::{answer, reply_empty, reply_entry, reply_xattr, ErrorReply};
 
 pub struct FuseAdapter {
     fs: Arc<Fs>,
@@ -38,36 +51,52 @@ pub struct FuseAdapter {
     posix_acl: bool,
     /// Callers' group lists, read from /proc.
     callers: credentials::Callers,
+    /// The calls on the runtime, which the kernel may interrupt.
+    interrupts: Arc<Interrupts>,
 }
 
 impl FuseAdapter {
-    pub fn new(fs: Arc<Fs>, rt: Handle, posix_acl: bool) -> FuseAdapter {
+    /// `intr_grace`: how long a call interrupted by a signal its process handles may still
+    /// wait for the server before it is answered EINTR.
+    pub fn new(fs: Arc<Fs>, rt: Handle, posix_acl: bool, intr_grace: Duration) -> FuseAdapter {
         FuseAdapter {
             fs,
             rt,
             posix_acl,
             callers: credentials::Callers::default(),
+            interrupts: Interrupts::new(intr_grace),
         }
     }
 
-    /// Runs `op` on the runtime with a clone of the core, as the caller of `req`: every
-    /// request it sends carries that process's credentials.
-    fn spawn<F, Fut>(&self, req: &Request, op: F)
+    /// The calls the kernel may interrupt (their counts, for status).
+    pub fn interrupts(&self) -> Arc<Interrupts> {
+        self.interrupts.clone()
+    }
+
+    /// Runs `op` on the runtime with a clone of the core and `reply` (registered for
+    /// interrupts), as the caller of `req`: every request it sends carries that process's
+    /// credentials.
+    fn spawn<R, F, Fut>(&self, req: &Request, reply: R, op: F)
     where
-        F: FnOnce(Arc<Fs>) -> Fut + Send + 'static,
+        R: ErrorReply + Send + 'static,
+        F: FnOnce(Arc<Fs>, Answer<R>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.spawn_as(self.callers.of(req.uid(), req.gid(), req.pid()), op);
+        let who = self.callers.of(req.uid(), req.gid(), req.pid());
+        self.spawn_as(req, who, reply, op);
     }
 
     /// `spawn` with the caller's credentials already looked up.
-    fn spawn_as<F, Fut>(&self, who: proto::Credentials, op: F)
+    fn spawn_as<R, F, Fut>(&self, req: &Request, who: proto::Credentials, reply: R, op: F)
     where
-        F: FnOnce(Arc<Fs>) -> Fut + Send + 'static,
+        R: ErrorReply + Send + 'static,
+        F: FnOnce(Arc<Fs>, Answer<R>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
+        // Registered before this returns: fuser reads the interrupt after this request.
+        let reply = self.interrupts.register(req.unique().0, req.pid(), reply);
         self.rt
-            .spawn(credentials::CALLER.scope(who, op(self.fs.clone())));
+            .spawn(credentials::CALLER.scope(who, op(self.fs.clone(), reply)));
     }
 
     fn attr_ttl(&self) -> Duration {
@@ -121,14 +150,27 @@ impl fuser::Filesystem for FuseAdapter {
         if let Some(r) = now {
             return reply_lookup(reply, r, at, et, negative);
         }
-        self.spawn_as(who, move |fs| async move {
+        self.spawn_as(req, who, reply, move |fs, reply| async move {
             let r = fs.lookup(Ino(parent.0), &name).await;
-            reply_lookup(reply, r, at, et, negative)
+            match reply.take() {
+                Some(reply) => reply_lookup(reply, r, at, et, negative),
+                // Answered EINTR: the entry the kernel never got is forgotten.
+                None => {
+                    if let Ok(e) = r {
+                        fs.forget(e.ino, 1);
+                    }
+                }
+            }
         });
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         self.fs.forget(Ino(ino.0), nlookup);
+    }
+
+    fn interrupt(&self, _req: &Request, unique: RequestId) -> Result<(), fuser::Errno> {
+        self.interrupts.interrupt(unique.0, &self.rt);
+        Ok(())
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -137,12 +179,12 @@ impl fuser::Filesystem for FuseAdapter {
         if let Some(a) = self.fs.getattr_now(Ino(ino.0)) {
             return reply.attr(&ttl, &file_attr(Ino(ino.0), &a));
         }
-        self.spawn(req, move |fs| async move {
+        self.spawn(req, reply, move |fs, reply| async move {
             answer(
                 reply,
                 fs.getattr(Ino(ino.0), fh.map(|f| Fh(f.0))).await,
                 |reply, a| reply.attr(&ttl, &file_attr(Ino(ino.0), &a)),
-            )
+            );
         });
     }
 
@@ -173,20 +215,20 @@ impl fuser::Filesystem for FuseAdapter {
             atime: set_time(atime),
             mtime: set_time(mtime),
         };
-        self.spawn(req, move |fs| async move {
+        self.spawn(req, reply, move |fs, reply| async move {
             answer(
                 reply,
                 fs.setattr(Ino(ino.0), fh.map(|f| Fh(f.0)), change).await,
                 |reply, a| reply.attr(&ttl, &file_attr(Ino(ino.0), &a)),
-            )
+            );
         });
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
-        self.spawn(req, move |fs| async move {
+        self.spawn(req, reply, move |fs, reply| async move {
             answer(reply, fs.readlink(Ino(ino.0)).await, |reply, t| {
                 reply.data(&t)
-            })
+            });
         });
     }
 
@@ -200,8 +242,9 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         let (name, at, et) = (name_bytes(name), self.attr_ttl(), self.entry_ttl());
-        self.spawn(req, move |fs| async move {
+        self.spawn(req, reply, move |fs, reply| async move {
             reply_entry(
+                &fs,
                 reply,
                 fs.mkdir(Ino(parent.0), &name, mode & !umask).await,
                 at,
@@ -212,14 +255,14 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name_bytes(name);
-        self.spawn(req, move |fs| async move {
+        self.spawn(req, reply, move |fs, reply| async move {
             reply_empty(reply, fs.remove(Ino(parent.0), &name, false).await)
         });
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name_bytes(name);
-        self.spawn(req, move |fs| async move {
+        self.spawn(req, reply, move |fs, reply| async move {
             reply_empty(reply, fs.remove(Ino(parent.0), &name, true).await)
         });
     }
@@ -238,8 +281,9 @@ impl fuser::Filesystem for FuseAdapter {
             self.attr_ttl(),
             self.entry_ttl(),
         );
-        self.spawn(req, move |fs| async move {
+        self.spawn(req, reply, move |fs, reply| async move {
             reply_entry(
+                &fs,
                 reply,
                 fs.symlink(Ino(parent.0), &name, &target).await,
                 at,
@@ -259,7 +303,7 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let (name, newname) = (name_bytes(name), name_bytes(newname));
-        self.spawn(req, move |fs| async move {
+        self.spawn(req, reply, move |fs, reply| async move {
             reply_empty(
                 reply,
                 fs.rename(
@@ -283,8 +327,9 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         let (name, at, et) = (name_bytes(newname), self.attr_ttl(), self.entry_ttl());
-        self.spawn(req, move |fs| async move {
+        self.spawn(req, reply, move |fs, reply| async move {
             reply_entry(
+                &fs,
                 reply,
                 fs.link(Ino(ino.0), Ino(newparent.0), &name).await,
                 at,
@@ -294,19 +339,20 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        self.spawn(req, move |fs| async move {
-            answer(
-                reply,
-                fs.open(Ino(ino.0), flags.0 as u32).await,
-                |reply, o| {
-                    let f = if o.keep_cache {
-                        FopenFlags::FOPEN_KEEP_CACHE
-                    } else {
-                        FopenFlags::empty()
-                    };
-                    reply.opened(FileHandle(o.fh.0), f)
-                },
-            )
+        self.spawn(req, reply, move |fs, reply| async move {
+            let opened = fs.open(Ino(ino.0), flags.0 as u32).await;
+            let late = answer(reply, opened, |reply, o| {
+                let f = if o.keep_cache {
+                    FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::empty()
+                };
+                reply.opened(FileHandle(o.fh.0), f)
+            });
+            // Answered EINTR: the kernel will send no release for a handle it never got.
+            if let Some(Ok(o)) = late {
+                let _ = fs.release(Ino(ino.0), o.fh).await;
+            }
         });
     }
 
@@ -321,19 +367,19 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.spawn(req, move |fs| async move {
-            answer(
-                reply,
-                fs.read(Ino(ino.0), Fh(fh.0), offset, size).await,
-                |reply, data| reply.data(&data),
-            )
+        // The kernel never interrupts a readahead read (see `unless_signalled`).
+        let (interrupts, unique) = (self.interrupts.clone(), req.unique().0);
+        self.spawn(req, reply, move |fs, reply| async move {
+            let read = fs.read(Ino(ino.0), Fh(fh.0), offset, size);
+            let data = interrupts.unless_signalled(unique, read).await;
+            answer(reply, data, |reply, data| reply.data(&data));
         });
     }
 
     fn write(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -343,10 +389,13 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyWrite,
     ) {
         let data = Bytes::copy_from_slice(data);
-        self.spawn(req, move |fs| async move {
-            answer(reply, fs.write(Fh(fh.0), offset, data).await, |reply, n| {
-                reply.written(n)
-            })
+        self.spawn(req, reply, move |fs, reply| async move {
+            let written = fs.write(Fh(fh.0), offset, data).await;
+            // A write waiting for room under dirty_limit, or sent without write-behind: it
+            // goes on; a failure nobody was told of is kept for `fsmount sync`.
+            if let Some(Err(e)) = answer(reply, written, |reply, n| reply.written(n)) {
+                fs.failure_unheard(Ino(ino.0), &e);
+            }
         });
     }
 
@@ -358,8 +407,11 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.spawn(req, move |fs| async move {
-            reply_empty(reply, fs.flush(Ino(ino.0)).await)
+        self.spawn(req, reply, move |fs, reply| async move {
+            let flushed = fs.flush(Ino(ino.0)).await;
+            if let Some(Err(e)) = answer(reply, flushed, |reply, ()| reply.ok()) {
+                fs.failure_unheard(Ino(ino.0), &e);
+            }
         });
     }
 
@@ -373,7 +425,7 @@ impl fuser::Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(req, move |fs| async move {
+        self.spawn(req, reply, move |fs, reply| async move {
             reply_empty(reply, fs.release(Ino(ino.0), Fh(fh.0)).await)
         });
     }
@@ -386,15 +438,19 @@ impl fuser::Filesystem for FuseAdapter {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(req, move |fs| async move {
-            reply_empty(reply, fs.fsync(Ino(ino.0), Fh(fh.0), datasync).await)
+        self.spawn(req, reply, move |fs, reply| async move {
+            let synced = fs.fsync(Ino(ino.0), Fh(fh.0), datasync).await;
+            if let Some(Err(e)) = answer(reply, synced, |reply, ()| reply.ok()) {
+                fs.failure_unheard(Ino(ino.0), &e);
+            }
         });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        answer(reply, self.fs.opendir(Ino(ino.0)), |reply, fh| {
-            reply.opened(FileHandle(fh.0), FopenFlags::empty())
-        })
+        match self.fs.opendir(Ino(ino.0)) {
+            Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::empty()),
+            Err(e) => reply.error(reply::errno(&e)),
+        }
     }
 
     fn readdir(
@@ -403,20 +459,25 @@ impl fuser::Filesystem for FuseAdapter {
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
-        self.spawn(req, move |fs| async move {
+        self.spawn(req, reply, move |fs, reply| async move {
             let r = fs
                 .readdir(Fh(fh.0), offset, false, |item| {
-                    reply.add(
-                        INodeNo(item.ino.0),
-                        item.offset,
-                        kind(item.attr.mode),
-                        OsStr::from_bytes(item.name),
-                    )
+                    // Answered EINTR meanwhile: stop filling.
+                    reply
+                        .with(|reply| {
+                            reply.add(
+                                INodeNo(item.ino.0),
+                                item.offset,
+                                kind(item.attr.mode),
+                                OsStr::from_bytes(item.name),
+                            )
+                        })
+                        .unwrap_or(true)
                 })
                 .await;
-            answer(reply, r, |reply, ()| reply.ok())
+            answer(reply, r, |reply, ()| reply.ok());
         });
     }
 
@@ -426,25 +487,39 @@ impl fuser::Filesystem for FuseAdapter {
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectoryPlus,
+        reply: ReplyDirectoryPlus,
     ) {
         let (at, et) = (self.attr_ttl(), self.entry_ttl());
         let ttl = at.min(et);
-        self.spawn(req, move |fs| async move {
+        self.spawn(req, reply, move |fs, reply| async move {
+            // Entries given, each a lookup the kernel counts (`.` and `..` are not).
+            let mut given = Vec::new();
             let r = fs
                 .readdir(Fh(fh.0), offset, true, |item| {
                     let attr = file_attr(item.ino, item.attr);
-                    reply.add(
-                        INodeNo(item.ino.0),
-                        item.offset,
-                        OsStr::from_bytes(item.name),
-                        &ttl,
-                        &attr,
-                        INODE_GENERATION,
-                    )
+                    let added = reply.with(|reply| {
+                        reply.add(
+                            INodeNo(item.ino.0),
+                            item.offset,
+                            OsStr::from_bytes(item.name),
+                            &ttl,
+                            &attr,
+                            INODE_GENERATION,
+                        )
+                    });
+                    let full = added.unwrap_or(true);
+                    if !full && item.name != b"." && item.name != b".." {
+                        given.push(item.ino);
+                    }
+                    full
                 })
                 .await;
-            answer(reply, r, |reply, ()| reply.ok())
+            // Answered EINTR meanwhile: the kernel got none of them.
+            if answer(reply, r, |reply, ()| reply.ok()).is_some() {
+                for ino in given {
+                    fs.forget(ino, 1);
+                }
+            }
         });
     }
 
@@ -470,18 +545,18 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         // Directory changes are made by the server's syscalls as they arrive; those answered
         // locally under a lease are waited for.
-        self.spawn(req, move |fs| async move {
+        self.spawn(req, reply, move |fs, reply| async move {
             reply_empty(reply, fs.fsyncdir().await)
         });
     }
 
     fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        self.spawn(req, move |fs| async move {
+        self.spawn(req, reply, move |fs, reply| async move {
             answer(reply, fs.statfs().await, |reply, s| {
                 reply.statfs(
                     s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
                 )
-            })
+            });
         });
     }
 
@@ -496,11 +571,11 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyCreate,
     ) {
         let (name, ttl) = (name_bytes(name), self.attr_ttl());
-        self.spawn(req, move |fs| async move {
+        self.spawn(req, reply, move |fs, reply| async move {
             let created = fs
                 .create(Ino(parent.0), &name, mode & !umask, flags as u32)
                 .await;
-            answer(reply, created, |reply, (e, fh)| {
+            let late = answer(reply, created, |reply, (e, fh)| {
                 reply.created(
                     &ttl,
                     &file_attr(e.ino, &e.attr),
@@ -508,7 +583,13 @@ impl fuser::Filesystem for FuseAdapter {
                     FileHandle(fh.0),
                     FopenFlags::empty(),
                 )
-            })
+            });
+            // Answered EINTR: the file stays created; its handle is released and its entry
+            // forgotten, as the kernel would have after a close.
+            if let Some(Ok((e, fh))) = late {
+                let _ = fs.release(e.ino, fh).await;
+                fs.forget(e.ino, 1);
+            }
         });
     }
 
@@ -525,8 +606,9 @@ impl fuser::Filesystem for FuseAdapter {
         let (name, at, et) = (name_bytes(name), self.attr_ttl(), self.entry_ttl());
         // The type bits stay; the umask applies to the permission bits only.
         let mode = mode & !(umask & 0o7777);
-        self.spawn(req, move |fs| async move {
+        self.spawn(req, reply, move |fs, reply| async move {
             reply_entry(
+                &fs,
                 reply,
                 fs.mknod(Ino(parent.0), &name, mode, rdev as u64).await,
                 at,
@@ -537,14 +619,14 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let name = name_bytes(name);
-        self.spawn(req, move |fs| async move {
+        self.spawn(req, reply, move |fs, reply| async move {
             let r = fs.getxattr(Ino(ino.0), &name).await.map(|v| v.to_vec());
             reply_xattr(reply, r, size)
         });
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        self.spawn(req, move |fs| async move {
+        self.spawn(req, reply, move |fs, reply| async move {
             reply_xattr(reply, fs.listxattr(Ino(ino.0)).await, size)
         });
     }
@@ -560,7 +642,7 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let (name, value) = (name_bytes(name), value.to_vec());
-        self.spawn(req, move |fs| async move {
+        self.spawn(req, reply, move |fs, reply| async move {
             reply_empty(
                 reply,
                 fs.setxattr(Ino(ino.0), &name, &value, flags as u32).await,
@@ -570,7 +652,7 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name_bytes(name);
-        self.spawn(req, move |fs| async move {
+        self.spawn(req, reply, move |fs, reply| async move {
             reply_empty(reply, fs.removexattr(Ino(ino.0), &name).await)
         });
     }
@@ -590,7 +672,7 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         // The reply carries a u32 count.
         let len = len.min(1 << 30);
-        self.spawn(req, move |fs| async move {
+        self.spawn(req, reply, move |fs, reply| async move {
             let from = FilePos {
                 fh: Fh(fh_in.0),
                 offset: offset_in,
@@ -600,7 +682,7 @@ impl fuser::Filesystem for FuseAdapter {
                 offset: offset_out,
             };
             let copied = fs.copy_range(from, to, len).await;
-            answer(reply, copied, |reply, n| reply.written(n as u32))
+            answer(reply, copied, |reply, n| reply.written(n as u32));
         });
     }
 
@@ -614,7 +696,7 @@ impl fuser::Filesystem for FuseAdapter {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        self.spawn(req, move |fs| async move {
+        self.spawn(req, reply, move |fs, reply| async move {
             reply_empty(
                 reply,
                 fs.fallocate(Fh(fh.0), mode as u32, offset, length).await,
@@ -631,12 +713,12 @@ impl fuser::Filesystem for FuseAdapter {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        self.spawn(req, move |fs| async move {
+        self.spawn(req, reply, move |fs, reply| async move {
             answer(
                 reply,
                 fs.lseek(Fh(fh.0), offset, whence as u32).await,
                 |reply, o| reply.offset(o),
-            )
+            );
         });
     }
 }
@@ -660,6 +742,7 @@ fn reply_lookup(
             let missing = file_attr(Ino(0), &proto::Attr::default());
             reply.entry_with_ttls(&Duration::ZERO, &ttl, &missing, INODE_GENERATION)
         }
-        r => reply_entry(reply, r, attr_ttl, entry_ttl),
+        Err(e) => reply.error(reply::errno(&e)),
+        Ok(e) => reply::entry(reply, &e, attr_ttl, entry_ttl),
     }
 }

@@ -161,6 +161,25 @@ impl Fs {
         }
     }
 
+    /// `e` ended a call on `ino` (flush, fsync, write) whose caller was answered EINTR
+    /// meanwhile (interrupted by a signal). A write failure, reported once, would then reach
+    /// no one: it is logged and kept mount-wide (`fsmount sync` fails, `fsmount status`
+    /// lists it), as when no close is left to report it (`release`). Any other failure
+    /// concerned only the call itself.
+    pub fn failure_unheard(&self, ino: Ino, e: &FsError) {
+        if !matches!(e, FsError::Writeback(_)) {
+            return;
+        }
+        let what = format!("{ino}: a write failed and the call to report it was interrupted: {e}");
+        if self
+            .names()
+            .predictions
+            .write_failed(ino, what.clone(), e.errno())
+        {
+            tracing::warn!("{what}");
+        }
+    }
+
     /// A write of `ino` up to `end` was accepted: the prediction of a file being created
     /// locally follows it.
     fn wrote_here(&self, ino: Ino, end: u64) {
