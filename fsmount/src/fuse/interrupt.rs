@@ -20,8 +20,8 @@
 //! second interrupt when SIGKILL follows another signal. When `/proc` does not tell (the
 //! caller is in another pid namespace), a call still waiting after the grace gets EINTR.
 //!
-//! Reads get the same watch without an interrupt once they have waited the grace
-//! ([`Interrupts::unless_signalled`]): the kernel never interrupts its readahead.
+//! Reads get the same watch without an interrupt once they have waited the grace (see
+//! [`Interrupts::register_read`]): the kernel never interrupts its readahead.
 //!
 //! The operation itself is never cancelled: what was sent stays sent, and its result is
 //! dropped when it comes ([`Answer::take`] gives `None`; the adapter then undoes what the
@@ -127,6 +127,19 @@ type Probe = Box<dyn Fn(u32) -> Option<Signals> + Send + Sync>;
 struct Waiting {
     tid: u32,
     call: Arc<dyn Interruptible>,
+    /// When it was registered.
+    since: Instant,
+    /// A READ, which the kernel may never interrupt (see `register_read`).
+    read: bool,
+    /// Watched already, without an interrupt.
+    watched: bool,
+}
+
+/// The calls waiting, and whether the sweeper looks for reads waiting past the grace.
+#[derive(Default)]
+struct Table {
+    calls: HashMap<u64, Waiting>,
+    sweeping: bool,
 }
 
 /// Interrupts so far (`fsmount status`).
@@ -141,7 +154,9 @@ pub struct InterruptStats {
 /// The calls the kernel may interrupt, by request id.
 pub struct Interrupts {
     grace: Duration,
-    waiting: Mutex<HashMap<u64, Waiting>>,
+    waiting: Mutex<Table>,
+    /// Where watchers and the sweeper run.
+    rt: Handle,
     /// How the caller's signals are read (tests put in their own).
     probe: Probe,
     received: AtomicU64,
@@ -149,14 +164,16 @@ pub struct Interrupts {
 }
 
 impl Interrupts {
-    pub fn new(grace: Duration) -> Arc<Interrupts> {
-        Interrupts::with_probe(grace, Box::new(signals_of))
+    /// Interrupts answered on `rt`.
+    pub fn new(grace: Duration, rt: Handle) -> Arc<Interrupts> {
+        Interrupts::with_probe(grace, rt, Box::new(signals_of))
     }
 
-    fn with_probe(grace: Duration, probe: Probe) -> Arc<Interrupts> {
+    fn with_probe(grace: Duration, rt: Handle, probe: Probe) -> Arc<Interrupts> {
         Arc::new(Interrupts {
             grace,
-            waiting: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(Table::default()),
+            rt,
             probe,
             received: AtomicU64::new(0),
             answered_eintr: AtomicU64::new(0),
@@ -177,9 +194,48 @@ impl Interrupts {
         tid: u32,
         reply: R,
     ) -> Answer<R> {
+        self.add(unique, tid, reply, false)
+    }
+
+    /// `register` for READ request `unique`. The kernel sends the reads of its readahead
+    /// in the background and never interrupts them, and a reader waiting for those pages
+    /// waits for the page, which only a fatal signal ends (a handled one never does). So a
+    /// read still waiting after the grace is watched as if interrupted (by a sweeper that
+    /// runs every [`TICK`] while reads wait), and answered EINTR once its reader has a
+    /// signal to handle or is being killed: the reader then reads the pages itself, with a
+    /// request the kernel does interrupt.
+    pub(super) fn register_read<R: ErrorReply + Send + 'static>(
+        self: &Arc<Self>,
+        unique: u64,
+        tid: u32,
+        reply: R,
+    ) -> Answer<R> {
+        self.add(unique, tid, reply, true)
+    }
+
+    fn add<R: ErrorReply + Send + 'static>(
+        self: &Arc<Self>,
+        unique: u64,
+        tid: u32,
+        reply: R,
+        read: bool,
+    ) -> Answer<R> {
         let slot = Arc::new(Slot(Mutex::new(Some(reply))));
-        let call = slot.clone();
-        self.waiting.lock().insert(unique, Waiting { tid, call });
+        let waiting = Waiting {
+            tid,
+            call: slot.clone(),
+            since: Instant::now(),
+            read,
+            watched: false,
+        };
+        let sweep = {
+            let mut t = self.waiting.lock();
+            t.calls.insert(unique, waiting);
+            read && !std::mem::replace(&mut t.sweeping, true)
+        };
+        if sweep {
+            self.rt.spawn(self.clone().sweep());
+        }
         Answer {
             slot,
             unique,
@@ -187,53 +243,58 @@ impl Interrupts {
         }
     }
 
-    /// The kernel interrupts request `unique`: answers it EINTR on `rt` when and if its
-    /// caller's signals call for it (see the module's doc).
-    pub fn interrupt(self: &Arc<Self>, unique: u64, rt: &Handle) {
+    /// The kernel interrupts request `unique`: answers it EINTR when and if its caller's
+    /// signals call for it (see the module's doc).
+    pub fn interrupt(self: &Arc<Self>, unique: u64) {
         self.received.fetch_add(1, Ordering::Relaxed);
-        let _in_runtime = rt.enter();
         if !self.watch(unique, Instant::now(), true) {
             tracing::debug!("interrupt of request {unique}: answered already");
         }
     }
 
-    /// Awaits `call`, the work of READ request `unique`, started at `since`. The kernel
-    /// sends the reads of its readahead in the background and never interrupts them; a
-    /// reader waiting for those pages waits for the page, which only a fatal signal ends
-    /// (and a handled one never does). So a read still waiting after the grace is watched
-    /// as if interrupted, and answered EINTR once its reader has a signal to handle or is
-    /// being killed: the pages are then read again by the reader itself, a request the
-    /// kernel interrupts. Runs on the runtime.
-    pub(super) async fn unless_signalled<T>(
-        self: &Arc<Self>,
-        unique: u64,
-        call: impl std::future::Future<Output = T>,
-    ) -> T {
-        let since = Instant::now();
-        tokio::pin!(call);
-        tokio::select! {
-            biased;
-            r = &mut call => return r,
-            _ = tokio::time::sleep(self.grace) => {}
+    /// Every [`TICK`] while reads wait: watches those waiting past the grace.
+    async fn sweep(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(TICK).await;
+            let due: Vec<(u64, Instant)> = {
+                let mut t = self.waiting.lock();
+                let mut reads = false;
+                let mut due = Vec::new();
+                for (unique, w) in t.calls.iter_mut().filter(|(_, w)| w.read) {
+                    reads = true;
+                    if !w.watched && w.since.elapsed() >= self.grace {
+                        w.watched = true;
+                        due.push((*unique, w.since));
+                    }
+                }
+                if !reads {
+                    // Under the lock: the next read registered starts a sweeper again.
+                    t.sweeping = false;
+                    return;
+                }
+                due
+            };
+            for (unique, since) in due {
+                self.watch(unique, since, false);
+            }
         }
-        self.watch(unique, since, false);
-        call.await
     }
 
     /// Watches call `unique`, interrupted at `since` (`asked`: by the kernel, which saw a
     /// signal), until it is answered: answers it EINTR when its caller's signals call for
-    /// it. False if it was answered already. Needs a runtime context.
+    /// it. False if it was answered already.
     fn watch(self: &Arc<Self>, unique: u64, since: Instant, asked: bool) -> bool {
         let waiting = self
             .waiting
             .lock()
+            .calls
             .get(&unique)
             .map(|w| (w.tid, w.call.clone()));
         let Some((tid, call)) = waiting else {
             return false;
         };
         let table = self.clone();
-        tokio::spawn(async move {
+        self.rt.spawn(async move {
             loop {
                 if call.answered() {
                     return;
@@ -268,7 +329,7 @@ impl Interrupts {
     }
 
     fn done(&self, unique: u64) {
-        self.waiting.lock().remove(&unique);
+        self.waiting.lock().calls.remove(&unique);
     }
 }
 
@@ -362,22 +423,38 @@ mod tests {
         }
     }
 
-    /// Registers a call, interrupts it with `signals` pending, and returns when (after how
-    /// long) it was answered EINTR, if within `limit`.
-    async fn interrupted_after(signals: Option<Signals>, limit: Duration) -> Option<Duration> {
-        let table = Interrupts::with_probe(Duration::from_millis(200), Box::new(move |_| signals));
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Registers a call (a read: `read`), interrupts it unless it is a read, with `signals`
+    /// pending, and returns when (after how long) it was answered EINTR, if within `limit`.
+    async fn eintr_after(
+        signals: Option<Signals>,
+        read: bool,
+        limit: Duration,
+    ) -> Option<Duration> {
+        let probe = Box::new(move |_| signals);
+        let table = Interrupts::with_probe(ms(200), Handle::current(), probe);
         let got = Arc::new(AtomicU32::new(0));
-        let answer = table.register(7, 1234, Recorded(got.clone()));
+        let answer = match read {
+            true => table.register_read(7, 1234, Recorded(got.clone())),
+            false => table.register(7, 1234, Recorded(got.clone())),
+        };
         let start = Instant::now();
-        table.interrupt(7, &Handle::current());
+        if !read {
+            table.interrupt(7);
+        }
         while start.elapsed() < limit {
             if got.load(Ordering::SeqCst) == libc::EINTR as u32 {
                 assert!(answer.take().is_none(), "the late result is nobody's");
+                assert!(table.waiting.lock().calls.is_empty());
                 return Some(start.elapsed());
             }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            tokio::time::sleep(ms(1)).await;
         }
         assert!(answer.take().is_some());
+        assert!(table.waiting.lock().calls.is_empty());
         None
     }
 
@@ -385,34 +462,51 @@ mod tests {
     // machine.
     #[tokio::test]
     async fn interrupts_are_answered_as_the_signals_call_for() {
-        let ms = Duration::from_millis;
-        let killed = interrupted_after(Some(Signals::Fatal), ms(2000)).await;
+        let killed = eintr_after(Some(Signals::Fatal), false, ms(2000)).await;
         assert!(killed.is_some_and(|t| t < ms(150)), "{killed:?}");
-        let handled = interrupted_after(Some(Signals::Handled), ms(2000)).await;
+        let handled = eintr_after(Some(Signals::Handled), false, ms(2000)).await;
         assert!(handled.is_some_and(|t| t >= ms(200)), "{handled:?}");
-        let unknown = interrupted_after(None, ms(2000)).await;
+        let unknown = eintr_after(None, false, ms(2000)).await;
         assert!(unknown.is_some_and(|t| t >= ms(200)), "{unknown:?}");
         assert_eq!(
-            interrupted_after(Some(Signals::Nothing), ms(600)).await,
+            eintr_after(Some(Signals::Nothing), false, ms(600)).await,
             None
         );
     }
 
     #[tokio::test]
+    async fn a_read_waiting_past_the_grace_is_answered_eintr_only_for_a_signal() {
+        let handled = eintr_after(Some(Signals::Handled), true, ms(2000)).await;
+        assert!(handled.is_some_and(|t| t >= ms(200)), "{handled:?}");
+        let killed = eintr_after(Some(Signals::Fatal), true, ms(2000)).await;
+        assert!(killed.is_some_and(|t| t >= ms(200)), "{killed:?}");
+        // No interrupt and nothing pending, or nothing to tell by: the read goes on.
+        assert_eq!(
+            eintr_after(Some(Signals::Nothing), true, ms(600)).await,
+            None
+        );
+        assert_eq!(eintr_after(None, true, ms(600)).await, None);
+    }
+
+    #[tokio::test]
     async fn a_call_answered_in_time_is_not_interrupted_and_leaves_the_table() {
         let handled = Box::new(|_| Some(Signals::Handled));
-        let table = Interrupts::with_probe(Duration::from_millis(200), handled);
+        let table = Interrupts::with_probe(ms(200), Handle::current(), handled);
         let got = Arc::new(AtomicU32::new(0));
         let answer = table.register(9, 1, Recorded(got.clone()));
-        table.interrupt(9, &Handle::current());
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let read = table.register_read(10, 1, Recorded(got.clone()));
+        table.interrupt(9);
+        tokio::time::sleep(ms(100)).await;
         assert!(answer.take().is_some(), "answered by its task");
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(read.take().is_some(), "answered by its task");
+        tokio::time::sleep(ms(500)).await;
         assert_eq!(got.load(Ordering::SeqCst), 0);
         let stats = table.stats();
         assert_eq!((stats.received, stats.answered_eintr), (1, 0));
-        assert!(table.waiting.lock().is_empty());
+        let t = table.waiting.lock();
+        assert!(t.calls.is_empty() && !t.sweeping, "the sweeper stopped");
+        drop(t);
         // An interrupt for a call answered already finds nothing.
-        table.interrupt(9, &Handle::current());
+        table.interrupt(9);
     }
 }

@@ -61,10 +61,10 @@ impl FuseAdapter {
     pub fn new(fs: Arc<Fs>, rt: Handle, posix_acl: bool, intr_grace: Duration) -> FuseAdapter {
         FuseAdapter {
             fs,
+            interrupts: Interrupts::new(intr_grace, rt.clone()),
             rt,
             posix_acl,
             callers: credentials::Callers::default(),
-            interrupts: Interrupts::new(intr_grace),
         }
     }
 
@@ -95,6 +95,16 @@ impl FuseAdapter {
     {
         // Registered before this returns: fuser reads the interrupt after this request.
         let reply = self.interrupts.register(req.unique().0, req.pid(), reply);
+        self.start(who, reply, op);
+    }
+
+    /// Runs `op` with `reply`, registered already, as `who`.
+    fn start<R, F, Fut>(&self, who: proto::Credentials, reply: Answer<R>, op: F)
+    where
+        R: ErrorReply + Send + 'static,
+        F: FnOnce(Arc<Fs>, Answer<R>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         self.rt
             .spawn(credentials::CALLER.scope(who, op(self.fs.clone(), reply)));
     }
@@ -169,7 +179,7 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn interrupt(&self, _req: &Request, unique: RequestId) -> Result<(), fuser::Errno> {
-        self.interrupts.interrupt(unique.0, &self.rt);
+        self.interrupts.interrupt(unique.0);
         Ok(())
     }
 
@@ -367,11 +377,13 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        // The kernel never interrupts a readahead read (see `unless_signalled`).
-        let (interrupts, unique) = (self.interrupts.clone(), req.unique().0);
-        self.spawn(req, reply, move |fs, reply| async move {
-            let read = fs.read(Ino(ino.0), Fh(fh.0), offset, size);
-            let data = interrupts.unless_signalled(unique, read).await;
+        // Watched without an interrupt too: the kernel never interrupts its readahead.
+        let who = self.callers.of(req.uid(), req.gid(), req.pid());
+        let reply = self
+            .interrupts
+            .register_read(req.unique().0, req.pid(), reply);
+        self.start(who, reply, move |fs, reply| async move {
+            let data = fs.read(Ino(ino.0), Fh(fh.0), offset, size).await;
             answer(reply, data, |reply, data| reply.data(&data));
         });
     }
