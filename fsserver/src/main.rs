@@ -343,7 +343,7 @@ async fn serve(args: Args, token_path: PathBuf, shared: Arc<Shared>) -> Result<(
     let mut listeners = Vec::new();
     for listen in &args.listen {
         let listen = config::with_default_port(listen);
-        let listener = tokio::net::TcpListener::bind(&listen)
+        let listener = listen_on(&listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         listeners.push(listener);
@@ -417,6 +417,32 @@ async fn serve(args: Args, token_path: PathBuf, shared: Arc<Shared>) -> Result<(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A listener on `addr`. An IPv6 address is bound IPv6-only, as sshd and nfsd do, so
+/// `[::]:7070` and `0.0.0.0:7070` can both be listened on (Linux would otherwise let the
+/// IPv6 wildcard take IPv4 too, and the second bind fail).
+async fn listen_on(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let bound = (|| {
+            let socket = Socket::new(Domain::for_address(a), Type::STREAM, None)?;
+            if a.is_ipv6() {
+                socket.set_only_v6(true)?;
+            }
+            socket.set_reuse_address(true)?;
+            socket.bind(&a.into())?;
+            socket.listen(1024)?;
+            socket.set_nonblocking(true)?;
+            tokio::net::TcpListener::from_std(socket.into())
+        })();
+        match bound {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other(format!("{addr}: no address"))))
 }
 
 /// SIGHUP: read the exports (and token files) again; a broken file changes nothing, is

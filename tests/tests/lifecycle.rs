@@ -546,3 +546,47 @@ fn under_journald_log_lines_carry_no_timestamp_of_their_own() {
         "in the config's words: {line}"
     );
 }
+
+#[test]
+fn the_ipv4_and_ipv6_wildcards_are_listened_on_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("export");
+    std::fs::create_dir(&export).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Command::new(bin_dir().join("fsserver"))
+        .args(["--listen", &format!("0.0.0.0:{port}")])
+        .args(["--listen", &format!("[::]:{port}")])
+        .arg("--token-file")
+        .arg(dir.path().join("token"))
+        .arg("--export")
+        .arg(format!("data={}", export.display()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(server.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    for _ in 0..2 {
+        let mut l = String::new();
+        std::io::BufRead::read_line(&mut out, &mut l).unwrap();
+        lines.push(l.trim().to_string());
+    }
+    let reached = [
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        std::net::TcpStream::connect(("::1", port)).is_ok(),
+    ];
+    e2e_tests::send_signal(server.id(), libc::SIGTERM);
+    let _ = server.wait();
+    assert_eq!(
+        lines,
+        [
+            format!("fsserver: listening on 0.0.0.0:{port}"),
+            format!("fsserver: listening on [::]:{port}")
+        ]
+    );
+    assert_eq!(reached, [true, true]);
+}
