@@ -136,7 +136,7 @@ pub fn run_watchdog(args: &[String]) -> i32 {
 fn unnamed_but_ours(m: &MountEntry, before: &[u64], fsname: &str) -> bool {
     !before.contains(&m.id)
         && m.fstype == format!("fuse.{SUBTYPE}")
-        && m.source == kernel_mount::mountinfo_escape(fsname.as_bytes())
+        && kernel_mount::mountinfo_unescape(&m.source) == fsname.as_bytes()
 }
 
 /// The mount fsmount named, from a complete `MAJOR:MINOR direct|fusermount` line.

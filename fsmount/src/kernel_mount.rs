@@ -335,10 +335,10 @@ pub fn mounts_on(mountpoint: &Path) -> Vec<MountEntry> {
     let Ok(info) = std::fs::read("/proc/self/mountinfo") else {
         return Vec::new();
     };
-    let want = mountinfo_escape(mountpoint.as_os_str().as_bytes());
+    let want = mountpoint.as_os_str().as_bytes();
     String::from_utf8_lossy(&info)
         .lines()
-        .filter_map(|l| parse_mountinfo_line(l).filter(|(mp, _)| *mp == want))
+        .filter_map(|l| parse_mountinfo_line(l).filter(|(mp, _)| mountinfo_unescape(mp) == want))
         .map(|(_, m)| m)
         .collect()
 }
@@ -360,51 +360,93 @@ fn parse_mountinfo_line(line: &str) -> Option<(&str, MountEntry)> {
     ))
 }
 
-/// `mount -o remount,...` of the fsxp mount on `mountpoint`: changes what the kernel keeps
-/// per mount (ro/rw, nosuid, nodev, noexec, noatime, sync, dirsync), keeping the flags not
-/// named from the mount as it is; the session and its options go on unchanged. Needs
-/// CAP_SYS_ADMIN (fusermount3 cannot remount).
-pub fn remount(mountpoint: &Path, read_only: bool, flags: &[String]) -> io::Result<()> {
-    let Some(now) = mounts_on(mountpoint).pop() else {
-        return Err(io::Error::other(format!(
-            "{} is not mounted",
-            mountpoint.display()
-        )));
-    };
+/// `mount -o remount,...` of the fsxp mount on `mountpoint`: changes that mount's own
+/// flags (ro/rw when `read_only` is given, nosuid, nodev, noexec, noatime, nodiratime),
+/// keeping those not named, with a bind remount, so the file system's own flags and the
+/// session go on unchanged. The mount is pinned first (an `O_PATH | O_NOFOLLOW` descriptor
+/// of the canonical path) and checked by its mount id to be the root of an fsxp mount; the
+/// remount goes through that descriptor, so a path swapped meanwhile (a symlink, another
+/// mount stacked on a parent) cannot steer it to another mount. Needs CAP_SYS_ADMIN
+/// (fusermount3 cannot remount).
+pub fn remount(mountpoint: &Path, read_only: Option<bool>, flags: &[String]) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let shown = mountpoint.display();
+    if flags
+        .iter()
+        .any(|f| matches!(f.as_str(), "sync" | "async" | "dirsync"))
+    {
+        return Err(io::Error::other(
+            "sync, async and dirsync are set when mounting; unmount and mount again",
+        ));
+    }
+    let canonical = mountpoint
+        .canonicalize()
+        .map_err(|e| io::Error::new(e.kind(), format!("{shown}: {e}")))?;
+    let pinned: OwnedFd = nix::fcntl::open(
+        &canonical,
+        nix::fcntl::OFlag::O_PATH
+            | nix::fcntl::OFlag::O_NOFOLLOW
+            | nix::fcntl::OFlag::O_DIRECTORY
+            | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| io::Error::other(format!("{shown}: {e}")))?;
+    let fd_path = format!("/proc/self/fd/{}", pinned.as_raw_fd());
+    let mnt_id = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pinned.as_raw_fd()))?
+        .lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .ok_or_else(|| io::Error::other("no mount id for the mount point"))?;
+    let info = std::fs::read("/proc/self/mountinfo")?;
+    let info = String::from_utf8_lossy(&info);
+    let now = info
+        .lines()
+        .filter_map(parse_mountinfo_line)
+        .find(|(_, m)| m.id == mnt_id)
+        .filter(|(mp, _)| mountinfo_unescape(mp) == canonical.as_os_str().as_bytes())
+        .map(|(_, m)| m)
+        .ok_or_else(|| io::Error::other(format!("{shown} is not a mount point")))?;
     if now.fstype != format!("fuse.{SUBTYPE}") {
         return Err(io::Error::other(format!(
-            "{} is a {} mount, not an fsxp one",
-            mountpoint.display(),
+            "{shown} is a {} mount, not an fsxp one",
             now.fstype
         )));
     }
-    // What the mount has now, then what was asked on top.
-    let mut kept: Vec<String> = now
+    // The mount's own flags now, then what was asked on top (a later word wins).
+    let mut ms = MsFlags::MS_REMOUNT | MsFlags::MS_BIND;
+    let mut read_only_now = false;
+    for o in now
         .options
         .split(',')
-        .filter(|o| {
-            matches!(
-                *o,
-                "nosuid" | "nodev" | "noexec" | "noatime" | "sync" | "dirsync"
-            )
-        })
-        .map(str::to_string)
-        .collect();
-    kept.extend(flags.iter().cloned());
-    let o = KernelOptions {
-        read_only,
-        flags: kept,
-        ..KernelOptions::default()
-    };
-    let mut ms = flags_of(&o) | MsFlags::MS_REMOUNT;
-    // flags_of starts from libfuse's nosuid,nodev; a mount that has neither keeps neither
-    // unless asked.
-    for (flag, word) in [(MsFlags::MS_NOSUID, "nosuid"), (MsFlags::MS_NODEV, "nodev")] {
-        if !o.flags.iter().any(|f| f == word) {
-            ms.remove(flag);
+        .chain(flags.iter().map(String::as_str))
+    {
+        match o {
+            "ro" => read_only_now = true,
+            "rw" => read_only_now = false,
+            "nosuid" => ms.insert(MsFlags::MS_NOSUID),
+            "suid" => ms.remove(MsFlags::MS_NOSUID),
+            "nodev" => ms.insert(MsFlags::MS_NODEV),
+            "dev" => ms.remove(MsFlags::MS_NODEV),
+            "noexec" => ms.insert(MsFlags::MS_NOEXEC),
+            "exec" => ms.remove(MsFlags::MS_NOEXEC),
+            "noatime" => ms.insert(MsFlags::MS_NOATIME),
+            "atime" => ms.remove(MsFlags::MS_NOATIME),
+            "nodiratime" => ms.insert(MsFlags::MS_NODIRATIME),
+            "diratime" => ms.remove(MsFlags::MS_NODIRATIME),
+            _ => {}
         }
     }
-    nix::mount::mount(None::<&str>, mountpoint, None::<&str>, ms, None::<&str>).map_err(|e| {
+    if read_only.unwrap_or(read_only_now) {
+        ms.insert(MsFlags::MS_RDONLY);
+    }
+    nix::mount::mount(
+        None::<&str>,
+        fd_path.as_str(),
+        None::<&str>,
+        ms,
+        None::<&str>,
+    )
+    .map_err(|e| {
         let why = match e {
             nix::errno::Errno::EPERM => {
                 " (remounting needs root; unmount and mount again with the new options)"
@@ -412,8 +454,32 @@ pub fn remount(mountpoint: &Path, read_only: bool, flags: &[String]) -> io::Resu
             nix::errno::Errno::EBUSY => " (files are open for writing)",
             _ => "",
         };
-        io::Error::other(format!("cannot remount {}: {e}{why}", mountpoint.display()))
+        io::Error::other(format!("cannot remount {shown}: {e}{why}"))
     })
+}
+
+/// A mountinfo path as bytes: the kernel's octal escapes (`\040`) undone.
+pub fn mountinfo_unescape(field: &str) -> Vec<u8> {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(d)) => {
+                let v = d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
+                out.push(v as u8);
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// The kernel writes space, tab, newline and backslash in mountinfo paths as octal escapes.
@@ -475,5 +541,9 @@ mod tests {
     #[test]
     fn mountinfo_paths_are_escaped() {
         assert_eq!(mountinfo_escape(b"/mnt/a b"), "/mnt/a\\040b");
+        assert_eq!(mountinfo_unescape("/mnt/a\\040b"), b"/mnt/a b");
+        // Bytes beyond ASCII come as they are (UTF-8), not escaped.
+        assert_eq!(mountinfo_unescape("/mnt/café"), "/mnt/café".as_bytes());
+        assert_eq!(mountinfo_unescape("/x\\\\y"), b"/x\\\\y".to_vec());
     }
 }

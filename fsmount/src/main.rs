@@ -271,14 +271,21 @@ fn remount(args: &Args) -> i32 {
             return MOUNT_FAILED;
         }
     };
-    match kernel_mount::remount(&mountpoint, options.read_only, &options.kernel_flags) {
+    // ro or rw only when named (the last one said wins); else the mount keeps its own.
+    let read_only = args
+        .options
+        .iter()
+        .flat_map(|o| o.split(','))
+        .rev()
+        .find_map(|o| match o {
+            "ro" => Some(true),
+            "rw" => Some(false),
+            _ => None,
+        });
+    match kernel_mount::remount(&mountpoint, read_only, &options.kernel_flags) {
         Ok(()) => {
             if args.verbose {
-                eprintln!(
-                    "fsmount: remounted {} {}",
-                    mountpoint.display(),
-                    if options.read_only { "ro" } else { "rw" }
-                );
+                eprintln!("fsmount: remounted {}", mountpoint.display());
             }
             0
         }

@@ -237,6 +237,21 @@ impl Shared {
     /// saying so; everyone else is not disturbed. Returns how many connections ended.
     pub fn reload(&self, new: config::State) -> usize {
         let new = Arc::new(new);
+        // Exports kept whose leases are keyed anew (an export around them was added or
+        // removed): their holders' leases would no longer meet other mounts' requests.
+        let rekeyed: std::collections::HashSet<String> = {
+            let old = self.state.read();
+            old.exports
+                .iter()
+                .filter(|(name, o)| {
+                    new.exports.get(*name).is_some_and(|n| {
+                        (&n.export.lease_root, &n.export.within)
+                            != (&o.export.lease_root, &o.export.within)
+                    })
+                })
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
         *self.state.write() = new.clone();
         if let Some(w) = self.disk_watch.get() {
             for served in new.exports.values() {
@@ -253,7 +268,7 @@ impl Shared {
                     "export {export:?} was removed by the administrator"
                 ));
             };
-            if served.export.dir != dir {
+            if served.export.dir != dir || rekeyed.contains(export) {
                 return Some(format!(
                     "export {export:?} was changed by the administrator"
                 ));
@@ -275,6 +290,7 @@ impl Shared {
             // A session of a subtree ("NAME/sub") belongs to export NAME.
             let export = export.split('/').next().unwrap_or(export);
             !new.exports.contains_key(export)
+                || rekeyed.contains(export)
                 || !new
                     .tokens
                     .iter()

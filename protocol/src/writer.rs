@@ -138,7 +138,12 @@ pub async fn run_until<W: Sink, T: Queued>(
     if !buf.is_empty() {
         out.write(&buf).await?;
     }
-    out.wr.shutdown().await
+    // Bounded as every write is: a peer that stops reading cannot hold the close (a TLS
+    // close_notify waiting on a zero window) and what the connection holds for ever.
+    match tokio::time::timeout(out.timeout, out.wr.shutdown()).await {
+        Ok(r) => r,
+        Err(_) => Err(out.timed_out()),
+    }
 }
 
 /// The socket, each write bounded in time.

@@ -350,7 +350,8 @@ fn the_type_in_proc_mounts_leads_back_to_the_helper_and_mount_conventions_hold()
     let server = Server::start(&[]);
     std::fs::write(server.export("data").join("hello"), "hi").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mnt = dir.path().join("mnt");
+    // Beyond ASCII: mountinfo shows such bytes raw, and every check must still match.
+    let mnt = dir.path().join("mnt-café");
     std::fs::create_dir(&mnt).unwrap();
     let cleanup = scopeguard(&mnt);
     let m = mnt.display();
@@ -394,6 +395,20 @@ fn the_type_in_proc_mounts_leads_back_to_the_helper_and_mount_conventions_hold()
     let e = std::fs::write(mnt.join("new"), "x").unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
     assert_eq!(std::fs::read_to_string(mnt.join("hello")).unwrap(), "hi");
+    // A remount that names neither ro nor rw keeps what the mount has.
+    let (code, err) = fsmount(&[&source, &mnt.to_string_lossy(), "-o", "remount,noexec"]);
+    assert_eq!(code, Some(0), "{err}");
+    let opts = sh(&format!("findmnt -n -o OPTIONS '{m}'"));
+    assert!(opts.starts_with("ro,") && opts.contains("noexec"), "{opts}");
+    // Through a symlink to the mount point: the mount itself is remounted, nothing else.
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&mnt, &link).unwrap();
+    let (code, err) = fsmount(&[&source, &link.to_string_lossy(), "-o", "remount,exec"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!sh(&format!("findmnt -n -o OPTIONS '{m}'")).contains("noexec"));
+    // Not the root of an fsxp mount: refused.
+    let (code, err) = fsmount(&[&source, &dir.path().to_string_lossy(), "-o", "remount,ro"]);
+    assert_eq!(code, Some(32), "{err}");
     let (code, err) = run_sh(&format!("mount -o remount,rw '{m}'"));
     assert_eq!(code, Some(0), "{err}");
     let opts = sh(&format!("findmnt -n -o OPTIONS '{m}'"));

@@ -50,7 +50,7 @@ fn token_files_open_to_others_or_with_short_tokens_are_refused_by_both_sides() {
     std::fs::write(&open, "0123456789abcdef0123456789abcdef\n").unwrap();
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (code, err) = server_with(&open);
-    assert_eq!(code, Some(32), "{err}");
+    assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains(&format!("chmod 600 {}", open.display())),
         "{err}"
@@ -59,7 +59,7 @@ fn token_files_open_to_others_or_with_short_tokens_are_refused_by_both_sides() {
     let short = dir.path().join("short-token");
     write_private(&short, "secret\n");
     let (code, err) = server_with(&short);
-    assert_eq!(code, Some(32), "{err}");
+    assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("at least 16"), "{err}");
     // fsmount refuses the same files before connecting anywhere.
     let server = Server::start(&[]);

@@ -36,6 +36,10 @@ pub(super) async fn reconnect(weak: Weak<Shared>, generation: u64) {
                 let Some(shared) = weak.upgrade() else {
                     return;
                 };
+                // The mount is ending: a connection made now would never be closed cleanly.
+                if shared.closing.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
                 let link = link::start(&shared, rd, wr, generation);
                 let reopened = if welcome.resumed {
                     0

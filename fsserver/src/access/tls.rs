@@ -52,10 +52,17 @@ pub fn load_or_create(
     } else {
         false
     };
-    let key_mode = fs::metadata(&id.key)
-        .with_context(|| format!("TLS key {}", id.key.display()))?
-        .permissions()
-        .mode();
+    let key_meta =
+        fs::metadata(&id.key).with_context(|| format!("TLS key {}", id.key.display()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if std::os::unix::fs::MetadataExt::uid(&key_meta) != me {
+        bail!(
+            "TLS key {} belongs to uid {}, not to the server's user ({me}): chown it",
+            id.key.display(),
+            std::os::unix::fs::MetadataExt::uid(&key_meta)
+        );
+    }
+    let key_mode = key_meta.permissions().mode();
     if key_mode & 0o077 != 0 {
         bail!(
             "TLS key {0} is accessible by group or others (mode {1:04o}); run: chmod 600 {0}",

@@ -12,7 +12,17 @@ use std::path::Path;
 pub fn load_or_create(path: &Path) -> std::io::Result<(Vec<u8>, bool)> {
     match fs::read(path) {
         Ok(contents) => {
-            let mode = fs::metadata(path)?.permissions().mode();
+            let meta = fs::metadata(path)?;
+            let me = nix::unistd::geteuid().as_raw();
+            if std::os::unix::fs::MetadataExt::uid(&meta) != me {
+                return Err(std::io::Error::other(format!(
+                    "{} belongs to uid {}, not to the server's user ({me}): whoever owns it \
+                     can change the token; chown it",
+                    path.display(),
+                    std::os::unix::fs::MetadataExt::uid(&meta)
+                )));
+            }
+            let mode = meta.permissions().mode();
             let token =
                 protocol::auth::check_token_file(&path.display().to_string(), mode, &contents)
                     .map_err(std::io::Error::other)?;

@@ -465,12 +465,14 @@ async fn authenticate(
     let opened =
         match tokio::time::timeout(deadline, transport::open(socket, &shared.transport)).await {
             Ok(Ok(o)) => o,
+            // Before any proof: anyone can cause these (a port scan, a probe), so they are
+            // not warnings an operator must act on.
             Ok(Err(e)) => {
-                warn!(%peer, "connection refused: {e}");
+                info!(%peer, "connection refused: {e}");
                 return None;
             }
             Err(_) => {
-                warn!(%peer, "no preamble and TLS handshake within {deadline:?}");
+                info!(%peer, "no preamble and TLS handshake within {deadline:?}");
                 return None;
             }
         };
@@ -484,6 +486,11 @@ async fn authenticate(
         }
         Err(handshake::HandshakeError::Listed(token)) => {
             info!(%peer, token, "listed the exports this token may mount");
+            None
+        }
+        Err(e @ (handshake::HandshakeError::Closed | handshake::HandshakeError::Timeout(_))) => {
+            info!(%peer, "handshake failed: {e}");
+            shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
             None
         }
         Err(e) => {
