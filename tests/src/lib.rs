@@ -463,13 +463,23 @@ impl Mount {
         self.child.as_ref().unwrap().id()
     }
 
-    /// Unmounts with `fusermount3 -u` and returns fsmount's exit status.
+    /// Unmounts with `fusermount3 -u` and returns fsmount's exit status. EBUSY is tried
+    /// again for a while: the kernel holds the mount until the daemon has answered the
+    /// RELEASE of a file just closed, which it sends in the background.
     pub fn unmount(mut self) -> std::process::ExitStatus {
-        let out = Command::new("fusermount3")
-            .arg("-u")
-            .arg(&self.path)
-            .output()
-            .unwrap();
+        let started = Instant::now();
+        let out = loop {
+            let out = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.path)
+                .output()
+                .unwrap();
+            let busy = String::from_utf8_lossy(&out.stderr).contains("busy");
+            if out.status.success() || !busy || started.elapsed() > Duration::from_secs(5) {
+                break out;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         assert!(
             out.status.success(),
             "fusermount3 -u: {}",
