@@ -539,3 +539,30 @@ fn fsmount_exports_lists_what_a_token_may_mount_from_here() {
         server.log()
     );
 }
+
+#[test]
+fn a_reload_that_puts_an_export_inside_another_ends_its_connections() {
+    // `inner` is the server's exports/ directory; the reload adds `outer` around it, so
+    // leases taken through `inner` are keyed anew: its connections cannot go on with
+    // leases the other export's requests would no longer meet.
+    let inner = "listen = [\"127.0.0.1:0\"]\ntoken_file = \"{dir}/token\"\n\n[[export]]\nname = \"inner\"\npath = \"{dir}/exports\"\nroot_squash = false\n";
+    let server = Server::start_config(inner);
+    let dir = server.dir.path().to_str().unwrap().to_string();
+    let mut holder =
+        e2e_tests::raw::RawClient::notified(&server.addr, "inner", &server.token()).unwrap();
+    let outer =
+        format!("{inner}\n[[export]]\nname = \"outer\"\npath = \"{{dir}}\"\nroot_squash = false\n")
+            .replace("{dir}", &dir);
+    fs::write(server.config_file(), outer).unwrap();
+    send_signal(server.pid(), libc::SIGHUP);
+    wait_until("the reload", Duration::from_secs(10), || {
+        server.log().contains("reloaded")
+    });
+    wait_until("inner's connection ends", Duration::from_secs(10), || {
+        server
+            .log()
+            .contains("export \"inner\" was changed by the administrator")
+    });
+    let goodbye = holder.recv().expect("a goodbye before the close");
+    assert!(goodbye.is_error());
+}
