@@ -524,7 +524,13 @@ async fn a_close_answered_locally_never_overtakes_a_write_batch_on_its_way_out()
 async fn a_write_failing_after_its_close_returned_is_kept_for_sync_and_status_by_name() {
     let (fake, fs) = core();
     let (_, ino, fh) = leased_file(&fs, b"f").await;
-    fake.inject(Command::Write, Fault::Fail(libc::EIO), 1);
+    // Failing only well after the close returned, however the threads are scheduled: a
+    // failure that arrives before the close is the close's to report.
+    fake.inject(
+        Command::Write,
+        Fault::FailAfter(Duration::from_millis(300), libc::EIO),
+        1,
+    );
     fs.write(fh, 0, Bytes::from(vec![1u8; 4096])).await.unwrap();
     fs.flush(ino).await.ok();
     fs.release(ino, fh).await.unwrap();

@@ -23,6 +23,8 @@ pub enum Fault {
     Fail(i32),
     /// Answered after this long.
     Delay(Duration),
+    /// Answered after this long with an error reply carrying this errno.
+    FailAfter(Duration, i32),
     /// Answered only once `FakeServer::release` is called (after the rule was injected).
     Hang,
     /// Never answered: the call fails as if the session ended.
@@ -264,6 +266,10 @@ impl FakeState {
                 return Err(ClientError::ConnectionLost("fake: reply lost".into()))
             }
             Some((Fault::Delay(d), _)) => tokio::time::sleep(d).await,
+            Some((Fault::FailAfter(d, errno), _)) => {
+                tokio::time::sleep(d).await;
+                return Err(err(errno));
+            }
             Some((Fault::Stall(_), _)) => {}
             Some((Fault::Hang, epoch)) => {
                 let mut rx = self.released.subscribe();
