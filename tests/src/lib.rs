@@ -189,16 +189,7 @@ impl Server {
     /// Starts fsserver with `--config FILE` as [`Server::start_config`] does, with `HOME` set
     /// to `home` and the token file the default one there (the file should name none).
     pub fn start_config_in_home(toml: &str, home: &Path) -> Server {
-        let dir = tempfile::Builder::new()
-            .prefix("fsxp-server")
-            .tempdir()
-            .unwrap();
-        std::fs::create_dir_all(dir.path().join("exports")).unwrap();
-        let config = dir.path().join("fsserver.toml");
-        std::fs::write(&config, toml.replace("{dir}", dir.path().to_str().unwrap())).unwrap();
-        let token_file = home.join(".config/fsserver/token");
-        let args: Vec<std::ffi::OsString> = vec!["--config".into(), config.into()];
-        Server::spawn_in(dir, token_file, args, "", Some(home.to_path_buf()))
+        Server::start_config_with(toml, Some(home))
     }
 
     /// Starts fsserver from flags alone (`--export data=DIR`, no token or TLS paths) with
@@ -233,6 +224,11 @@ impl Server {
     /// a fresh directory of the server's (with `exports/` in it). The token file is
     /// `{dir}/token` when the file names no other.
     pub fn start_config(toml: &str) -> Server {
+        Server::start_config_with(toml, None)
+    }
+
+    /// `start_config`, with `HOME` set to `home` (and the default token file there) if given.
+    fn start_config_with(toml: &str, home: Option<&Path>) -> Server {
         let dir = tempfile::Builder::new()
             .prefix("fsxp-server")
             .tempdir()
@@ -240,9 +236,12 @@ impl Server {
         std::fs::create_dir_all(dir.path().join("exports")).unwrap();
         let config = dir.path().join("fsserver.toml");
         std::fs::write(&config, toml.replace("{dir}", dir.path().to_str().unwrap())).unwrap();
-        let token_file = dir.path().join("token");
+        let token_file = match home {
+            Some(home) => home.join(".config/fsserver/token"),
+            None => dir.path().join("token"),
+        };
         let args: Vec<std::ffi::OsString> = vec!["--config".into(), config.into()];
-        Server::spawn(dir, token_file, args, "")
+        Server::spawn_in(dir, token_file, args, "", home.map(Path::to_path_buf))
     }
 
     /// Kills fsserver with SIGKILL (no draining, no goodbye) and reaps it.

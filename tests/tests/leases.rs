@@ -362,6 +362,25 @@ fn next_recall(c: &mut RawClient) -> Vec<bytes::Bytes> {
     }
 }
 
+/// A Lookup of the missing `path` by `client` gets ENOENT only after a recall (the server's
+/// recall timeout is 1 s in these tests).
+fn lookup_waits_for_a_recall(client: &mut RawClient, path: &str) {
+    let t = Instant::now();
+    let lookup = proto::LookupRequest {
+        path: path.to_string().into(),
+    };
+    assert_eq!(
+        client
+            .call::<proto::AttrReply>(Cmd::Lookup, &lookup)
+            .unwrap_err(),
+        libc::ENOENT
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(800),
+        "it waited for the recall"
+    );
+}
+
 #[test]
 fn a_subtree_mount_and_a_mount_of_the_whole_export_conflict_over_one_directory() {
     let server = Server::start(&["--recall-timeout", "1"]);
@@ -373,17 +392,7 @@ fn a_subtree_mount_and_a_mount_of_the_whole_export_conflict_over_one_directory()
     let granted: proto::ListReply = whole.call(Cmd::List, &list("sub")).unwrap();
     assert!(granted.lease_ms > 0);
     let mut sub = RawClient::notified(&server.addr, "data/sub", &token).unwrap();
-    let t = Instant::now();
-    let lookup = proto::LookupRequest { path: "x".into() };
-    assert_eq!(
-        sub.call::<proto::AttrReply>(Cmd::Lookup, &lookup)
-            .unwrap_err(),
-        libc::ENOENT
-    );
-    assert!(
-        t.elapsed() >= Duration::from_millis(800),
-        "it waited for the recall"
-    );
+    lookup_waits_for_a_recall(&mut sub, "x");
     assert_eq!(
         next_recall(&mut whole),
         vec![bytes::Bytes::from_static(b"sub")]
@@ -394,20 +403,7 @@ fn a_subtree_mount_and_a_mount_of_the_whole_export_conflict_over_one_directory()
     let granted: proto::ListReply = sub_holder.call(Cmd::List, &list("d")).unwrap();
     assert!(granted.lease_ms > 0);
     let mut other = RawClient::notified(&server.addr, "data", &token).unwrap();
-    let t = Instant::now();
-    let lookup = proto::LookupRequest {
-        path: "sub/d/y".into(),
-    };
-    assert_eq!(
-        other
-            .call::<proto::AttrReply>(Cmd::Lookup, &lookup)
-            .unwrap_err(),
-        libc::ENOENT
-    );
-    assert!(
-        t.elapsed() >= Duration::from_millis(800),
-        "it waited for the recall"
-    );
+    lookup_waits_for_a_recall(&mut other, "sub/d/y");
     assert_eq!(
         next_recall(&mut sub_holder),
         vec![bytes::Bytes::from_static(b"d")],
@@ -440,20 +436,7 @@ fn an_export_nested_in_another_conflicts_with_it_over_one_directory() {
     let granted: proto::ListReply = holder.call(Cmd::List, &lease_listing("d")).unwrap();
     assert!(granted.lease_ms > 0, "a lease is granted");
     let mut other = RawClient::notified(&server.addr, "outer", &token).unwrap();
-    let t = Instant::now();
-    let lookup = proto::LookupRequest {
-        path: "in/d/y".into(),
-    };
-    assert_eq!(
-        other
-            .call::<proto::AttrReply>(Cmd::Lookup, &lookup)
-            .unwrap_err(),
-        libc::ENOENT
-    );
-    assert!(
-        t.elapsed() >= Duration::from_millis(800),
-        "it waited for the recall"
-    );
+    lookup_waits_for_a_recall(&mut other, "in/d/y");
     assert_eq!(
         next_recall(&mut holder),
         vec![bytes::Bytes::from_static(b"d")],
