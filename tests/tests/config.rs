@@ -563,6 +563,7 @@ fn a_reload_that_puts_an_export_inside_another_ends_its_connections() {
             .log()
             .contains("export \"inner\" was changed by the administrator")
     });
-    let goodbye = holder.recv().expect("a goodbye before the close");
-    assert!(goodbye.is_error());
+    // Notify frames may come first (the reload is a change too); then the goodbye.
+    let goodbye = std::iter::from_fn(|| holder.recv()).find(|f| f.is_error());
+    assert!(goodbye.is_some(), "a goodbye before the close");
 }
