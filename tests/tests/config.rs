@@ -550,6 +550,10 @@ fn a_reload_that_puts_an_export_inside_another_ends_its_connections() {
     let dir = server.dir.path().to_str().unwrap().to_string();
     let mut holder =
         e2e_tests::raw::RawClient::notified(&server.addr, "inner", &server.token()).unwrap();
+    // One round trip: the server has registered the connection (it does so after sending
+    // the handshake's reply), so the reload below sees it.
+    let _ = holder
+        .call::<proto::AttrReply>(protocol::Command::Lookup, &proto::LookupRequest::default());
     let outer =
         format!("{inner}\n[[export]]\nname = \"outer\"\npath = \"{{dir}}\"\nroot_squash = false\n")
             .replace("{dir}", &dir);
