@@ -171,7 +171,8 @@ impl Request {
             | Body::Close(_)
             | Body::CopyRange(_)
             | Body::Fallocate(_)
-            | Body::Lseek(_) => Ok(()),
+            | Body::Lseek(_)
+            | Body::Lock(_) => Ok(()),
         }
     }
 

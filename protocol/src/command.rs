@@ -60,6 +60,7 @@ macro_rules! command_table {
                 Fallocate = 27, fallocate, FallocateRequest -> Empty, data: none, mutates: true, replay: true;
                 Lseek = 28, lseek, LseekRequest -> LseekReply, data: none, mutates: false, replay: false;
                 Lease = 29, lease, LeaseRequest -> LeaseReply, data: none, mutates: false, replay: false;
+                Lock = 31, lock, LockRequest -> LockReply, data: none, mutates: false, replay: false;
             }
         }
     };
