@@ -14,6 +14,7 @@
 //! - [`writer`]: the batching write loop each side's writer task runs;
 //! - [`metrics`]: per-command request counts and latency histograms, the Prometheus text
 //!   both sides serve;
+//! - [`lock_ranges`]: the byte ranges a lock owner holds, split and merged as POSIX says;
 //! - [`error`]: connection-fatal protocol errors (per-request failures are error replies).
 
 #![forbid(unsafe_code)]
@@ -25,6 +26,7 @@ pub mod credentials;
 pub mod error;
 pub mod frame;
 pub mod header;
+pub mod lock_ranges;
 pub mod metrics;
 pub mod sd_notify;
 pub mod stream;
