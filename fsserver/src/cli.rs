@@ -123,6 +123,18 @@ pub struct Args {
     /// before the lease is revoked and the request goes ahead.
     #[arg(long, value_name = "TIME", default_value = "5", value_parser = config::parse_duration)]
     pub recall_timeout: Duration,
+    /// Lock ranges and waits one client session may hold at once (fcntl, OFD and flock
+    /// locks together); one more fails with ENOLCK.
+    #[arg(long, value_name = "N", default_value_t = crate::defaults::MAX_LOCKS)]
+    pub max_locks: usize,
+    /// Lock ranges and waits all sessions of one token may hold together.
+    #[arg(long, value_name = "N", default_value_t = crate::defaults::MAX_LOCKS_PER_TOKEN)]
+    pub max_locks_per_token: usize,
+    /// After a restart of a server that held locks, how long clients have to reclaim them;
+    /// new locks wait until it ends (sooner once every client that held locks reclaimed).
+    /// 0: no grace period (locks held before a restart may be taken by others at once).
+    #[arg(long, value_name = "TIME", default_value = "15", value_parser = config::parse_duration)]
+    pub lock_grace: Duration,
     /// The local control socket `fsserver status` asks. Default: /run/fsserver/ and a name
     /// derived from the token file.
     #[arg(long, value_name = "PATH")]

@@ -51,6 +51,11 @@ pub struct File {
     pub lease_time: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
     pub recall_timeout: Option<Duration>,
+    /// `--max-locks`, `--max-locks-per-token`, `--lock-grace`.
+    pub max_locks: Option<usize>,
+    pub max_locks_per_token: Option<usize>,
+    #[serde(default, deserialize_with = "duration")]
+    pub lock_grace: Option<Duration>,
     /// Read replies on plaintext connections by sendfile(2) (`--sendfile`).
     #[serde(default)]
     pub sendfile: bool,

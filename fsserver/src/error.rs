@@ -39,6 +39,9 @@ pub enum FsError {
     /// The worker could not take on the caller's identity.
     #[error("cannot act as the caller: {0}")]
     Credentials(String),
+    /// Refused with this errno, for the reason given (a lock held, a bound reached).
+    #[error("{1}")]
+    Refused(Errno, String),
 }
 
 impl FsError {
@@ -58,6 +61,7 @@ impl FsError {
             FsError::NoDevices => libc::EPERM,
             FsError::TooManyOpen(_) => libc::EMFILE,
             FsError::Credentials(_) => libc::EPERM,
+            FsError::Refused(e, _) => *e as i32,
         }
     }
 }

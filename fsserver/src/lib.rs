@@ -53,7 +53,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use access::{admission, transport};
-use coordination::{changes, disk_watch, leases, session};
+use coordination::{changes, disk_watch, leases, locks, session};
 
 /// Every default of the server, defined once (`Config::default` and the command line).
 pub mod defaults {
@@ -88,6 +88,13 @@ pub mod defaults {
     pub const LEASE_TIME: Duration = Duration::from_secs(30);
     /// How long a request waits for a recalled lease before the lease is revoked.
     pub const RECALL_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Lock ranges and waits one session may hold at once; one more is ENOLCK.
+    pub const MAX_LOCKS: usize = 10_000;
+    /// Lock ranges and waits the sessions of one token may hold together.
+    pub const MAX_LOCKS_PER_TOKEN: usize = 40_000;
+    /// After a restart of a server that held locks: how long clients have to reclaim them
+    /// (new locks wait meanwhile).
+    pub const LOCK_GRACE: Duration = Duration::from_secs(15);
 }
 
 /// Tunables of a running server.
@@ -115,6 +122,13 @@ pub struct Config {
     pub lease_time: Duration,
     /// How long a request waits for a recalled lease before revoking it.
     pub recall_timeout: Duration,
+    /// Lock ranges and waits per session and per token.
+    pub max_locks: usize,
+    pub max_locks_per_token: usize,
+    /// The grace period for reclaims after a restart with locks held (0: none).
+    pub lock_grace: Duration,
+    /// Where the server notes that it held locks (beside the control socket).
+    pub lock_state: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -134,6 +148,10 @@ impl Default for Config {
             sendfile: false,
             lease_time: defaults::LEASE_TIME,
             recall_timeout: defaults::RECALL_TIMEOUT,
+            max_locks: defaults::MAX_LOCKS,
+            max_locks_per_token: defaults::MAX_LOCKS_PER_TOKEN,
+            lock_grace: defaults::LOCK_GRACE,
+            lock_state: None,
         }
     }
 }
@@ -156,6 +174,8 @@ pub struct Shared {
     pub changes: changes::Hub,
     /// Directory leases granted to clients (see `leases`).
     pub leases: Arc<leases::Leases>,
+    /// Locks clients hold (see `locks`).
+    pub locks: Arc<locks::Locks>,
     /// Changes made on the exports' disks directly, if watched (see `disk_watch`).
     pub disk_watch: std::sync::OnceLock<Arc<disk_watch::DiskWatch>>,
     /// Per token, the workers its connections may use together.
@@ -178,6 +198,15 @@ impl Shared {
             config.recall_timeout,
         ));
         let _ = sessions.leases.set(leases.clone());
+        let locks = Arc::new(locks::Locks::starting(
+            locks::Limits {
+                per_session: config.max_locks.max(1),
+                per_token: config.max_locks_per_token.max(1),
+            },
+            config.lock_grace,
+            config.lock_state.clone(),
+        ));
+        let _ = sessions.locks.set(locks.clone());
         Shared {
             state: parking_lot::RwLock::new(Arc::new(state)),
             transport,
@@ -189,6 +218,7 @@ impl Shared {
             token_shares: Default::default(),
             changes: Default::default(),
             leases,
+            locks,
             disk_watch: std::sync::OnceLock::new(),
         }
     }

@@ -164,11 +164,11 @@ fn main() -> Result<()> {
         .clone()
         .unwrap_or_else(protocol::auth::default_token_file);
     let state = load_state(&args, &token_path)?;
-    let shared = Arc::new(Shared::new(
-        state,
-        server_config(&args),
-        transport(&args, &token_path)?,
-    ));
+    let mut config = server_config(&args);
+    // Beside the control socket: that a run held locks, for the next start's grace period.
+    let control_path = fsserver::control::socket_path(args.control_socket.as_deref(), &token_path);
+    config.lock_state = Some(control_path.with_extension("locks"));
+    let shared = Arc::new(Shared::new(state, config, transport(&args, &token_path)?));
     if !args.no_disk_watch {
         shared.watch_disks();
     }
@@ -265,6 +265,9 @@ fn apply_file(args: &mut Args, f: &config::File) {
     set(&mut args.lease_time, f.lease_time);
     args.no_disk_watch |= f.disk_watch == Some(false);
     set(&mut args.recall_timeout, f.recall_timeout);
+    set(&mut args.lock_grace, f.lock_grace);
+    args.max_locks = f.max_locks.unwrap_or(args.max_locks);
+    args.max_locks_per_token = f.max_locks_per_token.unwrap_or(args.max_locks_per_token);
     args.max_connections = f.max_connections.unwrap_or(args.max_connections);
     args.max_in_flight = f.max_in_flight.unwrap_or(args.max_in_flight);
     args.max_open = f.max_open.unwrap_or(args.max_open);
@@ -305,6 +308,9 @@ fn server_config(args: &Args) -> Config {
         sendfile: args.sendfile,
         lease_time: args.lease_time,
         recall_timeout: args.recall_timeout,
+        max_locks: args.max_locks,
+        max_locks_per_token: args.max_locks_per_token,
+        lock_grace: args.lock_grace,
         ..Config::default()
     }
 }
@@ -407,7 +413,8 @@ async fn serve(args: Args, token_path: PathBuf, shared: Arc<Shared>) -> Result<(
         }
         fsserver::sd_notify::notify("STOPPING=1");
     };
-    server::run(listeners, shared, shutdown).await;
+    server::run(listeners, shared.clone(), shutdown).await;
+    shared.locks.note_at_stop();
     reloading.abort();
     if let Some(c) = control {
         c.abort();

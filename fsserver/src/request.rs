@@ -171,8 +171,8 @@ impl Request {
             | Body::Close(_)
             | Body::CopyRange(_)
             | Body::Fallocate(_)
-            | Body::Lseek(_)
-            | Body::Lock(_) => Ok(()),
+            | Body::Lseek(_) => Ok(()),
+            Body::Lock(r) => lock(r),
         }
     }
 
@@ -390,6 +390,25 @@ fn xattr_name(name: &[u8]) -> Result<(), FsError> {
         _ if name.contains(&0) => Err(FsError::Sys(nix::errno::Errno::EINVAL)),
         _ => Ok(()),
     }
+}
+
+/// A Lock request's fields against the protocol: a known op, kind and type, a range whose
+/// start is not past its end.
+fn lock(r: &proto::LockRequest) -> Result<(), FsError> {
+    let bad = |what: String| Err(FsError::BadRequest(format!("Lock: {what}")));
+    if r.op > 3 {
+        return bad(format!("unknown op {}", r.op));
+    }
+    if r.kind > 1 {
+        return bad(format!("unknown kind {}", r.kind));
+    }
+    if r.r#type > protocol::lock_ranges::F_UNLCK {
+        return bad(format!("unknown type {}", r.r#type));
+    }
+    if r.start > r.end || r.start > protocol::lock_ranges::END {
+        return Err(FsError::Sys(nix::errno::Errno::EINVAL));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

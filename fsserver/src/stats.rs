@@ -64,7 +64,7 @@ pub fn status_text(shared: &Shared) -> String {
     conns.sort_by_key(|c| c.since);
     let state = shared.state();
     let mut out = format!(
-        "exports: {}\ntokens: {}\nconnections: {}\nsessions kept: {}\nrequests: {}\n\n",
+        "exports: {}\ntokens: {}\nconnections: {}\nsessions kept: {}\nrequests: {}\nlocks: {}\n\n",
         {
             let mut names: Vec<&String> = state.exports.keys().collect();
             names.sort();
@@ -78,6 +78,17 @@ pub fn status_text(shared: &Shared) -> String {
         conns.len(),
         shared.sessions.len(),
         shared.stats.commands.total(),
+        {
+            let l = shared.locks.summary();
+            let grace = l
+                .grace_left_ms
+                .map(|ms| format!(", reclaim grace {:.1} s left", ms as f64 / 1000.0))
+                .unwrap_or_default();
+            format!(
+                "{} ranges held by {} sessions, {} waiting{grace}",
+                l.ranges, l.sessions, l.waiters
+            )
+        },
     );
     let _ = writeln!(
         out,
@@ -135,6 +146,7 @@ pub fn status_json(shared: &Shared) -> String {
         "reloads": shared.stats.reloads.load(Ordering::Relaxed),
         "reload_failures": shared.stats.reload_failures.load(Ordering::Relaxed),
         "connections": connections,
+        "locks": shared.locks.summary(),
     });
     format!("{status}\n")
 }
@@ -211,6 +223,57 @@ pub fn metrics_text(shared: &Shared) -> String {
         "Reloads that failed; the previous configuration is still served.",
         load(&s.reload_failures),
     );
+    let locks = &shared.locks;
+    let held = locks.summary();
+    sample(
+        &mut out,
+        "fsxp_server_lock_ranges",
+        "gauge",
+        "Lock ranges clients hold now (fcntl, OFD and flock).",
+        held.ranges,
+    );
+    sample(
+        &mut out,
+        "fsxp_server_lock_waiters",
+        "gauge",
+        "Lock requests waiting on the server now.",
+        held.waiters,
+    );
+    for (name, help, value) in [
+        (
+            "fsxp_server_locks_granted_total",
+            "Lock requests granted.",
+            &locks.granted,
+        ),
+        (
+            "fsxp_server_lock_conflicts_total",
+            "Lock requests that found a conflicting lock.",
+            &locks.conflicts,
+        ),
+        (
+            "fsxp_server_lock_waits_total",
+            "Lock requests that waited on the server.",
+            &locks.waits,
+        ),
+        (
+            "fsxp_server_lock_deadlocks_total",
+            "Lock waits refused with EDEADLK.",
+            &locks.deadlocks,
+        ),
+        (
+            "fsxp_server_lock_refused_total",
+            "Lock requests refused with ENOLCK (a bound reached).",
+            &locks.refused,
+        ),
+    ] {
+        sample(
+            &mut out,
+            name,
+            "counter",
+            help,
+            value.load(Ordering::Relaxed),
+        );
+    }
     let leases = &shared.leases;
     let count = |a: &crate::coordination::sync::AtomicUsize| a.load(Ordering::Relaxed) as u64;
     sample(

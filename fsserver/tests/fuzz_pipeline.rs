@@ -283,6 +283,18 @@ fn random_requests_through_the_whole_pipeline_cost_little_and_stay_in_the_export
         read_only: false,
         sendfile: false,
         leases: None,
+        locks: fsserver::cmd::LockHolder {
+            locks: Arc::new(fsserver::coordination::locks::Locks::new(
+                fsserver::coordination::locks::Limits {
+                    per_session: 64,
+                    per_token: 64,
+                },
+            )),
+            who: fsserver::coordination::locks::Who {
+                session: bytes::Bytes::from_static(b"fuzz"),
+                token: "t".into(),
+            },
+        },
     };
     let leases = Arc::new(Leases::new(
         Duration::from_secs(30),

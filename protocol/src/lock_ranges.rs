@@ -60,7 +60,9 @@ impl Range {
     }
 }
 
-/// One owner's ranges on one file, disjoint, in no particular order.
+/// One owner's ranges on one file: disjoint, sorted by start (and so by end). Every
+/// operation finds the ranges it touches by binary search: its cost is logarithmic in the
+/// ranges held plus what it touches (and a move of the tail when it adds or removes one).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ranges {
     held: Vec<Range>,
@@ -79,46 +81,91 @@ impl Ranges {
         self.held.iter()
     }
 
-    /// The ranges after setting `start..=end` to `typ` (None: unlocked), without changing
-    /// these (so a caller can check a bound first). Cost: linear in the ranges held.
-    pub fn with(&self, start: u64, end: u64, typ: Option<LockType>) -> Ranges {
+    /// The indexes of the ranges that overlap or touch `start..=end`.
+    fn near(&self, start: u64, end: u64) -> std::ops::Range<usize> {
+        let lo = self
+            .held
+            .partition_point(|r| r.end.saturating_add(1) < start);
+        let hi = self
+            .held
+            .partition_point(|r| r.start <= end.saturating_add(1));
+        lo..hi.max(lo)
+    }
+
+    /// What the ranges in `near` become when `start..=end` is set to `typ`.
+    fn replaced(
+        &self,
+        start: u64,
+        end: u64,
+        typ: Option<LockType>,
+    ) -> (std::ops::Range<usize>, Vec<Range>) {
+        let near = self.near(start, end);
         let (mut from, mut to) = (start, end);
-        let mut held = Vec::with_capacity(self.held.len() + 2);
-        for r in &self.held {
-            let touches = Some(r.typ) == typ
-                && (r.end.checked_add(1) == Some(start) || end.checked_add(1) == Some(r.start));
-            if !r.overlaps(start, end) && !touches {
-                held.push(*r);
-                continue;
-            }
+        let mut out = Vec::with_capacity(near.len() + 2);
+        for r in &self.held[near.clone()] {
+            let touches =
+                r.end.checked_add(1) == Some(start) || end.checked_add(1) == Some(r.start);
             if Some(r.typ) == typ {
                 from = from.min(r.start);
                 to = to.max(r.end);
                 continue;
             }
+            if touches && !r.overlaps(start, end) {
+                out.push(*r);
+                continue;
+            }
             if r.start < start {
-                held.push(Range { end: start - 1, ..*r });
+                out.push(Range {
+                    end: start - 1,
+                    ..*r
+                });
             }
             if r.end > end {
-                held.push(Range { start: end + 1, ..*r });
+                out.push(Range {
+                    start: end + 1,
+                    ..*r
+                });
             }
         }
         if let Some(typ) = typ {
-            held.push(Range {
+            out.push(Range {
                 start: from,
                 end: to,
                 typ,
             });
         }
-        Ranges { held }
+        out.sort_by_key(|r| r.start);
+        (near, out)
+    }
+
+    /// Sets `start..=end` to `typ` (None: unlocked).
+    pub fn set(&mut self, start: u64, end: u64, typ: Option<LockType>) {
+        let (near, out) = self.replaced(start, end, typ);
+        self.held.splice(near, out);
+    }
+
+    /// These ranges after setting `start..=end` to `typ`, these unchanged.
+    pub fn with(&self, start: u64, end: u64, typ: Option<LockType>) -> Ranges {
+        let mut r = self.clone();
+        r.set(start, end, typ);
+        r
+    }
+
+    /// How many ranges setting `start..=end` to `typ` adds (at most one: a split); 0 when
+    /// it adds none or removes some. Nothing is built.
+    pub fn growth(&self, start: u64, end: u64, typ: Option<LockType>) -> usize {
+        let (near, out) = self.replaced(start, end, typ);
+        out.len().saturating_sub(near.len())
     }
 
     /// The first range held here that a lock of `typ` over `start..=end` by another owner
     /// would conflict with.
     pub fn conflict(&self, start: u64, end: u64, typ: LockType) -> Option<Range> {
-        self.held
+        let from = self.held.partition_point(|r| r.end < start);
+        self.held[from..]
             .iter()
-            .find(|r| r.overlaps(start, end) && r.typ.conflicts(typ))
+            .take_while(|r| r.start <= end)
+            .find(|r| r.typ.conflicts(typ))
             .copied()
     }
 }
@@ -136,7 +183,9 @@ mod tests {
 
     #[test]
     fn same_type_ranges_that_overlap_or_touch_merge() {
-        let r = Ranges::default().with(0, 9, Some(Write)).with(10, 19, Some(Write));
+        let r = Ranges::default()
+            .with(0, 9, Some(Write))
+            .with(10, 19, Some(Write));
         assert_eq!(sorted(&r), vec![(0, 19, Write)]);
         let r = r.with(5, 30, Some(Write));
         assert_eq!(sorted(&r), vec![(0, 30, Write)]);
@@ -146,20 +195,26 @@ mod tests {
 
     #[test]
     fn unlocking_the_middle_splits_a_range() {
-        let r = Ranges::default().with(0, 99, Some(Write)).with(40, 59, None);
+        let r = Ranges::default()
+            .with(0, 99, Some(Write))
+            .with(40, 59, None);
         assert_eq!(sorted(&r), vec![(0, 39, Write), (60, 99, Write)]);
         assert!(r.with(0, END, None).is_empty());
     }
 
     #[test]
     fn another_type_cuts_and_replaces() {
-        let r = Ranges::default().with(0, 99, Some(Read)).with(10, 19, Some(Write));
+        let r = Ranges::default()
+            .with(0, 99, Some(Read))
+            .with(10, 19, Some(Write));
         assert_eq!(
             sorted(&r),
             vec![(0, 9, Read), (10, 19, Write), (20, 99, Read)]
         );
         // Touching ranges of another type stay apart.
-        let r = Ranges::default().with(0, 9, Some(Read)).with(10, 19, Some(Write));
+        let r = Ranges::default()
+            .with(0, 9, Some(Read))
+            .with(10, 19, Some(Write));
         assert_eq!(sorted(&r), vec![(0, 9, Read), (10, 19, Write)]);
         // A downgrade over everything merges back into one.
         let r = r.with(0, END, Some(Read));
@@ -174,6 +229,67 @@ mod tests {
         assert_eq!(sorted(&r), vec![(1, END - 1, Write)]);
         let r = Ranges::default().with(u64::MAX, u64::MAX, Some(Read));
         assert_eq!(r.with(0, u64::MAX, Some(Read)).len(), 1);
+    }
+
+    /// Against a model of 64 bytes, one lock state each: the same bytes locked, ranges
+    /// sorted, disjoint, and merged wherever they touch with the same type.
+    #[test]
+    fn random_operations_agree_with_a_byte_model() {
+        let mut seed = 0x2545F4914F6CDD1Du64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..200 {
+            let mut model = [None::<LockType>; 64];
+            let mut r = Ranges::default();
+            for _ in 0..50 {
+                let a = next(64);
+                let b = (a + next(8)).min(63);
+                let typ = [Some(Read), Some(Write), None][next(3) as usize];
+                let grows = r.growth(a, b, typ);
+                let before = r.len();
+                r.set(a, b, typ);
+                assert_eq!(grows, r.len().saturating_sub(before));
+                model[a as usize..=b as usize].fill(typ);
+                let mut seen = [None::<LockType>; 64];
+                let v: Vec<_> = r.iter().copied().collect();
+                for w in v.windows(2) {
+                    assert!(w[0].end < w[1].start, "sorted, disjoint: {v:?}");
+                    assert!(
+                        w[0].end + 1 < w[1].start || w[0].typ != w[1].typ,
+                        "merged: {v:?}"
+                    );
+                }
+                for x in &v {
+                    seen[x.start as usize..=x.end as usize].fill(Some(x.typ));
+                }
+                assert_eq!(seen, model);
+            }
+        }
+    }
+
+    #[test]
+    fn growth_counts_what_with_adds() {
+        let r = Ranges::default()
+            .with(0, 9, Some(Read))
+            .with(20, 29, Some(Write))
+            .with(40, 49, Some(Read));
+        for (s, e, t) in [
+            (100, 100, Some(Read)),
+            (10, 19, Some(Read)),
+            (22, 23, Some(Read)),
+            (22, 23, None),
+            (0, END, None),
+            (0, 45, Some(Write)),
+            (5, 5, Some(Write)),
+            (50, 60, Some(Read)),
+        ] {
+            let grown = r.with(s, e, t).len().saturating_sub(r.len());
+            assert_eq!(r.growth(s, e, t), grown, "{s}..={e} {t:?}");
+        }
     }
 
     #[test]

@@ -711,6 +711,20 @@ fn every_command_at_the_protocol_s_limits_costs_little_and_others_are_served() {
                 }
                 .encode_to_vec(),
             ),
+            (
+                Command::Lock,
+                proto::LockRequest {
+                    handle: 1,
+                    owner: u64::MAX,
+                    op: 1,
+                    r#type: 1,
+                    start: 0,
+                    end: u64::MAX,
+                    wait: true,
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            ),
         ];
         for (cmd, msg) in requests {
             assert!(

@@ -38,6 +38,15 @@ pub struct Ctx {
     pub sendfile: bool,
     /// The server's leases and this session's id, if the client may hold leases.
     pub leases: Option<crate::coordination::leases::LeaseHolder>,
+    /// The server's locks and who asks (this session, its token).
+    pub locks: LockHolder,
+}
+
+/// The server's locks, seen from one session.
+#[derive(Debug, Clone)]
+pub struct LockHolder {
+    pub locks: Arc<crate::coordination::locks::Locks>,
+    pub who: crate::coordination::locks::Who,
 }
 
 impl Ctx {
@@ -136,6 +145,9 @@ macro_rules! define_dispatch {
 }
 
 protocol::command_table!(define_dispatch);
+
+/// One try at a Lock request, for the connection that parks its waits (see `lock`).
+pub use lock::{step as lock_step, Step as LockStep};
 
 /// Runs one decoded request as its caller (see `credentials`). Blocking: call from a
 /// blocking thread. The thread stays the caller's until the returned guard is dropped (what

@@ -1,11 +1,14 @@
 pub mod changes;
 #[allow(unsafe_code)]
+pub mod disk_locks;
+#[allow(unsafe_code)]
 pub mod disk_watch;
 pub mod lease_fairness;
 #[allow(unsafe_code)]
 pub mod lease_policy;
 pub mod lease_table;
 pub mod leases;
+pub mod locks;
 pub mod ordering;
 pub mod recalls;
 pub mod session;

@@ -42,10 +42,15 @@ pub struct Session {
     /// replaced or revoked), its leases and its budget go with it, so no request waits on
     /// a recall nobody will answer.
     leases: Option<(Vec<u8>, Arc<crate::coordination::leases::Leases>)>,
+    /// Its id and the server's locks: its locks end with it, and its waits are told.
+    locks: Option<(Vec<u8>, Arc<crate::coordination::locks::Locks>)>,
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
+        if let Some((id, locks)) = &self.locks {
+            locks.session_ended(&bytes::Bytes::copy_from_slice(id));
+        }
         if let Some((id, leases)) = &self.leases {
             let holder = bytes::Bytes::copy_from_slice(id);
             leases.returned_all(&holder);
@@ -69,6 +74,7 @@ impl Session {
     ) -> Session {
         Session {
             leases,
+            locks: None,
             export: export.to_string(),
             token: token.to_string(),
             handles: Arc::new(Handles::with_limit(max_open)),
@@ -96,6 +102,8 @@ pub struct Sessions {
     by_id: Mutex<HashMap<SessionKey, Arc<Session>>>,
     /// The server's leases, for sessions to give theirs back when they end.
     pub leases: std::sync::OnceLock<Arc<crate::coordination::leases::Leases>>,
+    /// The server's locks, for sessions to let theirs go when they end.
+    pub locks: std::sync::OnceLock<Arc<crate::coordination::locks::Locks>>,
 }
 
 /// A session's export, its token's name and the id the server gave it.
@@ -123,6 +131,7 @@ impl Sessions {
             per_token: std::sync::atomic::AtomicUsize::new(max_sessions.max(1)),
             by_id: Mutex::new(HashMap::new()),
             leases: std::sync::OnceLock::new(),
+            locks: std::sync::OnceLock::new(),
         }
     }
 
@@ -152,7 +161,9 @@ impl Sessions {
         let mut id = vec![0u8; protocol::auth::SESSION_ID_LEN];
         getrandom::fill(&mut id).expect("the OS random source works");
         let leases = self.leases.get().map(|l| (id.clone(), l.clone()));
-        let session = Arc::new(Session::new(export, token, self.max_open, leases));
+        let mut session = Session::new(export, token, self.max_open, leases);
+        session.locks = self.locks.get().map(|l| (id.clone(), l.clone()));
+        let session = Arc::new(session);
         if self.grace.is_zero() {
             // Sessions end with their connection: nothing to keep.
             return Ok(Attach {

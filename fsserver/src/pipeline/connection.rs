@@ -92,6 +92,13 @@ pub async fn serve(
             session: Bytes::from(auth.session_id.clone()),
             token: auth.token.as_str().into(),
         }),
+        locks: cmd::LockHolder {
+            locks: shared.locks.clone(),
+            who: crate::coordination::locks::Who {
+                session: Bytes::from(auth.session_id.clone()),
+                token: auth.token.as_str().into(),
+            },
+        },
     };
     let me: leases::Holder = Bytes::from(auth.session_id.clone());
     // Other clients' changes, forwarded as Notify frames to a client that asked for them.
@@ -448,6 +455,65 @@ async fn run_request(
     }
 }
 
+/// Runs a Lock request: tries on a worker as its caller, and between tries waits parked
+/// (no worker, no running slot) for the lock it waits on to be released, for the grace
+/// period after a restart to end, or for the wait to be cancelled.
+async fn run_lock(
+    ctx: Ctx,
+    request: Request,
+    stream: StreamId,
+    shared: &Shared,
+    held: &mut crate::pipeline::slots::Held,
+) -> Frame {
+    use crate::coordination::locks::WaitState;
+    let cmd = request.command.code();
+    let started = std::time::Instant::now();
+    let crate::request::Body::Lock(req) = request.body else {
+        return Frame::error(cmd, stream, libc::EINVAL, "not a Lock request");
+    };
+    let ids = ctx.export.identity.map(request.credentials);
+    let mut waiter = None;
+    let result = loop {
+        let (c, r, w, ids) = (ctx.clone(), req, waiter.clone(), ids.clone());
+        let tried = tokio::task::spawn_blocking(move || {
+            let _caller = crate::access::credentials::as_caller(&ids)?;
+            cmd::lock_step(&c, &r, w.as_ref())
+        })
+        .await;
+        match tried {
+            Err(e) => break Err((libc::EIO, format!("request task failed: {e}"))),
+            Ok(Err(e)) => break Err((e.errno(), e.to_string())),
+            Ok(Ok(cmd::LockStep::Reply(r))) => break Ok(r),
+            Ok(Ok(cmd::LockStep::Grace)) => held.parked(ctx.locks.locks.grace.over()).await,
+            Ok(Ok(cmd::LockStep::Wait(w))) => match held.parked(w.wait()).await {
+                WaitState::Woken | WaitState::Waiting => waiter = Some(w),
+                WaitState::Cancelled => {
+                    waiter = None;
+                    break Err((libc::EINTR, "the wait was cancelled".into()));
+                }
+                WaitState::Ended => {
+                    waiter = None;
+                    break Err((libc::ENOLCK, "the session ended".into()));
+                }
+            },
+        }
+    };
+    if let (Some(w), Err(_)) = (&waiter, &result) {
+        ctx.locks.locks.abandon(w);
+    }
+    shared
+        .stats
+        .commands
+        .observe(cmd, started.elapsed(), result.is_ok());
+    match result {
+        Ok(reply) => Frame::response(cmd, stream, &reply, Bytes::new()),
+        Err((errno, why)) => {
+            debug!(cmd, stream = stream.0, "lock request failed: {why}");
+            Frame::error(cmd, stream, errno, why)
+        }
+    }
+}
+
 /// Opens the transport (TLS or plaintext) and runs the handshake within its deadline.
 /// None when the connection ends there (logged; a listing of exports ends it too).
 async fn authenticate(
@@ -597,6 +663,11 @@ impl RequestTask {
                     (first, None)
                 }
             }
+        } else if matches!(request.body, crate::request::Body::Lock(_)) {
+            (
+                run_lock(ctx, request, frame.stream_id, &shared, &mut held).await,
+                None,
+            )
         } else {
             run_request(ctx, request, frame.stream_id, &shared).await
         };

@@ -1,0 +1,1115 @@
+//! Locks clients hold on files, for their sessions: POSIX and OFD byte ranges (fcntl) and
+//! flock, the two kinds apart as on Linux. The table here decides between clients (ranges
+//! per owner, split and merged by `protocol::lock_ranges`); every grant is also taken on
+//! the server's disk (`disk_locks`), so a process on the storage host is excluded too and
+//! excludes clients. An owner is a client's lock owner id within its session, on one file.
+//!
+//! Contracts:
+//! - Never blocking: a conflicting request either fails (EAGAIN) or is queued as a
+//!   [`Waiter`] under the same lock as the check (no wakeup is lost); the connection parks
+//!   it, holding no worker and no running slot, and tries again when woken. Waiters of a
+//!   file are woken in the order they came whenever a lock there is released or narrowed,
+//!   and every [`LOCAL_POLL`] when a process on the server's disk is in the way (the disk
+//!   tells nobody when its locks go).
+//! - EDEADLK for a POSIX wait that would close a cycle of owners waiting for each other,
+//!   as the server sees them (across files and clients).
+//! - Bounds: ranges and waits per session and per token; one more is ENOLCK. A request
+//!   costs time linear in the locks held on its file.
+//! - Locks belong to the session: they end when a handle they were taken through is closed,
+//!   or when the session ends (waiters are told). A server start after one that held locks
+//!   opens a grace period (`Grace`): reclaims only, new locks wait for its end.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use nix::errno::Errno;
+use parking_lot::Mutex;
+use protocol::lock_ranges::{LockType, Ranges, END};
+
+use super::disk_locks;
+use crate::error::FsError;
+
+/// How often a wait blocked by a process on the server's disk tries again.
+pub const LOCAL_POLL: Duration = Duration::from_millis(50);
+
+pub type SessionId = Bytes;
+
+/// fcntl (POSIX and OFD) byte ranges, or flock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Posix,
+    Flock,
+}
+
+/// The file a lock is on, as the server's disk names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileKey {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileKey {
+    pub fn of(file: &File) -> Result<FileKey, FsError> {
+        use std::os::unix::fs::MetadataExt;
+        let m = file.metadata()?;
+        if !m.file_type().is_file() {
+            return Err(refused(
+                Errno::ENOLCK,
+                "locks are taken on regular files only",
+            ));
+        }
+        Ok(FileKey {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+}
+
+/// A lock owner on one file: the client's owner id within its session, and the kind.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct OwnerKey {
+    session: SessionId,
+    owner: u64,
+    kind: Kind,
+}
+
+/// What one owner holds on one file, and its own open file description on the disk.
+#[derive(Debug)]
+struct Owned {
+    ranges: Ranges,
+    pid: u32,
+    fd: OwnedFd,
+}
+
+#[derive(Debug, Default)]
+struct FileLocks {
+    owners: HashMap<OwnerKey, Owned>,
+    /// In the order they came.
+    waiters: Vec<Arc<Waiter>>,
+}
+
+/// A session's share of the table.
+#[derive(Debug)]
+struct SessionUse {
+    token: Arc<str>,
+    ranges: usize,
+    waiters: usize,
+    /// Per handle, the owners that took locks through it (what its Close releases).
+    handles: HashMap<u64, HashSet<(FileKey, OwnerKey)>>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    files: HashMap<FileKey, FileLocks>,
+    sessions: HashMap<SessionId, SessionUse>,
+    /// Ranges and waits per token, over its sessions.
+    tokens: HashMap<Arc<str>, usize>,
+    /// POSIX waits per (session, owner): the edges of the wait-for graph.
+    waits: HashMap<(SessionId, u64), Vec<Arc<Waiter>>>,
+}
+
+/// How a wait ended, or that it goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitState {
+    Waiting,
+    /// Something was released: try again.
+    Woken,
+    /// CANCEL, or its handle was closed: EINTR.
+    Cancelled,
+    /// The session ended.
+    Ended,
+}
+
+/// One blocked SET, queued on its file until it is granted or given up.
+#[derive(Debug)]
+pub struct Waiter {
+    session: SessionId,
+    owner: u64,
+    kind: Kind,
+    file: FileKey,
+    handle: u64,
+    typ: LockType,
+    start: u64,
+    end: u64,
+    state: Mutex<WaitState>,
+    wake: tokio::sync::Notify,
+    /// The last try was refused by a lock on the server's disk: poll.
+    local: AtomicBool,
+}
+
+impl Waiter {
+    fn set(&self, to: WaitState) {
+        let mut s = self.state.lock();
+        if *s == WaitState::Waiting || to != WaitState::Woken {
+            *s = to;
+        }
+        drop(s);
+        self.wake.notify_one();
+    }
+
+    /// Waits until woken (or `LOCAL_POLL` when a local lock is in the way), cancelled or
+    /// ended; a woken waiter is waiting again once this returns.
+    pub async fn wait(&self) -> WaitState {
+        loop {
+            {
+                let mut s = self.state.lock();
+                match *s {
+                    WaitState::Waiting => {}
+                    WaitState::Woken => {
+                        *s = WaitState::Waiting;
+                        return WaitState::Woken;
+                    }
+                    done => return done,
+                }
+            }
+            if self.local.load(Ordering::Relaxed) {
+                if tokio::time::timeout(LOCAL_POLL, self.wake.notified())
+                    .await
+                    .is_err()
+                {
+                    return WaitState::Woken;
+                }
+            } else {
+                self.wake.notified().await;
+            }
+        }
+    }
+}
+
+/// What a SET asks.
+#[derive(Debug, Clone)]
+pub struct SetLock {
+    pub kind: Kind,
+    pub owner: u64,
+    /// None: unlock.
+    pub typ: Option<LockType>,
+    pub start: u64,
+    pub end: u64,
+    pub pid: u32,
+    pub handle: u64,
+    pub wait: bool,
+    pub reclaim: bool,
+}
+
+/// How a SET went when it did not fail.
+#[derive(Debug)]
+pub enum Outcome {
+    Done,
+    /// Queued: wait on it, then try again with it.
+    Blocked(Arc<Waiter>),
+    /// A new lock during the grace period: wait for its end, then try again.
+    Grace,
+}
+
+/// Who asks: the session and its token.
+#[derive(Debug, Clone)]
+pub struct Who {
+    pub session: SessionId,
+    pub token: Arc<str>,
+}
+
+/// Limits on what sessions and tokens hold (ranges and waits together).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub per_session: usize,
+    pub per_token: usize,
+}
+
+/// The grace period after a start that followed one with locks held: clients re-take what
+/// they held, and no new lock is granted until it ends (its time runs out, or as many
+/// sessions as held locks at the last orderly stop have said RECLAIMED).
+#[derive(Debug)]
+pub struct Grace {
+    until: Option<Instant>,
+    expected: Option<usize>,
+    reclaimed: AtomicUsize,
+    over: AtomicBool,
+    ended: tokio::sync::Notify,
+}
+
+impl Grace {
+    fn none() -> Grace {
+        Grace {
+            until: None,
+            expected: None,
+            reclaimed: AtomicUsize::new(0),
+            over: AtomicBool::new(true),
+            ended: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub fn active(&self) -> bool {
+        if self.over.load(Ordering::Relaxed) {
+            return false;
+        }
+        let timed_out = self.until.is_none_or(|u| Instant::now() >= u);
+        let all_back = self
+            .expected
+            .is_some_and(|n| self.reclaimed.load(Ordering::Relaxed) >= n);
+        if timed_out || all_back {
+            self.over.store(true, Ordering::Relaxed);
+            self.ended.notify_waiters();
+            return false;
+        }
+        true
+    }
+
+    /// Time left, if any.
+    pub fn left(&self) -> Option<Duration> {
+        self.active()
+            .then(|| {
+                self.until
+                    .map(|u| u.saturating_duration_since(Instant::now()))
+            })
+            .flatten()
+    }
+
+    /// Returns once the grace period is over.
+    pub async fn over(&self) {
+        loop {
+            let ended = self.ended.notified();
+            if !self.active() {
+                return;
+            }
+            let left = self.left().unwrap_or_default();
+            tokio::select! {
+                _ = ended => {}
+                _ = tokio::time::sleep(left) => {}
+            }
+        }
+    }
+}
+
+/// Every lock clients hold, and the counts `fsserver status` and the metrics show.
+#[derive(Debug)]
+pub struct Locks {
+    table: Mutex<Table>,
+    limits: Limits,
+    pub grace: Grace,
+    /// Where the server notes that it holds locks (for the grace period after a restart).
+    state_file: Option<PathBuf>,
+    noted: AtomicBool,
+    pub granted: AtomicU64,
+    pub conflicts: AtomicU64,
+    pub waits: AtomicU64,
+    pub deadlocks: AtomicU64,
+    pub refused: AtomicU64,
+}
+
+fn refused(errno: Errno, why: &str) -> FsError {
+    FsError::Refused(errno, why.to_string())
+}
+
+/// What `fsserver status` shows.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Summary {
+    pub ranges: usize,
+    pub waiters: usize,
+    pub sessions: usize,
+    pub grace_left_ms: Option<u64>,
+}
+
+impl Locks {
+    /// No grace period: nothing was held before.
+    pub fn new(limits: Limits) -> Locks {
+        Locks::with_grace(limits, Grace::none(), None)
+    }
+
+    /// Reads what the previous server noted in `state_file` and opens a grace period of
+    /// `grace` if it held locks (ended early once as many sessions as it noted reclaimed).
+    pub fn starting(limits: Limits, grace: Duration, state_file: Option<PathBuf>) -> Locks {
+        let noted = state_file
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok());
+        let grace = match noted {
+            Some(text) if !grace.is_zero() => {
+                let expected = text.trim().parse::<usize>().ok();
+                tracing::info!(
+                    grace = ?grace,
+                    sessions = ?expected,
+                    "the last server held locks: a grace period for clients to reclaim them"
+                );
+                Grace {
+                    until: Some(Instant::now() + grace),
+                    expected,
+                    reclaimed: AtomicUsize::new(0),
+                    over: AtomicBool::new(false),
+                    ended: tokio::sync::Notify::new(),
+                }
+            }
+            _ => Grace::none(),
+        };
+        Locks::with_grace(limits, grace, state_file)
+    }
+
+    fn with_grace(limits: Limits, grace: Grace, state_file: Option<PathBuf>) -> Locks {
+        Locks {
+            table: Mutex::new(Table::default()),
+            limits,
+            grace,
+            state_file,
+            noted: AtomicBool::new(false),
+            granted: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
+            waits: AtomicU64::new(0),
+            deadlocks: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        }
+    }
+
+    pub fn summary(&self) -> Summary {
+        let t = self.table.lock();
+        Summary {
+            ranges: t.sessions.values().map(|s| s.ranges).sum(),
+            waiters: t.sessions.values().map(|s| s.waiters).sum(),
+            sessions: t.sessions.values().filter(|s| s.ranges > 0).count(),
+            grace_left_ms: self.grace.left().map(|d| d.as_millis() as u64),
+        }
+    }
+
+    /// SET: takes, changes or releases a range for `req.owner` of `who`, through `handle`
+    /// (the client's open file). `waiter`: the wait this retries, if any.
+    pub fn set(
+        &self,
+        who: &Who,
+        file: FileKey,
+        handle: &File,
+        req: &SetLock,
+        waiter: Option<&Arc<Waiter>>,
+    ) -> Result<Outcome, FsError> {
+        if req.reclaim && !self.grace.active() {
+            return Err(refused(
+                Errno::ENOLCK,
+                "no grace period now: the lock cannot be reclaimed",
+            ));
+        }
+        if req.typ.is_some() && !req.reclaim && self.grace.active() {
+            return Ok(Outcome::Grace);
+        }
+        let key = OwnerKey {
+            session: who.session.clone(),
+            owner: req.owner,
+            kind: req.kind,
+        };
+        // The owner's own description on the disk, opened before the table is locked.
+        let has_fd = {
+            let t = self.table.lock();
+            t.files
+                .get(&file)
+                .is_some_and(|f| f.owners.contains_key(&key))
+        };
+        let mut new_fd = match (has_fd, req.typ) {
+            (false, Some(_)) => Some(disk_locks::reopen(handle)?),
+            _ => None,
+        };
+        let mut t = self.table.lock();
+        let t = &mut *t;
+        let Some(typ) = req.typ else {
+            self.unlock(t, file, &key, req.start, req.end);
+            return Ok(Outcome::Done);
+        };
+        // Another client's owner in the way?
+        let conflict = t.files.get(&file).and_then(|f| {
+            f.owners
+                .iter()
+                .filter(|(k, _)| k.kind == req.kind && **k != key)
+                .find_map(|(k, o)| {
+                    o.ranges
+                        .conflict(req.start, req.end, typ)
+                        .map(|_| k.clone())
+                })
+        });
+        let mut local = false;
+        if conflict.is_none() {
+            // Within bounds? (Counted before anything is built: a flood at the bound
+            // costs a scan, not a copy of everything the owner holds.)
+            let held = t.files.get(&file).and_then(|f| f.owners.get(&key));
+            let grows = held.map_or(1, |o| o.ranges.growth(req.start, req.end, Some(typ)));
+            if grows > 0 {
+                self.within_bounds(t, who, grows)?;
+            }
+            // On the disk: excludes (and is excluded by) the storage host's processes.
+            let taken = {
+                let fd = match t.files.get(&file).and_then(|f| f.owners.get(&key)) {
+                    Some(o) => &o.fd,
+                    None => new_fd.as_ref().ok_or(FsError::Sys(Errno::EBADF))?,
+                };
+                match req.kind {
+                    Kind::Posix => disk_locks::set_range(fd, Some(typ), req.start, req.end),
+                    Kind::Flock => disk_locks::set_whole(fd, Some(typ)),
+                }
+            };
+            match taken {
+                Ok(true) => {
+                    let narrowed = self.commit(t, who, file, &key, typ, req, new_fd.take());
+                    if let Some(w) = waiter {
+                        Self::unqueue(t, w);
+                    }
+                    if narrowed {
+                        Self::wake(t, file);
+                    }
+                    self.granted.fetch_add(1, Ordering::Relaxed);
+                    self.note_held();
+                    return Ok(Outcome::Done);
+                }
+                Ok(false) => local = true,
+                Err(Errno::EBADF) => {
+                    return Err(refused(
+                        Errno::EBADF,
+                        "a write lock needs a file open for writing",
+                    ))
+                }
+                Err(e) => return Err(FsError::Sys(e)),
+            }
+        }
+        self.conflicts.fetch_add(1, Ordering::Relaxed);
+        if !req.wait {
+            if let Some(w) = waiter {
+                Self::unqueue(t, w);
+            }
+            return Err(refused(Errno::EAGAIN, "held by another lock owner"));
+        }
+        let me = (who.session.clone(), req.owner);
+        if req.kind == Kind::Posix && !local && Self::closes_cycle(t, &me, file, req, typ) {
+            if let Some(w) = waiter {
+                Self::unqueue(t, w);
+            }
+            self.deadlocks.fetch_add(1, Ordering::Relaxed);
+            return Err(refused(
+                Errno::EDEADLK,
+                "waiting would deadlock: the holder waits for this owner",
+            ));
+        }
+        let w = match waiter {
+            Some(w) => w.clone(),
+            None => {
+                self.within_bounds(t, who, 1)?;
+                let w = Arc::new(Waiter {
+                    session: who.session.clone(),
+                    owner: req.owner,
+                    kind: req.kind,
+                    file,
+                    handle: req.handle,
+                    typ,
+                    start: req.start,
+                    end: req.end,
+                    state: Mutex::new(WaitState::Waiting),
+                    wake: tokio::sync::Notify::new(),
+                    local: AtomicBool::new(false),
+                });
+                t.files.entry(file).or_default().waiters.push(w.clone());
+                if let Some(s) = t.sessions.get_mut(&who.session) {
+                    s.waiters += 1;
+                } else {
+                    t.sessions.insert(
+                        who.session.clone(),
+                        SessionUse {
+                            token: who.token.clone(),
+                            ranges: 0,
+                            waiters: 1,
+                            handles: HashMap::new(),
+                        },
+                    );
+                }
+                *t.tokens.entry(who.token.clone()).or_default() += 1;
+                if req.kind == Kind::Posix {
+                    t.waits.entry(me).or_default().push(w.clone());
+                }
+                self.waits.fetch_add(1, Ordering::Relaxed);
+                w
+            }
+        };
+        w.local.store(local, Ordering::Relaxed);
+        Ok(Outcome::Blocked(w))
+    }
+
+    /// ENOLCK unless `who` may hold `more` ranges or waits.
+    fn within_bounds(&self, t: &Table, who: &Who, more: usize) -> Result<(), FsError> {
+        let session = t
+            .sessions
+            .get(&who.session)
+            .map_or(0, |s| s.ranges + s.waiters);
+        let token = t.tokens.get(&who.token).copied().unwrap_or(0);
+        if session + more > self.limits.per_session {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(refused(
+                Errno::ENOLCK,
+                &format!(
+                    "this session holds {session} locks and waits (fsserver --max-locks {})",
+                    self.limits.per_session
+                ),
+            ));
+        }
+        if token + more > self.limits.per_token {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(refused(
+                Errno::ENOLCK,
+                &format!(
+                    "this token's sessions hold {token} locks and waits (fsserver --max-locks-per-token {})",
+                    self.limits.per_token
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records that `key` holds `req`'s range as `typ` on `file` (taken on the disk
+    /// already); true if that let go of bytes it held (a downgrade), so waiters may go on.
+    #[allow(clippy::too_many_arguments)]
+    fn commit(
+        &self,
+        t: &mut Table,
+        who: &Who,
+        file: FileKey,
+        key: &OwnerKey,
+        typ: LockType,
+        req: &SetLock,
+        new_fd: Option<OwnedFd>,
+    ) -> bool {
+        let f = t.files.entry(file).or_default();
+        let (before, narrowed) = match f.owners.get_mut(key) {
+            Some(o) => {
+                let before = o.ranges.len();
+                let narrowed = typ == LockType::Read
+                    && o.ranges
+                        .conflict(req.start, req.end, LockType::Read)
+                        .is_some();
+                o.ranges.set(req.start, req.end, Some(typ));
+                o.pid = req.pid;
+                (before, narrowed)
+            }
+            None => {
+                let Some(fd) = new_fd else {
+                    return false;
+                };
+                let mut ranges = Ranges::default();
+                ranges.set(req.start, req.end, Some(typ));
+                f.owners.insert(
+                    key.clone(),
+                    Owned {
+                        ranges,
+                        pid: req.pid,
+                        fd,
+                    },
+                );
+                (0, false)
+            }
+        };
+        let after = f.owners.get(key).map_or(0, |o| o.ranges.len());
+        let s = t
+            .sessions
+            .entry(who.session.clone())
+            .or_insert_with(|| SessionUse {
+                token: who.token.clone(),
+                ranges: 0,
+                waiters: 0,
+                handles: HashMap::new(),
+            });
+        s.ranges = (s.ranges + after).saturating_sub(before);
+        s.handles
+            .entry(req.handle)
+            .or_default()
+            .insert((file, key.clone()));
+        let tok = t.tokens.entry(who.token.clone()).or_default();
+        *tok = (*tok + after).saturating_sub(before);
+        narrowed
+    }
+
+    /// Releases `start..=end` of `key` on `file` (on the disk too) and wakes its waiters.
+    fn unlock(&self, t: &mut Table, file: FileKey, key: &OwnerKey, start: u64, end: u64) {
+        let Some(f) = t.files.get_mut(&file) else {
+            return;
+        };
+        let Some(o) = f.owners.get_mut(key) else {
+            return;
+        };
+        let before = o.ranges.len();
+        o.ranges.set(start, end, None);
+        let after = o.ranges.len();
+        if o.ranges.is_empty() {
+            // Closing the description lets go of everything it held on the disk.
+            f.owners.remove(key);
+        } else {
+            let _ = match key.kind {
+                Kind::Posix => disk_locks::set_range(&o.fd, None, start, end),
+                Kind::Flock => disk_locks::set_whole(&o.fd, None),
+            };
+        }
+        Self::uncount(t, &key.session, before - after.min(before));
+        Self::wake(t, file);
+        Self::drop_if_idle(t, file);
+    }
+
+    fn uncount(t: &mut Table, session: &SessionId, ranges: usize) {
+        if let Some(s) = t.sessions.get_mut(session) {
+            s.ranges = s.ranges.saturating_sub(ranges);
+            if let Some(n) = t.tokens.get_mut(&s.token) {
+                *n = n.saturating_sub(ranges);
+            }
+        }
+    }
+
+    fn drop_if_idle(t: &mut Table, file: FileKey) {
+        if t.files
+            .get(&file)
+            .is_some_and(|f| f.owners.is_empty() && f.waiters.is_empty())
+        {
+            t.files.remove(&file);
+        }
+    }
+
+    /// Wakes every waiter of `file`, in the order they came.
+    fn wake(t: &Table, file: FileKey) {
+        if let Some(f) = t.files.get(&file) {
+            for w in &f.waiters {
+                w.set(WaitState::Woken);
+            }
+        }
+    }
+
+    /// Takes `w` off its file's queue and the counts.
+    fn unqueue(t: &mut Table, w: &Arc<Waiter>) {
+        let Some(f) = t.files.get_mut(&w.file) else {
+            return;
+        };
+        let before = f.waiters.len();
+        f.waiters.retain(|x| !Arc::ptr_eq(x, w));
+        if f.waiters.len() == before {
+            return;
+        }
+        let me = (w.session.clone(), w.owner);
+        if let Some(v) = t.waits.get_mut(&me) {
+            v.retain(|x| !Arc::ptr_eq(x, w));
+            if v.is_empty() {
+                t.waits.remove(&me);
+            }
+        }
+        if let Some(s) = t.sessions.get_mut(&w.session) {
+            s.waiters = s.waiters.saturating_sub(1);
+            if let Some(n) = t.tokens.get_mut(&s.token) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        Self::drop_if_idle(t, w.file);
+    }
+
+    /// The (session, owner)s holding POSIX ranges on `file` that a lock of `typ` over
+    /// `start..=end` by `me` conflicts with.
+    fn blockers(
+        t: &Table,
+        file: FileKey,
+        me: &(SessionId, u64),
+        typ: LockType,
+        start: u64,
+        end: u64,
+    ) -> Vec<(SessionId, u64)> {
+        t.files.get(&file).map_or_else(Vec::new, |f| {
+            f.owners
+                .iter()
+                .filter(|(k, _)| k.kind == Kind::Posix && (k.session != me.0 || k.owner != me.1))
+                .filter(|(_, o)| o.ranges.conflict(start, end, typ).is_some())
+                .map(|(k, _)| (k.session.clone(), k.owner))
+                .collect()
+        })
+    }
+
+    /// True if `me` waiting for the holders of what it asks would close a cycle: one of
+    /// them waits, through others perhaps, for `me`. Visits each waiting owner once.
+    fn closes_cycle(
+        t: &Table,
+        me: &(SessionId, u64),
+        file: FileKey,
+        req: &SetLock,
+        typ: LockType,
+    ) -> bool {
+        let mut stack = Self::blockers(t, file, me, typ, req.start, req.end);
+        let mut seen = HashSet::new();
+        while let Some(node) = stack.pop() {
+            if node == *me {
+                return true;
+            }
+            if !seen.insert(node.clone()) {
+                continue;
+            }
+            for w in t.waits.get(&node).into_iter().flatten() {
+                stack.extend(Self::blockers(t, w.file, &node, w.typ, w.start, w.end));
+            }
+        }
+        false
+    }
+
+    /// TEST: the lock a lock of `typ` over `start..=end` by `owner` would conflict with:
+    /// another client's, else one on the server's disk.
+    #[allow(clippy::too_many_arguments)]
+    pub fn test(
+        &self,
+        who: &Who,
+        file: FileKey,
+        handle: &File,
+        kind: Kind,
+        owner: u64,
+        typ: LockType,
+        start: u64,
+        end: u64,
+    ) -> Result<Option<(LockType, u64, u64, u32)>, FsError> {
+        let key = OwnerKey {
+            session: who.session.clone(),
+            owner,
+            kind,
+        };
+        let t = self.table.lock();
+        let f = t.files.get(&file);
+        let found = f.and_then(|f| {
+            f.owners
+                .iter()
+                .filter(|(k, _)| k.kind == kind && **k != key)
+                .find_map(|(_, o)| {
+                    o.ranges
+                        .conflict(start, end, typ)
+                        .map(|r| (r.typ, r.start, r.end, o.pid))
+                })
+        });
+        if found.is_some() || kind == Kind::Flock {
+            return Ok(found);
+        }
+        // On the disk, asked through the owner's own description (its locks are no
+        // conflict) or the handle's (which holds none).
+        let on_disk = match f.and_then(|f| f.owners.get(&key)) {
+            Some(o) => disk_locks::test_range(&o.fd, typ, start, end)?,
+            None => disk_locks::test_range(handle, typ, start, end)?,
+        };
+        Ok(on_disk)
+    }
+
+    /// CANCEL: `owner`'s waits on `file` end (EINTR for each).
+    pub fn cancel(&self, who: &Who, file: FileKey, owner: u64, kind: Kind) {
+        let mut t = self.table.lock();
+        let gone: Vec<Arc<Waiter>> = t
+            .files
+            .get(&file)
+            .map(|f| {
+                f.waiters
+                    .iter()
+                    .filter(|w| w.session == who.session && w.owner == owner && w.kind == kind)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for w in gone {
+            Self::unqueue(&mut t, &w);
+            w.set(WaitState::Cancelled);
+        }
+    }
+
+    /// A wait given up for an error: off its queue.
+    pub fn abandon(&self, w: &Arc<Waiter>) {
+        Self::unqueue(&mut self.table.lock(), w);
+    }
+
+    /// RECLAIMED: one more session re-took what it held.
+    pub fn reclaimed(&self) {
+        self.grace.reclaimed.fetch_add(1, Ordering::Relaxed);
+        self.grace.active();
+    }
+
+    /// `handle` of `session` was closed: the locks of every owner that took one through
+    /// it go, and its waits end.
+    pub fn closed(&self, session: &SessionId, handle: u64) {
+        let mut t = self.table.lock();
+        let t = &mut *t;
+        let owners = t
+            .sessions
+            .get_mut(session)
+            .and_then(|s| s.handles.remove(&handle))
+            .unwrap_or_default();
+        for (file, key) in owners {
+            Self::release_owner(t, file, &key);
+        }
+        let waiting: Vec<Arc<Waiter>> = t
+            .files
+            .values()
+            .flat_map(|f| f.waiters.iter())
+            .filter(|w| w.session == *session && w.handle == handle)
+            .cloned()
+            .collect();
+        for w in waiting {
+            Self::unqueue(t, &w);
+            w.set(WaitState::Cancelled);
+        }
+        Self::forget_if_empty(t, session);
+    }
+
+    fn release_owner(t: &mut Table, file: FileKey, key: &OwnerKey) {
+        let Some(o) = t.files.get_mut(&file).and_then(|f| f.owners.remove(key)) else {
+            return;
+        };
+        Self::uncount(t, &key.session, o.ranges.len());
+        // Dropping `o` closes its description: the disk lets go of its locks.
+        drop(o);
+        Self::wake(t, file);
+        Self::drop_if_idle(t, file);
+    }
+
+    fn forget_if_empty(t: &mut Table, session: &SessionId) {
+        if t.sessions
+            .get(session)
+            .is_some_and(|s| s.ranges == 0 && s.waiters == 0)
+        {
+            if let Some(s) = t.sessions.remove(session) {
+                if t.tokens.get(&s.token) == Some(&0) {
+                    t.tokens.remove(&s.token);
+                }
+            }
+        }
+    }
+
+    /// The session ended: everything it held goes, and its waits end.
+    pub fn session_ended(&self, session: &SessionId) {
+        let mut t = self.table.lock();
+        let t = &mut *t;
+        let Some(s) = t.sessions.get_mut(session) else {
+            return;
+        };
+        let owners: Vec<(FileKey, OwnerKey)> = s.handles.drain().flat_map(|(_, set)| set).collect();
+        for (file, key) in owners {
+            Self::release_owner(t, file, &key);
+        }
+        let waiting: Vec<Arc<Waiter>> = t
+            .files
+            .values()
+            .flat_map(|f| f.waiters.iter())
+            .filter(|w| w.session == *session)
+            .cloned()
+            .collect();
+        for w in waiting {
+            Self::unqueue(t, &w);
+            w.set(WaitState::Ended);
+        }
+        t.sessions.remove(session);
+        t.tokens.retain(|_, n| *n > 0);
+    }
+
+    /// Notes, once per run, that locks were granted: a server started after this one
+    /// crashed gives clients a grace period to reclaim them.
+    fn note_held(&self) {
+        if self.noted.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        if let Some(p) = &self.state_file {
+            if let Err(e) = std::fs::write(p, "held\n") {
+                tracing::warn!("cannot note held locks in {}: {e}", p.display());
+            }
+        }
+    }
+
+    /// At an orderly stop: how many sessions hold locks (so the next start's grace period
+    /// ends once they all reclaimed), or nothing when none does.
+    pub fn note_at_stop(&self) {
+        let Some(p) = &self.state_file else {
+            return;
+        };
+        let holding = self.summary().sessions;
+        let result = if self.grace.active() {
+            std::fs::write(p, "held\n")
+        } else if holding == 0 {
+            match std::fs::remove_file(p) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                r => r,
+            }
+        } else {
+            std::fs::write(p, format!("{holding}\n"))
+        };
+        if let Err(e) = result {
+            tracing::warn!("cannot note held locks in {}: {e}", p.display());
+        }
+    }
+}
+
+/// The end of a lock that a wire `end` names, bounded to the offsets a file has.
+pub fn clamp_end(end: u64) -> u64 {
+    end.min(END)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn who(s: &'static [u8]) -> Who {
+        Who {
+            session: Bytes::from_static(s),
+            token: "t".into(),
+        }
+    }
+
+    fn set(owner: u64, typ: Option<LockType>, start: u64, end: u64, wait: bool) -> SetLock {
+        SetLock {
+            kind: Kind::Posix,
+            owner,
+            typ,
+            start,
+            end,
+            pid: 7,
+            handle: 1,
+            wait,
+            reclaim: false,
+        }
+    }
+
+    fn file() -> (tempfile::TempDir, File, FileKey) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"x").unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let key = FileKey::of(&f).unwrap();
+        (dir, f, key)
+    }
+
+    const LIMITS: Limits = Limits {
+        per_session: 100,
+        per_token: 150,
+    };
+
+    #[test]
+    fn owners_conflict_and_a_release_wakes_the_waiter() {
+        let (_d, f, key) = file();
+        let locks = Locks::new(LIMITS);
+        let (a, b) = (who(b"a"), who(b"b"));
+        let w = Some(LockType::Write);
+        assert!(matches!(
+            locks.set(&a, key, &f, &set(1, w, 0, 9, false), None),
+            Ok(Outcome::Done)
+        ));
+        let e = locks
+            .set(&b, key, &f, &set(1, w, 5, 5, false), None)
+            .unwrap_err();
+        assert_eq!(e.errno(), libc::EAGAIN);
+        assert!(matches!(
+            locks.set(&b, key, &f, &set(1, w, 10, 19, false), None),
+            Ok(Outcome::Done)
+        ));
+        let Ok(Outcome::Blocked(waiter)) = locks.set(&b, key, &f, &set(1, w, 0, 0, true), None)
+        else {
+            panic!("queued")
+        };
+        assert_eq!(locks.summary().waiters, 1);
+        // A split unlock that leaves byte 0 held wakes it, but it is still blocked.
+        locks
+            .set(&a, key, &f, &set(1, None, 3, 4, false), None)
+            .unwrap();
+        assert_eq!(*waiter.state.lock(), WaitState::Woken);
+        *waiter.state.lock() = WaitState::Waiting;
+        assert!(matches!(
+            locks.set(&b, key, &f, &set(1, w, 0, 0, true), Some(&waiter)),
+            Ok(Outcome::Blocked(_))
+        ));
+        locks.closed(&a.session, 1);
+        assert!(matches!(
+            locks.set(&b, key, &f, &set(1, w, 0, 0, true), Some(&waiter)),
+            Ok(Outcome::Done)
+        ));
+        let s = locks.summary();
+        assert_eq!((s.waiters, s.sessions), (0, 1));
+        locks.session_ended(&b.session);
+        assert_eq!(locks.summary().ranges, 0);
+        assert!(locks.table.lock().files.is_empty());
+    }
+
+    #[test]
+    fn a_wait_that_closes_a_cycle_is_a_deadlock() {
+        let (_d, f, key) = file();
+        let locks = Locks::new(LIMITS);
+        let (a, b) = (who(b"a"), who(b"b"));
+        let w = Some(LockType::Write);
+        locks
+            .set(&a, key, &f, &set(1, w, 0, 0, false), None)
+            .unwrap();
+        locks
+            .set(&b, key, &f, &set(2, w, 1, 1, false), None)
+            .unwrap();
+        let Ok(Outcome::Blocked(_)) = locks.set(&a, key, &f, &set(1, w, 1, 1, true), None) else {
+            panic!("a waits for b")
+        };
+        let e = locks
+            .set(&b, key, &f, &set(2, w, 0, 0, true), None)
+            .unwrap_err();
+        assert_eq!(e.errno(), libc::EDEADLK);
+        // Owner 3 of session b is another owner: no cycle through it.
+        assert!(matches!(
+            locks.set(&b, key, &f, &set(3, w, 0, 0, true), None),
+            Ok(Outcome::Blocked(_))
+        ));
+    }
+
+    #[test]
+    fn bounds_refuse_with_enolck_and_cancel_ends_waits() {
+        let (_d, f, key) = file();
+        let locks = Locks::new(LIMITS);
+        let a = who(b"a");
+        let r = Some(LockType::Read);
+        for i in 0..100 {
+            locks
+                .set(&a, key, &f, &set(1, r, i * 2, i * 2, false), None)
+                .unwrap();
+        }
+        let e = locks
+            .set(&a, key, &f, &set(1, r, 1000, 1000, false), None)
+            .unwrap_err();
+        assert_eq!(e.errno(), libc::ENOLCK);
+        // Merging costs nothing more.
+        locks
+            .set(&a, key, &f, &set(1, r, 1, 1, false), None)
+            .unwrap();
+        let b = who(b"b");
+        let Ok(Outcome::Blocked(waiter)) = locks.set(
+            &b,
+            key,
+            &f,
+            &set(9, Some(LockType::Write), 0, 0, true),
+            None,
+        ) else {
+            panic!("queued")
+        };
+        locks.cancel(&b, key, 9, Kind::Posix);
+        assert_eq!(*waiter.state.lock(), WaitState::Cancelled);
+        assert_eq!(locks.summary().waiters, 0);
+    }
+
+    #[test]
+    fn flock_and_posix_do_not_conflict_and_the_disk_sees_both() {
+        let (_d, f, key) = file();
+        let locks = Locks::new(LIMITS);
+        let (a, b) = (who(b"a"), who(b"b"));
+        let mut fl = set(1, Some(LockType::Write), 0, END, false);
+        fl.kind = Kind::Flock;
+        locks.set(&a, key, &f, &fl, None).unwrap();
+        locks
+            .set(
+                &b,
+                key,
+                &f,
+                &set(1, Some(LockType::Write), 0, END, false),
+                None,
+            )
+            .unwrap();
+        let seen = locks
+            .test(&who(b"c"), key, &f, Kind::Posix, 1, LockType::Read, 0, 0)
+            .unwrap();
+        assert_eq!(seen.map(|s| (s.0, s.3)), Some((LockType::Write, 7)));
+        // A process on the server's disk is refused the flock a client holds.
+        let local = OwnedFd::from(File::open(_d.path().join("f")).unwrap());
+        assert_eq!(
+            disk_locks::set_whole(&local, Some(LockType::Read)),
+            Ok(false)
+        );
+    }
+}
