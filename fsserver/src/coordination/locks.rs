@@ -23,9 +23,9 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use nix::errno::Errno;
@@ -33,6 +33,7 @@ use parking_lot::Mutex;
 use protocol::lock_ranges::{LockType, Ranges, END};
 
 use super::disk_locks;
+pub use super::lock_grace::Grace;
 use crate::error::FsError;
 
 /// How often a wait blocked by a process on the server's disk tries again.
@@ -221,71 +222,6 @@ pub struct Limits {
     pub per_token: usize,
 }
 
-/// The grace period after a start that followed one with locks held: clients re-take what
-/// they held, and no new lock is granted until it ends (its time runs out, or as many
-/// sessions as held locks at the last orderly stop have said RECLAIMED).
-#[derive(Debug)]
-pub struct Grace {
-    until: Option<Instant>,
-    expected: Option<usize>,
-    reclaimed: AtomicUsize,
-    over: AtomicBool,
-    ended: tokio::sync::Notify,
-}
-
-impl Grace {
-    fn none() -> Grace {
-        Grace {
-            until: None,
-            expected: None,
-            reclaimed: AtomicUsize::new(0),
-            over: AtomicBool::new(true),
-            ended: tokio::sync::Notify::new(),
-        }
-    }
-
-    pub fn active(&self) -> bool {
-        if self.over.load(Ordering::Relaxed) {
-            return false;
-        }
-        let timed_out = self.until.is_none_or(|u| Instant::now() >= u);
-        let all_back = self
-            .expected
-            .is_some_and(|n| self.reclaimed.load(Ordering::Relaxed) >= n);
-        if timed_out || all_back {
-            self.over.store(true, Ordering::Relaxed);
-            self.ended.notify_waiters();
-            return false;
-        }
-        true
-    }
-
-    /// Time left, if any.
-    pub fn left(&self) -> Option<Duration> {
-        self.active()
-            .then(|| {
-                self.until
-                    .map(|u| u.saturating_duration_since(Instant::now()))
-            })
-            .flatten()
-    }
-
-    /// Returns once the grace period is over.
-    pub async fn over(&self) {
-        loop {
-            let ended = self.ended.notified();
-            if !self.active() {
-                return;
-            }
-            let left = self.left().unwrap_or_default();
-            tokio::select! {
-                _ = ended => {}
-                _ = tokio::time::sleep(left) => {}
-            }
-        }
-    }
-}
-
 /// Every lock clients hold, and the counts `fsserver status` and the metrics show.
 #[derive(Debug)]
 pub struct Locks {
@@ -335,13 +271,7 @@ impl Locks {
                     sessions = ?expected,
                     "the last server held locks: a grace period for clients to reclaim them"
                 );
-                Grace {
-                    until: Some(Instant::now() + grace),
-                    expected,
-                    reclaimed: AtomicUsize::new(0),
-                    over: AtomicBool::new(false),
-                    ended: tokio::sync::Notify::new(),
-                }
+                Grace::opened(grace, expected)
             }
             _ => Grace::none(),
         };
@@ -664,10 +594,20 @@ impl Locks {
         }
     }
 
-    /// Wakes every waiter of `file`, in the order they came.
+    /// Wakes, in the order they came, the waiters of `file` that no other client's lock
+    /// holds back any more (a waiter held back by a lock on the disk polls anyway): a
+    /// release wakes only who may go on, so many waiters cost checks, not retries.
     fn wake(t: &Table, file: FileKey) {
-        if let Some(f) = t.files.get(&file) {
-            for w in &f.waiters {
+        let Some(f) = t.files.get(&file) else {
+            return;
+        };
+        for w in &f.waiters {
+            let held_back = f.owners.iter().any(|(k, o)| {
+                k.kind == w.kind
+                    && (k.session != w.session || k.owner != w.owner)
+                    && o.ranges.conflict(w.start, w.end, w.typ).is_some()
+            });
+            if !held_back {
                 w.set(WaitState::Woken);
             }
         }
@@ -814,8 +754,7 @@ impl Locks {
 
     /// RECLAIMED: one more session re-took what it held.
     pub fn reclaimed(&self) {
-        self.grace.reclaimed.fetch_add(1, Ordering::Relaxed);
-        self.grace.active();
+        self.grace.reclaimed();
     }
 
     /// `handle` of `session` was closed: the locks of every owner that took one through
@@ -937,179 +876,4 @@ pub fn clamp_end(end: u64) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn who(s: &'static [u8]) -> Who {
-        Who {
-            session: Bytes::from_static(s),
-            token: "t".into(),
-        }
-    }
-
-    fn set(owner: u64, typ: Option<LockType>, start: u64, end: u64, wait: bool) -> SetLock {
-        SetLock {
-            kind: Kind::Posix,
-            owner,
-            typ,
-            start,
-            end,
-            pid: 7,
-            handle: 1,
-            wait,
-            reclaim: false,
-        }
-    }
-
-    fn file() -> (tempfile::TempDir, File, FileKey) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        std::fs::write(&path, b"x").unwrap();
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
-        let key = FileKey::of(&f).unwrap();
-        (dir, f, key)
-    }
-
-    const LIMITS: Limits = Limits {
-        per_session: 100,
-        per_token: 150,
-    };
-
-    #[test]
-    fn owners_conflict_and_a_release_wakes_the_waiter() {
-        let (_d, f, key) = file();
-        let locks = Locks::new(LIMITS);
-        let (a, b) = (who(b"a"), who(b"b"));
-        let w = Some(LockType::Write);
-        assert!(matches!(
-            locks.set(&a, key, &f, &set(1, w, 0, 9, false), None),
-            Ok(Outcome::Done)
-        ));
-        let e = locks
-            .set(&b, key, &f, &set(1, w, 5, 5, false), None)
-            .unwrap_err();
-        assert_eq!(e.errno(), libc::EAGAIN);
-        assert!(matches!(
-            locks.set(&b, key, &f, &set(1, w, 10, 19, false), None),
-            Ok(Outcome::Done)
-        ));
-        let Ok(Outcome::Blocked(waiter)) = locks.set(&b, key, &f, &set(1, w, 0, 0, true), None)
-        else {
-            panic!("queued")
-        };
-        assert_eq!(locks.summary().waiters, 1);
-        // A split unlock that leaves byte 0 held wakes it, but it is still blocked.
-        locks
-            .set(&a, key, &f, &set(1, None, 3, 4, false), None)
-            .unwrap();
-        assert_eq!(*waiter.state.lock(), WaitState::Woken);
-        *waiter.state.lock() = WaitState::Waiting;
-        assert!(matches!(
-            locks.set(&b, key, &f, &set(1, w, 0, 0, true), Some(&waiter)),
-            Ok(Outcome::Blocked(_))
-        ));
-        locks.closed(&a.session, 1);
-        assert!(matches!(
-            locks.set(&b, key, &f, &set(1, w, 0, 0, true), Some(&waiter)),
-            Ok(Outcome::Done)
-        ));
-        let s = locks.summary();
-        assert_eq!((s.waiters, s.sessions), (0, 1));
-        locks.session_ended(&b.session);
-        assert_eq!(locks.summary().ranges, 0);
-        assert!(locks.table.lock().files.is_empty());
-    }
-
-    #[test]
-    fn a_wait_that_closes_a_cycle_is_a_deadlock() {
-        let (_d, f, key) = file();
-        let locks = Locks::new(LIMITS);
-        let (a, b) = (who(b"a"), who(b"b"));
-        let w = Some(LockType::Write);
-        locks
-            .set(&a, key, &f, &set(1, w, 0, 0, false), None)
-            .unwrap();
-        locks
-            .set(&b, key, &f, &set(2, w, 1, 1, false), None)
-            .unwrap();
-        let Ok(Outcome::Blocked(_)) = locks.set(&a, key, &f, &set(1, w, 1, 1, true), None) else {
-            panic!("a waits for b")
-        };
-        let e = locks
-            .set(&b, key, &f, &set(2, w, 0, 0, true), None)
-            .unwrap_err();
-        assert_eq!(e.errno(), libc::EDEADLK);
-        // Owner 3 of session b is another owner: no cycle through it.
-        assert!(matches!(
-            locks.set(&b, key, &f, &set(3, w, 0, 0, true), None),
-            Ok(Outcome::Blocked(_))
-        ));
-    }
-
-    #[test]
-    fn bounds_refuse_with_enolck_and_cancel_ends_waits() {
-        let (_d, f, key) = file();
-        let locks = Locks::new(LIMITS);
-        let a = who(b"a");
-        let r = Some(LockType::Read);
-        for i in 0..100 {
-            locks
-                .set(&a, key, &f, &set(1, r, i * 2, i * 2, false), None)
-                .unwrap();
-        }
-        let e = locks
-            .set(&a, key, &f, &set(1, r, 1000, 1000, false), None)
-            .unwrap_err();
-        assert_eq!(e.errno(), libc::ENOLCK);
-        // Merging costs nothing more.
-        locks
-            .set(&a, key, &f, &set(1, r, 1, 1, false), None)
-            .unwrap();
-        let b = who(b"b");
-        let Ok(Outcome::Blocked(waiter)) = locks.set(
-            &b,
-            key,
-            &f,
-            &set(9, Some(LockType::Write), 0, 0, true),
-            None,
-        ) else {
-            panic!("queued")
-        };
-        locks.cancel(&b, key, 9, Kind::Posix);
-        assert_eq!(*waiter.state.lock(), WaitState::Cancelled);
-        assert_eq!(locks.summary().waiters, 0);
-    }
-
-    #[test]
-    fn flock_and_posix_do_not_conflict_and_the_disk_sees_both() {
-        let (_d, f, key) = file();
-        let locks = Locks::new(LIMITS);
-        let (a, b) = (who(b"a"), who(b"b"));
-        let mut fl = set(1, Some(LockType::Write), 0, END, false);
-        fl.kind = Kind::Flock;
-        locks.set(&a, key, &f, &fl, None).unwrap();
-        locks
-            .set(
-                &b,
-                key,
-                &f,
-                &set(1, Some(LockType::Write), 0, END, false),
-                None,
-            )
-            .unwrap();
-        let seen = locks
-            .test(&who(b"c"), key, &f, Kind::Posix, 1, LockType::Read, 0, 0)
-            .unwrap();
-        assert_eq!(seen.map(|s| (s.0, s.3)), Some((LockType::Write, 7)));
-        // A process on the server's disk is refused the flock a client holds.
-        let local = OwnedFd::from(File::open(_d.path().join("f")).unwrap());
-        assert_eq!(
-            disk_locks::set_whole(&local, Some(LockType::Read)),
-            Ok(false)
-        );
-    }
-}
+mod tests;

@@ -8,6 +8,7 @@ pub mod lease_fairness;
 pub mod lease_policy;
 pub mod lease_table;
 pub mod leases;
+pub mod lock_grace;
 pub mod locks;
 pub mod ordering;
 pub mod recalls;
