@@ -93,6 +93,11 @@ pub fn step(
                 reclaim: req.reclaim,
             };
             Ok(match locks.set(who, key, &file, &set, waiter)? {
+                Outcome::Done if ctx.handles.get(req.handle).is_err() => {
+                    // Closed while this ran: the close let go of what it saw, this goes too.
+                    locks.closed(&who.session, req.handle);
+                    return Err(FsError::BadHandle(req.handle));
+                }
                 Outcome::Done => Step::Reply(nothing()),
                 Outcome::Blocked(w) => Step::Wait(w),
                 Outcome::Grace => Step::Grace,

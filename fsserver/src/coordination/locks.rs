@@ -23,7 +23,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -226,6 +226,9 @@ pub struct Limits {
 #[derive(Debug)]
 pub struct Locks {
     table: Mutex<Table>,
+    /// Sessions in the table, stored under its lock: a Close or a session's end in a
+    /// server where no one holds a lock takes no lock at all.
+    in_use: AtomicUsize,
     limits: Limits,
     pub grace: Grace,
     /// Where the server notes that it holds locks (for the grace period after a restart).
@@ -281,6 +284,7 @@ impl Locks {
     fn with_grace(limits: Limits, grace: Grace, state_file: Option<PathBuf>) -> Locks {
         Locks {
             table: Mutex::new(Table::default()),
+            in_use: AtomicUsize::new(0),
             limits,
             grace,
             state_file,
@@ -448,6 +452,7 @@ impl Locks {
                     );
                 }
                 *t.tokens.entry(who.token.clone()).or_default() += 1;
+                self.in_use.store(t.sessions.len(), Ordering::SeqCst);
                 if req.kind == Kind::Posix {
                     t.waits.entry(me).or_default().push(w.clone());
                 }
@@ -548,6 +553,7 @@ impl Locks {
             .insert((file, key.clone()));
         let tok = t.tokens.entry(who.token.clone()).or_default();
         *tok = (*tok + after).saturating_sub(before);
+        self.in_use.store(t.sessions.len(), Ordering::SeqCst);
         narrowed
     }
 
@@ -760,6 +766,9 @@ impl Locks {
     /// `handle` of `session` was closed: the locks of every owner that took one through
     /// it go, and its waits end.
     pub fn closed(&self, session: &SessionId, handle: u64) {
+        if self.in_use.load(Ordering::SeqCst) == 0 {
+            return;
+        }
         let mut t = self.table.lock();
         let t = &mut *t;
         let owners = t
@@ -782,6 +791,7 @@ impl Locks {
             w.set(WaitState::Cancelled);
         }
         Self::forget_if_empty(t, session);
+        self.in_use.store(t.sessions.len(), Ordering::SeqCst);
     }
 
     fn release_owner(t: &mut Table, file: FileKey, key: &OwnerKey) {
@@ -810,6 +820,9 @@ impl Locks {
 
     /// The session ended: everything it held goes, and its waits end.
     pub fn session_ended(&self, session: &SessionId) {
+        if self.in_use.load(Ordering::SeqCst) == 0 {
+            return;
+        }
         let mut t = self.table.lock();
         let t = &mut *t;
         let Some(s) = t.sessions.get_mut(session) else {
@@ -832,6 +845,7 @@ impl Locks {
         }
         t.sessions.remove(session);
         t.tokens.retain(|_, n| *n > 0);
+        self.in_use.store(t.sessions.len(), Ordering::SeqCst);
     }
 
     /// Notes, once per run, that locks were granted: a server started after this one
