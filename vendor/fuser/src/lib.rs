@@ -907,6 +907,10 @@ pub trait Filesystem: Send + Sync + 'static {
     /// used to fill in this field in `getlk()`. Note: if the locking methods are not
     /// implemented, the kernel will still allow file locking to work locally.
     /// Hence these are only interesting for network filesystems and similar.
+    /// `flock` is true for a lock of flock(2) (`FUSE_LK_FLOCK`, sent only if the filesystem
+    /// asked for `FUSE_FLOCK_LOCKS` at init): the kernel emulates it with a lock over the
+    /// whole file, owned by the open file description; false for fcntl(2) locks (POSIX
+    /// record locks, owned by the process, and open file description locks).
     fn setlk(
         &self,
         _req: &Request,
@@ -918,11 +922,12 @@ pub trait Filesystem: Send + Sync + 'static {
         typ: i32,
         pid: u32,
         sleep: bool,
+        flock: bool,
         reply: ReplyEmpty,
     ) {
         warn!(
             "[Not Implemented] setlk(ino: {ino:#x?}, fh: {fh}, lock_owner: {lock_owner}, \
-            start: {start}, end: {end}, typ: {typ}, pid: {pid}, sleep: {sleep})"
+            start: {start}, end: {end}, typ: {typ}, pid: {pid}, sleep: {sleep}, flock: {flock})"
         );
         reply.error(Errno::ENOSYS);
     }

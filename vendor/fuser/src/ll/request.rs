@@ -1205,6 +1205,11 @@ mod op {
         pub(crate) fn sleep(&self) -> bool {
             self.wait
         }
+        /// True for a lock taken or released by flock(2) (`FUSE_LK_FLOCK` in `lk_flags`),
+        /// false for a POSIX or open file description lock (fcntl(2)).
+        pub(crate) fn flock(&self) -> bool {
+            self.arg.lk_flags & consts::FUSE_LK_FLOCK != 0
+        }
     }
 
     /// Check file access permissions.
@@ -2052,10 +2057,11 @@ impl fmt::Display for Operation<'_> {
             ),
             Operation::SetLk(x) => write!(
                 f,
-                "{} fh {:?}, lock owner {:?}",
+                "{} fh {:?}, lock owner {:?}, flock {}",
                 if x.sleep() { "SETLKW" } else { "SETLK" },
                 x.file_handle(),
-                x.lock_owner()
+                x.lock_owner(),
+                x.flock()
             ),
             Operation::Access(x) => write!(f, "ACCESS mask {:#05o}", x.mask()),
             Operation::Create(x) => write!(
