@@ -107,16 +107,28 @@ trait Interruptible: Send + Sync {
     fn answered(&self) -> bool;
 }
 
-struct Slot<R>(Mutex<Option<R>>);
+/// A reply, until taken; and whether an interrupt took it (for the operation to learn of,
+/// see [`Answer::interrupted`]).
+struct Slot<R> {
+    reply: Mutex<Option<R>>,
+    by_interrupt: std::sync::atomic::AtomicBool,
+    told: tokio::sync::Notify,
+}
 
 impl<R: ErrorReply + Send> Interruptible for Slot<R> {
     fn interrupt(&self) -> bool {
-        let reply = self.0.lock().take();
-        reply.map(|r| r.fail(Errno::EINTR)).is_some()
+        let reply = self.reply.lock().take();
+        let Some(reply) = reply else {
+            return false;
+        };
+        reply.fail(Errno::EINTR);
+        self.by_interrupt.store(true, Ordering::SeqCst);
+        self.told.notify_waiters();
+        true
     }
 
     fn answered(&self) -> bool {
-        self.0.lock().is_none()
+        self.reply.lock().is_none()
     }
 }
 
@@ -220,7 +232,11 @@ impl Interrupts {
         reply: R,
         read: bool,
     ) -> Answer<R> {
-        let slot = Arc::new(Slot(Mutex::new(Some(reply))));
+        let slot = Arc::new(Slot {
+            reply: Mutex::new(Some(reply)),
+            by_interrupt: Default::default(),
+            told: tokio::sync::Notify::new(),
+        });
         let waiting = Waiting {
             tid,
             call: slot.clone(),
@@ -343,13 +359,30 @@ pub(super) struct Answer<R: ErrorReply + Send + 'static> {
 impl<R: ErrorReply + Send + 'static> Answer<R> {
     /// The reply, or `None` if the call was answered EINTR: its result is then nobody's.
     pub fn take(self) -> Option<R> {
-        self.slot.0.lock().take()
+        self.slot.reply.lock().take()
     }
 
     /// Runs `f` on the reply while it is still this call's (a listing fills it entry by
     /// entry); `None` once the call was answered EINTR.
     pub fn with<T>(&self, f: impl FnOnce(&mut R) -> T) -> Option<T> {
-        self.slot.0.lock().as_mut().map(f)
+        self.slot.reply.lock().as_mut().map(f)
+    }
+
+    /// Completes once an interrupt has answered this call EINTR (never, if it is not):
+    /// an operation that waits on the server (a lock wait) then tells the server to stop.
+    pub fn interrupted(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let slot = self.slot.clone();
+        async move {
+            loop {
+                let told = slot.told.notified();
+                tokio::pin!(told);
+                told.as_mut().enable();
+                if slot.by_interrupt.load(Ordering::SeqCst) {
+                    return;
+                }
+                told.await;
+            }
+        }
     }
 }
 
@@ -486,6 +519,32 @@ mod tests {
             None
         );
         assert_eq!(eintr_after(None, true, ms(600)).await, None);
+    }
+
+    #[tokio::test]
+    async fn the_operation_learns_that_an_interrupt_answered_its_call() {
+        let killed = Box::new(|_| Some(Signals::Fatal));
+        let table = Interrupts::with_probe(ms(200), Handle::current(), killed);
+        let got = Arc::new(AtomicU32::new(0));
+        let answer = table.register(11, 1, Recorded(got.clone()));
+        let interrupted = answer.interrupted();
+        let before = tokio::time::timeout(ms(50), answer.interrupted()).await;
+        assert!(before.is_err(), "not interrupted yet");
+        table.interrupt(11);
+        tokio::time::timeout(ms(2000), interrupted)
+            .await
+            .expect("told");
+        assert_eq!(got.load(Ordering::SeqCst), libc::EINTR as u32);
+        // Asked after the fact, it completes at once.
+        tokio::time::timeout(ms(50), answer.interrupted())
+            .await
+            .expect("told");
+        assert!(answer.take().is_none());
+        // A call its operation answers is never told.
+        let answered = table.register(12, 1, Recorded(got.clone()));
+        let never = answered.interrupted();
+        assert!(answered.take().is_some());
+        assert!(tokio::time::timeout(ms(50), never).await.is_err());
     }
 
     #[tokio::test]
