@@ -31,6 +31,13 @@ pub enum FsError {
     /// local disk (and the server) refuses it.
     #[error("file name longer than {NAME_MAX} bytes")]
     NameTooLong,
+    /// A lock taken through this open file was lost (the server restarted and refused to
+    /// give it back): its reads, writes and locks fail until it is closed, as with NFS.
+    #[error("a lock on this open file was lost")]
+    LockLost,
+    /// An argument no call can carry (a lock type other than read, write or unlock).
+    #[error("invalid argument")]
+    Invalid,
 }
 
 /// Longest file name, in bytes (Linux's NAME_MAX).
@@ -68,6 +75,8 @@ impl FsError {
             FsError::BadReply(_) => libc::EIO,
             FsError::NoAttribute => libc::ENODATA,
             FsError::NameTooLong => libc::ENAMETOOLONG,
+            FsError::LockLost => libc::EIO,
+            FsError::Invalid => libc::EINVAL,
         }
     }
 }

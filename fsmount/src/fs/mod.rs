@@ -12,6 +12,8 @@
 //! - `write`: the write path: write -> coalescing -> write-behind -> Write requests;
 //!   flush, fsync, copy_range, fallocate;
 //! - `xattr`: extended attributes, with what is known to be absent;
+//! - `locks`: fcntl and flock locks taken on the server, given back at close, taken again
+//!   after a server restart;
 //! - `dir`: directory streams (readdir, readdirplus);
 //! - `changes`: other clients' changes the server tells of;
 //! - `leases`: directory leases held, renewed and given back;
@@ -30,6 +32,7 @@ pub mod data;
 mod dir;
 pub mod error;
 pub mod ids;
+pub mod locks;
 pub mod names;
 mod namespace;
 mod open_files;
@@ -40,6 +43,8 @@ use data::{coalesce, read_ahead};
 pub use names::{attr_cache, budget, inodes, predictions};
 use names::{known_dirs, local_ops, Names};
 
+#[cfg(test)]
+mod locks_tests;
 #[cfg(test)]
 mod tests;
 
@@ -190,6 +195,12 @@ pub struct Fs {
     renew_now: tokio::sync::Notify,
     /// Tells the kernel to drop what it cached (set by the mount; see `changes`).
     kernel: std::sync::OnceLock<KernelInvalidator>,
+    /// Locks held on the server and waits in progress (see `locks`); its lock is taken
+    /// alone or before the open-file table's, never with the names lock held.
+    locks: Mutex<locks::Locks>,
+    /// Locks lost at a server restart so far (reads and writes look for a lost lock only
+    /// when there was one).
+    locks_lost: std::sync::atomic::AtomicU64,
 }
 
 /// Sends invalidations to the kernel, off the calling thread.
@@ -232,6 +243,8 @@ impl Fs {
             budget: Default::default(),
             renew_now: Default::default(),
             kernel: Default::default(),
+            locks: Default::default(),
+            locks_lost: Default::default(),
         }
     }
 

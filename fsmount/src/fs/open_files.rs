@@ -28,6 +28,8 @@ pub(super) struct OpenFile {
     /// Size when opened (read-ahead stops there).
     pub size: u64,
     pub read_ahead: ReadAhead,
+    /// A lock taken through it was lost at a server restart: its calls fail with EIO.
+    pub lock_lost: bool,
 }
 
 /// Every file this mount has open on the server, by handle.
@@ -141,6 +143,10 @@ impl Fs {
     /// more is logged), then the server closes it.
     pub async fn release(&self, ino: Ino, fh: Fh) -> Result<()> {
         self.written.lock().remove(&ino);
+        // Locks owned by the open file (flock, OFD) go back now, whatever the Close waits for.
+        if let Some(unlocks) = self.unlock_handle(ino, fh) {
+            tokio::spawn(unlocks);
+        }
         if self.answered_here(ino) {
             return self.release_behind(ino, fh);
         }
@@ -241,6 +247,7 @@ impl Fs {
                 opener: crate::credentials::current(),
                 size: attr.size,
                 read_ahead: ReadAhead::new(max_window, 2 * block),
+                lock_lost: false,
             },
         );
     }
@@ -255,6 +262,7 @@ impl Fs {
     /// `fsmount sync` then fails and `fsmount status` lists it, even when no close or fsync
     /// of the file is left to report it.
     pub fn install_reopen(self: &Arc<Self>) {
+        self.install_reclaim();
         if let Some(wb) = &self.writeback {
             let fs = Arc::downgrade(self);
             wb.on_failure(Box::new(move |ino, errno| {

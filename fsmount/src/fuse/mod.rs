@@ -29,8 +29,8 @@ use bytes::Bytes;
 use fuser::{
     CopyFileRangeFlags, FileHandle, FopenFlags, INodeNo, InitFlags, KernelConfig, LockOwner,
     OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
-    RequestId, TimeOrNow, WriteFlags,
+    ReplyEmpty, ReplyEntry, ReplyLock, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, RequestId, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 
@@ -135,6 +135,10 @@ impl fuser::Filesystem for FuseAdapter {
             // server refuses a non-owner): the server's own write, truncate or chown, run
             // as the caller, clears them as a local disk does.
             InitFlags::FUSE_HANDLE_KILLPRIV_V2,
+            // fcntl and flock locks go to the server (`fs/locks.rs`), which makes them
+            // hold across machines; the kernel then keeps none itself.
+            InitFlags::FUSE_POSIX_LOCKS,
+            InitFlags::FUSE_FLOCK_LOCKS,
         ] {
             let _ = config.add_capabilities(cap);
         }
@@ -415,12 +419,13 @@ impl fuser::Filesystem for FuseAdapter {
         &self,
         req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: LockOwner,
+        fh: FileHandle,
+        lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
         self.spawn(req, reply, move |fs, reply| async move {
-            let flushed = fs.flush(Ino(ino.0)).await;
+            // Also gives back the POSIX locks of the closing process.
+            let flushed = fs.flush_owner(Ino(ino.0), Fh(fh.0), lock_owner.0).await;
             if let Some(Err(e)) = answer(reply, flushed, |reply, ()| reply.ok()) {
                 fs.failure_unheard(Ino(ino.0), &e);
             }
@@ -716,6 +721,51 @@ impl fuser::Filesystem for FuseAdapter {
         });
     }
 
+    fn getlk(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        reply: ReplyLock,
+    ) {
+        let call = lock_call(ino, fh, lock_owner, (start, end, typ), pid, false, false);
+        self.spawn(req, reply, move |fs, reply| async move {
+            answer(reply, fs.getlk(call).await, |reply, c| {
+                reply.locked(c.start, c.end, c.typ as i32, c.pid)
+            });
+        });
+    }
+
+    fn setlk(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
+        flock: bool,
+        reply: ReplyEmpty,
+    ) {
+        let call = lock_call(ino, fh, lock_owner, (start, end, typ), pid, sleep, flock);
+        self.spawn(req, reply, move |fs, reply| async move {
+            // A wait answered EINTR is cancelled on the server; a lock granted all the
+            // same, which the kernel will never learn of, is given back.
+            let set = fs.setlk(call, reply.interrupted()).await;
+            if let Some(Ok(())) = answer(reply, set, |reply, ()| reply.ok()) {
+                fs.undo(call).await;
+            }
+        });
+    }
+
     fn lseek(
         &self,
         req: &Request,
@@ -732,6 +782,29 @@ impl fuser::Filesystem for FuseAdapter {
                 |reply, o| reply.offset(o),
             );
         });
+    }
+}
+
+/// The core's lock call from fuser's arguments (`range`: start, end, type).
+fn lock_call(
+    ino: INodeNo,
+    fh: FileHandle,
+    owner: LockOwner,
+    (start, end, typ): (u64, u64, i32),
+    pid: u32,
+    wait: bool,
+    flock: bool,
+) -> fs::locks::LockCall {
+    fs::locks::LockCall {
+        ino: Ino(ino.0),
+        fh: Fh(fh.0),
+        owner: owner.0,
+        flock,
+        typ: typ as u32,
+        start,
+        end,
+        pid,
+        wait,
     }
 }
 

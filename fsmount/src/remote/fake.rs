@@ -2,10 +2,13 @@
 //! the core sends, with faults scripted per command (fail with an errno, delay, hang until
 //! released, lose the reply), a log of what was sent, and a simulated restart that loses
 //! every open handle until the mount's reopen hook recreates them, as the real client does
-//! on reconnecting to a restarted server.
+//! on reconnecting to a restarted server. Locks are kept per file, kind and owner as the
+//! server keeps them: a conflicting wait waits until the lock is free or a CANCEL ends it,
+//! a Close gives back the locks of the owners that took one through the handle, and a
+//! restart loses them all until the mount's reclaim hook takes them again.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,7 +17,9 @@ use prost::Message;
 use protocol::{Command, Frame, StreamId};
 use tokio::sync::watch;
 
-use super::{CallFuture, ClientError, Patience, Remote, Reopen};
+use protocol::lock_ranges::{LockType, Ranges, F_UNLCK};
+
+use super::{CallFuture, ClientError, Patience, Reclaim, Remote, Reopen};
 
 /// What happens to a request a rule matches.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +45,8 @@ pub struct Logged {
     pub cmd: Command,
     /// Write's (handle, offset, length); zeros for other commands.
     pub write: (u64, u64, usize),
+    /// Lock's request; None for other commands.
+    pub lock: Option<proto::LockRequest>,
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +71,18 @@ struct Tree {
     clock: u64,
     /// The budget each grant and renewal brings.
     budget: proto::Budget,
+    /// Locks: (server inode, kind) -> owner -> ranges.
+    locks: HashMap<(u64, u32), HashMap<u64, Ranges>>,
+    /// The (owner, kind) of each lock taken through a handle: its Close gives them back.
+    lock_handles: HashMap<u64, HashSet<(u64, u32)>>,
+    /// CANCELs so far per (inode, owner, kind): a wait started before one ends with EINTR.
+    cancels: HashMap<(u64, u64, u32), u64>,
+}
+
+/// A Lock request applied, or waiting for a conflicting lock to go.
+enum Locked {
+    Done(Answer),
+    Blocked,
 }
 
 /// The fake; cheap to share, so a call's future owns what it needs.
@@ -87,6 +106,11 @@ pub struct FakeState {
     /// Bumped by `release`: hanging requests go on.
     released: watch::Sender<u64>,
     reopen: Mutex<Option<Reopen>>,
+    reclaim: Mutex<Option<std::sync::Arc<dyn Reclaim>>>,
+    /// Reclaims are refused (as after the grace period).
+    refuse_reclaims: AtomicBool,
+    /// Bumped whenever a lock may have gone: waits look again.
+    locks_changed: watch::Sender<u64>,
     next_stream: AtomicU32,
 }
 
@@ -150,6 +174,9 @@ impl FakeServer {
             received: watch::channel(0).0,
             released: watch::channel(0).0,
             reopen: Mutex::new(None),
+            reclaim: Mutex::new(None),
+            refuse_reclaims: AtomicBool::new(false),
+            locks_changed: watch::channel(0).0,
             next_stream: AtomicU32::new(1),
         }))
     }
@@ -202,9 +229,42 @@ impl FakeState {
         self.tree.lock().handles.len()
     }
 
-    /// The server restarts: every open handle is lost.
+    /// The server restarts: every open handle and every lock is lost.
     pub fn restart(&self) {
-        self.tree.lock().handles.clear();
+        let mut tree = self.tree.lock();
+        tree.handles.clear();
+        tree.locks.clear();
+        tree.lock_handles.clear();
+    }
+
+    /// Reclaims are refused from now on (`true`), as after the server's grace period.
+    pub fn refuse_reclaims(&self, refuse: bool) {
+        self.refuse_reclaims.store(refuse, Ordering::SeqCst);
+    }
+
+    /// The ranges `owner` holds of `kind` on the file at `path`: (start, end, type).
+    pub fn locks_of(&self, path: &[u8], owner: u64, kind: u32) -> Vec<(u64, u64, u32)> {
+        let tree = self.tree.lock();
+        let Some(ino) = tree.names.get(path) else {
+            return Vec::new();
+        };
+        let mut v: Vec<_> = tree
+            .locks
+            .get(&(*ino, kind))
+            .and_then(|o| o.get(&owner))
+            .map(|r| {
+                r.iter()
+                    .map(|r| (r.start, r.end, r.typ.to_wire()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// The Lock requests received so far.
+    pub fn lock_log(&self) -> Vec<proto::LockRequest> {
+        self.log.lock().iter().filter_map(|l| l.lock).collect()
     }
 
     /// A process on the server replaces the file at `path` with a new one (new inode).
@@ -220,14 +280,39 @@ impl FakeState {
 
     /// The client reconnects to the restarted server: the mount's reopen hook recreates its
     /// handles, as `client::reconnect` does before resending. Returns how many were reopened.
+    /// Then its reclaim hook takes its locks again (refused if `refuse_reclaims`).
     pub fn reconnect(&self) -> usize {
         let reopen = self.reopen.lock().clone();
         let requests = reopen.map(|r| r()).unwrap_or_default();
-        let mut tree = self.tree.lock();
-        requests
-            .iter()
-            .filter(|(req, _)| tree.open(req).is_ok())
-            .count()
+        let reopened = {
+            let mut tree = self.tree.lock();
+            requests
+                .iter()
+                .filter(|(req, _)| tree.open(req).is_ok())
+                .count()
+        };
+        let reclaim = self.reclaim.lock().clone();
+        if let Some(reclaim) = reclaim {
+            for req in reclaim.locks() {
+                self.log.lock().push(Logged {
+                    cmd: Command::Lock,
+                    write: (0, 0, 0),
+                    lock: Some(req),
+                });
+                let refused = self.refuse_reclaims.load(Ordering::SeqCst);
+                let r = match refused {
+                    true => Err(err(libc::ENOLCK)),
+                    false => match self.tree.lock().lock(&req) {
+                        Locked::Done(r) => r,
+                        Locked::Blocked => Err(err(libc::EAGAIN)),
+                    },
+                };
+                if let Err(ClientError::Remote { errno, .. }) = r {
+                    reclaim.refused(&req, errno);
+                }
+            }
+        }
+        reopened
     }
 
     fn fault_for(&self, cmd: Command) -> Option<(Fault, u64)> {
@@ -248,7 +333,8 @@ impl FakeState {
             return fault;
         }
         let write = write_of(cmd, msg, data);
-        self.log.lock().push(Logged { cmd, write });
+        let lock = lock_of(cmd, msg);
+        self.log.lock().push(Logged { cmd, write, lock });
         self.received.send_modify(|n| *n += 1);
         fault
     }
@@ -277,7 +363,9 @@ impl FakeState {
             }
             None => {}
         }
-        let (msg, data) = self.tree.lock().apply(cmd, &msg, data)?;
+        let applied = self.tree.lock().apply(cmd, &msg, data);
+        self.locks_changed.send_modify(|n| *n += 1);
+        let (msg, data) = applied?;
         let id = StreamId(self.next_stream.fetch_add(1, Ordering::Relaxed));
         Ok(Frame::response_bytes(cmd.code(), id, msg, data))
     }
@@ -303,6 +391,10 @@ impl Remote for FakeServer {
     fn set_reopen(&self, reopen: Reopen) {
         *self.reopen.lock() = Some(reopen);
     }
+
+    fn set_reclaim(&self, reclaim: std::sync::Arc<dyn Reclaim>) {
+        *self.reclaim.lock() = Some(reclaim);
+    }
 }
 
 impl FakeServer {
@@ -315,6 +407,7 @@ impl FakeServer {
             self.log.lock().push(Logged {
                 cmd,
                 write: write_of(cmd, &msg, &data),
+                lock: lock_of(cmd, &msg),
             });
             self.received.send_modify(|n| *n += 1);
             fault = None;
@@ -323,10 +416,68 @@ impl FakeServer {
         if fault.is_some() {
             return Box::pin(async move { state.answer(cmd, msg, data, fault).await });
         }
+        if cmd == Command::Lock {
+            return self.lock_call(msg);
+        }
         let applied = self.tree.lock().apply(cmd, &msg, data);
+        self.locks_changed.send_modify(|n| *n += 1);
         let id = StreamId(self.next_stream.fetch_add(1, Ordering::Relaxed));
         let reply = applied.map(|(msg, data)| Frame::response_bytes(cmd.code(), id, msg, data));
         Box::pin(async move { reply })
+    }
+}
+
+impl FakeServer {
+    /// A Lock request: applied now, or a wait until the conflicting lock goes or a CANCEL
+    /// of the same owner on the file ends it (EINTR).
+    fn lock_call(&self, msg: Bytes) -> CallFuture {
+        let state = self.0.clone();
+        let frame = |r: Answer, next: &AtomicU32| {
+            let id = StreamId(next.fetch_add(1, Ordering::Relaxed));
+            r.map(|(msg, data)| Frame::response_bytes(Command::Lock.code(), id, msg, data))
+        };
+        let req: proto::LockRequest = match decode(&msg) {
+            Ok(r) => r,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        let (first, cancels) = {
+            let mut tree = self.tree.lock();
+            let cancels = tree.cancels_of(&req);
+            (tree.lock(&req), cancels)
+        };
+        self.locks_changed.send_modify(|n| *n += 1);
+        if let Locked::Done(r) = first {
+            let reply = frame(r, &self.next_stream);
+            return Box::pin(async move { reply });
+        }
+        Box::pin(async move {
+            let mut rx = state.locks_changed.subscribe();
+            loop {
+                rx.borrow_and_update();
+                let tried = {
+                    let mut tree = state.tree.lock();
+                    if tree.cancels_of(&req) != cancels {
+                        return Err(err(libc::EINTR));
+                    }
+                    tree.lock(&req)
+                };
+                if let Locked::Done(r) = tried {
+                    state.locks_changed.send_modify(|n| *n += 1);
+                    return frame(r, &state.next_stream);
+                }
+                if rx.changed().await.is_err() {
+                    return Err(ClientError::ConnectionLost("fake: gone".into()));
+                }
+            }
+        })
+    }
+}
+
+/// Lock's request; None for other commands.
+fn lock_of(cmd: Command, msg: &Bytes) -> Option<proto::LockRequest> {
+    match cmd {
+        Command::Lock => decode(msg).ok(),
+        _ => None,
     }
 }
 
@@ -428,6 +579,76 @@ impl Tree {
         }
         self.handles.insert(req.handle, ino);
         Ok(ino)
+    }
+
+    /// CANCELs so far of `req`'s owner and kind on its file.
+    fn cancels_of(&self, req: &proto::LockRequest) -> u64 {
+        let ino = self.handles.get(&req.handle).copied().unwrap_or(0);
+        let key = (ino, req.owner, req.kind);
+        self.cancels.get(&key).copied().unwrap_or(0)
+    }
+
+    /// Applies a Lock request, as the server does (see proto/fs.proto, LockRequest).
+    fn lock(&mut self, req: &proto::LockRequest) -> Locked {
+        let done = |r| Locked::Done(r);
+        let none = proto::LockReply {
+            r#type: F_UNLCK,
+            ..Default::default()
+        };
+        if req.op == crate::remote::LOCKS_RECLAIMED {
+            return done(reply(none));
+        }
+        let ino = match self.handle(req.handle) {
+            Ok(ino) => ino,
+            Err(e) => return done(Err(e)),
+        };
+        let typ = match LockType::from_wire(req.r#type) {
+            Ok(t) => t,
+            Err(_) => return done(Err(err(libc::EINVAL))),
+        };
+        let file = self.locks.entry((ino, req.kind)).or_default();
+        let conflict = typ.and_then(|t| {
+            file.iter()
+                .filter(|(owner, _)| **owner != req.owner)
+                .find_map(|(_, r)| r.conflict(req.start, req.end, t))
+        });
+        match req.op {
+            // TEST
+            0 => done(reply(match conflict {
+                Some(c) => proto::LockReply {
+                    r#type: c.typ.to_wire(),
+                    start: c.start,
+                    end: c.end,
+                    pid: 0,
+                },
+                None => none,
+            })),
+            // SET
+            1 => {
+                if conflict.is_some() {
+                    return match req.wait {
+                        true => Locked::Blocked,
+                        false => done(Err(err(libc::EAGAIN))),
+                    };
+                }
+                let owner = file.entry(req.owner).or_default();
+                *owner = owner.with(req.start, req.end, typ);
+                if owner.is_empty() {
+                    file.remove(&req.owner);
+                }
+                if typ.is_some() {
+                    let taken = self.lock_handles.entry(req.handle).or_default();
+                    taken.insert((req.owner, req.kind));
+                }
+                done(reply(none))
+            }
+            // CANCEL
+            2 => {
+                *self.cancels.entry((ino, req.owner, req.kind)).or_default() += 1;
+                done(reply(none))
+            }
+            _ => done(Err(err(libc::EINVAL))),
+        }
     }
 
     fn attr_reply(&self, ino: u64) -> Answer {
@@ -533,8 +754,16 @@ impl Tree {
             }
             Command::Close => {
                 let req: proto::CloseRequest = decode(msg)?;
-                if self.handles.remove(&req.handle).is_none() && !self.stale.remove(&req.handle) {
+                let ino = self.handles.remove(&req.handle);
+                if ino.is_none() && !self.stale.remove(&req.handle) {
                     return Err(err(libc::EBADF));
+                }
+                // The locks of every owner that took one through it go.
+                let taken = self.lock_handles.remove(&req.handle).unwrap_or_default();
+                for (owner, kind) in taken {
+                    if let Some(file) = ino.and_then(|i| self.locks.get_mut(&(i, kind))) {
+                        file.remove(&owner);
+                    }
                 }
                 reply(proto::Empty {})
             }
@@ -595,6 +824,13 @@ impl Tree {
                     },
                     budget: (req.want_lease && !req.path.is_empty()).then_some(self.budget),
                 })
+            }
+            Command::Lock => {
+                let req: proto::LockRequest = decode(msg)?;
+                match self.lock(&req) {
+                    Locked::Done(r) => r,
+                    Locked::Blocked => Err(err(libc::EAGAIN)),
+                }
             }
             Command::Lease => reply(proto::LeaseReply {
                 lease_ms: FAKE_LEASE_MS,

@@ -33,6 +33,18 @@ pub enum Patience {
 pub type Reopen =
     Arc<dyn Fn() -> Vec<(proto::OpenRequest, Option<proto::Credentials>)> + Send + Sync>;
 
+/// `LockRequest.op` of the one request saying every lock was taken again (see [`Reclaim`]).
+pub const LOCKS_RECLAIMED: u32 = 3;
+
+/// The locks to take again on a new server session (the server restarted), once the
+/// handles are reopened: each a SET with `reclaim`; then one RECLAIMED is sent.
+pub trait Reclaim: Send + Sync {
+    /// The lock requests to send (none: nothing held).
+    fn locks(&self) -> Vec<proto::LockRequest>;
+    /// The server refused `req` (it is not held any more) with `errno`.
+    fn refused(&self, req: &proto::LockRequest, errno: i32);
+}
+
 /// Called with each Notify the server sends (other clients' changes), on the connection's
 /// reader: it must not wait for anything.
 pub type NotifyHook = Arc<dyn Fn(proto::Notify) + Send + Sync>;
@@ -65,6 +77,9 @@ pub trait Remote: Send + Sync + 'static {
 
     /// Registers what to do with the server's notifications of other clients' changes.
     fn set_notify(&self, _notify: NotifyHook) {}
+
+    /// Registers which locks to take again on a new session (see [`Reclaim`]).
+    fn set_reclaim(&self, _reclaim: Arc<dyn Reclaim>) {}
 }
 
 impl dyn Remote {

@@ -19,6 +19,7 @@ impl Fs {
     /// readers go through the block cache and start read-ahead; other reads go straight to
     /// the server unless the cache already holds every block they touch.
     pub async fn read(&self, ino: Ino, fh: Fh, offset: u64, len: u32) -> Result<Bytes> {
+        self.lock_usable(fh)?;
         let len = len.min(self.max_io);
         // A file created or opened locally exists (is open) on the server once its requests
         // are answered, and an Open answered locally brings its first block: wait for them,

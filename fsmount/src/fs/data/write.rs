@@ -21,6 +21,7 @@ impl Fs {
     /// write-behind the requests are queued and this returns at once (after waiting for room
     /// under the dirty bound); their outcome is reported by the next flush/fsync/close.
     pub async fn write(&self, fh: Fh, offset: u64, data: Bytes) -> Result<u32> {
+        self.lock_usable(fh)?;
         let ino = self.open_files.ino_of(fh);
         if let Some(ino) = ino {
             self.write_kills_set_id(ino);
@@ -193,6 +194,7 @@ impl Fs {
     }
 
     pub async fn fsync(&self, ino: Ino, fh: Fh, datasync: bool) -> Result<()> {
+        self.lock_usable(fh)?;
         self.settle(ino).await?;
         let req = proto::FsyncRequest {
             handle: fh.0,
