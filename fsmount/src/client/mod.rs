@@ -289,6 +289,10 @@ impl Remote for Client {
         *self.shared.reopen.lock() = Some(reopen);
     }
 
+    fn set_reclaim(&self, reclaim: Arc<dyn crate::remote::Reclaim>) {
+        *self.shared.reclaim.lock() = Some(reclaim);
+    }
+
     fn set_notify(&self, notify: crate::remote::NotifyHook) {
         *self.shared.notify.lock() = Some(notify);
     }

@@ -1,7 +1,8 @@
 //! Reconnection: dial again with capped exponential back-off and the same session id. If the
 //! server kept the session, every unanswered request is sent again, oldest first (its reply
 //! cache answers those that already ran); if not (server restart), the handles the mount
-//! holds are first reopened by path under the same numbers (the mount's `Reopen` hook).
+//! holds are first reopened by path under the same numbers (the mount's `Reopen` hook),
+//! then the locks it held are taken again (`Reclaim`), then one RECLAIMED says so.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -44,7 +45,11 @@ pub(super) async fn reconnect(weak: Weak<Shared>, generation: u64) {
                 let reopened = if welcome.resumed {
                     0
                 } else {
-                    match reopen_handles(&shared, &link).await {
+                    let restored = match reopen_handles(&shared, &link).await {
+                        Ok(n) => reclaim_locks(&shared, &link).await.map(|()| n),
+                        Err(e) => Err(e),
+                    };
+                    match restored {
                         Ok(n) => n,
                         Err(e) => {
                             warn!("reopening handles on the new session failed: {e}; retrying");
@@ -139,6 +144,62 @@ async fn reopen_handles(shared: &Arc<Shared>, link: &Link) -> Result<usize, Clie
         }
     }
     done.map(|()| n)
+}
+
+/// Takes the mount's locks again on `link` (a new session, handles reopened), then sends
+/// the one RECLAIMED; waits for them. A lock the server refuses is the mount's to report
+/// (`Reclaim::refused`); a connection lost meanwhile fails the attempt, which starts over.
+async fn reclaim_locks(shared: &Arc<Shared>, link: &Link) -> Result<(), ClientError> {
+    let reclaim = shared.reclaim.lock().clone();
+    let Some(reclaim) = reclaim else {
+        return Ok(());
+    };
+    let mut locks: Vec<Option<proto::LockRequest>> =
+        reclaim.locks().into_iter().map(Some).collect();
+    // No field but `op` is read.
+    locks.push(None);
+    let done = proto::LockRequest {
+        op: crate::remote::LOCKS_RECLAIMED,
+        ..Default::default()
+    };
+    let mut replies = Vec::new();
+    let mut ids = Vec::new();
+    for req in locks {
+        let id = shared.new_stream_id();
+        let msg = Bytes::from(req.as_ref().unwrap_or(&done).encode_to_vec());
+        let frame = Frame::request_bytes(Command::Lock, id, msg, Bytes::new());
+        ids.push(id);
+        replies.push((req, shared.pending.register(frame.clone())));
+        if link.tx.send(frame).is_err() {
+            break;
+        }
+    }
+    let all = async {
+        for (req, rx) in replies {
+            let f = rx
+                .await
+                .map_err(|_| ClientError::ConnectionLost("session ended".into()))?;
+            if !f.is_error() {
+                continue;
+            }
+            let e: proto::ErrorReply = f.decode_msg("ErrorReply").unwrap_or_default();
+            match req {
+                Some(req) => reclaim.refused(&req, e.errno),
+                None => tracing::debug!("the server refused RECLAIMED: {}", e.message),
+            }
+        }
+        Ok(())
+    };
+    let done = tokio::time::timeout(REOPEN_TIMEOUT, all)
+        .await
+        .map_err(|_| ClientError::Timeout("reclaiming locks".into()))
+        .and_then(|r| r);
+    if done.is_err() {
+        for id in ids {
+            shared.pending.cancel(id);
+        }
+    }
+    done
 }
 
 /// The server refused us: if the token file now holds another token (rotated), use it.

@@ -14,7 +14,7 @@ use tracing::warn;
 use super::link::Link;
 use super::pending::Pending;
 use super::reconnect::reconnect;
-use crate::remote::Reopen;
+use crate::remote::{Reclaim, Reopen};
 
 /// Where and as whom to (re)connect.
 #[derive(Debug, Clone)]
@@ -62,6 +62,8 @@ pub(super) struct Shared {
     /// How long a call waits while disconnected (None: for ever).
     pub timeout: Mutex<Option<Duration>>,
     pub reopen: Mutex<Option<Reopen>>,
+    /// The locks to take again on a new session, after the reopens.
+    pub reclaim: Mutex<Option<Arc<dyn Reclaim>>>,
     /// What to do with the server's Notify frames.
     pub notify: Mutex<Option<crate::remote::NotifyHook>>,
     /// When the last frame arrived.
@@ -91,6 +93,7 @@ impl Shared {
             stats: Mutex::new(LinkStats::default()),
             timeout: Mutex::new(timeout),
             reopen: Mutex::new(None),
+            reclaim: Mutex::new(None),
             notify: Mutex::new(None),
             last_heard: Mutex::new(Instant::now()),
             metrics: CallMetrics::default(),
