@@ -129,6 +129,8 @@ pub struct Status {
     pub budget: crate::fs::budget::BudgetStats,
     /// Calls interrupted by a signal, and those answered EINTR.
     pub interrupts: InterruptStats,
+    /// fcntl and flock locks held on the server, waits in progress, counts so far.
+    pub locks: crate::fs::locks::LockStatus,
 }
 
 /// `about`: the mount point and the metrics address.
@@ -165,6 +167,7 @@ fn status(
         local_op_failures: local.2,
         budget: fs.budget_stats(),
         interrupts,
+        locks: fs.lock_status(),
     }
 }
 
@@ -229,6 +232,25 @@ impl Status {
             "interrupts: {} calls interrupted by a signal, {} answered EINTR\n",
             self.interrupts.received, self.interrupts.answered_eintr
         );
+        let l = &self.locks;
+        let c = &l.counts;
+        out += &format!(
+            "locks: {} ranges held, {} waits in progress ({} requests, {} granted, {} waits, {} cancelled by a signal, {} undone, {} reclaimed, {} lost at a server restart)\n",
+            l.held, l.waiting, c.requests, c.granted, c.waits, c.cancelled, c.undone, c.reclaimed, c.lost
+        );
+        for s in &l.list {
+            let end = match s.end {
+                protocol::lock_ranges::END => "EOF".to_string(),
+                e => e.to_string(),
+            };
+            let waiting = s
+                .waiting_seconds
+                .map_or(String::new(), |w| format!(", WAITING {w:.1}s"));
+            out += &format!(
+                "  {} {} lock on {} bytes {}..{end}, owner {:#x}{waiting}\n",
+                s.typ, s.kind, s.file, s.start, s.owner
+            );
+        }
         out
     }
 
@@ -346,6 +368,56 @@ pub fn metrics_text(fs: &Fs, client: &Client, interrupts: &Interrupts) -> String
         "Calls answered EINTR: the process was being killed, or still waited after the grace.",
         st.interrupts.answered_eintr,
     );
+    let l = &st.locks;
+    for (name, help, v) in [
+        (
+            "locks_held",
+            "Lock ranges held on the server.",
+            l.held as u64,
+        ),
+        (
+            "lock_waits_in_progress",
+            "Lock calls waiting on the server.",
+            l.waiting as u64,
+        ),
+    ] {
+        sample(&mut out, &format!("fsxp_client_{name}"), "gauge", help, v);
+    }
+    for (name, help, v) in [
+        (
+            "lock_requests_total",
+            "Lock calls (F_GETLK, F_SETLK, F_SETLKW, flock) sent.",
+            l.counts.requests,
+        ),
+        ("locks_granted_total", "Locks granted.", l.counts.granted),
+        (
+            "lock_waits_total",
+            "Lock calls that asked to wait.",
+            l.counts.waits,
+        ),
+        (
+            "lock_waits_cancelled_total",
+            "Lock waits cancelled after a signal.",
+            l.counts.cancelled,
+        ),
+        (
+            "locks_undone_total",
+            "Locks granted after their call was answered EINTR, given back.",
+            l.counts.undone,
+        ),
+        (
+            "locks_reclaimed_total",
+            "Locks taken again after a server restart.",
+            l.counts.reclaimed,
+        ),
+        (
+            "locks_lost_total",
+            "Locks the server refused to give back after a restart.",
+            l.counts.lost,
+        ),
+    ] {
+        sample(&mut out, &format!("fsxp_client_{name}"), "counter", help, v);
+    }
     if let Some(c) = &st.cache {
         sample(
             &mut out,
