@@ -44,7 +44,7 @@ pub fn step(
     let locks = &ctx.locks.locks;
     let who = &ctx.locks.who;
     if req.op == OP_RECLAIMED {
-        locks.reclaimed();
+        locks.reclaimed(who);
         return Ok(Step::Reply(nothing()));
     }
     let file = ctx.handles.get(req.handle)?;

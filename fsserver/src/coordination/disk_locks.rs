@@ -13,8 +13,9 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
 use protocol::lock_ranges::{LockType, END};
 
-/// A new open file description of `handle`'s file, for one owner's locks: read-write where
-/// the caller may, else as the handle itself was opened (a read-only file takes read locks).
+/// A new open file description of `handle`'s file, for one owner's locks, opened as the
+/// server (never read or written): read-write where it may, else as the handle itself was
+/// opened (a file on a read-only mount takes read locks).
 pub fn reopen(handle: &File) -> Result<OwnedFd, Errno> {
     let path = format!("/proc/self/fd/{}", handle.as_raw_fd());
     // Non-blocking: an open must never wait (only regular files get here anyway).

@@ -113,6 +113,9 @@ struct Table {
     tokens: HashMap<Arc<str>, usize>,
     /// POSIX waits per (session, owner): the edges of the wait-for graph.
     waits: HashMap<(SessionId, u64), Vec<Arc<Waiter>>>,
+    /// Sessions that re-took a lock in the grace period and have not said RECLAIMED yet:
+    /// only theirs count towards ending it early.
+    reclaiming: HashSet<SessionId>,
 }
 
 /// How a wait ended, or that it goes on.
@@ -381,6 +384,9 @@ impl Locks {
             };
             match taken {
                 Ok(true) => {
+                    if req.reclaim {
+                        t.reclaiming.insert(who.session.clone());
+                    }
                     let narrowed = self.commit(t, who, file, &key, typ, req, new_fd.take());
                     if let Some(w) = waiter {
                         Self::unqueue(t, w);
@@ -715,10 +721,12 @@ impl Locks {
             f.owners
                 .iter()
                 .filter(|(k, _)| k.kind == kind && **k != key)
-                .find_map(|(_, o)| {
+                .find_map(|(k, o)| {
+                    // A process id means something to its own client only.
+                    let pid = if k.session == who.session { o.pid } else { 0 };
                     o.ranges
                         .conflict(start, end, typ)
-                        .map(|r| (r.typ, r.start, r.end, o.pid))
+                        .map(|r| (r.typ, r.start, r.end, pid))
                 })
         });
         if found.is_some() || kind == Kind::Flock {
@@ -758,9 +766,12 @@ impl Locks {
         Self::unqueue(&mut self.table.lock(), w);
     }
 
-    /// RECLAIMED: one more session re-took what it held.
-    pub fn reclaimed(&self) {
-        self.grace.reclaimed();
+    /// RECLAIMED: one more session re-took what it held (a session that re-took nothing,
+    /// having held nothing, does not count).
+    pub fn reclaimed(&self, who: &Who) {
+        if self.table.lock().reclaiming.remove(&who.session) {
+            self.grace.reclaimed();
+        }
     }
 
     /// `handle` of `session` was closed: the locks of every owner that took one through

@@ -455,7 +455,7 @@ async fn run_request(
     }
 }
 
-/// Runs a Lock request: tries on a worker as its caller, and between tries waits parked
+/// Runs a Lock request: tries on a worker, and between tries waits parked
 /// (no worker, no running slot) for the lock it waits on to be released, for the grace
 /// period after a restart to end, or for the wait to be cancelled.
 async fn run_lock(
@@ -471,15 +471,14 @@ async fn run_lock(
     let crate::request::Body::Lock(req) = request.body else {
         return Frame::error(cmd, stream, libc::EINVAL, "not a Lock request");
     };
-    let ids = ctx.export.identity.map(request.credentials);
     let mut waiter = None;
     let result = loop {
-        let (c, r, w, ids) = (ctx.clone(), req, waiter.clone(), ids.clone());
-        let tried = tokio::task::spawn_blocking(move || {
-            let _caller = crate::access::credentials::as_caller(&ids)?;
-            cmd::lock_step(&c, &r, w.as_ref())
-        })
-        .await;
+        let (c, r, w) = (ctx.clone(), req, waiter.clone());
+        // As the server, not the caller: a lock is taken through a handle the caller
+        // opened already (its access was checked then; a write lock needs a handle opened
+        // for writing), and the server's own description for the owner must open whoever
+        // asks (a reclaim after a restart comes from no process at all).
+        let tried = tokio::task::spawn_blocking(move || cmd::lock_step(&c, &r, w.as_ref())).await;
         match tried {
             Err(e) => break Err((libc::EIO, format!("request task failed: {e}"))),
             Ok(Err(e)) => break Err((e.errno(), e.to_string())),
@@ -610,6 +609,10 @@ impl RequestTask {
         } = self;
         // After the requests on its handle it must follow (see `ordering`).
         turn.wait().await;
+        // A Lock may wait for as long as another client holds the lock: nothing is ordered
+        // after it (an ORDERED request naming no path, such as a lease give-back, would
+        // wait for it otherwise), so its turn ends here.
+        let turn = (!matches!(request.body, crate::request::Body::Lock(_))).then_some(turn);
         // Admitted (no lease it reaches into is granted until it ends), after other
         // sessions gave back the leases it reaches into. Leases are keyed below the
         // configured export (a subtree's paths within it).
