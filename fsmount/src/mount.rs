@@ -306,6 +306,10 @@ fn tell_kernel_of_changes(fs: &Arc<Fs>, client: &crate::client::Client, kernel: 
                         crate::fs::Invalidate::Attrs(ino) => {
                             kernel.inval_inode(fuser::INodeNo(ino.0), -1, 0)
                         }
+                        crate::fs::Invalidate::Done(done) => {
+                            done.0.notify_one();
+                            Ok(())
+                        }
                     };
                 }
             }

@@ -193,6 +193,44 @@ fn flock_from_two_mounts_counts_to_exactly_1000_and_nb_fails_while_held() {
     sh(&format!("flock -w 5 '{}' true", b_lock.display()));
 }
 
+/// Read-modify-write of a counter inside the locked file, through descriptors held open
+/// the whole time: each side must see the other's last write (the pages it cached before
+/// are dropped when it takes the lock) and its own write must reach the server before its
+/// unlock does (no fsync).
+const COUNTER: &str = r#"
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+for _ in range(500):
+    fcntl.lockf(fd, fcntl.LOCK_EX)
+    n = int(os.pread(fd, 16, 0).decode().strip() or "0")
+    os.pwrite(fd, ("%-15d\n" % (n + 1)).encode(), 0)
+    fcntl.lockf(fd, fcntl.LOCK_UN)
+"#;
+
+#[test]
+fn a_counter_in_the_locked_file_through_open_descriptors_reaches_1000() {
+    let two = Two::new(&[]);
+    std::fs::write(two.on_server("n"), format!("{:<15}\n", 0)).unwrap();
+    let mut procs = Procs::default();
+    for m in [&two.a, &two.b] {
+        let child = Command::new("python3")
+            .args(["-c", COUNTER])
+            .arg(m.path.join("n"))
+            .spawn()
+            .unwrap();
+        procs.0.push(child);
+    }
+    for c in &mut procs.0 {
+        assert!(c.wait().unwrap().success());
+    }
+    let total = std::fs::read_to_string(two.on_server("n")).unwrap();
+    assert_eq!(
+        total.trim(),
+        "1000",
+        "an increment read stale data or was lost"
+    );
+}
+
 #[test]
 fn fcntl_byte_ranges_exclude_only_where_they_overlap() {
     let two = Two::new(&[]);

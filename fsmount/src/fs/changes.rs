@@ -16,7 +16,21 @@ pub enum Invalidate {
     Inode(Ino),
     /// The inode's attributes only.
     Attrs(Ino),
+    /// Nothing to drop: told once the kernel has dropped what came before it.
+    Done(Done),
 }
+
+/// A wake-up for whoever waits for the kernel to have dropped something.
+#[derive(Debug, Clone)]
+pub struct Done(pub std::sync::Arc<tokio::sync::Notify>);
+
+impl PartialEq for Done {
+    fn eq(&self, other: &Done) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Done {}
 
 impl Fs {
     /// Drops what this mount cached of `changes` and returns what the kernel must drop.

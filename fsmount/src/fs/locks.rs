@@ -47,6 +47,9 @@ pub const POSIX: u32 = 0;
 /// `LockRequest.kind`: flock(2), over the whole file.
 pub const FLOCK: u32 = 1;
 
+/// Longest a lock waits for the kernel to drop the file's pages.
+const KERNEL_DROP: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// `LockRequest.op` values.
 const TEST: u32 = 0;
 const SET: u32 = 1;
@@ -385,20 +388,29 @@ impl Fs {
                 }
             },
         };
-        let mut l = self.locks.lock();
-        if let Some(id) = wait {
-            l.waits.remove(&id);
+        {
+            let mut l = self.locks.lock();
+            if let Some(id) = wait {
+                l.waits.remove(&id);
+            }
+            r?;
+            l.applied(&call);
         }
-        r?;
-        l.applied(&call);
-        drop(l);
         if typ.is_some() {
             self.locks.lock().counts.granted += 1;
             // Read from the server from now on: another client may have written it under
             // the lock just taken.
             self.data_changed(call.ino);
             if let Some(tell) = self.kernel.get() {
-                tell(vec![super::Invalidate::Inode(call.ino)]);
+                // The kernel's pages go before the caller can read them: waited for, but
+                // never for long (a lock must not hang on the kernel).
+                let done = std::sync::Arc::new(tokio::sync::Notify::new());
+                let told = super::changes::Done(done.clone());
+                tell(vec![
+                    super::Invalidate::Inode(call.ino),
+                    super::Invalidate::Done(told),
+                ]);
+                let _ = tokio::time::timeout(KERNEL_DROP, done.notified()).await;
             }
         }
         Ok(())
