@@ -9,10 +9,10 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use e2e_tests::fault_proxy::FaultProxy;
-use e2e_tests::{require_mount_support, sh, Mount, Server};
+use e2e_tests::{bin_dir, poll_until, require_mount_support, sh, Mount, Server};
 
 /// A python process holding locks on one file, driven line by line from stdin:
-/// `lock r|w START LEN [wait]`, `unlock START LEN`, `test w START LEN`, `ofd w START LEN`;
+/// `lock r|w START LEN [wait]`, `unlock START LEN`, `test w START LEN`, `read`;
 /// it answers `ok`, `EAGAIN`, `EDEADLK`, `EINTR`, the F_GETLK result, or an errno name.
 const LOCKER: &str = r#"
 import fcntl, os, signal, struct, sys, errno, time
@@ -39,6 +39,9 @@ for line in sys.stdin:
             r = fcntl.fcntl(fd, fcntl.F_GETLK, arg)
             t, _, start, length, pid = struct.unpack("hhqqi", r)
             print("unlocked" if t == fcntl.F_UNLCK else "%s %d %d" % ("w" if t == fcntl.F_WRLCK else "r", start, length), flush=True)
+        elif w[0] == "read":
+            os.pread(fd, 1, 0)
+            print("ok", flush=True)
         elif w[0] == "exit":
             break
     except Interrupted:
@@ -152,11 +155,14 @@ impl Two {
 #[test]
 fn flock_from_two_mounts_counts_to_exactly_1000_and_nb_fails_while_held() {
     let two = Two::new(&[]);
-    std::fs::write(two.on_server("counter"), "0\n").unwrap();
-    std::fs::write(two.on_server("lock"), "").unwrap();
+    // In a directory both mounts list, so hold leases on in turn (the root is never leased).
+    std::fs::create_dir(two.on_server("d")).unwrap();
+    std::fs::write(two.on_server("d/counter"), "0\n").unwrap();
+    std::fs::write(two.on_server("d/lock"), "").unwrap();
     let mut procs = Procs::default();
     for m in [&two.a, &two.b] {
-        let dir = m.path.display();
+        let dir = m.path.join("d");
+        let dir = dir.display();
         let child = bash(&format!(
             "cd '{dir}'; for i in $(seq 500); do \
                flock -x lock sh -c 'n=$(cat counter); echo $((n + 1)) > counter'; done"
@@ -168,17 +174,17 @@ fn flock_from_two_mounts_counts_to_exactly_1000_and_nb_fails_while_held() {
     for c in &mut procs.0 {
         assert!(c.wait().unwrap().success());
     }
-    let total = std::fs::read_to_string(two.on_server("counter")).unwrap();
+    let total = std::fs::read_to_string(two.on_server("d/counter")).unwrap();
     assert_eq!(total.trim(), "1000", "increments were lost");
 
     // While one mount holds it, the other's flock -n fails at once, and succeeds after.
     let mut holder = bash(&format!(
         "exec flock -x '{}' sleep 30",
-        two.a.path.join("lock").display()
+        two.a.path.join("d/lock").display()
     ))
     .spawn()
     .unwrap();
-    let b_lock = two.b.path.join("lock");
+    let b_lock = two.b.path.join("d/lock");
     let held = e2e_tests::poll_until(Duration::from_secs(5), || {
         let s = Command::new("flock")
             .args(["-n"])
@@ -473,4 +479,133 @@ fn after_a_server_restart_the_holder_reclaims_and_a_new_lock_waits_for_the_grace
     // a still holds it, and lets it go.
     assert_eq!(la.ask("unlock 0 10"), "ok");
     assert!(lb.ask("lock w 0 10").starts_with("ok"));
+}
+
+/// `fsmount status --json MOUNTPOINT`, parsed.
+fn mount_status(m: &Mount) -> serde_json::Value {
+    let out = Command::new(bin_dir().join("fsmount"))
+        .args(["status", "--json"])
+        .arg(&m.path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `fsserver status --json` (or `--metrics`) of `server`, through its control socket.
+fn server_status(server: &Server, what: &str) -> String {
+    let out = Command::new(bin_dir().join("fsserver"))
+        .args(["status", what, "--token-file"])
+        .arg(&server.token_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn status_and_metrics_show_locks_held_and_waits_on_both_sides() {
+    let two = Two::new(&[]);
+    std::fs::write(two.on_server("f"), vec![0u8; 10]).unwrap();
+    let mut a = Locker::on(&two.a.path.join("f"));
+    let mut b = Locker::on(&two.b.path.join("f"));
+    assert!(a.ask("lock w 0 10").starts_with("ok"));
+    b.send("lock w 0 10 wait");
+    let waiting = poll_until(Duration::from_secs(5), || {
+        let st = mount_status(&two.b);
+        (st["locks"]["waiting"] == 1).then_some(st)
+    })
+    .expect("b's status shows its wait");
+    let shown = &waiting["locks"]["list"][0];
+    assert_eq!(shown["file"], "f", "{waiting}");
+    assert_eq!(shown["typ"], "write");
+    assert!(shown["waiting_seconds"].is_number());
+    let held = mount_status(&two.a);
+    assert_eq!(held["locks"]["held"], 1, "{held}");
+    assert_eq!(held["locks"]["list"][0]["start"], 0);
+    assert_eq!(held["locks"]["list"][0]["end"], 9);
+    let st: serde_json::Value =
+        serde_json::from_str(&server_status(&two.server, "--json")).unwrap();
+    assert_eq!(st["locks"]["ranges"], 1, "{st}");
+    assert_eq!(st["locks"]["waiters"], 1, "{st}");
+    let metrics = server_status(&two.server, "--metrics");
+    assert!(metrics.contains("fsxp_server_lock_waiters 1"), "{metrics}");
+    // a lets go: b holds it, and the counts say so.
+    assert_eq!(a.ask("unlock 0 10"), "ok");
+    assert!(b.answer().starts_with("ok"));
+    let st = mount_status(&two.b);
+    assert_eq!(st["locks"]["held"], 1, "{st}");
+    assert_eq!(st["locks"]["waiting"], 0);
+    assert!(st["locks"]["counts"]["waits"].as_u64() >= Some(1));
+    let metrics = server_status(&two.server, "--metrics");
+    assert!(
+        metrics.contains("fsxp_server_lock_waits_total 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("fsxp_server_lock_waiters 0"), "{metrics}");
+}
+
+#[test]
+fn a_lock_a_server_process_took_during_a_restart_fails_the_file_with_eio() {
+    require_mount_support();
+    let mut server = Server::start(&["--lock-grace", "5"]);
+    let on_disk = server.export("data").join("f");
+    std::fs::write(&on_disk, vec![0u8; 10]).unwrap();
+    let a = Mount::new(&server, "data", &[]);
+    let mut la = Locker::on(&a.path.join("f"));
+    assert!(la.ask("lock w 0 10").starts_with("ok"));
+    assert_eq!(la.ask("read"), "ok");
+    server.kill();
+    // While the server is down, a process on its disk takes the range.
+    let mut local = Locker::on(&on_disk);
+    assert!(local.ask("lock w 0 10").starts_with("ok"));
+    server.restart();
+    // a's reclaim is refused: the file fails with EIO from then on, never silently
+    // unlocked.
+    let lost = poll_until(Duration::from_secs(15), || {
+        let r = la.ask("read");
+        (r == "EIO").then_some(r)
+    });
+    assert!(
+        lost.is_some(),
+        "reads went on after the lock was lost\n{}",
+        a.log()
+    );
+    assert_eq!(la.ask("lock w 0 10"), "EIO");
+    let st = mount_status(&a);
+    assert_eq!(st["locks"]["counts"]["lost"], 1, "{st}");
+    assert!(a.log().contains("refused"), "{}", a.log());
+    // A new open of the file is not affected.
+    let mut again = Locker::on(&a.path.join("f"));
+    assert_eq!(again.ask("read"), "ok");
+    drop(la);
+}
+
+#[test]
+fn after_an_orderly_restart_the_grace_ends_once_the_holder_has_reclaimed() {
+    require_mount_support();
+    let mut server = Server::start(&["--lock-grace", "60"]);
+    std::fs::write(server.export("data").join("f"), vec![0u8; 10]).unwrap();
+    let a = Mount::new(&server, "data", &[]);
+    let b = Mount::new(&server, "data", &[]);
+    let mut la = Locker::on(&a.path.join("f"));
+    let mut lb = Locker::on(&b.path.join("f"));
+    assert!(la.ask("lock w 0 10").starts_with("ok"));
+    assert!(server.terminate().success());
+    server.restart();
+    // One session held locks at the stop: once a has reclaimed, the grace is over, long
+    // before its 60 s.
+    let t = Instant::now();
+    assert_eq!(
+        lb.ask("lock w 0 10"),
+        "EAGAIN",
+        "a's lock was not reclaimed"
+    );
+    assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
+    assert!(
+        lb.ask("lock w 20 10").starts_with("ok"),
+        "elsewhere: granted"
+    );
+    assert_eq!(la.ask("unlock 0 10"), "ok");
+    assert!(lb.ask("lock w 0 10 wait").starts_with("ok"));
 }

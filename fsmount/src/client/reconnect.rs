@@ -146,18 +146,35 @@ async fn reopen_handles(shared: &Arc<Shared>, link: &Link) -> Result<usize, Clie
     done.map(|()| n)
 }
 
-/// Takes the mount's locks again on `link` (a new session, handles reopened), then sends
-/// the one RECLAIMED; waits for them. A lock the server refuses is the mount's to report
-/// (`Reclaim::refused`); a connection lost meanwhile fails the attempt, which starts over.
+/// Takes the mount's locks again on `link` (a new session, handles reopened) and waits for
+/// the answers, then, if it held any, sends the one RECLAIMED (after them: the server counts
+/// it only from a session that re-took a lock) and waits for it. A lock the server refuses
+/// is the mount's to report (`Reclaim::refused`); a connection lost meanwhile fails the
+/// attempt, which starts over.
 async fn reclaim_locks(shared: &Arc<Shared>, link: &Link) -> Result<(), ClientError> {
     let reclaim = shared.reclaim.lock().clone();
     let Some(reclaim) = reclaim else {
         return Ok(());
     };
-    let mut locks: Vec<Option<proto::LockRequest>> =
-        reclaim.locks().into_iter().map(Some).collect();
+    let locks: Vec<Option<proto::LockRequest>> = reclaim.locks().into_iter().map(Some).collect();
+    if locks.is_empty() {
+        return Ok(());
+    }
+    let deadline = tokio::time::Instant::now() + REOPEN_TIMEOUT;
+    send_locks(shared, link, &*reclaim, locks, deadline).await?;
+    send_locks(shared, link, &*reclaim, vec![None], deadline).await
+}
+
+/// Sends `locks` (None: RECLAIMED) on `link` at once and waits for every answer, until
+/// `deadline`.
+async fn send_locks(
+    shared: &Arc<Shared>,
+    link: &Link,
+    reclaim: &dyn crate::remote::Reclaim,
+    locks: Vec<Option<proto::LockRequest>>,
+    deadline: tokio::time::Instant,
+) -> Result<(), ClientError> {
     // No field but `op` is read.
-    locks.push(None);
     let done = proto::LockRequest {
         op: crate::remote::LOCKS_RECLAIMED,
         ..Default::default()
@@ -190,7 +207,7 @@ async fn reclaim_locks(shared: &Arc<Shared>, link: &Link) -> Result<(), ClientEr
         }
         Ok(())
     };
-    let done = tokio::time::timeout(REOPEN_TIMEOUT, all)
+    let done = tokio::time::timeout_at(deadline, all)
         .await
         .map_err(|_| ClientError::Timeout("reclaiming locks".into()))
         .and_then(|r| r);

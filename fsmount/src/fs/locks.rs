@@ -562,6 +562,12 @@ impl Fs {
             self.open_files.with(*h, |f| f.lock_lost = true);
         }
         self.locks_lost.fetch_add(1, Ordering::Relaxed);
+        // Pages the kernel cached would answer reads without asking this mount: they go,
+        // so the next read through a marked handle reaches it (and fails).
+        if let (Some(ino), Some(tell)) = (ino, self.kernel.get()) {
+            self.data_changed(ino);
+            tell(vec![super::Invalidate::Inode(ino)]);
+        }
         let name = ino.and_then(|ino| self.names().inodes.path(ino));
         let name = name.map_or(format!("handle {fh}"), |p| {
             String::from_utf8_lossy(&p).into_owned()
