@@ -202,6 +202,12 @@ impl Shared {
             locks::Limits {
                 per_session: config.max_locks.max(1),
                 per_token: config.max_locks_per_token.max(1),
+                // Half the descriptors the process may open: the rest serve handles and
+                // connections.
+                descriptors: nix::sys::resource::getrlimit(
+                    nix::sys::resource::Resource::RLIMIT_NOFILE,
+                )
+                .map_or(4096, |(soft, _)| (soft / 2) as usize),
             },
             config.lock_grace,
             config.lock_state.clone(),

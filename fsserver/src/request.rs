@@ -405,7 +405,8 @@ fn lock(r: &proto::LockRequest) -> Result<(), FsError> {
     if r.r#type > protocol::lock_ranges::F_UNLCK {
         return bad(format!("unknown type {}", r.r#type));
     }
-    if r.start > r.end || r.start > protocol::lock_ranges::END {
+    // A flock is on the whole file: its range fields are not read.
+    if r.kind == 0 && (r.start > r.end || r.start > protocol::lock_ranges::END) {
         return Err(FsError::Sys(nix::errno::Errno::EINVAL));
     }
     Ok(())

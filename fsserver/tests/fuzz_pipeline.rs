@@ -288,6 +288,7 @@ fn random_requests_through_the_whole_pipeline_cost_little_and_stay_in_the_export
                 fsserver::coordination::locks::Limits {
                     per_session: 64,
                     per_token: 64,
+                    descriptors: 64,
                 },
             )),
             who: fsserver::coordination::locks::Who {

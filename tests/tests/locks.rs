@@ -152,20 +152,28 @@ fn a_flood_of_locks_gets_enolck_and_another_client_is_answered_within_50ms() {
 #[test]
 fn a_thousand_waits_hold_no_worker_and_all_go_on_when_the_lock_is_let_go() {
     let server = Server::start(&[]);
-    fs::write(server.export("data").join("f"), b"x").unwrap();
+    // Four files: a file queues at most 256 waits.
+    let files = ["f0", "f1", "f2", "f3"];
+    for f in files {
+        fs::write(server.export("data").join(f), b"x").unwrap();
+    }
     let mut holder = client(&server);
-    let hh = open(&mut holder, "f");
-    holder
-        .call::<proto::LockReply>(Command::Lock, &lock(hh, 1, F_WRLCK, 0, 99, false))
-        .unwrap();
-    // 10 connections x 100 waiting reads: more than the server's 512 workers.
+    let held: Vec<u64> = files.iter().map(|f| open(&mut holder, f)).collect();
+    for &h in &held {
+        holder
+            .call::<proto::LockReply>(Command::Lock, &lock(h, 1, F_WRLCK, 0, 99, false))
+            .unwrap();
+    }
+    // 10 connections x 100 waiting reads, 25 on each file: more than the server's 512
+    // workers, and each connection more than its 64 running slots.
     let mut waiters: Vec<(RawClient, Vec<StreamId>)> = (0..10)
         .map(|_| {
             let mut c = client(&server);
-            let h = open(&mut c, "f");
+            let hs: Vec<u64> = files.iter().map(|f| open(&mut c, f)).collect();
             let ids = (0..100u64)
                 .map(|k| {
                     let id = c.next_stream();
+                    let h = hs[(k % 4) as usize];
                     c.send(frame(id, &lock(h, 100 + k, F_RDLCK, k, k, true)));
                     id
                 })
@@ -174,10 +182,11 @@ fn a_thousand_waits_hold_no_worker_and_all_go_on_when_the_lock_is_let_go() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    // Someone else is served at once: reads, opens and a lock elsewhere in the file.
+    // Someone else is served at once: opens, a lock elsewhere in a file, a Ping; and a
+    // waiting connection still reads what it is sent next.
     let t = Instant::now();
     let mut other = client(&server);
-    let oh = open(&mut other, "f");
+    let oh = open(&mut other, "f0");
     other
         .call::<proto::LockReply>(Command::Lock, &lock(oh, 5, F_WRLCK, 500, 599, false))
         .unwrap();
@@ -189,9 +198,20 @@ fn a_thousand_waits_hold_no_worker_and_all_go_on_when_the_lock_is_let_go() {
         took < Duration::from_millis(500),
         "with 1,000 waits parked, a new client took {took:?}"
     );
-    holder
-        .call::<proto::LockReply>(Command::Lock, &lock(hh, 1, F_UNLCK, 0, END, false))
-        .unwrap();
+    let (c, _) = &mut waiters[0];
+    let ping = c.next_stream();
+    c.send(e2e_tests::raw::root_request(
+        Command::Ping,
+        ping,
+        &proto::Ping {},
+    ));
+    let r = c.recv().expect("a Ping behind 100 waits is answered");
+    assert_eq!(r.stream_id, ping);
+    for &h in &held {
+        holder
+            .call::<proto::LockReply>(Command::Lock, &lock(h, 1, F_UNLCK, 0, END, false))
+            .unwrap();
+    }
     for (c, ids) in &mut waiters {
         let mut replies = HashMap::new();
         for _ in 0..ids.len() {

@@ -23,7 +23,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,8 +36,20 @@ use super::disk_locks;
 pub use super::lock_grace::Grace;
 use crate::error::FsError;
 
-/// How often a wait blocked by a process on the server's disk tries again.
+/// How soon a wait blocked by a process on the server's disk tries again; the interval
+/// doubles with each try up to `LOCAL_POLL_MAX`.
 pub const LOCAL_POLL: Duration = Duration::from_millis(50);
+pub const LOCAL_POLL_MAX: Duration = Duration::from_secs(1);
+
+/// Lock owners holding ranges on one file, and waits queued on it, at most: what a release
+/// and a deadlock check cost stays bounded whatever one token holds within its own bounds
+/// (a release checks each wait against the owners and the waits ahead of it).
+pub const PER_FILE: usize = 1024;
+pub const WAITERS_PER_FILE: usize = 256;
+
+/// Waiting owners a deadlock check follows at most (Linux follows 10): a longer chain is
+/// taken for no deadlock.
+const CYCLE_BUDGET: usize = 64;
 
 pub type SessionId = Bytes;
 
@@ -145,6 +157,8 @@ pub struct Waiter {
     wake: tokio::sync::Notify,
     /// The last try was refused by a lock on the server's disk: poll.
     local: AtomicBool,
+    /// Polls so far: the wait between them doubles from `LOCAL_POLL` up to a second.
+    polls: AtomicU32,
 }
 
 impl Waiter {
@@ -173,7 +187,9 @@ impl Waiter {
                 }
             }
             if self.local.load(Ordering::Relaxed) {
-                if tokio::time::timeout(LOCAL_POLL, self.wake.notified())
+                let n = self.polls.fetch_add(1, Ordering::Relaxed).min(5);
+                let nap = (LOCAL_POLL * (1 << n)).min(LOCAL_POLL_MAX);
+                if tokio::time::timeout(nap, self.wake.notified())
                     .await
                     .is_err()
                 {
@@ -223,6 +239,8 @@ pub struct Who {
 pub struct Limits {
     pub per_session: usize,
     pub per_token: usize,
+    /// Descriptors the server opens for lock owners, in all (a share of its RLIMIT_NOFILE).
+    pub descriptors: usize,
 }
 
 /// Every lock clients hold, and the counts `fsserver status` and the metrics show.
@@ -232,6 +250,8 @@ pub struct Locks {
     /// Sessions in the table, stored under its lock: a Close or a session's end in a
     /// server where no one holds a lock takes no lock at all.
     in_use: AtomicUsize,
+    /// Owners' descriptors open now.
+    fds: AtomicUsize,
     limits: Limits,
     pub grace: Grace,
     /// Where the server notes that it holds locks (for the grace period after a restart).
@@ -288,6 +308,7 @@ impl Locks {
         Locks {
             table: Mutex::new(Table::default()),
             in_use: AtomicUsize::new(0),
+            fds: AtomicUsize::new(0),
             limits,
             grace,
             state_file,
@@ -334,22 +355,31 @@ impl Locks {
             owner: req.owner,
             kind: req.kind,
         };
-        // The owner's own description on the disk, opened before the table is locked.
-        let has_fd = {
+        // The owner's own description on the disk, opened before the table is locked (an
+        // unlock of the same owner may take it away meanwhile: then once more).
+        let mut new_fd = None;
+        let mut guard = loop {
             let t = self.table.lock();
-            t.files
+            let has_fd = t
+                .files
                 .get(&file)
-                .is_some_and(|f| f.owners.contains_key(&key))
+                .is_some_and(|f| f.owners.contains_key(&key));
+            if has_fd || new_fd.is_some() || req.typ.is_none() {
+                break t;
+            }
+            drop(t);
+            if self.fds.load(Ordering::Relaxed) >= self.limits.descriptors {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                return Err(refused(
+                    Errno::ENOLCK,
+                    "the server holds as many lock descriptors as it may",
+                ));
+            }
+            new_fd = Some(disk_locks::reopen(handle)?);
         };
-        let mut new_fd = match (has_fd, req.typ) {
-            (false, Some(_)) => Some(disk_locks::reopen(handle)?),
-            _ => None,
-        };
-        let mut t = self.table.lock();
-        let t = &mut *t;
+        let t = &mut *guard;
         let Some(typ) = req.typ else {
-            self.unlock(t, file, &key, req.start, req.end);
-            return Ok(Outcome::Done);
+            return self.unlock(t, who, file, &key, req.start, req.end);
         };
         // Another client's owner in the way?
         let conflict = t.files.get(&file).and_then(|f| {
@@ -368,8 +398,17 @@ impl Locks {
             // costs a scan, not a copy of everything the owner holds.)
             let held = t.files.get(&file).and_then(|f| f.owners.get(&key));
             let grows = held.map_or(1, |o| o.ranges.growth(req.start, req.end, Some(typ)));
-            if grows > 0 {
-                self.within_bounds(t, who, grows)?;
+            // A wait granted gives its own place back.
+            let more = grows.saturating_sub(usize::from(waiter.is_some()));
+            if more > 0 {
+                self.within_bounds(t, who, more)?;
+            }
+            if held.is_none() && t.files.get(&file).map_or(0, |f| f.owners.len()) >= PER_FILE {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                return Err(refused(
+                    Errno::ENOLCK,
+                    &format!("{PER_FILE} lock owners hold this file already"),
+                ));
             }
             // On the disk: excludes (and is excluded by) the storage host's processes.
             let taken = {
@@ -392,13 +431,23 @@ impl Locks {
                         Self::unqueue(t, w);
                     }
                     if narrowed {
-                        Self::wake(t, file);
+                        Self::wake(t, file, req.start, req.end);
                     }
                     self.granted.fetch_add(1, Ordering::Relaxed);
                     self.note_held();
                     return Ok(Outcome::Done);
                 }
-                Ok(false) => local = true,
+                Ok(false) => {
+                    local = true;
+                    // Linux converts a flock by letting go first: a refused upgrade must
+                    // not leave the owner without the shared lock it held.
+                    let o = t.files.get(&file).and_then(|f| f.owners.get(&key));
+                    if let (Kind::Flock, Some(o)) = (req.kind, o) {
+                        if o.ranges.iter().any(|r| r.typ == LockType::Read) {
+                            let _ = disk_locks::set_whole(&o.fd, Some(LockType::Read));
+                        }
+                    }
+                }
                 Err(Errno::EBADF) => {
                     return Err(refused(
                         Errno::EBADF,
@@ -430,6 +479,13 @@ impl Locks {
             Some(w) => w.clone(),
             None => {
                 self.within_bounds(t, who, 1)?;
+                if t.files.get(&file).map_or(0, |f| f.waiters.len()) >= WAITERS_PER_FILE {
+                    self.refused.fetch_add(1, Ordering::Relaxed);
+                    return Err(refused(
+                        Errno::ENOLCK,
+                        &format!("{WAITERS_PER_FILE} lock requests wait on this file already"),
+                    ));
+                }
                 let w = Arc::new(Waiter {
                     session: who.session.clone(),
                     owner: req.owner,
@@ -442,6 +498,7 @@ impl Locks {
                     state: Mutex::new(WaitState::Waiting),
                     wake: tokio::sync::Notify::new(),
                     local: AtomicBool::new(false),
+                    polls: AtomicU32::new(0),
                 });
                 t.files.entry(file).or_default().waiters.push(w.clone());
                 if let Some(s) = t.sessions.get_mut(&who.session) {
@@ -531,6 +588,7 @@ impl Locks {
                 };
                 let mut ranges = Ranges::default();
                 ranges.set(req.start, req.end, Some(typ));
+                self.fds.fetch_add(1, Ordering::Relaxed);
                 f.owners.insert(
                     key.clone(),
                     Owned {
@@ -563,13 +621,29 @@ impl Locks {
         narrowed
     }
 
-    /// Releases `start..=end` of `key` on `file` (on the disk too) and wakes its waiters.
-    fn unlock(&self, t: &mut Table, file: FileKey, key: &OwnerKey, start: u64, end: u64) {
+    /// Releases `start..=end` of `key` on `file` (on the disk too) and wakes the waiters
+    /// it may let go on. An unlock that splits a range adds one: held to the bounds too.
+    fn unlock(
+        &self,
+        t: &mut Table,
+        who: &Who,
+        file: FileKey,
+        key: &OwnerKey,
+        start: u64,
+        end: u64,
+    ) -> Result<Outcome, FsError> {
+        let grows = match t.files.get(&file).and_then(|f| f.owners.get(key)) {
+            Some(o) => o.ranges.growth(start, end, None),
+            None => return Ok(Outcome::Done),
+        };
+        if grows > 0 {
+            self.within_bounds(t, who, grows)?;
+        }
         let Some(f) = t.files.get_mut(&file) else {
-            return;
+            return Ok(Outcome::Done);
         };
         let Some(o) = f.owners.get_mut(key) else {
-            return;
+            return Ok(Outcome::Done);
         };
         let before = o.ranges.len();
         o.ranges.set(start, end, None);
@@ -577,23 +651,37 @@ impl Locks {
         if o.ranges.is_empty() {
             // Closing the description lets go of everything it held on the disk.
             f.owners.remove(key);
+            self.fds.fetch_sub(1, Ordering::Relaxed);
+            Self::forget_owner(t, file, key);
         } else {
             let _ = match key.kind {
                 Kind::Posix => disk_locks::set_range(&o.fd, None, start, end),
                 Kind::Flock => disk_locks::set_whole(&o.fd, None),
             };
         }
-        Self::uncount(t, &key.session, before - after.min(before));
-        Self::wake(t, file);
+        Self::recount(t, &key.session, before, after);
+        Self::wake(t, file, start, end);
         Self::drop_if_idle(t, file);
+        Ok(Outcome::Done)
     }
 
-    fn uncount(t: &mut Table, session: &SessionId, ranges: usize) {
+    /// `key`'s count of ranges went from `before` to `after`.
+    fn recount(t: &mut Table, session: &SessionId, before: usize, after: usize) {
         if let Some(s) = t.sessions.get_mut(session) {
-            s.ranges = s.ranges.saturating_sub(ranges);
+            s.ranges = (s.ranges + after).saturating_sub(before);
             if let Some(n) = t.tokens.get_mut(&s.token) {
-                *n = n.saturating_sub(ranges);
+                *n = (*n + after).saturating_sub(before);
             }
+        }
+    }
+
+    /// `key` holds nothing on `file` any more: no handle's Close need release it.
+    fn forget_owner(t: &mut Table, file: FileKey, key: &OwnerKey) {
+        if let Some(s) = t.sessions.get_mut(&key.session) {
+            s.handles.retain(|_, owners| {
+                owners.remove(&(file, key.clone()));
+                !owners.is_empty()
+            });
         }
     }
 
@@ -609,17 +697,32 @@ impl Locks {
     /// Wakes, in the order they came, the waiters of `file` that no other client's lock
     /// holds back any more (a waiter held back by a lock on the disk polls anyway): a
     /// release wakes only who may go on, so many waiters cost checks, not retries.
-    fn wake(t: &Table, file: FileKey) {
+    fn wake(t: &Table, file: FileKey, start: u64, end: u64) {
         let Some(f) = t.files.get(&file) else {
             return;
         };
-        for w in &f.waiters {
+        for (i, w) in f.waiters.iter().enumerate() {
+            if w.start > end || w.end < start {
+                continue;
+            }
+            let other = |s: &SessionId, o: u64| *s != w.session || o != w.owner;
             let held_back = f.owners.iter().any(|(k, o)| {
                 k.kind == w.kind
-                    && (k.session != w.session || k.owner != w.owner)
+                    && other(&k.session, k.owner)
                     && o.ranges.conflict(w.start, w.end, w.typ).is_some()
             });
-            if !held_back {
+            // First come, first served: a wait behind an earlier one it conflicts with
+            // stays asleep until that one is granted, given up or let go.
+            let behind = || {
+                f.waiters[..i].iter().any(|a| {
+                    a.kind == w.kind
+                        && other(&a.session, a.owner)
+                        && a.start <= w.end
+                        && a.end >= w.start
+                        && a.typ.conflicts(w.typ)
+                })
+            };
+            if !held_back && !behind() {
                 w.set(WaitState::Woken);
             }
         }
@@ -648,6 +751,8 @@ impl Locks {
                 *n = n.saturating_sub(1);
             }
         }
+        // Waits it kept behind it may go on now.
+        Self::wake(t, w.file, w.start, w.end);
         Self::drop_if_idle(t, w.file);
     }
 
@@ -685,6 +790,9 @@ impl Locks {
         while let Some(node) = stack.pop() {
             if node == *me {
                 return true;
+            }
+            if seen.len() >= CYCLE_BUDGET {
+                return false;
             }
             if !seen.insert(node.clone()) {
                 continue;
@@ -788,7 +896,7 @@ impl Locks {
             .and_then(|s| s.handles.remove(&handle))
             .unwrap_or_default();
         for (file, key) in owners {
-            Self::release_owner(t, file, &key);
+            self.release_owner(t, file, &key);
         }
         let waiting: Vec<Arc<Waiter>> = t
             .files
@@ -805,14 +913,20 @@ impl Locks {
         self.in_use.store(t.sessions.len(), Ordering::SeqCst);
     }
 
-    fn release_owner(t: &mut Table, file: FileKey, key: &OwnerKey) {
+    fn release_owner(&self, t: &mut Table, file: FileKey, key: &OwnerKey) {
         let Some(o) = t.files.get_mut(&file).and_then(|f| f.owners.remove(key)) else {
             return;
         };
-        Self::uncount(t, &key.session, o.ranges.len());
+        Self::recount(t, &key.session, o.ranges.len(), 0);
+        let span = o
+            .ranges
+            .iter()
+            .fold((u64::MAX, 0), |(a, b), r| (a.min(r.start), b.max(r.end)));
         // Dropping `o` closes its description: the disk lets go of its locks.
         drop(o);
-        Self::wake(t, file);
+        self.fds.fetch_sub(1, Ordering::Relaxed);
+        Self::forget_owner(t, file, key);
+        Self::wake(t, file, span.0, span.1);
         Self::drop_if_idle(t, file);
     }
 
@@ -841,7 +955,7 @@ impl Locks {
         };
         let owners: Vec<(FileKey, OwnerKey)> = s.handles.drain().flat_map(|(_, set)| set).collect();
         for (file, key) in owners {
-            Self::release_owner(t, file, &key);
+            self.release_owner(t, file, &key);
         }
         let waiting: Vec<Arc<Waiter>> = t
             .files

@@ -116,6 +116,9 @@ pub async fn serve(
     let slots = crate::pipeline::slots::Slots::new(max_in_flight, shared.token_share(&auth.token));
     let mut writer_result = None;
     let mut order = HandleOrder::default();
+    // Set when the connection ends: lock waits parked on it end (their reply would go
+    // nowhere; the client asks again on its next connection), so nothing keeps it open.
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
 
     loop {
         let next = tokio::select! {
@@ -206,12 +209,14 @@ pub async fn serve(
             request,
             paths,
             told_by_handle,
+            closing: closing.clone(),
         };
         tokio::spawn(task.run(held, turn));
     }
     if let Some(f) = forwarder {
         f.abort();
     }
+    let _ = closing_tx.send(true);
     drop(tx);
     let written = match writer_result {
         Some(r) => r,
@@ -464,6 +469,7 @@ async fn run_lock(
     stream: StreamId,
     shared: &Shared,
     held: &mut crate::pipeline::slots::Held,
+    mut closing: tokio::sync::watch::Receiver<bool>,
 ) -> Frame {
     use crate::coordination::locks::WaitState;
     let cmd = request.command.code();
@@ -472,6 +478,7 @@ async fn run_lock(
         return Frame::error(cmd, stream, libc::EINVAL, "not a Lock request");
     };
     let mut waiter = None;
+    let gone = (libc::ENOLCK, "the connection ended".to_string());
     let result = loop {
         let (c, r, w) = (ctx.clone(), req, waiter.clone());
         // As the server, not the caller: a lock is taken through a handle the caller
@@ -479,22 +486,48 @@ async fn run_lock(
         // for writing), and the server's own description for the owner must open whoever
         // asks (a reclaim after a restart comes from no process at all).
         let tried = tokio::task::spawn_blocking(move || cmd::lock_step(&c, &r, w.as_ref())).await;
+        let ended = closing.wait_for(|c| *c);
         match tried {
             Err(e) => break Err((libc::EIO, format!("request task failed: {e}"))),
             Ok(Err(e)) => break Err((e.errno(), e.to_string())),
             Ok(Ok(cmd::LockStep::Reply(r))) => break Ok(r),
-            Ok(Ok(cmd::LockStep::Grace)) => held.parked(ctx.locks.locks.grace.over()).await,
-            Ok(Ok(cmd::LockStep::Wait(w))) => match held.parked(w.wait()).await {
-                WaitState::Woken | WaitState::Waiting => waiter = Some(w),
-                WaitState::Cancelled => {
-                    waiter = None;
-                    break Err((libc::EINTR, "the wait was cancelled".into()));
+            Ok(Ok(cmd::LockStep::Grace)) => {
+                let over = ctx.locks.locks.grace.over();
+                let closed = held
+                    .apart(async {
+                        tokio::select! {
+                            _ = over => false,
+                            _ = ended => true,
+                        }
+                    })
+                    .await;
+                if closed {
+                    break Err(gone);
                 }
-                WaitState::Ended => {
-                    waiter = None;
-                    break Err((libc::ENOLCK, "the session ended".into()));
+            }
+            Ok(Ok(cmd::LockStep::Wait(w))) => {
+                let state = held
+                    .apart(async {
+                        tokio::select! {
+                            s = w.wait() => Some(s),
+                            _ = ended => None,
+                        }
+                    })
+                    .await;
+                waiter = Some(w);
+                match state {
+                    Some(WaitState::Woken | WaitState::Waiting) => {}
+                    Some(WaitState::Cancelled) => {
+                        waiter = None;
+                        break Err((libc::EINTR, "the wait was cancelled".into()));
+                    }
+                    Some(WaitState::Ended) => {
+                        waiter = None;
+                        break Err((libc::ENOLCK, "the session ended".into()));
+                    }
+                    None => break Err(gone),
                 }
-            },
+            }
         }
     };
     if let (Some(w), Err(_)) = (&waiter, &result) {
@@ -582,6 +615,8 @@ struct RequestTask {
     request: Request,
     paths: Vec<Bytes>,
     told_by_handle: Option<u64>,
+    /// True once the connection ended.
+    closing: tokio::sync::watch::Receiver<bool>,
 }
 
 impl RequestTask {
@@ -606,6 +641,7 @@ impl RequestTask {
             request,
             paths,
             told_by_handle,
+            closing,
         } = self;
         // After the requests on its handle it must follow (see `ordering`).
         turn.wait().await;
@@ -667,8 +703,9 @@ impl RequestTask {
                 }
             }
         } else if matches!(request.body, crate::request::Body::Lock(_)) {
+            let stream = frame.stream_id;
             (
-                run_lock(ctx, request, frame.stream_id, &shared, &mut held).await,
+                run_lock(ctx, request, stream, &shared, &mut held, closing).await,
                 None,
             )
         } else {

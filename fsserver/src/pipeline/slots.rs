@@ -76,6 +76,20 @@ impl Held {
     }
 }
 
+impl Held {
+    /// Runs `wait` holding no slot at all, then takes running slots again: for a lock
+    /// wait, which may last as long as another client holds the lock, and whose number
+    /// the lock table bounds (per session and token), not the connection. A connection
+    /// whose every slot were taken by waits could not read the unlock that ends them.
+    pub async fn apart<F: Future>(&mut self, wait: F) -> F::Output {
+        self._in_flight = None;
+        self._token = None;
+        let out = wait.await;
+        *self = self.slots.take().await;
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

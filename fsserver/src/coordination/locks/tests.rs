@@ -38,6 +38,7 @@ fn file() -> (tempfile::TempDir, File, FileKey) {
 const LIMITS: Limits = Limits {
     per_session: 100,
     per_token: 150,
+    descriptors: 1000,
 };
 
 #[test]
@@ -164,11 +165,82 @@ fn flock_and_posix_do_not_conflict_and_the_disk_sees_both() {
     let seen = locks
         .test(&who(b"c"), key, &f, Kind::Posix, 1, LockType::Read, 0, 0)
         .unwrap();
-    assert_eq!(seen.map(|s| (s.0, s.3)), Some((LockType::Write, 7)));
+    // Another session learns of the lock, not of a pid that means nothing to it.
+    assert_eq!(seen.map(|s| (s.0, s.3)), Some((LockType::Write, 0)));
+    let own = locks
+        .test(&b, key, &f, Kind::Posix, 2, LockType::Read, 0, 0)
+        .unwrap();
+    assert_eq!(own.map(|s| (s.0, s.3)), Some((LockType::Write, 7)));
     // A process on the server's disk is refused the flock a client holds.
     let local = OwnedFd::from(File::open(_d.path().join("f")).unwrap());
     assert_eq!(
         disk_locks::set_whole(&local, Some(LockType::Read)),
         Ok(false)
     );
+}
+
+#[test]
+fn splitting_unlocks_are_held_to_the_bound_and_a_granted_wait_gives_its_place_back() {
+    let (_d, f, key) = file();
+    let limits = Limits {
+        per_session: 3,
+        per_token: 10,
+        descriptors: 10,
+    };
+    let locks = Locks::new(limits);
+    let (a, b) = (who(b"a"), who(b"b"));
+    let w = Some(LockType::Write);
+    locks
+        .set(&a, key, &f, &set(1, w, 0, 99, false), None)
+        .unwrap();
+    locks
+        .set(&a, key, &f, &set(1, None, 10, 10, false), None)
+        .unwrap();
+    locks
+        .set(&a, key, &f, &set(1, None, 20, 20, false), None)
+        .unwrap();
+    assert_eq!(locks.summary().ranges, 3);
+    let e = locks
+        .set(&a, key, &f, &set(1, None, 30, 30, false), None)
+        .unwrap_err();
+    assert_eq!(e.errno(), libc::ENOLCK, "a fourth range by splitting");
+    // b: two ranges and a wait, at its bound; the wait granted takes the wait's place.
+    locks
+        .set(&b, key, &f, &set(2, w, 200, 200, false), None)
+        .unwrap();
+    locks
+        .set(&b, key, &f, &set(2, w, 202, 202, false), None)
+        .unwrap();
+    let Ok(Outcome::Blocked(waiter)) = locks.set(&b, key, &f, &set(2, w, 5, 5, true), None) else {
+        panic!("queued")
+    };
+    locks.closed(&a.session, 1);
+    assert!(matches!(
+        locks.set(&b, key, &f, &set(2, w, 5, 5, true), Some(&waiter)),
+        Ok(Outcome::Done)
+    ));
+    assert_eq!(locks.summary().ranges, 3);
+    assert_eq!(locks.summary().waiters, 0);
+}
+
+#[test]
+fn owners_that_let_go_are_forgotten_by_their_handle() {
+    let (_d, f, key) = file();
+    let locks = Locks::new(LIMITS);
+    let a = who(b"a");
+    for owner in 0..1000 {
+        let r = Some(LockType::Read);
+        locks
+            .set(&a, key, &f, &set(owner, r, 0, 0, false), None)
+            .unwrap();
+        locks
+            .set(&a, key, &f, &set(owner, None, 0, END, false), None)
+            .unwrap();
+    }
+    let t = locks.table.lock();
+    let held: usize = t.sessions.values().map(|s| s.handles.len()).sum();
+    assert_eq!(held, 0, "handles remember owners holding nothing");
+    assert!(t.files.is_empty());
+    drop(t);
+    assert_eq!(locks.fds.load(Ordering::Relaxed), 0);
 }
