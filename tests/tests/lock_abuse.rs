@@ -13,6 +13,15 @@ use e2e_tests::Server;
 use protocol::lock_ranges::{END, F_RDLCK, F_UNLCK, F_WRLCK};
 use protocol::{Command, Frame, StreamId};
 
+/// How soon another client is served while one floods: 50 ms for a release build of the
+/// server; a debug build (the suite's) runs the same code several times slower, and four
+/// tests share the 2 cores. The flaws these tests caught cost seconds.
+const PROMPT: Duration = if cfg!(debug_assertions) {
+    Duration::from_millis(250)
+} else {
+    Duration::from_millis(50)
+};
+
 const TEST: u32 = 0;
 const SET: u32 = 1;
 const RECLAIMED: u32 = 3;
@@ -604,7 +613,7 @@ fn the_deadlock_check_is_not_quadratic() {
         "victim's lock: {quiet:?} quiet, {victim_took:?} behind 10 waits (Ping {ping:?}; an EAGAIN try {eagain:?})"
     );
     assert!(
-        victim_took < Duration::from_millis(50),
+        victim_took < PROMPT,
         "another client's lock on another file took {victim_took:?}"
     );
 }
@@ -665,7 +674,7 @@ fn a_release_is_not_quadratic_in_waiters_and_owners() {
     }
     eprintln!("take {take:?}, release {release:?}; victim on another file {victim_took:?}");
     assert!(
-        release < Duration::from_millis(50) && victim_took < Duration::from_millis(50),
+        release < Duration::from_millis(50) && victim_took < PROMPT,
         "one unlock took {release:?}; another client's lock on another file {victim_took:?}"
     );
 }
@@ -733,7 +742,7 @@ fn waits_behind_a_local_lock_cost_little() {
         "10,000 waits behind a local lock: server CPU {cpu:.2} cores; victim's slowest {slowest:?}"
     );
     assert!(
-        cpu < 0.5 && slowest < Duration::from_millis(50),
+        cpu < 0.5 && slowest < PROMPT,
         "server CPU {cpu:.2} cores, another client's slowest request {slowest:?}"
     );
 }
