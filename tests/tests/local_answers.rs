@@ -191,6 +191,8 @@ fn a_name_over_name_max_fails_with_enametoolong_as_on_a_local_disk() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("ok")]);
+    let synced = e2e_tests::fsmount_sync(&mount.path);
+    assert!(synced.status.success(), "fsmount sync: {synced:?}");
     assert_eq!(
         fs::read_dir(server.export("data").join("d"))
             .unwrap()
@@ -198,7 +200,10 @@ fn a_name_over_name_max_fails_with_enametoolong_as_on_a_local_disk() {
         1
     );
     fs::write(d.join("y".repeat(255)), b"y").unwrap();
-    sh(&format!("sync -f '{}'", d.display()));
+    // A create answered under the lease reaches the server behind: `fsmount sync` waits
+    // for it (syncfs(2) does not reach a FUSE daemon).
+    let synced = e2e_tests::fsmount_sync(&mount.path);
+    assert!(synced.status.success(), "fsmount sync: {synced:?}");
     assert!(server
         .export("data")
         .join("d")
