@@ -11,7 +11,9 @@
 #                                FSS="fsmount" to measure only some of
 #                                "local bindfs sshfs fsmount plain" (plain: fsmount without
 #                                TLS, against a second fsserver --plaintext).
-# fsmount (TLS, the default) and plain also report CPU seconds per GiB moved, client and
+# fsmount (TLS, the default) and plain also report CPU seconds per workload (client and
+# server, from /proc/PID/stat; per read for random reads, per file for the tree), and
+# CPU seconds per GiB moved, client and
 # server, for the sequential write and the cold read.
 # Writes target/bench/results.md.
 set -euo pipefail
@@ -182,29 +184,59 @@ cpu_per_gib() {
     c0=$(cpu_ticks "$fsmount_pid"); s0=$(cpu_ticks "$spid")
     timed "$name" "$@"
     c1=$(cpu_ticks "$fsmount_pid"); s1=$(cpu_ticks "$spid")
+    result["$fs|cpus client $name"]+="$(awk -v a="$c0" -v b="$c1" -v hz="$hz" 'BEGIN {printf "%.2f", (b - a) / hz}') "
+    result["$fs|cpus server $name"]+="$(awk -v a="$s0" -v b="$s1" -v hz="$hz" 'BEGIN {printf "%.2f", (b - a) / hz}') "
     result["$fs|cpu client $name"]+="$(awk -v a="$c0" -v b="$c1" -v hz="$hz" -v g="$size_mib" 'BEGIN {printf "%.2f", (b - a) / hz / (g / 1024)}') "
     result["$fs|cpu server $name"]+="$(awk -v a="$s0" -v b="$s1" -v hz="$hz" -v g="$size_mib" 'BEGIN {printf "%.2f", (b - a) / hz / (g / 1024)}') "
 }
 
+# cpu_of NAME CMD...: like timed, and for fsmount/plain also records the CPU seconds fsmount
+# and the server used meanwhile (user + system, from /proc/PID/stat).
+cpu_of() {
+    local name=$1; shift
+    if [ "$fs" != fsmount ] && [ "$fs" != plain ]; then timed "$name" "$@"; return; fi
+    local spid=$server_pid c0 s0
+    [ "$fs" = plain ] && spid=$plain_pid
+    c0=$(cpu_ticks "$fsmount_pid"); s0=$(cpu_ticks "$spid")
+    timed "$name" "$@"
+    cpu_since "$name" "$c0" "$s0" "$spid"
+}
+# cpu_since NAME C0 S0 SERVER_PID: records the CPU seconds fsmount and the server used since
+# they had C0 and S0 ticks.
+cpu_since() {
+    local hz; hz=$(getconf CLK_TCK)
+    local c1 s1; c1=$(cpu_ticks "$fsmount_pid"); s1=$(cpu_ticks "$4")
+    result["$fs|cpus client $1"]+="$(awk -v a="$2" -v b="$c1" -v hz="$hz" 'BEGIN {printf "%.2f", (b - a) / hz}') "
+    result["$fs|cpus server $1"]+="$(awk -v a="$3" -v b="$s1" -v hz="$hz" 'BEGIN {printf "%.2f", (b - a) / hz}') "
+}
+
 run_all() { # on $fs, mounted at $m
     local m="$B/mnt-$fs" out="$B/out-$fs"
+    local c0 s0 spid=${server_pid:-}
+    [ "$fs" = plain ] && spid=$plain_pid
     cpu_per_gib "$W_WRITE" dd if="$S/big" of="$m/big" bs=1M conv=fsync status=none
     remount_cold "$fs"
     cpu_per_gib "$W_COLD" dd if="$m/big" of=/dev/null bs=1M status=none
-    timed "$W_WARM" dd if="$m/big" of=/dev/null bs=1M status=none
+    cpu_of "$W_WARM" dd if="$m/big" of=/dev/null bs=1M status=none
+    if [ "$fs" = fsmount ] || [ "$fs" = plain ]; then c0=$(cpu_ticks "$fsmount_pid"); s0=$(cpu_ticks "$spid"); fi
     if us=$(fio_us_per_read "$m/big") && [ "$us" != nan ] && [ -n "$us" ]; then
         result["$fs|$W_RAND"]+="$us "
+        if [ "$fs" = fsmount ] || [ "$fs" = plain ]; then
+            cpu_since "$W_RAND" "$c0" "$s0" "$spid"
+            # fio ran 5 s at one read per $us microseconds: the reads it made.
+            result["$fs|ops $W_RAND"]+="$(awk -v us="$us" 'BEGIN {printf "%.0f", 5e6 / us}') "
+        fi
     fi
     rm -f "$m/big"
-    timed "$W_UNTAR" tar -xf "$S/tree.tar" -C "$m"
+    cpu_of "$W_UNTAR" tar -xf "$S/tree.tar" -C "$m"
     remount_cold "$fs"
-    timed "$W_FIND" find "$m/tree" -printf '%s %m %T@\n'
-    timed "$W_RSYNC" rsync -a "$S/tree/" "$m/rsynced/"
-    timed "$W_NOOP" rsync -a "$S/tree/" "$m/rsynced/"
+    cpu_of "$W_FIND" find "$m/tree" -printf '%s %m %T@\n'
+    cpu_of "$W_RSYNC" rsync -a "$S/tree/" "$m/rsynced/"
+    cpu_of "$W_NOOP" rsync -a "$S/tree/" "$m/rsynced/"
     remount_cold "$fs"
-    timed "$W_CPOUT" cp -a "$m/tree" "$out"
+    cpu_of "$W_CPOUT" cp -a "$m/tree" "$out"
     rm -rf "$out" "$m/rsynced"
-    timed "$W_RM" rm -rf "$m/tree"
+    cpu_of "$W_RM" rm -rf "$m/tree"
 }
 
 read -r -a fss <<<"${FSS:-local bindfs sshfs fsmount plain}"
@@ -282,6 +314,25 @@ mkdir -p target/bench
         row="| $w"
         for f in fsmount plain; do
             for side in client server; do row+=" | $(echo "${result["$f|cpu $side $w"]:-}" | median || true)"; done
+        done
+        echo "$row |"
+    done
+    echo
+    echo "| CPU seconds per workload (medians; per op: microseconds per read, per file: per file of the tree) | fsmount TLS: client | server | plaintext: client | server |"
+    echo "|---|---|---|---|---|"
+    for w in "${workloads[@]}"; do
+        row="| $w"
+        for f in fsmount plain; do
+            for side in client server; do
+                v=$(echo "${result["$f|cpus $side $w"]:-}" | median || true)
+                case "$w" in
+                "$W_RAND") n=$(echo "${result["$f|ops $w"]:-}" | median || true)
+                    v=$(awk -v v="$v" -v n="$n" 'BEGIN { if (v == "n/a" || n == "n/a" || n == 0) print "n/a"; else printf "%s (%.1f us/op)", v, v * 1e6 / n }') ;;
+                "$W_UNTAR" | "$W_FIND" | "$W_RSYNC" | "$W_NOOP" | "$W_CPOUT" | "$W_RM")
+                    v=$(awk -v v="$v" -v n="$files" 'BEGIN { if (v == "n/a") print "n/a"; else printf "%s (%.0f us/file)", v, v * 1e6 / n }') ;;
+                esac
+                row+=" | $v"
+            done
         done
         echo "$row |"
     done
