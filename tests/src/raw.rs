@@ -241,12 +241,49 @@ impl RawClient {
         self.send(Frame::request_bytes(cmd, StreamId(id), body, Bytes::new()));
         let reply = self.recv().expect("a reply");
         assert_eq!(reply.stream_id, StreamId(id));
-        if reply.is_error() {
-            return Err(reply
-                .decode_msg::<proto::ErrorReply>("ErrorReply")
-                .unwrap()
-                .errno);
+        match reply_errno(&reply) {
+            0 => Ok(reply.decode_msg("reply").unwrap()),
+            e => Err(e),
         }
-        Ok(reply.decode_msg("reply").unwrap())
     }
+}
+
+/// The errno of a reply (0: success).
+pub fn reply_errno(reply: &Frame) -> i32 {
+    if !reply.is_error() {
+        return 0;
+    }
+    reply
+        .decode_msg::<proto::ErrorReply>("ErrorReply")
+        .unwrap()
+        .errno
+}
+
+/// A Lock SET of POSIX range `start..=end` as `typ` (F_RDLCK, F_WRLCK, F_UNLCK) for `owner`
+/// through `handle`, waiting on the server if `wait`.
+pub fn lock_request(
+    handle: u64,
+    owner: u64,
+    typ: u32,
+    start: u64,
+    end: u64,
+    wait: bool,
+) -> proto::LockRequest {
+    proto::LockRequest {
+        handle,
+        owner,
+        kind: 0,
+        op: 1,
+        r#type: typ,
+        start,
+        end,
+        wait,
+        reclaim: false,
+        pid: 1,
+    }
+}
+
+/// `req` as a Lock frame on `stream`, with root's credentials.
+pub fn lock_frame(stream: StreamId, req: &proto::LockRequest) -> Frame {
+    root_request(Command::Lock, stream, req)
 }

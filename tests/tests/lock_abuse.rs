@@ -8,10 +8,10 @@ use std::fs;
 use std::process::{Child, Command as Proc, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e_tests::raw::RawClient;
+use e2e_tests::raw::{lock_frame as frame, lock_request as req, reply_errno as errno, RawClient};
 use e2e_tests::Server;
 use protocol::lock_ranges::{END, F_RDLCK, F_UNLCK, F_WRLCK};
-use protocol::{Command, Frame, StreamId};
+use protocol::{Command, StreamId};
 
 /// How soon another client is served while one floods: 50 ms for a release build of the
 /// server; a debug build (the suite's) runs the same code several times slower, and four
@@ -23,9 +23,7 @@ const PROMPT: Duration = if cfg!(debug_assertions) {
 };
 
 const TEST: u32 = 0;
-const SET: u32 = 1;
 const RECLAIMED: u32 = 3;
-const POSIX: u32 = 0;
 const FLOCK: u32 = 1;
 
 fn open_flags(c: &mut RawClient, path: &str, flags: i32) -> Result<u64, i32> {
@@ -49,21 +47,6 @@ fn close(c: &mut RawClient, h: u64) {
         .expect("close");
 }
 
-fn req(handle: u64, owner: u64, typ: u32, start: u64, end: u64, wait: bool) -> proto::LockRequest {
-    proto::LockRequest {
-        handle,
-        owner,
-        kind: POSIX,
-        op: SET,
-        r#type: typ,
-        start,
-        end,
-        wait,
-        reclaim: false,
-        pid: 4242,
-    }
-}
-
 fn flock_req(handle: u64, owner: u64, typ: u32, wait: bool) -> proto::LockRequest {
     proto::LockRequest {
         kind: FLOCK,
@@ -80,20 +63,6 @@ fn test_req(handle: u64, owner: u64, typ: u32, start: u64, end: u64) -> proto::L
 
 fn lock(c: &mut RawClient, r: &proto::LockRequest) -> Result<proto::LockReply, i32> {
     c.call::<proto::LockReply>(Command::Lock, r)
-}
-
-fn frame(id: StreamId, r: &proto::LockRequest) -> Frame {
-    e2e_tests::raw::root_request(Command::Lock, id, r)
-}
-
-fn errno(reply: &Frame) -> i32 {
-    if !reply.is_error() {
-        return 0;
-    }
-    reply
-        .decode_msg::<proto::ErrorReply>("ErrorReply")
-        .unwrap()
-        .errno
 }
 
 fn client(server: &Server) -> RawClient {

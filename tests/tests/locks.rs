@@ -8,12 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use e2e_tests::raw::RawClient;
+use e2e_tests::raw::{lock_frame as frame, lock_request as lock, reply_errno as errno, RawClient};
 use e2e_tests::Server;
 use protocol::lock_ranges::{END, F_RDLCK, F_UNLCK, F_WRLCK};
-use protocol::{Command, Frame, StreamId};
+use protocol::{Command, StreamId};
 
-const SET: u32 = 1;
 const CANCEL: u32 = 2;
 
 fn open(c: &mut RawClient, path: &str) -> u64 {
@@ -27,36 +26,6 @@ fn open(c: &mut RawClient, path: &str) -> u64 {
     )
     .expect("open")
     .handle
-}
-
-fn lock(handle: u64, owner: u64, typ: u32, start: u64, end: u64, wait: bool) -> proto::LockRequest {
-    proto::LockRequest {
-        handle,
-        owner,
-        kind: 0,
-        op: SET,
-        r#type: typ,
-        start,
-        end,
-        wait,
-        reclaim: false,
-        pid: 1,
-    }
-}
-
-fn frame(id: StreamId, req: &proto::LockRequest) -> Frame {
-    e2e_tests::raw::root_request(Command::Lock, id, req)
-}
-
-/// The errno of a reply (0: success).
-fn errno(reply: &Frame) -> i32 {
-    if !reply.is_error() {
-        return 0;
-    }
-    reply
-        .decode_msg::<proto::ErrorReply>("ErrorReply")
-        .unwrap()
-        .errno
 }
 
 fn client(server: &Server) -> RawClient {

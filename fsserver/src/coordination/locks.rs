@@ -369,11 +369,9 @@ impl Locks {
             }
             drop(t);
             if self.fds.load(Ordering::Relaxed) >= self.limits.descriptors {
-                self.refused.fetch_add(1, Ordering::Relaxed);
-                return Err(refused(
-                    Errno::ENOLCK,
-                    "the server holds as many lock descriptors as it may",
-                ));
+                return Err(
+                    self.bound_reached("the server holds as many lock descriptors as it may")
+                );
             }
             new_fd = Some(disk_locks::reopen(handle)?);
         };
@@ -404,11 +402,9 @@ impl Locks {
                 self.within_bounds(t, who, more)?;
             }
             if held.is_none() && t.files.get(&file).map_or(0, |f| f.owners.len()) >= PER_FILE {
-                self.refused.fetch_add(1, Ordering::Relaxed);
-                return Err(refused(
-                    Errno::ENOLCK,
-                    &format!("{PER_FILE} lock owners hold this file already"),
-                ));
+                return Err(
+                    self.bound_reached(&format!("{PER_FILE} lock owners hold this file already"))
+                );
             }
             // On the disk: excludes (and is excluded by) the storage host's processes.
             let taken = {
@@ -480,11 +476,9 @@ impl Locks {
             None => {
                 self.within_bounds(t, who, 1)?;
                 if t.files.get(&file).map_or(0, |f| f.waiters.len()) >= WAITERS_PER_FILE {
-                    self.refused.fetch_add(1, Ordering::Relaxed);
-                    return Err(refused(
-                        Errno::ENOLCK,
-                        &format!("{WAITERS_PER_FILE} lock requests wait on this file already"),
-                    ));
+                    return Err(self.bound_reached(&format!(
+                        "{WAITERS_PER_FILE} lock requests wait on this file already"
+                    )));
                 }
                 let w = Arc::new(Waiter {
                     session: who.session.clone(),
@@ -527,6 +521,12 @@ impl Locks {
         Ok(Outcome::Blocked(w))
     }
 
+    /// ENOLCK for a bound reached, counted.
+    fn bound_reached(&self, why: &str) -> FsError {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        refused(Errno::ENOLCK, why)
+    }
+
     /// ENOLCK unless `who` may hold `more` ranges or waits.
     fn within_bounds(&self, t: &Table, who: &Who, more: usize) -> Result<(), FsError> {
         let session = t
@@ -535,24 +535,16 @@ impl Locks {
             .map_or(0, |s| s.ranges + s.waiters);
         let token = t.tokens.get(&who.token).copied().unwrap_or(0);
         if session + more > self.limits.per_session {
-            self.refused.fetch_add(1, Ordering::Relaxed);
-            return Err(refused(
-                Errno::ENOLCK,
-                &format!(
-                    "this session holds {session} locks and waits (fsserver --max-locks {})",
-                    self.limits.per_session
-                ),
-            ));
+            return Err(self.bound_reached(&format!(
+                "this session holds {session} locks and waits (fsserver --max-locks {})",
+                self.limits.per_session
+            )));
         }
         if token + more > self.limits.per_token {
-            self.refused.fetch_add(1, Ordering::Relaxed);
-            return Err(refused(
-                Errno::ENOLCK,
-                &format!(
+            return Err(self.bound_reached(&format!(
                     "this token's sessions hold {token} locks and waits (fsserver --max-locks-per-token {})",
                     self.limits.per_token
-                ),
-            ));
+                )));
         }
         Ok(())
     }
