@@ -169,3 +169,12 @@ fn attr_reply(attr: proto::Attr) -> Reply<proto::AttrReply> {
         budget: None,
     })
 }
+
+/// A request served on the calling thread when that cannot block (see `read::try_at_once`):
+/// its reply, or None to run it on a worker as usual.
+pub fn at_once(ctx: &Ctx, request: &Request) -> Option<Result<Encoded, FsError>> {
+    match &request.body {
+        Body::Read(req) => read::try_at_once(ctx, req).map(|r| r.map(Reply::encode)),
+        _ => None,
+    }
+}

@@ -18,6 +18,7 @@ use protocol::writer::{FileData, Queued, Sink};
 use protocol::{Command, Flags, Frame, FrameCodec, Limits, ProtocolError, StreamId};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinError;
 use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 
@@ -28,6 +29,7 @@ use crate::coordination::changes;
 use crate::coordination::leases;
 use crate::coordination::ordering::HandleOrder;
 use crate::coordination::session::Claim;
+use crate::error::FsError;
 use crate::request::Request;
 use crate::stats::ConnStats;
 use crate::Shared;
@@ -389,16 +391,12 @@ async fn run_request(
         .and_then(|_| request.renamed());
     let exported = ctx.export.clone();
     let wanted_dir = granted.as_ref().map(|(dir, _)| dir.clone());
-    let result = tokio::task::spawn_blocking(move || match cmd::dispatch(&ctx, request) {
-        Ok((reply, _caller)) => {
-            // Still as the caller, after the listing or mkdir: may the lease stand?
-            let policy = wanted_dir
-                .map(|d| crate::coordination::lease_policy::decided_by_mode(&ctx.export, &d));
-            (Ok(reply), policy)
-        }
-        Err(e) => (Err(e), None),
-    })
-    .await;
+    // A read the page cache holds is answered here; anything else runs on a worker.
+    let at_once = cmd::at_once(&ctx, &request);
+    let result = match at_once {
+        Some(r) => Ok((r, None)),
+        None => run_on_worker(ctx, request, wanted_dir).await,
+    };
     let (result, mode_decides) = match result {
         Ok((reply, policy)) => (Ok(reply), policy.unwrap_or(true)),
         Err(e) => (Err(e), true),
@@ -458,6 +456,25 @@ async fn run_request(
             None,
         ),
     }
+}
+
+/// What a request run on a worker gives: its reply, and the lease policy's verdict when it
+/// asked for a lease.
+type WorkerResult = Result<(Result<cmd::Encoded, FsError>, Option<bool>), JoinError>;
+
+/// Runs `request` as its caller on a blocking worker; with the lease policy's verdict when
+/// the request asked for a lease on `wanted_dir`.
+async fn run_on_worker(ctx: Ctx, request: Request, wanted_dir: Option<Bytes>) -> WorkerResult {
+    tokio::task::spawn_blocking(move || match cmd::dispatch(&ctx, request) {
+        Ok((reply, _caller)) => {
+            // Still as the caller, after the listing or mkdir: may the lease stand?
+            let policy = wanted_dir
+                .map(|d| crate::coordination::lease_policy::decided_by_mode(&ctx.export, &d));
+            (Ok(reply), policy)
+        }
+        Err(e) => (Err(e), None),
+    })
+    .await
 }
 
 /// Runs a Lock request: tries on a worker, and between tries waits parked

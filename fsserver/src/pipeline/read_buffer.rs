@@ -46,6 +46,43 @@ pub fn read(file: &std::fs::File, offset: u64, len: usize) -> Result<Bytes, FsEr
     Ok(Bytes::from_owner(Pooled(Some(buf))))
 }
 
+/// [`read`] from the page cache only (`preadv2` with RWF_NOWAIT), on a thread that must not
+/// wait for the disk: None when any of the bytes would have to come from the disk (or the
+/// read failed: the caller then reads as usual and reports the error).
+pub fn read_cached(file: &std::fs::File, offset: u64, len: usize) -> Option<Bytes> {
+    let mut buf = POOL.take(len);
+    let spare = &mut buf.spare_capacity_mut()[..len];
+    let iov = libc::iovec {
+        iov_base: spare.as_mut_ptr().cast(),
+        iov_len: spare.len(),
+    };
+    // SAFETY: preadv2 writes at most `iov_len` bytes into the vector's spare capacity; only
+    // the bytes it reports are then counted as initialized.
+    let n = unsafe {
+        libc::preadv2(
+            file.as_raw_fd(),
+            &iov,
+            1,
+            offset as libc::off_t,
+            libc::RWF_NOWAIT,
+        )
+    };
+    let whole = n >= 0 && (n as usize == len || at_end(file, offset + n as u64));
+    if !whole {
+        POOL.give(buf);
+        return None;
+    }
+    // SAFETY: preadv2 initialized the first `n` bytes.
+    unsafe { buf.set_len(n as usize) };
+    Some(Bytes::from_owner(Pooled(Some(buf))))
+}
+
+/// True if `pos` is at or past the end of `file` (a short read there is its end, not bytes
+/// the page cache lacked).
+fn at_end(file: &std::fs::File, pos: u64) -> bool {
+    file.metadata().is_ok_and(|m| pos >= m.len())
+}
+
 /// Read buffers kept for reuse: a reply's buffer comes back when its bytes have been sent.
 struct Pool {
     free: Mutex<Vec<Vec<u8>>>,
@@ -95,5 +132,65 @@ impl Drop for Pooled {
         if let Some(b) = self.0.take() {
             POOL.give(b);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A file of `len` known bytes on a disk-backed directory (not tmpfs: there everything
+    /// is in the page cache).
+    fn file_of(len: usize) -> (tempfile::TempDir, std::fs::File, Vec<u8>) {
+        let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        let path = dir.path().join("f");
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(&bytes)
+            .unwrap();
+        (dir, std::fs::File::open(&path).unwrap(), bytes)
+    }
+
+    #[test]
+    fn a_cached_read_gives_the_same_bytes_as_a_read() {
+        let (_d, f, bytes) = file_of(100_000);
+        for (offset, len) in [
+            (0, 4096),
+            (5000, 4096),
+            (99_000, 4096),
+            (100_000, 10),
+            (200_000, 10),
+        ] {
+            let want = read(&f, offset, len).unwrap();
+            let from = (offset as usize).min(bytes.len());
+            let to = (from + len).min(bytes.len());
+            assert_eq!(&want[..], &bytes[from..to]);
+            // Just written (or just read): in the page cache, so answered, short at the end.
+            let got = read_cached(&f, offset, len).expect("bytes in the page cache");
+            assert_eq!(got, want, "offset {offset} len {len}");
+        }
+    }
+
+    #[test]
+    fn a_read_the_page_cache_cannot_answer_is_left_to_the_worker() {
+        let (_d, f, bytes) = file_of(1 << 20);
+        f.sync_all().unwrap();
+        // Dropped from the page cache (clean pages go at once): RWF_NOWAIT must not wait
+        // for the disk. Where the file system keeps them anyway, the bytes must still be
+        // right.
+        // SAFETY: plain advice on an open descriptor.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        let on_tmpfs = nix::sys::statfs::fstatfs(&f)
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
+        match read_cached(&f, 512 << 10, 4096) {
+            None => {}
+            Some(b) if on_tmpfs => assert_eq!(&b[..], &bytes[512 << 10..(512 << 10) + 4096]),
+            Some(_) => panic!("answered from a page cache that was dropped"),
+        }
+        // A failing read (a directory) is left to the worker, which reports the error.
+        let dir = std::fs::File::open(std::env::temp_dir()).unwrap();
+        assert!(read_cached(&dir, 0, 4096).is_none());
     }
 }
