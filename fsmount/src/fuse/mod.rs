@@ -20,6 +20,7 @@ mod interrupt;
 mod reply;
 
 use std::ffi::OsStr;
+use std::future::Future;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -105,8 +106,15 @@ impl FuseAdapter {
         F: FnOnce(Arc<Fs>, Answer<R>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.rt
-            .spawn(credentials::CALLER.scope(who, op(self.fs.clone(), reply)));
+        let mut task = Box::pin(credentials::CALLER.scope(who, op(self.fs.clone(), reply)));
+        // Polled once here first: what needs no waiting (a cached block, an answer under a
+        // lease) is answered on this thread, without waking a runtime thread for it. What
+        // must wait goes on on the runtime, which polls it again with its own waker.
+        let _in_runtime = self.rt.enter();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if task.as_mut().poll(&mut cx).is_pending() {
+            self.rt.spawn(task);
+        }
     }
 
     fn attr_ttl(&self) -> Duration {

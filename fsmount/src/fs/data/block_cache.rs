@@ -7,8 +7,10 @@
 //! not hold (close-to-open, like the kernel's page cache). Each block carries the CRC32 its
 //! Read reply carried (over the reply's message then data, checked on arrival), checked again
 //! whenever the block is served through another open file than the one it was fetched for
-//! (i.e. when it comes out of the cache rather than out of that reader's own read-ahead); a
-//! mismatch drops the block and it is fetched again.
+//! (i.e. when it comes out of the cache rather than out of that reader's own read-ahead): the
+//! whole block the first time, then only the 4 KiB pieces served, against sums taken then
+//! (a small read of a large block costs its own bytes); a mismatch drops the block and it is
+//! fetched again.
 //!
 //! A block is inserted as a slot before its bytes arrive, so a reader and the read-ahead
 //! asking for the same block share one fetch. Recency is kept by `lru::LruCache` (a hash
@@ -27,6 +29,10 @@ use tokio::sync::OnceCell;
 
 use crate::fs::ids::{Fh, Ino};
 
+/// The bytes a piece CRC covers: a cached block served to another reader is checked piece
+/// by piece over what it serves, so a 4 KiB read of a 1 MiB block sums 4 KiB, not 1 MiB.
+pub const PIECE: usize = 4096;
+
 /// Bytes of one block as a Read reply brought them, with that reply's CRC32.
 #[derive(Debug)]
 pub struct Block {
@@ -36,6 +42,9 @@ pub struct Block {
     crc: u32,
     /// The open file it was fetched for.
     fetched_for: Fh,
+    /// CRC32 of each [`PIECE`] of `data`, summed the first time the block is served to
+    /// another reader, after the whole block matched `crc`; None if it did not.
+    pieces: std::sync::OnceLock<Option<Vec<u32>>>,
 }
 
 impl Block {
@@ -47,6 +56,7 @@ impl Block {
             msg,
             crc,
             fetched_for: fh,
+            pieces: Default::default(),
         }
     }
 
@@ -61,10 +71,30 @@ impl Block {
         protocol::frame::crc32_of(&self.msg, &self.data) == self.crc
     }
 
-    /// True if the block may be served to open file `fh`: to the file it was fetched for
-    /// (just checked on arrival), or to any other if its bytes are intact.
-    pub fn serve(&self, fh: Fh) -> bool {
-        fh == self.fetched_for || self.intact()
+    /// True if bytes `range` of the block may be served to open file `fh`: to the file it
+    /// was fetched for (just checked on arrival), or to any other if the pieces holding
+    /// them are intact (the whole block is checked against the reply's CRC once, when its
+    /// piece sums are taken; then only the pieces served). Costs the bytes served, not
+    /// the block.
+    pub fn serve(&self, fh: Fh, range: std::ops::Range<usize>) -> bool {
+        if fh == self.fetched_for {
+            return true;
+        }
+        let pieces = self.pieces.get_or_init(|| {
+            self.intact()
+                .then(|| self.data.chunks(PIECE).map(crc32fast::hash).collect())
+        });
+        let Some(pieces) = pieces else {
+            return false;
+        };
+        let end = range.end.min(self.data.len());
+        if range.start >= end {
+            return true;
+        }
+        (range.start / PIECE..end.div_ceil(PIECE)).all(|i| {
+            let piece = &self.data[i * PIECE..((i + 1) * PIECE).min(self.data.len())];
+            pieces.get(i) == Some(&crc32fast::hash(piece))
+        })
     }
 }
 
@@ -429,10 +459,35 @@ mod tests {
     #[test]
     fn a_corrupted_block_fails_its_check_when_served_to_another_reader() {
         let mut b = Block::new(Fh(1), Bytes::from_static(b"hello"));
-        assert!(b.intact() && b.serve(Fh(2)));
+        assert!(b.intact() && b.serve(Fh(2), 0..5));
         b.data = Bytes::from_static(b"hellp");
         assert!(!b.intact());
-        assert!(b.serve(Fh(1)), "its own reader trusts the check on arrival");
-        assert!(!b.serve(Fh(2)));
+        assert!(
+            b.serve(Fh(1), 0..5),
+            "its own reader trusts the check on arrival"
+        );
+        assert!(!b.serve(Fh(2), 0..5));
+        // Damaged before its first serve to another reader: the whole block fails.
+        let mut b = Block::new(Fh(1), Bytes::from_static(b"hello"));
+        b.data = Bytes::from_static(b"hellp");
+        assert!(!b.serve(Fh(2), 0..1));
+    }
+
+    #[test]
+    fn a_damaged_piece_fails_only_the_reads_that_touch_it() {
+        let data: Vec<u8> = (0..3 * PIECE + 100).map(|i| i as u8).collect();
+        let b = Block::new(Fh(1), Bytes::from(data.clone()));
+        assert!(b.serve(Fh(2), 0..data.len()));
+        let mut damaged = data.clone();
+        damaged[PIECE + 7] ^= 1;
+        let b = Block {
+            data: Bytes::from(damaged),
+            ..b
+        };
+        assert!(b.serve(Fh(2), 0..PIECE), "the first piece is intact");
+        assert!(b.serve(Fh(2), 2 * PIECE..data.len()), "the last two too");
+        assert!(!b.serve(Fh(2), PIECE..PIECE + 1));
+        assert!(!b.serve(Fh(2), PIECE - 1..PIECE + 1), "a read across it");
+        assert!(b.serve(Fh(2), 5..5), "nothing served, nothing to check");
     }
 }

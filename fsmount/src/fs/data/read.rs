@@ -53,18 +53,19 @@ impl Fs {
             let retries = self.read_retries.clone();
             if !cache.has(ino, generation, index) {
                 tokio::spawn(async move {
-                    let _ =
-                        cached_block(&*remote, &retries, &cache, ino, generation, fh, index).await;
+                    let at = (ino, generation, fh, index);
+                    let _ = cached_block(&*remote, &retries, &cache, at, 0..0).await;
                 });
             }
         }
         // The blocks' parts covering [offset, offset + len), up to the end of the file.
         let mut parts: Vec<Bytes> = Vec::with_capacity(2);
         for index in first..=last {
-            let b = cached_block(&*self.remote, retries, cache, ino, generation, fh, index).await?;
             let base = index * block;
             let start = (offset.max(base) - base) as usize;
             let end = ((offset + len as u64).min(base + block) - base) as usize;
+            let at = (ino, generation, fh, index);
+            let b = cached_block(&*self.remote, retries, cache, at, start..end).await?;
             let have = b.data.len();
             parts.push(b.data.slice(start.min(have)..end.min(have)));
             if have < end {
@@ -173,16 +174,15 @@ async fn fetch(
     ))
 }
 
-/// Block `index` of `ino`'s data in `generation`: from the cache if held and intact, else
-/// fetched through `fh` (once, however many ask at the same time) and cached.
+/// Block `index` of `ino`'s data in `generation` (`at`: ino, generation, fh, index), of
+/// which bytes `serving` are to be served: from the cache if held and those bytes are
+/// intact, else fetched through `fh` (once, however many ask at the same time) and cached.
 async fn cached_block(
     remote: &dyn Remote,
     retries: &AtomicU64,
     cache: &BlockCache,
-    ino: Ino,
-    generation: u64,
-    fh: Fh,
-    index: u64,
+    (ino, generation, fh, index): (Ino, u64, Fh, u64),
+    serving: std::ops::Range<usize>,
 ) -> Result<Arc<Block>> {
     let size = cache.block_size();
     for _ in 0..2 {
@@ -196,7 +196,7 @@ async fn cached_block(
             })
             .await;
         match got {
-            Ok(b) if b.serve(fh) => return Ok(b.clone()),
+            Ok(b) if b.serve(fh, serving.clone()) => return Ok(b.clone()),
             Ok(_) => {
                 tracing::error!("cached block {index} of {ino} fails its CRC32; refetching");
                 cache.count_crc_failure();
