@@ -17,7 +17,7 @@
 //! map threaded with a list: O(1) per touch), unbounded in entries: the bound is in bytes,
 //! enforced by popping its least recently used end.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use lru::LruCache;
 use std::sync::Arc;
@@ -119,8 +119,6 @@ struct Entry {
 struct FileState {
     change: u64,
     generation: u64,
-    /// Slots of this file in the cache (any generation): none means nothing to drop.
-    blocks: usize,
 }
 
 #[derive(Debug)]
@@ -128,6 +126,9 @@ struct Inner {
     /// Least recently used first out.
     entries: LruCache<Key, Entry>,
     files: HashMap<Ino, FileState>,
+    /// The (generation, index) of each file's slots in `entries`: what dropping a file
+    /// visits (its own blocks, not the whole cache).
+    slots_of: HashMap<Ino, HashSet<(u64, u64)>>,
     charged: usize,
     next_generation: u64,
     hits: u64,
@@ -161,6 +162,7 @@ impl BlockCache {
             inner: Mutex::new(Inner {
                 entries: LruCache::unbounded(),
                 files: HashMap::new(),
+                slots_of: HashMap::new(),
                 charged: 0,
                 next_generation: 0,
                 hits: 0,
@@ -207,7 +209,7 @@ impl BlockCache {
     /// under the old generation are never served.
     pub fn invalidate(&self, ino: Ino) {
         let mut inner = self.inner.lock();
-        if inner.files.get(&ino).is_none_or(|f| f.blocks == 0) {
+        if !inner.slots_of.contains_key(&ino) {
             // Nothing cached or being fetched: the generation may stay.
             return;
         }
@@ -253,9 +255,11 @@ impl BlockCache {
             return (slot, false);
         }
         inner.misses += 1;
-        if let Some(f) = inner.files.get_mut(&ino) {
-            f.blocks += 1;
-        }
+        inner
+            .slots_of
+            .entry(ino)
+            .or_default()
+            .insert((generation, index));
         let slot: Slot = Arc::new(OnceCell::new());
         inner.entries.put(
             key,
@@ -340,31 +344,25 @@ impl Inner {
     fn new_generation(&mut self, ino: Ino, change: u64) -> u64 {
         self.next_generation += 1;
         let generation = self.next_generation;
-        let blocks = self.files.get(&ino).map_or(0, |f| f.blocks);
-        self.files.insert(
-            ino,
-            FileState {
-                change,
-                generation,
-                blocks,
-            },
-        );
+        self.files.insert(ino, FileState { change, generation });
         generation
     }
 
+    /// Drops every slot of `ino`: costs that file's blocks, not the cache's (it is called
+    /// on every write to a file with blocks cached).
     fn drop_file(&mut self, ino: Ino) {
-        // Called on every write to the file: skip the scan when it has nothing cached.
-        if self.files.get(&ino).is_none_or(|f| f.blocks == 0) {
+        let Some(slots) = self.slots_of.remove(&ino) else {
             return;
-        }
-        let keys: Vec<Key> = self
-            .entries
-            .iter()
-            .map(|(k, _)| *k)
-            .filter(|k| k.ino == ino)
-            .collect();
-        for k in keys {
-            self.remove(&k);
+        };
+        for (generation, index) in slots {
+            let key = Key {
+                ino,
+                generation,
+                index,
+            };
+            if let Some(e) = self.entries.pop(&key) {
+                self.charged -= e.charged;
+            }
         }
     }
 
@@ -377,8 +375,11 @@ impl Inner {
     /// Accounts for an entry gone from `entries`.
     fn dropped(&mut self, key: &Key, e: &Entry) {
         self.charged -= e.charged;
-        if let Some(f) = self.files.get_mut(&key.ino) {
-            f.blocks = f.blocks.saturating_sub(1);
+        if let Some(slots) = self.slots_of.get_mut(&key.ino) {
+            slots.remove(&(key.generation, key.index));
+            if slots.is_empty() {
+                self.slots_of.remove(&key.ino);
+            }
         }
     }
 
@@ -489,5 +490,48 @@ mod tests {
         assert!(!b.serve(Fh(2), PIECE..PIECE + 1));
         assert!(!b.serve(Fh(2), PIECE - 1..PIECE + 1), "a read across it");
         assert!(b.serve(Fh(2), 5..5), "nothing served, nothing to check");
+    }
+
+    #[test]
+    fn the_slots_of_each_file_follow_the_cache_through_any_mix_of_operations() {
+        let c = BlockCache::new(64 << 10, 4096);
+        let mut seed: u64 = 7;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        for _ in 0..20_000 {
+            let ino = Ino(next(8) + 1);
+            match next(6) {
+                0 | 1 => {
+                    let g = c.generation(ino);
+                    let index = next(16);
+                    let (slot, created) = c.slot(ino, g, index);
+                    if created {
+                        let len = next(4096) as usize + 1;
+                        let _ = slot.set(Arc::new(Block::new(Fh(1), Bytes::from(vec![1; len]))));
+                        c.filled(ino, g, index, len);
+                    }
+                }
+                2 => c.invalidate(ino),
+                3 => c.validate(ino, next(3)),
+                4 => c.forget(ino),
+                _ => c.remove(ino, c.generation(ino), next(16)),
+            }
+            let inner = c.inner.lock();
+            let mut want: HashMap<Ino, HashSet<(u64, u64)>> = HashMap::new();
+            let mut charged = 0;
+            for (k, e) in inner.entries.iter() {
+                want.entry(k.ino)
+                    .or_default()
+                    .insert((k.generation, k.index));
+                charged += e.charged;
+            }
+            assert_eq!(inner.slots_of, want);
+            assert_eq!(inner.charged, charged);
+            assert!(charged <= 64 << 10);
+        }
     }
 }
