@@ -192,6 +192,9 @@ fn serve(stream: TcpStream, token: &[u8], answered: &AtomicU64, huge: &AtomicBoo
                         bytes: u64::MAX,
                         inodes: u64::MAX,
                     }),
+                    // And root as the caller's owner: what it answers locally, the server
+                    // still decides (and this one refuses everything).
+                    owner: Some(proto::Owner { uid: 0, gid: 0 }),
                 },
                 Bytes::new(),
             ),
@@ -202,6 +205,7 @@ fn serve(stream: TcpStream, token: &[u8], answered: &AtomicU64, huge: &AtomicBoo
                     attr: Some(wild_attr(1, true)),
                     lease_ms: u32::MAX,
                     budget: None,
+                    owner: None,
                 },
                 Bytes::new(),
             ),

@@ -603,3 +603,60 @@ fn requests_waiting_for_a_recall_leave_the_connection_free_for_its_other_request
     );
     drop(holder);
 }
+
+#[test]
+fn a_fresh_mount_removes_under_a_listed_directory_s_lease_without_a_round_trip_each() {
+    // Mount A has made nothing yet: the lease its listing brings says who owns what it
+    // makes, so its removes there are answered at once (rm -rf of a tree it only read).
+    let (_server, _slow, a, b) = slow_and_fast();
+    let (pa, pb) = (a.path.clone(), b.path.clone());
+    fs::create_dir(pb.join("d")).unwrap();
+    for i in 0..20 {
+        fs::write(pb.join(format!("d/f{i}")), format!("file {i}")).unwrap();
+    }
+    assert_eq!(fs::read_dir(pa.join("d")).unwrap().count(), 20);
+    let started = Instant::now();
+    for i in 0..20 {
+        fs::remove_file(pa.join(format!("d/f{i}"))).unwrap();
+    }
+    let took = started.elapsed();
+    assert!(
+        took < RTT * 5,
+        "20 removes took {took:?} at {RTT:?} round trip\n{}",
+        a.log()
+    );
+    eprintln!("20 removes through a {RTT:?} link took {took:?}");
+    // B's look recalls the lease: A sends what it owes first.
+    assert_eq!(fs::read_dir(pb.join("d")).unwrap().count(), 0);
+    fs::remove_dir(pa.join("d")).unwrap();
+    assert!(!pb.join("d").exists());
+}
+
+#[test]
+fn a_squashed_root_is_refused_a_remove_in_root_s_directory_even_under_a_lease() {
+    // The owner the lease tells is the squashed one: root here is nobody on the server, who
+    // may not remove names in root's 0755 directory. Answering that rm locally would say
+    // it succeeded while the server refuses it.
+    require_mount_support();
+    let server = Server::start_squashing(&["data"], &[]);
+    let disk = server.export("data").join("d");
+    fs::create_dir(&disk).unwrap();
+    fs::set_permissions(&disk, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(disk.join("f"), b"root's").unwrap();
+    let slow = Delay::start(&server.addr);
+    let a = Mount::via(&server, &slow.addr, "data", &LONG);
+    assert_eq!(fs::read_dir(a.path.join("d")).unwrap().count(), 1);
+    let err = fs::remove_file(a.path.join("d/f")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{err}\n{}", a.log());
+    assert!(disk.join("f").exists());
+    // Where nobody may write (a 0777 directory), the remove is answered and done.
+    let open = server.export("data").join("open");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+    fs::write(open.join("g"), b"anyone's").unwrap();
+    assert_eq!(fs::read_dir(a.path.join("open")).unwrap().count(), 1);
+    fs::remove_file(a.path.join("open/g")).unwrap();
+    let b = Mount::new(&server, "data", &LONG);
+    assert_eq!(fs::read_dir(b.path.join("open")).unwrap().count(), 0);
+    assert!(!open.join("g").exists());
+}

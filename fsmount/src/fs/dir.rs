@@ -184,18 +184,26 @@ impl Fs {
                 return Ok(());
             }
         }
+        // A first page that turns out to be the whole directory comes with its lease, as a
+        // whole listing does (`list_known`): what the reader does next there (rm -rf
+        // removes every name it listed) is answered locally. A longer directory's grant is
+        // not taken (given back at its recall), as for `list_known`.
         let req = proto::ListRequest {
             path: d.path.clone().into(),
             cookie: d.next_cookie,
             max_entries: LIST_PAGE,
-            // Leases come with whole listings (`list_known`), not with readdir's pages.
-            want_lease: false,
+            want_lease: d.next_cookie == 0 && self.wants_leases(),
         };
         let (since, generation) = (std::time::Instant::now(), self.attr_generation());
+        let asked = self.lease_asked();
         let reply = self.ask::<rpc::List>(&req).await?;
         if req.cookie == 0 && reply.eof {
             // The whole directory in one page: lookups in it can be answered for a while.
             self.listed(d.ino, since, generation, &reply.entries, reply.dir);
+            if let Some(a) = &reply.dir {
+                let lease = (reply.lease_ms, reply.budget.as_ref(), reply.owner.as_ref());
+                self.lease_granted(d.ino, (since, asked), lease, a);
+            }
         }
         if let Some(last) = reply.entries.last() {
             d.next_cookie = last.cookie;

@@ -232,7 +232,7 @@ impl Fs {
                 let dir_attr = reply.dir;
                 self.listed(dir, since, generation, &reply.entries, reply.dir);
                 if let Some(a) = &dir_attr {
-                    let lease = (reply.lease_ms, reply.budget.as_ref());
+                    let lease = (reply.lease_ms, reply.budget.as_ref(), reply.owner.as_ref());
                     self.lease_granted(dir, (since, asked), lease, a);
                 }
                 true
@@ -348,7 +348,7 @@ impl Fs {
         let generation = self.names_changed();
         let entry = self.remember(parent, name, attr, generation);
         self.names().known.created(entry.ino);
-        let lease = (reply.lease_ms, reply.budget.as_ref());
+        let lease = (reply.lease_ms, reply.budget.as_ref(), reply.owner.as_ref());
         self.lease_granted(entry.ino, sent, lease, &attr);
         Ok(entry)
     }

@@ -656,6 +656,7 @@ impl Tree {
             attr: Some(self.attr(ino)),
             lease_ms: 0,
             budget: None,
+            owner: None,
         })
     }
 
@@ -722,6 +723,7 @@ impl Tree {
                     attr: Some(self.attr(ino)),
                     lease_ms: if req.want_lease { FAKE_LEASE_MS } else { 0 },
                     budget: req.want_lease.then_some(self.budget),
+                    owner: None,
                 })
             }
             Command::Read => {
@@ -823,6 +825,7 @@ impl Tree {
                         0
                     },
                     budget: (req.want_lease && !req.path.is_empty()).then_some(self.budget),
+                    owner: None,
                 })
             }
             Command::Lock => {

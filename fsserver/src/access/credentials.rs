@@ -123,6 +123,21 @@ pub fn switching() -> bool {
     own().is_some()
 }
 
+/// Who owns what `who` makes outside set-group-ID directories: `who` when the server can
+/// act as its callers (it runs as root), else the server's own user, as `as_caller` does.
+pub fn owner_of_new(who: &Identity) -> proto::Owner {
+    match own() {
+        Some(_) => proto::Owner {
+            uid: who.uid,
+            gid: who.gid,
+        },
+        None => proto::Owner {
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+        },
+    }
+}
+
 /// The calling thread acts as a request's caller until this is dropped; then it is the
 /// server's own again.
 #[must_use = "the thread is the caller's only while the guard lives"]

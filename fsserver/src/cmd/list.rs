@@ -58,5 +58,6 @@ pub fn apply(ctx: &Ctx, req: proto::ListRequest) -> Result<Reply<proto::ListRepl
         dir: Some(dir_attr),
         lease_ms: 0,
         budget: None,
+        owner: None,
     }))
 }

@@ -167,6 +167,7 @@ fn attr_reply(attr: proto::Attr) -> Reply<proto::AttrReply> {
         attr: Some(attr),
         lease_ms: 0,
         budget: None,
+        owner: None,
     })
 }
 

@@ -557,20 +557,29 @@ fn under(path: &[u8], dir: &[u8]) -> bool {
 /// `dir/name` (just `name` in the root).
 pub use crate::request::join;
 
-/// The reply message `msg` (ListReply or AttrReply) with `lease_ms` set: both carry it as
-/// field 4 or 2, appended (a later field of a protobuf message replaces an earlier one).
-pub fn with_lease(cmd: Command, msg: &Bytes, lease_ms: u32, budget: proto::Budget) -> Bytes {
-    let budget = Some(budget);
+/// The reply message `msg` (ListReply or AttrReply) with `lease_ms`, the session's `budget`
+/// and the caller's `owner` set, appended (a later field of a protobuf message replaces an
+/// earlier one; the handlers leave these unset).
+pub fn with_lease(
+    cmd: Command,
+    msg: &Bytes,
+    lease_ms: u32,
+    budget: proto::Budget,
+    owner: proto::Owner,
+) -> Bytes {
+    let (budget, owner) = (Some(budget), Some(owner));
     let extra = match cmd {
         Command::List => proto::ListReply {
             lease_ms,
             budget,
+            owner,
             ..Default::default()
         }
         .encode_to_vec(),
         _ => proto::AttrReply {
             lease_ms,
             budget,
+            owner,
             ..Default::default()
         }
         .encode_to_vec(),

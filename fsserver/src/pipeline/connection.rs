@@ -391,6 +391,11 @@ async fn run_request(
         .and_then(|_| request.renamed());
     let exported = ctx.export.clone();
     let wanted_dir = granted.as_ref().map(|(dir, _)| dir.clone());
+    // Told with a lease: who owns what this caller makes.
+    let owner = granted.as_ref().map(|_| {
+        let who = ctx.export.identity.map(request.credentials.clone());
+        crate::access::credentials::owner_of_new(&who)
+    });
     // A read the page cache holds is answered here; anything else runs on a worker.
     let at_once = cmd::at_once(&ctx, &request);
     let result = match at_once {
@@ -432,7 +437,8 @@ async fn run_request(
                 .leases
                 .budget(&h.session, leases::Free::of(exported.root()));
             if let Ok(c) = Command::try_from(cmd) {
-                reply.msg = leases::with_lease(c, &reply.msg, ms, budget);
+                let owner = owner.unwrap_or_default();
+                reply.msg = leases::with_lease(c, &reply.msg, ms, budget, owner);
             }
             Ok(Ok(reply))
         }

@@ -57,7 +57,7 @@ impl Fs {
         &self,
         dir: Ino,
         sent: (Instant, (u64, Mark)),
-        (lease_ms, budget): (u32, Option<&proto::Budget>),
+        (lease_ms, budget, owner): (u32, Option<&proto::Budget>, Option<&proto::Owner>),
         dir_attr: &proto::Attr,
     ) {
         tracing::debug!("{dir}: lease of {lease_ms} ms granted");
@@ -66,6 +66,11 @@ impl Fs {
         }
         self.budget.refresh(budget, sent.1 .1);
         let mut n = self.names();
+        if let Some(o) = owner {
+            // Who owns what the caller makes, as the server said: local answers need not
+            // wait for the caller's first create to learn it.
+            n.learned_owner((o.uid, o.gid));
+        }
         if self.recalls.load(std::sync::atomic::Ordering::SeqCst) != sent.1 .0 {
             tracing::debug!("{dir}: a recall came meanwhile; the grant is not taken");
             return;

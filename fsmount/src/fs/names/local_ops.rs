@@ -102,6 +102,15 @@ fn may_change_names(owner: (u32, u32), groups: &[u32], dir: &DirAttr) -> bool {
 }
 
 impl Names {
+    /// Learned: the server gives what the caller makes `owner` (at most 1,024 callers
+    /// remembered).
+    pub(in crate::fs) fn learned_owner(&mut self, owner: (u32, u32)) {
+        let (key, _) = caller();
+        if self.owners.len() < 1024 || self.owners.contains_key(&key) {
+            self.owners.insert(key, owner);
+        }
+    }
+
     /// The owner the server gives what the caller makes (squashing applied), if learned.
     fn caller_owner(&self) -> Option<((u32, u32), Vec<u32>)> {
         let (key, groups) = caller();
@@ -202,10 +211,7 @@ impl Fs {
         if n.parent_setgid(parent, attr) {
             return;
         }
-        let (key, _) = caller();
-        if n.owners.len() < 1024 {
-            n.owners.insert(key, (attr.uid, attr.gid));
-        }
+        n.learned_owner((attr.uid, attr.gid));
     }
 
     /// `Names::predicted`, locking the names.
