@@ -187,12 +187,13 @@ impl Fs {
         // A first page that turns out to be the whole directory comes with its lease, as a
         // whole listing does (`list_known`): what the reader does next there (rm -rf
         // removes every name it listed) is answered locally. A longer directory's grant is
-        // not taken (given back at its recall), as for `list_known`.
+        // not taken (given back at its recall), as for `list_known`. The server never
+        // leases the export's root: not asked for.
         let req = proto::ListRequest {
             path: d.path.clone().into(),
             cookie: d.next_cookie,
             max_entries: LIST_PAGE,
-            want_lease: d.next_cookie == 0 && self.wants_leases(),
+            want_lease: d.next_cookie == 0 && d.ino != Ino::ROOT && self.wants_leases(),
         };
         let (since, generation) = (std::time::Instant::now(), self.attr_generation());
         let asked = self.lease_asked();
@@ -200,7 +201,8 @@ impl Fs {
         if req.cookie == 0 && reply.eof {
             // The whole directory in one page: lookups in it can be answered for a while.
             self.listed(d.ino, since, generation, &reply.entries, reply.dir);
-            if let Some(a) = &reply.dir {
+            // Only a lease asked for is taken (a broken server may grant any).
+            if let (true, Some(a)) = (req.want_lease, &reply.dir) {
                 let lease = (reply.lease_ms, reply.budget.as_ref(), reply.owner.as_ref());
                 self.lease_granted(d.ino, (since, asked), lease, a);
             }

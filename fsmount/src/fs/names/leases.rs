@@ -61,7 +61,8 @@ impl Fs {
         dir_attr: &proto::Attr,
     ) {
         tracing::debug!("{dir}: lease of {lease_ms} ms granted");
-        if lease_ms == 0 {
+        // Not asked for (leases off): not taken, whatever a broken server says.
+        if lease_ms == 0 || !self.wants_leases() {
             return;
         }
         self.budget.refresh(budget, sent.1 .1);
