@@ -1,5 +1,5 @@
-//! The server's TLS identity and configuration. TLS 1.3 only, through rustls with the ring
-//! provider. The certificate and key come from `--tls-cert`/`--tls-key`, or else from
+//! The server's TLS identity and configuration. TLS 1.3 only, through rustls with the
+//! aws-lc-rs provider. The certificate and key come from `--tls-cert`/`--tls-key`, or else from
 //! `tls-cert.pem`/`tls-key.pem` beside the token file, created (self-signed ECDSA P-256,
 //! key mode 0600) on first start and kept across restarts, so clients that pinned its
 //! fingerprint keep working.
@@ -125,7 +125,7 @@ pub fn server_config(
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .context("the TLS certificate and key do not go together")?;
-    config.ticketer = rustls::crypto::ring::Ticketer::new().context("TLS session tickets")?;
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().context("TLS session tickets")?;
     Ok(Arc::new(config))
 }
 

@@ -1,4 +1,4 @@
-//! Measures what each TLS 1.3 cipher suite of the ring provider costs on this machine: one
+//! Measures what each TLS 1.3 cipher suite of the aws-lc-rs provider costs on this machine: one
 //! client and one server connection in memory (no sockets), `MIB` MiB sent through in
 //! 1 MiB writes, encrypt and decrypt on this one thread. Prints MB/s and CPU seconds per
 //! GiB (both directions' work: what one side's encryption plus the other's decryption
@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Instant;
 
-use rustls::crypto::ring::cipher_suite;
+use rustls::crypto::aws_lc_rs::cipher_suite;
 use rustls::{ClientConnection, ServerConnection, SupportedCipherSuite};
 
 fn cpu_seconds() -> f64 {
@@ -62,7 +62,7 @@ fn pump(client: &mut ClientConnection, server: &mut ServerConnection) {
 }
 
 fn measure(suite: SupportedCipherSuite, mib: usize) -> (f64, f64) {
-    let mut provider = rustls::crypto::ring::default_provider();
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     provider.cipher_suites = vec![suite];
     let provider = Arc::new(provider);
     let (server_config, _) = e2e_tests::tls::self_signed_server(&["fsserver"]);
@@ -97,7 +97,7 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(2048);
-    println!("| suite (ring) | MB/s, one core, encrypt + decrypt | CPU s per GiB |");
+    println!("| suite (aws-lc-rs) | MB/s, one core, encrypt + decrypt | CPU s per GiB |");
     println!("|---|---|---|");
     for (name, suite) in [
         (
