@@ -30,8 +30,9 @@ pub struct Args {
     /// Mount options, comma-separated: token_file=FILE, ro, allow_other, allow_root,
     /// auto_unmount, default_permissions, attr_timeout=TIME, entry_timeout=TIME,
     /// negative_timeout=TIME, cache_size=SIZE, readahead=SIZE, dirty_limit=SIZE,
-    /// timeout=TIME, hard, soft, intr_grace=TIME, fsname=NAME, log_file=FILE, metrics=ADDR,
-    /// plaintext, fingerprint=sha256:HEX, tls_ca=FILE, noexec, nosuid, nodev, noatime, ...
+    /// timeout=TIME, hard, soft, intr_grace=TIME, fuse_threads=N, fsname=NAME, log_file=FILE,
+    /// metrics=ADDR, plaintext, fingerprint=sha256:HEX, tls_ca=FILE, noexec, nosuid, nodev,
+    /// noatime, ...
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
     /// Stay in the foreground (default: return once mounted, keep serving in the background).

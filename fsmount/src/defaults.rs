@@ -33,3 +33,6 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A file opened for reading that is at most this long comes back whole with the Open
 /// reply (into the block cache): no Read round trip for small files.
 pub const OPEN_PREFETCH: usize = 128 << 10;
+
+/// Threads reading FUSE requests (`-o fuse_threads`).
+pub const FUSE_THREADS: usize = 1;

@@ -138,7 +138,8 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
         rt.handle().clone(),
         req.options.default_permissions,
         req.options.intr_grace,
-    );
+    )
+    .threaded(req.options.fuse_threads > 1);
     let interrupts = adapter.interrupts();
     // Asked for explicitly: a metrics address that cannot be bound fails the mount.
     let metrics = match &req.options.metrics {
@@ -187,18 +188,20 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
             return Err(msg);
         }
     }
-    let fuse =
-        match fuser::Session::from_fd(adapter, fd, session_acl(&req.options), Config::default()) {
-            Ok(s) => s,
-            Err(e) => {
-                let msg = format!("FUSE handshake on {} failed: {e}", req.mountpoint.display());
-                if let Some(k) = kernel.lock().take() {
-                    k.finish(device.as_deref());
-                }
-                notifier.fail(&msg);
-                return Err(msg);
+    let mut config = Config::default();
+    config.n_threads = Some(req.options.fuse_threads);
+    config.clone_fd = req.options.fuse_threads > 1;
+    let fuse = match fuser::Session::from_fd(adapter, fd, session_acl(&req.options), config) {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = format!("FUSE handshake on {} failed: {e}", req.mountpoint.display());
+            if let Some(k) = kernel.lock().take() {
+                k.finish(device.as_deref());
             }
-        };
+            notifier.fail(&msg);
+            return Err(msg);
+        }
+    };
     raise_readahead(device.as_deref());
     tell_kernel_of_changes(&fs, &client, fuse.notifier());
     let metrics_addr = metrics

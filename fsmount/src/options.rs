@@ -79,6 +79,9 @@ pub struct MountOptions {
     /// How long a call interrupted by a handled signal may still wait for the server
     /// before it fails with EINTR (a signal that kills the process ends it at once).
     pub intr_grace: Duration,
+    /// Threads reading FUSE requests, each on its own clone of /dev/fuse (FUSE_DEV_IOC_CLONE:
+    /// its own queue of requests being answered) when more than one.
+    pub fuse_threads: usize,
     /// Plain kernel flags passed through (noexec, nosuid, nodev, noatime, ...).
     pub kernel_flags: Vec<String>,
     /// Change a running mount's kernel flags (`-o remount,...`) instead of mounting.
@@ -112,6 +115,7 @@ impl Default for MountOptions {
             dirty_limit: defaults::DIRTY_LIMIT,
             timeout: defaults::TIMEOUT,
             intr_grace: defaults::INTR_GRACE,
+            fuse_threads: defaults::FUSE_THREADS,
             kernel_flags: Vec::new(),
             remount: false,
             log_file: None,
@@ -184,6 +188,12 @@ pub fn parse_options(args: &[String]) -> Result<MountOptions, String> {
             ("timeout", Some(v)) => o.timeout = Some(seconds(key, v)?),
             ("hard", None) => o.timeout = None,
             ("intr_grace", Some(v)) => o.intr_grace = seconds(key, v)?,
+            ("fuse_threads", Some(v)) => {
+                o.fuse_threads = match v.parse::<usize>() {
+                    Ok(n @ 1..=64) => n,
+                    _ => return Err(format!("-o fuse_threads={v}: a number from 1 to 64")),
+                }
+            }
             ("soft", None) => {
                 if o.timeout.is_none() {
                     o.timeout = defaults::TIMEOUT;
@@ -299,6 +309,12 @@ mod tests {
         let o = parse_options(&["timeout=2.5".into()]).unwrap();
         assert_eq!(o.timeout, Some(Duration::from_millis(2500)));
         assert!(parse_options(&["bogus".into()]).is_err());
+        assert_eq!(parse_options(&[]).unwrap().fuse_threads, 1);
+        let o = parse_options(&["fuse_threads=4".into()]).unwrap();
+        assert_eq!(o.fuse_threads, 4);
+        for bad in ["fuse_threads=0", "fuse_threads=65", "fuse_threads=two"] {
+            assert!(parse_options(&[bad.into()]).is_err(), "{bad}");
+        }
         assert_eq!(o.intr_grace, Duration::from_millis(200));
         let o = parse_options(&["intr_grace=1s".into()]).unwrap();
         assert_eq!(o.intr_grace, Duration::from_secs(1));

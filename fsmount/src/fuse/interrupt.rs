@@ -261,11 +261,15 @@ impl Interrupts {
 
     /// The kernel interrupts request `unique`: answers it EINTR when and if its caller's
     /// signals call for it (see the module's doc).
-    pub fn interrupt(self: &Arc<Self>, unique: u64) {
+    /// False if `unique` is not waiting: answered already, or (with several threads
+    /// reading requests) not registered yet.
+    pub fn interrupt(self: &Arc<Self>, unique: u64) -> bool {
         self.received.fetch_add(1, Ordering::Relaxed);
-        if !self.watch(unique, Instant::now(), true) {
-            tracing::debug!("interrupt of request {unique}: answered already");
+        let waiting = self.watch(unique, Instant::now(), true);
+        if !waiting {
+            tracing::debug!("interrupt of request {unique}: not waiting");
         }
+        waiting
     }
 
     /// Every [`TICK`] while reads wait: watches those waiting past the grace.

@@ -54,6 +54,9 @@ pub struct FuseAdapter {
     callers: credentials::Callers,
     /// The calls on the runtime, which the kernel may interrupt.
     interrupts: Arc<Interrupts>,
+    /// More than one thread reads requests: an interrupt may come before its request is
+    /// registered, and is then sent again (EAGAIN).
+    threaded: bool,
 }
 
 impl FuseAdapter {
@@ -66,7 +69,14 @@ impl FuseAdapter {
             rt,
             posix_acl,
             callers: credentials::Callers::default(),
+            threaded: false,
         }
+    }
+
+    /// Requests are read by several threads (`-o fuse_threads`).
+    pub fn threaded(mut self, threaded: bool) -> FuseAdapter {
+        self.threaded = threaded;
+        self
     }
 
     /// The calls the kernel may interrupt (their counts, for status).
@@ -191,8 +201,13 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn interrupt(&self, _req: &Request, unique: RequestId) -> Result<(), fuser::Errno> {
-        self.interrupts.interrupt(unique.0);
-        Ok(())
+        // Not waiting: answered already (the kernel then refuses the EAGAIN, ENOENT), or
+        // read by another thread that has not registered it yet (the kernel sends the
+        // interrupt again).
+        match self.interrupts.interrupt(unique.0) || !self.threaded {
+            true => Ok(()),
+            false => Err(fuser::Errno::EAGAIN),
+        }
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
