@@ -50,6 +50,10 @@ pub const WAITERS_PER_FILE: usize = 256;
 /// Waiting owners a deadlock check follows at most (Linux follows 10): a longer chain is
 /// taken for no deadlock.
 const CYCLE_BUDGET: usize = 64;
+/// Lock owners a deadlock check looks at in all, over every wait of the owners it follows
+/// (one owner may wait many times on a file of many owners): beyond, no deadlock is
+/// assumed. Keeps one check to about a millisecond under the table's lock.
+const CHECK_BUDGET: usize = 64 * PER_FILE;
 
 pub type SessionId = Bytes;
 
@@ -749,16 +753,16 @@ impl Locks {
     }
 
     /// The (session, owner)s holding POSIX ranges on `file` that a lock of `typ` over
-    /// `start..=end` by `me` conflicts with.
+    /// `start..=end` by `me` conflicts with; the owners looked at are taken from `budget`.
     fn blockers(
         t: &Table,
         file: FileKey,
         me: &(SessionId, u64),
-        typ: LockType,
-        start: u64,
-        end: u64,
+        (typ, start, end): (LockType, u64, u64),
+        budget: &mut usize,
     ) -> Vec<(SessionId, u64)> {
         t.files.get(&file).map_or_else(Vec::new, |f| {
+            *budget = budget.saturating_sub(f.owners.len());
             f.owners
                 .iter()
                 .filter(|(k, _)| k.kind == Kind::Posix && (k.session != me.0 || k.owner != me.1))
@@ -777,7 +781,8 @@ impl Locks {
         req: &SetLock,
         typ: LockType,
     ) -> bool {
-        let mut stack = Self::blockers(t, file, me, typ, req.start, req.end);
+        let mut budget = CHECK_BUDGET;
+        let mut stack = Self::blockers(t, file, me, (typ, req.start, req.end), &mut budget);
         let mut seen = HashSet::new();
         while let Some(node) = stack.pop() {
             if node == *me {
@@ -790,7 +795,12 @@ impl Locks {
                 continue;
             }
             for w in t.waits.get(&node).into_iter().flatten() {
-                stack.extend(Self::blockers(t, w.file, &node, w.typ, w.start, w.end));
+                if budget == 0 {
+                    return false;
+                }
+                let span = (w.typ, w.start, w.end);
+                let more = Self::blockers(t, w.file, &node, span, &mut budget);
+                stack.extend(more.into_iter().filter(|b| !seen.contains(b)));
             }
         }
         false
