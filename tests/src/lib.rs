@@ -328,6 +328,15 @@ impl Drop for Server {
     }
 }
 
+/// How soon another client is served while one floods: 50 ms for a release build of the
+/// server; a debug build (the suite's) runs the same code several times slower, and four
+/// tests share the 2 cores. The flaws these tests caught cost seconds.
+pub const PROMPT: Duration = if cfg!(debug_assertions) {
+    Duration::from_millis(250)
+} else {
+    Duration::from_millis(50)
+};
+
 /// Polls `probe` every 10 ms until it yields a value; `None` once `limit` has passed.
 pub fn poll_until<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + limit;

@@ -10,17 +10,9 @@ use std::time::{Duration, Instant};
 
 use e2e_tests::raw::{lock_frame as frame, lock_request as req, reply_errno as errno, RawClient};
 use e2e_tests::Server;
+use e2e_tests::PROMPT;
 use protocol::lock_ranges::{END, F_RDLCK, F_UNLCK, F_WRLCK};
 use protocol::{Command, StreamId};
-
-/// How soon another client is served while one floods: 50 ms for a release build of the
-/// server; a debug build (the suite's) runs the same code several times slower, and four
-/// tests share the 2 cores. The flaws these tests caught cost seconds.
-const PROMPT: Duration = if cfg!(debug_assertions) {
-    Duration::from_millis(250)
-} else {
-    Duration::from_millis(50)
-};
 
 const TEST: u32 = 0;
 const RECLAIMED: u32 = 3;
