@@ -197,6 +197,14 @@ fn relay(mut client: TcpStream, upstream: &str) -> Option<()> {
     let name = rustls_pki_types::ServerName::try_from("fsserver").ok()?;
     let conn = rustls::ClientConnection::new(e2e_tests::tls::any_server(), name).ok()?;
     let mut up = rustls::StreamOwned::new(conn, server);
+    // Both handshakes whole before the relay's polling reads: with a read timeout, a write
+    // that must first finish a handshake (rustls reads for it) would fail half way.
+    while down.conn.is_handshaking() {
+        down.conn.complete_io(&mut down.sock).ok()?;
+    }
+    while up.conn.is_handshaking() {
+        up.conn.complete_io(&mut up.sock).ok()?;
+    }
     for s in [&down.sock, &up.sock] {
         s.set_read_timeout(Some(Duration::from_millis(5))).ok()?;
     }
