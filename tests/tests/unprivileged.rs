@@ -172,9 +172,13 @@ fn a_user_mounts_through_fusermount3_and_unmounts_with_fusermount3_u() {
     assert_eq!(r.code, Some(0), "{r:?}");
     assert!(r.stdout.starts_with("hiwritten\n"), "{r:?}");
     assert!(r.stdout.contains("connection: up"), "{r:?}");
-    // Created on the server as the user.
+    // Created on the server as the user (answered under home's lease, it may still be on
+    // its way: polled).
     let f = server.export("data").join("home/f");
-    assert_eq!(std::fs::metadata(&f).unwrap().uid(), uid);
+    let owner = e2e_tests::poll_until(Duration::from_secs(10), || {
+        std::fs::metadata(&f).ok().map(|m| m.uid())
+    });
+    assert_eq!(owner, Some(uid));
     // Without allow_other nobody else may enter, root included (as sshfs).
     let e = std::fs::read_dir(&user.mnt).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
