@@ -19,10 +19,16 @@ use crate::error::FsError;
 /// as cheap for them (a mapping and its page faults cost about what copying 64 KiB does).
 pub const SENDFILE_MIN: usize = 64 << 10;
 
+/// True if a read of `want` bytes may go by sendfile (the connection and the request allow
+/// it and it is long enough).
+fn may_sendfile(ctx: &Ctx, req: &proto::ReadRequest, want: usize) -> bool {
+    ctx.sendfile && req.split_crc && want >= SENDFILE_MIN
+}
+
 pub fn apply(ctx: &Ctx, req: proto::ReadRequest) -> Result<Reply<proto::ReadReply>, FsError> {
     let file = ctx.handles.get(req.handle)?;
     let want = req.len.min(ctx.max_data) as usize;
-    if ctx.sendfile && req.split_crc && want >= SENDFILE_MIN {
+    if may_sendfile(ctx, &req, want) {
         // What the file holds from `offset` now; a short count is the end of file.
         let size = file.metadata()?.len();
         let len = size.saturating_sub(req.offset).min(want as u64) as usize;
@@ -54,7 +60,7 @@ pub fn try_at_once(
     req: &proto::ReadRequest,
 ) -> Option<Result<Reply<proto::ReadReply>, FsError>> {
     let want = req.len.min(ctx.max_data) as usize;
-    if want > AT_ONCE_MAX || (ctx.sendfile && req.split_crc && want >= SENDFILE_MIN) {
+    if want > AT_ONCE_MAX || may_sendfile(ctx, req, want) {
         return None;
     }
     let file = match ctx.handles.get(req.handle) {
