@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 ensure_packages fusermount3:fuse3 systemd-analyze:systemd prlimit:util-linux rsync:rsync sha256sum:coreutils pgrep:procps git:git tar:tar \
     setfattr:attr setfacl:acl setpriv:util-linux python3:python3 mkfs.ext4:e2fsprogs useradd:passwd \
-    man:man-db dpkg-shlibdeps:dpkg-dev strip:binutils sqlite3:sqlite3 flock:util-linux
+    man:man-db dpkg-shlibdeps:dpkg-dev strip:binutils sqlite3:sqlite3 flock:util-linux cc:gcc
 ensure_fuse_device
 ensure_user fsxp-test
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
