@@ -554,17 +554,34 @@ fn the_deadlock_check_is_not_quadratic() {
     );
     assert_eq!(one.unwrap_err(), libc::EAGAIN);
     let eagain = t.elapsed();
-    for k in 0..10u64 {
-        let id = attacker.next_stream();
-        attacker.send(frame(
-            id,
-            &req(ha, 100 + k, F_WRLCK, 1_000_000, 1_000_000, true),
-        ));
+    // The attack, and the victim's lock behind it; once more with fresh waits if the
+    // first try was slow: the attack's cost is there every time, a passing stall of the
+    // machine (other tests share its two cores) is not.
+    let mut victim_took = Duration::MAX;
+    for round in 0..2u64 {
+        for k in 0..10u64 {
+            let id = attacker.next_stream();
+            attacker.send(frame(
+                id,
+                &req(
+                    ha,
+                    100 + 10 * round + k,
+                    F_WRLCK,
+                    1_000_000,
+                    1_000_000,
+                    true,
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let t = Instant::now();
+        lock(&mut victim, &req(hv, 1, F_WRLCK, 0, 0, false)).unwrap();
+        victim_took = victim_took.min(t.elapsed());
+        lock(&mut victim, &req(hv, 1, F_UNLCK, 0, 0, false)).unwrap();
+        if victim_took < PROMPT {
+            break;
+        }
     }
-    std::thread::sleep(Duration::from_millis(20));
-    let t = Instant::now();
-    lock(&mut victim, &req(hv, 1, F_WRLCK, 0, 0, false)).unwrap();
-    let victim_took = t.elapsed();
     let t = Instant::now();
     victim
         .call::<proto::Empty>(Command::Ping, &proto::Ping {})
