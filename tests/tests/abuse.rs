@@ -738,8 +738,9 @@ fn every_command_at_the_protocol_s_limits_costs_little_and_others_are_served() {
             let reply = c.recv().expect("a reply, not a closed connection");
             let took = t.elapsed();
             assert_eq!(reply.stream_id, id, "{cmd:?}");
+            // The suite's debug server gets its bound for "promptly" (see PROMPT).
             assert!(
-                took < Duration::from_millis(100),
+                took < e2e_tests::PROMPT.max(Duration::from_millis(100)),
                 "{cmd:?} of a {len}-byte path took {took:?}"
             );
         }
