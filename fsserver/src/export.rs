@@ -89,11 +89,25 @@ fn checked_path(raw: &[u8]) -> Result<&Path, FsError> {
 const PATH_CHUNK: usize = 4000;
 
 fn beneath(flags: OFlag) -> OpenHow {
-    OpenHow::new().flags(flags | OFlag::O_CLOEXEC).resolve(
-        ResolveFlag::RESOLVE_BENEATH
-            | ResolveFlag::RESOLVE_NO_SYMLINKS
-            | ResolveFlag::RESOLVE_NO_MAGICLINKS,
-    )
+    OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .resolve(resolve_flags())
+}
+
+/// How every path of a client is resolved: confined beneath the export, no symlinks.
+fn resolve_flags() -> ResolveFlag {
+    ResolveFlag::RESOLVE_BENEATH
+        | ResolveFlag::RESOLVE_NO_SYMLINKS
+        | ResolveFlag::RESOLVE_NO_MAGICLINKS
+}
+
+/// Whether a path lookup may read directories from the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// As needed (blocking threads).
+    MayRead,
+    /// Only from the dentry cache (`RESOLVE_CACHED`), or fail with EAGAIN: never blocks.
+    CachedOnly,
 }
 
 /// Splits `a/b/c` into (`a/b`, `c`); `c` into (``, `c`). `None` for the root.
@@ -294,10 +308,29 @@ impl Export {
         path: &[u8],
         expect: Option<&proto::Identity>,
     ) -> Result<(OwnedFd, FileStat), FsError> {
-        let fd = crate::attr::expected(
-            expect,
-            self.open_beneath(path, OFlag::O_PATH, Mode::empty()),
-        )?;
+        self.open_expected_as(path, expect, Resolution::MayRead)
+    }
+
+    /// `open_expected`, resolving `path` as `resolution` says (EAGAIN: not all of it is
+    /// in the kernel's dentry cache).
+    pub fn open_expected_as(
+        &self,
+        path: &[u8],
+        expect: Option<&proto::Identity>,
+        resolution: Resolution,
+    ) -> Result<(OwnedFd, FileStat), FsError> {
+        let p = checked_path(path)?;
+        let mut how = beneath(OFlag::O_PATH | OFlag::O_NOFOLLOW);
+        if resolution == Resolution::CachedOnly {
+            if path.len() > PATH_CHUNK {
+                // Resolved in pieces (`resolve`): not worth a cached-only variant.
+                return Err(FsError::Sys(nix::errno::Errno::EAGAIN));
+            }
+            // nix has no name for it.
+            let cached = ResolveFlag::from_bits_retain(libc::RESOLVE_CACHED);
+            how = how.resolve(resolve_flags() | cached);
+        }
+        let fd = crate::attr::expected(expect, self.resolve(p, how))?;
         let st = fstat(&fd)?;
         crate::attr::check_fd(expect, fd.as_fd(), &st)?;
         Ok((fd, st))

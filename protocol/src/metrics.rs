@@ -22,6 +22,8 @@ const SLOTS: usize = 64;
 struct PerCommand {
     count: AtomicU64,
     errors: AtomicU64,
+    /// Of `count`: answered by the server on the connection's own task, without a worker.
+    at_once: AtomicU64,
     /// Cumulative at render time; here each observation lands in one bucket (the last one
     /// past the final bound is +Inf).
     buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
@@ -67,6 +69,13 @@ impl CommandMetrics {
         );
     }
 
+    /// Counts one request of `cmd` (also `observe`d) that needed no worker thread.
+    pub fn observe_at_once(&self, cmd: u16) {
+        if let Some(slot) = self.slots.get(cmd as usize) {
+            slot.at_once.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Requests of every command so far.
     pub fn total(&self) -> u64 {
         self.slots
@@ -84,7 +93,10 @@ impl CommandMetrics {
             .filter_map(|c| Some((*c, self.slots.get(c.code() as usize)?)))
             .filter(|(_, s)| s.count.load(Ordering::Relaxed) > 0)
             .collect();
-        let counters: [(&str, String, Field); 2] = [
+        let any_at_once = seen
+            .iter()
+            .any(|(_, s)| s.at_once.load(Ordering::Relaxed) > 0);
+        let counters: [(&str, String, Field); 3] = [
             ("requests_total", format!("{what}, by command."), |s| {
                 &s.count
             }),
@@ -93,8 +105,18 @@ impl CommandMetrics {
                 format!("{what} answered with an error, by command."),
                 |s| &s.errors,
             ),
+            (
+                "requests_without_worker_total",
+                format!(
+                    "{what} answered without a worker thread (nothing to wait for), by command."
+                ),
+                |s| &s.at_once,
+            ),
         ];
         for (name, help, field) in counters {
+            if name == "requests_without_worker_total" && !any_at_once {
+                continue;
+            }
             let _ = writeln!(
                 out,
                 "# HELP {prefix}_{name} {help}\n# TYPE {prefix}_{name} counter"

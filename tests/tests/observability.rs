@@ -1,38 +1,15 @@
 //! What an administrator watches: `fsserver status` on the control socket, the Prometheus
 //! endpoints of both sides scraped during a copy, `fsmount status --json`.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use e2e_tests::{bin_dir, poll_until, random_file, require_mount_support, Mount, Server};
-
-/// One HTTP GET; returns the status line and the body.
-fn get(addr: &str, path: &str) -> (String, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\n\r\n"
-    )
-    .unwrap();
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).unwrap();
-    let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
-    (
-        head.lines().next().unwrap_or_default().to_string(),
-        body.to_string(),
-    )
-}
-
-/// The value of the sample `name` (labels included, exactly as exposed), if exposed.
-fn value(metrics: &str, name: &str) -> Option<f64> {
-    metrics.lines().find_map(|l| {
-        let (n, v) = l.rsplit_once(' ')?;
-        (n == name).then(|| v.parse().ok())?
-    })
-}
+use e2e_tests::{
+    bin_dir, http_get as get, poll_until, random_file, require_mount_support,
+    sample_value as value, Mount, Server,
+};
 
 /// `fsmount status --json MOUNTPOINT`, parsed.
 fn status_json(mount: &Mount) -> serde_json::Value {

@@ -144,7 +144,8 @@ pub fn owner_of_new(who: &Identity) -> proto::Owner {
 pub struct AsCaller(());
 
 /// Makes the calling thread act as `who` for file system access until the guard is
-/// dropped. A no-op when the server is not root. Blocking threads only.
+/// dropped. A no-op when the server is not root. Blocking threads, or a runtime thread for
+/// a call that does not yield while the guard lives (the next task would run as the caller).
 pub fn as_caller(who: &Identity) -> Result<AsCaller, FsError> {
     // Made first: a switch that fails half way is undone too.
     let guard = AsCaller(());

@@ -6,7 +6,7 @@
 //! whose types disagree with the table does not compile. The request comes decoded and
 //! validated (`request`); before a handler runs, dispatch refuses, on a read-only export,
 //! any command the table marks as mutating (EROFS). Handlers block: they run on blocking
-//! threads.
+//! threads, except the `try_at_once` variants (`at_once`), which never wait.
 
 use std::sync::Arc;
 
@@ -171,11 +171,17 @@ fn attr_reply(attr: proto::Attr) -> Reply<proto::AttrReply> {
     })
 }
 
-/// A request served on the calling thread when that cannot block (see `read::try_at_once`):
-/// its reply, or None to run it on a worker as usual.
+/// A request served on the calling thread when that cannot block (`read::try_at_once`,
+/// `open::try_at_once`, `close::try_at_once`): its reply, or None to run it on a worker as
+/// usual.
 pub fn at_once(ctx: &Ctx, request: &Request) -> Option<Result<Encoded, FsError>> {
     match &request.body {
         Body::Read(req) => read::try_at_once(ctx, req).map(|r| r.map(Reply::encode)),
+        Body::Open(req) => {
+            let who = ctx.export.identity.map(request.credentials.clone());
+            open::try_at_once(ctx, req, &who).map(|r| r.map(Reply::encode))
+        }
+        Body::Close(req) => close::try_at_once(ctx, req).map(|r| r.map(Reply::encode)),
         _ => None,
     }
 }

@@ -16,6 +16,7 @@ use nix::sys::stat::{fstat, Mode};
 
 use super::{Ctx, Reply};
 use crate::error::FsError;
+use crate::export::Resolution;
 
 /// Flags a client may pass to Open and Create.
 pub(super) fn allowed_flags(flags: u32) -> OFlag {
@@ -38,7 +39,7 @@ pub fn apply(ctx: &Ctx, req: proto::OpenRequest) -> Result<Reply<proto::OpenRepl
     if writes(flags) {
         ctx.writable()?;
     }
-    let (fd, attr) = match open_checked(ctx, &req, flags) {
+    let (fd, attr) = match open_checked(ctx, &req, flags, Resolution::MayRead) {
         Ok(o) => o,
         Err(e) => {
             if req.reopen {
@@ -48,17 +49,9 @@ pub fn apply(ctx: &Ctx, req: proto::OpenRequest) -> Result<Reply<proto::OpenRepl
             return Err(e);
         }
     };
-    let readable = (flags & OFlag::O_ACCMODE) != OFlag::O_WRONLY;
-    let prefetched = match req.prefetch.min(PREFETCH_MAX) {
-        n if n > 0
-            && readable
-            && attr.size <= n as u64
-            && is_regular(&attr)
-            && req.cached_change != Some(attr.change) =>
-        {
-            whole_file(fd.as_fd(), attr.size as usize)?
-        }
-        _ => None,
+    let prefetched = match prefetch_len(&req, flags, &attr) {
+        Some(size) => whole_file(fd.as_fd(), size)?,
+        None => None,
     };
     let handle = ctx.handles.insert(File::from(fd), req.handle)?;
     Ok(Reply::msg(proto::OpenReply {
@@ -66,6 +59,66 @@ pub fn apply(ctx: &Ctx, req: proto::OpenRequest) -> Result<Reply<proto::OpenRepl
         attr: Some(attr),
         prefetched,
     }))
+}
+
+/// `apply` on the calling thread, as the caller `who`, for an Open that cannot block: a
+/// read-only open (no `O_TRUNC`, not a reopen) of a path the kernel's dentry cache resolves
+/// whole (`RESOLVE_CACHED`), whose prefetched bytes are all in the page cache
+/// (`RWF_NOWAIT`). None when any of that does not hold: the request then runs on a worker
+/// as usual (what was opened here is closed again). What remains can wait for the disk only
+/// in rare cases: the stat and xattr list of an inode that is in memory (an xattr block
+/// the cache dropped). Saves a worker's two thread handoffs: `cp -a` out of a mount is an
+/// Open per file.
+pub fn try_at_once(
+    ctx: &Ctx,
+    req: &proto::OpenRequest,
+    who: &crate::access::credentials::Identity,
+) -> Option<Result<Reply<proto::OpenReply>, FsError>> {
+    let flags = allowed_flags(req.flags) - OFlag::O_EXCL;
+    if writes(flags) || req.reopen {
+        return None;
+    }
+    // Dropped when this returns: the thread never yields while it is the caller's.
+    let _caller = match crate::access::credentials::as_caller(who) {
+        Ok(c) => c,
+        Err(e) => return Some(Err(e)),
+    };
+    let (fd, attr) = match open_checked(ctx, req, flags, Resolution::CachedOnly) {
+        Err(FsError::Sys(nix::errno::Errno::EAGAIN)) => return None,
+        Err(e) => return Some(Err(e)),
+        Ok(o) => o,
+    };
+    let file = File::from(fd);
+    let prefetched = match prefetch_len(req, flags, &attr) {
+        Some(size) => match crate::pipeline::read_buffer::read_cached(&file, 0, size + 1) {
+            None => return None,
+            // More than the size taken: it grew since (as `whole_file`).
+            Some(b) if b.len() > size => None,
+            Some(b) => Some(b),
+        },
+        None => None,
+    };
+    let handle = match ctx.handles.insert(file, req.handle) {
+        Ok(h) => h,
+        Err(e) => return Some(Err(e)),
+    };
+    Some(Ok(Reply::msg(proto::OpenReply {
+        handle,
+        attr: Some(attr),
+        prefetched,
+    })))
+}
+
+/// How many bytes of the file to send with the Open reply (all of it), if any.
+fn prefetch_len(req: &proto::OpenRequest, flags: OFlag, attr: &proto::Attr) -> Option<usize> {
+    let readable = (flags & OFlag::O_ACCMODE) != OFlag::O_WRONLY;
+    let n = req.prefetch.min(PREFETCH_MAX);
+    (n > 0
+        && readable
+        && attr.size <= n as u64
+        && is_regular(attr)
+        && req.cached_change != Some(attr.change))
+    .then_some(attr.size as usize)
 }
 
 /// The most bytes an Open reply carries.
@@ -105,8 +158,11 @@ fn open_checked(
     ctx: &Ctx,
     req: &proto::OpenRequest,
     flags: OFlag,
+    resolution: Resolution,
 ) -> Result<(OwnedFd, proto::Attr), FsError> {
-    let (path_fd, st) = ctx.export.open_expected(&req.path, req.expect.as_ref())?;
+    let (path_fd, st) =
+        ctx.export
+            .open_expected_as(&req.path, req.expect.as_ref(), resolution)?;
     match st.st_mode & libc::S_IFMT {
         libc::S_IFREG | libc::S_IFDIR => {}
         // Never followed on the server (the client's kernel follows symlinks).

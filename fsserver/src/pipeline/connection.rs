@@ -396,10 +396,13 @@ async fn run_request(
         let who = ctx.export.identity.map(request.credentials.clone());
         crate::access::credentials::owner_of_new(&who)
     });
-    // A read the page cache holds is answered here; anything else runs on a worker.
+    // What cannot block (see `cmd::at_once`) is answered here; anything else runs on a worker.
     let at_once = cmd::at_once(&ctx, &request);
     let result = match at_once {
-        Some(r) => Ok((r, None)),
+        Some(r) => {
+            shared.stats.commands.observe_at_once(cmd);
+            Ok((r, None))
+        }
         None => run_on_worker(ctx, request, wanted_dir).await,
     };
     let (result, mode_decides) = match result {
