@@ -10,9 +10,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use protocol::stream::{BoxRead, BoxWrite};
 use protocol::{Command, Frame, FrameCodec, StreamId};
-use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
+use super::outbox::Outbox;
 use super::shared::Shared;
 
 /// With requests unanswered and nothing received for `PING_AFTER`, the client pings; with
@@ -20,12 +20,12 @@ use super::shared::Shared;
 const PING_AFTER: Duration = Duration::from_secs(2);
 const DEAD_AFTER: Duration = Duration::from_secs(10);
 
-/// The current connection's request queue: unbounded, so a call queues its frame at once,
-/// in call order (callers are bounded before they call: by the kernel's requests in flight,
-/// the dirty bound of write-behind, the read-ahead window).
+/// The current connection's requests go out through its outbox: unbounded, so a call sends
+/// or queues its frame at once, in call order (callers are bounded before they call: by the
+/// kernel's requests in flight, the dirty bound of write-behind, the read-ahead window).
 #[derive(Clone)]
 pub(super) struct Link {
-    pub tx: mpsc::UnboundedSender<Frame>,
+    pub tx: Arc<Outbox>,
     /// Which connection of the session this is (1 for the first).
     pub generation: u64,
     /// Stops the reader (which may be blocked on a stalled socket) when the link is dropped.
@@ -43,14 +43,15 @@ pub(super) fn start(
     wr: BoxWrite,
     generation: u64,
 ) -> Link {
-    let (tx, rx) = mpsc::unbounded_channel();
+    let tx = Outbox::new(wr);
     let weak = Arc::downgrade(shared);
     let close = Arc::new(tokio::sync::Notify::new());
     let (written_tx, written) = tokio::sync::watch::channel(false);
     let stop = close.clone();
+    let outbox = tx.clone();
     tokio::spawn(async move {
         let stop = stop.notified();
-        let run = protocol::writer::run_until(wr, rx, crate::defaults::WRITE_TIMEOUT, stop);
+        let run = outbox.run(crate::defaults::WRITE_TIMEOUT, stop);
         let why = match run.await {
             Ok(()) => "connection closed".to_string(),
             Err(e) => format!("write failed: {e}"),
@@ -77,7 +78,7 @@ pub(super) fn start(
 }
 
 /// Pings a quiet connection that owes replies and gives it up if it stays silent.
-async fn watch_liveness(shared: Weak<Shared>, tx: mpsc::UnboundedSender<Frame>, generation: u64) {
+async fn watch_liveness(shared: Weak<Shared>, tx: Arc<Outbox>, generation: u64) {
     loop {
         tokio::time::sleep(PING_AFTER / 2).await;
         let Some(shared) = shared.upgrade() else {

@@ -12,6 +12,7 @@
 
 mod handshake;
 mod link;
+mod outbox;
 mod pending;
 mod reconnect;
 mod shared;
