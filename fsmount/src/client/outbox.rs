@@ -106,6 +106,7 @@ impl Outbox {
     }
 
     /// (frames their caller wrote whole, frames a caller began and the writer finished).
+    #[cfg(test)]
     pub fn written_by_callers(&self) -> (u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
         (
