@@ -1,5 +1,6 @@
-//! The thin fuser 0.18 adapter: converts types (`convert`), moves each reply into a task on
-//! the tokio runtime that awaits the core (`crate::fs`) and answers (`reply`). No filesystem
+//! The thin fuser 0.18 adapter: converts types (`convert`), moves each reply into a task
+//! that awaits the core (`crate::fs`) and answers (`reply`), polled first on the FUSE
+//! thread and run on the tokio runtime from when it must wait (`first_poll`). No filesystem
 //! logic lives here.
 //!
 //! Each reply moved to the runtime is registered by the kernel's request id first
@@ -16,11 +17,11 @@
 //! in one block: one short method per FUSE operation, each with fuser's long signature.
 
 mod convert;
+mod first_poll;
 mod interrupt;
 mod reply;
 
 use std::ffi::OsStr;
-use std::future::Future;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -116,15 +117,11 @@ impl FuseAdapter {
         F: FnOnce(Arc<Fs>, Answer<R>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
-        let mut task = Box::pin(credentials::CALLER.scope(who, op(self.fs.clone(), reply)));
-        // Polled once here first: what needs no waiting (a cached block, an answer under a
-        // lease) is answered on this thread, without waking a runtime thread for it. What
-        // must wait goes on on the runtime, which polls it again with its own waker.
-        let _in_runtime = self.rt.enter();
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        if task.as_mut().poll(&mut cx).is_pending() {
-            self.rt.spawn(task);
-        }
+        let task = credentials::CALLER.scope(who, op(self.fs.clone(), reply));
+        // Polled here first: what needs no waiting (a cached block, an answer under a lease)
+        // is answered on this thread, and a request to the server is written from it. What
+        // must wait goes to the runtime when what it waits for is ready (`first_poll`).
+        first_poll::run(&self.rt, task);
     }
 
     fn attr_ttl(&self) -> Duration {
