@@ -118,6 +118,17 @@ enum Answer {
     Nothing,
 }
 
+impl Answer {
+    /// (body length, error for the out header), or None when no reply is due.
+    fn reply(&self) -> Option<(usize, i32)> {
+        match *self {
+            Answer::Reply(len) => Some((len, 0)),
+            Answer::Error(e) => Some((0, -e)),
+            Answer::Nothing => None,
+        }
+    }
+}
+
 /// Answers one request of `opcode` on `nodeid`: `op` is its fixed part, `payload` the rest;
 /// the reply's body goes into `out`.
 fn answer(
@@ -212,10 +223,8 @@ fn worker(jobs: std::sync::mpsc::Receiver<Job>, data: Arc<Vec<u8>>, to: ReplyTo)
         );
         match &to {
             ReplyTo::Dev(fd) => {
-                let (len, error) = match answer {
-                    Answer::Reply(len) => (len, 0),
-                    Answer::Error(e) => (0, -e),
-                    Answer::Nothing => continue,
+                let Some((len, error)) = answer.reply() else {
+                    continue;
                 };
                 out_header(&mut out, OUT_HEADER + len, error, job.unique);
                 // SAFETY: writes bytes we own.
@@ -281,17 +290,17 @@ fn serve_dev(fd: RawFd, data: Arc<Vec<u8>>, handoff: Option<std::sync::mpsc::Sen
             }
             continue;
         }
-        let (len, error) = match answer(
+        let reply = answer(
             opcode,
             nodeid,
             &body[..split],
             &body[split..],
             &data,
             &mut out[OUT_HEADER..],
-        ) {
-            Answer::Reply(len) => (len, 0),
-            Answer::Error(e) => (0, -e),
-            Answer::Nothing => continue,
+        )
+        .reply();
+        let Some((len, error)) = reply else {
+            continue;
         };
         out_header(&mut out, OUT_HEADER + len, error, unique);
         // SAFETY: writes bytes we own.
@@ -422,11 +431,7 @@ fn serve_uring(
                     let e = &mut entries[d.entry as usize];
                     let h = &mut e.header;
                     let (unique, commit_id) = (u64_at(&h[..], 8), u64_at(&h[..], 256 + 8));
-                    let (len, error) = match d.answer {
-                        Answer::Reply(len) => (len, 0),
-                        Answer::Error(err) => (0, -err),
-                        Answer::Nothing => (0, 0),
-                    };
+                    let (len, error) = d.answer.reply().unwrap_or((0, 0));
                     e.payload[..len].copy_from_slice(&d.body);
                     out_header(&mut h[..], OUT_HEADER + len, error, unique);
                     put32(&mut h[..], 256 + 16, len as u32);
@@ -467,11 +472,9 @@ fn serve_uring(
                 }
                 continue;
             }
-            let (len, error) = match answer(opcode, nodeid, &op, &input, &data, &mut e.payload) {
-                Answer::Reply(len) => (len, 0),
-                Answer::Error(err) => (0, -err),
-                Answer::Nothing => (0, 0),
-            };
+            let (len, error) = answer(opcode, nodeid, &op, &input, &data, &mut e.payload)
+                .reply()
+                .unwrap_or((0, 0));
             out_header(&mut h[..], OUT_HEADER + len, error, unique);
             put32(&mut h[..], 256 + 16, len as u32);
             let sqe = uring_cmd(fd, CMD_COMMIT_AND_FETCH, qid, commit_id, None, ud);
