@@ -24,6 +24,7 @@ pub mod codec;
 pub mod command;
 pub mod credentials;
 pub mod error;
+pub mod first_poll;
 pub mod frame;
 pub mod header;
 pub mod lock_ranges;

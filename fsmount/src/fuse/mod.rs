@@ -1,6 +1,6 @@
 //! The thin fuser 0.18 adapter: converts types (`convert`), moves each reply into a task
 //! that awaits the core (`crate::fs`) and answers (`reply`), polled first on the FUSE
-//! thread and run on the tokio runtime from when it must wait (`first_poll`). No filesystem
+//! thread and run on the tokio runtime from when it must wait (`protocol::first_poll`). No filesystem
 //! logic lives here.
 //!
 //! Each reply moved to the runtime is registered by the kernel's request id first
@@ -17,7 +17,6 @@
 //! in one block: one short method per FUSE operation, each with fuser's long signature.
 
 mod convert;
-mod first_poll;
 mod interrupt;
 mod reply;
 
@@ -120,8 +119,8 @@ impl FuseAdapter {
         let task = credentials::CALLER.scope(who, op(self.fs.clone(), reply));
         // Polled here first: what needs no waiting (a cached block, an answer under a lease)
         // is answered on this thread, and a request to the server is written from it. What
-        // must wait goes to the runtime when what it waits for is ready (`first_poll`).
-        first_poll::run(&self.rt, task);
+        // must wait goes to the runtime when what it waits for is ready (`protocol::first_poll`).
+        protocol::first_poll::run(&self.rt, task);
     }
 
     fn attr_ttl(&self) -> Duration {

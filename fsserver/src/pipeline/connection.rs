@@ -197,6 +197,8 @@ pub async fn serve(
         });
         // A change through a handle (setattr, write): told by identity.
         let told_by_handle = changes::handle_change(on_handle);
+        // Small enough to run on this task (see below).
+        let inline = request.read_len(ctx.max_data) <= INLINE_READ_MAX;
         let task = RequestTask {
             ctx: ctx.clone(),
             tx: tx.clone(),
@@ -213,7 +215,20 @@ pub async fn serve(
             told_by_handle,
             closing: closing.clone(),
         };
-        tokio::spawn(task.run(held, turn));
+        if inline {
+            // Polled here first: what needs no waiting (a cached read, open or close) is
+            // answered without another task or thread; what must wait (a worker, its turn,
+            // a recall) goes to the runtime when it is ready (`first_poll`). The replies of
+            // requests that came together are then written together.
+            protocol::first_poll::run(&tokio::runtime::Handle::current(), task.run(held, turn));
+            // One unit of this task's budget each: a client whose requests all run here
+            // still lets other connections' tasks run on this thread in turn.
+            tokio::task::consume_budget().await;
+        } else {
+            // A large read's copy and encryption would hold up the requests behind it: on
+            // a task of its own, another thread may take it.
+            tokio::spawn(task.run(held, turn));
+        }
     }
     if let Some(f) = forwarder {
         f.abort();
@@ -757,6 +772,9 @@ impl RequestTask {
         drop(turn);
     }
 }
+
+/// Reads of at most this many bytes run on the connection's reader task until they wait.
+const INLINE_READ_MAX: u32 = 64 << 10;
 
 /// An error that says only that the peer went away.
 fn peer_gone(e: &std::io::Error) -> bool {

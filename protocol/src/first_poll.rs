@@ -1,9 +1,11 @@
-//! Runs a FUSE request's task on the thread that read the request until it must wait, and
-//! gives it to the runtime only when what it waits for is ready.
+//! Runs a request's task on the thread that read the request until it must wait, and gives
+//! it to the runtime only when what it waits for is ready (both sides: the mount's FUSE
+//! requests, the server's requests from a connection).
 //!
-//! Spawning a task that waits (most do: for the server's reply) wakes a runtime thread only
-//! to poll it once more and park it. Here the task's first poll uses a waker of its own;
-//! when that waker fires (the reply's arrival, on the runtime thread that read it), the task
+//! Spawning a task that waits (most do: for the server's reply, for a worker) wakes a
+//! runtime thread only to poll it once more and park it; one that needs no waiting is
+//! answered on the thread that read it. Here the task's first poll uses a waker of its own;
+//! when that waker fires (say the reply's arrival, on the runtime thread that read it), the task
 //! is spawned there, without waking anyone. A wake during the first poll (a task that yields)
 //! spawns it as soon as that poll returns. Either way the task is spawned exactly once, and
 //! from then on the runtime polls it with its own waker.
