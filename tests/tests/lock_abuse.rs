@@ -459,10 +459,15 @@ fn churn_of_owner_ids_does_not_grow_the_server() {
         let unlocks: Vec<_> = owners.map(|o| req(h, o, F_UNLCK, 0, END, false)).collect();
         assert!(pipeline(a, &unlocks).iter().all(|&e| e == 0));
     };
-    churn(&mut a, 0..1000);
-    let before = rss_kb(pid);
+    // Allocator arenas and pools fill up over the first rounds (measured: +20 MB after
+    // 400 rounds, +19 MB after 800): the growth that matters is what the second half adds.
     let t = Instant::now();
-    for round in 0..400u64 {
+    for round in 0..200u64 {
+        let from = 10_000 + round * 1000;
+        churn(&mut a, from..from + 1000);
+    }
+    let before = rss_kb(pid);
+    for round in 200..400u64 {
         let from = 10_000 + round * 1000;
         churn(&mut a, from..from + 1000);
     }
@@ -475,8 +480,8 @@ fn churn_of_owner_ids_does_not_grow_the_server() {
         t.elapsed()
     );
     assert!(
-        after < before + 20_000,
-        "RSS grew {} kB with nothing held",
+        after < before + 5_000,
+        "RSS grew {} kB over the last 200,000 owners with nothing held",
         after - before
     );
 }
