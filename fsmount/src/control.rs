@@ -120,6 +120,8 @@ pub struct Status {
     pub syncs_waiting: usize,
     /// None: the block cache is off.
     pub cache: Option<crate::fs::block_cache::CacheStats>,
+    /// Files opened ahead of a reader walking a directory.
+    pub open_ahead: crate::fs::data::open_ahead::OpenAheadStats,
     /// Operations answered locally under a directory lease: requests in flight, failed so
     /// far, and the latest failures.
     pub local_ops_in_flight: u64,
@@ -162,6 +164,7 @@ fn status(
         writeback: fs.writeback_stats(),
         syncs_waiting: syncs,
         cache: fs.cache_stats(),
+        open_ahead: fs.open_ahead_stats(),
         local_ops_in_flight: local.0,
         local_ops_failed: local.1,
         local_op_failures: local.2,
@@ -216,6 +219,11 @@ impl Status {
             }
             None => out += "cache: off\n",
         }
+        let a = &self.open_ahead;
+        out += &format!(
+            "opened ahead of a directory walk: {} sent, {} taken, {} closed unused, {} held\n",
+            a.sent, a.taken, a.unused, a.held
+        );
         out += &format!(
             "answered locally under leases: {} requests in flight, {} failed\n",
             self.local_ops_in_flight, self.local_ops_failed
@@ -310,6 +318,25 @@ pub fn metrics_text(fs: &Fs, client: &Client, interrupts: &Interrupts) -> String
         "Requests sent again after reconnecting.",
         st.requests_resent,
     );
+    for (name, help, v) in [
+        (
+            "open_ahead_sent_total",
+            "Files opened ahead of a reader walking a directory.",
+            st.open_ahead.sent,
+        ),
+        (
+            "open_ahead_taken_total",
+            "Files opened ahead whose reader's open took the handle.",
+            st.open_ahead.taken,
+        ),
+        (
+            "open_ahead_unused_total",
+            "Files opened ahead and closed unused.",
+            st.open_ahead.unused,
+        ),
+    ] {
+        sample(&mut out, &format!("fsxp_client_{name}"), "counter", help, v);
+    }
     sample(
         &mut out,
         "fsxp_client_read_retries_total",

@@ -290,6 +290,10 @@ impl Remote for Client {
         *self.shared.reopen.lock() = Some(reopen);
     }
 
+    fn connection(&self) -> Option<u64> {
+        self.shared.link.lock().as_ref().map(|l| l.generation)
+    }
+
     fn set_reclaim(&self, reclaim: Arc<dyn crate::remote::Reclaim>) {
         *self.shared.reclaim.lock() = Some(reclaim);
     }

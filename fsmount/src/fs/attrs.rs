@@ -20,6 +20,7 @@ impl Fs {
 
     /// `data_changed`, under the names lock `n`.
     pub(super) fn data_changed_in(&self, n: &mut Names, ino: Ino) {
+        self.open_ahead.changed(ino);
         self.written.lock().remove(&ino);
         n.attrs.forget(ino);
         if let Some(cache) = &self.cache {

@@ -80,6 +80,7 @@ impl Fs {
 
     /// `ino` changed elsewhere: its attributes and blocks go, here and in the kernel.
     fn dropped(&self, n: &mut Names, ino: Ino, out: &mut Vec<Invalidate>) {
+        self.open_ahead.changed(ino);
         n.attrs.forget(ino);
         n.predictions.unpredictable(ino);
         if let Some(cache) = &self.cache {

@@ -10,6 +10,7 @@ use protocol::rpc;
 
 use super::error::attr_of;
 use super::{Fh, Fs, FsError, Ino, Result};
+use crate::defaults;
 
 /// Entries asked for per List request.
 const LIST_PAGE: u32 = 1024;
@@ -178,6 +179,8 @@ impl Fs {
                 n.known.whole(d.ino, n.attrs.generation())
             };
             if let Some((entries, dir_attr)) = whole {
+                self.open_ahead
+                    .listed(d.ino, true, &entries, defaults::OPEN_PREFETCH as u64);
                 d.entries = entries.as_ref().clone();
                 d.dir_attr = Some(dir_attr);
                 d.eof = true;
@@ -221,6 +224,9 @@ impl Fs {
                 bad.len()
             );
         }
+        let first = req.cookie == 0;
+        self.open_ahead
+            .listed(d.ino, first, &good, defaults::OPEN_PREFETCH as u64);
         d.entries.extend(good);
         if d.dir_attr.is_none() {
             d.dir_attr = Some(attr_of(reply.dir)?);

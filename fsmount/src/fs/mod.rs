@@ -170,6 +170,8 @@ pub struct Fs {
     /// Bumped whenever a locally answered request is answered (see `settled`).
     answered: tokio::sync::watch::Sender<u64>,
     open_files: OpenFiles,
+    /// Files opened ahead of a reader walking a directory (see `open_ahead`).
+    open_ahead: data::open_ahead::OpenAhead,
     dirs: DirStreams,
     cache: Option<Arc<BlockCache>>,
     writeback: Option<Arc<Writeback>>,
@@ -229,6 +231,7 @@ impl Fs {
             )),
             answered: tokio::sync::watch::channel(0).0,
             open_files: OpenFiles::default(),
+            open_ahead: Default::default(),
             dirs: DirStreams::default(),
             cache,
             writeback,

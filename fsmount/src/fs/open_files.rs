@@ -73,6 +73,11 @@ impl Fs {
         if let Some(opened) = self.open_here(ino, flags) {
             return Ok(opened);
         }
+        // A walker's next files are opened while this open is on its way (or taken).
+        self.walk_ahead(ino, flags);
+        if let Some(opened) = self.claim_ahead(ino, flags).await {
+            return Ok(opened);
+        }
         let handle = self.open_files.new_handle().0;
         let (prefetch, cached_change) = self.prefetch_for(ino, flags);
         let generation = self.attr_generation();
@@ -294,8 +299,10 @@ impl Fs {
             let Some(fs) = fs.upgrade() else {
                 return Vec::new();
             };
-            // A new session: the server holds none of this mount's leases any more.
+            // A new session: the server holds none of this mount's leases any more, nor
+            // the files opened ahead.
             fs.leases_lost();
+            fs.open_ahead_lost();
             let files: Vec<(Fh, Ino, u32, Option<proto::Credentials>)> = {
                 let open = fs.open_files.by_handle.lock();
                 open.iter()

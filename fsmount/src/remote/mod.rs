@@ -75,6 +75,12 @@ pub trait Remote: Send + Sync + 'static {
     /// Registers how to recreate the mount's handles on a new session.
     fn set_reopen(&self, reopen: Reopen);
 
+    /// The connection in use now (a number that changes with every reconnection), None
+    /// while there is none.
+    fn connection(&self) -> Option<u64> {
+        Some(0)
+    }
+
     /// Registers what to do with the server's notifications of other clients' changes.
     fn set_notify(&self, _notify: NotifyHook) {}
 
