@@ -259,7 +259,8 @@ R_UNTAR="untar tree ($files files), 10 ms RTT"
 R_FIND="find + stat tree, cold, 10 ms RTT"
 R_RSYNC="rsync -a tree in, 10 ms RTT"
 R_GIT="git clone of the tree, 10 ms RTT"
-rtt_workloads=("$R_COLD" "$R_UNTAR" "$R_FIND" "$R_RSYNC" "$R_GIT")
+R_CPOUT="cp -a tree out, cold, 10 ms RTT"
+rtt_workloads=("$R_COLD" "$R_UNTAR" "$R_FIND" "$R_RSYNC" "$R_GIT" "$R_CPOUT")
 if [ -z "${SKIP_RTT:-}" ]; then
     head -c $((rtt_size_mib << 20)) "$S/big" >"$S/rtt-big"
     for r in $(seq "$rtt_runs"); do
@@ -274,6 +275,9 @@ if [ -z "${SKIP_RTT:-}" ]; then
             timed "$R_FIND" find "$B/mnt-$fs/tree" -printf '%s %m %T@\n'
             timed "$R_RSYNC" rsync -a "$S/tree/" "$B/mnt-$fs/rsynced/"
             timed "$R_GIT" git clone -q "$S/repo" "$B/mnt-$fs/clone"
+            remount_cold "$fs" rtt
+            timed "$R_CPOUT" cp -a "$B/mnt-$fs/tree" "$B/out-rtt-$fs"
+            rm -rf "$B/out-rtt-$fs"
             umount_fs "$fs"
             rm -rf "$B/src-$fs/tree" "$B/src-$fs/rtt-big" "$B/src-$fs/rsynced" "$B/src-$fs/clone"
             log "10 ms run $r: $fs done"
