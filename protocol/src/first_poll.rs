@@ -194,4 +194,36 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(done.load(Ordering::SeqCst), 1);
     }
+
+    #[test]
+    fn a_task_that_panics_in_its_first_poll_unwinds_to_the_caller_and_nothing_else_stops() {
+        let rt = runtime();
+        let done = Arc::new(AtomicUsize::new(0));
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let nf = notify.clone();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run(rt.handle(), async move {
+                // Registers a waker, then panics.
+                let mut waiting = std::pin::pin!(nf.notified());
+                let _ = futures_poll_once(waiting.as_mut()).await;
+                panic!("in the first poll");
+            })
+        }));
+        assert!(caught.is_err(), "the panic reached the caller");
+        // A wake of what it left behind does nothing; others still run to their end.
+        notify.notify_waiters();
+        for _ in 0..10 {
+            let d = done.clone();
+            run(rt.handle(), async move {
+                tokio::task::yield_now().await;
+                d.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        until(&done, 10);
+    }
+
+    /// Polls `f` once, whatever it gives.
+    async fn futures_poll_once<F: Future + Unpin>(mut f: F) -> Poll<F::Output> {
+        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut f).poll(cx))).await
+    }
 }

@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinError;
 use tokio_util::codec::FramedRead;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::access::admission::PreAuthSlot;
 use crate::access::{handshake, transport};
@@ -199,6 +199,7 @@ pub async fn serve(
         let told_by_handle = changes::handle_change(on_handle);
         // Small enough to run on this task (see below).
         let inline = request.read_len(ctx.max_data) <= INLINE_READ_MAX;
+        let cmd_code = frame.cmd;
         let task = RequestTask {
             ctx: ctx.clone(),
             tx: tx.clone(),
@@ -220,7 +221,14 @@ pub async fn serve(
             // answered without another task or thread; what must wait (a worker, its turn,
             // a recall) goes to the runtime when it is ready (`first_poll`). The replies of
             // requests that came together are then written together.
-            protocol::first_poll::run(&tokio::runtime::Handle::current(), task.run(held, turn));
+            let first = std::panic::AssertUnwindSafe(|| {
+                protocol::first_poll::run(&tokio::runtime::Handle::current(), task.run(held, turn))
+            });
+            // A request that panics loses itself only, as on a task of its own: the
+            // connection, its session and everyone else's requests go on.
+            if std::panic::catch_unwind(first).is_err() {
+                error!(%peer, cmd = cmd_code, "a request panicked; it is not answered");
+            }
             // One unit of this task's budget each: a client whose requests all run here
             // still lets other connections' tasks run on this thread in turn.
             tokio::task::consume_budget().await;
