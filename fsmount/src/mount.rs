@@ -118,6 +118,7 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
         readahead: req.options.readahead,
         dirty_limit: req.options.dirty_limit,
         leases: req.options.leases,
+        open_ahead: req.options.open_ahead,
     };
     let max_io = session.max_data.min(MAX_IO);
     session.client.set_timeout(req.options.timeout);

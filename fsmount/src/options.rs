@@ -62,6 +62,8 @@ pub struct MountOptions {
     pub default_permissions: bool,
     /// Hold directory leases and answer in leased directories locally (`noleases`: off).
     pub leases: bool,
+    /// Open the next files of a directory walked in listing order (`noopen_ahead`: off).
+    pub open_ahead: bool,
     pub attr_timeout: Duration,
     pub entry_timeout: Duration,
     /// How long the kernel remembers that a name does not exist (0: not at all).
@@ -106,6 +108,7 @@ impl Default for MountOptions {
             auto_unmount: false,
             default_permissions: false,
             leases: true,
+            open_ahead: true,
             attr_timeout: defaults::ATTR_TIMEOUT,
             entry_timeout: defaults::ENTRY_TIMEOUT,
             negative_timeout: defaults::NEGATIVE_TIMEOUT,
@@ -179,6 +182,8 @@ pub fn parse_options(args: &[String]) -> Result<MountOptions, String> {
             ("default_permissions", None) => o.default_permissions = true,
             ("leases", None) => o.leases = true,
             ("noleases", None) => o.leases = false,
+            ("open_ahead", None) => o.open_ahead = true,
+            ("noopen_ahead", None) => o.open_ahead = false,
             ("attr_timeout", Some(v)) => o.attr_timeout = seconds(key, v)?,
             ("entry_timeout", Some(v)) => o.entry_timeout = seconds(key, v)?,
             ("negative_timeout", Some(v)) => o.negative_timeout = seconds(key, v)?,
@@ -305,6 +310,8 @@ mod tests {
         let o = parse_options(&["cache_size=1G,readahead=512k".into()]).unwrap();
         assert_eq!((o.cache_size, o.readahead), (1 << 30, 512 << 10));
         assert!(parse_options(&["cache_size=lots".into()]).is_err());
+        assert!(parse_options(&[]).unwrap().open_ahead);
+        assert!(!parse_options(&["noopen_ahead".into()]).unwrap().open_ahead);
         assert_eq!(parse_options(&["hard".into()]).unwrap().timeout, None);
         let o = parse_options(&["timeout=2.5".into()]).unwrap();
         assert_eq!(o.timeout, Some(Duration::from_millis(2500)));

@@ -311,14 +311,48 @@ fn opens_done_ahead_across_a_server_restart_are_not_taken() {
 }
 
 #[test]
-fn nothing_is_opened_ahead_without_the_directory_s_lease() {
+fn nothing_is_opened_ahead_without_the_directory_s_lease_or_with_noopen_ahead() {
     let server = Server::start(&[]);
     let export = server.export("data");
     files(&export.join("d"), 40);
-    let (m, metrics) = mount(&server, &["noleases"]);
-    let w = Walker::start(&m.path.join("d"), 4, None);
-    for (name, content) in w.finish() {
-        assert_eq!(content, format!("{name} v1"));
+    for opt in ["noleases", "noopen_ahead"] {
+        let (m, metrics) = mount(&server, &[opt]);
+        let w = Walker::start(&m.path.join("d"), 4, None);
+        for (name, content) in w.finish() {
+            assert_eq!(content, format!("{name} v1"));
+        }
+        assert_eq!(ahead(&metrics), (0, 0, 0), "{opt}");
     }
-    assert_eq!(ahead(&metrics), (0, 0, 0));
+}
+
+#[test]
+fn a_chmod_through_the_mount_mid_walk_is_obeyed() {
+    let server = Server::start_squashing(&["data"], &[]);
+    let export = server.export("data");
+    let dir = export.join("d");
+    files(&dir, 40);
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+    for e in fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        std::os::unix::fs::chown(&p, Some(1000), Some(1000)).unwrap();
+    }
+    let (m, metrics) = mount(&server, &["allow_other"]);
+    let w = Walker::start(&m.path.join("d"), 2, Some(1000));
+    assert!(ahead(&metrics).0 > 0, "nothing was opened ahead");
+    // The owner takes its own read permission away, through the same mount.
+    let name = w.order[5].clone();
+    let r = run_as(
+        1000,
+        1000,
+        &[],
+        Path::new("/"),
+        &format!("chmod 0200 {}", m.path.join("d").join(&name).display()),
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    for (n, content) in w.finish() {
+        match n == name {
+            true => assert_eq!(content, format!("ERR {}", libc::EACCES)),
+            false => assert_eq!(content, format!("{n} v1")),
+        }
+    }
 }

@@ -84,6 +84,8 @@ impl Fs {
         fh: Option<Fh>,
         change: SetAttr,
     ) -> Result<proto::Attr> {
+        // Who may open it, or what it holds, may change: an open done ahead is not taken.
+        self.open_ahead.changed(ino);
         if let Some(attr) = self.setattr_here(ino, fh, &change) {
             return Ok(attr);
         }

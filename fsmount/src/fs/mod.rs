@@ -143,6 +143,8 @@ pub struct FsOptions {
     pub dirty_limit: usize,
     /// Ask for directory leases and answer in leased directories locally (`leases`).
     pub leases: bool,
+    /// Open ahead of a reader walking a directory (`data::open_ahead`).
+    pub open_ahead: bool,
 }
 
 impl Default for FsOptions {
@@ -155,6 +157,7 @@ impl Default for FsOptions {
             readahead: defaults::READAHEAD,
             dirty_limit: defaults::DIRTY_LIMIT,
             leases: true,
+            open_ahead: true,
         }
     }
 }

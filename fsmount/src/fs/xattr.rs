@@ -40,6 +40,8 @@ impl Fs {
     }
 
     pub async fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], flags: u32) -> Result<()> {
+        // An ACL may change who may open it: an open done ahead is not taken.
+        self.open_ahead.changed(ino);
         let make = |path: Vec<u8>, expect| proto::SetXattrRequest {
             path: path.into(),
             name: Bytes::copy_from_slice(name),
@@ -101,6 +103,7 @@ impl Fs {
     }
 
     pub async fn removexattr(&self, ino: Ino, name: &[u8]) -> Result<()> {
+        self.open_ahead.changed(ino);
         let make = |path: Vec<u8>, expect| proto::RemoveXattrRequest {
             path: path.into(),
             name: Bytes::copy_from_slice(name),

@@ -64,8 +64,11 @@ pub struct Ahead {
     /// the file unseen).
     pub session: u64,
     pub connection: u64,
-    /// The attribute cache generation before it was sent (its attributes are put under it).
+    /// The attribute cache generation before it was sent (its attributes are put under it),
+    /// and the block cache's generation of the file then: taken only if the cache still
+    /// has that one (nothing newer was seen here, nothing was dropped since).
     pub attr_generation: u64,
+    pub cache_generation: u64,
     /// The directory it is in, whose lease was held when it was sent, and `Fs::recalls`
     /// then: taken only while that lease is still held and nothing was recalled since.
     pub dir: Ino,
@@ -87,6 +90,9 @@ pub struct OpenAhead {
     inner: Mutex<Inner>,
     /// A sweeper task is running.
     sweeping: AtomicBool,
+    /// Opens done ahead still on the server or on their way: held, being taken, or being
+    /// closed. At most [`HELD_MAX`].
+    outstanding: std::sync::atomic::AtomicUsize,
     pub sent: AtomicU64,
     pub taken: AtomicU64,
     pub unused: AtomicU64,
@@ -108,6 +114,7 @@ impl Default for OpenAhead {
                 claiming: HashMap::new(),
             }),
             sweeping: Default::default(),
+            outstanding: Default::default(),
             sent: Default::default(),
             taken: Default::default(),
             unused: Default::default(),
@@ -117,7 +124,9 @@ impl Default for OpenAhead {
 
 /// True for the flags of an open that only reads (what an open done ahead can stand for).
 pub fn reads_only(flags: u32) -> bool {
+    // O_NOATIME: an open done ahead read the file as any reader does.
     let writes_or_more = (libc::O_TRUNC
+        | libc::O_NOATIME
         | libc::O_APPEND
         | libc::O_CREAT
         | libc::O_EXCL
@@ -165,8 +174,8 @@ impl OpenAhead {
     /// `name` in `dir` is being opened for reading: if that continues a walk, the names to
     /// open ahead of it (not yet opened ahead, up to the cap on held handles).
     pub fn walked(&self, dir: Ino, name: &[u8]) -> Vec<Bytes> {
+        let room = HELD_MAX.saturating_sub(self.outstanding.load(Ordering::SeqCst));
         let mut inner = self.inner.lock();
-        let room = HELD_MAX.saturating_sub(inner.held.len());
         let Some(order) = inner.orders.get_mut(&dir) else {
             return Vec::new();
         };
@@ -189,12 +198,16 @@ impl OpenAhead {
             .collect()
     }
 
-    /// Holds an open sent ahead for `ino`; false (nothing held) if one is held already.
+    /// Holds an open sent ahead for `ino`; false (nothing held) if one is held already or
+    /// [`HELD_MAX`] are outstanding. Each one held is outstanding until [`released`].
+    ///
+    /// [`released`]: OpenAhead::released
     pub fn hold(&self, ino: Ino, ahead: Ahead) -> bool {
         let mut inner = self.inner.lock();
-        if inner.held.contains_key(&ino) || inner.held.len() >= HELD_MAX {
+        if inner.held.contains_key(&ino) || self.outstanding.load(Ordering::SeqCst) >= HELD_MAX {
             return false;
         }
+        self.outstanding.fetch_add(1, Ordering::SeqCst);
         inner.held.insert(ino, ahead);
         self.sent.fetch_add(1, Ordering::Relaxed);
         true
@@ -213,6 +226,13 @@ impl OpenAhead {
     /// The reader that took `ino`'s open is done with it.
     pub fn claimed(&self, ino: Ino) {
         self.inner.lock().claiming.remove(&ino);
+    }
+
+    /// An open done ahead is off the books: taken as a reader's open, failed, or closed.
+    pub fn released(&self) {
+        let _ = self
+            .outstanding
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
     }
 
     /// `ino` changed (as the server or this mount says): an open held for it is not taken.
@@ -249,6 +269,11 @@ impl OpenAhead {
     pub fn held(&self) -> usize {
         self.inner.lock().held.len()
     }
+
+    /// Opens done ahead not yet released.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::SeqCst)
+    }
 }
 
 /// Counts of opens done ahead (for `fsmount status` and the metrics).
@@ -268,7 +293,7 @@ impl Fs {
     /// An open for reading of `ino` that goes to the server: if it continues a walk of its
     /// directory, the next files are opened ahead, as the caller.
     pub(in crate::fs) fn walk_ahead(self: &Arc<Self>, ino: Ino, flags: u32) {
-        if !reads_only(flags) || self.cache.is_none() {
+        if !self.options.open_ahead || !reads_only(flags) || self.cache.is_none() {
             return;
         }
         let Some(caller) = crate::credentials::current() else {
@@ -305,7 +330,7 @@ impl Fs {
         caller: proto::Credentials,
         (dir, recalls): (Ino, u64),
     ) {
-        let Some(connection) = self.remote.connection() else {
+        let (Some(connection), Some(cache)) = (self.remote.connection(), &self.cache) else {
             return;
         };
         let (tx, rx) = watch::channel(None);
@@ -317,6 +342,7 @@ impl Fs {
             session: self.sessions_lost.load(Ordering::Relaxed),
             connection,
             attr_generation: self.attr_generation(),
+            cache_generation: cache.generation(ino),
             dir,
             recalls,
             changed: Default::default(),
@@ -362,16 +388,21 @@ impl Fs {
         let (a, changed) = self.open_ahead.take(ino)?;
         let same_caller = crate::credentials::current().as_ref() == Some(&a.caller);
         let session = self.sessions_lost.load(Ordering::Relaxed);
-        let usable = |a: &Ahead| {
+        // Under the names lock `n` (a change made here takes it too).
+        let usable = |a: &Ahead, n: &crate::fs::Names| {
             same_caller
                 && a.session == session
                 && self.remote.connection() == Some(a.connection)
                 && a.sent_at.elapsed() <= CLAIM_WITHIN
-                && !changed.load(Ordering::Relaxed)
+                && !changed.load(Ordering::SeqCst)
                 && self.recalls.load(Ordering::SeqCst) == a.recalls
-                && self.names().known.holds_dir(a.dir)
+                && n.known.holds_dir(a.dir)
+                && self
+                    .cache
+                    .as_ref()
+                    .is_some_and(|c| c.generation(ino) == a.cache_generation)
         };
-        if !usable(&a) {
+        if !usable(&a, &self.names()) {
             self.open_ahead.claimed(ino);
             self.close_ahead(a);
             return None;
@@ -383,20 +414,25 @@ impl Fs {
             .ok()
             .and_then(|o| o.clone())
             .flatten();
-        self.open_ahead.claimed(ino);
-        let reply = outcome?;
-        let attr = attr_of(reply.attr).ok();
-        let Some(attr) = attr.filter(|_| usable(&a) && reply.handle != 0) else {
+        let Some(reply) = outcome else {
+            // It failed: the reader's own open says what the server says now.
+            self.open_ahead.claimed(ino);
+            self.open_ahead.released();
+            return None;
+        };
+        let attr = attr_of(reply.attr).ok().filter(|_| reply.handle != 0);
+        // Checked again and set up under the names lock: nothing said "changed" meanwhile.
+        let mut n = self.names();
+        let Some(attr) = attr.filter(|_| usable(&a, &n)) else {
+            self.open_ahead.claimed(ino);
+            drop(n);
             self.close_ahead(a);
             return None;
         };
         let fh = Fh(reply.handle);
-        let keep_cache = {
-            let mut n = self.names();
-            n.attrs.put(ino, &attr, a.attr_generation);
-            n.inodes.opened(ino, fh);
-            n.inodes.keep_cache(ino, attr.change)
-        };
+        n.attrs.put(ino, &attr, a.attr_generation);
+        n.inodes.opened(ino, fh);
+        let keep_cache = n.inodes.keep_cache(ino, attr.change);
         self.note_open(ino, fh, flags, &attr);
         let (prefetch, _) = self.prefetch_for(ino, flags);
         if let (Some(data), Some(cache)) = (reply.prefetched, &self.cache) {
@@ -404,11 +440,11 @@ impl Fs {
                 cache.insert(ino, cache.generation(ino), 0, Block::new(fh, data));
             }
         }
+        self.open_ahead.claimed(ino);
+        drop(n);
+        self.open_ahead.released();
         self.open_ahead.taken.fetch_add(1, Ordering::Relaxed);
-        Some(Opened {
-            fh,
-            keep_cache: keep_cache && !changed.load(Ordering::Relaxed),
-        })
+        Some(Opened { fh, keep_cache })
     }
 
     /// Closes a handle opened ahead and not taken, once its open has been answered.
@@ -431,6 +467,8 @@ impl Fs {
                     tracing::debug!("closing handle {} opened ahead: {e}", reply.handle);
                 }
             }
+            // Only now is it off the server: until then it counts toward the cap.
+            fs.open_ahead.released();
         });
     }
 
@@ -560,6 +598,7 @@ mod tests {
             session: 0,
             connection: 0,
             attr_generation: 0,
+            cache_generation: 0,
             dir: Ino(1),
             recalls: 0,
             changed: Default::default(),
@@ -575,11 +614,18 @@ mod tests {
             assert!(oa.hold(Ino(100 + i), ahead(now)));
         }
         assert!(!oa.hold(Ino(1), ahead(now)), "over the cap");
-        assert!(!oa.hold(Ino(100), ahead(now)), "held already");
         // A walk asks for no more than there is room for.
         oa.listed(Ino(5), true, &files(20), 1000);
         assert!(oa.walked(Ino(5), b"f000").is_empty());
         assert!(oa.walked(Ino(5), b"f001").is_empty());
+        // Taken from the table is not off the server: still outstanding until released.
+        assert!(oa.take(Ino(150)).is_some());
+        assert!(!oa.hold(Ino(1), ahead(now)), "still over the cap");
+        oa.released();
+        assert!(oa.hold(Ino(1), ahead(now)));
+        assert!(oa.take(Ino(1)).is_some());
+        oa.released();
+        assert!(!oa.hold(Ino(100), ahead(now)), "held already");
         assert!(oa.take(Ino(100)).is_some());
         assert!(oa.take(Ino(100)).is_none());
         oa.changed(Ino(101));
@@ -593,7 +639,7 @@ mod tests {
         drop(changed);
         assert!(oa.expired(now).is_empty());
         let later = now + CLAIM_WITHIN + Duration::from_millis(1);
-        assert_eq!(oa.expired(later).len(), HELD_MAX - 3);
+        assert_eq!(oa.expired(later).len(), HELD_MAX - 4);
         assert_eq!(oa.held(), 0);
     }
 
@@ -607,5 +653,6 @@ mod tests {
         assert!(!reads_only(libc::O_WRONLY as u32));
         assert!(!reads_only((libc::O_RDONLY | libc::O_TRUNC) as u32));
         assert!(!reads_only((libc::O_RDONLY | libc::O_DIRECT) as u32));
+        assert!(!reads_only((libc::O_RDONLY | libc::O_NOATIME) as u32));
     }
 }
