@@ -660,3 +660,66 @@ fn a_squashed_root_is_refused_a_remove_in_root_s_directory_even_under_a_lease() 
     assert_eq!(fs::read_dir(b.path.join("open")).unwrap().count(), 0);
     assert!(!open.join("g").exists());
 }
+
+#[test]
+fn a_write_through_a_handle_opened_before_the_lease_recalls_it_before_it_runs() {
+    let server = Server::start(&[]);
+    fs::create_dir_all(server.export("data").join("d")).unwrap();
+    fs::write(server.export("data").join("d/x"), b"v1").unwrap();
+    let token = server.token();
+    // The writer opens d/x before anyone holds d's lease.
+    let mut writer = RawClient::authenticated(&server.addr, "data", &token).unwrap();
+    let open = proto::OpenRequest {
+        path: "d/x".into(),
+        flags: libc::O_RDWR as u32,
+        handle: 7,
+        ..Default::default()
+    };
+    writer.call::<proto::OpenReply>(Cmd::Open, &open).unwrap();
+    let mut holder = RawClient::notified(&server.addr, "data", &token).unwrap();
+    let granted: proto::ListReply = holder.call(Cmd::List, &lease_listing("d")).unwrap();
+    assert!(granted.lease_ms > 0, "a lease is granted");
+    // The write names no path, only its handle: the file's name is what it reaches into.
+    let write = std::thread::spawn(move || {
+        let w = proto::WriteRequest {
+            handle: 7,
+            offset: 0,
+            budgeted: false,
+        };
+        let id = writer.next_stream();
+        writer.send(protocol::Frame::request_bytes(
+            Cmd::Write,
+            id,
+            bytes::Bytes::from(w.encode_to_vec()),
+            bytes::Bytes::from_static(b"v2"),
+        ));
+        let reply = writer.recv().expect("a reply");
+        let close = proto::CloseRequest { handle: 7 };
+        writer.call::<proto::Empty>(Cmd::Close, &close).unwrap();
+        e2e_tests::raw::reply_errno(&reply)
+    });
+    assert_eq!(
+        next_recall(&mut holder),
+        vec![bytes::Bytes::from_static(b"d")],
+        "the lease on the file's directory is recalled"
+    );
+    assert_eq!(
+        fs::read(server.export("data").join("d/x")).unwrap(),
+        b"v1",
+        "the write waits for the lease to come back"
+    );
+    let give_back = proto::LeaseRequest {
+        returned: vec!["d".into()],
+        ..Default::default()
+    };
+    let id = holder.next_stream();
+    holder.send(protocol::Frame::request(
+        Cmd::Lease,
+        id,
+        &give_back,
+        bytes::Bytes::new(),
+    ));
+    assert_eq!(write.join().unwrap(), 0);
+    assert_eq!(fs::read(server.export("data").join("d/x")).unwrap(), b"v2");
+    assert!(!server.log().contains("revoked"), "given back in time");
+}

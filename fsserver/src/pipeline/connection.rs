@@ -701,7 +701,11 @@ impl RequestTask {
         // Admitted (no lease it reaches into is granted until it ends), after other
         // sessions gave back the leases it reaches into. Leases are keyed below the
         // configured export (a subtree's paths within it).
-        let lease_paths: Vec<Bytes> = paths.iter().map(|p| ctx.export.lease_path(p)).collect();
+        let mut lease_paths: Vec<Bytes> = paths.iter().map(|p| ctx.export.lease_path(p)).collect();
+        // A change through a handle names no path: while anyone holds a lease, the file's
+        // current name is what it reaches into (another mount's attributes and opens kept
+        // under a lease there are recalled first, as for a change by name).
+        lease_paths.extend(changed_through_handle(&ctx, &request, &shared));
         let subtrees: Vec<Bytes> = request
             .subtrees()
             .iter()
@@ -779,6 +783,34 @@ impl RequestTask {
         drop(held);
         drop(turn);
     }
+}
+
+/// The file a Write, SetAttr through a handle, Fallocate or CopyRange (its destination)
+/// changes, as leases key it (relative to the outermost export), while any lease is held:
+/// its current name, from the kernel (`/proc/self/fd`). None for a file with no name left
+/// or outside the export, and when no lease is held (nothing to recall; no system call).
+/// A file with several names is reached by its first one only.
+fn changed_through_handle(ctx: &Ctx, request: &Request, shared: &Shared) -> Option<Bytes> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    if shared.leases.held() == 0 {
+        return None;
+    }
+    let (cmd, handle) = request.on_handle()?;
+    if !matches!(
+        cmd,
+        Command::Write | Command::SetAttr | Command::Fallocate | Command::CopyRange
+    ) {
+        return None;
+    }
+    let file = ctx.handles.get(handle).ok()?;
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()?;
+    let within = real.strip_prefix(&ctx.export.lease_root).ok()?;
+    let within = within.as_os_str().as_bytes();
+    if within.is_empty() || within.ends_with(b" (deleted)") {
+        return None;
+    }
+    Some(Bytes::copy_from_slice(within))
 }
 
 /// Reads of at most this many bytes run on the connection's reader task until they wait.
