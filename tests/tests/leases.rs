@@ -362,6 +362,22 @@ fn next_recall(c: &mut RawClient) -> Vec<bytes::Bytes> {
     }
 }
 
+/// Gives the lease on `path` back, without waiting for the reply (the change the recall
+/// held up may be told first).
+fn give_back(holder: &mut RawClient, path: &str) {
+    let give_back = proto::LeaseRequest {
+        returned: vec![path.to_string().into()],
+        ..Default::default()
+    };
+    let id = holder.next_stream();
+    holder.send(protocol::Frame::request(
+        Cmd::Lease,
+        id,
+        &give_back,
+        bytes::Bytes::new(),
+    ));
+}
+
 /// A Lookup of the missing `path` by `client` gets ENOENT only after a recall (the server's
 /// recall timeout is 1 s in these tests).
 fn lookup_waits_for_a_recall(client: &mut RawClient, path: &str) {
@@ -476,18 +492,8 @@ fn a_rename_of_a_directory_above_a_lease_recalls_it_before_it_runs() {
         server.export("data").join("p/d").is_dir(),
         "the rename waits for the lease to come back"
     );
-    let give_back = proto::LeaseRequest {
-        returned: vec!["p/d".into()],
-        ..Default::default()
-    };
     // Sent without waiting for the reply: the rename's change notice may come first.
-    let id = holder.next_stream();
-    holder.send(protocol::Frame::request(
-        Cmd::Lease,
-        id,
-        &give_back,
-        bytes::Bytes::new(),
-    ));
+    give_back(&mut holder, "p/d");
     let (renamed, waited) = renamer.join().unwrap();
     assert_eq!(renamed, Ok(()));
     assert!(
@@ -708,17 +714,7 @@ fn a_write_through_a_handle_opened_before_the_lease_recalls_it_before_it_runs() 
         b"v1",
         "the write waits for the lease to come back"
     );
-    let give_back = proto::LeaseRequest {
-        returned: vec!["d".into()],
-        ..Default::default()
-    };
-    let id = holder.next_stream();
-    holder.send(protocol::Frame::request(
-        Cmd::Lease,
-        id,
-        &give_back,
-        bytes::Bytes::new(),
-    ));
+    give_back(&mut holder, "d");
     assert_eq!(write.join().unwrap(), 0);
     assert_eq!(fs::read(server.export("data").join("d/x")).unwrap(), b"v2");
     assert!(!server.log().contains("revoked"), "given back in time");

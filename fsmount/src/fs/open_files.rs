@@ -79,8 +79,29 @@ impl Fs {
             return Ok(opened);
         }
         let handle = self.open_files.new_handle().0;
-        let (prefetch, cached_change) = self.prefetch_for(ino, flags);
         let generation = self.attr_generation();
+        let reply = self.open_on_server(ino, flags, handle).await?;
+        let (fh, attr) = (Fh(reply.handle), attr_of(reply.attr)?);
+        let keep_cache = self.set_up_open(
+            &mut self.names(),
+            ino,
+            flags,
+            (fh, &attr),
+            generation,
+            reply.prefetched,
+        );
+        Ok(Opened { fh, keep_cache })
+    }
+
+    /// Sends the Open of `ino` with `flags` under `handle` (by any of its names), asking for
+    /// its first bytes when it is read (see `prefetch_for`).
+    pub(super) async fn open_on_server(
+        &self,
+        ino: Ino,
+        flags: u32,
+        handle: u64,
+    ) -> Result<proto::OpenReply> {
+        let (prefetch, cached_change) = self.prefetch_for(ino, flags);
         let make = |path: Vec<u8>, expect| proto::OpenRequest {
             path: path.into(),
             flags,
@@ -90,23 +111,34 @@ impl Fs {
             prefetch,
             cached_change,
         };
-        let reply = self.by_any_name::<rpc::Open>(ino, make).await?;
-        let (fh, attr) = (Fh(reply.handle), attr_of(reply.attr)?);
+        self.by_any_name::<rpc::Open>(ino, make).await
+    }
+
+    /// Records `ino` opened on the server as `fh` with `flags` (`attr` as the server gave it,
+    /// put under attribute `generation`; `prefetched`, its first bytes, into the cache);
+    /// whether the kernel may keep its cached pages. Under the names lock `n`.
+    pub(super) fn set_up_open(
+        &self,
+        n: &mut super::Names,
+        ino: Ino,
+        flags: u32,
+        (fh, attr): (Fh, &proto::Attr),
+        generation: u64,
+        prefetched: Option<Bytes>,
+    ) -> bool {
         // Fresh from the server: `fstat` after the first read (the kernel asks again for
         // the atime) is answered from it.
-        let keep_cache = {
-            let mut n = self.names();
-            n.attrs.put(ino, &attr, generation);
-            n.inodes.opened(ino, fh);
-            n.inodes.keep_cache(ino, attr.change)
-        };
-        self.note_open(ino, fh, flags, &attr);
-        if let (Some(data), Some(cache)) = (reply.prefetched, &self.cache) {
+        n.attrs.put(ino, attr, generation);
+        n.inodes.opened(ino, fh);
+        let keep_cache = n.inodes.keep_cache(ino, attr.change);
+        self.note_open(ino, fh, flags, attr);
+        let (prefetch, _) = self.prefetch_for(ino, flags);
+        if let (Some(data), Some(cache)) = (prefetched, &self.cache) {
             if prefetch > 0 && data.len() <= prefetch as usize {
                 cache.insert(ino, cache.generation(ino), 0, Block::new(fh, data));
             }
         }
-        Ok(Opened { fh, keep_cache })
+        keep_cache
     }
 
     pub async fn create(

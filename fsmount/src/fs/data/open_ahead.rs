@@ -32,7 +32,6 @@ use tokio::sync::watch;
 
 use protocol::rpc;
 
-use crate::fs::block_cache::Block;
 use crate::fs::error::attr_of;
 use crate::fs::{Fh, Fs, Ino, Opened};
 
@@ -276,6 +275,15 @@ impl OpenAhead {
     }
 }
 
+/// The reply of an open done ahead, once it came (None: it failed).
+async fn answer(mut rx: watch::Receiver<Option<Outcome>>) -> Outcome {
+    rx.wait_for(Option::is_some)
+        .await
+        .ok()
+        .and_then(|o| o.clone())
+        .flatten()
+}
+
 /// Counts of opens done ahead (for `fsmount status` and the metrics).
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct OpenAheadStats {
@@ -301,7 +309,7 @@ impl Fs {
         };
         let (dir, children) = {
             let n = self.names();
-            let Some((_, (parent, name))) = n.inodes.paths(ino).into_iter().next() else {
+            let Some((parent, name)) = n.inodes.first_name(ino) else {
                 return;
             };
             // Only under the directory's lease: nobody else changes a file there without
@@ -351,19 +359,9 @@ impl Fs {
         if !self.open_ahead.hold(ino, ahead) {
             return;
         }
-        let (prefetch, cached_change) = self.prefetch_for(ino, flags);
         let fs = self.clone();
         let open = async move {
-            let make = |path: Vec<u8>, expect| proto::OpenRequest {
-                path: path.into(),
-                flags,
-                handle,
-                expect,
-                reopen: false,
-                prefetch,
-                cached_change,
-            };
-            let outcome = fs.by_any_name::<rpc::Open>(ino, make).await;
+            let outcome = fs.open_on_server(ino, flags, handle).await;
             if let Err(e) = &outcome {
                 tracing::debug!(
                     "{ino}: an open ahead failed (its reader's own open will say): {e}"
@@ -407,13 +405,7 @@ impl Fs {
             self.close_ahead(a);
             return None;
         }
-        let mut rx = a.outcome.clone();
-        let outcome = rx
-            .wait_for(Option::is_some)
-            .await
-            .ok()
-            .and_then(|o| o.clone())
-            .flatten();
+        let outcome = answer(a.outcome.clone()).await;
         let Some(reply) = outcome else {
             // It failed: the reader's own open says what the server says now.
             self.open_ahead.claimed(ino);
@@ -430,16 +422,14 @@ impl Fs {
             return None;
         };
         let fh = Fh(reply.handle);
-        n.attrs.put(ino, &attr, a.attr_generation);
-        n.inodes.opened(ino, fh);
-        let keep_cache = n.inodes.keep_cache(ino, attr.change);
-        self.note_open(ino, fh, flags, &attr);
-        let (prefetch, _) = self.prefetch_for(ino, flags);
-        if let (Some(data), Some(cache)) = (reply.prefetched, &self.cache) {
-            if prefetch > 0 && data.len() <= prefetch as usize {
-                cache.insert(ino, cache.generation(ino), 0, Block::new(fh, data));
-            }
-        }
+        let keep_cache = self.set_up_open(
+            &mut n,
+            ino,
+            flags,
+            (fh, &attr),
+            a.attr_generation,
+            reply.prefetched,
+        );
         self.open_ahead.claimed(ino);
         drop(n);
         self.open_ahead.released();
@@ -451,14 +441,8 @@ impl Fs {
     fn close_ahead(self: &Arc<Self>, a: Ahead) {
         self.open_ahead.unused.fetch_add(1, Ordering::Relaxed);
         let fs = self.clone();
-        let mut rx = a.outcome;
         tokio::spawn(async move {
-            let reply = rx
-                .wait_for(Option::is_some)
-                .await
-                .ok()
-                .and_then(|o| o.clone())
-                .flatten();
+            let reply = answer(a.outcome).await;
             if let Some(reply) = reply {
                 let req = proto::CloseRequest {
                     handle: reply.handle,

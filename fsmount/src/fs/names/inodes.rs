@@ -126,6 +126,11 @@ impl InodeTable {
             .collect()
     }
 
+    /// `ino`'s first name: the directory it is in and the name there (none for the root).
+    pub fn first_name(&self, ino: Ino) -> Option<(Ino, Bytes)> {
+        self.nodes.get(&ino)?.names.first().cloned()
+    }
+
     /// The path of `name` inside directory `parent`.
     pub fn child_path(&self, parent: Ino, name: &[u8]) -> Option<Vec<u8>> {
         let mut parts: Vec<&[u8]> = vec![name];
