@@ -31,6 +31,7 @@ pub mod lock_ranges;
 pub mod metrics;
 pub mod sd_notify;
 pub mod stream;
+pub mod tls;
 pub mod writer;
 
 pub use codec::{FrameCodec, Limits};

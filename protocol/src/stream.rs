@@ -69,7 +69,7 @@ pub fn tls_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
     std::sync::Arc::new(p)
 }
 
-/// Bytes read from the socket at once under TLS (rustls itself asks for 4 KiB at a time).
+/// The TLS record reader's buffer: bytes read from the socket at once, decrypted in place.
 pub const TLS_READ_BUFFER: usize = 256 << 10;
 
 /// Label of the TLS exporter (RFC 5705, RFC 9266) whose output binds the token proofs to

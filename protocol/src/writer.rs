@@ -134,6 +134,9 @@ pub async fn run_until<W: Sink, T: Queued>(
             out.write(&buf).await?;
             buf.clear();
         }
+        // Nothing more queued: what the sink still holds (TLS records it sealed but the
+        // socket did not take yet) goes out before the wait for the next frame.
+        out.flush().await?;
     }
     if !buf.is_empty() {
         out.write(&buf).await?;
@@ -155,6 +158,13 @@ struct Out<W> {
 impl<W: Sink> Out<W> {
     async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         match tokio::time::timeout(self.timeout, self.wr.write_all(bytes)).await {
+            Ok(r) => r,
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        match tokio::time::timeout(self.timeout, self.wr.flush()).await {
             Ok(r) => r,
             Err(_) => Err(self.timed_out()),
         }

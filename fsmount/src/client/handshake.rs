@@ -145,6 +145,9 @@ async fn authenticate(
     wr.write_all(&buf)
         .await
         .map_err(|e| ClientError::ConnectionLost(e.to_string()))?;
+    wr.flush()
+        .await
+        .map_err(|e| ClientError::ConnectionLost(e.to_string()))?;
 
     let reply = rd.next().await.ok_or_else(lost)??;
     if reply.is_error() {

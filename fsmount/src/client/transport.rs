@@ -20,7 +20,6 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tokio_util::codec::Decoder;
 
 use crate::remote::ClientError;
@@ -40,7 +39,7 @@ pub enum Verify {
 #[derive(Clone)]
 pub enum Transport {
     Tls {
-        connector: TlsConnector,
+        config: Arc<ClientConfig>,
         name: ServerName<'static>,
     },
     Plaintext,
@@ -98,7 +97,7 @@ impl Transport {
             }
         };
         Ok(Transport::Tls {
-            connector: TlsConnector::from(Arc::new(config)),
+            config: Arc::new(config),
             name,
         })
     }
@@ -159,27 +158,20 @@ pub async fn open(addr: &str, transport: &Transport) -> Result<Opened, ClientErr
                 carried: "plaintext",
             })
         }
-        Transport::Tls { connector, name } => {
-            // rustls reads the socket 4 KiB at a time; a buffer under it turns those into
-            // memory copies instead of system calls.
-            let socket =
-                tokio::io::BufReader::with_capacity(protocol::stream::TLS_READ_BUFFER, socket);
-            let tls = connector
-                .connect(name.clone(), socket)
-                .await
-                .map_err(|e| ClientError::Tls(e.to_string()))?;
-            let binding = protocol::stream::channel_binding(tls.get_ref().1)
-                .map_err(|e| ClientError::Tls(e.to_string()))?;
-            let carried = match tls.get_ref().1.handshake_kind() {
-                Some(rustls::HandshakeKind::Resumed) => "TLS resumed",
-                _ => "TLS",
-            };
-            let (rd, wr) = tokio::io::split(tls);
+        Transport::Tls { config, name } => {
+            let tls = protocol::tls::connect(
+                socket,
+                config,
+                name.clone(),
+                protocol::stream::TLS_READ_BUFFER,
+            )
+            .await
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
             Ok(Opened {
-                rd: Box::new(rd),
-                wr: Box::new(wr),
-                binding,
-                carried,
+                rd: Box::new(tls.rd),
+                wr: Box::new(tls.wr),
+                binding: tls.binding,
+                carried: if tls.resumed { "TLS resumed" } else { "TLS" },
             })
         }
     }

@@ -79,6 +79,8 @@ pub async fn send<W: tokio::io::AsyncWrite + Unpin>(
     let mut buf = BytesMut::new();
     FrameCodec::new(protocol::Limits::default()).encode(frame, &mut buf)?;
     wr.write_all(&buf).await?;
+    // Under TLS, sealed records may wait in the record writer until flushed.
+    wr.flush().await?;
     Ok(())
 }
 

@@ -11,14 +11,13 @@ use protocol::stream::{BoxRead, BoxWrite, Mode, PREAMBLE_LEN};
 use protocol::{Command, Frame, StreamId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsAcceptor;
 
 use crate::access::handshake::send;
 
 /// How this server carries connections.
 #[derive(Clone)]
 pub enum Transport {
-    Tls(TlsAcceptor),
+    Tls(Arc<rustls::ServerConfig>),
     Plaintext,
 }
 
@@ -33,7 +32,7 @@ impl std::fmt::Debug for Transport {
 
 impl Transport {
     pub fn tls(config: Arc<rustls::ServerConfig>) -> Transport {
-        Transport::Tls(TlsAcceptor::from(config))
+        Transport::Tls(config)
     }
 
     fn mode(&self) -> Mode {
@@ -134,22 +133,14 @@ pub async fn open(mut socket: TcpStream, transport: &Transport) -> Result<Opened
                 binding: Vec::new(),
             })
         }
-        Transport::Tls(acceptor) => {
-            // rustls reads the socket 4 KiB at a time; a buffer under it turns those into
-            // memory copies instead of system calls.
-            let socket =
-                tokio::io::BufReader::with_capacity(protocol::stream::TLS_READ_BUFFER, socket);
-            let tls = acceptor
-                .accept(socket)
+        Transport::Tls(config) => {
+            let tls = protocol::tls::accept(socket, config, protocol::stream::TLS_READ_BUFFER)
                 .await
                 .map_err(|e| format!("TLS handshake failed: {e}"))?;
-            let binding = protocol::stream::channel_binding(tls.get_ref().1)
-                .map_err(|e| format!("TLS exporter: {e}"))?;
-            let (rd, wr) = tokio::io::split(tls);
             Ok(Opened {
-                rd: Box::new(rd),
-                wr: Writer::Tls(Box::new(wr)),
-                binding,
+                rd: Box::new(tls.rd),
+                wr: Writer::Tls(Box::new(tls.wr)),
+                binding: tls.binding,
             })
         }
     }
