@@ -183,14 +183,21 @@ impl Unbuffered for UnbufferedServerConnection {
 }
 
 /// Runs the handshake to its end: until rustls would encrypt application data.
+///
+/// rustls is given one whole record at a time, and only when it asks for more: what comes
+/// after the handshake's last record (a client's first request, a server's session
+/// tickets) stays encrypted, for the record layer, whose sequence numbers start where
+/// rustls's stopped.
 async fn drive(conn: &mut impl Unbuffered, socket: &mut TcpStream) -> io::Result<Handshaken> {
     let mut incoming = vec![0u8; 16 << 10];
     let mut used = 0;
+    // `incoming[..fed]`: the bytes rustls has been given (whole records).
+    let mut fed = 0;
     let mut outgoing = vec![0u8; 16 << 10];
     let mut out_len = 0;
     let mut plaintext = Vec::new();
     loop {
-        let UnbufferedStatus { mut discard, state } = conn.process(&mut incoming[..used]);
+        let UnbufferedStatus { mut discard, state } = conn.process(&mut incoming[..fed]);
         let mut read_more = false;
         let mut finished = false;
         match state.map_err(tls_io)? {
@@ -233,7 +240,12 @@ async fn drive(conn: &mut impl Unbuffered, socket: &mut TcpStream) -> io::Result
         }
         incoming.copy_within(discard..used, 0);
         used -= discard;
+        fed -= discard;
         if finished {
+            if fed > 0 {
+                // Bytes rustls kept (and may have decrypted in place) cannot be read again.
+                return Err(tls_io("the handshake ended inside a record rustls holds"));
+            }
             incoming.truncate(used);
             return Ok(Handshaken {
                 plaintext,
@@ -241,6 +253,10 @@ async fn drive(conn: &mut impl Unbuffered, socket: &mut TcpStream) -> io::Result
             });
         }
         if read_more {
+            if let Some(len) = whole_record(&incoming[fed..used])? {
+                fed += len;
+                continue;
+            }
             if used == incoming.len() {
                 if incoming.len() >= MAX_HANDSHAKE_BUFFER {
                     return Err(tls_io("a handshake message over 128 KiB"));
@@ -259,9 +275,27 @@ async fn drive(conn: &mut impl Unbuffered, socket: &mut TcpStream) -> io::Result
     }
 }
 
+/// The length of the whole record at the start of `bytes`, if it is all there.
+fn whole_record(bytes: &[u8]) -> io::Result<Option<usize>> {
+    let [_, _, _, hi, lo, ..] = *bytes else {
+        return Ok(None);
+    };
+    let len = u16::from_be_bytes([hi, lo]) as usize;
+    if len > record::MAX_CIPHERTEXT {
+        return Err(tls_io(format!("a handshake record of {len} bytes")));
+    }
+    Ok((bytes.len() >= 5 + len).then_some(5 + len))
+}
+
 /// Keeps the exporter secret of the one handshake its configuration is used for.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct ExporterCapture(Mutex<Option<Vec<u8>>>);
+
+impl std::fmt::Debug for ExporterCapture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExporterCapture(..)")
+    }
+}
 
 impl KeyLog for ExporterCapture {
     fn log(&self, label: &str, _client_random: &[u8], secret: &[u8]) {

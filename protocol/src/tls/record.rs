@@ -44,6 +44,9 @@ const NEW_SESSION_TICKET: u8 = 4;
 const KEY_UPDATE: u8 = 24;
 /// Post-handshake handshake bytes held while a message is incomplete.
 const MAX_HANDSHAKE_MESSAGE: usize = 64 << 10;
+/// Records in a row without application data (alerts, key updates, tickets, empty
+/// records) before the connection fails.
+const MAX_IDLE_RECORDS: u32 = 64;
 /// Encrypted bytes the writer holds before `poll_write` waits for the socket.
 const WRITE_HIGH: usize = 256 << 10;
 
@@ -168,6 +171,8 @@ pub struct RecordReader<R> {
     early_at: usize,
     /// Post-handshake handshake bytes of an incomplete message.
     handshake: Vec<u8>,
+    /// Records in a row that brought no application data.
+    idle_records: u32,
     /// The peer's close_notify came: end of stream.
     closed: bool,
     /// The error that failed the connection, returned again to every later read.
@@ -199,6 +204,7 @@ impl<R: AsyncRead + Unpin> RecordReader<R> {
             early: Vec::new(),
             early_at: 0,
             handshake: Vec::new(),
+            idle_records: 0,
             closed: false,
             failed: None,
         })
@@ -250,12 +256,27 @@ impl<R: AsyncRead + Unpin> RecordReader<R> {
         let Some(typ_at) = opened.iter().rposition(|&b| b != 0) else {
             return Err(tls_error("a record with no content type"));
         };
-        let typ = opened[typ_at];
-        if typ_at > MAX_PLAINTEXT {
+        if opened.len() > MAX_PLAINTEXT + 1 {
             return Err(tls_error("plaintext longer than 2^14 (record_overflow)"));
         }
+        let typ = opened[typ_at];
         self.start = body.end;
         let content = body.start..body.start + typ_at;
+        if typ != HANDSHAKE && !self.handshake.is_empty() {
+            return Err(tls_error("a record inside a fragmented handshake message"));
+        }
+        // Records that carry no data cost the peer little and us a decryption each: a run
+        // of them is cut short (as rustls does).
+        if typ == APPLICATION_DATA && !content.is_empty() {
+            self.idle_records = 0;
+        } else {
+            self.idle_records += 1;
+            if self.idle_records > MAX_IDLE_RECORDS {
+                return Err(tls_error(format!(
+                    "more than {MAX_IDLE_RECORDS} records in a row without data"
+                )));
+            }
+        }
         match typ {
             APPLICATION_DATA => self.plain = (content.start, content.end),
             ALERT => self.alert(content)?,
@@ -279,57 +300,81 @@ impl<R: AsyncRead + Unpin> RecordReader<R> {
     }
 
     fn handshake_bytes(&mut self, content: std::ops::Range<usize>) -> io::Result<()> {
+        if content.is_empty() {
+            return Err(tls_error("an empty handshake record (unexpected_message)"));
+        }
         if self.handshake.len() + content.len() > MAX_HANDSHAKE_MESSAGE {
             return Err(tls_error("a post-handshake message over 64 KiB"));
         }
         self.handshake.extend_from_slice(&self.buf[content]);
-        while self.handshake.len() >= 4 {
-            let h = &self.handshake;
+        // Whole messages are taken from the front; what is left is one incomplete message.
+        let mut at = 0;
+        let result = loop {
+            let h = &self.handshake[at..];
+            if h.len() < 4 {
+                break Ok(());
+            }
             let len = u32::from_be_bytes([0, h[1], h[2], h[3]]) as usize;
+            if 4 + len > MAX_HANDSHAKE_MESSAGE {
+                break Err(tls_error(format!(
+                    "a post-handshake message of {len} bytes (over 64 KiB)"
+                )));
+            }
             if h.len() < 4 + len {
-                break;
+                break Ok(());
             }
-            let typ = h[0];
-            let message: Vec<u8> = self.handshake.drain(..4 + len).skip(4).collect();
-            match typ {
-                NEW_SESSION_TICKET => match &mut *self.control.kernel() {
-                    Kernel::Client(k) => k
-                        .handle_new_session_ticket(&message)
-                        .map_err(|e| tls_error(format!("session ticket: {e}")))?,
-                    Kernel::Server(_) => {
-                        return Err(tls_error("a session ticket sent to the server"))
-                    }
-                },
-                KEY_UPDATE => {
-                    // A key update must end its record: what follows is under the new key.
-                    if !self.handshake.is_empty() {
-                        return Err(tls_error("data after a key update in its record"));
-                    }
-                    let asked = match message[..] {
-                        [0] => false,
-                        [1] => true,
-                        _ => return Err(tls_error("a malformed key update")),
-                    };
-                    let (seq, secrets) = self
-                        .control
-                        .kernel()
-                        .update_rx()
-                        .map_err(|e| tls_error(format!("key update: {e}")))?;
-                    self.keys = Keys::new(seq, secrets)?;
-                    if asked {
-                        self.control
-                            .peer_asked_update
-                            .store(true, Ordering::Release);
-                    }
-                }
-                other => {
-                    return Err(tls_error(format!(
-                        "unexpected handshake message {other} after the handshake"
-                    )))
-                }
+            let (typ, last) = (h[0], h.len() == 4 + len);
+            let message = at + 4..at + 4 + len;
+            at += 4 + len;
+            if let Err(e) = self.handshake_message(typ, message, last) {
+                break Err(e);
             }
+        };
+        self.handshake.drain(..at);
+        result
+    }
+
+    /// One post-handshake message, `self.handshake[message]`; `last`: it ends its record.
+    fn handshake_message(
+        &mut self,
+        typ: u8,
+        message: std::ops::Range<usize>,
+        last: bool,
+    ) -> io::Result<()> {
+        match typ {
+            NEW_SESSION_TICKET => match &mut *self.control.kernel() {
+                Kernel::Client(k) => k
+                    .handle_new_session_ticket(&self.handshake[message])
+                    .map_err(|e| tls_error(format!("session ticket: {e}"))),
+                Kernel::Server(_) => Err(tls_error("a session ticket sent to the server")),
+            },
+            KEY_UPDATE => {
+                // A key update must end its record: what follows is under the new key.
+                if !last {
+                    return Err(tls_error("data after a key update in its record"));
+                }
+                let asked = match self.handshake[message] {
+                    [0] => false,
+                    [1] => true,
+                    _ => return Err(tls_error("a malformed key update")),
+                };
+                let (seq, secrets) = self
+                    .control
+                    .kernel()
+                    .update_rx()
+                    .map_err(|e| tls_error(format!("key update: {e}")))?;
+                self.keys = Keys::new(seq, secrets)?;
+                if asked {
+                    self.control
+                        .peer_asked_update
+                        .store(true, Ordering::Release);
+                }
+                Ok(())
+            }
+            other => Err(tls_error(format!(
+                "unexpected handshake message {other} after the handshake"
+            ))),
         }
-        Ok(())
     }
 
     fn poll_read_inner(
@@ -463,6 +508,7 @@ impl<W: AsyncWrite + Unpin> RecordWriter<W> {
     fn seal(&mut self, typ: u8, plain: &[u8]) -> io::Result<()> {
         debug_assert!(plain.len() <= MAX_PLAINTEXT);
         let len = plain.len() + 1 + TAG;
+        let nonce = self.keys.next_nonce()?;
         let at = self.out.len();
         self.out.reserve(HEADER + len);
         self.out
@@ -470,12 +516,16 @@ impl<W: AsyncWrite + Unpin> RecordWriter<W> {
         self.out.extend_from_slice(plain);
         self.out.push(typ);
         let header: [u8; HEADER] = self.out[at..at + HEADER].try_into().expect("just written");
-        let nonce = self.keys.next_nonce()?;
-        let tag = self
-            .keys
-            .key
-            .seal_in_place_separate_tag(nonce, Aad::from(header), &mut self.out[at + HEADER..])
-            .map_err(|_| tls_error("sealing a record failed"))?;
+        let sealed = self.keys.key.seal_in_place_separate_tag(
+            nonce,
+            Aad::from(header),
+            &mut self.out[at + HEADER..],
+        );
+        let Ok(tag) = sealed else {
+            // Never leave the plaintext where a flush would send it.
+            self.out.truncate(at);
+            return Err(tls_error("sealing a record failed"));
+        };
         self.out.extend_from_slice(tag.as_ref());
         Ok(())
     }
@@ -533,7 +583,8 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for RecordWriter<W> {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        if this.out.len() - this.sent >= WRITE_HIGH {
+        // `out` is cleared only once drained whole: its length, written or not, is the bound.
+        if this.out.len() >= WRITE_HIGH {
             ready!(this.poll_drain(cx))?;
         }
         this.update_keys_if_due()?;
@@ -581,5 +632,15 @@ impl<W: AsyncWrite + Unpin> RecordWriter<W> {
 
     pub(super) fn io_for_tests(&mut self) -> &mut W {
         &mut self.io
+    }
+
+    /// Takes the next sending key without telling the peer (a test sends the update).
+    pub(super) fn advance_tx_key_for_tests(&mut self) {
+        let (seq, secrets) = self.control.kernel().update_tx().unwrap();
+        self.keys = Keys::new(seq, secrets).unwrap();
+    }
+
+    pub(super) fn buffer_capacity_for_tests(&self) -> usize {
+        self.out.capacity()
     }
 }

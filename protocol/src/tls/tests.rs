@@ -12,7 +12,14 @@ use tokio::net::{TcpListener, TcpStream};
 use super::*;
 
 fn configs() -> (Arc<ClientConfig>, Arc<ServerConfig>) {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    configs_with_names(0)
+}
+
+/// Configurations whose certificate also names `extra` more hosts (to make it large).
+fn configs_with_names(extra: usize) -> (Arc<ClientConfig>, Arc<ServerConfig>) {
+    let mut names = vec!["localhost".to_string()];
+    names.extend((0..extra).map(|i| format!("host-{i:05}.example.org")));
+    let cert = rcgen::generate_simple_self_signed(names).unwrap();
     let der = CertificateDer::from(cert.cert.der().to_vec());
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_pair.serialize_der()));
     let provider = crate::stream::tls_provider();
@@ -212,7 +219,12 @@ async fn a_second_connection_resumes_from_the_ticket_our_reader_took() {
 /// An established pair where the server side is ours and the client's raw socket is
 /// returned with its traffic keys, to send what a hostile peer would.
 async fn ours_and_raw() -> (Established, RecordWriter<tokio::net::tcp::OwnedWriteHalf>) {
-    let (client, server) = configs();
+    ours_and_raw_with(configs()).await
+}
+
+async fn ours_and_raw_with(
+    (client, server): (Arc<ClientConfig>, Arc<ServerConfig>),
+) -> (Established, RecordWriter<tokio::net::tcp::OwnedWriteHalf>) {
     let (c, s) = pair().await;
     let (c, s) = tokio::join!(
         connect(c, &client, name(), 64 << 10),
@@ -281,6 +293,93 @@ async fn a_session_ticket_sent_to_the_server_is_refused() {
     raw.io_mut().write_all(&sealed).await.unwrap();
     let e = read_error(&mut s.rd).await;
     assert!(e.contains("session ticket sent to the server"), "{e}");
+}
+
+#[tokio::test]
+async fn a_key_update_must_end_its_record_and_may_span_records() {
+    let (mut s, mut raw) = ours_and_raw().await;
+    let two = RecordWriterTap::seal_typed(&mut raw, 22, &[24, 0, 0, 1, 0, 24, 0, 0, 1, 0]);
+    raw.io_mut().write_all(&two).await.unwrap();
+    let e = read_error(&mut s.rd).await;
+    assert!(e.contains("data after a key update"), "{e}");
+
+    // Split across two records, then data under the new key: read whole.
+    let (mut s, mut raw) = ours_and_raw().await;
+    let first = RecordWriterTap::seal_typed(&mut raw, 22, &[24, 0]);
+    let second = RecordWriterTap::seal_typed(&mut raw, 22, &[0, 1, 0]);
+    raw.io_mut().write_all(&first).await.unwrap();
+    raw.io_mut().write_all(&second).await.unwrap();
+    raw.advance_tx_key_for_tests();
+    raw.write_all(b"after the update").await.unwrap();
+    raw.flush().await.unwrap();
+    let mut got = [0u8; 16];
+    s.rd.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"after the update");
+}
+
+#[tokio::test]
+async fn records_inside_a_fragmented_message_or_a_run_of_empty_ones_fail() {
+    let (mut s, mut raw) = ours_and_raw().await;
+    let part = RecordWriterTap::seal_typed(&mut raw, 22, &[24, 0]);
+    let data = RecordWriterTap::seal(&mut raw, b"data");
+    raw.io_mut().write_all(&part).await.unwrap();
+    raw.io_mut().write_all(&data).await.unwrap();
+    let e = read_error(&mut s.rd).await;
+    assert!(e.contains("inside a fragmented handshake message"), "{e}");
+
+    let (mut s, mut raw) = ours_and_raw().await;
+    let mut empties = Vec::new();
+    for _ in 0..65 {
+        empties.extend(RecordWriterTap::seal(&mut raw, b""));
+    }
+    raw.io_mut().write_all(&empties).await.unwrap();
+    let e = read_error(&mut s.rd).await;
+    assert!(e.contains("records in a row without data"), "{e}");
+}
+
+#[tokio::test]
+async fn a_handshake_larger_than_the_first_buffer_completes() {
+    // A certificate naming 1,500 hosts: a server flight of about 40 KiB.
+    let (mut s, mut raw) = ours_and_raw_with(configs_with_names(1500)).await;
+    raw.write_all(b"ok").await.unwrap();
+    raw.flush().await.unwrap();
+    let mut got = [0u8; 2];
+    s.rd.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"ok");
+}
+
+#[tokio::test]
+async fn a_slow_reader_does_not_grow_the_writer() {
+    // The server's socket takes little at a time and the client reads slowly: the socket
+    // drains the writer's records in parts, never whole, for the whole transfer.
+    let (client, server) = configs();
+    let (c, s) = pair().await;
+    nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::SndBuf, &(64 << 10)).unwrap();
+    let (c, s) = tokio::join!(
+        connect(c, &client, name(), 64 << 10),
+        accept(s, &server, 256 << 10)
+    );
+    let (mut c, mut s) = (c.unwrap(), s.unwrap());
+    const TOTAL: usize = 48 << 20;
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; 32 << 10];
+        let mut got = 0;
+        while got < TOTAL {
+            let n = c.rd.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            got += n;
+            tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+        }
+    });
+    let chunk = pattern(64 << 10, 1);
+    let mut peak = 0;
+    for _ in 0..TOTAL / chunk.len() {
+        s.wr.write_all(&chunk).await.unwrap();
+        peak = peak.max(s.wr.buffer_capacity_for_tests());
+    }
+    s.wr.flush().await.unwrap();
+    reader.await.unwrap();
+    assert!(peak <= 1 << 20, "the writer held {peak} bytes");
 }
 
 /// Access for the hostile tests to a writer's sealing and socket.
