@@ -23,6 +23,8 @@ runs=${1:-3}
 rtt_runs=${RTT_RUNS:-1}
 size_mib=${SIZE_MIB:-1024}
 rtt_size_mib=${RTT_SIZE_MIB:-256}
+# The RTT file is cut from the big one: never longer than it.
+rtt_size_mib=$((rtt_size_mib < size_mib ? rtt_size_mib : size_mib))
 ensure_packages fusermount3:fuse3 bindfs:bindfs sshfs:sshfs sshd:openssh-server ssh-keygen:openssh-client \
     fio:fio rsync:rsync python3:python3 git:git
 ensure_fuse_device
