@@ -60,6 +60,19 @@ pub(super) async fn reconnect(weak: Weak<Shared>, generation: u64) {
                     }
                 };
                 let resend = shared.publish_and_resend(link.clone(), welcome.resumed);
+                // What the server told on the lost connection (changes, recalls) may never
+                // have arrived: all this mount cached on its word is dropped, as on the
+                // server's "everything changed", after the replays it sent.
+                let hook = shared.notify.lock().clone();
+                if let Some(hook) = hook {
+                    hook(proto::Notify {
+                        changes: vec![proto::Change {
+                            everything: true,
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    });
+                }
                 let mut st = shared.stats.lock();
                 st.reconnects += 1;
                 st.resumed += welcome.resumed as u64;
