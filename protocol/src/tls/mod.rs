@@ -58,20 +58,8 @@ pub async fn connect(
     let mut config = (**config).clone();
     config.key_log = capture.clone();
     config.enable_secret_extraction = true;
-    let mut conn = UnbufferedClientConnection::new(Arc::new(config), name).map_err(tls_io)?;
-    let mut socket = socket;
-    let done = drive(&mut conn, &mut socket).await?;
-    let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
-    let (secrets, kernel) = conn.dangerous_into_kernel_connection().map_err(tls_io)?;
-    finish(
-        socket,
-        Kernel::Client(kernel),
-        secrets,
-        done,
-        &capture,
-        resumed,
-        read_buffer,
-    )
+    let conn = UnbufferedClientConnection::new(Arc::new(config), name).map_err(tls_io)?;
+    establish(conn, socket, &capture, read_buffer).await
 }
 
 /// The server's handshake on `socket` with `config`.
@@ -84,31 +72,20 @@ pub async fn accept(
     let mut config = (**config).clone();
     config.key_log = capture.clone();
     config.enable_secret_extraction = true;
-    let mut conn = UnbufferedServerConnection::new(Arc::new(config)).map_err(tls_io)?;
-    let mut socket = socket;
-    let done = drive(&mut conn, &mut socket).await?;
-    let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
-    let (secrets, kernel) = conn.dangerous_into_kernel_connection().map_err(tls_io)?;
-    finish(
-        socket,
-        Kernel::Server(kernel),
-        secrets,
-        done,
-        &capture,
-        resumed,
-        read_buffer,
-    )
+    let conn = UnbufferedServerConnection::new(Arc::new(config)).map_err(tls_io)?;
+    establish(conn, socket, &capture, read_buffer).await
 }
 
-fn finish(
-    socket: TcpStream,
-    kernel: Kernel,
-    secrets: rustls::ExtractedSecrets,
-    done: Handshaken,
+/// Runs the handshake of `conn` on `socket`, then hands the connection to the record layer.
+async fn establish(
+    mut conn: impl Unbuffered,
+    mut socket: TcpStream,
     capture: &ExporterCapture,
-    resumed: bool,
     read_buffer: usize,
 ) -> io::Result<Established> {
+    let done = drive(&mut conn, &mut socket).await?;
+    let resumed = conn.resumed();
+    let (secrets, kernel) = conn.into_kernel().map_err(tls_io)?;
     let exporter_secret = capture
         .0
         .lock()
@@ -158,6 +135,10 @@ trait Unbuffered {
         &'c mut self,
         incoming: &'i mut [u8],
     ) -> UnbufferedStatus<'c, 'i, Self::Data>;
+    /// The handshake resumed an earlier session.
+    fn resumed(&self) -> bool;
+    /// The secrets, and what rustls keeps after the handshake.
+    fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, Kernel), rustls::Error>;
 }
 
 impl Unbuffered for UnbufferedClientConnection {
@@ -169,6 +150,15 @@ impl Unbuffered for UnbufferedClientConnection {
         let common: &mut UnbufferedConnectionCommon<Self::Data> = self;
         common.process_tls_records(incoming)
     }
+
+    fn resumed(&self) -> bool {
+        self.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    }
+
+    fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, Kernel), rustls::Error> {
+        let (secrets, kernel) = self.dangerous_into_kernel_connection()?;
+        Ok((secrets, Kernel::Client(kernel)))
+    }
 }
 
 impl Unbuffered for UnbufferedServerConnection {
@@ -179,6 +169,15 @@ impl Unbuffered for UnbufferedServerConnection {
     ) -> UnbufferedStatus<'c, 'i, Self::Data> {
         let common: &mut UnbufferedConnectionCommon<Self::Data> = self;
         common.process_tls_records(incoming)
+    }
+
+    fn resumed(&self) -> bool {
+        self.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    }
+
+    fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, Kernel), rustls::Error> {
+        let (secrets, kernel) = self.dangerous_into_kernel_connection()?;
+        Ok((secrets, Kernel::Server(kernel)))
     }
 }
 

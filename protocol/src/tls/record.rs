@@ -106,18 +106,16 @@ pub(crate) enum Kernel {
 }
 
 impl Kernel {
-    fn update_tx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
-        match self {
-            Kernel::Client(k) => k.update_tx_secret(),
-            Kernel::Server(k) => k.update_tx_secret(),
-        }
-    }
-
-    fn update_rx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
-        match self {
-            Kernel::Client(k) => k.update_rx_secret(),
-            Kernel::Server(k) => k.update_rx_secret(),
-        }
+    /// The keys after a key update of our sending side (`tx`) or of the peer's.
+    fn next_keys(&mut self, tx: bool) -> io::Result<Keys> {
+        let next = match (self, tx) {
+            (Kernel::Client(k), true) => k.update_tx_secret(),
+            (Kernel::Client(k), false) => k.update_rx_secret(),
+            (Kernel::Server(k), true) => k.update_tx_secret(),
+            (Kernel::Server(k), false) => k.update_rx_secret(),
+        };
+        let (seq, secrets) = next.map_err(|e| tls_error(format!("key update: {e}")))?;
+        Keys::new(seq, secrets)
     }
 
     pub(crate) fn suite(&self) -> rustls::SupportedCipherSuite {
@@ -358,12 +356,7 @@ impl<R: AsyncRead + Unpin> RecordReader<R> {
                     [1] => true,
                     _ => return Err(tls_error("a malformed key update")),
                 };
-                let (seq, secrets) = self
-                    .control
-                    .kernel()
-                    .update_rx()
-                    .map_err(|e| tls_error(format!("key update: {e}")))?;
-                self.keys = Keys::new(seq, secrets)?;
+                self.keys = self.control.kernel().next_keys(false)?;
                 if asked {
                     self.control
                         .peer_asked_update
@@ -534,12 +527,7 @@ impl<W: AsyncWrite + Unpin> RecordWriter<W> {
     /// then takes the next one.
     fn update_keys(&mut self, ask: bool) -> io::Result<()> {
         self.seal(HANDSHAKE, &[KEY_UPDATE, 0, 0, 1, ask as u8])?;
-        let (seq, secrets) = self
-            .control
-            .kernel()
-            .update_tx()
-            .map_err(|e| tls_error(format!("key update: {e}")))?;
-        self.keys = Keys::new(seq, secrets)?;
+        self.keys = self.control.kernel().next_keys(true)?;
         Ok(())
     }
 
@@ -636,8 +624,7 @@ impl<W: AsyncWrite + Unpin> RecordWriter<W> {
 
     /// Takes the next sending key without telling the peer (a test sends the update).
     pub(super) fn advance_tx_key_for_tests(&mut self) {
-        let (seq, secrets) = self.control.kernel().update_tx().unwrap();
-        self.keys = Keys::new(seq, secrets).unwrap();
+        self.keys = self.control.kernel().next_keys(true).unwrap();
     }
 
     pub(super) fn buffer_capacity_for_tests(&self) -> usize {

@@ -50,6 +50,25 @@ async fn pair() -> (TcpStream, TcpStream) {
     (c.unwrap(), s.unwrap().0)
 }
 
+/// Our client and our server, handshaken over the connected sockets `c` and `s`.
+async fn ours_over(
+    (client, server): &(Arc<ClientConfig>, Arc<ServerConfig>),
+    c: TcpStream,
+    s: TcpStream,
+) -> (Established, Established) {
+    let (c, s) = tokio::join!(
+        connect(c, client, name(), 64 << 10),
+        accept(s, server, 256 << 10)
+    );
+    (c.unwrap(), s.unwrap())
+}
+
+/// Our client and our server on a fresh pair of sockets.
+async fn ours(configs: &(Arc<ClientConfig>, Arc<ServerConfig>)) -> (Established, Established) {
+    let (c, s) = pair().await;
+    ours_over(configs, c, s).await
+}
+
 /// Bytes whose every position differs from its neighbours' (a misplaced byte shows).
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
@@ -80,13 +99,7 @@ const SIZES: [usize; 7] = [1, 16383, 16384, 16385, 100_000, 1 << 20, 3 << 20];
 
 #[tokio::test]
 async fn ours_to_ours_both_ways_and_a_clean_close() {
-    let (client, server) = configs();
-    let (c, s) = pair().await;
-    let (c, s) = tokio::join!(
-        connect(c, &client, name(), 64 << 10),
-        accept(s, &server, 256 << 10)
-    );
-    let (mut c, mut s) = (c.unwrap(), s.unwrap());
+    let (mut c, mut s) = ours(&configs()).await;
     assert_eq!(c.binding, s.binding);
     assert_eq!(c.binding.len(), crate::stream::BINDING_LEN);
     for (i, len) in SIZES.into_iter().enumerate() {
@@ -192,22 +205,12 @@ async fn key_updates_either_way_keep_the_stream_whole() {
 
 #[tokio::test]
 async fn a_second_connection_resumes_from_the_ticket_our_reader_took() {
-    let (client, server) = configs();
-    let (c, s) = pair().await;
-    let (c, s) = tokio::join!(
-        connect(c, &client, name(), 64 << 10),
-        accept(s, &server, 256 << 10)
-    );
-    let (mut c, mut s) = (c.unwrap(), s.unwrap());
+    let configs = configs();
+    let (mut c, mut s) = ours(&configs).await;
     assert!(!c.resumed);
     // The server's tickets come after the handshake; reading anything takes them in.
     exchange(&mut c.rd, &mut s.wr, b"hello", b"hello").await;
-    let (c2, s2) = pair().await;
-    let (c2, s2) = tokio::join!(
-        connect(c2, &client, name(), 64 << 10),
-        accept(s2, &server, 256 << 10)
-    );
-    let (c2, s2) = (c2.unwrap(), s2.unwrap());
+    let (c2, s2) = ours(&configs).await;
     assert!(c2.resumed && s2.resumed, "the second handshake resumed");
     assert_eq!(c2.binding, s2.binding);
     assert_ne!(
@@ -223,14 +226,10 @@ async fn ours_and_raw() -> (Established, RecordWriter<tokio::net::tcp::OwnedWrit
 }
 
 async fn ours_and_raw_with(
-    (client, server): (Arc<ClientConfig>, Arc<ServerConfig>),
+    configs: (Arc<ClientConfig>, Arc<ServerConfig>),
 ) -> (Established, RecordWriter<tokio::net::tcp::OwnedWriteHalf>) {
-    let (c, s) = pair().await;
-    let (c, s) = tokio::join!(
-        connect(c, &client, name(), 64 << 10),
-        accept(s, &server, 256 << 10)
-    );
-    (s.unwrap(), c.unwrap().wr)
+    let (c, s) = ours(&configs).await;
+    (s, c.wr)
 }
 
 async fn read_error(rd: &mut RecordReader<tokio::net::tcp::OwnedReadHalf>) -> String {
@@ -352,14 +351,9 @@ async fn a_handshake_larger_than_the_first_buffer_completes() {
 async fn a_slow_reader_does_not_grow_the_writer() {
     // The server's socket takes little at a time and the client reads slowly: the socket
     // drains the writer's records in parts, never whole, for the whole transfer.
-    let (client, server) = configs();
     let (c, s) = pair().await;
     nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::SndBuf, &(64 << 10)).unwrap();
-    let (c, s) = tokio::join!(
-        connect(c, &client, name(), 64 << 10),
-        accept(s, &server, 256 << 10)
-    );
-    let (mut c, mut s) = (c.unwrap(), s.unwrap());
+    let (mut c, mut s) = ours_over(&configs(), c, s).await;
     const TOTAL: usize = 48 << 20;
     let reader = tokio::spawn(async move {
         let mut buf = vec![0u8; 32 << 10];
@@ -408,13 +402,7 @@ async fn the_frame_writer_sends_what_the_record_writer_holds_when_its_queue_is_e
     // One large frame and nothing after it, to a peer that starts reading late: the socket
     // is full when the last records are sealed, so they wait in the record writer, and
     // only a flush (nothing else queued will ever push them) sends them.
-    let (client, server) = configs();
-    let (c, s) = pair().await;
-    let (c, s) = tokio::join!(
-        connect(c, &client, name(), 64 << 10),
-        accept(s, &server, 256 << 10)
-    );
-    let (mut c, s) = (c.unwrap(), s.unwrap());
+    let (mut c, s) = ours(&configs()).await;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let wr: crate::stream::BoxWrite = Box::new(s.wr);
     let writer = tokio::spawn(crate::writer::run(
