@@ -58,6 +58,17 @@ fn files(dir: &Path, n: usize) {
     }
 }
 
+/// Gives every file in `dir` to uid and gid 1000, with `mode` if given.
+fn give_files_to_1000(dir: &Path, mode: Option<u32>) {
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        std::os::unix::fs::chown(&p, Some(1000), Some(1000)).unwrap();
+        if let Some(mode) = mode {
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+        }
+    }
+}
+
 /// A reader of `dir` through a mount: lists it, opens and reads its first `first` files in
 /// listing order, says "ready" and waits for a line; then reads the rest, printing
 /// "name<TAB>content" (or "name<TAB>ERR errno") for each.
@@ -264,11 +275,7 @@ fn an_open_done_ahead_for_one_user_is_never_anothers() {
     files(&dir, 40);
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
     // Every file is 1000's alone.
-    for e in fs::read_dir(&dir).unwrap() {
-        let p = e.unwrap().path();
-        std::os::unix::fs::chown(&p, Some(1000), Some(1000)).unwrap();
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
-    }
+    give_files_to_1000(&dir, Some(0o600));
     let (m, metrics) = mount(&server, &["allow_other"]);
     let w = Walker::start(&m.path.join("d"), 2, Some(1000));
     assert!(ahead(&metrics).0 > 0, "nothing was opened ahead");
@@ -332,10 +339,7 @@ fn a_chmod_through_the_mount_mid_walk_is_obeyed() {
     let dir = export.join("d");
     files(&dir, 40);
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
-    for e in fs::read_dir(&dir).unwrap() {
-        let p = e.unwrap().path();
-        std::os::unix::fs::chown(&p, Some(1000), Some(1000)).unwrap();
-    }
+    give_files_to_1000(&dir, None);
     let (m, metrics) = mount(&server, &["allow_other"]);
     let w = Walker::start(&m.path.join("d"), 2, Some(1000));
     assert!(ahead(&metrics).0 > 0, "nothing was opened ahead");
