@@ -49,6 +49,9 @@ pub struct RawClient {
     /// Credentials `call` attaches (root by default, as the tests run as root); None sends
     /// none.
     pub credentials: Option<proto::Credentials>,
+    /// Notify frames that came while `call` waited for its reply, for `recv` to return
+    /// first (they are unsolicited: a change on the server's disk may be told at any time).
+    notices: std::collections::VecDeque<Frame>,
 }
 
 impl RawClient {
@@ -88,6 +91,7 @@ impl RawClient {
             chunk: vec![0; 256 << 10],
             next: 1,
             credentials: Some(proto::Credentials::default()),
+            notices: Default::default(),
         }
     }
 
@@ -203,6 +207,13 @@ impl RawClient {
 
     /// The next frame, or `None` once the server closed the connection.
     pub fn recv(&mut self) -> Option<Frame> {
+        if let Some(f) = self.notices.pop_front() {
+            return Some(f);
+        }
+        self.recv_from_wire()
+    }
+
+    fn recv_from_wire(&mut self) -> Option<Frame> {
         loop {
             if let Some(f) = self
                 .codec
@@ -239,7 +250,14 @@ impl RawClient {
             body = protocol::credentials::attach(body, who);
         }
         self.send(Frame::request_bytes(cmd, StreamId(id), body, Bytes::new()));
-        let reply = self.recv().expect("a reply");
+        let reply = loop {
+            let f = self.recv_from_wire().expect("a reply");
+            if f.stream_id == StreamId::CONTROL && f.cmd == Command::Notify.code() {
+                self.notices.push_back(f);
+                continue;
+            }
+            break f;
+        };
         assert_eq!(reply.stream_id, StreamId(id));
         match reply_errno(&reply) {
             0 => Ok(reply.decode_msg("reply").unwrap()),
