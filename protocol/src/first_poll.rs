@@ -9,7 +9,14 @@
 //! is spawned there, without waking anyone. A wake during the first poll (a task that yields)
 //! spawns it as soon as that poll returns. Either way the task is spawned exactly once, and
 //! from then on the runtime polls it with its own waker.
+//!
+//! A thread that hands out results (the mount's reader of replies) may instead poll the
+//! tasks it wakes itself (`poll_woken_here`): a task waiting for its first wake that is woken
+//! inside that call is polled on this thread when the call returns, outside whatever lock
+//! the wake came from, and parked again if it must wait once more. That saves spawning it,
+//! and the wake of another runtime thread that would steal it.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -35,6 +42,14 @@ struct FirstPoll {
     rt: Handle,
 }
 
+/// Tasks woken inside `poll_woken_here`, each with its state, in the order of their wakes.
+type Woken = Vec<(Arc<FirstPoll>, Task)>;
+
+thread_local! {
+    /// Inside `poll_woken_here`: the tasks woken on this thread so far, to poll when it ends.
+    static WOKEN_HERE: RefCell<Option<Woken>> = const { RefCell::new(None) };
+}
+
 impl FirstPoll {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding it can only be in `spawn`; the state is still whole.
@@ -50,6 +65,7 @@ impl Wake for FirstPoll {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
+        let here = WOKEN_HERE.with(|here| here.borrow().is_some());
         let task = {
             let mut state = self.lock();
             match std::mem::replace(&mut *state, State::Spawned) {
@@ -57,27 +73,84 @@ impl Wake for FirstPoll {
                     *state = State::WokenWhilePolling;
                     return;
                 }
-                State::Parked(task) => task,
+                State::Parked(task) if here => {
+                    // Polled when `poll_woken_here` returns; a wake before then makes that
+                    // poll's end spawn it, as during a first poll.
+                    *state = State::Polling;
+                    task
+                }
+                State::Parked(task) => {
+                    drop(state);
+                    self.rt.spawn(task);
+                    return;
+                }
                 other => {
                     *state = other;
                     return;
                 }
             }
         };
-        self.rt.spawn(task);
+        let task = WOKEN_HERE.with(|woken| match woken.borrow_mut().as_mut() {
+            Some(woken) => {
+                woken.push((self.clone(), task));
+                None
+            }
+            None => Some(task),
+        });
+        if let Some(task) = task {
+            *self.lock() = State::Spawned;
+            self.rt.spawn(task);
+        }
     }
+}
+
+/// Runs `f`; the tasks of `run` still waiting for their first wake that `f` wakes on this
+/// thread are polled here once `f` has returned (each once; one that must wait again is
+/// parked again). A task that panics here is dropped, as the runtime drops one, and the
+/// others still run. Not nested: inside `f`, a call of its own polls nothing more.
+pub fn poll_woken_here<R>(f: impl FnOnce() -> R) -> R {
+    let outer = WOKEN_HERE.with(|here| here.borrow().is_some());
+    if outer {
+        return f();
+    }
+    WOKEN_HERE.with(|here| *here.borrow_mut() = Some(Vec::new()));
+    // Taken back even if `f` panics: a later wake on this thread then spawns as usual.
+    struct Leave;
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            WOKEN_HERE.with(|here| here.borrow_mut().take());
+        }
+    }
+    let leave = Leave;
+    let r = f();
+    let woken = WOKEN_HERE
+        .with(|here| here.borrow_mut().take())
+        .unwrap_or_default();
+    drop(leave);
+    for (first, task) in woken {
+        let polled = std::panic::AssertUnwindSafe(|| poll_here(first, task));
+        if std::panic::catch_unwind(polled).is_err() {
+            tracing::error!("a task panicked; it was dropped");
+        }
+    }
+    r
 }
 
 /// Polls `task` once on this thread (inside `rt`'s context); if it is not done, hands it to
 /// `rt` when it is woken (at once if it was woken during that poll).
 pub fn run(rt: &Handle, task: impl Future<Output = ()> + Send + 'static) {
-    let mut task: Task = Box::pin(task);
     let first = Arc::new(FirstPoll {
         state: Mutex::new(State::Polling),
         rt: rt.clone(),
     });
+    poll_here(first, Box::pin(task));
+}
+
+/// Polls `task`, whose state is `Polling`, on this thread; if it is not done, parks it for
+/// its next wake, or spawns it if it was woken meanwhile.
+fn poll_here(first: Arc<FirstPoll>, mut task: Task) {
     let waker = Waker::from(first.clone());
-    let _in_runtime = rt.enter();
+    let _in_runtime = first.rt.enter();
     if let Poll::Ready(()) = task.as_mut().poll(&mut Context::from_waker(&waker)) {
         *first.lock() = State::Spawned;
         return;
@@ -87,7 +160,7 @@ pub fn run(rt: &Handle, task: impl Future<Output = ()> + Send + 'static) {
         State::WokenWhilePolling => {
             *state = State::Spawned;
             drop(state);
-            rt.spawn(task);
+            first.rt.spawn(task);
         }
         _ => *state = State::Parked(task),
     }
@@ -220,6 +293,112 @@ mod tests {
             });
         }
         until(&done, 10);
+    }
+
+    #[test]
+    fn tasks_woken_inside_poll_woken_here_run_on_that_thread_before_it_returns() {
+        let rt = runtime();
+        let here = std::thread::current().id();
+        let ran_on = Arc::new(Mutex::new(Vec::new()));
+        let mut senders = Vec::new();
+        for _ in 0..3 {
+            let (s, r) = tokio::sync::oneshot::channel::<()>();
+            let ran_on = ran_on.clone();
+            run(rt.handle(), async move {
+                r.await.unwrap();
+                ran_on.lock().unwrap().push(std::thread::current().id());
+            });
+            senders.push(s);
+        }
+        let returned = poll_woken_here(|| {
+            for s in senders {
+                s.send(()).unwrap();
+            }
+            // Not yet: polled once this returns, outside it.
+            assert!(ran_on.lock().unwrap().is_empty());
+            7
+        });
+        assert_eq!(returned, 7);
+        assert_eq!(*ran_on.lock().unwrap(), vec![here; 3]);
+    }
+
+    #[test]
+    fn a_task_polled_here_that_waits_again_is_finished_by_whoever_wakes_it_next() {
+        let rt = runtime();
+        let done = Arc::new(AtomicUsize::new(0));
+        let (s1, r1) = tokio::sync::oneshot::channel::<()>();
+        let (s2, r2) = tokio::sync::oneshot::channel::<()>();
+        let (s3, r3) = tokio::sync::oneshot::channel::<()>();
+        let d = done.clone();
+        run(rt.handle(), async move {
+            r1.await.unwrap();
+            d.fetch_add(1, Ordering::SeqCst);
+            r2.await.unwrap();
+            d.fetch_add(1, Ordering::SeqCst);
+            r3.await.unwrap();
+            d.fetch_add(1, Ordering::SeqCst);
+        });
+        poll_woken_here(|| s1.send(()).unwrap());
+        assert_eq!(
+            done.load(Ordering::SeqCst),
+            1,
+            "polled here up to its next wait"
+        );
+        // Woken here again, then from a plain thread (spawned on the runtime).
+        poll_woken_here(|| s2.send(()).unwrap());
+        assert_eq!(done.load(Ordering::SeqCst), 2);
+        std::thread::spawn(move || s3.send(()).unwrap());
+        until(&done, 3);
+    }
+
+    #[test]
+    fn a_task_woken_here_and_elsewhere_at_once_runs_once_to_its_end() {
+        let rt = runtime();
+        let done = Arc::new(AtomicUsize::new(0));
+        for _ in 0..500 {
+            let notify = Arc::new(tokio::sync::Notify::new());
+            let (s, r) = tokio::sync::oneshot::channel::<()>();
+            let (d, nf) = (done.clone(), notify.clone());
+            run(rt.handle(), async move {
+                let _ = tokio::join!(nf.notified(), r);
+                d.fetch_add(1, Ordering::SeqCst);
+            });
+            // The other wake races the one here from a plain thread.
+            let other = std::thread::spawn(move || notify.notify_one());
+            poll_woken_here(|| s.send(()).unwrap());
+            other.join().unwrap();
+        }
+        until(&done, 500);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(done.load(Ordering::SeqCst), 500);
+    }
+
+    #[test]
+    fn a_task_that_panics_when_polled_here_is_dropped_and_the_others_still_run() {
+        let rt = runtime();
+        let done = Arc::new(AtomicUsize::new(0));
+        let mut senders = Vec::new();
+        for i in 0..3 {
+            let (s, r) = tokio::sync::oneshot::channel::<()>();
+            let d = done.clone();
+            run(rt.handle(), async move {
+                r.await.unwrap();
+                assert!(i != 1, "the second task panics");
+                d.fetch_add(1, Ordering::SeqCst);
+            });
+            senders.push(s);
+        }
+        poll_woken_here(|| senders.drain(..).for_each(|s| s.send(()).unwrap()));
+        assert_eq!(done.load(Ordering::SeqCst), 2);
+        // Nothing is left in this thread's state: the next wake here spawns as usual.
+        let (s, r) = tokio::sync::oneshot::channel::<()>();
+        let d = done.clone();
+        run(rt.handle(), async move {
+            r.await.unwrap();
+            d.fetch_add(1, Ordering::SeqCst);
+        });
+        s.send(()).unwrap();
+        until(&done, 3);
     }
 
     /// Polls `f` once, whatever it gives.

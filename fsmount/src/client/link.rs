@@ -19,6 +19,8 @@ use super::shared::Shared;
 /// nothing received for `DEAD_AFTER`, it gives the connection up and reconnects.
 const PING_AFTER: Duration = Duration::from_secs(2);
 const DEAD_AFTER: Duration = Duration::from_secs(10);
+/// Replies with at most this much data have their waiter polled on the reader's thread.
+const POLL_HERE_MAX: usize = 64 << 10;
 
 /// The current connection's requests go out through its outbox: unbounded, so a call sends
 /// or queues its frame at once, in call order (callers are bounded before they call: by the
@@ -148,7 +150,15 @@ async fn read_replies(
             Some(Ok(frame)) => {
                 *shared.last_heard.lock() = Instant::now();
                 let stream = frame.stream_id.0;
-                if !shared.pending.complete(frame) {
+                // The task waiting for a small reply (a FUSE request's) is polled here:
+                // it answers the kernel from this thread, with no task spawned and no
+                // other thread woken. Large ones may go to another thread.
+                let completed = if frame.data.len() <= POLL_HERE_MAX {
+                    protocol::first_poll::poll_woken_here(|| shared.pending.complete(frame))
+                } else {
+                    shared.pending.complete(frame)
+                };
+                if !completed {
                     // A duplicate reply to a request resent around a reconnect, one given up
                     // on, or one never sent (a broken or hostile server): counted, dropped.
                     let n = {
