@@ -599,6 +599,28 @@ pub fn peer_closes(stream: &mut std::net::TcpStream, limit: Duration) -> bool {
     }
 }
 
+/// One datagram from `socket` into `buf`, waiting up to `within`: its length. A receive
+/// with a timeout is not restarted after a signal handler runs (signal(7)), and a test
+/// process has some (SIGCHLD, when any test's child ends): it is tried again until then.
+pub fn recv_within(
+    socket: &std::os::unix::net::UnixDatagram,
+    buf: &mut [u8],
+    within: Duration,
+) -> std::io::Result<usize> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        socket.set_read_timeout(Some(left))?;
+        match socket.recv(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
 /// Sends signal number `signal` to process `pid` (one this test started).
 pub fn send_signal(pid: u32, signal: i32) {
     if let Ok(sig) = nix::sys::signal::Signal::try_from(signal) {

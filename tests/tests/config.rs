@@ -259,9 +259,6 @@ fn systemd_hears_ready_reloading_and_stopping() {
     let dir = tempfile::tempdir().unwrap();
     let socket_path = dir.path().join("notify");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
     let export = dir.path().join("export");
     fs::create_dir(&export).unwrap();
     let mut child = std::process::Command::new(bin_dir().join("fsserver"))
@@ -276,7 +273,8 @@ fn systemd_hears_ready_reloading_and_stopping() {
         .unwrap();
     let next = || {
         let mut buf = [0u8; 256];
-        let n = socket.recv(&mut buf).unwrap_or_else(|e| {
+        let within = Duration::from_secs(10);
+        let n = e2e_tests::recv_within(&socket, &mut buf, within).unwrap_or_else(|e| {
             panic!(
                 "no notification ({e}): {}",
                 fs::read_to_string(dir.path().join("log")).unwrap_or_default()

@@ -499,9 +499,6 @@ fn fsmount_tells_systemd_it_is_ready_once_mounted() {
     std::fs::create_dir(&mnt).unwrap();
     let socket_path = dir.path().join("notify.sock");
     let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
     let _cleanup = scopeguard(&mnt);
     let mut child = Command::new(bin_dir().join("fsmount"))
         .arg(server.source("data"))
@@ -516,7 +513,7 @@ fn fsmount_tells_systemd_it_is_ready_once_mounted() {
         .spawn()
         .unwrap();
     let mut buf = [0u8; 512];
-    let n = socket.recv(&mut buf);
+    let n = e2e_tests::recv_within(&socket, &mut buf, Duration::from_secs(20));
     let mounted = is_mounted(&mnt);
     e2e_tests::send_signal(child.id(), libc::SIGTERM);
     let _ = child.wait();
