@@ -10,7 +10,9 @@
 #                                older build, to compare two versions in one session),
 #                                FSS="fsmount" to measure only some of
 #                                "local bindfs sshfs fsmount plain" (plain: fsmount without
-#                                TLS, against a second fsserver --plaintext).
+#                                TLS, against a second fsserver --plaintext),
+#                                SCRATCH=dir to work in /var/tmp itself instead of
+#                                a fresh ext4 image there (see below).
 # fsmount (TLS, the default) and plain also report CPU seconds per workload (client and
 # server, from /proc/PID/stat; per read for random reads, per file for the tree), and
 # CPU seconds per GiB moved, client and
@@ -25,7 +27,7 @@ size_mib=${SIZE_MIB:-1024}
 rtt_size_mib=${RTT_SIZE_MIB:-256}
 # The RTT file is cut from the big one: never longer than it.
 rtt_size_mib=$((rtt_size_mib < size_mib ? rtt_size_mib : size_mib))
-ensure_packages fusermount3:fuse3 bindfs:bindfs sshfs:sshfs sshd:openssh-server ssh-keygen:openssh-client \
+ensure_packages mkfs.ext4:e2fsprogs losetup:mount fusermount3:fuse3 bindfs:bindfs sshfs:sshfs sshd:openssh-server ssh-keygen:openssh-client \
     fio:fio rsync:rsync python3:python3 git:git
 ensure_fuse_device
 # Two commands: `--bin` would limit every selected package to that one binary.
@@ -36,16 +38,35 @@ bin=${FSXP_BIN:-$PWD/target/release}
 B=$(mktemp -d /var/tmp/fsxp-bench.XXXXXX)
 S=$(mktemp -d /dev/shm/fsxp-bench.XXXXXX)
 pids=()
+loop=
 cleanup() {
     for m in "$B"/mnt-*; do
         grep -qs " $m " /proc/mounts && { fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; }
     done
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    if [ -n "$loop" ]; then
+        umount "$B" 2>/dev/null || umount -l "$B" 2>/dev/null || true
+        losetup -d "$loop" 2>/dev/null || true
+        rm -f "$B.img"
+    fi
     rm -rf "$B" "$S"
 }
 trap cleanup EXIT INT TERM
 log() { echo "bench: $*" >&2; }
+
+# Every filesystem works in its own directory of one fresh ext4 (mkfs's defaults: with a
+# journal), made in a file on /var/tmp and attached with direct I/O (no second page cache).
+# Without a journal, as on some VM images' root filesystem, ext4 skips every inode deleted
+# in the last 60-300 s when it makes a new one: each create then costs more the more was
+# deleted just before, so a tree workload's time would depend on which filesystem the
+# bench ran before it. SCRATCH=dir works in /var/tmp as it is.
+if [ "${SCRATCH:-image}" != dir ]; then
+    truncate -s 16G "$B.img"
+    mkfs.ext4 -q -F "$B.img"
+    loop=$(losetup --direct-io=on -f --show "$B.img")
+    mount "$loop" "$B"
+fi
 
 # Inputs, on tmpfs so the source is never the bottleneck: a random file and a real source
 # tree (the Python standard library, the kernel's UAPI and the C++ library headers: ~2,400
