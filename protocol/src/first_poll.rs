@@ -65,7 +65,10 @@ impl Wake for FirstPoll {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        let here = WOKEN_HERE.with(|here| here.borrow().is_some());
+        // False while this thread's locals are being torn down: spawned as usual.
+        let here = WOKEN_HERE
+            .try_with(|here| here.borrow().is_some())
+            .unwrap_or(false);
         let task = {
             let mut state = self.lock();
             match std::mem::replace(&mut *state, State::Spawned) {
@@ -90,13 +93,15 @@ impl Wake for FirstPoll {
                 }
             }
         };
-        let task = WOKEN_HERE.with(|woken| match woken.borrow_mut().as_mut() {
-            Some(woken) => {
-                woken.push((self.clone(), task));
-                None
-            }
-            None => Some(task),
-        });
+        let task = WOKEN_HERE
+            .try_with(|woken| match woken.borrow_mut().as_mut() {
+                Some(woken) => {
+                    woken.push((self.clone(), task));
+                    None
+                }
+                None => Some(task),
+            })
+            .unwrap_or_else(|_| unreachable!("read above on this thread"));
         if let Some(task) = task {
             *self.lock() = State::Spawned;
             self.rt.spawn(task);
@@ -114,11 +119,16 @@ pub fn poll_woken_here<R>(f: impl FnOnce() -> R) -> R {
         return f();
     }
     WOKEN_HERE.with(|here| *here.borrow_mut() = Some(Vec::new()));
-    // Taken back even if `f` panics: a later wake on this thread then spawns as usual.
+    // Taken back even if `f` panics: the tasks it woke then go to the runtime, and a later
+    // wake on this thread spawns as usual.
     struct Leave;
     impl Drop for Leave {
         fn drop(&mut self) {
-            WOKEN_HERE.with(|here| here.borrow_mut().take());
+            let woken = WOKEN_HERE.with(|here| here.borrow_mut().take());
+            for (first, task) in woken.unwrap_or_default() {
+                *first.lock() = State::Spawned;
+                first.rt.spawn(task);
+            }
         }
     }
     let leave = Leave;
@@ -128,7 +138,9 @@ pub fn poll_woken_here<R>(f: impl FnOnce() -> R) -> R {
         .unwrap_or_default();
     drop(leave);
     for (first, task) in woken {
-        let polled = std::panic::AssertUnwindSafe(|| poll_here(first, task));
+        // Not on the budget of the task that calls this (the reader's, spent by a burst of
+        // replies): with none left, the reply's receiver would say Pending.
+        let polled = std::panic::AssertUnwindSafe(|| poll_here(first, task, Budget::Own));
         if std::panic::catch_unwind(polled).is_err() {
             tracing::error!("a task panicked; it was dropped");
         }
@@ -143,15 +155,31 @@ pub fn run(rt: &Handle, task: impl Future<Output = ()> + Send + 'static) {
         state: Mutex::new(State::Polling),
         rt: rt.clone(),
     });
-    poll_here(first, Box::pin(task));
+    poll_here(first, Box::pin(task), Budget::Caller);
+}
+
+/// Whose cooperative budget (tokio's) a poll here spends.
+enum Budget {
+    /// That of the task this runs in, if any.
+    Caller,
+    /// None: the poll is unconstrained.
+    Own,
 }
 
 /// Polls `task`, whose state is `Polling`, on this thread; if it is not done, parks it for
 /// its next wake, or spawns it if it was woken meanwhile.
-fn poll_here(first: Arc<FirstPoll>, mut task: Task) {
+fn poll_here(first: Arc<FirstPoll>, mut task: Task, budget: Budget) {
     let waker = Waker::from(first.clone());
     let _in_runtime = first.rt.enter();
-    if let Poll::Ready(()) = task.as_mut().poll(&mut Context::from_waker(&waker)) {
+    let mut cx = Context::from_waker(&waker);
+    let polled = match budget {
+        Budget::Caller => task.as_mut().poll(&mut cx),
+        Budget::Own => {
+            let once = std::future::poll_fn(|cx| task.as_mut().poll(cx));
+            std::pin::pin!(tokio::task::unconstrained(once)).poll(&mut cx)
+        }
+    };
+    if let Poll::Ready(()) = polled {
         *first.lock() = State::Spawned;
         return;
     }
@@ -399,6 +427,175 @@ mod tests {
         });
         s.send(()).unwrap();
         until(&done, 3);
+    }
+
+    #[test]
+    fn a_reader_that_spent_its_budget_still_finishes_what_it_wakes() {
+        let rt = runtime();
+        let done = Arc::new(AtomicUsize::new(0));
+        let (s, r) = tokio::sync::oneshot::channel::<()>();
+        let d = done.clone();
+        run(rt.handle(), async move {
+            r.await.unwrap();
+            d.fetch_add(1, Ordering::SeqCst);
+        });
+        let seen = done.clone();
+        let finished_here = rt
+            .block_on(rt.spawn(async move {
+                // Spent as a burst of replies would spend it.
+                let permits = tokio::sync::Semaphore::new(1 << 20);
+                while tokio::task::coop::has_budget_remaining() {
+                    permits.acquire().await.unwrap().forget();
+                }
+                poll_woken_here(|| s.send(()).unwrap());
+                seen.load(Ordering::SeqCst)
+            }))
+            .unwrap();
+        assert_eq!(finished_here, 1, "finished on the reader's thread");
+    }
+
+    #[test]
+    fn tasks_woken_before_the_call_panics_go_to_the_runtime() {
+        let rt = runtime();
+        let done = Arc::new(AtomicUsize::new(0));
+        let (s, r) = tokio::sync::oneshot::channel::<()>();
+        let d = done.clone();
+        run(rt.handle(), async move {
+            r.await.unwrap();
+            d.fetch_add(1, Ordering::SeqCst);
+        });
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            poll_woken_here(|| {
+                s.send(()).unwrap();
+                panic!("after a wake");
+            })
+        }));
+        assert!(caught.is_err());
+        until(&done, 1);
+    }
+
+    #[test]
+    fn a_task_polled_here_may_wake_others_and_calls_may_nest() {
+        let rt = runtime();
+        let done = Arc::new(AtomicUsize::new(0));
+        let (s1, r1) = tokio::sync::oneshot::channel::<()>();
+        let (s2, r2) = tokio::sync::oneshot::channel::<()>();
+        let (s3, r3) = tokio::sync::oneshot::channel::<()>();
+        let d = done.clone();
+        // Woken here first; wakes the third, still parked.
+        run(rt.handle(), async move {
+            r1.await.unwrap();
+            s3.send(()).unwrap();
+            d.fetch_add(1, Ordering::SeqCst);
+        });
+        for r in [r2, r3] {
+            let d = done.clone();
+            run(rt.handle(), async move {
+                r.await.unwrap();
+                d.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        poll_woken_here(|| {
+            s1.send(()).unwrap();
+            poll_woken_here(|| s2.send(()).unwrap());
+        });
+        until(&done, 3);
+    }
+
+    /// Panics if polled by two threads at once or after its end.
+    struct Guarded<F> {
+        inner: Pin<Box<F>>,
+        busy: std::sync::atomic::AtomicBool,
+        ended: bool,
+    }
+
+    impl<F: Future<Output = ()>> Future for Guarded<F> {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            assert!(!self.ended, "polled after its end");
+            assert!(
+                !self.busy.swap(true, Ordering::SeqCst),
+                "polled by two threads"
+            );
+            std::thread::yield_now();
+            let r = self.inner.as_mut().poll(cx);
+            self.busy.store(false, Ordering::SeqCst);
+            self.ended = r.is_ready();
+            r
+        }
+    }
+
+    #[test]
+    fn tasks_of_many_steps_woken_here_and_elsewhere_each_run_once_to_their_end() {
+        let rt = runtime();
+        let done = Arc::new(AtomicUsize::new(0));
+        let (n, steps) = (1000, 4);
+        let (to_reader, from_tasks) =
+            std::sync::mpsc::channel::<tokio::sync::oneshot::Sender<()>>();
+        let noise: Arc<Vec<tokio::sync::Notify>> =
+            Arc::new((0..n).map(|_| tokio::sync::Notify::new()).collect());
+        // A reader on the runtime: four wakes in five inside `poll_woken_here`.
+        let reader = rt.spawn(async move {
+            let mut k = 0usize;
+            loop {
+                match from_tasks.try_recv() {
+                    Ok(s) => {
+                        k += 1;
+                        if k.is_multiple_of(5) {
+                            let _ = s.send(());
+                        } else {
+                            poll_woken_here(|| {
+                                let _ = s.send(());
+                            });
+                        }
+                    }
+                    Err(std::sync::mpsc::TryRecvError::Empty) => tokio::task::yield_now().await,
+                    Err(_) => return,
+                }
+            }
+        });
+        // Spurious wakes from a plain thread meanwhile.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let noisy = {
+            let (noise, stop) = (noise.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    noise.iter().step_by(7).for_each(|nf| nf.notify_waiters());
+                }
+            })
+        };
+        for i in 0..n {
+            let (d, tx, noise) = (done.clone(), to_reader.clone(), noise.clone());
+            let task = async move {
+                for _ in 0..steps {
+                    let (s, r) = tokio::sync::oneshot::channel::<()>();
+                    tx.send(s).unwrap();
+                    let mut r = std::pin::pin!(r);
+                    loop {
+                        tokio::select! {
+                            v = &mut r => { v.unwrap(); break; }
+                            _ = noise[i].notified() => {}
+                        }
+                    }
+                }
+                d.fetch_add(1, Ordering::SeqCst);
+            };
+            run(
+                rt.handle(),
+                Guarded {
+                    inner: Box::pin(task),
+                    busy: Default::default(),
+                    ended: false,
+                },
+            );
+        }
+        drop(to_reader);
+        until(&done, n);
+        stop.store(true, Ordering::Relaxed);
+        noisy.join().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(done.load(Ordering::SeqCst), n);
+        reader.abort();
     }
 
     /// Polls `f` once, whatever it gives.

@@ -19,7 +19,8 @@ use super::shared::Shared;
 /// nothing received for `DEAD_AFTER`, it gives the connection up and reconnects.
 const PING_AFTER: Duration = Duration::from_secs(2);
 const DEAD_AFTER: Duration = Duration::from_secs(10);
-/// Replies with at most this much data have their waiter polled on the reader's thread.
+/// Replies of at most this many bytes (message and data) have their waiter polled on the
+/// reader's thread.
 const POLL_HERE_MAX: usize = 64 << 10;
 
 /// The current connection's requests go out through its outbox: unbounded, so a call sends
@@ -152,8 +153,9 @@ async fn read_replies(
                 let stream = frame.stream_id.0;
                 // The task waiting for a small reply (a FUSE request's) is polled here:
                 // it answers the kernel from this thread, with no task spawned and no
-                // other thread woken. Large ones may go to another thread.
-                let completed = if frame.data.len() <= POLL_HERE_MAX {
+                // other thread woken. Large ones (data, or a long listing to decode) may
+                // go to another thread, so the reader goes on reading.
+                let completed = if frame.msg.len() + frame.data.len() <= POLL_HERE_MAX {
                     protocol::first_poll::poll_woken_here(|| shared.pending.complete(frame))
                 } else {
                     shared.pending.complete(frame)
