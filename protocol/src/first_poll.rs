@@ -65,10 +65,6 @@ impl Wake for FirstPoll {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        // False while this thread's locals are being torn down: spawned as usual.
-        let here = WOKEN_HERE
-            .try_with(|here| here.borrow().is_some())
-            .unwrap_or(false);
         let task = {
             let mut state = self.lock();
             match std::mem::replace(&mut *state, State::Spawned) {
@@ -76,37 +72,35 @@ impl Wake for FirstPoll {
                     *state = State::WokenWhilePolling;
                     return;
                 }
-                State::Parked(task) if here => {
+                State::Parked(task) => match queue_here(self, task) {
                     // Polled when `poll_woken_here` returns; a wake before then makes that
                     // poll's end spawn it, as during a first poll.
-                    *state = State::Polling;
-                    task
-                }
-                State::Parked(task) => {
-                    drop(state);
-                    self.rt.spawn(task);
-                    return;
-                }
+                    None => {
+                        *state = State::Polling;
+                        return;
+                    }
+                    Some(task) => task,
+                },
                 other => {
                     *state = other;
                     return;
                 }
             }
         };
-        let task = WOKEN_HERE
-            .try_with(|woken| match woken.borrow_mut().as_mut() {
-                Some(woken) => {
-                    woken.push((self.clone(), task));
-                    None
-                }
-                None => Some(task),
-            })
-            .unwrap_or_else(|_| unreachable!("read above on this thread"));
-        if let Some(task) = task {
-            *self.lock() = State::Spawned;
-            self.rt.spawn(task);
-        }
+        self.rt.spawn(task);
     }
+}
+
+/// Queues `task` for the `poll_woken_here` running on this thread: None, or the task back if
+/// none runs (or this thread's locals are being torn down).
+fn queue_here(first: &Arc<FirstPoll>, task: Task) -> Option<Task> {
+    let mut task = Some(task);
+    let _ = WOKEN_HERE.try_with(|woken| {
+        if let Some(woken) = woken.borrow_mut().as_mut() {
+            woken.extend(task.take().map(|t| (first.clone(), t)));
+        }
+    });
+    task
 }
 
 /// Runs `f`; the tasks of `run` still waiting for their first wake that `f` wakes on this
@@ -219,6 +213,17 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// A task of `run` that waits for the sender returned, then counts itself in `done`.
+    fn counted_waiter(rt: &Handle, done: &Arc<AtomicUsize>) -> tokio::sync::oneshot::Sender<()> {
+        let (s, r) = tokio::sync::oneshot::channel::<()>();
+        let d = done.clone();
+        run(rt, async move {
+            r.await.unwrap();
+            d.fetch_add(1, Ordering::SeqCst);
+        });
+        s
     }
 
     #[test]
@@ -419,13 +424,7 @@ mod tests {
         poll_woken_here(|| senders.drain(..).for_each(|s| s.send(()).unwrap()));
         assert_eq!(done.load(Ordering::SeqCst), 2);
         // Nothing is left in this thread's state: the next wake here spawns as usual.
-        let (s, r) = tokio::sync::oneshot::channel::<()>();
-        let d = done.clone();
-        run(rt.handle(), async move {
-            r.await.unwrap();
-            d.fetch_add(1, Ordering::SeqCst);
-        });
-        s.send(()).unwrap();
+        counted_waiter(rt.handle(), &done).send(()).unwrap();
         until(&done, 3);
     }
 
@@ -433,12 +432,7 @@ mod tests {
     fn a_reader_that_spent_its_budget_still_finishes_what_it_wakes() {
         let rt = runtime();
         let done = Arc::new(AtomicUsize::new(0));
-        let (s, r) = tokio::sync::oneshot::channel::<()>();
-        let d = done.clone();
-        run(rt.handle(), async move {
-            r.await.unwrap();
-            d.fetch_add(1, Ordering::SeqCst);
-        });
+        let s = counted_waiter(rt.handle(), &done);
         let seen = done.clone();
         let finished_here = rt
             .block_on(rt.spawn(async move {
@@ -458,12 +452,7 @@ mod tests {
     fn tasks_woken_before_the_call_panics_go_to_the_runtime() {
         let rt = runtime();
         let done = Arc::new(AtomicUsize::new(0));
-        let (s, r) = tokio::sync::oneshot::channel::<()>();
-        let d = done.clone();
-        run(rt.handle(), async move {
-            r.await.unwrap();
-            d.fetch_add(1, Ordering::SeqCst);
-        });
+        let s = counted_waiter(rt.handle(), &done);
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             poll_woken_here(|| {
                 s.send(()).unwrap();
@@ -479,8 +468,8 @@ mod tests {
         let rt = runtime();
         let done = Arc::new(AtomicUsize::new(0));
         let (s1, r1) = tokio::sync::oneshot::channel::<()>();
-        let (s2, r2) = tokio::sync::oneshot::channel::<()>();
-        let (s3, r3) = tokio::sync::oneshot::channel::<()>();
+        let s2 = counted_waiter(rt.handle(), &done);
+        let s3 = counted_waiter(rt.handle(), &done);
         let d = done.clone();
         // Woken here first; wakes the third, still parked.
         run(rt.handle(), async move {
@@ -488,13 +477,6 @@ mod tests {
             s3.send(()).unwrap();
             d.fetch_add(1, Ordering::SeqCst);
         });
-        for r in [r2, r3] {
-            let d = done.clone();
-            run(rt.handle(), async move {
-                r.await.unwrap();
-                d.fetch_add(1, Ordering::SeqCst);
-            });
-        }
         poll_woken_here(|| {
             s1.send(()).unwrap();
             poll_woken_here(|| s2.send(()).unwrap());
