@@ -174,10 +174,7 @@ impl Fs {
     /// listing this mount holds, fresh and unchanged, if it has one (listed ahead).
     async fn fetch_page(&self, d: &mut DirStream) -> Result<()> {
         if d.next_cookie == 0 && d.entries.is_empty() {
-            let whole = {
-                let n = self.names();
-                n.known.whole(d.ino, n.attrs.generation())
-            };
+            let whole = self.names().whole_listing(d.ino);
             if let Some((entries, dir_attr)) = whole {
                 self.open_ahead
                     .listed(d.ino, true, &entries, defaults::OPEN_PREFETCH as u64);

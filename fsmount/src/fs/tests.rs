@@ -470,8 +470,7 @@ async fn subdirectories_a_readdir_shows_are_listed_ahead_and_their_readdir_needs
     assert!(names.contains(&b"d".to_vec()));
     let before = lists(&fake);
     for _ in 0..100 {
-        let generation = fs.attr_generation();
-        if fs.names().known.whole(d, generation).is_some() {
+        if fs.names().whole_listing(d).is_some() {
             break;
         }
         settle_tasks().await;
@@ -480,6 +479,48 @@ async fn subdirectories_a_readdir_shows_are_listed_ahead_and_their_readdir_needs
     let inside = read_dir_plus(&fs, d).await;
     assert!(inside.contains(&b"x".to_vec()), "{inside:?}");
     assert_eq!(lists(&fake), before + 1, "served from the listing ahead");
+}
+
+#[tokio::test]
+async fn a_listing_serves_readdir_after_changes_elsewhere_but_not_after_changes_to_what_it_lists() {
+    let (fake, fs) = core();
+    let a = fs.mkdir(Ino::ROOT, b"a", 0o755).await.unwrap().ino;
+    let b = fs.mkdir(Ino::ROOT, b"b", 0o755).await.unwrap().ino;
+    fake.replace(b"a/x", b"1");
+    fake.replace(b"b/y", b"2");
+    // As on a fresh mount: neither directory known.
+    fs.names().known.forget(a);
+    fs.names().known.forget(b);
+    let lists = |fake: &FakeServer| fake.log().iter().filter(|l| l.cmd == Command::List).count();
+    read_dir_plus(&fs, a).await;
+    read_dir_plus(&fs, b).await;
+    let listed = lists(&fake);
+    assert_eq!(read_dir_plus(&fs, b).await.len(), 3, ". .. y");
+    assert_eq!(lists(&fake), listed, "served from b's listing");
+    // A change in a (as rm -rf makes before it reads b) leaves b's listing good.
+    fs.remove(a, b"x", false).await.unwrap();
+    assert_eq!(read_dir_plus(&fs, b).await.len(), 3);
+    assert_eq!(lists(&fake), listed, "b listed again after a change in a");
+    // A change to what b lists (y's attributes) does not.
+    let y = fs.lookup(b, b"y").await.unwrap().ino;
+    let listed = lists(&fake);
+    fs.names().attrs.forget(y);
+    read_dir_plus(&fs, b).await;
+    assert_eq!(
+        lists(&fake),
+        listed + 1,
+        "b's listing served after y changed"
+    );
+    // Nor does a change to b itself.
+    read_dir_plus(&fs, b).await;
+    let listed = lists(&fake);
+    fs.names().attrs.forget(b);
+    read_dir_plus(&fs, b).await;
+    assert_eq!(
+        lists(&fake),
+        listed + 1,
+        "b's listing served after b changed"
+    );
 }
 
 /// A directory made by this mount (leased, known empty) and a file created in it,

@@ -7,7 +7,9 @@
 //! change or xattr change forgets that inode, a namespace change (create, link, remove,
 //! rename...) forgets all (parents' times, link counts). Each invalidation moves a
 //! generation on, and a reply is only kept if no invalidation happened while it was in
-//! flight, so a reply older than a change is never served after it.
+//! flight, so a reply older than a change is never served after it. Which inodes were
+//! forgotten at which generation is kept too (`unchanged_since`): a directory listing
+//! holds many inodes' attributes, and stays good while none of them changed.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -19,7 +21,14 @@ pub struct AttrCache {
     ttl: Duration,
     generation: u64,
     by_ino: HashMap<Ino, (proto::Attr, Instant)>,
+    /// The generation at which each inode was last forgotten, since `floor`.
+    changed: HashMap<Ino, u64>,
+    /// The generation of the last `forget_all` (or of the last time `changed` was full).
+    floor: u64,
 }
+
+/// Inodes whose last change is remembered; past that, all count as changed.
+const MAX_CHANGED: usize = 65536;
 
 impl AttrCache {
     /// A cache keeping attributes for `ttl` (zero: keeps nothing).
@@ -28,6 +37,8 @@ impl AttrCache {
             ttl,
             generation: 0,
             by_ino: HashMap::new(),
+            changed: HashMap::new(),
+            floor: 0,
         }
     }
 
@@ -55,18 +66,59 @@ impl AttrCache {
     pub fn forget(&mut self, ino: Ino) {
         self.generation += 1;
         self.by_ino.remove(&ino);
+        if self.changed.len() >= MAX_CHANGED {
+            self.changed.clear();
+            self.floor = self.generation;
+        } else {
+            self.changed.insert(ino, self.generation);
+        }
     }
 
     /// Names changed: any inode's attributes may have (times, link counts).
     pub fn forget_all(&mut self) {
         self.generation += 1;
         self.by_ino.clear();
+        self.changed.clear();
+        self.floor = self.generation;
+    }
+
+    /// True if none of `inos` was forgotten since a request that started at `generation`
+    /// (nor everything).
+    pub fn unchanged_since(&self, generation: u64, mut inos: impl Iterator<Item = Ino>) -> bool {
+        generation >= self.floor
+            && inos.all(|i| self.changed.get(&i).is_none_or(|&at| at <= generation))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_changed_since_a_generation() {
+        let mut c = AttrCache::new(Duration::from_secs(1));
+        c.forget(Ino(5));
+        let g = c.generation();
+        assert!(
+            c.unchanged_since(g, [Ino(5), Ino(6)].into_iter()),
+            "changed before"
+        );
+        c.forget(Ino(6));
+        assert!(!c.unchanged_since(g, [Ino(5), Ino(6)].into_iter()));
+        assert!(c.unchanged_since(g, [Ino(5), Ino(7)].into_iter()));
+        c.forget_all();
+        assert!(
+            !c.unchanged_since(g, [Ino(7)].into_iter()),
+            "everything changed"
+        );
+        let g = c.generation();
+        assert!(c.unchanged_since(g, [Ino(6)].into_iter()));
+        // Past its bound it stops telling inodes apart: all changed.
+        for i in 0..MAX_CHANGED as u64 + 1 {
+            c.forget(Ino(1000 + i));
+        }
+        assert!(!c.unchanged_since(g, [Ino(6)].into_iter()));
+    }
 
     fn attr(size: u64) -> proto::Attr {
         proto::Attr {

@@ -213,13 +213,15 @@ impl KnownDirs {
         self.dirs.remove(&dir);
     }
 
-    /// The whole listing of `dir` to serve a readdir from: fetched less than the positive
-    /// timeout ago, nothing changed by this mount since (attribute cache at `generation`).
-    pub fn whole(&self, dir: Ino, generation: u64) -> Option<Whole> {
+    /// The whole listing of `dir`, fetched less than the positive timeout ago (or under
+    /// the lease held now), and the attribute cache's generation it was fetched at: to
+    /// serve a readdir from if nothing in it changed since (`Names::whole_listing`).
+    pub fn whole(&self, dir: Ino) -> Option<(Whole, u64)> {
         let l = self.dirs.get(&dir)?;
         let recent = l.since.elapsed() < self.positive_ttl || self.holds(l);
-        let fresh = recent && l.generation == generation;
-        fresh.then(|| l.whole.clone()).flatten()
+        recent
+            .then(|| l.whole.clone().map(|w| (w, l.generation)))
+            .flatten()
     }
 
     /// Marks `dir` as being listed ahead; false if it is known, being listed already, tried

@@ -55,4 +55,19 @@ impl Names {
             over_budget: HashSet::new(),
         }
     }
+
+    /// The whole listing of `dir` to serve a readdir from (see `KnownDirs::whole`), if this
+    /// mount changed neither `dir` nor anything listed in it since it was fetched: a change
+    /// elsewhere (the files `rm -rf` removes in the directory before) leaves it good.
+    pub(in crate::fs) fn whole_listing(&self, dir: Ino) -> Option<known_dirs::Whole> {
+        let (whole, generation) = self.known.whole(dir)?;
+        let listed = whole
+            .0
+            .iter()
+            .filter_map(|e| e.attr.as_ref().and_then(|a| self.inodes.known(a)));
+        let unchanged = self
+            .attrs
+            .unchanged_since(generation, std::iter::once(dir).chain(listed));
+        unchanged.then_some(whole)
+    }
 }
