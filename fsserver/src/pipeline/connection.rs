@@ -18,7 +18,6 @@ use protocol::writer::{FileData, Queued, Sink};
 use protocol::{Command, Flags, Frame, FrameCodec, Limits, ProtocolError, StreamId};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinError;
 use tokio_util::codec::FramedRead;
 use tracing::{debug, error, info, warn};
 
@@ -30,6 +29,7 @@ use crate::coordination::leases;
 use crate::coordination::ordering::HandleOrder;
 use crate::coordination::session::Claim;
 use crate::error::FsError;
+use crate::pipeline::lane::{Lane, Panicked};
 use crate::request::Request;
 use crate::stats::ConnStats;
 use crate::Shared;
@@ -116,6 +116,8 @@ pub async fn serve(
     });
     // All connections of one token together run at most their token's share.
     let slots = crate::pipeline::slots::Slots::new(max_in_flight, shared.token_share(&auth.token));
+    // This connection's file system calls, in a thread of their own (see `lane`).
+    let lane = Arc::new(Lane::new(format!("fsserver-conn-{conn_id}")));
     let mut writer_result = None;
     let mut order = HandleOrder::default();
     // Set when the connection ends: lock waits parked on it end (their reply would go
@@ -215,6 +217,7 @@ pub async fn serve(
             paths,
             told_by_handle,
             closing: closing.clone(),
+            lane: lane.clone(),
         };
         if inline {
             // Polled here first: what needs no waiting (a cached read, open or close) is
@@ -373,6 +376,7 @@ async fn run_request(
     request: Request,
     stream: StreamId,
     shared: &Shared,
+    lane: &Lane,
 ) -> (Frame, Option<FileData>) {
     let cmd = request.command.code();
     let started = std::time::Instant::now();
@@ -426,7 +430,7 @@ async fn run_request(
             shared.stats.commands.observe_at_once(cmd);
             Ok((r, None))
         }
-        None => run_on_worker(ctx, request, wanted_dir).await,
+        None => run_on_worker(lane, ctx, request, wanted_dir).await,
     };
     let (result, mode_decides) = match result {
         Ok((reply, policy)) => (Ok(reply), policy.unwrap_or(true)),
@@ -492,12 +496,17 @@ async fn run_request(
 
 /// What a request run on a worker gives: its reply, and the lease policy's verdict when it
 /// asked for a lease.
-type WorkerResult = Result<(Result<cmd::Encoded, FsError>, Option<bool>), JoinError>;
+type WorkerResult = Result<(Result<cmd::Encoded, FsError>, Option<bool>), Panicked>;
 
-/// Runs `request` as its caller on a blocking worker; with the lease policy's verdict when
-/// the request asked for a lease on `wanted_dir`.
-async fn run_on_worker(ctx: Ctx, request: Request, wanted_dir: Option<Bytes>) -> WorkerResult {
-    tokio::task::spawn_blocking(move || match cmd::dispatch(&ctx, request) {
+/// Runs `request` as its caller on the connection's lane (or a blocking worker); with the
+/// lease policy's verdict when the request asked for a lease on `wanted_dir`.
+async fn run_on_worker(
+    lane: &Lane,
+    ctx: Ctx,
+    request: Request,
+    wanted_dir: Option<Bytes>,
+) -> WorkerResult {
+    lane.run(move || match cmd::dispatch(&ctx, request) {
         Ok((reply, _caller)) => {
             // Still as the caller, after the listing or mkdir: may the lease stand?
             let policy = wanted_dir
@@ -666,6 +675,7 @@ struct RequestTask {
     told_by_handle: Option<u64>,
     /// True once the connection ended.
     closing: tokio::sync::watch::Receiver<bool>,
+    lane: Arc<Lane>,
 }
 
 impl RequestTask {
@@ -691,6 +701,7 @@ impl RequestTask {
             paths,
             told_by_handle,
             closing,
+            lane,
         } = self;
         // After the requests on its handle it must follow (see `ordering`).
         turn.wait().await;
@@ -734,7 +745,8 @@ impl RequestTask {
             match session.replies.claim(&frame) {
                 Claim::Run => {
                     let stream = frame.stream_id.0;
-                    let (reply, _) = run_request(ctx, request, frame.stream_id, &shared).await;
+                    let (reply, _) =
+                        run_request(ctx, request, frame.stream_id, &shared, &lane).await;
                     session.replies.complete(stream, &without_prefetch(&reply));
                     (reply, None)
                 }
@@ -762,7 +774,7 @@ impl RequestTask {
                 None,
             )
         } else {
-            run_request(ctx, request, frame.stream_id, &shared).await
+            run_request(ctx, request, frame.stream_id, &shared, &lane).await
         };
         if !reply.is_error() {
             // Published before the reply goes: others hear of it no later than this client

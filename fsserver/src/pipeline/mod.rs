@@ -1,4 +1,5 @@
 pub mod connection;
+pub mod lane;
 #[allow(unsafe_code)]
 pub mod read_buffer;
 pub mod slots;
