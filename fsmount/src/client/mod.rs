@@ -157,7 +157,7 @@ impl Client {
     /// calls were made (the server orders what it must, e.g. a SetAttr after the Writes
     /// before it on the same handle). Sent at once if connected; otherwise the reconnection
     /// sends it. Carries the credentials of the operation being served, if any.
-    fn send_now(&self, cmd: Command, msg: Bytes, data: Bytes, ordered: bool) -> Sent {
+    fn send_now(&self, cmd: Command, msg: Bytes, data: Bytes, way: Way) -> Sent {
         let shared = &*self.shared;
         let started = std::time::Instant::now();
         let id = shared.new_stream_id();
@@ -166,7 +166,7 @@ impl Client {
             None => msg,
         };
         let mut frame = Frame::request_bytes(cmd, id, msg, data);
-        if ordered {
+        if way != Way::AsIs {
             frame.flags = frame.flags.with(protocol::Flags::ORDERED);
         }
         shared.metrics.bytes_sent.fetch_add(
@@ -180,7 +180,10 @@ impl Client {
             armed: true,
         };
         if let Some(link) = &*shared.link.lock() {
-            let _ = link.tx.send(frame);
+            let _ = match way {
+                Way::Behind => link.tx.send_held(frame),
+                Way::AsIs | Way::Ordered => link.tx.send(frame),
+            };
         }
         Sent {
             cmd,
@@ -259,13 +262,13 @@ impl Client {
         msg: Bytes,
         data: Bytes,
         patience: Patience,
-        ordered: bool,
+        way: Way,
     ) -> CallFuture {
         let timeout = match patience {
             Patience::MountTimeout => *self.shared.timeout.lock(),
             Patience::Forever => None,
         };
-        let sent = self.send_now(cmd, msg, data, ordered);
+        let sent = self.send_now(cmd, msg, data, way);
         let me = self.clone();
         Box::pin(async move { me.reply_to(sent, timeout).await })
     }
@@ -273,7 +276,7 @@ impl Client {
 
 impl Remote for Client {
     fn call(&self, cmd: Command, msg: Bytes, data: Bytes, patience: Patience) -> CallFuture {
-        self.call_with(cmd, msg, data, patience, false)
+        self.call_with(cmd, msg, data, patience, Way::AsIs)
     }
 
     fn call_ordered(
@@ -283,7 +286,17 @@ impl Remote for Client {
         data: Bytes,
         patience: Patience,
     ) -> CallFuture {
-        self.call_with(cmd, msg, data, patience, true)
+        self.call_with(cmd, msg, data, patience, Way::Ordered)
+    }
+
+    fn call_behind(&self, cmd: Command, msg: Bytes, data: Bytes, patience: Patience) -> CallFuture {
+        self.call_with(cmd, msg, data, patience, Way::Behind)
+    }
+
+    fn send_behind_now(&self) {
+        if let Some(link) = &*self.shared.link.lock() {
+            link.tx.send_held_now();
+        }
     }
 
     fn set_reopen(&self, reopen: Reopen) {
@@ -301,6 +314,15 @@ impl Remote for Client {
     fn set_notify(&self, notify: crate::remote::NotifyHook) {
         *self.shared.notify.lock() = Some(notify);
     }
+}
+
+/// How a request goes out (see `Remote::call`, `call_ordered`, `call_behind`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Way {
+    AsIs,
+    Ordered,
+    /// Ordered, and held back to go out with what follows.
+    Behind,
 }
 
 /// A request queued by `send_now`, awaiting its reply.

@@ -3,8 +3,14 @@
 //! for the connection's writer task. Writing on the caller's thread saves waking a runtime
 //! thread for every request, which on a small machine is a large part of a round trip.
 //!
-//! Contract: frames reach the socket whole and in the order `send` was called (callers
-//! serialize their calls: the client's link lock). A write by the caller never waits: it
+//! A frame nobody waits for now (an operation answered locally, sent behind: `send_held`)
+//! is held up to `HOLD` so that it goes out with the ones that follow it: the next frame
+//! someone waits for takes the held ones with it, and so does the `HOLD_FRAMES`th held frame;
+//! else the writer sends them when the time is up. A burst of local answers (`rm -rf`,
+//! `tar x`) then costs one write and one wake of the server per batch, not per operation.
+//!
+//! Contract: frames reach the socket whole and in the order `send` and `send_held` were
+//! called (callers serialize their calls: the client's link lock). A write by the caller never waits: it
 //! polls the socket once (no waker of its own); whatever it could not write, including TLS
 //! records the TLS layer still holds, becomes the writer task's to finish before anything
 //! queued after it. The writer task batches what is queued into few writes, each bounded by
@@ -29,6 +35,11 @@ const DIRECT_MAX: usize = 64 << 10;
 const COPY_LIMIT: usize = 64 << 10;
 /// The writer writes its batch out once it reaches this size.
 const BATCH_LIMIT: usize = 256 << 10;
+/// How long a held frame waits for others at most (tokio's timer: up to a millisecond more).
+const HOLD: Duration = Duration::from_millis(1);
+/// Held frames go out, written by the caller that holds the last of them, once there are
+/// this many or they hold `DIRECT_MAX` bytes.
+const HOLD_FRAMES: usize = 32;
 
 enum Item {
     Frame(Frame),
@@ -43,6 +54,28 @@ struct Queue {
     flush: bool,
     /// The writer has ended: nothing more is sent on this connection.
     closed: bool,
+    /// Something queued must go now (a frame from `send`, the rest of a caller's write, a
+    /// flush): the writer does not hold the queue back. When false, everything queued is
+    /// held frames.
+    urgent: bool,
+    /// The held frames queued, and their bytes (zero when `urgent`).
+    held_frames: usize,
+    held_bytes: usize,
+}
+
+impl Queue {
+    /// Takes everything queued: the writer's (or a caller's) to send now.
+    fn take(&mut self) -> VecDeque<Item> {
+        self.urgent = false;
+        self.held_frames = 0;
+        self.held_bytes = 0;
+        std::mem::take(&mut self.items)
+    }
+
+    /// The writer should wait for more before sending what is queued.
+    fn holding(&self) -> bool {
+        !self.urgent && !self.flush && !self.items.is_empty()
+    }
 }
 
 pub(super) struct Outbox {
@@ -67,42 +100,111 @@ impl Outbox {
         })
     }
 
-    /// Sends `frame` after everything sent before: now, from this thread, if nothing is
-    /// queued and the socket takes it; else through the writer. The frame back when the
-    /// connection no longer sends.
+    /// Sends `frame` after everything sent before: now, from this thread, if nothing but
+    /// held frames is queued and the socket takes them all; else through the writer. The
+    /// frame back when the connection no longer sends.
     pub fn send(&self, frame: Frame) -> Result<(), Frame> {
         let mut q = self.queue.lock();
         if q.closed {
             return Err(frame);
         }
-        let len = protocol::HEADER_LEN + frame.msg.len() + frame.data.len();
-        if q.items.is_empty() && len <= DIRECT_MAX {
-            // Not while the writer writes a batch (it holds the lock for it): then the frame
-            // queues behind what it is writing.
-            if let Ok(mut wr) = self.wr.try_lock() {
-                let bytes = encode(&frame);
-                let (written, flushed) = write_now(&mut wr, &bytes);
-                if written == bytes.len() && flushed {
-                    self.by_caller
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    return Ok(());
-                }
-                if written < bytes.len() {
-                    self.finished_by_writer
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    q.items.push_back(Item::Rest(bytes.slice(written..)));
-                }
-                q.flush = true;
-                drop(wr);
-                drop(q);
-                self.work.notify_one();
-                return Ok(());
-            }
+        let len = frame_len(&frame);
+        if !q.urgent
+            && q.held_bytes + len <= DIRECT_MAX
+            && self.write_held_and(&mut q, Some(&frame))
+        {
+            return Ok(());
         }
         q.items.push_back(Item::Frame(frame));
+        q.urgent = true;
         drop(q);
         self.work.notify_one();
         Ok(())
+    }
+
+    /// Sends `frame`, which nobody waits for yet, after everything sent before, holding it
+    /// back for a while (see the module). The frame back when the connection no longer
+    /// sends.
+    pub fn send_held(&self, frame: Frame) -> Result<(), Frame> {
+        let len = frame_len(&frame);
+        if len > DIRECT_MAX {
+            return self.send(frame);
+        }
+        let mut q = self.queue.lock();
+        if q.closed {
+            return Err(frame);
+        }
+        let first = q.items.is_empty();
+        q.items.push_back(Item::Frame(frame));
+        if q.urgent {
+            return Ok(()); // the writer was told, and sends it with the rest
+        }
+        q.held_frames += 1;
+        q.held_bytes += len;
+        if q.held_frames >= HOLD_FRAMES || q.held_bytes >= DIRECT_MAX {
+            if !self.write_held_and(&mut q, None) {
+                q.urgent = true;
+                drop(q);
+                self.work.notify_one();
+            }
+        } else if first {
+            drop(q);
+            self.work.notify_one(); // starts the writer's wait for the time to be up
+        }
+        Ok(())
+    }
+
+    /// Sends the held frames now (someone is about to wait for one of them).
+    pub fn send_held_now(&self) {
+        let mut q = self.queue.lock();
+        if !q.holding() || self.write_held_and(&mut q, None) {
+            return;
+        }
+        q.urgent = true;
+        drop(q);
+        self.work.notify_one();
+    }
+
+    /// Writes the held frames queued (there are only held ones) and then `frame` from this
+    /// thread, if no write is under way: true if it did (what the socket did not take is
+    /// left to the writer, first in the queue). False, changing nothing, if the writer is
+    /// writing.
+    fn write_held_and(&self, q: &mut Queue, frame: Option<&Frame>) -> bool {
+        // Not while the writer writes a batch (it holds the lock for it): then the frame
+        // queues behind what it is writing.
+        let Ok(mut wr) = self.wr.try_lock() else {
+            return false;
+        };
+        let mut bytes = BytesMut::with_capacity(q.held_bytes + frame.map_or(0, frame_len));
+        let held = q.take();
+        let frames = held.len() + usize::from(frame.is_some());
+        for item in &held {
+            match item {
+                Item::Frame(f) => put_frame(&mut bytes, f),
+                // Never held (it is urgent); whole, as queued, if it were.
+                Item::Rest(rest) => bytes.put_slice(rest),
+            }
+        }
+        if let Some(f) = frame {
+            put_frame(&mut bytes, f);
+        }
+        let bytes = bytes.freeze();
+        let (written, flushed) = write_now(&mut wr, &bytes);
+        if written == bytes.len() && flushed {
+            self.by_caller
+                .fetch_add(frames as u64, std::sync::atomic::Ordering::Relaxed);
+            return true;
+        }
+        if written < bytes.len() {
+            self.finished_by_writer
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            q.items.push_back(Item::Rest(bytes.slice(written..)));
+        }
+        q.flush = true;
+        q.urgent = true;
+        drop(wr);
+        self.work.notify_one();
+        true
     }
 
     /// (frames their caller wrote whole, frames a caller began and the writer finished).
@@ -148,12 +250,22 @@ impl Outbox {
                     _ = &mut stop => stopping = true,
                 }
             }
+            // Held frames only: wait for more, or for someone to need them, until the time
+            // is up (a caller may send them meanwhile).
+            let until = tokio::time::Instant::now() + HOLD;
+            while !stopping && self.queue.lock().holding() {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until) => break,
+                    _ = self.work.notified() => {}
+                    _ = &mut stop => stopping = true,
+                }
+            }
             let mut wr = self.wr.lock().await;
             loop {
                 let (items, flush) = {
                     let mut q = self.queue.lock();
                     let flush = std::mem::take(&mut q.flush);
-                    (std::mem::take(&mut q.items), flush)
+                    (q.take(), flush)
                 };
                 if items.is_empty() {
                     if flush {
@@ -175,7 +287,7 @@ impl Outbox {
                 let rest = {
                     let mut q = self.queue.lock();
                     q.closed = true;
-                    std::mem::take(&mut q.items)
+                    q.take()
                 };
                 for item in rest {
                     put(&mut wr, &mut buf, item, timeout).await?;
@@ -189,13 +301,15 @@ impl Outbox {
     }
 }
 
-/// The frame as it goes on the wire.
-fn encode(frame: &Frame) -> Bytes {
-    let mut b = BytesMut::with_capacity(protocol::HEADER_LEN + frame.msg.len() + frame.data.len());
+fn frame_len(frame: &Frame) -> usize {
+    protocol::HEADER_LEN + frame.msg.len() + frame.data.len()
+}
+
+/// Appends `frame` as it goes on the wire.
+fn put_frame(b: &mut BytesMut, frame: &Frame) {
     b.put_slice(&frame.header().encode());
     b.put_slice(&frame.msg);
     b.put_slice(&frame.data);
-    b.freeze()
 }
 
 /// Writes as much of `bytes` as the socket takes now, without waiting, then tries to flush
@@ -292,6 +406,17 @@ mod tests {
         slow_reader: bool,
         pause_every: u32,
     ) -> (u64, u64) {
+        order_kept_holding(threads, n, (pipe, slow_reader), pause_every, 0)
+    }
+
+    /// `order_kept_pausing`, every `held_every`th frame (0: none) sent with `send_held`.
+    fn order_kept_holding(
+        threads: u32,
+        n: u32,
+        (pipe, slow_reader): (usize, bool),
+        pause_every: u32,
+        held_every: u32,
+    ) -> (u64, u64) {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -325,9 +450,11 @@ mod tests {
                     if *i > n {
                         return;
                     }
-                    o.send(frame(*i))
-                        .map_err(|_| ())
-                        .expect("the outbox is open");
+                    let sent = match held_every > 0 && *i % held_every != 0 {
+                        true => o.send_held(frame(*i)),
+                        false => o.send(frame(*i)),
+                    };
+                    sent.map_err(|_| ()).expect("the outbox is open");
                     *i += 1;
                     if pause_every > 0 && *i % pause_every == 0 {
                         std::thread::sleep(Duration::from_millis(1));
@@ -369,6 +496,101 @@ mod tests {
             "no caller's write stopped part way ({whole} whole)"
         );
         assert!(whole < 1000);
+    }
+
+    #[test]
+    fn held_frames_keep_their_place_among_the_others() {
+        // Most frames held (some too long to be), every third one sent as usual; through a
+        // fast pipe and through a full one read slowly, senders pausing so the held ones
+        // also go out on the writer's timer.
+        order_kept_holding(4, 2000, (1 << 20, false), 25, 3);
+        order_kept_holding(4, 600, (2000, true), 10, 3);
+        order_kept_holding(3, 600, (1 << 20, false), 0, 50);
+    }
+
+    /// A small frame, number `i`.
+    fn small(i: u32) -> Frame {
+        Frame::request_bytes(
+            Command::Ping,
+            StreamId(i),
+            Bytes::new(),
+            vec![i as u8; 100].into(),
+        )
+    }
+
+    /// An outbox whose writer runs on the current (paused-time) runtime, and the far end.
+    fn paused_outbox() -> (Arc<Outbox>, FramedRead<tokio::io::DuplexStream, FrameCodec>) {
+        let (near, far) = tokio::io::duplex(1 << 20);
+        let (_, wr) = tokio::io::split(near);
+        let outbox = Outbox::new(Box::new(wr));
+        let o = outbox.clone();
+        tokio::spawn(async move { o.run(Duration::from_secs(30), std::future::pending()).await });
+        (
+            outbox,
+            FramedRead::new(far, FrameCodec::new(Limits::default())),
+        )
+    }
+
+    async fn expect_frames(
+        rd: &mut FramedRead<tokio::io::DuplexStream, FrameCodec>,
+        ids: std::ops::RangeInclusive<u32>,
+    ) {
+        for i in ids {
+            let f = rd.next().await.expect("a frame").expect("a whole frame");
+            assert_eq!(f.stream_id, StreamId(i));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_next_frame_someone_waits_for_takes_the_held_ones_with_it() {
+        let (outbox, mut rd) = paused_outbox();
+        for i in 1..=5 {
+            outbox.send_held(small(i)).map_err(|_| ()).unwrap();
+        }
+        // The writer has not run: the caller writes all six itself, in order.
+        outbox.send(small(6)).map_err(|_| ()).unwrap();
+        assert_eq!(outbox.written_by_callers(), (6, 0));
+        expect_frames(&mut rd, 1..=6).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn held_frames_go_out_when_enough_are_held() {
+        let (outbox, mut rd) = paused_outbox();
+        for i in 1..HOLD_FRAMES as u32 {
+            outbox.send_held(small(i)).map_err(|_| ()).unwrap();
+        }
+        assert_eq!(
+            outbox.written_by_callers(),
+            (0, 0),
+            "sent before the batch was full"
+        );
+        outbox
+            .send_held(small(HOLD_FRAMES as u32))
+            .map_err(|_| ())
+            .unwrap();
+        assert_eq!(outbox.written_by_callers(), (HOLD_FRAMES as u64, 0));
+        expect_frames(&mut rd, 1..=HOLD_FRAMES as u32).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn held_frames_go_out_by_themselves_when_the_time_is_up() {
+        let (outbox, mut rd) = paused_outbox();
+        for i in 1..=3 {
+            outbox.send_held(small(i)).map_err(|_| ()).unwrap();
+        }
+        let started = tokio::time::Instant::now();
+        expect_frames(&mut rd, 1..=3).await;
+        let waited = started.elapsed();
+        assert!(
+            waited >= HOLD,
+            "sent after {waited:?}, before the hold was up"
+        );
+        assert!(waited < HOLD * 3, "held for {waited:?}");
+        assert_eq!(outbox.written_by_callers(), (0, 0), "the writer sends them");
+        // Nothing held is left behind by an explicit send of the held ones either.
+        outbox.send_held(small(4)).map_err(|_| ()).unwrap();
+        outbox.send_held_now();
+        expect_frames(&mut rd, 4..=4).await;
     }
 
     #[test]

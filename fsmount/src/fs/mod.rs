@@ -27,6 +27,7 @@
 //! cached under.
 
 mod attrs;
+mod behind;
 mod changes;
 pub mod data;
 mod dir;

@@ -232,15 +232,15 @@ impl Fs {
         }
         n.inodes.closed(ino, fh);
         self.open_files.by_handle.lock().remove(&fh);
-        let call = self.remote.call_ordered(
+        let call = self.remote.call_behind(
             <rpc::Close as rpc::Rpc>::COMMAND,
             prost::Message::encode_to_vec(&proto::CloseRequest { handle: fh.0 }).into(),
             Bytes::new(),
             crate::remote::Patience::Forever,
         );
         drop(n);
-        tokio::spawn(async move {
-            match call.await.map_err(super::FsError::from) {
+        super::behind::after_reply(call, move |reply| {
+            match reply.map_err(super::FsError::from) {
                 Ok(_) => {}
                 // Its create failed (reported as such): the server never opened it.
                 Err(e) if e.errno() == libc::EBADF => {

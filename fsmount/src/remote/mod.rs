@@ -72,6 +72,16 @@ pub trait Remote: Send + Sync + 'static {
         self.call(cmd, msg, data, patience)
     }
 
+    /// `call_ordered` for a request nobody waits for yet (an operation answered locally):
+    /// it may be held back briefly to go out with the requests that follow it. Any later
+    /// call that is not behind sends it, as does `send_behind_now`.
+    fn call_behind(&self, cmd: Command, msg: Bytes, data: Bytes, patience: Patience) -> CallFuture {
+        self.call_ordered(cmd, msg, data, patience)
+    }
+
+    /// Sends the requests `call_behind` holds back now: someone is about to wait for them.
+    fn send_behind_now(&self) {}
+
     /// Registers how to recreate the mount's handles on a new session.
     fn set_reopen(&self, reopen: Reopen);
 

@@ -231,12 +231,14 @@ impl Fs {
         if !busy() {
             return;
         }
+        self.remote.send_behind_now();
         let mut rx = self.answered.subscribe();
         let _ = rx.wait_for(|_| !busy()).await;
     }
 
     /// Waits until no request answered locally is in flight.
     pub(in crate::fs) async fn all_settled(&self) {
+        self.remote.send_behind_now();
         let mut rx = self.answered.subscribe();
         let _ = rx.wait_for(|_| !self.names().predictions.any()).await;
     }
@@ -293,15 +295,15 @@ impl Fs {
         let epoch = self
             .sessions_lost
             .load(std::sync::atomic::Ordering::Relaxed);
-        let call = self.remote.call_ordered(
+        let call = self.remote.call_behind(
             C::COMMAND,
             req.encode_to_vec().into(),
             Bytes::new(),
             Patience::Forever,
         );
         let fs = self.clone();
-        tokio::spawn(async move {
-            let outcome = match call.await.and_then(|f| decode::<C>(&f)) {
+        crate::fs::behind::after_reply(call, move |reply| {
+            let outcome = match reply.and_then(|f| decode::<C>(&f)) {
                 Ok(reply) => Ok(Some(reply)),
                 Err(crate::remote::ClientError::Remote { errno, .. })
                     if errno == done_already
