@@ -430,7 +430,13 @@ async fn run_request(
             shared.stats.commands.observe_at_once(cmd);
             Ok((r, None))
         }
-        None => run_on_worker(lane, ctx, request, wanted_dir).await,
+        // What a client sends in order behind its local answers comes in bursts: on the
+        // lane. Anything else (an Open ahead of a walker reading a cold file) keeps the
+        // pool's parallelism for the disk.
+        None => {
+            let lane = request.ordered.then_some(lane);
+            run_on_worker(lane, ctx, request, wanted_dir).await
+        }
     };
     let (result, mode_decides) = match result {
         Ok((reply, policy)) => (Ok(reply), policy.unwrap_or(true)),
@@ -498,15 +504,16 @@ async fn run_request(
 /// asked for a lease.
 type WorkerResult = Result<(Result<cmd::Encoded, FsError>, Option<bool>), Panicked>;
 
-/// Runs `request` as its caller on the connection's lane (or a blocking worker); with the
-/// lease policy's verdict when the request asked for a lease on `wanted_dir`.
+/// Runs `request` as its caller on the connection's lane if given, else on a blocking
+/// worker; with the lease policy's verdict when the request asked for a lease on
+/// `wanted_dir`.
 async fn run_on_worker(
-    lane: &Lane,
+    lane: Option<&Lane>,
     ctx: Ctx,
     request: Request,
     wanted_dir: Option<Bytes>,
 ) -> WorkerResult {
-    lane.run(move || match cmd::dispatch(&ctx, request) {
+    let run = move || match cmd::dispatch(&ctx, request) {
         Ok((reply, _caller)) => {
             // Still as the caller, after the listing or mkdir: may the lease stand?
             let policy = wanted_dir
@@ -514,8 +521,11 @@ async fn run_on_worker(
             (Ok(reply), policy)
         }
         Err(e) => (Err(e), None),
-    })
-    .await
+    };
+    match lane {
+        Some(lane) => lane.run(run).await,
+        None => tokio::task::spawn_blocking(run).await.map_err(|_| Panicked),
+    }
 }
 
 /// Runs a Lock request: tries on a worker, and between tries waits parked

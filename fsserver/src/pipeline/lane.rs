@@ -1,8 +1,8 @@
-//! A connection's lane: one thread of its own that runs the connection's blocking work
-//! (file system calls) in the order it is queued. A burst of small requests (a client's
-//! batch of operations it answered locally: an `rm -rf`, a `tar x`) then costs one thread
-//! wake-up for the burst, where tokio's blocking pool wakes an idle thread for every job
-//! and lets them contend for the same directory.
+//! A connection's lane: one thread of its own that runs blocking work (file system calls)
+//! in the order it is queued. The connection's ORDERED requests go there: a client's batch
+//! of operations it answered locally (an `rm -rf`, a `tar x`) then costs one thread wake-up
+//! for the burst, where tokio's blocking pool wakes an idle thread for every job and lets
+//! them contend for the same directory.
 //!
 //! Contract: every job runs exactly once, on the lane or, when the lane is held up, on
 //! tokio's blocking pool: a job queued while the lane's current job has run `HELD_UP` or
