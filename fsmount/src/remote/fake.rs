@@ -101,6 +101,8 @@ pub struct FakeState {
     /// (command, fault, times left, releases seen when injected).
     rules: Mutex<Vec<(Command, Fault, usize, u64)>>,
     log: Mutex<Vec<Logged>>,
+    /// The commands sent with `call_behind` (held back by a real client), in order.
+    behind: Mutex<Vec<Command>>,
     /// Requests received so far (to wait for one).
     received: watch::Sender<usize>,
     /// Bumped by `release`: hanging requests go on.
@@ -171,6 +173,7 @@ impl FakeServer {
             tree: Mutex::new(tree),
             rules: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
+            behind: Mutex::new(Vec::new()),
             received: watch::channel(0).0,
             released: watch::channel(0).0,
             reopen: Mutex::new(None),
@@ -215,6 +218,11 @@ impl FakeState {
     /// Requests received so far.
     pub fn log(&self) -> Vec<Logged> {
         self.log.lock().clone()
+    }
+
+    /// The commands sent with `call_behind`, in order.
+    pub fn sent_behind(&self) -> Vec<Command> {
+        self.behind.lock().clone()
     }
 
     /// The contents of the file at `path`.
@@ -385,6 +393,17 @@ impl Remote for FakeServer {
         data: Bytes,
         _patience: Patience,
     ) -> CallFuture {
+        self.call_in_order(cmd, msg, data)
+    }
+
+    fn call_behind(
+        &self,
+        cmd: Command,
+        msg: Bytes,
+        data: Bytes,
+        _patience: Patience,
+    ) -> CallFuture {
+        self.behind.lock().push(cmd);
         self.call_in_order(cmd, msg, data)
     }
 

@@ -23,6 +23,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use prost::Message;
 use protocol::rpc::{self, Rpc};
+use protocol::Command;
 
 use crate::fs::block_cache::Block;
 use crate::fs::budget::Claim;
@@ -295,12 +296,19 @@ impl Fs {
         let epoch = self
             .sessions_lost
             .load(std::sync::atomic::Ordering::Relaxed);
-        let call = self.remote.call_behind(
-            C::COMMAND,
-            req.encode_to_vec().into(),
-            Bytes::new(),
-            Patience::Forever,
-        );
+        // A file's close reports what failed of its create, open or attribute change if it
+        // is known by then: those go out at once, as the requests someone waits for. The
+        // rest (removes, renames, mkdirs: nothing closes them) may be held and batched.
+        let (cmd, msg) = (C::COMMAND, req.encode_to_vec().into());
+        let call = match cmd {
+            Command::Create | Command::Open | Command::SetAttr => {
+                self.remote
+                    .call_ordered(cmd, msg, Bytes::new(), Patience::Forever)
+            }
+            _ => self
+                .remote
+                .call_behind(cmd, msg, Bytes::new(), Patience::Forever),
+        };
         let fs = self.clone();
         crate::fs::behind::after_reply(call, move |reply| {
             let outcome = match reply.and_then(|f| decode::<C>(&f)) {
