@@ -410,3 +410,29 @@ fn a_file_another_mount_made_under_its_lease_is_there_for_the_next_open() {
         );
     }
 }
+
+#[test]
+fn a_readdir_never_shows_attributes_this_mount_changed_of_a_file_the_kernel_forgot() {
+    require_mount_support();
+    let server = Server::start(&[]);
+    let exp = server.export("data");
+    fs::create_dir_all(exp.join("R/A")).unwrap();
+    fs::create_dir_all(exp.join("R/B")).unwrap();
+    fs::write(exp.join("R/A/f"), b"data").unwrap();
+    fs::hard_link(exp.join("R/A/f"), exp.join("R/B/g")).unwrap();
+    let mount = Mount::new(&server, "data", &[]);
+    let m = &mount.path;
+    // A readdir of R lists A and B ahead; B's listing shows g with two links.
+    sh(&format!("ls -l {}/R >/dev/null", m.display()));
+    std::thread::sleep(Duration::from_millis(300));
+    // Removing f drops the last name the kernel knew the inode by: it forgets it.
+    fs::remove_file(m.join("R/A/f")).unwrap();
+    assert!(fsmount_sync(m).status.success());
+    assert_eq!(fs::metadata(exp.join("R/B/g")).unwrap().nlink(), 1);
+    for _ in 0..3 {
+        let listed = sh(&format!("ls -l {}/R/B", m.display()));
+        let links = fs::symlink_metadata(m.join("R/B/g")).unwrap().nlink();
+        assert_eq!(links, 1, "g shown with {links} links after its other name went: {listed}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -309,10 +309,14 @@ impl Fs {
     pub fn forget(&self, ino: Ino, n: u64) {
         let gone = {
             let mut names = self.names();
+            let key = names.inodes.key_of(ino);
             let gone = names.inodes.forget(ino, n);
             if gone {
                 names.predictions.unpredictable(ino);
-                names.attrs.forget(ino);
+                match key {
+                    Some(key) => names.attrs.gone(ino, key),
+                    None => names.attrs.forget(ino),
+                }
                 names.known.forget(ino);
             }
             gone

@@ -535,6 +535,21 @@ async fn leased_file(fs: &Arc<Fs>, name: &[u8]) -> (Ino, Ino, Fh) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_create_goes_out_at_once_and_a_local_remove_may_be_held() {
+    let (fake, fs) = core();
+    let (dir, ino, _fh) = leased_file(&fs, b"f").await;
+    assert!(fs.answered_here(ino), "the create was answered locally");
+    // What a close reports (its create failed) must be able to arrive before the close.
+    assert!(
+        !fake.sent_behind().contains(&Command::Create),
+        "the create was held: {:?}",
+        fake.sent_behind()
+    );
+    fs.remove(dir, b"f", false).await.unwrap();
+    assert_eq!(fake.sent_behind(), vec![Command::Remove]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_close_answered_locally_never_overtakes_a_write_batch_on_its_way_out() {
     let (fake, fs) = core();
     let (_, ino, fh) = leased_file(&fs, b"f").await;

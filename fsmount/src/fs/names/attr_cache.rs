@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::fs::ids::Ino;
+use crate::fs::names::inodes::Key;
 
 #[derive(Debug)]
 pub struct AttrCache {
@@ -23,6 +24,9 @@ pub struct AttrCache {
     by_ino: HashMap<Ino, (proto::Attr, Instant)>,
     /// The generation at which each inode was last forgotten, since `floor`.
     changed: HashMap<Ino, u64>,
+    /// The same for inodes the kernel has forgotten since (gone from the inode table, so
+    /// known by the server's identity only).
+    changed_gone: HashMap<Key, u64>,
     /// The generation of the last `forget_all` (or of the last time `changed` was full).
     floor: u64,
 }
@@ -38,6 +42,7 @@ impl AttrCache {
             generation: 0,
             by_ino: HashMap::new(),
             changed: HashMap::new(),
+            changed_gone: HashMap::new(),
             floor: 0,
         }
     }
@@ -66,27 +71,49 @@ impl AttrCache {
     pub fn forget(&mut self, ino: Ino) {
         self.generation += 1;
         self.by_ino.remove(&ino);
-        if self.changed.len() >= MAX_CHANGED {
-            self.changed.clear();
-            self.floor = self.generation;
+        if self.changed.len() + self.changed_gone.len() >= MAX_CHANGED {
+            self.all_changed();
         } else {
             self.changed.insert(ino, self.generation);
         }
+    }
+
+    /// The kernel forgot `ino`, whose server identity is `key`: its attributes go, and what
+    /// changed of it stays known by `key`.
+    pub fn gone(&mut self, ino: Ino, key: Key) {
+        self.forget(ino);
+        if let Some(at) = self.changed.remove(&ino) {
+            self.changed_gone.insert(key, at);
+        }
+    }
+
+    fn all_changed(&mut self) {
+        self.changed.clear();
+        self.changed_gone.clear();
+        self.floor = self.generation;
     }
 
     /// Names changed: any inode's attributes may have (times, link counts).
     pub fn forget_all(&mut self) {
         self.generation += 1;
         self.by_ino.clear();
-        self.changed.clear();
-        self.floor = self.generation;
+        self.all_changed();
     }
 
-    /// True if none of `inos` was forgotten since a request that started at `generation`
-    /// (nor everything).
-    pub fn unchanged_since(&self, generation: u64, mut inos: impl Iterator<Item = Ino>) -> bool {
+    /// True if nothing of `objects` (each an inode, or a server identity for one the kernel
+    /// does not know now) was forgotten since a request that started at `generation` (nor
+    /// everything).
+    pub fn unchanged_since(
+        &self,
+        generation: u64,
+        mut objects: impl Iterator<Item = (Option<Ino>, Key)>,
+    ) -> bool {
+        let since = |at: Option<&u64>| at.is_none_or(|&at| at <= generation);
         generation >= self.floor
-            && inos.all(|i| self.changed.get(&i).is_none_or(|&at| at <= generation))
+            && objects.all(|(ino, key)| {
+                since(self.changed_gone.get(&key))
+                    && ino.is_none_or(|i| since(self.changed.get(&i)))
+            })
     }
 }
 
@@ -97,27 +124,32 @@ mod tests {
     #[test]
     fn what_changed_since_a_generation() {
         let mut c = AttrCache::new(Duration::from_secs(1));
+        let at = |i: u64| (Some(Ino(i)), (1, i, 0));
         c.forget(Ino(5));
         let g = c.generation();
         assert!(
-            c.unchanged_since(g, [Ino(5), Ino(6)].into_iter()),
+            c.unchanged_since(g, [at(5), at(6)].into_iter()),
             "changed before"
         );
         c.forget(Ino(6));
-        assert!(!c.unchanged_since(g, [Ino(5), Ino(6)].into_iter()));
-        assert!(c.unchanged_since(g, [Ino(5), Ino(7)].into_iter()));
+        assert!(!c.unchanged_since(g, [at(5), at(6)].into_iter()));
+        assert!(c.unchanged_since(g, [at(5), at(7)].into_iter()));
+        // Forgotten by the kernel: still changed, known by its identity alone now.
+        c.gone(Ino(6), (1, 6, 0));
+        assert!(!c.unchanged_since(g, [(None, (1, 6, 0))].into_iter()));
+        assert!(c.unchanged_since(g, [(None, (1, 7, 0))].into_iter()));
         c.forget_all();
         assert!(
-            !c.unchanged_since(g, [Ino(7)].into_iter()),
+            !c.unchanged_since(g, [at(7)].into_iter()),
             "everything changed"
         );
         let g = c.generation();
-        assert!(c.unchanged_since(g, [Ino(6)].into_iter()));
+        assert!(c.unchanged_since(g, [at(6), (None, (1, 6, 0))].into_iter()));
         // Past its bound it stops telling inodes apart: all changed.
         for i in 0..MAX_CHANGED as u64 + 1 {
             c.forget(Ino(1000 + i));
         }
-        assert!(!c.unchanged_since(g, [Ino(6)].into_iter()));
+        assert!(!c.unchanged_since(g, [at(6)].into_iter()));
     }
 
     fn attr(size: u64) -> proto::Attr {

@@ -21,7 +21,7 @@ pub const ROOT: Ino = Ino::ROOT;
 const MAX_DEPTH: usize = 4096;
 
 /// What identifies an object on the server: (dev, ino, generation).
-type Key = (u64, u64, u64);
+pub type Key = (u64, u64, u64);
 
 /// The `dev` and `generation` of an object's key until the server created it.
 const UNBOUND: u64 = u64::MAX;
@@ -76,7 +76,7 @@ pub struct InodeTable {
     next: u64,
 }
 
-fn key(attr: &proto::Attr) -> Key {
+pub fn key(attr: &proto::Attr) -> Key {
     (attr.dev, attr.ino, attr.generation)
 }
 
@@ -325,6 +325,11 @@ impl InodeTable {
         if let Some(ino) = exchanged {
             self.add_name(ino, parent, name);
         }
+    }
+
+    /// The server's identity of `ino` (dev, ino, generation), if it is known here.
+    pub fn key_of(&self, ino: Ino) -> Option<Key> {
+        self.nodes.get(&ino).map(|n| n.key)
     }
 
     /// The inode number for `attr` if the kernel knows it (no lookup counted).

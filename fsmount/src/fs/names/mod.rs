@@ -61,13 +61,15 @@ impl Names {
     /// elsewhere (the files `rm -rf` removes in the directory before) leaves it good.
     pub(in crate::fs) fn whole_listing(&self, dir: Ino) -> Option<known_dirs::Whole> {
         let (whole, generation) = self.known.whole(dir)?;
-        let listed = whole
-            .0
-            .iter()
-            .filter_map(|e| e.attr.as_ref().and_then(|a| self.inodes.known(a)));
-        let unchanged = self
-            .attrs
-            .unchanged_since(generation, std::iter::once(dir).chain(listed));
+        let dir_key = self.inodes.key_of(dir)?;
+        let listed = whole.0.iter().filter_map(|e| {
+            let a = e.attr.as_ref()?;
+            Some((self.inodes.known(a), inodes::key(a)))
+        });
+        let unchanged = self.attrs.unchanged_since(
+            generation,
+            std::iter::once((Some(dir), dir_key)).chain(listed),
+        );
         unchanged.then_some(whole)
     }
 }
