@@ -38,6 +38,41 @@ pub fn bin_dir() -> &'static Path {
     })
 }
 
+/// `delay_proxy` (`exe`: the test's `env!("CARGO_BIN_EXE_delay_proxy")`) in front of
+/// `target`, delaying each direction `one_way_ms`; ended when dropped.
+pub struct DelayProxy {
+    child: Child,
+    /// Where it listens.
+    pub addr: String,
+}
+
+impl DelayProxy {
+    pub fn start(exe: &str, target: &str, one_way_ms: u64) -> DelayProxy {
+        let mut child = Command::new(exe)
+            .args([target, &one_way_ms.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start delay_proxy");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("its stdout"))
+            .read_line(&mut line)
+            .expect("delay_proxy's first line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .expect("delay_proxy says where it listens")
+            .to_string();
+        DelayProxy { child, addr }
+    }
+}
+
+impl Drop for DelayProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Fails the test unless the mount prerequisites are present: mount tests never skip.
 pub fn require_mount_support() {
     assert!(

@@ -6,13 +6,11 @@
 //! back holds others up only until the recall timeout.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use e2e_tests::raw::{lease_listing, RawClient};
-use e2e_tests::{require_mount_support, Mount, Server};
+use e2e_tests::{require_mount_support, DelayProxy, Mount, Server};
 use prost::Message;
 use protocol::Command as Cmd;
 
@@ -21,45 +19,17 @@ const LONG: [&str; 3] = ["attr_timeout=60", "entry_timeout=60", "negative_timeou
 const ONE_WAY_MS: u64 = 25;
 const RTT: Duration = Duration::from_millis(2 * ONE_WAY_MS);
 
-/// `delay_proxy` in front of `target`, ended when dropped.
-struct Delay {
-    child: Child,
-    addr: String,
-}
-
-impl Delay {
-    fn start(target: &str) -> Delay {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_delay_proxy"))
-            .args([target, &ONE_WAY_MS.to_string()])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start delay_proxy");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .expect("delay_proxy says where it listens")
-            .to_string();
-        Delay { child, addr }
-    }
-}
-
-impl Drop for Delay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `delay_proxy` in front of `target` (`ONE_WAY_MS` each way), ended when dropped.
+fn delay(target: &str) -> DelayProxy {
+    DelayProxy::start(env!("CARGO_BIN_EXE_delay_proxy"), target, ONE_WAY_MS)
 }
 
 /// A server, mount A through the delay proxy and mount B direct, both trusting their caches
 /// for 60 s.
-fn slow_and_fast() -> (Server, Delay, Mount, Mount) {
+fn slow_and_fast() -> (Server, DelayProxy, Mount, Mount) {
     require_mount_support();
     let server = Server::start(&[]);
-    let slow = Delay::start(&server.addr);
+    let slow = delay(&server.addr);
     let a = Mount::via(&server, &slow.addr, "data", &LONG);
     let b = Mount::new(&server, "data", &LONG);
     (server, slow, a, b)
@@ -649,7 +619,7 @@ fn a_squashed_root_is_refused_a_remove_in_root_s_directory_even_under_a_lease() 
     fs::create_dir(&disk).unwrap();
     fs::set_permissions(&disk, fs::Permissions::from_mode(0o755)).unwrap();
     fs::write(disk.join("f"), b"root's").unwrap();
-    let slow = Delay::start(&server.addr);
+    let slow = delay(&server.addr);
     let a = Mount::via(&server, &slow.addr, "data", &LONG);
     assert_eq!(fs::read_dir(a.path.join("d")).unwrap().count(), 1);
     let err = fs::remove_file(a.path.join("d/f")).unwrap_err();

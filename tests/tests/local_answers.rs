@@ -432,7 +432,10 @@ fn a_readdir_never_shows_attributes_this_mount_changed_of_a_file_the_kernel_forg
     for _ in 0..3 {
         let listed = sh(&format!("ls -l {}/R/B", m.display()));
         let links = fs::symlink_metadata(m.join("R/B/g")).unwrap().nlink();
-        assert_eq!(links, 1, "g shown with {links} links after its other name went: {listed}");
+        assert_eq!(
+            links, 1,
+            "g shown with {links} links after its other name went: {listed}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }

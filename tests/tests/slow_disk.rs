@@ -2,56 +2,26 @@
 //! side, none held up behind another on the connection's lane. The slow disk is an fsmount
 //! mount reached through a delay proxy, exported by a second server.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e_tests::{require_mount_support, Mount, Server};
+use e2e_tests::{require_mount_support, DelayProxy, Mount, Server};
 
 /// The slow disk's delay each way: each call that reaches it waits twice this at least.
 const ONE_WAY_MS: u64 = 50;
 
-/// `delay_proxy` in front of `target`, ended when dropped.
-struct Delay {
-    child: Child,
-    addr: String,
-}
-
-impl Delay {
-    fn start(target: &str) -> Delay {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_delay_proxy"))
-            .args([target, &ONE_WAY_MS.to_string()])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start delay_proxy");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .expect("delay_proxy says where it listens")
-            .to_string();
-        Delay { child, addr }
-    }
-}
-
-impl Drop for Delay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `delay_proxy` in front of `target` (`ONE_WAY_MS` each way), ended when dropped.
+fn delay(target: &str) -> DelayProxy {
+    DelayProxy::start(env!("CARGO_BIN_EXE_delay_proxy"), target, ONE_WAY_MS)
 }
 
 /// The slow disk (a mount of `disk_server`'s export through a delay proxy, without leases:
 /// every call there waits for a round trip), and a server exporting it as `slow`.
-fn slow_export(disk_server: &Server) -> (Delay, Mount, Server) {
-    let delay = Delay::start(&disk_server.addr);
-    let disk = Mount::via(disk_server, &delay.addr, "data", &["noleases"]);
+fn slow_export(disk_server: &Server) -> (DelayProxy, Mount, Server) {
+    let proxy = delay(&disk_server.addr);
+    let disk = Mount::via(disk_server, &proxy.addr, "data", &["noleases"]);
     let export = format!("slow={}", disk.path.display());
     let server = Server::start(&["--export", &export, "--no-root-squash", "slow"]);
-    (delay, disk, server)
+    (proxy, disk, server)
 }
 
 /// Less than 3/4 of `calls` round trips of the disk: the calls did not wait for each other.

@@ -24,13 +24,13 @@ pub(in crate::fs) fn after_reply(
 
 /// `inner`, which on its first poll never finishes: a result ready then is kept and the
 /// task woken, so it is handed to the runtime and finished elsewhere.
-struct NotOnFirstPoll<T> {
+struct NotOnFirstPoll {
     inner: CallFuture,
     polled: bool,
-    ready: Option<T>,
+    ready: Option<Result<Frame, ClientError>>,
 }
 
-impl NotOnFirstPoll<Result<Frame, ClientError>> {
+impl NotOnFirstPoll {
     fn new(inner: CallFuture) -> Self {
         NotOnFirstPoll {
             inner,
@@ -40,7 +40,7 @@ impl NotOnFirstPoll<Result<Frame, ClientError>> {
     }
 }
 
-impl Future for NotOnFirstPoll<Result<Frame, ClientError>> {
+impl Future for NotOnFirstPoll {
     type Output = Result<Frame, ClientError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
