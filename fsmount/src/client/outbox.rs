@@ -58,8 +58,7 @@ struct Queue {
     /// flush): the writer does not hold the queue back. When false, everything queued is
     /// held frames.
     urgent: bool,
-    /// The held frames queued, and their bytes (zero when `urgent`).
-    held_frames: usize,
+    /// The bytes of the held frames queued (zero when `urgent`).
     held_bytes: usize,
 }
 
@@ -67,7 +66,6 @@ impl Queue {
     /// Takes everything queued: the writer's (or a caller's) to send now.
     fn take(&mut self) -> VecDeque<Item> {
         self.urgent = false;
-        self.held_frames = 0;
         self.held_bytes = 0;
         std::mem::take(&mut self.items)
     }
@@ -139,9 +137,9 @@ impl Outbox {
         if q.urgent {
             return Ok(()); // the writer was told, and sends it with the rest
         }
-        q.held_frames += 1;
         q.held_bytes += len;
-        if q.held_frames >= HOLD_FRAMES || q.held_bytes >= DIRECT_MAX {
+        // Not urgent: everything queued is held.
+        if q.items.len() >= HOLD_FRAMES || q.held_bytes >= DIRECT_MAX {
             if !self.write_held_and(&mut q, None) {
                 q.urgent = true;
                 drop(q);

@@ -309,17 +309,13 @@ impl Fs {
     pub fn forget(&self, ino: Ino, n: u64) {
         let gone = {
             let mut names = self.names();
-            let key = names.inodes.key_of(ino);
             let gone = names.inodes.forget(ino, n);
-            if gone {
+            if let Some(key) = gone {
                 names.predictions.unpredictable(ino);
-                match key {
-                    Some(key) => names.attrs.gone(ino, key),
-                    None => names.attrs.forget(ino),
-                }
+                names.attrs.gone(ino, key);
                 names.known.forget(ino);
             }
-            gone
+            gone.is_some()
         };
         if let (true, Some(cache)) = (gone, &self.cache) {
             cache.forget(ino);

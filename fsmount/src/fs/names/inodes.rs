@@ -337,29 +337,27 @@ impl InodeTable {
         self.by_key.get(&key(attr)).copied()
     }
 
-    /// Drops `n` of the kernel's lookups of `ino`; true if the node is gone.
-    pub fn forget(&mut self, ino: Ino, n: u64) -> bool {
+    /// Drops `n` of the kernel's lookups of `ino`; the server's identity of the node if it
+    /// is gone.
+    pub fn forget(&mut self, ino: Ino, n: u64) -> Option<Key> {
         if ino == ROOT {
-            return false;
+            return None;
         }
-        let Some(node) = self.nodes.get_mut(&ino) else {
-            return false;
-        };
+        let node = self.nodes.get_mut(&ino)?;
         node.lookups = node.lookups.saturating_sub(n);
         if node.lookups > 0 {
-            return false;
+            return None;
         }
-        if let Some(node) = self.nodes.remove(&ino) {
-            if self.by_key.get(&node.key) == Some(&ino) {
-                self.by_key.remove(&node.key);
-            }
-            for link in node.names {
-                if self.by_name.get(&link) == Some(&ino) {
-                    self.by_name.remove(&link);
-                }
+        let node = self.nodes.remove(&ino)?;
+        if self.by_key.get(&node.key) == Some(&ino) {
+            self.by_key.remove(&node.key);
+        }
+        for link in node.names {
+            if self.by_name.get(&link) == Some(&ino) {
+                self.by_name.remove(&link);
             }
         }
-        true
+        Some(node.key)
     }
 
     /// Close-to-open: true if the kernel may keep its cached pages of `ino`, i.e. they were
