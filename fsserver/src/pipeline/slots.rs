@@ -4,7 +4,9 @@
 //! that. A request that must wait for a lease recall gives its slots up while it waits
 //! (`Held::parked`), holding a parked slot instead (as many again per connection), so
 //! requests parked on another client's lease never stall the connection's other requests,
-//! and what one connection keeps in memory stays bounded.
+//! and what one connection keeps in memory stays bounded. It then runs on its parked slot:
+//! the requests read meanwhile may all be waiting for it (ordered behind it), holding every
+//! running slot, so waiting for one of those again would wait for ever.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,6 +27,8 @@ pub struct Held {
     slots: Slots,
     _in_flight: Option<OwnedSemaphorePermit>,
     _token: Option<OwnedSemaphorePermit>,
+    /// Held instead of the two above once it waited for a recall.
+    _parked: Option<OwnedSemaphorePermit>,
 }
 
 impl Slots {
@@ -47,6 +51,7 @@ impl Slots {
             slots: self.clone(),
             _in_flight: in_flight,
             _token: token,
+            _parked: None,
         }
     }
 
@@ -58,21 +63,21 @@ impl Slots {
 
 impl Held {
     /// Runs `wait` (a wait for recalls) holding a parked slot instead of the running ones,
-    /// then takes running slots again. With every parked slot taken it waits keeping its
-    /// running slots (never waiting for a parked slot: a parked request waiting to run
-    /// again and a running one waiting to park would wait for each other), so a
-    /// connection keeps at most twice `max_in_flight` requests.
+    /// and keeps it until dropped: it never waits for a running slot again (see the
+    /// module's comment). With every parked slot taken it waits keeping its running slots,
+    /// so a connection keeps at most twice `max_in_flight` requests. A request parks once
+    /// at most; a second wait keeps what it holds.
     pub async fn parked<F: Future>(&mut self, wait: F) -> F::Output {
+        if self._parked.is_some() {
+            return wait.await;
+        }
         let Ok(parked) = self.slots.parked.clone().try_acquire_owned() else {
             return wait.await;
         };
         self._in_flight = None;
         self._token = None;
-        let out = wait.await;
-        let again = self.slots.take().await;
-        *self = again;
-        drop(parked);
-        out
+        self._parked = Some(parked);
+        wait.await
     }
 }
 
@@ -84,6 +89,7 @@ impl Held {
     pub async fn apart<F: Future>(&mut self, wait: F) -> F::Output {
         self._in_flight = None;
         self._token = None;
+        self._parked = None;
         let out = wait.await;
         *self = self.slots.take().await;
         out
@@ -96,19 +102,17 @@ mod tests {
     use std::time::Duration;
 
     #[tokio::test]
-    async fn a_parked_request_gives_its_slot_to_the_next_and_takes_one_again() {
+    async fn a_parked_request_gives_its_slot_to_the_next_and_runs_on_its_parked_one() {
         let slots = Slots::new(1, None);
         let mut first = slots.take().await;
         assert_eq!(slots.free(), 0);
         let (release, released) = tokio::sync::oneshot::channel::<()>();
-        let s = slots.clone();
         let parked = tokio::spawn(async move {
             first
                 .parked(async move {
                     let _ = released.await;
                 })
                 .await;
-            assert_eq!(s.free(), 0, "running again");
             first
         });
         let second = tokio::time::timeout(Duration::from_secs(1), slots.take())
@@ -120,10 +124,22 @@ mod tests {
         second
             .parked(async move { assert_eq!(s.free(), 0, "still running") })
             .await;
-        drop(second);
+        // The recall ends while the running slot is taken by a request that may be
+        // waiting for the first one (ordered behind it): the first goes on regardless.
         release.send(()).unwrap();
-        let first = parked.await.unwrap();
-        drop(first);
+        let first = tokio::time::timeout(Duration::from_secs(1), parked)
+            .await
+            .expect("a request back from a recall waits for no running slot")
+            .unwrap();
+        assert_eq!(slots.free(), 0, "the second still runs");
+        drop(second);
         assert_eq!(slots.free(), 1);
+        // Its parked slot is the next parked request's once it ends.
+        let mut third = slots.take().await;
+        drop(first);
+        let s = slots.clone();
+        third
+            .parked(async move { assert_eq!(s.free(), 1, "parked, its running slot free") })
+            .await;
     }
 }
