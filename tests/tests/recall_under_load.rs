@@ -2,7 +2,8 @@
 //! (answering most of it itself under its leases, and sending it behind, ordered) while the
 //! other removes that tree. Requests that waited for the other mount's lease to be given
 //! back must run on, even when every request slot of the connection is taken by requests
-//! ordered behind them.
+//! ordered behind them; and neither mount's give-back may wait behind a request of its own
+//! that waits for the other's (each recall would then last its whole timeout).
 
 use std::path::Path;
 use std::process::{Child, Command};
@@ -63,7 +64,7 @@ fn an_extract_on_one_mount_racing_a_remove_on_another_never_stalls() {
     let a = Mount::via(&server, &proxy_a.addr, "data", &[]);
     let b = Mount::via(&server, &proxy_b.addr, "data", &[]);
 
-    for round in 0..3 {
+    for round in 0..4 {
         let r = format!("r{round}");
         // The tree is there, and mount B has listed all of it (leases on its directories).
         let on_disk = server.export("data").join(&r);
@@ -117,6 +118,13 @@ fn an_extract_on_one_mount_racing_a_remove_on_another_never_stalls() {
             !a.log().contains("no reply from the server"),
             "mount A waited for replies that never came:\n{}",
             a.log()
+        );
+        // Each mount gives its leases back while its own requests wait for the other's:
+        // neither waits for the recall timeout.
+        assert!(
+            !server.log().contains("not given back in time"),
+            "a recall waited for its timeout:\n{}",
+            server.log()
         );
         // Whatever survived the race is whole on the disk: every file the extract left has
         // its bytes.

@@ -3,7 +3,9 @@
 //! leases, for caps and renewal without a scan), and by the hash of (export, path)
 //! (`request::prefix_hashes`), so a request's ancestors are checked in one pass over its
 //! path. The hash only picks candidates; a candidate is confirmed against the table by its
-//! key, so a collision costs a lookup, never a wrong answer.
+//! key, so a collision costs a lookup, never a wrong answer. And, per hash of a directory,
+//! how many leases each holder has strictly below it, so a grant learns in one lookup
+//! whether another session holds one there (a collision only refuses a grant).
 //!
 //! And the requests admitted past the leases (`AdmittedSet`), indexed the same way, so a
 //! grant learns in one pass over its own path whether another session's request reaches
@@ -48,6 +50,8 @@ pub struct Table {
     bytes_of: HashMap<Holder, usize>,
     /// Hash of (export, path) -> the holders of leases with that hash.
     by_hash: HashMap<u64, Vec<Holder>>,
+    /// Hash of (export, directory) -> each holder's count of leases strictly below it.
+    below: HashMap<u64, Vec<(Holder, usize)>>,
     hasher: RandomState,
 }
 
@@ -62,6 +66,47 @@ impl Table {
     fn hash(&self, key: &Key) -> u64 {
         let hashes = crate::request::prefix_hashes(self.start(&key.0), &key.1);
         hashes.last().map_or(0, |(_, h)| *h)
+    }
+
+    /// Counts `holder`'s lease on `key` (`add`) or no longer (`!add`) below each directory
+    /// above it: one pass over the path.
+    fn count_below(&mut self, key: &Key, holder: &Holder, add: bool) {
+        let hashes = crate::request::prefix_hashes(self.start(&key.0), &key.1);
+        let Some((_, above)) = hashes.split_last() else {
+            return;
+        };
+        for (_, h) in above {
+            let counts = self.below.entry(*h).or_default();
+            match counts.iter().position(|(x, _)| x == holder) {
+                Some(i) if add => counts[i].1 += 1,
+                None if add => counts.push((holder.clone(), 1)),
+                Some(i) => {
+                    counts[i].1 -= 1;
+                    if counts[i].1 == 0 {
+                        counts.swap_remove(i);
+                    }
+                }
+                None => {}
+            }
+            if counts.is_empty() {
+                self.below.remove(h);
+            }
+        }
+    }
+
+    /// True if someone other than `me` may hold a lease strictly below `path`: one lookup
+    /// (a hash collision may say so wrongly, never the reverse).
+    pub fn others_may_hold_below(&self, export: &Path, path: &[u8], me: &Holder) -> bool {
+        if self.below.is_empty() {
+            return false;
+        }
+        let hashes = crate::request::prefix_hashes(self.start(export), path);
+        let Some((_, h)) = hashes.last() else {
+            return false;
+        };
+        self.below
+            .get(h)
+            .is_some_and(|counts| counts.iter().any(|(x, _)| x != me))
     }
 
     pub fn len(&self) -> usize {
@@ -110,6 +155,7 @@ impl Table {
             .entry(h)
             .or_default()
             .push(lease.holder.clone());
+        self.count_below(&key, &lease.holder, true);
         self.by_holder
             .entry(lease.holder.clone())
             .or_default()
@@ -120,6 +166,7 @@ impl Table {
 
     pub fn remove(&mut self, key: &Key) -> Option<Lease> {
         let lease = self.leases.remove(key)?;
+        self.count_below(key, &lease.holder, false);
         let h = self.hash(key);
         if let Some(holders) = self.by_hash.get_mut(&h) {
             if let Some(i) = holders.iter().position(|x| *x == lease.holder) {
@@ -410,6 +457,7 @@ mod tests {
         assert_eq!(t.others_above(e, b"a/b/c/d", &me).len(), 1);
         t.remove(&key("a/b/c"));
         assert!(t.is_empty() && t.by_hash.is_empty() && t.by_holder.is_empty());
+        assert!(t.below.is_empty());
         assert!(t.bytes_of.is_empty());
     }
 

@@ -11,7 +11,8 @@
 //! ends; a grant of directory D is refused while another session's admitted request names
 //! D or a path below it. So a listing that brings a lease never misses a change already
 //! admitted, and a change admitted after the grant recalls the lease first: two mounts can
-//! never both answer O_EXCL for one name.
+//! never both answer O_EXCL for one name. Nor is a lease granted above another session's:
+//! leases of two sessions never nest (see `grant_in`).
 //!
 //! Leases belong to the client's session (they outlive a dropped connection, and end with
 //! it) and last `lease_time` from the session's last `LeaseRequest` (any of them renews
@@ -287,6 +288,12 @@ impl Leases {
         !self.time.is_zero()
     }
 
+    /// True if a session other than `me` may hold a lease strictly below `path` under
+    /// `export` (one lookup; see `Table::others_may_hold_below`).
+    pub fn others_may_hold_below(&self, export: &Path, path: &[u8], me: &Holder) -> bool {
+        self.enabled() && self.table.lock().others_may_hold_below(export, path, me)
+    }
+
     /// Leases held now (expired ones included until they are next looked at).
     pub fn held(&self) -> usize {
         self.count.load(Ordering::Relaxed)
@@ -324,6 +331,13 @@ impl Leases {
         // A change of another session admitted there and still running: the listing or
         // mkdir this grant goes with could miss it (see the module).
         if self.admitted_below(export, path, holder) {
+            return 0;
+        }
+        // Another session's lease below: the two would nest, and each holder's requests
+        // sent behind its local answers could reach into the other's, each give-back
+        // waiting behind them (both then wait for the recall timeout). Leases above are
+        // recalled before the request this grant goes with runs.
+        if table.others_may_hold_below(export, path, holder) {
             return 0;
         }
         match table.get_mut(&key) {
@@ -722,6 +736,31 @@ mod tests {
                 2000,
             );
         }
+    }
+
+    #[test]
+    fn leases_of_two_sessions_never_nest() {
+        let leases = test_leases();
+        let e = Path::new("/x");
+        assert!(leases.grant(e, b"t/d/sub", &holder(2)) > 0);
+        assert!(leases.others_may_hold_below(e, b"t", &holder(1)));
+        assert!(leases.others_may_hold_below(e, b"t/d", &holder(1)));
+        assert!(
+            !leases.others_may_hold_below(e, b"t/d", &holder(2)),
+            "its own"
+        );
+        assert!(
+            !leases.others_may_hold_below(e, b"t/d/sub", &holder(1)),
+            "strictly"
+        );
+        assert!(!leases.others_may_hold_below(Path::new("/y"), b"t", &holder(1)));
+        assert_eq!(leases.grant(e, b"t", &holder(1)), 0, "above another's");
+        assert_eq!(leases.grant(e, b"t/d", &holder(1)), 0, "right above it");
+        assert!(leases.grant(e, b"t/d", &holder(2)) > 0, "above its own");
+        assert!(leases.grant(e, b"t/e", &holder(1)) > 0, "beside them");
+        leases.returned(e, &holder(2), &["t/d/sub".into(), "t/d".into()], false);
+        assert!(!leases.others_may_hold_below(e, b"t", &holder(1)));
+        assert!(leases.grant(e, b"t", &holder(1)) > 0, "once given back");
     }
 
     #[test]

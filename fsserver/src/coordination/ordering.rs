@@ -13,7 +13,12 @@
 //!   directory it renames or removes), counting a request through a handle as naming the
 //!   path the handle was created or opened at. Unrelated ones (the next file of an untar)
 //!   run beside it. An ORDERED request naming no path (a Lease giving directories back)
-//!   runs after everything received before it, and every later ORDERED request after it.
+//!   runs after everything received before it, and every later ORDERED request after it,
+//!   except that it passes a request without the flag once that one waits for another
+//!   session's lease (`Turn::let_pass`): the client answered nothing of it, so owes nothing
+//!   on it, and the other session's give-back may itself wait behind a request waiting
+//!   for this client's: both would wait for the recall timeout. Requests that name its
+//!   path still wait for it.
 //!
 //! Requests are given their turn by the connection's reader, in the order they arrive
 //! (`turn`, synchronous), and wait for it in their own task (`Turn::wait`). A turn ends when
@@ -27,22 +32,41 @@ use bytes::Bytes;
 use protocol::Command;
 use tokio::sync::watch;
 
-type Done = watch::Receiver<()>;
+/// A request's end (its sender dropped), and whether a request that follows everything may
+/// pass it already (true: see `Turn::let_pass`).
+type Done = watch::Receiver<bool>;
 
 /// A request's place in the connection's order.
 pub struct Turn {
-    /// The requests it must wait for (their senders drop when they end).
-    after: Vec<Done>,
+    /// The requests it must wait for (their senders drop when they end), each with whether
+    /// it waits only as one following everything (it may pass one that lets it).
+    after: Vec<(Done, bool)>,
     /// Dropped when this request ends.
-    _done: Option<watch::Sender<()>>,
+    done: Option<watch::Sender<bool>>,
 }
 
 impl Turn {
-    /// Waits until every request this one must follow has ended.
+    /// Waits until every request this one must follow has ended (or let it pass).
     pub async fn wait(&mut self) {
-        while let Some(rx) = self.after.last_mut() {
-            while rx.changed().await.is_ok() {}
+        while let Some((rx, may_pass)) = self.after.last_mut() {
+            loop {
+                if *may_pass && *rx.borrow_and_update() {
+                    break;
+                }
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
             self.after.pop();
+        }
+    }
+
+    /// From now on a request that follows everything (a lease give-back) need not wait for
+    /// this one; those that name its paths or handle still do. For a request without the
+    /// ORDERED flag that waits for another session's lease.
+    pub fn let_pass(&self) {
+        if let Some(tx) = &self.done {
+            tx.send_replace(true);
         }
     }
 }
@@ -123,8 +147,9 @@ fn prune(map: &mut HashMap<u64, Vec<Done>>, at: &mut usize) {
 }
 
 impl PathOrder {
-    /// What request `r` must wait for, recording it as `rx`.
-    fn turn(&mut self, r: &Request, rx: &Done, after: &mut Vec<Done>) {
+    /// What request `r` must wait for, recording it as `rx`: each with whether `r` waits for
+    /// it only as one following everything.
+    fn turn(&mut self, r: &Request, rx: &Done, after: &mut Vec<(Done, bool)>) {
         let mut named: Vec<Bytes> = r.paths.to_vec();
         let mut unknown = false;
         if let Some((cmd, h)) = r.on_handle {
@@ -153,17 +178,22 @@ impl PathOrder {
             self.renamed(from, to, r.exchange);
         }
         if r.ordered && (named.is_empty() || unknown || self.full_due) {
-            // After everything received before it.
-            after.extend(self.full.take().filter(|d| !ended(d)));
-            after.extend(self.since_full.drain(..).filter(|d| !ended(d)));
-            self.on.clear();
-            self.below.clear();
+            // After everything received before it. What names a path stays recorded: a
+            // request it lets pass still goes before those naming its path.
+            after.extend(self.full.take().filter(|d| !ended(d)).map(|d| (d, false)));
+            after.extend(
+                self.since_full
+                    .drain(..)
+                    .filter(|d| !ended(d))
+                    .map(|d| (d, true)),
+            );
             self.full = Some(rx.clone());
             self.full_due = false;
             return;
         }
         if r.ordered {
-            after.extend(self.full.iter().filter(|d| !ended(d)).cloned());
+            let full = self.full.iter().filter(|d| !ended(d));
+            after.extend(full.map(|d| (d.clone(), false)));
         }
         self.since_full.push(rx.clone());
         if self.since_full.len() >= self.prune_at.2.max(PRUNE_AT) {
@@ -189,10 +219,10 @@ impl PathOrder {
             };
             let same = self.on.remove(own).into_iter().flatten();
             let inside = self.below.remove(own).into_iter().flatten();
-            after.extend(same.chain(inside).filter(|d| !ended(d)));
+            after.extend(same.chain(inside).filter(|d| !ended(d)).map(|d| (d, false)));
             for (_, a) in ancestors {
                 if let Some(v) = self.on.get(a) {
-                    after.extend(v.iter().filter(|d| !ended(d)).cloned());
+                    after.extend(v.iter().filter(|d| !ended(d)).map(|d| (d.clone(), false)));
                 }
             }
         }
@@ -253,7 +283,7 @@ impl HandleOrder {
     /// follows every earlier request it may depend on (see the module). CopyRange is not
     /// ordered on its handle (the client waits for the writes of both its files first).
     pub fn turn_of(&mut self, r: &Request) -> Turn {
-        let (tx, rx) = watch::channel(());
+        let (tx, rx) = watch::channel(false);
         let mut after = Vec::new();
         self.paths.turn(r, &rx, &mut after);
         let handle = match r.on_handle {
@@ -265,9 +295,16 @@ impl HandleOrder {
                 self.chains.retain(|_, c| !c.idle());
             }
             let chain = self.chains.entry(handle).or_default();
-            after.extend(chain.barrier.iter().filter(|r| !ended(r)).cloned());
+            let last_barrier = chain.barrier.iter().filter(|r| !ended(r));
+            after.extend(last_barrier.map(|r| (r.clone(), false)));
             if barrier {
-                after.extend(chain.writes.drain(..).filter(|r| !ended(r)));
+                after.extend(
+                    chain
+                        .writes
+                        .drain(..)
+                        .filter(|r| !ended(r))
+                        .map(|r| (r, false)),
+                );
                 chain.barrier = Some(rx);
             } else {
                 chain.writes.retain(|r| !ended(r));
@@ -276,7 +313,7 @@ impl HandleOrder {
         }
         Turn {
             after,
-            _done: Some(tx),
+            done: Some(tx),
         }
     }
 }
@@ -549,5 +586,49 @@ mod tests {
         assert!(!waits(&mut created).await);
         drop(created);
         assert!(!waits(&mut behind).await);
+    }
+
+    #[tokio::test]
+    async fn a_give_back_passes_a_request_waiting_for_a_recall_and_nothing_else_does() {
+        let mut order = HandleOrder::default();
+        // Not ORDERED: the client waits for its reply, it answered nothing of it.
+        let plain = proto::SetAttrRequest {
+            path: b("d/f"),
+            ..Default::default()
+        };
+        let plain = Frame::request(Command::SetAttr, StreamId(6), &plain, Bytes::new());
+        let waiting = order.turn(&plain);
+        let other = order.turn(&plain);
+        let mut give_back = order.turn(&ordered(Command::Lease, &proto::LeaseRequest::default()));
+        let mut same_path = order.turn(&utimes("d/f"));
+        let mut below = order.turn(&create("d/f", "x", 11));
+        assert!(waits(&mut give_back).await, "it follows everything");
+        waiting.let_pass();
+        assert!(
+            waits(&mut give_back).await,
+            "the other one has not let it pass"
+        );
+        drop(other);
+        assert!(
+            !waits(&mut give_back).await,
+            "a request waiting for a recall does not hold up a give-back"
+        );
+        drop(give_back);
+        assert!(
+            waits(&mut same_path).await && waits(&mut below).await,
+            "what names its path still waits for it"
+        );
+        drop(waiting);
+        assert!(!waits(&mut same_path).await);
+        drop(same_path);
+        assert!(!waits(&mut below).await);
+        drop(below);
+        // An ORDERED request (the client answered it) is waited for until it ends.
+        let mut owed = order.turn(&utimes("e"));
+        let mut give_back = order.turn(&ordered(Command::Lease, &proto::LeaseRequest::default()));
+        owed.wait().await;
+        assert!(waits(&mut give_back).await);
+        drop(owed);
+        assert!(!waits(&mut give_back).await);
     }
 }

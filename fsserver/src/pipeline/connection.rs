@@ -341,8 +341,12 @@ async fn recall_leases(
     me: &leases::Holder,
     reach: (&[Bytes], &[Bytes]),
     held: &mut crate::pipeline::slots::Held,
+    passable: Option<&crate::coordination::ordering::Turn>,
 ) -> Option<leases::Admission> {
     let (admission, mut recalls) = shared.leases.admit(export, me, reach);
+    if !recalls.is_empty() {
+        passable.inspect(|t| t.let_pass());
+    }
     while !recalls.is_empty() {
         held.parked(recall_each(shared, recalls)).await;
         recalls = shared.leases.conflicts(export, me, reach);
@@ -727,14 +731,25 @@ impl RequestTask {
         // current name is what it reaches into (another mount's attributes and opens kept
         // under a lease there are recalled first, as for a change by name).
         lease_paths.extend(changed_through_handle(&ctx, &request, &shared));
-        let subtrees: Vec<Bytes> = request
+        let mut subtrees: Vec<Bytes> = request
             .subtrees()
             .iter()
             .map(|p| ctx.export.lease_path(p))
             .collect();
-        let reach = (&lease_paths[..], &subtrees[..]);
         let export = &ctx.export.lease_root;
-        let _admitted = recall_leases(&shared, export, &me, reach, &mut held).await;
+        // A lease is granted only where no other session holds one below (two sessions'
+        // leases never nest, see `leases`): a request that asks for one recalls those first.
+        if let Some(dir) = request.wanted_lease().filter(|_| ctx.leases.is_some()) {
+            let dir = ctx.export.lease_path(&dir);
+            if shared.leases.others_may_hold_below(export, &dir, &me) {
+                subtrees.push(dir);
+            }
+        }
+        let reach = (&lease_paths[..], &subtrees[..]);
+        // One without the ORDERED flag that waits for a recall lets this client's lease
+        // give-backs pass (see `ordering`).
+        let passable = turn.as_ref().filter(|_| !request.ordered);
+        let _admitted = recall_leases(&shared, export, &me, reach, &mut held, passable).await;
         // What others must be told if it succeeds (by identity: taken before a Close),
         // worked out only if anyone else listens.
         let mut told = Vec::new();
