@@ -50,8 +50,9 @@ pub struct Table {
     bytes_of: HashMap<Holder, usize>,
     /// Hash of (export, path) -> the holders of leases with that hash.
     by_hash: HashMap<u64, Vec<Holder>>,
-    /// Hash of (export, directory) -> each holder's count of leases strictly below it.
-    below: HashMap<u64, Vec<(Holder, usize)>>,
+    /// Hash of (export, directory) -> leases strictly below it; and the same per holder.
+    below: HashMap<u64, usize>,
+    below_of: HashMap<(u64, Holder), usize>,
     hasher: RandomState,
 }
 
@@ -69,28 +70,25 @@ impl Table {
     }
 
     /// Counts `holder`'s lease on `key` (`add`) or no longer (`!add`) below each directory
-    /// above it: one pass over the path.
+    /// above it: one pass over the path, two map updates per directory.
     fn count_below(&mut self, key: &Key, holder: &Holder, add: bool) {
+        fn step<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, k: K, add: bool) {
+            if add {
+                *map.entry(k).or_default() += 1;
+            } else if let std::collections::hash_map::Entry::Occupied(mut e) = map.entry(k) {
+                *e.get_mut() -= 1;
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
+        }
         let hashes = crate::request::prefix_hashes(self.start(&key.0), &key.1);
         let Some((_, above)) = hashes.split_last() else {
             return;
         };
         for (_, h) in above {
-            let counts = self.below.entry(*h).or_default();
-            match counts.iter().position(|(x, _)| x == holder) {
-                Some(i) if add => counts[i].1 += 1,
-                None if add => counts.push((holder.clone(), 1)),
-                Some(i) => {
-                    counts[i].1 -= 1;
-                    if counts[i].1 == 0 {
-                        counts.swap_remove(i);
-                    }
-                }
-                None => {}
-            }
-            if counts.is_empty() {
-                self.below.remove(h);
-            }
+            step(&mut self.below, *h, add);
+            step(&mut self.below_of, (*h, holder.clone()), add);
         }
     }
 
@@ -104,9 +102,9 @@ impl Table {
         let Some((_, h)) = hashes.last() else {
             return false;
         };
-        self.below
-            .get(h)
-            .is_some_and(|counts| counts.iter().any(|(x, _)| x != me))
+        let all = self.below.get(h).copied().unwrap_or(0);
+        let mine = self.below_of.get(&(*h, me.clone())).copied().unwrap_or(0);
+        all > mine
     }
 
     pub fn len(&self) -> usize {
@@ -457,7 +455,7 @@ mod tests {
         assert_eq!(t.others_above(e, b"a/b/c/d", &me).len(), 1);
         t.remove(&key("a/b/c"));
         assert!(t.is_empty() && t.by_hash.is_empty() && t.by_holder.is_empty());
-        assert!(t.below.is_empty());
+        assert!(t.below.is_empty() && t.below_of.is_empty());
         assert!(t.bytes_of.is_empty());
     }
 

@@ -288,6 +288,28 @@ impl Leases {
         !self.time.is_zero()
     }
 
+    /// False where `grant_in` would refuse `holder` the lease on `path` whatever is held
+    /// there: the root (of its export), leases off, the session or its token penalized, the
+    /// session recalled from there lately. Checked before recalling other sessions' leases
+    /// below `path` for a grant, so none is recalled for a grant that cannot be made.
+    pub fn may_grant(
+        &self,
+        export: &Path,
+        path: &[u8],
+        holder: &Holder,
+        (token, within): (&std::sync::Arc<str>, &[u8]),
+        now: Instant,
+    ) -> bool {
+        if !self.enabled() || path.is_empty() || path == within {
+            return false;
+        }
+        if self.fairness.is_barred(holder, token, now) {
+            return false;
+        }
+        let key = (export.to_path_buf(), path.to_vec());
+        !self.fairness.is_cooling(holder, &key, now)
+    }
+
     /// True if a session other than `me` may hold a lease strictly below `path` under
     /// `export` (one lookup; see `Table::others_may_hold_below`).
     pub fn others_may_hold_below(&self, export: &Path, path: &[u8], me: &Holder) -> bool {
@@ -316,17 +338,11 @@ impl Leases {
         holder: &Holder,
         (token, within): (&std::sync::Arc<str>, &[u8]),
     ) -> u32 {
-        if !self.enabled() || path.is_empty() || path == within {
-            return 0;
-        }
         let now = Instant::now();
-        if self.fairness.is_barred(holder, token, now) {
+        if !self.may_grant(export, path, holder, (token, within), now) {
             return 0;
         }
         let key = (export.to_path_buf(), path.to_vec());
-        if self.fairness.is_cooling(holder, &key, now) {
-            return 0;
-        }
         let mut table = self.table.lock();
         // A change of another session admitted there and still running: the listing or
         // mkdir this grant goes with could miss it (see the module).
@@ -761,6 +777,18 @@ mod tests {
         leases.returned(e, &holder(2), &["t/d/sub".into(), "t/d".into()], false);
         assert!(!leases.others_may_hold_below(e, b"t", &holder(1)));
         assert!(leases.grant(e, b"t", &holder(1)) > 0, "once given back");
+        // Nothing below is recalled for a grant that cannot be made.
+        let now = Instant::now();
+        let anyone: std::sync::Arc<str> = "".into();
+        assert!(leases.may_grant(e, b"t/d", &holder(2), (&anyone, b""), now));
+        assert!(
+            !leases.may_grant(e, b"", &holder(2), (&anyone, b""), now),
+            "root"
+        );
+        assert!(
+            !leases.may_grant(e, b"sub", &holder(2), (&anyone, b"sub"), now),
+            "a subtree mount's root"
+        );
     }
 
     #[test]

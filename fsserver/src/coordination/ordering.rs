@@ -14,11 +14,12 @@
 //!   path the handle was created or opened at. Unrelated ones (the next file of an untar)
 //!   run beside it. An ORDERED request naming no path (a Lease giving directories back)
 //!   runs after everything received before it, and every later ORDERED request after it,
-//!   except that it passes a request without the flag once that one waits for another
-//!   session's lease (`Turn::let_pass`): the client answered nothing of it, so owes nothing
-//!   on it, and the other session's give-back may itself wait behind a request waiting
-//!   for this client's: both would wait for the recall timeout. Requests that name its
-//!   path still wait for it.
+//!   except that it passes a request once that one waits for another session's lease
+//!   (`Turn::let_pass`): the other session's give-back may itself wait behind a request
+//!   waiting for this client's, and both would wait for the recall timeout. Such a request
+//!   is none the client owes on a lease it holds: two sessions' leases never nest (see
+//!   `leases`), so what it answered under its own reaches into no other's. Requests that
+//!   name its path still wait for it.
 //!
 //! Requests are given their turn by the connection's reader, in the order they arrive
 //! (`turn`, synchronous), and wait for it in their own task (`Turn::wait`). A turn ends when
@@ -62,8 +63,8 @@ impl Turn {
     }
 
     /// From now on a request that follows everything (a lease give-back) need not wait for
-    /// this one; those that name its paths or handle still do. For a request without the
-    /// ORDERED flag that waits for another session's lease.
+    /// this one; those that name its paths or handle still do. For a request that waits
+    /// for another session's lease.
     pub fn let_pass(&self) {
         if let Some(tx) = &self.done {
             tx.send_replace(true);
@@ -123,8 +124,12 @@ struct PathOrder {
     /// A request through a handle of unknown path was received since `full`: the next
     /// ORDERED request follows everything.
     full_due: bool,
-    /// Sizes at which ended requests are next pruned from `on`, `below`, `since_full`.
+    /// Sizes at which ended requests are next pruned from `on`, `below`, `since_full`
+    /// (counted in entries: one hot path's list grows as much as many paths do).
     prune_at: (usize, usize, usize),
+    /// Entries added to `on` and `below` since they were last pruned, plus those kept then
+    /// (an upper bound on what they hold).
+    entries: (usize, usize),
 }
 
 /// Chains kept before idle ones are dropped; remembered requests before ended ones are.
@@ -135,15 +140,18 @@ const PRUNE_AT: usize = 64;
 const MAX_HANDLE_PATHS: usize = 65536;
 const MAX_HANDLE_PATH_BYTES: usize = 16 << 20;
 
-fn prune(map: &mut HashMap<u64, Vec<Done>>, at: &mut usize) {
-    if map.len() < (*at).max(PRUNE_AT) {
+/// Drops ended requests from `map` once its `entries` reach `at`: amortized, each entry is
+/// looked at a bounded number of times, and what is kept is what is in flight.
+fn prune(map: &mut HashMap<u64, Vec<Done>>, entries: &mut usize, at: &mut usize) {
+    if *entries < (*at).max(PRUNE_AT) {
         return;
     }
     map.retain(|_, v| {
         v.retain(|r| !ended(r));
         !v.is_empty()
     });
-    *at = map.len() * 2;
+    *entries = map.values().map(Vec::len).sum();
+    *at = *entries * 2;
 }
 
 impl PathOrder {
@@ -231,12 +239,14 @@ impl PathOrder {
                 continue;
             };
             self.on.entry(*own).or_default().push(rx.clone());
+            self.entries.0 += 1;
             for (_, a) in ancestors {
                 self.below.entry(*a).or_default().push(rx.clone());
+                self.entries.1 += 1;
             }
         }
-        prune(&mut self.on, &mut self.prune_at.0);
-        prune(&mut self.below, &mut self.prune_at.1);
+        prune(&mut self.on, &mut self.entries.0, &mut self.prune_at.0);
+        prune(&mut self.below, &mut self.entries.1, &mut self.prune_at.1);
     }
 
     /// Handles opened at or below `from` are now at `to`, and with `exchange` those at or
@@ -416,6 +426,21 @@ mod tests {
         }
         assert!(order.paths.on.len() <= PRUNE_AT * 2 && order.paths.below.len() <= PRUNE_AT);
         assert!(order.paths.since_full.len() <= PRUNE_AT * 2);
+        // One path asked about again and again, by requests that end: its list stays short.
+        let mut kept = Vec::new();
+        for i in 0..10_000 {
+            let t = order.turn(&frame);
+            if i % 1000 == 0 {
+                kept.push(t);
+            }
+        }
+        let remembered = |m: &HashMap<u64, Vec<Done>>| m.values().map(Vec::len).sum::<usize>();
+        assert!(
+            remembered(&order.paths.on) <= PRUNE_AT * 2,
+            "{} entries for one path",
+            remembered(&order.paths.on)
+        );
+        assert!(remembered(&order.paths.below) <= PRUNE_AT * 2);
     }
 
     fn ordered(cmd: Command, msg: &impl Message) -> Frame {
@@ -591,7 +616,7 @@ mod tests {
     #[tokio::test]
     async fn a_give_back_passes_a_request_waiting_for_a_recall_and_nothing_else_does() {
         let mut order = HandleOrder::default();
-        // Not ORDERED: the client waits for its reply, it answered nothing of it.
+        // Waiting for a recall: nothing the client answered under a lease of its own.
         let plain = proto::SetAttrRequest {
             path: b("d/f"),
             ..Default::default()
@@ -623,7 +648,7 @@ mod tests {
         drop(same_path);
         assert!(!waits(&mut below).await);
         drop(below);
-        // An ORDERED request (the client answered it) is waited for until it ends.
+        // A request that does not wait for a recall is waited for until it ends.
         let mut owed = order.turn(&utimes("e"));
         let mut give_back = order.turn(&ordered(Command::Lease, &proto::LeaseRequest::default()));
         owed.wait().await;

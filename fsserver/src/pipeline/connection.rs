@@ -739,16 +739,20 @@ impl RequestTask {
         let export = &ctx.export.lease_root;
         // A lease is granted only where no other session holds one below (two sessions'
         // leases never nest, see `leases`): a request that asks for one recalls those first.
-        if let Some(dir) = request.wanted_lease().filter(|_| ctx.leases.is_some()) {
+        if let (Some(dir), Some(h)) = (request.wanted_lease(), &ctx.leases) {
             let dir = ctx.export.lease_path(&dir);
-            if shared.leases.others_may_hold_below(export, &dir, &me) {
+            let who = (&h.token, &ctx.export.within[..]);
+            let now = std::time::Instant::now();
+            if shared.leases.may_grant(export, &dir, &me, who, now)
+                && shared.leases.others_may_hold_below(export, &dir, &me)
+            {
                 subtrees.push(dir);
             }
         }
         let reach = (&lease_paths[..], &subtrees[..]);
-        // One without the ORDERED flag that waits for a recall lets this client's lease
-        // give-backs pass (see `ordering`).
-        let passable = turn.as_ref().filter(|_| !request.ordered);
+        // One that waits for a recall lets this client's lease give-backs pass (see
+        // `ordering`).
+        let passable = turn.as_ref();
         let _admitted = recall_leases(&shared, export, &me, reach, &mut held, passable).await;
         // What others must be told if it succeeds (by identity: taken before a Close),
         // worked out only if anyone else listens.

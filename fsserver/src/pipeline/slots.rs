@@ -1,12 +1,14 @@
 //! A request's place among its connection's and its token's running requests. The reader
 //! takes a slot before it reads on (`Slots::take`: at most `max_in_flight` per connection,
 //! and the token's share across its connections), so a client cannot queue more work than
-//! that. A request that must wait for a lease recall gives its slots up while it waits
-//! (`Held::parked`), holding a parked slot instead (as many again per connection), so
-//! requests parked on another client's lease never stall the connection's other requests,
-//! and what one connection keeps in memory stays bounded. It then runs on its parked slot:
-//! the requests read meanwhile may all be waiting for it (ordered behind it), holding every
-//! running slot, so waiting for one of those again would wait for ever.
+//! that. A request that must wait for a lease recall gives its connection's slot up while
+//! it waits (`Held::parked`), holding a parked slot instead (as many again per connection),
+//! so requests parked on another client's lease never stall the connection's other
+//! requests, and what one connection keeps in memory stays bounded. It then runs on its
+//! parked slot: the requests read meanwhile may all be waiting for it (ordered behind it),
+//! holding every running slot, so waiting for one of those again would wait for ever. It
+//! keeps its token's slot throughout (never waiting for one again either), so a token's
+//! requests never run beyond its share.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,7 +29,7 @@ pub struct Held {
     slots: Slots,
     _in_flight: Option<OwnedSemaphorePermit>,
     _token: Option<OwnedSemaphorePermit>,
-    /// Held instead of the two above once it waited for a recall.
+    /// Held instead of the connection's running slot once it waited for a recall.
     _parked: Option<OwnedSemaphorePermit>,
 }
 
@@ -62,9 +64,9 @@ impl Slots {
 }
 
 impl Held {
-    /// Runs `wait` (a wait for recalls) holding a parked slot instead of the running ones,
-    /// and keeps it until dropped: it never waits for a running slot again (see the
-    /// module's comment). With every parked slot taken it waits keeping its running slots,
+    /// Runs `wait` (a wait for recalls) holding a parked slot instead of the connection's
+    /// running one, and keeps it until dropped: it never waits for a slot again (see the
+    /// module's comment). With every parked slot taken it waits keeping its running slot,
     /// so a connection keeps at most twice `max_in_flight` requests. A request parks once
     /// at most; a second wait keeps what it holds.
     pub async fn parked<F: Future>(&mut self, wait: F) -> F::Output {
@@ -75,7 +77,6 @@ impl Held {
             return wait.await;
         };
         self._in_flight = None;
-        self._token = None;
         self._parked = Some(parked);
         wait.await
     }
@@ -141,5 +142,34 @@ mod tests {
         third
             .parked(async move { assert_eq!(s.free(), 1, "parked, its running slot free") })
             .await;
+    }
+
+    #[tokio::test]
+    async fn a_parked_request_keeps_its_token_s_share() {
+        let share = Arc::new(Semaphore::new(1));
+        let slots = Slots::new(2, Some(share.clone()));
+        let mut first = slots.take().await;
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let parked = tokio::spawn(async move {
+            first
+                .parked(async move {
+                    let _ = released.await;
+                })
+                .await;
+            first
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(slots.free(), 2, "its connection's slot is free");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), slots.take())
+                .await
+                .is_err(),
+            "the token's share is still taken"
+        );
+        release.send(()).unwrap();
+        let first = parked.await.unwrap();
+        assert_eq!(share.available_permits(), 0, "it runs within the share");
+        drop(first);
+        assert_eq!(share.available_permits(), 1);
     }
 }
