@@ -293,11 +293,20 @@ impl KnownDirs {
             .is_some_and(|l| self.holds(l) && l.names.is_empty())
     }
 
-    /// The server granted `dir`'s lease (known: listed or created); leases last until
-    /// `until` at the latest.
-    pub fn lease(&mut self, dir: Ino, until: Instant, dir_attr: DirAttr) {
+    /// The server granted `dir`'s lease (known: listed or created) in reply to a request
+    /// sent at `sent`; leases last until `until` at the latest. The other leases this mount
+    /// held are forgotten, and returned, if its trust in them ran out before `sent` (see
+    /// `lapsed`).
+    pub fn lease(
+        &mut self,
+        dir: Ino,
+        sent: Instant,
+        until: Instant,
+        dir_attr: DirAttr,
+    ) -> Vec<Ino> {
+        let lapsed = self.lapsed(sent, Some(dir));
         let Some(l) = self.dirs.get_mut(&dir) else {
-            return;
+            return lapsed;
         };
         l.leased = true;
         l.dir_attr = Some(dir_attr);
@@ -305,11 +314,39 @@ impl KnownDirs {
             Some(t) if t > Instant::now() => Some(t.min(until)),
             _ => Some(until),
         };
+        lapsed
     }
 
-    /// The server renewed every lease until `until`.
-    pub fn renewed(&mut self, until: Instant) {
-        self.lease_until = Some(until);
+    /// The server renewed every lease until `until`, in reply to a request sent at `sent`.
+    /// If this mount's trust in them ran out before `sent`, they are forgotten and returned
+    /// instead (see `lapsed`).
+    pub fn renewed(&mut self, sent: Instant, until: Instant) -> Vec<Ino> {
+        let lapsed = self.lapsed(sent, None);
+        if lapsed.is_empty() {
+            self.lease_until = Some(until);
+        }
+        lapsed
+    }
+
+    /// If the leases held were trusted only until a moment before `sent` (a mount cut away
+    /// for longer), the server may have let them expire and granted them to others: a
+    /// renewal or a grant now must not make them trusted again. Forgets them all (but
+    /// `keep`) and returns them.
+    fn lapsed(&mut self, sent: Instant, keep: Option<Ino>) -> Vec<Ino> {
+        if self.lease_until.is_none_or(|t| t > sent) {
+            return Vec::new();
+        }
+        let out: Vec<Ino> = self
+            .dirs
+            .iter()
+            .filter(|(dir, l)| l.leased && Some(**dir) != keep)
+            .map(|(dir, _)| *dir)
+            .collect();
+        for dir in &out {
+            self.dirs.remove(dir);
+        }
+        self.lease_until = None;
+        out
     }
 
     /// `dir`'s lease is given back (recalled, or not granted): what this mount knew of its
@@ -552,7 +589,8 @@ mod tests {
             uid: 0,
             gid: 0,
         };
-        dirs.lease(d, Instant::now() + Duration::from_secs(30), attr);
+        let now = Instant::now();
+        dirs.lease(d, now, now + Duration::from_secs(30), attr);
         assert!(dirs.relist_for_attrs(d));
         assert!(!dirs.relist_for_attrs(d), "once per RELIST");
         assert_eq!(dirs.dir_attr(d), Some(attr));
@@ -566,5 +604,38 @@ mod tests {
             Known::Unknown,
             "given back: a name missing then may be there now"
         );
+    }
+
+    #[test]
+    fn leases_trusted_only_until_before_a_request_are_not_trusted_again_by_its_reply() {
+        let mut dirs = KnownDirs::new(Duration::from_secs(60), Duration::from_secs(60));
+        let attr = DirAttr {
+            mode: libc::S_IFDIR | 0o755,
+            uid: 0,
+            gid: 0,
+        };
+        let (x, y) = (Ino(7), Ino(8));
+        dirs.created(x);
+        dirs.created(y);
+        let t0 = Instant::now();
+        let trusted = Duration::from_secs(10);
+        assert!(dirs.lease(x, t0, t0 + trusted, attr).is_empty());
+        // A renewal sent while trusted keeps them.
+        let t1 = t0 + Duration::from_millis(10);
+        assert!(dirs.renewed(t1, t1 + trusted).is_empty());
+        assert!(dirs.leased_empty(x));
+        // Cut away past that: a renewal sent now must not make x trusted again (the server
+        // may have let it expire and granted it to another mount).
+        let late = t1 + trusted + Duration::from_millis(1);
+        assert_eq!(dirs.renewed(late, late + trusted), vec![x]);
+        assert!(!dirs.any_leased() && !dirs.leased_empty(x));
+        // Nor may a fresh grant of another directory.
+        dirs.created(x);
+        assert!(dirs.lease(x, late, late + trusted, attr).is_empty());
+        dirs.created(y);
+        let later = late + trusted + Duration::from_millis(1);
+        assert_eq!(dirs.lease(y, later, later + trusted, attr), vec![x]);
+        assert!(dirs.any_leased());
+        assert_eq!(dirs.has_name(x, b"a"), None, "x is not answered for");
     }
 }

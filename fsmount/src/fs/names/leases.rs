@@ -79,8 +79,10 @@ impl Fs {
         let sent = sent.0;
         self.lease_ms
             .store(lease_ms as u64, std::sync::atomic::Ordering::Relaxed);
-        n.known
-            .lease(dir, trusted_until(sent, lease_ms), DirAttr::of(dir_attr));
+        let until = trusted_until(sent, lease_ms);
+        for lapsed in n.known.lease(dir, sent, until, DirAttr::of(dir_attr)) {
+            n.predictions.forget_kept_in(Some(lapsed));
+        }
     }
 
     /// The server recalls the leases on `paths` (called on the connection's reader: sends,
@@ -242,7 +244,11 @@ impl Fs {
                 let renewed = fs.remote.rpc::<rpc::Lease>(&req).await;
                 match renewed {
                     Ok(r) if r.lease_ms > 0 => {
-                        fs.names().known.renewed(trusted_until(sent, r.lease_ms));
+                        let mut n = fs.names();
+                        for lapsed in n.known.renewed(sent, trusted_until(sent, r.lease_ms)) {
+                            n.predictions.forget_kept_in(Some(lapsed));
+                        }
+                        drop(n);
                         fs.budget.refresh(r.budget.as_ref(), mark);
                     }
                     Ok(_) => fs.leases_lost(),
