@@ -19,7 +19,7 @@
 //!   waiting for this client's, and both would wait for the recall timeout. Such a request
 //!   is none the client owes on a lease it holds: two sessions' leases never nest (see
 //!   `leases`), so what it answered under its own reaches into no other's. Requests that
-//!   name its path still wait for it.
+//!   name its path still wait for it, and let give-backs pass them too while they do.
 //!
 //! Requests are given their turn by the connection's reader, in the order they arrive
 //! (`turn`, synchronous), and wait for it in their own task (`Turn::wait`). A turn ends when
@@ -47,12 +47,19 @@ pub struct Turn {
 }
 
 impl Turn {
-    /// Waits until every request this one must follow has ended (or let it pass).
+    /// Waits until every request this one must follow has ended (or let it pass). Waiting
+    /// behind one that lets give-backs pass, it lets them pass too: it waits, in the end,
+    /// for the same recall.
     pub async fn wait(&mut self) {
         while let Some((rx, may_pass)) = self.after.last_mut() {
             loop {
-                if *may_pass && *rx.borrow_and_update() {
-                    break;
+                if *rx.borrow_and_update() {
+                    if *may_pass {
+                        break;
+                    }
+                    if let Some(tx) = self.done.as_ref().filter(|tx| !*tx.borrow()) {
+                        tx.send_replace(true);
+                    }
                 }
                 if rx.changed().await.is_err() {
                     break;
@@ -152,6 +159,10 @@ fn prune(map: &mut HashMap<u64, Vec<Done>>, entries: &mut usize, at: &mut usize)
     });
     *entries = map.values().map(Vec::len).sum();
     *at = *entries * 2;
+    // A burst's peak would otherwise make every later pass cost that much.
+    if map.capacity() > 4 * map.len().max(PRUNE_AT) {
+        map.shrink_to(2 * map.len());
+    }
 }
 
 impl PathOrder {
@@ -655,5 +666,33 @@ mod tests {
         assert!(waits(&mut give_back).await);
         drop(owed);
         assert!(!waits(&mut give_back).await);
+    }
+
+    #[tokio::test]
+    async fn a_request_waiting_behind_one_that_lets_give_backs_pass_lets_them_pass_too() {
+        let mut order = HandleOrder::default();
+        let plain = proto::SetAttrRequest {
+            path: b("y/f"),
+            ..Default::default()
+        };
+        let plain = Frame::request(Command::SetAttr, StreamId(6), &plain, Bytes::new());
+        let parked = order.turn(&plain);
+        // Ordered behind it by path: waits for it, as its task does on the server.
+        let mut behind = order.turn(&utimes("y/f"));
+        let mut give_back = order.turn(&ordered(Command::Lease, &proto::LeaseRequest::default()));
+        let behind = tokio::spawn(async move {
+            behind.wait().await;
+            behind
+        });
+        tokio::task::yield_now().await;
+        assert!(waits(&mut give_back).await);
+        parked.let_pass();
+        assert!(
+            !waits(&mut give_back).await,
+            "both wait for the same recall: the give-back passes both"
+        );
+        assert!(!behind.is_finished(), "it still waits for the parked one");
+        drop(parked);
+        drop(behind.await.unwrap());
     }
 }
