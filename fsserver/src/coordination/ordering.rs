@@ -474,6 +474,19 @@ mod tests {
         ordered(Command::Create, &req)
     }
 
+    /// A SetAttr of `path` without the ORDERED flag (its client waits for the reply).
+    fn unordered_utimes(path: &str) -> Frame {
+        let req = proto::SetAttrRequest {
+            path: b(path),
+            ..Default::default()
+        };
+        Frame::request(Command::SetAttr, StreamId(6), &req, Bytes::new())
+    }
+
+    fn lease_give_back() -> Frame {
+        ordered(Command::Lease, &proto::LeaseRequest::default())
+    }
+
     fn utimes(path: &str) -> Frame {
         let req = proto::SetAttrRequest {
             path: b(path),
@@ -515,7 +528,7 @@ mod tests {
         drop(w1);
         assert!(!waits(&mut t1).await);
         // Giving a lease back names no path: after everything.
-        let mut lease = order.turn(&ordered(Command::Lease, &proto::LeaseRequest::default()));
+        let mut lease = order.turn(&lease_give_back());
         assert!(waits(&mut lease).await);
         drop((t1, t2));
         assert!(!waits(&mut lease).await);
@@ -628,14 +641,10 @@ mod tests {
     async fn a_give_back_passes_a_request_waiting_for_a_recall_and_nothing_else_does() {
         let mut order = HandleOrder::default();
         // Waiting for a recall: nothing the client answered under a lease of its own.
-        let plain = proto::SetAttrRequest {
-            path: b("d/f"),
-            ..Default::default()
-        };
-        let plain = Frame::request(Command::SetAttr, StreamId(6), &plain, Bytes::new());
+        let plain = unordered_utimes("d/f");
         let waiting = order.turn(&plain);
         let other = order.turn(&plain);
-        let mut give_back = order.turn(&ordered(Command::Lease, &proto::LeaseRequest::default()));
+        let mut give_back = order.turn(&lease_give_back());
         let mut same_path = order.turn(&utimes("d/f"));
         let mut below = order.turn(&create("d/f", "x", 11));
         assert!(waits(&mut give_back).await, "it follows everything");
@@ -661,7 +670,7 @@ mod tests {
         drop(below);
         // A request that does not wait for a recall is waited for until it ends.
         let mut owed = order.turn(&utimes("e"));
-        let mut give_back = order.turn(&ordered(Command::Lease, &proto::LeaseRequest::default()));
+        let mut give_back = order.turn(&lease_give_back());
         owed.wait().await;
         assert!(waits(&mut give_back).await);
         drop(owed);
@@ -671,15 +680,11 @@ mod tests {
     #[tokio::test]
     async fn a_request_waiting_behind_one_that_lets_give_backs_pass_lets_them_pass_too() {
         let mut order = HandleOrder::default();
-        let plain = proto::SetAttrRequest {
-            path: b("y/f"),
-            ..Default::default()
-        };
-        let plain = Frame::request(Command::SetAttr, StreamId(6), &plain, Bytes::new());
+        let plain = unordered_utimes("y/f");
         let parked = order.turn(&plain);
         // Ordered behind it by path: waits for it, as its task does on the server.
         let mut behind = order.turn(&utimes("y/f"));
-        let mut give_back = order.turn(&ordered(Command::Lease, &proto::LeaseRequest::default()));
+        let mut give_back = order.turn(&lease_give_back());
         let behind = tokio::spawn(async move {
             behind.wait().await;
             behind

@@ -102,20 +102,30 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// `held` parked (on a task) until the sender is used; the task gives it back then.
+    fn park_until_released(
+        mut held: Held,
+    ) -> (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<Held>,
+    ) {
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let parked = tokio::spawn(async move {
+            held.parked(async move {
+                let _ = released.await;
+            })
+            .await;
+            held
+        });
+        (release, parked)
+    }
+
     #[tokio::test]
     async fn a_parked_request_gives_its_slot_to_the_next_and_runs_on_its_parked_one() {
         let slots = Slots::new(1, None);
-        let mut first = slots.take().await;
+        let first = slots.take().await;
         assert_eq!(slots.free(), 0);
-        let (release, released) = tokio::sync::oneshot::channel::<()>();
-        let parked = tokio::spawn(async move {
-            first
-                .parked(async move {
-                    let _ = released.await;
-                })
-                .await;
-            first
-        });
+        let (release, parked) = park_until_released(first);
         let second = tokio::time::timeout(Duration::from_secs(1), slots.take())
             .await
             .expect("the slot of a parked request is free");
@@ -148,16 +158,8 @@ mod tests {
     async fn a_parked_request_keeps_its_token_s_share() {
         let share = Arc::new(Semaphore::new(1));
         let slots = Slots::new(2, Some(share.clone()));
-        let mut first = slots.take().await;
-        let (release, released) = tokio::sync::oneshot::channel::<()>();
-        let parked = tokio::spawn(async move {
-            first
-                .parked(async move {
-                    let _ = released.await;
-                })
-                .await;
-            first
-        });
+        let first = slots.take().await;
+        let (release, parked) = park_until_released(first);
         tokio::task::yield_now().await;
         assert_eq!(slots.free(), 2, "its connection's slot is free");
         assert!(

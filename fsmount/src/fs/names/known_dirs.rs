@@ -336,17 +336,8 @@ impl KnownDirs {
         if self.lease_until.is_none_or(|t| t > sent) {
             return Vec::new();
         }
-        let out: Vec<Ino> = self
-            .dirs
-            .iter()
-            .filter(|(dir, l)| l.leased && Some(**dir) != keep)
-            .map(|(dir, _)| *dir)
-            .collect();
-        for dir in &out {
-            self.dirs.remove(dir);
-        }
         self.lease_until = None;
-        out
+        self.unlease_all_but(keep)
     }
 
     /// `dir`'s lease is given back (recalled, or not granted): what this mount knew of its
@@ -367,10 +358,15 @@ impl KnownDirs {
 
     /// Every lease is given back (see `unlease`): the directories that were leased.
     pub fn unlease_all(&mut self) -> Vec<Ino> {
+        self.unlease_all_but(None)
+    }
+
+    /// `unlease_all`, but `keep`.
+    fn unlease_all_but(&mut self, keep: Option<Ino>) -> Vec<Ino> {
         let out: Vec<Ino> = self
             .dirs
             .iter()
-            .filter(|(_, l)| l.leased)
+            .filter(|(dir, l)| l.leased && Some(**dir) != keep)
             .map(|(dir, _)| *dir)
             .collect();
         for dir in &out {
