@@ -454,8 +454,11 @@ pub struct RecordWriter<W> {
     io: W,
     keys: Keys,
     control: Arc<Control>,
-    /// Sealed records; `out[sent..]` is still to be written to the socket.
+    /// Sealed records are `out[..filled]`; `out[sent..filled]` is still to be written to
+    /// the socket. `out` keeps its length (initialized bytes) when drained, so a record is
+    /// sealed straight from the caller's bytes into it: no copy, no zeroing.
     out: Vec<u8>,
+    filled: usize,
     sent: usize,
     /// Records sealed under one key before it is updated.
     update_after: u64,
@@ -479,6 +482,7 @@ impl<W: AsyncWrite + Unpin> RecordWriter<W> {
             keys: Keys::new(seq, secrets)?,
             control,
             out: Vec::new(),
+            filled: 0,
             sent: 0,
             update_after,
             ask_peer: false,
@@ -497,29 +501,34 @@ impl<W: AsyncWrite + Unpin> RecordWriter<W> {
         self.ask_peer = true;
     }
 
-    /// Seals `plain` as one record of inner content type `typ` at the end of `out`.
+    /// Seals `plain` as one record of inner content type `typ` at `out[filled..]`, reading
+    /// `plain` where it lies (the cipher writes the ciphertext; nothing is copied first).
     fn seal(&mut self, typ: u8, plain: &[u8]) -> io::Result<()> {
         debug_assert!(plain.len() <= MAX_PLAINTEXT);
         let len = plain.len() + 1 + TAG;
         let nonce = self.keys.next_nonce()?;
-        let at = self.out.len();
-        self.out.reserve(HEADER + len);
-        self.out
-            .extend_from_slice(&[APPLICATION_DATA, 3, 3, (len >> 8) as u8, len as u8]);
-        self.out.extend_from_slice(plain);
-        self.out.push(typ);
-        let header: [u8; HEADER] = self.out[at..at + HEADER].try_into().expect("just written");
-        let sealed = self.keys.key.seal_in_place_separate_tag(
-            nonce,
-            Aad::from(header),
-            &mut self.out[at + HEADER..],
-        );
-        let Ok(tag) = sealed else {
-            // Never leave the plaintext where a flush would send it.
-            self.out.truncate(at);
-            return Err(tls_error("sealing a record failed"));
-        };
-        self.out.extend_from_slice(tag.as_ref());
+        let at = self.filled;
+        let end = at + HEADER + len;
+        if self.out.len() < end {
+            self.out.resize(end, 0);
+        }
+        let header = [APPLICATION_DATA, 3, 3, (len >> 8) as u8, len as u8];
+        let record = &mut self.out[at..end];
+        record[..HEADER].copy_from_slice(&header);
+        let (ciphertext, type_and_tag) = record[HEADER..].split_at_mut(plain.len());
+        self.keys
+            .key
+            .seal_out_of_place_scatter(
+                nonce,
+                Aad::from(header),
+                plain,
+                ciphertext,
+                &[typ],
+                type_and_tag,
+            )
+            // Nothing past `filled` is ever sent: a failed record is simply not counted.
+            .map_err(|_| tls_error("sealing a record failed"))?;
+        self.filled = end;
         Ok(())
     }
 
@@ -542,14 +551,15 @@ impl<W: AsyncWrite + Unpin> RecordWriter<W> {
 
     /// Writes sealed records to the socket until none is left or it would block.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.sent < self.out.len() {
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.out[self.sent..]))?;
+        while self.sent < self.filled {
+            let n =
+                ready!(Pin::new(&mut self.io).poll_write(cx, &self.out[self.sent..self.filled]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.sent += n;
         }
-        self.out.clear();
+        self.filled = 0;
         self.sent = 0;
         Poll::Ready(Ok(()))
     }
@@ -571,8 +581,8 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for RecordWriter<W> {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        // `out` is cleared only once drained whole: its length, written or not, is the bound.
-        if this.out.len() >= WRITE_HIGH {
+        // `out` is emptied only once drained whole: what it holds, written or not, is the bound.
+        if this.filled >= WRITE_HIGH {
             ready!(this.poll_drain(cx))?;
         }
         this.update_keys_if_due()?;
@@ -611,11 +621,13 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for RecordWriter<W> {
 impl<W: AsyncWrite + Unpin> RecordWriter<W> {
     /// Seals one record of inner type `typ` and hands its bytes back instead of sending them.
     pub(super) fn take_sealed(&mut self, typ: u8, plain: &[u8]) -> Vec<u8> {
-        assert_eq!(self.sent, self.out.len(), "nothing pending");
-        self.out.clear();
+        assert_eq!(self.sent, self.filled, "nothing pending");
+        self.filled = 0;
         self.sent = 0;
         self.seal(typ, plain).unwrap();
-        std::mem::take(&mut self.out)
+        let sealed = self.out[..self.filled].to_vec();
+        self.filled = 0;
+        sealed
     }
 
     pub(super) fn io_for_tests(&mut self) -> &mut W {
