@@ -55,9 +55,10 @@ impl Mode {
     }
 }
 
-/// The TLS crypto both sides use: rustls's aws-lc-rs provider (its AES-GCM uses AVX-512
-/// where the CPU has it: bulk reads cost a fifth less CPU than with ring here), TLS 1.3
-/// suites in the order measured fastest with AES instructions (see docs/BENCHMARKS.md). The server follows the client's order.
+/// The TLS crypto both sides use for the handshake: rustls's aws-lc-rs provider, TLS 1.3
+/// suites in the order measured fastest with AES instructions (see docs/BENCHMARKS.md). The
+/// server follows the client's order. Records after the handshake are sealed by the
+/// project's record layer with whichever library's AEAD is faster on the CPU (`tls::aead`).
 pub fn tls_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
     use rustls::crypto::aws_lc_rs::{cipher_suite, default_provider};
     let mut p = default_provider();

@@ -13,6 +13,7 @@
 //! (each connection gets its own copy of the configuration), because the unbuffered
 //! interface has no exporter; a test checks it equals rustls's own.
 
+pub mod aead;
 pub mod record;
 
 use std::io;

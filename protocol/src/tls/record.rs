@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
-use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
+use super::aead::{Aead, STRIDE, TAG};
 use rustls::client::ClientConnectionData;
 use rustls::kernel::KernelConnection;
 use rustls::server::ServerConnectionData;
@@ -34,7 +34,6 @@ pub const MAX_PLAINTEXT: usize = 1 << 14;
 /// Largest ciphertext a record may carry after its header (2^14 + 256).
 pub const MAX_CIPHERTEXT: usize = MAX_PLAINTEXT + 256;
 const HEADER: usize = 5;
-const TAG: usize = 16;
 /// Outer content type of every protected record.
 const APPLICATION_DATA: u8 = 23;
 const ALERT: u8 = 21;
@@ -52,28 +51,25 @@ const WRITE_HIGH: usize = 256 << 10;
 
 /// One direction's AEAD key, IV and record sequence number.
 struct Keys {
-    key: LessSafeKey,
+    key: Aead,
     iv: [u8; 12],
     seq: u64,
 }
 
 impl Keys {
     fn new(seq: u64, secrets: ConnectionTrafficSecrets) -> io::Result<Keys> {
-        let (alg, key, iv) = match &secrets {
-            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&aead::AES_128_GCM, key, iv),
-            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&aead::AES_256_GCM, key, iv),
-            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
-                (&aead::CHACHA20_POLY1305, key, iv)
-            }
+        let iv = match &secrets {
+            ConnectionTrafficSecrets::Aes128Gcm { iv, .. }
+            | ConnectionTrafficSecrets::Aes256Gcm { iv, .. }
+            | ConnectionTrafficSecrets::Chacha20Poly1305 { iv, .. } => iv,
             _ => return Err(tls_error("a cipher suite this record layer does not know")),
         };
-        let key = UnboundKey::new(alg, key.as_ref()).map_err(|_| tls_error("bad key length"))?;
         let iv: [u8; 12] = iv
             .as_ref()
             .try_into()
             .map_err(|_| tls_error("bad IV length"))?;
         Ok(Keys {
-            key: LessSafeKey::new(key),
+            key: Aead::new(&secrets)?,
             iv,
             seq,
         })
@@ -81,7 +77,7 @@ impl Keys {
 
     /// The nonce of the next record (the IV XOR its sequence number), and the sequence
     /// number advanced. A sequence number never wraps: the connection fails first.
-    fn next_nonce(&mut self) -> io::Result<Nonce> {
+    fn next_nonce(&mut self) -> io::Result<[u8; 12]> {
         let mut nonce = self.iv;
         for (n, s) in nonce[4..].iter_mut().zip(self.seq.to_be_bytes()) {
             *n ^= s;
@@ -90,11 +86,11 @@ impl Keys {
             .seq
             .checked_add(1)
             .ok_or_else(|| tls_error("record sequence number exhausted"))?;
-        Ok(Nonce::assume_unique_for_key(nonce))
+        Ok(nonce)
     }
 }
 
-fn tls_error(what: impl Into<String>) -> io::Error {
+pub(super) fn tls_error(what: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {}", what.into()))
 }
 
@@ -248,8 +244,8 @@ impl<R: AsyncRead + Unpin> RecordReader<R> {
         let opened = self
             .keys
             .key
-            .open_in_place(nonce, Aad::from(header), &mut self.buf[body.clone()])
-            .map_err(|_| tls_error("a record failed authentication (bad_record_mac)"))?;
+            .open_in_place(nonce, header, &mut self.buf[body.clone()])
+            .ok_or_else(|| tls_error("a record failed authentication (bad_record_mac)"))?;
         // The inner content type is the last non-zero byte; zeros after it are padding.
         let Some(typ_at) = opened.iter().rposition(|&b| b != 0) else {
             return Err(tls_error("a record with no content type"));
@@ -390,7 +386,10 @@ impl<R: AsyncRead + Unpin> RecordReader<R> {
             let (from, to) = self.plain;
             if from < to {
                 let n = (to - from).min(out.remaining());
-                out.put_slice(&self.buf[from..from + n]);
+                // In strides: see `copy_short_strides`.
+                for piece in self.buf[from..from + n].chunks(STRIDE) {
+                    out.put_slice(piece);
+                }
                 self.plain.0 += n;
                 if out.remaining() == 0 {
                     return Poll::Ready(Ok(()));
@@ -501,8 +500,9 @@ impl<W: AsyncWrite + Unpin> RecordWriter<W> {
         self.ask_peer = true;
     }
 
-    /// Seals `plain` as one record of inner content type `typ` at `out[filled..]`, reading
-    /// `plain` where it lies (the cipher writes the ciphertext; nothing is copied first).
+    /// Seals `plain` as one record of inner content type `typ` at `out[filled..]` (see
+    /// [`Aead::seal`]: read where it lies, or copied once where the faster cipher seals in
+    /// place).
     fn seal(&mut self, typ: u8, plain: &[u8]) -> io::Result<()> {
         debug_assert!(plain.len() <= MAX_PLAINTEXT);
         let len = plain.len() + 1 + TAG;
@@ -515,19 +515,11 @@ impl<W: AsyncWrite + Unpin> RecordWriter<W> {
         let header = [APPLICATION_DATA, 3, 3, (len >> 8) as u8, len as u8];
         let record = &mut self.out[at..end];
         record[..HEADER].copy_from_slice(&header);
-        let (ciphertext, type_and_tag) = record[HEADER..].split_at_mut(plain.len());
         self.keys
             .key
-            .seal_out_of_place_scatter(
-                nonce,
-                Aad::from(header),
-                plain,
-                ciphertext,
-                &[typ],
-                type_and_tag,
-            )
+            .seal(nonce, header, plain, typ, &mut record[HEADER..])
             // Nothing past `filled` is ever sent: a failed record is simply not counted.
-            .map_err(|_| tls_error("sealing a record failed"))?;
+            .ok_or_else(|| tls_error("sealing a record failed"))?;
         self.filled = end;
         Ok(())
     }
