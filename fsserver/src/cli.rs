@@ -120,7 +120,9 @@ pub struct Args {
     #[arg(long)]
     pub no_disk_watch: bool,
     /// How long another client's request waits for a recalled lease to be given back
-    /// before the lease is revoked and the request goes ahead.
+    /// before the lease is revoked and the request goes ahead, when the holder renewed its
+    /// leases since the recall; a holder silent since then (perhaps cut away, still
+    /// answering from its lease) is waited for until its lease expires.
     #[arg(long, value_name = "TIME", default_value = "5", value_parser = config::parse_duration)]
     pub recall_timeout: Duration,
     /// Lock ranges and waits one client session may hold at once (fcntl, OFD and flock

@@ -131,6 +131,10 @@ fn pump(mut from: TcpStream, mut to: TcpStream, s: &Shared) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        // A stall that began while this pump waited in `read` holds what it read too.
+        while s.stalled.load(Ordering::SeqCst) && !s.stopped.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let left = s.flip_in.load(Ordering::SeqCst);
         if left > 0 {
             if left <= n as u64 {

@@ -164,9 +164,11 @@ fn a_conflict_on_a_leased_directory_waits_for_the_recall_and_keeps_both_changes(
 }
 
 #[test]
-fn a_client_that_never_gives_a_lease_back_holds_others_up_only_until_the_recall_timeout() {
+fn a_client_that_never_gives_a_lease_back_holds_others_up_only_until_its_lease_expires() {
     require_mount_support();
-    let server = Server::start(&["--recall-timeout", "1"]);
+    // Silent after the recall, the abuser looks like a holder cut away, which answers from
+    // its lease until its own trust runs out: others wait until the lease expires (3 s).
+    let server = Server::start(&["--recall-timeout", "1", "--lease-time", "3"]);
     fs::create_dir(server.export("data").join("d")).unwrap();
     fs::create_dir(server.export("data").join("other")).unwrap();
     let token = server.token();
@@ -194,8 +196,8 @@ fn a_client_that_never_gives_a_lease_back_holds_others_up_only_until_the_recall_
     );
     let waited = writer.join().unwrap().expect("the write into d succeeds");
     assert!(
-        waited >= Duration::from_millis(800) && waited < Duration::from_secs(4),
-        "held up for the recall timeout (1 s), not more: {waited:?}"
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(5),
+        "held up until the lease expired (at most 3 s), not more: {waited:?}"
     );
     assert_eq!(fs::read(server.export("data").join("d/x")).unwrap(), b"x");
     e2e_tests::wait_until("the revocation is logged", Duration::from_secs(5), || {
@@ -349,7 +351,7 @@ fn give_back(holder: &mut RawClient, path: &str) {
 }
 
 /// A Lookup of the missing `path` by `client` gets ENOENT only after a recall (the server's
-/// recall timeout is 1 s in these tests).
+/// recall timeout is 1 s in these tests, its lease time 2 s).
 fn lookup_waits_for_a_recall(client: &mut RawClient, path: &str) {
     let t = Instant::now();
     let lookup = proto::LookupRequest {
@@ -369,7 +371,8 @@ fn lookup_waits_for_a_recall(client: &mut RawClient, path: &str) {
 
 #[test]
 fn a_subtree_mount_and_a_mount_of_the_whole_export_conflict_over_one_directory() {
-    let server = Server::start(&["--recall-timeout", "1"]);
+    // The holders go silent: each waiting lookup goes on when the lease expires (2 s).
+    let server = Server::start(&["--recall-timeout", "1", "--lease-time", "2"]);
     fs::create_dir_all(server.export("data").join("sub/d")).unwrap();
     let token = server.token();
     let list = lease_listing;
@@ -415,6 +418,8 @@ fn an_export_nested_in_another_conflicts_with_it_over_one_directory() {
             &inner,
             "--recall-timeout",
             "1",
+            "--lease-time",
+            "2",
         ],
     );
     let token = server.token();
@@ -529,7 +534,15 @@ fn a_recall_made_while_the_holder_is_cut_away_reaches_it_when_it_resumes() {
 
 #[test]
 fn requests_waiting_for_a_recall_leave_the_connection_free_for_its_other_requests() {
-    let server = Server::start(&["--max-in-flight", "4", "--recall-timeout", "3"]);
+    // The holder goes silent: the parked requests go on when its lease expires (4 s).
+    let server = Server::start(&[
+        "--max-in-flight",
+        "4",
+        "--recall-timeout",
+        "1",
+        "--lease-time",
+        "4",
+    ]);
     for d in ["d", "other"] {
         fs::create_dir(server.export("data").join(d)).unwrap();
     }
@@ -575,7 +588,7 @@ fn requests_waiting_for_a_recall_leave_the_connection_free_for_its_other_request
     let (_, last) = answered[4];
     assert!(
         last >= Duration::from_millis(2500) && last < Duration::from_secs(6),
-        "the parked ones after the recall timeout: {last:?}"
+        "the parked ones once the holder's lease expired: {last:?}"
     );
     drop(holder);
 }
@@ -688,4 +701,53 @@ fn a_write_through_a_handle_opened_before_the_lease_recalls_it_before_it_runs() 
     assert_eq!(write.join().unwrap(), 0);
     assert_eq!(fs::read(server.export("data").join("d/x")).unwrap(), b"v2");
     assert!(!server.log().contains("revoked"), "given back in time");
+}
+
+/// A holder cut away (its connection stalled, not closed) while another mount's request
+/// waits for its lease: the holder never sees the recall and answers from its lease until
+/// its own trust in it runs out, so the other request waits until the lease expires, not
+/// just the recall timeout; after that the holder does not answer there from the lease
+/// again. Before, the lease was revoked at the recall timeout and both mounts won one
+/// O_EXCL create.
+#[test]
+fn a_holder_cut_away_never_wins_a_create_the_other_mount_won() {
+    require_mount_support();
+    let server = Server::start(&["--recall-timeout", "1", "--lease-time", "3"]);
+    let proxy = e2e_tests::fault_proxy::FaultProxy::start(&server.addr);
+    let a = Mount::via(&server, &proxy.addr, "data", &LONG);
+    let b = Mount::new(&server, "data", &LONG);
+    // A's mkdir brings d's lease; its create there is answered locally.
+    fs::create_dir(a.path.join("d")).unwrap();
+    fs::write(a.path.join("d/y"), b"y").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    proxy.stall(true);
+    let create = |p: &std::path::Path| {
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(p)
+            .map(|_| ())
+            .map_err(|e| e.kind())
+    };
+    // B's create recalls A's lease; A never hears of it.
+    let t = Instant::now();
+    assert_eq!(create(&b.path.join("d/x")), Ok(()));
+    let waited = t.elapsed();
+    assert!(
+        waited > Duration::from_millis(1200) && waited < Duration::from_secs(5),
+        "B waited for A's lease to expire (at most 3 s), not just the recall timeout: \
+         {waited:?}"
+    );
+    // A, still cut away, tries the same create: it must not answer it from the lease.
+    let path = a.path.join("d/x");
+    let a_create = std::thread::spawn(move || create(&path));
+    std::thread::sleep(Duration::from_millis(500));
+    proxy.stall(false);
+    assert_eq!(
+        a_create.join().unwrap(),
+        Err(std::io::ErrorKind::AlreadyExists),
+        "both mounts won the create\n{}",
+        a.log()
+    );
+    assert!(b.path.join("d/y").exists(), "A's earlier create is kept");
 }

@@ -139,6 +139,8 @@ pub struct Recall {
     token: std::sync::Arc<str>,
     gone: watch::Receiver<()>,
     key: Key,
+    /// When the request that recalls it found the lease.
+    since: Instant,
 }
 
 impl Leases {
@@ -464,6 +466,7 @@ impl Leases {
                 token: lease.token.clone(),
                 gone: lease.gone.subscribe(),
                 key,
+                since: now,
             });
         }
         self.count.store(table.len(), Ordering::Relaxed);
@@ -476,19 +479,37 @@ impl Leases {
             .penalize(holder, token, Instant::now(), 2 * self.time);
     }
 
-    /// Waits until `recall`'s lease ends, at most the recall timeout; then revokes it and
-    /// every other lease of its holder (a holder that does not answer one recall answers
-    /// none: its other leases would each hold a request up as long). A holder that gave it
-    /// back, but only after a fifth of the timeout, gets no lease for a while either: each
-    /// of its leases costs another client that long. True if the holder gave it back in
-    /// time.
+    /// Waits until `recall`'s lease ends, at most the recall timeout if its holder has
+    /// renewed its leases since the recall began (it is there and does not answer), else
+    /// until the lease expires (at most the lease time after its last renewal): a holder
+    /// cut away has not seen the recall and answers from the lease until its own trust in
+    /// it runs out, which is before that. Then revokes it and every other lease of its
+    /// holder (a holder that does not answer one recall answers none: its other leases
+    /// would each hold a request up as long). A holder that gave it back, but only after a
+    /// fifth of the timeout, gets no lease for a while either: each of its leases costs
+    /// another client that long. True if the holder gave it back in time.
     pub async fn wait(&self, mut recall: Recall) -> bool {
         let started = Instant::now();
-        let returned = tokio::time::timeout(self.recall_timeout, async {
-            while recall.gone.changed().await.is_ok() {}
-        })
-        .await
-        .is_ok();
+        let mut gone = async || while recall.gone.changed().await.is_ok() {};
+        let mut returned = tokio::time::timeout(self.recall_timeout, gone())
+            .await
+            .is_ok();
+        if !returned {
+            let expires = {
+                let table = self.table.lock();
+                table
+                    .get(&recall.key)
+                    .filter(|l| l.holder == recall.holder)
+                    .map(|l| l.expires)
+            };
+            // Renewed after the recall began: expires later than a lease renewed before.
+            let silent = expires.filter(|&e| e <= recall.since + self.time);
+            if let Some(expires) = silent {
+                returned = tokio::time::timeout_at(expires.into(), gone())
+                    .await
+                    .is_ok();
+            }
+        }
         if returned && started.elapsed() > self.recall_timeout / 5 {
             self.slow_recalls.fetch_add(1, Ordering::Relaxed);
             self.penalize(&recall.holder, &recall.token);
@@ -656,9 +677,14 @@ mod tests {
         let found = leases.conflicts(e, &holder(2), (&["d/sub/f".into()], &[]));
         assert_eq!(found.len(), 1);
         assert!(found[0].first);
-        // Not returned: revoked after the recall timeout, with the holder's other leases.
+        // The holder renews (it is there) but does not give it back: revoked after the
+        // recall timeout, with the holder's other leases.
         let r = found.into_iter().next().unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        leases.returned(e, &holder(1), &[], false);
+        let t = Instant::now();
         assert!(!leases.wait(r).await);
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
         assert_eq!(leases.held(), 0);
         assert!(leases
             .conflicts(e, &holder(2), (&["other/x".into()], &[]))
@@ -670,6 +696,27 @@ mod tests {
             "a session that let a recall time out gets no lease for a while"
         );
         assert!(leases.grant(e, b"x", &holder(3)) > 0, "others do");
+    }
+
+    #[tokio::test]
+    async fn a_holder_silent_since_the_recall_is_waited_for_until_its_lease_expires() {
+        let leases = Leases::new(Duration::from_millis(400), Duration::from_millis(50));
+        let e = Path::new("/x");
+        assert!(leases.grant(e, b"d", &holder(1)) > 0);
+        let t = Instant::now();
+        let r = leases
+            .conflicts(e, &holder(2), (&["d/f".into()], &[]))
+            .pop()
+            .unwrap();
+        // It may be cut away and answering from the lease until its trust runs out.
+        assert!(!leases.wait(r).await);
+        let waited = t.elapsed();
+        assert!(
+            waited >= Duration::from_millis(380) && waited < Duration::from_secs(3),
+            "{waited:?}"
+        );
+        assert_eq!(leases.held(), 0, "revoked then");
+        assert!(leases.grant(e, b"d", &holder(2)) > 0);
     }
 
     #[tokio::test]
