@@ -181,9 +181,15 @@ mod tests {
     #[test]
     fn bytes_land_at_their_file_offset_within_a_page() {
         let (_d, f, bytes) = file_of(300_000);
+        // The pool's buffers first hold other bytes: a short read must not show them.
+        let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+        std::fs::write(dir.path().join("other"), vec![0xEEu8; 1 << 20]).unwrap();
+        let other = std::fs::File::open(dir.path().join("other")).unwrap();
+        let held: Vec<Bytes> = (0..8).map(|_| read(&other, 0, 1 << 20).unwrap()).collect();
+        drop(held);
         // Buffers come back to the pool between reads, so later reads reuse earlier ones.
-        for offset in [0u64, 16, 100, 4064, 4095, 4096 + 17, 131_072, 200_001] {
-            for len in [4096usize, 1 << 16, 99_999] {
+        for offset in [0u64, 16, 100, 4064, 4095, 4096 + 17, 131_072, 200_001, 299_999] {
+            for len in [0usize, 4096, 1 << 16, 99_999, 1 << 20] {
                 let end = (offset as usize + len).min(bytes.len());
                 for got in [
                     read(&f, offset, len).unwrap(),

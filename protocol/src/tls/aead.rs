@@ -34,8 +34,16 @@ impl AeadImpl {
         *CHOSEN.get_or_init(|| {
             #[cfg(target_arch = "x86_64")]
             {
-                let wide = std::arch::is_x86_feature_detected!("avx512f")
-                    && std::arch::is_x86_feature_detected!("vaes");
+                use std::arch::is_x86_feature_detected as has;
+                // What aws-lc asks of the CPU before it takes its AVX-512 AES-GCM (and
+                // never on Windows).
+                let wide = cfg!(not(windows))
+                    && has!("avx512f")
+                    && has!("avx512bw")
+                    && has!("avx512dq")
+                    && has!("avx512vl")
+                    && has!("vaes")
+                    && has!("vpclmulqdq");
                 if !wide {
                     return AeadImpl::Ring;
                 }
@@ -177,6 +185,7 @@ impl Aead {
 /// record's plaintext (5 bytes past its header) often is relative to where it came from.
 pub(crate) const STRIDE: usize = 1024;
 pub(crate) fn copy_short_strides(dst: &mut [u8], src: &[u8]) {
+    assert_eq!(dst.len(), src.len(), "a copy between slices of one length");
     for (d, s) in dst.chunks_mut(STRIDE).zip(src.chunks(STRIDE)) {
         d.copy_from_slice(s);
     }

@@ -465,6 +465,9 @@ pub struct RecordWriter<W> {
     ask_peer: bool,
     /// The close_notify is sealed.
     closing: bool,
+    /// A record failed to seal: nothing more is written, ever (records sealed before it in
+    /// `out` included), and every later call fails.
+    failed: bool,
 }
 
 impl<W: AsyncWrite + Unpin> RecordWriter<W> {
@@ -486,6 +489,7 @@ impl<W: AsyncWrite + Unpin> RecordWriter<W> {
             update_after,
             ask_peer: false,
             closing: false,
+            failed: false,
         })
     }
 
@@ -515,11 +519,18 @@ impl<W: AsyncWrite + Unpin> RecordWriter<W> {
         let header = [APPLICATION_DATA, 3, 3, (len >> 8) as u8, len as u8];
         let record = &mut self.out[at..end];
         record[..HEADER].copy_from_slice(&header);
-        self.keys
+        if self
+            .keys
             .key
             .seal(nonce, header, plain, typ, &mut record[HEADER..])
-            // Nothing past `filled` is ever sent: a failed record is simply not counted.
-            .ok_or_else(|| tls_error("sealing a record failed"))?;
+            .is_none()
+        {
+            // Whatever the seal left there (ring copies the plaintext in first) is wiped,
+            // and the writer stops for good: a sequence number was used up.
+            record.fill(0);
+            self.failed = true;
+            return Err(tls_error("sealing a record failed"));
+        }
         self.filled = end;
         Ok(())
     }
@@ -541,8 +552,16 @@ impl<W: AsyncWrite + Unpin> RecordWriter<W> {
         Ok(())
     }
 
+    fn check_failed(&self) -> io::Result<()> {
+        match self.failed {
+            true => Err(tls_error("a record failed to seal earlier")),
+            false => Ok(()),
+        }
+    }
+
     /// Writes sealed records to the socket until none is left or it would block.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.check_failed()?;
         while self.sent < self.filled {
             let n =
                 ready!(Pin::new(&mut self.io).poll_write(cx, &self.out[self.sent..self.filled]))?;
@@ -564,6 +583,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for RecordWriter<W> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.check_failed()?;
         if this.closing {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
@@ -600,6 +620,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for RecordWriter<W> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.check_failed()?;
         if !this.closing {
             this.seal(ALERT, &[1, 0])?;
             this.closing = true;
