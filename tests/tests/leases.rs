@@ -172,14 +172,13 @@ fn a_client_that_never_gives_a_lease_back_holds_others_up_only_until_its_lease_e
     fs::create_dir(server.export("data").join("d")).unwrap();
     fs::create_dir(server.export("data").join("other")).unwrap();
     let token = server.token();
+    let b = Mount::new(&server, "data", &[]);
+    let other = Mount::new(&server, "data", &[]);
     // An abusive client takes d's lease and then reads nothing: the recall goes unanswered.
     let mut abuser = RawClient::notified(&server.addr, "data", &token).unwrap();
     let list = lease_listing("d");
     let granted: proto::ListReply = abuser.call(Cmd::List, &list).unwrap();
     assert!(granted.lease_ms > 0, "a lease is granted");
-
-    let b = Mount::new(&server, "data", &[]);
-    let other = Mount::new(&server, "data", &[]);
     let pb = b.path.clone();
     let writer = std::thread::spawn(move || {
         let t = Instant::now();

@@ -188,7 +188,17 @@ mod tests {
         let held: Vec<Bytes> = (0..8).map(|_| read(&other, 0, 1 << 20).unwrap()).collect();
         drop(held);
         // Buffers come back to the pool between reads, so later reads reuse earlier ones.
-        for offset in [0u64, 16, 100, 4064, 4095, 4096 + 17, 131_072, 200_001, 299_999] {
+        for offset in [
+            0u64,
+            16,
+            100,
+            4064,
+            4095,
+            4096 + 17,
+            131_072,
+            200_001,
+            299_999,
+        ] {
             for len in [0usize, 4096, 1 << 16, 99_999, 1 << 20] {
                 let end = (offset as usize + len).min(bytes.len());
                 for got in [
