@@ -121,20 +121,22 @@ impl Drop for FaultProxy {
     }
 }
 
+fn wait_while_stalled(s: &Shared) {
+    while s.stalled.load(Ordering::SeqCst) && !s.stopped.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn pump(mut from: TcpStream, mut to: TcpStream, s: &Shared) {
     let mut buf = vec![0u8; 64 << 10];
     loop {
-        while s.stalled.load(Ordering::SeqCst) && !s.stopped.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_while_stalled(s);
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
         // A stall that began while this pump waited in `read` holds what it read too.
-        while s.stalled.load(Ordering::SeqCst) && !s.stopped.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_while_stalled(s);
         let left = s.flip_in.load(Ordering::SeqCst);
         if left > 0 {
             if left <= n as u64 {

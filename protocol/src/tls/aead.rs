@@ -12,8 +12,6 @@
 use std::io;
 use std::sync::OnceLock;
 
-use rustls::ConnectionTrafficSecrets;
-
 use super::record::tls_error;
 
 /// Bytes of the tag every suite here appends.
@@ -70,17 +68,6 @@ pub enum Aead {
 }
 
 impl Aead {
-    /// The key of `secrets`, from the library this CPU runs faster.
-    pub fn new(secrets: &ConnectionTrafficSecrets) -> io::Result<Aead> {
-        let (suite, key) = match secrets {
-            ConnectionTrafficSecrets::Aes128Gcm { key, .. } => (Suite::Aes128Gcm, key),
-            ConnectionTrafficSecrets::Aes256Gcm { key, .. } => (Suite::Aes256Gcm, key),
-            ConnectionTrafficSecrets::Chacha20Poly1305 { key, .. } => (Suite::Chacha20, key),
-            _ => return Err(tls_error("a cipher suite this record layer does not know")),
-        };
-        Aead::with(AeadImpl::for_this_cpu(), suite, key.as_ref())
-    }
-
     /// The key `key` of `suite` from library `which`.
     pub fn with(which: AeadImpl, suite: Suite, key: &[u8]) -> io::Result<Aead> {
         let bad = || tls_error("bad key length");

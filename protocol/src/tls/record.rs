@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
-use super::aead::{Aead, STRIDE, TAG};
+use super::aead::{Aead, AeadImpl, Suite, STRIDE, TAG};
 use rustls::client::ClientConnectionData;
 use rustls::kernel::KernelConnection;
 use rustls::server::ServerConnectionData;
@@ -58,10 +58,10 @@ struct Keys {
 
 impl Keys {
     fn new(seq: u64, secrets: ConnectionTrafficSecrets) -> io::Result<Keys> {
-        let iv = match &secrets {
-            ConnectionTrafficSecrets::Aes128Gcm { iv, .. }
-            | ConnectionTrafficSecrets::Aes256Gcm { iv, .. }
-            | ConnectionTrafficSecrets::Chacha20Poly1305 { iv, .. } => iv,
+        let (suite, key, iv) = match &secrets {
+            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (Suite::Aes128Gcm, key, iv),
+            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (Suite::Aes256Gcm, key, iv),
+            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (Suite::Chacha20, key, iv),
             _ => return Err(tls_error("a cipher suite this record layer does not know")),
         };
         let iv: [u8; 12] = iv
@@ -69,7 +69,7 @@ impl Keys {
             .try_into()
             .map_err(|_| tls_error("bad IV length"))?;
         Ok(Keys {
-            key: Aead::new(&secrets)?,
+            key: Aead::with(AeadImpl::for_this_cpu(), suite, key.as_ref())?,
             iv,
             seq,
         })
