@@ -119,10 +119,11 @@ pub struct Args {
     /// Watching needs root (CAP_SYS_ADMIN); without it fsserver says so and goes on.
     #[arg(long)]
     pub no_disk_watch: bool,
-    /// How long another client's request waits for a recalled lease to be given back
-    /// before the lease is revoked and the request goes ahead, when the holder renewed its
-    /// leases since the recall; a holder silent since then (perhaps cut away, still
-    /// answering from its lease) is waited for until its lease expires.
+    /// How long a recalled lease may take to come back. A recalled lease is renewed no
+    /// more; one not given back within this time is revoked when it expires (at most
+    /// --lease-time after the holder's last renewal before the recall: until then the
+    /// holder, perhaps cut away, may still answer from it), and the request that recalled
+    /// it waits until then.
     #[arg(long, value_name = "TIME", default_value = "5", value_parser = config::parse_duration)]
     pub recall_timeout: Duration,
     /// Lock ranges and waits one client session may hold at once (fcntl, OFD and flock

@@ -3,7 +3,7 @@
 //! on its way when mount B looks: B's request recalls the lease, A sends what it owes, and
 //! B sees all of it at once after A's calls returned (no timeouts, no retries). A conflict
 //! on a leased directory loses neither side's change; a client that never gives a lease
-//! back holds others up only until the recall timeout.
+//! back holds others up only until its lease expires.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -749,4 +749,66 @@ fn a_holder_cut_away_never_wins_a_create_the_other_mount_won() {
         a.log()
     );
     assert!(b.path.join("d/y").exists(), "A's earlier create is kept");
+}
+
+#[test]
+fn a_renewal_taken_before_the_recall_was_seen_is_never_outlived_by_the_other_s_request() {
+    // A holder may take a renewal's reply before the recall's Notify (they travel apart)
+    // and then be cut away: it trusts the renewal. So a recalled lease is renewed no more,
+    // the renewal's reply names it, and the request that recalled it goes ahead only once
+    // every renewal the holder took without it has run out (3/4 of the lease time after
+    // it asked).
+    let server = Server::start(&["--recall-timeout", "1", "--lease-time", "3"]);
+    fs::create_dir(server.export("data").join("d")).unwrap();
+    let token = server.token();
+    let mut holder = RawClient::notified(&server.addr, "data", &token).unwrap();
+    let granted: proto::ListReply = holder.call(Cmd::List, &lease_listing("d")).unwrap();
+    assert!(granted.lease_ms > 0, "a lease is granted");
+    let first_trust = Instant::now() + Duration::from_millis(granted.lease_ms as u64) * 3 / 4;
+    // The holder renews every 200 ms, ignores the Notify, never gives d back; it records
+    // until when each renewal's reply lets it trust d.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let renewer = std::thread::spawn(move || {
+        let (mut trusted, mut named) = (first_trust, 0);
+        while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            let sent = Instant::now();
+            let r: proto::LeaseReply = holder
+                .call(Cmd::Lease, &proto::LeaseRequest::default())
+                .expect("a renewal");
+            if r.recalled.iter().any(|p| &p[..] == b"d") {
+                named += 1;
+            } else if r.lease_ms > 0 {
+                trusted = sent + Duration::from_millis(r.lease_ms as u64) * 3 / 4;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        (trusted, named)
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    let mut other = RawClient::authenticated(&server.addr, "data", &token).unwrap();
+    let lookup = proto::LookupRequest { path: "d/x".into() };
+    let t = Instant::now();
+    assert_eq!(
+        other
+            .call::<proto::AttrReply>(Cmd::Lookup, &lookup)
+            .unwrap_err(),
+        libc::ENOENT
+    );
+    let (answered, waited) = (Instant::now(), t.elapsed());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (trusted, named) = renewer.join().unwrap();
+    assert!(
+        answered >= trusted,
+        "the other's request was answered {:?} before the holder's trust in d ran out",
+        trusted - answered
+    );
+    assert!(named > 0, "the renewals after the recall name d");
+    assert!(
+        waited > Duration::from_millis(1500) && waited < Duration::from_secs(5),
+        "held up until the lease expired, not just the recall timeout: {waited:?}"
+    );
+    e2e_tests::wait_until("the revocation is logged", Duration::from_secs(5), || {
+        server.log().contains("revoked")
+    });
 }

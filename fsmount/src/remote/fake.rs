@@ -857,6 +857,7 @@ impl Tree {
             Command::Lease => reply(proto::LeaseReply {
                 lease_ms: FAKE_LEASE_MS,
                 budget: Some(self.budget),
+                recalled: Vec::new(),
             }),
             _ => Err(err(libc::ENOSYS)),
         }

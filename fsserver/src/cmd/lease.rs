@@ -1,6 +1,7 @@
 //! Lease: `LeaseRequest` -> `LeaseReply`. Gives back the directory leases the client was
 //! asked to return (it sent what it owed on them first: the request is ordered) and renews
-//! the session's others (see `crate::coordination::leases`).
+//! the session's others but those recalled, which the reply names (see
+//! `crate::coordination::leases`).
 
 use super::{Ctx, Reply};
 use crate::error::FsError;
@@ -9,7 +10,7 @@ pub fn apply(ctx: &Ctx, req: proto::LeaseRequest) -> Result<Reply<proto::LeaseRe
     let Some(h) = &ctx.leases else {
         return Ok(Reply::msg(proto::LeaseReply::default()));
     };
-    let lease_ms = h
+    let (lease_ms, recalled) = h
         .leases
         .returned(
             &ctx.export.lease_root,
@@ -32,5 +33,9 @@ pub fn apply(ctx: &Ctx, req: proto::LeaseRequest) -> Result<Reply<proto::LeaseRe
             None
         }
     };
-    Ok(Reply::msg(proto::LeaseReply { lease_ms, budget }))
+    Ok(Reply::msg(proto::LeaseReply {
+        lease_ms,
+        budget,
+        recalled,
+    }))
 }

@@ -42,6 +42,16 @@ pub struct Lease {
     pub token: std::sync::Arc<str>,
 }
 
+impl Lease {
+    /// The leased directory `key` as its holder names it: relative to the holder's export.
+    pub fn holder_path(&self, key: &Key) -> Bytes {
+        match self.within.len() {
+            0 => Bytes::copy_from_slice(&key.1),
+            n => Bytes::copy_from_slice(key.1.get(n + 1..).unwrap_or_default()),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Table {
     leases: BTreeMap<Key, Lease>,
@@ -133,16 +143,23 @@ impl Table {
         self.bytes_of.get(holder).copied().unwrap_or(0)
     }
 
-    /// Every lease of `holder` not expired now lasts until `until`; no key is copied.
-    pub fn renew(&mut self, holder: &Holder, now: Instant, until: Instant) {
+    /// Every lease of `holder` not expired now and not recalled lasts until `until`. A
+    /// recalled lease keeps its expiry (the holder is told it with this renewal and stops
+    /// trusting it; until then it trusts at most the renewals before): the paths of those,
+    /// as the holder names them. Only they are copied.
+    pub fn renew(&mut self, holder: &Holder, now: Instant, until: Instant) -> Vec<Bytes> {
         let Some(keys) = self.by_holder.get(holder) else {
-            return;
+            return Vec::new();
         };
+        let mut recalled = Vec::new();
         for k in keys {
-            if let Some(l) = self.leases.get_mut(k).filter(|l| l.expires > now) {
-                l.expires = until;
+            match self.leases.get_mut(k).filter(|l| l.expires > now) {
+                Some(l) if l.recalled => recalled.push(l.holder_path(k)),
+                Some(l) => l.expires = until,
+                None => {}
             }
         }
+        recalled
     }
 
     /// Inserts (or replaces) the lease on `key`.

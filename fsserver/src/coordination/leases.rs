@@ -139,8 +139,6 @@ pub struct Recall {
     token: std::sync::Arc<str>,
     gone: watch::Receiver<()>,
     key: Key,
-    /// When the request that recalls it found the lease.
-    since: Instant,
 }
 
 impl Leases {
@@ -390,9 +388,16 @@ impl Leases {
         millis(self.time)
     }
 
-    /// `holder` gives back its leases on `paths` (`all`: every one) and renews the others;
-    /// the lease time.
-    pub fn returned(&self, export: &Path, holder: &Holder, paths: &[Bytes], all: bool) -> u32 {
+    /// `holder` gives back its leases on `paths` (`all`: every one) and renews the others
+    /// but those recalled; the lease time, and the paths of those recalled (as the holder
+    /// names them), which the reply tells it to give back.
+    pub fn returned(
+        &self,
+        export: &Path,
+        holder: &Holder,
+        paths: &[Bytes],
+        all: bool,
+    ) -> (u32, Vec<Bytes>) {
         let now = Instant::now();
         let mut table = self.table.lock();
         if all {
@@ -407,9 +412,9 @@ impl Leases {
                 table.remove(&key);
             }
         }
-        table.renew(holder, now, now + self.time);
+        let recalled = table.renew(holder, now, now + self.time);
         self.count.store(table.len(), Ordering::Relaxed);
-        millis(self.time)
+        (millis(self.time), recalled)
     }
 
     /// The leases of sessions other than `me` that a request reaches into: a leased
@@ -454,19 +459,13 @@ impl Leases {
                 self.fairness
                     .cool(&lease.holder, &key, now, now + self.recall_timeout);
             }
-            // As the holder names it: below its own export (a lease is always below it).
-            let path = match lease.within.len() {
-                0 => Bytes::copy_from_slice(&key.1),
-                n => Bytes::copy_from_slice(key.1.get(n + 1..).unwrap_or_default()),
-            };
             found.push(Recall {
                 holder: lease.holder.clone(),
-                path,
+                path: lease.holder_path(&key),
                 first,
                 token: lease.token.clone(),
                 gone: lease.gone.subscribe(),
                 key,
-                since: now,
             });
         }
         self.count.store(table.len(), Ordering::Relaxed);
@@ -479,15 +478,16 @@ impl Leases {
             .penalize(holder, token, Instant::now(), 2 * self.time);
     }
 
-    /// Waits until `recall`'s lease ends, at most the recall timeout if its holder has
-    /// renewed its leases since the recall began (it is there and does not answer), else
-    /// until the lease expires (at most the lease time after its last renewal): a holder
-    /// cut away has not seen the recall and answers from the lease until its own trust in
-    /// it runs out, which is before that. Then revokes it and every other lease of its
-    /// holder (a holder that does not answer one recall answers none: its other leases
-    /// would each hold a request up as long). A holder that gave it back, but only after a
-    /// fifth of the timeout, gets no lease for a while either: each of its leases costs
-    /// another client that long. True if the holder gave it back in time.
+    /// Waits until `recall`'s lease ends: given back, or expired. A recalled lease is
+    /// renewed no more (see `Table::renew`): it expires at most the lease time after the
+    /// holder's last renewal that did not tell it of the recall, when its trust in the lease
+    /// has run out too, whether it is cut away, lost the Notify with a connection, or
+    /// ignores it. Not given back within the recall timeout, it is revoked at its expiry,
+    /// and its holder's other leases are recalled (a holder that does not answer one recall
+    /// answers none; each of those expires at most the lease time after its last renewal).
+    /// A holder that gave it back, but only after a fifth of the timeout, gets no lease for
+    /// a while either: each of its leases costs another client that long. True if the
+    /// holder gave it back in time.
     pub async fn wait(&self, mut recall: Recall) -> bool {
         let started = Instant::now();
         let mut gone = async || while recall.gone.changed().await.is_ok() {};
@@ -502,9 +502,7 @@ impl Leases {
                     .filter(|l| l.holder == recall.holder)
                     .map(|l| l.expires)
             };
-            // Renewed after the recall began: expires later than a lease renewed before.
-            let silent = expires.filter(|&e| e <= recall.since + self.time);
-            if let Some(expires) = silent {
+            if let Some(expires) = expires {
                 returned = tokio::time::timeout_at(expires.into(), gone())
                     .await
                     .is_ok();
@@ -522,18 +520,42 @@ impl Leases {
             );
         }
         if !returned {
-            let mut table = self.table.lock();
-            if table
-                .get(&recall.key)
-                .is_some_and(|l| l.holder == recall.holder)
-            {
-                self.penalize(&recall.holder, &recall.token);
-                let gone = table.remove_holder(&recall.holder);
-                self.revoked.fetch_add(gone, Ordering::Relaxed);
+            let others = {
+                let mut table = self.table.lock();
+                let others = match table.get(&recall.key) {
+                    Some(l) if l.holder == recall.holder => {
+                        self.penalize(&recall.holder, &recall.token);
+                        table.remove(&recall.key);
+                        self.revoked.fetch_add(1, Ordering::Relaxed);
+                        self.recall_all_of(&mut table, &recall.holder)
+                    }
+                    _ => Vec::new(),
+                };
+                self.count.store(table.len(), Ordering::Relaxed);
+                others
+            };
+            for path in others {
+                self.recalls.fetch_add(1, Ordering::Relaxed);
+                self.recall_queues.tell(&recall.holder, path);
             }
-            self.count.store(table.len(), Ordering::Relaxed);
         }
         returned
+    }
+
+    /// Removes `holder`'s expired leases and marks the others recalled (renewed no more);
+    /// the paths of those newly recalled, as the holder names them, to tell it.
+    fn recall_all_of(&self, table: &mut Table, holder: &Holder) -> Vec<Bytes> {
+        let now = Instant::now();
+        table.expire_of(holder, now);
+        let keys: Vec<Key> = table.keys_of(holder).cloned().collect();
+        let mut told = Vec::new();
+        for key in keys {
+            if let Some(l) = table.get_mut(&key).filter(|l| !l.recalled) {
+                l.recalled = true;
+                told.push(l.holder_path(&key));
+            }
+        }
+        told
     }
 
     /// The holder renamed a leased directory (or one above leased ones): its leases follow,
@@ -659,14 +681,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_lease_is_recalled_for_another_session_only() {
-        let leases = test_leases();
+        let leases = Leases::new(Duration::from_millis(400), Duration::from_millis(50));
         let e = Path::new("/x");
         assert_eq!(
             leases.grant(e, b"", &holder(1)),
             0,
             "the root is never leased"
         );
+        let t = Instant::now();
         assert!(leases.grant(e, b"d", &holder(1)) > 0);
+        assert!(leases.grant(e, b"kept", &holder(1)) > 0);
         assert_eq!(leases.grant(e, b"d", &holder(2)), 0, "held by another");
         assert!(leases
             .conflicts(e, &holder(1), (&["d/f".into()], &[]))
@@ -677,18 +701,24 @@ mod tests {
         let found = leases.conflicts(e, &holder(2), (&["d/sub/f".into()], &[]));
         assert_eq!(found.len(), 1);
         assert!(found[0].first);
-        // The holder renews (it is there) but does not give it back: revoked after the
-        // recall timeout, with the holder's other leases.
+        // The holder renews (it is there) but does not give it back: the renewal names it
+        // and leaves its expiry (the holder may have taken the renewal without the recall,
+        // whose Notify can come after the reply), and renews the other.
         let r = found.into_iter().next().unwrap();
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        leases.returned(e, &holder(1), &[], false);
-        let t = Instant::now();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (lease_ms, recalled) = leases.returned(e, &holder(1), &[], false);
+        assert_eq!(lease_ms, 400);
+        assert_eq!(recalled, vec![Bytes::from_static(b"d")]);
         assert!(!leases.wait(r).await);
-        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
-        assert_eq!(leases.held(), 0);
-        assert!(leases
-            .conflicts(e, &holder(2), (&["other/x".into()], &[]))
-            .is_empty());
+        let waited = t.elapsed();
+        assert!(
+            waited >= Duration::from_millis(390) && waited < Duration::from_secs(3),
+            "revoked at the expiry of the grant, not of the renewal: {waited:?}"
+        );
+        // The other lease, renewed, is still trusted by the holder: recalled, not removed.
+        assert_eq!(leases.held(), 1, "only the recalled one is revoked");
+        let (_, recalled) = leases.returned(e, &holder(1), &[], false);
+        assert_eq!(recalled, vec![Bytes::from_static(b"kept")]);
         assert!(leases.grant(e, b"d", &holder(2)) > 0);
         assert_eq!(
             leases.grant(e, b"x", &holder(1)),

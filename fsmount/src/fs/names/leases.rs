@@ -7,7 +7,8 @@
 //!
 //! Leases last three quarters of the server's lease time from the request that granted or
 //! renewed them (the server counts from when it received it); a background task renews
-//! them every third of it. A recall (a Notify) gives the lease back at once: the coalesced
+//! them every third of it; a renewal's reply names the leases recalled meanwhile (not
+//! renewed), as a Notify does. A recall gives the lease back at once: the coalesced
 //! writes are sent, then an ORDERED Lease request, which the server runs only after every
 //! request sent before it, so the other client sees all of this mount's changes. A new
 //! server session (the server restarted) drops every lease: the server has forgotten them.
@@ -244,6 +245,11 @@ impl Fs {
                 let renewed = fs.remote.rpc::<rpc::Lease>(&req).await;
                 match renewed {
                     Ok(r) if r.lease_ms > 0 => {
+                        // Recalled and not renewed: given back before the others are
+                        // renewed (a Notify of the recall may have been lost or be late).
+                        if !r.recalled.is_empty() {
+                            fs.recall(r.recalled);
+                        }
                         let mut n = fs.names();
                         for lapsed in n.known.renewed(sent, trusted_until(sent, r.lease_ms)) {
                             n.predictions.forget_kept_in(Some(lapsed));
