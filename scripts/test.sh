@@ -17,3 +17,9 @@ cargo build --workspace --all-targets
 cargo test --workspace -- --test-threads=4 "$@"
 # The lease table under shuttle: every interleaving it tries of grants and admissions.
 cargo test -p fsserver --features shuttle --lib shuttle
+# The TLS record layer sealed and opened by each AEAD library in turn, whichever this CPU
+# picks: the record layer's unit tests (stock rustls on the other end) and the TLS mounts.
+for aead in ring aws-lc; do
+    FSXP_TLS_AEAD=$aead cargo test -p protocol --lib tls -- --test-threads=4
+    FSXP_TLS_AEAD=$aead cargo test -p e2e-tests --test tls --test data_paths -- --test-threads=4
+done

@@ -338,3 +338,48 @@ fn reconnects_resume_the_tls_session() {
         assert!(seen.iter().all(|(_, how)| how.ends_with(want)), "{seen:?}");
     }
 }
+
+#[test]
+fn records_go_through_the_aead_the_environment_names_both_ways() {
+    // scripts/test.sh runs this file (and the record layer's unit tests) once with each
+    // library forced; alone, the library chosen for this CPU is used and nothing is logged.
+    require_mount_support();
+    let forced = std::env::var(protocol::tls::aead::OVERRIDE_ENV).ok();
+    let server = Server::start(&[]);
+    let mount = Mount::new(&server, "data", &[]);
+    let src = tempfile::NamedTempFile::new().unwrap();
+    sh(&format!(
+        "head -c 3000000 /dev/urandom > '{}'",
+        src.path().display()
+    ));
+    sh(&format!(
+        "cp '{}' '{}/f' && sync '{}/f'",
+        src.path().display(),
+        mount.path.display(),
+        mount.path.display()
+    ));
+    assert_eq!(sha256(&server.export("data").join("f")), sha256(src.path()));
+    sh("echo 3 > /proc/sys/vm/drop_caches");
+    assert_eq!(sha256(&mount.path.join("f")), sha256(src.path()));
+    let said = |log: &str| {
+        log.lines()
+            .find(|l| l.contains("TLS records sealed with"))
+            .map(str::to_string)
+    };
+    match forced.as_deref() {
+        Some(lib @ ("ring" | "aws-lc")) => {
+            let want = format!("TLS records sealed with {lib} (set by FSXP_TLS_AEAD)");
+            for (who, log) in [("fsserver", server.log()), ("fsmount", mount.log())] {
+                assert!(log.contains(&want), "{who} did not say {want:?}:\n{log}");
+            }
+        }
+        _ => {
+            for log in [server.log(), mount.log()] {
+                assert!(
+                    said(&log).is_none_or(|l| !l.contains("set by")),
+                    "nothing forced the library:\n{log}"
+                );
+            }
+        }
+    }
+}

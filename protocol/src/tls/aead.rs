@@ -24,12 +24,40 @@ pub enum AeadImpl {
     Ring,
 }
 
+/// The environment variable that names the library to use whatever the CPU (`ring` or
+/// `aws-lc`): for tests that run the record layer with each, and for measuring them.
+pub const OVERRIDE_ENV: &str = "FSXP_TLS_AEAD";
+
 impl AeadImpl {
     /// The faster one on this CPU, chosen once: aws-lc where the CPU has AVX-512 with VAES
-    /// (or is not x86-64), ring elsewhere.
+    /// (or is not x86-64), ring elsewhere; or the one `OVERRIDE_ENV` names, with a warning
+    /// in the log (a value naming neither is ignored, with a warning too).
     pub fn for_this_cpu() -> AeadImpl {
         static CHOSEN: OnceLock<AeadImpl> = OnceLock::new();
         *CHOSEN.get_or_init(|| {
+            let by_cpu = Self::by_cpu();
+            let Some(forced) = std::env::var_os(OVERRIDE_ENV) else {
+                tracing::debug!("TLS records sealed with {by_cpu} (chosen for this CPU)");
+                return by_cpu;
+            };
+            let which = match forced.to_str() {
+                Some("ring") => AeadImpl::Ring,
+                Some("aws-lc") => AeadImpl::AwsLc,
+                _ => {
+                    tracing::warn!(
+                        "{OVERRIDE_ENV}={forced:?} names neither ring nor aws-lc: ignored, \
+                         TLS records sealed with {by_cpu} (chosen for this CPU)"
+                    );
+                    return by_cpu;
+                }
+            };
+            tracing::warn!("TLS records sealed with {which} (set by {OVERRIDE_ENV})");
+            which
+        })
+    }
+
+    fn by_cpu() -> AeadImpl {
+        {
             #[cfg(target_arch = "x86_64")]
             {
                 use std::arch::is_x86_feature_detected as has;
@@ -47,6 +75,15 @@ impl AeadImpl {
                 }
             }
             AeadImpl::AwsLc
+        }
+    }
+}
+
+impl std::fmt::Display for AeadImpl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AeadImpl::AwsLc => "aws-lc",
+            AeadImpl::Ring => "ring",
         })
     }
 }
