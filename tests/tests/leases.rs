@@ -796,3 +796,76 @@ fn a_renewal_taken_before_the_recall_was_seen_is_never_outlived_by_the_other_s_r
         server.log().contains("revoked")
     });
 }
+
+/// O_EXCL creates of one name by both mounts: at most one wins.
+fn both_won_a_create(a: &std::path::Path, b: &std::path::Path) -> bool {
+    let create = |p: &std::path::Path| {
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(p)
+            .is_ok()
+    };
+    create(a) & create(b)
+}
+
+#[test]
+fn a_leased_directory_renamed_where_its_lease_cannot_follow_is_not_answered_alone() {
+    // A's mkdir of d and e brings their leases; B's rmdir of e recalls e's (A then gets no
+    // lease on "e" for the recall timeout). A renames d onto "e": the server cannot move
+    // d's lease there as a grant, and must not drop it while A may answer under it.
+    let (server, _slow, a, b) = slow_and_fast();
+    let (pa, pb) = (a.path.clone(), b.path.clone());
+    fs::create_dir(pa.join("d")).unwrap();
+    fs::write(pa.join("d/keep"), b"k").unwrap();
+    fs::create_dir(pa.join("e")).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    fs::remove_dir(pb.join("e")).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    fs::rename(pa.join("d"), pa.join("e")).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    fs::write(pa.join("e/new"), b"from A").unwrap();
+    assert_eq!(
+        fs::read(pb.join("e/new")).map_err(|e| e.kind()),
+        Ok(b"from A".to_vec()),
+        "B saw what A wrote and closed\n{}",
+        a.log()
+    );
+    assert!(
+        !both_won_a_create(&pa.join("e/x"), &pb.join("e/x")),
+        "both mounts won the O_EXCL create of e/x\n{}",
+        server.log()
+    );
+    assert_eq!(fs::read(pb.join("e/keep")).unwrap(), b"k");
+}
+
+#[test]
+fn a_listing_refused_to_another_user_keeps_the_lease_its_mount_answers_under() {
+    // A lists d as root (its lease), then as a user d's mode refuses: that listing's
+    // failure must not end the lease A answers under without telling it.
+    let (_server, _slow, a, b) = {
+        require_mount_support();
+        let server = Server::start(&[]);
+        let slow = delay(&server.addr);
+        let mut opts = LONG.to_vec();
+        opts.push("allow_other");
+        let a = Mount::via(&server, &slow.addr, "data", &opts);
+        let b = Mount::new(&server, "data", &LONG);
+        (server, slow, a, b)
+    };
+    let (pa, pb) = (a.path.clone(), b.path.clone());
+    fs::create_dir(pa.join("d")).unwrap();
+    fs::set_permissions(pa.join("d"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(pa.join("d/f"), b"f").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let ls = e2e_tests::run_as(65534, 65534, &[], &pa, "ls d");
+    assert_ne!(ls.code, Some(0), "d's mode refuses nobody: {ls:?}");
+    fs::write(pa.join("d/new"), b"from A").unwrap();
+    assert_eq!(
+        fs::read(pb.join("d/new")).map_err(|e| e.kind()),
+        Ok(b"from A".to_vec()),
+        "B saw what A wrote and closed\n{}",
+        a.log()
+    );
+    assert!(!both_won_a_create(&pa.join("d/x"), &pb.join("d/x")));
+}

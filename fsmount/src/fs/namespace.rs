@@ -468,7 +468,7 @@ impl Fs {
             new_name: Bytes::copy_from_slice(new_name),
             flags,
         };
-        {
+        let sides: Vec<Ino> = {
             let mut n = self.names();
             let touched = [
                 n.inodes.child(parent, name),
@@ -477,6 +477,10 @@ impl Fs {
             for i in touched.into_iter().flatten().chain([parent, new_parent]) {
                 n.predictions.unpredictable(i);
             }
+            touched.into_iter().flatten().collect()
+        };
+        if self.wants_leases() {
+            self.give_back_moved(&sides);
         }
         let reply = self.ask::<rpc::Rename>(&req).await;
         {

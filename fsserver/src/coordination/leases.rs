@@ -559,50 +559,86 @@ impl Leases {
     }
 
     /// The holder renamed a leased directory (or one above leased ones): its leases follow,
-    /// from `from` to `to`, and with `exchange` from `to` to `from` too.
+    /// from `from` to `to`, and with `exchange` from `to` to `from` too. A moved lease lands
+    /// as a grant would: never over another session's lease, nor where another session's
+    /// admitted request is, nor for a penalized holder or one cooling there. Where it may
+    /// not, it still lands (the holder trusts it, and a request there must wait for it),
+    /// recalled; one that cannot land at all (another session's lease is there) stays where
+    /// it was, recalled. The holder is told of each recalled lease at its new path, so a
+    /// rename can neither restart a recall nor slip past one, and no lease the holder
+    /// trusts ever leaves the table unsaid.
     pub fn renamed(&self, export: &Path, holder: &Holder, from: &[u8], to: &[u8], exchange: bool) {
         if self.count.load(Ordering::Relaxed) == 0 {
             return;
         }
         let now = Instant::now();
-        let mut table = self.table.lock();
-        // Where each moved lease goes: all are taken out first, so a swap cannot land one
-        // side on the other's old lease.
-        let moved: Vec<(Key, Vec<u8>)> = table
-            .keys_of(holder)
-            .filter(|(e, _)| e == export)
-            .filter_map(|(e, p)| {
-                let to_path = |a: &[u8], b: &[u8]| under(p, a).then(|| [b, &p[a.len()..]].concat());
-                let dest =
-                    to_path(from, to).or_else(|| exchange.then(|| to_path(to, from)).flatten())?;
-                Some(((e.clone(), p.clone()), dest))
-            })
-            .collect();
-        let taken: Vec<(Key, Option<Lease>)> = moved
-            .into_iter()
-            .map(|(key, dest)| {
-                let l = table.remove(&key);
-                ((key.0, dest), l)
-            })
-            .collect();
-        for (to_key, l) in taken {
-            if let Some(l) = l {
-                let barred = self.fairness.is_barred(holder, &l.token, now);
-                // The moved lease lands only where a grant could: never over a lease (of
-                // anyone: another's was recalled first, one taken since stays), never
-                // into a directory another session's admitted request is in, never for
-                // a penalized holder or one cooling there. Else it ends (waking whoever
-                // waits on it): a rename cannot restart a recall or slip past one.
-                if table.get(&to_key).is_none()
-                    && !barred
-                    && !self.fairness.is_cooling(holder, &to_key, now)
-                    && !self.admitted_below(export, &to_key.1, holder)
-                {
-                    table.insert(to_key, l);
+        let mut tell = Vec::new();
+        {
+            let mut table = self.table.lock();
+            // Where each moved lease goes: all are taken out first, so a swap cannot land
+            // one side on the other's old lease.
+            let moved: Vec<(Key, Vec<u8>)> = table
+                .keys_of(holder)
+                .filter(|(e, _)| e == export)
+                .filter_map(|(e, p)| {
+                    let to_path =
+                        |a: &[u8], b: &[u8]| under(p, a).then(|| [b, &p[a.len()..]].concat());
+                    let dest = to_path(from, to)
+                        .or_else(|| exchange.then(|| to_path(to, from)).flatten())?;
+                    Some(((e.clone(), p.clone()), dest))
+                })
+                .collect();
+            let taken: Vec<(Key, Key, Option<Lease>)> = moved
+                .into_iter()
+                .map(|(key, dest)| {
+                    let l = table.remove(&key);
+                    let to_key = (key.0.clone(), dest);
+                    (key, to_key, l)
+                })
+                .collect();
+            for (from_key, to_key, l) in taken {
+                let Some(mut l) = l else { continue };
+                // The holder's own lease there is of the directory the rename replaced:
+                // gone, nobody reaches it by path any more.
+                if table.get(&to_key).is_some_and(|t| t.holder == *holder) {
+                    table.remove(&to_key);
                 }
+                let grantable = !self.fairness.is_barred(holder, &l.token, now)
+                    && !self.fairness.is_cooling(holder, &to_key, now)
+                    && !self.admitted_below(export, &to_key.1, holder);
+                let lands = table.get(&to_key).is_none();
+                if !(lands && grantable) || l.recalled {
+                    l.recalled = true;
+                    tell.push(l.holder_path(&to_key));
+                }
+                table.insert(if lands { to_key } else { from_key }, l);
             }
+            self.count.store(table.len(), Ordering::Relaxed);
         }
-        self.count.store(table.len(), Ordering::Relaxed);
+        for path in tell {
+            self.recall_queues.tell(holder, path);
+        }
+    }
+
+    /// The lease on `path` the request that granted or renewed it could not keep (it
+    /// failed, or the directory's permissions turned out to involve more than its mode
+    /// bits): recalled, as a rename that cannot land does (see `renamed`), since the holder
+    /// may trust it from an earlier grant. A fresh one it never saw goes back at the recall.
+    pub fn take_back(&self, export: &Path, holder: &Holder, path: &[u8]) {
+        let key = (export.to_path_buf(), path.to_vec());
+        let told = {
+            let mut table = self.table.lock();
+            match table.get_mut(&key) {
+                Some(l) if l.holder == *holder && !l.recalled => {
+                    l.recalled = true;
+                    Some(l.holder_path(&key))
+                }
+                _ => None,
+            }
+        };
+        if let Some(path) = told {
+            self.recall_queues.tell(holder, path);
+        }
     }
 }
 
@@ -876,12 +912,43 @@ mod tests {
         let (admitted, recalls) = leases.admit(e, &holder(2), (&[Bytes::from_static(b"d/f")], &[]));
         assert!(recalls.is_empty());
         leases.renamed(e, &holder(1), b"x1", b"d", false);
-        assert!(
-            !leased_to(&leases, e, b"d", &holder(1)),
-            "no lease lands over a request under way: it would restart its recall"
-        );
+        // The holder trusts it: it lands, recalled (the request, if it waits for a recall
+        // there, waits for this one too), and is never renewed again.
+        assert!(leased_to(&leases, e, b"d", &holder(1)));
         assert!(!leased_to(&leases, e, b"x1", &holder(1)));
+        let (_, recalled) = leases.returned(e, &holder(1), &[], false);
+        assert_eq!(recalled, vec![Bytes::from_static(b"d")]);
         drop(admitted);
+    }
+
+    #[tokio::test]
+    async fn a_lease_a_rename_cannot_grant_lands_recalled_and_its_holder_is_told() {
+        let leases = test_leases();
+        let e = Path::new("/x");
+        let q = leases.recall_queues.open(&holder(1));
+        assert!(leases.grant(e, b"d", &holder(1)) > 0);
+        assert!(leases.grant(e, b"c", &holder(1)) > 0);
+        // Recalled from "c" (cooling there), given back; then "d" is renamed onto "c".
+        assert_eq!(
+            leases
+                .conflicts(e, &holder(2), (&["c/f".into()], &[]))
+                .len(),
+            1
+        );
+        leases.returned(e, &holder(1), &["c".into()], false);
+        leases.renamed(e, &holder(1), b"d", b"c", false);
+        assert!(
+            leased_to(&leases, e, b"c", &holder(1)),
+            "not dropped unsaid"
+        );
+        let found = leases.conflicts(e, &holder(2), (&["c/g".into()], &[]));
+        assert_eq!(found.len(), 1, "another session's request waits for it");
+        assert!(!found[0].first, "recalled already");
+        let told = q.next().await;
+        assert_eq!(
+            told,
+            crate::coordination::recalls::Batch::Paths(vec![Bytes::from_static(b"c")])
+        );
     }
 
     #[test]
@@ -897,9 +964,11 @@ mod tests {
             "its own lease follows"
         );
         assert!(leased_to(&leases, e, b"b/s", &holder(2)), "another's stays");
-        assert!(
-            !leased_to(&leases, e, b"a", &holder(1)) && !leased_to(&leases, e, b"a/s", &holder(1))
-        );
+        assert!(!leased_to(&leases, e, b"a", &holder(1)));
+        // The one that cannot land stays where it was, recalled: never dropped unsaid.
+        assert!(leased_to(&leases, e, b"a/s", &holder(1)));
+        let (_, recalled) = leases.returned(e, &holder(1), &[], false);
+        assert_eq!(recalled, vec![Bytes::from_static(b"a/s")]);
     }
 
     #[test]

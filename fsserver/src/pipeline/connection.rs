@@ -446,11 +446,12 @@ async fn run_request(
         Ok((reply, policy)) => (Ok(reply), policy.unwrap_or(true)),
         Err(e) => (Err(e), true),
     };
-    // Permissions decided by more than the mode bits there: no lease after all.
+    // Permissions decided by more than the mode bits there: no lease after all (recalled:
+    // the session may hold it from an earlier grant, and trust it).
     let granted = match (granted, mode_decides, &leases) {
         (Some((dir, _)), false, Some(h)) => {
-            let full = [exported.lease_path(&dir)];
-            h.leases.returned(&export, &h.session, &full, false);
+            h.leases
+                .take_back(&export, &h.session, &exported.lease_path(&dir));
             None
         }
         (g, _, _) => g,
@@ -461,8 +462,8 @@ async fn run_request(
     }
     if let Some(h) = &leases {
         if let (Some((dir, _)), false) = (&granted, ok) {
-            let full = [exported.lease_path(dir)];
-            h.leases.returned(&export, &h.session, &full, false);
+            h.leases
+                .take_back(&export, &h.session, &exported.lease_path(dir));
         }
         if let (Some(r), true) = (renamed, ok) {
             let (from, to) = (exported.lease_path(&r.from), exported.lease_path(&r.to));

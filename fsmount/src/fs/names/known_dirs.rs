@@ -395,6 +395,15 @@ impl KnownDirs {
         }
     }
 
+    /// The directories leased now.
+    pub fn leased(&self) -> Vec<Ino> {
+        self.dirs
+            .iter()
+            .filter(|(_, l)| l.leased)
+            .map(|(dir, _)| *dir)
+            .collect()
+    }
+
     /// True if any lease is held.
     pub fn any_leased(&self) -> bool {
         self.dirs.values().any(|l| l.leased)

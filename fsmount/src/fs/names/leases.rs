@@ -88,17 +88,65 @@ impl Fs {
 
     /// The server recalls the leases on `paths` (called on the connection's reader: sends,
     /// never waits). Stops answering there, sends what is buffered, and gives them back.
-    pub fn recall(&self, paths: Vec<Bytes>) {
+    ///
+    /// A path this mount knows by no inode may be a directory it knows by another name:
+    /// one it renamed, the server not having run or answered that rename yet. It would
+    /// still trust that lease under the new name, while the server takes the give-back of
+    /// the old; so then every lease goes back.
+    pub fn recall(&self, mut paths: Vec<Bytes>) {
         let mut n = self.names();
         self.recalls
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut unknown = false;
         for p in &paths {
-            if let Some(dir) = n.inodes.at_path(p) {
-                n.known.unlease(dir);
-                n.predictions.forget_kept_in(Some(dir));
+            match n.inodes.at_path(p) {
+                Some(dir) => {
+                    n.known.unlease(dir);
+                    n.predictions.forget_kept_in(Some(dir));
+                }
+                None => unknown = true,
             }
         }
+        if unknown {
+            tracing::debug!(
+                "a recall names a directory not known by that name: all leases go back"
+            );
+            for dir in n.known.unlease_all() {
+                if let Some(p) = n.inodes.path(dir) {
+                    paths.push(Bytes::from(p));
+                }
+            }
+            n.predictions.forget_kept_in(None);
+        }
         tokio::spawn(self.give_back(paths));
+    }
+
+    /// A rename the server runs moves `tops` (its two sides, as far as known): this mount
+    /// stops answering under the leases at or below them and gives them back first. The
+    /// server moves a lease with its directory only where it could grant it (else it
+    /// recalls it), and a request of another session already under way at the new path
+    /// would not wait for it: no local answer may race that.
+    pub(in crate::fs) fn give_back_moved(&self, tops: &[Ino]) {
+        let mut n = self.names();
+        let tops: Vec<Vec<u8>> = tops.iter().filter_map(|t| n.inodes.path(*t)).collect();
+        let moved = |p: &[u8]| {
+            tops.iter().any(|t| {
+                p.strip_prefix(t.as_slice())
+                    .is_some_and(|rest| rest.is_empty() || rest[0] == b'/')
+            })
+        };
+        let mut paths = Vec::new();
+        for dir in n.known.leased() {
+            let Some(path) = n.inodes.path(dir).filter(|p| moved(p)) else {
+                continue;
+            };
+            n.known.unlease(dir);
+            n.predictions.forget_kept_in(Some(dir));
+            paths.push(Bytes::from(path));
+        }
+        if !paths.is_empty() {
+            tokio::spawn(self.give_back(paths));
+        }
     }
 
     /// Gives back every lease (the server lost track of changes: a recall may be lost).
