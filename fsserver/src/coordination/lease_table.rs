@@ -35,6 +35,8 @@ pub struct Lease {
     /// Dropped when the lease ends (returned, revoked, expired): wakes whoever waits for it.
     pub gone: watch::Sender<()>,
     pub recalled: bool,
+    /// The number of the grant that made or last renewed it (see `Leases::grant_numbered_in`).
+    pub grant_no: u64,
     /// The holder's export's path within the key's export (a subtree's `sub`; empty for
     /// the export itself): its recalls name the directory relative to it.
     pub within: Bytes,
@@ -434,6 +436,7 @@ mod tests {
             expires: Instant::now() + std::time::Duration::from_secs(30),
             gone: watch::channel(()).0,
             recalled: false,
+            grant_no: 0,
             within: Bytes::new(),
             token: "".into(),
         }

@@ -80,6 +80,8 @@ pub struct Leases {
     /// Requests admitted and not yet ended, by admission number (locked after `table`).
     admitted: Mutex<AdmittedSet>,
     next_admission: AtomicU64,
+    /// The last grant's number (see `Grant`).
+    next_grant: AtomicU64,
 }
 
 /// Space set aside for one session on one filesystem, until `until` (renewed with its
@@ -129,6 +131,15 @@ impl Drop for Admission {
     }
 }
 
+/// One grant (or renewal by a grant) of a lease: its lease time in milliseconds, its
+/// number (unique, increasing), and whether it made the lease (not renewed the holder's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    pub ms: u32,
+    pub no: u64,
+    pub fresh: bool,
+}
+
 /// A lease to recall before a request may run: tell `holder`, then wait on `gone`.
 pub struct Recall {
     pub holder: Holder,
@@ -154,6 +165,7 @@ impl Leases {
             fairness: Default::default(),
             admitted: Mutex::new(AdmittedSet::default()),
             next_admission: Default::default(),
+            next_grant: Default::default(),
             recall_queues: Default::default(),
             reserved: Mutex::new(HashMap::new()),
             reserving: AtomicUsize::new(0),
@@ -336,33 +348,52 @@ impl Leases {
         export: &Path,
         path: &[u8],
         holder: &Holder,
-        (token, within): (&std::sync::Arc<str>, &[u8]),
+        scope: (&std::sync::Arc<str>, &[u8]),
     ) -> u32 {
+        self.grant_numbered_in(export, path, holder, scope)
+            .map_or(0, |g| g.ms)
+    }
+
+    /// `grant_in`, saying which grant it was (see `Grant`); None if refused.
+    pub fn grant_numbered_in(
+        &self,
+        export: &Path,
+        path: &[u8],
+        holder: &Holder,
+        (token, within): (&std::sync::Arc<str>, &[u8]),
+    ) -> Option<Grant> {
         let now = Instant::now();
         if !self.may_grant(export, path, holder, (token, within), now) {
-            return 0;
+            return None;
         }
+        let no = self.next_grant.fetch_add(1, Ordering::Relaxed) + 1;
+        let ms = millis(self.time);
         let key = (export.to_path_buf(), path.to_vec());
         let mut table = self.table.lock();
         // A change of another session admitted there and still running: the listing or
         // mkdir this grant goes with could miss it (see the module).
         if self.admitted_below(export, path, holder) {
-            return 0;
+            return None;
         }
         // Another session's lease below: the two would nest, and each holder's requests
         // sent behind its local answers could reach into the other's, each give-back
         // waiting behind them (both then wait for the recall timeout). Leases above are
         // recalled before the request this grant goes with runs.
         if table.others_may_hold_below(export, path, holder) {
-            return 0;
+            return None;
         }
         match table.get_mut(&key) {
             Some(l) if l.holder == *holder => {
                 l.expires = now + self.time;
                 l.recalled = false;
-                return millis(self.time);
+                l.grant_no = no;
+                return Some(Grant {
+                    ms,
+                    no,
+                    fresh: false,
+                });
             }
-            Some(l) if l.expires > now => return 0,
+            Some(l) if l.expires > now => return None,
             _ => {}
         }
         let full = |t: &Table| {
@@ -372,7 +403,7 @@ impl Leases {
         if full(&table) {
             table.expire_of(holder, now);
             if full(&table) {
-                return 0;
+                return None;
             }
         }
         let lease = Lease {
@@ -380,12 +411,17 @@ impl Leases {
             expires: now + self.time,
             gone: watch::channel(()).0,
             recalled: false,
+            grant_no: no,
             within: Bytes::copy_from_slice(within),
             token: token.clone(),
         };
         table.insert(key, lease);
         self.count.store(table.len(), Ordering::Relaxed);
-        millis(self.time)
+        Some(Grant {
+            ms,
+            no,
+            fresh: true,
+        })
     }
 
     /// `holder` gives back its leases on `paths` (`all`: every one) and renews the others
@@ -620,21 +656,28 @@ impl Leases {
         }
     }
 
-    /// The lease on `path` the request that granted or renewed it could not keep (it
-    /// failed, or the directory's permissions turned out to involve more than its mode
-    /// bits): recalled, as a rename that cannot land does (see `renamed`), since the holder
-    /// may trust it from an earlier grant. A fresh one it never saw goes back at the recall.
-    pub fn take_back(&self, export: &Path, holder: &Holder, path: &[u8]) {
+    /// The lease on `path` that `grant` made or renewed, which the request could not keep
+    /// (it failed, or the directory's permissions turned out to involve more than its mode
+    /// bits): the holder never saw that grant. A fresh one not granted again since goes at
+    /// once; any other may be trusted from an earlier or a later grant, so it is recalled,
+    /// as a rename that cannot land does (see `renamed`).
+    pub fn take_back(&self, export: &Path, holder: &Holder, path: &[u8], grant: Grant) {
         let key = (export.to_path_buf(), path.to_vec());
         let told = {
             let mut table = self.table.lock();
-            match table.get_mut(&key) {
+            let told = match table.get_mut(&key) {
+                Some(l) if l.holder == *holder && grant.fresh && l.grant_no == grant.no => {
+                    table.remove(&key);
+                    None
+                }
                 Some(l) if l.holder == *holder && !l.recalled => {
                     l.recalled = true;
                     Some(l.holder_path(&key))
                 }
                 _ => None,
-            }
+            };
+            self.count.store(table.len(), Ordering::Relaxed);
+            told
         };
         if let Some(path) = told {
             self.recall_queues.tell(holder, path);
@@ -948,6 +991,49 @@ mod tests {
         assert_eq!(
             told,
             crate::coordination::recalls::Batch::Paths(vec![Bytes::from_static(b"c")])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_grant_its_request_could_not_keep_goes_unless_the_holder_may_trust_it() {
+        let leases = test_leases();
+        let e = Path::new("/x");
+        let q = leases.recall_queues.open(&holder(1));
+        let scope = (&"".into(), &b""[..]);
+        // Fresh, and not granted again since: the holder never saw it, it goes at once.
+        let g = leases
+            .grant_numbered_in(e, b"a", &holder(1), scope)
+            .unwrap();
+        assert!(g.fresh);
+        leases.take_back(e, &holder(1), b"a", g);
+        assert!(!leased_to(&leases, e, b"a", &holder(1)));
+        // A renewal of one the holder has: recalled, and the holder told.
+        assert!(leases.grant(e, b"b", &holder(1)) > 0);
+        let g = leases
+            .grant_numbered_in(e, b"b", &holder(1), scope)
+            .unwrap();
+        assert!(!g.fresh);
+        leases.take_back(e, &holder(1), b"b", g);
+        assert!(leased_to(&leases, e, b"b", &holder(1)));
+        // Fresh, but granted again by another request meanwhile (whose reply it took).
+        let g = leases
+            .grant_numbered_in(e, b"c", &holder(1), scope)
+            .unwrap();
+        assert!(leases.grant(e, b"c", &holder(1)) > 0);
+        leases.take_back(e, &holder(1), b"c", g);
+        assert!(leased_to(&leases, e, b"c", &holder(1)));
+        let (_, mut recalled) = leases.returned(e, &holder(1), &[], false);
+        recalled.sort();
+        assert_eq!(
+            recalled,
+            vec![Bytes::from_static(b"b"), Bytes::from_static(b"c")]
+        );
+        assert_eq!(
+            q.next().await,
+            crate::coordination::recalls::Batch::Paths(vec![
+                Bytes::from_static(b"b"),
+                Bytes::from_static(b"c")
+            ])
         );
     }
 

@@ -411,10 +411,10 @@ async fn run_request(
     let granted = leases.as_ref().and_then(|h| {
         let dir = request.wanted_lease()?;
         let full = ctx.export.lease_path(&dir);
-        let ms = h
+        let grant = h
             .leases
-            .grant_in(&export, &full, &h.session, (&h.token, &within));
-        (ms > 0).then_some((dir, ms))
+            .grant_numbered_in(&export, &full, &h.session, (&h.token, &within))?;
+        Some((dir, grant))
     });
     let renamed = leases
         .as_ref()
@@ -449,9 +449,9 @@ async fn run_request(
     // Permissions decided by more than the mode bits there: no lease after all (recalled:
     // the session may hold it from an earlier grant, and trust it).
     let granted = match (granted, mode_decides, &leases) {
-        (Some((dir, _)), false, Some(h)) => {
+        (Some((dir, grant)), false, Some(h)) => {
             h.leases
-                .take_back(&export, &h.session, &exported.lease_path(&dir));
+                .take_back(&export, &h.session, &exported.lease_path(&dir), grant);
             None
         }
         (g, _, _) => g,
@@ -461,9 +461,9 @@ async fn run_request(
         shared.leases.consumed(&me, need);
     }
     if let Some(h) = &leases {
-        if let (Some((dir, _)), false) = (&granted, ok) {
+        if let (Some((dir, grant)), false) = (&granted, ok) {
             h.leases
-                .take_back(&export, &h.session, &exported.lease_path(dir));
+                .take_back(&export, &h.session, &exported.lease_path(dir), *grant);
         }
         if let (Some(r), true) = (renamed, ok) {
             let (from, to) = (exported.lease_path(&r.from), exported.lease_path(&r.to));
@@ -473,13 +473,13 @@ async fn run_request(
     }
 
     let result = match (result, granted, &leases) {
-        (Ok(Ok(mut reply)), Some((_, ms)), Some(h)) => {
+        (Ok(Ok(mut reply)), Some((_, grant)), Some(h)) => {
             let budget = h
                 .leases
                 .budget(&h.session, leases::Free::of(exported.root()));
             if let Ok(c) = Command::try_from(cmd) {
                 let owner = owner.unwrap_or_default();
-                reply.msg = leases::with_lease(c, &reply.msg, ms, budget, owner);
+                reply.msg = leases::with_lease(c, &reply.msg, grant.ms, budget, owner);
             }
             Ok(Ok(reply))
         }
