@@ -18,7 +18,7 @@ use crate::fs::ids::{Fh, Ino};
 pub const ROOT: Ino = Ino::ROOT;
 
 /// Deepest path rebuilt (a loop in the parent links would otherwise never end).
-const MAX_DEPTH: usize = 4096;
+pub(in crate::fs) const MAX_DEPTH: usize = 4096;
 
 /// What identifies an object on the server: (dev, ino, generation).
 pub type Key = (u64, u64, u64);

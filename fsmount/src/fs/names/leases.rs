@@ -128,21 +128,39 @@ impl Fs {
     /// would not wait for it: no local answer may race that.
     pub(in crate::fs) fn give_back_moved(&self, tops: &[Ino]) {
         let mut n = self.names();
-        let tops: Vec<Vec<u8>> = tops.iter().filter_map(|t| n.inodes.path(*t)).collect();
-        let moved = |p: &[u8]| {
-            tops.iter().any(|t| {
-                p.strip_prefix(t.as_slice())
-                    .is_some_and(|rest| rest.is_empty() || rest[0] == b'/')
-            })
+        // A file has no lease below it (most renames): nothing to walk.
+        let not_dir = |a: proto::Attr| a.mode & libc::S_IFMT != libc::S_IFDIR;
+        let tops: Vec<Ino> = tops
+            .iter()
+            .copied()
+            .filter(|t| !n.attrs.get(*t).is_some_and(not_dir))
+            .collect();
+        if tops.is_empty() || !n.known.any_leased() {
+            return;
+        }
+        // At or below a top: one of its ancestors (by first name; directories have one).
+        let moved = |n: &Names, mut dir: Ino| {
+            for _ in 0..=crate::fs::inodes::MAX_DEPTH {
+                if tops.contains(&dir) {
+                    return true;
+                }
+                match n.inodes.first_name(dir) {
+                    Some((parent, _)) if parent != dir => dir = parent,
+                    _ => return false,
+                }
+            }
+            false
         };
         let mut paths = Vec::new();
         for dir in n.known.leased() {
-            let Some(path) = n.inodes.path(dir).filter(|p| moved(p)) else {
+            if !moved(&n, dir) {
                 continue;
-            };
+            }
             n.known.unlease(dir);
             n.predictions.forget_kept_in(Some(dir));
-            paths.push(Bytes::from(path));
+            if let Some(path) = n.inodes.path(dir) {
+                paths.push(Bytes::from(path));
+            }
         }
         if !paths.is_empty() {
             tokio::spawn(self.give_back(paths));
