@@ -129,6 +129,8 @@ pub struct Config {
     pub lock_grace: Duration,
     /// Where the server notes that it held locks (beside the control socket).
     pub lock_state: Option<std::path::PathBuf>,
+    /// Where the server notes the sessions that hold directory leases (beside it too).
+    pub lease_state: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -152,6 +154,7 @@ impl Default for Config {
             max_locks_per_token: defaults::MAX_LOCKS_PER_TOKEN,
             lock_grace: defaults::LOCK_GRACE,
             lock_state: None,
+            lease_state: None,
         }
     }
 }
@@ -193,10 +196,14 @@ impl Shared {
             config.max_pending,
             config.max_pending_per_source,
         ));
-        let leases = Arc::new(leases::Leases::new(
-            config.lease_time,
-            config.recall_timeout,
-        ));
+        let mut leases = leases::Leases::new(config.lease_time, config.recall_timeout);
+        if !config.lease_time.is_zero() {
+            leases.grace = crate::coordination::lease_grace::LeaseGrace::starting(
+                config.lease_state.clone(),
+                config.lease_time,
+            );
+        }
+        let leases = Arc::new(leases);
         let _ = sessions.leases.set(leases.clone());
         let locks = Arc::new(locks::Locks::starting(
             locks::Limits {

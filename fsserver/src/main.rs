@@ -168,6 +168,7 @@ fn main() -> Result<()> {
     // Beside the control socket: that a run held locks, for the next start's grace period.
     let control_path = fsserver::control::socket_path(args.control_socket.as_deref(), &token_path);
     config.lock_state = Some(control_path.with_extension("locks"));
+    config.lease_state = Some(control_path.with_extension("leases"));
     let shared = Arc::new(Shared::new(state, config, transport(&args, &token_path)?));
     if !args.no_disk_watch {
         shared.watch_disks();
@@ -415,6 +416,7 @@ async fn serve(args: Args, token_path: PathBuf, shared: Arc<Shared>) -> Result<(
     };
     server::run(listeners, shared.clone(), shutdown).await;
     shared.locks.note_at_stop();
+    shared.leases.note_at_stop();
     reloading.abort();
     if let Some(c) = control {
         c.abort();

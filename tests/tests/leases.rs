@@ -869,3 +869,87 @@ fn a_listing_refused_to_another_user_keeps_the_lease_its_mount_answers_under() {
     );
     assert!(!both_won_a_create(&pa.join("d/x"), &pb.join("d/x")));
 }
+
+/// An O_EXCL create of `p`: Ok, or the error's kind.
+fn create_new(p: &std::path::Path) -> Result<(), std::io::ErrorKind> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(p)
+        .map(|_| ())
+        .map_err(|e| e.kind())
+}
+
+#[test]
+fn a_holder_cut_away_across_a_server_restart_never_wins_a_create_the_other_mount_won() {
+    // The restarted server has no lease table, and A, cut away, still trusts d's lease:
+    // B's create must wait until A's trust has run out (the grace period after a run that
+    // held leases), and A must then ask the server.
+    require_mount_support();
+    let mut server = Server::start(&["--recall-timeout", "1", "--lease-time", "4"]);
+    let proxy = e2e_tests::fault_proxy::FaultProxy::start(&server.addr);
+    let a = Mount::via(&server, &proxy.addr, "data", &LONG);
+    fs::create_dir(a.path.join("d")).unwrap();
+    fs::write(a.path.join("d/y"), b"y").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    proxy.stall(true);
+    server.kill();
+    server.restart();
+    let b = Mount::new(&server, "data", &LONG);
+    let t = Instant::now();
+    assert_eq!(create_new(&b.path.join("d/x")), Ok(()));
+    let waited = t.elapsed();
+    assert!(
+        waited > Duration::from_millis(1500) && waited < Duration::from_secs(8),
+        "B waited for the last run's leases to run out: {waited:?}\n{}",
+        server.log()
+    );
+    // A, still cut away, must not answer its create of the same name from the lease: it
+    // waits for the server. (Sent again to the new session once A is back, a create is no
+    // longer exclusive: it may have run on the old server. So only "not answered alone"
+    // is checked here.)
+    let path = a.path.join("d/x");
+    let a_create = std::thread::spawn(move || create_new(&path));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !a_create.is_finished(),
+        "A answered its create from a lease the server has forgotten: {:?}\n{}",
+        a_create.join(),
+        a.log()
+    );
+    proxy.stall(false);
+    let _ = a_create.join().unwrap();
+    assert!(b.path.join("d/y").exists(), "A's earlier create is kept");
+}
+
+#[test]
+fn a_restart_waits_for_the_last_run_s_lease_holders_only_until_they_are_back() {
+    // A holds leases and stays connected: once it is back on the restarted server (and
+    // has given every lease back), others need not wait out the lease time.
+    require_mount_support();
+    let mut server = Server::start(&["--lease-time", "30"]);
+    let a = Mount::new(&server, "data", &LONG);
+    fs::create_dir(a.path.join("d")).unwrap();
+    fs::write(a.path.join("d/y"), b"y").unwrap();
+    server.kill();
+    server.restart();
+    // A notices at its next call, which goes to the server (its leases are gone).
+    let t = Instant::now();
+    assert!(a.path.join("d/y").exists());
+    fs::write(a.path.join("d/z"), b"z").unwrap();
+    let b = Mount::new(&server, "data", &LONG);
+    assert_eq!(create_new(&b.path.join("d/x")), Ok(()));
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "B waited {:?}, as if A had not come back\n{}",
+        t.elapsed(),
+        server.log()
+    );
+    assert_eq!(
+        create_new(&a.path.join("d/x")),
+        Err(std::io::ErrorKind::AlreadyExists)
+    );
+    assert!(server
+        .log()
+        .contains("the last server held directory leases"));
+}

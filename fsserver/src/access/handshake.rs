@@ -65,6 +65,9 @@ pub struct Authenticated {
     pub session: Arc<Session>,
     /// The session was kept from an earlier connection.
     pub resumed: bool,
+    /// The session the client asked to resume, when this one is new instead (empty if
+    /// it asked for none).
+    pub replaced: Vec<u8>,
     /// One of the `max_connections` slots, held for the connection's life.
     pub slot: tokio::sync::OwnedSemaphorePermit,
     /// The client takes Notify frames.
@@ -253,6 +256,10 @@ async fn exchange(
         session_id: attach.id,
         session,
         resumed: attach.resumed,
+        replaced: match attach.resumed {
+            true => Vec::new(),
+            false => req.session_id.to_vec(),
+        },
         slot,
         notify: req.notify,
     })

@@ -164,6 +164,11 @@ impl Table {
         recalled
     }
 
+    /// True if a lease has not expired at `now`.
+    pub fn any_unexpired(&self, now: Instant) -> bool {
+        self.leases.values().any(|l| l.expires > now)
+    }
+
     /// Inserts (or replaces) the lease on `key`.
     pub fn insert(&mut self, key: Key, lease: Lease) {
         self.remove(&key);

@@ -82,6 +82,8 @@ pub struct Leases {
     next_admission: AtomicU64,
     /// The last grant's number (see `Grant`).
     next_grant: AtomicU64,
+    /// After a restart that followed a run with leases held (see `lease_grace`).
+    pub grace: crate::coordination::lease_grace::LeaseGrace,
 }
 
 /// Space set aside for one session on one filesystem, until `until` (renewed with its
@@ -166,6 +168,7 @@ impl Leases {
             admitted: Mutex::new(AdmittedSet::default()),
             next_admission: Default::default(),
             next_grant: Default::default(),
+            grace: crate::coordination::lease_grace::LeaseGrace::none(),
             recall_queues: Default::default(),
             reserved: Mutex::new(HashMap::new()),
             reserving: AtomicUsize::new(0),
@@ -247,6 +250,18 @@ impl Leases {
         self.recall_queues.close(holder);
         self.fairness.forget(holder);
         self.release_budget(holder);
+        self.grace.holder_ended(holder);
+    }
+
+    /// At an orderly stop: notes for the next start whether leases are still held (see
+    /// `lease_grace`).
+    pub fn note_at_stop(&self) {
+        let now = Instant::now();
+        let holding = {
+            let table = self.table.lock();
+            table.any_unexpired(now)
+        };
+        self.grace.note_at_stop(holding);
     }
 
     /// `holder` answers nothing locally for now: what was set aside for it is let go.
@@ -363,7 +378,7 @@ impl Leases {
         (token, within): (&std::sync::Arc<str>, &[u8]),
     ) -> Option<Grant> {
         let now = Instant::now();
-        if !self.may_grant(export, path, holder, (token, within), now) {
+        if !self.may_grant(export, path, holder, (token, within), now) || self.grace.active() {
             return None;
         }
         let no = self.next_grant.fetch_add(1, Ordering::Relaxed) + 1;
@@ -417,6 +432,8 @@ impl Leases {
         };
         table.insert(key, lease);
         self.count.store(table.len(), Ordering::Relaxed);
+        drop(table);
+        self.grace.holder_granted(holder);
         Some(Grant {
             ms,
             no,

@@ -4,6 +4,7 @@ pub mod disk_locks;
 #[allow(unsafe_code)]
 pub mod disk_watch;
 pub mod lease_fairness;
+pub mod lease_grace;
 #[allow(unsafe_code)]
 pub mod lease_policy;
 pub mod lease_table;

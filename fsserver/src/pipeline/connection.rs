@@ -50,6 +50,7 @@ pub async fn serve(
     drop(pending);
     let _slot = auth.slot;
     let session = auth.session.clone();
+    let mut replaced = auth.replaced.clone();
     if auth.resumed {
         info!(%peer, export = %auth.export.name, session = %session_tag(&auth.session_id),
             open_handles = session.handles.len(), "client resumed its session");
@@ -157,6 +158,14 @@ pub async fn serve(
             }
         };
         stats.request_in(&shared.stats, frame_len(&frame));
+        // Sent only once the client read that its old session is gone (and dropped the
+        // leases the last run granted it: see `lease_grace`).
+        if !replaced.is_empty() {
+            shared
+                .leases
+                .grace
+                .came_back(&std::mem::take(&mut replaced));
+        }
         if frame.is_response() || frame.stream_id == StreamId::CONTROL {
             let what = format!(
                 "unexpected frame: cmd {} stream {} flags {:?}",
@@ -343,6 +352,11 @@ async fn recall_leases(
     held: &mut crate::pipeline::slots::Held,
     passable: Option<&crate::coordination::ordering::Turn>,
 ) -> Option<leases::Admission> {
+    // After a restart that followed a run with leases held: nothing by path runs until
+    // that run's holders are back or their leases would have expired.
+    if shared.leases.grace.active() && !reach.0.is_empty() {
+        held.parked(shared.leases.grace.over()).await;
+    }
     let (admission, mut recalls) = shared.leases.admit(export, me, reach);
     if !recalls.is_empty() {
         passable.inspect(|t| t.let_pass());
