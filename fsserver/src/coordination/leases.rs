@@ -452,6 +452,11 @@ impl Leases {
         all: bool,
     ) -> (u32, Vec<Bytes>) {
         let now = Instant::now();
+        // Outside the table's lock, which every request by path takes: the paths given
+        // back, as a set. Under it, the work is at most the holder's own leases or the
+        // paths, whichever are fewer (a list longer than what the holder has names paths
+        // it does not hold, and costs others nothing).
+        let given: std::collections::HashSet<&[u8]> = paths.iter().map(|p| &p[..]).collect();
         let mut table = self.table.lock();
         if all {
             table.remove_holder(holder);
@@ -459,11 +464,21 @@ impl Leases {
             reserved.remove(holder);
             self.reserving.store(reserved.len(), Ordering::Relaxed);
         }
-        for p in paths {
-            let key = (export.to_path_buf(), p.to_vec());
-            if table.get(&key).is_some_and(|l| l.holder == *holder) {
-                table.remove(&key);
-            }
+        let gone: Vec<Key> = if given.len() <= table.count_of(holder) {
+            given
+                .iter()
+                .map(|p| (export.to_path_buf(), p.to_vec()))
+                .filter(|k| table.get(k).is_some_and(|l| l.holder == *holder))
+                .collect()
+        } else {
+            table
+                .keys_of(holder)
+                .filter(|(e, p)| e == export && given.contains(p.as_slice()))
+                .cloned()
+                .collect()
+        };
+        for key in &gone {
+            table.remove(key);
         }
         let recalled = table.renew(holder, now, now + self.time);
         self.count.store(table.len(), Ordering::Relaxed);
