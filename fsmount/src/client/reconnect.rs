@@ -60,6 +60,19 @@ pub(super) async fn reconnect(weak: Weak<Shared>, generation: u64) {
                     }
                 };
                 let resend = shared.publish_and_resend(link.clone(), welcome.resumed);
+                if !welcome.resumed {
+                    // A server that restarted runs no request by path until the sessions
+                    // that held leases are back (their first request on their new
+                    // session): this one is, at once, whether or not it has anything to
+                    // send (the mount dropped its leases in the reopen hook).
+                    let ping = Frame::request(
+                        Command::Ping,
+                        shared.new_stream_id(),
+                        &proto::Ping {},
+                        Bytes::new(),
+                    );
+                    let _ = link.tx.send(ping);
+                }
                 // What the server told on the lost connection (changes, recalls) may never
                 // have arrived: all this mount cached on its word is dropped, as on the
                 // server's "everything changed", after the replays it sent.
