@@ -711,14 +711,7 @@ fn a_holder_cut_away_never_wins_a_create_the_other_mount_won() {
     fs::write(a.path.join("d/y"), b"y").unwrap();
     std::thread::sleep(Duration::from_millis(300));
     proxy.stall(true);
-    let create = |p: &std::path::Path| {
-        fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(p)
-            .map(|_| ())
-            .map_err(|e| e.kind())
-    };
+    let create = create_new;
     // B's create recalls A's lease; A never hears of it.
     let t = Instant::now();
     assert_eq!(create(&b.path.join("d/x")), Ok(()));
@@ -797,16 +790,9 @@ fn a_renewal_taken_before_the_recall_was_seen_is_never_outlived_by_the_other_s_r
     });
 }
 
-/// O_EXCL creates of one name by both mounts: at most one wins.
+/// O_EXCL creates of one name by both mounts: true if both won.
 fn both_won_a_create(a: &std::path::Path, b: &std::path::Path) -> bool {
-    let create = |p: &std::path::Path| {
-        fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(p)
-            .is_ok()
-    };
-    create(a) & create(b)
+    create_new(a).is_ok() & create_new(b).is_ok()
 }
 
 #[test]

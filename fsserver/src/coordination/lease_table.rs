@@ -45,6 +45,12 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// Marks it recalled (renewed no more); the path to tell its holder (as `holder_path`)
+    /// if it was not recalled already.
+    pub fn recall(&mut self, key: &Key) -> Option<Bytes> {
+        (!std::mem::replace(&mut self.recalled, true)).then(|| self.holder_path(key))
+    }
+
     /// The leased directory `key` as its holder names it: relative to the holder's export.
     pub fn holder_path(&self, key: &Key) -> Bytes {
         match self.within.len() {

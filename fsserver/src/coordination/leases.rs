@@ -616,14 +616,9 @@ impl Leases {
         let now = Instant::now();
         table.expire_of(holder, now);
         let keys: Vec<Key> = table.keys_of(holder).cloned().collect();
-        let mut told = Vec::new();
-        for key in keys {
-            if let Some(l) = table.get_mut(&key).filter(|l| !l.recalled) {
-                l.recalled = true;
-                told.push(l.holder_path(&key));
-            }
-        }
-        told
+        keys.iter()
+            .filter_map(|key| table.get_mut(key)?.recall(key))
+            .collect()
     }
 
     /// The holder renamed a leased directory (or one above leased ones): its leases follow,
@@ -702,10 +697,7 @@ impl Leases {
                     table.remove(&key);
                     None
                 }
-                Some(l) if l.holder == *holder && !l.recalled => {
-                    l.recalled = true;
-                    Some(l.holder_path(&key))
-                }
+                Some(l) if l.holder == *holder => l.recall(&key),
                 _ => None,
             };
             self.count.store(table.len(), Ordering::Relaxed);
