@@ -53,7 +53,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use access::{admission, transport};
-use coordination::{changes, disk_watch, leases, locks, session};
+use coordination::{changes, create_verifiers, disk_watch, leases, locks, session};
 
 /// Every default of the server, defined once (`Config::default` and the command line).
 pub mod defaults {
@@ -131,6 +131,8 @@ pub struct Config {
     pub lock_state: Option<std::path::PathBuf>,
     /// Where the server notes the sessions that hold directory leases (beside it too).
     pub lease_state: Option<std::path::PathBuf>,
+    /// Where the server notes the verifiers of exclusive creates (beside it too).
+    pub create_state: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -155,6 +157,7 @@ impl Default for Config {
             lock_grace: defaults::LOCK_GRACE,
             lock_state: None,
             lease_state: None,
+            create_state: None,
         }
     }
 }
@@ -179,6 +182,8 @@ pub struct Shared {
     pub leases: Arc<leases::Leases>,
     /// Locks clients hold (see `locks`).
     pub locks: Arc<locks::Locks>,
+    /// The files exclusive creates made, by verifier (see `create_verifiers`).
+    pub create_verifiers: Arc<create_verifiers::CreateVerifiers>,
     /// Changes made on the exports' disks directly, if watched (see `disk_watch`).
     pub disk_watch: std::sync::OnceLock<Arc<disk_watch::DiskWatch>>,
     /// Per token, the workers its connections may use together.
@@ -220,6 +225,9 @@ impl Shared {
             config.lock_state.clone(),
         ));
         let _ = sessions.locks.set(locks.clone());
+        let create_verifiers = Arc::new(create_verifiers::CreateVerifiers::starting(
+            config.create_state.as_deref(),
+        ));
         Shared {
             state: parking_lot::RwLock::new(Arc::new(state)),
             transport,
@@ -232,6 +240,7 @@ impl Shared {
             changes: Default::default(),
             leases,
             locks,
+            create_verifiers,
             disk_watch: std::sync::OnceLock::new(),
         }
     }

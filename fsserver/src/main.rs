@@ -169,6 +169,7 @@ fn main() -> Result<()> {
     let control_path = fsserver::control::socket_path(args.control_socket.as_deref(), &token_path);
     config.lock_state = Some(control_path.with_extension("locks"));
     config.lease_state = Some(control_path.with_extension("leases"));
+    config.create_state = Some(control_path.with_extension("creates"));
     let shared = Arc::new(Shared::new(state, config, transport(&args, &token_path)?));
     if !args.no_disk_watch {
         shared.watch_disks();

@@ -296,6 +296,9 @@ fn random_requests_through_the_whole_pipeline_cost_little_and_stay_in_the_export
                 token: "t".into(),
             },
         },
+        create_verifiers: Arc::new(
+            fsserver::coordination::create_verifiers::CreateVerifiers::in_memory(),
+        ),
     };
     let leases = Arc::new(Leases::new(
         Duration::from_secs(30),

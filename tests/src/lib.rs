@@ -353,12 +353,13 @@ impl Drop for Server {
                 let _ = self.child.wait();
             }
         }
-        // The lock note a server that granted locks leaves beside its default control
-        // socket (for the next start's grace period): nothing of a test stays in /run.
+        // The notes a server leaves beside its default control socket for the next start
+        // (locks and leases held, exclusive creates made): nothing of a test stays in /run.
         if let Ok(token) = self.token_file.canonicalize() {
             let hash = crc32fast::hash(token.as_os_str().as_encoded_bytes());
-            let note = format!("/run/fsserver/control-{hash:08x}.locks");
-            let _ = std::fs::remove_file(note);
+            for note in ["sock", "locks", "leases", "creates.0", "creates.1"] {
+                let _ = std::fs::remove_file(format!("/run/fsserver/control-{hash:08x}.{note}"));
+            }
         }
     }
 }

@@ -891,9 +891,8 @@ fn a_holder_cut_away_across_a_server_restart_never_wins_a_create_the_other_mount
         server.log()
     );
     // A, still cut away, must not answer its create of the same name from the lease: it
-    // waits for the server. (Sent again to the new session once A is back, a create is no
-    // longer exclusive: it may have run on the old server. So only "not answered alone"
-    // is checked here.)
+    // waits for the server, and, once back, loses (its create is sent again to the new
+    // session with its verifier, which names no file the server made).
     let path = a.path.join("d/x");
     let a_create = std::thread::spawn(move || create_new(&path));
     std::thread::sleep(Duration::from_millis(500));
@@ -904,7 +903,65 @@ fn a_holder_cut_away_across_a_server_restart_never_wins_a_create_the_other_mount
         a.log()
     );
     proxy.stall(false);
-    let _ = a_create.join().unwrap();
+    assert_eq!(
+        a_create.join().unwrap(),
+        Err(std::io::ErrorKind::AlreadyExists),
+        "both mounts won the O_EXCL create of d/x\n{}",
+        a.log()
+    );
+    assert!(b.path.join("d/y").exists(), "A's earlier create is kept");
+}
+
+#[test]
+fn a_create_answered_under_a_lease_and_lost_with_the_server_never_takes_the_other_s_file() {
+    // A answers its O_EXCL create of d/x under d's lease and writes the file; the server dies
+    // before it runs them, and A stays cut away past the lease time, so B creates d/x on the
+    // next run. A's create, sent again, must not open B's file (and A's bytes must not land
+    // in it): it fails, and A says so (`fsmount sync`, its status).
+    require_mount_support();
+    let mut server = Server::start(&["--recall-timeout", "1", "--lease-time", "4"]);
+    let proxy = e2e_tests::fault_proxy::FaultProxy::start(&server.addr);
+    let a = Mount::via(&server, &proxy.addr, "data", &LONG);
+    fs::create_dir(a.path.join("d")).unwrap();
+    fs::write(a.path.join("d/y"), b"y").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    proxy.stall(true);
+    let t = Instant::now();
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(a.path.join("d/x"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"A's bytes"))
+        .expect("A's create and write, answered under its lease");
+    assert!(t.elapsed() < Duration::from_secs(1), "answered locally");
+    server.kill();
+    server.restart();
+    let b = Mount::new(&server, "data", &LONG);
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(b.path.join("d/x"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"B's"))
+        .expect("B's create, once A's lease time has passed");
+    proxy.stall(false);
+    let fsmount = e2e_tests::bin_dir().join("fsmount");
+    let sync = std::process::Command::new(&fsmount)
+        .arg("sync")
+        .arg(&a.path)
+        .output()
+        .unwrap();
+    assert!(
+        !sync.status.success(),
+        "A's sync reports the create that failed: {:?}\n{}",
+        sync,
+        a.log()
+    );
+    assert_eq!(
+        fs::read(server.export("data").join("d/x")).unwrap(),
+        b"B's",
+        "A's create opened B's file\n{}",
+        a.log()
+    );
     assert!(b.path.join("d/y").exists(), "A's earlier create is kept");
 }
 

@@ -360,6 +360,8 @@ fn check_unit() {
         "ExecReload=/bin/kill -HUP $MAINPID",
         "StateDirectory=fsserver",
         "StateDirectoryMode=0700",
+        // The notes a restart's grace periods and exclusive creates read outlive a stop.
+        "RuntimeDirectoryPreserve=yes",
         "ProtectSystem=strict",
     ] {
         assert!(unit.lines().any(|l| l == line), "the unit lacks {line}");

@@ -236,6 +236,7 @@ fn a_request_replayed_after_a_cut_gets_its_first_answer() {
             mode: 0o644,
             flags: (libc::O_WRONLY | libc::O_EXCL) as u32,
             handle: 0,
+            verifier: 9,
         },
     );
     send_and_cut(&server, session, &create, || data.join("f").exists());
@@ -277,6 +278,113 @@ fn a_request_replayed_after_a_cut_gets_its_first_answer() {
         "replayed unlink"
     );
     assert!(server.log().contains("client resumed its session"));
+}
+
+/// `CreateRequest` of `name` in the root with `flags` and `verifier`.
+fn create_of(name: &str, flags: i32, verifier: u64) -> proto::CreateRequest {
+    proto::CreateRequest {
+        parent: Bytes::new(),
+        name: Bytes::copy_from_slice(name.as_bytes()),
+        mode: 0o644,
+        flags: flags as u32,
+        handle: 0,
+        verifier,
+    }
+}
+
+#[test]
+fn an_exclusive_create_sent_again_to_a_restarted_server_wins_only_its_own_file() {
+    // A client whose O_EXCL create went unanswered sends it again, unchanged, to the next
+    // run of the server: it must succeed if the last run made the file (the reply was
+    // lost), and fail with EEXIST if the name is another file (made meanwhile).
+    let mut server = Server::start(&[]);
+    let data = server.export("data");
+    let excl = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC;
+    let token = server.token();
+    let mut first = RawClient::authenticated(&server.addr, "data", &token).unwrap();
+    let made: proto::OpenReply = first
+        .call(Command::Create, &create_of("f", excl, 41))
+        .unwrap();
+    first
+        .call::<proto::OpenReply>(Command::Create, &create_of("g", excl, 42))
+        .unwrap();
+    drop(first);
+    // f's writes ran (kept); g is replaced by another file of the same name.
+    std::fs::write(data.join("f"), b"written after the create").unwrap();
+    std::fs::remove_file(data.join("g")).unwrap();
+    std::fs::write(data.join("g"), b"someone else's").unwrap();
+    server.kill();
+    server.restart();
+
+    let mut again = RawClient::authenticated(&server.addr, "data", &token).unwrap();
+    let replayed: proto::OpenReply = again
+        .call(Command::Create, &create_of("f", excl, 41))
+        .expect("the create sent again finds its own file");
+    let (a, b) = (made.attr.unwrap(), replayed.attr.unwrap());
+    assert_eq!((a.dev, a.ino, a.generation), (b.dev, b.ino, b.generation));
+    assert_eq!(
+        std::fs::read(data.join("f")).unwrap(),
+        b"written after the create",
+        "sent again, the create truncated the file it made"
+    );
+    for (name, verifier) in [("f", 43), ("f", 0), ("g", 42)] {
+        assert_eq!(
+            again
+                .call::<proto::OpenReply>(Command::Create, &create_of(name, excl, verifier))
+                .map(|_| ()),
+            Err(libc::EEXIST),
+            "{name} with verifier {verifier}"
+        );
+    }
+    assert_eq!(std::fs::read(data.join("g")).unwrap(), b"someone else's");
+}
+
+#[test]
+fn a_create_of_a_name_taken_by_a_fifo_or_a_directory_never_blocks_or_opens_it() {
+    // Without O_EXCL, a create of an existing name opens it, as Open does: only a regular
+    // file. A FIFO would hold a worker in open(2) until a reader came.
+    let server = Server::start(&[]);
+    let data = server.export("data");
+    let fifo =
+        std::ffi::CString::new(data.join("p").into_os_string().into_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o666) }, 0);
+    std::fs::create_dir(data.join("d")).unwrap();
+    std::fs::write(data.join("f"), b"kept").unwrap();
+    let mut c = RawClient::authenticated(&server.addr, "data", &server.token()).unwrap();
+    let plain = libc::O_WRONLY | libc::O_CREAT;
+    let t = Instant::now();
+    assert_eq!(
+        c.call::<proto::OpenReply>(Command::Create, &create_of("p", plain, 0))
+            .map(|_| ()),
+        Err(libc::EACCES)
+    );
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        c.call::<proto::OpenReply>(
+            Command::Create,
+            &create_of("d", libc::O_RDONLY | libc::O_CREAT, 0)
+        )
+        .map(|_| ()),
+        Err(libc::EISDIR)
+    );
+    let opened: proto::OpenReply = c
+        .call(
+            Command::Create,
+            &create_of("f", libc::O_RDWR | libc::O_CREAT, 0),
+        )
+        .unwrap();
+    assert!(opened.handle > 0);
+    assert_eq!(
+        opened.attr.unwrap().size,
+        4,
+        "an existing file kept its bytes"
+    );
+    let made: proto::OpenReply = c
+        .call(Command::Create, &create_of("new", plain, 0))
+        .unwrap();
+    assert_eq!(made.attr.unwrap().size, 0);
+    assert!(data.join("new").is_file());
 }
 
 #[test]

@@ -177,11 +177,12 @@ impl Shared {
     }
 }
 
-/// `frame` as sent again to a server that may have run it before it restarted: a create
-/// loses O_EXCL (it may have made the file already; what is created exclusively was
-/// checked missing when the request was first sent). The flags are overridden by appending
-/// the field again (a later protobuf field replaces an earlier one), so the rest of the
-/// message, the caller's credentials included, stays as it was.
+/// `frame` as sent again to a server that may have run it before it restarted. An
+/// exclusive create goes unchanged: its verifier lets the server tell its own file from
+/// another client's (`CreateRequest.verifier`). One without a verifier (none is sent so)
+/// would lose O_EXCL: it may have made the file already. The flags are overridden by
+/// appending the field again (a later protobuf field replaces an earlier one), so the rest
+/// of the message, the caller's credentials included, stays as it was.
 pub fn replayable_anew(frame: &protocol::Frame) -> protocol::Frame {
     use prost::Message;
     if frame.cmd != protocol::Command::Create.code() {
@@ -190,7 +191,7 @@ pub fn replayable_anew(frame: &protocol::Frame) -> protocol::Frame {
     let Ok(req) = frame.decode_msg::<proto::CreateRequest>("CreateRequest") else {
         return frame.clone();
     };
-    if req.flags & libc::O_EXCL as u32 == 0 {
+    if req.flags & libc::O_EXCL as u32 == 0 || req.verifier != 0 {
         return frame.clone();
     }
     let fix = proto::CreateRequest {
@@ -204,12 +205,63 @@ pub fn replayable_anew(frame: &protocol::Frame) -> protocol::Frame {
     out
 }
 
+/// The verifier of a create with `flags`: for an exclusive one, a number never 0 and never
+/// the same twice in this process, from a random start (two mounts do not meet); 0 otherwise.
+pub fn create_verifier(flags: u32) -> u64 {
+    use std::sync::atomic::AtomicU64;
+    static NEXT: std::sync::OnceLock<AtomicU64> = std::sync::OnceLock::new();
+    if flags & libc::O_EXCL as u32 == 0 {
+        return 0;
+    }
+    let next = NEXT.get_or_init(|| {
+        let mut start = [0u8; 8];
+        getrandom::fill(&mut start).expect("the OS random source works");
+        AtomicU64::new(u64::from_le_bytes(start))
+    });
+    loop {
+        let v = next.fetch_add(1, Ordering::Relaxed);
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
 #[cfg(test)]
 mod replay_tests {
     use super::*;
 
+    fn create_frame(req: &proto::CreateRequest, who: &proto::Credentials) -> protocol::Frame {
+        let msg = protocol::credentials::attach(prost::Message::encode_to_vec(req).into(), who);
+        protocol::Frame::request_bytes(
+            protocol::Command::Create,
+            protocol::StreamId(3),
+            msg,
+            bytes::Bytes::new(),
+        )
+    }
+
     #[test]
-    fn a_create_sent_again_to_a_new_session_is_not_exclusive_and_keeps_its_credentials() {
+    fn an_exclusive_create_goes_again_unchanged_with_its_verifier() {
+        let flags = (libc::O_CREAT | libc::O_EXCL | libc::O_RDWR) as u32;
+        let req = proto::CreateRequest {
+            name: "f".into(),
+            flags,
+            handle: 7,
+            verifier: create_verifier(flags),
+            ..Default::default()
+        };
+        assert_ne!(req.verifier, 0);
+        let frame = create_frame(&req, &proto::Credentials::default());
+        assert_eq!(replayable_anew(&frame).msg, frame.msg);
+        let others: std::collections::HashSet<u64> =
+            (0..1000).map(|_| create_verifier(flags)).collect();
+        assert_eq!(others.len(), 1000);
+        assert!(!others.contains(&req.verifier) && !others.contains(&0));
+        assert_eq!(create_verifier(libc::O_CREAT as u32), 0);
+    }
+
+    #[test]
+    fn a_create_without_a_verifier_sent_again_is_not_exclusive_and_keeps_its_credentials() {
         let req = proto::CreateRequest {
             name: "f".into(),
             flags: (libc::O_CREAT | libc::O_EXCL | libc::O_RDWR) as u32,
@@ -221,13 +273,7 @@ mod replay_tests {
             gid: 100,
             groups: vec![],
         };
-        let msg = protocol::credentials::attach(prost::Message::encode_to_vec(&req).into(), &who);
-        let frame = protocol::Frame::request_bytes(
-            protocol::Command::Create,
-            protocol::StreamId(3),
-            msg,
-            bytes::Bytes::new(),
-        );
+        let frame = create_frame(&req, &who);
         let again = replayable_anew(&frame);
         let decoded: proto::CreateRequest = again.decode_msg("CreateRequest").unwrap();
         assert_eq!(decoded.flags, (libc::O_CREAT | libc::O_RDWR) as u32);

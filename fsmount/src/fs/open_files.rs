@@ -158,6 +158,7 @@ impl Fs {
             mode,
             flags,
             handle: self.open_files.new_handle().0,
+            verifier: crate::client::create_verifier(flags),
         };
         let reply = self.make_name::<rpc::Create>(parent, name, &req).await?;
         let fh = Fh(reply.handle);

@@ -1,33 +1,89 @@
-//! Create: `CreateRequest { parent, name, mode, flags }` -> `OpenReply { handle, attr }`.
-//! `openat(parent, name, O_CREAT | O_NOFOLLOW | flags, mode)`: the mode is applied as given
-//! (the server runs with umask 0; the client applies the user's umask); the file belongs to
-//! the caller the request runs as (see `credentials`).
+//! Create: `CreateRequest { parent, name, mode, flags, handle, verifier }` ->
+//! `OpenReply { handle, attr }`. The file is made with `openat(parent, name, O_CREAT |
+//! O_EXCL | O_NOFOLLOW | flags, mode)`: the mode is applied as given (the server runs with
+//! umask 0; the client applies the user's umask); the file belongs to the caller the request
+//! runs as (see `credentials`). A name already taken is opened as Open opens (a regular
+//! file only: a FIFO cannot hold a worker, a device is never opened; EISDIR for a
+//! directory, ELOOP for a symlink), unless the create is exclusive: then EEXIST, except
+//! when the entry is the file this create's verifier made (the request sent again to a
+//! later run, its reply lost; see `create_verifiers`), which is opened without truncation.
 
 use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
 
+use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
-use std::os::fd::AsFd;
+use nix::sys::stat::{fstat, Mode};
 
-use nix::sys::stat::Mode;
-
-use super::open::allowed_flags;
+use super::open::{allowed_flags, reopen_checked};
 use super::{Ctx, Reply};
+use crate::coordination::create_verifiers::Made;
 use crate::error::FsError;
 use crate::export::Name;
+
+/// Times a name found taken is looked for again when it is gone before it is opened.
+const ATTEMPTS: usize = 3;
 
 pub fn apply(ctx: &Ctx, req: proto::CreateRequest) -> Result<Reply<proto::OpenReply>, FsError> {
     let dir = ctx.export.open_dir(&req.parent)?;
     let name = Name::new(&req.name)?;
-    let flags = allowed_flags(req.flags) | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let fd = openat(
-        &dir,
-        name.as_os_str(),
-        flags,
-        Mode::from_bits_truncate(req.mode & 0o7777),
-    )?;
-    let st = nix::sys::stat::fstat(&fd)?;
-    let attr = crate::attr::of(fd.as_fd(), &st);
-    let handle = ctx.handles.insert(File::from(fd), req.handle)?;
+    let given = allowed_flags(req.flags);
+    let exclusive = given.contains(OFlag::O_EXCL);
+    let mode = Mode::from_bits_truncate(req.mode & 0o7777);
+    let made_flags = given | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    for _ in 0..ATTEMPTS {
+        match openat(&dir, name.as_os_str(), made_flags, mode) {
+            Ok(fd) => {
+                let attr = crate::attr::of(fd.as_fd(), &fstat(&fd)?);
+                if exclusive {
+                    ctx.create_verifiers.note(req.verifier, made(&attr));
+                }
+                return opened(ctx, req.handle, fd, attr);
+            }
+            Err(Errno::EEXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let path_flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let existing = match openat(&dir, name.as_os_str(), path_flags, Mode::empty()) {
+            Ok(fd) => fd,
+            // Gone again: made anew on the next attempt.
+            Err(Errno::ENOENT) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let st = fstat(&existing)?;
+        let mut flags = given;
+        if exclusive {
+            let attr = crate::attr::of(existing.as_fd(), &st);
+            if ctx.create_verifiers.made(req.verifier) != Some(made(&attr)) {
+                return Err(FsError::Sys(Errno::EEXIST));
+            }
+            // This create's own file: as it made it, its later writes kept.
+            flags = flags - OFlag::O_EXCL - OFlag::O_TRUNC;
+        }
+        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            return Err(FsError::Sys(Errno::EISDIR));
+        }
+        let (fd, attr) = reopen_checked(existing.as_fd(), &st, flags)?;
+        return opened(ctx, req.handle, fd, attr);
+    }
+    Err(FsError::Sys(Errno::ENOENT))
+}
+
+fn made(attr: &proto::Attr) -> Made {
+    Made {
+        dev: attr.dev,
+        ino: attr.ino,
+        generation: attr.generation,
+    }
+}
+
+fn opened(
+    ctx: &Ctx,
+    want: u64,
+    fd: OwnedFd,
+    attr: proto::Attr,
+) -> Result<Reply<proto::OpenReply>, FsError> {
+    let handle = ctx.handles.insert(File::from(fd), want)?;
     Ok(Reply::msg(proto::OpenReply {
         prefetched: None,
         handle,

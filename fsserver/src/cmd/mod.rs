@@ -40,6 +40,8 @@ pub struct Ctx {
     pub leases: Option<crate::coordination::leases::LeaseHolder>,
     /// The server's locks and who asks (this session, its token).
     pub locks: LockHolder,
+    /// The files exclusive creates made, by verifier.
+    pub create_verifiers: Arc<crate::coordination::create_verifiers::CreateVerifiers>,
 }
 
 /// The server's locks, seen from one session.

@@ -163,6 +163,16 @@ fn open_checked(
     let (path_fd, st) =
         ctx.export
             .open_expected_as(&req.path, req.expect.as_ref(), resolution)?;
+    reopen_checked(path_fd.as_fd(), &st, flags)
+}
+
+/// Opens the object held as `path_fd` (an `O_PATH` fd, stat `st`) with `flags` through its
+/// /proc/self/fd entry, if it is a regular file or a directory (see `open_checked`).
+pub(super) fn reopen_checked(
+    path_fd: std::os::fd::BorrowedFd<'_>,
+    st: &nix::sys::stat::FileStat,
+    flags: OFlag,
+) -> Result<(OwnedFd, proto::Attr), FsError> {
     match st.st_mode & libc::S_IFMT {
         libc::S_IFREG | libc::S_IFDIR => {}
         // Never followed on the server (the client's kernel follows symlinks).

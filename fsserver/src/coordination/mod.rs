@@ -1,4 +1,5 @@
 pub mod changes;
+pub mod create_verifiers;
 #[allow(unsafe_code)]
 pub mod disk_locks;
 #[allow(unsafe_code)]

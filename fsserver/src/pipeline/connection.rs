@@ -102,6 +102,7 @@ pub async fn serve(
                 token: auth.token.as_str().into(),
             },
         },
+        create_verifiers: shared.create_verifiers.clone(),
     };
     let me: leases::Holder = Bytes::from(auth.session_id.clone());
     // Other clients' changes, forwarded as Notify frames to a client that asked for them.

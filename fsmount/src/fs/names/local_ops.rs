@@ -374,6 +374,7 @@ impl Fs {
             mode,
             flags,
             handle: fh.0,
+            verifier: crate::client::create_verifier(flags),
         };
         let what = format!("create {}", shown(&req.parent, name));
         let sent = (ino, Some(attr));

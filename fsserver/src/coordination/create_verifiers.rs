@@ -1,0 +1,274 @@
+//! Exclusive creates remembered across a restart, as NFS's exclusive-create verifier. A
+//! client whose O_EXCL create went unanswered when the server stopped sends it again to the
+//! next run, which cannot tell by the name alone whether the last run made the file (and
+//! the reply was lost) or another client made it since. Each exclusive create carries a
+//! verifier its client chose; the server notes the verifier with the identity of the file it
+//! made, and a create that finds its name taken succeeds only if the entry there is the file
+//! its verifier made.
+//!
+//! The notes live in memory and, when the server has a state path, in two files beside the
+//! control socket (`<state>.0`, `<state>.1`) of at most `PER_FILE` records each: one is
+//! written until full, then the other is emptied and written. So the last `PER_FILE`
+//! exclusive creates at least are remembered; a create sent again after more than that
+//! many others gets EEXIST (an error, never a second winner). A record is written before
+//! the reply, without fsync: a crashed process loses none, a crashed machine may.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
+
+/// Records per file.
+pub const PER_FILE: usize = 1 << 14;
+/// verifier, dev, ino, generation (u64 little-endian each), CRC32 of those 32 bytes, 4 zeroes.
+const RECORD: usize = 40;
+
+/// The file a create made: what `crate::attr` reports as its identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Made {
+    pub dev: u64,
+    pub ino: u64,
+    pub generation: u64,
+}
+
+#[derive(Debug)]
+pub struct CreateVerifiers {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// The two record files, if the server keeps notes on disk.
+    files: Option<[File; 2]>,
+    /// Which of the two is written now, and how many records it holds.
+    current: usize,
+    count: usize,
+    noted: [HashMap<u64, Made>; 2],
+}
+
+impl CreateVerifiers {
+    /// Notes kept in memory only (tests; a server without a state path).
+    pub fn in_memory() -> CreateVerifiers {
+        CreateVerifiers {
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    /// Reads what earlier runs noted under `state` and goes on noting there; in memory only
+    /// (with a warning) if the files cannot be opened.
+    pub fn starting(state: Option<&Path>) -> CreateVerifiers {
+        let me = CreateVerifiers::in_memory();
+        let Some(state) = state else { return me };
+        let open = |i: usize| {
+            let mut p: PathBuf = state.into();
+            p.as_mut_os_string().push(format!(".{i}"));
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&p)
+                .map_err(|e| (p, e))
+        };
+        let files = match (open(0), open(1)) {
+            (Ok(a), Ok(b)) => [a, b],
+            (Err((p, e)), _) | (_, Err((p, e))) => {
+                tracing::warn!(
+                    "cannot keep exclusive creates in {}: {e}; a create sent again after \
+                     a restart may fail with EEXIST",
+                    p.display()
+                );
+                return me;
+            }
+        };
+        let mut inner = me.inner.lock();
+        let mut counts = [0usize; 2];
+        for (i, f) in files.iter().enumerate() {
+            let mut bytes = vec![0u8; PER_FILE * RECORD];
+            let mut got = 0;
+            while got < bytes.len() {
+                match f.read_at(&mut bytes[got..], got as u64) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n,
+                }
+            }
+            counts[i] = got / RECORD;
+            for record in bytes[..counts[i] * RECORD].chunks_exact(RECORD) {
+                if let Some((verifier, made)) = decode(record) {
+                    inner.noted[i].insert(verifier, made);
+                }
+            }
+        }
+        // Go on with the one less full; the other holds the older notes.
+        inner.current = usize::from(counts[1] < counts[0]);
+        inner.count = counts[inner.current];
+        inner.files = Some(files);
+        drop(inner);
+        me
+    }
+
+    /// Notes that the create with `verifier` made `made` (verifier 0: nothing to note).
+    pub fn note(&self, verifier: u64, made: Made) {
+        if verifier == 0 {
+            return;
+        }
+        let mut inner = self.inner.lock();
+        if inner.count == PER_FILE {
+            let next = 1 - inner.current;
+            inner.current = next;
+            inner.count = 0;
+            inner.noted[next].clear();
+            if let Some(files) = &inner.files {
+                if let Err(e) = files[next].set_len(0) {
+                    tracing::warn!("cannot empty a file of exclusive creates: {e}");
+                }
+            }
+        }
+        let (current, count) = (inner.current, inner.count);
+        inner.noted[current].insert(verifier, made);
+        inner.count += 1;
+        if let Some(files) = &inner.files {
+            let at = (count * RECORD) as u64;
+            if let Err(e) = files[current].write_all_at(&encode(verifier, made), at) {
+                tracing::warn!("cannot note an exclusive create: {e}");
+            }
+        }
+    }
+
+    /// The file the create with `verifier` made, if noted.
+    pub fn made(&self, verifier: u64) -> Option<Made> {
+        if verifier == 0 {
+            return None;
+        }
+        let inner = self.inner.lock();
+        let newer = inner.current;
+        inner.noted[newer]
+            .get(&verifier)
+            .or_else(|| inner.noted[1 - newer].get(&verifier))
+            .copied()
+    }
+}
+
+fn encode(verifier: u64, made: Made) -> [u8; RECORD] {
+    let mut r = [0u8; RECORD];
+    for (i, v) in [verifier, made.dev, made.ino, made.generation]
+        .into_iter()
+        .enumerate()
+    {
+        r[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
+    }
+    let sum = crc32fast::hash(&r[..32]);
+    r[32..36].copy_from_slice(&sum.to_le_bytes());
+    r
+}
+
+/// A record as `encode` wrote it; None if torn or never written (all zeroes).
+fn decode(r: &[u8]) -> Option<(u64, Made)> {
+    let word = |i: usize| u64::from_le_bytes(r[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+    let sum = u32::from_le_bytes(r[32..36].try_into().ok()?);
+    if sum != crc32fast::hash(&r[..32]) || word(0) == 0 {
+        return None;
+    }
+    Some((
+        word(0),
+        Made {
+            dev: word(1),
+            ino: word(2),
+            generation: word(3),
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn made(n: u64) -> Made {
+        Made {
+            dev: 1,
+            ino: n,
+            generation: n * 7,
+        }
+    }
+
+    #[test]
+    fn notes_outlive_the_run_that_made_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("s.creates");
+        let first = CreateVerifiers::starting(Some(&state));
+        first.note(11, made(1));
+        first.note(0, made(2));
+        first.note(12, made(3));
+        assert_eq!(first.made(11), Some(made(1)));
+        drop(first);
+        let next = CreateVerifiers::starting(Some(&state));
+        assert_eq!(next.made(11), Some(made(1)));
+        assert_eq!(next.made(12), Some(made(3)));
+        assert_eq!(next.made(0), None);
+        assert_eq!(next.made(13), None);
+        // It goes on after what is there, losing nothing.
+        next.note(13, made(4));
+        drop(next);
+        let third = CreateVerifiers::starting(Some(&state));
+        for (v, m) in [(11, 1), (12, 3), (13, 4)] {
+            assert_eq!(third.made(v), Some(made(m)));
+        }
+    }
+
+    #[test]
+    fn the_last_per_file_creates_at_least_are_remembered_in_bounded_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("s.creates");
+        let v = CreateVerifiers::starting(Some(&state));
+        let total = 2 * PER_FILE as u64 + 10;
+        for i in 1..=total {
+            v.note(i, made(i));
+        }
+        drop(v);
+        let again = CreateVerifiers::starting(Some(&state));
+        for i in total - PER_FILE as u64 + 1..=total {
+            assert_eq!(again.made(i), Some(made(i)), "create {i}");
+        }
+        assert_eq!(again.made(1), None);
+        for i in 0..2 {
+            let len = std::fs::metadata(dir.path().join(format!("s.creates.{i}")))
+                .unwrap()
+                .len();
+            assert!(len <= (PER_FILE * RECORD) as u64);
+        }
+    }
+
+    #[test]
+    fn a_torn_or_garbled_record_is_not_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("s.creates");
+        let v = CreateVerifiers::starting(Some(&state));
+        v.note(5, made(5));
+        v.note(6, made(6));
+        drop(v);
+        let p = dir.path().join("s.creates.0");
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes[RECORD + 9] ^= 1;
+        bytes.extend_from_slice(&[7u8; 17]);
+        std::fs::write(&p, bytes).unwrap();
+        let again = CreateVerifiers::starting(Some(&state));
+        assert_eq!(again.made(5), Some(made(5)));
+        assert_eq!(again.made(6), None);
+        again.note(8, made(8));
+        drop(again);
+        assert_eq!(
+            CreateVerifiers::starting(Some(&state)).made(8),
+            Some(made(8))
+        );
+    }
+
+    #[test]
+    fn an_unusable_state_path_keeps_notes_in_memory() {
+        let v = CreateVerifiers::starting(Some(Path::new("/nonexistent/dir/s.creates")));
+        v.note(3, made(3));
+        assert_eq!(v.made(3), Some(made(3)));
+    }
+}
