@@ -34,7 +34,11 @@ pub struct Lease {
     pub expires: Instant,
     /// Dropped when the lease ends (returned, revoked, expired): wakes whoever waits for it.
     pub gone: watch::Sender<()>,
-    pub recalled: bool,
+    /// Set only by `recall` (which counts it for the holder), cleared only by `regranted`.
+    recalled: bool,
+    /// The holder's count of recalls, shared by all its leases (set by `Table::insert`):
+    /// `Table::renew` walks again once it moved.
+    recalls_of_holder: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// The number of the grant that made or last renewed it (see `Leases::grant_numbered_in`).
     pub grant_no: u64,
     /// The holder's export's path within the key's export (a subtree's `sub`; empty for
@@ -45,10 +49,46 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// A lease not recalled.
+    pub fn new(
+        holder: Holder,
+        expires: Instant,
+        grant_no: u64,
+        within: Bytes,
+        token: std::sync::Arc<str>,
+    ) -> Lease {
+        Lease {
+            holder,
+            expires,
+            gone: watch::channel(()).0,
+            recalled: false,
+            recalls_of_holder: Default::default(),
+            grant_no,
+            within,
+            token,
+        }
+    }
+
     /// Marks it recalled (renewed no more); the path to tell its holder (as `holder_path`)
     /// if it was not recalled already.
     pub fn recall(&mut self, key: &Key) -> Option<Bytes> {
-        (!std::mem::replace(&mut self.recalled, true)).then(|| self.holder_path(key))
+        if std::mem::replace(&mut self.recalled, true) {
+            return None;
+        }
+        self.recalls_of_holder
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(self.holder_path(key))
+    }
+
+    pub fn recalled(&self) -> bool {
+        self.recalled
+    }
+
+    /// Granted again to its holder: not recalled any more, lasting until `expires`.
+    pub fn regranted(&mut self, expires: Instant, grant_no: u64) {
+        self.recalled = false;
+        self.expires = expires;
+        self.grant_no = grant_no;
     }
 
     /// The leased directory `key` as its holder names it: relative to the holder's export.
@@ -58,6 +98,13 @@ impl Lease {
             n => Bytes::copy_from_slice(key.1.get(n + 1..).unwrap_or_default()),
         }
     }
+}
+
+#[derive(Debug)]
+struct Walk {
+    at: Instant,
+    recalls: u64,
+    recalled: Vec<Bytes>,
 }
 
 #[derive(Debug, Default)]
@@ -71,6 +118,11 @@ pub struct Table {
     /// Hash of (export, directory) -> leases strictly below it; and the same per holder.
     below: HashMap<u64, usize>,
     below_of: HashMap<(u64, Holder), usize>,
+    /// When `renew` last walked each holder's leases, the holder's count of recalls then,
+    /// and the recalled leases it named.
+    walked: HashMap<Holder, Walk>,
+    /// Per holder, the count of recalls its leases share.
+    recalls_of: HashMap<Holder, std::sync::Arc<std::sync::atomic::AtomicU64>>,
     hasher: RandomState,
 }
 
@@ -155,10 +207,28 @@ impl Table {
     /// recalled lease keeps its expiry (the holder is told it with this renewal and stops
     /// trusting it; until then it trusts at most the renewals before): the paths of those,
     /// as the holder names them. Only they are copied.
+    ///
+    /// The walk over the holder's leases (65,536 at most, under the lock every request by
+    /// path takes) is made at most once per eighth of the lease time (`until - now`) while
+    /// none of the holder's leases was recalled since: a renewal sooner extends nothing and
+    /// names what the last walk named. That is safe because a holder trusts a renewal for
+    /// three quarters of the lease time from when it asked, and every lease it holds that is
+    /// not named recalled was renewed (or granted) less than an eighth of it before, so it
+    /// outlasts that trust.
     pub fn renew(&mut self, holder: &Holder, now: Instant, until: Instant) -> Vec<Bytes> {
         let Some(keys) = self.by_holder.get(holder) else {
             return Vec::new();
         };
+        let recalls = self
+            .recalls_of
+            .get(holder)
+            .map_or(0, |c| c.load(std::sync::atomic::Ordering::Relaxed));
+        let eighth = until.saturating_duration_since(now) / 8;
+        if let Some(last) = self.walked.get(holder) {
+            if last.recalls == recalls && now.saturating_duration_since(last.at) < eighth {
+                return last.recalled.clone();
+            }
+        }
         let mut recalled = Vec::new();
         for k in keys {
             match self.leases.get_mut(k).filter(|l| l.expires > now) {
@@ -167,6 +237,12 @@ impl Table {
                 None => {}
             }
         }
+        let walk = Walk {
+            at: now,
+            recalls,
+            recalled: recalled.clone(),
+        };
+        self.walked.insert(holder.clone(), walk);
         recalled
     }
 
@@ -176,8 +252,16 @@ impl Table {
     }
 
     /// Inserts (or replaces) the lease on `key`.
-    pub fn insert(&mut self, key: Key, lease: Lease) {
+    pub fn insert(&mut self, key: Key, mut lease: Lease) {
         self.remove(&key);
+        let recalls = self.recalls_of.entry(lease.holder.clone()).or_default();
+        if !std::sync::Arc::ptr_eq(recalls, &lease.recalls_of_holder) {
+            // A lease made apart (or moved from elsewhere): its recall counts from now on,
+            // its own earlier one too.
+            let earlier = lease.recalled as u64;
+            recalls.fetch_add(earlier, std::sync::atomic::Ordering::Relaxed);
+            lease.recalls_of_holder = recalls.clone();
+        }
         let h = self.hash(&key);
         self.by_hash
             .entry(h)
@@ -209,6 +293,8 @@ impl Table {
             if keys.is_empty() {
                 self.by_holder.remove(&lease.holder);
                 self.bytes_of.remove(&lease.holder);
+                self.walked.remove(&lease.holder);
+                self.recalls_of.remove(&lease.holder);
             } else if let Some(b) = self.bytes_of.get_mut(&lease.holder) {
                 *b = b.saturating_sub(key.1.len());
             }
@@ -442,15 +528,70 @@ mod tests {
     use super::*;
 
     fn lease(holder: &[u8]) -> Lease {
-        Lease {
-            holder: Bytes::copy_from_slice(holder),
-            expires: Instant::now() + std::time::Duration::from_secs(30),
-            gone: watch::channel(()).0,
-            recalled: false,
-            grant_no: 0,
-            within: Bytes::new(),
-            token: "".into(),
+        Lease::new(
+            Bytes::copy_from_slice(holder),
+            Instant::now() + std::time::Duration::from_secs(30),
+            0,
+            Bytes::new(),
+            "".into(),
+        )
+    }
+
+    #[test]
+    fn a_renewal_within_an_eighth_of_the_lease_time_skips_the_walk_and_each_lease_outlasts_the_trust(
+    ) {
+        let mut t = Table::default();
+        let e = Path::new("/srv/e");
+        let key = |i: usize| (e.to_path_buf(), format!("d{i}").into_bytes());
+        let h = Bytes::from_static(b"h");
+        let lease_time = std::time::Duration::from_secs(8);
+        let ms = std::time::Duration::from_millis;
+        let t0 = Instant::now();
+        for i in 0..100 {
+            let mut l = lease(&h);
+            l.expires = t0 + std::time::Duration::from_secs(5);
+            t.insert(key(i), l);
         }
+        t.get_mut(&key(7)).unwrap().recall(&key(7));
+        let expiries = |t: &Table| t.leases.values().map(|l| l.expires).collect::<Vec<_>>();
+        assert_eq!(t.renew(&h, t0, t0 + lease_time), vec![Bytes::from("d7")]);
+        let after_walk = expiries(&t);
+        // Sooner than an eighth: nothing is extended, the recalled lease is named again...
+        let soon = t0 + lease_time / 8 - ms(1);
+        assert_eq!(
+            t.renew(&h, soon, soon + lease_time),
+            vec![Bytes::from("d7")]
+        );
+        assert_eq!(expiries(&t), after_walk);
+        // ...and what the holder trusts from this renewal (3/4 of the lease time) ends
+        // before any lease it is not told of does.
+        let trust = soon + lease_time * 3 / 4;
+        assert!(t
+            .leases
+            .values()
+            .filter(|l| !l.recalled())
+            .all(|l| l.expires > trust));
+        // A recall since the last walk: the next renewal walks and names it, however soon.
+        t.get_mut(&key(9)).unwrap().recall(&key(9));
+        let mut named = t.renew(&h, soon + ms(1), soon + ms(1) + lease_time);
+        named.sort();
+        assert_eq!(named, vec![Bytes::from("d7"), Bytes::from("d9")]);
+        // A lease moved (out of the table and back, as a rename does) keeps its recall.
+        let mut moved = t.remove(&key(11)).unwrap();
+        moved.recall(&key(11));
+        t.insert(key(111), moved);
+        let named = t.renew(&h, soon + ms(2), soon + ms(2) + lease_time);
+        assert!(named.contains(&Bytes::from("d111")), "{named:?}");
+        // An eighth after the last walk, it walks again.
+        let later = soon + ms(2) + lease_time / 8;
+        assert_eq!(t.renew(&h, later, later + lease_time).len(), 3);
+        assert!(t
+            .leases
+            .values()
+            .filter(|l| !l.recalled())
+            .all(|l| l.expires == later + lease_time));
+        t.remove_holder(&h);
+        assert!(t.walked.is_empty() && t.recalls_of.is_empty());
     }
 
     #[test]
@@ -486,6 +627,7 @@ mod tests {
         assert_eq!(t.others_above(e, b"a/b/c/d", &me).len(), 1);
         t.remove(&key("a/b/c"));
         assert!(t.is_empty() && t.by_hash.is_empty() && t.by_holder.is_empty());
+        assert!(t.walked.is_empty() && t.recalls_of.is_empty());
         assert!(t.below.is_empty() && t.below_of.is_empty());
         assert!(t.bytes_of.is_empty());
     }

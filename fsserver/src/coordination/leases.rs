@@ -399,9 +399,7 @@ impl Leases {
         }
         match table.get_mut(&key) {
             Some(l) if l.holder == *holder => {
-                l.expires = now + self.time;
-                l.recalled = false;
-                l.grant_no = no;
+                l.regranted(now + self.time, no);
                 return Some(Grant {
                     ms,
                     no,
@@ -421,15 +419,13 @@ impl Leases {
                 return None;
             }
         }
-        let lease = Lease {
-            holder: holder.clone(),
-            expires: now + self.time,
-            gone: watch::channel(()).0,
-            recalled: false,
-            grant_no: no,
-            within: Bytes::copy_from_slice(within),
-            token: token.clone(),
-        };
+        let lease = Lease::new(
+            holder.clone(),
+            now + self.time,
+            no,
+            Bytes::copy_from_slice(within),
+            token.clone(),
+        );
         table.insert(key, lease);
         self.count.store(table.len(), Ordering::Relaxed);
         drop(table);
@@ -521,8 +517,7 @@ impl Leases {
             if lease.holder == *me || !seen.insert(key.clone()) {
                 continue;
             }
-            let first = !lease.recalled;
-            lease.recalled = true;
+            let first = lease.recall(&key).is_some();
             if first {
                 self.fairness
                     .cool(&lease.holder, &key, now, now + self.recall_timeout);
@@ -670,8 +665,8 @@ impl Leases {
                     && !self.fairness.is_cooling(holder, &to_key, now)
                     && !self.admitted_below(export, &to_key.1, holder);
                 let lands = table.get(&to_key).is_none();
-                if !(lands && grantable) || l.recalled {
-                    l.recalled = true;
+                if !(lands && grantable) || l.recalled() {
+                    l.recall(&to_key);
                     tell.push(l.holder_path(&to_key));
                 }
                 table.insert(if lands { to_key } else { from_key }, l);
