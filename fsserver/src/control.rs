@@ -50,14 +50,11 @@ impl Drop for SocketFile {
     }
 }
 
-/// Binds the socket at `path` (its directory created 0700, a stale socket replaced). The
-/// directory must belong to this user and be writable by nobody else (as OpenSSH checks a
-/// ControlPath): else another user could put their own socket there, or take ours away.
-/// The socket is made under umask 077, so it is never open to others, not even between
-/// `bind` and its chmod. Called at startup, before any request runs (umask is the
-/// process's).
-pub fn bind(path: &Path) -> std::io::Result<(UnixListener, SocketFile)> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+/// Makes the directory of the control socket `path` (mode 0700) if missing, and checks it is
+/// a directory of this user's that nobody else may write: the socket and the notes beside
+/// it (see `main`) live there.
+pub fn prepare_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
     if let Some(dir) = path.parent() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -85,6 +82,18 @@ pub fn bind(path: &Path) -> std::io::Result<(UnixListener, SocketFile)> {
             ));
         }
     }
+    Ok(())
+}
+
+/// Binds the socket at `path` (its directory created 0700, a stale socket replaced). The
+/// directory must belong to this user and be writable by nobody else (as OpenSSH checks a
+/// ControlPath): else another user could put their own socket there, or take ours away.
+/// The socket is made under umask 077, so it is never open to others, not even between
+/// `bind` and its chmod. Called at startup, before any request runs (umask is the
+/// process's).
+pub fn bind(path: &Path) -> std::io::Result<(UnixListener, SocketFile)> {
+    use std::os::unix::fs::PermissionsExt;
+    prepare_dir(path)?;
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::AddrInUse,

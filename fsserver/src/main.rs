@@ -170,6 +170,9 @@ fn main() -> Result<()> {
     config.lock_state = Some(control_path.with_extension("locks"));
     config.lease_state = Some(control_path.with_extension("leases"));
     config.create_state = Some(control_path.with_extension("creates"));
+    // Before the notes are opened (the socket is bound later): a first run after a reboot
+    // has no /run/fsserver yet. A refusal here is reported when the socket is bound.
+    let _ = fsserver::control::prepare_dir(&control_path);
     let shared = Arc::new(Shared::new(state, config, transport(&args, &token_path)?));
     if !args.no_disk_watch {
         shared.watch_disks();

@@ -296,8 +296,12 @@ fn create_of(name: &str, flags: i32, verifier: u64) -> proto::CreateRequest {
 fn an_exclusive_create_sent_again_to_a_restarted_server_wins_only_its_own_file() {
     // A client whose O_EXCL create went unanswered sends it again, unchanged, to the next
     // run of the server: it must succeed if the last run made the file (the reply was
-    // lost), and fail with EEXIST if the name is another file (made meanwhile).
-    let mut server = Server::start(&[]);
+    // lost), and fail with EEXIST if the name is another file (made meanwhile). The control
+    // socket's directory does not exist at the first start (as /run/fsserver after a
+    // reboot): the notes beside it are kept all the same.
+    let control = tempfile::tempdir().unwrap();
+    let socket = control.path().join("fresh/ctl.sock");
+    let mut server = Server::start(&["--control-socket", socket.to_str().unwrap()]);
     let data = server.export("data");
     let excl = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC;
     let token = server.token();
@@ -337,6 +341,74 @@ fn an_exclusive_create_sent_again_to_a_restarted_server_wins_only_its_own_file()
         );
     }
     assert_eq!(std::fs::read(data.join("g")).unwrap(), b"someone else's");
+}
+
+/// A fresh ext4 image with `mkfs_args`, loop-mounted on `at`; unmounted when dropped.
+struct LoopExt4(std::path::PathBuf, tempfile::TempDir);
+
+impl LoopExt4 {
+    fn new(mkfs_args: &str, at: &std::path::Path) -> LoopExt4 {
+        let images = tempfile::tempdir_in("/var/tmp").unwrap();
+        let image = images.path().join("fs.img");
+        sh(&format!(
+            "truncate -s 64M '{i}' && mkfs.ext4 -q -F {mkfs_args} '{i}' && mount -o loop '{i}' '{a}'",
+            i = image.display(),
+            a = at.display()
+        ));
+        LoopExt4(at.into(), images)
+    }
+}
+
+impl Drop for LoopExt4 {
+    fn drop(&mut self) {
+        let _ = Process::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_create_sent_again_never_wins_a_later_file_on_the_same_inode_of_a_disk_without_birth_times() {
+    // ext4 with 128-byte inodes records no birth time, and gives a removed file's inode
+    // number to the next file made: (dev, ino) alone cannot tell A's file from B's.
+    let mut server = Server::start(&[]);
+    server.kill();
+    let data = server.export("data");
+    let _disk = LoopExt4::new("-I 128", &data);
+    server.restart();
+    let token = server.token();
+    let excl = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+    let mut a = RawClient::authenticated(&server.addr, "data", &token).unwrap();
+    let mine: proto::OpenReply = a
+        .call(Command::Create, &create_of("lock", excl, 51))
+        .unwrap();
+    drop(a);
+    server.kill();
+    server.restart();
+    // B finds the lock stale, removes it and takes it.
+    let mut b = RawClient::authenticated(&server.addr, "data", &token).unwrap();
+    b.call::<proto::Empty>(
+        Command::Remove,
+        &proto::RemoveRequest {
+            parent: Bytes::new(),
+            name: Bytes::from_static(b"lock"),
+            dir: false,
+        },
+    )
+    .unwrap();
+    let theirs: proto::OpenReply = b
+        .call(Command::Create, &create_of("lock", excl, 52))
+        .unwrap();
+    let (m, t) = (mine.attr.unwrap(), theirs.attr.unwrap());
+    assert_eq!(m.generation, 0, "this disk records no birth time");
+    assert_eq!(m.ino, t.ino, "ext4 reused the inode number");
+    let mut a = RawClient::authenticated(&server.addr, "data", &token).unwrap();
+    assert_eq!(
+        a.call::<proto::OpenReply>(Command::Create, &create_of("lock", excl, 51))
+            .map(|_| ()),
+        Err(libc::EEXIST),
+        "A's create sent again won B's file"
+    );
+    drop((a, b));
+    server.kill();
 }
 
 #[test]

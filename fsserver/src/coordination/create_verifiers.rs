@@ -8,10 +8,15 @@
 //!
 //! The notes live in memory and, when the server has a state path, in two files beside the
 //! control socket (`<state>.0`, `<state>.1`) of at most `PER_FILE` records each: one is
-//! written until full, then the other is emptied and written. So the last `PER_FILE`
+//! written until full, then the other is emptied and written, each fill numbered (its
+//! epoch, in every record) so a start knows which is newer. So the last `PER_FILE`
 //! exclusive creates at least are remembered; a create sent again after more than that
 //! many others gets EEXIST (an error, never a second winner). A record is written before
 //! the reply, without fsync: a crashed process loses none, a crashed machine may.
+//!
+//! A file without a birth time (the generation `crate::attr` reports; 0 where the
+//! filesystem records none) cannot be told from a later file on its reused inode number: its
+//! create is not noted, and sent again gets EEXIST.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -22,7 +27,8 @@ use parking_lot::Mutex;
 
 /// Records per file.
 pub const PER_FILE: usize = 1 << 14;
-/// verifier, dev, ino, generation (u64 little-endian each), CRC32 of those 32 bytes, 4 zeroes.
+/// verifier, dev, ino, generation (u64 little-endian each), the file's epoch (u32), CRC32 of
+/// those 36 bytes.
 const RECORD: usize = 40;
 
 /// The file a create made: what `crate::attr` reports as its identity.
@@ -42,8 +48,9 @@ pub struct CreateVerifiers {
 struct Inner {
     /// The two record files, if the server keeps notes on disk.
     files: Option<[File; 2]>,
-    /// Which of the two is written now, and how many records it holds.
+    /// Which of the two is written now, its epoch, and how many records it holds.
     current: usize,
+    epoch: u32,
     count: usize,
     noted: [HashMap<u64, Made>; 2],
 }
@@ -86,6 +93,7 @@ impl CreateVerifiers {
         };
         let mut inner = me.inner.lock();
         let mut counts = [0usize; 2];
+        let mut epochs = [None::<u32>; 2];
         for (i, f) in files.iter().enumerate() {
             let mut bytes = vec![0u8; PER_FILE * RECORD];
             let mut got = 0;
@@ -97,13 +105,20 @@ impl CreateVerifiers {
             }
             counts[i] = got / RECORD;
             for record in bytes[..counts[i] * RECORD].chunks_exact(RECORD) {
-                if let Some((verifier, made)) = decode(record) {
+                if let Some((verifier, made, epoch)) = decode(record) {
                     inner.noted[i].insert(verifier, made);
+                    epochs[i] = Some(epochs[i].map_or(epoch, |e| e.max(epoch)));
                 }
             }
         }
-        // Go on with the one less full; the other holds the older notes.
-        inner.current = usize::from(counts[1] < counts[0]);
+        // Go on with the newer; the other holds the older notes.
+        let newer = |a: u32, b: u32| a.wrapping_sub(b) as i32 > 0;
+        inner.current = match epochs {
+            [Some(a), Some(b)] => usize::from(newer(b, a)),
+            [None, Some(_)] => 1,
+            _ => 0,
+        };
+        inner.epoch = epochs[inner.current].unwrap_or(1);
         inner.count = counts[inner.current];
         inner.files = Some(files);
         drop(inner);
@@ -112,13 +127,14 @@ impl CreateVerifiers {
 
     /// Notes that the create with `verifier` made `made` (verifier 0: nothing to note).
     pub fn note(&self, verifier: u64, made: Made) {
-        if verifier == 0 {
+        if verifier == 0 || made.generation == 0 {
             return;
         }
         let mut inner = self.inner.lock();
-        if inner.count == PER_FILE {
+        if inner.count >= PER_FILE {
             let next = 1 - inner.current;
             inner.current = next;
+            inner.epoch = inner.epoch.wrapping_add(1);
             inner.count = 0;
             inner.noted[next].clear();
             if let Some(files) = &inner.files {
@@ -127,12 +143,12 @@ impl CreateVerifiers {
                 }
             }
         }
-        let (current, count) = (inner.current, inner.count);
+        let (current, count, epoch) = (inner.current, inner.count, inner.epoch);
         inner.noted[current].insert(verifier, made);
         inner.count += 1;
         if let Some(files) = &inner.files {
             let at = (count * RECORD) as u64;
-            if let Err(e) = files[current].write_all_at(&encode(verifier, made), at) {
+            if let Err(e) = files[current].write_all_at(&encode(verifier, made, epoch), at) {
                 tracing::warn!("cannot note an exclusive create: {e}");
             }
         }
@@ -152,7 +168,7 @@ impl CreateVerifiers {
     }
 }
 
-fn encode(verifier: u64, made: Made) -> [u8; RECORD] {
+fn encode(verifier: u64, made: Made, epoch: u32) -> [u8; RECORD] {
     let mut r = [0u8; RECORD];
     for (i, v) in [verifier, made.dev, made.ino, made.generation]
         .into_iter()
@@ -160,26 +176,26 @@ fn encode(verifier: u64, made: Made) -> [u8; RECORD] {
     {
         r[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
     }
-    let sum = crc32fast::hash(&r[..32]);
-    r[32..36].copy_from_slice(&sum.to_le_bytes());
+    r[32..36].copy_from_slice(&epoch.to_le_bytes());
+    let sum = crc32fast::hash(&r[..36]);
+    r[36..40].copy_from_slice(&sum.to_le_bytes());
     r
 }
 
 /// A record as `encode` wrote it; None if torn or never written (all zeroes).
-fn decode(r: &[u8]) -> Option<(u64, Made)> {
+fn decode(r: &[u8]) -> Option<(u64, Made, u32)> {
     let word = |i: usize| u64::from_le_bytes(r[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-    let sum = u32::from_le_bytes(r[32..36].try_into().ok()?);
-    if sum != crc32fast::hash(&r[..32]) || word(0) == 0 {
+    let epoch = u32::from_le_bytes(r.get(32..36)?.try_into().ok()?);
+    let sum = u32::from_le_bytes(r.get(36..40)?.try_into().ok()?);
+    if sum != crc32fast::hash(&r[..36]) || word(0) == 0 {
         return None;
     }
-    Some((
-        word(0),
-        Made {
-            dev: word(1),
-            ino: word(2),
-            generation: word(3),
-        },
-    ))
+    let made = Made {
+        dev: word(1),
+        ino: word(2),
+        generation: word(3),
+    };
+    Some((word(0), made, epoch))
 }
 
 #[cfg(test)]
@@ -263,6 +279,40 @@ mod tests {
             CreateVerifiers::starting(Some(&state)).made(8),
             Some(made(8))
         );
+    }
+
+    #[test]
+    fn both_files_full_at_a_stop_the_next_run_keeps_the_newer() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("s.creates");
+        let v = CreateVerifiers::starting(Some(&state));
+        let total = 2 * PER_FILE as u64;
+        for i in 1..=total {
+            v.note(i, made(i));
+        }
+        drop(v);
+        // Both full; the newer is file 1. The next create empties the older, file 0.
+        let again = CreateVerifiers::starting(Some(&state));
+        again.note(total + 1, made(total + 1));
+        drop(again);
+        let third = CreateVerifiers::starting(Some(&state));
+        for i in total - PER_FILE as u64 + 1..=total + 1 {
+            assert_eq!(third.made(i), Some(made(i)), "create {i}");
+        }
+    }
+
+    #[test]
+    fn a_file_without_a_birth_time_is_not_noted() {
+        let v = CreateVerifiers::in_memory();
+        v.note(
+            5,
+            Made {
+                dev: 1,
+                ino: 2,
+                generation: 0,
+            },
+        );
+        assert_eq!(v.made(5), None);
     }
 
     #[test]
