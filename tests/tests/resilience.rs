@@ -344,7 +344,10 @@ fn an_exclusive_create_sent_again_to_a_restarted_server_wins_only_its_own_file()
 }
 
 /// A fresh ext4 image with `mkfs_args`, loop-mounted on `at`; unmounted when dropped.
-struct LoopExt4(std::path::PathBuf, tempfile::TempDir);
+struct LoopExt4 {
+    at: std::path::PathBuf,
+    _images: tempfile::TempDir,
+}
 
 impl LoopExt4 {
     fn new(mkfs_args: &str, at: &std::path::Path) -> LoopExt4 {
@@ -355,13 +358,16 @@ impl LoopExt4 {
             i = image.display(),
             a = at.display()
         ));
-        LoopExt4(at.into(), images)
+        LoopExt4 {
+            at: at.into(),
+            _images: images,
+        }
     }
 }
 
 impl Drop for LoopExt4 {
     fn drop(&mut self) {
-        let _ = Process::new("umount").arg(&self.0).status();
+        let _ = Process::new("umount").arg(&self.at).status();
     }
 }
 
