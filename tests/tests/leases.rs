@@ -1057,6 +1057,33 @@ fn a_holder_renewing_thousands_of_leases_in_a_loop_does_not_hold_others_up() {
 }
 
 #[test]
+fn a_second_restart_does_not_wait_for_holders_that_came_back_after_the_first() {
+    // After a restart, A comes back (holding nothing any more); the server is restarted
+    // again before A takes a new lease. The next run must not wait for A's old session.
+    require_mount_support();
+    let mut server = Server::start(&["--lease-time", "30"]);
+    let a = Mount::new(&server, "data", &LONG);
+    fs::create_dir(a.path.join("d")).unwrap();
+    fs::write(a.path.join("d/y"), b"y").unwrap();
+    server.kill();
+    server.restart();
+    assert!(a.path.join("d/y").exists(), "A is back");
+    std::thread::sleep(Duration::from_millis(300));
+    server.kill();
+    server.restart();
+    let t = Instant::now();
+    assert!(a.path.join("d/y").exists());
+    let b = Mount::new(&server, "data", &LONG);
+    assert_eq!(create_new(&b.path.join("d/x")), Ok(()));
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "B waited {:?}, as if A had not come back\n{}",
+        t.elapsed(),
+        server.log()
+    );
+}
+
+#[test]
 fn a_restart_waits_for_the_last_run_s_lease_holders_only_until_they_are_back() {
     // A holds leases and stays connected: once it is back on the restarted server (and
     // has given every lease back), others need not wait out the lease time.

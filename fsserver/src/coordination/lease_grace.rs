@@ -87,9 +87,12 @@ impl LeaseGrace {
     /// dropped its leases before sending anything (what it answered under them before, it
     /// sends again, to land after others' changes as when it is cut off for longer). If
     /// the last run noted `old` holding leases, it is back.
+    /// The state file is rewritten without it: a run stopped before `old`'s client takes a
+    /// new lease must not make the next one wait for a session no client will present.
     pub fn came_back(&self, old: &[u8]) {
         if self.expected.lock().remove(old) {
             self.grace.reclaimed();
+            self.write();
         }
     }
 
