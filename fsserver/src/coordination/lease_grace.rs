@@ -27,6 +27,10 @@ pub struct LeaseGrace {
     holders: Mutex<HashSet<Vec<u8>>>,
     state_file: Option<PathBuf>,
     lease_ms: u64,
+    /// The state file still lists the last run's sessions: rewritten when the grace is
+    /// first seen over (however it ended), so a run stopped after that does not make the
+    /// next one wait for them.
+    stale_note: std::sync::atomic::AtomicBool,
 }
 
 impl LeaseGrace {
@@ -38,6 +42,7 @@ impl LeaseGrace {
             holders: Default::default(),
             state_file: None,
             lease_ms: 0,
+            stale_note: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -70,11 +75,20 @@ impl LeaseGrace {
         let expected = (!ids.is_empty()).then_some(ids.len());
         me.grace = Grace::opened(length, expected);
         *me.expected.get_mut() = ids;
+        *me.stale_note.get_mut() = true;
         me
     }
 
     pub fn active(&self) -> bool {
-        self.grace.active()
+        let active = self.grace.active();
+        if !active
+            && self
+                .stale_note
+                .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.write();
+        }
+        active
     }
 
     /// Returns once the grace period is over.
@@ -206,6 +220,12 @@ mod tests {
         assert!(g.active());
         std::thread::sleep(Duration::from_millis(250));
         assert!(!g.active(), "over after the last run's lease time");
+        // Stopped now (no lease granted meanwhile): the next start has nothing to wait for.
+        assert!(
+            !file.exists(),
+            "the last run's sessions are struck from the note"
+        );
+        assert!(!LeaseGrace::starting(Some(file.clone()), Duration::from_secs(30)).active());
         std::fs::write(&file, "garbage").unwrap();
         assert!(!LeaseGrace::starting(Some(file), Duration::from_secs(30)).active());
     }
