@@ -418,6 +418,44 @@ fn a_create_sent_again_never_wins_a_later_file_on_the_same_inode_of_a_disk_witho
 }
 
 #[test]
+fn an_exclusive_create_sent_again_opens_its_read_only_file_as_the_first_did() {
+    // open(2) checks no permission on the file it creates: a file made 0444 is opened for
+    // writing by its creator. Sent again, the same create must open it the same way.
+    let server = Server::start(&[]);
+    let data = server.export("data");
+    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let mut c = RawClient::authenticated(&server.addr, "data", &server.token()).unwrap();
+    c.credentials = Some(proto::Credentials {
+        uid: 1000,
+        gid: 1000,
+        groups: vec![],
+    });
+    let mut create = create_of("ro", libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 61);
+    create.mode = 0o444;
+    let first: proto::OpenReply = c.call(Command::Create, &create).unwrap();
+    let again: proto::OpenReply = c
+        .call(Command::Create, &create)
+        .expect("the create sent again opens its own file");
+    assert_eq!(first.attr.unwrap().ino, again.attr.unwrap().ino);
+    // Another create of that name, or an open by that caller, is refused as before.
+    create.verifier = 62;
+    assert_eq!(
+        c.call::<proto::OpenReply>(Command::Create, &create)
+            .map(|_| ()),
+        Err(libc::EEXIST)
+    );
+    let open = proto::OpenRequest {
+        path: Bytes::from_static(b"ro"),
+        flags: libc::O_WRONLY as u32,
+        ..Default::default()
+    };
+    assert_eq!(
+        c.call::<proto::OpenReply>(Command::Open, &open).map(|_| ()),
+        Err(libc::EACCES)
+    );
+}
+
+#[test]
 fn a_create_of_a_name_taken_by_a_fifo_or_a_directory_never_blocks_or_opens_it() {
     // Without O_EXCL, a create of an existing name opens it, as Open does: only a regular
     // file. A FIFO would hold a worker in open(2) until a reader came.

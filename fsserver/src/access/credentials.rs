@@ -155,6 +155,18 @@ pub fn as_caller(who: &Identity) -> Result<AsCaller, FsError> {
     Ok(guard)
 }
 
+/// Runs `f` with the server's capabilities in effect on a thread that acts as a caller (its
+/// ids stay the caller's): for what the server does past the caller's permission bits on
+/// the caller's behalf, such as opening again the file the caller's own exclusive create
+/// made (open(2) checks no permission on a file it creates; its reopen would). Only for an
+/// object already proven the caller's.
+pub fn with_server_capabilities<T>(f: impl FnOnce() -> T) -> Result<T, FsError> {
+    if own().is_none() {
+        return Ok(f());
+    }
+    sys::with_capabilities(f).map_err(|e| FsError::Credentials(e.to_string()))
+}
+
 impl Drop for AsCaller {
     fn drop(&mut self) {
         let Some(own) = own() else { return };
@@ -257,6 +269,21 @@ mod sys {
             return Err(Error::other(format!("could not switch to id {id}")));
         }
         Ok(())
+    }
+
+    /// `f` with every permitted capability in effect, then as before.
+    pub(super) fn with_capabilities<T>(f: impl FnOnce() -> T) -> Result<T, Error> {
+        if !CHANGED.get().capabilities {
+            return Ok(f());
+        }
+        set_effective(true)?;
+        let out = f();
+        if let Err(e) = set_effective(false) {
+            // The caller's request would go on with the server's capabilities.
+            tracing::error!("a worker could not drop the server's capabilities again: {e}");
+            std::process::abort();
+        }
+        Ok(out)
     }
 
     /// Back to the server's own ids and groups, with every permitted capability in effect:
@@ -376,6 +403,23 @@ mod tests {
             let same = super::own().unwrap().clone();
             drop(as_caller(&same).unwrap());
             assert_eq!((fs_ids(), groups()), (own, before));
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn the_server_s_capabilities_are_in_effect_for_the_closure_only() {
+        if !switching() {
+            return; // not root: nothing switches (checked by the e2e tests as root)
+        }
+        std::thread::spawn(|| {
+            let _caller = as_caller(&id(1000, 1000, &[])).unwrap();
+            let root_only = || std::fs::read_dir("/proc/1/fd").is_ok();
+            assert!(!root_only(), "the caller may not");
+            assert!(with_server_capabilities(root_only).unwrap());
+            assert!(!root_only(), "the caller's again");
+            assert_eq!(fs_ids(), (1000, 1000));
         })
         .join()
         .unwrap();

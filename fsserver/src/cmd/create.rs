@@ -6,7 +6,8 @@
 //! file only: a FIFO cannot hold a worker, a device is never opened; EISDIR for a
 //! directory, ELOOP for a symlink), unless the create is exclusive: then EEXIST, except
 //! when the entry is the file this create's verifier made (the request sent again to a
-//! later run, its reply lost; see `create_verifiers`), which is opened without truncation.
+//! later run, its reply lost; see `create_verifiers`), which is opened without truncation
+//! and, as its create opened it, whatever its mode bits say.
 
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
@@ -17,6 +18,7 @@ use nix::sys::stat::{fstat, Mode};
 
 use super::open::{allowed_flags, reopen_checked};
 use super::{Ctx, Reply};
+use crate::access::credentials::with_server_capabilities;
 use crate::coordination::create_verifiers::Made;
 use crate::error::FsError;
 use crate::export::Name;
@@ -63,7 +65,12 @@ pub fn apply(ctx: &Ctx, req: proto::CreateRequest) -> Result<Reply<proto::OpenRe
         if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
             return Err(FsError::Sys(Errno::EISDIR));
         }
-        let (fd, attr) = reopen_checked(existing.as_fd(), &st, flags)?;
+        let (fd, attr) = if exclusive {
+            // As its create opened it, past its mode bits (a file made 0444 for writing).
+            with_server_capabilities(|| reopen_checked(existing.as_fd(), &st, flags))??
+        } else {
+            reopen_checked(existing.as_fd(), &st, flags)?
+        };
         return opened(ctx, req.handle, fd, attr);
     }
     Err(FsError::Sys(Errno::ENOENT))
