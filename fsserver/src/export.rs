@@ -13,7 +13,7 @@
 //!   on the server: the client's kernel follows symlinks, as over NFS.
 
 use std::ffi::OsStr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -186,6 +186,21 @@ impl Export {
             identity: self.identity,
             root,
         })
+    }
+
+    /// Whether this export's directory is still where its lease keys say (`lease_root`, then
+    /// `within`). A subtree's or a nested export's directory renamed or removed since it
+    /// was opened is not: its paths would be keyed under the old name, where no other
+    /// session's request looks, so its sessions get no lease. Always true for an export
+    /// that is its own lease root (`within` empty).
+    pub fn at_its_place(&self) -> bool {
+        if self.within.is_empty() {
+            return true;
+        }
+        let Ok(now) = std::fs::read_link(format!("/proc/self/fd/{}", self.root.as_raw_fd())) else {
+            return false;
+        };
+        now == self.lease_root.join(OsStr::from_bytes(&self.within))
     }
 
     /// Keys the leases of every export that lies inside another one (by real path) below

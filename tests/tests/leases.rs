@@ -391,6 +391,38 @@ fn a_subtree_mount_and_a_mount_of_the_whole_export_conflict_over_one_directory()
 }
 
 #[test]
+fn a_subtree_mount_whose_directory_was_renamed_away_gets_no_lease_under_the_old_name() {
+    // B renames the directory A mounted as a subtree. A's handle on it follows it, but
+    // its lease keys are made of the old name: a lease granted after the rename would be
+    // filed where B's requests never look, and B would change A's leased directory
+    // without a recall. So A gets no lease (it asks the server for everything).
+    let server = Server::start(&["--recall-timeout", "1", "--lease-time", "4"]);
+    fs::create_dir_all(server.export("data").join("sub/x")).unwrap();
+    let token = server.token();
+    let mut a = RawClient::notified(&server.addr, "data/sub", &token).unwrap();
+    let mut b = RawClient::notified(&server.addr, "data", &token).unwrap();
+    let rename = proto::RenameRequest {
+        parent: "".into(),
+        name: "sub".into(),
+        new_parent: "".into(),
+        new_name: "sub2".into(),
+        flags: 0,
+    };
+    let _: proto::RenameReply = b.call(Cmd::Rename, &rename).unwrap();
+    let listed: proto::ListReply = a.call(Cmd::List, &lease_listing("x")).unwrap();
+    assert_eq!(listed.lease_ms, 0, "a lease keyed by the old name");
+    // Back where its keys say, it is granted leases again.
+    let back = proto::RenameRequest {
+        name: "sub2".into(),
+        new_name: "sub".into(),
+        ..rename
+    };
+    let _: proto::RenameReply = b.call(Cmd::Rename, &back).unwrap();
+    let listed: proto::ListReply = a.call(Cmd::List, &lease_listing("x")).unwrap();
+    assert!(listed.lease_ms > 0, "back in place");
+}
+
+#[test]
 fn an_export_nested_in_another_conflicts_with_it_over_one_directory() {
     // `inner` is configured through a symlink to a directory inside `outer`: by real path
     // it is `outer/in`, so leases taken through either export meet.

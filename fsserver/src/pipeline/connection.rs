@@ -429,6 +429,12 @@ async fn run_request(
         let grant = h
             .leases
             .grant_numbered_in(&export, &full, &h.session, (&h.token, &within))?;
+        // Checked after the grant: a rename of the export's directory that ran before is
+        // seen here, one that runs after recalls what is below it, this grant included.
+        if !ctx.export.at_its_place() {
+            h.leases.take_back(&export, &h.session, &full, grant);
+            return None;
+        }
         Some((dir, grant))
     });
     let renamed = leases
