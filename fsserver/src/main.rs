@@ -421,6 +421,7 @@ async fn serve(args: Args, token_path: PathBuf, shared: Arc<Shared>) -> Result<(
     server::run(listeners, shared.clone(), shutdown).await;
     shared.locks.note_at_stop();
     shared.leases.note_at_stop();
+    shared.create_verifiers.note_at_stop();
     reloading.abort();
     if let Some(c) = control {
         c.abort();

@@ -46,8 +46,9 @@ pub struct CreateVerifiers {
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// The two record files, if the server keeps notes on disk.
+    /// The two record files, if the server keeps notes on disk, and their paths.
     files: Option<[File; 2]>,
+    paths: Vec<PathBuf>,
     /// Which of the two is written now, its epoch, and how many records it holds.
     current: usize,
     epoch: u32,
@@ -68,9 +69,13 @@ impl CreateVerifiers {
     pub fn starting(state: Option<&Path>) -> CreateVerifiers {
         let me = CreateVerifiers::in_memory();
         let Some(state) = state else { return me };
-        let open = |i: usize| {
+        let path = |i: usize| {
             let mut p: PathBuf = state.into();
             p.as_mut_os_string().push(format!(".{i}"));
+            p
+        };
+        let open = |i: usize| {
+            let p = path(i);
             std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -121,8 +126,24 @@ impl CreateVerifiers {
         inner.epoch = epochs[inner.current].unwrap_or(1);
         inner.count = counts[inner.current];
         inner.files = Some(files);
+        inner.paths = vec![path(0), path(1)];
         drop(inner);
         me
+    }
+
+    /// At an orderly stop: files that never held a note are removed (a run that made no
+    /// exclusive create leaves nothing behind); any other stays for the next run.
+    pub fn note_at_stop(&self) {
+        let inner = self.inner.lock();
+        let Some(files) = &inner.files else { return };
+        let empty = files
+            .iter()
+            .all(|f| f.metadata().is_ok_and(|m| m.len() == 0));
+        if empty {
+            for p in &inner.paths {
+                let _ = std::fs::remove_file(p);
+            }
+        }
     }
 
     /// Notes that the create with `verifier` made `made` (verifier 0: nothing to note).
@@ -313,6 +334,24 @@ mod tests {
             },
         );
         assert_eq!(v.made(5), None);
+    }
+
+    #[test]
+    fn an_orderly_stop_removes_files_that_never_held_a_note_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("s.creates");
+        let unused = CreateVerifiers::starting(Some(&state));
+        assert!(dir.path().join("s.creates.0").exists());
+        unused.note_at_stop();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let used = CreateVerifiers::starting(Some(&state));
+        used.note(9, made(9));
+        used.note_at_stop();
+        drop(used);
+        assert_eq!(
+            CreateVerifiers::starting(Some(&state)).made(9),
+            Some(made(9))
+        );
     }
 
     #[test]
