@@ -898,19 +898,26 @@ fn create_new(p: &std::path::Path) -> Result<(), std::io::ErrorKind> {
         .map_err(|e| e.kind())
 }
 
-#[test]
-fn a_holder_cut_away_across_a_server_restart_never_wins_a_create_the_other_mount_won() {
-    // The restarted server has no lease table, and A, cut away, still trusts d's lease:
-    // B's create must wait until A's trust has run out (the grace period after a run that
-    // held leases), and A must then ask the server.
+/// A server (lease time 4 s, recall timeout 1 s), and mount A, through a fault proxy now
+/// stalled, holding the lease of `d` it made (with `d/y` in it).
+fn holder_of_d_stalled() -> (Server, e2e_tests::fault_proxy::FaultProxy, Mount) {
     require_mount_support();
-    let mut server = Server::start(&["--recall-timeout", "1", "--lease-time", "4"]);
+    let server = Server::start(&["--recall-timeout", "1", "--lease-time", "4"]);
     let proxy = e2e_tests::fault_proxy::FaultProxy::start(&server.addr);
     let a = Mount::via(&server, &proxy.addr, "data", &LONG);
     fs::create_dir(a.path.join("d")).unwrap();
     fs::write(a.path.join("d/y"), b"y").unwrap();
     std::thread::sleep(Duration::from_millis(300));
     proxy.stall(true);
+    (server, proxy, a)
+}
+
+#[test]
+fn a_holder_cut_away_across_a_server_restart_never_wins_a_create_the_other_mount_won() {
+    // The restarted server has no lease table, and A, cut away, still trusts d's lease:
+    // B's create must wait until A's trust has run out (the grace period after a run that
+    // held leases), and A must then ask the server.
+    let (mut server, proxy, a) = holder_of_d_stalled();
     server.kill();
     server.restart();
     let b = Mount::new(&server, "data", &LONG);
@@ -950,14 +957,7 @@ fn a_create_answered_under_a_lease_and_lost_with_the_server_never_takes_the_othe
     // before it runs them, and A stays cut away past the lease time, so B creates d/x on the
     // next run. A's create, sent again, must not open B's file (and A's bytes must not land
     // in it): it fails, and A says so (`fsmount sync`, its status).
-    require_mount_support();
-    let mut server = Server::start(&["--recall-timeout", "1", "--lease-time", "4"]);
-    let proxy = e2e_tests::fault_proxy::FaultProxy::start(&server.addr);
-    let a = Mount::via(&server, &proxy.addr, "data", &LONG);
-    fs::create_dir(a.path.join("d")).unwrap();
-    fs::write(a.path.join("d/y"), b"y").unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    proxy.stall(true);
+    let (mut server, proxy, a) = holder_of_d_stalled();
     let t = Instant::now();
     fs::OpenOptions::new()
         .write(true)

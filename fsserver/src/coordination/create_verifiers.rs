@@ -223,6 +223,13 @@ fn decode(r: &[u8]) -> Option<(u64, Made, u32)> {
 mod tests {
     use super::*;
 
+    /// A fresh directory and the state path in it (`s.creates`).
+    fn state_path() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("s.creates");
+        (dir, state)
+    }
+
     fn made(n: u64) -> Made {
         Made {
             dev: 1,
@@ -233,8 +240,7 @@ mod tests {
 
     #[test]
     fn notes_outlive_the_run_that_made_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("s.creates");
+        let (_dir, state) = state_path();
         let first = CreateVerifiers::starting(Some(&state));
         first.note(11, made(1));
         first.note(0, made(2));
@@ -257,8 +263,7 @@ mod tests {
 
     #[test]
     fn the_last_per_file_creates_at_least_are_remembered_in_bounded_space() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("s.creates");
+        let (dir, state) = state_path();
         let v = CreateVerifiers::starting(Some(&state));
         let total = 2 * PER_FILE as u64 + 10;
         for i in 1..=total {
@@ -280,8 +285,7 @@ mod tests {
 
     #[test]
     fn a_torn_or_garbled_record_is_not_taken() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("s.creates");
+        let (dir, state) = state_path();
         let v = CreateVerifiers::starting(Some(&state));
         v.note(5, made(5));
         v.note(6, made(6));
@@ -304,8 +308,7 @@ mod tests {
 
     #[test]
     fn both_files_full_at_a_stop_the_next_run_keeps_the_newer() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("s.creates");
+        let (_dir, state) = state_path();
         let v = CreateVerifiers::starting(Some(&state));
         let total = 2 * PER_FILE as u64;
         for i in 1..=total {
@@ -338,8 +341,7 @@ mod tests {
 
     #[test]
     fn an_orderly_stop_removes_files_that_never_held_a_note_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("s.creates");
+        let (dir, state) = state_path();
         let unused = CreateVerifiers::starting(Some(&state));
         assert!(dir.path().join("s.creates.0").exists());
         unused.note_at_stop();

@@ -80,12 +80,10 @@ impl LeaseGrace {
     }
 
     pub fn active(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
         let active = self.grace.active();
-        if !active
-            && self
-                .stale_note
-                .swap(false, std::sync::atomic::Ordering::Relaxed)
-        {
+        // Read before it is swapped: every request by path asks, long after the grace.
+        if !active && self.stale_note.load(Relaxed) && self.stale_note.swap(false, Relaxed) {
             self.write();
         }
         active
