@@ -104,3 +104,61 @@ fn changes_made_on_the_servers_disk_show_at_once() {
     fs::write(p.join("mine"), b"m").unwrap();
     assert_eq!(fs::read(disk.join("mine")).unwrap(), b"m");
 }
+
+/// Voluntary context switches of `pid`'s thread named `name` (it must exist).
+fn wakeups_of(pid: u32, name: &str) -> u64 {
+    for task in fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        if fs::read_to_string(task.join("comm"))
+            .unwrap_or_default()
+            .trim()
+            != name
+        {
+            continue;
+        }
+        let status = fs::read_to_string(task.join("status")).unwrap();
+        let line = status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .expect("a voluntary_ctxt_switches line");
+        return line.trim().parse().unwrap();
+    }
+    panic!("fsserver {pid} has no thread {name}");
+}
+
+#[test]
+fn the_servers_own_changes_do_not_wake_the_disk_watch_for_each() {
+    require_mount_support();
+    let server = Server::start(&[]);
+    let disk = server.export("data");
+    let m = Mount::new(&server, "data", &LONG);
+    let p = m.path.clone();
+    fs::create_dir(p.join("d")).unwrap();
+    let before = wakeups_of(server.pid(), "fsserver-disk-w");
+    let started = std::time::Instant::now();
+    // Each makes two events on the disk (create, close after write), each unlink one more.
+    const FILES: usize = 600;
+    for i in 0..FILES {
+        fs::write(p.join(format!("d/f{i}")), b"x").unwrap();
+    }
+    for i in 0..FILES {
+        fs::remove_file(p.join(format!("d/f{i}"))).unwrap();
+    }
+    assert!(e2e_tests::fsmount_sync(&p).status.success());
+    assert!(!disk.join("d/f0").exists() && fs::read_dir(disk.join("d")).unwrap().count() == 0);
+    let wakeups = wakeups_of(server.pid(), "fsserver-disk-w") - before;
+    // The watch reads what gathered at most every few milliseconds, however many changes
+    // fsserver made meanwhile (it woke for most of them: about 0.6 per unlink).
+    let bound = started.elapsed().as_millis() as u64 / 4 + 20;
+    assert!(
+        wakeups <= bound && wakeups < (3 * FILES as u64) / 4,
+        "the disk watch woke {wakeups} times for {} changes in {:?}",
+        3 * FILES,
+        started.elapsed()
+    );
+    // A change made on the disk is still told at once.
+    fs::write(disk.join("d/outside"), b"o").unwrap();
+    wait_until("the mount sees a file made on the disk", SOON, || {
+        fs::read(p.join("d/outside")).ok().as_deref() == Some(&b"o"[..])
+    });
+}
