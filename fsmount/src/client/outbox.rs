@@ -475,7 +475,10 @@ mod tests {
 
     #[test]
     fn frames_arrive_whole_and_in_call_order_through_a_fast_pipe() {
-        let (whole, _) = order_kept(4, 2000, 1 << 20, false);
+        // Senders pausing after every 14th frame (the next is an empty one, which a caller
+        // may write itself): without pauses, in a release build they never let the writer
+        // run dry, so no caller ever found the socket free (0 of 2000).
+        let (whole, _) = order_kept_pausing(4, 2000, 1 << 20, false, 14);
         // Both ways were taken: callers' own writes and the writer's batches (the 100 KiB
         // frames always go through it).
         assert!(
