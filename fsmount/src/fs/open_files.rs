@@ -204,13 +204,29 @@ impl Fs {
             n.over_budget.remove(&ino);
             n.inodes.closed(ino, fh);
         }
-        self.open_files.by_handle.lock().remove(&fh);
+        let read_only = self
+            .open_files
+            .by_handle
+            .lock()
+            .remove(&fh)
+            .is_some_and(|f| f.flags & libc::O_ACCMODE as u32 == libc::O_RDONLY as u32);
         let req = proto::CloseRequest { handle: fh.0 };
-        match self
-            .ask::<rpc::Close>(&req)
-            .await
-            .map_err(super::FsError::from)
-        {
+        // Nobody waits for the Close of a handle that wrote nothing (the kernel does not
+        // wait for a release): it may go out with the requests that follow it.
+        let closed = match read_only {
+            true => self
+                .remote
+                .call_behind(
+                    <rpc::Close as rpc::Rpc>::COMMAND,
+                    prost::Message::encode_to_vec(&req).into(),
+                    Bytes::new(),
+                    crate::remote::Patience::MountTimeout,
+                )
+                .await
+                .and_then(|f| crate::remote::decode::<rpc::Close>(&f)),
+            false => self.ask::<rpc::Close>(&req).await,
+        };
+        match closed.map_err(super::FsError::from) {
             // The server never opened it: its create, answered locally, failed (and that
             // failure was reported); there is nothing to close.
             Err(e) if e.errno() == libc::EBADF => {

@@ -741,3 +741,30 @@ async fn an_acl_set_on_a_leased_directory_gives_its_lease_back() {
         "a create there now goes to the server"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_handle_s_close_may_be_held_and_a_writer_s_is_not() {
+    let (fake, fs) = core();
+    let (ino, fh) = create(&fs, b"f").await;
+    fs.write(fh, 0, Bytes::from_static(b"hello")).await.unwrap();
+    fs.flush(ino).await.unwrap();
+    fs.release(ino, fh).await.unwrap();
+    assert!(
+        !fake.sent_behind().contains(&Command::Close),
+        "a written handle's close was held: {:?}",
+        fake.sent_behind()
+    );
+    let reader = fs.open(ino, libc::O_RDONLY as u32).await.unwrap();
+    let writer = fs.open(ino, libc::O_WRONLY as u32).await.unwrap();
+    fs.release(ino, writer.fh).await.unwrap();
+    assert!(!fake.sent_behind().contains(&Command::Close));
+    fs.release(ino, reader.fh).await.unwrap();
+    assert_eq!(fake.sent_behind(), vec![Command::Close]);
+    // Both closed on the server all the same.
+    let closes = fake
+        .log()
+        .iter()
+        .filter(|l| l.cmd == Command::Close)
+        .count();
+    assert_eq!(closes, 3);
+}
