@@ -389,14 +389,10 @@ mod tests {
     }
 
     /// Sends frames 1..=n from `threads` threads (calls serialized, as the link lock does),
-    /// through a pipe that holds `pipe` bytes, read slowly at the other end; checks they all
-    /// arrive whole and in call order. Returns `written_by_callers`.
-    fn order_kept(threads: u32, n: u32, pipe: usize, slow_reader: bool) -> (u64, u64) {
-        order_kept_pausing(threads, n, pipe, slow_reader, 0)
-    }
-
-    /// `order_kept`, the senders pausing 1 ms after every `pause_every` frames (0: never),
-    /// so the writer runs dry and callers find the socket free again.
+    /// through a pipe that holds `pipe` bytes, read slowly at the other end if
+    /// `slow_reader`; checks they all arrive whole and in call order. The senders pause
+    /// 1 ms after every `pause_every` frames (0: never), so the writer runs dry and callers
+    /// find the socket free again. Returns `written_by_callers`.
     fn order_kept_pausing(
         threads: u32,
         n: u32,
