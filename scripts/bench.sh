@@ -17,6 +17,9 @@
 # server, from /proc/PID/stat; per read for random reads, per file for the tree), and
 # CPU seconds per GiB moved, client and
 # server, for the sequential write and the cold read.
+# Also measures the machine itself before and after (`tcp_floor`: a loopback TCP round
+# trip, mostly two cross-CPU wake-ups; on a VM it varies with the host several-fold from
+# one hour to the next), printed under the table: compare runs only where it is close.
 # Writes target/bench/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,8 +35,11 @@ ensure_packages mkfs.ext4:e2fsprogs losetup:mount fusermount3:fuse3 bindfs:bindf
 ensure_fuse_device
 # Two commands: `--bin` would limit every selected package to that one binary.
 cargo build --release --quiet -p fsserver -p fsmount
-cargo build --release --quiet -p e2e-tests --bin delay_proxy
+cargo build --release --quiet -p e2e-tests --bin delay_proxy --bin tcp_floor
 bin=${FSXP_BIN:-$PWD/target/release}
+# floor: µs per loopback round trip on 1 and on 4 connections (medians of 3 rounds of 1 s).
+floor() { "$PWD/target/release/tcp_floor" 1 3 | awk -F'|' '$2 ~ /^ *[14] *$/ {gsub(/ /, "", $4); printf "%s%s", sep, $4; sep = " / "}'; }
+floor_before=$(floor)
 
 B=$(mktemp -d /var/tmp/fsxp-bench.XXXXXX)
 S=$(mktemp -d /dev/shm/fsxp-bench.XXXXXX)
@@ -322,10 +328,12 @@ wait "$idle_pid" || true
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "n/a"; else print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a" || b == 0) print "n/a"; else printf "%.2f", a / b }'; }
+floor_after=$(floor)
 mkdir -p target/bench
 {
     echo "$(date -u +%F), $(nproc) cores, medians of $runs runs (10 ms RTT: $rtt_runs), seconds unless noted;"
     echo "ratio = fsmount / peer (below 1: fsmount faster). Tree: $files files."
+    echo "Machine: a loopback TCP round trip (tcp_floor, 1 / 4 connections) took $floor_before µs before the run, $floor_after µs after."
     echo
     echo "| workload | local disk | bindfs | sshfs | fsmount (TLS) | fsmount plaintext | fsmount/bindfs | fsmount/sshfs | TLS/plaintext |"
     echo "|---|---|---|---|---|---|---|---|---|"
