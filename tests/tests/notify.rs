@@ -162,3 +162,27 @@ fn the_servers_own_changes_do_not_wake_the_disk_watch_for_each() {
         fs::read(p.join("d/outside")).ok().as_deref() == Some(&b"o"[..])
     });
 }
+
+#[test]
+fn a_file_made_on_the_disk_in_a_directory_just_renamed_there_is_seen_at_once() {
+    require_mount_support();
+    let server = Server::start(&[]);
+    let disk = server.export("data");
+    let m = Mount::new(&server, "data", &LONG);
+    let p = m.path.clone();
+    assert_eq!(fs::read_dir(&p).unwrap().count(), 0);
+    // A file made in d1 makes the watch learn d1's path; d1 is renamed d2 on the disk, the
+    // mount lists d2, and a file is made in it, all within a second (the watch kept d1's
+    // path for a second and told the new file as d1/new: the listing stayed stale).
+    fs::create_dir(disk.join("d1")).unwrap();
+    fs::write(disk.join("d1/x"), b"x").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    fs::rename(disk.join("d1"), disk.join("d2")).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(fs::read_dir(p.join("d2")).unwrap().count(), 1);
+    fs::write(disk.join("d2/new"), b"n").unwrap();
+    wait_until("the mount lists d2/new", SOON, || {
+        fs::read_dir(p.join("d2")).unwrap().count() == 2
+    });
+    assert_eq!(fs::read(p.join("d2/new")).unwrap(), b"n");
+}

@@ -43,7 +43,8 @@ const BATCH: usize = 256;
 const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// How long a directory handle's path is reused (a busy directory's events cost a lookup
-/// each otherwise; a directory renamed meanwhile is told under its old path that long).
+/// each otherwise); a directory moved or removed, by anyone, empties the cache: a file made
+/// in a directory just renamed was told under the old name, and went unseen.
 const PATH_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Directory handles whose path is remembered at once.
 const PATHS_KEPT: usize = 4096;
@@ -137,6 +138,10 @@ impl DiskWatch {
             let mut by_export: Vec<(PathBuf, Vec<proto::Change>)> = Vec::new();
             for ev in events {
                 let changes = match ev {
+                    Event::DirMoved => {
+                        paths.clear();
+                        continue;
+                    }
                     Event::Overflow => {
                         for dir in &exports {
                             shared
@@ -216,7 +221,8 @@ fn fsid_bytes(st: &nix::sys::statfs::Statfs) -> [u8; 8] {
 /// A directory handle on a filesystem: (fsid, handle).
 type HandleKey = ([u8; 8], Vec<u8>);
 
-/// Paths of directory handles (None: gone), reused for `PATH_TTL`.
+/// Paths of directory handles (None: gone), reused for `PATH_TTL` or until a directory is
+/// moved or removed.
 #[derive(Default)]
 struct PathCache {
     paths: std::collections::HashMap<HandleKey, (std::time::Instant, Option<PathBuf>)>,
@@ -242,6 +248,10 @@ impl PathCache {
         self.paths
             .insert(key, (std::time::Instant::now(), path.clone()));
         path
+    }
+
+    fn clear(&mut self) {
+        self.paths.clear();
     }
 }
 
@@ -286,6 +296,9 @@ fn change_of(dir: &Bytes, name: &[u8], entry: bool) -> Vec<proto::Change> {
 enum Event {
     /// The kernel dropped events.
     Overflow,
+    /// A directory was moved or removed (by anyone, fsserver included): the paths of
+    /// directory handles known so far may be wrong now.
+    DirMoved,
     /// `name` in the directory whose file handle is `dir` changed; `entry`: the name itself
     /// came, went or moved.
     Named {
@@ -321,6 +334,11 @@ fn parse(buf: &[u8], me: i32) -> Vec<Event> {
         if mask & libc::FAN_Q_OVERFLOW != 0 {
             out.push(Event::Overflow);
             continue;
+        }
+        if mask & libc::FAN_ONDIR != 0
+            && mask & (libc::FAN_MOVED_FROM | libc::FAN_MOVED_TO | libc::FAN_DELETE) != 0
+        {
+            out.push(Event::DirMoved);
         }
         if pid == me {
             continue;
@@ -385,6 +403,32 @@ mod tests {
         let mut junk = vec![0xffu8; 64];
         junk[0..4].copy_from_slice(&1000u32.to_ne_bytes());
         assert!(parse(&junk, 1).is_empty());
+    }
+
+    /// One fanotify record without info records: `mask`, from process `pid`.
+    fn record(mask: u64, pid: i32) -> Vec<u8> {
+        let len = std::mem::size_of::<libc::fanotify_event_metadata>();
+        let mut r = vec![0u8; len];
+        r[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
+        r[4] = libc::FANOTIFY_METADATA_VERSION;
+        r[6..8].copy_from_slice(&(len as u16).to_ne_bytes());
+        r[8..16].copy_from_slice(&mask.to_ne_bytes());
+        r[16..20].copy_from_slice(&libc::FAN_NOFD.to_ne_bytes());
+        r[20..24].copy_from_slice(&pid.to_ne_bytes());
+        r
+    }
+
+    #[test]
+    fn a_directory_moved_or_removed_by_anyone_is_told_and_a_file_moved_is_not() {
+        let me = 7;
+        for mask in [libc::FAN_MOVED_FROM, libc::FAN_MOVED_TO, libc::FAN_DELETE] {
+            for pid in [me, 8] {
+                let events = parse(&record(mask | libc::FAN_ONDIR, pid), me);
+                assert_eq!(events, vec![Event::DirMoved], "mask {mask:#x} pid {pid}");
+            }
+            assert!(parse(&record(mask, me), me).is_empty());
+        }
+        assert!(parse(&record(libc::FAN_CREATE | libc::FAN_ONDIR, me), me).is_empty());
     }
 
     #[test]
