@@ -33,13 +33,14 @@ const MASK: u64 = libc::FAN_CREATE
 /// Changes published in one batch at most.
 const BATCH: usize = 256;
 
-/// After a read that did not fill the buffer, the thread waits this long before the next:
-/// events gather in the kernel's queue meanwhile and are read in one go. Every change
+/// After a read that did not fill half the buffer, the thread waits this long before the
+/// next: events gather in the kernel's queue meanwhile and are read in one go. Every change
 /// fsserver makes itself is an event too (skipped once read), so without the wait the
 /// thread woke for most requests that change something: on a 2-core VM, 0.6-0.7 wake-ups
 /// and 8-11 µs of CPU per unlink of an `rm -rf`. A change made directly on the disk is told
-/// this much later at most; 200 reads a second of up to 64 KiB drain any rate the disk
-/// makes before the kernel's queue (16,384 events) overflows.
+/// this much later at most. A read that filled half the buffer is followed by the next at
+/// once, so a burst drains as fast as before (an overflow of the kernel's queue is told to
+/// clients as "everything changed").
 const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// How long a directory handle's path is reused (a busy directory's events cost a lookup
