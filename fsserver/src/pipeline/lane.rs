@@ -185,33 +185,43 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn jobs_run_once_and_those_on_the_lane_in_order() {
         let lane = Lane::new("lane-test-order".into());
-        let order = Arc::new(Mutex::new(Vec::new()));
-        // More than the lane queues: the rest go to the pool.
-        let calls: Vec<_> = (0..MAX_QUEUED * 3)
-            .map(|i| {
-                let order = order.clone();
-                lane.run(move || {
-                    let on_lane = std::thread::current().name() == Some("lane-test-order");
-                    order.lock().push((i, on_lane));
-                    i * 2
+        // On a loaded machine the lane's thread may not run within `TAKEN_BACK_AFTER` and
+        // every job of a burst goes to the pool, as designed: bursts are sent until one has
+        // run on the lane; each must keep the contract.
+        let mut ran_on_lane = 0;
+        for _ in 0..50 {
+            let order = Arc::new(Mutex::new(Vec::new()));
+            // More than the lane queues: the rest go to the pool.
+            let calls: Vec<_> = (0..MAX_QUEUED * 3)
+                .map(|i| {
+                    let order = order.clone();
+                    lane.run(move || {
+                        let on_lane = std::thread::current().name() == Some("lane-test-order");
+                        order.lock().push((i, on_lane));
+                        i * 2
+                    })
                 })
-            })
-            .collect();
-        let results = futures::future::join_all(calls).await;
-        for (i, r) in results.into_iter().enumerate() {
-            assert_eq!(r.unwrap(), i * 2);
+                .collect();
+            let results = futures::future::join_all(calls).await;
+            for (i, r) in results.into_iter().enumerate() {
+                assert_eq!(r.unwrap(), i * 2);
+            }
+            let mut order = order.lock().clone();
+            let on_lane: Vec<usize> = order.iter().filter(|(_, l)| *l).map(|(i, _)| *i).collect();
+            assert!(
+                on_lane.windows(2).all(|w| w[0] < w[1]),
+                "out of queue order"
+            );
+            assert_eq!(order.len(), MAX_QUEUED * 3, "as many runs as jobs");
+            order.sort();
+            order.dedup_by_key(|(i, _)| *i);
+            assert_eq!(order.len(), MAX_QUEUED * 3, "a job ran twice");
+            ran_on_lane += on_lane.len();
+            if ran_on_lane > 0 {
+                break;
+            }
         }
-        let mut order = order.lock().clone();
-        let on_lane: Vec<usize> = order.iter().filter(|(_, l)| *l).map(|(i, _)| *i).collect();
-        assert!(!on_lane.is_empty(), "nothing ran on the lane");
-        assert!(
-            on_lane.windows(2).all(|w| w[0] < w[1]),
-            "out of queue order"
-        );
-        assert_eq!(order.len(), MAX_QUEUED * 3, "as many runs as jobs");
-        order.sort();
-        order.dedup_by_key(|(i, _)| *i);
-        assert_eq!(order.len(), MAX_QUEUED * 3, "a job ran twice");
+        assert!(ran_on_lane > 0, "nothing ran on the lane in 50 bursts");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
