@@ -291,7 +291,10 @@ pub fn run(req: MountRequest, mut notifier: Notifier) -> Result<(), String> {
 /// the inode, which a FUSE request in progress may hold.
 fn tell_kernel_of_changes(fs: &Arc<Fs>, client: &crate::client::Client, kernel: fuser::Notifier) {
     use crate::remote::Remote;
+    use std::sync::atomic::Ordering;
     let (tx, rx) = std::sync::mpsc::channel::<Vec<crate::fs::Invalidate>>();
+    let backlog = fs.kernel_backlog();
+    let handled = backlog.clone();
     let spawned = std::thread::Builder::new()
         .name("fsmount-inval".into())
         .spawn(move || {
@@ -316,6 +319,7 @@ fn tell_kernel_of_changes(fs: &Arc<Fs>, client: &crate::client::Client, kernel: 
                         }
                     };
                 }
+                handled.done.fetch_add(1, Ordering::Release);
             }
         });
     if let Err(e) = spawned {
@@ -324,17 +328,26 @@ fn tell_kernel_of_changes(fs: &Arc<Fs>, client: &crate::client::Client, kernel: 
         );
         return;
     }
-    let own = tx.clone();
-    fs.set_kernel_invalidator(Box::new(move |batch| {
-        let _ = own.send(batch);
-    }));
+    // Counted queued before it is sent, so that `kernel_caught_up` never misses it.
+    let queue = move |batch: Vec<crate::fs::Invalidate>| {
+        backlog.queued.fetch_add(1, Ordering::Release);
+        if tx.send(batch).is_err() {
+            backlog.done.fetch_add(1, Ordering::Release);
+        }
+    };
+    let queue = Arc::new(queue);
+    let own = queue.clone();
+    fs.set_kernel_invalidator(Box::new(move |batch| own(batch)));
     let fs = Arc::downgrade(fs);
     client.set_notify(Arc::new(move |n: proto::Notify| {
         if let Some(fs) = fs.upgrade() {
             if !n.recall.is_empty() {
                 fs.recall(n.recall);
             }
-            let _ = tx.send(fs.changed(&n.changes));
+            let changed = fs.changed(&n.changes);
+            if !changed.is_empty() {
+                queue(changed);
+            }
         }
     }));
 }

@@ -32,6 +32,43 @@ impl PartialEq for Done {
 
 impl Eq for Done {}
 
+/// Invalidation batches queued for the kernel and done (see `Fs::kernel_backlog`).
+#[derive(Debug, Default)]
+pub struct Backlog {
+    pub queued: std::sync::atomic::AtomicU64,
+    pub done: std::sync::atomic::AtomicU64,
+}
+
+/// How long an open waits for the kernel to drop what it cached (never long: an open must
+/// not hang on the kernel).
+const KERNEL_DROP: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Fs {
+    /// Before an open is answered: the kernel has dropped what it was told to drop so far
+    /// (a notice of another client's change is handed to the kernel on a thread of its
+    /// own, and may still be queued when the open's reply comes), and, if `stale`, the
+    /// attributes of `stale` it holds, which the server's open reply shows changed. The
+    /// kernel takes a file's size from its cached attributes and an open does not ask for
+    /// them again: without this, `open` after another client's `close` could read the
+    /// old length (close-to-open). Costs nothing when nothing is queued or stale.
+    pub(in crate::fs) async fn kernel_caught_up(&self, stale: Option<Ino>) {
+        use std::sync::atomic::Ordering;
+        let backlog = &self.kernel_backlog;
+        let behind = backlog.done.load(Ordering::Acquire) < backlog.queued.load(Ordering::Acquire);
+        if !behind && stale.is_none() {
+            return;
+        }
+        let Some(tell) = self.kernel.get() else {
+            return;
+        };
+        let done = std::sync::Arc::new(tokio::sync::Notify::new());
+        let mut batch: Vec<Invalidate> = stale.into_iter().map(Invalidate::Attrs).collect();
+        batch.push(Invalidate::Done(Done(done.clone())));
+        tell(batch);
+        let _ = tokio::time::timeout(KERNEL_DROP, done.notified()).await;
+    }
+}
+
 impl Fs {
     /// Drops what this mount cached of `changes` and returns what the kernel must drop.
     pub fn changed(&self, changes: &[proto::Change]) -> Vec<Invalidate> {

@@ -201,6 +201,8 @@ pub struct Fs {
     renew_now: tokio::sync::Notify,
     /// Tells the kernel to drop what it cached (set by the mount; see `changes`).
     kernel: std::sync::OnceLock<KernelInvalidator>,
+    /// Batches of invalidations handed to the kernel's thread, and those it has done.
+    kernel_backlog: Arc<changes::Backlog>,
     /// Locks held on the server and waits in progress (see `locks`); its lock is taken
     /// alone or before the open-file table's, never with the names lock held.
     locks: Mutex<locks::Locks>,
@@ -250,6 +252,7 @@ impl Fs {
             budget: Default::default(),
             renew_now: Default::default(),
             kernel: Default::default(),
+            kernel_backlog: Default::default(),
             locks: Default::default(),
             locks_lost: Default::default(),
         }
@@ -259,6 +262,12 @@ impl Fs {
     /// the kernel's caches.
     pub fn set_kernel_invalidator(&self, send: KernelInvalidator) {
         let _ = self.kernel.set(send);
+    }
+
+    /// The count of invalidation batches queued for the kernel and done: whoever queues a
+    /// batch counts it queued first, the thread that does them counts it done after.
+    pub fn kernel_backlog(&self) -> Arc<changes::Backlog> {
+        self.kernel_backlog.clone()
     }
 
     /// The budget for local answers and what is spent of it (for `fsmount status`).

@@ -59,6 +59,12 @@ impl OpenFiles {
         self.by_handle.lock().get(&fh).map(|f| f.ino)
     }
 
+    /// Whether `fh` was opened with O_APPEND (None: not open any more).
+    pub fn appends(&self, fh: Fh) -> Option<bool> {
+        let files = self.by_handle.lock();
+        files.get(&fh).map(|f| f.flags & libc::O_APPEND as u32 != 0)
+    }
+
     /// Runs `f` on the open file `fh`, if open.
     pub fn with<T>(&self, fh: Fh, f: impl FnOnce(&mut OpenFile) -> T) -> Option<T> {
         self.by_handle.lock().get_mut(&fh).map(f)
@@ -80,16 +86,22 @@ impl Fs {
         }
         let handle = self.open_files.new_handle().0;
         let generation = self.attr_generation();
+        let changes = self.cache.as_ref().map(|c| c.changes_here(ino));
         let reply = self.open_on_server(ino, flags, handle).await?;
         let (fh, attr) = (Fh(reply.handle), attr_of(reply.attr)?);
-        let keep_cache = self.set_up_open(
+        // A write of this mount's since the Open was sent may have run after it.
+        let prefetched = reply
+            .prefetched
+            .filter(|_| changes == self.cache.as_ref().map(|c| c.changes_here(ino)));
+        let (keep_cache, stale) = self.set_up_open(
             &mut self.names(),
             ino,
             flags,
             (fh, &attr),
             generation,
-            reply.prefetched,
+            prefetched,
         );
+        self.kernel_caught_up(stale.then_some(ino)).await;
         Ok(Opened { fh, keep_cache })
     }
 
@@ -115,8 +127,10 @@ impl Fs {
     }
 
     /// Records `ino` opened on the server as `fh` with `flags` (`attr` as the server gave it,
-    /// put under attribute `generation`; `prefetched`, its first bytes, into the cache);
-    /// whether the kernel may keep its cached pages. Under the names lock `n`.
+    /// put under attribute `generation`; `prefetched`, its first bytes, into the cache):
+    /// whether the kernel may keep its cached pages, and whether the attributes the kernel
+    /// may hold (those this mount last gave out, or those of the file when it was last open
+    /// here) differ from the server's now (see `kernel_caught_up`). Under the names lock `n`.
     pub(super) fn set_up_open(
         &self,
         n: &mut super::Names,
@@ -125,10 +139,26 @@ impl Fs {
         (fh, attr): (Fh, &proto::Attr),
         generation: u64,
         prefetched: Option<Bytes>,
-    ) -> bool {
+    ) -> (bool, bool) {
+        // What the kernel may hold: attributes this mount gave out lately, or, for a file
+        // open here before, a size its own writes set since (its change token then).
+        // With writes or local answers of this mount's in flight the server may have run
+        // the Open before them: its attributes are older than what the kernel holds.
+        let own_in_flight =
+            self.writeback.as_ref().is_some_and(|wb| wb.busy(ino)) || n.predictions.busy(ino);
+        let given = n.attrs.get(ino);
+        let stale = !own_in_flight
+            && (given.is_some_and(|g| {
+                (g.size, g.mtime, g.ctime) != (attr.size, attr.mtime, attr.ctime)
+            }) || n
+                .inodes
+                .cached_change(ino)
+                .is_some_and(|c| c != attr.change));
         // Fresh from the server: `fstat` after the first read (the kernel asks again for
         // the atime) is answered from it.
-        n.attrs.put(ino, attr, generation);
+        if !own_in_flight {
+            n.attrs.put(ino, attr, generation);
+        }
         n.inodes.opened(ino, fh);
         let keep_cache = n.inodes.keep_cache(ino, attr.change);
         self.note_open(ino, fh, flags, attr);
@@ -138,7 +168,7 @@ impl Fs {
                 cache.insert(ino, cache.generation(ino), 0, Block::new(fh, data));
             }
         }
-        keep_cache
+        (keep_cache, stale)
     }
 
     pub async fn create(
@@ -277,6 +307,10 @@ impl Fs {
             return (0, None);
         };
         if flags & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32 {
+            return (0, None);
+        }
+        // The server may run the Open before writes still queued here: no bytes then.
+        if self.writeback.as_ref().is_some_and(|wb| wb.busy(ino)) {
             return (0, None);
         }
         // Shorter than a block: a block that short means the file ends there.

@@ -131,6 +131,8 @@ struct Inner {
     slots_of: HashMap<Ino, HashSet<(u64, u64)>>,
     charged: usize,
     next_generation: u64,
+    /// How many times this mount changed each file's data (see `changes_here`).
+    changed_here: HashMap<Ino, u64>,
     hits: u64,
     misses: u64,
     crc_failures: u64,
@@ -165,6 +167,7 @@ impl BlockCache {
                 slots_of: HashMap::new(),
                 charged: 0,
                 next_generation: 0,
+                changed_here: HashMap::new(),
                 hits: 0,
                 misses: 0,
                 crc_failures: 0,
@@ -209,10 +212,9 @@ impl BlockCache {
     /// under the old generation are never served.
     pub fn invalidate(&self, ino: Ino) {
         let mut inner = self.inner.lock();
-        if !inner.slots_of.contains_key(&ino) {
-            // Nothing cached or being fetched: the generation may stay.
-            return;
-        }
+        *inner.changed_here.entry(ino).or_default() += 1;
+        // A new generation even with nothing cached: a block asked for before this change
+        // (an Open's prefetch the server may have read before it) lands in the old one.
         inner.drop_file(ino);
         // The change token the next open reports is unknown yet: it will differ from 0
         // only by chance, and `validate` then starts yet another generation.
@@ -224,6 +226,19 @@ impl BlockCache {
         let mut inner = self.inner.lock();
         inner.drop_file(ino);
         inner.files.remove(&ino);
+        inner.changed_here.remove(&ino);
+    }
+
+    /// How many times this mount has changed `ino`'s data so far: bytes fetched while it
+    /// stayed the same are no older than those changes (an Open's prefetch, which the
+    /// server read at some point between its send and its reply, is kept only then).
+    pub fn changes_here(&self, ino: Ino) -> u64 {
+        self.inner
+            .lock()
+            .changed_here
+            .get(&ino)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The current generation of `ino`'s data (blocks are requested under it).

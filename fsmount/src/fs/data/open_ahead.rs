@@ -413,27 +413,31 @@ impl Fs {
             return None;
         };
         let attr = attr_of(reply.attr).ok().filter(|_| reply.handle != 0);
+        let fh = Fh(reply.handle);
         // Checked again and set up under the names lock: nothing said "changed" meanwhile.
-        let mut n = self.names();
-        let Some(attr) = attr.filter(|_| usable(&a, &n)) else {
+        let set_up = {
+            let mut n = self.names();
+            let set_up = attr.filter(|_| usable(&a, &n)).map(|attr| {
+                let prefetched = reply.prefetched;
+                self.set_up_open(
+                    &mut n,
+                    ino,
+                    flags,
+                    (fh, &attr),
+                    a.attr_generation,
+                    prefetched,
+                )
+            });
             self.open_ahead.claimed(ino);
-            drop(n);
+            set_up
+        };
+        let Some((keep_cache, stale)) = set_up else {
             self.close_ahead(a);
             return None;
         };
-        let fh = Fh(reply.handle);
-        let keep_cache = self.set_up_open(
-            &mut n,
-            ino,
-            flags,
-            (fh, &attr),
-            a.attr_generation,
-            reply.prefetched,
-        );
-        self.open_ahead.claimed(ino);
-        drop(n);
         self.open_ahead.released();
         self.open_ahead.taken.fetch_add(1, Ordering::Relaxed);
+        self.kernel_caught_up(stale.then_some(ino)).await;
         Some(Opened { fh, keep_cache })
     }
 

@@ -25,6 +25,7 @@ impl Fs {
         let ino = self.open_files.ino_of(fh);
         if let Some(ino) = ino {
             self.write_kills_set_id(ino);
+            self.after_other_handles(ino, fh).await;
         }
         // A file this mount wrote whole from the start, so far (see `written_start`).
         let start = ino.and_then(|ino| self.written_start(ino, offset));
@@ -53,6 +54,38 @@ impl Fs {
             self.wrote_start(ino, fh, start, &data);
         }
         Ok(done as u32)
+    }
+
+    /// Orders a write through `fh` after what other handles of `ino` have in flight where
+    /// the server would not: it orders requests per handle only, runs Writes of different
+    /// handles side by side, and writes through an O_APPEND handle at its own end of file,
+    /// wherever the kernel placed them. So a write waits for a change this mount answered
+    /// itself and sent through another handle (a truncate), a write through an appending
+    /// handle waits for the writes of other handles, and any write waits for those of
+    /// other appending handles (or of handles closed since): each lands where the kernel
+    /// placed it, as on a local disk. Nothing to wait for with one handle per file.
+    async fn after_other_handles(&self, ino: Ino, fh: Fh) {
+        let changed_through_another = {
+            let n = self.names();
+            n.inodes.open_handles(ino) > 1 && n.predictions.busy(ino)
+        };
+        if changed_through_another {
+            self.settled(ino).await;
+        }
+        let Some(wb) = self.writeback.as_ref() else {
+            return;
+        };
+        let others = wb.other_handles(ino, Some(fh));
+        if others.is_empty() {
+            return;
+        }
+        let appends = |h: Fh| self.open_files.appends(h).unwrap_or(true);
+        if appends(fh) || others.into_iter().any(appends) {
+            if let Some(c) = &self.coalescer {
+                c.flush_ino(ino);
+            }
+            wb.drain(ino).await;
+        }
     }
 
     /// A write to `ino` by a caller other than root clears its set-user/group-ID bits on

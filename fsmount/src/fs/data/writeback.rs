@@ -218,6 +218,24 @@ impl Writeback {
         self.settled.lock().remove(&ino)
     }
 
+    /// The handles other than `fh` that `ino`'s unacknowledged writes go through.
+    pub fn other_handles(&self, ino: Ino, fh: Option<Fh>) -> Vec<Fh> {
+        let files = self.files.lock();
+        let mut others: Vec<Fh> = files
+            .get(&ino)
+            .map(|f| {
+                f.in_flight
+                    .iter()
+                    .map(|w| w.3)
+                    .filter(|h| Some(*h) != fh)
+                    .collect()
+            })
+            .unwrap_or_default();
+        others.sort_unstable_by_key(|h| h.0);
+        others.dedup();
+        others
+    }
+
     /// The one handle `ino`'s unacknowledged writes all go through, if they do.
     pub fn only_handle(&self, ino: Ino) -> Option<Fh> {
         let files = self.files.lock();

@@ -360,6 +360,11 @@ impl InodeTable {
         Some(node.key)
     }
 
+    /// The change token `ino`'s pages were last cached under, if it was ever open here.
+    pub fn cached_change(&self, ino: Ino) -> Option<u64> {
+        self.nodes.get(&ino).and_then(|n| n.cached_change)
+    }
+
     /// Close-to-open: true if the kernel may keep its cached pages of `ino`, i.e. they were
     /// cached under the same change token. Records `change` as the cached one.
     pub fn keep_cache(&mut self, ino: Ino, change: u64) -> bool {
@@ -404,6 +409,11 @@ impl InodeTable {
     }
 
     /// Some handle open on `ino`, if any.
+    /// How many server handles this mount has open on `ino`.
+    pub fn open_handles(&self, ino: Ino) -> usize {
+        self.nodes.get(&ino).map_or(0, |n| n.handles.len())
+    }
+
     pub fn open_handle(&self, ino: Ino) -> Option<Fh> {
         self.nodes
             .get(&ino)

@@ -567,6 +567,19 @@ impl Fs {
         if !may {
             return None;
         }
+        // A size change goes through one handle, and the server orders requests per
+        // handle: with another handle open (its writes would not wait for this one) or
+        // writes in flight through another, it goes to the server and is waited for.
+        let handle = fh.or_else(|| n.inodes.open_handle(ino));
+        if change.size.is_some() {
+            let others = self
+                .writeback
+                .as_ref()
+                .is_some_and(|wb| !wb.other_handles(ino, handle).is_empty());
+            if others || n.inodes.open_handles(ino) > 1 {
+                return None;
+            }
+        }
         let t = now();
         let mut attr = current;
         if let Some(m) = change.mode {
@@ -602,7 +615,6 @@ impl Fs {
             n.known.dir_attr_changed(ino, Some(DirAttr::of(&attr)));
         }
         // Through a handle if one is open (behind the file's writes), else by path.
-        let handle = fh.or_else(|| n.inodes.open_handle(ino));
         if let Some(c) = &self.coalescer {
             c.flush_ino(ino);
         }

@@ -1,0 +1,492 @@
+//! File data through real mounts against a model held in memory (in the manner of fsx): a
+//! seeded random run of pwrite, O_APPEND writes, ftruncate, pread, fsync, close and reopen
+//! on a few files through one mount, where every read must give the model's bytes; and the
+//! files handed between two mounts of the export (all handles of one closed before the
+//! other opens: close-to-open), with the other mount's caches warm with older contents.
+//! What it exercises: the block cache and its generations, read-ahead, write-behind and
+//! write coalescing, the Open's prefetched first block, and truncates among them.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use e2e_tests::{require_mount_support, Mount, Server};
+
+/// xorshift64*: a reproducible stream of numbers from a seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    /// Mostly small numbers, sometimes up to `max`: sizes and offsets near block edges
+    /// and well past them.
+    fn size(&mut self, max: u64) -> u64 {
+        match self.below(4) {
+            0 => self.below(4097),
+            1 => {
+                let edges = [4095u64, 4096, 4097, 65535, 65536, 131071, 131072, 131073];
+                edges[self.below(edges.len() as u64) as usize].min(max)
+            }
+            _ => self.below(max + 1),
+        }
+    }
+
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut v = Vec::with_capacity(len + 8);
+        while v.len() < len {
+            v.extend_from_slice(&self.next().to_le_bytes());
+        }
+        v.truncate(len);
+        v
+    }
+}
+
+/// Largest file the run makes.
+const MAX_SIZE: u64 = 3 << 20;
+/// Longest single write or read.
+const MAX_IO: u64 = 400 << 10;
+const FILES: usize = 3;
+
+/// One file's open descriptors on the mount that has it now.
+#[derive(Default)]
+struct Handles {
+    rw: Option<File>,
+    append: Option<File>,
+    ro: Option<File>,
+}
+
+impl Handles {
+    fn close_all(&mut self) {
+        *self = Handles::default();
+    }
+}
+
+struct Run {
+    seed: u64,
+    rng: Rng,
+    mounts: [PathBuf; 2],
+    /// The same directory on the server's disk.
+    disk: PathBuf,
+    /// Which mount each file is used through now.
+    on: [usize; FILES],
+    model: Vec<Vec<u8>>,
+    handles: Vec<Handles>,
+    /// The last operations, for the failure message.
+    log: Vec<String>,
+}
+
+impl Run {
+    fn path(&self, f: usize) -> PathBuf {
+        self.mounts[self.on[f]].join(format!("f{f}"))
+    }
+
+    fn note(&mut self, what: String) {
+        self.log.push(what);
+    }
+
+    /// The last 40 operations on the file `what` names (all files' if it names none).
+    fn file_log(&self, what: &str) -> Vec<String> {
+        let words = |s: &str| -> Vec<String> {
+            s.split(|c: char| !c.is_alphanumeric())
+                .map(str::to_string)
+                .collect()
+        };
+        let file = (0..FILES)
+            .map(|f| format!("f{f}"))
+            .find(|n| words(what).first() == Some(n));
+        let mine: Vec<String> = self
+            .log
+            .iter()
+            .filter(|op| file.as_ref().is_none_or(|n| words(op).contains(n)))
+            .cloned()
+            .collect();
+        mine[mine.len().saturating_sub(40)..].to_vec()
+    }
+
+    fn fail(&self, what: &str) -> ! {
+        let sizes: Vec<String> = (0..FILES)
+            .map(|f| {
+                let name = format!("f{f}");
+                let size = |d: &Path| {
+                    std::fs::metadata(d.join(&name))
+                        .map_or("-".to_string(), |m| m.len().to_string())
+                };
+                format!(
+                    "{name}: model {}, mount 0 {}, mount 1 {}, server {}",
+                    self.model[f].len(),
+                    size(&self.mounts[0]),
+                    size(&self.mounts[1]),
+                    size(&self.disk)
+                )
+            })
+            .collect();
+        // What the server's disk holds, once what is queued has had time to land.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let disk: Vec<String> = (0..FILES)
+            .map(|f| {
+                let on_disk = std::fs::read(self.disk.join(format!("f{f}"))).unwrap_or_default();
+                let m = &self.model[f];
+                match on_disk.iter().zip(m.iter()).position(|(a, b)| a != b) {
+                    Some(at) => format!("f{f}: the disk differs from the model at {at}"),
+                    None if on_disk.len() != m.len() => {
+                        format!("f{f}: the disk has {} bytes", on_disk.len())
+                    }
+                    None => format!("f{f}: the disk matches the model"),
+                }
+            })
+            .collect();
+        panic!(
+            "seed {:#x}: {what}\nsizes now: {}\n{}\nthe last operations on its file:\n  {}",
+            self.seed,
+            sizes.join("; "),
+            disk.join("; "),
+            self.file_log(what).join("\n  ")
+        );
+    }
+
+    fn rw(&mut self, f: usize) -> &File {
+        let path = self.path(f);
+        self.handles[f].rw.get_or_insert_with(|| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+        })
+    }
+
+    fn check_read(&mut self, f: usize, file: &File, offset: u64, len: usize, via: &str) {
+        let mut got = vec![0u8; len];
+        let mut n = 0;
+        while n < len {
+            match file.read_at(&mut got[n..], offset + n as u64) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) => self.fail(&format!("read f{f} at {offset} +{len} ({via}): {e}")),
+            }
+        }
+        let model = &self.model[f];
+        let end = (offset as usize + len).min(model.len());
+        let want = model.get(offset as usize..end).unwrap_or(&[]);
+        if &got[..n] != want {
+            let first = got[..n]
+                .iter()
+                .zip(want)
+                .position(|(a, b)| a != b)
+                .unwrap_or(n.min(want.len()));
+            let zeros = got[..n].iter().filter(|b| **b == 0).count();
+            self.fail(&format!(
+                "f{f} ({via}) at {offset} +{len}: read {n} bytes, the model has {}; first \
+                 difference at {} (file offset {}); {zeros} of the bytes read are zero",
+                want.len(),
+                first,
+                offset + first as u64
+            ));
+        }
+    }
+
+    fn step(&mut self) {
+        let f = self.rng.below(FILES as u64) as usize;
+        match self.rng.below(100) {
+            // pwrite through the read-write descriptor
+            0..=29 => {
+                let len = self.rng.size(MAX_IO) as usize;
+                let offset = self.rng.size(MAX_SIZE - len as u64);
+                let data = self.rng.bytes(len);
+                self.note(format!("pwrite f{f} at {offset} +{len}"));
+                if let Err(e) = self.rw(f).write_all_at(&data, offset) {
+                    self.fail(&format!("pwrite: {e}"));
+                }
+                let m = &mut self.model[f];
+                let end = offset as usize + len;
+                if m.len() < end {
+                    m.resize(end, 0);
+                }
+                m[offset as usize..end].copy_from_slice(&data);
+            }
+            // write through an O_APPEND descriptor
+            30..=36 => {
+                let len = self.rng.size(64 << 10) as usize;
+                if self.model[f].len() + len > MAX_SIZE as usize {
+                    return;
+                }
+                let data = self.rng.bytes(len);
+                self.note(format!("append f{f} +{len}"));
+                let path = self.path(f);
+                let file = self.handles[f]
+                    .append
+                    .get_or_insert_with(|| OpenOptions::new().append(true).open(&path).unwrap());
+                if let Err(e) = std::io::Write::write_all(&mut &*file, &data) {
+                    self.fail(&format!("append: {e}"));
+                }
+                self.model[f].extend_from_slice(&data);
+            }
+            // ftruncate, shorter or longer
+            37..=44 => {
+                let size = self.rng.size(MAX_SIZE);
+                self.note(format!("ftruncate f{f} to {size}"));
+                if let Err(e) = self.rw(f).set_len(size) {
+                    self.fail(&format!("ftruncate: {e}"));
+                }
+                self.model[f].resize(size as usize, 0);
+            }
+            // pread through the read-write or a read-only descriptor
+            45..=69 => {
+                let len = self.rng.size(MAX_IO) as usize;
+                let offset = self.rng.size(MAX_SIZE);
+                let read_only = self.rng.below(2) == 0;
+                self.note(format!(
+                    "pread f{f} at {offset} +{len} ({})",
+                    if read_only { "read-only" } else { "read-write" }
+                ));
+                let path = self.path(f);
+                let file = if read_only {
+                    self.handles[f]
+                        .ro
+                        .get_or_insert_with(|| File::open(&path).unwrap())
+                        .try_clone()
+                        .unwrap()
+                } else {
+                    self.rw(f).try_clone().unwrap()
+                };
+                let via = if read_only { "read-only" } else { "read-write" };
+                self.check_read(f, &file, offset, len, via);
+            }
+            // the size, by fstat and by path
+            70..=74 => {
+                self.note(format!("stat f{f}"));
+                let by_fd = self.rw(f).metadata().unwrap().len();
+                let by_path = std::fs::metadata(self.path(f)).unwrap().len();
+                let want = self.model[f].len() as u64;
+                if by_fd != want || by_path != want {
+                    self.fail(&format!(
+                        "f{f}: size {by_fd} by fstat, {by_path} by path, the model {want}"
+                    ));
+                }
+            }
+            75..=79 => {
+                self.note(format!("fsync f{f}"));
+                if let Err(e) = self.rw(f).sync_all() {
+                    self.fail(&format!("fsync: {e}"));
+                }
+            }
+            // close every descriptor of the file
+            80..=87 => {
+                self.note(format!("close f{f}"));
+                self.handles[f].close_all();
+            }
+            // close, and read it whole through a fresh descriptor
+            88..=93 => {
+                self.note(format!("close f{f}, read it whole"));
+                self.handles[f].close_all();
+                let file = File::open(self.path(f)).unwrap();
+                let len = self.model[f].len() + 4096;
+                self.check_read(f, &file, 0, len, "fresh open");
+            }
+            // hand the file to the other mount: close here, read it whole there
+            _ => {
+                let other = 1 - self.on[f];
+                self.note(format!("f{f} to mount {other}"));
+                self.handles[f].close_all();
+                self.on[f] = other;
+                // As `cat`, `cp` and Python read a file: open, fstat, read.
+                let file = File::open(self.path(f)).unwrap();
+                let size = file.metadata().unwrap().len();
+                if size != self.model[f].len() as u64 {
+                    self.fail(&format!(
+                        "f{f} (other mount, after close): fstat says {size}"
+                    ));
+                }
+                let len = self.model[f].len() + 4096;
+                self.check_read(f, &file, 0, len, "other mount, after close");
+            }
+        }
+    }
+}
+
+fn run(seed: u64, steps: usize, mounts: [&Path; 2], disk: &Path) {
+    let mut run = Run {
+        seed,
+        rng: Rng(seed),
+        mounts: [mounts[0].to_path_buf(), mounts[1].to_path_buf()],
+        disk: disk.to_path_buf(),
+        on: [0; FILES],
+        model: vec![Vec::new(); FILES],
+        handles: (0..FILES).map(|_| Handles::default()).collect(),
+        log: Vec::new(),
+    };
+    for f in 0..FILES {
+        let path = run.path(f);
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    }
+    for _ in 0..steps {
+        run.step();
+    }
+    // Whole, through each mount and on the server's disk.
+    for f in 0..FILES {
+        run.handles[f].close_all();
+        for m in 0..2 {
+            run.on[f] = m;
+            let file = File::open(run.path(f)).unwrap();
+            let len = run.model[f].len() + 4096;
+            run.check_read(f, &file, 0, len, &format!("mount {m} at the end"));
+        }
+    }
+}
+
+#[test]
+fn random_writes_truncates_and_reads_match_a_model_through_two_mounts() {
+    require_mount_support();
+    let server = Server::start(&[]);
+    let a = Mount::new(&server, "data", &[]);
+    let b = Mount::new(&server, "data", &[]);
+    for seed in [0x5eed_0001u64, 0x5eed_0002, 0x5eed_0003] {
+        let dir = format!("run-{seed:x}");
+        std::fs::create_dir(a.path.join(&dir)).unwrap();
+        let disk = server.export("data").join(&dir);
+        run(seed, 600, [&a.path.join(&dir), &b.path.join(&dir)], &disk);
+        for f in 0..FILES {
+            let on_disk = std::fs::metadata(server.export("data").join(&dir).join(format!("f{f}")));
+            assert!(
+                on_disk.is_ok(),
+                "f{f} of seed {seed:#x} is on the server's disk"
+            );
+        }
+    }
+}
+
+/// `n` rounds of `round(dir, i)` in a fresh directory of a fresh mount; the rounds that
+/// returned an error message, with the first three messages.
+fn rounds(n: usize, round: impl Fn(&Path, usize) -> Option<String>) -> (usize, Vec<String>) {
+    let server = Server::start(&[]);
+    let mount = Mount::new(&server, "data", &[]);
+    let dir = mount.path.join("rounds");
+    std::fs::create_dir(&dir).unwrap();
+    let failed: Vec<String> = (0..n).filter_map(|i| round(&dir, i)).collect();
+    (failed.len(), failed.into_iter().take(3).collect())
+}
+
+/// Queued writes through one descriptor, then a write through an O_APPEND descriptor of the
+/// same file: the server appends at its own end of file, which must be the one the kernel
+/// saw (the first descriptor's writes are there first), as on a local disk.
+#[test]
+fn an_append_through_a_second_descriptor_lands_after_the_first_one_s_writes() {
+    require_mount_support();
+    let (bad, first) = rounds(60, |dir, i| {
+        let path = dir.join(format!("d{i}"));
+        let rw = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        rw.write_all_at(&[b'a'; 300_000], 0).unwrap();
+        let mut append = OpenOptions::new().append(true).open(&path).unwrap();
+        rw.write_all_at(&[b'c'; 200_000], 300_000).unwrap();
+        std::io::Write::write_all(&mut append, &[b'b'; 10_000]).unwrap();
+        drop((rw, append));
+        let got = std::fs::read(&path).unwrap();
+        let want = [vec![b'a'; 300_000], vec![b'c'; 200_000], vec![b'b'; 10_000]].concat();
+        (got != want).then(|| format!("round {i}: {} bytes, {} wanted", got.len(), want.len()))
+    });
+    assert_eq!(bad, 0, "appends misplaced: {first:?}");
+}
+
+/// A shrinking ftruncate through one descriptor, then an append through another: the append
+/// is not cut off by the truncate the server runs after it.
+#[test]
+fn a_truncate_then_an_append_through_another_descriptor_keeps_the_append() {
+    require_mount_support();
+    let (bad, first) = rounds(60, |dir, i| {
+        let path = dir.join(format!("t{i}"));
+        let rw = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        rw.write_all_at(&[b'a'; 300_000], 0).unwrap();
+        let mut append = OpenOptions::new().append(true).open(&path).unwrap();
+        rw.set_len(1000).unwrap();
+        std::io::Write::write_all(&mut append, &[b'b'; 10_000]).unwrap();
+        drop((rw, append));
+        let got = std::fs::read(&path).unwrap();
+        let want = [vec![b'a'; 1000], vec![b'b'; 10_000]].concat();
+        (got != want).then(|| format!("round {i}: {} bytes, {} wanted", got.len(), want.len()))
+    });
+    assert_eq!(bad, 0, "appends lost: {first:?}");
+}
+
+/// A new file written past a hole, then read in the hole through a new descriptor: zeros,
+/// not an end of file (an Open's prefetch the server read before the write must not stand
+/// for the file's first block).
+#[test]
+fn a_hole_written_past_reads_as_zeros_through_a_new_descriptor() {
+    require_mount_support();
+    let (bad, first) = rounds(60, |dir, i| {
+        let path = dir.join(format!("h{i}"));
+        drop(
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .unwrap(),
+        );
+        let rw = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        rw.write_all_at(&[b'z'; 68_698], 131_073).unwrap();
+        let ro = File::open(&path).unwrap();
+        let mut got = vec![1u8; 4096];
+        let n = ro.read_at(&mut got, 3815).unwrap();
+        (n != 4096 || got.iter().any(|b| *b != 0))
+            .then(|| format!("round {i}: read {n} bytes in the hole"))
+    });
+    assert_eq!(bad, 0, "holes misread: {first:?}");
+}
+
+/// Close-to-open for a file appended on the server's disk: the mount had its attributes
+/// (a `stat` just before); an open and a read afterwards see the new length.
+#[test]
+fn an_open_after_a_change_on_the_server_s_disk_reads_the_new_length() {
+    require_mount_support();
+    let server = Server::start(&[]);
+    let mount = Mount::new(&server, "data", &[]);
+    let on_disk = server.export("data").join("grows");
+    let through = mount.path.join("grows");
+    std::fs::write(&on_disk, b"").unwrap();
+    let mut want = Vec::new();
+    let mut stale = Vec::new();
+    for i in 0..150usize {
+        std::fs::metadata(&through).unwrap();
+        let more = vec![b'0' + (i % 10) as u8; 1 + i * 7];
+        let mut f = OpenOptions::new().append(true).open(&on_disk).unwrap();
+        std::io::Write::write_all(&mut f, &more).unwrap();
+        drop(f);
+        want.extend_from_slice(&more);
+        let got = std::fs::read(&through).unwrap();
+        if got != want {
+            stale.push((i, got.len(), want.len()));
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "reads of an old length (round, got, want): {stale:?}"
+    );
+}
