@@ -244,3 +244,32 @@ fn xattrs_set_behind_the_mounts_back_show_once_attributes_expire() {
     sh(&format!("setfattr -n user.now -v 2 {m}/f"));
     assert!(sh(&format!("getfattr -n user.now {m}/f")).contains("user.now=\"2\""));
 }
+
+#[test]
+fn an_ioctl_on_a_file_gives_enotty_and_logs_nothing() {
+    require_mount_support();
+    let server = Server::start(&[]);
+    let mount = Mount::new(&server, "data", &[]);
+    let path = mount.path.join("plain.txt");
+    std::fs::write(&path, b"x").unwrap();
+    let f = std::fs::File::open(&path).unwrap();
+    for _ in 0..50 {
+        let mut termios = std::mem::MaybeUninit::<libc::termios>::uninit();
+        // SAFETY: TCGETS writes one termios into the buffer given.
+        let r = unsafe {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                libc::TCGETS,
+                termios.as_mut_ptr(),
+            )
+        };
+        let err = std::io::Error::last_os_error();
+        assert_eq!(
+            (r, err.raw_os_error()),
+            (-1, Some(libc::ENOTTY)),
+            "isatty's ioctl"
+        );
+    }
+    let log = mount.log();
+    assert!(!log.contains("ioctl"), "the mount logged ioctls: {log}");
+}

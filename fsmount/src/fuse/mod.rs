@@ -586,6 +586,23 @@ impl fuser::Filesystem for FuseAdapter {
         });
     }
 
+    /// No ioctl is passed to the server: ENOTTY, as a local file gives for one its
+    /// filesystem does not know (every `isatty` of a file opened by Python asks TCGETS;
+    /// fuser's default answer logged four lines for each).
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        reply.error(fuser::Errno::ENOTTY);
+    }
+
     fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         self.spawn(req, reply, move |fs, reply| async move {
             answer(reply, fs.statfs().await, |reply, s| {
