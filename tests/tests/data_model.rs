@@ -490,3 +490,43 @@ fn an_open_after_a_change_on_the_server_s_disk_reads_the_new_length() {
         "reads of an old length (round, got, want): {stale:?}"
     );
 }
+
+/// A file replaced by a rename onto its name (on another mount, or on the server's disk) is
+/// opened by name right after on this mount: the new file, never ENOENT (the name never
+/// stopped existing).
+#[test]
+fn a_name_renamed_over_elsewhere_opens_the_new_file_at_once() {
+    require_mount_support();
+    let server = Server::start(&[]);
+    let a = Mount::new(&server, "data", &[]);
+    let b = Mount::new(&server, "data", &[]);
+    let disk = server.export("data");
+    let mut failed = Vec::new();
+    for (writer, label) in [
+        (a.path.clone(), "another mount"),
+        (disk.clone(), "the disk"),
+    ] {
+        std::fs::write(writer.join("name"), b"first").unwrap();
+        for i in 0..100usize {
+            // B knows the current file by the name.
+            let _ = std::fs::read(b.path.join("name"));
+            let content = format!("version {i} from {label}");
+            std::fs::write(writer.join("name.tmp"), &content).unwrap();
+            std::fs::rename(writer.join("name.tmp"), writer.join("name")).unwrap();
+            match std::fs::read(b.path.join("name")) {
+                Ok(got) if got == content.as_bytes() => {}
+                Ok(got) => failed.push(format!(
+                    "{label} {i}: read {:?}",
+                    String::from_utf8_lossy(&got)
+                )),
+                Err(e) => failed.push(format!("{label} {i}: {e}")),
+            }
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of 200 opens failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+}

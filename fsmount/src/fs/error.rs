@@ -71,7 +71,10 @@ impl FsError {
             FsError::Client(ClientError::ServerNotAuthentic) => libc::EACCES,
             FsError::Client(ClientError::Tls(_)) => libc::EIO,
             FsError::Stale(_) => libc::ESTALE,
-            FsError::NoName(_) | FsError::Missing { .. } => libc::ENOENT,
+            // ESTALE: a system call by path that met it looks the name up again
+            // (LOOKUP_REVAL) and gets what it names now, or ENOENT if nothing.
+            FsError::NoName(_) => libc::ESTALE,
+            FsError::Missing { .. } => libc::ENOENT,
             FsError::BadReply(_) => libc::EIO,
             FsError::NoAttribute => libc::ENODATA,
             FsError::NameTooLong => libc::ENAMETOOLONG,

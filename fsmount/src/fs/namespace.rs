@@ -59,7 +59,13 @@ impl Fs {
         for (path, (parent, name)) in paths {
             match self.ask::<C>(&make(path, expect)).await {
                 Err(ClientError::Remote { errno, .. }) if errno == libc::ESTALE => {
-                    self.names().inodes.drop_name(ino, parent, &name);
+                    let mut n = self.names();
+                    n.inodes.drop_name(ino, parent, &name);
+                    // The name is another object's now (renamed over elsewhere, perhaps on
+                    // the server's disk before its notice came): what this mount knows of
+                    // the directory is older than that, and the lookup the kernel retries
+                    // must reach the server.
+                    n.known.forget(parent);
                 }
                 r => return Ok(r?),
             }
