@@ -154,6 +154,11 @@ impl Fs {
                 .inodes
                 .cached_change(ino)
                 .is_some_and(|c| c != attr.change));
+        // A listing's attributes of the file are older than these: not to be answered
+        // from any more (a lookup the kernel makes next would give the old size back).
+        if stale {
+            n.attrs.forget(ino);
+        }
         // Fresh from the server: `fstat` after the first read (the kernel asks again for
         // the atime) is answered from it.
         if !own_in_flight {
