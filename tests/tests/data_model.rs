@@ -380,28 +380,48 @@ fn rounds(n: usize, round: impl Fn(&Path, usize) -> Option<String>) -> (usize, V
     (failed.len(), failed.into_iter().take(3).collect())
 }
 
+/// One round of the tests below: a new file at `path` gets 300,000 bytes of `a` through a
+/// read-write descriptor, an O_APPEND descriptor is opened beside it, `then` uses both, and
+/// once both are closed the file is read back whole: a message if it is not `want`.
+fn two_descriptors(
+    path: &Path,
+    then: impl FnOnce(&File, &mut File),
+    want: &[u8],
+) -> Option<String> {
+    let rw = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .unwrap();
+    rw.write_all_at(&[b'a'; 300_000], 0).unwrap();
+    let mut append = OpenOptions::new().append(true).open(path).unwrap();
+    then(&rw, &mut append);
+    drop((rw, append));
+    let got = std::fs::read(path).unwrap();
+    (got != want).then(|| {
+        format!(
+            "{}: {} bytes, {} wanted",
+            path.display(),
+            got.len(),
+            want.len()
+        )
+    })
+}
+
 /// Queued writes through one descriptor, then a write through an O_APPEND descriptor of the
 /// same file: the server appends at its own end of file, which must be the one the kernel
 /// saw (the first descriptor's writes are there first), as on a local disk.
 #[test]
 fn an_append_through_a_second_descriptor_lands_after_the_first_one_s_writes() {
     require_mount_support();
+    let want = [vec![b'a'; 300_000], vec![b'c'; 200_000], vec![b'b'; 10_000]].concat();
     let (bad, first) = rounds(60, |dir, i| {
-        let path = dir.join(format!("d{i}"));
-        let rw = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .unwrap();
-        rw.write_all_at(&[b'a'; 300_000], 0).unwrap();
-        let mut append = OpenOptions::new().append(true).open(&path).unwrap();
-        rw.write_all_at(&[b'c'; 200_000], 300_000).unwrap();
-        std::io::Write::write_all(&mut append, &[b'b'; 10_000]).unwrap();
-        drop((rw, append));
-        let got = std::fs::read(&path).unwrap();
-        let want = [vec![b'a'; 300_000], vec![b'c'; 200_000], vec![b'b'; 10_000]].concat();
-        (got != want).then(|| format!("round {i}: {} bytes, {} wanted", got.len(), want.len()))
+        let write_then_append = |rw: &File, append: &mut File| {
+            rw.write_all_at(&[b'c'; 200_000], 300_000).unwrap();
+            std::io::Write::write_all(append, &[b'b'; 10_000]).unwrap();
+        };
+        two_descriptors(&dir.join(format!("d{i}")), write_then_append, &want)
     });
     assert_eq!(bad, 0, "appends misplaced: {first:?}");
 }
@@ -411,22 +431,13 @@ fn an_append_through_a_second_descriptor_lands_after_the_first_one_s_writes() {
 #[test]
 fn a_truncate_then_an_append_through_another_descriptor_keeps_the_append() {
     require_mount_support();
+    let want = [vec![b'a'; 1000], vec![b'b'; 10_000]].concat();
     let (bad, first) = rounds(60, |dir, i| {
-        let path = dir.join(format!("t{i}"));
-        let rw = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .unwrap();
-        rw.write_all_at(&[b'a'; 300_000], 0).unwrap();
-        let mut append = OpenOptions::new().append(true).open(&path).unwrap();
-        rw.set_len(1000).unwrap();
-        std::io::Write::write_all(&mut append, &[b'b'; 10_000]).unwrap();
-        drop((rw, append));
-        let got = std::fs::read(&path).unwrap();
-        let want = [vec![b'a'; 1000], vec![b'b'; 10_000]].concat();
-        (got != want).then(|| format!("round {i}: {} bytes, {} wanted", got.len(), want.len()))
+        let truncate_then_append = |rw: &File, append: &mut File| {
+            rw.set_len(1000).unwrap();
+            std::io::Write::write_all(append, &[b'b'; 10_000]).unwrap();
+        };
+        two_descriptors(&dir.join(format!("t{i}")), truncate_then_append, &want)
     });
     assert_eq!(bad, 0, "appends lost: {first:?}");
 }

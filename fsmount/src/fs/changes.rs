@@ -39,11 +39,23 @@ pub struct Backlog {
     pub done: std::sync::atomic::AtomicU64,
 }
 
-/// How long an open waits for the kernel to drop what it cached (never long: an open must
-/// not hang on the kernel).
+/// How long a call waits for the kernel to drop what it cached (never long: no call must
+/// hang on the kernel).
 const KERNEL_DROP: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Fs {
+    /// Tells the kernel to drop `batch` and waits until it has, at most `KERNEL_DROP`
+    /// (nothing to wait for when the mount has no kernel to tell).
+    pub(in crate::fs) async fn kernel_drops(&self, mut batch: Vec<Invalidate>) {
+        let Some(tell) = self.kernel.get() else {
+            return;
+        };
+        let done = std::sync::Arc::new(tokio::sync::Notify::new());
+        batch.push(Invalidate::Done(Done(done.clone())));
+        tell(batch);
+        let _ = tokio::time::timeout(KERNEL_DROP, done.notified()).await;
+    }
+
     /// Before an open is answered: the kernel has dropped what it was told to drop so far
     /// (a notice of another client's change is handed to the kernel on a thread of its
     /// own, and may still be queued when the open's reply comes), and, if `stale`, the
@@ -55,17 +67,10 @@ impl Fs {
         use std::sync::atomic::Ordering;
         let backlog = &self.kernel_backlog;
         let behind = backlog.done.load(Ordering::Acquire) < backlog.queued.load(Ordering::Acquire);
-        if !behind && stale.is_none() {
-            return;
+        if behind || stale.is_some() {
+            self.kernel_drops(stale.into_iter().map(Invalidate::Attrs).collect())
+                .await;
         }
-        let Some(tell) = self.kernel.get() else {
-            return;
-        };
-        let done = std::sync::Arc::new(tokio::sync::Notify::new());
-        let mut batch: Vec<Invalidate> = stale.into_iter().map(Invalidate::Attrs).collect();
-        batch.push(Invalidate::Done(Done(done.clone())));
-        tell(batch);
-        let _ = tokio::time::timeout(KERNEL_DROP, done.notified()).await;
     }
 }
 

@@ -47,9 +47,6 @@ pub const POSIX: u32 = 0;
 /// `LockRequest.kind`: flock(2), over the whole file.
 pub const FLOCK: u32 = 1;
 
-/// Longest a lock waits for the kernel to drop the file's pages.
-const KERNEL_DROP: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// `LockRequest.op` values.
 const TEST: u32 = 0;
 const SET: u32 = 1;
@@ -401,17 +398,9 @@ impl Fs {
             // Read from the server from now on: another client may have written it under
             // the lock just taken.
             self.data_changed(call.ino);
-            if let Some(tell) = self.kernel.get() {
-                // The kernel's pages go before the caller can read them: waited for, but
-                // never for long (a lock must not hang on the kernel).
-                let done = std::sync::Arc::new(tokio::sync::Notify::new());
-                let told = super::changes::Done(done.clone());
-                tell(vec![
-                    super::Invalidate::Inode(call.ino),
-                    super::Invalidate::Done(told),
-                ]);
-                let _ = tokio::time::timeout(KERNEL_DROP, done.notified()).await;
-            }
+            // The kernel's pages go before the caller can read them.
+            self.kernel_drops(vec![super::Invalidate::Inode(call.ino)])
+                .await;
         }
         Ok(())
     }

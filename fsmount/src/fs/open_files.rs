@@ -156,6 +156,7 @@ impl Fs {
                 .is_some_and(|c| c != attr.change));
         // A listing's attributes of the file are older than these: not to be answered
         // from any more (a lookup the kernel makes next would give the old size back).
+        // The new attribute generation also keeps `put` below from caching these.
         if stale {
             n.attrs.forget(ino);
         }

@@ -408,12 +408,12 @@ impl InodeTable {
             .is_some_and(|t| now < t)
     }
 
-    /// Some handle open on `ino`, if any.
     /// How many server handles this mount has open on `ino`.
     pub fn open_handles(&self, ino: Ino) -> usize {
         self.nodes.get(&ino).map_or(0, |n| n.handles.len())
     }
 
+    /// Some handle open on `ino`, if any.
     pub fn open_handle(&self, ino: Ino) -> Option<Fh> {
         self.nodes
             .get(&ino)
