@@ -1,10 +1,12 @@
 //! File data through real mounts against a model held in memory (in the manner of fsx): a
-//! seeded random run of pwrite, O_APPEND writes, ftruncate, pread, fsync, close and reopen
-//! on a few files through one mount, where every read must give the model's bytes; and the
-//! files handed between two mounts of the export (all handles of one closed before the
-//! other opens: close-to-open), with the other mount's caches warm with older contents.
-//! What it exercises: the block cache and its generations, read-ahead, write-behind and
-//! write coalescing, the Open's prefetched first block, and truncates among them.
+//! seeded random run of pwrite, O_APPEND writes, ftruncate, stores through a shared mapping,
+//! fallocate (holes punched, ranges zeroed, space allocated past the end), copy_file_range
+//! between the files, pread, fsync, close and reopen on a few files through one mount,
+//! where every read must give the model's bytes; and the files handed between two mounts
+//! of the export (all handles of one closed before the other opens: close-to-open), with
+//! the other mount's caches warm with older contents. What it exercises: the block cache
+//! and its generations, read-ahead, write-behind and write coalescing, the Open's
+//! prefetched first block, truncates among them, and the kernel's page cache for mappings.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -82,6 +84,11 @@ struct Run {
     handles: Vec<Handles>,
     /// The last operations, for the failure message.
     log: Vec<String>,
+    /// Stores through a mapping, fallocates and copies that changed a file: each kind must
+    /// have run (a mode the filesystem lacks is not counted).
+    mapped: usize,
+    allocated: usize,
+    copied: usize,
 }
 
 impl Run {
@@ -194,9 +201,154 @@ impl Run {
         }
     }
 
+    /// Stores through a shared mapping of the read-write descriptor, within the file's size;
+    /// sometimes `msync`ed, always unmapped.
+    fn mmap_write(&mut self, f: usize) {
+        let size = self.model[f].len() as u64;
+        if size == 0 {
+            return;
+        }
+        let offset = self.rng.below(size);
+        let len = self.rng.size(MAX_IO).clamp(1, size - offset) as usize;
+        let sync = self.rng.below(2) == 0;
+        let data = self.rng.bytes(len);
+        self.note(format!("mmap write f{f} at {offset} +{len} (msync {sync})"));
+        let page = 4096u64;
+        let start = offset / page * page;
+        let span = (offset + len as u64 - start) as usize;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(self.rw(f));
+        // SAFETY: a fresh shared mapping of `span` bytes of a file at least that long, used
+        // only here and unmapped before this returns.
+        unsafe {
+            let at = libc::mmap(
+                std::ptr::null_mut(),
+                span,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                start as libc::off_t,
+            );
+            if at == libc::MAP_FAILED {
+                let e = std::io::Error::last_os_error();
+                self.fail(&format!("mmap f{f}: {e}"));
+            }
+            let dst = (at as *mut u8).add((offset - start) as usize);
+            std::ptr::copy_nonoverlapping(data.as_ptr(), dst, len);
+            if sync && libc::msync(at, span, libc::MS_SYNC) != 0 {
+                let e = std::io::Error::last_os_error();
+                self.fail(&format!("msync f{f}: {e}"));
+            }
+            libc::munmap(at, span);
+        }
+        self.model[f][offset as usize..offset as usize + len].copy_from_slice(&data);
+        self.mapped += 1;
+    }
+
+    /// fallocate: a hole punched or a range zeroed inside the file, or space allocated past
+    /// its end (the size grows). A mode the server's filesystem lacks changes nothing.
+    fn fallocate(&mut self, f: usize) {
+        let size = self.model[f].len() as u64;
+        let (mode, name) = match self.rng.below(4) {
+            0 => (
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                "punch hole",
+            ),
+            1 => (libc::FALLOC_FL_ZERO_RANGE, "zero range"),
+            2 => (
+                libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+                "zero range, keep size",
+            ),
+            _ => (0, "allocate"),
+        };
+        let offset = self.rng.size(MAX_SIZE - 1);
+        let len = self.rng.size(MAX_IO).max(1).min(MAX_SIZE - offset);
+        self.note(format!("fallocate f{f} {name} at {offset} +{len}"));
+        let fd = std::os::fd::AsRawFd::as_raw_fd(self.rw(f));
+        // SAFETY: fallocate on an open descriptor; no memory is passed.
+        let r = unsafe { libc::fallocate(fd, mode, offset as libc::off_t, len as libc::off_t) };
+        if r != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
+                return;
+            }
+            self.fail(&format!("fallocate f{f} {name}: {e}"));
+        }
+        self.allocated += 1;
+        let end = offset + len;
+        let m = &mut self.model[f];
+        let keep = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
+        if !keep && end > size {
+            m.resize(end as usize, 0);
+        }
+        if mode & (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE) != 0 {
+            let stop = end.min(m.len() as u64) as usize;
+            if (offset as usize) < stop {
+                m[offset as usize..stop].fill(0);
+            }
+        }
+    }
+
+    /// copy_file_range from another file into this one, both through their read-write
+    /// descriptors (on the same mount or not: across mounts the kernel copies itself).
+    fn copy_range(&mut self, f: usize) {
+        let g = (f + 1 + self.rng.below(FILES as u64 - 1) as usize) % FILES;
+        let from_size = self.model[g].len() as u64;
+        let from = self.rng.below(from_size + 1);
+        let len = self.rng.size(MAX_IO).min(MAX_SIZE - 1);
+        let to = self.rng.size(MAX_SIZE - 1 - len);
+        self.note(format!(
+            "copy_file_range f{g} at {from} +{len} to f{f} at {to}"
+        ));
+        let fd_in = std::os::fd::AsRawFd::as_raw_fd(self.rw(g));
+        let fd_out = std::os::fd::AsRawFd::as_raw_fd(self.rw(f));
+        let (mut off_in, mut off_out) = (from as libc::loff_t, to as libc::loff_t);
+        let mut copied = 0u64;
+        while copied < len {
+            // SAFETY: both offsets are locals that outlive the call; descriptors are open.
+            let n = unsafe {
+                libc::copy_file_range(
+                    fd_in,
+                    &mut off_in,
+                    fd_out,
+                    &mut off_out,
+                    (len - copied) as usize,
+                    0,
+                )
+            };
+            match n {
+                0 => break,
+                n if n > 0 => copied += n as u64,
+                _ => {
+                    let e = std::io::Error::last_os_error();
+                    self.fail(&format!("copy_file_range: {e} after {copied} bytes"));
+                }
+            }
+        }
+        let want = len.min(from_size - from);
+        if copied != want {
+            self.fail(&format!(
+                "copy_file_range f{g} -> f{f}: copied {copied}, the model has {want} to copy"
+            ));
+        }
+        if copied == 0 {
+            return;
+        }
+        self.copied += 1;
+        let bytes = self.model[g][from as usize..(from + copied) as usize].to_vec();
+        let m = &mut self.model[f];
+        let end = (to + copied) as usize;
+        if m.len() < end {
+            m.resize(end, 0);
+        }
+        m[to as usize..end].copy_from_slice(&bytes);
+    }
+
     fn step(&mut self) {
         let f = self.rng.below(FILES as u64) as usize;
-        match self.rng.below(100) {
+        match self.rng.below(120) {
+            100..=106 => self.mmap_write(f),
+            107..=113 => self.fallocate(f),
+            114..=119 => self.copy_range(f),
             // pwrite through the read-write descriptor
             0..=29 => {
                 let len = self.rng.size(MAX_IO) as usize;
@@ -323,6 +475,9 @@ fn run(seed: u64, steps: usize, mounts: [&Path; 2], disk: &Path) {
         model: vec![Vec::new(); FILES],
         handles: (0..FILES).map(|_| Handles::default()).collect(),
         log: Vec::new(),
+        mapped: 0,
+        allocated: 0,
+        copied: 0,
     };
     for f in 0..FILES {
         let path = run.path(f);
@@ -336,6 +491,11 @@ fn run(seed: u64, steps: usize, mounts: [&Path; 2], disk: &Path) {
     for _ in 0..steps {
         run.step();
     }
+    let ran = (run.mapped, run.allocated, run.copied);
+    assert!(
+        ran.0 > 0 && ran.1 > 0 && ran.2 > 0,
+        "seed {seed:#x}: stores through a mapping, fallocates, copies run: {ran:?}"
+    );
     // Whole, through each mount and on the server's disk.
     for f in 0..FILES {
         run.handles[f].close_all();
@@ -354,7 +514,19 @@ fn random_writes_truncates_and_reads_match_a_model_through_two_mounts() {
     let server = Server::start(&[]);
     let a = Mount::new(&server, "data", &[]);
     let b = Mount::new(&server, "data", &[]);
-    for seed in [0x5eed_0001u64, 0x5eed_0002, 0x5eed_0003] {
+    // DATA_MODEL_SEEDS=FIRST..END (hex or decimal) runs other seeds, for a longer attack.
+    let seeds: Vec<u64> = match std::env::var("DATA_MODEL_SEEDS") {
+        Ok(range) => {
+            let num = |s: &str| match s.strip_prefix("0x") {
+                Some(h) => u64::from_str_radix(h, 16).expect("DATA_MODEL_SEEDS: hex"),
+                None => s.parse().expect("DATA_MODEL_SEEDS: a number"),
+            };
+            let (a, b) = range.split_once("..").expect("DATA_MODEL_SEEDS=FIRST..END");
+            (num(a)..num(b)).collect()
+        }
+        Err(_) => vec![0x5eed_0001u64, 0x5eed_0002, 0x5eed_0003],
+    };
+    for seed in seeds {
         let dir = format!("run-{seed:x}");
         std::fs::create_dir(a.path.join(&dir)).unwrap();
         let disk = server.export("data").join(&dir);
