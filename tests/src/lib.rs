@@ -299,6 +299,58 @@ impl Server {
         self.child = child;
     }
 
+    /// Kills fsserver (SIGKILL) and starts it again on the same address, for a caller that
+    /// holds descriptors of files on a mount of it with writes in flight. `restart` forks
+    /// from the caller, and the exec closes the child's copies of those descriptors, each
+    /// close a FLUSH that waits for the writes to reach the server, which is down: the new
+    /// server would never start. Here its process is made while the old one still runs (so
+    /// those closes complete) and waits in a shell that execs it once the old one is gone.
+    pub fn kill_and_restart_holding_files(&mut self) {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg("echo ready && read go && exec \"$0\" \"$@\"")
+            .arg(bin_dir().join("fsserver"));
+        if let Some(home) = &self.home {
+            cmd.env("HOME", home);
+        }
+        if !self.args.iter().any(|a| a == "--config") {
+            cmd.args(["--listen", &self.addr]);
+        }
+        cmd.args(&self.args);
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stderr_log)
+            .unwrap();
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(err);
+        let mut standby = cmd.spawn().expect("start the standby shell");
+        // The shell runs once its exec (and those closes) is over.
+        let mut stdout = BufReader::new(standby.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line, "ready\n", "the standby shell runs");
+        self.kill();
+        let mut go = standby.stdin.take().unwrap();
+        std::io::Write::write_all(&mut go, b"go\n").unwrap();
+        line.clear();
+        stdout.read_line(&mut line).unwrap();
+        let addr = line.trim().strip_prefix("fsserver: listening on ");
+        assert_eq!(
+            addr,
+            Some(self.addr.as_str()),
+            "fsserver restarted: {line:?}"
+        );
+        let rest = Arc::new(Mutex::new(Vec::new()));
+        let sink = rest.clone();
+        std::thread::spawn(move || {
+            for l in stdout.lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(l);
+            }
+        });
+        self.stdout = rest;
+        self.child = standby;
+    }
+
     pub fn export(&self, name: &str) -> PathBuf {
         self.dir.path().join("exports").join(name)
     }
