@@ -872,3 +872,74 @@ fn a_change_told_while_the_connection_was_cut_is_not_missed() {
         a.log()
     );
 }
+
+/// Files created and written under the directory's lease while the server is stopped, so
+/// their writes are still queued, then closed (a close under a lease does not wait for
+/// them) before the server is killed and started again (`before_restart`), or just after,
+/// while the mount is still reconnecting: each handle, closed or not, is reopened on the
+/// new session and its writes land. Before, a handle closed meanwhile was not reopened and
+/// its writes failed with EBADF, every file empty on the server though every call
+/// returned 0.
+fn writes_of_closed_handles_land_after_a_restart(before_restart: bool) {
+    require_mount_support();
+    let mut server = Server::start(&[]);
+    let mount = Mount::new(&server, "data", &[]);
+    let dir = mount.path.join("leased");
+    std::fs::create_dir(&dir).unwrap();
+    let data = |i: usize| -> Vec<u8> { (0..300_000).map(|b| (b * 7 + i) as u8).collect() };
+    let files: Vec<std::fs::File> = (0..20)
+        .map(|i| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(dir.join(format!("f{i}")))
+                .unwrap()
+        })
+        .collect();
+    // The creates reach the server; the writes then wait in the mount.
+    wait_until(
+        "the creates reached the server",
+        Duration::from_secs(10),
+        || (0..20).all(|i| server.export("data").join(format!("leased/f{i}")).exists()),
+    );
+    e2e_tests::send_signal(server.pid(), libc::SIGSTOP);
+    for (i, mut f) in files.iter().enumerate() {
+        std::io::Write::write_all(&mut f, &data(i)).unwrap();
+    }
+    if before_restart {
+        drop(files);
+        server.kill();
+        server.restart();
+    } else {
+        server.kill_and_restart_holding_files();
+        drop(files);
+    }
+    let synced = e2e_tests::fsmount_sync(&mount.path);
+    assert!(
+        synced.status.success(),
+        "fsmount sync: {}{}\n{}",
+        String::from_utf8_lossy(&synced.stdout),
+        String::from_utf8_lossy(&synced.stderr),
+        mount.log()
+    );
+    for i in 0..20 {
+        let on_disk = std::fs::read(server.export("data").join(format!("leased/f{i}"))).unwrap();
+        assert!(
+            on_disk == data(i),
+            "f{i}: {} bytes on the server's disk, 300000 written\n{}",
+            on_disk.len(),
+            reconnect_lines(&mount).join("\n")
+        );
+    }
+    mount.unmount();
+}
+
+#[test]
+fn writes_behind_a_close_land_on_a_restarted_server() {
+    writes_of_closed_handles_land_after_a_restart(true);
+}
+
+#[test]
+fn writes_of_handles_closed_while_reconnecting_land_on_a_restarted_server() {
+    writes_of_closed_handles_land_after_a_restart(false);
+}

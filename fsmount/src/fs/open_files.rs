@@ -36,6 +36,10 @@ pub(super) struct OpenFile {
 #[derive(Debug)]
 pub(super) struct OpenFiles {
     by_handle: Mutex<HashMap<Fh, OpenFile>>,
+    /// Handles the kernel released whose Close, sent behind their queued writes, the server
+    /// has not answered yet. A new session (server restart) reopens them too: those writes
+    /// still go through them. Locked after `by_handle` when both are.
+    closing: Arc<Mutex<HashMap<Fh, OpenFile>>>,
     /// Next handle number to ask the server for (the session's handles are ours to name).
     next_handle: AtomicU64,
 }
@@ -44,6 +48,7 @@ impl Default for OpenFiles {
     fn default() -> Self {
         OpenFiles {
             by_handle: Mutex::new(HashMap::new()),
+            closing: Default::default(),
             next_handle: AtomicU64::new(1),
         }
     }
@@ -284,7 +289,13 @@ impl Fs {
             c.flush_ino(ino);
         }
         n.inodes.closed(ino, fh);
-        self.open_files.by_handle.lock().remove(&fh);
+        {
+            let mut open = self.open_files.by_handle.lock();
+            if let Some(f) = open.remove(&fh) {
+                self.open_files.closing.lock().insert(fh, f);
+            }
+        }
+        let closing = self.open_files.closing.clone();
         let call = self.remote.call_behind(
             <rpc::Close as rpc::Rpc>::COMMAND,
             prost::Message::encode_to_vec(&proto::CloseRequest { handle: fh.0 }).into(),
@@ -293,6 +304,7 @@ impl Fs {
         );
         drop(n);
         super::behind::after_reply(call, move |reply| {
+            closing.lock().remove(&fh);
             match reply.map_err(super::FsError::from) {
                 Ok(_) => {}
                 // Its create failed (reported as such): the server never opened it.
@@ -392,9 +404,12 @@ impl Fs {
             // the files opened ahead.
             fs.leases_lost();
             fs.open_ahead_lost();
+            // Also those being closed: writes queued before their Close go through them.
             let files: Vec<(Fh, Ino, u32, Option<proto::Credentials>)> = {
                 let open = fs.open_files.by_handle.lock();
+                let closing = fs.open_files.closing.lock();
                 open.iter()
+                    .chain(closing.iter())
                     .map(|(fh, f)| (*fh, f.ino, f.flags, f.opener.clone()))
                     .collect()
             };
@@ -406,13 +421,17 @@ impl Fs {
                 .filter_map(|(fh, ino, flags, opener)| {
                     // Only the same file: the server refuses (and then answers ESTALE on
                     // this handle) if the path is gone or names another object.
+                    let Some(expect) = inodes.identity(ino) else {
+                        tracing::warn!("{ino}: handle {} not reopened: no identity", fh.0);
+                        return None;
+                    };
                     let req = proto::OpenRequest {
                         prefetch: 0,
                         cached_change: None,
                         path: inodes.path(ino).unwrap_or_default().into(),
                         flags: flags & !once_only,
                         handle: fh.0,
-                        expect: Some(inodes.identity(ino)?),
+                        expect: Some(expect),
                         reopen: true,
                     };
                     Some((req, opener))
