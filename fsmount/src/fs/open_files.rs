@@ -421,8 +421,10 @@ impl Fs {
                 .filter_map(|(fh, ino, flags, opener)| {
                     // Only the same file: the server refuses (and then answers ESTALE on
                     // this handle) if the path is gone or names another object.
+                    // A file created here whose Create is unanswered has no identity yet:
+                    // that Create is sent again, and opens the handle.
                     let Some(expect) = inodes.identity(ino) else {
-                        tracing::warn!("{ino}: handle {} not reopened: no identity", fh.0);
+                        tracing::debug!("{ino}: handle {} left to its create, sent again", fh.0);
                         return None;
                     };
                     let req = proto::OpenRequest {
