@@ -10,7 +10,7 @@
 //! and, as its create opened it, whatever its mode bits say.
 
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
@@ -34,6 +34,16 @@ pub fn apply(ctx: &Ctx, req: proto::CreateRequest) -> Result<Reply<proto::OpenRe
     let mode = Mode::from_bits_truncate(req.mode & 0o7777);
     let made_flags = given | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     for _ in 0..ATTEMPTS {
+        // An exclusive create not seen before: made unnamed, noted, then named (see
+        // `create_noted`), where the filesystem can.
+        if exclusive && req.verifier != 0 && ctx.create_verifiers.made(req.verifier).is_none() {
+            match create_noted(ctx, &dir, &name, given, mode, req.verifier) {
+                Some(Ok((fd, attr))) => return opened(ctx, req.handle, fd, attr),
+                Some(Err(Errno::EEXIST)) => return Err(FsError::Sys(Errno::EEXIST)),
+                Some(Err(e)) => return Err(e.into()),
+                None => {}
+            }
+        }
         match openat(&dir, name.as_os_str(), made_flags, mode) {
             Ok(fd) => {
                 let attr = crate::attr::of(fd.as_fd(), &fstat(&fd)?);
@@ -74,6 +84,52 @@ pub fn apply(ctx: &Ctx, req: proto::CreateRequest) -> Result<Reply<proto::OpenRe
         return opened(ctx, req.handle, fd, attr);
     }
     Err(FsError::Sys(Errno::ENOENT))
+}
+
+/// An exclusive create whose note cannot be lost: the file is made unnamed in `dir`
+/// (O_TMPFILE), its verifier noted with its identity, and only then linked as `name`, which
+/// fails with EEXIST if the name is taken. A server killed before the link leaves no file
+/// (the create sent again makes it anew); after it, the note is already written. With
+/// `openat(O_CREAT | O_EXCL)` then a note, a server killed between the two left a file its
+/// own create, sent again, found taken: EEXIST, and the client's writes to it lost.
+/// None where the filesystem has no O_TMPFILE (the caller creates the ordinary way).
+fn create_noted(
+    ctx: &Ctx,
+    dir: &OwnedFd,
+    name: &Name,
+    given: OFlag,
+    mode: Mode,
+    verifier: u64,
+) -> Option<Result<(OwnedFd, proto::Attr), Errno>> {
+    let unnamed = OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC;
+    let tmp = match openat(dir, ".", unnamed, mode) {
+        Ok(fd) => fd,
+        Err(Errno::EOPNOTSUPP | Errno::EISDIR | Errno::EINVAL) => return None,
+        Err(e) => return Some(Err(e)),
+    };
+    let made_here = (|| {
+        let st = fstat(&tmp)?;
+        let attr = crate::attr::of(tmp.as_fd(), &st);
+        ctx.create_verifiers.note(verifier, made(&attr));
+        let path = format!("/proc/self/fd/{}", tmp.as_raw_fd());
+        nix::unistd::linkat(
+            nix::fcntl::AT_FDCWD,
+            path.as_str(),
+            dir,
+            name.as_os_str(),
+            nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+        )?;
+        // The descriptor the client asked for: its access mode and flags (O_APPEND, ...),
+        // past the mode bits as its create (a file made 0444 for writing).
+        let flags = given - OFlag::O_EXCL - OFlag::O_TRUNC - OFlag::O_CREAT;
+        with_server_capabilities(|| reopen_checked(tmp.as_fd(), &st, flags))
+            .map_err(|_| Errno::EIO)?
+            .map_err(|e| match e {
+                FsError::Sys(e) => e,
+                _ => Errno::EIO,
+            })
+    })();
+    Some(made_here)
 }
 
 fn made(attr: &proto::Attr) -> Made {
