@@ -37,7 +37,8 @@ pub fn apply(ctx: &Ctx, req: proto::CreateRequest) -> Result<Reply<proto::OpenRe
         // An exclusive create not seen before: made unnamed, noted, then named (see
         // `create_noted`), where the filesystem can.
         if exclusive && req.verifier != 0 && ctx.create_verifiers.made(req.verifier).is_none() {
-            match create_noted(ctx, &dir, &name, given, mode, req.verifier) {
+            let note = |attr: &proto::Attr| ctx.create_verifiers.note(req.verifier, made(attr));
+            match create_noted(&dir, &name, given, mode, note) {
                 Some(Ok((fd, attr))) => return opened(ctx, req.handle, fd, attr),
                 Some(Err(Errno::EEXIST)) => return Err(FsError::Sys(Errno::EEXIST)),
                 Some(Err(e)) => return Err(e.into()),
@@ -94,12 +95,11 @@ pub fn apply(ctx: &Ctx, req: proto::CreateRequest) -> Result<Reply<proto::OpenRe
 /// own create, sent again, found taken: EEXIST, and the client's writes to it lost.
 /// None where the filesystem has no O_TMPFILE (the caller creates the ordinary way).
 fn create_noted(
-    ctx: &Ctx,
     dir: &OwnedFd,
     name: &Name,
     given: OFlag,
     mode: Mode,
-    verifier: u64,
+    note: impl FnOnce(&proto::Attr),
 ) -> Option<Result<(OwnedFd, proto::Attr), Errno>> {
     let unnamed = OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC;
     let tmp = match openat(dir, ".", unnamed, mode) {
@@ -110,7 +110,7 @@ fn create_noted(
     let made_here = (|| {
         let st = fstat(&tmp)?;
         let attr = crate::attr::of(tmp.as_fd(), &st);
-        ctx.create_verifiers.note(verifier, made(&attr));
+        note(&attr);
         let path = format!("/proc/self/fd/{}", tmp.as_raw_fd());
         nix::unistd::linkat(
             nix::fcntl::AT_FDCWD,
@@ -152,4 +152,44 @@ fn opened(
         handle,
         attr: Some(attr),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The contract that makes a create sent again after a kill safe: the note is taken
+    /// while the name does not exist yet, and names the file the name then holds.
+    #[test]
+    fn an_exclusive_create_is_noted_before_its_name_exists() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir: OwnedFd = nix::fcntl::open(
+            tmp.path(),
+            OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+        let name = Name::new(b"f").unwrap();
+        let target = tmp.path().join("f");
+        let mut noted = None;
+        let flags = OFlag::O_WRONLY | OFlag::O_EXCL;
+        let made_here = create_noted(&dir, &name, flags, Mode::from_bits_truncate(0o640), |a| {
+            noted = Some((target.exists(), a.ino, a.generation));
+        });
+        let (fd, attr) = made_here.expect("O_TMPFILE here").unwrap();
+        let (existed, ino, generation) = noted.expect("noted");
+        assert!(!existed, "the name existed when the create was noted");
+        let st = std::fs::metadata(&target).unwrap();
+        assert_eq!((attr.ino, attr.generation), (ino, generation));
+        assert_eq!(std::os::unix::fs::MetadataExt::ino(&st), ino);
+        assert_eq!(std::os::unix::fs::MetadataExt::mode(&st) & 0o7777, 0o640);
+        // The descriptor is the one asked for: write-only.
+        let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+        assert_eq!(flags & libc::O_ACCMODE, libc::O_WRONLY);
+        // A name taken: EEXIST, the file there untouched.
+        std::fs::write(&target, b"kept").unwrap();
+        let again = create_noted(&dir, &name, OFlag::O_RDWR, Mode::from_bits_truncate(0o600), |_| {});
+        assert_eq!(again.map(|r| r.err()), Some(Some(Errno::EEXIST)));
+        assert_eq!(std::fs::read(&target).unwrap(), b"kept");
+    }
 }
