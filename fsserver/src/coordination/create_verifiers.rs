@@ -12,7 +12,8 @@
 //! epoch, in every record) so a start knows which is newer. So the last `PER_FILE`
 //! exclusive creates at least are remembered; a create sent again after more than that
 //! many others gets EEXIST (an error, never a second winner). A record is written before
-//! the reply, without fsync: a crashed process loses none, a crashed machine may.
+//! the file has its name (`cmd::create`), without fsync: a crashed process loses none, a
+//! crashed machine may.
 //!
 //! A file without a birth time (the generation `crate::attr` reports; 0 where the
 //! filesystem records none) cannot be told from a later file on its reused inode number: its
