@@ -1005,3 +1005,79 @@ for i in range(3000):
     );
     mount.unmount();
 }
+
+/// An open answered by the mount (the file is being written, its requests in flight) and
+/// sent behind, unanswered when fsserver is killed: on the new session the resent Open
+/// opens that handle, which is not also reopened by path. Before, it was reopened too, the
+/// resent Open found its number taken and failed with EEXIST, and the reader's `close` and
+/// `fsmount sync` reported that error for a file whose data was whole.
+#[test]
+fn an_open_answered_here_is_opened_once_on_a_restarted_server() {
+    require_mount_support();
+    let mut server = Server::start(&[]);
+    let mount = Mount::new(&server, "data", &[]);
+    let dir = mount.path.join("leased");
+    std::fs::create_dir(&dir).unwrap();
+    let path = dir.join("f");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .unwrap();
+    let on_disk = server.export("data").join("leased/f");
+    wait_until(
+        "the create reached the server",
+        Duration::from_secs(10),
+        || on_disk.exists(),
+    );
+    e2e_tests::send_signal(server.pid(), libc::SIGSTOP);
+    std::io::Write::write_all(&mut file, &[b'a'; 100_000]).unwrap();
+    drop(file);
+    // A reader (its own process: the restart forks from this one) opens it now, answered
+    // by the mount, and closes it once the server is back.
+    let reader = r#"
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+print("opened", flush=True)
+sys.stdin.readline()
+os.close(fd)
+"#;
+    let mut child = Process::new("python3")
+        .arg("-c")
+        .arg(reader)
+        .arg(&path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "opened\n");
+    server.kill();
+    server.restart();
+    wait_until("the mount is back", Duration::from_secs(20), || {
+        reconnect_lines(&mount)
+            .iter()
+            .any(|l| l.contains("reconnected"))
+    });
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"close\n").unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "the reader's close: {status}\n{}",
+        mount.log()
+    );
+    let synced = e2e_tests::fsmount_sync(&mount.path);
+    assert!(
+        synced.status.success(),
+        "fsmount sync: {}\n{}",
+        String::from_utf8_lossy(&synced.stdout),
+        mount.log()
+    );
+    assert_eq!(std::fs::read(&on_disk).unwrap(), vec![b'a'; 100_000]);
+    mount.unmount();
+}

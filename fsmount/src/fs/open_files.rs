@@ -30,6 +30,10 @@ pub(super) struct OpenFile {
     pub read_ahead: ReadAhead,
     /// A lock taken through it was lost at a server restart: its calls fail with EIO.
     pub lock_lost: bool,
+    /// The server has it open: its Open or Create was answered. One answered here and
+    /// still on its way is not reopened after a restart: that request, sent again with
+    /// its own flags (O_TRUNC included), opens it.
+    on_server: bool,
 }
 
 /// Every file this mount has open on the server, by handle.
@@ -68,6 +72,19 @@ impl OpenFiles {
     pub fn appends(&self, fh: Fh) -> Option<bool> {
         let files = self.by_handle.lock();
         files.get(&fh).map(|f| f.flags & libc::O_APPEND as u32 != 0)
+    }
+
+    /// The server answered the Open or Create of `fh` (answered here before it did).
+    pub fn opened_on_server(&self, fh: Fh) {
+        let mut open = self.by_handle.lock();
+        match open.get_mut(&fh) {
+            Some(f) => f.on_server = true,
+            None => {
+                if let Some(f) = self.closing.lock().get_mut(&fh) {
+                    f.on_server = true;
+                }
+            }
+        }
     }
 
     /// Runs `f` on the open file `fh`, if open.
@@ -172,7 +189,7 @@ impl Fs {
         }
         n.inodes.opened(ino, fh);
         let keep_cache = n.inodes.keep_cache(ino, attr.change);
-        self.note_open(ino, fh, flags, attr);
+        self.note_open(ino, fh, flags, attr, true);
         let (prefetch, _) = self.prefetch_for(ino, flags);
         if let (Some(data), Some(cache)) = (prefetched, &self.cache) {
             if prefetch > 0 && data.len() <= prefetch as usize {
@@ -214,7 +231,7 @@ impl Fs {
             // A file just created carries no capabilities.
             self.note_no_caps(&mut n, entry.ino, true);
         }
-        self.note_open(entry.ino, fh, flags, &entry.attr);
+        self.note_open(entry.ino, fh, flags, &entry.attr, true);
         Ok((entry, fh))
     }
 
@@ -336,7 +353,16 @@ impl Fs {
         (most, cache.cached_change(ino))
     }
 
-    pub(super) fn note_open(&self, ino: Ino, fh: Fh, flags: u32, attr: &proto::Attr) {
+    /// `on_server`: false for an open or create answered here, until the server answers it
+    /// (`OpenFiles::opened_on_server`).
+    pub(super) fn note_open(
+        &self,
+        ino: Ino,
+        fh: Fh,
+        flags: u32,
+        attr: &proto::Attr,
+        on_server: bool,
+    ) {
         let block = self.max_io as u64;
         let max_window = match &self.cache {
             Some(_) => self.options.readahead as u64 / block,
@@ -354,6 +380,7 @@ impl Fs {
                 size: attr.size,
                 read_ahead: ReadAhead::new(max_window, 2 * block),
                 lock_lost: false,
+                on_server,
             },
         );
     }
@@ -405,11 +432,13 @@ impl Fs {
             fs.leases_lost();
             fs.open_ahead_lost();
             // Also those being closed: writes queued before their Close go through them.
+            // Not those whose own Open or Create is still on its way: sent again, it opens them.
             let files: Vec<(Fh, Ino, u32, Option<proto::Credentials>)> = {
                 let open = fs.open_files.by_handle.lock();
                 let closing = fs.open_files.closing.lock();
                 open.iter()
                     .chain(closing.iter())
+                    .filter(|(_, f)| f.on_server)
                     .map(|(fh, f)| (*fh, f.ino, f.flags, f.opener.clone()))
                     .collect()
             };

@@ -378,11 +378,12 @@ impl Fs {
         };
         let what = format!("create {}", shown(&req.parent, name));
         let sent = (ino, Some(attr));
-        self.send_behind::<rpc::Create>(&mut n, sent, &req, (what, 0), move |_, n, r| {
+        self.send_behind::<rpc::Create>(&mut n, sent, &req, (what, 0), move |fs, n, r| {
             drop(claim);
+            fs.open_files.opened_on_server(fh);
             n.bind_created(ino, r.attr.as_ref())
         });
-        self.note_open(ino, fh, flags, &attr);
+        self.note_open(ino, fh, flags, &attr, false);
         self.note_no_caps(&mut n, ino, true);
         let entry = Entry {
             ino,
@@ -516,7 +517,7 @@ impl Fs {
         let (prefetch, cached_change) = self.prefetch_for(ino, flags);
         // The blocks cached are this mount's view: nobody else changed the file.
         let change = cached_change.unwrap_or(attr.change);
-        self.note_open(ino, fh, flags, &proto::Attr { change, ..attr });
+        self.note_open(ino, fh, flags, &proto::Attr { change, ..attr }, false);
         let cache = self.cache.clone().filter(|_| prefetch > 0);
         let generation = cache.as_ref().map(|c| c.generation(ino));
         let req = proto::OpenRequest {
@@ -530,7 +531,8 @@ impl Fs {
         };
         let what = (format!("open of inode {ino}"), 0);
         let sent = (ino, Some(attr));
-        self.send_behind::<rpc::Open>(&mut n, sent, &req, what, move |_, _, r| {
+        self.send_behind::<rpc::Open>(&mut n, sent, &req, what, move |fs, _, r| {
+            fs.open_files.opened_on_server(fh);
             // Under the generation of the open: a write since made it stale.
             if let (Some(data), Some(cache), Some(g)) = (&r.prefetched, cache, generation) {
                 if data.len() <= prefetch as usize {
