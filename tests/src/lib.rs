@@ -101,6 +101,19 @@ pub struct Server {
     home: Option<PathBuf>,
 }
 
+/// The lines fsserver prints after the first "listening on" (more addresses, the metrics
+/// address), collected as they come.
+fn lines_as_they_come(stdout: BufReader<std::process::ChildStdout>) -> Arc<Mutex<Vec<String>>> {
+    let rest = Arc::new(Mutex::new(Vec::new()));
+    let sink = rest.clone();
+    std::thread::spawn(move || {
+        for l in stdout.lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(l);
+        }
+    });
+    rest
+}
+
 /// Starts fsserver with `args` on `listen` (retrying while the port is still taken after a
 /// kill); its stderr is appended to `log`. Returns the child and the address it listens on.
 fn spawn_server(
@@ -131,15 +144,7 @@ fn spawn_server(
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         stdout.read_line(&mut line).unwrap();
         if let Some(a) = line.trim().strip_prefix("fsserver: listening on ") {
-            // The lines after the first (more addresses, the metrics address), as they come.
-            let rest = Arc::new(Mutex::new(Vec::new()));
-            let sink = rest.clone();
-            std::thread::spawn(move || {
-                for l in stdout.lines().map_while(Result::ok) {
-                    sink.lock().unwrap().push(l);
-                }
-            });
-            return (child, a.to_string(), rest);
+            return (child, a.to_string(), lines_as_they_come(stdout));
         }
         let _ = child.kill();
         let _ = child.wait();
@@ -340,14 +345,7 @@ impl Server {
             Some(self.addr.as_str()),
             "fsserver restarted: {line:?}"
         );
-        let rest = Arc::new(Mutex::new(Vec::new()));
-        let sink = rest.clone();
-        std::thread::spawn(move || {
-            for l in stdout.lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(l);
-            }
-        });
-        self.stdout = rest;
+        self.stdout = lines_as_they_come(stdout);
         self.child = standby;
     }
 

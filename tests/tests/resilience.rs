@@ -23,6 +23,18 @@ fn reconnect_lines(mount: &Mount) -> Vec<String> {
         .collect()
 }
 
+/// `fsmount sync` of `mount` succeeds: every write made through it reached the server.
+fn assert_synced(mount: &Mount) {
+    let synced = e2e_tests::fsmount_sync(&mount.path);
+    assert!(
+        synced.status.success(),
+        "fsmount sync: {}{}\n{}",
+        String::from_utf8_lossy(&synced.stdout),
+        String::from_utf8_lossy(&synced.stderr),
+        mount.log()
+    );
+}
+
 #[test]
 fn cp_of_512_mib_survives_a_cut_every_50_mib() {
     require_mount_support();
@@ -914,14 +926,7 @@ fn writes_of_closed_handles_land_after_a_restart(before_restart: bool) {
         server.kill_and_restart_holding_files();
         drop(files);
     }
-    let synced = e2e_tests::fsmount_sync(&mount.path);
-    assert!(
-        synced.status.success(),
-        "fsmount sync: {}{}\n{}",
-        String::from_utf8_lossy(&synced.stdout),
-        String::from_utf8_lossy(&synced.stderr),
-        mount.log()
-    );
+    assert_synced(&mount);
     for i in 0..20 {
         let on_disk = std::fs::read(server.export("data").join(format!("leased/f{i}"))).unwrap();
         assert!(
@@ -983,13 +988,7 @@ for i in range(3000):
         server.restart();
     }
     assert!(child.wait().unwrap().success(), "{}", mount.log());
-    let synced = e2e_tests::fsmount_sync(&mount.path);
-    assert!(
-        synced.status.success(),
-        "fsmount sync: {}\n{}",
-        String::from_utf8_lossy(&synced.stdout),
-        mount.log()
-    );
+    assert_synced(&mount);
     let bad: Vec<String> = (0..3000)
         .filter_map(|i| {
             let want = format!("{i:06}").repeat(300 + i % 400).into_bytes();
@@ -1071,13 +1070,7 @@ os.close(fd)
         "the reader's close: {status}\n{}",
         mount.log()
     );
-    let synced = e2e_tests::fsmount_sync(&mount.path);
-    assert!(
-        synced.status.success(),
-        "fsmount sync: {}\n{}",
-        String::from_utf8_lossy(&synced.stdout),
-        mount.log()
-    );
+    assert_synced(&mount);
     assert_eq!(std::fs::read(&on_disk).unwrap(), vec![b'a'; 100_000]);
     mount.unmount();
 }

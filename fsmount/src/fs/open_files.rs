@@ -450,19 +450,13 @@ impl Fs {
                 .filter_map(|(fh, ino, flags, opener)| {
                     // Only the same file: the server refuses (and then answers ESTALE on
                     // this handle) if the path is gone or names another object.
-                    // A file created here whose Create is unanswered has no identity yet:
-                    // that Create is sent again, and opens the handle.
-                    let Some(expect) = inodes.identity(ino) else {
-                        tracing::debug!("{ino}: handle {} left to its create, sent again", fh.0);
-                        return None;
-                    };
                     let req = proto::OpenRequest {
                         prefetch: 0,
                         cached_change: None,
                         path: inodes.path(ino).unwrap_or_default().into(),
                         flags: flags & !once_only,
                         handle: fh.0,
-                        expect: Some(expect),
+                        expect: Some(inodes.identity(ino)?),
                         reopen: true,
                     };
                     Some((req, opener))

@@ -40,8 +40,7 @@ pub fn apply(ctx: &Ctx, req: proto::CreateRequest) -> Result<Reply<proto::OpenRe
             let note = |attr: &proto::Attr| ctx.create_verifiers.note(req.verifier, made(attr));
             match create_noted(&dir, &name, given, mode, note) {
                 Some(Ok((fd, attr))) => return opened(ctx, req.handle, fd, attr),
-                Some(Err(Errno::EEXIST)) => return Err(FsError::Sys(Errno::EEXIST)),
-                Some(Err(e)) => return Err(e.into()),
+                Some(Err(e)) => return Err(FsError::Sys(e)),
                 None => {}
             }
         }
@@ -123,11 +122,8 @@ fn create_noted(
         // past the mode bits as its create (a file made 0444 for writing).
         let flags = given - OFlag::O_EXCL - OFlag::O_TRUNC - OFlag::O_CREAT;
         with_server_capabilities(|| reopen_checked(tmp.as_fd(), &st, flags))
-            .map_err(|_| Errno::EIO)?
-            .map_err(|e| match e {
-                FsError::Sys(e) => e,
-                _ => Errno::EIO,
-            })
+            .and_then(|r| r)
+            .map_err(|e| Errno::from_raw(e.errno()))
     })();
     Some(made_here)
 }
