@@ -311,6 +311,14 @@ impl Server {
     /// server would never start. Here its process is made while the old one still runs (so
     /// those closes complete) and waits in a shell that execs it once the old one is gone.
     pub fn kill_and_restart_holding_files(&mut self) {
+        let standby = self.standby();
+        self.kill_and_start(standby);
+    }
+
+    /// A process ready to become this server's replacement, made now, while the server
+    /// runs (see `kill_and_restart_holding_files`); `kill_and_start` puts it in place.
+    /// Dropped unused, it ends without having started a server.
+    pub fn standby(&self) -> Standby {
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
             .arg("echo ready && read go && exec \"$0\" \"$@\"")
@@ -328,16 +336,27 @@ impl Server {
             .open(&self.stderr_log)
             .unwrap();
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(err);
-        let mut standby = cmd.spawn().expect("start the standby shell");
+        let mut child = cmd.spawn().expect("start the standby shell");
         // The shell runs once its exec (and those closes) is over.
-        let mut stdout = BufReader::new(standby.stdout.take().unwrap());
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
         assert_eq!(line, "ready\n", "the standby shell runs");
+        Standby {
+            child: Some(child),
+            stdout: Some(stdout),
+        }
+    }
+
+    /// Kills fsserver (SIGKILL, also when it is stopped) and lets `standby` become the
+    /// server on the same address.
+    pub fn kill_and_start(&mut self, mut standby: Standby) {
         self.kill();
-        let mut go = standby.stdin.take().unwrap();
+        let mut child = standby.child.take().unwrap();
+        let mut stdout = standby.stdout.take().unwrap();
+        let mut go = child.stdin.take().unwrap();
         std::io::Write::write_all(&mut go, b"go\n").unwrap();
-        line.clear();
+        let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
         let addr = line.trim().strip_prefix("fsserver: listening on ");
         assert_eq!(
@@ -346,7 +365,7 @@ impl Server {
             "fsserver restarted: {line:?}"
         );
         self.stdout = lines_as_they_come(stdout);
-        self.child = standby;
+        self.child = child;
     }
 
     pub fn export(&self, name: &str) -> PathBuf {
@@ -397,6 +416,8 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if self.is_running() {
+            // A test that stopped it (SIGSTOP) and failed before continuing it.
+            send_signal(self.child.id(), libc::SIGCONT);
             send_signal(self.child.id(), libc::SIGTERM);
             if wait_timeout(&mut self.child, Duration::from_secs(5)).is_none() {
                 let _ = self.child.kill();
@@ -410,6 +431,21 @@ impl Drop for Server {
             for note in ["sock", "locks", "leases", "creates.0", "creates.1"] {
                 let _ = std::fs::remove_file(format!("/run/fsserver/control-{hash:08x}.{note}"));
             }
+        }
+    }
+}
+
+/// A shell waiting to exec fsserver (`Server::standby`).
+pub struct Standby {
+    child: Option<Child>,
+    stdout: Option<BufReader<std::process::ChildStdout>>,
+}
+
+impl Drop for Standby {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }

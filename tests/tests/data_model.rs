@@ -89,6 +89,12 @@ pub struct Run {
     mapped: usize,
     allocated: usize,
     copied: usize,
+    /// Files made during the run with O_CREAT|O_EXCL, written whole and closed at once:
+    /// (name, mount made through, contents). Never changed after; checked at the end.
+    created: Vec<(String, usize, Vec<u8>)>,
+    /// Set by a test while the server is stopped: the steps are then those a mount may
+    /// answer without it (writes, closes, new files), which race the stop and the restart.
+    server_stopped: bool,
 }
 
 impl Run {
@@ -343,9 +349,56 @@ impl Run {
         m[to as usize..end].copy_from_slice(&bytes);
     }
 
+    /// A new file beside the others (O_CREAT|O_EXCL), written and closed: through a mount
+    /// that made the directory, a create and close answered without a round trip.
+    fn new_file(&mut self, f: usize) {
+        let m = self.on[f];
+        let name = format!("new{}", self.created.len());
+        let len = self.rng.size(96 << 10) as usize;
+        let data = self.rng.bytes(len);
+        self.note(format!("new file {name} on mount {m} +{}", data.len()));
+        let path = self.mounts[m].join(&name);
+        let written = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&path)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, &data));
+        if let Err(e) = written {
+            self.fail(&format!("new file {name}: {e}"));
+        }
+        self.created.push((name, m, data));
+    }
+
+    /// Every file `new_file` made, whole through both mounts and on the server's disk.
+    fn check_created(&self) {
+        for (name, made_on, data) in &self.created {
+            let places = [&self.mounts[0], &self.mounts[1], &self.disk];
+            for (i, dir) in places.into_iter().enumerate() {
+                let got = std::fs::read(dir.join(name));
+                if got.as_ref().ok() != Some(data) {
+                    let what = match got {
+                        Ok(g) => format!("{} bytes, {} wanted", g.len(), data.len()),
+                        Err(e) => e.to_string(),
+                    };
+                    let via = ["mount 0", "mount 1", "the server's disk"][i];
+                    self.fail(&format!(
+                        "{name} (made on mount {made_on}) via {via}: {what}"
+                    ));
+                }
+            }
+        }
+    }
+
     fn step(&mut self) {
         let f = self.rng.below(FILES as u64) as usize;
-        match self.rng.below(120) {
+        let kind = match self.server_stopped {
+            // A pwrite, an append, a close, a new file.
+            true => [0, 30, 80, 120][self.rng.below(4) as usize],
+            false => self.rng.below(124),
+        };
+        match kind {
+            120..=123 => self.new_file(f),
             100..=106 => self.mmap_write(f),
             107..=113 => self.fallocate(f),
             114..=119 => self.copy_range(f),
@@ -485,6 +538,8 @@ fn run(
         mapped: 0,
         allocated: 0,
         copied: 0,
+        created: Vec::new(),
+        server_stopped: false,
     };
     for f in 0..FILES {
         let path = run.path(f);
@@ -514,6 +569,7 @@ fn run(
             run.check_read(f, &file, 0, len, &format!("mount {m} at the end"));
         }
     }
+    run.check_created();
 }
 
 #[test]
@@ -747,4 +803,107 @@ fn the_model_holds_across_server_restarts() {
         }
     });
     assert!(restarts >= 3, "the server was restarted {restarts} times");
+}
+
+/// The model run while, from another thread, fsserver is stopped (SIGSTOP) at random moments
+/// for a random while and then either continued or killed (SIGKILL) and started again on
+/// the same address: requests wait on a stopped server mid-call, closes and creates that
+/// the mounts answer themselves under their leases race the stop and the reconnect, and
+/// writes queued behind them meet a server that has never heard of their handles. Every byte
+/// a call was answered for must be there, through both mounts and on the server's disk, and
+/// `fsmount sync` must report nothing lost.
+#[test]
+fn the_model_holds_while_the_server_stops_and_restarts_under_it() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    require_mount_support();
+    let mut server = Server::start(&[]);
+    let a = Mount::new(&server, "data", &[]);
+    let b = Mount::new(&server, "data", &[]);
+    let seed = 0x5eed_0201u64;
+    let dir = "stops";
+    std::fs::create_dir(a.path.join(dir)).unwrap();
+    let disk = server.export("data").join(dir);
+    let (in_a, in_b) = (a.path.join(dir), b.path.join(dir));
+    let done = AtomicBool::new(false);
+    // Set while the server is stopped (or dead): the steps begun then are counted.
+    let stopped = AtomicBool::new(false);
+    let mut steps_while_stopped = 0;
+    // What the other thread did, noted into the run's log before the next step.
+    let events = Mutex::new(Vec::<String>::new());
+    let (mut stops, mut restarts) = (0, 0);
+    std::thread::scope(|s| {
+        let chaos = s.spawn(|| {
+            let mut rng = Rng(seed ^ 0xdead_beef);
+            let ms =
+                |rng: &mut Rng, lo: u64, hi: u64| Duration::from_millis(lo + rng.below(hi - lo));
+            while !done.load(Ordering::SeqCst) {
+                std::thread::sleep(ms(&mut rng, 50, 400));
+                if done.load(Ordering::SeqCst) {
+                    break;
+                }
+                // Made while the server runs: see `Server::standby`.
+                let standby = server.standby();
+                stopped.store(true, Ordering::SeqCst);
+                e2e_tests::send_signal(server.pid(), libc::SIGSTOP);
+                let pause = ms(&mut rng, 20, 400);
+                std::thread::sleep(pause);
+                if rng.below(3) == 0 {
+                    e2e_tests::send_signal(server.pid(), libc::SIGCONT);
+                    events
+                        .lock()
+                        .unwrap()
+                        .push(format!("(server stopped {pause:?}, continued)"));
+                    stops += 1;
+                } else {
+                    server.kill_and_start(standby);
+                    events
+                        .lock()
+                        .unwrap()
+                        .push(format!("(server stopped {pause:?}, killed, restarted)"));
+                    restarts += 1;
+                }
+                stopped.store(false, Ordering::SeqCst);
+            }
+        });
+        // Ends the other thread also when the run fails.
+        struct Done<'a>(&'a AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let _done = Done(&done);
+        run(seed, 1500, [&in_a, &in_b], &disk, |_, run| {
+            run.server_stopped = stopped.load(Ordering::SeqCst);
+            if run.server_stopped {
+                steps_while_stopped += 1;
+            }
+            for e in events.lock().unwrap().drain(..) {
+                run.note(e);
+            }
+        });
+        drop(_done);
+        chaos.join().unwrap();
+    });
+    eprintln!(
+        "{restarts} restarts, {stops} pauses, {steps_while_stopped} steps begun while stopped"
+    );
+    assert!(
+        restarts >= 3 && stops >= 1 && steps_while_stopped >= 5,
+        "{restarts} restarts and {stops} pauses of the server, {steps_while_stopped} steps \
+         begun while it was stopped"
+    );
+    for m in [&a, &b] {
+        let synced = e2e_tests::fsmount_sync(&m.path);
+        assert!(
+            synced.status.success(),
+            "fsmount sync: {}{}\n{}",
+            String::from_utf8_lossy(&synced.stdout),
+            String::from_utf8_lossy(&synced.stderr),
+            m.log()
+        );
+    }
 }
