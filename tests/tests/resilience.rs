@@ -1074,3 +1074,64 @@ os.close(fd)
     assert_eq!(std::fs::read(&on_disk).unwrap(), vec![b'a'; 100_000]);
     mount.unmount();
 }
+
+/// A mount reopening its files on a restarted server, cut again (the server killed once
+/// more) before the reopen is answered, reconnects as soon as the server is back, not when
+/// the reopen's own time limit (30 s) runs out. The reopen is held up by the restarted
+/// server's grace: a second mount that held leases in the first run is stopped and cannot
+/// come back to it, and a request by path waits for it (or the lease time).
+#[test]
+fn a_reopen_cut_by_a_second_restart_is_tried_again_at_once() {
+    use std::io::Write;
+    require_mount_support();
+    let mut server = Server::start(&[]);
+    let a = Mount::new(&server, "data", &[]);
+    let b = Mount::new(&server, "data", &[]);
+    // Each takes a directory's lease: the next run waits for both before it runs requests
+    // by path (a reopen is one).
+    std::fs::create_dir(a.path.join("a")).unwrap();
+    std::fs::create_dir(b.path.join("b")).unwrap();
+    std::fs::write(b.path.join("b/x"), b"x").unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .open(a.path.join("a/f"))
+        .unwrap();
+    file.write_all(b"before ").unwrap();
+    file.sync_all().unwrap();
+    // B, stopped, cannot come back; continued also when the test fails.
+    struct Continue(u32);
+    impl Drop for Continue {
+        fn drop(&mut self) {
+            e2e_tests::send_signal(self.0, libc::SIGCONT);
+        }
+    }
+    e2e_tests::send_signal(b.pid(), libc::SIGSTOP);
+    let b_stopped = Continue(b.pid());
+    server.kill_and_restart_holding_files();
+    // A reconnects within its first back-off and sends its reopen, which waits for B.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !a.log().contains("handle(s) reopened by path"),
+        "the reopen waits for the grace: {}",
+        a.log()
+    );
+    server.kill_and_restart_holding_files();
+    drop(b_stopped);
+    let back = Instant::now();
+    file.write_all(b"after").unwrap();
+    file.sync_all().unwrap();
+    let took = back.elapsed();
+    eprintln!("a write and fsync took {took:?} after the second restart");
+    assert!(
+        took < Duration::from_secs(10),
+        "a write and fsync took {took:?} after the second restart\n{}",
+        a.log()
+    );
+    drop(file);
+    assert_eq!(
+        std::fs::read(server.export("data").join("a/f")).unwrap(),
+        b"before after"
+    );
+    assert_synced(&a);
+}

@@ -37,6 +37,22 @@ pub(super) struct Link {
     pub close: Arc<tokio::sync::Notify>,
     /// True once the writer has ended.
     pub written: tokio::sync::watch::Receiver<bool>,
+    /// Closed once the reader has ended (the connection closed, failed or was dropped);
+    /// nothing is ever sent on it.
+    read: tokio::sync::watch::Receiver<()>,
+}
+
+impl Link {
+    /// Returns once this connection can carry nothing more: its reader or its writer ended.
+    /// Those report to `Shared::link_lost` only for the published link; a caller waiting on
+    /// a link not yet published (the reopen of handles) needs this instead.
+    pub async fn gone(&self) {
+        let (mut written, mut read) = (self.written.clone(), self.read.clone());
+        tokio::select! {
+            _ = written.wait_for(|ended| *ended) => {}
+            _ = read.changed() => {}
+        }
+    }
 }
 
 /// Starts the reader, writer and liveness tasks of one authenticated connection.
@@ -65,7 +81,14 @@ pub(super) fn start(
         }
     });
     *shared.last_heard.lock() = Instant::now();
-    let reader = tokio::spawn(read_replies(rd, Arc::downgrade(shared), generation)).abort_handle();
+    let weak_reader = Arc::downgrade(shared);
+    // The sender lives as long as the reader's task: its end (or abort) closes the channel.
+    let (read_alive, read) = tokio::sync::watch::channel(());
+    let reader = tokio::spawn(async move {
+        let _alive = read_alive;
+        read_replies(rd, weak_reader, generation).await
+    })
+    .abort_handle();
     tokio::spawn(watch_liveness(
         Arc::downgrade(shared),
         tx.clone(),
@@ -77,6 +100,7 @@ pub(super) fn start(
         reader,
         close,
         written,
+        read,
     }
 }
 

@@ -159,10 +159,13 @@ async fn reopen_handles(shared: &Arc<Shared>, link: &Link) -> Result<usize, Clie
         }
         Ok(())
     };
-    let done = tokio::time::timeout(REOPEN_TIMEOUT, all)
-        .await
-        .map_err(|_| ClientError::Timeout("reopening handles".into()))
-        .and_then(|r| r);
+    // The link is not published yet: if it drops, nothing else fails these waits.
+    let done = tokio::select! {
+        r = tokio::time::timeout(REOPEN_TIMEOUT, all) => r
+            .map_err(|_| ClientError::Timeout("reopening handles".into()))
+            .and_then(|r| r),
+        () = link.gone() => Err(ClientError::ConnectionLost("connection lost while reopening handles".into())),
+    };
     if done.is_err() {
         // Not to be sent again as ordinary requests: the next attempt reopens afresh.
         for id in ids {
@@ -233,10 +236,12 @@ async fn send_locks(
         }
         Ok(())
     };
-    let done = tokio::time::timeout_at(deadline, all)
-        .await
-        .map_err(|_| ClientError::Timeout("reclaiming locks".into()))
-        .and_then(|r| r);
+    let done = tokio::select! {
+        r = tokio::time::timeout_at(deadline, all) => r
+            .map_err(|_| ClientError::Timeout("reclaiming locks".into()))
+            .and_then(|r| r),
+        () = link.gone() => Err(ClientError::ConnectionLost("connection lost while reclaiming locks".into())),
+    };
     if done.is_err() {
         for id in ids {
             shared.pending.cancel(id);
