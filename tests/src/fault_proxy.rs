@@ -21,6 +21,8 @@ struct Shared {
     since_cut: AtomicU64,
     cuts: AtomicU64,
     stalled: AtomicBool,
+    /// Only what the server sends is held (replies, notices); requests still pass.
+    replies_stalled: AtomicBool,
     stopped: AtomicBool,
     /// Flip one bit of the byte at this position of the next bytes to pass (0: none).
     flip_in: AtomicU64,
@@ -67,12 +69,16 @@ impl FaultProxy {
                     socks.push(client.try_clone().unwrap());
                     socks.push(server.try_clone().unwrap());
                 }
-                for (from, to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
+                for (from, to, replies) in [
+                    (
+                        client.try_clone().unwrap(),
+                        server.try_clone().unwrap(),
+                        false,
+                    ),
+                    (server, client, true),
                 ] {
                     let s = s.clone();
-                    std::thread::spawn(move || pump(from, to, &s));
+                    std::thread::spawn(move || pump(from, to, replies, &s));
                 }
             }
         });
@@ -93,6 +99,12 @@ impl FaultProxy {
     /// Stops (true) or resumes (false) forwarding; connections stay open meanwhile.
     pub fn stall(&self, on: bool) {
         self.shared.stalled.store(on, Ordering::SeqCst);
+    }
+
+    /// Holds (true) or lets through (false) what the server sends, while requests still
+    /// reach it: a request is then run and its reply not received. A cut drops what is held.
+    pub fn stall_replies(&self, on: bool) {
+        self.shared.replies_stalled.store(on, Ordering::SeqCst);
     }
 
     /// Corrupts (flips one bit of) the `bytes`-th byte from now, in whichever direction it
@@ -121,22 +133,26 @@ impl Drop for FaultProxy {
     }
 }
 
-fn wait_while_stalled(s: &Shared) {
-    while s.stalled.load(Ordering::SeqCst) && !s.stopped.load(Ordering::SeqCst) {
+fn wait_while_stalled(s: &Shared, replies: bool) {
+    let stalled = || {
+        s.stalled.load(Ordering::SeqCst) || (replies && s.replies_stalled.load(Ordering::SeqCst))
+    };
+    while stalled() && !s.stopped.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, s: &Shared) {
+/// Forwards `from` to `to`; `replies`: this is the server-to-client direction.
+fn pump(mut from: TcpStream, mut to: TcpStream, replies: bool, s: &Shared) {
     let mut buf = vec![0u8; 64 << 10];
     loop {
-        wait_while_stalled(s);
+        wait_while_stalled(s, replies);
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
         // A stall that began while this pump waited in `read` holds what it read too.
-        wait_while_stalled(s);
+        wait_while_stalled(s, replies);
         let left = s.flip_in.load(Ordering::SeqCst);
         if left > 0 {
             if left <= n as u64 {

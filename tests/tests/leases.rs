@@ -696,6 +696,7 @@ fn a_write_through_a_handle_opened_before_the_lease_recalls_it_before_it_runs() 
             handle: 7,
             offset: 0,
             budgeted: false,
+            verifier: 0,
         };
         let id = writer.next_stream();
         writer.send(protocol::Frame::request_bytes(

@@ -1135,3 +1135,63 @@ fn a_reopen_cut_by_a_second_restart_is_tried_again_at_once() {
     );
     assert_synced(&a);
 }
+
+/// An O_APPEND write the server ran but whose reply was lost when the server died is sent
+/// again to the next run, which must not append it a second time (the server notes each
+/// append's place before it writes; see fsserver's `cmd::write`).
+#[test]
+fn an_append_run_before_a_restart_is_not_appended_again() {
+    require_mount_support();
+    // With leases (the append's file made in a directory the mount made) and without.
+    append_across_a_restart(&[], "dir");
+    append_across_a_restart(&["noleases"], "");
+}
+
+fn append_across_a_restart(opts: &[&str], dir: &str) {
+    use std::io::Write;
+    let mut server = Server::start(&[]);
+    let proxy = FaultProxy::start(&server.addr);
+    let mount = Mount::via(&server, &proxy.addr, "data", opts);
+    if !dir.is_empty() {
+        std::fs::create_dir(mount.path.join(dir)).unwrap();
+    }
+    let path = mount.path.join(dir).join("log");
+    let mut log = std::fs::OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
+    log.write_all(b"head\n").unwrap();
+    log.sync_all().unwrap();
+    // Made while the server can answer: see `Server::standby`.
+    let standby = server.standby();
+    proxy.stall_replies(true);
+    let record = vec![b'x'; 1000];
+    // Write-behind: accepted here, sent, run by the server, its reply held by the proxy.
+    log.write_all(&record).unwrap();
+    let on_disk = server.export("data").join(dir).join("log");
+    wait_until(
+        "the append lands on the server",
+        Duration::from_secs(10),
+        || std::fs::metadata(&on_disk).is_ok_and(|m| m.len() == 1005),
+    );
+    server.kill_and_start(standby);
+    // The held reply goes with the cut; the mount resends the append to the new run.
+    proxy.cut_now();
+    proxy.stall_replies(false);
+    log.sync_all().unwrap();
+    drop(log);
+    let got = std::fs::read(&on_disk).unwrap();
+    assert_eq!(
+        got.len(),
+        1005,
+        "{opts:?}: the file has {} bytes: the append was run {} times\n{}",
+        got.len(),
+        (got.len() - 5) / 1000,
+        mount.log()
+    );
+    let mut want = b"head\n".to_vec();
+    want.extend_from_slice(&record);
+    assert_eq!(got, want);
+    assert_synced(&mount);
+}

@@ -29,7 +29,7 @@ use tokio_util::codec::FramedRead;
 pub use crate::remote::ClientError;
 pub use handshake::{Welcome, CONNECT_TIMEOUT};
 use shared::Shared;
-pub use shared::{create_verifier, CallMetrics, LinkStats, Params};
+pub use shared::{create_verifier, fresh_verifier, CallMetrics, LinkStats, Params};
 
 use crate::remote::{CallFuture, Patience, Remote, Reopen};
 

@@ -205,14 +205,21 @@ pub fn replayable_anew(frame: &protocol::Frame) -> protocol::Frame {
     out
 }
 
-/// The verifier of a create with `flags`: for an exclusive one, a number never 0 and never
-/// the same twice in this process, from a random start (two mounts do not meet); 0 otherwise.
+/// The verifier of a create with `flags`: for an exclusive one, a `fresh_verifier`; 0
+/// otherwise.
 pub fn create_verifier(flags: u32) -> u64 {
-    use std::sync::atomic::AtomicU64;
-    static NEXT: std::sync::OnceLock<AtomicU64> = std::sync::OnceLock::new();
     if flags & libc::O_EXCL as u32 == 0 {
         return 0;
     }
+    fresh_verifier()
+}
+
+/// A number never 0 and never the same twice in this process, from a random start (two
+/// mounts do not meet): what tells the server a request sent again after its restart from
+/// another one (an exclusive create, an append).
+pub fn fresh_verifier() -> u64 {
+    use std::sync::atomic::AtomicU64;
+    static NEXT: std::sync::OnceLock<AtomicU64> = std::sync::OnceLock::new();
     let next = NEXT.get_or_init(|| {
         let mut start = [0u8; 8];
         getrandom::fill(&mut start).expect("the OS random source works");

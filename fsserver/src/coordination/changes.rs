@@ -235,6 +235,7 @@ mod tests {
             handle: 4,
             offset: 0,
             budgeted: false,
+            verifier: 0,
         };
         assert_eq!(
             handle_change(request(Command::Write, &write).on_handle()),

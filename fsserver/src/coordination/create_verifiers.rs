@@ -18,6 +18,12 @@
 //! A file without a birth time (the generation `crate::attr` reports; 0 where the
 //! filesystem records none) cannot be told from a later file on its reused inode number: its
 //! create is not noted, and sent again gets EEXIST.
+//!
+//! The same records keep the appends (writes through a handle opened with O_APPEND, which
+//! the server places at its end of file, so one run twice is two copies): the file and its
+//! size just before the append, noted before the write under the client's verifier for it
+//! (drawn from the same numbers as its creates' verifiers), so the next run can tell whether
+//! an append sent again already landed (`cmd::write`).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -40,6 +46,14 @@ pub struct Made {
     pub generation: u64,
 }
 
+/// Where an append went: the file (device and inode number) and its size just before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub dev: u64,
+    pub ino: u64,
+    pub before: u64,
+}
+
 #[derive(Debug)]
 pub struct CreateVerifiers {
     inner: Mutex<Inner>,
@@ -54,7 +68,8 @@ struct Inner {
     current: usize,
     epoch: u32,
     count: usize,
-    noted: [HashMap<u64, Made>; 2],
+    /// Each record's three words: a create's `Made` or an append's `Appended`.
+    noted: [HashMap<u64, [u64; 3]>; 2],
 }
 
 impl CreateVerifiers {
@@ -149,7 +164,38 @@ impl CreateVerifiers {
 
     /// Notes that the create with `verifier` made `made` (verifier 0: nothing to note).
     pub fn note(&self, verifier: u64, made: Made) {
-        if verifier == 0 || made.generation == 0 {
+        if made.generation == 0 {
+            return;
+        }
+        self.note_words(
+            verifier,
+            [made.dev, made.ino, made.generation],
+            "an exclusive create",
+        );
+    }
+
+    /// The file the create with `verifier` made, if noted.
+    pub fn made(&self, verifier: u64) -> Option<Made> {
+        self.words(verifier).map(|[dev, ino, generation]| Made {
+            dev,
+            ino,
+            generation,
+        })
+    }
+
+    /// Notes, before the write, where the append with `verifier` goes (0: nothing to note).
+    pub fn note_append(&self, verifier: u64, at: Appended) {
+        self.note_words(verifier, [at.dev, at.ino, at.before], "an append");
+    }
+
+    /// Where the append with `verifier` went, if noted.
+    pub fn appended(&self, verifier: u64) -> Option<Appended> {
+        self.words(verifier)
+            .map(|[dev, ino, before]| Appended { dev, ino, before })
+    }
+
+    fn note_words(&self, verifier: u64, words: [u64; 3], what: &str) {
+        if verifier == 0 {
             return;
         }
         let mut inner = self.inner.lock();
@@ -166,18 +212,17 @@ impl CreateVerifiers {
             }
         }
         let (current, count, epoch) = (inner.current, inner.count, inner.epoch);
-        inner.noted[current].insert(verifier, made);
+        inner.noted[current].insert(verifier, words);
         inner.count += 1;
         if let Some(files) = &inner.files {
             let at = (count * RECORD) as u64;
-            if let Err(e) = files[current].write_all_at(&encode(verifier, made, epoch), at) {
-                tracing::warn!("cannot note an exclusive create: {e}");
+            if let Err(e) = files[current].write_all_at(&encode(verifier, words, epoch), at) {
+                tracing::warn!("cannot note {what}: {e}");
             }
         }
     }
 
-    /// The file the create with `verifier` made, if noted.
-    pub fn made(&self, verifier: u64) -> Option<Made> {
+    fn words(&self, verifier: u64) -> Option<[u64; 3]> {
         if verifier == 0 {
             return None;
         }
@@ -190,9 +235,9 @@ impl CreateVerifiers {
     }
 }
 
-fn encode(verifier: u64, made: Made, epoch: u32) -> [u8; RECORD] {
+fn encode(verifier: u64, words: [u64; 3], epoch: u32) -> [u8; RECORD] {
     let mut r = [0u8; RECORD];
-    for (i, v) in [verifier, made.dev, made.ino, made.generation]
+    for (i, v) in [verifier, words[0], words[1], words[2]]
         .into_iter()
         .enumerate()
     {
@@ -205,19 +250,14 @@ fn encode(verifier: u64, made: Made, epoch: u32) -> [u8; RECORD] {
 }
 
 /// A record as `encode` wrote it; None if torn or never written (all zeroes).
-fn decode(r: &[u8]) -> Option<(u64, Made, u32)> {
+fn decode(r: &[u8]) -> Option<(u64, [u64; 3], u32)> {
     let word = |i: usize| u64::from_le_bytes(r[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
     let epoch = u32::from_le_bytes(r.get(32..36)?.try_into().ok()?);
     let sum = u32::from_le_bytes(r.get(36..40)?.try_into().ok()?);
     if sum != crc32fast::hash(&r[..36]) || word(0) == 0 {
         return None;
     }
-    let made = Made {
-        dev: word(1),
-        ino: word(2),
-        generation: word(3),
-    };
-    Some((word(0), made, epoch))
+    Some((word(0), [word(1), word(2), word(3)], epoch))
 }
 
 #[cfg(test)]

@@ -368,6 +368,7 @@ mod tests {
             handle,
             offset: 0,
             budgeted: false,
+            verifier: 0,
         };
         Frame::request(Command::Write, StreamId(1), &req, Bytes::from_static(b"x"))
     }

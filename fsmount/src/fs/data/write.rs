@@ -365,10 +365,12 @@ pub(in crate::fs) fn queue_write(
     (patience, budgeted): (Patience, bool),
 ) -> impl std::future::Future<Output = Result<Option<proto::Attr>>> + Send + 'static {
     let len = data.len();
+    // The server uses it where the handle appends (see `fresh_verifier`); one add here.
     let req = proto::WriteRequest {
         handle: fh.0,
         offset,
         budgeted,
+        verifier: crate::client::fresh_verifier(),
     };
     let call = remote.call(
         <rpc::Write as rpc::Rpc>::COMMAND,
