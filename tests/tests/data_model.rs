@@ -157,12 +157,28 @@ impl Run {
                 }
             })
             .collect();
+        // Each mount's log (`Mount` keeps it beside its mount point) ends the message.
+        let logs: Vec<String> = self
+            .mounts
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let log = m.ancestors().nth(2).map(|d| d.join("fsmount.log"));
+                let text = log
+                    .and_then(|l| std::fs::read_to_string(l).ok())
+                    .unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = lines[lines.len().saturating_sub(30)..].join("\n    ");
+                format!("mount {i}'s log, last lines:\n    {tail}")
+            })
+            .collect();
         panic!(
-            "seed {:#x}: {what}\nsizes now: {}\n{}\nthe last operations on its file:\n  {}",
+            "seed {:#x}: {what}\nsizes now: {}\n{}\nthe last operations on its file:\n  {}\n{}",
             self.seed,
             sizes.join("; "),
             disk.join("; "),
-            self.file_log(what).join("\n  ")
+            self.file_log(what).join("\n  "),
+            logs.join("\n")
         );
     }
 
@@ -305,6 +321,16 @@ impl Run {
         self.note(format!(
             "copy_file_range f{g} at {from} +{len} to f{f} at {to}"
         ));
+        // As `cp` does, the source's size first: the kernel clamps a copy to the size it
+        // holds, which it fetches again only when asked (an fstat, a read past it): without
+        // this, a copy right after the mount dropped its attributes (another mount's change,
+        // a server restart) may copy nothing (docs/SEMANTICS.md). The size must be right.
+        let size = self.rw(g).metadata().map(|m| m.len());
+        if size.as_ref().ok() != Some(&from_size) {
+            self.fail(&format!(
+                "f{g}: fstat says {size:?} before a copy, the model {from_size}"
+            ));
+        }
         let fd_in = std::os::fd::AsRawFd::as_raw_fd(self.rw(g));
         let fd_out = std::os::fd::AsRawFd::as_raw_fd(self.rw(f));
         let (mut off_in, mut off_out) = (from as libc::loff_t, to as libc::loff_t);

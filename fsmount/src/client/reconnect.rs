@@ -121,41 +121,36 @@ pub(super) async fn reconnect(weak: Weak<Shared>, generation: u64) {
     }
 }
 
-/// Sends the mount's open requests on `link` (not yet published) and waits for them.
+/// Sends the mount's open requests on `link` (not yet published) and waits for them. A
+/// file whose path changed by a rename still unanswered (answered here under a lease, or
+/// its reply lost) may be at its old path on the server, if the rename had not run before
+/// the server stopped: one the server does not find at the path the mount knows now is
+/// asked for again at the path from before those renames (they are sent again after).
 async fn reopen_handles(shared: &Arc<Shared>, link: &Link) -> Result<usize, ClientError> {
     let reopen = shared.reopen.lock().clone();
     let Some(reopen) = reopen else {
         return Ok(0);
     };
-    let mut replies = Vec::new();
+    let renames = unanswered_renames(shared);
     let mut ids = Vec::new();
-    for (req, opener) in reopen() {
-        let id = shared.new_stream_id();
-        let mut msg = Bytes::from(req.encode_to_vec());
-        if let Some(who) = opener {
-            msg = protocol::credentials::attach(msg, &who);
-        }
-        let frame = Frame::request_bytes(Command::Open, id, msg, Bytes::new());
-        ids.push(id);
-        replies.push((req.handle, shared.pending.register(frame.clone())));
-        if link.tx.send(frame).is_err() {
-            break;
-        }
-    }
-    let n = replies.len();
+    let opens = reopen();
+    let n = opens.len();
     let all = async {
-        for (handle, rx) in replies {
-            match rx.await {
-                Ok(f) if f.is_error() => {
-                    let e: Result<proto::ErrorReply, _> = f.decode_msg("ErrorReply");
-                    warn!(
-                        "handle {handle} could not be reopened: {}",
-                        e.map(|e| e.message).unwrap_or_default()
-                    );
+        let failed = send_opens(shared, link, opens, &mut ids).await?;
+        let again: Vec<_> = failed
+            .into_iter()
+            .filter_map(|(mut req, opener, why)| {
+                let before = path_before_renames(&req.path, &renames);
+                if before == req.path {
+                    warn!("handle {} could not be reopened: {why}", req.handle);
+                    return None;
                 }
-                Ok(_) => {}
-                Err(_) => return Err(ClientError::ConnectionLost("session ended".into())),
-            }
+                req.path = before.into();
+                Some((req, opener))
+            })
+            .collect();
+        for (req, _, why) in send_opens(shared, link, again, &mut ids).await? {
+            warn!("handle {} could not be reopened: {why}", req.handle);
         }
         Ok(())
     };
@@ -173,6 +168,120 @@ async fn reopen_handles(shared: &Arc<Shared>, link: &Link) -> Result<usize, Clie
         }
     }
     done.map(|()| n)
+}
+
+type Reopen = (proto::OpenRequest, Option<proto::Credentials>);
+
+/// Sends `opens` on `link` and waits for every reply (their stream ids go to `ids`);
+/// returns those the server refused, with its message.
+async fn send_opens(
+    shared: &Arc<Shared>,
+    link: &Link,
+    opens: Vec<Reopen>,
+    ids: &mut Vec<protocol::StreamId>,
+) -> Result<Vec<(proto::OpenRequest, Option<proto::Credentials>, String)>, ClientError> {
+    let mut replies = Vec::new();
+    for (req, opener) in opens {
+        let id = shared.new_stream_id();
+        let mut msg = Bytes::from(req.encode_to_vec());
+        if let Some(who) = &opener {
+            msg = protocol::credentials::attach(msg, who);
+        }
+        let frame = Frame::request_bytes(Command::Open, id, msg, Bytes::new());
+        ids.push(id);
+        replies.push((req, opener, shared.pending.register(frame.clone())));
+        if link.tx.send(frame).is_err() {
+            break;
+        }
+    }
+    let mut failed = Vec::new();
+    for (req, opener, rx) in replies {
+        match rx.await {
+            Ok(f) if f.is_error() => {
+                let e: Result<proto::ErrorReply, _> = f.decode_msg("ErrorReply");
+                failed.push((req, opener, e.map(|e| e.message).unwrap_or_default()));
+            }
+            Ok(_) => {}
+            Err(_) => return Err(ClientError::ConnectionLost("session ended".into())),
+        }
+    }
+    Ok(failed)
+}
+
+/// The renames among the requests not answered yet, oldest first.
+fn unanswered_renames(shared: &Shared) -> Vec<proto::RenameRequest> {
+    shared
+        .pending
+        .unanswered()
+        .iter()
+        .filter(|f| f.cmd == Command::Rename.code())
+        .filter_map(|f| f.decode_msg::<proto::RenameRequest>("RenameRequest").ok())
+        .collect()
+}
+
+/// `path` (relative to the export, "" for its root) as it was before `renames` ran, undone
+/// newest first.
+fn path_before_renames(path: &[u8], renames: &[proto::RenameRequest]) -> Vec<u8> {
+    let join = |dir: &[u8], name: &[u8]| match dir.is_empty() {
+        true => name.to_vec(),
+        false => [dir, b"/", name].concat(),
+    };
+    // `path` with its prefix `from` (a whole component) replaced by `to`, if it has it.
+    let moved = |path: &[u8], from: &[u8], to: &[u8]| -> Option<Vec<u8>> {
+        let rest = path.strip_prefix(from)?;
+        (rest.is_empty() || rest.starts_with(b"/")).then(|| [to, rest].concat())
+    };
+    let mut path = path.to_vec();
+    for r in renames.iter().rev() {
+        let old = join(&r.parent, &r.name);
+        let new = join(&r.new_parent, &r.new_name);
+        let exchange = r.flags & libc::RENAME_EXCHANGE != 0;
+        if let Some(p) = moved(&path, &new, &old) {
+            path = p;
+        } else if let Some(p) = moved(&path, &old, &new).filter(|_| exchange) {
+            path = p;
+        }
+    }
+    path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rename(from: (&str, &str), to: (&str, &str), flags: u32) -> proto::RenameRequest {
+        proto::RenameRequest {
+            parent: Bytes::copy_from_slice(from.0.as_bytes()),
+            name: Bytes::copy_from_slice(from.1.as_bytes()),
+            new_parent: Bytes::copy_from_slice(to.0.as_bytes()),
+            new_name: Bytes::copy_from_slice(to.1.as_bytes()),
+            flags,
+        }
+    }
+
+    #[test]
+    fn a_path_before_unanswered_renames() {
+        let before = |p: &str, r: &[proto::RenameRequest]| {
+            String::from_utf8(path_before_renames(p.as_bytes(), r)).unwrap()
+        };
+        // An ancestor renamed: D/p -> D/r.
+        let r = [rename(("D", "p"), ("D", "r"), 0)];
+        assert_eq!(before("D/r/q/f", &r), "D/p/q/f");
+        assert_eq!(before("D/r", &r), "D/p");
+        // A name that only begins like it is not under it.
+        assert_eq!(before("D/rx/f", &r), "D/rx/f");
+        assert_eq!(before("E/f", &r), "E/f");
+        // Two in turn, undone newest first: a -> b, then b/c -> d.
+        let r = [
+            rename(("", "a"), ("", "b"), 0),
+            rename(("b", "c"), ("", "d"), 0),
+        ];
+        assert_eq!(before("d/f", &r), "a/c/f");
+        // An exchange is undone both ways.
+        let x = [rename(("", "a"), ("", "b"), libc::RENAME_EXCHANGE)];
+        assert_eq!(before("a/f", &x), "b/f");
+        assert_eq!(before("b/f", &x), "a/f");
+    }
 }
 
 /// Takes the mount's locks again on `link` (a new session, handles reopened) and waits for
