@@ -245,45 +245,6 @@ fn path_before_renames(path: &[u8], renames: &[proto::RenameRequest]) -> Vec<u8>
     path
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rename(from: (&str, &str), to: (&str, &str), flags: u32) -> proto::RenameRequest {
-        proto::RenameRequest {
-            parent: Bytes::copy_from_slice(from.0.as_bytes()),
-            name: Bytes::copy_from_slice(from.1.as_bytes()),
-            new_parent: Bytes::copy_from_slice(to.0.as_bytes()),
-            new_name: Bytes::copy_from_slice(to.1.as_bytes()),
-            flags,
-        }
-    }
-
-    #[test]
-    fn a_path_before_unanswered_renames() {
-        let before = |p: &str, r: &[proto::RenameRequest]| {
-            String::from_utf8(path_before_renames(p.as_bytes(), r)).unwrap()
-        };
-        // An ancestor renamed: D/p -> D/r.
-        let r = [rename(("D", "p"), ("D", "r"), 0)];
-        assert_eq!(before("D/r/q/f", &r), "D/p/q/f");
-        assert_eq!(before("D/r", &r), "D/p");
-        // A name that only begins like it is not under it.
-        assert_eq!(before("D/rx/f", &r), "D/rx/f");
-        assert_eq!(before("E/f", &r), "E/f");
-        // Two in turn, undone newest first: a -> b, then b/c -> d.
-        let r = [
-            rename(("", "a"), ("", "b"), 0),
-            rename(("b", "c"), ("", "d"), 0),
-        ];
-        assert_eq!(before("d/f", &r), "a/c/f");
-        // An exchange is undone both ways.
-        let x = [rename(("", "a"), ("", "b"), libc::RENAME_EXCHANGE)];
-        assert_eq!(before("a/f", &x), "b/f");
-        assert_eq!(before("b/f", &x), "a/f");
-    }
-}
-
 /// Takes the mount's locks again on `link` (a new session, handles reopened) and waits for
 /// the answers, then, if it held any, sends the one RECLAIMED (after them: the server counts
 /// it only from a session that re-took a lock) and waits for it. A lock the server refuses
@@ -371,5 +332,44 @@ fn reread_token(params: &super::shared::Params) {
         }
         Ok(_) => {}
         Err(e) => warn!("{e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rename(from: (&str, &str), to: (&str, &str), flags: u32) -> proto::RenameRequest {
+        proto::RenameRequest {
+            parent: Bytes::copy_from_slice(from.0.as_bytes()),
+            name: Bytes::copy_from_slice(from.1.as_bytes()),
+            new_parent: Bytes::copy_from_slice(to.0.as_bytes()),
+            new_name: Bytes::copy_from_slice(to.1.as_bytes()),
+            flags,
+        }
+    }
+
+    #[test]
+    fn a_path_before_unanswered_renames() {
+        let before = |p: &str, r: &[proto::RenameRequest]| {
+            String::from_utf8(path_before_renames(p.as_bytes(), r)).unwrap()
+        };
+        // An ancestor renamed: D/p -> D/r.
+        let r = [rename(("D", "p"), ("D", "r"), 0)];
+        assert_eq!(before("D/r/q/f", &r), "D/p/q/f");
+        assert_eq!(before("D/r", &r), "D/p");
+        // A name that only begins like it is not under it.
+        assert_eq!(before("D/rx/f", &r), "D/rx/f");
+        assert_eq!(before("E/f", &r), "E/f");
+        // Two in turn, undone newest first: a -> b, then b/c -> d.
+        let r = [
+            rename(("", "a"), ("", "b"), 0),
+            rename(("b", "c"), ("", "d"), 0),
+        ];
+        assert_eq!(before("d/f", &r), "a/c/f");
+        // An exchange is undone both ways.
+        let x = [rename(("", "a"), ("", "b"), libc::RENAME_EXCHANGE)];
+        assert_eq!(before("a/f", &x), "b/f");
+        assert_eq!(before("b/f", &x), "a/f");
     }
 }
