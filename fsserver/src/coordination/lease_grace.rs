@@ -94,8 +94,9 @@ impl LeaseGrace {
         self.grace.over().await
     }
 
-    /// A client asked to resume session `old`, which this run does not have, and sent a
-    /// first request on the session it got instead: it read that `old` is gone, and
+    /// A client asked to resume a session this run does not have, and sent a first request
+    /// on the session `old` it got instead (see `presented_as`): it read that its session
+    /// is gone, and
     /// dropped its leases before sending anything (what it answered under them before, it
     /// sends again, to land after others' changes as when it is cut off for longer). If
     /// the last run noted `old` holding leases, it is back.
@@ -104,6 +105,20 @@ impl LeaseGrace {
     pub fn came_back(&self, old: &[u8]) {
         if self.expected.lock().remove(old) {
             self.grace.reclaimed();
+            self.write();
+        }
+    }
+
+    /// A client that held leases as `old` in the last run was given session `new` by this
+    /// one: it is expected under `new` from now on, here and, if this run stops before the
+    /// client's first request (`came_back`), in the next run, to which it will present
+    /// `new`. (Expected under `old` only, a run killed between the two made every later
+    /// run wait out the lease time for a session no client would present again.)
+    pub fn presented_as(&self, old: &[u8], new: &[u8]) {
+        let mut expected = self.expected.lock();
+        if expected.remove(old) {
+            expected.insert(new.to_vec());
+            drop(expected);
             self.write();
         }
     }
@@ -178,6 +193,27 @@ fn parse(text: &str) -> Option<(u64, HashSet<Vec<u8>>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_given_a_new_session_by_a_run_killed_before_it_spoke_is_expected_under_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("x.leases");
+        let (a, a2, a3) = (vec![1u8; 16], vec![2u8; 16], vec![3u8; 16]);
+        let first = LeaseGrace::starting(Some(file.clone()), Duration::from_secs(30));
+        first.holder_granted(&a);
+        // Killed; the next run gives a's client session a2, and is killed before its first
+        // request.
+        let second = LeaseGrace::starting(Some(file.clone()), Duration::from_secs(30));
+        assert!(second.active());
+        second.presented_as(&a, &a2);
+        assert!(second.active(), "not back before its first request");
+        // The third run: the client presents a2.
+        let third = LeaseGrace::starting(Some(file.clone()), Duration::from_secs(30));
+        assert!(third.active());
+        third.presented_as(&a2, &a3);
+        third.came_back(&a3);
+        assert!(!third.active(), "its client is back");
+    }
 
     #[tokio::test]
     async fn a_run_that_held_leases_makes_the_next_wait_until_its_holders_are_back() {

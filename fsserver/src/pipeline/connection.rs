@@ -50,7 +50,15 @@ pub async fn serve(
     drop(pending);
     let _slot = auth.slot;
     let session = auth.session.clone();
-    let mut replaced = auth.replaced.clone();
+    // The client held (or may have held) leases of the last run as `auth.replaced`: the
+    // grace expects it as this session now, back at its first request.
+    let mut replaced = match auth.replaced.is_empty() {
+        true => Vec::new(),
+        false => {
+            shared.leases.grace.presented_as(&auth.replaced, &auth.session_id);
+            auth.session_id.clone()
+        }
+    };
     if auth.resumed {
         info!(%peer, export = %auth.export.name, session = %session_tag(&auth.session_id),
             open_handles = session.handles.len(), "client resumed its session");
