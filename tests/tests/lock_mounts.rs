@@ -470,10 +470,8 @@ fn after_a_server_restart_the_holder_reclaims_and_a_new_lock_waits_for_the_grace
         a.log(),
         server.log()
     );
-    assert!(
-        took >= Duration::from_millis(500),
-        "answered before the grace: {took:?}"
-    );
+    // (It waits until a has reclaimed, which ends the grace: the last run noted one
+    // session holding locks.)
     assert!(took < Duration::from_secs(8), "{took:?}");
     assert_eq!(lb.ask("lock w 0 1"), "EAGAIN", "still a's after the grace");
     // a still holds it, and lets it go.
@@ -608,4 +606,47 @@ fn after_an_orderly_restart_the_grace_ends_once_the_holder_has_reclaimed() {
     );
     assert_eq!(la.ask("unlock 0 10"), "ok");
     assert!(lb.ask("lock w 0 10 wait").starts_with("ok"));
+}
+
+/// The count of sessions holding locks is noted as it changes, not only at an orderly
+/// stop: after a crash too the grace ends once the holder has reclaimed, long before its
+/// 60 s; and a crash of a server where every lock had been let go gives no grace at all
+/// (before: every run that ever granted a lock made the next one wait the whole grace, and
+/// a server restarted more often than that held every new lock for ever).
+#[test]
+fn after_a_crash_the_grace_ends_once_the_holders_have_reclaimed() {
+    require_mount_support();
+    let mut server = Server::start(&["--lock-grace", "60"]);
+    std::fs::write(server.export("data").join("f"), vec![0u8; 10]).unwrap();
+    std::fs::write(server.export("data").join("g"), vec![0u8; 10]).unwrap();
+    let a = Mount::new(&server, "data", &[]);
+    let b = Mount::new(&server, "data", &[]);
+    let mut la = Locker::on(&a.path.join("f"));
+    let mut lb = Locker::on(&b.path.join("f"));
+    assert!(la.ask("lock w 0 10").starts_with("ok"));
+    server.kill();
+    server.restart();
+    let t = Instant::now();
+    assert_eq!(
+        lb.ask("lock w 0 10"),
+        "EAGAIN",
+        "a's lock was not reclaimed"
+    );
+    assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
+    // Every lock let go, then a crash: no grace.
+    assert_eq!(la.ask("unlock 0 10"), "ok");
+    // The unlock may be sent behind: on the server before the crash. (One still on its way
+    // when the server dies leaves the count noted: the next run waits its whole grace.)
+    assert!(e2e_tests::fsmount_sync(&a.path).status.success());
+    server.kill();
+    server.restart();
+    let mut lg = Locker::on(&b.path.join("g"));
+    let t = Instant::now();
+    assert!(lg.ask("lock w 0 10").starts_with("ok"));
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "a new lock waited {:?} after a crash with none held\n{}",
+        t.elapsed(),
+        server.log()
+    );
 }

@@ -61,6 +61,16 @@ impl Grace {
         true
     }
 
+    /// Sessions still expected to reclaim while it lasts (None: it waits for a number it
+    /// does not know); 0 once over.
+    pub fn waiting_for(&self) -> Option<usize> {
+        if !self.active() {
+            return Some(0);
+        }
+        let reclaimed = self.reclaimed.load(Ordering::Relaxed);
+        self.expected.map(|n| n.saturating_sub(reclaimed))
+    }
+
     /// Time left, if any.
     pub fn left(&self) -> Option<Duration> {
         self.active()

@@ -258,15 +258,22 @@ pub struct Locks {
     fds: AtomicUsize,
     limits: Limits,
     pub grace: Grace,
-    /// Where the server notes that it holds locks (for the grace period after a restart).
+    /// Where the server notes how many sessions hold locks (for the grace period after a
+    /// restart), kept current as that number changes.
     state_file: Option<PathBuf>,
-    noted: AtomicBool,
+    /// What the state file says now (`UNNOTED`: not written by this run).
+    noted: AtomicUsize,
     pub granted: AtomicU64,
     pub conflicts: AtomicU64,
     pub waits: AtomicU64,
     pub deadlocks: AtomicU64,
     pub refused: AtomicU64,
 }
+
+/// `Locks::noted` before this run wrote the state file.
+const UNNOTED: usize = usize::MAX;
+/// A count not known (the file says "held").
+const KNOWN_NOT: usize = usize::MAX - 1;
 
 fn refused(errno: Errno, why: &str) -> FsError {
     FsError::Refused(errno, why.to_string())
@@ -316,7 +323,7 @@ impl Locks {
             limits,
             grace,
             state_file,
-            noted: AtomicBool::new(false),
+            noted: AtomicUsize::new(UNNOTED),
             granted: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
             waits: AtomicU64::new(0),
@@ -434,7 +441,6 @@ impl Locks {
                         Self::wake(t, file, req.start, req.end);
                     }
                     self.granted.fetch_add(1, Ordering::Relaxed);
-                    self.note_held();
                     return Ok(Outcome::Done);
                 }
                 Ok(false) => {
@@ -513,7 +519,7 @@ impl Locks {
                     );
                 }
                 *t.tokens.entry(who.token.clone()).or_default() += 1;
-                self.in_use.store(t.sessions.len(), Ordering::SeqCst);
+                self.sessions_changed(t);
                 if req.kind == Kind::Posix {
                     t.waits.entry(me).or_default().push(w.clone());
                 }
@@ -613,7 +619,7 @@ impl Locks {
             .insert((file, key.clone()));
         let tok = t.tokens.entry(who.token.clone()).or_default();
         *tok = (*tok + after).saturating_sub(before);
-        self.in_use.store(t.sessions.len(), Ordering::SeqCst);
+        self.sessions_changed(t);
         narrowed
     }
 
@@ -656,6 +662,7 @@ impl Locks {
             };
         }
         Self::recount(t, &key.session, before, after);
+        self.sessions_changed(t);
         Self::wake(t, file, start, end);
         Self::drop_if_idle(t, file);
         Ok(Outcome::Done)
@@ -912,7 +919,7 @@ impl Locks {
             w.set(WaitState::Cancelled);
         }
         Self::forget_if_empty(t, session);
-        self.in_use.store(t.sessions.len(), Ordering::SeqCst);
+        self.sessions_changed(t);
     }
 
     fn release_owner(&self, t: &mut Table, file: FileKey, key: &OwnerKey) {
@@ -920,6 +927,7 @@ impl Locks {
             return;
         };
         Self::recount(t, &key.session, o.ranges.len(), 0);
+        self.sessions_changed(t);
         let span = o
             .ranges
             .iter()
@@ -972,42 +980,53 @@ impl Locks {
         }
         t.sessions.remove(session);
         t.tokens.retain(|_, n| *n > 0);
-        self.in_use.store(t.sessions.len(), Ordering::SeqCst);
+        self.sessions_changed(t);
     }
 
-    /// Notes, once per run, that locks were granted: a server started after this one
-    /// crashed gives clients a grace period to reclaim them.
-    fn note_held(&self) {
-        if self.noted.swap(true, Ordering::Relaxed) {
+    /// After a change of `t`'s sessions: the count of sessions in use, and the state file
+    /// (see `note_holders`).
+    fn sessions_changed(&self, t: &Table) {
+        self.in_use.store(t.sessions.len(), Ordering::SeqCst);
+        let holding = t.sessions.values().filter(|s| s.ranges > 0).count();
+        self.note_holders(holding);
+    }
+
+    /// Keeps the state file saying how many sessions a server started after this one
+    /// crashed must wait for (its grace ends once that many reclaimed): those holding locks
+    /// now (`holding`), and, while this run's own grace lasts, those it still waits for
+    /// ("held", a number not known: the whole grace). Removed when none: a crash of a run
+    /// holding no lock gives the next one no grace. Written only when it changes.
+    fn note_holders(&self, holding: usize) {
+        let Some(p) = &self.state_file else {
+            return;
+        };
+        let count = match self.grace.waiting_for() {
+            Some(n) => holding + n,
+            None => KNOWN_NOT,
+        };
+        if self.noted.swap(count, Ordering::Relaxed) == count {
             return;
         }
-        if let Some(p) = &self.state_file {
-            if let Err(e) = std::fs::write(p, "held\n") {
-                tracing::warn!("cannot note held locks in {}: {e}", p.display());
-            }
+        let result = match count {
+            0 => match std::fs::remove_file(p) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                r => r,
+            },
+            KNOWN_NOT => std::fs::write(p, "held\n"),
+            n => std::fs::write(p, format!("{n}\n")),
+        };
+        if let Err(e) = result {
+            tracing::warn!("cannot note held locks in {}: {e}", p.display());
         }
     }
 
     /// At an orderly stop: how many sessions hold locks (so the next start's grace period
     /// ends once they all reclaimed), or nothing when none does.
     pub fn note_at_stop(&self) {
-        let Some(p) = &self.state_file else {
-            return;
-        };
         let holding = self.summary().sessions;
-        let result = if self.grace.active() {
-            std::fs::write(p, "held\n")
-        } else if holding == 0 {
-            match std::fs::remove_file(p) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                r => r,
-            }
-        } else {
-            std::fs::write(p, format!("{holding}\n"))
-        };
-        if let Err(e) = result {
-            tracing::warn!("cannot note held locks in {}: {e}", p.display());
-        }
+        // Written again even if unchanged: the file may have been removed meanwhile.
+        self.noted.store(UNNOTED, Ordering::Relaxed);
+        self.note_holders(holding);
     }
 }
 

@@ -55,7 +55,10 @@ pub async fn serve(
     let mut replaced = match auth.replaced.is_empty() {
         true => Vec::new(),
         false => {
-            shared.leases.grace.presented_as(&auth.replaced, &auth.session_id);
+            shared
+                .leases
+                .grace
+                .presented_as(&auth.replaced, &auth.session_id);
             auth.session_id.clone()
         }
     };
