@@ -48,6 +48,7 @@ pub fn listen(
     }
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
+    let bound = identity(&path);
     let shown = Arc::new((mountpoint.display().to_string(), metrics));
     let syncs = Arc::new(AtomicUsize::new(0));
     tokio::spawn(async move {
@@ -84,15 +85,27 @@ pub fn listen(
             });
         }
     });
-    Ok(SocketFile(path))
+    Ok(SocketFile(path, bound))
 }
 
-/// Removes the socket file when dropped.
-pub struct SocketFile(PathBuf);
+/// The device and inode number of the file at `path`.
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// Removes the socket file when dropped, if it is still the one this mount bound: a new
+/// fsmount on the same mount point (this one still finishing its unmount) has bound its
+/// own there, which must stay.
+pub struct SocketFile(PathBuf, Option<(u64, u64)>);
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        if self.1.is_some() && identity(&self.0) == self.1 {
+            let _ = std::fs::remove_file(&self.0);
+        }
     }
 }
 

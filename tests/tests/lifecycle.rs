@@ -602,3 +602,68 @@ fn the_ipv4_and_ipv6_wildcards_are_listened_on_together() {
     );
     assert_eq!(reached, [true, true]);
 }
+
+/// A mount point used again while the fsmount that had it is still finishing its unmount
+/// (writes pending, its server stopped): when that one exits it leaves the new mount's
+/// control socket alone, so `fsmount status` and `fsmount sync` keep working on it.
+#[test]
+fn an_old_fsmount_ending_leaves_the_new_one_s_control_socket() {
+    require_mount_support();
+    let old_server = Server::start(&[]);
+    let old = Mount::new(&old_server, "data", &["timeout=3"]);
+    std::fs::create_dir(old.path.join("d")).unwrap();
+    // Continued also when the test fails.
+    struct Continue(u32);
+    impl Drop for Continue {
+        fn drop(&mut self) {
+            e2e_tests::send_signal(self.0, libc::SIGCONT);
+        }
+    }
+    e2e_tests::send_signal(old_server.pid(), libc::SIGSTOP);
+    let _continue = Continue(old_server.pid());
+    // Answered under the lease, sent behind to a server that does not answer.
+    std::fs::write(old.path.join("d/f"), b"pending").unwrap();
+    let old_pid = old.pid();
+    let unmounted = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&old.path)
+        .status()
+        .unwrap();
+    assert!(unmounted.success());
+    let new_server = Server::start(&[]);
+    let log = std::fs::File::create(old.path.with_extension("new.log")).unwrap();
+    let mut new = Command::new(bin_dir().join("fsmount"))
+        .arg(new_server.source("data"))
+        .arg(&old.path)
+        .arg("-o")
+        .arg(format!("token_file={}", new_server.token_file.display()))
+        .arg("-f")
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    e2e_tests::wait_until("the new mount is up", Duration::from_secs(15), || {
+        is_mounted(&old.path)
+    });
+    // The old fsmount gives up its pending writes after its timeout and exits.
+    e2e_tests::wait_until("the old fsmount exits", Duration::from_secs(20), || {
+        // Gone, or a zombie (the test's child, not yet reaped).
+        std::fs::read_to_string(format!("/proc/{old_pid}/stat")).map_or(true, |st| {
+            st.rsplit(") ").next().is_some_and(|s| s.starts_with('Z'))
+        })
+    });
+    let status = Command::new(bin_dir().join("fsmount"))
+        .arg("status")
+        .arg(&old.path)
+        .output()
+        .unwrap();
+    let synced = e2e_tests::fsmount_sync(&old.path);
+    force_unmount(&old.path);
+    let _ = new.kill();
+    let _ = new.wait();
+    assert!(
+        status.status.success(),
+        "fsmount status of the new mount: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(synced.status.success(), "fsmount sync of the new mount");
+}
