@@ -506,6 +506,35 @@ pub fn fsmount_sync(mnt: &Path) -> std::process::Output {
         .expect("run fsmount sync")
 }
 
+/// `fsmount sync` of `mount` succeeds: every write and change made through it reached the
+/// server (the message carries the mount's log).
+pub fn assert_synced(mount: &Mount) {
+    let synced = fsmount_sync(&mount.path);
+    assert!(
+        synced.status.success(),
+        "fsmount sync: {}{}\n{}",
+        String::from_utf8_lossy(&synced.stdout),
+        String::from_utf8_lossy(&synced.stderr),
+        mount.log()
+    );
+}
+
+/// Stops process `pid` (SIGSTOP) until the returned guard is dropped (SIGCONT), also when
+/// the test fails first.
+pub fn stopped(pid: u32) -> Stopped {
+    send_signal(pid, libc::SIGSTOP);
+    Stopped(pid)
+}
+
+/// See `stopped`.
+pub struct Stopped(u32);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        send_signal(self.0, libc::SIGCONT);
+    }
+}
+
 /// Unmounts `path` if mounted: `fusermount3 -u`, then `umount -l` as a last resort.
 pub fn force_unmount(path: &Path) {
     if !is_mounted(path) {

@@ -954,13 +954,6 @@ fn the_model_holds_while_the_server_stops_and_restarts_under_it() {
          begun while it was stopped"
     );
     for m in [&a, &b] {
-        let synced = e2e_tests::fsmount_sync(&m.path);
-        assert!(
-            synced.status.success(),
-            "fsmount sync: {}{}\n{}",
-            String::from_utf8_lossy(&synced.stdout),
-            String::from_utf8_lossy(&synced.stderr),
-            m.log()
-        );
+        e2e_tests::assert_synced(m);
     }
 }

@@ -612,15 +612,7 @@ fn an_old_fsmount_ending_leaves_the_new_one_s_control_socket() {
     let old_server = Server::start(&[]);
     let old = Mount::new(&old_server, "data", &["timeout=3"]);
     std::fs::create_dir(old.path.join("d")).unwrap();
-    // Continued also when the test fails.
-    struct Continue(u32);
-    impl Drop for Continue {
-        fn drop(&mut self) {
-            e2e_tests::send_signal(self.0, libc::SIGCONT);
-        }
-    }
-    e2e_tests::send_signal(old_server.pid(), libc::SIGSTOP);
-    let _continue = Continue(old_server.pid());
+    let _stopped = e2e_tests::stopped(old_server.pid());
     // Answered under the lease, sent behind to a server that does not answer.
     std::fs::write(old.path.join("d/f"), b"pending").unwrap();
     let old_pid = old.pid();

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use e2e_tests::fault_proxy::FaultProxy;
 use e2e_tests::raw::RawClient;
-use e2e_tests::{random_file, require_mount_support, sh, sha256, wait_until, Mount, Server, Tmpfs};
+use e2e_tests::{
+    assert_synced, random_file, require_mount_support, sh, sha256, wait_until, Mount, Server, Tmpfs,
+};
 use protocol::{Command, Frame, StreamId};
 
 /// Lines of the mount's log that report reconnections (the recovery figures).
@@ -21,18 +23,6 @@ fn reconnect_lines(mount: &Mount) -> Vec<String> {
         .filter(|l| l.contains("reconnected") || l.contains("lost"))
         .map(str::to_string)
         .collect()
-}
-
-/// `fsmount sync` of `mount` succeeds: every write made through it reached the server.
-fn assert_synced(mount: &Mount) {
-    let synced = e2e_tests::fsmount_sync(&mount.path);
-    assert!(
-        synced.status.success(),
-        "fsmount sync: {}{}\n{}",
-        String::from_utf8_lossy(&synced.stdout),
-        String::from_utf8_lossy(&synced.stderr),
-        mount.log()
-    );
 }
 
 #[test]
@@ -1099,15 +1089,8 @@ fn a_reopen_cut_by_a_second_restart_is_tried_again_at_once() {
         .unwrap();
     file.write_all(b"before ").unwrap();
     file.sync_all().unwrap();
-    // B, stopped, cannot come back; continued also when the test fails.
-    struct Continue(u32);
-    impl Drop for Continue {
-        fn drop(&mut self) {
-            e2e_tests::send_signal(self.0, libc::SIGCONT);
-        }
-    }
-    e2e_tests::send_signal(b.pid(), libc::SIGSTOP);
-    let b_stopped = Continue(b.pid());
+    // B, stopped, cannot come back.
+    let b_stopped = e2e_tests::stopped(b.pid());
     server.kill_and_restart_holding_files();
     // A reconnects within its first back-off and sends its reopen, which waits for B.
     std::thread::sleep(Duration::from_millis(1500));
